@@ -1,0 +1,1 @@
+//! ringlog-engine: the per-core io_uring reactor and the partition log.
