@@ -1,1 +1,4 @@
 //! ringlog-engine: the per-core io_uring reactor and the partition log.
+
+pub mod buffer;
+pub mod reactor;
