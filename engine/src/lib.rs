@@ -2,3 +2,7 @@
 
 pub mod buffer;
 pub mod reactor;
+pub mod data_dir;
+pub mod topic;
+pub mod varint;
+pub mod batch;
