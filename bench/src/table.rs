@@ -1,0 +1,449 @@
+//! The readable tables on stdout: one run's report, the reference details, and the summary of
+//! a results directory. MB = 10^6 bytes and latencies are in microseconds everywhere; every
+//! table says so in its header.
+
+use std::fmt::Write as _;
+
+use crate::latency::{LatencyHistogram, LatencySummary};
+use crate::options::{RunConfig, StopAt, Target};
+use crate::reference::disk::{DiskReference, BLOCK_BYTES, QUEUE_DEPTH};
+use crate::reference::net::NetReference;
+use crate::reference::{ReferenceFigures, References};
+use crate::report::{RatioBasis, Report};
+use crate::units::{format_bytes, format_size};
+use crate::workload::Workload;
+
+/// Header line naming the units, used by every table.
+pub const UNITS_NOTE: &str = "MB = 10^6 bytes, latency in microseconds";
+
+/// The table of one scenario run: config, result, latency, references before/after/mean, notes.
+pub fn render_run(
+    config: &RunConfig,
+    report: &Report,
+    references: &References,
+    notes: &[String],
+) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "ringlog-bench {}  ({UNITS_NOTE})", report.scenario);
+    let _ = writeln!(text, "  config     {}", describe_config(config));
+    let ratio = match (
+        report.ratio,
+        RatioBasis::for_workload(config.workload, config.cold),
+    ) {
+        (Some(ratio), Some(basis)) => format!("   ratio {ratio:.3} of {}", basis.describe()),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        text,
+        "  result     {} records  {} in {:.2} s   {:.1} MB/s   {:.0} records/s{ratio}",
+        report.records,
+        format_bytes(report.bytes),
+        report.seconds,
+        report.mb_per_s,
+        report.records_per_s
+    );
+    let _ = writeln!(
+        text,
+        "  latency    {}",
+        describe_latency(&report.latency_us)
+    );
+    if references.before.is_some() || references.after.is_some() {
+        text.push_str(&render_reference_rows(config, references));
+    }
+    for note in notes {
+        let _ = writeln!(text, "  note: {note}");
+    }
+    text
+}
+
+/// The before / after / mean rows of the references around a scenario.
+fn render_reference_rows(config: &RunConfig, references: &References) -> String {
+    let before = references.before.as_ref().map(|set| set.figures());
+    let after = references.after.as_ref().map(|set| set.figures());
+    let mean = references.figures();
+    let rows: [(String, PickFigure); 4] = [
+        ("disk write MB/s".into(), |figures| {
+            figures.disk_write_mb_per_s
+        }),
+        ("disk read MB/s".into(), |figures| {
+            figures.disk_read_mb_per_s
+        }),
+        (
+            format!(
+                "commits/s ({} + fdatasync)",
+                format_size(u64::from(config.batch_bytes))
+            ),
+            |figures| figures.fsync_commits_per_s,
+        ),
+        ("loopback TCP MB/s".into(), |figures| figures.net_mb_per_s),
+    ];
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "  reference  {:<34}{:>10}{:>10}{:>10}",
+        "", "before", "after", "mean"
+    );
+    for (label, pick) in rows {
+        let cell = |figures: Option<ReferenceFigures>| {
+            figures
+                .as_ref()
+                .and_then(pick)
+                .map_or_else(|| "-".to_string(), |value| format!("{value:.1}"))
+        };
+        if pick(&mean).is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            text,
+            "             {label:<34}{:>10}{:>10}{:>10}",
+            cell(before),
+            cell(after),
+            cell(Some(mean))
+        );
+    }
+    // Before and after usually say the same thing (a fallback): say it once.
+    let mut notes: Vec<&String> = Vec::new();
+    for set in [&references.before, &references.after]
+        .into_iter()
+        .flatten()
+    {
+        let disk_notes = set.disk.iter().flat_map(|disk| &disk.notes);
+        for note in disk_notes.chain(set.net.iter().flat_map(|net| &net.notes)) {
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
+    for note in notes {
+        let _ = writeln!(text, "  note: {note}");
+    }
+    text
+}
+
+/// Picks one figure out of a reference measurement.
+type PickFigure = fn(&ReferenceFigures) -> Option<f64>;
+
+/// One line with every option that shapes the load.
+fn describe_config(config: &RunConfig) -> String {
+    let rate = config
+        .rate_mb_per_s
+        .map_or_else(|| "unlimited".to_string(), |rate| format!("{rate} MB/s"));
+    let stop = match config.stop {
+        StopAt::Duration(duration) => format!("{:.1} s", duration.as_secs_f64()),
+        StopAt::TotalBytes(bytes) => format_bytes(bytes),
+    };
+    let target = match &config.target {
+        Target::Embedded { shards } => format!("embedded server, {shards} shards"),
+        Target::Server(address) => format!("server {address}"),
+    };
+    let mut line = format!(
+        "record {} B, batch {}, linger {} ms, partitions {}, producers {}, consumers {}, groups {}, \
+         acks {}, rate {rate}, {stop}, {target}",
+        config.record_size_bytes,
+        format_size(u64::from(config.batch_bytes)),
+        config.linger_ms,
+        config.partitions,
+        config.producers,
+        config.consumers,
+        config.groups,
+        config.acks.name(),
+    );
+    if config.cold {
+        line.push_str(", cold");
+    }
+    if config.workload == Workload::Share {
+        let _ = write!(line, ", work {} us/record", config.work_us);
+    }
+    line
+}
+
+/// `p50 .. p90 .. p99 .. p99.9 .. p99.99 .. max .. (n samples)`.
+pub fn describe_latency(summary: &LatencySummary) -> String {
+    if summary.count == 0 {
+        return "no samples".to_string();
+    }
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  ({} samples)",
+        summary.p50,
+        summary.p90,
+        summary.p99,
+        summary.p999,
+        summary.p9999,
+        summary.max,
+        summary.count
+    )
+}
+
+/// The detailed table of the disk reference.
+pub fn render_disk(disk: &DiskReference) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "disk reference  ({UNITS_NOTE}; {}, {}, ring {})",
+        disk.io_mode.describe(),
+        if disk.preallocated {
+            "preallocated"
+        } else {
+            "not preallocated"
+        },
+        disk.ring_setup.describe()
+    );
+    let blocks = format!(
+        "{} blocks x {QUEUE_DEPTH} in flight",
+        format_size(BLOCK_BYTES as u64)
+    );
+    let _ = writeln!(
+        text,
+        "  sequential write  {blocks:<26}{:>10} in {:.2} s  {:>9.1} MB/s  (incl. {:.2} s final fdatasync)",
+        format_bytes(disk.write.bytes),
+        disk.write.seconds,
+        disk.write_mb_per_s(),
+        disk.write.sync_seconds
+    );
+    let _ = writeln!(
+        text,
+        "  sequential read   {blocks:<26}{:>10} in {:.2} s  {:>9.1} MB/s",
+        format_bytes(disk.read.bytes),
+        disk.read.seconds,
+        disk.read_mb_per_s()
+    );
+    let commit = format!(
+        "{} write + fdatasync",
+        format_size(u64::from(disk.commits.write_bytes))
+    );
+    let _ = writeln!(
+        text,
+        "  commits           {commit:<26}{:>10} in {:.2} s  {:>9.1} commits/s",
+        disk.commits.count,
+        disk.commits.seconds,
+        disk.commits_per_s()
+    );
+    let _ = writeln!(
+        text,
+        "  commit latency    {}",
+        latency_line(&disk.commits.latency)
+    );
+    for note in &disk.notes {
+        let _ = writeln!(text, "  note: {note}");
+    }
+    text
+}
+
+fn latency_line(latency: &LatencyHistogram) -> String {
+    describe_latency(&latency.summary())
+}
+
+/// The detailed table of the net reference.
+pub fn render_net(net: &NetReference) -> String {
+    let mut text = String::new();
+    let pinning = match net.pinned {
+        Some((sender, receiver)) => format!("sender on cpu {sender}, receiver on cpu {receiver}"),
+        None => "one core: threads not pinned apart".to_string(),
+    };
+    let ring = net.ring_setup.map_or("", |setup| setup.describe());
+    let _ = writeln!(
+        text,
+        "net reference  ({UNITS_NOTE}; loopback TCP, 1 MiB sends, one in flight, {pinning}, ring {ring})"
+    );
+    let best = net.best_mb_per_s();
+    for run in &net.runs {
+        let marker = if Some(run.mb_per_s()) == best && net.runs.len() > 1 {
+            "  <- faster"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            text,
+            "  {:<9}{:>10} in {:.2} s  {:>9.1} MB/s{marker}",
+            run.mode.name(),
+            format_bytes(run.bytes),
+            run.seconds,
+            run.mb_per_s()
+        );
+    }
+    for note in &net.notes {
+        let _ = writeln!(text, "  note: {note}");
+    }
+    text
+}
+
+/// One row of the summary: where the report came from, and the report.
+#[derive(Clone, Debug)]
+pub struct SummaryRow {
+    /// The report's name (its file name without `.json`).
+    pub name: String,
+    /// The report.
+    pub report: Report,
+}
+
+/// The summary table of many reports, one row each.
+pub fn render_summary(rows: &[SummaryRow]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "ringlog-bench summary  ({UNITS_NOTE})");
+    let _ = writeln!(
+        text,
+        "{:<18} {:<8} {:>12} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}  of",
+        "run", "scenario", "records/s", "MB/s", "p50", "p99", "p99.99", "max", "ratio"
+    );
+    for row in rows {
+        let report = &row.report;
+        let workload = Workload::from_name(&report.scenario);
+        let basis =
+            workload.and_then(|workload| RatioBasis::for_workload(workload, report.config.cold));
+        let (ratio, of) = match (report.ratio, basis) {
+            (Some(ratio), Some(basis)) => (format!("{ratio:.3}"), basis.describe()),
+            _ => ("-".to_string(), ""),
+        };
+        let latency = &report.latency_us;
+        let cell = |value: u64| {
+            if latency.count == 0 {
+                "-".to_string()
+            } else {
+                value.to_string()
+            }
+        };
+        let line = format!(
+            "{:<18} {:<8} {:>12.0} {:>9.1} {:>8} {:>8} {:>8} {:>9} {:>7}  {of}",
+            row.name,
+            report.scenario,
+            report.records_per_s,
+            report.mb_per_s,
+            cell(latency.p50),
+            cell(latency.p99),
+            cell(latency.p9999),
+            cell(latency.max),
+            ratio,
+        );
+        let _ = writeln!(text, "{}", line.trim_end());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Acks;
+    use crate::report::ReportConfig;
+
+    fn report(scenario: &str, ratio: Option<f64>) -> Report {
+        Report {
+            scenario: scenario.into(),
+            config: ReportConfig {
+                record_size: 1024,
+                batch_bytes: 65536,
+                partitions: 2,
+                producers: 1,
+                consumers: 1,
+                groups: 1,
+                acks: Acks::Durable,
+                rate_mb_per_s: None,
+                shards: Some(2),
+                cold: false,
+            },
+            records: 10,
+            bytes: 10_240,
+            seconds: 1.0,
+            mb_per_s: 0.01024,
+            records_per_s: 10.0,
+            latency_us: LatencySummary {
+                p50: 5,
+                p90: 6,
+                p99: 7,
+                p999: 8,
+                p9999: 9,
+                max: 10,
+                count: 10,
+            },
+            reference: ReferenceFigures::default(),
+            ratio,
+        }
+    }
+
+    #[test]
+    fn summary_names_units_and_each_run() {
+        let rows = vec![
+            SummaryRow {
+                name: "produce-1k".into(),
+                report: report("produce", Some(0.9)),
+            },
+            SummaryRow {
+                name: "disk".into(),
+                report: report("disk", None),
+            },
+        ];
+        let text = render_summary(&rows);
+        assert!(text.lines().next().unwrap().contains("MB = 10^6 bytes"));
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.contains("0.900  raw disk write"), "{text}");
+        assert!(text.lines().nth(3).unwrap().contains("disk"));
+    }
+
+    #[test]
+    fn run_table_shows_result_ratio_and_references() {
+        use crate::options::{Cli, Invocation};
+        use crate::reference::net::{NetReference, NetRun, SendMode};
+        use crate::reference::ReferenceSet;
+        use crate::throughput::ThroughputTimeline;
+        use clap::Parser;
+
+        let config = match Cli::try_parse_from(["ringlog-bench", "consume"])
+            .unwrap()
+            .command
+            .into_invocation()
+        {
+            Invocation::Run(workload, options) => options.resolve(workload, 2).unwrap(),
+            Invocation::Summary(_) => unreachable!(),
+        };
+        let net = |mb: u64| ReferenceSet {
+            disk: None,
+            net: Some(NetReference {
+                runs: vec![NetRun {
+                    mode: SendMode::Send,
+                    bytes: mb * 1_000_000,
+                    seconds: 1.0,
+                    timeline: ThroughputTimeline::default(),
+                }],
+                pinned: Some((0, 1)),
+                ring_setup: None,
+                notes: vec!["a note".into()],
+            }),
+        };
+        let references = References {
+            before: Some(net(4000)),
+            after: Some(net(6000)),
+        };
+        let text = render_run(
+            &config,
+            &report("consume", Some(0.25)),
+            &references,
+            &["slow".into()],
+        );
+        assert!(
+            text.starts_with("ringlog-bench consume  (MB = 10^6 bytes"),
+            "{text}"
+        );
+        assert!(text.contains("ratio 0.250 of raw loopback TCP"), "{text}");
+        assert!(text.contains("loopback TCP MB/s"), "{text}");
+        assert!(text.contains("4000.0    6000.0    5000.0"), "{text}");
+        assert!(
+            !text.contains("disk write MB/s"),
+            "unmeasured rows are left out: {text}"
+        );
+        assert_eq!(
+            text.matches("note: a note").count(),
+            1,
+            "the same note once: {text}"
+        );
+        assert!(text.contains("note: slow"));
+    }
+
+    #[test]
+    fn latency_line_lists_every_percentile() {
+        let line = describe_latency(&report("x", None).latency_us);
+        assert_eq!(
+            line,
+            "p50 5  p90 6  p99 7  p99.9 8  p99.99 9  max 10  (10 samples)"
+        );
+        assert_eq!(describe_latency(&LatencySummary::default()), "no samples");
+    }
+}

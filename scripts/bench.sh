@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The standard ringlog benchmark suite (bench issue): every scenario with the settings the
+# performance targets are stated for, each measured against this machine's own limits in the
+# same run. Writes one JSON report and one SVG plot per run into $RESULTS_DIR and ends with one
+# summary table.
+#
+# Usage: scripts/bench.sh [extra ringlog-bench options for every scenario run, e.g. --server H:P]
+# Environment:
+#   RESULTS_DIR          where reports and plots go (default: bench-results)
+#   BENCH_DIR            where the embedded server and the disk reference put their (temporary)
+#                        data (default: a temporary directory under the current directory)
+#   BENCH_DURATION_S     length of each timed run in seconds (default: 10)
+#   BENCH_CONSUME_BYTES  bytes the hot consume run fills and reads (default: 1GiB)
+#   BENCH_COLD_BYTES     bytes the cold consume run fills and reads (default: 2GiB)
+#   CARGO_TARGET_DIR     honoured as by cargo
+# Exit status: 0 if every run succeeded, 1 otherwise (the summary is printed either way).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RESULTS_DIR="${RESULTS_DIR:-bench-results}"
+DURATION_S="${BENCH_DURATION_S:-10}"
+CONSUME_BYTES="${BENCH_CONSUME_BYTES:-1GiB}"
+COLD_BYTES="${BENCH_COLD_BYTES:-2GiB}"
+EXTRA_ARGS=("$@")
+DIR_ARGS=()
+if [[ -n "${BENCH_DIR:-}" ]]; then
+    DIR_ARGS=(--dir "$BENCH_DIR")
+fi
+
+cargo build --release -p ringlog-bench
+BIN="${CARGO_TARGET_DIR:-target}/release/ringlog-bench"
+mkdir -p "$RESULTS_DIR"
+
+echo "ringlog-bench suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, kernel $(uname -r), results in $RESULTS_DIR"
+
+failed=()
+
+# run NAME SCENARIO [OPTIONS...]: one run, its report in $RESULTS_DIR/NAME.json and NAME.svg.
+run() {
+    local name=$1
+    shift
+    local json="$RESULTS_DIR/$name.json" svg="$RESULTS_DIR/$name.svg"
+    # A stale report from an earlier suite must not show up in this summary.
+    rm -f "$json" "$svg"
+    echo
+    echo "== $name: ringlog-bench $*"
+    local status=0
+    "$BIN" "$@" --json "$json" --plot "$svg" || status=$?
+    if [[ $status -ne 0 ]]; then
+        echo "!! $name failed (exit status $status)" >&2
+        failed+=("$name")
+    fi
+}
+
+# The references alone first, so the summary shows the machine even if a scenario fails.
+run 00-disk disk "${DIR_ARGS[@]}"
+run 01-net net
+
+run 10-produce-1k produce --record-size 1KiB --batch-bytes 1MiB --acks durable \
+    --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+run 11-produce-100b produce --record-size 100 --partitions 4 --acks durable \
+    --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+run 20-consume-hot consume --record-size 1KiB --total-bytes "$CONSUME_BYTES" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+run 21-consume-cold consume --record-size 1KiB --total-bytes "$COLD_BYTES" --cold "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+run 30-e2e-100mb e2e --record-size 1KiB --rate-mb-per-s 100 \
+    --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+run 40-fanout-10 fanout --record-size 1KiB --groups 10 --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+share_index=0
+for consumers in 1 4 16; do
+    run "5$share_index-share-$consumers" share --partitions 1 --consumers "$consumers" \
+        --work-us 1000 --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+    share_index=$((share_index + 1))
+done
+
+echo
+"$BIN" summary "$RESULTS_DIR" || true
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo
+    echo "failed runs: ${failed[*]}" >&2
+    exit 1
+fi
