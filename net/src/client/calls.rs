@@ -1,0 +1,419 @@
+//! [`Client`]: one blocking method per api, returning owned results.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use super::connection::{Connection, ConnectionConfig, ResponseFrame};
+use super::error::ClientError;
+use crate::api::{ApiKey, ApiVersionRange};
+use crate::error_code::ErrorCode;
+use crate::message::fetch::FetchedPartitions;
+use crate::message::list_offsets::OffsetSpec;
+use crate::message::produce::Acks;
+use crate::message::{api_versions, create_topic, delete_topic, fetch, list_offsets, list_topics};
+use crate::message::{metadata, produce, topic_config, ResponseStatus, Status};
+
+/// What the server said about itself in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Server software name.
+    pub server_name: String,
+    /// Server software version.
+    pub server_version: String,
+    /// Shards (cores) serving partitions.
+    pub shard_count: u16,
+    /// Apis and versions the server speaks (ids this client does not know are left out).
+    pub apis: Vec<ApiVersionRange>,
+    /// Largest frame the server accepts.
+    pub frame_bytes_max: u32,
+    /// Requests a connection may have in flight.
+    pub in_flight_requests_max: u32,
+}
+
+/// A topic's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Age limit in ms, -1 for unlimited.
+    pub retention_ms: i64,
+    /// Size limit per partition in bytes, -1 for unlimited.
+    pub retention_bytes: i64,
+    /// Segment file size in bytes.
+    pub segment_bytes: i64,
+}
+
+/// A topic's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// Topic name.
+    pub name: String,
+    /// Partitions in id order.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// One partition's place and extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition id.
+    pub partition: u32,
+    /// Owning shard.
+    pub shard: u16,
+    /// First offset still stored.
+    pub log_start_offset: i64,
+    /// Offset the next record will get.
+    pub high_watermark: i64,
+    /// A per-partition problem the server reported (None when healthy).
+    pub error: ErrorCode,
+}
+
+/// An offset found by ListOffsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset.
+    pub offset: i64,
+    /// Timestamp of the record at `offset` for timestamp lookups that found one, else -1.
+    pub timestamp_ms: i64,
+}
+
+/// A fetch response, owning its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    frame: ResponseFrame,
+}
+
+impl FetchResult {
+    /// Every requested partition in request order, with its raw batches (read them with
+    /// `ringlog_engine::batch::BatchIter` and `records`).
+    pub fn partitions(&self) -> Result<FetchedPartitions<'_>, ClientError> {
+        let view = self.frame.view::<fetch::ResponseView>()?;
+        Ok(fetch::partitions(&view, self.frame.raw())?)
+    }
+
+    /// The underlying frame.
+    pub fn frame(&self) -> &ResponseFrame {
+        &self.frame
+    }
+}
+
+/// A blocking client on one connection: admin calls, single-batch produce, fetch and offsets.
+/// For batching producers and polling consumers see [`super::Producer`] and
+/// [`super::Consumer`].
+///
+/// ```no_run
+/// use ringlog_net::client::Client;
+/// use ringlog_net::message::create_topic;
+///
+/// # fn main() -> Result<(), ringlog_net::client::ClientError> {
+/// let mut client = Client::connect("127.0.0.1:9092")?;
+/// client.create_topic(&create_topic::Request { name: "orders", partitions: 4, ..Default::default() })?;
+/// for topic in client.list_topics()? {
+///     println!("{} ({} partitions)", topic.name, topic.partitions);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    connection: Connection,
+    request_timeout: Duration,
+}
+
+impl Client {
+    /// Connects with default settings.
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        Self::connect_with(addr, ConnectionConfig::default())
+    }
+
+    /// Connects with `config`.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        config: ConnectionConfig,
+    ) -> Result<Self, ClientError> {
+        Ok(Self::from_connection(
+            Connection::connect(addr, config)?,
+            config,
+        ))
+    }
+
+    /// Wraps an established connection made with `config`.
+    pub fn from_connection(connection: Connection, config: ConnectionConfig) -> Self {
+        Self {
+            connection,
+            request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+        }
+    }
+
+    /// The connection, for pipelining requests of any api ([`Connection::send`]).
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    /// Gives the connection back.
+    pub fn into_connection(self) -> Connection {
+        self.connection
+    }
+
+    /// Handshake: names this client and learns what the server speaks.
+    pub fn api_versions(
+        &mut self,
+        client_name: &str,
+        client_version: &str,
+    ) -> Result<ServerInfo, ClientError> {
+        let frame = self.connection.call(&api_versions::Request {
+            client_name,
+            client_version,
+        })?;
+        let view = frame.view::<api_versions::ResponseView>()?;
+        check(ApiKey::ApiVersions, view.status())?;
+        let apis = view
+            .apis()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|range| {
+                Some(ApiVersionRange {
+                    api: ApiKey::try_from(range.api()).ok()?,
+                    min_version: range.min_version(),
+                    max_version: range.max_version(),
+                })
+            })
+            .collect();
+        Ok(ServerInfo {
+            server_name: view.server_name().unwrap_or_default().to_owned(),
+            server_version: view.server_version().unwrap_or_default().to_owned(),
+            shard_count: view.shard_count(),
+            apis,
+            frame_bytes_max: view.frame_bytes_max(),
+            in_flight_requests_max: view.in_flight_requests_max(),
+        })
+    }
+
+    /// Partitions of `topics` (every topic when empty). A requested topic that does not exist
+    /// fails the call with UnknownTopic.
+    pub fn metadata(&mut self, topics: &[&str]) -> Result<Vec<TopicMetadata>, ClientError> {
+        let frame = self.connection.call(&metadata::Request { topics })?;
+        let view = frame.view::<metadata::ResponseView>()?;
+        check(ApiKey::Metadata, view.status())?;
+        let mut result = Vec::new();
+        for topic in view.topics().unwrap_or_default() {
+            check(
+                ApiKey::Metadata,
+                Status::from_wire(topic.error_code(), topic.error_message()),
+            )?;
+            let partitions = topic
+                .partitions()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition(),
+                    shard: p.shard(),
+                    log_start_offset: p.log_start_offset(),
+                    high_watermark: p.high_watermark(),
+                    error: ErrorCode::from_u16(p.error_code()),
+                })
+                .collect();
+            result.push(TopicMetadata {
+                name: topic.name().to_owned(),
+                partitions,
+            });
+        }
+        Ok(result)
+    }
+
+    /// Number of partitions of one topic.
+    pub fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
+        let topics = self.metadata(&[topic])?;
+        let count = topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len())
+            .ok_or_else(|| ClientError::server(ApiKey::Metadata, ErrorCode::UnknownTopic, topic))?;
+        u32::try_from(count)
+            .map_err(|_| ClientError::UnexpectedResponse("partition count over u32".to_owned()))
+    }
+
+    /// Creates a topic and returns it as created.
+    pub fn create_topic(
+        &mut self,
+        request: &create_topic::Request<'_>,
+    ) -> Result<TopicInfo, ClientError> {
+        let frame = self.connection.call(request)?;
+        let view = frame.view::<create_topic::ResponseView>()?;
+        check(ApiKey::CreateTopic, view.status())?;
+        let config = view.config().ok_or_else(|| {
+            ClientError::UnexpectedResponse("CreateTopic response without config".to_owned())
+        })?;
+        Ok(topic_info(&config))
+    }
+
+    /// Deletes a topic.
+    pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
+        let frame = self.connection.call(&delete_topic::Request { name })?;
+        let view = frame.view::<delete_topic::ResponseView>()?;
+        check(ApiKey::DeleteTopic, view.status())
+    }
+
+    /// Every topic with its configuration.
+    pub fn list_topics(&mut self) -> Result<Vec<TopicInfo>, ClientError> {
+        let frame = self.connection.call(&list_topics::Request)?;
+        let view = frame.view::<list_topics::ResponseView>()?;
+        check(ApiKey::ListTopics, view.status())?;
+        Ok(view
+            .topics()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| topic_info(&t))
+            .collect())
+    }
+
+    /// Appends `batches` (whole RecordBatch v2 batches, e.g. from
+    /// `ringlog_engine::batch::BatchBuilder`) to one partition. Returns the offset of the
+    /// first record, or `None` with [`Acks::None`], which gets no answer.
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batches: &[u8],
+    ) -> Result<Option<i64>, ClientError> {
+        let entries = [produce::PartitionBatches { partition, batches }];
+        let request = produce::Request {
+            acks,
+            timeout_ms: duration_ms_u32(self.request_timeout),
+            topic,
+            partitions: &entries,
+        };
+        if acks == Acks::None {
+            self.connection.send_without_response(&request)?;
+            return Ok(None);
+        }
+        let frame = self.connection.call(&request)?;
+        let view = frame.view::<produce::ResponseView>()?;
+        check(ApiKey::Produce, view.status())?;
+        let entry = view
+            .partitions()
+            .unwrap_or_default()
+            .iter()
+            .next()
+            .ok_or_else(|| {
+                ClientError::UnexpectedResponse("Produce response without entries".to_owned())
+            })?;
+        check(
+            ApiKey::Produce,
+            Status::from_wire(entry.error_code(), entry.error_message()),
+        )?;
+        Ok(Some(entry.base_offset()))
+    }
+
+    /// Fetches (long poll). Per-partition errors are left in the result's entries.
+    pub fn fetch(&mut self, request: &fetch::Request<'_>) -> Result<FetchResult, ClientError> {
+        let correlation_id = self.connection.send(request)?;
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        let frame = self
+            .connection
+            .receive_within(correlation_id, self.request_timeout + wait)?;
+        let view = frame.view::<fetch::ResponseView>()?;
+        check(ApiKey::Fetch, view.status())?;
+        Ok(FetchResult { frame })
+    }
+
+    /// Looks up one offset by position or time.
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<ListedOffset, ClientError> {
+        let queries = [list_offsets::OffsetQuery { partition, spec }];
+        let frame = self.connection.call(&list_offsets::Request {
+            topic,
+            partitions: &queries,
+        })?;
+        let view = frame.view::<list_offsets::ResponseView>()?;
+        check(ApiKey::ListOffsets, view.status())?;
+        let entry = view
+            .partitions()
+            .unwrap_or_default()
+            .iter()
+            .next()
+            .ok_or_else(|| {
+                ClientError::UnexpectedResponse("ListOffsets response without entries".to_owned())
+            })?;
+        check(
+            ApiKey::ListOffsets,
+            Status::from_wire(entry.error_code(), entry.error_message()),
+        )?;
+        Ok(ListedOffset {
+            offset: entry.offset(),
+            timestamp_ms: entry.timestamp_ms(),
+        })
+    }
+}
+
+/// Turns an error status into [`ClientError::Server`].
+pub(crate) fn check(api: ApiKey, status: Status<'_>) -> Result<(), ClientError> {
+    if status.is_ok() {
+        Ok(())
+    } else {
+        Err(ClientError::server(api, status.code, status.message))
+    }
+}
+
+/// A duration in whole ms, saturating at `u32::MAX`.
+pub(crate) fn duration_ms_u32(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Owned copy of a topic config view.
+fn topic_info(view: &crate::protocol::TopicConfig<'_>) -> TopicInfo {
+    let config = topic_config(view);
+    TopicInfo {
+        name: config.name.to_owned(),
+        partitions: config.partitions,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: config.segment_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::fake_server::{Behaviour, FakeServer};
+
+    #[test]
+    fn calls_map_results_and_errors() {
+        let server = FakeServer::start("t", 3, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        let topics = client.metadata(&[]).unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!(topics[0].name, "t");
+        assert_eq!(topics[0].partitions.len(), 3);
+        assert_eq!(client.partition_count("t").unwrap(), 3);
+        assert_eq!(
+            client.partition_count("missing").unwrap_err().code(),
+            Some(ErrorCode::UnknownTopic)
+        );
+        let latest = client.list_offsets("t", 1, OffsetSpec::Latest).unwrap();
+        assert_eq!(latest.offset, 0);
+        // The fake answers apis it does not implement with an ErrorResponse body, which reads
+        // as any response type.
+        let error = client
+            .create_topic(&create_topic::Request {
+                name: "n",
+                partitions: 1,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::UnsupportedVersion));
+        assert!(matches!(
+            client.list_topics(),
+            Err(ClientError::Server {
+                api: ApiKey::ListTopics,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,631 @@
+//! A framed, pipelined connection over a blocking `std::net::TcpStream`.
+//!
+//! Requests are written as soon as they are sent; any number may be in flight. Responses are
+//! matched to requests by correlation id, whatever order the server answers in (requests for
+//! partitions on different shards may complete out of order).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use flatbuffers::FlatBufferBuilder;
+
+use super::error::ClientError;
+use crate::api::ApiKey;
+use crate::frame::FRAME_HEADER_BYTES;
+use crate::frame::{encode_header, FrameDecoder, FrameHeader, FRAME_BYTES_MAX_DEFAULT};
+use crate::message::{Call, Decode, Encode};
+
+/// Bytes read from the socket at a time; frames larger than this are read straight into a
+/// buffer of their own size.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Connection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Largest response frame accepted (length field included).
+    pub frame_bytes_max: usize,
+    /// How long to wait for a response before giving up on the connection.
+    pub request_timeout_ms: u64,
+    /// How long to wait for the TCP connection to be established.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// One received response frame, owning its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFrame {
+    header: FrameHeader,
+    /// The whole frame, header included.
+    bytes: Vec<u8>,
+    /// End of the body within `bytes`; raw batches follow up to the end.
+    body_end: usize,
+}
+
+impl ResponseFrame {
+    /// Takes ownership of one complete frame's bytes, checking its framing.
+    pub fn from_bytes(bytes: Vec<u8>, decoder: &FrameDecoder) -> Result<Self, ClientError> {
+        let frame = decoder
+            .decode(&bytes)?
+            .filter(|frame| frame.total_bytes == bytes.len())
+            .ok_or(ClientError::UnexpectedResponse(
+                "frame bytes do not hold exactly one frame".to_owned(),
+            ))?;
+        let (header, body_end) = (frame.header, FRAME_HEADER_BYTES + frame.body.len());
+        Ok(Self {
+            header,
+            bytes,
+            body_end,
+        })
+    }
+
+    /// The frame header.
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// The size-prefixed flatbuffer body.
+    pub fn body(&self) -> &[u8] {
+        self.bytes
+            .get(FRAME_HEADER_BYTES..self.body_end)
+            .unwrap_or_default()
+    }
+
+    /// The raw record batches after the body.
+    pub fn raw(&self) -> &[u8] {
+        self.bytes.get(self.body_end..).unwrap_or_default()
+    }
+
+    /// The verified response view, e.g. `frame.view::<fetch::ResponseView>()`.
+    pub fn view<'a, V: Decode<'a>>(&'a self) -> Result<V, ClientError> {
+        Ok(V::decode(self.body())?)
+    }
+}
+
+/// The sending half: encodes requests and writes whole frames.
+pub struct FrameWriter {
+    stream: TcpStream,
+    fbb: FlatBufferBuilder<'static>,
+    head: Vec<u8>,
+    next_correlation_id: u32,
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("stream", &self.stream)
+            .field("next_correlation_id", &self.next_correlation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameWriter {
+    /// The correlation id the next request will carry.
+    pub fn next_correlation_id(&self) -> u32 {
+        self.next_correlation_id
+    }
+
+    /// Encodes `request` and writes it as one frame (header, body, raw parts) with a single
+    /// vectored write where the socket allows. Returns its correlation id.
+    pub fn write_request<R: Encode>(&mut self, request: &R) -> Result<u32, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let body = request.encode(&mut self.fbb);
+        let raw_bytes = request.raw_parts().map(<[u8]>::len).sum();
+        let header = FrameHeader::for_message(
+            R::API.as_u16(),
+            R::VERSION,
+            correlation_id,
+            body.len(),
+            raw_bytes,
+        )?;
+        self.head.clear();
+        self.head.extend_from_slice(&encode_header(&header));
+        self.head.extend_from_slice(body);
+        let mut slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&self.head))
+            .chain(request.raw_parts().map(IoSlice::new))
+            .collect();
+        write_all_vectored(&mut self.stream, &mut slices)?;
+        Ok(correlation_id)
+    }
+
+    /// Closes both directions of the socket, which also wakes a [`FrameReader`] blocked on it.
+    pub fn shutdown(&self) {
+        // Already closed or broken sockets are fine to leave as they are.
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Another handle to the same socket (for shutting it down from elsewhere).
+    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+}
+
+/// Writes every byte of `slices`, retrying short and interrupted writes.
+fn write_all_vectored(stream: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The receiving half: reads whole frames. A read timeout leaves a partly received frame in
+/// place, so reading may simply continue afterwards.
+#[derive(Debug)]
+pub struct FrameReader {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    /// Received bytes are `buf[start..filled]`.
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+    read_timeout: Option<Duration>,
+}
+
+impl FrameReader {
+    /// Sets how long one read may block; `None` blocks indefinitely.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        if self.read_timeout != timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
+
+    /// Reads the next frame. Fails with [`ClientError::Timeout`] when the read timeout passes
+    /// (call again to keep waiting), [`ClientError::Disconnected`] at end of stream.
+    pub fn read_frame(&mut self) -> Result<ResponseFrame, ClientError> {
+        loop {
+            let available = self.buf.get(self.start..self.filled).unwrap_or_default();
+            match self.decoder.peek_total_bytes(available)? {
+                Some(total) if available.len() >= total => return self.take_frame(total),
+                Some(total) => self.make_room(total),
+                None => self.make_room(FRAME_HEADER_BYTES),
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Ensures the buffer can hold `needed` bytes from `start`, compacting first.
+    fn make_room(&mut self, needed: usize) {
+        if self.buf.len() - self.start >= needed {
+            return;
+        }
+        self.buf.copy_within(self.start..self.filled, 0);
+        self.filled -= self.start;
+        self.start = 0;
+        if self.buf.len() < needed {
+            self.buf.resize(needed, 0);
+        }
+    }
+
+    /// One read into the free part of the buffer.
+    fn fill(&mut self) -> Result<(), ClientError> {
+        debug_assert!(
+            self.filled < self.buf.len(),
+            "make_room leaves space to read"
+        );
+        let free = self.buf.get_mut(self.filled..).unwrap_or_default();
+        loop {
+            match self.stream.read(free) {
+                Ok(0) => return Err(ClientError::Disconnected),
+                Ok(read) => {
+                    self.filled += read;
+                    return Ok(());
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let timeout_ms = self.read_timeout.map_or(0, |t| t.as_millis() as u64);
+                    return Err(ClientError::Timeout { timeout_ms });
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Moves the complete frame of `total` bytes at `start` out of the buffer.
+    fn take_frame(&mut self, total: usize) -> Result<ResponseFrame, ClientError> {
+        let bytes = if self.start == 0 && self.filled == total && total > READ_BUFFER_BYTES {
+            // A large frame that was read into a buffer of its own size: hand the buffer over
+            // instead of copying megabytes.
+            let mut bytes = std::mem::replace(&mut self.buf, vec![0; READ_BUFFER_BYTES]);
+            bytes.truncate(total);
+            self.filled = 0;
+            bytes
+        } else {
+            let end = self.start + total;
+            let bytes = self.buf.get(self.start..end).unwrap_or_default().to_vec();
+            self.start = end;
+            bytes
+        };
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        }
+        ResponseFrame::from_bytes(bytes, &self.decoder)
+    }
+}
+
+/// A pipelined connection: send many requests, then receive each response by correlation id.
+///
+/// ```no_run
+/// use ringlog_net::client::Connection;
+/// use ringlog_net::message::{metadata, list_topics};
+///
+/// # fn main() -> Result<(), ringlog_net::client::ClientError> {
+/// let mut connection = Connection::connect("127.0.0.1:9092", Default::default())?;
+/// let first = connection.send(&list_topics::Request)?;
+/// let second = connection.send(&metadata::Request { topics: &[] })?;
+/// let metadata = connection.receive(second)?; // answered in any order
+/// let topics = connection.receive(first)?;
+/// let view = topics.view::<list_topics::ResponseView>()?;
+/// # let _ = (view, metadata);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    writer: FrameWriter,
+    reader: FrameReader,
+    /// Requests awaiting a response: correlation id and api.
+    pending: Vec<(u32, ApiKey)>,
+    /// Responses received while waiting for another one.
+    arrived: VecDeque<ResponseFrame>,
+    /// Set once the connection failed; every later call returns it.
+    broken: Option<ClientError>,
+    request_timeout: Duration,
+}
+
+impl Connection {
+    /// Connects (TCP_NODELAY on) to the first address that accepts.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        config: ConnectionConfig,
+    ) -> Result<Self, ClientError> {
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let mut last_error = None;
+        for addr in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, connect_timeout) {
+                Ok(stream) => return Self::from_stream(stream, config),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+            })
+            .into())
+    }
+
+    /// Wraps an established stream.
+    pub fn from_stream(stream: TcpStream, config: ConnectionConfig) -> Result<Self, ClientError> {
+        // Requests are whole frames written at once; never hold them back (Nagle).
+        stream.set_nodelay(true)?;
+        let reader_stream = stream.try_clone()?;
+        let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
+        let mut reader = FrameReader {
+            stream: reader_stream,
+            decoder: FrameDecoder::new(config.frame_bytes_max),
+            buf: vec![0; READ_BUFFER_BYTES],
+            start: 0,
+            filled: 0,
+            read_timeout: None,
+        };
+        reader.set_read_timeout(Some(request_timeout))?;
+        Ok(Self {
+            writer: FrameWriter {
+                stream,
+                fbb: FlatBufferBuilder::with_capacity(4096),
+                head: Vec::with_capacity(4096),
+                next_correlation_id: 0,
+            },
+            reader,
+            pending: Vec::new(),
+            arrived: VecDeque::new(),
+            broken: None,
+            request_timeout,
+        })
+    }
+
+    /// Sends a request that will be answered; returns its correlation id for [`Self::receive`].
+    pub fn send<R: Encode>(&mut self, request: &R) -> Result<u32, ClientError> {
+        let correlation_id = self.send_without_response(request)?;
+        self.pending.push((correlation_id, R::API));
+        Ok(correlation_id)
+    }
+
+    /// Sends a request the server does not answer (Produce with `Acks::None`).
+    pub fn send_without_response<R: Encode>(&mut self, request: &R) -> Result<u32, ClientError> {
+        self.check_usable()?;
+        let result = self.writer.write_request(request);
+        self.note_failure(result)
+    }
+
+    /// Sends `request` and waits for its response.
+    pub fn call<R: Call>(&mut self, request: &R) -> Result<ResponseFrame, ClientError> {
+        let correlation_id = self.send(request)?;
+        self.receive(correlation_id)
+    }
+
+    /// Waits for the response to `correlation_id`, keeping other responses that arrive first.
+    pub fn receive(&mut self, correlation_id: u32) -> Result<ResponseFrame, ClientError> {
+        self.receive_within(correlation_id, self.request_timeout)
+    }
+
+    /// [`Self::receive`] with a longer wait, for long polls (a fetch's `max_wait_ms` plus the
+    /// request timeout).
+    pub fn receive_within(
+        &mut self,
+        correlation_id: u32,
+        timeout: Duration,
+    ) -> Result<ResponseFrame, ClientError> {
+        if let Some(index) = self
+            .arrived
+            .iter()
+            .position(|frame| frame.header().correlation_id == correlation_id)
+        {
+            if let Some(frame) = self.arrived.remove(index) {
+                return Ok(frame);
+            }
+        }
+        if !self.pending.iter().any(|(id, _)| *id == correlation_id) {
+            return Err(ClientError::UnexpectedResponse(format!(
+                "no request with correlation id {correlation_id} is awaiting a response"
+            )));
+        }
+        loop {
+            let frame = self.read_response(timeout)?;
+            if frame.header().correlation_id == correlation_id {
+                return Ok(frame);
+            }
+            self.arrived.push_back(frame);
+        }
+    }
+
+    /// Requests sent and not yet received.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len() + self.arrived.len()
+    }
+
+    /// Splits into independent sending and receiving halves (e.g. for a sender thread and a
+    /// receiver thread). Fails if responses are still awaited, which the halves would not know.
+    pub fn split(self) -> Result<(FrameWriter, FrameReader), ClientError> {
+        self.check_usable()?;
+        if self.in_flight() > 0 {
+            return Err(ClientError::InvalidArgument(
+                "cannot split a connection with requests in flight".to_owned(),
+            ));
+        }
+        Ok((self.writer, self.reader))
+    }
+
+    /// Reads one response and checks it against the requests in flight.
+    fn read_response(&mut self, timeout: Duration) -> Result<ResponseFrame, ClientError> {
+        self.check_usable()?;
+        let result = self.reader.set_read_timeout(Some(timeout));
+        self.note_failure(result)?;
+        let result = self.reader.read_frame();
+        let frame = self.note_failure(result)?;
+        let id = frame.header().correlation_id;
+        let Some(index) = self.pending.iter().position(|(pending, _)| *pending == id) else {
+            return self.note_failure(Err(ClientError::UnexpectedResponse(format!(
+                "response with unknown correlation id {id}"
+            ))));
+        };
+        let (_, api) = self.pending.swap_remove(index);
+        if frame.header().api != api.as_u16() {
+            return self.note_failure(Err(ClientError::UnexpectedResponse(format!(
+                "response to {api} carries api {}",
+                frame.header().api
+            ))));
+        }
+        Ok(frame)
+    }
+
+    /// Errors once the connection is broken.
+    fn check_usable(&self) -> Result<(), ClientError> {
+        match &self.broken {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Any failure on the socket or in framing leaves the stream in an unknown state (a
+    /// partial frame, a late response), so the connection is closed and not used again.
+    fn note_failure<T>(&mut self, result: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(error) = &result {
+            self.broken = Some(error.clone());
+            self.writer.shutdown();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::TopicConfig;
+    use crate::message::{list_topics, metadata, produce, ResponseStatus as _, Status};
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A tiny server: reads `count` request frames, then answers them in reverse order with
+    /// ListTopics/Metadata responses naming the request's correlation id in a topic name.
+    fn reverse_echo_server(count: usize) -> (std::net::SocketAddr, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = FrameReader {
+                stream: stream.try_clone().unwrap(),
+                decoder: FrameDecoder::default(),
+                buf: vec![0; 16],
+                start: 0,
+                filled: 0,
+                read_timeout: None,
+            };
+            let mut requests = Vec::new();
+            for _ in 0..count {
+                requests.push(*reader.read_frame().unwrap().header());
+            }
+            let mut out = stream;
+            let mut fbb = FlatBufferBuilder::new();
+            for header in requests.iter().rev() {
+                let name = format!("c{}", header.correlation_id);
+                let body = if header.api == ApiKey::ListTopics.as_u16() {
+                    let topics = [TopicConfig {
+                        name: &name,
+                        partitions: 1,
+                        retention_ms: -1,
+                        retention_bytes: -1,
+                        segment_bytes: 0,
+                    }];
+                    list_topics::Response {
+                        status: Status::OK,
+                        topics: &topics,
+                    }
+                    .encode(&mut fbb)
+                    .to_vec()
+                } else {
+                    metadata::Response {
+                        status: Status::OK,
+                        shard_count: 1,
+                        topics: &[],
+                    }
+                    .encode(&mut fbb)
+                    .to_vec()
+                };
+                let mut frame = Vec::new();
+                crate::frame::write_frame(
+                    &mut frame,
+                    header.api,
+                    0,
+                    header.correlation_id,
+                    &body,
+                    &[],
+                )
+                .unwrap();
+                // Dribble the bytes to exercise partial reads on the client side.
+                for chunk in frame.chunks(7) {
+                    out.write_all(chunk).unwrap();
+                }
+            }
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn pipelined_requests_are_matched_by_correlation_id() {
+        let (addr, server) = reverse_echo_server(6);
+        let mut connection = Connection::connect(addr, ConnectionConfig::default()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let id = if i % 2 == 0 {
+                connection.send(&list_topics::Request).unwrap()
+            } else {
+                connection.send(&metadata::Request { topics: &[] }).unwrap()
+            };
+            ids.push(id);
+        }
+        assert_eq!(connection.in_flight(), 6);
+        for (i, id) in ids.iter().enumerate() {
+            let frame = connection.receive(*id).unwrap();
+            assert_eq!(frame.header().correlation_id, *id);
+            if i % 2 == 0 {
+                let view = frame.view::<list_topics::ResponseView>().unwrap();
+                assert!(view.status().is_ok());
+                assert_eq!(view.topics().unwrap().get(0).name(), format!("c{id}"));
+            } else {
+                let view = frame.view::<metadata::ResponseView>().unwrap();
+                assert_eq!(view.shard_count(), 1);
+            }
+        }
+        assert_eq!(connection.in_flight(), 0);
+        server.join().unwrap();
+        // The server closed the socket: the connection reports it and stays broken.
+        let id = connection.send(&list_topics::Request);
+        if let Ok(id) = id {
+            assert!(connection.receive(id).is_err());
+        }
+        assert!(connection.send(&list_topics::Request).is_err());
+    }
+
+    #[test]
+    fn raw_parts_follow_the_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = FrameReader {
+                stream,
+                decoder: FrameDecoder::default(),
+                buf: vec![0; 64],
+                start: 0,
+                filled: 0,
+                read_timeout: None,
+            };
+            let frame = reader.read_frame().unwrap();
+            let view = frame.view::<produce::RequestView>().unwrap();
+            let pairs: Vec<(u32, Vec<u8>)> = produce::batches(&view, frame.raw())
+                .unwrap()
+                .map(|(p, b)| (p, b.to_vec()))
+                .collect();
+            pairs
+        });
+        let mut connection = Connection::connect(addr, ConnectionConfig::default()).unwrap();
+        let big = vec![7u8; 200_000];
+        connection
+            .send_without_response(&produce::Request {
+                acks: produce::Acks::None,
+                timeout_ms: 1000,
+                topic: "t",
+                partitions: &[
+                    produce::PartitionBatches {
+                        partition: 0,
+                        batches: b"first",
+                    },
+                    produce::PartitionBatches {
+                        partition: 1,
+                        batches: &big,
+                    },
+                ],
+            })
+            .unwrap();
+        let pairs = server.join().unwrap();
+        assert_eq!(pairs[0], (0, b"first".to_vec()));
+        assert_eq!(pairs[1], (1, big));
+    }
+
+    #[test]
+    fn unknown_correlation_id_is_refused() {
+        let (addr, _server) = reverse_echo_server(1);
+        let mut connection = Connection::connect(addr, ConnectionConfig::default()).unwrap();
+        assert!(matches!(
+            connection.receive(99),
+            Err(ClientError::UnexpectedResponse(_))
+        ));
+        let id = connection.send(&list_topics::Request).unwrap();
+        assert!(connection.receive(id).is_ok());
+    }
+}

@@ -1,0 +1,684 @@
+//! [`Consumer`]: reads assigned partitions of one topic from chosen positions.
+
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
+
+use super::calls::{check, duration_ms_u32, Client, FetchResult};
+use super::connection::ConnectionConfig;
+use super::error::ClientError;
+use crate::api::ApiKey;
+use crate::error_code::ErrorCode;
+use crate::message::fetch::{self, FetchPartition, FetchTopic, FetchedPartitions};
+use crate::message::list_offsets::{self, OffsetQuery, OffsetSpec};
+use crate::message::{ResponseStatus as _, Status};
+
+/// Where to (re)position a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeekTo {
+    /// The oldest record still stored.
+    Earliest,
+    /// The end: only records written from now on.
+    Latest,
+    /// This offset.
+    Offset(i64),
+    /// The first record with a timestamp at or after this many ms since the Unix epoch (the
+    /// end when there is none).
+    Timestamp(i64),
+}
+
+/// What to do when a partition has no position yet, or its position left the log (deleted by
+/// retention, or beyond the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AutoOffsetReset {
+    /// Start from the oldest record.
+    Earliest,
+    /// Start from the end (Kafka's default).
+    #[default]
+    Latest,
+    /// Fail the poll.
+    Error,
+}
+
+/// How a [`Consumer`] fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Upper bound on one fetch's long-poll wait; `poll`'s timeout may shorten it.
+    pub max_wait_ms: u32,
+    /// Bytes that end a fetch's wait early.
+    pub min_bytes: u32,
+    /// Upper bound on one fetch response's raw bytes.
+    pub max_bytes: u32,
+    /// Upper bound on one partition's raw bytes per fetch.
+    pub partition_max_bytes: u32,
+    /// Position policy for partitions without a valid position.
+    pub auto_offset_reset: AutoOffsetReset,
+    /// Connection settings.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: fetch::MAX_BYTES_DEFAULT,
+            partition_max_bytes: 1024 * 1024,
+            auto_offset_reset: AutoOffsetReset::Latest,
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// One assigned partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Assigned {
+    partition: u32,
+    /// Offset of the next record to return; `None` until resolved.
+    position: Option<i64>,
+    /// High watermark seen in the last fetch, -1 before.
+    high_watermark: i64,
+}
+
+/// Reads records of assigned partitions of one topic.
+///
+/// Positions start where [`Consumer::seek`] puts them, else per `auto_offset_reset`. Each
+/// [`Consumer::poll`] long-polls one fetch for all assigned partitions and moves the positions
+/// past the records it returns. Records come decoded by `ringlog_engine::batch`, borrowing the
+/// response buffer: no copy and no allocation per record. Compressed batches are reported as
+/// errors (this client does not decompress yet).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ringlog_net::client::{Consumer, ConsumerConfig, SeekTo};
+///
+/// # fn main() -> Result<(), ringlog_net::client::ClientError> {
+/// let mut consumer = Consumer::connect("127.0.0.1:9092", ConsumerConfig::default())?;
+/// consumer.assign_all("orders")?;
+/// consumer.seek_all(SeekTo::Earliest)?;
+/// loop {
+///     for record in consumer.poll(Duration::from_secs(1))? {
+///         let record = record?;
+///         println!(
+///             "{}/{} @{}: {}",
+///             record.partition,
+///             record.offset,
+///             record.timestamp_ms,
+///             String::from_utf8_lossy(record.value.unwrap_or_default()),
+///         );
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    topic: String,
+    assigned: Vec<Assigned>,
+    /// The last fetch response, which the records of the last poll borrow.
+    last: Option<FetchResult>,
+    /// (partition, offset asked for) of the last fetch: records before it are skipped.
+    fetch_starts: Vec<(u32, i64)>,
+    /// Scratch for building fetch requests.
+    fetch_partitions: Vec<FetchPartition>,
+}
+
+impl Consumer {
+    /// Connects; assign partitions before polling.
+    pub fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<Self, ClientError> {
+        let client = Client::connect_with(addr, config.connection)?;
+        Ok(Self {
+            client,
+            config,
+            topic: String::new(),
+            assigned: Vec::new(),
+            last: None,
+            fetch_starts: Vec::new(),
+            fetch_partitions: Vec::new(),
+        })
+    }
+
+    /// Reads `partitions` of `topic` from now on (replacing any earlier assignment). Positions
+    /// are unset until [`Self::seek`] or the first poll.
+    pub fn assign(&mut self, topic: &str, partitions: &[u32]) {
+        self.topic = topic.to_owned();
+        self.assigned = partitions
+            .iter()
+            .map(|&partition| Assigned {
+                partition,
+                position: None,
+                high_watermark: -1,
+            })
+            .collect();
+        self.assigned.sort_by_key(|a| a.partition);
+        self.assigned.dedup_by_key(|a| a.partition);
+        self.last = None;
+    }
+
+    /// Assigns every partition of `topic`; returns how many there are.
+    pub fn assign_all(&mut self, topic: &str) -> Result<u32, ClientError> {
+        let count = self.client.partition_count(topic)?;
+        let partitions: Vec<u32> = (0..count).collect();
+        self.assign(topic, &partitions);
+        Ok(count)
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> impl Iterator<Item = u32> + '_ {
+        self.assigned.iter().map(|a| a.partition)
+    }
+
+    /// Offset of the next record `poll` returns for `partition`, once known.
+    pub fn position(&self, partition: u32) -> Option<i64> {
+        self.find(partition).and_then(|a| a.position)
+    }
+
+    /// High watermark of `partition` as of the last poll.
+    pub fn high_watermark(&self, partition: u32) -> Option<i64> {
+        self.find(partition)
+            .map(|a| a.high_watermark)
+            .filter(|hw| *hw >= 0)
+    }
+
+    /// Positions one assigned partition (asking the server for Earliest, Latest, Timestamp).
+    pub fn seek(&mut self, partition: u32, to: SeekTo) -> Result<(), ClientError> {
+        if self.find(partition).is_none() {
+            return Err(ClientError::InvalidArgument(format!(
+                "partition {partition} is not assigned"
+            )));
+        }
+        self.resolve(&[partition], to)
+    }
+
+    /// Positions every assigned partition.
+    pub fn seek_all(&mut self, to: SeekTo) -> Result<(), ClientError> {
+        let partitions: Vec<u32> = self.assignment().collect();
+        self.resolve(&partitions, to)
+    }
+
+    /// Waits up to `timeout` for records and returns them (possibly none). Positions move past
+    /// the returned records.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Records<'_>, ClientError> {
+        if self.assigned.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no partitions assigned".to_owned(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.resolve_unpositioned()?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self.fetch_once(remaining)?;
+            let got_records = self.apply_fetch(&result)?;
+            self.last = Some(result);
+            if got_records || Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(Records::new(
+            self.last.as_ref(),
+            &self.topic,
+            &self.fetch_starts,
+        ))
+    }
+
+    /// One fetch from every positioned partition, waiting at most `wait`.
+    fn fetch_once(&mut self, wait: Duration) -> Result<FetchResult, ClientError> {
+        self.fetch_partitions.clear();
+        self.fetch_starts.clear();
+        for assigned in &self.assigned {
+            if let Some(offset) = assigned.position {
+                self.fetch_partitions.push(FetchPartition {
+                    partition: assigned.partition,
+                    offset,
+                    partition_max_bytes: self.config.partition_max_bytes,
+                });
+                self.fetch_starts.push((assigned.partition, offset));
+            }
+        }
+        let topics = [FetchTopic {
+            topic: &self.topic,
+            partitions: &self.fetch_partitions,
+        }];
+        self.client.fetch(&fetch::Request {
+            max_wait_ms: duration_ms_u32(wait).min(self.config.max_wait_ms),
+            min_bytes: self.config.min_bytes,
+            max_bytes: self.config.max_bytes,
+            topics: &topics,
+        })
+    }
+
+    /// Moves positions past the fetched batches and handles per-partition errors. Returns
+    /// whether any records at or after the positions arrived.
+    fn apply_fetch(&mut self, result: &FetchResult) -> Result<bool, ClientError> {
+        let mut got_records = false;
+        for fetched in result.partitions()? {
+            let Some(index) = self
+                .assigned
+                .iter()
+                .position(|a| a.partition == fetched.partition)
+            else {
+                continue;
+            };
+            let assigned = &mut self.assigned[index];
+            if fetched.high_watermark >= 0 {
+                assigned.high_watermark = fetched.high_watermark;
+            }
+            match fetched.status.code {
+                ErrorCode::None => {
+                    let Some(position) = assigned.position else {
+                        continue;
+                    };
+                    let next = next_position(position, fetched.batches);
+                    got_records |= next > position;
+                    assigned.position = Some(next);
+                }
+                ErrorCode::OffsetOutOfRange
+                    if self.config.auto_offset_reset != AutoOffsetReset::Error =>
+                {
+                    // Resolved again by the next round's resolve_unpositioned.
+                    assigned.position = None;
+                }
+                code if code.is_retriable() => {}
+                code => {
+                    return Err(ClientError::server(
+                        ApiKey::Fetch,
+                        code,
+                        fetched.status.message,
+                    ))
+                }
+            }
+        }
+        Ok(got_records)
+    }
+
+    /// Applies `auto_offset_reset` to partitions without a position.
+    fn resolve_unpositioned(&mut self) -> Result<(), ClientError> {
+        let unpositioned: Vec<u32> = self
+            .assigned
+            .iter()
+            .filter(|a| a.position.is_none())
+            .map(|a| a.partition)
+            .collect();
+        if unpositioned.is_empty() {
+            return Ok(());
+        }
+        let to = match self.config.auto_offset_reset {
+            AutoOffsetReset::Earliest => SeekTo::Earliest,
+            AutoOffsetReset::Latest => SeekTo::Latest,
+            AutoOffsetReset::Error => {
+                return Err(ClientError::InvalidArgument(format!(
+                "partitions {unpositioned:?} have no valid position and auto_offset_reset is Error"
+            )))
+            }
+        };
+        self.resolve(&unpositioned, to)
+    }
+
+    /// Sets the positions of `partitions`, with one ListOffsets request when needed.
+    fn resolve(&mut self, partitions: &[u32], to: SeekTo) -> Result<(), ClientError> {
+        let spec = match to {
+            SeekTo::Offset(offset) => {
+                for &partition in partitions {
+                    self.set_position(partition, offset);
+                }
+                return Ok(());
+            }
+            SeekTo::Earliest => OffsetSpec::Earliest,
+            SeekTo::Latest => OffsetSpec::Latest,
+            SeekTo::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let queries: Vec<OffsetQuery> = partitions
+            .iter()
+            .map(|&partition| OffsetQuery { partition, spec })
+            .collect();
+        let frame = self.client.connection().call(&list_offsets::Request {
+            topic: &self.topic,
+            partitions: &queries,
+        })?;
+        let view = frame.view::<list_offsets::ResponseView>()?;
+        check(ApiKey::ListOffsets, view.status())?;
+        for entry in view.partitions().unwrap_or_default() {
+            check(
+                ApiKey::ListOffsets,
+                Status::from_wire(entry.error_code(), entry.error_message()),
+            )?;
+            self.set_position(entry.partition(), entry.offset());
+        }
+        Ok(())
+    }
+
+    fn set_position(&mut self, partition: u32, offset: i64) {
+        if let Some(assigned) = self.assigned.iter_mut().find(|a| a.partition == partition) {
+            assigned.position = Some(offset.max(0));
+        }
+    }
+
+    fn find(&self, partition: u32) -> Option<&Assigned> {
+        self.assigned.iter().find(|a| a.partition == partition)
+    }
+}
+
+/// The position after the whole, well-formed batches of `batches` (CRCs are checked when the
+/// records are read). A corrupt batch stops the advance there, so it is fetched (and
+/// reported) again rather than skipped.
+fn next_position(position: i64, batches: &[u8]) -> i64 {
+    BatchIter::new(batches)
+        .without_crc_check()
+        .map_while(Result::ok)
+        .map(|(header, _)| header.next_offset())
+        .fold(position, i64::max)
+}
+
+/// One consumed record, borrowing the fetch response.
+#[derive(Debug, Clone)]
+pub struct ConsumerRecord<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition id.
+    pub partition: u32,
+    /// Offset.
+    pub offset: i64,
+    /// Create time, or the broker's append time for log-append-time topics.
+    pub timestamp_ms: i64,
+    /// Key, `None` if null.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` if null.
+    pub value: Option<&'a [u8]>,
+    /// Headers, decoded as iterated.
+    pub headers: HeaderIter<'a>,
+}
+
+/// The records of one poll, in partition order then offset order.
+#[derive(Debug)]
+pub struct Records<'a> {
+    topic: &'a str,
+    partitions: Option<FetchedPartitions<'a>>,
+    starts: &'a [(u32, i64)],
+    current: Option<PartitionCursor<'a>>,
+}
+
+/// Reading position inside one fetched partition.
+#[derive(Debug)]
+struct PartitionCursor<'a> {
+    partition: u32,
+    start: i64,
+    batches: BatchIter<'a>,
+    records: Option<(BatchHeader, RecordIter<'a>)>,
+}
+
+impl<'a> Records<'a> {
+    fn new(last: Option<&'a FetchResult>, topic: &'a str, starts: &'a [(u32, i64)]) -> Self {
+        // The frame was verified when it was received; failing again here means no records.
+        let partitions = last.and_then(|result| result.partitions().ok());
+        Self {
+            topic,
+            partitions,
+            starts,
+            current: None,
+        }
+    }
+
+    /// The next record of the current partition, or an error; `None` when it is exhausted.
+    fn next_in_partition(
+        topic: &'a str,
+        cursor: &mut PartitionCursor<'a>,
+    ) -> Option<Result<ConsumerRecord<'a>, ClientError>> {
+        loop {
+            if let Some((header, records)) = &mut cursor.records {
+                match records.next() {
+                    Some(Ok(record)) => {
+                        let offset = record.offset(header.base_offset);
+                        if offset < cursor.start {
+                            continue;
+                        }
+                        let timestamp_ms = match header.timestamp_type() {
+                            TimestampType::LogAppendTime => header.max_timestamp_ms,
+                            TimestampType::CreateTime => {
+                                record.timestamp_ms(header.base_timestamp_ms)
+                            }
+                        };
+                        return Some(Ok(ConsumerRecord {
+                            topic,
+                            partition: cursor.partition,
+                            offset,
+                            timestamp_ms,
+                            key: record.key,
+                            value: record.value,
+                            headers: record.headers,
+                        }));
+                    }
+                    Some(Err(error)) => return Some(Err(error.into())),
+                    None => cursor.records = None,
+                }
+                continue;
+            }
+            match cursor.batches.next()? {
+                Ok((header, bytes)) => {
+                    if header.is_control() || header.next_offset() <= cursor.start {
+                        continue;
+                    }
+                    match batch::records(bytes) {
+                        Ok(records) => cursor.records = Some((header, records)),
+                        Err(error) => return Some(Err(error.into())),
+                    }
+                }
+                Err(error) => return Some(Err(error.into())),
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<ConsumerRecord<'a>, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(cursor) = &mut self.current {
+                if let Some(item) = Self::next_in_partition(self.topic, cursor) {
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            let fetched = self.partitions.as_mut()?.next()?;
+            if !fetched.status.is_ok() {
+                continue;
+            }
+            let start = self
+                .starts
+                .iter()
+                .find(|(partition, _)| *partition == fetched.partition)
+                .map_or(0, |(_, start)| *start);
+            self.current = Some(PartitionCursor {
+                partition: fetched.partition,
+                start,
+                batches: BatchIter::new(fetched.batches),
+                records: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::fake_server::{Behaviour, FakeServer};
+    use crate::message::produce::Acks;
+    use ringlog_engine::batch::BatchBuilder;
+
+    /// Writes one batch of `values` (timestamps `base_ms`, `base_ms + 1`, ...) to `partition`.
+    fn produce(client: &mut Client, partition: u32, base_ms: i64, values: &[&str]) -> i64 {
+        let mut builder = BatchBuilder::new(Vec::new(), base_ms);
+        for (i, value) in values.iter().enumerate() {
+            let headers: [(&str, Option<&[u8]>); 1] = [("h", Some(b"hv"))];
+            builder
+                .push(
+                    base_ms + i as i64,
+                    Some(b"k"),
+                    Some(value.as_bytes()),
+                    &headers,
+                )
+                .unwrap();
+        }
+        client
+            .produce("t", partition, Acks::Leader, builder.finish())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn values(records: Records<'_>) -> Vec<(u32, i64, String)> {
+        records
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r.partition,
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn consumer(server: &FakeServer, reset: AutoOffsetReset) -> Consumer {
+        Consumer::connect(
+            server.addr,
+            ConsumerConfig {
+                auto_offset_reset: reset,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seek_earliest_offset_timestamp_latest() {
+        let server = FakeServer::start("t", 2, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        assert_eq!(produce(&mut client, 0, 1_000, &["a", "b", "c"]), 0);
+        assert_eq!(produce(&mut client, 0, 2_000, &["d", "e"]), 3);
+        assert_eq!(produce(&mut client, 1, 1_500, &["x"]), 0);
+
+        let mut consumer = consumer(&server, AutoOffsetReset::Latest);
+        assert_eq!(consumer.assign_all("t").unwrap(), 2);
+        consumer.seek_all(SeekTo::Earliest).unwrap();
+        let got = values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(
+            got,
+            [
+                (0, 0, "a".to_owned()),
+                (0, 1, "b".to_owned()),
+                (0, 2, "c".to_owned()),
+                (0, 3, "d".to_owned()),
+                (0, 4, "e".to_owned()),
+                (1, 0, "x".to_owned()),
+            ]
+        );
+        assert_eq!(consumer.position(0), Some(5));
+        assert_eq!(consumer.high_watermark(0), Some(5));
+
+        // An offset inside the first batch: the records before it are skipped.
+        consumer.seek(0, SeekTo::Offset(1)).unwrap();
+        consumer.seek(1, SeekTo::Latest).unwrap();
+        let got = values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got.first(), Some(&(0, 1, "b".to_owned())));
+        assert_eq!(got.len(), 4);
+
+        consumer.seek(0, SeekTo::Timestamp(2_000)).unwrap();
+        assert_eq!(consumer.position(0), Some(3));
+        let got = values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got, [(0, 3, "d".to_owned()), (0, 4, "e".to_owned())]);
+
+        // Nothing new: the poll times out empty.
+        assert!(values(consumer.poll(Duration::from_millis(20)).unwrap()).is_empty());
+        assert!(consumer.seek(7, SeekTo::Earliest).is_err());
+    }
+
+    #[test]
+    fn records_carry_key_headers_and_timestamps() {
+        let server = FakeServer::start("t", 1, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        produce(&mut client, 0, 5_000, &["v0", "v1"]);
+        let mut consumer = consumer(&server, AutoOffsetReset::Earliest);
+        consumer.assign("t", &[0]);
+        let records = consumer.poll(Duration::from_secs(5)).unwrap();
+        let all: Vec<_> = records.map(Result::unwrap).collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].timestamp_ms, 5_001);
+        assert_eq!(all[1].key, Some(&b"k"[..]));
+        assert_eq!(all[1].topic, "t");
+        let headers: Vec<_> = all[1].headers.clone().map(Result::unwrap).collect();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].key, "h");
+        assert_eq!(headers[0].value, Some(&b"hv"[..]));
+    }
+
+    #[test]
+    fn long_poll_returns_when_records_arrive() {
+        let server = FakeServer::start("t", 1, Behaviour::default());
+        let mut consumer = consumer(&server, AutoOffsetReset::Latest);
+        consumer.assign("t", &[0]);
+        consumer.seek(0, SeekTo::Latest).unwrap();
+        let addr = server.addr;
+        let writer = std::thread::spawn(move || {
+            let mut client = Client::connect(addr).unwrap();
+            produce(&mut client, 0, 1, &["late"]);
+        });
+        let started = Instant::now();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            got = values(consumer.poll(Duration::from_secs(30)).unwrap());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(got, [(0, 0, "late".to_owned())]);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_positions_follow_the_reset_policy() {
+        let server = FakeServer::start("t", 1, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        produce(&mut client, 0, 1, &["a"]);
+
+        let mut consumer = consumer(&server, AutoOffsetReset::Earliest);
+        consumer.assign("t", &[0]);
+        consumer.seek(0, SeekTo::Offset(50)).unwrap();
+        let got = values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got, [(0, 0, "a".to_owned())]);
+
+        let mut strict = self::consumer(&server, AutoOffsetReset::Error);
+        strict.assign("t", &[0]);
+        assert!(
+            strict.poll(Duration::from_millis(10)).is_err(),
+            "no position"
+        );
+        strict.seek(0, SeekTo::Offset(50)).unwrap();
+        let error = strict.poll(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange));
+    }
+
+    #[test]
+    fn corrupt_batches_are_reported_not_skipped() {
+        let batches = {
+            let mut builder = BatchBuilder::new(Vec::new(), 0);
+            builder.push(0, None, Some(b"v"), &[]).unwrap();
+            let mut bytes = builder.finish().to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            bytes
+        };
+        assert_eq!(next_position(0, &batches), 1, "framing is intact");
+        let mut cursor = PartitionCursor {
+            partition: 0,
+            start: 0,
+            batches: BatchIter::new(&batches),
+            records: None,
+        };
+        let item = Records::next_in_partition("t", &mut cursor).unwrap();
+        assert!(matches!(item, Err(ClientError::Batch(_))));
+    }
+}

@@ -1,0 +1,620 @@
+//! The producer's state: open batches per partition, batches ready to send, requests in flight,
+//! and the bookkeeping for back-pressure, flush and failures. Pure logic, driven by the user
+//! threads and the producer's I/O threads under one mutex.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringlog_engine::batch::{BatchBuilder, BatchError};
+
+use super::config::ProducerConfig;
+use super::delivery::{BatchOutcome, DeliveryHandle};
+use super::record::ProducerRecord;
+use crate::client::error::ClientError;
+use crate::client::partitioner::{choose_partition, StickyPartitioner};
+
+/// Finished batch buffers kept for reuse, so a steady producer stops allocating.
+const POOLED_BUFFERS_MAX: usize = 16;
+
+/// A batch still accepting records.
+#[derive(Debug)]
+struct OpenBatch {
+    builder: BatchBuilder,
+    partition: u32,
+    outcome: Arc<BatchOutcome>,
+    opened_at: Instant,
+}
+
+/// A finished batch waiting to be sent (again).
+#[derive(Debug)]
+pub(crate) struct ReadyBatch {
+    pub(crate) partition: u32,
+    /// Shared with the sender while it writes, so the write happens outside the lock.
+    pub(crate) bytes: Arc<Vec<u8>>,
+    outcome: Arc<BatchOutcome>,
+    records: u64,
+    attempts: u32,
+    /// Set after a retriable failure: not to be sent before this time.
+    retry_at: Option<Instant>,
+}
+
+/// One produce request awaiting its response.
+#[derive(Debug)]
+struct InFlight {
+    correlation_id: u32,
+    batches: Vec<ReadyBatch>,
+    sent_at: Instant,
+}
+
+/// The result the server gave for one entry of a produce request.
+pub(crate) type EntryResult = Result<i64, ClientError>;
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    config: ProducerConfig,
+    partitions: u32,
+    open: Vec<Option<OpenBatch>>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: Vec<InFlight>,
+    sticky: StickyPartitioner,
+    pool: Vec<Vec<u8>>,
+    /// Scratch for `take_sendable`: partitions that must not be sent past this round.
+    blocked: Vec<bool>,
+    /// Bytes of every batch not yet completed (open, ready, in flight).
+    pub(crate) buffered_bytes: usize,
+    /// Records sent and not yet acknowledged or failed.
+    pub(crate) unfinished_records: u64,
+    failed_records: u64,
+    first_failure: Option<ClientError>,
+    /// Set when the connection failed: everything fails with it from then on.
+    pub(crate) fatal: Option<ClientError>,
+    /// Set by `close`: send everything now, accept nothing new.
+    pub(crate) closing: bool,
+    /// Threads inside `flush`: linger is skipped while any are waiting.
+    pub(crate) flushing: usize,
+}
+
+impl Accumulator {
+    /// State for a topic with `partitions` partitions.
+    pub(crate) fn new(config: ProducerConfig, partitions: u32) -> Self {
+        let slots = partitions as usize;
+        Self {
+            config,
+            partitions,
+            open: (0..slots).map(|_| None).collect(),
+            ready: VecDeque::new(),
+            in_flight: Vec::new(),
+            sticky: StickyPartitioner::new(partitions),
+            pool: Vec::new(),
+            blocked: vec![false; slots],
+            buffered_bytes: 0,
+            unfinished_records: 0,
+            failed_records: 0,
+            first_failure: None,
+            fatal: None,
+            closing: false,
+            flushing: 0,
+        }
+    }
+
+    /// Why new records cannot be accepted, if they cannot.
+    pub(crate) fn refusal(&self) -> Option<ClientError> {
+        if let Some(fatal) = &self.fatal {
+            return Some(fatal.clone());
+        }
+        self.closing.then_some(ClientError::Closed)
+    }
+
+    /// True when the buffered bytes are at the configured limit (send must wait).
+    pub(crate) fn is_full(&self) -> bool {
+        self.buffered_bytes >= self.config.buffer_bytes_max
+    }
+
+    /// Adds a record to its partition's open batch, closing the batch first when the record
+    /// does not fit. Returns the record's handle and whether the sender should be woken (a new
+    /// batch opened, or one became ready).
+    pub(crate) fn append(
+        &mut self,
+        record: &ProducerRecord<'_>,
+        timestamp_ms: i64,
+        now: Instant,
+    ) -> Result<(DeliveryHandle, bool), ClientError> {
+        let partition =
+            choose_partition(record.partition, record.key, &self.sticky, self.partitions);
+        let slot = partition as usize;
+        if partition >= self.partitions {
+            return Err(ClientError::InvalidArgument(format!(
+                "partition {partition} out of range: the topic has {} partitions",
+                self.partitions
+            )));
+        }
+        let mut wake = false;
+        loop {
+            let (pool, config) = (&mut self.pool, &self.config);
+            let mut opened_bytes = 0;
+            let open = self.open[slot].get_or_insert_with(|| {
+                let batch = OpenBatch::new(pool.pop(), config, partition, timestamp_ms, now);
+                opened_bytes = batch.builder.bytes_len();
+                batch
+            });
+            self.buffered_bytes += opened_bytes;
+            wake |= opened_bytes > 0;
+            let before = open.builder.bytes_len();
+            match open
+                .builder
+                .push(timestamp_ms, record.key, record.value, record.headers)
+            {
+                Ok(()) => {
+                    self.buffered_bytes += open.builder.bytes_len() - before;
+                    self.unfinished_records += 1;
+                    let index = open.builder.record_count().saturating_sub(1);
+                    let handle = DeliveryHandle::new(
+                        open.outcome.clone(),
+                        u32::try_from(index).unwrap_or(u32::MAX),
+                    );
+                    return Ok((handle, wake));
+                }
+                Err(BatchError::TooLarge { needed_bytes, .. })
+                    if open.builder.record_count() == 0 =>
+                {
+                    return Err(ClientError::RecordTooLarge {
+                        record_bytes: needed_bytes,
+                        batch_bytes_max: self.config.batch_bytes_max,
+                    });
+                }
+                Err(BatchError::TooLarge { .. }) => {
+                    // Full: close it and put the record into a fresh batch.
+                    self.close_open(slot);
+                    wake = true;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Finishes the open batch of `slot` and queues it (an empty one is just recycled).
+    fn close_open(&mut self, slot: usize) {
+        let Some(mut open) = self.open.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let records = open.builder.record_count() as u64;
+        if records == 0 {
+            self.release_bytes(open.builder.bytes_len());
+            self.recycle(open.builder.into_buf());
+            return;
+        }
+        open.builder.finish();
+        let bytes = open.builder.into_buf();
+        self.sticky.on_batch_closed(open.partition);
+        self.ready.push_back(ReadyBatch {
+            partition: open.partition,
+            bytes: Arc::new(bytes),
+            outcome: open.outcome,
+            records,
+            attempts: 0,
+            retry_at: None,
+        });
+    }
+
+    /// Closes open batches whose linger time passed (all of them while flushing or closing).
+    /// Returns the earliest time another one will be due.
+    pub(crate) fn close_lingered(&mut self, now: Instant) -> Option<Instant> {
+        let linger = Duration::from_millis(self.config.linger_ms);
+        let close_all = self.flushing > 0 || self.closing;
+        let mut next_due: Option<Instant> = None;
+        for slot in 0..self.open.len() {
+            let Some(open) = &self.open[slot] else {
+                continue;
+            };
+            let due = open.opened_at + linger;
+            if close_all || due <= now {
+                self.close_open(slot);
+            } else {
+                next_due = Some(next_due.map_or(due, |next| next.min(due)));
+            }
+        }
+        next_due
+    }
+
+    /// Room for another request in flight?
+    pub(crate) fn can_send(&self) -> bool {
+        self.in_flight.len() < self.config.in_flight_requests_max
+    }
+
+    /// Takes ready batches for one request, in queue order, up to `request_bytes_max` (at
+    /// least one). A partition whose earlier batch must wait (retry back-off, size) is skipped
+    /// entirely this round so its batches never overtake each other.
+    pub(crate) fn take_sendable(&mut self, now: Instant) -> Vec<ReadyBatch> {
+        self.blocked.fill(false);
+        let mut taken: Vec<ReadyBatch> = Vec::new();
+        let mut taken_bytes = 0usize;
+        for _ in 0..self.ready.len() {
+            let Some(batch) = self.ready.pop_front() else {
+                break;
+            };
+            let slot = batch.partition as usize;
+            let fits = taken.is_empty()
+                || taken_bytes + batch.bytes.len() <= self.config.request_bytes_max;
+            let backing_off = batch.retry_at.is_some_and(|due| due > now);
+            if self.blocked[slot] || backing_off || !fits {
+                self.blocked[slot] = true;
+                self.ready.push_back(batch);
+            } else {
+                taken_bytes += batch.bytes.len();
+                taken.push(batch);
+            }
+        }
+        taken
+    }
+
+    /// Earliest time a backing-off ready batch may be sent, if any waits.
+    pub(crate) fn next_retry_due(&self, now: Instant) -> Option<Instant> {
+        self.ready
+            .iter()
+            .filter_map(|batch| batch.retry_at)
+            .filter(|due| *due > now)
+            .min()
+    }
+
+    /// Records a request as sent and awaiting `correlation_id`'s response.
+    pub(crate) fn add_in_flight(
+        &mut self,
+        correlation_id: u32,
+        batches: Vec<ReadyBatch>,
+        now: Instant,
+    ) {
+        self.in_flight.push(InFlight {
+            correlation_id,
+            batches,
+            sent_at: now,
+        });
+    }
+
+    /// True when a request has waited longer than `timeout`.
+    pub(crate) fn has_expired_request(&self, now: Instant, timeout: Duration) -> bool {
+        self.in_flight
+            .iter()
+            .any(|flight| now.saturating_duration_since(flight.sent_at) > timeout)
+    }
+
+    /// Applies a produce response: `entries[i]` is the result for the request's i-th batch,
+    /// `top_level` an error for all of them. Retriable failures are queued again (front, in
+    /// order) until `retries_max`; other results complete the batches.
+    pub(crate) fn complete_in_flight(
+        &mut self,
+        correlation_id: u32,
+        top_level: Option<ClientError>,
+        entries: &[EntryResult],
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let Some(index) = self
+            .in_flight
+            .iter()
+            .position(|flight| flight.correlation_id == correlation_id)
+        else {
+            return Err(ClientError::UnexpectedResponse(format!(
+                "produce response with unknown correlation id {correlation_id}"
+            )));
+        };
+        let flight = self.in_flight.swap_remove(index);
+        let mut retry = Vec::new();
+        for (i, batch) in flight.batches.into_iter().enumerate() {
+            let result = match (&top_level, entries.get(i)) {
+                (Some(error), _) => Err(error.clone()),
+                (None, Some(result)) => result.clone(),
+                (None, None) => Err(ClientError::UnexpectedResponse(
+                    "produce response has fewer entries than the request".to_owned(),
+                )),
+            };
+            match result {
+                Err(error) if error.is_retriable() && batch.attempts < self.config.retries_max => {
+                    retry.push(batch);
+                }
+                result => self.finish_batch(batch, result),
+            }
+        }
+        let backoff = Duration::from_millis(self.config.retry_backoff_ms);
+        for mut batch in retry.into_iter().rev() {
+            batch.attempts += 1;
+            batch.retry_at = Some(now + backoff);
+            self.ready.push_front(batch);
+        }
+        Ok(())
+    }
+
+    /// Completes batches that are in no request in flight: written with no response to wait
+    /// for (`Acks::None`, offset -1), or whose write failed.
+    pub(crate) fn complete_batches(
+        &mut self,
+        batches: Vec<ReadyBatch>,
+        result: Result<i64, ClientError>,
+    ) {
+        for batch in batches {
+            self.finish_batch(batch, result.clone());
+        }
+    }
+
+    /// The connection failed: every batch fails with `error`, and so does every later send.
+    pub(crate) fn fail_all(&mut self, error: ClientError) {
+        if self.fatal.is_none() {
+            self.fatal = Some(error.clone());
+        }
+        for slot in 0..self.open.len() {
+            self.close_open(slot);
+        }
+        let mut batches: Vec<ReadyBatch> = self.ready.drain(..).collect();
+        batches.extend(self.in_flight.drain(..).flat_map(|flight| flight.batches));
+        for batch in batches {
+            self.finish_batch(batch, Err(error.clone()));
+        }
+    }
+
+    /// Failed batches sent (and not yet flushed away): a summary error for `flush`, resetting
+    /// the count.
+    pub(crate) fn take_failures(&mut self) -> Option<ClientError> {
+        let first = self.first_failure.take()?;
+        let failed_records = std::mem::take(&mut self.failed_records);
+        Some(ClientError::DeliveryFailed {
+            failed_records,
+            first: Box::new(first),
+        })
+    }
+
+    /// True when nothing is buffered, queued or in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.open.iter().all(Option::is_none) && self.ready.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Decides a batch's outcome and releases its bytes.
+    fn finish_batch(&mut self, batch: ReadyBatch, result: Result<i64, ClientError>) {
+        if let Err(error) = &result {
+            self.failed_records += batch.records;
+            if self.first_failure.is_none() {
+                self.first_failure = Some(error.clone());
+            }
+        }
+        batch.outcome.complete(result);
+        self.release_bytes(batch.bytes.len());
+        debug_assert!(self.unfinished_records >= batch.records);
+        self.unfinished_records = self.unfinished_records.saturating_sub(batch.records);
+        if let Ok(bytes) = Arc::try_unwrap(batch.bytes) {
+            self.recycle(bytes);
+        }
+    }
+
+    /// Bytes of a batch that no longer count against `buffer_bytes_max`.
+    fn release_bytes(&mut self, bytes: usize) {
+        debug_assert!(
+            self.buffered_bytes >= bytes,
+            "buffer accounting out of step"
+        );
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+    }
+
+    /// Keeps a buffer for a later batch, up to a bound.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOLED_BUFFERS_MAX {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+}
+
+impl OpenBatch {
+    /// A new batch for `partition` in `buf` (or a fresh buffer).
+    fn new(
+        buf: Option<Vec<u8>>,
+        config: &ProducerConfig,
+        partition: u32,
+        timestamp_ms: i64,
+        now: Instant,
+    ) -> Self {
+        let buf = buf.unwrap_or_else(|| Vec::with_capacity(config.batch_bytes_max.min(1 << 20)));
+        let mut builder = BatchBuilder::new(buf, timestamp_ms);
+        builder.set_batch_bytes_max(config.batch_bytes_max);
+        Self {
+            builder,
+            partition,
+            outcome: BatchOutcome::new(partition),
+            opened_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiKey;
+    use crate::error_code::ErrorCode;
+    use ringlog_engine::batch::{records, validate};
+
+    fn config() -> ProducerConfig {
+        ProducerConfig {
+            batch_bytes_max: 200,
+            linger_ms: 10,
+            request_bytes_max: 1000,
+            retries_max: 1,
+            retry_backoff_ms: 5,
+            ..ProducerConfig::default()
+        }
+    }
+
+    fn value(n: usize) -> Vec<u8> {
+        vec![b'v'; n]
+    }
+
+    fn throttled() -> ClientError {
+        ClientError::server(ApiKey::Produce, ErrorCode::Throttled, "")
+    }
+
+    #[test]
+    fn records_fill_a_batch_then_a_new_one() {
+        let mut acc = Accumulator::new(config(), 2);
+        let now = Instant::now();
+        let v = value(40);
+        let record = ProducerRecord::new(&v).with_partition(1);
+        let mut handles = Vec::new();
+        for _ in 0..5 {
+            handles.push(acc.append(&record, 1_000, now).unwrap().0);
+        }
+        assert_eq!(acc.unfinished_records, 5);
+        // 200-byte batches hold 2 records of this size (61-byte header + ~49 each).
+        let sendable = acc.take_sendable(now);
+        assert_eq!(sendable.len(), 2);
+        for batch in &sendable {
+            let header = validate(&batch.bytes).unwrap();
+            assert_eq!(header.records_count, 2);
+            let first = records(&batch.bytes).unwrap().next().unwrap().unwrap();
+            assert_eq!(first.value, Some(&v[..]));
+        }
+        assert!(handles.iter().all(|h| h.partition() == 1));
+        acc.add_in_flight(7, sendable, now);
+        acc.complete_in_flight(7, None, &[Ok(10), Ok(12)], now)
+            .unwrap();
+        assert_eq!(handles[0].wait().unwrap().offset, 10);
+        assert_eq!(handles[1].wait().unwrap().offset, 11);
+        assert_eq!(handles[3].wait().unwrap().offset, 13);
+        assert!(handles[4].try_result().is_none());
+        assert_eq!(acc.unfinished_records, 1);
+    }
+
+    #[test]
+    fn linger_closes_batches() {
+        let mut acc = Accumulator::new(config(), 1);
+        let now = Instant::now();
+        let v = value(10);
+        let (handle, wake) = acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        assert!(wake, "a new batch wakes the sender to schedule its linger");
+        assert_eq!(
+            acc.close_lingered(now),
+            Some(now + Duration::from_millis(10))
+        );
+        assert!(acc.take_sendable(now).is_empty());
+        assert_eq!(acc.close_lingered(now + Duration::from_millis(10)), None);
+        let batches = acc.take_sendable(now);
+        assert_eq!(batches.len(), 1);
+        acc.complete_batches(batches, Ok(-1));
+        assert_eq!(handle.wait().unwrap().offset, -1);
+        assert!(acc.is_idle());
+        assert_eq!(acc.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn too_large_record_and_bad_partition() {
+        let mut acc = Accumulator::new(config(), 2);
+        let big = value(500);
+        assert!(matches!(
+            acc.append(&ProducerRecord::new(&big), 1, Instant::now()),
+            Err(ClientError::RecordTooLarge { .. })
+        ));
+        let v = value(1);
+        assert!(matches!(
+            acc.append(
+                &ProducerRecord::new(&v).with_partition(2),
+                1,
+                Instant::now()
+            ),
+            Err(ClientError::InvalidArgument(_))
+        ));
+        // The empty batch left behind is never sent.
+        acc.close_lingered(Instant::now() + Duration::from_secs(1));
+        assert!(acc.take_sendable(Instant::now()).is_empty());
+        assert_eq!(acc.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn retriable_errors_requeue_in_order_then_fail() {
+        let mut acc = Accumulator::new(config(), 1);
+        let now = Instant::now();
+        let v = value(40);
+        let record = ProducerRecord::new(&v);
+        let handles: Vec<_> = (0..4)
+            .map(|_| acc.append(&record, 1, now).unwrap().0)
+            .collect();
+        acc.close_lingered(now + Duration::from_secs(1));
+        let first = acc.take_sendable(now);
+        assert_eq!(first.len(), 2);
+        let first_bytes: Vec<_> = first.iter().map(|b| b.bytes.clone()).collect();
+        acc.add_in_flight(1, first, now);
+        acc.complete_in_flight(1, Some(throttled()), &[], now)
+            .unwrap();
+        // Backing off: nothing may be sent yet.
+        assert!(acc.take_sendable(now).is_empty());
+        let later = now + Duration::from_millis(5);
+        assert_eq!(acc.next_retry_due(now), Some(later));
+        let again = acc.take_sendable(later);
+        let again_bytes: Vec<_> = again.iter().map(|b| b.bytes.clone()).collect();
+        assert_eq!(again_bytes, first_bytes, "retried in the original order");
+        acc.add_in_flight(2, again, later);
+        // Second failure exceeds retries_max = 1.
+        acc.complete_in_flight(2, None, &[Err(throttled()), Ok(50)], later)
+            .unwrap();
+        assert!(handles[0].wait().is_err());
+        assert_eq!(handles[2].wait().unwrap().offset, 50);
+        let summary = acc.take_failures().unwrap();
+        assert!(matches!(
+            summary,
+            ClientError::DeliveryFailed {
+                failed_records: 2,
+                ..
+            }
+        ));
+        assert!(acc.take_failures().is_none());
+    }
+
+    #[test]
+    fn non_retriable_errors_fail_at_once_and_fail_all_clears() {
+        let mut acc = Accumulator::new(config(), 2);
+        let now = Instant::now();
+        let v = value(10);
+        let a = acc
+            .append(&ProducerRecord::new(&v).with_partition(0), 1, now)
+            .unwrap()
+            .0;
+        let b = acc
+            .append(&ProducerRecord::new(&v).with_partition(1), 1, now)
+            .unwrap()
+            .0;
+        acc.close_lingered(now + Duration::from_secs(1));
+        let batches = acc.take_sendable(now);
+        assert_eq!(batches.len(), 2, "two partitions share one request");
+        acc.add_in_flight(3, batches, now);
+        let corrupt = ClientError::server(ApiKey::Produce, ErrorCode::CorruptBatch, "crc");
+        acc.complete_in_flight(3, None, &[Err(corrupt), Ok(0)], now)
+            .unwrap();
+        assert_eq!(a.wait().unwrap_err().code(), Some(ErrorCode::CorruptBatch));
+        assert_eq!(b.wait().unwrap().offset, 0);
+
+        let c = acc.append(&ProducerRecord::new(&v), 1, now).unwrap().0;
+        acc.fail_all(ClientError::Disconnected);
+        assert!(matches!(c.wait(), Err(ClientError::Disconnected)));
+        assert!(acc.refusal().is_some());
+        assert!(acc.is_idle());
+        assert_eq!(acc.unfinished_records, 0);
+        assert!(acc.complete_in_flight(99, None, &[], now).is_err());
+    }
+
+    #[test]
+    fn request_size_bound_keeps_partition_order() {
+        let mut acc = Accumulator::new(
+            ProducerConfig {
+                request_bytes_max: 250,
+                ..config()
+            },
+            1,
+        );
+        let now = Instant::now();
+        let v = value(40);
+        for _ in 0..6 {
+            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        }
+        acc.close_lingered(now + Duration::from_secs(1));
+        // Three ~159-byte batches; only one fits 250 bytes per request.
+        assert_eq!(acc.take_sendable(now).len(), 1);
+        assert_eq!(acc.take_sendable(now).len(), 1);
+        assert_eq!(acc.take_sendable(now).len(), 1);
+        assert!(acc.take_sendable(now).is_empty());
+    }
+}

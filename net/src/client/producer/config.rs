@@ -1,0 +1,95 @@
+//! Producer settings.
+
+use crate::client::connection::ConnectionConfig;
+use crate::client::error::ClientError;
+use crate::message::produce::Acks;
+use ringlog_engine::batch::BATCH_HEADER_BYTES;
+
+/// How a [`super::Producer`] batches, bounds and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// Durability to wait for (default: durable).
+    pub acks: Acks,
+    /// Largest batch; a record that does not fit an empty batch is refused (default 1 MiB).
+    pub batch_bytes_max: usize,
+    /// How long a batch may wait for more records before it is sent (default 5 ms).
+    pub linger_ms: u64,
+    /// Produce requests in flight at once (default 5). With more than 1, a retried batch may
+    /// land after a later batch of the same partition; set 1 for strict order under retries.
+    pub in_flight_requests_max: usize,
+    /// Largest produce request: ready batches of several partitions share a request up to
+    /// this size (default 8 MiB; keep it under the server's frame limit).
+    pub request_bytes_max: usize,
+    /// Bytes of records buffered, queued and in flight before `send` blocks (default 64 MiB).
+    pub buffer_bytes_max: usize,
+    /// Longest `send` blocks for buffer space before failing with Timeout (default 60 s).
+    pub max_block_ms: u64,
+    /// Times a batch is sent again after a retriable error (default 10).
+    pub retries_max: u32,
+    /// Wait before a retry (default 100 ms).
+    pub retry_backoff_ms: u64,
+    /// Connection settings; its `request_timeout_ms` bounds the wait for each response.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::Durable,
+            batch_bytes_max: 1024 * 1024,
+            linger_ms: 5,
+            in_flight_requests_max: 5,
+            request_bytes_max: 8 * 1024 * 1024,
+            buffer_bytes_max: 64 * 1024 * 1024,
+            max_block_ms: 60_000,
+            retries_max: 10,
+            retry_backoff_ms: 100,
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Checks that the limits are consistent.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let invalid = |what: &str| Err(ClientError::InvalidArgument(what.to_owned()));
+        if self.batch_bytes_max <= BATCH_HEADER_BYTES {
+            return invalid("batch_bytes_max must exceed a batch header (61 bytes)");
+        }
+        if self.in_flight_requests_max == 0 {
+            return invalid("in_flight_requests_max must be at least 1");
+        }
+        if self.request_bytes_max < self.batch_bytes_max {
+            return invalid("request_bytes_max must be at least batch_bytes_max");
+        }
+        if self.buffer_bytes_max < self.batch_bytes_max {
+            return invalid("buffer_bytes_max must be at least batch_bytes_max");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_limits_are_refused() {
+        assert!(ProducerConfig::default().validate().is_ok());
+        let bad = ProducerConfig {
+            batch_bytes_max: 10,
+            ..ProducerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ProducerConfig {
+            in_flight_requests_max: 0,
+            ..ProducerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ProducerConfig {
+            request_bytes_max: 1000,
+            ..ProducerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! CreateTopic (2).
+
+use flatbuffers::FlatBufferBuilder;
+
+use super::{build_topic_config, opt_string, Call, Encode, Status, TopicConfig};
+use crate::api::ApiKey;
+use crate::protocol;
+
+/// Verified view of a request body.
+pub type RequestView<'buf> = protocol::CreateTopicRequest<'buf>;
+/// Verified view of a response body.
+pub type ResponseView<'buf> = protocol::CreateTopicResponse<'buf>;
+
+/// Creates a topic. `None` settings take the server's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Request<'a> {
+    /// Topic name.
+    pub name: &'a str,
+    /// Partition count (at least 1).
+    pub partitions: u32,
+    /// Age limit in ms; -1 for unlimited.
+    pub retention_ms: Option<i64>,
+    /// Size limit per partition in bytes; -1 for unlimited.
+    pub retention_bytes: Option<i64>,
+    /// Segment file size in bytes.
+    pub segment_bytes: Option<i64>,
+}
+
+impl Encode for Request<'_> {
+    const API: ApiKey = ApiKey::CreateTopic;
+
+    fn build(&self, fbb: &mut FlatBufferBuilder<'_>) {
+        let name = Some(fbb.create_string(self.name));
+        let root = protocol::CreateTopicRequest::create(
+            fbb,
+            &protocol::CreateTopicRequestArgs {
+                name,
+                partitions: self.partitions,
+                retention_ms: self.retention_ms,
+                retention_bytes: self.retention_bytes,
+                segment_bytes: self.segment_bytes,
+            },
+        );
+        fbb.finish_size_prefixed(root, None);
+    }
+}
+
+impl Call for Request<'_> {
+    type Response<'buf> = ResponseView<'buf>;
+}
+
+/// CreateTopic answer: the topic as created (absent on error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response<'a> {
+    /// Result (TopicExists, InvalidConfig, ...).
+    pub status: Status<'a>,
+    /// Effective configuration, with defaults filled in.
+    pub config: Option<TopicConfig<'a>>,
+}
+
+impl Encode for Response<'_> {
+    const API: ApiKey = ApiKey::CreateTopic;
+
+    fn build(&self, fbb: &mut FlatBufferBuilder<'_>) {
+        let error_message = opt_string(fbb, self.status.message);
+        let config = self.config.as_ref().map(|c| build_topic_config(fbb, c));
+        let root = protocol::CreateTopicResponse::create(
+            fbb,
+            &protocol::CreateTopicResponseArgs {
+                error_code: self.status.code.as_u16(),
+                error_message,
+                config,
+            },
+        );
+        fbb.finish_size_prefixed(root, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::test_support::round_trip;
+    use crate::message::{topic_config, Decode};
+
+    #[test]
+    fn request_round_trip() {
+        let body = round_trip::<_, RequestView>(&Request {
+            name: "orders",
+            partitions: 4,
+            retention_ms: Some(-1),
+            retention_bytes: None,
+            segment_bytes: Some(1 << 30),
+        });
+        let view = RequestView::decode(body).unwrap();
+        assert_eq!(view.name(), "orders");
+        assert_eq!(view.partitions(), 4);
+        assert_eq!(view.retention_ms(), Some(-1));
+        assert_eq!(view.retention_bytes(), None);
+        assert_eq!(view.segment_bytes(), Some(1 << 30));
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let config = TopicConfig {
+            name: "orders",
+            partitions: 4,
+            retention_ms: 86_400_000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+        };
+        let body = round_trip::<_, ResponseView>(&Response {
+            status: Status::OK,
+            config: Some(config),
+        });
+        let view = ResponseView::decode(body).unwrap();
+        assert_eq!(topic_config(&view.config().unwrap()), config);
+    }
+}
