@@ -13,6 +13,7 @@ pub mod client;
 pub mod error_code;
 pub mod frame;
 pub mod message;
+pub mod server;
 
 #[allow(
     unused_imports,

@@ -1,0 +1,951 @@
+//! The partition log: append, group commit, read, roll, retention.
+//!
+//! A partition is a directory of segments (see [`crate::segment`]) owned by one shard. All
+//! state lives behind `Cell`/`RefCell` in one `Rc`, used only by that shard's thread; no
+//! borrow is ever held across an `.await`.
+//!
+//! # Appends
+//! [`PartitionLog::append`] does its work synchronously when called: it validates the batch,
+//! stamps the next offset into it (so offsets follow call order), copies it into the active
+//! segment's in-memory tail chunk and returns a future that resolves according to [`Acks`].
+//! One flusher task per partition writes the dirty part of the tail with O_DIRECT, from the
+//! chunk itself: from the last aligned-down written position to the aligned-up fill position,
+//! so the partially filled last block is rewritten in place. While one write is in flight,
+//! further appends accumulate and the next write covers all of them; when any `Durable` append
+//! waits, that write is linked with an fdatasync, so N producers share one sync (group commit).
+//!
+//! # Visibility
+//! The high watermark is the offset after the last batch whose write completed; reads never
+//! return bytes past it. The durable offset is the same for write + fdatasync.
+//!
+//! # Failures
+//! A failed write (ENOSPC, EIO) fails every append waiting at that time with
+//! [`LogError::DiskFull`] or [`LogError::Io`]. The bytes stay in memory, invisible; the
+//! next append (or [`PartitionLog::close`]) retries the write of the whole dirty range, so the
+//! log stays contiguous and appends work again once space is freed. As with a timeout in
+//! Kafka, a batch whose append reported such an error may therefore still appear later.
+
+mod config;
+mod flusher;
+mod read;
+mod waiters;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use config::{
+    LogConfig, CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
+};
+pub use read::ReadSlice;
+
+use crate::batch::{self, BatchHeader};
+use crate::buffer::{align_down, align_up};
+use crate::cache::{Chunk, ChunkCache, ChunkPlacement};
+use crate::error::{FlushFailure, LogError};
+use crate::recovery;
+use crate::segment::{remove_segment_files, Segment, SegmentState};
+use waiters::{Progress, WaitKind, WaitList};
+
+/// How long an append waits before it reports success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Return as soon as the batch is in memory with its offset; the write follows.
+    None,
+    /// Return once the write of the batch to the segment file completed (it is then
+    /// visible to readers), without waiting for an fdatasync.
+    Leader,
+    /// Return once the write and an fdatasync covering it completed: the batch survives a
+    /// power loss. The default.
+    #[default]
+    Durable,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset stamped into the batch.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// The log start offset when it was appended.
+    pub log_start_offset: i64,
+    /// Size of the batch in bytes.
+    pub batch_bytes: usize,
+}
+
+/// Counters of one log since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Batches appended.
+    pub appends: u64,
+    /// Bytes appended.
+    pub appended_bytes: u64,
+    /// Writes to segment files completed.
+    pub writes: u64,
+    /// fdatasyncs completed (linked to a write or alone, rolls and close included).
+    pub syncs: u64,
+    /// Background I/O operations that failed.
+    pub failures: u64,
+    /// Segments rolled.
+    pub rolls: u64,
+    /// Read steps served from in-memory chunks.
+    pub memory_reads: u64,
+    /// Read steps that went to disk.
+    pub disk_reads: u64,
+}
+
+/// What [`PartitionLog::apply_retention`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+}
+
+/// One partition's log. Use it through an `Rc` on the shard that owns the partition.
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+}
+
+/// Wakes the flusher task; a set flag survives until the flusher looks.
+#[derive(Default)]
+struct Kick {
+    pending: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Kick {
+    fn notify(&self) {
+        self.pending.set(true);
+        let waker = self.waker.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The shared state of a log, also held by its flusher task and pending futures.
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    cache: Rc<ChunkCache>,
+    /// This log's id in the shard's chunk cache.
+    owner: u64,
+    state: RefCell<State>,
+    /// Offset the next append gets.
+    next_offset: Cell<i64>,
+    /// Offset after the last batch whose write completed.
+    high_watermark: Cell<i64>,
+    /// Offset after the last batch whose write and fdatasync completed.
+    durable_offset: Cell<i64>,
+    /// First offset still stored.
+    log_start_offset: Cell<i64>,
+    /// Highest offset (exclusive) a `Durable` append waits to see synced.
+    durable_requested: Cell<i64>,
+    /// Bytes appended but not yet written.
+    unflushed_bytes: Cell<u64>,
+    /// Background I/O failures so far; waiters compare with the count when they started.
+    failures: Cell<u64>,
+    last_failure: Cell<Option<FlushFailure>>,
+    /// After a failure the flusher waits for the next append (or close) to try again, so a
+    /// full disk does not turn into a busy loop.
+    retry_blocked: Cell<bool>,
+    /// `close` was called or the handle dropped: no more appends.
+    closing: Cell<bool>,
+    /// The flusher has written everything and stopped.
+    closed: Cell<bool>,
+    /// The `PartitionLog` handle is gone: the flusher stops after a failure.
+    handle_dropped: Cell<bool>,
+    waiters: RefCell<WaitList>,
+    /// Reused list of wakers to call, so waking allocates nothing.
+    wake_scratch: RefCell<Vec<Waker>>,
+    kick: Kick,
+    stats: Cell<LogStats>,
+    #[cfg(test)]
+    hooks: TestHooks,
+}
+
+/// Fault and clock injection for the unit tests of this module.
+#[cfg(test)]
+#[derive(Default)]
+struct TestHooks {
+    clock_ms: Cell<Option<i64>>,
+    io_errors: Cell<u32>,
+    /// Only jobs whose context starts with this fail (all when `None`).
+    io_error_context: Cell<Option<&'static str>>,
+}
+
+/// Segments and chunks, borrowed briefly and never across an await.
+struct State {
+    /// Oldest first; the last one is the active segment.
+    segments: Vec<Segment>,
+    /// The active segment's chunk that takes appends.
+    tail: Option<Rc<Chunk>>,
+    /// Chunks with bytes not yet written, oldest first (the flusher's queue).
+    pending: VecDeque<Rc<Chunk>>,
+    /// Every chunk created recently, oldest first, to find in-memory bytes for reads; entries
+    /// die when the cache and the queue let go of them.
+    recent: VecDeque<Weak<Chunk>>,
+}
+
+/// Entries of `recent` beyond which dead ones are swept from the whole list, not only the
+/// front.
+const RECENT_SWEEP_LEN: usize = 1024;
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    fn segment(&self, base_offset: i64) -> Option<&Segment> {
+        let at = self
+            .segments
+            .binary_search_by_key(&base_offset, |segment| segment.base_offset)
+            .ok()?;
+        self.segments.get(at)
+    }
+
+    fn segment_mut(&mut self, base_offset: i64) -> Option<&mut Segment> {
+        let at = self
+            .segments
+            .binary_search_by_key(&base_offset, |segment| segment.base_offset)
+            .ok()?;
+        self.segments.get_mut(at)
+    }
+
+    /// Index of the segment holding `offset` (the last whose base offset is at most it).
+    fn segment_index_for(&self, offset: i64) -> Option<usize> {
+        self.segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .checked_sub(1)
+    }
+
+    fn remember_chunk(&mut self, chunk: &Rc<Chunk>) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|weak| weak.strong_count() == 0)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= RECENT_SWEEP_LEN {
+            self.recent.retain(|weak| weak.strong_count() > 0);
+        }
+        self.recent.push_back(Rc::downgrade(chunk));
+    }
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the partition log in `dir` and starts its flusher task.
+    /// Must run inside the shard's reactor. Blocks briefly to list the directory.
+    pub async fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        cache: Rc<ChunkCache>,
+    ) -> Result<PartitionLog, LogError> {
+        config.validate()?;
+        let dir = dir.into();
+        let recovered = recovery::recover(&dir, &config, wall_clock_ms()).await?;
+        let segments = recovered.segments;
+        let log_start_offset = segments
+            .first()
+            .map(|segment| segment.base_offset)
+            .expect("recovery returns at least one segment");
+        let next_offset = segments
+            .last()
+            .map(|segment| segment.next_offset)
+            .expect("recovery returns at least one segment");
+        let owner = cache.register_owner();
+        let inner = Rc::new(Inner {
+            dir,
+            config,
+            cache,
+            owner,
+            state: RefCell::new(State {
+                segments,
+                tail: None,
+                pending: VecDeque::new(),
+                recent: VecDeque::new(),
+            }),
+            next_offset: Cell::new(next_offset),
+            high_watermark: Cell::new(next_offset),
+            durable_offset: Cell::new(next_offset),
+            log_start_offset: Cell::new(log_start_offset),
+            durable_requested: Cell::new(next_offset),
+            unflushed_bytes: Cell::new(0),
+            failures: Cell::new(0),
+            last_failure: Cell::new(None),
+            retry_blocked: Cell::new(false),
+            closing: Cell::new(false),
+            closed: Cell::new(false),
+            handle_dropped: Cell::new(false),
+            waiters: RefCell::new(WaitList::default()),
+            wake_scratch: RefCell::new(Vec::new()),
+            kick: Kick::default(),
+            stats: Cell::new(LogStats::default()),
+            #[cfg(test)]
+            hooks: TestHooks::default(),
+        });
+        // Detached: the task ends by itself once the log is closed or dropped.
+        drop(crate::reactor::spawn(flusher::run(Rc::clone(&inner))));
+        Ok(PartitionLog { inner })
+    }
+
+    /// Appends one record batch, stamping its base offset (in `batch` itself).
+    ///
+    /// Everything but the wait happens before this returns: a malformed batch (length,
+    /// magic, CRC) is refused with [`LogError::InvalidBatch`] and nothing is written; otherwise
+    /// the batch has its offset and is in memory, and the returned future resolves per `acks`.
+    /// Offsets are assigned in call order.
+    pub fn append(&self, batch: &mut [u8], acks: Acks) -> AppendFuture {
+        let inner = &self.inner;
+        let failures_at_start = inner.failures.get();
+        let info = match inner.start_append(batch, acks) {
+            Ok(info) => info,
+            Err(error) => return AppendFuture::ready(Err(error)),
+        };
+        let kind = match acks {
+            Acks::None => return AppendFuture::ready(Ok(info)),
+            Acks::Leader => WaitKind::Written(info.last_offset + 1),
+            Acks::Durable => WaitKind::Durable(info.last_offset + 1),
+        };
+        AppendFuture {
+            state: AppendState::Waiting {
+                wait: Wait::new(Rc::clone(inner), kind, failures_at_start),
+                info,
+            },
+        }
+    }
+
+    /// Reads whole batches starting with the one that holds `offset` (which may start
+    /// before it), up to `max_bytes` but always at least one whole batch, never past the high
+    /// watermark. Reading at the high watermark returns an empty slice (for long polls);
+    /// outside `[log_start_offset, high_watermark]` fails with
+    /// [`LogError::OffsetOutOfRange`]. Bytes still in memory come back without a copy.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<ReadSlice, LogError>> + 'static {
+        let inner = Rc::clone(&self.inner);
+        async move { inner.read(offset, max_bytes).await }
+    }
+
+    /// The base offset of the first visible batch whose max timestamp is at least
+    /// `timestamp_ms` (batch granularity, like the time index); `None` when there is none.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Option<i64>, LogError>> + 'static {
+        let inner = Rc::clone(&self.inner);
+        async move { inner.offset_for_timestamp(timestamp_ms).await }
+    }
+
+    /// Resolves to `true` once the high watermark is above `offset` (a fetch at `offset`
+    /// has data), or to `false` when the log is closing. Wrap it in a timeout for long polls.
+    pub fn wait_for_offset(&self, offset: i64) -> WaitForOffset {
+        let failures = self.inner.failures.get();
+        WaitForOffset {
+            wait: Wait::new(Rc::clone(&self.inner), WaitKind::Visible(offset), failures),
+            offset,
+        }
+    }
+
+    /// Deletes whole segments, oldest first and never the active one, while the log holds
+    /// more than `retention_bytes` or while the oldest segment's newest batch is older than
+    /// `now_ms - retention_ms`. The log start offset moves to the first remaining segment.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let removed = self.inner.take_expired_segments(now_ms);
+        let mut report = RetentionReport::default();
+        let mut first_error = None;
+        for segment in removed {
+            report.segments_deleted += 1;
+            report.bytes_deleted += segment.size_bytes;
+            let base_offset = segment.base_offset;
+            // Reads in flight keep their own handle on the file.
+            drop(segment);
+            if let Err(error) = remove_segment_files(&self.inner.dir, base_offset).await {
+                tracing::warn!(dir = %self.inner.dir.display(), base_offset, %error, "cannot delete an expired segment");
+                first_error.get_or_insert(LogError::io("deleting an expired segment", error));
+            }
+        }
+        if report.segments_deleted > 0 {
+            tracing::info!(
+                dir = %self.inner.dir.display(),
+                segments = report.segments_deleted,
+                bytes = report.bytes_deleted,
+                log_start_offset = self.inner.log_start_offset.get(),
+                "retention deleted segments"
+            );
+        }
+        first_error.map_or(Ok(report), Err)
+    }
+
+    /// Writes and syncs everything appended, stops the flusher, truncates the active segment
+    /// to its data and persists its indexes. Appends fail with [`LogError::Closed`] from the
+    /// call on; reads keep working. After a failure (disk full) call it again to retry.
+    pub async fn close(&self) -> Result<(), LogError> {
+        if self.inner.closed.get() {
+            return Ok(());
+        }
+        let failures = self.inner.failures.get();
+        self.inner.begin_close();
+        Wait::new(Rc::clone(&self.inner), WaitKind::Closed, failures).await
+    }
+
+    /// Closes the log and removes its directory with every segment.
+    pub async fn delete(self) -> Result<(), LogError> {
+        if let Err(error) = self.close().await {
+            tracing::warn!(dir = %self.inner.dir.display(), %error, "closing a log before deleting it failed");
+        }
+        let bases: Vec<i64> = {
+            let state = self.inner.state.borrow();
+            state.segments.iter().map(|segment| segment.base_offset).collect()
+        };
+        self.inner.state.borrow_mut().segments.clear();
+        for base_offset in bases {
+            remove_segment_files(&self.inner.dir, base_offset)
+                .await
+                .map_err(|error| LogError::io("deleting a segment", error))?;
+        }
+        self.inner.cache.remove_owner(self.inner.owner);
+        match crate::reactor::fs::remove_dir(&self.inner.dir).await {
+            Ok(()) => Ok(()),
+            // Leftovers (an interrupted index write): deletion is an admin action, rare and
+            // small, so the blocking call is acceptable here.
+            Err(error) if error.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                std::fs::remove_dir_all(&self.inner.dir)
+                    .map_err(|error| LogError::io("deleting the partition directory", error))
+            }
+            Err(error) => Err(LogError::io("deleting the partition directory", error)),
+        }
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start_offset.get()
+    }
+
+    /// Offset after the last batch whose write completed: what fetches may read up to.
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.high_watermark.get()
+    }
+
+    /// Offset after the last batch whose write and fdatasync completed.
+    pub fn durable_offset(&self) -> i64 {
+        self.inner.durable_offset.get()
+    }
+
+    /// Offset the next append gets.
+    pub fn next_offset(&self) -> i64 {
+        self.inner.next_offset.get()
+    }
+
+    /// Bytes of all segments (appended, written or not).
+    pub fn size_bytes(&self) -> u64 {
+        let state = self.inner.state.borrow();
+        state.segments.iter().map(|segment| segment.size_bytes).sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        let state = self.inner.state.borrow();
+        state.segments.iter().map(|segment| segment.base_offset).collect()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        self.inner.stats.get()
+    }
+
+    /// Whether `close` finished.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+}
+
+#[cfg(test)]
+impl PartitionLog {
+    /// Uses `now_ms` instead of the wall clock for rolling by age.
+    fn set_clock_ms(&self, now_ms: Option<i64>) {
+        self.inner.hooks.clock_ms.set(now_ms);
+    }
+
+    /// Makes the next `count` background I/O jobs whose context starts with `context` (any
+    /// job when `None`) fail with ENOSPC.
+    fn fail_next_io(&self, count: u32, context: Option<&'static str>) {
+        self.inner.hooks.io_errors.set(count);
+        self.inner.hooks.io_error_context.set(context);
+    }
+
+    /// Unwritten bytes now.
+    fn unflushed_bytes(&self) -> u64 {
+        self.inner.unflushed_bytes.get()
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // The flusher writes what is left and stops; its task holds the state until then.
+        self.inner.handle_dropped.set(true);
+        if !self.inner.closed.get() {
+            self.inner.begin_close();
+        }
+    }
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.inner.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("high_watermark", &self.high_watermark())
+            .field("next_offset", &self.next_offset())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> i64 {
+        #[cfg(test)]
+        if let Some(now_ms) = self.hooks.clock_ms.get() {
+            return now_ms;
+        }
+        wall_clock_ms()
+    }
+
+    fn bump(&self, update: impl FnOnce(&mut LogStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            high_watermark: self.high_watermark.get(),
+            durable_offset: self.durable_offset.get(),
+            failures: self.failures.get(),
+            closing: self.closing.get(),
+            closed: self.closed.get(),
+        }
+    }
+
+    /// The synchronous part of an append: checks, offset, copy, bookkeeping, flusher kick.
+    fn start_append(&self, batch: &mut [u8], acks: Acks) -> Result<AppendInfo, LogError> {
+        if self.closing.get() {
+            return Err(LogError::Closed);
+        }
+        let header = batch::validate(batch)?;
+        let batch_bytes = batch.len();
+        if batch_bytes as u64 > self.config.segment_bytes {
+            return Err(LogError::BatchTooLarge {
+                batch_bytes,
+                segment_bytes: self.config.segment_bytes,
+            });
+        }
+        self.check_unflushed_bound(batch_bytes)?;
+        let base_offset = self.next_offset.get();
+        batch::set_base_offset(batch, base_offset)?;
+        let header = BatchHeader {
+            base_offset,
+            ..header
+        };
+        let next_offset = header.next_offset();
+        assert!(next_offset > base_offset, "offsets must grow");
+        let now_ms = self.now_ms();
+        let rolled = self.state.borrow_mut().place_batch(
+            &self.config,
+            &self.cache,
+            self.owner,
+            batch,
+            &header,
+            now_ms,
+        );
+        self.next_offset.set(next_offset);
+        self.unflushed_bytes
+            .set(self.unflushed_bytes.get() + batch_bytes as u64);
+        if acks == Acks::Durable {
+            self.durable_requested
+                .set(self.durable_requested.get().max(next_offset));
+        }
+        self.bump(|stats| {
+            stats.appends += 1;
+            stats.appended_bytes += batch_bytes as u64;
+            stats.rolls += u64::from(rolled);
+        });
+        // A new append is the signal to retry after a failed write.
+        self.retry_blocked.set(false);
+        self.kick.notify();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: header.last_offset(),
+            log_start_offset: self.log_start_offset.get(),
+            batch_bytes,
+        })
+    }
+
+    /// Refuses an append that would take unwritten bytes past the bound.
+    fn check_unflushed_bound(&self, batch_bytes: usize) -> Result<(), LogError> {
+        let unflushed_bytes = self.unflushed_bytes.get();
+        let limit_bytes = self.config.unflushed_bytes_max;
+        if unflushed_bytes == 0 || unflushed_bytes + batch_bytes as u64 <= limit_bytes {
+            return Ok(());
+        }
+        if self.retry_blocked.get() {
+            // The disk is failing: try the write again, report why memory is full.
+            self.retry_blocked.set(false);
+            self.kick.notify();
+            if let Some(failure) = self.last_failure.get() {
+                return Err(failure.to_error());
+            }
+        }
+        Err(LogError::Backpressure {
+            unflushed_bytes,
+            limit_bytes,
+        })
+    }
+
+    fn begin_close(&self) {
+        self.closing.set(true);
+        self.durable_requested
+            .set(self.durable_requested.get().max(self.next_offset.get()));
+        self.retry_blocked.set(false);
+        self.kick.notify();
+        // Long polls end now.
+        self.wake_waiters();
+    }
+
+    /// Wakes every waiter whose condition holds.
+    fn wake_waiters(&self) {
+        let mut wakers = std::mem::take(&mut *self.wake_scratch.borrow_mut());
+        let progress = self.progress();
+        self.waiters.borrow().collect_ready(&progress, &mut wakers);
+        // Woken outside the borrows: a waker may run arbitrary code.
+        for waker in wakers.drain(..) {
+            waker.wake();
+        }
+        *self.wake_scratch.borrow_mut() = wakers;
+    }
+
+    /// Removes the segments retention lets go of from the state and moves the log start.
+    fn take_expired_segments(&self, now_ms: i64) -> Vec<Segment> {
+        let mut state = self.state.borrow_mut();
+        let mut total_bytes: u64 = state.segments.iter().map(|segment| segment.size_bytes).sum();
+        let cutoff_ms = self.config.retention_ms.map(|retention_ms| {
+            now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
+        });
+        let mut expired = 0;
+        let deletable = state.segments.len().saturating_sub(1);
+        for segment in &state.segments[..deletable] {
+            if segment.state != SegmentState::Closed {
+                break;
+            }
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit_bytes| total_bytes > limit_bytes);
+            let too_old = cutoff_ms.is_some_and(|cutoff_ms| segment.max_timestamp_ms < cutoff_ms);
+            if !too_big && !too_old {
+                break;
+            }
+            total_bytes -= segment.size_bytes;
+            expired += 1;
+        }
+        if expired == 0 {
+            return Vec::new();
+        }
+        let removed: Vec<Segment> = state.segments.drain(..expired).collect();
+        let log_start_offset = state.active_segment_floor();
+        assert!(log_start_offset >= self.log_start_offset.get(), "log start moves forward");
+        self.log_start_offset.set(log_start_offset);
+        state.recent.retain(|weak| {
+            weak.upgrade()
+                .is_some_and(|chunk| chunk.placement().segment_base >= log_start_offset)
+        });
+        removed
+    }
+}
+
+impl State {
+    /// Base offset of the oldest segment.
+    fn active_segment_floor(&self) -> i64 {
+        self.segments
+            .first()
+            .map(|segment| segment.base_offset)
+            .expect("a log always has an active segment")
+    }
+
+    /// Copies a stamped batch into the tail (rolling first when due) and indexes it; returns
+    /// whether it rolled.
+    fn place_batch(
+        &mut self,
+        config: &LogConfig,
+        cache: &ChunkCache,
+        owner: u64,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> bool {
+        let rolled = self.roll_due(config, batch.len(), header, now_ms);
+        if rolled {
+            self.roll(cache, header.base_offset);
+        }
+        let position = self.active().size_bytes;
+        let chunk = self.tail_with_room(config, cache, owner, batch.len(), position, header);
+        chunk.push_batch(batch, header.next_offset());
+        let queued = self
+            .pending
+            .back()
+            .is_some_and(|last| Rc::ptr_eq(last, &chunk));
+        if !queued {
+            self.pending.push_back(chunk);
+        }
+        let active = self.active_mut();
+        active.record_batch(position, header, config.index_interval_bytes);
+        active.first_batch_ms.get_or_insert(now_ms);
+        rolled
+    }
+
+    fn roll_due(&self, config: &LogConfig, batch_bytes: usize, header: &BatchHeader, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.size_bytes + batch_bytes as u64 > config.segment_bytes;
+        let offsets_overflow = active.relative_offset(header.last_offset()).is_none();
+        let segment_ms = i64::try_from(config.segment_ms).unwrap_or(i64::MAX);
+        let old = active
+            .first_batch_ms
+            .is_some_and(|first_ms| now_ms.saturating_sub(first_ms) >= segment_ms);
+        full || offsets_overflow || old
+    }
+
+    /// Starts a new active segment at `base_offset`; the flusher finishes the old one.
+    fn roll(&mut self, cache: &ChunkCache, base_offset: i64) {
+        let active = self.active_mut();
+        assert_eq!(active.state, SegmentState::Active);
+        assert_eq!(active.next_offset, base_offset, "a new segment starts where the old ends");
+        active.state = SegmentState::Rolled;
+        active.recovered_tail = None;
+        if let Some(tail) = self.tail.take() {
+            tail.seal();
+            cache.insert(tail);
+        }
+        self.segments
+            .push(Segment::new(base_offset, SegmentState::Active));
+    }
+
+    /// The tail chunk if the batch fits, else a new one continuing the active segment (the
+    /// old tail is sealed and handed to the cache).
+    fn tail_with_room(
+        &mut self,
+        config: &LogConfig,
+        cache: &ChunkCache,
+        owner: u64,
+        batch_bytes: usize,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Rc<Chunk> {
+        let segment_base = self.active().base_offset;
+        if let Some(tail) = &self.tail {
+            assert_eq!(tail.placement().segment_base, segment_base, "tail of another segment");
+            assert_eq!(tail.file_end(), position, "the tail ends where the segment ends");
+            if tail.remaining() >= batch_bytes {
+                return Rc::clone(tail);
+            }
+        }
+        let placement = ChunkPlacement {
+            owner,
+            segment_base,
+            first_batch_position: position,
+            first_batch_offset: header.base_offset,
+        };
+        let prefix_bytes = position as usize - align_down(position as usize);
+        // Never much larger than what is left of the segment (small test segments), never
+        // smaller than the batch.
+        let segment_left = config.segment_bytes.saturating_sub(position) as usize;
+        let capacity = config
+            .chunk_bytes
+            .min(align_up(prefix_bytes + segment_left))
+            .max(align_up(prefix_bytes + batch_bytes));
+        let old_tail = self.tail.take();
+        let chunk = match &old_tail {
+            Some(old) => {
+                let prefix = old
+                    .block_prefix(position)
+                    .expect("the tail holds the block the next batch starts in");
+                Chunk::new(capacity, placement, prefix)
+            }
+            None => {
+                let recovered = self.active_mut().recovered_tail.take().unwrap_or_default();
+                Chunk::new(capacity, placement, &recovered)
+            }
+        };
+        if let Some(old) = old_tail {
+            old.seal();
+            cache.insert(old);
+        }
+        let chunk = Rc::new(chunk);
+        self.remember_chunk(&chunk);
+        self.tail = Some(Rc::clone(&chunk));
+        chunk
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A registered wait on the log's progress; unregisters itself when done or dropped.
+struct Wait {
+    inner: Rc<Inner>,
+    kind: WaitKind,
+    failures_at_start: u64,
+    slot: Option<usize>,
+}
+
+impl Wait {
+    fn new(inner: Rc<Inner>, kind: WaitKind, failures_at_start: u64) -> Wait {
+        Wait {
+            inner,
+            kind,
+            failures_at_start,
+            slot: None,
+        }
+    }
+
+    fn unregister(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.inner.waiters.borrow_mut().remove(slot);
+        }
+    }
+
+    /// What a ready wait resolves to.
+    fn outcome(&self, progress: &Progress) -> Result<(), LogError> {
+        let reached = match self.kind {
+            WaitKind::Written(offset) => progress.high_watermark >= offset,
+            WaitKind::Durable(offset) => progress.durable_offset >= offset,
+            WaitKind::Visible(_) => true,
+            WaitKind::Closed => progress.closed,
+        };
+        if reached {
+            return Ok(());
+        }
+        if progress.failures > self.failures_at_start {
+            if let Some(failure) = self.inner.last_failure.get() {
+                return Err(failure.to_error());
+            }
+        }
+        Err(LogError::Closed)
+    }
+}
+
+impl Future for Wait {
+    type Output = Result<(), LogError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let progress = self.inner.progress();
+        if self.kind.is_ready(&progress, self.failures_at_start) {
+            self.unregister();
+            return Poll::Ready(self.outcome(&progress));
+        }
+        let this = &mut *self;
+        let mut waiters = this.inner.waiters.borrow_mut();
+        match this.slot {
+            Some(slot) => waiters.update(slot, cx.waker()),
+            None => this.slot = Some(waiters.register(this.kind, this.failures_at_start, cx.waker())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// The outcome of [`PartitionLog::append`]: where the batch landed, once the chosen
+/// [`Acks`] level is reached. The batch is in the log whether or not this is awaited.
+#[must_use = "the batch is appended already; await this to learn whether it was written"]
+pub struct AppendFuture {
+    state: AppendState,
+}
+
+enum AppendState {
+    Ready(Option<Result<AppendInfo, LogError>>),
+    Waiting { wait: Wait, info: AppendInfo },
+}
+
+impl AppendFuture {
+    fn ready(result: Result<AppendInfo, LogError>) -> AppendFuture {
+        AppendFuture {
+            state: AppendState::Ready(Some(result)),
+        }
+    }
+}
+
+impl Future for AppendFuture {
+    type Output = Result<AppendInfo, LogError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            AppendState::Ready(result) => {
+                Poll::Ready(result.take().expect("AppendFuture polled after completion"))
+            }
+            AppendState::Waiting { wait, info } => {
+                let info = *info;
+                Pin::new(wait).poll(cx).map(|result| result.map(|()| info))
+            }
+        }
+    }
+}
+
+/// Returned by [`PartitionLog::wait_for_offset`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitForOffset {
+    wait: Wait,
+    offset: i64,
+}
+
+impl Future for WaitForOffset {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let offset = self.offset;
+        match Pin::new(&mut self.wait).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(self.wait.inner.high_watermark.get() > offset),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

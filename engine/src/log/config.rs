@@ -1,0 +1,137 @@
+//! Configuration of one partition log.
+
+use crate::buffer::IO_ALIGN_BYTES;
+use crate::error::LogError;
+use crate::topic::TopicConfig;
+
+/// Sizes, intervals and retention of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment when the next batch would not fit (also the preallocated size
+    /// of each segment file). At most `u32::MAX`: index positions are 32-bit.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first batch is older than this.
+    pub segment_ms: u64,
+    /// Bytes of log between two sparse index entries: the most a lookup scans.
+    pub index_interval_bytes: u32,
+    /// Delete whole segments whose newest batch is older than this; `None` keeps them.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while the log holds more than this; `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// Size of the in-memory chunks appends are copied into and written from (a multiple of
+    /// the I/O alignment). A batch larger than this gets a chunk of its own size.
+    pub chunk_bytes: usize,
+    /// Most bytes appended but not yet written; appends beyond it are refused with
+    /// [`LogError::Backpressure`] so that memory stays bounded when the disk falls behind.
+    pub unflushed_bytes_max: u64,
+    /// Open segment files with O_DIRECT (the reactor falls back to buffered I/O by itself
+    /// where the filesystem refuses it). `false` forces buffered I/O with fdatasync.
+    pub direct_io: bool,
+}
+
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+/// Default age at which a segment rolls: 7 days, as Kafka.
+pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// Default spacing of index entries.
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+/// Default chunk size.
+pub const CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+/// Default bound on unwritten bytes per partition.
+pub const UNFLUSHED_BYTES_MAX_DEFAULT: u64 = 16 << 20;
+/// Smallest segment accepted (tests use small segments; topics enforce their own minimum).
+pub const SEGMENT_BYTES_MIN: u64 = IO_ALIGN_BYTES as u64;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_ms: SEGMENT_MS_DEFAULT,
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            retention_ms: None,
+            retention_bytes: None,
+            chunk_bytes: CHUNK_BYTES_DEFAULT,
+            unflushed_bytes_max: UNFLUSHED_BYTES_MAX_DEFAULT,
+            direct_io: true,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The defaults with a topic's segment size and retention.
+    pub fn for_topic(topic: &TopicConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes: topic.segment_bytes,
+            retention_ms: topic.retention_ms,
+            retention_bytes: topic.retention_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), LogError> {
+        let invalid = |message: String| Err(LogError::InvalidConfig(message));
+        if self.segment_bytes < SEGMENT_BYTES_MIN || self.segment_bytes > u64::from(u32::MAX) {
+            return invalid(format!(
+                "segment_bytes must be between {SEGMENT_BYTES_MIN} and {}, got {}",
+                u32::MAX,
+                self.segment_bytes
+            ));
+        }
+        if self.segment_ms == 0 {
+            return invalid("segment_ms must be positive".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return invalid("index_interval_bytes must be positive".into());
+        }
+        if self.retention_ms == Some(0) || self.retention_bytes == Some(0) {
+            return invalid("retention values must be positive (omit them to keep data)".into());
+        }
+        if self.chunk_bytes < IO_ALIGN_BYTES
+            || self.chunk_bytes % IO_ALIGN_BYTES != 0
+            || self.chunk_bytes > 1 << 30
+        {
+            return invalid(format!(
+                "chunk_bytes must be a multiple of {IO_ALIGN_BYTES} up to 1 GiB, got {}",
+                self.chunk_bytes
+            ));
+        }
+        if self.unflushed_bytes_max < self.chunk_bytes as u64 {
+            return invalid("unflushed_bytes_max must be at least chunk_bytes".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_rejected() {
+        LogConfig::default().validate().unwrap();
+        let bad = [
+            LogConfig {
+                segment_bytes: 100,
+                ..LogConfig::default()
+            },
+            LogConfig {
+                chunk_bytes: 5000,
+                ..LogConfig::default()
+            },
+            LogConfig {
+                retention_ms: Some(0),
+                ..LogConfig::default()
+            },
+            LogConfig {
+                index_interval_bytes: 0,
+                ..LogConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        let topic = TopicConfig::new(3);
+        assert_eq!(LogConfig::for_topic(&topic).segment_bytes, topic.segment_bytes);
+    }
+}

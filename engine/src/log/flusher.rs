@@ -1,0 +1,377 @@
+//! The per-partition flusher task: the only code that writes segment files after open.
+//!
+//! It runs one job at a time, in log order, so that writes never overtake each other:
+//! 1. finalize a rolled segment whose bytes are all written (truncate to its exact length,
+//!    fdatasync, persist its indexes) before touching the next segment;
+//! 2. create (and preallocate) the file of a new segment before its first write;
+//! 3. write the dirty range of the oldest chunk with bytes not yet written, linked with an
+//!    fdatasync when a `Durable` append waits for bytes it covers;
+//! 4. fdatasync alone when a durable waiter's bytes were written without one;
+//! 5. when closing, finalize the active segment and stop.
+//!
+//! Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
+//! covered by the next one: that is the group commit.
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::{Inner, Kick, State};
+use crate::buffer::{align_down, align_up};
+use crate::cache::Chunk;
+use crate::error::FlushFailure;
+use crate::reactor::fs::{self, File, OpenOptions};
+use crate::segment::{segment_path, write_index_files, IndexFiles, Segment, SegmentState, LOG_SUFFIX};
+
+/// One unit of work.
+enum Job {
+    Wait,
+    Exit,
+    Create { base_offset: i64 },
+    Write(WriteJob),
+    Sync { file: Rc<File>, offset: i64 },
+    Finalize(FinalizeJob),
+}
+
+/// Write `chunk[range]` at `file_offset`; on success the chunk is written up to `filled`
+/// and the high watermark reaches `next_offset`.
+struct WriteJob {
+    chunk: Rc<Chunk>,
+    file: Rc<File>,
+    range: Range<usize>,
+    file_offset: u64,
+    filled: usize,
+    next_offset: i64,
+    sync: bool,
+}
+
+/// Make a segment's file exact and durable and persist its indexes.
+struct FinalizeJob {
+    base_offset: i64,
+    file: Option<Rc<File>>,
+    size_bytes: u64,
+    next_offset: i64,
+    indexes: IndexFiles,
+    /// The active segment at close (then the log is closed afterwards).
+    closing: bool,
+}
+
+impl FinalizeJob {
+    fn of(segment: &Segment, closing: bool) -> FinalizeJob {
+        FinalizeJob {
+            base_offset: segment.base_offset,
+            file: segment.file.clone(),
+            size_bytes: segment.size_bytes,
+            next_offset: segment.next_offset,
+            indexes: segment.encode_indexes(),
+            closing,
+        }
+    }
+}
+
+/// The flusher task of one log.
+pub(super) async fn run(inner: Rc<Inner>) {
+    loop {
+        let result = match inner.next_job() {
+            Job::Wait => {
+                KickWait { kick: &inner.kick }.await;
+                continue;
+            }
+            Job::Exit => break,
+            Job::Create { base_offset } => inner.create_segment_file(base_offset).await,
+            Job::Write(job) => inner.write_chunk(job).await,
+            Job::Sync { file, offset } => inner.sync_file(&file, offset).await,
+            Job::Finalize(job) => inner.finalize_segment(job).await,
+        };
+        if let Err(failure) = result {
+            inner.record_failure(failure);
+            if inner.handle_dropped.get() {
+                // Nobody can retry any more (no appends, no close): give up.
+                break;
+            }
+        }
+    }
+    inner.closed.set(true);
+    inner.cache.remove_owner(inner.owner);
+    inner.wake_waiters();
+}
+
+/// Resolves once the flusher was kicked; forgets its waker when dropped, so that a kick
+/// after the reactor shut down wakes nothing.
+struct KickWait<'a> {
+    kick: &'a Kick,
+}
+
+impl Future for KickWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.kick.pending.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.kick.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for KickWait<'_> {
+    fn drop(&mut self) {
+        self.kick.waker.borrow_mut().take();
+    }
+}
+
+impl Inner {
+    fn next_job(&self) -> Job {
+        if self.closed.get() {
+            return Job::Exit;
+        }
+        if self.retry_blocked.get() {
+            return Job::Wait;
+        }
+        let mut state = self.state.borrow_mut();
+        while state.pending.front().is_some_and(|chunk| !chunk.is_dirty()) {
+            state.pending.pop_front();
+        }
+        let front_base = state
+            .pending
+            .front()
+            .map(|chunk| chunk.placement().segment_base);
+        if let Some(rolled) = state
+            .segments
+            .iter()
+            .find(|segment| segment.state == SegmentState::Rolled)
+        {
+            if front_base != Some(rolled.base_offset) {
+                return Job::Finalize(FinalizeJob::of(rolled, false));
+            }
+        }
+        if let Some(job) = self.write_job(&state) {
+            return job;
+        }
+        if self.durable_requested.get() > self.durable_offset.get() {
+            let high_watermark = self.high_watermark.get();
+            match state.active().file.clone() {
+                Some(file) => {
+                    return Job::Sync {
+                        file,
+                        offset: high_watermark,
+                    }
+                }
+                // Nothing was ever written to the active segment and older ones were synced
+                // when finalized: everything written is durable.
+                None => self
+                    .durable_offset
+                    .set(self.durable_offset.get().max(high_watermark)),
+            }
+        }
+        if self.closing.get() {
+            return Job::Finalize(FinalizeJob::of(state.active(), true));
+        }
+        Job::Wait
+    }
+
+    /// The write (or file creation) the oldest dirty chunk needs.
+    fn write_job(&self, state: &State) -> Option<Job> {
+        let chunk = state.pending.front()?;
+        let base_offset = chunk.placement().segment_base;
+        let segment = state
+            .segment(base_offset)
+            .expect("a chunk with unwritten bytes belongs to a live segment");
+        let Some(file) = segment.file.clone() else {
+            return Some(Job::Create { base_offset });
+        };
+        let (written, filled) = (chunk.written(), chunk.filled());
+        assert!(written < filled, "queued chunks have unwritten bytes");
+        let range = align_down(written)..align_up(filled);
+        assert!(range.end <= chunk.capacity(), "aligned end within the chunk");
+        let next_offset = chunk.next_offset();
+        let requested = self.durable_requested.get();
+        // Sync with this write when a durable waiter's bytes end here, or when nothing else
+        // is queued; bytes in a later chunk get their sync with that chunk's write.
+        let sync = requested > self.durable_offset.get()
+            && (requested <= next_offset || state.pending.len() == 1);
+        Some(Job::Write(WriteJob {
+            file_offset: chunk.file_start() + range.start as u64,
+            chunk: Rc::clone(chunk),
+            file,
+            range,
+            filled,
+            next_offset,
+            sync,
+        }))
+    }
+
+    /// Fails the job with ENOSPC when a unit test asked for it.
+    fn injected_failure(&self, context: &'static str) -> Result<(), FlushFailure> {
+        #[cfg(test)]
+        {
+            let left = self.hooks.io_errors.get();
+            let selected = self
+                .hooks
+                .io_error_context
+                .get()
+                .is_none_or(|prefix| context.starts_with(prefix));
+            if left > 0 && selected {
+                self.hooks.io_errors.set(left - 1);
+                let error = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(FlushFailure::from_io(context, &error));
+            }
+        }
+        let _ = context;
+        Ok(())
+    }
+
+    async fn create_segment_file(&self, base_offset: i64) -> Result<(), FlushFailure> {
+        self.injected_failure("creating a segment")?;
+        let path = segment_path(&self.dir, base_offset, LOG_SUFFIX);
+        let options = OpenOptions {
+            create: true,
+            direct: self.config.direct_io,
+            read_only: false,
+        };
+        let fail = |context| move |error| FlushFailure::from_io(context, &error);
+        let file = File::open(&path, options)
+            .await
+            .map_err(fail("creating a segment"))?;
+        // A leftover file of that name (a failed earlier attempt) must not keep old bytes
+        // that recovery could mistake for batches.
+        file.truncate(0).await.map_err(fail("creating a segment"))?;
+        file.allocate(0, self.config.segment_bytes)
+            .await
+            .map_err(fail("preallocating a segment"))?;
+        fs::sync_dir(&self.dir)
+            .await
+            .map_err(fail("syncing the partition directory"))?;
+        let mut state = self.state.borrow_mut();
+        let segment = state
+            .segment_mut(base_offset)
+            .expect("only the flusher removes unfinished segments");
+        segment.file = Some(Rc::new(file));
+        Ok(())
+    }
+
+    async fn write_chunk(&self, job: WriteJob) -> Result<(), FlushFailure> {
+        let WriteJob {
+            chunk,
+            file,
+            range,
+            file_offset,
+            filled,
+            next_offset,
+            sync,
+        } = job;
+        let context = if sync {
+            "writing and syncing the log"
+        } else {
+            "writing the log"
+        };
+        self.injected_failure(context)?;
+        let (result, chunk) = if sync {
+            file.write_all_at_and_sync(chunk, range, file_offset).await
+        } else {
+            file.write_all_at(chunk, range, file_offset).await
+        };
+        result.map_err(|error| FlushFailure::from_io(context, &error))?;
+        self.complete_write(&chunk, filled, next_offset, sync);
+        Ok(())
+    }
+
+    /// Publishes a completed write: chunk progress, segment visibility, watermarks.
+    fn complete_write(&self, chunk: &Rc<Chunk>, filled: usize, next_offset: i64, synced: bool) {
+        let newly_written = filled - chunk.written();
+        chunk.set_written(filled);
+        let unflushed = self.unflushed_bytes.get();
+        assert!(unflushed >= newly_written as u64, "written more than was appended");
+        self.unflushed_bytes.set(unflushed - newly_written as u64);
+        {
+            let mut state = self.state.borrow_mut();
+            let segment = state
+                .segment_mut(chunk.placement().segment_base)
+                .expect("a chunk being written belongs to a live segment");
+            let visible = chunk.file_start() + filled as u64;
+            assert!(visible >= segment.visible_bytes && visible <= segment.size_bytes);
+            segment.visible_bytes = visible;
+            let done = !chunk.is_dirty()
+                && state
+                    .pending
+                    .front()
+                    .is_some_and(|front| Rc::ptr_eq(front, chunk));
+            if done {
+                state.pending.pop_front();
+            }
+        }
+        assert!(
+            next_offset >= self.high_watermark.get() && next_offset <= self.next_offset.get(),
+            "the high watermark only moves forward, up to the next offset"
+        );
+        self.high_watermark.set(next_offset);
+        if synced {
+            self.durable_offset.set(next_offset);
+        }
+        self.bump(|stats| {
+            stats.writes += 1;
+            stats.syncs += u64::from(synced);
+        });
+        self.wake_waiters();
+    }
+
+    async fn sync_file(&self, file: &File, offset: i64) -> Result<(), FlushFailure> {
+        self.injected_failure("syncing the log")?;
+        file.sync_data()
+            .await
+            .map_err(|error| FlushFailure::from_io("syncing the log", &error))?;
+        assert!(offset <= self.high_watermark.get());
+        self.durable_offset.set(self.durable_offset.get().max(offset));
+        self.bump(|stats| stats.syncs += 1);
+        self.wake_waiters();
+        Ok(())
+    }
+
+    async fn finalize_segment(&self, job: FinalizeJob) -> Result<(), FlushFailure> {
+        self.injected_failure("finishing a segment")?;
+        if let Some(file) = &job.file {
+            let fail = |context| move |error| FlushFailure::from_io(context, &error);
+            // Aligned writes leave zeros past the data; after this the length is exact.
+            file.truncate(job.size_bytes)
+                .await
+                .map_err(fail("truncating a finished segment"))?;
+            file.sync_data()
+                .await
+                .map_err(fail("syncing a finished segment"))?;
+            self.bump(|stats| stats.syncs += 1);
+        }
+        if let Err(error) = write_index_files(&self.dir, &job.indexes).await {
+            // Not fatal: indexes are rebuilt from the log at the next open.
+            tracing::warn!(dir = %self.dir.display(), base_offset = job.base_offset, %error, "cannot persist segment indexes");
+        }
+        assert!(job.next_offset <= self.high_watermark.get(), "finalized bytes are written");
+        self.durable_offset
+            .set(self.durable_offset.get().max(job.next_offset));
+        if job.closing {
+            self.closed.set(true);
+        } else {
+            let mut state = self.state.borrow_mut();
+            if let Some(segment) = state.segment_mut(job.base_offset) {
+                assert_eq!(segment.state, SegmentState::Rolled);
+                segment.state = SegmentState::Closed;
+            }
+        }
+        self.wake_waiters();
+        Ok(())
+    }
+
+    fn record_failure(&self, failure: FlushFailure) {
+        self.failures.set(self.failures.get() + 1);
+        self.last_failure.set(Some(failure));
+        self.retry_blocked.set(true);
+        self.bump(|stats| stats.failures += 1);
+        tracing::warn!(
+            dir = %self.dir.display(),
+            error = %failure.to_error(),
+            "partition log write failed; the next append retries it"
+        );
+        self.wake_waiters();
+    }
+}

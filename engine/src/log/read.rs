@@ -1,0 +1,391 @@
+//! Reads: whole batches from the in-memory chunks (zero-copy) or from the segment file with
+//! O_DIRECT into an aligned buffer, and lookups by timestamp.
+//!
+//! A lookup starts at the sparse index entry at or before the wanted batch and walks batch
+//! headers forward: at most `index_interval_bytes` plus one batch. Bytes come from a chunk
+//! when one still holds them, else from one disk read sized for the whole answer; only a
+//! first batch larger than that read costs a second, exact read.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use super::Inner;
+use crate::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use crate::buffer::{align_down, align_up, AlignedBuf, IoBuf};
+use crate::cache::Chunk;
+use crate::error::LogError;
+use crate::reactor::fs::File;
+use crate::segment::{segment_path, LOG_SUFFIX};
+
+/// Largest disk read one fetch makes in one go (a larger first batch is read whole anyway).
+const READ_WINDOW_BYTES_MAX: usize = 8 << 20;
+
+/// Whole batches returned by a read: a byte range of a shared in-memory chunk or of a
+/// buffer read from disk. Implements [`IoBuf`], so it can be handed to a socket send as is.
+pub struct ReadSlice {
+    data: SliceData,
+    range: Range<usize>,
+    first_offset: i64,
+    next_offset: i64,
+}
+
+enum SliceData {
+    Empty,
+    Memory(Rc<Chunk>),
+    Disk(AlignedBuf),
+}
+
+impl ReadSlice {
+    fn empty(offset: i64) -> ReadSlice {
+        ReadSlice {
+            data: SliceData::Empty,
+            range: 0..0,
+            first_offset: offset,
+            next_offset: offset,
+        }
+    }
+
+    /// The batches' bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            SliceData::Empty => &[],
+            SliceData::Memory(chunk) => {
+                let start = chunk.file_start() + self.range.start as u64;
+                let end = chunk.file_start() + self.range.end as u64;
+                chunk
+                    .bytes_at(start, end)
+                    .expect("a read slice lies within its chunk's filled bytes")
+            }
+            SliceData::Disk(buf) => &buf.as_full()[self.range.clone()],
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// Whether there are no batches (a read at the high watermark).
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+
+    /// Whether the bytes are shared with an in-memory chunk (no disk read, no copy).
+    pub fn is_from_memory(&self) -> bool {
+        matches!(self.data, SliceData::Memory(_))
+    }
+
+    /// Base offset of the first batch (the offset asked for when empty).
+    pub fn first_offset(&self) -> i64 {
+        self.first_offset
+    }
+
+    /// Offset after the last batch: where the next read continues.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+}
+
+impl std::fmt::Debug for ReadSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSlice")
+            .field("len", &self.len())
+            .field("from_memory", &self.is_from_memory())
+            .field("first_offset", &self.first_offset)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+// SAFETY: the bytes live in a chunk kept alive by the `Rc` or in an owned AlignedBuf; both are
+// heap allocations that do not move with the ReadSlice and are freed only when it drops. The
+// range lies within bytes that are initialised and never written again (checked when built).
+unsafe impl IoBuf for ReadSlice {
+    fn stable_ptr(&self) -> *const u8 {
+        match &self.data {
+            SliceData::Empty => NonNull::<u8>::dangling().as_ptr(),
+            SliceData::Memory(chunk) => chunk.stable_ptr().wrapping_add(self.range.start),
+            SliceData::Disk(buf) => buf.stable_ptr().wrapping_add(self.range.start),
+        }
+    }
+    fn bytes_init(&self) -> usize {
+        self.range.len()
+    }
+}
+
+/// What a read needs of a segment, copied out of the state so no borrow spans an await.
+pub(super) struct SegmentView {
+    base_offset: i64,
+    /// Bytes readers may see.
+    visible_end: u64,
+    file: Option<Rc<File>>,
+}
+
+/// Bytes around a position: a chunk, or a buffer read from disk.
+enum Source {
+    Memory(Rc<Chunk>),
+    Disk {
+        buf: AlignedBuf,
+        /// Segment position of `buf[0]`.
+        file_start: u64,
+        /// Segment position after the last usable byte (read and visible).
+        valid_end: u64,
+    },
+}
+
+impl Source {
+    /// The bytes between segment positions `start` and `end` if this source holds them.
+    fn bytes(&self, start: u64, end: u64) -> Option<&[u8]> {
+        match self {
+            Source::Memory(chunk) => {
+                if !chunk.holds_batch_at(start) {
+                    return None;
+                }
+                chunk.bytes_at(start, end)
+            }
+            Source::Disk {
+                buf,
+                file_start,
+                valid_end,
+            } => {
+                if start < *file_start || end > *valid_end || start > end {
+                    return None;
+                }
+                let from = (start - file_start) as usize;
+                buf.as_full().get(from..from + (end - start) as usize)
+            }
+        }
+    }
+
+    /// The header of the batch at `position`, if this source holds it.
+    fn header_at(&self, position: u64, batch_bytes_max: usize) -> Option<Result<BatchHeader, String>> {
+        let bytes = self.bytes(position, position + BATCH_HEADER_BYTES as u64)?;
+        Some(BatchHeader::parse_with_max(bytes, batch_bytes_max).map_err(|error| error.to_string()))
+    }
+
+    fn into_slice(self, start: u64, end: u64, first_offset: i64, next_offset: i64) -> ReadSlice {
+        let (data, origin) = match self {
+            Source::Memory(chunk) => {
+                let origin = chunk.file_start();
+                (SliceData::Memory(chunk), origin)
+            }
+            Source::Disk {
+                buf, file_start, ..
+            } => (SliceData::Disk(buf), file_start),
+        };
+        let range = (start - origin) as usize..(end - origin) as usize;
+        let slice = ReadSlice {
+            data,
+            range,
+            first_offset,
+            next_offset,
+        };
+        assert_eq!(slice.bytes().len() as u64, end - start, "slice within its source");
+        slice
+    }
+}
+
+/// A batch found by a walk, and the bytes it was found in.
+struct Found {
+    position: u64,
+    header: BatchHeader,
+    source: Source,
+}
+
+impl Inner {
+    pub(super) async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        let log_start = self.log_start_offset.get();
+        let high_watermark = self.high_watermark.get();
+        if offset < log_start || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        if offset == high_watermark {
+            return Ok(ReadSlice::empty(offset));
+        }
+        let (view, start) = {
+            let state = self.state.borrow();
+            let at = state
+                .segment_index_for(offset)
+                .expect("offsets at or above the log start lie in a segment");
+            let segment = &state.segments[at];
+            (self.view(segment), segment.scan_start_for_offset(offset))
+        };
+        let window_bytes = max_bytes
+            .saturating_add(self.config.index_interval_bytes as usize)
+            .min(READ_WINDOW_BYTES_MAX);
+        let found = self
+            .find_batch(&view, start, window_bytes, |header| header.next_offset() > offset)
+            .await?
+            .ok_or_else(|| self.corrupt(&view, view.visible_end, "no batch holds a visible offset"))?;
+        self.collect(&view, found, max_bytes).await
+    }
+
+    pub(super) async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+        let candidates: Vec<(SegmentView, u64)> = {
+            let state = self.state.borrow();
+            state
+                .segments
+                .iter()
+                .filter(|segment| segment.max_timestamp_ms >= timestamp_ms && segment.visible_bytes > 0)
+                .map(|segment| (self.view(segment), segment.scan_start_for_timestamp(timestamp_ms)))
+                .collect()
+        };
+        let window_bytes = 2 * self.config.index_interval_bytes as usize + BATCH_HEADER_BYTES;
+        for (view, start) in candidates {
+            let found = self
+                .find_batch(&view, start, window_bytes, |header| header.max_timestamp_ms >= timestamp_ms)
+                .await?;
+            if let Some(found) = found {
+                return Ok(Some(found.header.base_offset));
+            }
+        }
+        Ok(None)
+    }
+
+    fn view(&self, segment: &crate::segment::Segment) -> SegmentView {
+        SegmentView {
+            base_offset: segment.base_offset,
+            visible_end: segment.visible_bytes,
+            file: segment.file.clone(),
+        }
+    }
+
+    fn batch_bytes_max(&self) -> usize {
+        usize::try_from(self.config.segment_bytes).unwrap_or(usize::MAX)
+    }
+
+    fn corrupt(&self, view: &SegmentView, position: u64, reason: &str) -> LogError {
+        LogError::Corrupt {
+            path: self.segment_file(view),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn segment_file(&self, view: &SegmentView) -> PathBuf {
+        segment_path(&self.dir, view.base_offset, LOG_SUFFIX)
+    }
+
+    /// Walks batches from `position` (a batch start) to the first one `wanted` accepts.
+    async fn find_batch(
+        &self,
+        view: &SegmentView,
+        mut position: u64,
+        window_bytes: usize,
+        mut wanted: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<Found>, LogError> {
+        let batch_bytes_max = self.batch_bytes_max();
+        let mut source: Option<Source> = None;
+        while position < view.visible_end {
+            let cached = source
+                .as_ref()
+                .and_then(|source| source.header_at(position, batch_bytes_max));
+            let header = match cached {
+                Some(header) => header,
+                None => {
+                    let loaded = self.load(view, position, window_bytes).await?;
+                    let header = loaded
+                        .header_at(position, batch_bytes_max)
+                        .ok_or_else(|| self.corrupt(view, position, "batch header missing below the visible end"))?;
+                    source = Some(loaded);
+                    header
+                }
+            };
+            let header = header.map_err(|reason| self.corrupt(view, position, &reason))?;
+            let end = position + header.total_bytes() as u64;
+            if end > view.visible_end {
+                return Err(self.corrupt(view, position, "batch runs past the visible end"));
+            }
+            if wanted(&header) {
+                let Some(source) = source else {
+                    unreachable!("a header was read from a source");
+                };
+                return Ok(Some(Found {
+                    position,
+                    header,
+                    source,
+                }));
+            }
+            position = end;
+        }
+        Ok(None)
+    }
+
+    /// The first found batch and the whole batches after it that fit `max_bytes`.
+    async fn collect(&self, view: &SegmentView, found: Found, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        let Found {
+            position,
+            header,
+            mut source,
+        } = found;
+        let batch_bytes_max = self.batch_bytes_max();
+        let mut end = position + header.total_bytes() as u64;
+        let mut next_offset = header.next_offset();
+        if source.bytes(position, end).is_none() {
+            // A first batch larger than the window: read exactly it.
+            source = self.read_disk(view, position, end).await?;
+        }
+        while let Some(Ok(next)) = source.header_at(end, batch_bytes_max) {
+            let next_end = end + next.total_bytes() as u64;
+            let fits = next_end - position <= max_bytes as u64 && next_end <= view.visible_end;
+            if !fits || source.bytes(end, next_end).is_none() {
+                break;
+            }
+            end = next_end;
+            next_offset = next.next_offset();
+        }
+        Ok(source.into_slice(position, end, header.base_offset, next_offset))
+    }
+
+    /// Bytes starting at `position`: the chunk holding them, else a disk read of up to
+    /// `window_bytes` (never less than a batch header).
+    async fn load(&self, view: &SegmentView, position: u64, window_bytes: usize) -> Result<Source, LogError> {
+        if let Some(chunk) = self.chunk_holding(view.base_offset, position) {
+            self.bump(|stats| stats.memory_reads += 1);
+            return Ok(Source::Memory(chunk));
+        }
+        let window_end = position
+            .saturating_add(window_bytes.max(BATCH_HEADER_BYTES) as u64)
+            .min(view.visible_end);
+        self.read_disk(view, position, window_end).await
+    }
+
+    /// Reads segment bytes `[start, end)` (aligned outwards) from disk.
+    async fn read_disk(&self, view: &SegmentView, start: u64, end: u64) -> Result<Source, LogError> {
+        let file = view
+            .file
+            .clone()
+            .ok_or_else(|| self.corrupt(view, start, "visible bytes without a file"))?;
+        let file_start = align_down(start as usize) as u64;
+        let len = align_up((end - file_start) as usize);
+        let (result, buf) = file.read_at(AlignedBuf::new(len), file_start).await;
+        let read = result.map_err(|error| LogError::io("reading a segment", error))?;
+        self.bump(|stats| stats.disk_reads += 1);
+        let valid_end = (file_start + read as u64).min(view.visible_end);
+        if valid_end < end {
+            return Err(self.corrupt(view, valid_end, "short read below the visible end"));
+        }
+        Ok(Source::Disk {
+            buf,
+            file_start,
+            valid_end,
+        })
+    }
+
+    /// A live chunk of segment `base_offset` that holds the batch starting at `position`.
+    fn chunk_holding(&self, base_offset: i64, position: u64) -> Option<Rc<Chunk>> {
+        let state = self.state.borrow();
+        state
+            .recent
+            .iter()
+            .rev()
+            .filter_map(std::rc::Weak::upgrade)
+            .find(|chunk| chunk.placement().segment_base == base_offset && chunk.holds_batch_at(position))
+    }
+}

@@ -1,0 +1,198 @@
+//! Unit tests that need the log's test hooks (clock and I/O fault injection).
+
+use std::rc::Rc;
+
+use super::*;
+use crate::batch::{BatchBuilder, BatchIter};
+use crate::reactor::{block_on, yield_now, RingConfig};
+
+fn run<F: Future + 'static>(future: F) -> F::Output {
+    block_on(RingConfig::default(), future).unwrap()
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 1024,
+        chunk_bytes: 8 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+fn make_batch(value_bytes: usize, seed: u8) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+    let value = vec![seed; value_bytes];
+    builder.push(1_000, Some(b"k"), Some(&value), &[]).unwrap();
+    builder.push(1_001, None, Some(&value), &[]).unwrap();
+    builder.finish().to_vec()
+}
+
+async fn open(dir: &Path) -> PartitionLog {
+    open_with(dir, config()).await
+}
+
+async fn open_with(dir: &Path, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(dir, config, Rc::new(ChunkCache::new(1 << 20)))
+        .await
+        .unwrap()
+}
+
+/// Every batch served from 0 to the high watermark.
+async fn read_back(log: &PartitionLog) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let slice = log.read(offset, 1 << 20).await.unwrap();
+        for item in BatchIter::new(slice.bytes()) {
+            batches.push(item.unwrap().1.to_vec());
+        }
+        offset = slice.next_offset();
+    }
+    batches
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig {
+            segment_ms: 1_000,
+            ..config()
+        };
+        let log = PartitionLog::open(&path, config, Rc::new(ChunkCache::new(1 << 20)))
+            .await
+            .unwrap();
+        for (now_ms, segments) in [(10_000, 1), (10_500, 1), (10_999, 1), (11_000, 2), (11_500, 2), (12_000, 3)] {
+            log.set_clock_ms(Some(now_ms));
+            let mut batch = make_batch(10, 1);
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+            assert_eq!(log.segment_base_offsets().len(), segments, "at {now_ms} ms");
+        }
+        assert_eq!(log.segment_base_offsets(), vec![0, 6, 10]);
+        assert_eq!(log.stats().rolls, 2);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_write_fails_its_appends_and_the_next_append_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut first = make_batch(100, 1);
+        log.append(&mut first, Acks::Durable).await.unwrap();
+
+        log.fail_next_io(1, Some("writing"));
+        let mut second = make_batch(100, 2);
+        let error = log.append(&mut second, Acks::Leader).await.unwrap_err();
+        assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
+        assert!(error.is_retriable());
+        // The failed bytes are not visible.
+        assert_eq!(log.high_watermark(), 2);
+        assert!(log.read(2, 100).await.unwrap().is_empty());
+        assert_eq!(read_back(&log).await, vec![first.clone()]);
+
+        // Space is back: the next append writes the whole dirty range, its own batch too.
+        let mut third = make_batch(100, 3);
+        let info = log.append(&mut third, Acks::Durable).await.unwrap();
+        assert_eq!(info.base_offset, 4);
+        assert_eq!(log.high_watermark(), 6);
+        assert_eq!(log.durable_offset(), 6);
+        assert_eq!(read_back(&log).await, vec![first.clone(), second.clone(), third.clone()]);
+        assert_eq!(log.stats().failures, 1);
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!(read_back(&log).await, vec![first, second, third]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn disk_full_when_creating_the_next_segment_is_reported_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut written = Vec::new();
+        // Fill the first segment (16 KiB) with ~2 KiB batches.
+        for seed in 0..7 {
+            let mut batch = make_batch(1_000, seed);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+            written.push(batch);
+        }
+        assert_eq!(log.segment_base_offsets().len(), 1);
+        log.fail_next_io(1, Some("creating a segment"));
+        let mut rolling = make_batch(1_000, 7);
+        let error = log.append(&mut rolling, Acks::Durable).await.unwrap_err();
+        assert!(matches!(error, LogError::DiskFull { context: "creating a segment" }), "{error}");
+        assert_eq!(log.segment_base_offsets().len(), 2, "the roll happened in memory");
+        assert_eq!(log.high_watermark(), 14, "the batch of the new segment is not visible");
+        written.push(rolling);
+
+        let mut next = make_batch(1_000, 8);
+        log.append(&mut next, Acks::Durable).await.unwrap();
+        written.push(next);
+        assert_eq!(log.high_watermark(), 18);
+        assert_eq!(read_back(&log).await, written);
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!(read_back(&log).await, written);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn unwritten_bytes_stay_bounded_while_the_disk_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig {
+            unflushed_bytes_max: 64 * 1024,
+            segment_bytes: 1 << 20,
+            ..config()
+        };
+        let log = open_with(&path, config).await;
+        let limit = log.config().unflushed_bytes_max;
+        log.fail_next_io(u32::MAX, None);
+        let mut accepted = Vec::new();
+        let mut refused = 0;
+        for seed in 0..100u32 {
+            let mut batch = make_batch(1_000, seed as u8);
+            match log.append(&mut batch, Acks::None).await {
+                Ok(_) => accepted.push(batch),
+                Err(LogError::DiskFull { .. }) | Err(LogError::Backpressure { .. }) => refused += 1,
+                Err(other) => panic!("{other}"),
+            }
+            assert!(log.unflushed_bytes() <= limit, "memory stays bounded");
+            yield_now().await;
+        }
+        assert!(refused > 0 && !accepted.is_empty());
+        assert_eq!(log.high_watermark(), 0, "nothing was written");
+        // Space comes back: close writes everything accepted.
+        log.fail_next_io(0, None);
+        log.close().await.unwrap();
+        assert_eq!(log.high_watermark(), log.next_offset());
+        assert_eq!(read_back(&log).await, accepted);
+    });
+}
+
+#[test]
+fn close_reports_a_failure_and_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut batch = make_batch(100, 1);
+        log.append(&mut batch, Acks::None).await.unwrap();
+        log.fail_next_io(1, None);
+        assert!(matches!(log.close().await, Err(LogError::DiskFull { .. })));
+        assert!(!log.is_closed());
+        log.close().await.unwrap();
+        assert!(log.is_closed());
+        assert_eq!(read_back(&log).await, vec![batch]);
+    });
+}

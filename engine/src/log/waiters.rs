@@ -1,0 +1,150 @@
+//! Tasks waiting on the log's progress: appends waiting for their write or sync, long polls
+//! waiting for new data, and `close` waiting for the flusher.
+//!
+//! A slab of wakers reused across waits (no allocation per append once warmed up). Each wait
+//! removes its own entry when it completes or is dropped; the flusher only wakes entries
+//! whose condition holds, so a wake-up costs one poll of the waiting task.
+
+use std::task::Waker;
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WaitKind {
+    /// The high watermark reached this offset (the write covering it completed).
+    Written(i64),
+    /// The durable offset reached this offset (write and fdatasync completed).
+    Durable(i64),
+    /// The high watermark passed this offset, or the log is closing (long polls).
+    Visible(i64),
+    /// The flusher finished closing the log.
+    Closed,
+}
+
+/// The progress a waiter's condition is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    pub(super) high_watermark: i64,
+    pub(super) durable_offset: i64,
+    pub(super) failures: u64,
+    pub(super) closing: bool,
+    pub(super) closed: bool,
+}
+
+impl WaitKind {
+    /// Whether a waiter of this kind that started when `failures_at_start` failures had
+    /// happened has something to look at now (success, failure or the end).
+    pub(super) fn is_ready(self, progress: &Progress, failures_at_start: u64) -> bool {
+        let failed = progress.failures > failures_at_start;
+        match self {
+            WaitKind::Written(offset) => {
+                progress.high_watermark >= offset || failed || progress.closed
+            }
+            WaitKind::Durable(offset) => {
+                progress.durable_offset >= offset || failed || progress.closed
+            }
+            WaitKind::Visible(offset) => progress.high_watermark > offset || progress.closing,
+            WaitKind::Closed => progress.closed || failed,
+        }
+    }
+}
+
+struct Entry {
+    kind: WaitKind,
+    failures_at_start: u64,
+    waker: Waker,
+}
+
+/// The waiting tasks of one log.
+#[derive(Default)]
+pub(super) struct WaitList {
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+}
+
+impl WaitList {
+    /// Adds a waiter; returns its slot.
+    pub(super) fn register(&mut self, kind: WaitKind, failures_at_start: u64, waker: &Waker) -> usize {
+        let entry = Entry {
+            kind,
+            failures_at_start,
+            waker: waker.clone(),
+        };
+        match self.free.pop() {
+            Some(slot) => {
+                assert!(self.slots[slot].is_none(), "free wait slot in use");
+                self.slots[slot] = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Replaces the waker of a registered waiter when the task polling it changed.
+    pub(super) fn update(&mut self, slot: usize, waker: &Waker) {
+        if let Some(Some(entry)) = self.slots.get_mut(slot) {
+            if !entry.waker.will_wake(waker) {
+                entry.waker = waker.clone();
+            }
+        }
+    }
+
+    /// Removes a waiter (done or dropped).
+    pub(super) fn remove(&mut self, slot: usize) {
+        let removed = self.slots.get_mut(slot).and_then(Option::take);
+        assert!(removed.is_some(), "removing a wait slot that is not registered");
+        self.free.push(slot);
+    }
+
+    /// Pushes the wakers of every waiter whose condition holds onto `out`.
+    pub(super) fn collect_ready(&self, progress: &Progress, out: &mut Vec<Waker>) {
+        for entry in self.slots.iter().flatten() {
+            if entry.kind.is_ready(progress, entry.failures_at_start) {
+                out.push(entry.waker.clone());
+            }
+        }
+    }
+
+    /// Waiters registered now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    #[test]
+    fn slots_are_reused_and_conditions_checked() {
+        let mut list = WaitList::default();
+        let waker = Waker::noop();
+        let a = list.register(WaitKind::Written(5), 0, waker);
+        let b = list.register(WaitKind::Durable(5), 0, waker);
+        list.remove(a);
+        let c = list.register(WaitKind::Visible(3), 0, waker);
+        assert_eq!(a, c, "a freed slot is reused");
+        assert_eq!(list.len(), 2);
+        let mut progress = Progress {
+            high_watermark: 5,
+            durable_offset: 0,
+            failures: 0,
+            closing: false,
+            closed: false,
+        };
+        let mut ready = Vec::new();
+        list.collect_ready(&progress, &mut ready);
+        assert_eq!(ready.len(), 1, "only the long poll is ready");
+        progress.failures = 1;
+        ready.clear();
+        list.collect_ready(&progress, &mut ready);
+        assert_eq!(ready.len(), 2, "a failure wakes the durable append");
+        list.remove(b);
+        list.remove(c);
+        assert_eq!(list.len(), 0);
+    }
+}

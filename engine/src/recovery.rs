@@ -1,0 +1,490 @@
+//! Opening a partition directory after a clean stop or a crash.
+//!
+//! - Segments are listed with blocking `std::fs::read_dir`: this runs once when a partition
+//!   is opened (startup or topic creation), never on the data path.
+//! - The last segment is scanned from its start: every batch's length, magic, CRC and base
+//!   offset (which the CRC does not cover) is checked, the scan stops at the zero padding that
+//!   follows the data of a preallocated file or at the first torn or corrupt batch, and the
+//!   file is cut there. Its indexes are rebuilt by the scan. Nothing after the cut is served.
+//! - Earlier segments were closed cleanly (truncated, synced, indexed), so their length is
+//!   trusted: their persisted indexes are loaded and checked, and only the batches after the
+//!   last index entry are read and verified (which also rebuilds entries missing from a short
+//!   index). A missing or inconsistent index is rebuilt by a full scan. Damage found in such
+//!   a segment is treated as the end of the log: later segments are dropped too, so offsets
+//!   stay contiguous and nothing after the damage is served.
+//!
+//! Dropped bytes are reported with `tracing::warn!`, a clean open with `tracing::info!`.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::batch::{BatchHeader, BatchIter, BATCH_OVERHEAD_BYTES};
+use crate::buffer::{align_down, align_up, AlignedBuf, IO_ALIGN_BYTES};
+use crate::error::LogError;
+use crate::index::{indexes_paired, OffsetIndex, TimeIndex};
+use crate::log::LogConfig;
+use crate::reactor::fs::{File, OpenOptions};
+use crate::segment::{
+    parse_log_file_name, remove_segment_files, segment_path, write_index_files, Segment,
+    SegmentState, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+
+/// Bytes read per step while scanning a segment.
+const SCAN_WINDOW_BYTES: usize = 1 << 20;
+
+/// Why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScanStop {
+    /// The file ends right after a whole batch.
+    EndOfFile,
+    /// Zeros follow the last batch: the unwritten part of a preallocated file.
+    ZeroPadding,
+    /// A batch is torn or corrupt.
+    Damaged(String),
+}
+
+/// The segments of a recovered partition, oldest first; the last one is active.
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Segment>,
+}
+
+/// Lists, checks and repairs the segments in `dir` (created when missing).
+pub(crate) async fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<Recovered, LogError> {
+    // Startup-only blocking calls: see the module comment.
+    std::fs::create_dir_all(dir)
+        .map_err(|error| LogError::io("creating the partition directory", error))?;
+    let bases = list_segments(dir)?;
+    if bases.is_empty() {
+        tracing::info!(dir = %dir.display(), "new partition log");
+        return Ok(Recovered {
+            segments: vec![Segment::new(0, SegmentState::Active)],
+        });
+    }
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    let mut dropped_bytes = 0u64;
+    for (at, &base) in bases.iter().enumerate() {
+        let is_last = at + 1 == bases.len();
+        if let Some(previous) = segments.last() {
+            if previous.next_offset != base {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    expected = previous.next_offset,
+                    found = base,
+                    "segment base offset does not follow the previous segment; dropping it and later segments"
+                );
+                dropped_bytes += drop_segments(dir, &bases[at..]).await?;
+                break;
+            }
+        }
+        let recovered = recover_segment(dir, base, is_last, config).await?;
+        dropped_bytes += recovered.dropped_bytes;
+        segments.push(recovered.segment);
+        if recovered.damaged && !is_last {
+            dropped_bytes += drop_segments(dir, &bases[at + 1..]).await?;
+            break;
+        }
+    }
+    let active = segments
+        .last_mut()
+        .expect("at least one segment was listed and the first is always kept");
+    prepare_active(dir, active, config, now_ms).await?;
+    let next_offset = active.next_offset;
+    if dropped_bytes > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            dropped_bytes,
+            next_offset,
+            "partition log recovered after dropping torn or corrupt data"
+        );
+    } else {
+        tracing::info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            next_offset,
+            "partition log opened clean"
+        );
+    }
+    Ok(Recovered { segments })
+}
+
+/// Base offsets of the `*.log` files in `dir`, sorted. Removes leftovers of interrupted
+/// atomic index writes.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| LogError::io("listing segments", error))?;
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| LogError::io("listing segments", error))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(base) = parse_log_file_name(name) {
+            bases.push(base);
+        } else if name.ends_with(".tmp") {
+            // A crash during write_file_atomic; the real file is intact or absent.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Deletes whole segments that follow damage; returns their size.
+async fn drop_segments(dir: &Path, bases: &[i64]) -> Result<u64, LogError> {
+    let mut bytes = 0;
+    for &base in bases {
+        let path = segment_path(dir, base, LOG_SUFFIX);
+        bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
+        tracing::warn!(segment = %path.display(), "dropping segment after damage");
+        remove_segment_files(dir, base)
+            .await
+            .map_err(|error| LogError::io("dropping segments after damage", error))?;
+    }
+    Ok(bytes)
+}
+
+struct SegmentRecovery {
+    segment: Segment,
+    damaged: bool,
+    dropped_bytes: u64,
+}
+
+async fn recover_segment(
+    dir: &Path,
+    base: i64,
+    is_last: bool,
+    config: &LogConfig,
+) -> Result<SegmentRecovery, LogError> {
+    let path = segment_path(dir, base, LOG_SUFFIX);
+    let options = OpenOptions {
+        create: false,
+        direct: config.direct_io,
+        read_only: false,
+    };
+    let file = File::open(&path, options)
+        .await
+        .map_err(|error| LogError::io("opening a segment", error))?;
+    let file_len = file
+        .len()
+        .await
+        .map_err(|error| LogError::io("reading a segment's length", error))?;
+    let state = if is_last {
+        SegmentState::Active
+    } else {
+        SegmentState::Closed
+    };
+    let mut segment = Segment::new(base, state);
+    let mut resumed = false;
+    let mut index_entries_loaded = 0;
+    if !is_last {
+        if let Some((index, time_index)) = load_indexes(dir, base, file_len).await {
+            resume_from_last_entry(&mut segment, index, time_index);
+            index_entries_loaded = segment.index.len();
+            resumed = true;
+        }
+    }
+    let mut stop = scan(&file, &path, file_len, &mut segment, config).await?;
+    if resumed && matches!(stop, ScanStop::Damaged(_)) {
+        // The index may be what is wrong: check the whole segment before cutting it.
+        segment = Segment::new(base, state);
+        resumed = false;
+        stop = scan(&file, &path, file_len, &mut segment, config).await?;
+    }
+    let end = segment.size_bytes;
+    let mut dropped_bytes = 0;
+    let damaged = match &stop {
+        ScanStop::EndOfFile => false,
+        ScanStop::ZeroPadding => {
+            if !is_last {
+                tracing::info!(segment = %path.display(), end, "closed segment had zero padding (interrupted roll); cutting it");
+            }
+            false
+        }
+        ScanStop::Damaged(reason) => {
+            dropped_bytes = nonzero_extent(&file, end, file_len).await?;
+            tracing::warn!(
+                segment = %path.display(),
+                position = end,
+                dropped_bytes,
+                reason = reason.as_str(),
+                "torn or corrupt batch; truncating the segment there"
+            );
+            true
+        }
+    };
+    if end < file_len && !is_last {
+        // The active segment is cut and re-preallocated in `prepare_active`.
+        truncate_and_sync(&file, end).await?;
+    }
+    let index_changed = !resumed || segment.index.len() != index_entries_loaded;
+    segment.visible_bytes = end;
+    if !is_last && (index_changed || damaged) {
+        if let Err(error) = write_index_files(dir, &segment.encode_indexes()).await {
+            // Not fatal: the index is rebuilt again at the next open.
+            tracing::warn!(segment = %path.display(), %error, "cannot persist rebuilt indexes");
+        }
+    }
+    segment.file = Some(Rc::new(file));
+    Ok(SegmentRecovery {
+        segment,
+        damaged,
+        dropped_bytes,
+    })
+}
+
+/// Loads a closed segment's indexes when both exist and agree with each other and the file.
+async fn load_indexes(dir: &Path, base: i64, file_len: u64) -> Option<(OffsetIndex, TimeIndex)> {
+    let index_bytes = read_small_file(&segment_path(dir, base, INDEX_SUFFIX)).await?;
+    let time_bytes = read_small_file(&segment_path(dir, base, TIME_INDEX_SUFFIX)).await?;
+    let index = OffsetIndex::decode(&index_bytes).ok()?;
+    let time_index = TimeIndex::decode(&time_bytes).ok()?;
+    let last = index.last()?;
+    let consistent = indexes_paired(&index, &time_index) && u64::from(last.position) < file_len;
+    consistent.then_some((index, time_index))
+}
+
+/// Sets the segment up to continue scanning at its last indexed batch, which the scan reads
+/// again (and checks against the entry) without indexing it twice.
+fn resume_from_last_entry(segment: &mut Segment, index: OffsetIndex, time_index: TimeIndex) {
+    let (Some(last), Some(last_time)) = (index.last(), time_index.last()) else {
+        return;
+    };
+    segment.size_bytes = u64::from(last.position);
+    segment.next_offset = segment.base_offset + i64::from(last.relative_offset);
+    // The running maximum including the last indexed batch: at least the true maximum
+    // before it, which keeps the time index conservative.
+    segment.max_timestamp_ms = last_time.timestamp_ms;
+    segment.index = index;
+    segment.time_index = time_index;
+}
+
+/// Reads a whole small file (an index); `None` when it is missing or unreadable.
+async fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    let options = OpenOptions {
+        create: false,
+        direct: false,
+        read_only: true,
+    };
+    let file = File::open(path, options).await.ok()?;
+    let len = usize::try_from(file.len().await.ok()?).ok()?;
+    let (result, bytes) = file.read_at(Vec::with_capacity(len), 0).await;
+    (result.ok()? == len).then_some(bytes)
+}
+
+/// Scans batches from `segment.size_bytes` to the end of the data, recording each in
+/// `segment` (offsets, size, indexes). Returns why it stopped; `segment.size_bytes` is then the
+/// end of the last good batch.
+async fn scan(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    segment: &mut Segment,
+    config: &LogConfig,
+) -> Result<ScanStop, LogError> {
+    let batch_bytes_max = usize::try_from(config.segment_bytes).unwrap_or(usize::MAX);
+    let mut buf = AlignedBuf::new(window_bytes(segment.size_bytes, file_len));
+    loop {
+        let position = segment.size_bytes;
+        if position >= file_len {
+            return Ok(ScanStop::EndOfFile);
+        }
+        let window_start = align_down_u64(position);
+        let read = read_window(file, path, &mut buf, window_start, file_len).await?;
+        let skip = (position - window_start) as usize;
+        let bytes = buf.as_full().get(skip..read).unwrap_or_default();
+        let mut batches = BatchIter::new(bytes).with_batch_bytes_max(batch_bytes_max);
+        loop {
+            let at = position + batches.consumed_bytes() as u64;
+            match batches.next() {
+                None => break,
+                Some(Ok((header, _))) => {
+                    if let Some(reason) = unexpected_batch(segment, at, &header) {
+                        return Ok(ScanStop::Damaged(reason));
+                    }
+                    segment.record_batch(at, &header, config.index_interval_bytes);
+                    if segment.first_batch_ms.is_none() {
+                        segment.first_batch_ms = Some(header.max_timestamp_ms);
+                    }
+                }
+                Some(Err(error)) => return Ok(stop_at(batches.remaining(), error.to_string())),
+            }
+        }
+        let rest = batches.remaining();
+        if rest.is_empty() {
+            if window_start + read as u64 >= file_len {
+                return Ok(ScanStop::EndOfFile);
+            }
+            continue;
+        }
+        // An incomplete batch at the window's end.
+        if window_start + read as u64 >= file_len {
+            return Ok(stop_at(rest, "the file ends inside a batch".to_string()));
+        }
+        if batches.consumed_bytes() == 0 {
+            // One batch larger than the window: read a window that holds all of it.
+            let total = batch_total_bytes(rest).unwrap_or(SCAN_WINDOW_BYTES);
+            let needed = align_up(skip + total);
+            if needed > buf.capacity() {
+                buf = AlignedBuf::new(needed);
+            } else {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    position,
+                    reason: "scan made no progress".to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A reason to stop at a batch that parses and passes its CRC but does not belong here.
+fn unexpected_batch(segment: &Segment, position: u64, header: &BatchHeader) -> Option<String> {
+    if header.base_offset != segment.next_offset {
+        // baseOffset is outside the CRC: a flipped bit there shows only as a broken sequence.
+        return Some(format!(
+            "batch base offset {} where {} was expected",
+            header.base_offset, segment.next_offset
+        ));
+    }
+    let fits_index = segment.relative_offset(header.last_offset()).is_some();
+    let end = position + header.total_bytes() as u64;
+    if !fits_index || u32::try_from(end).is_err() {
+        return Some("batch lies beyond what one segment can hold".to_string());
+    }
+    None
+}
+
+/// Zeros where a batch should start mean the end of the written data; anything else is
+/// damage.
+fn stop_at(rest: &[u8], reason: String) -> ScanStop {
+    let header = rest.get(..BATCH_OVERHEAD_BYTES).unwrap_or(rest);
+    if header.iter().all(|&byte| byte == 0) {
+        ScanStop::ZeroPadding
+    } else {
+        ScanStop::Damaged(reason)
+    }
+}
+
+/// The whole size of the batch at the start of `rest`, from its batchLength field.
+fn batch_total_bytes(rest: &[u8]) -> Option<usize> {
+    let field: [u8; 4] = rest.get(8..12)?.try_into().ok()?;
+    let length = usize::try_from(i32::from_be_bytes(field)).ok()?;
+    Some(length + BATCH_OVERHEAD_BYTES)
+}
+
+/// Reads as much of `[window_start, file_len)` as `buf` holds; returns the bytes read.
+async fn read_window(
+    file: &File,
+    path: &Path,
+    buf: &mut AlignedBuf,
+    window_start: u64,
+    file_len: u64,
+) -> Result<usize, LogError> {
+    let wanted = usize::try_from(file_len - window_start)
+        .unwrap_or(usize::MAX)
+        .min(buf.capacity());
+    let taken = std::mem::replace(buf, AlignedBuf::new(IO_ALIGN_BYTES));
+    let (result, returned) = file.read_at(taken, window_start).await;
+    *buf = returned;
+    let read = result.map_err(|error| LogError::io("reading a segment", error))?;
+    if read < wanted {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            position: window_start + read as u64,
+            reason: format!("short read: {read} of {wanted} bytes"),
+        });
+    }
+    Ok(wanted)
+}
+
+/// Bytes from `from` to the end of the last non-zero byte before the first all-zero window
+/// (or the end of the file): how much written data a cut at `from` drops.
+async fn nonzero_extent(file: &File, from: u64, file_len: u64) -> Result<u64, LogError> {
+    let mut window_start = align_down_u64(from);
+    let mut buf = AlignedBuf::new(window_bytes(window_start, file_len));
+    let mut last_nonzero_end = from;
+    while window_start < file_len {
+        let taken = std::mem::replace(&mut buf, AlignedBuf::new(IO_ALIGN_BYTES));
+        let (result, returned) = file.read_at(taken, window_start).await;
+        buf = returned;
+        let read = result.map_err(|error| LogError::io("reading a damaged segment", error))?;
+        if read == 0 {
+            break;
+        }
+        let skip = from.saturating_sub(window_start) as usize;
+        let bytes = buf.as_full().get(skip.min(read)..read).unwrap_or_default();
+        match bytes.iter().rposition(|&byte| byte != 0) {
+            Some(at) => last_nonzero_end = window_start + (skip + at + 1) as u64,
+            None => break,
+        }
+        window_start += read as u64;
+    }
+    Ok(last_nonzero_end - from)
+}
+
+async fn truncate_and_sync(file: &File, len: u64) -> Result<(), LogError> {
+    file.truncate(len)
+        .await
+        .map_err(|error| LogError::io("truncating a segment", error))?;
+    file.sync_data()
+        .await
+        .map_err(|error| LogError::io("syncing a truncated segment", error))
+}
+
+/// Makes the last segment ready for appends: cut at the end of its data (so stale bytes of a
+/// torn write can never reappear after a later append), preallocated again, and its last
+/// partial block kept for the first in-memory chunk.
+async fn prepare_active(
+    dir: &Path,
+    segment: &mut Segment,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<(), LogError> {
+    segment.state = SegmentState::Active;
+    segment.first_batch_ms = segment.first_batch_ms.map(|ms| ms.min(now_ms));
+    let Some(file) = segment.file.clone() else {
+        return Ok(());
+    };
+    let end = segment.size_bytes;
+    let file_len = file
+        .len()
+        .await
+        .map_err(|error| LogError::io("reading a segment's length", error))?;
+    if file_len > end {
+        truncate_and_sync(&file, end).await?;
+    }
+    if end < config.segment_bytes {
+        if let Err(error) = file.allocate(0, config.segment_bytes).await {
+            // Appends still work where space remains; a full disk shows up as DiskFull there.
+            tracing::warn!(dir = %dir.display(), %error, "cannot preallocate the active segment");
+        }
+    }
+    let block_start = align_down_u64(end);
+    if block_start < end {
+        let (result, block) = file.read_at(AlignedBuf::new(IO_ALIGN_BYTES), block_start).await;
+        let read = result.map_err(|error| LogError::io("reading the last block", error))?;
+        let len = (end - block_start) as usize;
+        let tail = block.get(..len).filter(|_| read >= len).ok_or_else(|| LogError::Corrupt {
+            path: segment.log_path(dir),
+            position: block_start,
+            reason: "short read of the last block".to_string(),
+        })?;
+        segment.recovered_tail = Some(tail.to_vec());
+    }
+    Ok(())
+}
+
+/// A scan buffer no larger than the data left from `position` (closed segments are usually
+/// read only from their last index entry) nor than [`SCAN_WINDOW_BYTES`].
+fn window_bytes(position: u64, file_len: u64) -> usize {
+    let left = file_len.saturating_sub(align_down_u64(position));
+    align_up(usize::try_from(left).unwrap_or(usize::MAX).min(SCAN_WINDOW_BYTES))
+}
+
+fn align_down_u64(position: u64) -> u64 {
+    // Segment positions fit in u32, so the cast to usize is lossless.
+    align_down(position as usize) as u64
+}

@@ -1,0 +1,233 @@
+//! One segment of a partition log: a file of whole batches named after its base offset,
+//! with its sparse offset and time indexes kept in memory.
+//!
+//! ```text
+//! <20-digit base offset>.log        the batches, byte for byte as producers sent them
+//! <20-digit base offset>.index      see `index` module
+//! <20-digit base offset>.timeindex  see `index` module
+//! ```
+//!
+//! The active segment's file is preallocated to the segment size; the zeros after its last
+//! batch are what recovery reads as the end of the data. A rolled segment is truncated to its
+//! exact length, so "end of file" and "end of data" coincide for it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::batch::BatchHeader;
+use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::reactor::fs::{self, File};
+
+/// File name suffix of segment data.
+pub const LOG_SUFFIX: &str = ".log";
+/// File name suffix of the offset index.
+pub const INDEX_SUFFIX: &str = ".index";
+/// File name suffix of the time index.
+pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Digits of the base offset in file names (Kafka's width: every i64 fits).
+const BASE_OFFSET_DIGITS: usize = 20;
+
+/// `<dir>/<20-digit base offset><suffix>`.
+pub fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:0width$}{suffix}", width = BASE_OFFSET_DIGITS))
+}
+
+/// The base offset named by a segment data file name (`00000000000000000042.log` -> 42).
+pub fn parse_log_file_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(LOG_SUFFIX)?;
+    if digits.len() != BASE_OFFSET_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|base: &i64| *base >= 0)
+}
+
+/// Where a segment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Takes appends.
+    Active,
+    /// Replaced by a newer segment in memory; its file is not yet truncated, synced and
+    /// indexed (the flusher does that once its last bytes are written).
+    Rolled,
+    /// Immutable and fully on disk with exact length and persisted indexes.
+    Closed,
+}
+
+/// A segment's bookkeeping. All positions are byte positions in the segment file.
+#[derive(Debug)]
+pub struct Segment {
+    /// Offset of the first batch (also in the file name).
+    pub base_offset: i64,
+    /// Offset after the last batch appended (in memory, written or not).
+    pub next_offset: i64,
+    /// Bytes of whole batches appended.
+    pub size_bytes: u64,
+    /// Bytes whose write completed: what readers may see.
+    pub visible_bytes: u64,
+    /// Largest batch max-timestamp, `i64::MIN` when empty.
+    pub max_timestamp_ms: i64,
+    /// When the first batch arrived (wall clock; after a restart the first batch's own max
+    /// timestamp, capped at the open time), for rolling by age.
+    pub first_batch_ms: Option<i64>,
+    /// Life-cycle state.
+    pub state: SegmentState,
+    /// The open file; `None` for a new segment until the flusher creates it.
+    pub file: Option<Rc<File>>,
+    /// Sparse offset index.
+    pub index: OffsetIndex,
+    /// Sparse time index, paired with `index`.
+    pub time_index: TimeIndex,
+    /// The data bytes from the last aligned block boundary to `size_bytes`, read at open, so
+    /// that the first in-memory chunk can rewrite that block in place.
+    pub recovered_tail: Option<Vec<u8>>,
+}
+
+impl Segment {
+    /// An empty segment starting at `base_offset`, with no file yet.
+    pub fn new(base_offset: i64, state: SegmentState) -> Segment {
+        assert!(base_offset >= 0, "negative base offset {base_offset}");
+        Segment {
+            base_offset,
+            next_offset: base_offset,
+            size_bytes: 0,
+            visible_bytes: 0,
+            max_timestamp_ms: i64::MIN,
+            first_batch_ms: None,
+            state,
+            file: None,
+            index: OffsetIndex::new(),
+            time_index: TimeIndex::new(),
+            recovered_tail: None,
+        }
+    }
+
+    /// Whether no batch was appended.
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Relative offset of `offset` in this segment, if it fits the index's u32.
+    pub fn relative_offset(&self, offset: i64) -> Option<u32> {
+        offset
+            .checked_sub(self.base_offset)
+            .and_then(|delta| u32::try_from(delta).ok())
+    }
+
+    /// Accounts for a batch whose whole bytes now sit at `position` (the current end):
+    /// advances offsets, size and timestamps and adds index entries every
+    /// `index_interval_bytes`.
+    pub fn record_batch(&mut self, position: u64, header: &BatchHeader, index_interval_bytes: u32) {
+        assert_eq!(position, self.size_bytes, "batches are appended at the end");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "batch offsets must follow each other"
+        );
+        let relative_offset = self
+            .relative_offset(header.base_offset)
+            .expect("the log rolls before relative offsets overflow u32");
+        let position_u32 = u32::try_from(position).expect("segments are smaller than 4 GiB");
+        let running_max_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
+        let due = self.index.last().is_none_or(|last| {
+            u64::from(position_u32 - last.position) >= u64::from(index_interval_bytes)
+        });
+        if due {
+            self.index.push(OffsetEntry {
+                relative_offset,
+                position: position_u32,
+            });
+            self.time_index.push(TimeEntry {
+                timestamp_ms: running_max_ms,
+                relative_offset,
+            });
+        }
+        self.max_timestamp_ms = running_max_ms;
+        self.next_offset = header.next_offset();
+        self.size_bytes = position + header.total_bytes() as u64;
+    }
+
+    /// Where to start scanning for the batch holding `offset`: an indexed batch at or before
+    /// it (position 0 when none).
+    pub fn scan_start_for_offset(&self, offset: i64) -> u64 {
+        let relative = match offset.checked_sub(self.base_offset) {
+            Some(delta) if delta >= 0 => u32::try_from(delta).unwrap_or(u32::MAX),
+            _ => return 0,
+        };
+        self.index
+            .lookup(relative)
+            .map_or(0, |entry| u64::from(entry.position))
+    }
+
+    /// Where to start scanning for the first batch with a max timestamp of at least
+    /// `timestamp_ms`.
+    pub fn scan_start_for_timestamp(&self, timestamp_ms: i64) -> u64 {
+        let Some(entry) = self.time_index.lookup(timestamp_ms) else {
+            return 0;
+        };
+        self.index
+            .lookup(entry.relative_offset)
+            .map_or(0, |entry| u64::from(entry.position))
+    }
+
+    /// Path of this segment's data file.
+    pub fn log_path(&self, dir: &Path) -> PathBuf {
+        segment_path(dir, self.base_offset, LOG_SUFFIX)
+    }
+
+    /// The on-disk bytes of both indexes, to be written with [`write_index_files`] (encoded
+    /// first so that no borrow of the segment is held while the files are written).
+    pub fn encode_indexes(&self) -> IndexFiles {
+        let mut offsets = Vec::new();
+        self.index.encode(&mut offsets);
+        let mut times = Vec::new();
+        self.time_index.encode(&mut times);
+        IndexFiles {
+            base_offset: self.base_offset,
+            offsets,
+            times,
+        }
+    }
+}
+
+/// Encoded index files of one segment.
+#[derive(Debug)]
+pub struct IndexFiles {
+    base_offset: i64,
+    offsets: Vec<u8>,
+    times: Vec<u8>,
+}
+
+/// Persists both indexes atomically (temporary file, fdatasync, rename, directory sync).
+pub async fn write_index_files(dir: &Path, files: &IndexFiles) -> io::Result<()> {
+    let base = files.base_offset;
+    fs::write_file_atomic(&segment_path(dir, base, INDEX_SUFFIX), &files.offsets).await?;
+    fs::write_file_atomic(&segment_path(dir, base, TIME_INDEX_SUFFIX), &files.times).await
+}
+
+/// Deletes a segment's data and index files; missing index files are fine.
+pub async fn remove_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        match fs::remove_file(&segment_path(dir, base_offset, suffix)).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let path = segment_path(Path::new("/d"), 42, LOG_SUFFIX);
+        assert_eq!(path, Path::new("/d/00000000000000000042.log"));
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_log_file_name(name), Some(42));
+        assert_eq!(parse_log_file_name("00000000000000000042.index"), None);
+        assert_eq!(parse_log_file_name("42.log"), None);
+        assert_eq!(parse_log_file_name("0000000000000000004x.log"), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! Partition log: segment roll, restart with many segments, index rebuild, retention,
+//! buffered I/O and deletion.
+
+mod log_support;
+
+use std::fs;
+use std::path::Path;
+use std::rc::Rc;
+
+use log_support::{cache, make_batch, open, read_all, run, small_config};
+use ringlog_engine::batch;
+use ringlog_engine::cache::ChunkCache;
+use ringlog_engine::error::LogError;
+use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
+use ringlog_engine::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+
+/// Appends `count` batches of varying size; returns them (stamped) and their max timestamps.
+async fn fill(log: &PartitionLog, count: u64, first_timestamp_ms: i64) -> Vec<(Vec<u8>, i64)> {
+    let mut written = Vec::new();
+    for at in 0..count {
+        let timestamp = first_timestamp_ms + at as i64 * 10;
+        let mut batch = make_batch(1 + (at % 3) as usize, 200 + (at as usize * 53) % 900, timestamp, at);
+        log.append(&mut batch, Acks::Leader).await.unwrap();
+        let max = batch::validate(&batch).unwrap().max_timestamp_ms;
+        written.push((batch, max));
+    }
+    written
+}
+
+fn log_file_len(dir: &Path, base: i64) -> u64 {
+    fs::metadata(segment_path(dir, base, LOG_SUFFIX)).unwrap().len()
+}
+
+#[test]
+fn segments_roll_by_size_and_closed_ones_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = small_config();
+        let log = open(&path, config.clone(), cache()).await;
+        let written = fill(&log, 100, 0).await;
+        log.close().await.unwrap();
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 3, "{bases:?}");
+        assert_eq!(log.stats().rolls as usize, bases.len() - 1);
+        // Each segment holds whole batches up to the size limit and starts where the last
+        // one ended; closed files are truncated to their exact data length.
+        let mut offset = 0;
+        let mut batches = written.iter().map(|(bytes, _)| bytes);
+        for (at, &base) in bases.iter().enumerate() {
+            assert_eq!(base, offset);
+            let end = bases.get(at + 1).copied().unwrap_or(log.next_offset());
+            let mut bytes = 0u64;
+            while offset < end {
+                let batch = batches.next().unwrap();
+                let header = batch::validate(batch).unwrap();
+                bytes += batch.len() as u64;
+                offset = header.next_offset();
+            }
+            assert!(bytes <= config.segment_bytes);
+            assert_eq!(log_file_len(&path, base), bytes, "segment {base} has its exact length");
+            assert!(segment_path(&path, base, INDEX_SUFFIX).exists());
+            assert!(segment_path(&path, base, TIME_INDEX_SUFFIX).exists());
+        }
+    });
+}
+
+#[test]
+fn restart_with_many_segments_reads_everything_and_rebuilds_bad_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = LogConfig {
+        segment_bytes: 16 * 1024,
+        ..small_config()
+    };
+    let (written, bases) = {
+        let (path, config) = (path.clone(), config.clone());
+        run(async move {
+            let log = open(&path, config, cache()).await;
+            let written = fill(&log, 300, 1_000).await;
+            log.close().await.unwrap();
+            (written, log.segment_base_offsets())
+        })
+    };
+    assert!(bases.len() > 10, "{} segments", bases.len());
+    // Damage indexes of closed segments: one missing, one stale (entries past the end), one
+    // with a partial entry, one time index out of order.
+    fs::remove_file(segment_path(&path, bases[1], INDEX_SUFFIX)).unwrap();
+    let mut stale = fs::read(segment_path(&path, bases[2], INDEX_SUFFIX)).unwrap();
+    stale.extend_from_slice(&[0, 0, 0, 200, 0, 1, 0, 0]);
+    fs::write(segment_path(&path, bases[2], INDEX_SUFFIX), stale).unwrap();
+    let partial = fs::read(segment_path(&path, bases[3], INDEX_SUFFIX)).unwrap();
+    fs::write(segment_path(&path, bases[3], INDEX_SUFFIX), &partial[..partial.len() - 3]).unwrap();
+    fs::write(segment_path(&path, bases[4], TIME_INDEX_SUFFIX), [0xffu8; 24]).unwrap();
+    // A short index (last entries lost) heals by itself.
+    let short = fs::read(segment_path(&path, bases[5], INDEX_SUFFIX)).unwrap();
+    let time_short = fs::read(segment_path(&path, bases[5], TIME_INDEX_SUFFIX)).unwrap();
+    fs::write(segment_path(&path, bases[5], INDEX_SUFFIX), &short[..8]).unwrap();
+    fs::write(segment_path(&path, bases[5], TIME_INDEX_SUFFIX), &time_short[..12]).unwrap();
+
+    run(async move {
+        let log = open(&path, config, Rc::new(ChunkCache::new(4096))).await;
+        assert_eq!(log.segment_base_offsets(), bases);
+        let read = read_all(&log, 0, 3000).await;
+        assert_eq!(read.len(), written.len());
+        for ((_, read), (written, _)) in read.iter().zip(&written) {
+            assert_eq!(read, written);
+        }
+        // Rebuilt indexes are persisted again.
+        assert!(segment_path(&path, bases[1], INDEX_SUFFIX).exists());
+        let rebuilt = fs::read(segment_path(&path, bases[5], INDEX_SUFFIX)).unwrap();
+        assert_eq!(rebuilt, short, "the short index was completed");
+        // Every offset and timestamp lookup works across the rebuilt segments.
+        let mut base = 0;
+        for (bytes, max_timestamp) in &written {
+            let header = batch::validate(bytes).unwrap();
+            assert_eq!(header.base_offset, base);
+            let slice = log.read(header.last_offset(), 1).await.unwrap();
+            assert_eq!(slice.first_offset(), base);
+            let expected = written
+                .iter()
+                .find(|(_, max)| max >= max_timestamp)
+                .map(|(bytes, _)| batch::validate(bytes).unwrap().base_offset);
+            assert_eq!(log.offset_for_timestamp(*max_timestamp).await.unwrap(), expected);
+            base = header.next_offset();
+        }
+        // Appends continue after the last offset.
+        let mut batch = make_batch(1, 10, 5, 5);
+        let info = log.append(&mut batch, Acks::Durable).await.unwrap();
+        assert_eq!(info.base_offset, base);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let first_path = path.clone();
+    run(async move {
+        let path = first_path;
+        let config = LogConfig {
+            retention_bytes: Some(40 * 1024),
+            ..small_config()
+        };
+        let log = open(&path, config, cache()).await;
+        fill(&log, 150, 0).await;
+        log.wait_for_offset(log.next_offset() - 1).await;
+        let before = log.segment_base_offsets();
+        assert!(before.len() >= 4);
+        // Rolled segments are closed by the flusher in the background; close the log to be sure
+        // every rolled segment is finished (reads still work after close).
+        log.close().await.unwrap();
+        let total = log.size_bytes();
+        let sizes: Vec<u64> = before.iter().map(|base| log_file_len(&path, *base)).collect();
+        assert_eq!(sizes.iter().sum::<u64>(), total);
+        let report = log.apply_retention(0).await.unwrap();
+        let after = log.segment_base_offsets();
+        assert!(report.segments_deleted > 0);
+        assert_eq!(after.len() + report.segments_deleted, before.len());
+        assert_eq!(log.log_start_offset(), after[0]);
+        assert_eq!(log.size_bytes(), total - report.bytes_deleted);
+        // Deleted oldest first exactly while the total was over the limit.
+        let mut left = total;
+        let mut expected_deleted = 0;
+        while left > 40 * 1024 && expected_deleted + 1 < sizes.len() {
+            left -= sizes[expected_deleted];
+            expected_deleted += 1;
+        }
+        assert_eq!(report.segments_deleted, expected_deleted);
+        assert!(log.size_bytes() <= 40 * 1024, "{} bytes left", log.size_bytes());
+        for base in &before[..report.segments_deleted] {
+            assert!(!segment_path(&path, *base, LOG_SUFFIX).exists());
+            assert!(!segment_path(&path, *base, INDEX_SUFFIX).exists());
+        }
+        match log.read(after[0] - 1, 100).await {
+            Err(LogError::OffsetOutOfRange { log_start, .. }) => assert_eq!(log_start, after[0]),
+            other => panic!("{other:?}"),
+        }
+        let slice = log.read(after[0], 100).await.unwrap();
+        assert_eq!(slice.first_offset(), after[0]);
+        // Nothing more to delete.
+        assert_eq!(log.apply_retention(0).await.unwrap().segments_deleted, 0);
+    });
+    // The log start survives a restart (it is the first segment's base).
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        assert!(log.log_start_offset() > 0);
+        let read = read_all(&log, log.log_start_offset(), 1 << 20).await;
+        assert_eq!(read.first().unwrap().0, log.log_start_offset());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_age_never_deletes_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig {
+            retention_ms: Some(1_000),
+            ..small_config()
+        };
+        let log = open(&path, config, cache()).await;
+        // Timestamps 0..1500 across several segments.
+        let written = fill(&log, 150, 0).await;
+        log.close().await.unwrap();
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4);
+        // At now = 1500 + 1000, batches with max timestamp < 1500 are expired; segments whose
+        // newest batch is older go, the one holding 1500+ stays.
+        let now_ms = 1_500 + 1_000;
+        let report = log.apply_retention(now_ms).await.unwrap();
+        assert!(report.segments_deleted > 0);
+        let start = log.log_start_offset();
+        let newest_deleted_max = written
+            .iter()
+            .filter(|(bytes, _)| batch::validate(bytes).unwrap().base_offset < start)
+            .map(|(_, max)| *max)
+            .max()
+            .unwrap();
+        assert!(newest_deleted_max < 1_500);
+        // Far in the future everything but the active segment goes.
+        log.apply_retention(i64::MAX / 2).await.unwrap();
+        assert_eq!(log.segment_base_offsets(), vec![*bases.last().unwrap()]);
+        assert_eq!(log.log_start_offset(), *bases.last().unwrap());
+        let read = read_all(&log, log.log_start_offset(), 1 << 20).await;
+        assert!(!read.is_empty());
+    });
+}
+
+#[test]
+fn buffered_io_works_on_tmpfs() {
+    let base = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let path = base.path().to_path_buf();
+    for direct_io in [false, true] {
+        let path = path.join(format!("direct-{direct_io}"));
+        let config = LogConfig {
+            direct_io,
+            ..small_config()
+        };
+        let written = {
+            let (path, config) = (path.clone(), config.clone());
+            run(async move {
+                let log = open(&path, config, cache()).await;
+                let written = fill(&log, 60, 0).await;
+                let mut last = make_batch(2, 10, 1, 1);
+                log.append(&mut last, Acks::Durable).await.unwrap();
+                // A crash: no close.
+                std::mem::forget(log);
+                written
+            })
+        };
+        run(async move {
+            let log = open(&path, config, cache()).await;
+            let read = read_all(&log, 0, 1 << 20).await;
+            assert_eq!(read.len(), written.len() + 1);
+            for ((_, read), (written, _)) in read.iter().zip(&written) {
+                assert_eq!(read, written);
+            }
+            log.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn delete_removes_the_partition_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topic").join("0");
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        fill(&log, 40, 0).await;
+        assert!(path.is_dir());
+        log.delete().await.unwrap();
+        assert!(!path.exists());
+    });
+}

@@ -1,0 +1,80 @@
+//! Server configuration: TOML file, then `RINGLOG_*` environment variables, then flags (the
+//! binary applies the last two); every limit has a default that is safe on a small machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `ringlog serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where topics and segments live.
+    pub data_dir: PathBuf,
+    /// Native protocol listener (every shard listens on it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Shard threads; `None`: one per CPU the process may run on.
+    pub shards: Option<usize>,
+    /// Largest request frame accepted; larger ones get FrameTooLarge and the connection closes.
+    pub frame_bytes_max: usize,
+    /// Connections held open at once per server; more are accepted and closed at once.
+    pub connections_max: usize,
+    /// Requests one connection may have in flight; past it the server stops reading from it.
+    pub requests_in_flight_max: usize,
+    /// Bytes of recently written data each shard keeps in memory to serve tail fetches.
+    pub cache_bytes_per_shard: usize,
+    /// Messages each shard-to-shard queue holds before senders wait.
+    pub mail_queue_depth: usize,
+    /// Default segment size for new topics.
+    pub segment_bytes: u64,
+    /// Fetch and produce spans at least this long are sent with SEND_ZC.
+    pub send_zero_copy_min_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("ringlog-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            shards: None,
+            frame_bytes_max: 64 << 20,
+            connections_max: 10_000,
+            requests_in_flight_max: 64,
+            cache_bytes_per_shard: 256 << 20,
+            mail_queue_depth: 1024,
+            segment_bytes: ringlog_engine::topic::SEGMENT_BYTES_DEFAULT,
+            send_zero_copy_min_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(ConfigError(message.to_string())) };
+        check(self.shards != Some(0), "shards must be at least 1")?;
+        check(self.shards.unwrap_or(1) <= 1024, "shards must be at most 1024")?;
+        check(
+            (64 << 10..=1 << 30).contains(&self.frame_bytes_max),
+            "frame_bytes_max must be between 64 KiB and 1 GiB",
+        )?;
+        check(self.connections_max > 0, "connections_max must be at least 1")?;
+        check(
+            (1..=4096).contains(&self.requests_in_flight_max),
+            "requests_in_flight_max must be between 1 and 4096",
+        )?;
+        check(self.cache_bytes_per_shard >= 1 << 20, "cache_bytes_per_shard must be at least 1 MiB")?;
+        check(self.mail_queue_depth >= 2, "mail_queue_depth must be at least 2")?;
+        check(
+            self.segment_bytes >= ringlog_engine::topic::SEGMENT_BYTES_MIN,
+            "segment_bytes must be at least 1 MiB",
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! One client connection: a reader that splits frames and starts a task per request, and a
+//! writer that sends finished responses in the order they finish.
+//!
+//! Bounds: a connection holds at most `requests_in_flight_max` requests (counted until their
+//! response is sent); past it the reader stops reading, so a client that floods or never reads
+//! its responses is slowed by TCP, and the server's memory for it stays bounded. The receive
+//! buffer grows only to the frame being received, at most `frame_bytes_max`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use ringlog_engine::log::ReadSlice;
+use ringlog_engine::reactor::{self, tcp::TcpStream};
+
+use super::handler;
+use super::shard::Shard;
+use crate::frame::{FrameDecoder, FrameError, FrameHeader};
+
+/// Receive buffer size for a new connection; grows for larger frames.
+const RECV_BYTES_INITIAL: usize = 64 << 10;
+
+/// A request copied out of the receive buffer, so its task owns it.
+pub(crate) struct Request {
+    pub(crate) header: FrameHeader,
+    /// The frame after its 12-byte header: size-prefixed body, then raw batches.
+    pub(crate) payload: Vec<u8>,
+    /// Bytes of `payload` that are the size-prefixed body.
+    pub(crate) body_bytes: usize,
+}
+
+impl Request {
+    /// The size-prefixed flatbuffer body.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.payload[..self.body_bytes]
+    }
+
+    /// Raw batches after the body, mutable so the owner can stamp offsets in place.
+    pub(crate) fn raw_mut(&mut self) -> &mut [u8] {
+        &mut self.payload[self.body_bytes..]
+    }
+}
+
+/// Raw batch bytes that follow a response body.
+pub(crate) enum RawPart {
+    /// Straight from the partition's buffers (no copy).
+    Slice(ReadSlice),
+    /// Copied from another shard.
+    Owned(Vec<u8>),
+}
+
+/// A finished response: frame header and body in `head`, then raw parts.
+pub(crate) struct Response {
+    pub(crate) head: Vec<u8>,
+    pub(crate) raw: Vec<RawPart>,
+}
+
+struct Connection {
+    stream: TcpStream,
+    outbound: RefCell<VecDeque<Option<Response>>>,
+    writer_waker: RefCell<Option<Waker>>,
+    reader_waker: RefCell<Option<Waker>>,
+    in_flight: Cell<usize>,
+    closed: Cell<bool>,
+}
+
+impl Connection {
+    fn push(&self, response: Option<Response>) {
+        if self.closed.get() {
+            self.release();
+            return;
+        }
+        self.outbound.borrow_mut().push_back(response);
+        if let Some(waker) = self.writer_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn release(&self) {
+        let in_flight = self.in_flight.get();
+        assert!(in_flight > 0, "released more requests than started");
+        self.in_flight.set(in_flight - 1);
+        if let Some(waker) = self.reader_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        if let Some(waker) = self.writer_waker.borrow_mut().take() {
+            waker.wake();
+        }
+        if let Some(waker) = self.reader_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let connection = Rc::new(Connection {
+        stream,
+        outbound: RefCell::new(VecDeque::new()),
+        writer_waker: RefCell::new(None),
+        reader_waker: RefCell::new(None),
+        in_flight: Cell::new(0),
+        closed: Cell::new(false),
+    });
+    let writer = reactor::spawn(write_responses(Rc::clone(&shard), Rc::clone(&connection)));
+    read_requests(&shard, &connection).await;
+    // Let the requests already started finish and their responses go out, then stop.
+    poll_fn(|cx| {
+        if connection.in_flight.get() == 0 || connection.closed.get() {
+            Poll::Ready(())
+        } else {
+            *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+    connection.close();
+    writer.await;
+    connection.stream.shutdown();
+}
+
+async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
+    let decoder = FrameDecoder::new(shard.config.frame_bytes_max);
+    let in_flight_max = shard.config.requests_in_flight_max;
+    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BYTES_INITIAL);
+    loop {
+        let mut consumed = 0;
+        loop {
+            if connection.closed.get() {
+                return;
+            }
+            match decoder.decode(&buf[consumed..]) {
+                Ok(Some(frame)) => {
+                    wait_for_slot(connection, in_flight_max).await;
+                    let request = Request {
+                        header: frame.header,
+                        payload: buf[consumed + crate::frame::FRAME_HEADER_BYTES..consumed + frame.total_bytes].to_vec(),
+                        body_bytes: frame.body.len(),
+                    };
+                    consumed += frame.total_bytes;
+                    connection.in_flight.set(connection.in_flight.get() + 1);
+                    let (shard, connection) = (Rc::clone(shard), Rc::clone(connection));
+                    reactor::spawn(async move {
+                        let response = handler::handle(&shard, request).await;
+                        connection.push(response);
+                    });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    reject_frame(shard, connection, &buf[consumed..], error).await;
+                    return;
+                }
+            }
+        }
+        buf.drain(..consumed);
+        // Grow for a large frame in progress (bounded by frame_bytes_max via the decoder).
+        let wanted = match decoder.peek_total_bytes(&buf) {
+            Ok(Some(total)) => total.max(RECV_BYTES_INITIAL),
+            _ => RECV_BYTES_INITIAL,
+        };
+        if buf.capacity() < wanted {
+            buf.reserve_exact(wanted - buf.len());
+        } else if buf.capacity() > RECV_BYTES_INITIAL && buf.len() < RECV_BYTES_INITIAL && wanted == RECV_BYTES_INITIAL {
+            buf.shrink_to(RECV_BYTES_INITIAL);
+        }
+        let (received, returned) = connection.stream.recv(buf).await;
+        buf = returned;
+        match received {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "connection receive failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
+    poll_fn(|cx| {
+        if connection.in_flight.get() < in_flight_max || connection.closed.get() {
+            Poll::Ready(())
+        } else {
+            *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Answers a frame that cannot be decoded (too large or malformed) and closes the connection:
+/// after a framing error the byte stream cannot be trusted.
+async fn reject_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, bytes: &[u8], error: FrameError) {
+    tracing::debug!(%error, "closing connection after a bad frame");
+    if let Some(header) = FrameHeader::decode(bytes) {
+        connection.in_flight.set(connection.in_flight.get() + 1);
+        connection.push(Some(handler::frame_error_response(shard, &header, &error)));
+    }
+}
+
+async fn write_responses(shard: Rc<Shard>, connection: Rc<Connection>) {
+    let zero_copy_min_bytes = shard.config.send_zero_copy_min_bytes;
+    loop {
+        let next = poll_fn(|cx| {
+            if let Some(response) = connection.outbound.borrow_mut().pop_front() {
+                return Poll::Ready(Some(response));
+            }
+            if connection.closed.get() {
+                return Poll::Ready(None);
+            }
+            *connection.writer_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(response) = next else { return };
+        let sent = match response {
+            Some(response) => send_response(&connection.stream, response, zero_copy_min_bytes).await,
+            None => Ok(()), // acks=none: nothing to send.
+        };
+        connection.release();
+        if let Err(error) = sent {
+            tracing::debug!(%error, "connection send failed");
+            connection.close();
+            // Release everything still queued so the reader stops waiting.
+            let queued: Vec<_> = connection.outbound.borrow_mut().drain(..).collect();
+            for _ in queued {
+                connection.release();
+            }
+            return;
+        }
+    }
+}
+
+async fn send_response(stream: &TcpStream, response: Response, zero_copy_min_bytes: usize) -> std::io::Result<()> {
+    let len = response.head.len();
+    let (result, _) = stream.send_all(response.head, 0..len, usize::MAX).await;
+    result?;
+    for part in response.raw {
+        match part {
+            RawPart::Slice(slice) => {
+                let len = slice.len();
+                let (result, _) = stream.send_all(slice, 0..len, zero_copy_min_bytes).await;
+                result?;
+            }
+            RawPart::Owned(bytes) => {
+                let len = bytes.len();
+                let (result, _) = stream.send_all(bytes, 0..len, zero_copy_min_bytes).await;
+                result?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Request handlers: decode a request, do it (here or on the owning shard), build the response.
+
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+use ringlog_engine::topic::TopicConfig;
+
+use super::connection::{RawPart, Request, Response};
+use super::message::{Failure, OffsetQuery, ShardCall, ShardReturn};
+use super::shard::{Shard, CATALOG_SHARD};
+use crate::api::{ApiKey, SUPPORTED_APIS};
+use crate::error_code::ErrorCode;
+use crate::frame::{encode_header, FrameError, FrameHeader};
+use crate::message::{self, Decode, Encode, Status};
+
+/// Serves one request; `None` when the request wants no response (produce with acks none).
+pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Response> {
+    let header = request.header;
+    let api = match ApiKey::try_from(header.api) {
+        Ok(api) if api.supports_version(header.version) => api,
+        Ok(api) => {
+            let message = format!("{api} version {} is not supported", header.version);
+            return Some(error_response(&header, ErrorCode::UnsupportedVersion, &message));
+        }
+        Err(_) => {
+            let message = format!("unknown api {}", header.api);
+            return Some(error_response(&header, ErrorCode::UnsupportedVersion, &message));
+        }
+    };
+    let result = match api {
+        ApiKey::ApiVersions => Ok(Some(api_versions(shard, &header))),
+        ApiKey::Metadata => metadata(shard, &request).await.map(Some),
+        ApiKey::CreateTopic => create_topic(shard, &request).await.map(Some),
+        ApiKey::DeleteTopic => delete_topic(shard, &request).await.map(Some),
+        ApiKey::ListTopics => Ok(Some(list_topics(shard, &header))),
+        ApiKey::Produce => super::produce::handle(shard, request).await,
+        ApiKey::Fetch => super::fetch::handle(shard, &request).await.map(Some),
+        ApiKey::ListOffsets => super::fetch::list_offsets(shard, &request).await.map(Some),
+        other => Err(Failure::new(
+            ErrorCode::UnsupportedVersion,
+            format!("{other} is not served by this server yet"),
+        )),
+    };
+    match result {
+        Ok(response) => response,
+        Err(failure) => Some(error_response(&header, failure.code, &failure.message)),
+    }
+}
+
+/// Frames `body` (and `raw`) as the response to `header`.
+pub(crate) fn respond(header: &FrameHeader, body: &[u8], raw: Vec<RawPart>) -> Response {
+    let raw_bytes: usize = raw
+        .iter()
+        .map(|part| match part {
+            RawPart::Slice(slice) => slice.len(),
+            RawPart::Owned(bytes) => bytes.len(),
+        })
+        .sum();
+    let frame = FrameHeader::for_message(header.api, header.version, header.correlation_id, body.len(), raw_bytes)
+        .expect("responses are bounded by fetch max_bytes, far below 4 GiB");
+    let mut head = Vec::with_capacity(crate::frame::FRAME_HEADER_BYTES + body.len());
+    head.extend_from_slice(&encode_header(&frame));
+    head.extend_from_slice(body);
+    Response { head, raw }
+}
+
+/// A response carrying only an error (readable as any response type).
+pub(crate) fn error_response(header: &FrameHeader, code: ErrorCode, text: &str) -> Response {
+    let mut fbb = FlatBufferBuilder::new();
+    let body = message::error_response::encode(&mut fbb, Status::error(code, text));
+    respond(header, body, Vec::new())
+}
+
+/// The answer to a frame that cannot be decoded.
+pub(crate) fn frame_error_response(_shard: &Shard, header: &FrameHeader, error: &FrameError) -> Response {
+    let code = match error {
+        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::InvalidRequest,
+    };
+    error_response(header, code, &error.to_string())
+}
+
+pub(crate) fn decode<'a, T: Decode<'a>>(body: &'a [u8]) -> Result<T, Failure> {
+    T::decode(body).map_err(|error| Failure::new(error.error_code(), error.to_string()))
+}
+
+fn api_versions(shard: &Shard, header: &FrameHeader) -> Response {
+    let apis: Vec<_> = SUPPORTED_APIS.to_vec();
+    let response = message::api_versions::Response {
+        status: Status::OK,
+        server_name: "ringlog",
+        server_version: env!("CARGO_PKG_VERSION"),
+        shard_count: shard.shard_count as u16,
+        apis: &apis,
+        frame_bytes_max: u32::try_from(shard.config.frame_bytes_max).unwrap_or(u32::MAX),
+        in_flight_requests_max: u32::try_from(shard.config.requests_in_flight_max).unwrap_or(u32::MAX),
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    respond(header, response.encode(&mut fbb), Vec::new())
+}
+
+fn option_from_wire(value: Option<i64>, what: &str) -> Result<Option<u64>, Failure> {
+    match value {
+        None => Ok(None),
+        Some(v) if v < 0 => Ok(None),
+        Some(v) => u64::try_from(v)
+            .map(Some)
+            .map_err(|_| Failure::new(ErrorCode::InvalidConfig, format!("{what} out of range"))),
+    }
+}
+
+async fn create_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::create_topic::RequestView = decode(request.body())?;
+    let name = view.name().to_string();
+    let config = TopicConfig {
+        partitions: view.partitions(),
+        retention_ms: option_from_wire(view.retention_ms(), "retention_ms")?,
+        retention_bytes: option_from_wire(view.retention_bytes(), "retention_bytes")?,
+        segment_bytes: match view.segment_bytes() {
+            Some(bytes) if bytes > 0 => bytes as u64,
+            Some(_) => return Err(Failure::new(ErrorCode::InvalidConfig, "segment_bytes must be positive")),
+            None => shard.config.segment_bytes,
+        },
+    };
+    let result = shard
+        .call(
+            CATALOG_SHARD,
+            ShardCall::CreateTopic {
+                name: name.clone(),
+                config: config.clone(),
+            },
+        )
+        .await;
+    let ShardReturn::Done(result) = result else {
+        return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer"));
+    };
+    result?;
+    let response = message::create_topic::Response {
+        status: Status::OK,
+        config: Some(wire_config(&name, &config)),
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
+}
+
+fn wire_config<'a>(name: &'a str, config: &TopicConfig) -> message::TopicConfig<'a> {
+    let signed = |value: Option<u64>| value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    message::TopicConfig {
+        name,
+        partitions: config.partitions,
+        retention_ms: signed(config.retention_ms),
+        retention_bytes: signed(config.retention_bytes),
+        segment_bytes: i64::try_from(config.segment_bytes).unwrap_or(i64::MAX),
+    }
+}
+
+async fn delete_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::delete_topic::RequestView = decode(request.body())?;
+    let name = view.name().to_string();
+    let result = shard.call(CATALOG_SHARD, ShardCall::DeleteTopic { name }).await;
+    let ShardReturn::Done(result) = result else {
+        return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer"));
+    };
+    result?;
+    let response = message::delete_topic::Response { status: Status::OK };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
+}
+
+fn list_topics(shard: &Shard, header: &FrameHeader) -> Response {
+    let topics = shard.topics.borrow();
+    let mut names: Vec<&String> = topics.keys().collect();
+    names.sort();
+    let configs: Vec<message::TopicConfig> = names
+        .iter()
+        .map(|name| wire_config(name, &topics[*name].config))
+        .collect();
+    let response = message::list_topics::Response {
+        status: Status::OK,
+        topics: &configs,
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    respond(header, response.encode(&mut fbb), Vec::new())
+}
+
+async fn metadata(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::metadata::RequestView = decode(request.body())?;
+    let requested: Vec<String> = match view.topics() {
+        Some(topics) if !topics.is_empty() => topics.iter().map(str::to_string).collect(),
+        _ => {
+            let mut all: Vec<String> = shard.topics.borrow().keys().cloned().collect();
+            all.sort();
+            all
+        }
+    };
+    // Gather (name, status, partitions) first; the message structs borrow from these.
+    let mut gathered: Vec<(String, Option<Failure>, Vec<super::message::PartitionOffsets>)> = Vec::new();
+    for name in requested {
+        match topic_offsets(shard, &name).await {
+            Ok(partitions) => gathered.push((name, None, partitions)),
+            Err(failure) => gathered.push((name, Some(failure), Vec::new())),
+        }
+    }
+    let partition_lists: Vec<Vec<message::metadata::PartitionMetadata>> = gathered
+        .iter()
+        .map(|(name, _, partitions)| {
+            partitions
+                .iter()
+                .map(|p| message::metadata::PartitionMetadata {
+                    partition: p.partition,
+                    status: Status::OK,
+                    shard: shard.owner(name, p.partition) as u16,
+                    log_start_offset: p.log_start_offset,
+                    high_watermark: p.high_watermark,
+                })
+                .collect()
+        })
+        .collect();
+    let topics: Vec<message::metadata::TopicMetadata> = gathered
+        .iter()
+        .zip(&partition_lists)
+        .map(|((name, failure, _), partitions)| message::metadata::TopicMetadata {
+            name,
+            status: failure
+                .as_ref()
+                .map_or(Status::OK, |f| Status::error(f.code, &f.message)),
+            partitions,
+        })
+        .collect();
+    let response = message::metadata::Response {
+        status: Status::OK,
+        shard_count: shard.shard_count as u16,
+        topics: &topics,
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
+}
+
+/// Offsets of every partition of `topic`, asked of every shard, sorted by partition.
+async fn topic_offsets(shard: &Rc<Shard>, topic: &str) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
+    if shard.topic(topic).is_none() {
+        return Err(super::shard::unknown_topic(topic));
+    }
+    let mut all = Vec::new();
+    for target in 0..shard.shard_count {
+        let answer = shard
+            .call(target, ShardCall::PartitionInfo { topic: topic.to_string() })
+            .await;
+        match answer {
+            ShardReturn::Partitions(partitions) => all.extend(partitions?),
+            _ => return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")),
+        }
+    }
+    all.sort_by_key(|p| p.partition);
+    Ok(all)
+}
+
+/// Parses an offset query from the wire.
+pub(crate) fn offset_query(spec: crate::protocol::OffsetSpec, value: i64) -> Result<OffsetQuery, Failure> {
+    use crate::protocol::OffsetSpec;
+    match spec {
+        OffsetSpec::Earliest => Ok(OffsetQuery::Earliest),
+        OffsetSpec::Latest => Ok(OffsetQuery::Latest),
+        OffsetSpec::Timestamp => Ok(OffsetQuery::Timestamp(value)),
+        _ => Err(Failure::new(ErrorCode::InvalidRequest, "ListOffsets takes earliest, latest or timestamp")),
+    }
+}

@@ -1,0 +1,109 @@
+//! What shards say to each other. A request for a partition owned by another shard travels as
+//! a [`Mail::Call`] to the owner; the answer comes back as a [`Mail::Return`] with the same
+//! call id. Bytes cross shards as owned vectors: each shard's buffers stay its own.
+
+use ringlog_engine::log::Acks;
+use ringlog_engine::topic::TopicConfig;
+
+use crate::error_code::ErrorCode;
+
+/// A message in a shard-to-shard queue.
+pub(crate) enum Mail {
+    /// Do `call` and send the result back to shard `from`.
+    Call {
+        from: usize,
+        call_id: u64,
+        call: ShardCall,
+    },
+    /// The answer to an earlier call from this shard.
+    Return { call_id: u64, result: ShardReturn },
+}
+
+/// Work one shard asks of another.
+pub(crate) enum ShardCall {
+    /// Create a topic (sent to the catalog owner, shard 0).
+    CreateTopic { name: String, config: TopicConfig },
+    /// Delete a topic (sent to the catalog owner, shard 0).
+    DeleteTopic { name: String },
+    /// Add a topic to the local catalog and open the partitions this shard owns.
+    OpenTopic { name: String, config: TopicConfig },
+    /// Remove a topic from the local catalog and delete the partitions this shard owns.
+    DropTopic { name: String },
+    /// Append raw batches to an owned partition.
+    Produce {
+        topic: String,
+        partition: u32,
+        acks: Acks,
+        batches: Vec<u8>,
+    },
+    /// Read from an owned partition.
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+    },
+    /// Answer once the partition has data at `offset`, or after `max_wait_ms`.
+    WaitForData {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        max_wait_ms: u32,
+    },
+    /// Resolve an offset query on an owned partition.
+    ListOffset {
+        topic: String,
+        partition: u32,
+        query: OffsetQuery,
+    },
+    /// Log start offset and high watermark of every partition of `topic` this shard owns.
+    PartitionInfo { topic: String },
+}
+
+/// Which offset a ListOffsets query wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OffsetQuery {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+/// An error as it will be sent to the client.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Bytes read from a partition on another shard.
+pub(crate) struct Fetched {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) high_watermark: i64,
+    pub(crate) log_start_offset: i64,
+}
+
+/// Offsets of one partition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionOffsets {
+    pub(crate) partition: u32,
+    pub(crate) log_start_offset: i64,
+    pub(crate) high_watermark: i64,
+}
+
+/// The answer to a [`ShardCall`].
+pub(crate) enum ShardReturn {
+    Done(Result<(), Failure>),
+    Produced(Result<i64, Failure>),
+    Fetched(Result<Fetched, Failure>),
+    Offset(Result<(i64, i64), Failure>),
+    Partitions(Result<Vec<PartitionOffsets>, Failure>),
+}

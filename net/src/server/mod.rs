@@ -1,0 +1,317 @@
+//! The ringlog server: one thread per shard, each pinned to a core with its own ring, its own
+//! partitions and its own listening socket (SO_REUSEPORT) on the same address.
+//!
+//! [`Server::start`] does the blocking startup (lock the data directory, list topics, bind),
+//! starts the shards, waits until every shard has recovered its partitions, and returns a
+//! [`ServerHandle`]; [`ServerHandle::shutdown`] flushes everything and joins the shards.
+
+mod config;
+mod connection;
+mod fetch;
+mod handler;
+mod message;
+mod partition_ops;
+mod produce;
+mod shard;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ringlog_engine::data_dir::{DataDir, DataDirError};
+use ringlog_engine::reactor::mail::{self, Doorbell, Mailbox};
+use ringlog_engine::reactor::tcp::TcpListener;
+use ringlog_engine::reactor::{self, affinity, time, RingConfig};
+use ringlog_engine::topic::{self, TopicConfig};
+
+pub use config::{ConfigError, ServerConfig};
+use message::Mail;
+use shard::Shard;
+
+/// How often each shard applies retention.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
+/// Listen backlog per shard.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A configuration value is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory is locked or unusable.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A shard failed to start (ring setup or partition recovery).
+    #[error("shard {shard} failed to start: {message}")]
+    Shard {
+        /// Which shard.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// Other I/O during startup.
+    #[error("startup: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The server.
+pub struct Server;
+
+/// A running server. Dropping it shuts the server down.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shard_count: usize,
+    data_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    doorbells: Vec<Arc<Doorbell>>,
+    threads: Vec<JoinHandle<()>>,
+    _lock: Option<DataDir>,
+}
+
+struct ShardStart {
+    id: usize,
+    shard_count: usize,
+    cpu: Option<usize>,
+    config: ServerConfig,
+    data_dir: PathBuf,
+    topics: Vec<(String, TopicConfig)>,
+    listener: TcpListener,
+    mailbox: Mailbox<Mail>,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    stop_bell: Arc<Doorbell>,
+    ready: mpsc::Sender<Result<(), String>>,
+}
+
+impl Server {
+    /// Starts a server and returns once every shard serves.
+    pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
+        config.validate()?;
+        let lock = DataDir::open(&config.data_dir)?;
+        let data_dir = lock.path().to_path_buf();
+        remove_deleted_topics(&data_dir);
+        let topics = topic::scan(&data_dir)?;
+        let cpus = affinity::allowed_cpus().unwrap_or_default();
+        let shard_count = config.shards.unwrap_or(cpus.len().max(1));
+        let listeners = bind_all(config.listen, shard_count)?;
+        let local_addr = listeners[0].local_addr()?;
+        let mailboxes = mail::mesh::<Mail>(shard_count, config.mail_queue_depth)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut doorbells = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count);
+        for (id, (listener, mailbox)) in listeners.into_iter().zip(mailboxes).enumerate() {
+            let stop_bell = Doorbell::new()?;
+            doorbells.push(Arc::clone(&stop_bell));
+            let start = ShardStart {
+                id,
+                shard_count,
+                // Pin only when there is a core per shard; otherwise let the kernel place them.
+                cpu: (cpus.len() >= shard_count).then(|| cpus[id]),
+                config: config.clone(),
+                data_dir: data_dir.clone(),
+                topics: topics.clone(),
+                listener,
+                mailbox,
+                connections: Arc::clone(&connections),
+                stop: Arc::clone(&stop),
+                stop_bell,
+                ready: ready_tx.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("ringlog-shard-{id}"))
+                .spawn(move || run_shard(start))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut handle = ServerHandle {
+            local_addr,
+            shard_count,
+            data_dir,
+            stop,
+            doorbells,
+            threads,
+            _lock: Some(lock),
+        };
+        for _ in 0..shard_count {
+            let outcome = ready_rx.recv().unwrap_or_else(|_| Err("shard exited during startup".into()));
+            if let Err(message) = outcome {
+                handle.stop_and_join();
+                return Err(ServerError::Shard { shard: 0, message });
+            }
+        }
+        Ok(handle)
+    }
+}
+
+impl ServerHandle {
+    /// The address the native protocol listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// The data directory in use.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Flushes every partition, closes connections and joins the shard threads.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for bell in &self.doorbells {
+            bell.ring();
+        }
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, ServerError> {
+    let listen_error = |source| ServerError::Listen { addr, source };
+    let first = TcpListener::bind_reuse_port(addr, LISTEN_BACKLOG).map_err(listen_error)?;
+    // With port 0 the first bind picks the port; the others join it.
+    let bound = first.local_addr().map_err(listen_error)?;
+    let mut listeners = vec![first];
+    for _ in 1..shard_count {
+        listeners.push(TcpListener::bind_reuse_port(bound, LISTEN_BACKLOG).map_err(listen_error)?);
+    }
+    Ok(listeners)
+}
+
+/// Removes what an interrupted topic deletion left behind (startup, blocking).
+fn remove_deleted_topics(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".deleted-") {
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %error, "could not remove deleted topic data");
+            }
+        }
+    }
+}
+
+fn run_shard(start: ShardStart) {
+    if let Some(cpu) = start.cpu {
+        if let Err(error) = affinity::pin_current_thread(cpu) {
+            tracing::warn!(shard = start.id, cpu, %error, "could not pin shard thread");
+        }
+    }
+    let ready = start.ready.clone();
+    let id = start.id;
+    let ring = RingConfig::default();
+    if let Err(error) = reactor::block_on(ring, shard_main(start)) {
+        let _ = ready.send(Err(format!("shard {id}: io_uring setup failed: {error}")));
+    }
+}
+
+async fn shard_main(start: ShardStart) {
+    let ShardStart {
+        id,
+        shard_count,
+        config,
+        data_dir,
+        topics,
+        listener,
+        mailbox,
+        connections,
+        stop,
+        stop_bell,
+        ready,
+        ..
+    } = start;
+    let Mailbox { inbox, outboxes } = mailbox;
+    let shard = Shard::new(id, shard_count, Rc::new(config), data_dir, outboxes, connections);
+    reactor::spawn(Rc::clone(&shard).run_inbox(inbox));
+    for (name, topic_config) in topics {
+        if let Err(failure) = shard.open_topic(&name, topic_config).await {
+            let _ = ready.send(Err(format!("topic {name}: {}", failure.message)));
+            return;
+        }
+    }
+    reactor::spawn(accept_loop(Rc::clone(&shard), listener));
+    reactor::spawn(retention_loop(Rc::clone(&shard)));
+    tracing::debug!(shard = id, defer_taskrun = reactor::features().defer_taskrun, "shard serving");
+    let _ = ready.send(Ok(()));
+    while !stop.load(Ordering::SeqCst) {
+        stop_bell.wait(|| stop.load(Ordering::SeqCst)).await;
+    }
+    shard.close_all().await;
+    tracing::debug!(shard = id, "shard stopped");
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if shard.connection_count() >= shard.config.connections_max {
+                    tracing::warn!(connections_max = shard.config.connections_max, "refusing connection: too many open");
+                    drop(stream);
+                    continue;
+                }
+                shard.connections.fetch_add(1, Ordering::Relaxed);
+                let shard = Rc::clone(&shard);
+                reactor::spawn(async move {
+                    let _guard = ConnectionCount(Arc::clone(&shard.connections));
+                    connection::serve(shard, stream).await;
+                });
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Decrements the connection count when the connection task ends or is dropped.
+struct ConnectionCount(Arc<AtomicUsize>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn retention_loop(shard: Rc<Shard>) {
+    loop {
+        time::sleep(RETENTION_INTERVAL).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        shard.apply_retention(now_ms).await;
+    }
+}

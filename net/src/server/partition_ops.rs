@@ -1,0 +1,109 @@
+//! What the owner of a partition does for produce, fetch and offset requests, whether they came
+//! from one of its own connections or from another shard.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringlog_engine::batch::{self, BatchIter};
+use ringlog_engine::error::LogError;
+use ringlog_engine::log::{Acks, PartitionLog, ReadSlice};
+use ringlog_engine::reactor::time;
+
+use super::message::{Failure, Fetched, OffsetQuery};
+use super::shard::Shard;
+use crate::error_code::ErrorCode;
+
+/// Maps a storage error to what the client sees.
+pub(crate) fn log_failure(error: LogError) -> Failure {
+    let code = match &error {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } => ErrorCode::CorruptBatch,
+        LogError::DiskFull { .. } => ErrorCode::DiskFull,
+        LogError::Backpressure { .. } => ErrorCode::Throttled,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    };
+    Failure::new(code, error.to_string())
+}
+
+/// Appends every batch in `batches` (one or more whole RecordBatch v2) to an owned partition;
+/// returns the base offset of the first. All batches are checked before any is written, so a
+/// corrupt one rejects the request for this partition and writes nothing. Offsets are stamped
+/// when this future is first polled, before it waits, so requests keep their order.
+pub(crate) async fn produce(shard: &Rc<Shard>, topic: &str, partition: u32, acks: Acks, batches: &mut [u8]) -> Result<i64, Failure> {
+    let log = shard.local_log(topic, partition)?;
+    let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
+    let mut count = 0usize;
+    let mut iter = BatchIter::new(batches);
+    for item in iter.by_ref() {
+        let (header, _bytes) = item.map_err(corrupt)?;
+        if header.records_count <= 0 || header.records_count != header.last_offset_delta + 1 {
+            return Err(Failure::new(
+                ErrorCode::CorruptBatch,
+                format!(
+                    "a produced batch needs records_count = last_offset_delta + 1 > 0 (got {} and {})",
+                    header.records_count, header.last_offset_delta
+                ),
+            ));
+        }
+        count += 1;
+    }
+    if !iter.remaining().is_empty() || count == 0 {
+        return Err(Failure::new(
+            ErrorCode::CorruptBatch,
+            "produce data must be one or more whole record batches",
+        ));
+    }
+    let mut waits = Vec::with_capacity(count);
+    let mut rest = batches;
+    while !rest.is_empty() {
+        let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
+        let (this, tail) = rest.split_at_mut(header.total_bytes());
+        waits.push(log.append(this, acks));
+        rest = tail;
+    }
+    let mut first_base_offset = None;
+    for wait in waits {
+        let info = wait.await.map_err(log_failure)?;
+        first_base_offset.get_or_insert(info.base_offset);
+    }
+    first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
+}
+
+/// Reads from an owned partition without copying: the slice refers to the shard's buffers.
+pub(crate) async fn fetch_local(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_bytes: usize) -> Result<(Rc<PartitionLog>, ReadSlice), Failure> {
+    let log = shard.local_log(topic, partition)?;
+    let slice = log.read(offset, max_bytes).await.map_err(log_failure)?;
+    Ok((log, slice))
+}
+
+/// Reads from an owned partition into an owned vector, to send to another shard.
+pub(crate) async fn fetch_copy(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_bytes: usize) -> Result<Fetched, Failure> {
+    let (log, slice) = fetch_local(shard, topic, partition, offset, max_bytes).await?;
+    Ok(Fetched {
+        bytes: slice.bytes().to_vec(),
+        high_watermark: log.high_watermark(),
+        log_start_offset: log.log_start_offset(),
+    })
+}
+
+/// Returns once the partition has data at `offset` or `max_wait_ms` passed.
+pub(crate) async fn wait_for_data(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_wait_ms: u32) -> Result<(), Failure> {
+    let log = shard.local_log(topic, partition)?;
+    // Elapsed is the normal outcome of a long poll with no new data.
+    let _ = time::timeout(Duration::from_millis(u64::from(max_wait_ms)), log.wait_for_offset(offset)).await;
+    Ok(())
+}
+
+/// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`.
+pub(crate) async fn list_offset(shard: &Rc<Shard>, topic: &str, partition: u32, query: OffsetQuery) -> Result<(i64, i64), Failure> {
+    let log = shard.local_log(topic, partition)?;
+    match query {
+        OffsetQuery::Earliest => Ok((log.log_start_offset(), -1)),
+        OffsetQuery::Latest => Ok((log.high_watermark(), -1)),
+        OffsetQuery::Timestamp(timestamp_ms) => {
+            let found = log.offset_for_timestamp(timestamp_ms).await.map_err(log_failure)?;
+            Ok(found.map_or((log.high_watermark(), -1), |offset| (offset, -1)))
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! One shard of the server: the partitions it owns, its copy of the topic catalog, and the
+//! machinery to call other shards.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use ringlog_engine::cache::ChunkCache;
+use ringlog_engine::log::{LogConfig, PartitionLog};
+use ringlog_engine::reactor::mail::{Inbox, MailSender};
+use ringlog_engine::reactor::{self, fs, time};
+use ringlog_engine::topic::{self, TopicConfig};
+
+use super::config::ServerConfig;
+use super::message::{Failure, Mail, ShardCall, ShardReturn};
+use crate::error_code::ErrorCode;
+
+/// The shard that owns the topic catalog: creates and deletes go through it.
+pub(crate) const CATALOG_SHARD: usize = 0;
+
+struct CallSlot {
+    generation: u32,
+    waker: Option<Waker>,
+    result: Option<ShardReturn>,
+    live: bool,
+}
+
+/// Calls this shard has sent and not yet had answered.
+#[derive(Default)]
+struct CallTable {
+    slots: Vec<CallSlot>,
+    free: Vec<u32>,
+}
+
+impl CallTable {
+    fn open(&mut self) -> u64 {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(CallSlot {
+                generation: 0,
+                waker: None,
+                result: None,
+                live: false,
+            });
+            (self.slots.len() - 1) as u32
+        });
+        let slot = &mut self.slots[index as usize];
+        assert!(!slot.live);
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.live = true;
+        slot.result = None;
+        slot.waker = None;
+        (u64::from(slot.generation) << 32) | u64::from(index)
+    }
+
+    fn slot(&mut self, call_id: u64) -> Option<&mut CallSlot> {
+        let slot = self.slots.get_mut(call_id as u32 as usize)?;
+        (slot.live && slot.generation == (call_id >> 32) as u32).then_some(slot)
+    }
+
+    fn close(&mut self, call_id: u64) {
+        if let Some(slot) = self.slot(call_id) {
+            slot.live = false;
+            slot.result = None;
+            slot.waker = None;
+            self.free.push(call_id as u32);
+        }
+    }
+}
+
+/// Closes a call slot if the caller stops waiting (its connection went away).
+struct CallGuard<'a> {
+    shard: &'a Shard,
+    call_id: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.shard.calls.borrow_mut().close(self.call_id);
+    }
+}
+
+/// A topic as this shard knows it.
+pub(crate) struct TopicEntry {
+    pub(crate) config: TopicConfig,
+}
+
+/// Partitions of one topic owned by this shard, indexed by partition number.
+type OwnedPartitions = Vec<Option<Rc<PartitionLog>>>;
+
+/// State of one shard thread.
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    pub(crate) shard_count: usize,
+    pub(crate) config: Rc<ServerConfig>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) topics: RefCell<HashMap<String, Rc<TopicEntry>>>,
+    partitions: RefCell<HashMap<String, OwnedPartitions>>,
+    cache: Rc<ChunkCache>,
+    outboxes: RefCell<Vec<MailSender<Mail>>>,
+    calls: RefCell<CallTable>,
+    /// Open connections on the whole server (shared by shards; an atomic counter, no lock).
+    pub(crate) connections: Arc<AtomicUsize>,
+    /// Set while the catalog shard creates or deletes a topic, to serialise those.
+    catalog_busy: Cell<bool>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: usize,
+        shard_count: usize,
+        config: Rc<ServerConfig>,
+        data_dir: PathBuf,
+        outboxes: Vec<MailSender<Mail>>,
+        connections: Arc<AtomicUsize>,
+    ) -> Rc<Shard> {
+        let cache = Rc::new(ChunkCache::new(config.cache_bytes_per_shard));
+        Rc::new(Shard {
+            id,
+            shard_count,
+            config,
+            data_dir,
+            topics: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            cache,
+            outboxes: RefCell::new(outboxes),
+            calls: RefCell::new(CallTable::default()),
+            connections,
+            catalog_busy: Cell::new(false),
+        })
+    }
+
+    /// The shard that owns `partition` of `topic`.
+    pub(crate) fn owner(&self, topic: &str, partition: u32) -> usize {
+        topic::owner_shard(topic, partition, self.shard_count)
+    }
+
+    /// The config of a known topic.
+    pub(crate) fn topic(&self, name: &str) -> Option<Rc<TopicEntry>> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    /// An owned partition's log, or the error a client should see.
+    pub(crate) fn local_log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, Failure> {
+        let Some(entry) = self.topic(topic) else {
+            return Err(unknown_topic(topic));
+        };
+        if partition >= entry.config.partitions {
+            return Err(Failure::new(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic} has {} partitions; {partition} does not exist", entry.config.partitions),
+            ));
+        }
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|owned| owned.get(partition as usize).cloned().flatten())
+            .ok_or_else(|| Failure::new(ErrorCode::Unknown, format!("partition {topic}/{partition} is not open on shard {}", self.id)))
+    }
+
+    fn log_config(&self, config: &TopicConfig) -> LogConfig {
+        LogConfig::for_topic(config)
+    }
+
+    /// Adds `name` to the local catalog and opens (recovering, or creating) the partitions
+    /// this shard owns.
+    pub(crate) async fn open_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
+        let mut owned: OwnedPartitions = vec![None; config.partitions as usize];
+        for partition in 0..config.partitions {
+            if self.owner(name, partition) != self.id {
+                continue;
+            }
+            let dir = self.data_dir.join(name).join(partition.to_string());
+            match fs::create_dir(&dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(storage_failure(&format!("create {}", dir.display()), error)),
+            }
+            let log = PartitionLog::open(dir, self.log_config(&config), Rc::clone(&self.cache))
+                .await
+                .map_err(|error| Failure::new(ErrorCode::StorageError, format!("open {name}/{partition}: {error}")))?;
+            owned[partition as usize] = Some(Rc::new(log));
+        }
+        self.partitions.borrow_mut().insert(name.to_string(), owned);
+        self.topics
+            .borrow_mut()
+            .insert(name.to_string(), Rc::new(TopicEntry { config }));
+        Ok(())
+    }
+
+    /// Removes `name` from the local catalog and closes its owned partitions.
+    async fn drop_topic(&self, name: &str) -> Result<(), Failure> {
+        self.topics.borrow_mut().remove(name);
+        let owned = self.partitions.borrow_mut().remove(name).unwrap_or_default();
+        for log in owned.into_iter().flatten() {
+            if let Err(error) = log.close().await {
+                tracing::warn!(topic = name, %error, "closing a deleted partition failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a topic: runs on the catalog shard, persists the metadata, then opens the
+    /// partitions on every shard before answering.
+    async fn create_topic(self: &Rc<Self>, name: String, config: TopicConfig) -> Result<(), Failure> {
+        assert_eq!(self.id, CATALOG_SHARD);
+        topic::validate_name(&name).map_err(|e| Failure::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        config.validate().map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let _busy = self.lock_catalog().await;
+        if self.topics.borrow().contains_key(&name) {
+            return Err(Failure::new(ErrorCode::TopicExists, format!("topic {name} already exists")));
+        }
+        let topic_dir = self.data_dir.join(&name);
+        match fs::create_dir(&topic_dir).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(storage_failure("create topic directory", error)),
+        }
+        let text = topic::config_file_text(&config);
+        fs::write_file_atomic(&topic_dir.join(topic::TOPIC_FILE_NAME), text.as_bytes())
+            .await
+            .map_err(|error| storage_failure("write topic metadata", error))?;
+        fs::sync_dir(&self.data_dir)
+            .await
+            .map_err(|error| storage_failure("sync data directory", error))?;
+        for target in 0..self.shard_count {
+            let call = ShardCall::OpenTopic {
+                name: name.clone(),
+                config: config.clone(),
+            };
+            expect_done(self.call(target, call).await)?;
+        }
+        tracing::info!(topic = %name, partitions = config.partitions, "topic created");
+        Ok(())
+    }
+
+    /// Deletes a topic: every shard closes its partitions, then the directory is renamed away
+    /// (atomic) and removed in the background.
+    async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), Failure> {
+        assert_eq!(self.id, CATALOG_SHARD);
+        let _busy = self.lock_catalog().await;
+        if !self.topics.borrow().contains_key(&name) {
+            return Err(unknown_topic(&name));
+        }
+        for target in 0..self.shard_count {
+            expect_done(self.call(target, ShardCall::DropTopic { name: name.clone() }).await)?;
+        }
+        let topic_dir = self.data_dir.join(&name);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let graveyard = self.data_dir.join(format!(".deleted-{name}-{nanos}"));
+        fs::rename(&topic_dir, &graveyard)
+            .await
+            .map_err(|error| storage_failure("rename deleted topic", error))?;
+        fs::sync_dir(&self.data_dir)
+            .await
+            .map_err(|error| storage_failure("sync data directory", error))?;
+        remove_in_background(graveyard);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    async fn lock_catalog(&self) -> CatalogGuard<'_> {
+        // Bounded by the number of concurrent catalog requests; each holder finishes its
+        // create or delete.
+        while self.catalog_busy.replace(true) {
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        CatalogGuard { shard: self }
+    }
+
+    /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
+    pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
+        assert!(target < self.shard_count);
+        if target == self.id {
+            return Box::pin(self.execute(call)).await;
+        }
+        let call_id = self.calls.borrow_mut().open();
+        let guard = CallGuard { shard: self, call_id };
+        self.send_mail(
+            target,
+            Mail::Call {
+                from: self.id,
+                call_id,
+                call,
+            },
+        )
+        .await;
+        let result = poll_fn(|cx| {
+            let mut calls = self.calls.borrow_mut();
+            let slot = calls.slot(call_id).expect("call slot lives until the guard drops");
+            match slot.result.take() {
+                Some(result) => Poll::Ready(result),
+                None => {
+                    slot.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        drop(guard);
+        result
+    }
+
+    async fn send_mail(&self, target: usize, mut mail: Mail) {
+        // Bounded back-off: a full queue means the target is saturated; wait rather than grow.
+        loop {
+            let attempt = self.outboxes.borrow_mut()[target].try_send(mail);
+            match attempt {
+                Ok(()) => return,
+                Err(back) => mail = back,
+            }
+            time::sleep(Duration::from_micros(50)).await;
+        }
+    }
+
+    /// Serves mail from other shards until the inbox is dropped at shutdown.
+    pub(crate) async fn run_inbox(self: Rc<Self>, mut inbox: Inbox<Mail>) {
+        loop {
+            match inbox.recv().await {
+                Mail::Call { from, call_id, call } => {
+                    let shard = Rc::clone(&self);
+                    reactor::spawn(async move {
+                        let result = shard.execute(call).await;
+                        shard.send_mail(from, Mail::Return { call_id, result }).await;
+                    });
+                }
+                Mail::Return { call_id, result } => {
+                    let mut calls = self.calls.borrow_mut();
+                    // A missing slot means the caller gave up (connection closed): drop it.
+                    if let Some(slot) = calls.slot(call_id) {
+                        slot.result = Some(result);
+                        if let Some(waker) = slot.waker.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does the work of a call on this shard.
+    pub(crate) async fn execute(self: &Rc<Self>, call: ShardCall) -> ShardReturn {
+        match call {
+            ShardCall::CreateTopic { name, config } => ShardReturn::Done(self.create_topic(name, config).await),
+            ShardCall::DeleteTopic { name } => ShardReturn::Done(self.delete_topic(name).await),
+            ShardCall::OpenTopic { name, config } => ShardReturn::Done(self.open_topic(&name, config).await),
+            ShardCall::DropTopic { name } => ShardReturn::Done(self.drop_topic(&name).await),
+            ShardCall::Produce {
+                topic,
+                partition,
+                acks,
+                mut batches,
+            } => ShardReturn::Produced(super::partition_ops::produce(self, &topic, partition, acks, &mut batches).await),
+            ShardCall::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+            } => ShardReturn::Fetched(super::partition_ops::fetch_copy(self, &topic, partition, offset, max_bytes).await),
+            ShardCall::WaitForData {
+                topic,
+                partition,
+                offset,
+                max_wait_ms,
+            } => ShardReturn::Done(super::partition_ops::wait_for_data(self, &topic, partition, offset, max_wait_ms).await),
+            ShardCall::ListOffset { topic, partition, query } => {
+                ShardReturn::Offset(super::partition_ops::list_offset(self, &topic, partition, query).await)
+            }
+            ShardCall::PartitionInfo { topic } => ShardReturn::Partitions(self.partition_info(&topic)),
+        }
+    }
+
+    fn partition_info(&self, topic: &str) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
+        let partitions = self.partitions.borrow();
+        let owned = partitions.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        Ok(owned
+            .iter()
+            .enumerate()
+            .filter_map(|(partition, log)| {
+                log.as_ref().map(|log| super::message::PartitionOffsets {
+                    partition: partition as u32,
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.high_watermark(),
+                })
+            })
+            .collect())
+    }
+
+    /// Flushes and closes every owned partition (shutdown).
+    pub(crate) async fn close_all(&self) {
+        let all: Vec<Rc<PartitionLog>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|owned| owned.iter().flatten().cloned())
+            .collect();
+        for log in all {
+            if let Err(error) = log.close().await {
+                tracing::error!(dir = %log.dir().display(), %error, "flush at shutdown failed");
+            }
+        }
+    }
+
+    /// Applies retention to every owned partition.
+    pub(crate) async fn apply_retention(&self, now_ms: i64) {
+        let all: Vec<Rc<PartitionLog>> = self
+            .partitions
+            .borrow()
+            .values()
+            .flat_map(|owned| owned.iter().flatten().cloned())
+            .collect();
+        for log in all {
+            if let Err(error) = log.apply_retention(now_ms).await {
+                tracing::warn!(%error, "retention failed");
+            }
+        }
+    }
+
+    /// Connections open on the whole server.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+struct CatalogGuard<'a> {
+    shard: &'a Shard,
+}
+
+impl Drop for CatalogGuard<'_> {
+    fn drop(&mut self) {
+        self.shard.catalog_busy.set(false);
+    }
+}
+
+fn expect_done(result: ShardReturn) -> Result<(), Failure> {
+    match result {
+        ShardReturn::Done(result) => result,
+        _ => Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")),
+    }
+}
+
+pub(crate) fn unknown_topic(topic: &str) -> Failure {
+    Failure::new(ErrorCode::UnknownTopic, format!("unknown topic {topic}"))
+}
+
+pub(crate) fn storage_failure(what: &str, error: std::io::Error) -> Failure {
+    let code = if error.raw_os_error() == Some(libc::ENOSPC) {
+        ErrorCode::DiskFull
+    } else {
+        ErrorCode::StorageError
+    };
+    Failure::new(code, format!("{what}: {error}"))
+}
+
+/// Removes a deleted topic's directory on a plain thread, so the shard never blocks on it.
+fn remove_in_background(path: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("ringlog-delete".into())
+        .spawn(move || {
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), %error, "could not remove deleted topic data");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the deletion thread; data left for the next start");
+    }
+}
