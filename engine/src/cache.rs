@@ -140,7 +140,11 @@ impl Chunk {
         // it picks up past the previous `filled` are beyond the data it reports written, and
         // are rewritten by the next flush (recovery treats a half-copied batch there as torn).
         unsafe {
-            std::ptr::copy_nonoverlapping(batch.as_ptr(), self.buf.as_ptr().add(filled), batch.len());
+            std::ptr::copy_nonoverlapping(
+                batch.as_ptr(),
+                self.buf.as_ptr().add(filled),
+                batch.len(),
+            );
         }
         self.filled.set(filled + batch.len());
         self.next_offset.set(next_offset);
@@ -253,14 +257,16 @@ impl ChunkCache {
     pub fn insert(&self, chunk: Rc<Chunk>) {
         let evicted = {
             let mut entries = self.entries.borrow_mut();
-            self.used_bytes.set(self.used_bytes.get() + chunk.capacity());
+            self.used_bytes
+                .set(self.used_bytes.get() + chunk.capacity());
             entries.push_back(chunk);
             let mut evicted = Vec::new();
             while self.used_bytes.get() > self.budget_bytes {
                 let Some(oldest) = entries.pop_front() else {
                     break;
                 };
-                self.used_bytes.set(self.used_bytes.get() - oldest.capacity());
+                self.used_bytes
+                    .set(self.used_bytes.get() - oldest.capacity());
                 self.evictions.set(self.evictions.get() + 1);
                 evicted.push(oldest);
             }

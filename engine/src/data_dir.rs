@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
     /// Another process holds the lock.
-    #[error("data directory {0} is in use by another ringlog server (lock file {0}/.lock is held)")]
+    #[error(
+        "data directory {0} is in use by another ringlog server (lock file {0}/.lock is held)"
+    )]
     Locked(PathBuf),
     /// The directory cannot be created or opened.
     #[error("cannot open data directory {path}: {source}")]
@@ -86,7 +88,9 @@ mod tests {
         let first = DataDir::open(dir.path()).unwrap();
         let error = DataDir::open(dir.path()).unwrap_err();
         assert!(matches!(error, DataDirError::Locked(_)), "{error}");
-        assert!(error.to_string().contains("in use by another ringlog server"));
+        assert!(error
+            .to_string()
+            .contains("in use by another ringlog server"));
         drop(first);
         DataDir::open(dir.path()).unwrap();
     }

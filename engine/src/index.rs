@@ -85,7 +85,9 @@ impl OffsetIndex {
 
     /// The entry of the last indexed batch that starts at or before `position`.
     pub fn lookup_position(&self, position: u32) -> Option<OffsetEntry> {
-        let after = self.entries.partition_point(|entry| entry.position <= position);
+        let after = self
+            .entries
+            .partition_point(|entry| entry.position <= position);
         after.checked_sub(1).map(|at| self.entries[at])
     }
 
@@ -241,9 +243,10 @@ impl TimeIndex {
 /// Whether two indexes were built together: same entry count and the same offsets, with the
 /// first entry describing the first batch of the segment.
 pub fn indexes_paired(offsets: &OffsetIndex, times: &TimeIndex) -> bool {
-    let first_ok = offsets.entries.first().is_none_or(|entry| {
-        entry.relative_offset == 0 && entry.position == 0
-    });
+    let first_ok = offsets
+        .entries
+        .first()
+        .is_none_or(|entry| entry.relative_offset == 0 && entry.position == 0);
     first_ok
         && offsets.len() == times.len()
         && offsets
@@ -272,7 +275,10 @@ mod tests {
     use proptest::prelude::*;
 
     /// Builds paired indexes from (batch size, timestamp) pairs the way the log does.
-    fn build(batches: &[(u32, i64)], interval: u32) -> (OffsetIndex, TimeIndex, Vec<(u32, u32, i64)>) {
+    fn build(
+        batches: &[(u32, i64)],
+        interval: u32,
+    ) -> (OffsetIndex, TimeIndex, Vec<(u32, u32, i64)>) {
         let (mut offsets, mut times) = (OffsetIndex::new(), TimeIndex::new());
         let mut layout = Vec::new();
         let (mut position, mut relative, mut running_max) = (0u32, 0u32, i64::MIN);

@@ -111,6 +111,9 @@ pub struct RetentionReport {
 }
 
 /// One partition's log. Use it through an `Rc` on the shard that owns the partition.
+///
+/// Dropping it without [`PartitionLog::close`] starts the same close in the background (the
+/// flusher writes and syncs what is left, then stops); drop it on its shard's thread.
 pub struct PartitionLog {
     inner: Rc<Inner>,
 }
@@ -202,7 +205,9 @@ const RECENT_SWEEP_LEN: usize = 1024;
 
 impl State {
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
@@ -412,11 +417,9 @@ impl PartitionLog {
         if let Err(error) = self.close().await {
             tracing::warn!(dir = %self.inner.dir.display(), %error, "closing a log before deleting it failed");
         }
-        let bases: Vec<i64> = {
-            let state = self.inner.state.borrow();
-            state.segments.iter().map(|segment| segment.base_offset).collect()
-        };
-        self.inner.state.borrow_mut().segments.clear();
+        // The segments stay in the state: after a failed close the flusher may still run
+        // until this handle drops, and writes to unlinked files are harmless.
+        let bases = self.segment_base_offsets();
         for base_offset in bases {
             remove_segment_files(&self.inner.dir, base_offset)
                 .await
@@ -458,13 +461,21 @@ impl PartitionLog {
     /// Bytes of all segments (appended, written or not).
     pub fn size_bytes(&self) -> u64 {
         let state = self.inner.state.borrow();
-        state.segments.iter().map(|segment| segment.size_bytes).sum()
+        state
+            .segments
+            .iter()
+            .map(|segment| segment.size_bytes)
+            .sum()
     }
 
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         let state = self.inner.state.borrow();
-        state.segments.iter().map(|segment| segment.base_offset).collect()
+        state
+            .segments
+            .iter()
+            .map(|segment| segment.base_offset)
+            .collect()
     }
 
     /// The partition directory.
@@ -654,7 +665,11 @@ impl Inner {
     /// Removes the segments retention lets go of from the state and moves the log start.
     fn take_expired_segments(&self, now_ms: i64) -> Vec<Segment> {
         let mut state = self.state.borrow_mut();
-        let mut total_bytes: u64 = state.segments.iter().map(|segment| segment.size_bytes).sum();
+        let mut total_bytes: u64 = state
+            .segments
+            .iter()
+            .map(|segment| segment.size_bytes)
+            .sum();
         let cutoff_ms = self.config.retention_ms.map(|retention_ms| {
             now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
         });
@@ -680,7 +695,10 @@ impl Inner {
         }
         let removed: Vec<Segment> = state.segments.drain(..expired).collect();
         let log_start_offset = state.active_segment_floor();
-        assert!(log_start_offset >= self.log_start_offset.get(), "log start moves forward");
+        assert!(
+            log_start_offset >= self.log_start_offset.get(),
+            "log start moves forward"
+        );
         self.log_start_offset.set(log_start_offset);
         state.recent.retain(|weak| {
             weak.upgrade()
@@ -730,7 +748,13 @@ impl State {
         rolled
     }
 
-    fn roll_due(&self, config: &LogConfig, batch_bytes: usize, header: &BatchHeader, now_ms: i64) -> bool {
+    fn roll_due(
+        &self,
+        config: &LogConfig,
+        batch_bytes: usize,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> bool {
         let active = self.active();
         if active.is_empty() {
             return false;
@@ -748,7 +772,10 @@ impl State {
     fn roll(&mut self, cache: &ChunkCache, base_offset: i64) {
         let active = self.active_mut();
         assert_eq!(active.state, SegmentState::Active);
-        assert_eq!(active.next_offset, base_offset, "a new segment starts where the old ends");
+        assert_eq!(
+            active.next_offset, base_offset,
+            "a new segment starts where the old ends"
+        );
         active.state = SegmentState::Rolled;
         active.recovered_tail = None;
         if let Some(tail) = self.tail.take() {
@@ -772,8 +799,16 @@ impl State {
     ) -> Rc<Chunk> {
         let segment_base = self.active().base_offset;
         if let Some(tail) = &self.tail {
-            assert_eq!(tail.placement().segment_base, segment_base, "tail of another segment");
-            assert_eq!(tail.file_end(), position, "the tail ends where the segment ends");
+            assert_eq!(
+                tail.placement().segment_base,
+                segment_base,
+                "tail of another segment"
+            );
+            assert_eq!(
+                tail.file_end(),
+                position,
+                "the tail ends where the segment ends"
+            );
             if tail.remaining() >= batch_bytes {
                 return Rc::clone(tail);
             }
@@ -820,7 +855,9 @@ impl State {
 fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// A registered wait on the log's progress; unregisters itself when done or dropped.
@@ -880,7 +917,9 @@ impl Future for Wait {
         let mut waiters = this.inner.waiters.borrow_mut();
         match this.slot {
             Some(slot) => waiters.update(slot, cx.waker()),
-            None => this.slot = Some(waiters.register(this.kind, this.failures_at_start, cx.waker())),
+            None => {
+                this.slot = Some(waiters.register(this.kind, this.failures_at_start, cx.waker()))
+            }
         }
         Poll::Pending
     }

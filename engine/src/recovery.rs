@@ -25,8 +25,8 @@ use crate::index::{indexes_paired, OffsetIndex, TimeIndex};
 use crate::log::LogConfig;
 use crate::reactor::fs::{File, OpenOptions};
 use crate::segment::{
-    parse_log_file_name, remove_segment_files, segment_path, write_index_files, Segment,
-    SegmentState, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    parse_log_file_name, preallocation_target, remove_segment_files, segment_path,
+    write_index_files, Segment, SegmentState, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 
 /// Bytes read per step while scanning a segment.
@@ -201,6 +201,17 @@ async fn recover_segment(
             if !is_last {
                 tracing::info!(segment = %path.display(), end, "closed segment had zero padding (interrupted roll); cutting it");
             }
+            // A torn multi-block write can lose its first block and keep later ones: bytes
+            // after the zeros were never acknowledged as written, and are cut with them.
+            dropped_bytes = nonzero_extent(&file, end, file_len).await?;
+            if dropped_bytes > 0 {
+                tracing::warn!(
+                    segment = %path.display(),
+                    position = end,
+                    dropped_bytes,
+                    "data after zeros where the next batch should start; truncating there"
+                );
+            }
             false
         }
         ScanStop::Damaged(reason) => {
@@ -257,6 +268,8 @@ fn resume_from_last_entry(segment: &mut Segment, index: OffsetIndex, time_index:
     // The running maximum including the last indexed batch: at least the true maximum
     // before it, which keeps the time index conservative.
     segment.max_timestamp_ms = last_time.timestamp_ms;
+    // The first entry is the first batch: its running maximum is its own max timestamp.
+    segment.first_batch_ms = time_index.entries().first().map(|entry| entry.timestamp_ms);
     segment.index = index;
     segment.time_index = time_index;
 }
@@ -292,7 +305,9 @@ async fn scan(
             return Ok(ScanStop::EndOfFile);
         }
         let window_start = align_down_u64(position);
-        let read = read_window(file, path, &mut buf, window_start, file_len).await?;
+        let (read, returned) = read_window(file, path, buf, window_start, file_len).await;
+        buf = returned;
+        let read = read?;
         let skip = (position - window_start) as usize;
         let bytes = buf.as_full().get(skip..read).unwrap_or_default();
         let mut batches = BatchIter::new(bytes).with_batch_bytes_max(batch_bytes_max);
@@ -375,29 +390,29 @@ fn batch_total_bytes(rest: &[u8]) -> Option<usize> {
     Some(length + BATCH_OVERHEAD_BYTES)
 }
 
-/// Reads as much of `[window_start, file_len)` as `buf` holds; returns the bytes read.
+/// Reads as much of `[window_start, file_len)` as `buf` holds; gives the buffer back with
+/// the number of bytes read.
 async fn read_window(
     file: &File,
     path: &Path,
-    buf: &mut AlignedBuf,
+    buf: AlignedBuf,
     window_start: u64,
     file_len: u64,
-) -> Result<usize, LogError> {
+) -> (Result<usize, LogError>, AlignedBuf) {
     let wanted = usize::try_from(file_len - window_start)
         .unwrap_or(usize::MAX)
         .min(buf.capacity());
-    let taken = std::mem::replace(buf, AlignedBuf::new(IO_ALIGN_BYTES));
-    let (result, returned) = file.read_at(taken, window_start).await;
-    *buf = returned;
-    let read = result.map_err(|error| LogError::io("reading a segment", error))?;
-    if read < wanted {
-        return Err(LogError::Corrupt {
+    let (result, buf) = file.read_at(buf, window_start).await;
+    let outcome = match result {
+        Err(error) => Err(LogError::io("reading a segment", error)),
+        Ok(read) if read < wanted => Err(LogError::Corrupt {
             path: path.to_path_buf(),
             position: window_start + read as u64,
             reason: format!("short read: {read} of {wanted} bytes"),
-        });
-    }
-    Ok(wanted)
+        }),
+        Ok(_) => Ok(wanted),
+    };
+    (outcome, buf)
 }
 
 /// Bytes from `from` to the end of the last non-zero byte before the first all-zero window
@@ -407,8 +422,7 @@ async fn nonzero_extent(file: &File, from: u64, file_len: u64) -> Result<u64, Lo
     let mut buf = AlignedBuf::new(window_bytes(window_start, file_len));
     let mut last_nonzero_end = from;
     while window_start < file_len {
-        let taken = std::mem::replace(&mut buf, AlignedBuf::new(IO_ALIGN_BYTES));
-        let (result, returned) = file.read_at(taken, window_start).await;
+        let (result, returned) = file.read_at(buf, window_start).await;
         buf = returned;
         let read = result.map_err(|error| LogError::io("reading a damaged segment", error))?;
         if read == 0 {
@@ -456,22 +470,33 @@ async fn prepare_active(
     if file_len > end {
         truncate_and_sync(&file, end).await?;
     }
-    if end < config.segment_bytes {
-        if let Err(error) = file.allocate(0, config.segment_bytes).await {
-            // Appends still work where space remains; a full disk shows up as DiskFull there.
-            tracing::warn!(dir = %dir.display(), %error, "cannot preallocate the active segment");
+    let target = preallocation_target(end, config.preallocate_step_bytes, config.segment_bytes);
+    segment.allocated_bytes = end;
+    if end < target {
+        match file.allocate(0, target).await {
+            Ok(()) => segment.allocated_bytes = target,
+            // Appends still work where space remains; the flusher tries again as data grows,
+            // and a full disk shows up as DiskFull there.
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot preallocate the active segment")
+            }
         }
     }
     let block_start = align_down_u64(end);
     if block_start < end {
-        let (result, block) = file.read_at(AlignedBuf::new(IO_ALIGN_BYTES), block_start).await;
+        let (result, block) = file
+            .read_at(AlignedBuf::new(IO_ALIGN_BYTES), block_start)
+            .await;
         let read = result.map_err(|error| LogError::io("reading the last block", error))?;
         let len = (end - block_start) as usize;
-        let tail = block.get(..len).filter(|_| read >= len).ok_or_else(|| LogError::Corrupt {
-            path: segment.log_path(dir),
-            position: block_start,
-            reason: "short read of the last block".to_string(),
-        })?;
+        let tail = block
+            .get(..len)
+            .filter(|_| read >= len)
+            .ok_or_else(|| LogError::Corrupt {
+                path: segment.log_path(dir),
+                position: block_start,
+                reason: "short read of the last block".to_string(),
+            })?;
         segment.recovered_tail = Some(tail.to_vec());
     }
     Ok(())
@@ -481,7 +506,11 @@ async fn prepare_active(
 /// read only from their last index entry) nor than [`SCAN_WINDOW_BYTES`].
 fn window_bytes(position: u64, file_len: u64) -> usize {
     let left = file_len.saturating_sub(align_down_u64(position));
-    align_up(usize::try_from(left).unwrap_or(usize::MAX).min(SCAN_WINDOW_BYTES))
+    align_up(
+        usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(SCAN_WINDOW_BYTES),
+    )
 }
 
 fn align_down_u64(position: u64) -> u64 {

@@ -30,7 +30,10 @@ const BASE_OFFSET_DIGITS: usize = 20;
 
 /// `<dir>/<20-digit base offset><suffix>`.
 pub fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
-    dir.join(format!("{base_offset:0width$}{suffix}", width = BASE_OFFSET_DIGITS))
+    dir.join(format!(
+        "{base_offset:0width$}{suffix}",
+        width = BASE_OFFSET_DIGITS
+    ))
 }
 
 /// The base offset named by a segment data file name (`00000000000000000042.log` -> 42).
@@ -74,6 +77,8 @@ pub struct Segment {
     pub state: SegmentState,
     /// The open file; `None` for a new segment until the flusher creates it.
     pub file: Option<Rc<File>>,
+    /// Bytes of the file reserved with fallocate (the active segment grows it in steps).
+    pub allocated_bytes: u64,
     /// Sparse offset index.
     pub index: OffsetIndex,
     /// Sparse time index, paired with `index`.
@@ -81,6 +86,15 @@ pub struct Segment {
     /// The data bytes from the last aligned block boundary to `size_bytes`, read at open, so
     /// that the first in-memory chunk can rewrite that block in place.
     pub recovered_tail: Option<Vec<u8>>,
+}
+
+/// How far to preallocate a segment whose data ends at `data_end`: the next multiple of
+/// `step_bytes` past it, never beyond `segment_bytes`.
+pub fn preallocation_target(data_end: u64, step_bytes: u64, segment_bytes: u64) -> u64 {
+    assert!(step_bytes > 0);
+    (data_end / step_bytes + 1)
+        .saturating_mul(step_bytes)
+        .min(segment_bytes)
 }
 
 impl Segment {
@@ -96,6 +110,7 @@ impl Segment {
             first_batch_ms: None,
             state,
             file: None,
+            allocated_bytes: 0,
             index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             recovered_tail: None,

@@ -21,10 +21,18 @@ fn append_and_read_back_with_every_ack_level() {
     run(async move {
         let log = open(&path, small_config(), cache()).await;
         let mut expected = Vec::new();
-        for (at, acks) in [Acks::None, Acks::Leader, Acks::Durable].into_iter().cycle().take(30).enumerate() {
+        for (at, acks) in [Acks::None, Acks::Leader, Acks::Durable]
+            .into_iter()
+            .cycle()
+            .take(30)
+            .enumerate()
+        {
             let mut batch = make_batch(1 + at % 4, 50 + at * 13, 1_000 + at as i64, at as u64);
             let info = log.append(&mut batch, acks).await.unwrap();
-            assert_eq!(info.base_offset, expected.iter().map(|(_, records)| records).sum::<i64>());
+            assert_eq!(
+                info.base_offset,
+                expected.iter().map(|(_, records)| records).sum::<i64>()
+            );
             assert_eq!(info.last_offset - info.base_offset + 1, (1 + at % 4) as i64);
             match acks {
                 Acks::None => {}
@@ -32,7 +40,10 @@ fn append_and_read_back_with_every_ack_level() {
                 Acks::Durable => assert!(log.durable_offset() > info.last_offset),
             }
             // The batch in the caller's buffer was stamped.
-            assert_eq!(batch::validate(&batch).unwrap().base_offset, info.base_offset);
+            assert_eq!(
+                batch::validate(&batch).unwrap().base_offset,
+                info.base_offset
+            );
             expected.push((batch, (1 + at % 4) as i64));
         }
         log.close().await.unwrap();
@@ -44,7 +55,10 @@ fn append_and_read_back_with_every_ack_level() {
         // After a reopen too.
         drop(log);
         let log = open(&path, small_config(), cache()).await;
-        assert_eq!(log.next_offset(), expected.iter().map(|(_, n)| n).sum::<i64>());
+        assert_eq!(
+            log.next_offset(),
+            expected.iter().map(|(_, n)| n).sum::<i64>()
+        );
         let batches = read_all(&log, 0, 1 << 20).await;
         assert_eq!(batches.len(), expected.len());
         for ((_, read), (written, _)) in batches.iter().zip(&expected) {
@@ -91,7 +105,10 @@ fn concurrent_durable_appends_share_fsyncs() {
         let mut offsets = offsets.borrow().clone();
         offsets.sort_unstable();
         let expected: Vec<i64> = (0..appends as i64).map(|n| n * 2).collect();
-        assert_eq!(offsets, expected, "every append got its own contiguous offsets");
+        assert_eq!(
+            offsets, expected,
+            "every append got its own contiguous offsets"
+        );
         log.close().await.unwrap();
     });
 }
@@ -121,10 +138,17 @@ fn reads_come_from_memory_near_the_tail_and_from_disk_after_eviction() {
 
         let old = log.read(0, 1).await.unwrap();
         assert!(!old.is_from_memory(), "evicted bytes are read from disk");
-        assert_eq!(old.bytes(), &written[0][..], "at least one whole batch even over max_bytes");
+        assert_eq!(
+            old.bytes(),
+            &written[0][..],
+            "at least one whole batch even over max_bytes"
+        );
         let tail_offset = log.high_watermark() - 1;
         let tail = log.read(tail_offset, 1 << 20).await.unwrap();
-        assert!(tail.is_from_memory(), "the newest bytes come from the tail chunk");
+        assert!(
+            tail.is_from_memory(),
+            "the newest bytes come from the tail chunk"
+        );
         assert_eq!(tail.bytes(), &written[99][..]);
         assert_eq!(tail.next_offset(), log.high_watermark());
 
@@ -149,21 +173,37 @@ fn every_offset_finds_its_batch_and_timestamps_find_the_first_newer_batch() {
             // Timestamps mostly rise, with some going backwards.
             let timestamp = if at % 7 == 3 { at * 10 - 35 } else { at * 10 };
             let records = 1 + (at % 5) as usize;
-            let mut batch = make_batch(records, 40 + (at as usize * 37) % 400, timestamp, at as u64);
+            let mut batch =
+                make_batch(records, 40 + (at as usize * 37) % 400, timestamp, at as u64);
             let info = log.append(&mut batch, Acks::Leader).await.unwrap();
             let max_timestamp = batch::validate(&batch).unwrap().max_timestamp_ms;
             layout.push((info.base_offset, info.last_offset, max_timestamp));
         }
-        assert!(log.segment_base_offsets().len() > 2, "the test spans segments");
+        assert!(
+            log.segment_base_offsets().len() > 2,
+            "the test spans segments"
+        );
         for offset in 0..log.high_watermark() {
             let slice = log.read(offset, 1).await.unwrap();
-            let holder = layout.iter().find(|(base, last, _)| *base <= offset && offset <= *last).unwrap();
+            let holder = layout
+                .iter()
+                .find(|(base, last, _)| *base <= offset && offset <= *last)
+                .unwrap();
             assert_eq!(slice.first_offset(), holder.0, "offset {offset}");
             assert_eq!(slice.next_offset(), holder.1 + 1);
         }
-        for target in [-100, 0, 1, 9, 10, 11, 295, 300, 301, 700, 1185, 1190, 1191, 5000] {
-            let expected = layout.iter().find(|(_, _, max)| *max >= target).map(|(base, _, _)| *base);
-            assert_eq!(log.offset_for_timestamp(target).await.unwrap(), expected, "timestamp {target}");
+        for target in [
+            -100, 0, 1, 9, 10, 11, 295, 300, 301, 700, 1185, 1190, 1191, 5000,
+        ] {
+            let expected = layout
+                .iter()
+                .find(|(_, _, max)| *max >= target)
+                .map(|(base, _, _)| *base);
+            assert_eq!(
+                log.offset_for_timestamp(target).await.unwrap(),
+                expected,
+                "timestamp {target}"
+            );
         }
         log.close().await.unwrap();
     });
@@ -183,12 +223,18 @@ fn bad_batches_are_rejected_and_nothing_is_written() {
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 0xff;
         let error = log.append(&mut bad_crc, Acks::Durable).await.unwrap_err();
-        assert!(matches!(error, LogError::InvalidBatch(BatchError::BadCrc { .. })), "{error}");
+        assert!(
+            matches!(error, LogError::InvalidBatch(BatchError::BadCrc { .. })),
+            "{error}"
+        );
 
         let mut bad_magic = make_batch(1, 10, 1, 3);
         bad_magic[16] = 1;
         let error = log.append(&mut bad_magic, Acks::Leader).await.unwrap_err();
-        assert!(matches!(error, LogError::InvalidBatch(BatchError::BadMagic(1))), "{error}");
+        assert!(
+            matches!(error, LogError::InvalidBatch(BatchError::BadMagic(1))),
+            "{error}"
+        );
 
         let mut short = make_batch(1, 10, 1, 4);
         short.truncate(short.len() - 3);
@@ -196,13 +242,20 @@ fn bad_batches_are_rejected_and_nothing_is_written() {
         assert!(matches!(error, LogError::InvalidBatch(_)), "{error}");
 
         let mut garbage = vec![7u8; 30];
-        assert!(matches!(log.append(&mut garbage, Acks::None).await, Err(LogError::InvalidBatch(_))));
+        assert!(matches!(
+            log.append(&mut garbage, Acks::None).await,
+            Err(LogError::InvalidBatch(_))
+        ));
 
         let mut huge = make_batch(1, 40 * 1024, 1, 5);
         let error = log.append(&mut huge, Acks::None).await.unwrap_err();
         assert!(matches!(error, LogError::BatchTooLarge { .. }), "{error}");
 
-        assert_eq!((log.next_offset(), log.size_bytes()), (next, size), "nothing was written");
+        assert_eq!(
+            (log.next_offset(), log.size_bytes()),
+            (next, size),
+            "nothing was written"
+        );
         assert_eq!(bad_crc[..8], [0u8; 8], "a refused batch is not stamped");
         log.close().await.unwrap();
         let batches = read_all(&log, 0, 1 << 20).await;
@@ -217,7 +270,10 @@ fn reads_outside_the_log_are_out_of_range() {
     run(async move {
         let log = open(&path, small_config(), cache()).await;
         let empty = log.read(0, 100).await.unwrap();
-        assert!(empty.is_empty(), "reading at the high watermark of an empty log");
+        assert!(
+            empty.is_empty(),
+            "reading at the high watermark of an empty log"
+        );
         for _ in 0..3 {
             let mut batch = make_batch(2, 10, 1, 1);
             log.append(&mut batch, Acks::Leader).await.unwrap();
@@ -263,6 +319,9 @@ fn long_polls_wake_on_new_data_and_on_close() {
         log.close().await.unwrap();
         assert!(!closing.await, "close ends long polls");
         let mut batch = make_batch(1, 10, 1, 1);
-        assert!(matches!(log.append(&mut batch, Acks::None).await, Err(LogError::Closed)));
+        assert!(matches!(
+            log.append(&mut batch, Acks::None).await,
+            Err(LogError::Closed)
+        ));
     });
 }

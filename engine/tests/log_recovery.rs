@@ -45,7 +45,12 @@ fn crashed_log(dir: &Path) -> Vec<Placed> {
         let log = open(&dir, config(), cache()).await;
         let mut written = Vec::new();
         for at in 0..45u64 {
-            let mut batch = make_batch(1 + (at % 4) as usize, 100 + (at as usize * 211) % 1400, at as i64, at);
+            let mut batch = make_batch(
+                1 + (at % 4) as usize,
+                100 + (at as usize * 211) % 1400,
+                at as i64,
+                at,
+            );
             log.append(&mut batch, Acks::Durable).await.unwrap();
             written.push(batch);
         }
@@ -58,7 +63,11 @@ fn crashed_log(dir: &Path) -> Vec<Placed> {
     let mut placed: Vec<Placed> = Vec::new();
     for bytes in written {
         let base_offset = batch::validate(&bytes).unwrap().base_offset;
-        let segment_base = *bases.iter().rev().find(|base| **base <= base_offset).unwrap();
+        let segment_base = *bases
+            .iter()
+            .rev()
+            .find(|base| **base <= base_offset)
+            .unwrap();
         let position = placed
             .last()
             .filter(|previous| previous.segment_base == segment_base)
@@ -98,8 +107,18 @@ fn restore(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) {
 enum Damage {
     /// Cut the segment file at this position.
     Cut { segment_base: i64, position: u64 },
+    /// Zero `len` bytes from this position (a torn write that lost its first block).
+    Zero {
+        segment_base: i64,
+        position: u64,
+        len: u64,
+    },
     /// Flip one bit of the byte at this position.
-    Flip { segment_base: i64, position: u64, bit: u8 },
+    Flip {
+        segment_base: i64,
+        position: u64,
+        bit: u8,
+    },
 }
 
 fn apply(dir: &Path, damage: Damage) {
@@ -113,6 +132,16 @@ fn apply(dir: &Path, damage: Damage) {
                 .open(segment_path(dir, segment_base, LOG_SUFFIX))
                 .unwrap();
             file.set_len(position).unwrap();
+        }
+        Damage::Zero {
+            segment_base,
+            position,
+            len,
+        } => {
+            let path = segment_path(dir, segment_base, LOG_SUFFIX);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[position as usize..(position + len) as usize].fill(0);
+            fs::write(&path, bytes).unwrap();
         }
         Damage::Flip {
             segment_base,
@@ -132,16 +161,30 @@ fn apply(dir: &Path, damage: Damage) {
 /// survives another crash in place of the lost ones.
 fn check(dir: &Path, placed: &[Placed], kept: usize, damage: Damage, reopen: bool) {
     let expected: Vec<Vec<u8>> = placed[..kept].iter().map(|p| p.bytes.clone()).collect();
-    let next = placed
-        .get(kept)
-        .map_or_else(|| batch::validate(&placed[kept - 1].bytes).unwrap().next_offset(), |p| p.base_offset);
+    let next = placed.get(kept).map_or_else(
+        || {
+            batch::validate(&placed[kept - 1].bytes)
+                .unwrap()
+                .next_offset()
+        },
+        |p| p.base_offset,
+    );
     let path = dir.to_path_buf();
     let new_batch = run(async move {
         let log = open(&path, config(), cache()).await;
         assert_eq!(log.high_watermark(), next, "{damage:?}");
         assert_eq!(log.next_offset(), next, "{damage:?}");
-        let read: Vec<Vec<u8>> = read_all(&log, 0, 5000).await.into_iter().map(|(_, b)| b).collect();
-        assert!(read == expected, "{damage:?}: {} batches read, {} expected", read.len(), expected.len());
+        let read: Vec<Vec<u8>> = read_all(&log, 0, 5000)
+            .await
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        assert!(
+            read == expected,
+            "{damage:?}: {} batches read, {} expected",
+            read.len(),
+            expected.len()
+        );
         assert!(log.read(next, 100).await.unwrap().is_empty());
         assert!(matches!(
             log.read(next + 1, 100).await,
@@ -187,7 +230,16 @@ fn cuts_and_bit_flips_in_the_last_batches_lose_exactly_the_damaged_tail() {
 
     // The undamaged crashed log loses nothing.
     restore(&work, &files);
-    check(&work, &placed, placed.len(), Damage::Cut { segment_base: 0, position: u64::MAX }, true);
+    check(
+        &work,
+        &placed,
+        placed.len(),
+        Damage::Cut {
+            segment_base: 0,
+            position: u64::MAX,
+        },
+        true,
+    );
 
     let last_segment = placed.last().unwrap().segment_base;
     let first_damaged = placed
@@ -200,7 +252,15 @@ fn cuts_and_bit_flips_in_the_last_batches_lose_exactly_the_damaged_tail() {
     let (from, to) = (placed[first_damaged].position, placed.last().unwrap().end());
     let mut positions: Vec<u64> = (from..to).step_by(17).collect();
     for p in &placed[first_damaged..] {
-        positions.extend([p.position, p.position + 1, p.position + 11, p.position + 12, p.position + 60, p.position + 61, p.end() - 1]);
+        positions.extend([
+            p.position,
+            p.position + 1,
+            p.position + 11,
+            p.position + 12,
+            p.position + 60,
+            p.position + 61,
+            p.end() - 1,
+        ]);
     }
     positions.push(to);
     for (at, position) in positions.into_iter().enumerate() {
@@ -234,6 +294,18 @@ fn cuts_and_bit_flips_in_the_last_batches_lose_exactly_the_damaged_tail() {
             cases += 1;
         }
     }
+    // Zeros where a batch starts, its later bytes intact: the zeros end the data.
+    for (index, p) in placed.iter().enumerate().skip(first_damaged) {
+        let damage = Damage::Zero {
+            segment_base: last_segment,
+            position: p.position,
+            len: 12,
+        };
+        restore(&work, &files);
+        apply(&work, damage);
+        check(&work, &placed, index, damage, true);
+        cases += 1;
+    }
     assert!(cases > 300, "{cases} cases");
 }
 
@@ -266,7 +338,10 @@ fn damage_in_a_closed_segment_drops_it_from_there_and_all_later_segments() {
     for entry in fs::read_dir(&work).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if let Some(base) = ringlog_engine::segment::parse_log_file_name(&name) {
-            assert!(base <= first_lost, "segment {name} survived the damage before it");
+            assert!(
+                base <= first_lost,
+                "segment {name} survived the damage before it"
+            );
         }
     }
 

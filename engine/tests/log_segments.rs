@@ -19,7 +19,12 @@ async fn fill(log: &PartitionLog, count: u64, first_timestamp_ms: i64) -> Vec<(V
     let mut written = Vec::new();
     for at in 0..count {
         let timestamp = first_timestamp_ms + at as i64 * 10;
-        let mut batch = make_batch(1 + (at % 3) as usize, 200 + (at as usize * 53) % 900, timestamp, at);
+        let mut batch = make_batch(
+            1 + (at % 3) as usize,
+            200 + (at as usize * 53) % 900,
+            timestamp,
+            at,
+        );
         log.append(&mut batch, Acks::Leader).await.unwrap();
         let max = batch::validate(&batch).unwrap().max_timestamp_ms;
         written.push((batch, max));
@@ -28,7 +33,9 @@ async fn fill(log: &PartitionLog, count: u64, first_timestamp_ms: i64) -> Vec<(V
 }
 
 fn log_file_len(dir: &Path, base: i64) -> u64 {
-    fs::metadata(segment_path(dir, base, LOG_SUFFIX)).unwrap().len()
+    fs::metadata(segment_path(dir, base, LOG_SUFFIX))
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -58,7 +65,11 @@ fn segments_roll_by_size_and_closed_ones_are_exact() {
                 offset = header.next_offset();
             }
             assert!(bytes <= config.segment_bytes);
-            assert_eq!(log_file_len(&path, base), bytes, "segment {base} has its exact length");
+            assert_eq!(
+                log_file_len(&path, base),
+                bytes,
+                "segment {base} has its exact length"
+            );
             assert!(segment_path(&path, base, INDEX_SUFFIX).exists());
             assert!(segment_path(&path, base, TIME_INDEX_SUFFIX).exists());
         }
@@ -90,13 +101,25 @@ fn restart_with_many_segments_reads_everything_and_rebuilds_bad_indexes() {
     stale.extend_from_slice(&[0, 0, 0, 200, 0, 1, 0, 0]);
     fs::write(segment_path(&path, bases[2], INDEX_SUFFIX), stale).unwrap();
     let partial = fs::read(segment_path(&path, bases[3], INDEX_SUFFIX)).unwrap();
-    fs::write(segment_path(&path, bases[3], INDEX_SUFFIX), &partial[..partial.len() - 3]).unwrap();
-    fs::write(segment_path(&path, bases[4], TIME_INDEX_SUFFIX), [0xffu8; 24]).unwrap();
+    fs::write(
+        segment_path(&path, bases[3], INDEX_SUFFIX),
+        &partial[..partial.len() - 3],
+    )
+    .unwrap();
+    fs::write(
+        segment_path(&path, bases[4], TIME_INDEX_SUFFIX),
+        [0xffu8; 24],
+    )
+    .unwrap();
     // A short index (last entries lost) heals by itself.
     let short = fs::read(segment_path(&path, bases[5], INDEX_SUFFIX)).unwrap();
     let time_short = fs::read(segment_path(&path, bases[5], TIME_INDEX_SUFFIX)).unwrap();
     fs::write(segment_path(&path, bases[5], INDEX_SUFFIX), &short[..8]).unwrap();
-    fs::write(segment_path(&path, bases[5], TIME_INDEX_SUFFIX), &time_short[..12]).unwrap();
+    fs::write(
+        segment_path(&path, bases[5], TIME_INDEX_SUFFIX),
+        &time_short[..12],
+    )
+    .unwrap();
 
     run(async move {
         let log = open(&path, config, Rc::new(ChunkCache::new(4096))).await;
@@ -121,7 +144,10 @@ fn restart_with_many_segments_reads_everything_and_rebuilds_bad_indexes() {
                 .iter()
                 .find(|(_, max)| max >= max_timestamp)
                 .map(|(bytes, _)| batch::validate(bytes).unwrap().base_offset);
-            assert_eq!(log.offset_for_timestamp(*max_timestamp).await.unwrap(), expected);
+            assert_eq!(
+                log.offset_for_timestamp(*max_timestamp).await.unwrap(),
+                expected
+            );
             base = header.next_offset();
         }
         // Appends continue after the last offset.
@@ -152,7 +178,10 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
         // every rolled segment is finished (reads still work after close).
         log.close().await.unwrap();
         let total = log.size_bytes();
-        let sizes: Vec<u64> = before.iter().map(|base| log_file_len(&path, *base)).collect();
+        let sizes: Vec<u64> = before
+            .iter()
+            .map(|base| log_file_len(&path, *base))
+            .collect();
         assert_eq!(sizes.iter().sum::<u64>(), total);
         let report = log.apply_retention(0).await.unwrap();
         let after = log.segment_base_offsets();
@@ -168,7 +197,11 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
             expected_deleted += 1;
         }
         assert_eq!(report.segments_deleted, expected_deleted);
-        assert!(log.size_bytes() <= 40 * 1024, "{} bytes left", log.size_bytes());
+        assert!(
+            log.size_bytes() <= 40 * 1024,
+            "{} bytes left",
+            log.size_bytes()
+        );
         for base in &before[..report.segments_deleted] {
             assert!(!segment_path(&path, *base, LOG_SUFFIX).exists());
             assert!(!segment_path(&path, *base, INDEX_SUFFIX).exists());
@@ -277,5 +310,122 @@ fn delete_removes_the_partition_directory() {
         assert!(path.is_dir());
         log.delete().await.unwrap();
         assert!(!path.exists());
+    });
+}
+
+/// Real ENOSPC: runs only when `RINGLOG_SMALL_FS` names a directory on a small filesystem
+/// (e.g. `mount -t tmpfs -o size=2m tmpfs /mnt/small`); the fault-injection unit tests in
+/// `log::tests` cover the same paths everywhere else.
+#[test]
+fn a_full_disk_fails_appends_cleanly_and_they_work_again_after_space_is_freed() {
+    let Some(root) = std::env::var_os("RINGLOG_SMALL_FS") else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let path = dir.path().join("log");
+    let filler = dir.path().join("filler");
+    let config = small_config_with(256 * 1024);
+    run(async move {
+        // Leave room for a few segments only.
+        let free_bytes = {
+            let stat = nix_free_bytes(dir.path());
+            stat.saturating_sub(700 * 1024)
+        };
+        fs::write(&filler, vec![1u8; free_bytes as usize]).unwrap();
+        let log = open(&path, config, cache()).await;
+        let mut written = Vec::new();
+        let mut failed = None;
+        for seed in 0..10_000u64 {
+            let mut batch = make_batch(4, 1000, seed as i64, seed);
+            match log.append(&mut batch, Acks::Durable).await {
+                Ok(_) => written.push(batch),
+                Err(error) => {
+                    assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
+                    failed = Some(batch);
+                    break;
+                }
+            }
+        }
+        let failed = failed.expect("the small filesystem filled up");
+        // Nothing unacknowledged is visible, everything acknowledged is.
+        let read: Vec<Vec<u8>> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(read, written);
+        // Still full: the next append fails the same way.
+        let mut again = make_batch(1, 10, 0, 0);
+        assert!(matches!(
+            log.append(&mut again, Acks::Leader).await,
+            Err(LogError::DiskFull { .. })
+        ));
+        // Space comes back: the next append writes everything still in memory.
+        fs::remove_file(&filler).unwrap();
+        let mut after = make_batch(1, 10, 0, 1);
+        log.append(&mut after, Acks::Durable).await.unwrap();
+        written.extend([failed, again, after]);
+        let read: Vec<Vec<u8>> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(read, written);
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path, small_config_with(256 * 1024), cache()).await;
+        let read: Vec<Vec<u8>> = read_all(&log, 0, 1 << 20)
+            .await
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(read, written);
+        log.close().await.unwrap();
+        drop(dir);
+    });
+}
+
+fn small_config_with(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        chunk_bytes: 64 * 1024,
+        ..small_config()
+    }
+}
+
+/// Free bytes of the filesystem holding `path`.
+fn nix_free_bytes(path: &Path) -> u64 {
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cpath.as_ptr(), &mut stat) }, 0);
+    stat.f_bavail * stat.f_frsize
+}
+
+#[test]
+fn the_active_segment_is_preallocated_in_steps_not_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        preallocate_step_bytes: 64 << 10,
+        ..small_config()
+    };
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, config.clone(), cache()).await;
+        let mut batch = make_batch(4, 100, 1_000, 1);
+        log.append(&mut batch, Acks::Durable).await.unwrap();
+        assert_eq!(log_file_len(&path, 0), 64 << 10, "an idle partition holds one step");
+        // Grow past the first step: the reservation follows the data.
+        while log.size_bytes() < 100 << 10 {
+            let mut batch = make_batch(8, 1000, 2_000, 2);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+        }
+        assert_eq!(log_file_len(&path, 0), 128 << 10);
+        log.close().await.unwrap();
+        // Reopening keeps the data and reserves one step past it.
+        let log = open(&path, config, cache()).await;
+        assert_eq!(log_file_len(&path, 0), 128 << 10);
+        log.close().await.unwrap();
     });
 }

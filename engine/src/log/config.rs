@@ -7,9 +7,13 @@ use crate::topic::TopicConfig;
 /// Sizes, intervals and retention of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Roll to a new segment when the next batch would not fit (also the preallocated size
-    /// of each segment file). At most `u32::MAX`: index positions are 32-bit.
+    /// Roll to a new segment when the next batch would not fit. At most `u32::MAX`: index
+    /// positions are 32-bit.
     pub segment_bytes: u64,
+    /// The active segment's file is preallocated (fallocate) this far ahead of its data, in
+    /// steps, so appends never wait on block allocation while an idle partition holds only
+    /// one step of disk, not a whole segment.
+    pub preallocate_step_bytes: u64,
     /// Roll when the active segment's first batch is older than this.
     pub segment_ms: u64,
     /// Bytes of log between two sparse index entries: the most a lookup scans.
@@ -37,6 +41,8 @@ pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
 /// Default chunk size.
 pub const CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+/// Default preallocation step (as Redpanda's `segment_fallocation_step`).
+pub const PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 32 << 20;
 /// Default bound on unwritten bytes per partition.
 pub const UNFLUSHED_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 /// Smallest segment accepted (tests use small segments; topics enforce their own minimum).
@@ -46,6 +52,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            preallocate_step_bytes: PREALLOCATE_STEP_BYTES_DEFAULT,
             segment_ms: SEGMENT_MS_DEFAULT,
             index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             retention_ms: None,
@@ -96,6 +103,14 @@ impl LogConfig {
                 self.chunk_bytes
             ));
         }
+        if self.preallocate_step_bytes < IO_ALIGN_BYTES as u64
+            || self.preallocate_step_bytes % IO_ALIGN_BYTES as u64 != 0
+        {
+            return invalid(format!(
+                "preallocate_step_bytes must be a positive multiple of {IO_ALIGN_BYTES}, got {}",
+                self.preallocate_step_bytes
+            ));
+        }
         if self.unflushed_bytes_max < self.chunk_bytes as u64 {
             return invalid("unflushed_bytes_max must be at least chunk_bytes".into());
         }
@@ -132,6 +147,9 @@ mod tests {
             assert!(config.validate().is_err(), "{config:?}");
         }
         let topic = TopicConfig::new(3);
-        assert_eq!(LogConfig::for_topic(&topic).segment_bytes, topic.segment_bytes);
+        assert_eq!(
+            LogConfig::for_topic(&topic).segment_bytes,
+            topic.segment_bytes
+        );
     }
 }

@@ -23,7 +23,10 @@ use crate::buffer::{align_down, align_up};
 use crate::cache::Chunk;
 use crate::error::FlushFailure;
 use crate::reactor::fs::{self, File, OpenOptions};
-use crate::segment::{segment_path, write_index_files, IndexFiles, Segment, SegmentState, LOG_SUFFIX};
+use crate::segment::{
+    preallocation_target, segment_path, write_index_files, IndexFiles, Segment, SegmentState,
+    LOG_SUFFIX,
+};
 
 /// One unit of work.
 enum Job {
@@ -185,7 +188,10 @@ impl Inner {
         let (written, filled) = (chunk.written(), chunk.filled());
         assert!(written < filled, "queued chunks have unwritten bytes");
         let range = align_down(written)..align_up(filled);
-        assert!(range.end <= chunk.capacity(), "aligned end within the chunk");
+        assert!(
+            range.end <= chunk.capacity(),
+            "aligned end within the chunk"
+        );
         let next_offset = chunk.next_offset();
         let requested = self.durable_requested.get();
         // Sync with this write when a durable waiter's bytes end here, or when nothing else
@@ -238,17 +244,64 @@ impl Inner {
         // A leftover file of that name (a failed earlier attempt) must not keep old bytes
         // that recovery could mistake for batches.
         file.truncate(0).await.map_err(fail("creating a segment"))?;
-        file.allocate(0, self.config.segment_bytes)
-            .await
-            .map_err(fail("preallocating a segment"))?;
+        let allocated = self.preallocate(&file, 0, 0).await?;
         fs::sync_dir(&self.dir)
             .await
             .map_err(fail("syncing the partition directory"))?;
-        let mut state = self.state.borrow_mut();
-        let segment = state
-            .segment_mut(base_offset)
-            .expect("only the flusher removes unfinished segments");
-        segment.file = Some(Rc::new(file));
+        // Retention only removes closed segments, so a segment waiting for its file is there.
+        if let Some(segment) = self.state.borrow_mut().segment_mut(base_offset) {
+            segment.file = Some(Rc::new(file));
+            segment.allocated_bytes = allocated;
+        }
+        Ok(())
+    }
+
+    /// Reserves disk for a segment whose data will reach `data_end`, from `allocated` up to
+    /// the next preallocation step; returns the new reserved size. A filesystem without
+    /// fallocate is tolerated (appends then take their chances with space).
+    async fn preallocate(
+        &self,
+        file: &File,
+        allocated: u64,
+        data_end: u64,
+    ) -> Result<u64, FlushFailure> {
+        let target = preallocation_target(
+            data_end,
+            self.config.preallocate_step_bytes,
+            self.config.segment_bytes,
+        );
+        if target <= allocated {
+            return Ok(allocated);
+        }
+        match file.allocate(allocated, target - allocated).await {
+            Ok(()) => Ok(target),
+            Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                tracing::warn!(dir = %self.dir.display(), "filesystem cannot preallocate segments");
+                Ok(target)
+            }
+            Err(error) => Err(FlushFailure::from_io("preallocating a segment", &error)),
+        }
+    }
+
+    /// Grows the segment's reservation before a write that would pass it.
+    async fn ensure_allocated(
+        &self,
+        chunk: &Chunk,
+        file: &File,
+        write_end: u64,
+    ) -> Result<(), FlushFailure> {
+        let base_offset = chunk.placement().segment_base;
+        let allocated = match self.state.borrow().segment(base_offset) {
+            Some(segment) => segment.allocated_bytes,
+            None => return Ok(()),
+        };
+        if write_end <= allocated {
+            return Ok(());
+        }
+        let reserved = self.preallocate(file, allocated, write_end).await?;
+        if let Some(segment) = self.state.borrow_mut().segment_mut(base_offset) {
+            segment.allocated_bytes = segment.allocated_bytes.max(reserved);
+        }
         Ok(())
     }
 
@@ -268,6 +321,8 @@ impl Inner {
             "writing the log"
         };
         self.injected_failure(context)?;
+        self.ensure_allocated(&chunk, &file, file_offset + range.len() as u64)
+            .await?;
         let (result, chunk) = if sync {
             file.write_all_at_and_sync(chunk, range, file_offset).await
         } else {
@@ -283,7 +338,10 @@ impl Inner {
         let newly_written = filled - chunk.written();
         chunk.set_written(filled);
         let unflushed = self.unflushed_bytes.get();
-        assert!(unflushed >= newly_written as u64, "written more than was appended");
+        assert!(
+            unflushed >= newly_written as u64,
+            "written more than was appended"
+        );
         self.unflushed_bytes.set(unflushed - newly_written as u64);
         {
             let mut state = self.state.borrow_mut();
@@ -323,7 +381,8 @@ impl Inner {
             .await
             .map_err(|error| FlushFailure::from_io("syncing the log", &error))?;
         assert!(offset <= self.high_watermark.get());
-        self.durable_offset.set(self.durable_offset.get().max(offset));
+        self.durable_offset
+            .set(self.durable_offset.get().max(offset));
         self.bump(|stats| stats.syncs += 1);
         self.wake_waiters();
         Ok(())
@@ -346,7 +405,10 @@ impl Inner {
             // Not fatal: indexes are rebuilt from the log at the next open.
             tracing::warn!(dir = %self.dir.display(), base_offset = job.base_offset, %error, "cannot persist segment indexes");
         }
-        assert!(job.next_offset <= self.high_watermark.get(), "finalized bytes are written");
+        assert!(
+            job.next_offset <= self.high_watermark.get(),
+            "finalized bytes are written"
+        );
         self.durable_offset
             .set(self.durable_offset.get().max(job.next_offset));
         if job.closing {

@@ -160,7 +160,11 @@ impl Source {
     }
 
     /// The header of the batch at `position`, if this source holds it.
-    fn header_at(&self, position: u64, batch_bytes_max: usize) -> Option<Result<BatchHeader, String>> {
+    fn header_at(
+        &self,
+        position: u64,
+        batch_bytes_max: usize,
+    ) -> Option<Result<BatchHeader, String>> {
         let bytes = self.bytes(position, position + BATCH_HEADER_BYTES as u64)?;
         Some(BatchHeader::parse_with_max(bytes, batch_bytes_max).map_err(|error| error.to_string()))
     }
@@ -182,7 +186,11 @@ impl Source {
             first_offset,
             next_offset,
         };
-        assert_eq!(slice.bytes().len() as u64, end - start, "slice within its source");
+        assert_eq!(
+            slice.bytes().len() as u64,
+            end - start,
+            "slice within its source"
+        );
         slice
     }
 }
@@ -220,26 +228,42 @@ impl Inner {
             .saturating_add(self.config.index_interval_bytes as usize)
             .min(READ_WINDOW_BYTES_MAX);
         let found = self
-            .find_batch(&view, start, window_bytes, |header| header.next_offset() > offset)
+            .find_batch(&view, start, window_bytes, |header| {
+                header.next_offset() > offset
+            })
             .await?
-            .ok_or_else(|| self.corrupt(&view, view.visible_end, "no batch holds a visible offset"))?;
+            .ok_or_else(|| {
+                self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
+            })?;
         self.collect(&view, found, max_bytes).await
     }
 
-    pub(super) async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+    pub(super) async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, LogError> {
         let candidates: Vec<(SegmentView, u64)> = {
             let state = self.state.borrow();
             state
                 .segments
                 .iter()
-                .filter(|segment| segment.max_timestamp_ms >= timestamp_ms && segment.visible_bytes > 0)
-                .map(|segment| (self.view(segment), segment.scan_start_for_timestamp(timestamp_ms)))
+                .filter(|segment| {
+                    segment.max_timestamp_ms >= timestamp_ms && segment.visible_bytes > 0
+                })
+                .map(|segment| {
+                    (
+                        self.view(segment),
+                        segment.scan_start_for_timestamp(timestamp_ms),
+                    )
+                })
                 .collect()
         };
         let window_bytes = 2 * self.config.index_interval_bytes as usize + BATCH_HEADER_BYTES;
         for (view, start) in candidates {
             let found = self
-                .find_batch(&view, start, window_bytes, |header| header.max_timestamp_ms >= timestamp_ms)
+                .find_batch(&view, start, window_bytes, |header| {
+                    header.max_timestamp_ms >= timestamp_ms
+                })
                 .await?;
             if let Some(found) = found {
                 return Ok(Some(found.header.base_offset));
@@ -290,9 +314,9 @@ impl Inner {
                 Some(header) => header,
                 None => {
                     let loaded = self.load(view, position, window_bytes).await?;
-                    let header = loaded
-                        .header_at(position, batch_bytes_max)
-                        .ok_or_else(|| self.corrupt(view, position, "batch header missing below the visible end"))?;
+                    let header = loaded.header_at(position, batch_bytes_max).ok_or_else(|| {
+                        self.corrupt(view, position, "batch header missing below the visible end")
+                    })?;
                     source = Some(loaded);
                     header
                 }
@@ -318,7 +342,12 @@ impl Inner {
     }
 
     /// The first found batch and the whole batches after it that fit `max_bytes`.
-    async fn collect(&self, view: &SegmentView, found: Found, max_bytes: usize) -> Result<ReadSlice, LogError> {
+    async fn collect(
+        &self,
+        view: &SegmentView,
+        found: Found,
+        max_bytes: usize,
+    ) -> Result<ReadSlice, LogError> {
         let Found {
             position,
             header,
@@ -345,7 +374,12 @@ impl Inner {
 
     /// Bytes starting at `position`: the chunk holding them, else a disk read of up to
     /// `window_bytes` (never less than a batch header).
-    async fn load(&self, view: &SegmentView, position: u64, window_bytes: usize) -> Result<Source, LogError> {
+    async fn load(
+        &self,
+        view: &SegmentView,
+        position: u64,
+        window_bytes: usize,
+    ) -> Result<Source, LogError> {
         if let Some(chunk) = self.chunk_holding(view.base_offset, position) {
             self.bump(|stats| stats.memory_reads += 1);
             return Ok(Source::Memory(chunk));
@@ -357,7 +391,12 @@ impl Inner {
     }
 
     /// Reads segment bytes `[start, end)` (aligned outwards) from disk.
-    async fn read_disk(&self, view: &SegmentView, start: u64, end: u64) -> Result<Source, LogError> {
+    async fn read_disk(
+        &self,
+        view: &SegmentView,
+        start: u64,
+        end: u64,
+    ) -> Result<Source, LogError> {
         let file = view
             .file
             .clone()
@@ -386,6 +425,8 @@ impl Inner {
             .iter()
             .rev()
             .filter_map(std::rc::Weak::upgrade)
-            .find(|chunk| chunk.placement().segment_base == base_offset && chunk.holds_batch_at(position))
+            .find(|chunk| {
+                chunk.placement().segment_base == base_offset && chunk.holds_batch_at(position)
+            })
     }
 }

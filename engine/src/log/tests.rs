@@ -63,7 +63,14 @@ fn segments_roll_by_age() {
         let log = PartitionLog::open(&path, config, Rc::new(ChunkCache::new(1 << 20)))
             .await
             .unwrap();
-        for (now_ms, segments) in [(10_000, 1), (10_500, 1), (10_999, 1), (11_000, 2), (11_500, 2), (12_000, 3)] {
+        for (now_ms, segments) in [
+            (10_000, 1),
+            (10_500, 1),
+            (10_999, 1),
+            (11_000, 2),
+            (11_500, 2),
+            (12_000, 3),
+        ] {
             log.set_clock_ms(Some(now_ms));
             let mut batch = make_batch(10, 1);
             log.append(&mut batch, Acks::Leader).await.unwrap();
@@ -100,7 +107,10 @@ fn a_failed_write_fails_its_appends_and_the_next_append_retries_it() {
         assert_eq!(info.base_offset, 4);
         assert_eq!(log.high_watermark(), 6);
         assert_eq!(log.durable_offset(), 6);
-        assert_eq!(read_back(&log).await, vec![first.clone(), second.clone(), third.clone()]);
+        assert_eq!(
+            read_back(&log).await,
+            vec![first.clone(), second.clone(), third.clone()]
+        );
         assert_eq!(log.stats().failures, 1);
         log.close().await.unwrap();
         drop(log);
@@ -127,9 +137,25 @@ fn disk_full_when_creating_the_next_segment_is_reported_and_retried() {
         log.fail_next_io(1, Some("creating a segment"));
         let mut rolling = make_batch(1_000, 7);
         let error = log.append(&mut rolling, Acks::Durable).await.unwrap_err();
-        assert!(matches!(error, LogError::DiskFull { context: "creating a segment" }), "{error}");
-        assert_eq!(log.segment_base_offsets().len(), 2, "the roll happened in memory");
-        assert_eq!(log.high_watermark(), 14, "the batch of the new segment is not visible");
+        assert!(
+            matches!(
+                error,
+                LogError::DiskFull {
+                    context: "creating a segment"
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            log.segment_base_offsets().len(),
+            2,
+            "the roll happened in memory"
+        );
+        assert_eq!(
+            log.high_watermark(),
+            14,
+            "the batch of the new segment is not visible"
+        );
         written.push(rolling);
 
         let mut next = make_batch(1_000, 8);

@@ -63,7 +63,12 @@ pub(super) struct WaitList {
 
 impl WaitList {
     /// Adds a waiter; returns its slot.
-    pub(super) fn register(&mut self, kind: WaitKind, failures_at_start: u64, waker: &Waker) -> usize {
+    pub(super) fn register(
+        &mut self,
+        kind: WaitKind,
+        failures_at_start: u64,
+        waker: &Waker,
+    ) -> usize {
         let entry = Entry {
             kind,
             failures_at_start,
@@ -94,7 +99,10 @@ impl WaitList {
     /// Removes a waiter (done or dropped).
     pub(super) fn remove(&mut self, slot: usize) {
         let removed = self.slots.get_mut(slot).and_then(Option::take);
-        assert!(removed.is_some(), "removing a wait slot that is not registered");
+        assert!(
+            removed.is_some(),
+            "removing a wait slot that is not registered"
+        );
         self.free.push(slot);
     }
 

@@ -40,7 +40,12 @@ pub fn make_batch(records: usize, value_bytes: usize, timestamp_ms: i64, seed: u
             .collect();
         let key = format!("key-{seed}-{record}");
         builder
-            .push(timestamp_ms + record as i64, Some(key.as_bytes()), Some(&value), &[])
+            .push(
+                timestamp_ms + record as i64,
+                Some(key.as_bytes()),
+                Some(&value),
+                &[],
+            )
             .unwrap();
     }
     builder.finish().to_vec()
@@ -57,7 +62,10 @@ pub async fn read_all(log: &PartitionLog, from: i64, max_bytes: usize) -> Vec<(i
     let mut offset = from;
     while offset < log.high_watermark() {
         let slice = log.read(offset, max_bytes).await.unwrap();
-        assert!(!slice.is_empty(), "a read below the high watermark returns data");
+        assert!(
+            !slice.is_empty(),
+            "a read below the high watermark returns data"
+        );
         let mut count = 0;
         for item in BatchIter::new(slice.bytes()) {
             let (header, bytes) = item.expect("served batches are valid");
@@ -66,7 +74,9 @@ pub async fn read_all(log: &PartitionLog, from: i64, max_bytes: usize) -> Vec<(i
         }
         assert!(count > 0);
         assert_eq!(
-            BatchIter::new(slice.bytes()).map(|b| b.unwrap().1.len()).sum::<usize>(),
+            BatchIter::new(slice.bytes())
+                .map(|b| b.unwrap().1.len())
+                .sum::<usize>(),
             slice.len(),
             "a read returns whole batches only"
         );
