@@ -1,0 +1,200 @@
+//! `ringlog consume`: prints a topic's records, one per line, from a chosen start.
+
+use std::io::{self, BufWriter, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use ringlog_net::client::{
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, PartitionInfo, SeekTo,
+};
+
+use super::error::CliError;
+use super::record_format::RecordFormat;
+
+/// Longest one poll waits before the loop looks again (it ends early when records arrive).
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of output gathered before a write to stdout.
+const STDOUT_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Options of `ringlog consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Read only this partition (default: every partition).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<u32>,
+    /// Where to start in each partition: `earliest` (the oldest stored record), `latest` (only
+    /// records written from now on; the default, as in Kafka's console consumer), an OFFSET,
+    /// or `@UNIX_MS` (the first record with a timestamp at or after that time).
+    #[arg(long, value_name = "WHERE", default_value = "latest")]
+    pub from: StartAt,
+    /// Exit after this many records (default: follow the log until interrupted).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Output line format.
+    #[arg(long, value_enum, default_value_t = RecordFormat::Value)]
+    pub format: RecordFormat,
+}
+
+/// The `--from` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest stored record.
+    Earliest,
+    /// The end of the log.
+    Latest,
+    /// An offset (checked against each partition's stored range).
+    Offset(i64),
+    /// The first record at or after this time, in ms since the Unix epoch.
+    Timestamp(i64),
+}
+
+impl FromStr for StartAt {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("expected earliest, latest, OFFSET or @UNIX_MS, got {text:?}");
+        match text {
+            "earliest" => Ok(StartAt::Earliest),
+            "latest" => Ok(StartAt::Latest),
+            _ => match text.strip_prefix('@') {
+                Some(ms) => ms
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|ms| i64::try_from(ms).ok())
+                    .map(StartAt::Timestamp)
+                    .ok_or_else(invalid),
+                None => text
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|offset| i64::try_from(offset).ok())
+                    .map(StartAt::Offset)
+                    .ok_or_else(invalid),
+            },
+        }
+    }
+}
+
+impl StartAt {
+    /// The consumer's seek.
+    fn seek_to(self) -> SeekTo {
+        match self {
+            StartAt::Earliest => SeekTo::Earliest,
+            StartAt::Latest => SeekTo::Latest,
+            StartAt::Offset(offset) => SeekTo::Offset(offset),
+            StartAt::Timestamp(ms) => SeekTo::Timestamp(ms),
+        }
+    }
+}
+
+/// Prints records until `--count` is reached, forever without it, or until stdout closes.
+pub fn run(args: ConsumeArgs, server: &str) -> anyhow::Result<()> {
+    let partitions = chosen_partitions(&args, server)?;
+    let topic = args.topic.as_str();
+    // Once started, a position that retention passed moves to the oldest record rather than
+    // failing a long-running follow.
+    let config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(server, config)
+        .map_err(|error| CliError::connecting(server, Some(topic), error))?;
+    consumer.assign(topic, &partitions);
+    consumer
+        .seek_all(args.from.seek_to())
+        .map_err(|error| CliError::about(Some(topic), error))?;
+    let limit = args.count.unwrap_or(u64::MAX);
+    let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
+    match print_records(&mut consumer, &mut out, args.format, limit) {
+        Err(error) if error.is_closed_output() => Ok(()),
+        Err(CliError::Client(error)) => Err(CliError::about(Some(topic), error).into()),
+        other => Ok(other?),
+    }
+}
+
+/// The partitions to read, checked against the topic (and `--from OFFSET` against each
+/// partition's stored range, so a mistyped offset is an error rather than a silent jump).
+fn chosen_partitions(args: &ConsumeArgs, server: &str) -> Result<Vec<u32>, CliError> {
+    let topic = args.topic.as_str();
+    let mut client = Client::connect(server)
+        .map_err(|error| CliError::connecting(server, Some(topic), error))?;
+    let metadata = client
+        .metadata(&[topic])
+        .map_err(|error| CliError::about(Some(topic), error))?;
+    let all: Vec<PartitionInfo> = metadata
+        .into_iter()
+        .find(|t| t.name == topic)
+        .ok_or_else(|| CliError::UnknownTopic {
+            topic: topic.to_owned(),
+        })?
+        .partitions;
+    let chosen: Vec<PartitionInfo> = match args.partition {
+        None => all,
+        Some(partition) => {
+            let info = all.iter().find(|p| p.partition == partition).copied();
+            let partitions = u32::try_from(all.len()).unwrap_or(u32::MAX);
+            vec![info.ok_or_else(|| CliError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions,
+            })?]
+        }
+    };
+    if let StartAt::Offset(offset) = args.from {
+        if let Some(outside) = chosen
+            .iter()
+            .find(|p| offset < p.log_start_offset || offset > p.high_watermark)
+        {
+            return Err(CliError::OffsetOutOfRange {
+                offset,
+                partition: outside.partition,
+                log_start_offset: outside.log_start_offset,
+                high_watermark: outside.high_watermark,
+            });
+        }
+    }
+    Ok(chosen.iter().map(|p| p.partition).collect())
+}
+
+/// Polls and writes records until `limit` were written. Output is flushed after every poll,
+/// so a follower sees records as they arrive.
+fn print_records(
+    consumer: &mut Consumer,
+    out: &mut impl Write,
+    format: RecordFormat,
+    limit: u64,
+) -> Result<(), CliError> {
+    let mut written = 0u64;
+    while written < limit {
+        for record in consumer.poll(POLL_TIMEOUT)? {
+            format.write(out, &record?).map_err(CliError::Output)?;
+            written += 1;
+            if written == limit {
+                break;
+            }
+        }
+        out.flush().map_err(CliError::Output)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_values_parse() {
+        assert_eq!("earliest".parse(), Ok(StartAt::Earliest));
+        assert_eq!("latest".parse(), Ok(StartAt::Latest));
+        assert_eq!("42".parse(), Ok(StartAt::Offset(42)));
+        assert_eq!(
+            "@1700000000000".parse(),
+            Ok(StartAt::Timestamp(1_700_000_000_000))
+        );
+        for bad in ["", "-1", "@", "@-5", "first", "1.5", "99999999999999999999"] {
+            assert!(bad.parse::<StartAt>().is_err(), "{bad}");
+        }
+    }
+}

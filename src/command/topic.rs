@@ -1,0 +1,277 @@
+//! `ringlog topic create|list|describe|delete`: topic administration.
+
+use std::io::{self, Write};
+
+use clap::{Args, Subcommand, ValueEnum};
+use ringlog_net::client::{Client, PartitionInfo, TopicInfo};
+use ringlog_net::message::create_topic;
+use serde::Serialize;
+
+use super::error::CliError;
+use super::table::{limit, write_table};
+
+/// Options of `ringlog topic`.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    action: TopicAction,
+}
+
+/// The topic subcommands.
+#[derive(Debug, Subcommand)]
+enum TopicAction {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List every topic with its configuration.
+    List(ListArgs),
+    /// Show a topic's partitions (owning shard, log start, high watermark) and configuration.
+    Describe(DescribeArgs),
+    /// Delete a topic and all its records.
+    Delete(DeleteArgs),
+}
+
+/// Options of `ringlog topic create`.
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// Topic name.
+    name: String,
+    /// Number of partitions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// Delete whole segments older than this (-1: keep forever; default: the server's).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// Delete the oldest segments while a partition holds more (-1: no limit; default: the
+    /// server's).
+    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
+    /// Size of each segment file, preallocated (default: the server's `segment_bytes`).
+    #[arg(long, value_name = "B")]
+    segment_bytes: Option<i64>,
+}
+
+/// Options of `ringlog topic list`.
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    format: TableFormat,
+}
+
+/// Options of `ringlog topic describe`.
+#[derive(Debug, Args)]
+struct DescribeArgs {
+    /// Topic name.
+    name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TableFormat::Table)]
+    format: TableFormat,
+}
+
+/// Options of `ringlog topic delete`.
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    /// Topic name.
+    name: String,
+}
+
+/// How `list` and `describe` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TableFormat {
+    /// Aligned columns with a header line.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// A topic as `--format json` prints it.
+#[derive(Debug, Serialize)]
+struct TopicJson<'a> {
+    name: &'a str,
+    partition_count: u32,
+    retention_ms: i64,
+    retention_bytes: i64,
+    segment_bytes: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<Vec<PartitionJson>>,
+}
+
+/// A partition as `describe --format json` prints it.
+#[derive(Debug, Serialize)]
+struct PartitionJson {
+    partition: u32,
+    shard: u16,
+    log_start_offset: i64,
+    high_watermark: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+/// Runs a topic subcommand against `server`.
+pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
+    let topic = match &args.action {
+        TopicAction::Create(create) => Some(create.name.as_str()),
+        TopicAction::Describe(describe) => Some(describe.name.as_str()),
+        TopicAction::Delete(delete) => Some(delete.name.as_str()),
+        TopicAction::List(_) => None,
+    };
+    let mut client =
+        Client::connect(server).map_err(|error| CliError::connecting(server, topic, error))?;
+    let about = |error| CliError::about(topic, error);
+    let mut out = io::stdout().lock();
+    match &args.action {
+        TopicAction::Create(create) => {
+            let created = client
+                .create_topic(&create_topic::Request {
+                    name: &create.name,
+                    partitions: create.partitions,
+                    retention_ms: create.retention_ms,
+                    retention_bytes: create.retention_bytes,
+                    segment_bytes: create.segment_bytes,
+                })
+                .map_err(about)?;
+            writeln!(out, "created topic {}", describe_config(&created))?;
+        }
+        TopicAction::List(list) => {
+            let topics = client.list_topics().map_err(about)?;
+            print_list(&mut out, &topics, list.format)?;
+        }
+        TopicAction::Describe(describe) => {
+            let metadata = client.metadata(&[&describe.name]).map_err(about)?;
+            let partitions = metadata
+                .into_iter()
+                .find(|topic| topic.name == describe.name)
+                .ok_or_else(|| CliError::UnknownTopic {
+                    topic: describe.name.clone(),
+                })?
+                .partitions;
+            // The configuration comes from ListTopics; a topic deleted in between is unknown.
+            let config = client
+                .list_topics()
+                .map_err(about)?
+                .into_iter()
+                .find(|topic| topic.name == describe.name)
+                .ok_or_else(|| CliError::UnknownTopic {
+                    topic: describe.name.clone(),
+                })?;
+            print_description(&mut out, &config, &partitions, describe.format)?;
+        }
+        TopicAction::Delete(delete) => {
+            client.delete_topic(&delete.name).map_err(about)?;
+            writeln!(out, "deleted topic {}", delete.name)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// "t: 4 partitions, retention_ms unlimited, ..." for one topic.
+fn describe_config(topic: &TopicInfo) -> String {
+    format!(
+        "{}: {} partitions, retention_ms {}, retention_bytes {}, segment_bytes {}",
+        topic.name,
+        topic.partitions,
+        limit(topic.retention_ms),
+        limit(topic.retention_bytes),
+        topic.segment_bytes
+    )
+}
+
+/// `topic list` output.
+fn print_list(out: &mut impl Write, topics: &[TopicInfo], format: TableFormat) -> io::Result<()> {
+    match format {
+        TableFormat::Table => {
+            let rows: Vec<Vec<String>> = topics
+                .iter()
+                .map(|topic| {
+                    vec![
+                        topic.name.clone(),
+                        topic.partitions.to_string(),
+                        limit(topic.retention_ms),
+                        limit(topic.retention_bytes),
+                        topic.segment_bytes.to_string(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "NAME",
+                "PARTITIONS",
+                "RETENTION_MS",
+                "RETENTION_BYTES",
+                "SEGMENT_BYTES",
+            ];
+            write_table(out, &header, &rows)
+        }
+        TableFormat::Json => {
+            let json: Vec<TopicJson<'_>> = topics.iter().map(|t| topic_json(t, None)).collect();
+            serde_json::to_writer_pretty(&mut *out, &json)?;
+            writeln!(out)
+        }
+    }
+}
+
+/// `topic describe` output.
+fn print_description(
+    out: &mut impl Write,
+    config: &TopicInfo,
+    partitions: &[PartitionInfo],
+    format: TableFormat,
+) -> io::Result<()> {
+    match format {
+        TableFormat::Table => {
+            writeln!(out, "topic {}", describe_config(config))?;
+            let rows: Vec<Vec<String>> = partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.partition.to_string(),
+                        p.shard.to_string(),
+                        p.log_start_offset.to_string(),
+                        p.high_watermark.to_string(),
+                        (p.high_watermark - p.log_start_offset).max(0).to_string(),
+                        partition_error(p).unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "PARTITION",
+                "SHARD",
+                "LOG_START",
+                "HIGH_WATERMARK",
+                "RECORDS",
+                "ERROR",
+            ];
+            write_table(out, &header, &rows)
+        }
+        TableFormat::Json => {
+            let partitions = partitions
+                .iter()
+                .map(|p| PartitionJson {
+                    partition: p.partition,
+                    shard: p.shard,
+                    log_start_offset: p.log_start_offset,
+                    high_watermark: p.high_watermark,
+                    error: partition_error(p),
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &topic_json(config, Some(partitions)))?;
+            writeln!(out)
+        }
+    }
+}
+
+/// The error code name of an unhealthy partition.
+fn partition_error(partition: &PartitionInfo) -> Option<&'static str> {
+    (!partition.error.is_ok()).then(|| partition.error.name())
+}
+
+fn topic_json(topic: &TopicInfo, partitions: Option<Vec<PartitionJson>>) -> TopicJson<'_> {
+    TopicJson {
+        name: &topic.name,
+        partition_count: topic.partitions,
+        retention_ms: topic.retention_ms,
+        retention_bytes: topic.retention_bytes,
+        segment_bytes: topic.segment_bytes,
+        partitions,
+    }
+}

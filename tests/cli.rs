@@ -1,0 +1,353 @@
+//! The `ringlog` command line against a real server started as a child process.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{run_ringlog, seq, spawn_ringlog, unused_addr, wait_bounded, TestServer};
+use serde_json::Value;
+
+/// Small segments: tests must not preallocate 1 GiB files.
+const SEGMENT_BYTES: &str = "8388608";
+/// Records of the round-trip tests.
+const RECORDS: u64 = 100_000;
+
+/// Creates `topic` with `partitions` partitions and small segments.
+fn create_topic(server: &TestServer, topic: &str, partitions: u32) {
+    let partitions = partitions.to_string();
+    let args = ["topic", "create", topic, "--partitions", &partitions];
+    let out = server.ok(&[&args[..], &["--segment-bytes", SEGMENT_BYTES]].concat());
+    assert!(
+        out.starts_with(&format!("created topic {topic}: ")),
+        "{out}"
+    );
+}
+
+/// One consumed JSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Consumed {
+    partition: u64,
+    offset: u64,
+    timestamp_ms: i64,
+    key: Option<String>,
+    value: String,
+}
+
+/// Parses `consume --format json` output.
+fn parse_json_lines(out: &str) -> Vec<Consumed> {
+    out.lines()
+        .map(|line| {
+            let json: Value = serde_json::from_str(line).expect("one JSON object per line");
+            assert_eq!(json["headers"], Value::Array(Vec::new()), "{line}");
+            Consumed {
+                partition: json["partition"].as_u64().expect("partition"),
+                offset: json["offset"].as_u64().expect("offset"),
+                timestamp_ms: json["timestamp"].as_i64().expect("timestamp"),
+                key: json["key"].as_str().map(str::to_owned),
+                value: json["value"].as_str().expect("value").to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Records grouped by partition, in the order they were printed.
+fn by_partition(records: &[Consumed]) -> BTreeMap<u64, Vec<Consumed>> {
+    let mut partitions: BTreeMap<u64, Vec<Consumed>> = BTreeMap::new();
+    for record in records {
+        partitions
+            .entry(record.partition)
+            .or_default()
+            .push(record.clone());
+    }
+    partitions
+}
+
+/// The error line of a failed command: exactly one line, starting with "error: ".
+fn error_line(output: &std::process::Output) -> String {
+    assert!(!output.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr:?}");
+    stderr.trim_end().to_owned()
+}
+
+fn now_ms() -> i64 {
+    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    i64::try_from(elapsed.as_millis()).unwrap()
+}
+
+#[test]
+fn topic_create_list_describe_delete() {
+    let server = TestServer::start(2);
+    create_topic(&server, "orders", 3);
+    let out = server.ok(&["topic", "create", "logs", "--partitions", "1"]);
+    assert!(
+        out.contains("segment_bytes 1073741824"),
+        "server default: {out}"
+    );
+    let failed = server.ringlog(&["topic", "create", "orders", "--partitions", "3"]);
+    assert_eq!(error_line(&failed), "error: topic orders already exists");
+
+    let list = server.ok(&["topic", "list"]);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][0], "NAME");
+    let orders = rows
+        .iter()
+        .find(|row| row[0] == "orders")
+        .expect("orders listed");
+    assert_eq!(orders[1..], ["3", "unlimited", "unlimited", SEGMENT_BYTES]);
+    assert!(rows.iter().any(|row| row[0] == "logs"));
+
+    let table = server.ok(&["topic", "describe", "orders"]);
+    assert!(table.starts_with("topic orders: 3 partitions"), "{table}");
+    assert_eq!(table.lines().count(), 2 + 3, "{table}");
+    let json: Value =
+        serde_json::from_str(&server.ok(&["topic", "describe", "orders", "--format", "json"]))
+            .unwrap();
+    assert_eq!(json["partition_count"], 3);
+    let partitions = json["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    for (i, partition) in partitions.iter().enumerate() {
+        assert_eq!(partition["partition"], i as u64);
+        assert!(partition["shard"].as_u64().unwrap() < 2);
+        assert_eq!(partition["log_start_offset"], 0);
+        assert_eq!(partition["high_watermark"], 0);
+    }
+
+    assert_eq!(
+        server.ok(&["topic", "delete", "orders"]),
+        "deleted topic orders\n"
+    );
+    let failed = server.ringlog(&["topic", "describe", "orders"]);
+    assert_eq!(error_line(&failed), "error: topic orders does not exist");
+    let list = server.ok(&["topic", "list", "--format", "json"]);
+    let names: Vec<Value> = serde_json::from_str::<Vec<Value>>(&list)
+        .unwrap()
+        .into_iter()
+        .map(|topic| topic["name"].clone())
+        .collect();
+    assert_eq!(names, [Value::from("logs")]);
+}
+
+/// `seq 1 100000 | ringlog produce t`, then everything back per partition in order, before
+/// and after a restart.
+fn round_trip(shards: usize) {
+    let mut server = TestServer::start(shards);
+    create_topic(&server, "t", 4);
+    let produced = server.ringlog_with_input(&["produce", "t"], &seq(RECORDS));
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(produced.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("produced {RECORDS} records (488895 bytes) in ")),
+        "{stderr}"
+    );
+
+    let describe: Value =
+        serde_json::from_str(&server.ok(&["topic", "describe", "t", "--format", "json"])).unwrap();
+    let partitions = describe["partitions"].as_array().unwrap();
+    let shards_used: BTreeSet<u64> = partitions
+        .iter()
+        .map(|p| p["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shards_used.len(), shards, "4 partitions cover every shard");
+    let total: u64 = partitions
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, RECORDS);
+
+    let count = RECORDS.to_string();
+    let consume = ["consume", "t", "--from", "earliest", "--count", &count];
+    let json_consume = [&consume[..], &["--format", "json"]].concat();
+    let before = by_partition(&parse_json_lines(&server.ok(&json_consume)));
+    check_all_lines_in_partition_order(&before);
+
+    server.restart();
+    let after = by_partition(&parse_json_lines(&server.ok(&json_consume)));
+    assert_eq!(before, after, "the same records after a restart");
+
+    // The plain form gives the lines themselves.
+    let values = server.ok(&consume);
+    let mut numbers: Vec<u64> = values.lines().map(|line| line.parse().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=RECORDS).collect::<Vec<_>>());
+
+    // A reader that goes away (`| head -1`) ends a following consume quietly.
+    let following = [
+        "consume",
+        "t",
+        "--from",
+        "earliest",
+        "--server",
+        server.addr(),
+    ];
+    let (mut child, stdout) = spawn_ringlog(&following);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    let status = wait_bounded(&mut child, "consume into a closed pipe");
+    assert!(status.success(), "closed pipe: {status}");
+}
+
+/// Every number 1..=RECORDS once, each partition's offsets dense and values increasing.
+fn check_all_lines_in_partition_order(partitions: &BTreeMap<u64, Vec<Consumed>>) {
+    let mut seen = 0;
+    for records in partitions.values() {
+        let values: Vec<u64> = records.iter().map(|r| r.value.parse().unwrap()).collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "partition order");
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..records.len() as u64).collect::<Vec<_>>());
+        assert!(records.iter().all(|r| r.key.is_none()));
+        seen += records.len() as u64;
+    }
+    assert_eq!(seen, RECORDS);
+}
+
+#[test]
+fn produce_consume_restart_one_shard() {
+    round_trip(1);
+}
+
+#[test]
+fn produce_consume_restart_two_shards() {
+    round_trip(2);
+}
+
+#[test]
+fn key_separator_lands_equal_keys_on_one_partition() {
+    let server = TestServer::start(2);
+    create_topic(&server, "keyed", 8);
+    let input: String = (0..400)
+        .map(|i| format!("user-{}:{i}:x\n", i % 7))
+        .collect();
+    let args = [
+        "produce",
+        "keyed",
+        "--key-separator",
+        ":",
+        "--acks",
+        "leader",
+    ];
+    server.ok_with_input(&args, input.as_bytes());
+    let out = server.ok(&[
+        "consume", "keyed", "--from", "earliest", "--count", "400", "--format", "json",
+    ]);
+    let records = parse_json_lines(&out);
+    assert_eq!(records.len(), 400);
+    let mut key_partition: BTreeMap<String, u64> = BTreeMap::new();
+    let mut key_values: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for record in &records {
+        let key = record.key.clone().expect("keyed record");
+        let partition = *key_partition.entry(key.clone()).or_insert(record.partition);
+        assert_eq!(partition, record.partition, "key {key} on one partition");
+        // Split at the first separator only.
+        let number = record
+            .value
+            .strip_suffix(":x")
+            .expect("value keeps the rest");
+        key_values
+            .entry(key)
+            .or_default()
+            .push(number.parse().unwrap());
+    }
+    assert_eq!(key_partition.len(), 7);
+    for (key, values) in key_values {
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "order of {key}");
+    }
+
+    let failed = server.ringlog_with_input(&args, b"k:v\nno separator\n");
+    assert_eq!(
+        error_line(&failed),
+        "error: line 2 has no key separator \":\""
+    );
+}
+
+#[test]
+fn from_offset_and_timestamp_on_one_partition() {
+    let server = TestServer::start(1);
+    create_topic(&server, "ts", 2);
+    let first: String = (1..=10).map(|i| format!("a{i}\n")).collect();
+    let args = ["produce", "ts", "--partition", "1"];
+    server.ok_with_input(&args, first.as_bytes());
+    // Every later record is stamped at or after `split_ms`, every earlier one before it.
+    let split_ms = now_ms() + 1;
+    while now_ms() < split_ms {
+        std::hint::spin_loop();
+    }
+    let second: String = (1..=10).map(|i| format!("b{i}\n")).collect();
+    server.ok_with_input(&args, second.as_bytes());
+
+    let from_time = format!("@{split_ms}");
+    let out = server.ok(&[
+        "consume",
+        "ts",
+        "--partition",
+        "1",
+        "--from",
+        &from_time,
+        "--count",
+        "10",
+    ]);
+    let expected: Vec<String> = (1..=10).map(|i| format!("b{i}")).collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+
+    let out = server.ok(&[
+        "consume",
+        "ts",
+        "--partition",
+        "1",
+        "--from",
+        "5",
+        "--count",
+        "3",
+        "--format",
+        "json",
+    ]);
+    let records = parse_json_lines(&out);
+    let got: Vec<(u64, u64, &str)> = records
+        .iter()
+        .map(|r| (r.partition, r.offset, r.value.as_str()))
+        .collect();
+    assert_eq!(got, [(1, 5, "a6"), (1, 6, "a7"), (1, 7, "a8")]);
+    assert!(records.iter().all(|r| r.timestamp_ms < split_ms));
+
+    let failed = server.ringlog(&["consume", "ts", "--partition", "0", "--from", "3"]);
+    assert_eq!(
+        error_line(&failed),
+        "error: offset 3 is out of range for partition 0 (log start 0, high watermark 0)"
+    );
+    let failed = server.ringlog(&["consume", "ts", "--partition", "2", "--count", "1"]);
+    assert_eq!(
+        error_line(&failed),
+        "error: topic ts has no partition 2 (it has 2)"
+    );
+}
+
+#[test]
+fn user_errors_are_one_line_and_fail() {
+    let server = TestServer::start(1);
+    let failed = server.ringlog(&["consume", "missing", "--count", "1"]);
+    assert_eq!(error_line(&failed), "error: topic missing does not exist");
+    let failed = server.ringlog_with_input(&["produce", "missing"], b"a\nb\n");
+    assert_eq!(error_line(&failed), "error: topic missing does not exist");
+
+    let nowhere = unused_addr();
+    let failed = run_ringlog(&["topic", "list", "--server", &nowhere], b"");
+    assert_eq!(
+        error_line(&failed),
+        format!("error: cannot connect to {nowhere}: Connection refused")
+    );
+
+    let failed = server.ringlog(&["topic", "create", "t"]);
+    assert_eq!(failed.status.code(), Some(2), "usage error");
+    let line = error_line(&failed);
+    assert!(line.contains("--partitions"), "{line}");
+    let failed = server.ringlog(&["consume", "t", "--from", "yesterday"]);
+    assert!(error_line(&failed).contains("--from"));
+}
