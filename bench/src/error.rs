@@ -45,7 +45,8 @@ impl BenchError {
         match self {
             BenchError::Options(_)
             | BenchError::Scenario(ScenarioError::NotImplemented(_))
-            | BenchError::Scenario(ScenarioError::Setup(_)) => EXIT_USAGE,
+            | BenchError::Scenario(ScenarioError::Setup(_))
+            | BenchError::Scenario(ScenarioError::Unavailable(_)) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

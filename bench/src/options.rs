@@ -36,6 +36,16 @@ pub const DURATION_S_MAX: f64 = 86_400.0;
 pub const E2E_RATE_MB_PER_S_DEFAULT: f64 = 100.0;
 /// Default number of consumer groups for `fanout`.
 pub const FANOUT_GROUPS_DEFAULT: u32 = 10;
+/// Default appender tasks of `append` (concurrent appends, so that durable ones share syncs).
+pub const APPEND_APPENDERS_DEFAULT: u32 = 8;
+/// Default producer linger of `e2e` (ms): send as soon as the previous request is answered.
+pub const E2E_LINGER_MS_DEFAULT: u64 = 0;
+/// Smallest record `e2e` sends: the value carries the intended send time (8 bytes).
+pub const E2E_RECORD_SIZE_MIN: u64 = 8;
+/// Default length of a hot `consume` run, which re-reads a topic that fits the server's cache.
+pub const CONSUME_HOT_DURATION_S_DEFAULT: f64 = 5.0;
+/// Default bytes a cold `consume` run writes, then reads once from disk.
+pub const CONSUME_COLD_BYTES_DEFAULT: u64 = GIB;
 /// Default simulated work per record for `share` (microseconds).
 pub const SHARE_WORK_US_DEFAULT: u64 = 1_000;
 /// Largest simulated work per record accepted (10 s).
@@ -141,6 +151,30 @@ impl Acks {
     }
 }
 
+/// How producer threads send (produce, e2e and fanout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProduceWith {
+    /// The client's batching `Producer`: one `send` per record, batches by size and linger.
+    Producer,
+    /// Prebuilt batches sent as pipelined Produce requests (the protocol without the
+    /// client's per-record work).
+    Requests,
+}
+
+impl ProduceWith {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProduceWith::Producer => "producer",
+            ProduceWith::Requests => "requests",
+        }
+    }
+}
+
+/// Default way of producing.
+pub const PRODUCE_WITH_DEFAULT: ProduceWith = ProduceWith::Requests;
+
 /// Options shared by every scenario and reference, as typed (defaults resolved in [`Options::resolve`]).
 #[derive(Clone, Debug, Default, Args)]
 pub struct Options {
@@ -168,7 +202,7 @@ pub struct Options {
     /// Acknowledgement the producers ask for [default: durable].
     #[arg(long, value_enum)]
     pub acks: Option<Acks>,
-    /// Total producer rate in MB/s (10^6 bytes) [default: unlimited; e2e: 100].
+    /// e2e only: total producer rate in MB/s (10^6 bytes of record values) [default: 100].
     #[arg(long, value_name = "MB_PER_S")]
     pub rate_mb_per_s: Option<f64>,
     /// Length of the measured run in seconds [default: 10].
@@ -189,6 +223,10 @@ pub struct Options {
     /// share only: simulated work per record in microseconds [default: 1000].
     #[arg(long, value_name = "US")]
     pub work_us: Option<u64>,
+    /// produce, e2e and fanout: send batches built by the bench as pipelined Produce requests,
+    /// or records through the client's batching Producer [default: requests].
+    #[arg(long, value_enum)]
+    pub produce_with: Option<ProduceWith>,
     /// Write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -265,6 +303,8 @@ pub struct RunConfig {
     pub cold: bool,
     /// share: simulated work per record.
     pub work_us: u64,
+    /// produce, e2e and fanout: how producers send.
+    pub produce_with: ProduceWith,
     /// Where to write the JSON report.
     pub json_path: Option<PathBuf>,
     /// Where to write the SVG plot.
@@ -301,7 +341,7 @@ impl Options {
         self.reject_inapplicable(workload)?;
         let record_size_bytes = self.record_size_bytes(workload)?;
         let batch_bytes = self.batch_bytes(workload, record_size_bytes)?;
-        let target = self.target(allowed_cpus)?;
+        let target = self.target(workload, allowed_cpus)?;
         let partitions = match (self.partitions, workload, &target) {
             (Some(partitions), _, _) => partitions,
             (None, Workload::Share, _) => 1,
@@ -313,13 +353,16 @@ impl Options {
             _ => 1,
         });
         check_count("--partitions", partitions, PARTITIONS_MAX)?;
-        let producers = self.producers.unwrap_or(1);
+        let producers = self.producers.unwrap_or(match workload {
+            Workload::Append => APPEND_APPENDERS_DEFAULT,
+            _ => 1,
+        });
         let consumers = self.consumers.unwrap_or(1);
         check_count("--producers", producers, CLIENTS_MAX)?;
         check_count("--consumers", consumers, CLIENTS_MAX)?;
         check_count("--groups", groups, CLIENTS_MAX)?;
         let rate_mb_per_s = self.rate_mb_per_s(workload)?;
-        let stop = self.stop()?;
+        let stop = self.stop(workload)?;
         let work_us = self.work_us.unwrap_or(SHARE_WORK_US_DEFAULT);
         if work_us > WORK_US_MAX {
             reject!("--work-us {work_us} is more than {WORK_US_MAX} (10 s) of work per record");
@@ -332,7 +375,10 @@ impl Options {
             workload,
             record_size_bytes,
             batch_bytes,
-            linger_ms: self.linger_ms.unwrap_or(LINGER_MS_DEFAULT),
+            linger_ms: self.linger_ms.unwrap_or(match workload {
+                Workload::E2e => E2E_LINGER_MS_DEFAULT,
+                _ => LINGER_MS_DEFAULT,
+            }),
             partitions,
             producers,
             consumers,
@@ -343,6 +389,7 @@ impl Options {
             target,
             cold: self.cold,
             work_us,
+            produce_with: self.produce_with.unwrap_or(PRODUCE_WITH_DEFAULT),
             json_path,
             plot_path,
             data_parent_dir,
@@ -352,7 +399,7 @@ impl Options {
 
     /// Rejects options that mean nothing for `workload` (the user expects an effect that will not happen).
     fn reject_inapplicable(&self, workload: Workload) -> Result<(), OptionsError> {
-        let given: [(&str, bool); 13] = [
+        let given: [(&str, bool); 14] = [
             ("--record-size", self.record_size.is_some()),
             ("--linger-ms", self.linger_ms.is_some()),
             ("--partitions", self.partitions.is_some()),
@@ -366,6 +413,7 @@ impl Options {
             ("--shards", self.shards.is_some()),
             ("--server", self.server.is_some()),
             ("--work-us", self.work_us.is_some()),
+            ("--produce-with", self.produce_with.is_some()),
         ];
         if workload.is_reference() {
             if let Some((option, _)) = given.iter().find(|(_, is_given)| *is_given) {
@@ -394,8 +442,34 @@ impl Options {
         if self.rate_mb_per_s.is_some() && workload == Workload::Consume {
             reject!("--rate-mb-per-s does not apply to consume (it fills the topic as fast as it can, then reads)");
         }
+        if self.rate_mb_per_s.is_some() && workload != Workload::E2e {
+            reject!("--rate-mb-per-s applies to e2e only; {workload} producers send as fast as the server answers");
+        }
         if self.server.is_some() && workload == Workload::Append {
             reject!("--server does not apply to append, which loads the engine in-process without a network");
+        }
+        if self.cold && self.server.is_some() {
+            reject!("--cold needs the embedded server (the bench restarts it and drops its files from the page cache); it cannot be combined with --server");
+        }
+        if self.produce_with.is_some()
+            && !matches!(
+                workload,
+                Workload::Produce | Workload::Fanout | Workload::E2e
+            )
+        {
+            reject!("--produce-with applies to produce, e2e and fanout only, not to {workload}");
+        }
+        if self.total_bytes.is_some()
+            && matches!(workload, Workload::E2e | Workload::Fanout | Workload::Share)
+        {
+            reject!("--total-bytes does not apply to {workload}, whose producers and consumers run side by side for --duration-s");
+        }
+        if workload == Workload::E2e
+            && self
+                .record_size
+                .is_some_and(|size| size < E2E_RECORD_SIZE_MIN)
+        {
+            reject!("--record-size must be at least {E2E_RECORD_SIZE_MIN} bytes for e2e (each value carries its send time)");
         }
         if self.server.is_some() && self.shards.is_some() {
             reject!("--shards sets up the embedded server and cannot be combined with --server");
@@ -436,12 +510,18 @@ impl Options {
         Ok(u32::try_from(batch_bytes).unwrap_or(u32::MAX))
     }
 
-    fn target(&self, allowed_cpus: u32) -> Result<Target, OptionsError> {
+    fn target(&self, workload: Workload, allowed_cpus: u32) -> Result<Target, OptionsError> {
         if let Some(server) = &self.server {
             check_server_address(server)?;
             return Ok(Target::Server(server.clone()));
         }
-        let shards = self.shards.unwrap_or(allowed_cpus.max(1));
+        // append measures the engine on one core unless told otherwise: the disk reference it
+        // is compared with is one sequential writer too.
+        let shards_default = match workload {
+            Workload::Append => 1,
+            _ => allowed_cpus.max(1),
+        };
+        let shards = self.shards.unwrap_or(shards_default);
         if shards == 0 {
             reject!("--shards must be at least 1");
         }
@@ -468,7 +548,7 @@ impl Options {
         Ok(rate)
     }
 
-    fn stop(&self) -> Result<StopAt, OptionsError> {
+    fn stop(&self, workload: Workload) -> Result<StopAt, OptionsError> {
         match (self.duration_s, self.total_bytes) {
             (Some(_), Some(_)) => {
                 reject!("give either --duration-s or --total-bytes, not both")
@@ -481,9 +561,13 @@ impl Options {
             }
             (None, Some(0)) => reject!("--total-bytes must be more than 0"),
             (None, Some(bytes)) => Ok(StopAt::TotalBytes(bytes)),
-            (None, None) => Ok(StopAt::Duration(Duration::from_secs_f64(
-                DURATION_S_DEFAULT,
-            ))),
+            (None, None) => Ok(match workload {
+                Workload::Consume if self.cold => StopAt::TotalBytes(CONSUME_COLD_BYTES_DEFAULT),
+                Workload::Consume => {
+                    StopAt::Duration(Duration::from_secs_f64(CONSUME_HOT_DURATION_S_DEFAULT))
+                }
+                _ => StopAt::Duration(Duration::from_secs_f64(DURATION_S_DEFAULT)),
+            }),
         }
     }
 
@@ -704,6 +788,29 @@ mod tests {
     }
 
     #[test]
+    fn defaults_that_differ_by_scenario() {
+        let append = parse(&["append"]).unwrap();
+        assert_eq!(append.target, Target::Embedded { shards: 1 });
+        assert_eq!(
+            (append.partitions, append.producers),
+            (1, APPEND_APPENDERS_DEFAULT)
+        );
+        assert_eq!(parse(&["e2e"]).unwrap().linger_ms, E2E_LINGER_MS_DEFAULT);
+        assert_eq!(
+            parse(&["consume"]).unwrap().stop,
+            StopAt::Duration(Duration::from_secs_f64(CONSUME_HOT_DURATION_S_DEFAULT))
+        );
+        assert_eq!(
+            parse(&["consume", "--cold"]).unwrap().stop,
+            StopAt::TotalBytes(CONSUME_COLD_BYTES_DEFAULT)
+        );
+        assert_eq!(
+            parse(&["produce"]).unwrap().produce_with,
+            PRODUCE_WITH_DEFAULT
+        );
+    }
+
+    #[test]
     fn scenario_specific_defaults() {
         assert_eq!(parse(&["e2e"]).unwrap().rate_mb_per_s, Some(100.0));
         assert_eq!(parse(&["fanout"]).unwrap().groups, 10);
@@ -732,7 +839,6 @@ mod tests {
             "leader",
             "--total-bytes",
             "2GiB",
-            "--cold",
             "--server",
             "127.0.0.1:9092",
         ])
@@ -743,7 +849,7 @@ mod tests {
         assert_eq!(config.consumers, 3);
         assert_eq!(config.acks, Acks::Leader);
         assert_eq!(config.stop, StopAt::TotalBytes(2 << 30));
-        assert!(config.cold);
+        assert!(!config.cold);
         assert_eq!(config.target, Target::Server("127.0.0.1:9092".into()));
         assert_eq!(config.shards(), None);
     }
@@ -827,6 +933,27 @@ mod tests {
         rejected(&["net", "--cold"], "does not apply to the net reference");
         rejected(&["disk", "--references", "none"], "nothing to measure");
         rejected(&["disk", "--disk-bytes", "4KiB"], "at least 1MiB");
+        rejected(
+            &["consume", "--cold", "--server", "127.0.0.1:9092"],
+            "--cold needs the embedded server",
+        );
+        rejected(
+            &["consume", "--produce-with", "producer"],
+            "--produce-with applies to produce, e2e and fanout only",
+        );
+        rejected(
+            &["e2e", "--total-bytes", "1GiB"],
+            "--total-bytes does not apply to e2e",
+        );
+        rejected(
+            &["fanout", "--total-bytes", "1GiB"],
+            "--total-bytes does not apply to fanout",
+        );
+        rejected(&["e2e", "--record-size", "4"], "at least 8 bytes for e2e");
+        rejected(
+            &["produce", "--rate-mb-per-s", "5"],
+            "--rate-mb-per-s applies to e2e only",
+        );
     }
 
     #[test]

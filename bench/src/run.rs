@@ -291,12 +291,17 @@ mod tests {
     }
 
     #[test]
-    fn not_implemented_scenarios_fail_before_any_reference() {
-        let config = config(&["produce"]);
+    fn unavailable_scenarios_fail_before_any_reference() {
+        let config = config(&["share"]);
         let data = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
         let error = run_scenario(&config, data.path()).unwrap_err();
-        assert_eq!(error.to_string(), "produce is not implemented yet");
+        assert!(
+            error
+                .to_string()
+                .starts_with("share groups are not available in this build"),
+            "{error}"
+        );
         assert_eq!(error.exit_code(), 2);
         assert!(
             started.elapsed() < Duration::from_secs(1),

@@ -154,6 +154,12 @@ fn describe_config(config: &RunConfig) -> String {
     if config.workload == Workload::Share {
         let _ = write!(line, ", work {} us/record", config.work_us);
     }
+    if matches!(
+        config.workload,
+        Workload::Produce | Workload::E2e | Workload::Fanout
+    ) {
+        let _ = write!(line, ", produce with {}", config.produce_with.name());
+    }
     line
 }
 

@@ -15,26 +15,34 @@ fn stderr_of(output: &Output) -> String {
 }
 
 #[test]
-fn unimplemented_scenarios_say_so_and_exit_2() {
-    for scenario in ["append", "produce", "consume", "e2e", "fanout", "share"] {
-        let output = bench(&[scenario]);
-        assert_eq!(output.status.code(), Some(2), "{scenario}");
-        let stderr = stderr_of(&output);
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{scenario}: {stderr}");
-        assert!(
-            stderr.contains("not implemented yet"),
-            "{scenario}: {stderr}"
-        );
-    }
+fn share_without_share_consumers_says_so_and_exits_2() {
+    let output = bench(&["share"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("share groups are not available in this build"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn impossible_options_are_one_line_and_exit_2() {
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 6] = [
         &["produce", "--cold"],
         &["produce", "--partitions", "0"],
         &["consume", "--total-bytes", "1000TiB"],
         &["produce", "--server", "127.0.0.1:1"],
+        &[
+            "consume",
+            "--consumers",
+            "3",
+            "--partitions",
+            "2",
+            "--references",
+            "none",
+        ],
+        &["e2e", "--total-bytes", "1GiB"],
     ];
     for args in cases {
         let output = bench(args);
@@ -94,4 +102,51 @@ fn summary_of_an_empty_directory_fails() {
     let output = bench(&["summary", out.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_of(&output).contains("no ringlog-bench reports"));
+}
+
+#[test]
+fn small_runs_of_every_scenario_report_json() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let runs: [&[&str]; 6] = [
+        &[
+            "append",
+            "--duration-s",
+            "0.3",
+            "--batch-bytes",
+            "16KiB",
+            "--producers",
+            "2",
+        ],
+        &["produce", "--duration-s", "0.3", "--acks", "leader"],
+        &[
+            "produce",
+            "--duration-s",
+            "0.3",
+            "--produce-with",
+            "producer",
+            "--record-size",
+            "100",
+        ],
+        &["consume", "--total-bytes", "4MiB", "--cold"],
+        &["e2e", "--duration-s", "0.3", "--rate-mb-per-s", "5"],
+        &["fanout", "--duration-s", "0.3", "--groups", "3"],
+    ];
+    for (index, args) in runs.iter().enumerate() {
+        let json = out.path().join(format!("{index}.json"));
+        let mut all: Vec<&str> = args.to_vec();
+        let json_arg = json.to_str().unwrap().to_string();
+        all.extend_from_slice(&["--references", "none", "--dir", dir, "--json", &json_arg]);
+        let output = bench(&all);
+        assert!(output.status.success(), "{args:?}: {}", stderr_of(&output));
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(value["scenario"], args[0], "{args:?}");
+        assert!(value["bytes"].as_u64().unwrap() > 0, "{args:?}: {value}");
+        assert!(value["records"].as_u64().unwrap() > 0, "{args:?}: {value}");
+        assert!(
+            value["latency_us"]["count"].as_u64().unwrap() > 0,
+            "{args:?}: {value}"
+        );
+    }
 }

@@ -62,6 +62,9 @@ const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 /// The CRC covers everything from the attributes to the end of the batch.
 const CRC_COVERED_FROM: usize = 21;
+const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
 
 /// Attribute bits.
 const COMPRESSION_MASK: i16 = 0x07;
@@ -353,6 +356,28 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), BatchEr
 /// Stamps the partition leader epoch into a batch. The CRC does not cover it either.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), BatchError> {
     patch(batch, PARTITION_LEADER_EPOCH_OFFSET, &epoch.to_be_bytes())
+}
+
+/// Stamps the idempotent producer fields (producerId, producerEpoch, baseSequence) into a
+/// finished batch and recomputes its CRC, which covers them. For a producer that assigns
+/// sequence numbers when a batch is first sent rather than when it is built.
+pub fn set_producer_fields(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated {
+            needed_bytes: BATCH_HEADER_BYTES,
+            available_bytes: batch.len(),
+        });
+    }
+    patch(batch, PRODUCER_ID_OFFSET, &producer_id.to_be_bytes())?;
+    patch(batch, PRODUCER_EPOCH_OFFSET, &producer_epoch.to_be_bytes())?;
+    patch(batch, BASE_SEQUENCE_OFFSET, &base_sequence.to_be_bytes())?;
+    let crc = crc_of(batch);
+    patch(batch, CRC_OFFSET, &crc.to_be_bytes())
 }
 
 /// CRC-32C of the part of `batch` the CRC field covers (attributes..end).
@@ -1066,6 +1091,21 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn producer_fields_are_stamped_with_a_new_crc() {
+        let mut builder = BatchBuilder::new(Vec::new(), 5);
+        builder.push(5, Some(b"k"), Some(b"v"), &[]).unwrap();
+        builder.push(6, None, Some(b"w"), &[]).unwrap();
+        let mut batch = builder.finish().to_vec();
+        set_producer_fields(&mut batch, 42, 3, 1_000).unwrap();
+        let header = validate_records(&batch).unwrap();
+        assert_eq!(
+            (header.producer_id, header.producer_epoch, header.base_sequence),
+            (42, 3, 1_000)
+        );
+        assert!(set_producer_fields(&mut batch[..60], 1, 1, 1).is_err());
     }
 
     fn fix_crc(batch: &mut [u8]) {

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::batch::BatchError;
+use crate::producer_state::ProducerError;
 
 /// Why a partition log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub enum LogError {
         /// The configured bound.
         limit_bytes: u64,
     },
+    /// An idempotent producer's batch is out of sequence or fenced; nothing was written.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     /// The log is closed or closing.
     #[error("partition log is closed")]
     Closed,

@@ -18,6 +18,14 @@
 //! The high watermark is the offset after the last batch whose write completed; reads never
 //! return bytes past it. The durable offset is the same for write + fdatasync.
 //!
+//! # Idempotent producers
+//! A batch with a producer id (`producerId >= 0`) is checked against the partition's
+//! [`crate::producer_state`] before it gets an offset: a retry of one of the producer's last
+//! five batches is not appended again, and its future resolves (per [`Acks`]) to the original
+//! offsets with [`AppendInfo::duplicate`] set; a gap or a fenced epoch is refused with
+//! [`LogError::Producer`]. The state is snapshotted when a rolled segment is finished and at
+//! close, and rebuilt at open (see [`crate::producer_snapshot`]).
+//!
 //! # Failures
 //! A failed write (ENOSPC, EIO) fails every append waiting at that time with
 //! [`LogError::DiskFull`] or [`LogError::Io`]. The bytes stay in memory, invisible; the
@@ -49,6 +57,8 @@ use crate::batch::{self, BatchHeader};
 use crate::buffer::{align_down, align_up};
 use crate::cache::{Chunk, ChunkCache, ChunkPlacement};
 use crate::error::{FlushFailure, LogError};
+use crate::producer_snapshot;
+use crate::producer_state::{BatchMetadata, ProducerStateTable, Verdict};
 use crate::recovery;
 use crate::segment::{remove_segment_files, Segment, SegmentState};
 use waiters::{Progress, WaitKind, WaitList};
@@ -78,6 +88,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// Size of the batch in bytes.
     pub batch_bytes: usize,
+    /// The batch is a retry of an idempotent producer's batch written before: it was not
+    /// appended again, and the offsets are those of the original.
+    pub duplicate: bool,
 }
 
 /// Counters of one log since it was opened.
@@ -155,6 +168,8 @@ struct Inner {
     durable_requested: Cell<i64>,
     /// Bytes appended but not yet written.
     unflushed_bytes: Cell<u64>,
+    /// What each idempotent producer wrote last (see [`crate::producer_state`]).
+    producers: RefCell<ProducerStateTable>,
     /// Background I/O failures so far; waiters compare with the count when they started.
     failures: Cell<u64>,
     last_failure: Cell<Option<FlushFailure>>,
@@ -197,6 +212,11 @@ struct State {
     /// Every chunk created recently, oldest first, to find in-memory bytes for reads; entries
     /// die when the cache and the queue let go of them.
     recent: VecDeque<Weak<Chunk>>,
+    /// Producer snapshots taken at rolls, `(offset, bytes)`, to be written once the rolled
+    /// segment ending at `offset` is finished (one per segment waiting to be finished).
+    roll_snapshots: VecDeque<(i64, Vec<u8>)>,
+    /// Offsets of the producer snapshot files on disk, oldest first.
+    snapshot_files: VecDeque<i64>,
 }
 
 /// Entries of `recent` beyond which dead ones are swept from the whole list, not only the
@@ -266,6 +286,8 @@ impl PartitionLog {
         let dir = dir.into();
         let recovered = recovery::recover(&dir, &config, wall_clock_ms()).await?;
         let segments = recovered.segments;
+        let producers = recovered.producers;
+        let snapshot_files = recovered.snapshots.into_iter().collect();
         let log_start_offset = segments
             .first()
             .map(|segment| segment.base_offset)
@@ -285,7 +307,10 @@ impl PartitionLog {
                 tail: None,
                 pending: VecDeque::new(),
                 recent: VecDeque::new(),
+                roll_snapshots: VecDeque::new(),
+                snapshot_files,
             }),
+            producers: RefCell::new(producers),
             next_offset: Cell::new(next_offset),
             high_watermark: Cell::new(next_offset),
             durable_offset: Cell::new(next_offset),
@@ -578,6 +603,10 @@ impl Inner {
                 segment_bytes: self.config.segment_bytes,
             });
         }
+        let verdict = self.producers.borrow().check(&header)?;
+        if let Verdict::Duplicate(original) = verdict {
+            return Ok(self.answer_duplicate(original, batch_bytes, acks));
+        }
         self.check_unflushed_bound(batch_bytes)?;
         let base_offset = self.next_offset.get();
         batch::set_base_offset(batch, base_offset)?;
@@ -596,6 +625,15 @@ impl Inner {
             &header,
             now_ms,
         );
+        if rolled {
+            // The state as of the new segment's base, before this batch is recorded.
+            let snapshot = producer_snapshot::encode(&self.producers.borrow(), base_offset);
+            self.state
+                .borrow_mut()
+                .roll_snapshots
+                .push_back((base_offset, snapshot));
+        }
+        self.producers.borrow_mut().record(&header);
         self.next_offset.set(next_offset);
         self.unflushed_bytes
             .set(self.unflushed_bytes.get() + batch_bytes as u64);
@@ -616,7 +654,31 @@ impl Inner {
             last_offset: header.last_offset(),
             log_start_offset: self.log_start_offset.get(),
             batch_bytes,
+            duplicate: false,
         })
+    }
+
+    /// The answer to a retried idempotent batch: the original's offsets, once the original
+    /// reaches `acks` (its write may still be pending, or failed and waiting for a retry).
+    fn answer_duplicate(&self, original: BatchMetadata, batch_bytes: usize, acks: Acks) -> AppendInfo {
+        let next_offset = original.last_offset + 1;
+        assert!(next_offset <= self.next_offset.get(), "a duplicate of an appended batch");
+        if acks == Acks::Durable {
+            self.durable_requested
+                .set(self.durable_requested.get().max(next_offset));
+        }
+        if next_offset > self.durable_offset.get() {
+            // Like a new append, a retry is the signal to try a failed write again.
+            self.retry_blocked.set(false);
+            self.kick.notify();
+        }
+        AppendInfo {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            log_start_offset: self.log_start_offset.get(),
+            batch_bytes,
+            duplicate: true,
+        }
     }
 
     /// Refuses an append that would take unwritten bytes past the bound.
@@ -986,5 +1048,7 @@ impl Future for WaitForOffset {
     }
 }
 
+#[cfg(test)]
+mod power_loss_tests;
 #[cfg(test)]
 mod tests;

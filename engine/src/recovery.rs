@@ -13,6 +13,10 @@
 //!   a segment is treated as the end of the log: later segments are dropped too, so offsets
 //!   stay contiguous and nothing after the damage is served.
 //!
+//! - The idempotent producers' state is rebuilt as [`crate::producer_snapshot`] describes: the
+//!   newest snapshot, then the batches after it. When that snapshot is at or after the last
+//!   segment's base, the scan of that segment replays the batches on the way (no second read).
+//!
 //! Dropped bytes are reported with `tracing::warn!`, a clean open with `tracing::info!`.
 
 use std::path::Path;
@@ -23,6 +27,8 @@ use crate::buffer::{align_down, align_up, AlignedBuf, IO_ALIGN_BYTES};
 use crate::error::LogError;
 use crate::index::{indexes_paired, OffsetIndex, TimeIndex};
 use crate::log::LogConfig;
+use crate::producer_snapshot;
+use crate::producer_state::ProducerStateTable;
 use crate::reactor::fs::{File, OpenOptions};
 use crate::segment::{
     parse_log_file_name, preallocation_target, remove_segment_files, segment_path,
@@ -46,6 +52,49 @@ enum ScanStop {
 /// The segments of a recovered partition, oldest first; the last one is active.
 pub(crate) struct Recovered {
     pub(crate) segments: Vec<Segment>,
+    /// Idempotent producer state as of the end of the recovered log.
+    pub(crate) producers: ProducerStateTable,
+    /// Offsets of the producer snapshots left on disk, oldest first.
+    pub(crate) snapshots: Vec<i64>,
+}
+
+/// The producer state the scan of the last segment brings up to date: a snapshot at or after
+/// that segment's base (or, for a one-segment log, the empty state at its start) plus every
+/// batch the scan sees from the snapshot's offset on.
+struct TailReplay {
+    from_offset: i64,
+    table: ProducerStateTable,
+    usable: bool,
+}
+
+impl TailReplay {
+    fn load(dir: &Path, snapshots: &[i64], bases: &[i64], producers_max: usize) -> TailReplay {
+        let (first_base, last_base) = match (bases.first(), bases.last()) {
+            (Some(first), Some(last)) => (*first, *last),
+            _ => (0, 0),
+        };
+        for &offset in snapshots.iter().rev().take_while(|&&offset| offset >= last_base) {
+            if let Some(table) = producer_snapshot::load(dir, offset, producers_max) {
+                return TailReplay {
+                    from_offset: offset,
+                    table,
+                    usable: true,
+                };
+            }
+        }
+        TailReplay {
+            from_offset: last_base,
+            table: ProducerStateTable::new(producers_max),
+            // Nothing to know before the first segment.
+            usable: first_base == last_base,
+        }
+    }
+
+    fn observe(&mut self, header: &BatchHeader) {
+        if self.usable && header.base_offset >= self.from_offset {
+            self.table.record(header);
+        }
+    }
 }
 
 /// Lists, checks and repairs the segments in `dir` (created when missing).
@@ -58,12 +107,17 @@ pub(crate) async fn recover(
     std::fs::create_dir_all(dir)
         .map_err(|error| LogError::io("creating the partition directory", error))?;
     let bases = list_segments(dir)?;
+    let snapshots = producer_snapshot::list(dir)?;
     if bases.is_empty() {
         tracing::info!(dir = %dir.display(), "new partition log");
+        remove_snapshots(dir, &snapshots).await;
         return Ok(Recovered {
             segments: vec![Segment::new(0, SegmentState::Active)],
+            producers: ProducerStateTable::new(config.producers_max),
+            snapshots: Vec::new(),
         });
     }
+    let mut tail = TailReplay::load(dir, &snapshots, &bases, config.producers_max);
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut dropped_bytes = 0u64;
     for (at, &base) in bases.iter().enumerate() {
@@ -80,7 +134,13 @@ pub(crate) async fn recover(
                 break;
             }
         }
-        let recovered = recover_segment(dir, base, is_last, config).await?;
+        let mut ignore = |_: &BatchHeader| {};
+        let observe: &mut dyn FnMut(&BatchHeader) = if is_last {
+            &mut |header: &BatchHeader| tail.observe(header)
+        } else {
+            &mut ignore
+        };
+        let recovered = recover_segment(dir, base, is_last, config, observe).await?;
         dropped_bytes += recovered.dropped_bytes;
         segments.push(recovered.segment);
         if recovered.damaged && !is_last {
@@ -93,6 +153,9 @@ pub(crate) async fn recover(
         .expect("at least one segment was listed and the first is always kept");
     prepare_active(dir, active, config, now_ms).await?;
     let next_offset = active.next_offset;
+    let last_listed = bases.last().copied().unwrap_or(0);
+    let (producers, snapshots) =
+        rebuild_producers(dir, &segments, snapshots, tail, last_listed, config).await?;
     if dropped_bytes > 0 {
         tracing::warn!(
             dir = %dir.display(),
@@ -108,7 +171,58 @@ pub(crate) async fn recover(
             "partition log opened clean"
         );
     }
-    Ok(Recovered { segments })
+    Ok(Recovered {
+        segments,
+        producers,
+        snapshots,
+    })
+}
+
+/// The producer state at the end of the recovered log: the tail replay when it covers the
+/// log, else the newest snapshot not beyond the end plus a replay from it. Deletes snapshots
+/// beyond the end; returns the offsets of those left.
+async fn rebuild_producers(
+    dir: &Path,
+    segments: &[Segment],
+    snapshots: Vec<i64>,
+    tail: TailReplay,
+    last_listed_base: i64,
+    config: &LogConfig,
+) -> Result<(ProducerStateTable, Vec<i64>), LogError> {
+    let Some(active) = segments.last() else {
+        return Ok((ProducerStateTable::new(config.producers_max), snapshots));
+    };
+    let log_end = active.next_offset;
+    let (beyond, kept): (Vec<i64>, Vec<i64>) =
+        snapshots.into_iter().partition(|&offset| offset > log_end);
+    if !beyond.is_empty() {
+        // They describe data the crash took away; a later log growing past them must not
+        // load them.
+        tracing::warn!(dir = %dir.display(), count = beyond.len(), log_end, "dropping producer snapshots beyond the log end");
+        remove_snapshots(dir, &beyond).await;
+    }
+    if tail.usable && active.base_offset == last_listed_base && tail.from_offset <= log_end {
+        return Ok((tail.table, kept));
+    }
+    let loaded = kept.iter().rev().find_map(|&offset| {
+        producer_snapshot::load(dir, offset, config.producers_max).map(|table| (offset, table))
+    });
+    let log_start = segments.first().map_or(0, |segment| segment.base_offset);
+    let (from_offset, mut table) =
+        loaded.unwrap_or_else(|| (log_start, ProducerStateTable::new(config.producers_max)));
+    let batches = producer_snapshot::replay(dir, segments, from_offset, &mut table).await?;
+    tracing::info!(dir = %dir.display(), from_offset, batches, producers = table.len(), "producer state replayed from the log");
+    Ok((table, kept))
+}
+
+/// Deletes producer snapshots; failures are only logged (a stale snapshot beyond the log end
+/// is ignored at the next open too, as long as the log has not grown past it).
+async fn remove_snapshots(dir: &Path, offsets: &[i64]) {
+    for &offset in offsets {
+        if let Err(error) = producer_snapshot::remove(dir, offset).await {
+            tracing::warn!(dir = %dir.display(), offset, %error, "cannot delete a producer snapshot");
+        }
+    }
 }
 
 /// Base offsets of the `*.log` files in `dir`, sorted. Removes leftovers of interrupted
@@ -157,6 +271,7 @@ async fn recover_segment(
     base: i64,
     is_last: bool,
     config: &LogConfig,
+    observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<SegmentRecovery, LogError> {
     let path = segment_path(dir, base, LOG_SUFFIX);
     let options = OpenOptions {
@@ -186,12 +301,12 @@ async fn recover_segment(
             resumed = true;
         }
     }
-    let mut stop = scan(&file, &path, file_len, &mut segment, config).await?;
+    let mut stop = scan(&file, &path, file_len, &mut segment, config, observe).await?;
     if resumed && matches!(stop, ScanStop::Damaged(_)) {
         // The index may be what is wrong: check the whole segment before cutting it.
         segment = Segment::new(base, state);
         resumed = false;
-        stop = scan(&file, &path, file_len, &mut segment, config).await?;
+        stop = scan(&file, &path, file_len, &mut segment, config, observe).await?;
     }
     let end = segment.size_bytes;
     let mut dropped_bytes = 0;
@@ -288,7 +403,7 @@ async fn read_small_file(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// Scans batches from `segment.size_bytes` to the end of the data, recording each in
-/// `segment` (offsets, size, indexes). Returns why it stopped; `segment.size_bytes` is then the
+/// `segment` (offsets, size, indexes) and showing its header to `observe`. Returns why it stopped; `segment.size_bytes` is then the
 /// end of the last good batch.
 async fn scan(
     file: &File,
@@ -296,6 +411,7 @@ async fn scan(
     file_len: u64,
     segment: &mut Segment,
     config: &LogConfig,
+    observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<ScanStop, LogError> {
     let batch_bytes_max = usize::try_from(config.segment_bytes).unwrap_or(usize::MAX);
     let mut buf = AlignedBuf::new(window_bytes(segment.size_bytes, file_len));
@@ -320,6 +436,7 @@ async fn scan(
                         return Ok(ScanStop::Damaged(reason));
                     }
                     segment.record_batch(at, &header, config.index_interval_bytes);
+                    observe(&header);
                     if segment.first_batch_ms.is_none() {
                         segment.first_batch_ms = Some(header.max_timestamp_ms);
                     }

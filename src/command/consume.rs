@@ -10,6 +10,7 @@ use ringlog_net::client::{
 };
 
 use super::error::CliError;
+use super::group_consume::{self, AckMode};
 use super::record_format::RecordFormat;
 
 /// Longest one poll waits before the loop looks again (it ends early when records arrive).
@@ -36,6 +37,19 @@ pub struct ConsumeArgs {
     /// Output line format.
     #[arg(long, value_enum, default_value_t = RecordFormat::Value)]
     pub format: RecordFormat,
+    /// Read as a member of this consumer group: the group's members split the partitions,
+    /// reading starts at the group's committed offsets (`--from earliest|latest` where it has
+    /// none) and what is printed is committed as it goes.
+    #[arg(long, value_name = "G", conflicts_with_all = ["share_group", "partition"])]
+    pub group: Option<String>,
+    /// Read as a member of this share group: records of every partition are leased to this
+    /// consumer one by one and acknowledged after printing (see `--ack`).
+    #[arg(long, value_name = "G", conflicts_with_all = ["partition", "from"])]
+    pub share_group: Option<String>,
+    /// With `--share-group`: how each printed record is acknowledged (`none`: leave it to
+    /// expire).
+    #[arg(long, value_enum, default_value_t = AckMode::Accept, requires = "share_group")]
+    pub ack: AckMode,
 }
 
 /// The `--from` values.
@@ -91,6 +105,12 @@ impl StartAt {
 
 /// Prints records until `--count` is reached, forever without it, or until stdout closes.
 pub fn run(args: ConsumeArgs, server: &str) -> anyhow::Result<()> {
+    if let Some(group) = &args.group {
+        return group_consume::run_group(&args, group, server);
+    }
+    if let Some(group) = &args.share_group {
+        return group_consume::run_share(&args, group, server);
+    }
     let partitions = chosen_partitions(&args, server)?;
     let topic = args.topic.as_str();
     // Once started, a position that retention passed moves to the oldest record rather than

@@ -3,6 +3,8 @@
 
 pub mod consume;
 pub mod error;
+pub mod group;
+pub mod group_consume;
 pub mod produce;
 pub mod record_format;
 pub mod serve;
@@ -20,8 +22,11 @@ pub enum Command {
     Topic(topic::TopicArgs),
     /// Append stdin to a topic, one record per line; a summary goes to stderr.
     Produce(produce::ProduceArgs),
-    /// Print a topic's records, one per line.
+    /// Print a topic's records, one per line (alone, or as a member of a consumer or share
+    /// group).
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and configure consumer and share groups.
+    Group(group::GroupArgs),
 }
 
 impl Command {
@@ -41,6 +46,7 @@ impl Command {
             Command::Topic(args) => topic::run(args, server),
             Command::Produce(args) => produce::run(args, server),
             Command::Consume(args) => consume::run(args, server),
+            Command::Group(args) => group::run(args, server),
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Address of the native protocol listener.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Address of the Kafka protocol listener (off unless given here or in the config).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub kafka_listen: Option<SocketAddr>,
     /// Number of shard threads (default: the cores this process may run on).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -57,6 +60,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.kafka_listen.is_some() {
+        config.kafka_listen = args.kafka_listen;
+    }
     if args.shards.is_some() {
         config.shards = args.shards;
     }
@@ -75,6 +81,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.shard_count(),
         server.data_dir().display()
     );
+    if let Some(kafka_addr) = server.kafka_addr() {
+        tracing::info!(addr = %kafka_addr, "Kafka protocol listening");
+        println!("Kafka protocol on {kafka_addr}");
+    }
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down: flushing partitions");
     server.shutdown();

@@ -3,7 +3,11 @@
 //! the references, calls [`Scenario::run`] for the measured load, drops the scenario, measures
 //! the references again and reports the [`ScenarioResult`].
 //!
-//! To implement one: fill in its module's `prepare` and `run`; nothing else changes.
+//! The scenario modules build on shared parts: [`server`] (embedded or remote server, topics,
+//! core placement), [`control`] (start gate and stop condition), [`recorder`] (per-thread
+//! measurements), [`batches`] (prebuilt batches), the producer threads ([`pipelined_producer`],
+//! [`client_producer`], [`paced_producer`], [`paced_requests`], chosen by [`producers`]), the consumer threads
+//! ([`fetcher`], [`timed_consumer`]), [`fill`], [`page_cache`] and [`threads`].
 
 pub mod append;
 pub mod consume;
@@ -11,6 +15,21 @@ pub mod e2e;
 pub mod fanout;
 pub mod produce;
 pub mod share;
+
+pub mod batches;
+pub mod client_producer;
+pub mod control;
+pub mod fetcher;
+pub mod fill;
+pub mod paced_producer;
+pub mod paced_requests;
+pub mod page_cache;
+pub mod pipelined_producer;
+pub mod producers;
+pub mod recorder;
+pub mod server;
+pub mod threads;
+pub mod timed_consumer;
 
 use std::io;
 use std::path::Path;
@@ -96,6 +115,9 @@ pub enum ScenarioError {
     /// The scenario does not exist yet (exit status 2).
     #[error("{0} is not implemented yet")]
     NotImplemented(Workload),
+    /// The scenario needs something this build does not have (exit status 2).
+    #[error("{0}")]
+    Unavailable(String),
     /// Bad input found while preparing, before any load (exit status 2): the server is not
     /// there, the topic cannot be created...
     #[error("{0}")]

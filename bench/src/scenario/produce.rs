@@ -1,20 +1,76 @@
-//! The `produce` scenario: producers send batches to ringlog over the network; acknowledgement latency.
+//! The `produce` scenario: producer threads send records to one topic over the network as fast
+//! as the server acknowledges them; throughput of acknowledged batch bytes and acknowledgement
+//! latency.
 //!
-//! Not implemented yet: it needs the engine and the network client.
+//! `--produce-with producer` (default) uses the client's batching `Producer`; `requests` sends
+//! prebuilt batches as pipelined Produce requests (see the modules of each).
 
+use super::control::RunControl;
+use super::producers::{describe, producer_threads, ProducerPlan, ProducerThread};
+use super::recorder::merge_all;
+use super::server::BenchServer;
+use super::threads::join_all;
 use super::{Scenario, ScenarioContext, ScenarioError, ScenarioResult};
 use crate::workload::Workload;
 
 /// The `produce` scenario.
 #[derive(Debug, Default)]
-pub struct Produce {}
+pub struct Produce {
+    server: Option<BenchServer>,
+    producers: Vec<ProducerThread>,
+}
 
 impl Scenario for Produce {
-    fn prepare(&mut self, _context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
-        Err(ScenarioError::NotImplemented(Workload::Produce))
+    fn prepare(&mut self, context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
+        let config = context.config;
+        let mut server = BenchServer::start(config, context.data_dir)?;
+        let topic = server.create_topic(Workload::Produce, config.partitions)?;
+        let plan = ProducerPlan {
+            config,
+            produce_with: config.produce_with,
+            acks: config.acks,
+            threads: config.producers,
+            first_load_thread: 0,
+            expected: config.expected_duration(),
+        };
+        self.producers = producer_threads(&plan, &server, &topic)?;
+        self.server = Some(server);
+        Ok(())
     }
 
-    fn run(&mut self, _context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError> {
-        Err(ScenarioError::NotImplemented(Workload::Produce))
+    fn run(&mut self, context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError> {
+        let server = self
+            .server
+            .as_ref()
+            .ok_or_else(|| ScenarioError::Failed("produce ran before prepare".into()))?;
+        let control = RunControl::new(
+            self.producers.len(),
+            context.config.stop,
+            context.progress.clone(),
+        );
+        let outcomes = std::thread::scope(|scope| {
+            let handles = self
+                .producers
+                .iter()
+                .map(|producer| scope.spawn(|| producer.run(&control)))
+                .collect();
+            control.open();
+            join_all(handles)
+        })?;
+        let retries: u64 = outcomes.iter().map(|(_, counters)| counters.retries).sum();
+        let merged = merge_all(outcomes.into_iter().map(|(recorder, _)| recorder))
+            .ok_or_else(|| ScenarioError::Failed("no producer ran".into()))?;
+        let seconds = merged.active_seconds();
+        let mut notes = vec![
+            describe(&self.producers),
+            server.placement_note(),
+            "bytes are whole record batch bytes (what is sent and stored), MB = 10^6 bytes".into(),
+        ];
+        if retries > 0 {
+            notes.push(format!(
+                "{retries} request(s) were refused for now (Throttled: the disk fell behind) and sent again"
+            ));
+        }
+        Ok(merged.into_result(seconds, notes))
     }
 }

@@ -1,20 +1,156 @@
-//! The `share` scenario: share-group consumers with simulated work per record.
+//! The `share` scenario: `--consumers` members of one share group (KIP-932 semantics) take
+//! records of a topic (default 1 partition) that is filled first, and spend `--work-us` of
+//! simulated work (a sleep: the work of a consumer that waits on something else) on each record
+//! before acknowledging it. The result is records acknowledged per second; the target is that
+//! 16 consumers reach at least 12 times the rate of one.
 //!
-//! Not implemented yet: it needs the engine and the network client.
+//! The client has no share consumer yet (share groups are being built), so
+//! [`SHARE_CONSUMER_AVAILABLE`] is false and the scenario stops with one line and exit status 2
+//! before starting anything. Once the client can, [`consume_as_share_member`] is the one function
+//! to implement: everything around it (server, topic, fill, threads, measurements) is here.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::control::RunControl;
+use super::fill::fill_topic;
+use super::recorder::{merge_all, LoadRecorder};
+use super::server::{pin_load_thread, BenchServer};
+use super::threads::join_all;
 use super::{Scenario, ScenarioContext, ScenarioError, ScenarioResult};
+use crate::options::RunConfig;
+use crate::units::MIB;
 use crate::workload::Workload;
+
+/// Whether this build's client can consume as a share group member.
+pub const SHARE_CONSUMER_AVAILABLE: bool = false;
+/// Bytes the topic is filled with before the share consumers start: far more than 16
+/// consumers with 1 ms of work per record get through in a standard run.
+pub const SHARE_FILL_BYTES: u64 = 64 * MIB;
 
 /// The `share` scenario.
 #[derive(Debug, Default)]
-pub struct Share {}
+pub struct Share {
+    server: Option<BenchServer>,
+    members: Vec<ShareMember>,
+    notes: Vec<String>,
+}
+
+/// What one share consumer thread does.
+#[derive(Clone, Debug)]
+pub struct ShareMember {
+    /// Server address.
+    pub address: SocketAddr,
+    /// Topic to consume.
+    pub topic: String,
+    /// Share group to join.
+    pub group: String,
+    /// Simulated work per record.
+    pub work: Duration,
+    /// Core to pin the thread to.
+    pub cpu: Option<usize>,
+    /// Expected run length (sizes the throughput timeline).
+    pub expected: Option<Duration>,
+}
 
 impl Scenario for Share {
-    fn prepare(&mut self, _context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
-        Err(ScenarioError::NotImplemented(Workload::Share))
+    fn prepare(&mut self, context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
+        let config = context.config;
+        check_share_consumer_available()?;
+        let mut server = BenchServer::start(config, context.data_dir)?;
+        let topic = server.create_topic(Workload::Share, config.partitions)?;
+        let filled = fill_topic(
+            &server,
+            &topic,
+            config.partitions,
+            config.record_size_bytes,
+            config.batch_bytes,
+            SHARE_FILL_BYTES,
+        )?;
+        self.notes.push(filled.describe());
+        self.members = members(config, &server, &topic);
+        self.notes.push(server.placement_note());
+        self.server = Some(server);
+        Ok(())
     }
 
-    fn run(&mut self, _context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError> {
-        Err(ScenarioError::NotImplemented(Workload::Share))
+    fn run(&mut self, context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError> {
+        let config = context.config;
+        let control = RunControl::new(self.members.len(), config.stop, context.progress.clone());
+        let recorders = std::thread::scope(|scope| {
+            let handles = self
+                .members
+                .iter()
+                .map(|member| scope.spawn(|| run_member(member, &control)))
+                .collect();
+            control.open();
+            join_all(handles)
+        })?;
+        let merged = merge_all(recorders)
+            .ok_or_else(|| ScenarioError::Failed("no share consumer ran".into()))?;
+        let seconds = merged.active_seconds();
+        let mut notes = self.notes.clone();
+        notes.push(format!(
+            "{} share consumer(s) in {} group(s), {} us of simulated work (sleep) per record; \
+             latency from a record's delivery to its acknowledgement",
+            config.consumers, config.groups, config.work_us
+        ));
+        Ok(merged.into_result(seconds, notes))
     }
+}
+
+/// Fails with the one-line reason when this build cannot run share consumers.
+pub fn check_share_consumer_available() -> Result<(), ScenarioError> {
+    if SHARE_CONSUMER_AVAILABLE {
+        Ok(())
+    } else {
+        Err(ScenarioError::Unavailable(
+            "share groups are not available in this build (the client has no share consumer yet)"
+                .into(),
+        ))
+    }
+}
+
+/// The share members: `--consumers` per group, `--groups` groups.
+fn members(config: &RunConfig, server: &BenchServer, topic: &str) -> Vec<ShareMember> {
+    (0..config.groups)
+        .flat_map(|group| (0..config.consumers).map(move |member| (group, member)))
+        .enumerate()
+        .map(|(thread, (group, _))| ShareMember {
+            address: server.address(),
+            topic: topic.to_owned(),
+            group: format!("bench-share-{group}"),
+            work: Duration::from_micros(config.work_us),
+            cpu: server.load_cpu(thread),
+            expected: config.expected_duration(),
+        })
+        .collect()
+}
+
+/// One share member thread: pins itself, then consumes until the run stops.
+fn run_member(member: &ShareMember, control: &RunControl) -> Result<LoadRecorder, ScenarioError> {
+    if let Err(error) = pin_load_thread(member.cpu) {
+        control.abort();
+        control.wait_for_start();
+        return Err(error);
+    }
+    let outcome = consume_as_share_member(member, control);
+    if outcome.is_err() {
+        control.abort();
+    }
+    outcome
+}
+
+/// Joins `member.group`, then until `control` stops the run: share-fetch records, spend
+/// `member.work` on each (sleep), acknowledge them (ACCEPT), and record each acknowledged
+/// record (`LoadRecorder::complete`) with its delivery-to-acknowledgement latency. Must call
+/// `control.wait_for_start()` exactly once, after connecting and joining, before the first fetch.
+///
+/// The client has no share consumer yet, so this reports that (and releases the start gate).
+pub fn consume_as_share_member(
+    member: &ShareMember,
+    control: &RunControl,
+) -> Result<LoadRecorder, ScenarioError> {
+    control.wait_for_start();
+    check_share_consumer_available().map(|()| LoadRecorder::new(control.start(), member.expected))
 }

@@ -31,6 +31,9 @@ pub struct LogConfig {
     /// Open segment files with O_DIRECT (the reactor falls back to buffered I/O by itself
     /// where the filesystem refuses it). `false` forces buffered I/O with fdatasync.
     pub direct_io: bool,
+    /// Idempotent producers remembered per partition; past it the least recently appending
+    /// one is forgotten (see [`crate::producer_state`]).
+    pub producers_max: usize,
 }
 
 /// Default segment size.
@@ -60,6 +63,7 @@ impl Default for LogConfig {
             chunk_bytes: CHUNK_BYTES_DEFAULT,
             unflushed_bytes_max: UNFLUSHED_BYTES_MAX_DEFAULT,
             direct_io: true,
+            producers_max: crate::producer_state::PRODUCERS_MAX_DEFAULT,
         }
     }
 }
@@ -110,6 +114,9 @@ impl LogConfig {
                 "preallocate_step_bytes must be a positive multiple of {IO_ALIGN_BYTES}, got {}",
                 self.preallocate_step_bytes
             ));
+        }
+        if self.producers_max == 0 {
+            return invalid("producers_max must be positive".into());
         }
         if self.unflushed_bytes_max < self.chunk_bytes as u64 {
             return invalid("unflushed_bytes_max must be at least chunk_bytes".into());

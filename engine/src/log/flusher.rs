@@ -2,12 +2,13 @@
 //!
 //! It runs one job at a time, in log order, so that writes never overtake each other:
 //! 1. finalize a rolled segment whose bytes are all written (truncate to its exact length,
-//!    fdatasync, persist its indexes) before touching the next segment;
+//!    fdatasync, persist its indexes and the producer snapshot taken at the roll) before
+//!    touching the next segment;
 //! 2. create (and preallocate) the file of a new segment before its first write;
 //! 3. write the dirty range of the oldest chunk with bytes not yet written, linked with an
 //!    fdatasync when a `Durable` append waits for bytes it covers;
 //! 4. fdatasync alone when a durable waiter's bytes were written without one;
-//! 5. when closing, finalize the active segment and stop.
+//! 5. when closing, finalize the active segment (with a producer snapshot) and stop.
 //!
 //! Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
 //! covered by the next one: that is the group commit.
@@ -22,6 +23,7 @@ use super::{Inner, Kick, State};
 use crate::buffer::{align_down, align_up};
 use crate::cache::Chunk;
 use crate::error::FlushFailure;
+use crate::producer_snapshot::{self, SNAPSHOTS_KEPT};
 use crate::reactor::fs::{self, File, OpenOptions};
 use crate::segment::{
     preallocation_target, segment_path, write_index_files, IndexFiles, Segment, SegmentState,
@@ -59,6 +61,8 @@ struct FinalizeJob {
     indexes: IndexFiles,
     /// The active segment at close (then the log is closed afterwards).
     closing: bool,
+    /// Producer snapshot `(offset, bytes)` to write once the segment is synced.
+    snapshot: Option<(i64, Vec<u8>)>,
 }
 
 impl FinalizeJob {
@@ -70,6 +74,7 @@ impl FinalizeJob {
             next_offset: segment.next_offset,
             indexes: segment.encode_indexes(),
             closing,
+            snapshot: None,
         }
     }
 }
@@ -147,7 +152,13 @@ impl Inner {
             .find(|segment| segment.state == SegmentState::Rolled)
         {
             if front_base != Some(rolled.base_offset) {
-                return Job::Finalize(FinalizeJob::of(rolled, false));
+                let mut job = FinalizeJob::of(rolled, false);
+                job.snapshot = state
+                    .roll_snapshots
+                    .iter()
+                    .find(|(offset, _)| *offset == job.next_offset)
+                    .cloned();
+                return Job::Finalize(job);
             }
         }
         if let Some(job) = self.write_job(&state) {
@@ -170,7 +181,13 @@ impl Inner {
             }
         }
         if self.closing.get() {
-            return Job::Finalize(FinalizeJob::of(state.active(), true));
+            let mut job = FinalizeJob::of(state.active(), true);
+            // Nothing changed since a snapshot at the same offset.
+            if state.snapshot_files.back() != Some(&job.next_offset) {
+                let bytes = producer_snapshot::encode(&self.producers.borrow(), job.next_offset);
+                job.snapshot = Some((job.next_offset, bytes));
+            }
+            return Job::Finalize(job);
         }
         Job::Wait
     }
@@ -405,6 +422,9 @@ impl Inner {
             // Not fatal: indexes are rebuilt from the log at the next open.
             tracing::warn!(dir = %self.dir.display(), base_offset = job.base_offset, %error, "cannot persist segment indexes");
         }
+        if let Some((offset, bytes)) = &job.snapshot {
+            self.write_producer_snapshot(*offset, bytes).await;
+        }
         assert!(
             job.next_offset <= self.high_watermark.get(),
             "finalized bytes are written"
@@ -422,6 +442,35 @@ impl Inner {
         }
         self.wake_waiters();
         Ok(())
+    }
+
+    /// Writes a producer snapshot after the bytes it covers were synced and prunes old ones.
+    /// Failures are only logged: the next open replays the log from an older snapshot.
+    async fn write_producer_snapshot(&self, offset: i64, bytes: &[u8]) {
+        if let Err(error) = producer_snapshot::write(&self.dir, offset, bytes).await {
+            tracing::warn!(dir = %self.dir.display(), offset, %error, "cannot write a producer snapshot");
+            return;
+        }
+        let expired: Vec<i64> = {
+            let mut state = self.state.borrow_mut();
+            while state
+                .roll_snapshots
+                .front()
+                .is_some_and(|(pending, _)| *pending <= offset)
+            {
+                state.roll_snapshots.pop_front();
+            }
+            if state.snapshot_files.back() != Some(&offset) {
+                state.snapshot_files.push_back(offset);
+            }
+            let excess = state.snapshot_files.len().saturating_sub(SNAPSHOTS_KEPT);
+            state.snapshot_files.drain(..excess).collect()
+        };
+        for old in expired {
+            if let Err(error) = producer_snapshot::remove(&self.dir, old).await {
+                tracing::warn!(dir = %self.dir.display(), offset = old, %error, "cannot delete an old producer snapshot");
+            }
+        }
     }
 
     fn record_failure(&self, failure: FlushFailure) {

@@ -121,6 +121,34 @@ fn a_failed_write_fails_its_appends_and_the_next_append_retries_it() {
 }
 
 #[test]
+fn a_retried_idempotent_batch_waits_for_its_failed_original_and_gets_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+        builder.set_producer_id(5);
+        builder.set_producer_epoch(0);
+        builder.set_base_sequence(0);
+        builder.push(1_000, None, Some(b"once"), &[]).unwrap();
+        let batch = builder.finish().to_vec();
+
+        log.fail_next_io(1, Some("writing"));
+        let error = log.append(&mut batch.clone(), Acks::Durable).await.unwrap_err();
+        assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
+        // The producer retries the same bytes: the original (in memory, unwritten) is
+        // written now, and the retry is answered with its offset without a second copy.
+        let info = log.append(&mut batch.clone(), Acks::Durable).await.unwrap();
+        assert!(info.duplicate);
+        assert_eq!(info.base_offset, 0);
+        assert_eq!(log.durable_offset(), 1);
+        assert_eq!(log.next_offset(), 1);
+        assert_eq!(read_back(&log).await.len(), 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn disk_full_when_creating_the_next_segment_is_reported_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

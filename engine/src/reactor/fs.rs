@@ -3,6 +3,9 @@
 //! Data files are opened with O_DIRECT when the filesystem allows it; on filesystems that refuse
 //! it (tmpfs, some overlays) they fall back to buffered I/O, said once in the log. Callers keep
 //! offsets and lengths aligned either way, so both modes run the same code.
+//!
+//! In unit tests every operation first asks [`super::power_loss`] whether the simulated power
+//! is still on (and journals writes for it); outside tests those checks do not exist.
 
 use std::ffi::CString;
 use std::io;
@@ -42,7 +45,42 @@ fn path_to_cstring(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
+/// Fails once a unit test's simulated power loss happened; nothing outside tests.
+fn power_check() -> io::Result<()> {
+    #[cfg(test)]
+    super::power_loss::check_alive()?;
+    Ok(())
+}
+
+/// Tells a unit test's power-loss simulation that `fd` was synced.
+fn power_synced(fd: RawFd) {
+    #[cfg(test)]
+    super::power_loss::after_sync(fd);
+    let _ = fd;
+}
+
+/// Lets a unit test's power-loss simulation journal (or tear) a write.
+fn power_before_write<B: IoBuf>(
+    fd: RawFd,
+    buf: &B,
+    range: &Range<usize>,
+    offset: u64,
+) -> io::Result<()> {
+    #[cfg(test)]
+    {
+        assert!(range.start <= range.end && range.end <= buf.bytes_init());
+        // SAFETY: the range lies inside the buffer's initialised bytes (checked above), and
+        // nothing writes the buffer while this shared slice lives.
+        let data =
+            unsafe { std::slice::from_raw_parts(buf.stable_ptr().add(range.start), range.len()) };
+        super::power_loss::before_write(fd, offset, data)?;
+    }
+    let _ = (fd, buf, range, offset);
+    Ok(())
+}
+
 async fn open_raw(path: &CString, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    power_check()?;
     let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
         .flags(flags | libc::O_CLOEXEC)
         .mode(mode)
@@ -99,6 +137,9 @@ impl File {
         mut buf: B,
         offset: u64,
     ) -> (io::Result<usize>, B) {
+        if let Err(error) = power_check() {
+            return (Err(error), buf);
+        }
         let len = u32::try_from(buf.bytes_total()).unwrap_or(u32::MAX);
         let entry = opcode::Read::new(types::Fd(self.raw_fd()), buf.stable_mut_ptr(), len)
             .offset(offset)
@@ -121,6 +162,9 @@ impl File {
         range: Range<usize>,
         offset: u64,
     ) -> (io::Result<usize>, B) {
+        if let Err(error) = power_before_write(self.raw_fd(), &buf, &range, offset) {
+            return (Err(error), buf);
+        }
         let entry = write_entry(self.raw_fd(), &buf, &range, offset);
         let (completion, buf) = Op::submit(entry, buf).await;
         (completion.into_io().map(|n| n as usize), buf)
@@ -158,6 +202,9 @@ impl File {
         range: Range<usize>,
         offset: u64,
     ) -> (io::Result<()>, B) {
+        if let Err(error) = power_before_write(self.raw_fd(), &buf, &range, offset) {
+            return (Err(error), buf);
+        }
         let write = write_entry(self.raw_fd(), &buf, &range, offset);
         let sync = opcode::Fsync::new(types::Fd(self.raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
@@ -170,7 +217,11 @@ impl File {
             Err(error) => return (Err(error), buf),
         };
         if written == range.len() {
-            return (sync_done.into_io().map(|_| ()), buf);
+            let synced = sync_done.into_io().map(|_| ());
+            if synced.is_ok() {
+                power_synced(self.raw_fd());
+            }
+            return (synced, buf);
         }
         // A short write breaks the link (the sync was cancelled): finish the slow way.
         let rest = range.start + written..range.end;
@@ -183,16 +234,20 @@ impl File {
 
     /// fdatasync through the ring.
     pub async fn sync_data(&self) -> io::Result<()> {
+        power_check()?;
         let entry = opcode::Fsync::new(types::Fd(self.raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
         let (completion, ()) = Op::submit(entry, ()).await;
-        completion.into_io().map(|_| ())
+        completion.into_io()?;
+        power_synced(self.raw_fd());
+        Ok(())
     }
 
     /// Reserves `len` bytes at `offset` (fallocate mode 0), so appends later cannot fail for
     /// lack of space and do not change the file's metadata.
     pub async fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        power_check()?;
         let entry = opcode::Fallocate::new(types::Fd(self.raw_fd()), len)
             .offset(offset)
             .build();
@@ -202,6 +257,8 @@ impl File {
 
     /// Sets the file length.
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        #[cfg(test)]
+        super::power_loss::before_truncate(self.raw_fd(), len)?;
         let entry = opcode::Ftruncate::new(types::Fd(self.raw_fd()), len).build();
         let (completion, ()) = Op::submit(entry, ()).await;
         match completion.into_io() {
@@ -273,6 +330,7 @@ pub async fn remove_dir(path: &Path) -> io::Result<()> {
 }
 
 async fn unlink(path: &Path, flags: i32) -> io::Result<()> {
+    power_check()?;
     let cpath = path_to_cstring(path)?;
     let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
         .flags(flags)
@@ -283,6 +341,7 @@ async fn unlink(path: &Path, flags: i32) -> io::Result<()> {
 
 /// Creates a directory.
 pub async fn create_dir(path: &Path) -> io::Result<()> {
+    power_check()?;
     let cpath = path_to_cstring(path)?;
     let entry = opcode::MkDirAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
         .mode(0o755)
@@ -293,6 +352,7 @@ pub async fn create_dir(path: &Path) -> io::Result<()> {
 
 /// Renames `from` to `to`, replacing `to` atomically.
 pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    power_check()?;
     let (cfrom, cto) = (path_to_cstring(from)?, path_to_cstring(to)?);
     let entry = opcode::RenameAt::new(
         types::Fd(libc::AT_FDCWD),

@@ -12,6 +12,8 @@ mod ring;
 
 pub mod affinity;
 pub mod fs;
+#[cfg(test)]
+pub(crate) mod power_loss;
 pub mod mail;
 pub mod tcp;
 pub mod time;

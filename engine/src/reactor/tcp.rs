@@ -191,6 +191,11 @@ impl TcpStream {
         self.fd.as_raw_fd()
     }
 
+    /// The local address of the connection (the address the peer reached).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        local_addr_of(self.fd.as_raw_fd())
+    }
+
     /// Receives into `buf` after its initialised bytes; returns the bytes received (0 at EOF).
     pub async fn recv<B: IoBufMut + Unpin>(&self, mut buf: B) -> (io::Result<usize>, B) {
         let filled = buf.bytes_init();

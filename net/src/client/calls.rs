@@ -10,7 +10,8 @@ use crate::error_code::ErrorCode;
 use crate::message::fetch::FetchedPartitions;
 use crate::message::list_offsets::OffsetSpec;
 use crate::message::produce::Acks;
-use crate::message::{api_versions, create_topic, delete_topic, fetch, list_offsets, list_topics};
+use crate::message::{api_versions, create_topic, delete_topic, fetch, init_producer_id};
+use crate::message::{list_offsets, list_topics};
 use crate::message::{metadata, produce, topic_config, ResponseStatus, Status};
 
 /// What the server said about itself in the handshake.
@@ -156,6 +157,11 @@ impl Client {
         self.connection
     }
 
+    /// How long a call waits for its response (long polls add their own wait).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// Handshake: names this client and learns what the server speaks.
     pub fn api_versions(
         &mut self,
@@ -253,6 +259,23 @@ impl Client {
         let frame = self.connection.call(&delete_topic::Request { name })?;
         let view = frame.view::<delete_topic::ResponseView>()?;
         check(ApiKey::DeleteTopic, view.status())
+    }
+
+    /// InitProducerId: a new producer id with epoch 0 (`producer_id` -1, `producer_epoch` -1),
+    /// or the next epoch of an existing one. Batches stamped with the result are idempotent:
+    /// the server appends each sequence once (see `Producer`, which does this by itself).
+    pub fn init_producer_id(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), ClientError> {
+        let frame = self.connection.call(&init_producer_id::Request {
+            producer_id,
+            producer_epoch,
+        })?;
+        let view = frame.view::<init_producer_id::ResponseView>()?;
+        check(ApiKey::InitProducerId, view.status())?;
+        Ok((view.producer_id(), view.producer_epoch()))
     }
 
     /// Every topic with its configuration.

@@ -5,6 +5,8 @@
 //! - [`Producer`]: batching, key partitioning (Kafka's murmur2), bounded in-flight, retries,
 //!   per-record delivery results.
 //! - [`Consumer`]: assign, seek (earliest / latest / offset / timestamp), poll.
+//! - [`GroupConsumer`]: a consumer-group member (subscribe, poll, commit, rebalances).
+//! - [`ShareConsumer`]: a share-group member (poll, acknowledge each record).
 //!
 //! Producing:
 //!
@@ -43,8 +45,11 @@ mod calls;
 mod connection;
 mod consumer;
 mod error;
+mod group_calls;
+mod group_consumer;
 pub mod partitioner;
 mod producer;
+mod share_consumer;
 
 #[cfg(test)]
 mod fake_server;
@@ -54,4 +59,12 @@ pub use calls::{Client, FetchResult, ListedOffset, PartitionInfo, ServerInfo, To
 pub use connection::{Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame};
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Records, SeekTo};
 pub use error::ClientError;
+pub use group_calls::{
+    Assignment, EntryResult, GroupDescription, GroupJoin, GroupMemberInfo, GroupOffset,
+    GroupSummary, ShareFetchResult, ShareGroupSettings, SharePartitionInfo,
+};
+pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupRecords};
 pub use producer::{DeliveryHandle, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use share_consumer::{
+    AckFailure, ShareBatch, ShareConsumer, ShareConsumerConfig, ShareRecord, ShareRecords,
+};

@@ -14,6 +14,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Native protocol listener (every shard listens on it with SO_REUSEPORT).
     pub listen: SocketAddr,
+    /// Kafka protocol listener (every shard listens on it with SO_REUSEPORT); `None`: off.
+    pub kafka_listen: Option<SocketAddr>,
     /// Shard threads; `None`: one per CPU the process may run on.
     pub shards: Option<usize>,
     /// Largest request frame accepted; larger ones get FrameTooLarge and the connection closes.
@@ -30,6 +32,13 @@ pub struct ServerConfig {
     pub segment_bytes: u64,
     /// Fetch and produce spans at least this long are sent with SEND_ZC.
     pub send_zero_copy_min_bytes: usize,
+    /// Consumer and share groups the server keeps (split evenly between the shards that
+    /// coordinate them); creating more is refused with Throttled.
+    pub groups_max: usize,
+    /// Members one consumer group may have.
+    pub group_members_max: usize,
+    /// In-flight records per share partition for share groups that do not set their own.
+    pub share_in_flight_records_max: u32,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +46,7 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: PathBuf::from("ringlog-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
+            kafka_listen: None,
             shards: None,
             frame_bytes_max: 64 << 20,
             connections_max: 10_000,
@@ -45,6 +55,9 @@ impl Default for ServerConfig {
             mail_queue_depth: 1024,
             segment_bytes: ringlog_engine::topic::SEGMENT_BYTES_DEFAULT,
             send_zero_copy_min_bytes: 64 << 10,
+            groups_max: 10_000,
+            group_members_max: 1_000,
+            share_in_flight_records_max: 2_000,
         }
     }
 }
@@ -57,23 +70,50 @@ pub struct ConfigError(pub String);
 impl ServerConfig {
     /// Checks every value is in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, message: &str| if ok { Ok(()) } else { Err(ConfigError(message.to_string())) };
+        let check = |ok: bool, message: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError(message.to_string()))
+            }
+        };
         check(self.shards != Some(0), "shards must be at least 1")?;
-        check(self.shards.unwrap_or(1) <= 1024, "shards must be at most 1024")?;
+        check(
+            self.shards.unwrap_or(1) <= 1024,
+            "shards must be at most 1024",
+        )?;
         check(
             (64 << 10..=1 << 30).contains(&self.frame_bytes_max),
             "frame_bytes_max must be between 64 KiB and 1 GiB",
         )?;
-        check(self.connections_max > 0, "connections_max must be at least 1")?;
+        check(
+            self.connections_max > 0,
+            "connections_max must be at least 1",
+        )?;
         check(
             (1..=4096).contains(&self.requests_in_flight_max),
             "requests_in_flight_max must be between 1 and 4096",
         )?;
-        check(self.cache_bytes_per_shard >= 1 << 20, "cache_bytes_per_shard must be at least 1 MiB")?;
-        check(self.mail_queue_depth >= 2, "mail_queue_depth must be at least 2")?;
+        check(
+            self.cache_bytes_per_shard >= 1 << 20,
+            "cache_bytes_per_shard must be at least 1 MiB",
+        )?;
+        check(
+            self.mail_queue_depth >= 2,
+            "mail_queue_depth must be at least 2",
+        )?;
         check(
             self.segment_bytes >= ringlog_engine::topic::SEGMENT_BYTES_MIN,
             "segment_bytes must be at least 1 MiB",
+        )?;
+        check(self.groups_max > 0, "groups_max must be at least 1")?;
+        check(
+            self.group_members_max > 0,
+            "group_members_max must be at least 1",
+        )?;
+        check(
+            (1..=100_000).contains(&self.share_in_flight_records_max),
+            "share_in_flight_records_max must be between 1 and 100000",
         )?;
         Ok(())
     }

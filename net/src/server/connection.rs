@@ -140,7 +140,9 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
                     wait_for_slot(connection, in_flight_max).await;
                     let request = Request {
                         header: frame.header,
-                        payload: buf[consumed + crate::frame::FRAME_HEADER_BYTES..consumed + frame.total_bytes].to_vec(),
+                        payload: buf[consumed + crate::frame::FRAME_HEADER_BYTES
+                            ..consumed + frame.total_bytes]
+                            .to_vec(),
                         body_bytes: frame.body.len(),
                     };
                     consumed += frame.total_bytes;
@@ -166,7 +168,10 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
         };
         if buf.capacity() < wanted {
             buf.reserve_exact(wanted - buf.len());
-        } else if buf.capacity() > RECV_BYTES_INITIAL && buf.len() < RECV_BYTES_INITIAL && wanted == RECV_BYTES_INITIAL {
+        } else if buf.capacity() > RECV_BYTES_INITIAL
+            && buf.len() < RECV_BYTES_INITIAL
+            && wanted == RECV_BYTES_INITIAL
+        {
             buf.shrink_to(RECV_BYTES_INITIAL);
         }
         let (received, returned) = connection.stream.recv(buf).await;
@@ -196,7 +201,12 @@ async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
 
 /// Answers a frame that cannot be decoded (too large or malformed) and closes the connection:
 /// after a framing error the byte stream cannot be trusted.
-async fn reject_frame(shard: &Rc<Shard>, connection: &Rc<Connection>, bytes: &[u8], error: FrameError) {
+async fn reject_frame(
+    shard: &Rc<Shard>,
+    connection: &Rc<Connection>,
+    bytes: &[u8],
+    error: FrameError,
+) {
     tracing::debug!(%error, "closing connection after a bad frame");
     if let Some(header) = FrameHeader::decode(bytes) {
         connection.in_flight.set(connection.in_flight.get() + 1);
@@ -220,7 +230,9 @@ async fn write_responses(shard: Rc<Shard>, connection: Rc<Connection>) {
         .await;
         let Some(response) = next else { return };
         let sent = match response {
-            Some(response) => send_response(&connection.stream, response, zero_copy_min_bytes).await,
+            Some(response) => {
+                send_response(&connection.stream, response, zero_copy_min_bytes).await
+            }
             None => Ok(()), // acks=none: nothing to send.
         };
         connection.release();
@@ -237,7 +249,11 @@ async fn write_responses(shard: Rc<Shard>, connection: Rc<Connection>) {
     }
 }
 
-async fn send_response(stream: &TcpStream, response: Response, zero_copy_min_bytes: usize) -> std::io::Result<()> {
+async fn send_response(
+    stream: &TcpStream,
+    response: Response,
+    zero_copy_min_bytes: usize,
+) -> std::io::Result<()> {
     let len = response.head.len();
     let (result, _) = stream.send_all(response.head, 0..len, usize::MAX).await;
     result?;

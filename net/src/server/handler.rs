@@ -6,8 +6,8 @@ use flatbuffers::FlatBufferBuilder;
 use ringlog_engine::topic::TopicConfig;
 
 use super::connection::{RawPart, Request, Response};
-use super::message::{Failure, OffsetQuery, ShardCall, ShardReturn};
-use super::shard::{Shard, CATALOG_SHARD};
+use super::message::{Failure, OffsetQuery};
+use super::shard::Shard;
 use crate::api::{ApiKey, SUPPORTED_APIS};
 use crate::error_code::ErrorCode;
 use crate::frame::{encode_header, FrameError, FrameHeader};
@@ -20,11 +20,19 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         Ok(api) if api.supports_version(header.version) => api,
         Ok(api) => {
             let message = format!("{api} version {} is not supported", header.version);
-            return Some(error_response(&header, ErrorCode::UnsupportedVersion, &message));
+            return Some(error_response(
+                &header,
+                ErrorCode::UnsupportedVersion,
+                &message,
+            ));
         }
         Err(_) => {
             let message = format!("unknown api {}", header.api);
-            return Some(error_response(&header, ErrorCode::UnsupportedVersion, &message));
+            return Some(error_response(
+                &header,
+                ErrorCode::UnsupportedVersion,
+                &message,
+            ));
         }
     };
     let result = match api {
@@ -36,10 +44,20 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         ApiKey::Produce => super::produce::handle(shard, request).await,
         ApiKey::Fetch => super::fetch::handle(shard, &request).await.map(Some),
         ApiKey::ListOffsets => super::fetch::list_offsets(shard, &request).await.map(Some),
-        other => Err(Failure::new(
-            ErrorCode::UnsupportedVersion,
-            format!("{other} is not served by this server yet"),
-        )),
+        ApiKey::InitProducerId => super::producer_ids::handle(shard, &request).await.map(Some),
+        ApiKey::JoinGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroup
+        | ApiKey::ResetGroupOffsets
+        | ApiKey::ConfigureGroup
+        | ApiKey::ShareFetch
+        | ApiKey::ShareAcknowledge => super::group::handlers::handle(shard, &request, api)
+            .await
+            .map(Some),
     };
     match result {
         Ok(response) => response,
@@ -56,8 +74,14 @@ pub(crate) fn respond(header: &FrameHeader, body: &[u8], raw: Vec<RawPart>) -> R
             RawPart::Owned(bytes) => bytes.len(),
         })
         .sum();
-    let frame = FrameHeader::for_message(header.api, header.version, header.correlation_id, body.len(), raw_bytes)
-        .expect("responses are bounded by fetch max_bytes, far below 4 GiB");
+    let frame = FrameHeader::for_message(
+        header.api,
+        header.version,
+        header.correlation_id,
+        body.len(),
+        raw_bytes,
+    )
+    .expect("responses are bounded by fetch max_bytes, far below 4 GiB");
     let mut head = Vec::with_capacity(crate::frame::FRAME_HEADER_BYTES + body.len());
     head.extend_from_slice(&encode_header(&frame));
     head.extend_from_slice(body);
@@ -72,7 +96,11 @@ pub(crate) fn error_response(header: &FrameHeader, code: ErrorCode, text: &str) 
 }
 
 /// The answer to a frame that cannot be decoded.
-pub(crate) fn frame_error_response(_shard: &Shard, header: &FrameHeader, error: &FrameError) -> Response {
+pub(crate) fn frame_error_response(
+    _shard: &Shard,
+    header: &FrameHeader,
+    error: &FrameError,
+) -> Response {
     let code = match error {
         FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
         _ => ErrorCode::InvalidRequest,
@@ -93,7 +121,8 @@ fn api_versions(shard: &Shard, header: &FrameHeader) -> Response {
         shard_count: shard.shard_count as u16,
         apis: &apis,
         frame_bytes_max: u32::try_from(shard.config.frame_bytes_max).unwrap_or(u32::MAX),
-        in_flight_requests_max: u32::try_from(shard.config.requests_in_flight_max).unwrap_or(u32::MAX),
+        in_flight_requests_max: u32::try_from(shard.config.requests_in_flight_max)
+            .unwrap_or(u32::MAX),
     };
     let mut fbb = FlatBufferBuilder::new();
     respond(header, response.encode(&mut fbb), Vec::new())
@@ -118,29 +147,26 @@ async fn create_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, 
         retention_bytes: option_from_wire(view.retention_bytes(), "retention_bytes")?,
         segment_bytes: match view.segment_bytes() {
             Some(bytes) if bytes > 0 => bytes as u64,
-            Some(_) => return Err(Failure::new(ErrorCode::InvalidConfig, "segment_bytes must be positive")),
+            Some(_) => {
+                return Err(Failure::new(
+                    ErrorCode::InvalidConfig,
+                    "segment_bytes must be positive",
+                ))
+            }
             None => shard.config.segment_bytes,
         },
     };
-    let result = shard
-        .call(
-            CATALOG_SHARD,
-            ShardCall::CreateTopic {
-                name: name.clone(),
-                config: config.clone(),
-            },
-        )
-        .await;
-    let ShardReturn::Done(result) = result else {
-        return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer"));
-    };
-    result?;
+    super::routing::create_topic(shard, name.clone(), config.clone()).await?;
     let response = message::create_topic::Response {
         status: Status::OK,
         config: Some(wire_config(&name, &config)),
     };
     let mut fbb = FlatBufferBuilder::new();
-    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
 }
 
 fn wire_config<'a>(name: &'a str, config: &TopicConfig) -> message::TopicConfig<'a> {
@@ -157,14 +183,14 @@ fn wire_config<'a>(name: &'a str, config: &TopicConfig) -> message::TopicConfig<
 async fn delete_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
     let view: message::delete_topic::RequestView = decode(request.body())?;
     let name = view.name().to_string();
-    let result = shard.call(CATALOG_SHARD, ShardCall::DeleteTopic { name }).await;
-    let ShardReturn::Done(result) = result else {
-        return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer"));
-    };
-    result?;
+    super::routing::delete_topic(shard, name).await?;
     let response = message::delete_topic::Response { status: Status::OK };
     let mut fbb = FlatBufferBuilder::new();
-    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
 }
 
 fn list_topics(shard: &Shard, header: &FrameHeader) -> Response {
@@ -194,9 +220,13 @@ async fn metadata(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fail
         }
     };
     // Gather (name, status, partitions) first; the message structs borrow from these.
-    let mut gathered: Vec<(String, Option<Failure>, Vec<super::message::PartitionOffsets>)> = Vec::new();
+    let mut gathered: Vec<(
+        String,
+        Option<Failure>,
+        Vec<super::message::PartitionOffsets>,
+    )> = Vec::new();
     for name in requested {
-        match topic_offsets(shard, &name).await {
+        match super::routing::topic_offsets(shard, &name).await {
             Ok(partitions) => gathered.push((name, None, partitions)),
             Err(failure) => gathered.push((name, Some(failure), Vec::new())),
         }
@@ -219,13 +249,15 @@ async fn metadata(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fail
     let topics: Vec<message::metadata::TopicMetadata> = gathered
         .iter()
         .zip(&partition_lists)
-        .map(|((name, failure, _), partitions)| message::metadata::TopicMetadata {
-            name,
-            status: failure
-                .as_ref()
-                .map_or(Status::OK, |f| Status::error(f.code, &f.message)),
-            partitions,
-        })
+        .map(
+            |((name, failure, _), partitions)| message::metadata::TopicMetadata {
+                name,
+                status: failure
+                    .as_ref()
+                    .map_or(Status::OK, |f| Status::error(f.code, &f.message)),
+                partitions,
+            },
+        )
         .collect();
     let response = message::metadata::Response {
         status: Status::OK,
@@ -233,35 +265,26 @@ async fn metadata(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fail
         topics: &topics,
     };
     let mut fbb = FlatBufferBuilder::new();
-    Ok(respond(&request.header, response.encode(&mut fbb), Vec::new()))
-}
-
-/// Offsets of every partition of `topic`, asked of every shard, sorted by partition.
-async fn topic_offsets(shard: &Rc<Shard>, topic: &str) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
-    if shard.topic(topic).is_none() {
-        return Err(super::shard::unknown_topic(topic));
-    }
-    let mut all = Vec::new();
-    for target in 0..shard.shard_count {
-        let answer = shard
-            .call(target, ShardCall::PartitionInfo { topic: topic.to_string() })
-            .await;
-        match answer {
-            ShardReturn::Partitions(partitions) => all.extend(partitions?),
-            _ => return Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")),
-        }
-    }
-    all.sort_by_key(|p| p.partition);
-    Ok(all)
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
 }
 
 /// Parses an offset query from the wire.
-pub(crate) fn offset_query(spec: crate::protocol::OffsetSpec, value: i64) -> Result<OffsetQuery, Failure> {
+pub(crate) fn offset_query(
+    spec: crate::protocol::OffsetSpec,
+    value: i64,
+) -> Result<OffsetQuery, Failure> {
     use crate::protocol::OffsetSpec;
     match spec {
         OffsetSpec::Earliest => Ok(OffsetQuery::Earliest),
         OffsetSpec::Latest => Ok(OffsetQuery::Latest),
         OffsetSpec::Timestamp => Ok(OffsetQuery::Timestamp(value)),
-        _ => Err(Failure::new(ErrorCode::InvalidRequest, "ListOffsets takes earliest, latest or timestamp")),
+        _ => Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "ListOffsets takes earliest, latest or timestamp",
+        )),
     }
 }

@@ -58,6 +58,8 @@ pub(crate) enum ShardCall {
     },
     /// Log start offset and high watermark of every partition of `topic` this shard owns.
     PartitionInfo { topic: String },
+    /// Consumer-group and share-group work (see `super::group`).
+    Group(super::group::GroupCall),
 }
 
 /// Which offset a ListOffsets query wants.
@@ -106,4 +108,5 @@ pub(crate) enum ShardReturn {
     Fetched(Result<Fetched, Failure>),
     Offset(Result<(i64, i64), Failure>),
     Partitions(Result<Vec<PartitionOffsets>, Failure>),
+    Group(super::group::GroupReturn),
 }

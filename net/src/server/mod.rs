@@ -8,12 +8,19 @@
 mod config;
 mod connection;
 mod fetch;
+mod group;
 mod handler;
+mod kafka;
 mod message;
 mod partition_ops;
 mod produce;
+mod producer_ids;
+mod routing;
 mod shard;
+mod share;
+mod state_store;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -24,11 +31,16 @@ use std::time::Duration;
 
 use ringlog_engine::data_dir::{DataDir, DataDirError};
 use ringlog_engine::reactor::mail::{self, Doorbell, Mailbox};
-use ringlog_engine::reactor::tcp::TcpListener;
+use ringlog_engine::reactor::tcp::{TcpListener, TcpStream};
 use ringlog_engine::reactor::{self, affinity, time, RingConfig};
 use ringlog_engine::topic::{self, TopicConfig};
 
 pub use config::{ConfigError, ServerConfig};
+/// Headers of records copied to a share group's dead-letter topic.
+pub use share::dead_letter::{
+    HEADER_DELIVERY_COUNT, HEADER_GROUP, HEADER_NOTE, HEADER_OFFSET, HEADER_PARTITION,
+    HEADER_REASON, HEADER_TOPIC,
+};
 use message::Mail;
 use shard::Shard;
 
@@ -73,6 +85,7 @@ pub struct Server;
 /// A running server. Dropping it shuts the server down.
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
     shard_count: usize,
     data_dir: PathBuf,
     stop: Arc<AtomicBool>,
@@ -89,6 +102,8 @@ struct ShardStart {
     data_dir: PathBuf,
     topics: Vec<(String, TopicConfig)>,
     listener: TcpListener,
+    /// The Kafka protocol listener and its address, when enabled.
+    kafka_listener: Option<(TcpListener, SocketAddr)>,
     mailbox: Mailbox<Mail>,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -103,11 +118,21 @@ impl Server {
         let lock = DataDir::open(&config.data_dir)?;
         let data_dir = lock.path().to_path_buf();
         remove_deleted_topics(&data_dir);
+        raise_open_files_limit();
         let topics = topic::scan(&data_dir)?;
         let cpus = affinity::allowed_cpus().unwrap_or_default();
         let shard_count = config.shards.unwrap_or(cpus.len().max(1));
         let listeners = bind_all(config.listen, shard_count)?;
         let local_addr = listeners[0].local_addr()?;
+        let (mut kafka_listeners, kafka_addr): (Vec<Option<TcpListener>>, _) =
+            match config.kafka_listen {
+                Some(addr) => {
+                    let kafka = bind_all(addr, shard_count)?;
+                    let bound = kafka[0].local_addr()?;
+                    (kafka.into_iter().map(Some).collect(), Some(bound))
+                }
+                None => ((0..shard_count).map(|_| None).collect(), None),
+            };
         let mailboxes = mail::mesh::<Mail>(shard_count, config.mail_queue_depth)?;
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -126,6 +151,7 @@ impl Server {
                 data_dir: data_dir.clone(),
                 topics: topics.clone(),
                 listener,
+                kafka_listener: kafka_listeners[id].take().zip(kafka_addr),
                 mailbox,
                 connections: Arc::clone(&connections),
                 stop: Arc::clone(&stop),
@@ -140,6 +166,7 @@ impl Server {
         drop(ready_tx);
         let mut handle = ServerHandle {
             local_addr,
+            kafka_addr,
             shard_count,
             data_dir,
             stop,
@@ -148,7 +175,9 @@ impl Server {
             _lock: Some(lock),
         };
         for _ in 0..shard_count {
-            let outcome = ready_rx.recv().unwrap_or_else(|_| Err("shard exited during startup".into()));
+            let outcome = ready_rx
+                .recv()
+                .unwrap_or_else(|_| Err("shard exited during startup".into()));
             if let Err(message) = outcome {
                 handle.stop_and_join();
                 return Err(ServerError::Shard { shard: 0, message });
@@ -162,6 +191,11 @@ impl ServerHandle {
     /// The address the native protocol listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the Kafka protocol listens on, when enabled (with the real port).
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// Number of shards.
@@ -210,9 +244,30 @@ fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, Se
     Ok(listeners)
 }
 
+/// Raises the soft limit on open files to the hard limit: every segment and connection is a
+/// descriptor, and the common default of 1024 is far below what thousands of partitions need.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let previous = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(previous, now = limit.rlim_cur, "raised the open files limit");
+            }
+        }
+    }
+}
+
 /// Removes what an interrupted topic deletion left behind (startup, blocking).
 fn remove_deleted_topics(data_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(".deleted-") {
             if let Err(error) = std::fs::remove_dir_all(entry.path()) {
@@ -244,6 +299,7 @@ async fn shard_main(start: ShardStart) {
         data_dir,
         topics,
         listener,
+        kafka_listener,
         mailbox,
         connections,
         stop,
@@ -252,7 +308,14 @@ async fn shard_main(start: ShardStart) {
         ..
     } = start;
     let Mailbox { inbox, outboxes } = mailbox;
-    let shard = Shard::new(id, shard_count, Rc::new(config), data_dir, outboxes, connections);
+    let shard = Shard::new(
+        id,
+        shard_count,
+        Rc::new(config),
+        data_dir,
+        outboxes,
+        connections,
+    );
     reactor::spawn(Rc::clone(&shard).run_inbox(inbox));
     for (name, topic_config) in topics {
         if let Err(failure) = shard.open_topic(&name, topic_config).await {
@@ -260,9 +323,21 @@ async fn shard_main(start: ShardStart) {
             return;
         }
     }
-    reactor::spawn(accept_loop(Rc::clone(&shard), listener));
+    reactor::spawn(accept_loop(Rc::clone(&shard), listener, connection::serve));
+    if let Some((kafka_listener, kafka_addr)) = kafka_listener {
+        let front_door = kafka::KafkaShard::new(Rc::clone(&shard), kafka_addr);
+        reactor::spawn(accept_loop(
+            Rc::clone(&shard),
+            kafka_listener,
+            move |_, stream| kafka::serve(Rc::clone(&front_door), stream),
+        ));
+    }
     reactor::spawn(retention_loop(Rc::clone(&shard)));
-    tracing::debug!(shard = id, defer_taskrun = reactor::features().defer_taskrun, "shard serving");
+    tracing::debug!(
+        shard = id,
+        defer_taskrun = reactor::features().defer_taskrun,
+        "shard serving"
+    );
     let _ = ready.send(Ok(()));
     while !stop.load(Ordering::SeqCst) {
         stop_bell.wait(|| stop.load(Ordering::SeqCst)).await;
@@ -271,20 +346,30 @@ async fn shard_main(start: ShardStart) {
     tracing::debug!(shard = id, "shard stopped");
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on `listener` and serves each with `serve` (the native protocol's or
+/// the Kafka protocol's), within the server's connection limit.
+async fn accept_loop<F, S>(shard: Rc<Shard>, listener: TcpListener, serve: S)
+where
+    S: Fn(Rc<Shard>, TcpStream) -> F,
+    F: Future<Output = ()> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 if shard.connection_count() >= shard.config.connections_max {
-                    tracing::warn!(connections_max = shard.config.connections_max, "refusing connection: too many open");
+                    tracing::warn!(
+                        connections_max = shard.config.connections_max,
+                        "refusing connection: too many open"
+                    );
                     drop(stream);
                     continue;
                 }
                 shard.connections.fetch_add(1, Ordering::Relaxed);
-                let shard = Rc::clone(&shard);
+                let guard = ConnectionCount(Arc::clone(&shard.connections));
+                let served = serve(Rc::clone(&shard), stream);
                 reactor::spawn(async move {
-                    let _guard = ConnectionCount(Arc::clone(&shard.connections));
-                    connection::serve(shard, stream).await;
+                    let _guard = guard;
+                    served.await;
                 });
             }
             Err(error) => {

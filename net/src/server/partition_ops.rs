@@ -7,6 +7,7 @@ use std::time::Duration;
 use ringlog_engine::batch::{self, BatchIter};
 use ringlog_engine::error::LogError;
 use ringlog_engine::log::{Acks, PartitionLog, ReadSlice};
+use ringlog_engine::producer_state::ProducerError;
 use ringlog_engine::reactor::time;
 
 use super::message::{Failure, Fetched, OffsetQuery};
@@ -21,6 +22,12 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::Backpressure { .. } => ErrorCode::Throttled,
         LogError::Closed => ErrorCode::ShuttingDown,
+        LogError::Producer(refusal) => match refusal {
+            ProducerError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            ProducerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            ProducerError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
+            ProducerError::InvalidSequence { .. } => ErrorCode::InvalidRequest,
+        },
         _ => ErrorCode::StorageError,
     };
     Failure::new(code, error.to_string())
@@ -30,7 +37,13 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
 /// returns the base offset of the first. All batches are checked before any is written, so a
 /// corrupt one rejects the request for this partition and writes nothing. Offsets are stamped
 /// when this future is first polled, before it waits, so requests keep their order.
-pub(crate) async fn produce(shard: &Rc<Shard>, topic: &str, partition: u32, acks: Acks, batches: &mut [u8]) -> Result<i64, Failure> {
+pub(crate) async fn produce(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    acks: Acks,
+    batches: &mut [u8],
+) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
     let mut count = 0usize;
@@ -71,14 +84,26 @@ pub(crate) async fn produce(shard: &Rc<Shard>, topic: &str, partition: u32, acks
 }
 
 /// Reads from an owned partition without copying: the slice refers to the shard's buffers.
-pub(crate) async fn fetch_local(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_bytes: usize) -> Result<(Rc<PartitionLog>, ReadSlice), Failure> {
+pub(crate) async fn fetch_local(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<(Rc<PartitionLog>, ReadSlice), Failure> {
     let log = shard.local_log(topic, partition)?;
     let slice = log.read(offset, max_bytes).await.map_err(log_failure)?;
     Ok((log, slice))
 }
 
 /// Reads from an owned partition into an owned vector, to send to another shard.
-pub(crate) async fn fetch_copy(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_bytes: usize) -> Result<Fetched, Failure> {
+pub(crate) async fn fetch_copy(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Fetched, Failure> {
     let (log, slice) = fetch_local(shard, topic, partition, offset, max_bytes).await?;
     Ok(Fetched {
         bytes: slice.bytes().to_vec(),
@@ -88,21 +113,39 @@ pub(crate) async fn fetch_copy(shard: &Rc<Shard>, topic: &str, partition: u32, o
 }
 
 /// Returns once the partition has data at `offset` or `max_wait_ms` passed.
-pub(crate) async fn wait_for_data(shard: &Rc<Shard>, topic: &str, partition: u32, offset: i64, max_wait_ms: u32) -> Result<(), Failure> {
+pub(crate) async fn wait_for_data(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_wait_ms: u32,
+) -> Result<(), Failure> {
     let log = shard.local_log(topic, partition)?;
     // Elapsed is the normal outcome of a long poll with no new data.
-    let _ = time::timeout(Duration::from_millis(u64::from(max_wait_ms)), log.wait_for_offset(offset)).await;
+    let _ = time::timeout(
+        Duration::from_millis(u64::from(max_wait_ms)),
+        log.wait_for_offset(offset),
+    )
+    .await;
     Ok(())
 }
 
 /// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`.
-pub(crate) async fn list_offset(shard: &Rc<Shard>, topic: &str, partition: u32, query: OffsetQuery) -> Result<(i64, i64), Failure> {
+pub(crate) async fn list_offset(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    query: OffsetQuery,
+) -> Result<(i64, i64), Failure> {
     let log = shard.local_log(topic, partition)?;
     match query {
         OffsetQuery::Earliest => Ok((log.log_start_offset(), -1)),
         OffsetQuery::Latest => Ok((log.high_watermark(), -1)),
         OffsetQuery::Timestamp(timestamp_ms) => {
-            let found = log.offset_for_timestamp(timestamp_ms).await.map_err(log_failure)?;
+            let found = log
+                .offset_for_timestamp(timestamp_ms)
+                .await
+                .map_err(log_failure)?;
             Ok(found.map_or((log.high_watermark(), -1), |offset| (offset, -1)))
         }
     }

@@ -108,6 +108,10 @@ pub(crate) struct Shard {
     pub(crate) connections: Arc<AtomicUsize>,
     /// Set while the catalog shard creates or deletes a topic, to serialise those.
     catalog_busy: Cell<bool>,
+    /// Consumer groups this shard coordinates and group state of its partitions.
+    pub(crate) groups: super::group::GroupShard,
+    /// Producer ids this shard hands out (InitProducerId).
+    pub(crate) producer_ids: super::producer_ids::ProducerIds,
 }
 
 impl Shard {
@@ -120,6 +124,8 @@ impl Shard {
         connections: Arc<AtomicUsize>,
     ) -> Rc<Shard> {
         let cache = Rc::new(ChunkCache::new(config.cache_bytes_per_shard));
+        let groups = super::group::GroupShard::new(id, shard_count, &config, &data_dir);
+        let producer_ids = super::producer_ids::ProducerIds::open(&data_dir, id);
         Rc::new(Shard {
             id,
             shard_count,
@@ -132,6 +138,8 @@ impl Shard {
             calls: RefCell::new(CallTable::default()),
             connections,
             catalog_busy: Cell::new(false),
+            groups,
+            producer_ids,
         })
     }
 
@@ -146,21 +154,36 @@ impl Shard {
     }
 
     /// An owned partition's log, or the error a client should see.
-    pub(crate) fn local_log(&self, topic: &str, partition: u32) -> Result<Rc<PartitionLog>, Failure> {
+    pub(crate) fn local_log(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Rc<PartitionLog>, Failure> {
         let Some(entry) = self.topic(topic) else {
             return Err(unknown_topic(topic));
         };
         if partition >= entry.config.partitions {
             return Err(Failure::new(
                 ErrorCode::UnknownPartition,
-                format!("topic {topic} has {} partitions; {partition} does not exist", entry.config.partitions),
+                format!(
+                    "topic {topic} has {} partitions; {partition} does not exist",
+                    entry.config.partitions
+                ),
             ));
         }
         self.partitions
             .borrow()
             .get(topic)
             .and_then(|owned| owned.get(partition as usize).cloned().flatten())
-            .ok_or_else(|| Failure::new(ErrorCode::Unknown, format!("partition {topic}/{partition} is not open on shard {}", self.id)))
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::Unknown,
+                    format!(
+                        "partition {topic}/{partition} is not open on shard {}",
+                        self.id
+                    ),
+                )
+            })
     }
 
     fn log_config(&self, config: &TopicConfig) -> LogConfig {
@@ -179,12 +202,21 @@ impl Shard {
             match fs::create_dir(&dir).await {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(error) => return Err(storage_failure(&format!("create {}", dir.display()), error)),
+                Err(error) => {
+                    return Err(storage_failure(&format!("create {}", dir.display()), error))
+                }
             }
             let log = PartitionLog::open(dir, self.log_config(&config), Rc::clone(&self.cache))
                 .await
-                .map_err(|error| Failure::new(ErrorCode::StorageError, format!("open {name}/{partition}: {error}")))?;
-            owned[partition as usize] = Some(Rc::new(log));
+                .map_err(|error| {
+                    Failure::new(
+                        ErrorCode::StorageError,
+                        format!("open {name}/{partition}: {error}"),
+                    )
+                })?;
+            let log = Rc::new(log);
+            self.groups.open_partition(name, partition, &log).await?;
+            owned[partition as usize] = Some(log);
         }
         self.partitions.borrow_mut().insert(name.to_string(), owned);
         self.topics
@@ -196,7 +228,12 @@ impl Shard {
     /// Removes `name` from the local catalog and closes its owned partitions.
     async fn drop_topic(&self, name: &str) -> Result<(), Failure> {
         self.topics.borrow_mut().remove(name);
-        let owned = self.partitions.borrow_mut().remove(name).unwrap_or_default();
+        self.groups.drop_topic(name).await;
+        let owned = self
+            .partitions
+            .borrow_mut()
+            .remove(name)
+            .unwrap_or_default();
         for log in owned.into_iter().flatten() {
             if let Err(error) = log.close().await {
                 tracing::warn!(topic = name, %error, "closing a deleted partition failed");
@@ -207,13 +244,23 @@ impl Shard {
 
     /// Creates a topic: runs on the catalog shard, persists the metadata, then opens the
     /// partitions on every shard before answering.
-    async fn create_topic(self: &Rc<Self>, name: String, config: TopicConfig) -> Result<(), Failure> {
+    async fn create_topic(
+        self: &Rc<Self>,
+        name: String,
+        config: TopicConfig,
+    ) -> Result<(), Failure> {
         assert_eq!(self.id, CATALOG_SHARD);
-        topic::validate_name(&name).map_err(|e| Failure::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        config.validate().map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        topic::validate_name(&name)
+            .map_err(|e| Failure::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
         let _busy = self.lock_catalog().await;
         if self.topics.borrow().contains_key(&name) {
-            return Err(Failure::new(ErrorCode::TopicExists, format!("topic {name} already exists")));
+            return Err(Failure::new(
+                ErrorCode::TopicExists,
+                format!("topic {name} already exists"),
+            ));
         }
         let topic_dir = self.data_dir.join(&name);
         match fs::create_dir(&topic_dir).await {
@@ -248,7 +295,10 @@ impl Shard {
             return Err(unknown_topic(&name));
         }
         for target in 0..self.shard_count {
-            expect_done(self.call(target, ShardCall::DropTopic { name: name.clone() }).await)?;
+            expect_done(
+                self.call(target, ShardCall::DropTopic { name: name.clone() })
+                    .await,
+            )?;
         }
         let topic_dir = self.data_dir.join(&name);
         let nanos = std::time::SystemTime::now()
@@ -283,7 +333,10 @@ impl Shard {
             return Box::pin(self.execute(call)).await;
         }
         let call_id = self.calls.borrow_mut().open();
-        let guard = CallGuard { shard: self, call_id };
+        let guard = CallGuard {
+            shard: self,
+            call_id,
+        };
         self.send_mail(
             target,
             Mail::Call {
@@ -295,7 +348,9 @@ impl Shard {
         .await;
         let result = poll_fn(|cx| {
             let mut calls = self.calls.borrow_mut();
-            let slot = calls.slot(call_id).expect("call slot lives until the guard drops");
+            let slot = calls
+                .slot(call_id)
+                .expect("call slot lives until the guard drops");
             match slot.result.take() {
                 Some(result) => Poll::Ready(result),
                 None => {
@@ -325,11 +380,17 @@ impl Shard {
     pub(crate) async fn run_inbox(self: Rc<Self>, mut inbox: Inbox<Mail>) {
         loop {
             match inbox.recv().await {
-                Mail::Call { from, call_id, call } => {
+                Mail::Call {
+                    from,
+                    call_id,
+                    call,
+                } => {
                     let shard = Rc::clone(&self);
                     reactor::spawn(async move {
                         let result = shard.execute(call).await;
-                        shard.send_mail(from, Mail::Return { call_id, result }).await;
+                        shard
+                            .send_mail(from, Mail::Return { call_id, result })
+                            .await;
                     });
                 }
                 Mail::Return { call_id, result } => {
@@ -349,36 +410,57 @@ impl Shard {
     /// Does the work of a call on this shard.
     pub(crate) async fn execute(self: &Rc<Self>, call: ShardCall) -> ShardReturn {
         match call {
-            ShardCall::CreateTopic { name, config } => ShardReturn::Done(self.create_topic(name, config).await),
+            ShardCall::CreateTopic { name, config } => {
+                ShardReturn::Done(self.create_topic(name, config).await)
+            }
             ShardCall::DeleteTopic { name } => ShardReturn::Done(self.delete_topic(name).await),
-            ShardCall::OpenTopic { name, config } => ShardReturn::Done(self.open_topic(&name, config).await),
+            ShardCall::OpenTopic { name, config } => {
+                ShardReturn::Done(self.open_topic(&name, config).await)
+            }
             ShardCall::DropTopic { name } => ShardReturn::Done(self.drop_topic(&name).await),
             ShardCall::Produce {
                 topic,
                 partition,
                 acks,
                 mut batches,
-            } => ShardReturn::Produced(super::partition_ops::produce(self, &topic, partition, acks, &mut batches).await),
+            } => ShardReturn::Produced(
+                super::partition_ops::produce(self, &topic, partition, acks, &mut batches).await,
+            ),
             ShardCall::Fetch {
                 topic,
                 partition,
                 offset,
                 max_bytes,
-            } => ShardReturn::Fetched(super::partition_ops::fetch_copy(self, &topic, partition, offset, max_bytes).await),
+            } => ShardReturn::Fetched(
+                super::partition_ops::fetch_copy(self, &topic, partition, offset, max_bytes).await,
+            ),
             ShardCall::WaitForData {
                 topic,
                 partition,
                 offset,
                 max_wait_ms,
-            } => ShardReturn::Done(super::partition_ops::wait_for_data(self, &topic, partition, offset, max_wait_ms).await),
-            ShardCall::ListOffset { topic, partition, query } => {
-                ShardReturn::Offset(super::partition_ops::list_offset(self, &topic, partition, query).await)
+            } => ShardReturn::Done(
+                super::partition_ops::wait_for_data(self, &topic, partition, offset, max_wait_ms)
+                    .await,
+            ),
+            ShardCall::ListOffset {
+                topic,
+                partition,
+                query,
+            } => ShardReturn::Offset(
+                super::partition_ops::list_offset(self, &topic, partition, query).await,
+            ),
+            ShardCall::Group(call) => ShardReturn::Group(super::group::execute(self, call).await),
+            ShardCall::PartitionInfo { topic } => {
+                ShardReturn::Partitions(self.partition_info(&topic))
             }
-            ShardCall::PartitionInfo { topic } => ShardReturn::Partitions(self.partition_info(&topic)),
         }
     }
 
-    fn partition_info(&self, topic: &str) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
+    fn partition_info(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
         let partitions = self.partitions.borrow();
         let owned = partitions.get(topic).ok_or_else(|| unknown_topic(topic))?;
         Ok(owned
@@ -396,6 +478,7 @@ impl Shard {
 
     /// Flushes and closes every owned partition (shutdown).
     pub(crate) async fn close_all(&self) {
+        self.groups.close_all().await;
         let all: Vec<Rc<PartitionLog>> = self
             .partitions
             .borrow()
@@ -443,7 +526,10 @@ impl Drop for CatalogGuard<'_> {
 fn expect_done(result: ShardReturn) -> Result<(), Failure> {
     match result {
         ShardReturn::Done(result) => result,
-        _ => Err(Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")),
+        _ => Err(Failure::new(
+            ErrorCode::Unknown,
+            "internal: unexpected shard answer",
+        )),
     }
 }
 

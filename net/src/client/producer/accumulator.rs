@@ -1,6 +1,7 @@
 //! The producer's state: open batches per partition, batches ready to send, requests in flight,
 //! and the bookkeeping for back-pressure, flush and failures. Pure logic, driven by the user
-//! threads and the producer's I/O threads under one mutex.
+//! threads and the producer's I/O threads under one mutex. With idempotence on, batches are
+//! sequenced when first sent and retried byte for byte (see [`super::idempotence`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,9 +11,13 @@ use ringlog_engine::batch::{BatchBuilder, BatchError};
 
 use super::config::ProducerConfig;
 use super::delivery::{BatchOutcome, DeliveryHandle};
+use super::idempotence::{
+    EpochBump, Idempotence, ProducerIdentity, IN_FLIGHT_BATCHES_PER_PARTITION_MAX,
+};
 use super::record::ProducerRecord;
 use crate::client::error::ClientError;
 use crate::client::partitioner::{choose_partition, StickyPartitioner};
+use crate::error_code::ErrorCode;
 
 /// Finished batch buffers kept for reuse, so a steady producer stops allocating.
 const POOLED_BUFFERS_MAX: usize = 16;
@@ -37,6 +42,8 @@ pub(crate) struct ReadyBatch {
     attempts: u32,
     /// Set after a retriable failure: not to be sent before this time.
     retry_at: Option<Instant>,
+    /// With idempotence: the order in which batches were sequenced (set when first sent).
+    number: Option<u64>,
 }
 
 /// One produce request awaiting its response.
@@ -62,6 +69,10 @@ pub(crate) struct Accumulator {
     pool: Vec<Vec<u8>>,
     /// Scratch for `take_sendable`: partitions that must not be sent past this round.
     blocked: Vec<bool>,
+    /// Scratch for `take_sendable`: batches in flight per partition.
+    in_flight_batches: Vec<usize>,
+    /// Producer id, epoch and sequence numbers (off unless `set_identity` turned it on).
+    idempotence: Idempotence,
     /// Bytes of every batch not yet completed (open, ready, in flight).
     pub(crate) buffered_bytes: usize,
     /// Records sent and not yet acknowledged or failed.
@@ -89,6 +100,8 @@ impl Accumulator {
             sticky: StickyPartitioner::new(partitions),
             pool: Vec::new(),
             blocked: vec![false; slots],
+            in_flight_batches: vec![0; slots],
+            idempotence: Idempotence::new(partitions),
             buffered_bytes: 0,
             unfinished_records: 0,
             failed_records: 0,
@@ -97,6 +110,50 @@ impl Accumulator {
             closing: false,
             flushing: 0,
         }
+    }
+
+    /// Turns idempotence on with the producer id and epoch from InitProducerId (or off).
+    pub(crate) fn set_identity(&mut self, identity: Option<ProducerIdentity>) {
+        self.idempotence.set_identity(identity);
+    }
+
+    /// The producer id and epoch batches are stamped with, when idempotent.
+    pub(crate) fn identity(&self) -> Option<ProducerIdentity> {
+        self.idempotence.identity()
+    }
+
+    /// Whether the epoch must be bumped now: wanted, and no batch in flight or waiting for a
+    /// retry whose sequence belongs to the old epoch.
+    pub(crate) fn epoch_bump_due(&self) -> bool {
+        self.idempotence.bump == EpochBump::Wanted
+            && self.in_flight.is_empty()
+            && self.ready.iter().all(|batch| batch.number.is_none())
+    }
+
+    /// The epoch bump request was written with `correlation_id`.
+    pub(crate) fn epoch_bump_sent(&mut self, correlation_id: u32, now: Instant) {
+        self.idempotence.bump_sent(correlation_id, now);
+    }
+
+    /// Applies the answer to the epoch bump; a failure fails the producer.
+    pub(crate) fn complete_epoch_bump(
+        &mut self,
+        correlation_id: u32,
+        result: Result<ProducerIdentity, ClientError>,
+    ) -> Result<(), ClientError> {
+        match self.idempotence.bump {
+            EpochBump::Sent {
+                correlation_id: sent,
+                ..
+            } if sent == correlation_id => {}
+            _ => {
+                return Err(ClientError::UnexpectedResponse(format!(
+                    "InitProducerId response with unknown correlation id {correlation_id}"
+                )))
+            }
+        }
+        self.idempotence.bump_done(result?);
+        Ok(())
     }
 
     /// Why new records cannot be accepted, if they cannot.
@@ -195,6 +252,7 @@ impl Accumulator {
             records,
             attempts: 0,
             retry_at: None,
+            number: None,
         });
     }
 
@@ -224,24 +282,44 @@ impl Accumulator {
     }
 
     /// Takes ready batches for one request, in queue order, up to `request_bytes_max` (at
-    /// least one). A partition whose earlier batch must wait (retry back-off, size) is skipped
-    /// entirely this round so its batches never overtake each other.
+    /// least one). A partition whose earlier batch must wait (retry back-off, size, the
+    /// idempotence window, an epoch bump) is skipped entirely this round so its batches never
+    /// overtake each other. Batches sent for the first time are sequenced here.
     pub(crate) fn take_sendable(&mut self, now: Instant) -> Vec<ReadyBatch> {
         self.blocked.fill(false);
+        self.in_flight_batches.fill(0);
+        for flight in &self.in_flight {
+            for batch in &flight.batches {
+                if let Some(count) = self.in_flight_batches.get_mut(batch.partition as usize) {
+                    *count += 1;
+                }
+            }
+        }
+        let idempotent = self.idempotence.identity().is_some();
+        let holding_new = self.idempotence.holds_new_batches();
         let mut taken: Vec<ReadyBatch> = Vec::new();
         let mut taken_bytes = 0usize;
         for _ in 0..self.ready.len() {
-            let Some(batch) = self.ready.pop_front() else {
+            let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
             let slot = batch.partition as usize;
             let fits = taken.is_empty()
                 || taken_bytes + batch.bytes.len() <= self.config.request_bytes_max;
             let backing_off = batch.retry_at.is_some_and(|due| due > now);
-            if self.blocked[slot] || backing_off || !fits {
+            let held = holding_new && batch.number.is_none();
+            let window_full = idempotent
+                && self.in_flight_batches[slot] >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX;
+            if self.blocked[slot] || backing_off || !fits || held || window_full {
                 self.blocked[slot] = true;
                 self.ready.push_back(batch);
             } else {
+                if batch.number.is_none() {
+                    // Never sent, so never shared with the sender: no copy is made.
+                    let bytes = Arc::make_mut(&mut batch.bytes);
+                    batch.number = self.idempotence.stamp(batch.partition, bytes, batch.records);
+                }
+                self.in_flight_batches[slot] += 1;
                 taken_bytes += batch.bytes.len();
                 taken.push(batch);
             }
@@ -274,9 +352,15 @@ impl Accumulator {
 
     /// True when a request has waited longer than `timeout`.
     pub(crate) fn has_expired_request(&self, now: Instant, timeout: Duration) -> bool {
-        self.in_flight
-            .iter()
-            .any(|flight| now.saturating_duration_since(flight.sent_at) > timeout)
+        let bump_expired = match self.idempotence.bump {
+            EpochBump::Sent { sent_at, .. } => now.saturating_duration_since(sent_at) > timeout,
+            _ => false,
+        };
+        bump_expired
+            || self
+                .in_flight
+                .iter()
+                .any(|flight| now.saturating_duration_since(flight.sent_at) > timeout)
     }
 
     /// Applies a produce response: `entries[i]` is the result for the request's i-th batch,
@@ -299,8 +383,8 @@ impl Accumulator {
             )));
         };
         let flight = self.in_flight.swap_remove(index);
-        let mut retry = Vec::new();
-        for (i, batch) in flight.batches.into_iter().enumerate() {
+        let mut retry: Vec<ReadyBatch> = Vec::new();
+        for (i, mut batch) in flight.batches.into_iter().enumerate() {
             let result = match (&top_level, entries.get(i)) {
                 (Some(error), _) => Err(error.clone()),
                 (None, Some(result)) => result.clone(),
@@ -309,19 +393,70 @@ impl Accumulator {
                 )),
             };
             match result {
-                Err(error) if error.is_retriable() && batch.attempts < self.config.retries_max => {
+                // Refused because an earlier batch of its partition is still on its way
+                // (being retried): send it again after that one, without counting an attempt.
+                Err(error)
+                    if error.code() == Some(ErrorCode::OutOfOrderSequence)
+                        && self.has_earlier_unfinished(&batch, &retry) =>
+                {
                     retry.push(batch);
+                }
+                Err(error) if error.is_retriable() && batch.attempts < self.config.retries_max => {
+                    batch.attempts += 1;
+                    retry.push(batch);
+                }
+                // Written long ago (more batches since than the server remembers): the earlier
+                // write stands, its offset is not known any more.
+                Err(error) if error.code() == Some(ErrorCode::DuplicateSequence) => {
+                    self.finish_batch(batch, Ok(-1));
                 }
                 result => self.finish_batch(batch, result),
             }
         }
-        let backoff = Duration::from_millis(self.config.retry_backoff_ms);
-        for mut batch in retry.into_iter().rev() {
-            batch.attempts += 1;
-            batch.retry_at = Some(now + backoff);
-            self.ready.push_front(batch);
+        let retry_at = now + Duration::from_millis(self.config.retry_backoff_ms);
+        for mut batch in retry {
+            batch.retry_at = Some(retry_at);
+            self.requeue(batch);
         }
         Ok(())
+    }
+
+    /// Whether a batch of `batch`'s partition sequenced before it is in flight, waiting for a
+    /// retry, or about to be retried (`retrying`).
+    fn has_earlier_unfinished(&self, batch: &ReadyBatch, retrying: &[ReadyBatch]) -> bool {
+        let Some(number) = batch.number else {
+            return false;
+        };
+        let earlier = |other: &ReadyBatch| {
+            other.partition == batch.partition && other.number.is_some_and(|n| n < number)
+        };
+        self.in_flight
+            .iter()
+            .flat_map(|flight| flight.batches.iter())
+            .chain(self.ready.iter())
+            .chain(retrying.iter())
+            .any(earlier)
+    }
+
+    /// Puts a batch back to be sent again (its `retry_at` set), ahead of its partition's later
+    /// batches (never sent, or sequenced after it) and otherwise ahead of everything.
+    fn requeue(&mut self, batch: ReadyBatch) {
+        debug_assert!(batch.retry_at.is_some());
+        let same = |other: &ReadyBatch| other.partition == batch.partition;
+        let later = |other: &ReadyBatch| {
+            let never_sent = other.retry_at.is_none();
+            let sequenced_after = matches!((other.number, batch.number), (Some(o), Some(b)) if o > b);
+            same(other) && (never_sent || sequenced_after)
+        };
+        let later = self.ready.iter().position(later);
+        let at = match later {
+            Some(at) => at,
+            None => match self.ready.iter().rposition(same) {
+                Some(last) => last + 1,
+                None => 0,
+            },
+        };
+        self.ready.insert(at, batch);
     }
 
     /// Completes batches that are in no request in flight: written with no response to wait
@@ -369,6 +504,10 @@ impl Accumulator {
 
     /// Decides a batch's outcome and releases its bytes.
     fn finish_batch(&mut self, batch: ReadyBatch, result: Result<i64, ClientError>) {
+        if result.is_err() && batch.number.is_some() {
+            // Its sequence numbers are now a gap on the server.
+            self.idempotence.on_sequenced_batch_failed();
+        }
         if let Err(error) = &result {
             self.failed_records += batch.records;
             if self.first_failure.is_none() {
@@ -616,5 +755,98 @@ mod tests {
         assert_eq!(acc.take_sendable(now).len(), 1);
         assert_eq!(acc.take_sendable(now).len(), 1);
         assert!(acc.take_sendable(now).is_empty());
+    }
+
+    fn identity(epoch: i16) -> ProducerIdentity {
+        ProducerIdentity {
+            producer_id: 77,
+            epoch,
+        }
+    }
+
+    fn sequence_of(batch: &ReadyBatch) -> (i16, i32) {
+        let header = validate(&batch.bytes).unwrap();
+        assert_eq!(header.producer_id, 77);
+        (header.producer_epoch, header.base_sequence)
+    }
+
+    fn server(code: ErrorCode) -> ClientError {
+        ClientError::server(ApiKey::Produce, code, "")
+    }
+
+    #[test]
+    fn idempotent_batches_are_sequenced_when_sent_and_retried_byte_for_byte() {
+        let mut acc = Accumulator::new(config(), 1);
+        acc.set_identity(Some(identity(0)));
+        let now = Instant::now();
+        let v = value(40);
+        for _ in 0..6 {
+            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        }
+        acc.close_lingered(now + Duration::from_secs(1));
+        // Three batches of 2 records: sequences 0, 2, 4, in two requests.
+        let first = acc.take_sendable(now);
+        let sent: Vec<(i16, i32)> = first.iter().map(sequence_of).collect();
+        assert_eq!(sent, vec![(0, 0), (0, 2), (0, 4)]);
+        let bytes: Vec<Vec<u8>> = first.iter().map(|b| b.bytes.to_vec()).collect();
+        let (one, two) = {
+            let mut first = first;
+            let rest = first.split_off(1);
+            (first, rest)
+        };
+        acc.add_in_flight(1, one, now);
+        acc.add_in_flight(2, two, now);
+        // The first batch is throttled; the later ones arrive out of order because of it.
+        acc.complete_in_flight(1, None, &[Err(server(ErrorCode::Throttled))], now)
+            .unwrap();
+        let out_of_order = server(ErrorCode::OutOfOrderSequence);
+        acc.complete_in_flight(2, None, &[Err(out_of_order.clone()), Err(out_of_order)], now)
+            .unwrap();
+        // All three come back in their original order with their original bytes; the
+        // out-of-order answers cost no attempt.
+        let later = now + Duration::from_secs(1);
+        let again = acc.take_sendable(later);
+        let again_bytes: Vec<Vec<u8>> = again.iter().map(|b| b.bytes.to_vec()).collect();
+        assert_eq!(again_bytes, bytes);
+        assert_eq!(
+            again.iter().map(|b| b.attempts).collect::<Vec<_>>(),
+            vec![1, 0, 0]
+        );
+        acc.add_in_flight(3, again, later);
+        acc.complete_in_flight(3, None, &[Ok(0), Ok(2), Ok(4)], later)
+            .unwrap();
+        assert_eq!(acc.unfinished_records, 0);
+        assert!(!acc.epoch_bump_due());
+    }
+
+    #[test]
+    fn a_batch_failing_for_good_bumps_the_epoch_before_new_batches() {
+        let mut acc = Accumulator::new(config(), 2);
+        acc.set_identity(Some(identity(0)));
+        let now = Instant::now();
+        let v = value(40);
+        for partition in [0, 0, 1, 1] {
+            acc.append(&ProducerRecord::new(&v).with_partition(partition), 1, now)
+                .unwrap();
+        }
+        acc.close_lingered(now + Duration::from_secs(1));
+        let batches = acc.take_sendable(now);
+        assert_eq!(batches.len(), 2);
+        acc.add_in_flight(1, batches, now);
+        // Partition 0's batch is refused for good; partition 1's is written.
+        acc.complete_in_flight(1, None, &[Err(server(ErrorCode::CorruptBatch)), Ok(0)], now)
+            .unwrap();
+        acc.append(&ProducerRecord::new(&v).with_partition(1), 1, now)
+            .unwrap();
+        acc.close_lingered(now + Duration::from_secs(1));
+        // New batches wait for the bump, which is due at once (nothing in flight).
+        assert!(acc.take_sendable(now).is_empty());
+        assert!(acc.epoch_bump_due());
+        acc.epoch_bump_sent(9, now);
+        assert!(!acc.epoch_bump_due());
+        assert!(acc.complete_epoch_bump(8, Ok(identity(1))).is_err());
+        acc.complete_epoch_bump(9, Ok(identity(1))).unwrap();
+        let batches = acc.take_sendable(now);
+        assert_eq!(batches.iter().map(sequence_of).collect::<Vec<_>>(), vec![(1, 0)]);
     }
 }

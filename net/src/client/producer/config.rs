@@ -14,8 +14,9 @@ pub struct ProducerConfig {
     pub batch_bytes_max: usize,
     /// How long a batch may wait for more records before it is sent (default 5 ms).
     pub linger_ms: u64,
-    /// Produce requests in flight at once (default 5). With more than 1, a retried batch may
-    /// land after a later batch of the same partition; set 1 for strict order under retries.
+    /// Produce requests in flight at once (default 5). Without idempotence, a retried batch
+    /// may land after a later batch of the same partition (set 1 for strict order under
+    /// retries); with it, order holds (at most 5 batches per partition are in flight).
     pub in_flight_requests_max: usize,
     /// Largest produce request: ready batches of several partitions share a request up to
     /// this size (default 8 MiB; keep it under the server's frame limit).
@@ -28,6 +29,12 @@ pub struct ProducerConfig {
     pub retries_max: u32,
     /// Wait before a retry (default 100 ms).
     pub retry_backoff_ms: u64,
+    /// Idempotent delivery (default on): the producer gets an id from the server
+    /// (InitProducerId) and numbers its batches, so that a retried batch the server already
+    /// wrote is not written twice, and batches of a partition are written in order even with
+    /// several requests in flight. Off with [`Acks::None`], which has no retries. A server
+    /// without InitProducerId is used without idempotence.
+    pub idempotence: bool,
     /// Connection settings; its `request_timeout_ms` bounds the wait for each response.
     pub connection: ConnectionConfig,
 }
@@ -44,6 +51,7 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             retries_max: 10,
             retry_backoff_ms: 100,
+            idempotence: true,
             connection: ConnectionConfig::default(),
         }
     }

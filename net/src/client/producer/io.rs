@@ -1,15 +1,17 @@
-//! The producer's two I/O threads: the sender writes produce requests for ready batches, the
-//! receiver reads their responses. Neither holds the state lock while on the socket, so a slow
+//! The producer's two I/O threads: the sender writes produce requests for ready batches (and
+//! the InitProducerId of an epoch bump), the receiver reads their responses. Neither holds the state lock while on the socket, so a slow
 //! server never blocks `send` beyond the configured back-pressure.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::accumulator::{Accumulator, EntryResult};
+use super::idempotence::ProducerIdentity;
 use crate::api::ApiKey;
 use crate::client::calls::check;
 use crate::client::connection::{FrameReader, FrameWriter, ResponseFrame};
 use crate::client::error::ClientError;
+use crate::message::init_producer_id;
 use crate::message::produce::{self, Acks, PartitionBatches};
 use crate::message::{ResponseStatus as _, Status};
 
@@ -67,6 +69,24 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
         let next_linger = state.close_lingered(now);
         if state.closing && state.is_idle() {
             break;
+        }
+        if state.epoch_bump_due() {
+            let Some(identity) = state.identity() else {
+                break;
+            };
+            state.epoch_bump_sent(context.writer.next_correlation_id(), now);
+            drop(state);
+            let result = context.writer.write_request(&init_producer_id::Request {
+                producer_id: identity.producer_id,
+                producer_epoch: identity.epoch,
+            });
+            state = shared.lock();
+            if let Err(error) = result {
+                state.fail_all(error);
+                shared.notify_all();
+                break;
+            }
+            continue;
         }
         let batches = if state.can_send() {
             state.take_sendable(now)
@@ -168,15 +188,24 @@ pub(crate) fn run_receiver(
     }
     loop {
         let result = reader.read_frame().and_then(|frame| {
+            let correlation_id = frame.header().correlation_id;
+            if frame.header().api == ApiKey::InitProducerId.as_u16() {
+                return Ok((correlation_id, Answer::EpochBump(parse_identity(&frame))));
+            }
             let (top_level, entries) = parse_response(&frame)?;
-            Ok((frame.header().correlation_id, top_level, entries))
+            Ok((correlation_id, Answer::Produce(top_level, entries)))
         });
         let mut state = shared.lock();
         match result {
-            Ok((correlation_id, top_level, entries)) => {
+            Ok((correlation_id, Answer::Produce(top_level, entries))) => {
                 let applied =
                     state.complete_in_flight(correlation_id, top_level, &entries, Instant::now());
                 if let Err(error) = applied {
+                    state.fail_all(error);
+                }
+            }
+            Ok((correlation_id, Answer::EpochBump(identity))) => {
+                if let Err(error) = state.complete_epoch_bump(correlation_id, identity) {
                     state.fail_all(error);
                 }
             }
@@ -195,6 +224,24 @@ pub(crate) fn run_receiver(
             break;
         }
     }
+}
+
+/// A response the receiver applies.
+enum Answer {
+    /// A produce response: top-level error and per-entry results.
+    Produce(Option<ClientError>, Vec<EntryResult>),
+    /// The answer to an epoch bump.
+    EpochBump(Result<ProducerIdentity, ClientError>),
+}
+
+/// The producer id and epoch of an InitProducerId response.
+fn parse_identity(frame: &ResponseFrame) -> Result<ProducerIdentity, ClientError> {
+    let view = frame.view::<init_producer_id::ResponseView>()?;
+    check(ApiKey::InitProducerId, view.status())?;
+    Ok(ProducerIdentity {
+        producer_id: view.producer_id(),
+        epoch: view.producer_epoch(),
+    })
 }
 
 /// Fails the producer from a thread that cannot go on.

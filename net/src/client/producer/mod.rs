@@ -3,6 +3,7 @@
 mod accumulator;
 mod config;
 mod delivery;
+mod idempotence;
 mod io;
 mod record;
 
@@ -16,11 +17,14 @@ pub use delivery::{DeliveryHandle, RecordMetadata};
 pub use record::ProducerRecord;
 
 use accumulator::Accumulator;
+use idempotence::ProducerIdentity;
 use io::{run_receiver, run_sender, SenderContext, Shared};
 
 use super::calls::{duration_ms_u32, Client};
 use super::connection::Connection;
 use super::error::ClientError;
+use crate::error_code::ErrorCode;
+use crate::message::produce::Acks;
 
 /// Sends records to one topic, batching them per partition.
 ///
@@ -34,6 +38,10 @@ use super::error::ClientError;
 /// - Retriable errors ([`crate::error_code::ErrorCode::is_retriable`]) are retried up to
 ///   `retries_max` times, `retry_backoff_ms` apart; a failed connection fails every pending
 ///   record and the producer.
+/// - Idempotent by default ([`ProducerConfig::idempotence`]): the producer gets a producer id
+///   at connect (InitProducerId) and numbers each partition's batches; a retry resends the
+///   same bytes, and the server answers a retry of a batch it already wrote with the original
+///   offset instead of writing it again. Batches of a partition are written in send order.
 /// - Each `send` returns a [`DeliveryHandle`] with the record's offset or error; [`flush`]
 ///   waits for everything sent so far and reports failures since the last flush.
 ///
@@ -86,9 +94,21 @@ impl Producer {
                 "topic {topic} has no partitions"
             )));
         }
+        let identity = if config.idempotence && config.acks != Acks::None {
+            match client.init_producer_id(-1, -1) {
+                Ok((producer_id, epoch)) => Some(ProducerIdentity { producer_id, epoch }),
+                // A server without idempotence: produce as before.
+                Err(error) if error.code() == Some(ErrorCode::UnsupportedVersion) => None,
+                Err(error) => return Err(error),
+            }
+        } else {
+            None
+        };
         let (writer, reader) = client.into_connection().split()?;
         let stream = writer.try_clone_stream()?;
-        let shared = Shared::new(Accumulator::new(config, partitions));
+        let mut accumulator = Accumulator::new(config, partitions);
+        accumulator.set_identity(identity);
+        let shared = Shared::new(accumulator);
         let request_timeout = Duration::from_millis(config.connection.request_timeout_ms.max(1));
         let context = SenderContext {
             writer,
@@ -127,6 +147,14 @@ impl Producer {
     /// The topic's partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// The producer id and epoch stamped into batches; `None` when not idempotent.
+    pub fn producer_identity(&self) -> Option<(i64, i16)> {
+        self.shared
+            .lock()
+            .identity()
+            .map(|identity| (identity.producer_id, identity.epoch))
     }
 
     /// Queues a record; returns at once with its delivery handle (blocking only while the

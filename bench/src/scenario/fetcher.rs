@@ -1,0 +1,279 @@
+//! A consumer load thread: one connection, one Fetch in flight (as Kafka consumers do), over
+//! its partitions, with the client's default fetch sizes and long polling.
+//!
+//! Every received batch is checked (length, CRC) and its records are decoded, as a consumer
+//! application would; throughput counts the record batch bytes received, latency is per fetch
+//! (request written to response read). Positions move past each batch; nothing is allocated per
+//! record (records borrow the response).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringlog_engine::batch::{self, BatchIter};
+use ringlog_net::client::{Client, ConnectionConfig, ConsumerConfig};
+use ringlog_net::error_code::ErrorCode;
+use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+use ringlog_net::message::list_offsets::OffsetSpec;
+
+use super::control::RunControl;
+use super::pipelined_producer::failed;
+use super::recorder::LoadRecorder;
+use super::server::pin_load_thread;
+use super::ScenarioError;
+
+/// Fetches in a row that may come back empty while a fetcher still expects data below its end
+/// offsets (each waits up to the long-poll time) before it reports the read as stalled.
+pub const STALLED_FETCHES_MAX: u32 = 40;
+
+/// Where a fetcher starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record of each partition.
+    Earliest,
+    /// The end of each partition as the fetcher connects.
+    Latest,
+}
+
+/// What one consumer thread reads.
+#[derive(Clone, Debug)]
+pub struct Fetcher {
+    /// Server address.
+    pub address: SocketAddr,
+    /// Topic to read.
+    pub topic: String,
+    /// Partitions this thread reads (at least one).
+    pub partitions: Vec<u32>,
+    /// Where to start.
+    pub start_at: StartAt,
+    /// Offsets (indexed by partition id) at which reading is complete; `None`: read until the
+    /// run stops.
+    pub end_offsets: Option<Vec<i64>>,
+    /// Once every partition reached its end, start over from the first positions (reads the
+    /// same data again, until the run stops).
+    pub repeat: bool,
+    /// Core to pin the thread to.
+    pub cpu: Option<usize>,
+    /// Expected run length (sizes the throughput timeline).
+    pub expected: Option<Duration>,
+}
+
+/// What a fetcher did besides its measurements.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FetchCounters {
+    /// Fetch requests answered.
+    pub fetches: u64,
+    /// Fetches that returned no data (long poll ran out).
+    pub empty_fetches: u64,
+    /// Complete reads of the thread's partitions (with `repeat`).
+    pub passes: u64,
+}
+
+/// One partition's reading state.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    partition: u32,
+    first: i64,
+    next: i64,
+    end: Option<i64>,
+}
+
+impl Position {
+    fn is_done(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+}
+
+impl Fetcher {
+    /// Connects, finds the start positions, waits for the start, reads until done or stopped.
+    pub fn run(
+        &self,
+        control: &RunControl,
+    ) -> Result<(LoadRecorder, FetchCounters), ScenarioError> {
+        let setup = self.connect();
+        let (mut client, mut positions) = match setup {
+            Ok(ready) => ready,
+            Err(error) => {
+                control.abort();
+                control.wait_for_start();
+                return Err(error);
+            }
+        };
+        let start = control.wait_for_start();
+        let mut recorder = LoadRecorder::new(start, self.expected);
+        let outcome = self.fetch_loop(control, &mut client, &mut positions, &mut recorder);
+        if outcome.is_err() {
+            control.abort();
+        }
+        outcome.map(|counters| (recorder, counters))
+    }
+
+    fn connect(&self) -> Result<(Client, Vec<Position>), ScenarioError> {
+        pin_load_thread(self.cpu)?;
+        let mut client =
+            Client::connect_with(self.address, ConnectionConfig::default()).map_err(|error| {
+                ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
+            })?;
+        let spec = match self.start_at {
+            StartAt::Earliest => OffsetSpec::Earliest,
+            StartAt::Latest => OffsetSpec::Latest,
+        };
+        let mut positions = Vec::with_capacity(self.partitions.len());
+        for &partition in &self.partitions {
+            let listed = client
+                .list_offsets(&self.topic, partition, spec)
+                .map_err(failed("find a start offset"))?;
+            let end = self
+                .end_offsets
+                .as_ref()
+                .map(|ends| ends.get(partition as usize).copied().unwrap_or(0));
+            positions.push(Position {
+                partition,
+                first: listed.offset,
+                next: listed.offset,
+                end,
+            });
+        }
+        Ok((client, positions))
+    }
+
+    fn fetch_loop(
+        &self,
+        control: &RunControl,
+        client: &mut Client,
+        positions: &mut [Position],
+        recorder: &mut LoadRecorder,
+    ) -> Result<FetchCounters, ScenarioError> {
+        let defaults = ConsumerConfig::default();
+        let mut counters = FetchCounters::default();
+        let mut wanted: Vec<FetchPartition> = Vec::with_capacity(positions.len());
+        let mut empty_in_a_row = 0u32;
+        loop {
+            if positions.iter().all(Position::is_done) {
+                counters.passes += 1;
+                if !self.repeat {
+                    return Ok(counters);
+                }
+                for position in positions.iter_mut() {
+                    position.next = position.first;
+                }
+            }
+            if control.is_stopped(Instant::now()) {
+                return Ok(counters);
+            }
+            wanted.clear();
+            wanted.extend(
+                positions
+                    .iter()
+                    .filter(|p| !p.is_done())
+                    .map(|p| FetchPartition {
+                        partition: p.partition,
+                        offset: p.next,
+                        partition_max_bytes: defaults.partition_max_bytes,
+                    }),
+            );
+            let topics = [FetchTopic {
+                topic: &self.topic,
+                partitions: &wanted,
+            }];
+            let request = fetch::Request {
+                max_wait_ms: defaults.max_wait_ms,
+                min_bytes: defaults.min_bytes,
+                max_bytes: defaults.max_bytes,
+                topics: &topics,
+            };
+            let sent_at = Instant::now();
+            let result = client.fetch(&request).map_err(failed("fetch"))?;
+            let received_at = Instant::now();
+            recorder.latency(received_at.saturating_duration_since(sent_at));
+            counters.fetches += 1;
+            let mut fetched_bytes = 0u64;
+            let mut fetched_records = 0u64;
+            for fetched in result.partitions().map_err(failed("read a fetch answer"))? {
+                if fetched.status.code != ErrorCode::None {
+                    return Err(ScenarioError::Failed(format!(
+                        "fetch of {} partition {} failed: {}",
+                        self.topic, fetched.partition, fetched.status.code
+                    )));
+                }
+                let Some(position) = positions
+                    .iter_mut()
+                    .find(|p| p.partition == fetched.partition)
+                else {
+                    continue;
+                };
+                let (records, bytes, next) = consume_batches(fetched.batches, position.next)?;
+                position.next = next;
+                fetched_records += records;
+                fetched_bytes += bytes;
+            }
+            if fetched_bytes == 0 {
+                counters.empty_fetches += 1;
+                empty_in_a_row += 1;
+                if self.end_offsets.is_some() && empty_in_a_row >= STALLED_FETCHES_MAX {
+                    return Err(ScenarioError::Failed(format!(
+                        "reading {} stalled: {empty_in_a_row} fetches in a row returned nothing before the end offsets",
+                        self.topic
+                    )));
+                }
+            } else {
+                empty_in_a_row = 0;
+                recorder.complete(received_at, fetched_records, fetched_bytes);
+                control.complete_bytes(fetched_bytes);
+            }
+        }
+    }
+}
+
+/// Checks and decodes the batches of one fetched partition read at `position`: returns
+/// (records at or after it, batch bytes, next position).
+pub fn consume_batches(bytes: &[u8], position: i64) -> Result<(u64, u64, i64), ScenarioError> {
+    let mut records = 0u64;
+    let mut batch_bytes = 0u64;
+    let mut next = position;
+    for item in BatchIter::new(bytes) {
+        let (header, batch) = item.map_err(|error| {
+            ScenarioError::Failed(format!("bad batch at offset {next}: {error}"))
+        })?;
+        for record in batch::records(batch).map_err(|error| {
+            ScenarioError::Failed(format!("bad batch at offset {next}: {error}"))
+        })? {
+            let record = record.map_err(|error| {
+                ScenarioError::Failed(format!("bad record at offset {next}: {error}"))
+            })?;
+            if record.offset(header.base_offset) >= position {
+                records += 1;
+            }
+        }
+        batch_bytes += batch.len() as u64;
+        next = next.max(header.next_offset());
+    }
+    Ok((records, batch_bytes, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::batches::PrebuiltBatch;
+
+    #[test]
+    fn batches_are_counted_and_the_position_moves_past_them() {
+        let batch = PrebuiltBatch::build(100, 4096).unwrap();
+        let mut bytes = batch.bytes().to_vec();
+        let mut second = batch.bytes().to_vec();
+        let count = batch.records() as i64;
+        batch::set_base_offset(&mut second, count).unwrap();
+        bytes.extend_from_slice(&second);
+        let (records, total, next) = consume_batches(&bytes, 1).unwrap();
+        assert_eq!(
+            records,
+            2 * batch.records() - 1,
+            "the record before the position is skipped"
+        );
+        assert_eq!(total, 2 * batch.len_bytes());
+        assert_eq!(next, 2 * count);
+        let mut corrupt = batch.bytes().to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        assert!(consume_batches(&corrupt, 0).is_err());
+    }
+}

@@ -1,0 +1,476 @@
+//! [`ShareConsumer`]: a member of a share group (KIP-932) reading one topic. Any number of
+//! members read any partition; each record is leased to one member at a time, which
+//! acknowledges it: accept (done), release (deliver again), reject (archive) or renew (keep
+//! the lease longer).
+//!
+//! [`ShareConsumer::poll`] sends one ShareFetch per partition, pipelined on one connection,
+//! and returns a [`ShareBatch`] that owns the responses. Acknowledgements given with
+//! [`ShareConsumer::acknowledge`] are sent with the next fetch of their partition (or at once
+//! with [`ShareConsumer::flush_acks`], which [`ShareConsumer::close`] calls). A record not
+//! acknowledged before its lease ends is delivered again, possibly to another member.
+
+use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
+
+use super::calls::{duration_ms_u32, Client};
+use super::connection::ConnectionConfig;
+use super::error::ClientError;
+use super::group_calls::ShareFetchResult;
+use crate::api::ApiKey;
+use crate::error_code::ErrorCode;
+use crate::message::share_acknowledge::{AckRange, AckType};
+use crate::message::share_fetch::{self, AcquiredRange};
+use crate::message::ResponseStatus as _;
+
+/// How a [`ShareConsumer`] fetches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareConsumerConfig {
+    /// Member id; `None` makes a unique one.
+    pub member_id: Option<String>,
+    /// Most records acquired per partition per fetch.
+    pub max_records: u32,
+    /// Upper bound on one response's raw bytes.
+    pub max_bytes: u32,
+    /// Longest one round of fetches waits on the server; `poll`'s timeout may shorten it.
+    pub max_wait_ms: u32,
+    /// Connection settings.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for ShareConsumerConfig {
+    fn default() -> Self {
+        Self {
+            member_id: None,
+            max_records: share_fetch::MAX_RECORDS_DEFAULT,
+            max_bytes: 8 << 20,
+            max_wait_ms: 100,
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// An acknowledgement the server refused.
+#[derive(Debug, Clone)]
+pub struct AckFailure {
+    /// Partition.
+    pub partition: u32,
+    /// First offset of the refused range.
+    pub first_offset: i64,
+    /// Last offset of the refused range.
+    pub last_offset: i64,
+    /// Why (InvalidRecordState, LeaseExpired, ...).
+    pub error: ClientError,
+}
+
+/// One partition's answer within a [`ShareBatch`].
+#[derive(Debug, Clone)]
+struct Fetched {
+    partition: u32,
+    acquired: Vec<AcquiredRange>,
+    result: ShareFetchResult,
+}
+
+/// The records of one poll, owning the responses they are read from.
+#[derive(Debug, Clone, Default)]
+pub struct ShareBatch {
+    topic: String,
+    fetched: Vec<Fetched>,
+}
+
+impl ShareBatch {
+    /// Records acquired in this poll.
+    pub fn len(&self) -> usize {
+        self.fetched
+            .iter()
+            .flat_map(|f| &f.acquired)
+            .map(|r| usize::try_from(r.last_offset - r.first_offset + 1).unwrap_or(0))
+            .sum()
+    }
+
+    /// True when nothing was acquired.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The acquired records, by partition then offset.
+    pub fn records(&self) -> ShareRecords<'_> {
+        ShareRecords {
+            topic: &self.topic,
+            fetched: self.fetched.iter(),
+            current: None,
+        }
+    }
+}
+
+/// A record leased to this member.
+#[derive(Debug, Clone)]
+pub struct ShareRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: i64,
+    /// Deliveries of this record so far, this one included (1 on first delivery).
+    pub delivery_count: u16,
+    /// Create time, or the broker's append time for log-append-time topics.
+    pub timestamp_ms: i64,
+    /// Key, `None` if null.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` if null.
+    pub value: Option<&'a [u8]>,
+    /// Headers, decoded as iterated.
+    pub headers: HeaderIter<'a>,
+}
+
+/// Iterator over a [`ShareBatch`]'s records.
+#[derive(Debug)]
+pub struct ShareRecords<'a> {
+    topic: &'a str,
+    fetched: std::slice::Iter<'a, Fetched>,
+    current: Option<Cursor<'a>>,
+}
+
+#[derive(Debug)]
+struct Cursor<'a> {
+    partition: u32,
+    acquired: &'a [AcquiredRange],
+    batches: BatchIter<'a>,
+    records: Option<(BatchHeader, RecordIter<'a>)>,
+}
+
+impl<'a> Cursor<'a> {
+    fn next_record(&mut self, topic: &'a str) -> Option<Result<ShareRecord<'a>, ClientError>> {
+        loop {
+            if let Some((header, records)) = &mut self.records {
+                match records.next() {
+                    Some(Ok(record)) => {
+                        let offset = record.offset(header.base_offset);
+                        let Some(range) = self
+                            .acquired
+                            .iter()
+                            .find(|r| (r.first_offset..=r.last_offset).contains(&offset))
+                        else {
+                            continue;
+                        };
+                        let timestamp_ms = match header.timestamp_type() {
+                            TimestampType::LogAppendTime => header.max_timestamp_ms,
+                            TimestampType::CreateTime => {
+                                record.timestamp_ms(header.base_timestamp_ms)
+                            }
+                        };
+                        return Some(Ok(ShareRecord {
+                            topic,
+                            partition: self.partition,
+                            offset,
+                            delivery_count: range.delivery_count,
+                            timestamp_ms,
+                            key: record.key,
+                            value: record.value,
+                            headers: record.headers,
+                        }));
+                    }
+                    Some(Err(error)) => return Some(Err(error.into())),
+                    None => self.records = None,
+                }
+                continue;
+            }
+            match self.batches.next()? {
+                Ok((header, bytes)) => {
+                    if header.is_control() {
+                        continue;
+                    }
+                    match batch::records(bytes) {
+                        Ok(records) => self.records = Some((header, records)),
+                        Err(error) => return Some(Err(error.into())),
+                    }
+                }
+                Err(error) => return Some(Err(error.into())),
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for ShareRecords<'a> {
+    type Item = Result<ShareRecord<'a>, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(cursor) = &mut self.current {
+                if let Some(item) = cursor.next_record(self.topic) {
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            let fetched = self.fetched.next()?;
+            let batches = match fetched.result.batches() {
+                Ok(batches) => batches,
+                Err(error) => return Some(Err(error)),
+            };
+            self.current = Some(Cursor {
+                partition: fetched.partition,
+                acquired: &fetched.acquired,
+                batches: BatchIter::new(batches),
+                records: None,
+            });
+        }
+    }
+}
+
+/// A share-group member; see the module docs.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ringlog_net::client::{ShareConsumer, ShareConsumerConfig};
+/// use ringlog_net::message::share_acknowledge::AckType;
+///
+/// # fn main() -> Result<(), ringlog_net::client::ClientError> {
+/// let mut consumer =
+///     ShareConsumer::subscribe("127.0.0.1:9292", "workers", "jobs", ShareConsumerConfig::default())?;
+/// for _ in 0..100 {
+///     let batch = consumer.poll(Duration::from_secs(1))?;
+///     for record in batch.records() {
+///         let record = record?;
+///         // ... process ...
+///         consumer.acknowledge(record.partition, record.offset, AckType::Accept);
+///     }
+/// }
+/// consumer.close()?; // sends the last acknowledgements
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ShareConsumer {
+    client: Client,
+    config: ShareConsumerConfig,
+    group: String,
+    topic: String,
+    member_id: String,
+    /// Acknowledgements not yet sent, per partition.
+    pending: Vec<Vec<AckRange>>,
+    failures: Vec<AckFailure>,
+    /// Partition the next poll starts with (rotates, for fairness between partitions).
+    next_partition: usize,
+}
+
+/// A member id unique to this process and moment.
+fn new_member_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("share-{:x}-{nanos:x}-{count}", std::process::id())
+}
+
+impl ShareConsumer {
+    /// Connects and learns the topic's partitions.
+    pub fn subscribe(
+        addr: impl ToSocketAddrs,
+        group: &str,
+        topic: &str,
+        config: ShareConsumerConfig,
+    ) -> Result<Self, ClientError> {
+        let mut client = Client::connect_with(addr, config.connection)?;
+        let partitions = client.partition_count(topic)?;
+        Ok(Self {
+            client,
+            member_id: config.member_id.clone().unwrap_or_else(new_member_id),
+            config,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            pending: vec![Vec::new(); partitions as usize],
+            failures: Vec::new(),
+            next_partition: 0,
+        })
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// Waits up to `timeout` for records of any partition; sends pending acknowledgements with
+    /// the fetches.
+    pub fn poll(&mut self, timeout: Duration) -> Result<ShareBatch, ClientError> {
+        let deadline = Instant::now() + timeout;
+        // First look without waiting, then long-poll in short rounds until the deadline.
+        let mut wait = Duration::ZERO;
+        loop {
+            let batch = self.fetch_round(wait)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !batch.is_empty() || remaining.is_zero() {
+                return Ok(batch);
+            }
+            wait = remaining.min(Duration::from_millis(u64::from(self.config.max_wait_ms)));
+        }
+    }
+
+    /// One ShareFetch per partition, pipelined; waits for every answer.
+    fn fetch_round(&mut self, wait: Duration) -> Result<ShareBatch, ClientError> {
+        let partitions = self.pending.len();
+        let mut sent = Vec::with_capacity(partitions);
+        for step in 0..partitions {
+            let partition = (self.next_partition + step) % partitions;
+            let acks = std::mem::take(&mut self.pending[partition]);
+            let request = share_fetch::Request {
+                group: &self.group,
+                member_id: &self.member_id,
+                topic: &self.topic,
+                partition: partition as u32,
+                max_records: self.config.max_records,
+                max_wait_ms: duration_ms_u32(wait),
+                max_bytes: self.config.max_bytes,
+                acks: &acks,
+            };
+            let correlation_id = self.client.connection().send(&request)?;
+            sent.push((partition as u32, correlation_id, acks));
+        }
+        self.next_partition = (self.next_partition + 1) % partitions.max(1);
+        let timeout = self.client.request_timeout() + wait;
+        let mut batch = ShareBatch {
+            topic: self.topic.clone(),
+            fetched: Vec::new(),
+        };
+        let mut first_error = None;
+        for (partition, correlation_id, acks) in sent {
+            let frame = self
+                .client
+                .connection()
+                .receive_within(correlation_id, timeout)?;
+            let result = ShareFetchResult::from_frame(frame)?;
+            self.note_ack_results(partition, &acks, &result)?;
+            let view = result.view()?;
+            let status = view.status();
+            if !status.is_ok() && !status.code.is_retriable() && first_error.is_none() {
+                first_error = Some(ClientError::server(
+                    ApiKey::ShareFetch,
+                    status.code,
+                    status.message,
+                ));
+            }
+            let acquired = result.acquired()?;
+            if !acquired.is_empty() {
+                batch.fetched.push(Fetched {
+                    partition,
+                    acquired,
+                    result,
+                });
+            }
+        }
+        // Records acquired in this round are returned even when another partition failed; the
+        // failure surfaces on the next poll that acquires nothing.
+        match first_error {
+            Some(error) if batch.is_empty() => Err(error),
+            _ => Ok(batch),
+        }
+    }
+
+    /// Records the refused piggy-backed acknowledgements of one fetch.
+    fn note_ack_results(
+        &mut self,
+        partition: u32,
+        sent: &[AckRange],
+        result: &ShareFetchResult,
+    ) -> Result<(), ClientError> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let results = result.ack_results()?;
+        if results.len() != sent.len() {
+            // The fetch failed before the acknowledgements were applied: send them again.
+            let (code, message) = result.status()?;
+            if code.is_retriable() || code == ErrorCode::None {
+                self.pending[partition as usize].extend_from_slice(sent);
+            } else {
+                for range in sent {
+                    self.failures.push(AckFailure {
+                        partition,
+                        first_offset: range.first_offset,
+                        last_offset: range.last_offset,
+                        error: ClientError::server(ApiKey::ShareFetch, code, &message),
+                    });
+                }
+            }
+            return Ok(());
+        }
+        for outcome in results {
+            if let Err(error) = outcome.result {
+                self.failures.push(AckFailure {
+                    partition,
+                    first_offset: outcome.entry.0,
+                    last_offset: outcome.entry.1,
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a record (sent with the next fetch of its partition, or by
+    /// [`ShareConsumer::flush_acks`]). Consecutive offsets with the same ack become one range.
+    pub fn acknowledge(&mut self, partition: u32, offset: i64, ack: AckType) {
+        let Some(pending) = self.pending.get_mut(partition as usize) else {
+            self.failures.push(AckFailure {
+                partition,
+                first_offset: offset,
+                last_offset: offset,
+                error: ClientError::InvalidArgument(format!("topic has no partition {partition}")),
+            });
+            return;
+        };
+        if let Some(last) = pending.last_mut() {
+            if last.ack_type == ack && last.last_offset + 1 == offset {
+                last.last_offset = offset;
+                return;
+            }
+        }
+        pending.push(AckRange {
+            first_offset: offset,
+            last_offset: offset,
+            ack_type: ack,
+        });
+    }
+
+    /// Sends every pending acknowledgement now (ShareAcknowledge), and returns every refused
+    /// acknowledgement since the last call (these included).
+    pub fn flush_acks(&mut self) -> Result<Vec<AckFailure>, ClientError> {
+        for partition in 0..self.pending.len() {
+            let ranges = std::mem::take(&mut self.pending[partition]);
+            if ranges.is_empty() {
+                continue;
+            }
+            let results = self.client.share_acknowledge(
+                &self.group,
+                &self.member_id,
+                &self.topic,
+                partition as u32,
+                &ranges,
+            )?;
+            for outcome in results {
+                if let Err(error) = outcome.result {
+                    self.failures.push(AckFailure {
+                        partition: partition as u32,
+                        first_offset: outcome.entry.0,
+                        last_offset: outcome.entry.1,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(self.take_ack_failures())
+    }
+
+    /// Refused acknowledgements reported since the last call.
+    pub fn take_ack_failures(&mut self) -> Vec<AckFailure> {
+        std::mem::take(&mut self.failures)
+    }
+
+    /// Sends the pending acknowledgements; returns the refused ones.
+    pub fn close(mut self) -> Result<Vec<AckFailure>, ClientError> {
+        self.flush_acks()
+    }
+}

@@ -1,0 +1,756 @@
+//! What the coordinator shard of a group does: membership (join, heartbeat, leave, session
+//! expiry), routing commits and offset reads to partition owners, resets, descriptions and
+//! configuration.
+//!
+//! A JoinGroup waits here until its rebalance completes; a timer task per coordinator shard
+//! (every [`REAPER_TICK`]) removes members whose session expired and completes rebalances
+//! whose deadline passed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ringlog_engine::reactor::{self, time};
+
+use super::membership::{Join, JoinOutcome};
+use super::meta::{self, ShareConfig};
+use super::{
+    call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
+    GroupDescription, GroupReturn, JoinArgs, Joined, MemberInfo, OffsetEntry, ResetResults,
+    ResetTo, TopicFilter,
+};
+use crate::error_code::ErrorCode;
+use crate::message::group::{GroupKind, GroupState};
+use crate::server::message::Failure;
+use crate::server::shard::{unknown_topic, Shard};
+
+/// How often a coordinator looks for expired sessions and overdue rebalances.
+const REAPER_TICK: Duration = Duration::from_millis(100);
+/// Shortest session timeout accepted.
+const SESSION_TIMEOUT_MS_MIN: u32 = 100;
+/// Longest session or rebalance timeout accepted.
+const TIMEOUT_MS_MAX: u32 = 3_600_000;
+/// Longest heartbeat interval suggested to members.
+const HEARTBEAT_INTERVAL_MS_MAX: u32 = 3_000;
+/// Longest client id (and member id) accepted: both are kept while the member is in the group.
+const CLIENT_ID_BYTES_MAX: usize = 255;
+/// Most topics one member may subscribe to.
+const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
+
+fn unknown_group(name: &str) -> Failure {
+    Failure::new(ErrorCode::UnknownGroup, format!("unknown group {name}"))
+}
+
+fn wrong_kind(group: &Group, wanted: GroupKind) -> Failure {
+    let (is, api) = match wanted {
+        GroupKind::Consumer => ("a share group", "consumer-group"),
+        GroupKind::Share => ("a consumer group", "share-group"),
+    };
+    Failure::new(
+        ErrorCode::InvalidGroupKind,
+        format!("{} is {is}; {api} requests do not apply", group.name),
+    )
+}
+
+/// The group, which must exist and be of `kind`.
+fn existing(shard: &Shard, name: &str, kind: GroupKind) -> Result<Rc<Group>, Failure> {
+    let group = shard
+        .groups
+        .group(name)
+        .ok_or_else(|| unknown_group(name))?;
+    if group.kind != kind {
+        return Err(wrong_kind(&group, kind));
+    }
+    Ok(group)
+}
+
+/// The group, created (durably) when missing.
+async fn get_or_create(
+    shard: &Rc<Shard>,
+    name: &str,
+    kind: GroupKind,
+    share: ShareConfig,
+) -> Result<Rc<Group>, Failure> {
+    if let Some(group) = shard.groups.group(name) {
+        if group.kind != kind {
+            return Err(wrong_kind(&group, kind));
+        }
+        wait_ready(&group).await?;
+        return Ok(group);
+    }
+    meta::validate_group_name(name)?;
+    share.validate()?;
+    let groups = &shard.groups;
+    if groups.groups.borrow().len() >= groups.groups_max {
+        return Err(Failure::new(
+            ErrorCode::Throttled,
+            format!(
+                "shard {} already coordinates {} groups, its share of groups_max",
+                shard.id, groups.groups_max
+            ),
+        ));
+    }
+    let group = Rc::new(Group::new(name.to_string(), kind, Rc::new(share)));
+    // In the map before the write, so concurrent requests find one group.
+    groups
+        .groups
+        .borrow_mut()
+        .insert(name.to_string(), Rc::clone(&group));
+    let created = create(shard, &group).await;
+    if let Err(failure) = created {
+        groups.groups.borrow_mut().remove(name);
+        group.failed.set(true);
+        group.changed.notify();
+        return Err(failure);
+    }
+    group.ready.set(true);
+    group.changed.notify();
+    tracing::info!(group = name, ?kind, "group created");
+    ensure_reaper(shard);
+    Ok(group)
+}
+
+/// Writes a new group's file and, for a share group, tells every shard its configuration.
+async fn create(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
+    meta::store(&shard.data_dir, &group.name, &group.meta())
+        .await
+        .map_err(|error| crate::server::shard::storage_failure("write group file", error))?;
+    if group.kind == GroupKind::Share {
+        broadcast_share_config(shard, group).await?;
+    }
+    Ok(())
+}
+
+/// Waits until a group another request is creating is ready.
+async fn wait_ready(group: &Group) -> Result<(), Failure> {
+    loop {
+        let changed = group.changed.wait();
+        if group.ready.get() {
+            return Ok(());
+        }
+        if group.failed.get() {
+            return Err(Failure::new(
+                ErrorCode::StorageError,
+                format!("creating group {} failed", group.name),
+            ));
+        }
+        changed.await;
+    }
+}
+
+/// Sends a share group's configuration to every shard.
+async fn broadcast_share_config(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
+    let config = (**group.share.borrow()).clone();
+    for target in 0..shard.shard_count {
+        let message = GroupCall::ShareConfigChanged {
+            group: group.name.clone(),
+            config: config.clone(),
+        };
+        match call(shard, target, message).await {
+            GroupReturn::Done(result) => result?,
+            _ => return Err(unexpected()),
+        }
+    }
+    Ok(())
+}
+
+fn partitions_of(shard: &Shard) -> impl Fn(&str) -> Option<u32> + '_ {
+    move |topic| shard.topic(topic).map(|entry| entry.config.partitions)
+}
+
+/// Completes the group's rebalance if it can, waking its waiting joins.
+fn try_complete(shard: &Shard, group: &Group, now: Instant) {
+    let changed = group
+        .membership
+        .borrow_mut()
+        .try_complete(now, partitions_of(shard));
+    if changed {
+        group.changed.notify();
+    }
+}
+
+/// Starts this shard's session timer once.
+fn ensure_reaper(shard: &Rc<Shard>) {
+    if !shard.groups.reaper_started.replace(true) {
+        drop(reactor::spawn(run_reaper(Rc::clone(shard))));
+    }
+}
+
+async fn run_reaper(shard: Rc<Shard>) {
+    loop {
+        time::sleep(REAPER_TICK).await;
+        let now = Instant::now();
+        let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
+        for group in groups {
+            if group.kind != GroupKind::Consumer {
+                continue;
+            }
+            if group.membership.borrow_mut().expire_sessions(now) {
+                tracing::info!(group = %group.name, "member session expired; rebalancing");
+                group.changed.notify();
+            }
+            try_complete(&shard, &group, now);
+        }
+    }
+}
+
+/// Clears a member's waiting flag when its JoinGroup call ends, however it ends.
+struct JoinGuard<'a> {
+    group: &'a Group,
+    member_id: &'a str,
+}
+
+impl Drop for JoinGuard<'_> {
+    fn drop(&mut self) {
+        self.group
+            .membership
+            .borrow_mut()
+            .join_finished(self.member_id, Instant::now());
+    }
+}
+
+/// JoinGroup: registers the member and waits for the rebalance to complete.
+pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Failure> {
+    meta::validate_group_name(&args.group)?;
+    check_join(shard, &args)?;
+    let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
+    let group = get_or_create(shard, &args.group, GroupKind::Consumer, defaults).await?;
+    ensure_reaper(shard);
+    let now = Instant::now();
+    let rebalance_timeout = Duration::from_millis(u64::from(args.rebalance_timeout_ms));
+    let join = Join {
+        member_id: &args.member_id,
+        new_member_id: shard.groups.new_member_id(&args.client_id),
+        client_id: &args.client_id,
+        topics: args.topics.clone(),
+        session_timeout: Duration::from_millis(u64::from(args.session_timeout_ms)),
+        rebalance_timeout,
+    };
+    let member_id = group
+        .membership
+        .borrow_mut()
+        .join(join, now, shard.groups.members_max)?;
+    let _guard = JoinGuard {
+        group: &group,
+        member_id: &member_id,
+    };
+    try_complete(shard, &group, now);
+    // The rebalance ends by its deadline (at most this member's timeout from now) plus a tick.
+    let limit = now + rebalance_timeout + REAPER_TICK * 5;
+    loop {
+        let changed = group.changed.wait();
+        let outcome = group.membership.borrow().outcome(&member_id);
+        match outcome {
+            JoinOutcome::Assigned {
+                generation,
+                assignment,
+            } => {
+                let heartbeat_interval_ms =
+                    (args.session_timeout_ms / 3).clamp(1, HEARTBEAT_INTERVAL_MS_MAX);
+                return Ok(Joined {
+                    member_id: member_id.clone(),
+                    generation,
+                    heartbeat_interval_ms,
+                    assignment,
+                });
+            }
+            JoinOutcome::Removed => {
+                return Err(Failure::new(
+                    ErrorCode::UnknownMember,
+                    "removed from the group during the rebalance: join again",
+                ))
+            }
+            JoinOutcome::Pending => {}
+        }
+        let remaining = limit.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Failure::new(
+                ErrorCode::RebalanceInProgress,
+                "the rebalance did not complete in time: join again",
+            ));
+        }
+        let _ = time::timeout(remaining, changed).await;
+    }
+}
+
+fn check_join(shard: &Shard, args: &JoinArgs) -> Result<(), Failure> {
+    let invalid = |message: String| Err(Failure::new(ErrorCode::InvalidRequest, message));
+    if args.client_id.len() > CLIENT_ID_BYTES_MAX || args.member_id.len() > CLIENT_ID_BYTES_MAX {
+        return invalid(format!(
+            "client_id and member_id are at most {CLIENT_ID_BYTES_MAX} bytes"
+        ));
+    }
+    if args.topics.is_empty() || args.topics.len() > SUBSCRIBED_TOPICS_MAX {
+        return invalid(format!(
+            "a member subscribes to 1 to {SUBSCRIBED_TOPICS_MAX} topics, not {}",
+            args.topics.len()
+        ));
+    }
+    if !(SESSION_TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&args.session_timeout_ms) {
+        return invalid(format!(
+            "session_timeout_ms must be between {SESSION_TIMEOUT_MS_MIN} and {TIMEOUT_MS_MAX}"
+        ));
+    }
+    if !(1..=TIMEOUT_MS_MAX).contains(&args.rebalance_timeout_ms) {
+        return invalid(format!(
+            "rebalance_timeout_ms must be between 1 and {TIMEOUT_MS_MAX}"
+        ));
+    }
+    if let Some(missing) = args.topics.iter().find(|t| shard.topic(t).is_none()) {
+        return Err(unknown_topic(missing));
+    }
+    Ok(())
+}
+
+/// Heartbeat.
+pub(super) fn heartbeat(
+    shard: &Shard,
+    name: &str,
+    member_id: &str,
+    generation: i32,
+) -> Result<(), Failure> {
+    let group = existing(shard, name, GroupKind::Consumer)?;
+    let result = group
+        .membership
+        .borrow_mut()
+        .heartbeat(member_id, generation, Instant::now());
+    result
+}
+
+/// LeaveGroup.
+pub(super) fn leave(shard: &Shard, name: &str, member_id: &str) -> Result<(), Failure> {
+    let group = existing(shard, name, GroupKind::Consumer)?;
+    let now = Instant::now();
+    group.membership.borrow_mut().leave(member_id, now)?;
+    tracing::debug!(group = name, member_id, "member left");
+    group.changed.notify();
+    try_complete(shard, &group, now);
+    Ok(())
+}
+
+/// OffsetCommit: checks the member and its assignment, then stores each offset on the
+/// partition's owner (durably) and reports per partition.
+pub(super) async fn commit(
+    shard: &Rc<Shard>,
+    name: &str,
+    member_id: &str,
+    generation: i32,
+    topics: CommitTopics,
+) -> Result<CommitResults, Failure> {
+    let group = if member_id.is_empty() && generation < 0 {
+        let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
+        let group = get_or_create(shard, name, GroupKind::Consumer, defaults).await?;
+        if !group.membership.borrow().is_empty() {
+            return Err(Failure::new(
+                ErrorCode::GroupNotEmpty,
+                format!("{name} has members; only they may commit"),
+            ));
+        }
+        group
+    } else {
+        let group = existing(shard, name, GroupKind::Consumer)?;
+        group
+            .membership
+            .borrow_mut()
+            .check_committer(member_id, generation, Instant::now())?;
+        group
+    };
+    // Check every entry; route the good ones to their owners, grouped by owner. A routed entry
+    // reads "no answer" until its owner's outcome replaces it.
+    let no_answer = Failure::new(
+        ErrorCode::Unknown,
+        "internal: no answer from the partition owner",
+    );
+    let mut results: CommitResults = Vec::with_capacity(topics.len());
+    let mut by_owner: BTreeMap<(usize, String), Vec<(u32, i64)>> = BTreeMap::new();
+    for (topic, partitions) in topics {
+        let mut entries = Vec::with_capacity(partitions.len());
+        for (partition, offset) in partitions {
+            let checked = check_commit(shard, &group, member_id, &topic, partition, offset);
+            if checked.is_ok() {
+                by_owner
+                    .entry((shard.owner(&topic, partition), topic.clone()))
+                    .or_default()
+                    .push((partition, offset));
+            }
+            entries.push((
+                partition,
+                Some(checked.err().unwrap_or_else(|| no_answer.clone())),
+            ));
+        }
+        results.push((topic, entries));
+    }
+    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
+    let mut routes: Vec<(String, Vec<u32>)> = Vec::new();
+    for ((owner, topic), offsets) in by_owner {
+        routes.push((topic.clone(), offsets.iter().map(|(p, _)| *p).collect()));
+        let message = GroupCall::StoreOffsets {
+            group: name.to_string(),
+            topic,
+            offsets,
+        };
+        calls.push(Box::pin(call(shard, owner, message)));
+    }
+    for ((topic, routed), answer) in routes.iter().zip(join_all(calls).await) {
+        let stored: Vec<(u32, Option<Failure>)> = match answer {
+            GroupReturn::Committed(Ok(stored)) => stored
+                .into_iter()
+                .flat_map(|(_, entries)| entries)
+                .collect(),
+            GroupReturn::Committed(Err(failure)) => {
+                routed.iter().map(|p| (*p, Some(failure.clone()))).collect()
+            }
+            _ => routed.iter().map(|p| (*p, Some(unexpected()))).collect(),
+        };
+        merge_stored(&mut results, topic, routed, stored);
+    }
+    Ok(results)
+}
+
+fn check_commit(
+    shard: &Shard,
+    group: &Group,
+    member_id: &str,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<(), Failure> {
+    let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+    if partition >= entry.config.partitions {
+        return Err(Failure::new(
+            ErrorCode::UnknownPartition,
+            format!("topic {topic} has no partition {partition}"),
+        ));
+    }
+    if offset < 0 {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("offset {offset} is negative"),
+        ));
+    }
+    if !member_id.is_empty() && !group.membership.borrow().owns(member_id, topic, partition) {
+        return Err(Failure::new(
+            ErrorCode::NotAssigned,
+            format!("{topic}/{partition} is not assigned to {member_id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Puts an owner's per-partition outcomes into the request-ordered results.
+fn merge_stored(
+    results: &mut CommitResults,
+    topic: &str,
+    routed: &[u32],
+    stored: Vec<(u32, Option<Failure>)>,
+) {
+    for (_, entries) in results.iter_mut().filter(|(t, _)| t == topic) {
+        for (partition, outcome) in entries.iter_mut() {
+            if !routed.contains(partition) {
+                continue;
+            }
+            if let Some((_, stored)) = stored.iter().find(|(p, _)| p == partition) {
+                outcome.clone_from(stored);
+            }
+        }
+    }
+}
+
+/// OffsetFetch: committed offsets with lag, read from the owners.
+pub(super) async fn fetch_offsets(
+    shard: &Rc<Shard>,
+    name: &str,
+    topics: Option<TopicFilter>,
+) -> Result<Vec<OffsetEntry>, Failure> {
+    existing(shard, name, GroupKind::Consumer)?;
+    load_offsets(shard, name, topics).await
+}
+
+/// Reads offsets of `name` from every owner concerned.
+async fn load_offsets(
+    shard: &Rc<Shard>,
+    name: &str,
+    topics: Option<TopicFilter>,
+) -> Result<Vec<OffsetEntry>, Failure> {
+    let mut per_shard: Vec<Option<TopicFilter>> = vec![None; shard.shard_count];
+    let targets: Vec<usize> = match topics {
+        None => (0..shard.shard_count).collect(),
+        Some(topics) => {
+            let mut wanted: Vec<TopicFilter> = vec![Vec::new(); shard.shard_count];
+            for (topic, partitions) in topics {
+                let entry = shard.topic(&topic).ok_or_else(|| unknown_topic(&topic))?;
+                let partitions = if partitions.is_empty() {
+                    (0..entry.config.partitions).collect()
+                } else {
+                    partitions
+                };
+                for partition in partitions {
+                    let owner = shard.owner(&topic, partition);
+                    match wanted[owner].iter_mut().find(|(t, _)| *t == topic) {
+                        Some((_, list)) => list.push(partition),
+                        None => wanted[owner].push((topic.clone(), vec![partition])),
+                    }
+                }
+            }
+            let targets = (0..shard.shard_count)
+                .filter(|&s| !wanted[s].is_empty())
+                .collect();
+            for (slot, filter) in per_shard.iter_mut().zip(wanted) {
+                *slot = Some(filter);
+            }
+            targets
+        }
+    };
+    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
+    for &target in &targets {
+        let message = GroupCall::LoadOffsets {
+            group: name.to_string(),
+            topics: per_shard[target].take(),
+        };
+        calls.push(Box::pin(call(shard, target, message)));
+    }
+    let mut all = Vec::new();
+    for answer in join_all(calls).await {
+        match answer {
+            GroupReturn::Offsets(result) => all.extend(result?),
+            _ => return Err(unexpected()),
+        }
+    }
+    all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(all)
+}
+
+/// DescribeGroup.
+pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescription, Failure> {
+    let group = shard
+        .groups
+        .group(name)
+        .ok_or_else(|| unknown_group(name))?;
+    if group.kind == GroupKind::Consumer {
+        let (state, generation, members) = {
+            let membership = group.membership.borrow();
+            let members = membership
+                .members()
+                .iter()
+                .map(|m| MemberInfo {
+                    member_id: m.id.clone(),
+                    client_id: m.client_id.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect();
+            (membership.state(), membership.generation(), members)
+        };
+        let offsets = load_offsets(shard, name, None).await?;
+        return Ok(GroupDescription {
+            name: name.to_string(),
+            kind: GroupKind::Consumer,
+            state,
+            generation,
+            members,
+            offsets,
+            share_config: None,
+            shares: Vec::new(),
+        });
+    }
+    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
+    for target in 0..shard.shard_count {
+        let message = GroupCall::DescribeShares {
+            group: name.to_string(),
+        };
+        calls.push(Box::pin(call(shard, target, message)));
+    }
+    let mut shares = Vec::new();
+    let mut member_ids = Vec::new();
+    for answer in join_all(calls).await {
+        match answer {
+            GroupReturn::Shares(result) => {
+                let (summaries, members) = result?;
+                shares.extend(summaries);
+                member_ids.extend(members);
+            }
+            _ => return Err(unexpected()),
+        }
+    }
+    shares.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    member_ids.sort();
+    member_ids.dedup();
+    let members = member_ids
+        .into_iter()
+        .map(|member_id| MemberInfo {
+            member_id,
+            client_id: String::new(),
+            assignment: Vec::new(),
+        })
+        .collect::<Vec<_>>();
+    let state = if members.is_empty() {
+        GroupState::Empty
+    } else {
+        GroupState::Stable
+    };
+    let share_config = Some((**group.share.borrow()).clone());
+    Ok(GroupDescription {
+        name: name.to_string(),
+        kind: GroupKind::Share,
+        state,
+        generation: -1,
+        members,
+        offsets: Vec::new(),
+        share_config,
+        shares,
+    })
+}
+
+/// ResetGroupOffsets: only while the group has no members.
+pub(super) async fn reset(
+    shard: &Rc<Shard>,
+    name: &str,
+    topic: &str,
+    partitions: Vec<u32>,
+    to: ResetTo,
+) -> Result<ResetResults, Failure> {
+    let group = shard
+        .groups
+        .group(name)
+        .ok_or_else(|| unknown_group(name))?;
+    if !group.membership.borrow().is_empty() {
+        return Err(Failure::new(
+            ErrorCode::GroupNotEmpty,
+            format!("{name} has members; stop them before resetting its offsets"),
+        ));
+    }
+    let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+    let partitions = if partitions.is_empty() {
+        (0..entry.config.partitions).collect()
+    } else {
+        partitions
+    };
+    let mut results: ResetResults = Vec::with_capacity(partitions.len());
+    let mut by_owner: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for &partition in &partitions {
+        if partition >= entry.config.partitions {
+            let failure = Failure::new(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic} has no partition {partition}"),
+            );
+            results.push((partition, Err(failure)));
+        } else {
+            by_owner
+                .entry(shard.owner(topic, partition))
+                .or_default()
+                .push(partition);
+            results.push((partition, Ok(-1)));
+        }
+    }
+    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
+    for (owner, partitions) in by_owner {
+        let message = GroupCall::ResetPartitions {
+            group: name.to_string(),
+            kind: group.kind,
+            topic: topic.to_string(),
+            partitions,
+            to,
+        };
+        calls.push(Box::pin(call(shard, owner, message)));
+    }
+    for answer in join_all(calls).await {
+        let done = match answer {
+            GroupReturn::Reset(result) => result?,
+            _ => return Err(unexpected()),
+        };
+        for (partition, outcome) in done {
+            if let Some(slot) = results
+                .iter_mut()
+                .find(|(p, r)| *p == partition && matches!(r, Ok(-1)))
+            {
+                slot.1 = outcome;
+            }
+        }
+    }
+    tracing::info!(group = name, topic, ?to, "group offsets reset");
+    Ok(results)
+}
+
+/// ConfigureGroup: creates or reconfigures a share group, durably, and tells every shard.
+pub(super) async fn configure(
+    shard: &Rc<Shard>,
+    args: ConfigureArgs,
+) -> Result<ShareConfig, Failure> {
+    meta::validate_group_name(&args.group)?;
+    let mut wanted = match shard.groups.group(&args.group) {
+        Some(group) => (**group.share.borrow()).clone(),
+        None => ShareConfig::with_defaults(shard.groups.in_flight_default),
+    };
+    if let Some(lock_ms) = args.lock_ms {
+        wanted.lock_ms = lock_ms;
+    }
+    if let Some(limit) = args.delivery_limit {
+        wanted.delivery_limit = limit;
+    }
+    if let Some(max) = args.in_flight_records_max {
+        wanted.in_flight_records_max = max;
+    }
+    if let Some(topic) = &args.dead_letter_topic {
+        if !topic.is_empty() && shard.topic(topic).is_none() {
+            return Err(Failure::new(
+                ErrorCode::InvalidConfig,
+                format!("dead-letter topic {topic} does not exist; create it first"),
+            ));
+        }
+        wanted.dead_letter_topic.clone_from(topic);
+    }
+    wanted.validate()?;
+    let group = get_or_create(shard, &args.group, GroupKind::Share, wanted.clone()).await?;
+    // One change at a time per group, so the file and the shards end with the last one.
+    while group.busy.replace(true) {
+        group.changed.wait().await;
+    }
+    let outcome = apply_config(shard, &group, wanted).await;
+    group.busy.set(false);
+    group.changed.notify();
+    outcome
+}
+
+async fn apply_config(
+    shard: &Rc<Shard>,
+    group: &Rc<Group>,
+    wanted: ShareConfig,
+) -> Result<ShareConfig, Failure> {
+    if **group.share.borrow() == wanted {
+        return Ok(wanted);
+    }
+    let previous = std::mem::replace(&mut *group.share.borrow_mut(), Rc::new(wanted.clone()));
+    if let Err(error) = meta::store(&shard.data_dir, &group.name, &group.meta()).await {
+        *group.share.borrow_mut() = previous;
+        return Err(crate::server::shard::storage_failure(
+            "write group file",
+            error,
+        ));
+    }
+    broadcast_share_config(shard, group).await?;
+    tracing::info!(group = %group.name, ?wanted, "share group configured");
+    Ok(wanted)
+}
+
+/// The configuration of share group `name` (created with defaults when `create` is set).
+pub(super) async fn share_group(
+    shard: &Rc<Shard>,
+    name: &str,
+    create: bool,
+) -> Result<ShareConfig, Failure> {
+    let group = match shard.groups.group(name) {
+        Some(group) if group.kind == GroupKind::Share => {
+            wait_ready(&group).await?;
+            group
+        }
+        Some(group) => return Err(wrong_kind(&group, GroupKind::Share)),
+        None if create => {
+            let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
+            get_or_create(shard, name, GroupKind::Share, defaults).await?
+        }
+        None => return Err(unknown_group(name)),
+    };
+    let config = (**group.share.borrow()).clone();
+    Ok(config)
+}

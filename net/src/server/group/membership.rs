@@ -1,0 +1,470 @@
+//! Membership of one consumer group: members, generations and the rebalance protocol.
+//!
+//! Protocol (the coordinator computes assignments itself, so one round trip suffices):
+//! - A JoinGroup (new member, or a known member rejoining) moves a Stable or Empty group to
+//!   PreparingRebalance. Every other member learns it from its next Heartbeat
+//!   (RebalanceInProgress) and sends JoinGroup again. JoinGroup calls wait.
+//! - The rebalance completes when every member has rejoined, or at the rebalance deadline (the
+//!   longest `rebalance_timeout_ms` of the members) after dropping those that did not. The
+//!   generation goes up by one, the range assignor splits the partitions, the group is Stable
+//!   and every waiting JoinGroup is answered with its member's assignment.
+//! - A member whose heartbeats stop for `session_timeout_ms` is removed, as is one that sends
+//!   LeaveGroup; the others rebalance. With no members left the group is Empty.
+//! - Commits are accepted from members of the current generation for partitions they were
+//!   assigned in it; a member may commit during PreparingRebalance (before it rejoins) so its
+//!   progress is not lost.
+//!
+//! Pure state: time is passed in, nothing waits; the coordinator drives it.
+
+use std::time::{Duration, Instant};
+
+use super::assignor::{assign_range, TopicAssignment};
+use crate::error_code::ErrorCode;
+use crate::message::group::GroupState;
+use crate::server::message::Failure;
+
+/// One member.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// Server-given id.
+    pub(crate) id: String,
+    /// Client-given id, shown by DescribeGroup.
+    pub(crate) client_id: String,
+    /// Subscribed topics.
+    pub(crate) topics: Vec<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    /// Rejoined during the current rebalance.
+    joined: bool,
+    /// A JoinGroup call of this member is waiting for the rebalance to complete.
+    awaiting_join: bool,
+    /// Generation whose assignment the member holds, -1 for none.
+    generation: i32,
+    /// Partitions assigned in `generation`.
+    pub(crate) assignment: Vec<TopicAssignment>,
+}
+
+/// What a JoinGroup asks.
+#[derive(Debug, Clone)]
+pub(crate) struct Join<'a> {
+    /// Known member id, or empty for a new member.
+    pub(crate) member_id: &'a str,
+    /// Id to give a new member.
+    pub(crate) new_member_id: String,
+    /// Client-given id.
+    pub(crate) client_id: &'a str,
+    /// Subscribed topics.
+    pub(crate) topics: Vec<String>,
+    /// Heartbeat deadline.
+    pub(crate) session_timeout: Duration,
+    /// How long a rebalance waits for this member.
+    pub(crate) rebalance_timeout: Duration,
+}
+
+/// Where a waiting JoinGroup stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JoinOutcome {
+    /// The rebalance is still running.
+    Pending,
+    /// Stable: the member's generation and assignment.
+    Assigned {
+        /// Generation.
+        generation: i32,
+        /// Partitions.
+        assignment: Vec<TopicAssignment>,
+    },
+    /// The member was removed (it left, or timed out).
+    Removed,
+}
+
+/// Membership of one consumer group; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    generation: i32,
+    state: GroupState,
+    members: Vec<Member>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            generation: 0,
+            state: GroupState::Empty,
+            members: Vec::new(),
+            rebalance_deadline: None,
+        }
+    }
+}
+
+impl Membership {
+    /// Current state.
+    pub(crate) fn state(&self) -> GroupState {
+        self.state
+    }
+
+    /// Current generation.
+    pub(crate) fn generation(&self) -> i32 {
+        self.generation
+    }
+
+    /// Current members.
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// True without members.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    fn find_mut(&mut self, member_id: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == member_id)
+    }
+
+    fn find(&self, member_id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == member_id)
+    }
+
+    /// Registers a join and starts a rebalance if none is running; returns the member id.
+    /// Call [`Membership::try_complete`] afterwards, then wait for [`Membership::outcome`].
+    pub(crate) fn join(
+        &mut self,
+        join: Join<'_>,
+        now: Instant,
+        members_max: usize,
+    ) -> Result<String, Failure> {
+        let member_id = if join.member_id.is_empty() {
+            if self.members.len() >= members_max {
+                return Err(Failure::new(
+                    ErrorCode::Throttled,
+                    format!("the group already has {members_max} members, the most allowed"),
+                ));
+            }
+            self.members.push(Member {
+                id: join.new_member_id.clone(),
+                client_id: String::new(),
+                topics: Vec::new(),
+                session_timeout: join.session_timeout,
+                rebalance_timeout: join.rebalance_timeout,
+                last_seen: now,
+                joined: false,
+                awaiting_join: false,
+                generation: -1,
+                assignment: Vec::new(),
+            });
+            join.new_member_id
+        } else if self.find(join.member_id).is_some() {
+            join.member_id.to_string()
+        } else {
+            return Err(unknown_member(join.member_id));
+        };
+        if self.state != GroupState::PreparingRebalance {
+            self.begin_rebalance(now);
+        }
+        let member = self
+            .find_mut(&member_id)
+            .expect("the member was found or added above");
+        member.client_id = join.client_id.to_string();
+        member.topics = join.topics;
+        member.session_timeout = join.session_timeout;
+        member.rebalance_timeout = join.rebalance_timeout;
+        member.last_seen = now;
+        member.joined = true;
+        member.awaiting_join = true;
+        let rebalance_timeout = member.rebalance_timeout;
+        // A member joining late in a rebalance may extend it up to its own timeout.
+        let deadline = now + rebalance_timeout;
+        if self.rebalance_deadline.is_none_or(|d| d < deadline) {
+            self.rebalance_deadline = Some(deadline);
+        }
+        Ok(member_id)
+    }
+
+    /// The waiting JoinGroup of `member_id` returned (answered, failed or cancelled).
+    pub(crate) fn join_finished(&mut self, member_id: &str, now: Instant) {
+        if let Some(member) = self.find_mut(member_id) {
+            member.awaiting_join = false;
+            // Its session restarts from the answer, not from the join that waited.
+            member.last_seen = now;
+        }
+    }
+
+    fn begin_rebalance(&mut self, now: Instant) {
+        self.state = GroupState::PreparingRebalance;
+        let longest = self
+            .members
+            .iter()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.rebalance_deadline = Some(now + longest);
+        for member in &mut self.members {
+            // A member still waiting in JoinGroup will take the new generation's answer.
+            member.joined = member.awaiting_join;
+        }
+    }
+
+    /// Completes the rebalance if every member rejoined or the deadline passed; returns
+    /// whether anything changed (waiters must look again).
+    pub(crate) fn try_complete(
+        &mut self,
+        now: Instant,
+        partitions_of: impl Fn(&str) -> Option<u32>,
+    ) -> bool {
+        if self.state != GroupState::PreparingRebalance {
+            return false;
+        }
+        let all_joined = self.members.iter().all(|m| m.joined);
+        let overdue = self.rebalance_deadline.is_some_and(|d| now >= d);
+        if !all_joined && !overdue {
+            return false;
+        }
+        self.members.retain(|m| m.joined);
+        self.rebalance_deadline = None;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            return true;
+        }
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let subscriptions: Vec<(&str, &[String])> = self
+            .members
+            .iter()
+            .map(|m| (m.id.as_str(), m.topics.as_slice()))
+            .collect();
+        let assignments = assign_range(&subscriptions, partitions_of);
+        for (member, assignment) in self.members.iter_mut().zip(assignments) {
+            member.assignment = assignment;
+            member.generation = self.generation;
+            member.joined = false;
+        }
+        self.state = GroupState::Stable;
+        true
+    }
+
+    /// Where the JoinGroup of `member_id` stands.
+    pub(crate) fn outcome(&self, member_id: &str) -> JoinOutcome {
+        match self.find(member_id) {
+            None => JoinOutcome::Removed,
+            Some(member)
+                if self.state == GroupState::Stable && member.generation == self.generation =>
+            {
+                JoinOutcome::Assigned {
+                    generation: self.generation,
+                    assignment: member.assignment.clone(),
+                }
+            }
+            Some(_) => JoinOutcome::Pending,
+        }
+    }
+
+    /// A heartbeat: Ok while the member holds the current generation of a Stable group.
+    pub(crate) fn heartbeat(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let state = self.state;
+        let current = self.generation;
+        let member = self
+            .find_mut(member_id)
+            .ok_or_else(|| unknown_member(member_id))?;
+        member.last_seen = now;
+        if state != GroupState::Stable || generation != current || member.generation != current {
+            return Err(Failure::new(
+                ErrorCode::RebalanceInProgress,
+                "the group is rebalancing: join again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes a member at its request.
+    pub(crate) fn leave(&mut self, member_id: &str, now: Instant) -> Result<(), Failure> {
+        let before = self.members.len();
+        self.members.retain(|m| m.id != member_id);
+        if self.members.len() == before {
+            return Err(unknown_member(member_id));
+        }
+        self.after_removal(now);
+        Ok(())
+    }
+
+    /// Removes members whose session expired; returns whether any was.
+    pub(crate) fn expire_sessions(&mut self, now: Instant) -> bool {
+        let before = self.members.len();
+        self.members.retain(|m| {
+            m.awaiting_join || now.saturating_duration_since(m.last_seen) < m.session_timeout
+        });
+        if self.members.len() == before {
+            return false;
+        }
+        self.after_removal(now);
+        true
+    }
+
+    fn after_removal(&mut self, now: Instant) {
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.rebalance_deadline = None;
+        } else if self.state != GroupState::PreparingRebalance {
+            self.begin_rebalance(now);
+        }
+    }
+
+    /// Checks that `member_id` may commit in `generation` (top-level errors).
+    pub(crate) fn check_committer(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), Failure> {
+        let current = self.generation;
+        let member = self
+            .find_mut(member_id)
+            .ok_or_else(|| unknown_member(member_id))?;
+        member.last_seen = now;
+        if generation != current || member.generation != current {
+            return Err(Failure::new(
+                ErrorCode::RebalanceInProgress,
+                format!("generation {generation} is not the group's current {current}: join again"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `member_id` was assigned `topic`/`partition` in its generation.
+    pub(crate) fn owns(&self, member_id: &str, topic: &str, partition: u32) -> bool {
+        self.find(member_id).is_some_and(|m| {
+            m.assignment
+                .iter()
+                .any(|(t, partitions)| t == topic && partitions.contains(&partition))
+        })
+    }
+}
+
+fn unknown_member(member_id: &str) -> Failure {
+    Failure::new(
+        ErrorCode::UnknownMember,
+        format!("member {member_id:?} is not in the group: join again without a member id"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: Duration = Duration::from_secs(10);
+    const REBALANCE: Duration = Duration::from_secs(30);
+
+    fn join(group: &mut Membership, id: &str, new_id: &str, now: Instant) -> String {
+        let join = Join {
+            member_id: id,
+            new_member_id: new_id.to_string(),
+            client_id: "c",
+            topics: vec!["t".to_string()],
+            session_timeout: SESSION,
+            rebalance_timeout: REBALANCE,
+        };
+        group.join(join, now, 10).unwrap()
+    }
+
+    fn partitions(outcome: JoinOutcome) -> Vec<u32> {
+        match outcome {
+            JoinOutcome::Assigned { assignment, .. } => {
+                assignment.into_iter().flat_map(|(_, p)| p).collect()
+            }
+            other => panic!("not assigned: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn members_join_split_and_rebalance_on_leave() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join(&mut group, "", "a", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2, 3, 4, 5]);
+        group.join_finished(&a, now);
+        assert_eq!(group.generation(), 1);
+
+        // b joins: a learns it from its heartbeat and rejoins.
+        let b = join(&mut group, "", "b", now);
+        assert!(!group.try_complete(now, |_| Some(6)));
+        assert_eq!(group.outcome(&b), JoinOutcome::Pending);
+        let beat = group.heartbeat(&a, 1, now).unwrap_err();
+        assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
+        // a may still commit what it processed in generation 1.
+        assert!(group.check_committer(&a, 1, now).is_ok());
+        assert!(group.owns(&a, "t", 5));
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
+        assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
+        group.join_finished(&a, now);
+        group.join_finished(&b, now);
+        assert!(group.heartbeat(&a, 2, now).is_ok());
+        // After the rebalance a does not own 5 any more.
+        assert!(!group.owns(&a, "t", 5));
+        assert_eq!(
+            group.check_committer(&a, 1, now).unwrap_err().code,
+            ErrorCode::RebalanceInProgress
+        );
+
+        group.leave(&b, now).unwrap();
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2, 3, 4, 5]);
+        group.join_finished(&a, now);
+        group.leave(&a, now).unwrap();
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(
+            group.leave(&a, now).unwrap_err().code,
+            ErrorCode::UnknownMember
+        );
+    }
+
+    #[test]
+    fn silent_members_are_dropped() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join(&mut group, "", "a", now);
+        group.try_complete(now, |_| Some(2));
+        group.join_finished(&a, now);
+        let b = join(&mut group, "", "b", now);
+        // a never rejoins: the rebalance completes at its deadline without it.
+        assert!(!group.try_complete(now + REBALANCE / 2, |_| Some(2)));
+        assert!(group.try_complete(now + REBALANCE, |_| Some(2)));
+        assert_eq!(group.outcome(&a), JoinOutcome::Removed);
+        assert_eq!(partitions(group.outcome(&b)), [0, 1]);
+        group.join_finished(&b, now + REBALANCE);
+        // b stops heartbeating.
+        assert!(!group.expire_sessions(now + REBALANCE + SESSION / 2));
+        assert!(group.expire_sessions(now + REBALANCE + SESSION));
+        assert_eq!(group.state(), GroupState::Empty);
+    }
+
+    #[test]
+    fn group_size_is_bounded() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        for n in 0..10 {
+            join(&mut group, "", &format!("m{n}"), now);
+        }
+        let join = Join {
+            member_id: "",
+            new_member_id: "m10".into(),
+            client_id: "",
+            topics: Vec::new(),
+            session_timeout: SESSION,
+            rebalance_timeout: REBALANCE,
+        };
+        assert_eq!(
+            group.join(join, now, 10).unwrap_err().code,
+            ErrorCode::Throttled
+        );
+    }
+}

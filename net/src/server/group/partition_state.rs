@@ -1,0 +1,248 @@
+//! The group state of one partition, kept by the shard that owns the partition: committed
+//! offsets of consumer groups and the share partitions of share groups, backed by one
+//! [`StateStore`] file in the partition directory.
+//!
+//! Opening replays the file (records in order; a record that does not decode ends the replay
+//! with a warning), then writes the replayed state back as a snapshot: the file is compacted on
+//! every open. While running, a snapshot replaces the file whenever it has grown well past the
+//! state it describes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use ringlog_engine::log::PartitionLog;
+
+use super::meta::{ShareConfig, IN_FLIGHT_RECORDS_LIMIT};
+use super::state_record::StateRecord;
+use crate::error_code::ErrorCode;
+use crate::server::message::Failure;
+use crate::server::share::partition::SharePartition;
+use crate::server::share::window::{Change, Window};
+use crate::server::state_store::{push_frame, Durable, StateStore, StoreError, STATE_FILE_NAME};
+
+/// Group state of one owned partition; see the module docs.
+pub(crate) struct PartitionGroups {
+    /// Topic name.
+    pub(crate) topic: String,
+    /// Partition id.
+    pub(crate) partition: u32,
+    /// The partition's log.
+    pub(crate) log: Rc<PartitionLog>,
+    store: StateStore,
+    offsets: RefCell<HashMap<String, i64>>,
+    shares: RefCell<HashMap<String, Rc<SharePartition>>>,
+}
+
+/// What a store error means to a client.
+pub(crate) fn store_failure(error: StoreError) -> Failure {
+    let code = match &error {
+        StoreError::Io {
+            disk_full: true, ..
+        } => ErrorCode::DiskFull,
+        StoreError::Backlog => ErrorCode::Throttled,
+        StoreError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    };
+    Failure::new(code, error.to_string())
+}
+
+impl PartitionGroups {
+    /// Opens the state of `topic`/`partition` (in the log's directory), replaying and
+    /// compacting its file.
+    pub(crate) async fn open(
+        topic: &str,
+        partition: u32,
+        log: Rc<PartitionLog>,
+    ) -> Result<Rc<PartitionGroups>, Failure> {
+        let path = log.dir().join(STATE_FILE_NAME);
+        let (store, recovered) = StateStore::open(path).await.map_err(store_failure)?;
+        let mut offsets = HashMap::new();
+        let mut windows: HashMap<String, Window> = HashMap::new();
+        for payload in recovered.records() {
+            let record = match StateRecord::decode(payload) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(path = %store.path().display(), %error, "stopping the group state replay");
+                    break;
+                }
+            };
+            replay(record, &mut offsets, &mut windows);
+        }
+        let groups = Rc::new(PartitionGroups {
+            topic: topic.to_string(),
+            partition,
+            log,
+            store,
+            offsets: RefCell::new(offsets),
+            shares: RefCell::new(HashMap::new()),
+        });
+        for (group, mut window) in windows {
+            window.advance();
+            window.trim_end();
+            window.skip_to(groups.log.log_start_offset());
+            let share = SharePartition::new(group.clone(), window, &groups);
+            groups.shares.borrow_mut().insert(group, share);
+        }
+        if recovered.existed {
+            let snapshot = groups.snapshot().map_err(store_failure)?;
+            let durable = groups.store.replace(snapshot).map_err(store_failure)?;
+            durable.await.map_err(store_failure)?;
+        }
+        Ok(groups)
+    }
+
+    /// The committed offset of `group`, if any.
+    pub(crate) fn committed(&self, group: &str) -> Option<i64> {
+        self.offsets.borrow().get(group).copied()
+    }
+
+    /// Commits `offset` for `group`: in memory now, durable when the returned future resolves.
+    pub(crate) fn commit(&self, group: &str, offset: i64) -> Result<Durable, Failure> {
+        let durable = self.record(StateRecord::Offset { group, offset })?;
+        self.offsets.borrow_mut().insert(group.to_string(), offset);
+        Ok(durable)
+    }
+
+    /// The share partition of `group`, if it exists here.
+    pub(crate) fn share(&self, group: &str) -> Option<Rc<SharePartition>> {
+        self.shares.borrow().get(group).cloned()
+    }
+
+    /// The share partition of `group`, created at the log start offset when missing.
+    pub(crate) fn share_or_create(
+        self: &Rc<Self>,
+        group: &str,
+        config: &Rc<ShareConfig>,
+    ) -> Result<Rc<SharePartition>, Failure> {
+        if let Some(share) = self.share(group) {
+            share.set_config(config);
+            return Ok(share);
+        }
+        let start_offset = self.log.log_start_offset();
+        // Not waited for: a new share partition at the log start is what a lost record
+        // would recreate anyway; the first acknowledgement's wait covers it.
+        drop(self.record(StateRecord::ShareStart {
+            group,
+            start_offset,
+        })?);
+        let share = SharePartition::new(group.to_string(), Window::new(start_offset), self);
+        share.set_config(config);
+        self.shares
+            .borrow_mut()
+            .insert(group.to_string(), Rc::clone(&share));
+        Ok(share)
+    }
+
+    /// Every share partition here.
+    pub(crate) fn shares(&self) -> Vec<Rc<SharePartition>> {
+        self.shares.borrow().values().cloned().collect()
+    }
+
+    /// Appends a state record (compacting the file when it has grown enough).
+    pub(crate) fn record(&self, record: StateRecord<'_>) -> Result<Durable, Failure> {
+        let durable = self
+            .store
+            .append_with(|out| record.encode(out))
+            .map_err(store_failure)?;
+        if self.store.wants_compaction() {
+            let snapshot = self.snapshot().map_err(store_failure)?;
+            // The append above is covered by the snapshot, and its future by the rewrite.
+            drop(self.store.replace(snapshot).map_err(store_failure)?);
+        }
+        Ok(durable)
+    }
+
+    /// The whole state as framed records.
+    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        for (group, offset) in self.offsets.borrow().iter() {
+            let offset = *offset;
+            push_frame(&mut out, |b| {
+                StateRecord::Offset { group, offset }.encode(b)
+            })?;
+        }
+        for (group, share) in self.shares.borrow().iter() {
+            let start_offset = share.start_offset();
+            push_frame(&mut out, |b| {
+                StateRecord::ShareStart {
+                    group,
+                    start_offset,
+                }
+                .encode(b)
+            })?;
+            let mut failed = None;
+            share.snapshot(|change| {
+                if failed.is_none() {
+                    let written = push_frame(&mut out, |b| share_states(group, change).encode(b));
+                    failed = written.err();
+                }
+            });
+            if let Some(error) = failed {
+                return Err(error);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes what is pending and closes the file (topic deletion, shutdown).
+    pub(crate) async fn close(&self) {
+        for share in self.shares() {
+            share.close();
+        }
+        if let Err(error) = self.store.close().await {
+            tracing::error!(path = %self.store.path().display(), %error, "closing group state failed");
+        }
+    }
+}
+
+/// The state record of a share change.
+pub(crate) fn share_states(group: &str, change: Change) -> StateRecord<'_> {
+    StateRecord::ShareStates {
+        group,
+        first: change.first,
+        last: change.last,
+        state: change.state,
+        delivery_count: change.delivery_count,
+    }
+}
+
+fn replay(
+    record: StateRecord<'_>,
+    offsets: &mut HashMap<String, i64>,
+    windows: &mut HashMap<String, Window>,
+) {
+    match record {
+        StateRecord::Offset { group, offset } => {
+            offsets.insert(group.to_string(), offset);
+        }
+        StateRecord::ShareStart {
+            group,
+            start_offset,
+        } => {
+            windows
+                .entry(group.to_string())
+                .or_insert_with(|| Window::new(start_offset))
+                .reset(start_offset);
+        }
+        StateRecord::ShareStates {
+            group,
+            first,
+            last,
+            state,
+            delivery_count,
+        } => {
+            let window = windows
+                .entry(group.to_string())
+                .or_insert_with(|| Window::new(first));
+            let change = Change {
+                first,
+                last,
+                state,
+                delivery_count,
+            };
+            window.replay(change, IN_FLIGHT_RECORDS_LIMIT as usize);
+            window.advance();
+        }
+    }
+}

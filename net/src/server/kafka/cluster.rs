@@ -1,0 +1,137 @@
+//! ApiVersions, Metadata and DescribeCluster: the server as a one-broker cluster whose node 0
+//! leads every partition.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
+    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use ringlog_engine::topic;
+
+use super::codec::{encode_response, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::dispatch::ClientInfo;
+use super::versions::SUPPORTED_APIS;
+use super::{KafkaShard, CLUSTER_ID, NODE_ID};
+
+fn advertised_apis() -> Vec<ApiVersion> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|api| {
+            ApiVersion::default()
+                .with_api_key(api.api_key as i16)
+                .with_min_version(api.min_version)
+                .with_max_version(api.max_version)
+        })
+        .collect()
+}
+
+/// Serves ApiVersions: every api and version in [`SUPPORTED_APIS`].
+pub(crate) fn api_versions(request: &KafkaRequest) -> Result<KafkaResponse, KafkaError> {
+    // Decoded only to reject a malformed request; the client's name is not needed.
+    let _: ApiVersionsRequest = request.decode_body()?;
+    let response = ApiVersionsResponse::default().with_api_keys(advertised_apis());
+    respond(request, &response)
+}
+
+/// The answer to ApiVersions at a version this server does not serve: v0 with
+/// UNSUPPORTED_VERSION and the versions it does serve, so the client can retry with one.
+pub(crate) fn api_versions_unsupported(correlation_id: i32) -> Result<KafkaResponse, KafkaError> {
+    let response = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(advertised_apis());
+    encode_response(ApiKey::ApiVersions, correlation_id, 0, &response)
+}
+
+/// Serves Metadata: node 0 and the requested topics (all of them when the request asks for
+/// every topic). Topics are not created on demand; unknown ones get UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) async fn metadata(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: MetadataRequest = request.decode_body()?;
+    let requested: Option<Vec<Option<String>>> = match body.topics {
+        // Version 0 asks for every topic with an empty list; later versions with null.
+        Some(topics) if !(topics.is_empty() && request.version() == 0) => Some(
+            topics
+                .into_iter()
+                .map(|t| t.name.map(|name| name.0.to_string()))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let names: Vec<Option<String>> = match requested {
+        Some(names) => names,
+        None => {
+            let mut all: Vec<String> = kafka.shard.topics.borrow().keys().cloned().collect();
+            all.sort();
+            all.into_iter().map(Some).collect()
+        }
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| topic_metadata(kafka, name))
+        .collect();
+    let response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(str_bytes(client.advertised.ip().to_string()))
+            .with_port(i32::from(client.advertised.port()))])
+        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_topics(topics);
+    respond(request, &response)
+}
+
+fn topic_metadata(kafka: &KafkaShard, name: Option<String>) -> MetadataResponseTopic {
+    let Some(name) = name else {
+        // A lookup by topic id: ringlog topics have none.
+        return MetadataResponseTopic::default()
+            .with_name(None)
+            .with_error_code(ResponseError::UnknownTopicId.code());
+    };
+    let topic =
+        MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name.clone()))));
+    if topic::validate_name(&name).is_err() {
+        return topic.with_error_code(ResponseError::InvalidTopicException.code());
+    }
+    let Some(entry) = kafka.shard.topic(&name) else {
+        return topic.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    };
+    let partitions = (0..entry.config.partitions)
+        .map(|partition| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i32::try_from(partition).unwrap_or(i32::MAX))
+                .with_leader_id(BrokerId(NODE_ID))
+                .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+        })
+        .collect();
+    topic.with_partitions(partitions)
+}
+
+/// Serves DescribeCluster (admin clients): the one broker, which is also the controller.
+pub(crate) fn describe_cluster(
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: DescribeClusterRequest = request.decode_body()?;
+    let mut response = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(CLUSTER_ID))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(NODE_ID))
+            .with_host(str_bytes(client.advertised.ip().to_string()))
+            .with_port(i32::from(client.advertised.port()))]);
+    if request.version() >= 1 {
+        response = response.with_endpoint_type(body.endpoint_type);
+    }
+    respond(request, &response)
+}

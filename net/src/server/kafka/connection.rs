@@ -1,0 +1,333 @@
+//! One Kafka client connection: a reader that splits `i32 size | request` frames and starts a
+//! task per request, and a writer that sends the responses in request order (Kafka clients
+//! match responses to requests by position as well as by correlation id).
+//!
+//! Bounds, as on the native connection: at most `requests_in_flight_max` requests are held
+//! (counted until their response is sent, or dropped for acks=0); past it the reader stops
+//! reading, so TCP slows a client that floods or never reads. The receive buffer grows only
+//! to the frame being received, at most `frame_bytes_max`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+use ringlog_engine::reactor::{self, tcp::TcpStream};
+
+use super::codec::{KafkaError, KafkaResponse, OutPart, SIZE_PREFIX_BYTES};
+use super::dispatch::{self, ClientInfo};
+use super::KafkaShard;
+use crate::server::connection::RawPart;
+
+/// Receive buffer size for a new connection; grows for larger frames.
+const RECV_BYTES_INITIAL: usize = 64 << 10;
+
+/// Smallest request: api key, api version and correlation id.
+const REQUEST_BYTES_MIN: usize = 8;
+
+/// The place of one request in the response order.
+enum Slot {
+    /// Still being worked on.
+    Pending,
+    Done(Finished),
+}
+
+/// What a finished request leaves to the writer.
+enum Finished {
+    /// A response to send, or none (produce with acks=0).
+    Respond(Option<KafkaResponse>),
+    /// The request broke the protocol: close after the responses before it.
+    Close,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// One slot per request in flight, oldest first; `first_sequence` numbers the front.
+    slots: RefCell<VecDeque<Slot>>,
+    first_sequence: Cell<u64>,
+    next_sequence: Cell<u64>,
+    writer_waker: RefCell<Option<Waker>>,
+    reader_waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl Connection {
+    fn in_flight(&self) -> usize {
+        self.slots.borrow().len()
+    }
+
+    /// Opens the slot for the next request; returns its sequence number.
+    fn open(&self) -> u64 {
+        let sequence = self.next_sequence.get();
+        self.next_sequence.set(sequence + 1);
+        self.slots.borrow_mut().push_back(Slot::Pending);
+        sequence
+    }
+
+    /// Fills the slot of request `sequence`.
+    fn finish(&self, sequence: u64, outcome: Result<Option<KafkaResponse>, KafkaError>) {
+        let slot = match outcome {
+            Ok(response) => Slot::Done(Finished::Respond(response)),
+            Err(error) => {
+                tracing::debug!(%error, "closing Kafka connection");
+                Slot::Done(Finished::Close)
+            }
+        };
+        {
+            let mut slots = self.slots.borrow_mut();
+            // Absent once the connection closed and dropped its queue.
+            let index = sequence.checked_sub(self.first_sequence.get());
+            if let Some(entry) = index.and_then(|i| slots.get_mut(usize::try_from(i).ok()?)) {
+                debug_assert!(matches!(entry, Slot::Pending));
+                *entry = slot;
+            }
+        }
+        wake(&self.writer_waker);
+    }
+
+    /// Takes the oldest request once it is finished, frees its place and wakes the reader.
+    fn take_front(&self) -> Option<Finished> {
+        let mut slots = self.slots.borrow_mut();
+        if !matches!(slots.front(), Some(Slot::Done(_))) {
+            return None;
+        }
+        let Some(Slot::Done(finished)) = slots.pop_front() else {
+            return None;
+        };
+        self.first_sequence.set(self.first_sequence.get() + 1);
+        drop(slots);
+        wake(&self.reader_waker);
+        Some(finished)
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        wake(&self.writer_waker);
+        wake(&self.reader_waker);
+    }
+}
+
+fn wake(waker: &RefCell<Option<Waker>>) {
+    let taken = waker.borrow_mut().take();
+    if let Some(waker) = taken {
+        waker.wake();
+    }
+}
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub(crate) async fn serve(kafka: Rc<KafkaShard>, stream: TcpStream, advertised: SocketAddr) {
+    let connection = Rc::new(Connection {
+        stream,
+        slots: RefCell::new(VecDeque::new()),
+        first_sequence: Cell::new(0),
+        next_sequence: Cell::new(0),
+        writer_waker: RefCell::new(None),
+        reader_waker: RefCell::new(None),
+        closed: Cell::new(false),
+    });
+    let zero_copy_min_bytes = kafka.shard.config.send_zero_copy_min_bytes;
+    let writer = reactor::spawn(write_responses(Rc::clone(&connection), zero_copy_min_bytes));
+    let client = Rc::new(ClientInfo::new(advertised));
+    read_requests(&kafka, &connection, &client).await;
+    // Let the requests already started finish and their responses go out, then stop.
+    poll_fn(|cx| {
+        if connection.in_flight() == 0 || connection.closed.get() {
+            Poll::Ready(())
+        } else {
+            *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+    connection.close();
+    writer.await;
+    connection.stream.shutdown();
+}
+
+/// Why the byte stream is not a sequence of Kafka requests.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("request size {0} is out of range (at least {REQUEST_BYTES_MIN}, at most {1})")]
+    Size(i64, usize),
+}
+
+/// The size of the request at the start of `bytes` once all of it has arrived.
+fn complete_frame(bytes: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = bytes.get(..SIZE_PREFIX_BYTES) else {
+        return Ok(None);
+    };
+    let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|size| (REQUEST_BYTES_MIN..=frame_bytes_max).contains(size))
+        .ok_or(FrameError::Size(i64::from(size), frame_bytes_max))?;
+    Ok((bytes.len() >= SIZE_PREFIX_BYTES + size).then_some(size))
+}
+
+async fn read_requests(
+    kafka: &Rc<KafkaShard>,
+    connection: &Rc<Connection>,
+    client: &Rc<ClientInfo>,
+) {
+    let frame_bytes_max = kafka.shard.config.frame_bytes_max;
+    let in_flight_max = kafka.shard.config.requests_in_flight_max;
+    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BYTES_INITIAL);
+    loop {
+        let mut consumed = 0;
+        loop {
+            if connection.closed.get() {
+                return;
+            }
+            match complete_frame(&buf[consumed..], frame_bytes_max) {
+                Ok(Some(size)) => {
+                    wait_for_slot(connection, in_flight_max).await;
+                    if connection.closed.get() {
+                        return;
+                    }
+                    let start = consumed + SIZE_PREFIX_BYTES;
+                    // Exact capacity: the Bytes made from it can be regained mutably.
+                    let mut frame = Vec::with_capacity(size);
+                    frame.extend_from_slice(&buf[start..start + size]);
+                    consumed = start + size;
+                    let sequence = connection.open();
+                    let (kafka, connection, client) =
+                        (Rc::clone(kafka), Rc::clone(connection), Rc::clone(client));
+                    reactor::spawn(async move {
+                        let outcome = dispatch::handle(&kafka, &client, Bytes::from(frame)).await;
+                        connection.finish(sequence, outcome);
+                    });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "closing Kafka connection after a bad frame");
+                    return;
+                }
+            }
+        }
+        buf.drain(..consumed);
+        // Grow for a large frame in progress (bounded by frame_bytes_max above).
+        let wanted = match complete_frame(&buf, frame_bytes_max) {
+            Ok(_) if buf.len() >= SIZE_PREFIX_BYTES => {
+                let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                (SIZE_PREFIX_BYTES + usize::try_from(size).unwrap_or(0)).max(RECV_BYTES_INITIAL)
+            }
+            _ => RECV_BYTES_INITIAL,
+        };
+        if buf.capacity() < wanted {
+            buf.reserve_exact(wanted - buf.len());
+        } else if buf.capacity() > RECV_BYTES_INITIAL
+            && buf.len() < RECV_BYTES_INITIAL
+            && wanted == RECV_BYTES_INITIAL
+        {
+            buf.shrink_to(RECV_BYTES_INITIAL);
+        }
+        let (received, returned) = connection.stream.recv(buf).await;
+        buf = returned;
+        match received {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "Kafka connection receive failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
+    poll_fn(|cx| {
+        if connection.in_flight() < in_flight_max || connection.closed.get() {
+            Poll::Ready(())
+        } else {
+            *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn write_responses(connection: Rc<Connection>, zero_copy_min_bytes: usize) {
+    loop {
+        let next = poll_fn(|cx| {
+            if let Some(finished) = connection.take_front() {
+                return Poll::Ready(Some(finished));
+            }
+            if connection.closed.get() {
+                return Poll::Ready(None);
+            }
+            *connection.writer_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let sent = match next {
+            None => return,
+            Some(Finished::Respond(Some(response))) => {
+                send_response(&connection.stream, response, zero_copy_min_bytes).await
+            }
+            Some(Finished::Respond(None)) => Ok(()), // acks=0: nothing to send.
+            Some(Finished::Close) => Err(std::io::ErrorKind::InvalidData.into()),
+        };
+        if let Err(error) = sent {
+            tracing::debug!(%error, "Kafka connection closing");
+            connection.close();
+            // Ends the reader's pending receive, so the connection winds down now rather than
+            // when the client next sends.
+            connection.stream.shutdown();
+            // Drop everything still queued so the reader stops waiting.
+            connection.slots.borrow_mut().clear();
+            wake(&connection.reader_waker);
+            return;
+        }
+    }
+}
+
+async fn send_response(
+    stream: &TcpStream,
+    response: KafkaResponse,
+    zero_copy_min_bytes: usize,
+) -> std::io::Result<()> {
+    for part in response.parts {
+        let result = match part {
+            OutPart::Encoded(bytes) => {
+                let len = bytes.len();
+                stream.send_all(bytes, 0..len, usize::MAX).await.0
+            }
+            OutPart::Raw(RawPart::Slice(slice)) => {
+                let len = slice.len();
+                stream.send_all(slice, 0..len, zero_copy_min_bytes).await.0
+            }
+            OutPart::Raw(RawPart::Owned(bytes)) => {
+                let len = bytes.len();
+                stream.send_all(bytes, 0..len, zero_copy_min_bytes).await.0
+            }
+        };
+        result?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_by_their_size_prefix() {
+        let mut bytes = 8i32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 7]);
+        assert_eq!(complete_frame(&bytes, 1 << 20).unwrap(), None);
+        bytes.push(0);
+        assert_eq!(complete_frame(&bytes, 1 << 20).unwrap(), Some(8));
+        assert_eq!(complete_frame(&bytes[..3], 1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn sizes_out_of_range_break_the_stream() {
+        for size in [-1i32, 0, 7, (1 << 20) + 1] {
+            let bytes = size.to_be_bytes();
+            assert!(complete_frame(&bytes, 1 << 20).is_err(), "size {size}");
+        }
+    }
+}

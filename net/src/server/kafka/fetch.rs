@@ -1,0 +1,225 @@
+//! Fetch (long poll with max_wait, min_bytes and max_bytes; read_uncommitted, and since
+//! ringlog has no transactions read_committed sees the same) and ListOffsets.
+//!
+//! Batches are served as stored. Fetch sessions (KIP-227) are not kept: every response says
+//! session 0, which tells clients to send full fetch requests.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
+
+use super::codec::{respond, KafkaError, KafkaRequest, KafkaResponse};
+use super::errors::failure_code;
+use super::{splice, KafkaShard};
+use crate::server::connection::RawPart;
+use crate::server::message::OffsetQuery;
+use crate::server::routing::{self, FetchLimits, PartitionRead, ReadTarget};
+
+/// Kafka's ListOffsets timestamps that ask for the log end and the log start.
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+/// Where one requested partition's answer comes from.
+enum Source {
+    /// Index into the read targets.
+    Read(usize),
+    /// A partition number no topic can have.
+    Invalid,
+}
+
+/// Serves Fetch.
+pub(crate) async fn fetch(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: FetchRequest = request.decode_body()?;
+    if request.version() >= 7 && (body.session_id != 0 || body.session_epoch > 0) {
+        let response =
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return respond(request, &response);
+    }
+    let mut topics: Vec<String> = Vec::with_capacity(body.topics.len());
+    let mut targets: Vec<ReadTarget> = Vec::new();
+    let mut sources: Vec<(usize, i32, Source)> = Vec::new();
+    for topic in &body.topics {
+        topics.push(topic.topic.0.to_string());
+        let topic_index = topics.len() - 1;
+        for partition in &topic.partitions {
+            let source = match u32::try_from(partition.partition) {
+                Ok(number) => {
+                    targets.push(ReadTarget {
+                        topic_index,
+                        partition: number,
+                        offset: partition.fetch_offset,
+                        max_bytes: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
+                    });
+                    Source::Read(targets.len() - 1)
+                }
+                Err(_) => Source::Invalid,
+            };
+            sources.push((topic_index, partition.partition, source));
+        }
+    }
+    let min_bytes = usize::try_from(body.min_bytes).unwrap_or(0);
+    let limits = FetchLimits {
+        // Bounded by the frame limit, so one response never holds more than a request may.
+        max_bytes: usize::try_from(body.max_bytes)
+            .unwrap_or(0)
+            .min(kafka.shard.config.frame_bytes_max),
+        min_bytes,
+        // min_bytes 0 asks for an answer at once, whatever max_wait says.
+        max_wait: if min_bytes == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(u64::try_from(body.max_wait_ms).unwrap_or(0))
+        },
+    };
+    let reads = routing::read_with_long_poll(&kafka.shard, &topics, &targets, limits).await;
+    let (response, spliced) = fetch_response(&topics, &sources, reads);
+    splice::encode_fetch(
+        request.header.correlation_id,
+        request.version(),
+        &response,
+        spliced,
+    )
+}
+
+/// The response, with the large record sets left out to be spliced in at the given flat
+/// partition positions.
+fn fetch_response(
+    topics: &[String],
+    sources: &[(usize, i32, Source)],
+    reads: Vec<PartitionRead>,
+) -> (FetchResponse, Vec<(usize, RawPart)>) {
+    let mut reads: Vec<Option<PartitionRead>> = reads.into_iter().map(Some).collect();
+    let mut per_topic: Vec<Vec<PartitionData>> = topics.iter().map(|_| Vec::new()).collect();
+    let mut spliced = Vec::new();
+    // Sources are in request order, topic by topic: the order the partitions are encoded in.
+    for (flat_index, (topic_index, partition_index, source)) in sources.iter().enumerate() {
+        let partition = PartitionData::default().with_partition_index(*partition_index);
+        let read = match source {
+            Source::Read(index) => reads.get_mut(*index).and_then(Option::take),
+            Source::Invalid => None,
+        };
+        let partition = match read {
+            Some(PartitionRead {
+                status: Ok((high_watermark, log_start_offset)),
+                raw,
+            }) => partition
+                .with_high_watermark(high_watermark)
+                // No transactions: everything below the high watermark is stable.
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(log_start_offset)
+                .with_records(Some(match raw {
+                    Some(raw) if splice::raw_len(&raw) >= splice::SPLICE_MIN_BYTES => {
+                        spliced.push((flat_index, raw));
+                        splice::placeholder()
+                    }
+                    raw => records(raw),
+                })),
+            Some(PartitionRead {
+                status: Err(failure),
+                ..
+            }) => failed_partition(partition, failure_code(&failure)),
+            None => failed_partition(partition, ResponseError::UnknownTopicOrPartition.code()),
+        };
+        per_topic[*topic_index].push(partition);
+    }
+    let responses = topics
+        .iter()
+        .zip(per_topic)
+        .map(|(name, partitions)| {
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(super::codec::str_bytes(name.clone())))
+                .with_partitions(partitions)
+        })
+        .collect();
+    (FetchResponse::default().with_responses(responses), spliced)
+}
+
+fn failed_partition(partition: PartitionData, code: i16) -> PartitionData {
+    partition
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+/// The batch bytes of a small read as the codec takes them (a copy of local bytes).
+fn records(raw: Option<RawPart>) -> Bytes {
+    match raw {
+        None => Bytes::new(),
+        Some(RawPart::Owned(bytes)) => Bytes::from(bytes),
+        Some(RawPart::Slice(slice)) => Bytes::copy_from_slice(slice.bytes()),
+    }
+}
+
+/// The ringlog query for a Kafka ListOffsets timestamp.
+fn offset_query(timestamp: i64) -> Option<OffsetQuery> {
+    match timestamp {
+        LATEST_TIMESTAMP => Some(OffsetQuery::Latest),
+        EARLIEST_TIMESTAMP => Some(OffsetQuery::Earliest),
+        t if t >= 0 => Some(OffsetQuery::Timestamp(t)),
+        _ => None,
+    }
+}
+
+/// Serves ListOffsets: earliest (-2), latest (-1) and by timestamp (the first batch whose
+/// newest record is at least that old; the log end when there is none).
+pub(crate) async fn list_offsets(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: ListOffsetsRequest = request.decode_body()?;
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for query in &topic.partitions {
+            let partition =
+                ListOffsetsPartitionResponse::default().with_partition_index(query.partition_index);
+            let Ok(number) = u32::try_from(query.partition_index) else {
+                partitions
+                    .push(partition.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let Some(offset_query) = offset_query(query.timestamp) else {
+                partitions.push(partition.with_error_code(ResponseError::InvalidRequest.code()));
+                continue;
+            };
+            let partition =
+                match routing::list_offset(&kafka.shard, &name, number, offset_query).await {
+                    Ok((offset, _timestamp_ms)) => partition.with_offset(offset),
+                    Err(failure) => partition.with_error_code(failure_code(&failure)),
+                };
+            partitions.push(partition);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    respond(request, &ListOffsetsResponse::default().with_topics(topics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_offsets_timestamps() {
+        assert_eq!(offset_query(-1), Some(OffsetQuery::Latest));
+        assert_eq!(offset_query(-2), Some(OffsetQuery::Earliest));
+        assert_eq!(offset_query(1234), Some(OffsetQuery::Timestamp(1234)));
+        assert_eq!(offset_query(-3), None);
+    }
+}

@@ -1,0 +1,415 @@
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat and LeaveGroup on ringlog's group
+//! coordinator: the groups are the ones the native protocol uses (committed offsets are in
+//! [`super::offsets`]).
+//!
+//! Partitions are assigned by the server (the coordinator's assignor), as for native
+//! consumers. In Kafka's protocol a member elected leader computes the assignment and hands it
+//! over in SyncGroup; ringlog elects no member. Every member is told the leader is
+//! [`SERVER_LEADER`], so each sends SyncGroup as a follower and gets the server's assignment,
+//! encoded as a ConsumerProtocolAssignment. Of the protocols a member offers, an eager one
+//! (range, roundrobin, sticky) is chosen when there is one, since the server moves partitions
+//! in one step. Static membership (group.instance.id) is not supported: such members are
+//! treated as dynamic ones.
+
+use std::rc::Rc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{
+    BrokerId, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::dispatch::ClientInfo;
+use super::errors::{failure_code, kafka_error};
+use super::{KafkaShard, NODE_ID};
+use crate::error_code::ErrorCode;
+use crate::server::group::{self, meta::validate_group_name, GroupCall, GroupReturn, JoinArgs};
+use crate::server::message::Failure;
+use crate::server::shard::Shard;
+
+/// The leader every member is told about: not a member, so none of them assigns.
+pub(crate) const SERVER_LEADER: &str = "ringlog-server-assignor";
+
+/// The only group protocol type served.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// Kafka's FindCoordinator key types.
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Protocols that hand partitions over in two rebalances; the server moves them in one.
+const COOPERATIVE_PROTOCOLS: &[&str] = &["cooperative-sticky"];
+
+/// The version of the ConsumerProtocolAssignment the server writes (every client reads it).
+const ASSIGNMENT_VERSION: i16 = 0;
+
+/// Sends `call` to the coordinator of `group`.
+pub(super) async fn to_coordinator(
+    shard: &Rc<Shard>,
+    group: &str,
+    call: GroupCall,
+) -> Result<GroupReturn, Failure> {
+    validate_group_name(group)?;
+    Ok(group::call(shard, shard.groups.coordinator_of(group), call).await)
+}
+
+/// The Kafka code for a group failure of a member: a group the coordinator does not know
+/// (for example after a restart) means the member must join again.
+pub(super) fn member_failure_code(failure: &Failure) -> i16 {
+    match failure.code {
+        ErrorCode::UnknownGroup => ResponseError::UnknownMemberId.code(),
+        code => kafka_error(code).code(),
+    }
+}
+
+/// The failure for an answer of the wrong kind from the coordinator (a bug).
+pub(super) fn unexpected_answer() -> Failure {
+    crate::server::routing::unexpected_answer()
+}
+
+/// Serves FindCoordinator: node 0 coordinates every group. Transaction coordinators are not
+/// available (ringlog has no transactions).
+pub(crate) fn find_coordinator(
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: FindCoordinatorRequest = request.decode_body()?;
+    let host = str_bytes(client.advertised.ip().to_string());
+    let port = i32::from(client.advertised.port());
+    let available = body.key_type == KEY_TYPE_GROUP;
+    let error_code = if available {
+        0
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    };
+    let response = if request.version() >= 4 {
+        let coordinators = body
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let coordinator = Coordinator::default()
+                    .with_key(key)
+                    .with_error_code(error_code);
+                if available {
+                    coordinator
+                        .with_node_id(BrokerId(NODE_ID))
+                        .with_host(host.clone())
+                        .with_port(port)
+                } else {
+                    coordinator.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else if available {
+        FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(host)
+            .with_port(port)
+            .with_error_message(None)
+    } else {
+        FindCoordinatorResponse::default()
+            .with_error_code(error_code)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+    };
+    respond(request, &response)
+}
+
+/// The protocol to use of those a member offers: the first eager one, else the first.
+fn choose_protocol(names: &[&str]) -> Option<usize> {
+    names
+        .iter()
+        .position(|name| !COOPERATIVE_PROTOCOLS.contains(name))
+        .or((!names.is_empty()).then_some(0))
+}
+
+/// The topics of a ConsumerProtocolSubscription (an INT16 version, then the versioned body).
+fn subscribed_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    let mut bytes = metadata.clone();
+    if bytes.remaining() < 2 {
+        return None;
+    }
+    let version = bytes.get_i16();
+    let subscription = ConsumerProtocolSubscription::decode(&mut bytes, version).ok()?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
+/// Encodes an assignment as a ConsumerProtocolAssignment (an INT16 version, then the body).
+fn encode_assignment(assignment: &[(String, Vec<u32>)]) -> Result<Bytes, String> {
+    let partitions = assignment
+        .iter()
+        .map(|(topic, partitions)| {
+            TopicPartition::default()
+                .with_topic(TopicName(str_bytes(topic.clone())))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| i32::try_from(*p).unwrap_or(i32::MAX))
+                        .collect(),
+                )
+        })
+        .collect();
+    let body = ConsumerProtocolAssignment::default()
+        .with_assigned_partitions(partitions)
+        .with_user_data(None);
+    let mut out = BytesMut::new();
+    out.put_i16(ASSIGNMENT_VERSION);
+    body.encode(&mut out, ASSIGNMENT_VERSION)
+        .map_err(|e| e.to_string())?;
+    Ok(out.freeze())
+}
+
+/// Serves JoinGroup: joins the member through the coordinator, which answers once the
+/// rebalance is complete; the assignment waits on the connection for the SyncGroup.
+pub(crate) async fn join_group(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: JoinGroupRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let names: Vec<&str> = body.protocols.iter().map(|p| p.name.as_str()).collect();
+    let chosen = choose_protocol(&names).and_then(|index| body.protocols.get(index));
+    let refuse = |error: ResponseError| {
+        JoinGroupResponse::default()
+            .with_error_code(error.code())
+            .with_generation_id(-1)
+            .with_member_id(body.member_id.clone())
+    };
+    let Some(protocol) = chosen.filter(|_| body.protocol_type.as_str() == CONSUMER_PROTOCOL_TYPE)
+    else {
+        return respond(request, &refuse(ResponseError::InconsistentGroupProtocol));
+    };
+    let Some(mut topics) = subscribed_topics(&protocol.metadata) else {
+        return respond(request, &refuse(ResponseError::InconsistentGroupProtocol));
+    };
+    // Kafka clients may subscribe to topics that do not exist yet; they get no partitions of
+    // them. (With none existing, the coordinator's answer names the missing topic.)
+    if topics
+        .iter()
+        .any(|topic| kafka.shard.topic(topic).is_some())
+    {
+        topics.retain(|topic| kafka.shard.topic(topic).is_some());
+    }
+    let args = JoinArgs {
+        group: group.clone(),
+        member_id: body.member_id.to_string(),
+        client_id: request
+            .header
+            .client_id
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        topics,
+        session_timeout_ms: u32::try_from(body.session_timeout_ms).unwrap_or(0),
+        // Version 0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: u32::try_from(if request.version() == 0 {
+            body.session_timeout_ms
+        } else {
+            body.rebalance_timeout_ms
+        })
+        .unwrap_or(0),
+    };
+    tracing::debug!(%group, member_id = %args.member_id, version = request.version(), "Kafka JoinGroup");
+    let joined = match to_coordinator(&kafka.shard, &group, GroupCall::Join(args)).await {
+        Ok(GroupReturn::Joined(result)) => result,
+        Ok(_) => Err(unexpected_answer()),
+        Err(failure) => Err(failure),
+    };
+    tracing::debug!(%group, outcome = ?joined.as_ref().map(|j| (&j.member_id, j.generation)).map_err(|f| &f.message), "Kafka JoinGroup answered");
+    let response = match joined {
+        Ok(joined) => {
+            client.remember_assignment(
+                &group,
+                &joined.member_id,
+                joined.generation,
+                joined.assignment,
+            );
+            JoinGroupResponse::default()
+                .with_generation_id(joined.generation)
+                .with_protocol_type(Some(body.protocol_type.clone()))
+                .with_protocol_name(Some(protocol.name.clone()))
+                .with_leader(StrBytes::from_static_str(SERVER_LEADER))
+                .with_member_id(str_bytes(joined.member_id))
+        }
+        Err(failure) => JoinGroupResponse::default()
+            .with_error_code(match failure.code {
+                ErrorCode::UnknownGroup => ResponseError::UnknownMemberId.code(),
+                _ => failure_code(&failure),
+            })
+            .with_generation_id(-1)
+            .with_member_id(body.member_id.clone()),
+    };
+    respond(request, &response)
+}
+
+/// Serves SyncGroup: the member's assignment from its JoinGroup (or, when that answer went to
+/// another connection, from the coordinator).
+pub(crate) async fn sync_group(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: SyncGroupRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let member_id = body.member_id.to_string();
+    let assignment = match client.assignment(&group, &member_id, body.generation_id) {
+        Some(assignment) => Ok(assignment),
+        None => {
+            assignment_from_coordinator(&kafka.shard, &group, &member_id, body.generation_id).await
+        }
+    };
+    let response = SyncGroupResponse::default()
+        .with_protocol_type(body.protocol_type.clone())
+        .with_protocol_name(body.protocol_name.clone());
+    let response = match assignment.and_then(|a| {
+        encode_assignment(&a).map_err(|message| Failure::new(ErrorCode::Unknown, message))
+    }) {
+        Ok(bytes) => response.with_assignment(bytes),
+        Err(failure) => response.with_error_code(member_failure_code(&failure)),
+    };
+    respond(request, &response)
+}
+
+async fn assignment_from_coordinator(
+    shard: &Rc<Shard>,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+) -> Result<Vec<(String, Vec<u32>)>, Failure> {
+    let call = GroupCall::Describe {
+        group: group.to_string(),
+    };
+    let description = match to_coordinator(shard, group, call).await? {
+        GroupReturn::Described(result) => result?,
+        _ => return Err(unexpected_answer()),
+    };
+    if description.generation != generation {
+        return Err(Failure::new(
+            ErrorCode::RebalanceInProgress,
+            format!(
+                "generation {generation} is not the group's {}",
+                description.generation
+            ),
+        ));
+    }
+    description
+        .members
+        .into_iter()
+        .find(|member| member.member_id == member_id)
+        .map(|member| member.assignment)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownMember, format!("no member {member_id}")))
+}
+
+/// Serves Heartbeat.
+pub(crate) async fn heartbeat(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: HeartbeatRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let call = GroupCall::Heartbeat {
+        group: group.clone(),
+        member_id: body.member_id.to_string(),
+        generation: body.generation_id,
+    };
+    let outcome = match to_coordinator(&kafka.shard, &group, call).await {
+        Ok(GroupReturn::Done(result)) => result,
+        Ok(_) => Err(unexpected_answer()),
+        Err(failure) => Err(failure),
+    };
+    let code = outcome
+        .err()
+        .map_or(0, |failure| member_failure_code(&failure));
+    tracing::trace!(%group, member_id = %body.member_id, generation = body.generation_id, code, "Kafka Heartbeat");
+    respond(request, &HeartbeatResponse::default().with_error_code(code))
+}
+
+/// Serves LeaveGroup (one member before version 3, a list from version 3).
+pub(crate) async fn leave_group(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: LeaveGroupRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let members: Vec<StrBytes> = if request.version() >= 3 {
+        body.members.iter().map(|m| m.member_id.clone()).collect()
+    } else {
+        vec![body.member_id.clone()]
+    };
+    let mut results = Vec::with_capacity(members.len());
+    for member_id in members {
+        let call = GroupCall::Leave {
+            group: group.clone(),
+            member_id: member_id.to_string(),
+        };
+        let outcome = match to_coordinator(&kafka.shard, &group, call).await {
+            Ok(GroupReturn::Done(result)) => result,
+            Ok(_) => Err(unexpected_answer()),
+            Err(failure) => Err(failure),
+        };
+        results.push((
+            member_id,
+            outcome.err().map_or(0, |f| member_failure_code(&f)),
+        ));
+    }
+    let response = if request.version() >= 3 {
+        LeaveGroupResponse::default().with_members(
+            results
+                .into_iter()
+                .map(|(member_id, code)| {
+                    MemberResponse::default()
+                        .with_member_id(member_id)
+                        .with_group_instance_id(None)
+                        .with_error_code(code)
+                })
+                .collect(),
+        )
+    } else {
+        LeaveGroupResponse::default().with_error_code(results.first().map_or(0, |r| r.1))
+    };
+    respond(request, &response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eager_protocols_are_preferred() {
+        assert_eq!(choose_protocol(&["cooperative-sticky", "range"]), Some(1));
+        assert_eq!(choose_protocol(&["range", "roundrobin"]), Some(0));
+        assert_eq!(choose_protocol(&["cooperative-sticky"]), Some(0));
+        assert_eq!(choose_protocol(&[]), None);
+    }
+
+    #[test]
+    fn subscriptions_and_assignments_round_trip_through_the_codec() {
+        for version in 0..=3i16 {
+            let subscription = ConsumerProtocolSubscription::default().with_topics(vec![
+                StrBytes::from_static_str("a"),
+                StrBytes::from_static_str("b"),
+            ]);
+            let mut bytes = BytesMut::new();
+            bytes.put_i16(version);
+            subscription.encode(&mut bytes, version).unwrap();
+            assert_eq!(
+                subscribed_topics(&bytes.freeze()),
+                Some(vec!["a".to_string(), "b".to_string()])
+            );
+        }
+        let mut encoded = encode_assignment(&[("t".into(), vec![0, 2])]).unwrap();
+        assert_eq!(encoded.get_i16(), ASSIGNMENT_VERSION);
+        let decoded = ConsumerProtocolAssignment::decode(&mut encoded, ASSIGNMENT_VERSION).unwrap();
+        assert_eq!(decoded.assigned_partitions[0].partitions, vec![0, 2]);
+        assert_eq!(subscribed_topics(&Bytes::from_static(&[0])), None);
+    }
+}

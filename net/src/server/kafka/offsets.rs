@@ -1,0 +1,278 @@
+//! OffsetCommit and OffsetFetch on ringlog's group coordinator: the committed offsets are the
+//! ones the native protocol commits and reads, stored durably on each partition's shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::errors::failure_code;
+use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
+use super::KafkaShard;
+use crate::error_code::ErrorCode;
+use crate::server::group::{self, CommitTopics, GroupCall, GroupReturn, OffsetEntry, TopicFilter};
+use crate::server::message::Failure;
+use crate::server::shard::Shard;
+
+/// Serves OffsetCommit: durable on each partition's owner before the answer. A member commits
+/// with its generation; a consumer outside any group (assign()) commits with generation -1
+/// while the group has no members.
+pub(crate) async fn offset_commit(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: OffsetCommitRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let mut topics: CommitTopics = Vec::with_capacity(body.topics.len());
+    // Partitions a commit cannot name (negative) are answered without asking the coordinator.
+    let mut invalid: Vec<(String, i32)> = Vec::new();
+    for topic in &body.topics {
+        let name = topic.name.0.to_string();
+        let mut offsets = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            match u32::try_from(partition.partition_index) {
+                Ok(index) => offsets.push((index, partition.committed_offset)),
+                Err(_) => invalid.push((name.clone(), partition.partition_index)),
+            }
+        }
+        topics.push((name, offsets));
+    }
+    let call = GroupCall::Commit {
+        group: group.clone(),
+        member_id: body.member_id.to_string(),
+        generation: body.generation_id_or_member_epoch,
+        topics,
+    };
+    let results = match to_coordinator(&kafka.shard, &group, call).await {
+        Ok(GroupReturn::Committed(result)) => result,
+        Ok(_) => Err(unexpected_answer()),
+        Err(failure) => Err(failure),
+    };
+    let response_topics = body
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let code = if invalid.contains(&(name.clone(), partition.partition_index)) {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else {
+                        commit_code(&results, &name, partition.partition_index)
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    respond(
+        request,
+        &OffsetCommitResponse::default().with_topics(response_topics),
+    )
+}
+
+/// The Kafka code of one partition's commit.
+fn commit_code(
+    results: &Result<group::CommitResults, Failure>,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    let results = match results {
+        Ok(results) => results,
+        Err(failure) => return member_failure_code(failure),
+    };
+    let outcome = results
+        .iter()
+        .filter(|(t, _)| t == topic)
+        .flat_map(|(_, entries)| entries.iter())
+        .find(|(p, _)| i64::from(*p) == i64::from(partition));
+    match outcome {
+        Some((_, None)) => 0,
+        Some((_, Some(failure))) => member_failure_code(failure),
+        None => ResponseError::UnknownServerError.code(),
+    }
+}
+
+/// Serves OffsetFetch (one group before version 8, a list from version 8). A group or
+/// partition with no committed offset reads -1, as from Kafka.
+pub(crate) async fn offset_fetch(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: OffsetFetchRequest = request.decode_body()?;
+    if request.version() >= 8 {
+        let mut groups = Vec::with_capacity(body.groups.len());
+        for wanted in &body.groups {
+            let topics = wanted.topics.as_ref().map(|topics| {
+                topics
+                    .iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let (code, entries) =
+                committed(&kafka.shard, &wanted.group_id.0, topics.as_deref()).await;
+            let topics = entries
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(str_bytes(topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(partition, offset, code)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(partition)
+                                        .with_committed_offset(offset)
+                                        .with_metadata(Some(StrBytes::default()))
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(wanted.group_id.0.clone()))
+                    .with_topics(topics)
+                    .with_error_code(code),
+            );
+        }
+        return respond(request, &OffsetFetchResponse::default().with_groups(groups));
+    }
+    let topics = body.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect::<Vec<_>>()
+    });
+    let (code, entries) = committed(&kafka.shard, &body.group_id.0, topics.as_deref()).await;
+    let topics = entries
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(partition, offset, code)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(partition)
+                                .with_committed_offset(offset)
+                                .with_metadata(Some(StrBytes::default()))
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    // The top-level error code exists from version 2.
+    let response = if request.version() >= 2 {
+        response.with_error_code(code)
+    } else {
+        response
+    };
+    respond(request, &response)
+}
+
+/// Per topic, `(partition, committed offset, error code)`.
+type CommittedTopics = Vec<(String, Vec<(i32, i64, i16)>)>;
+
+/// The committed offsets of `group` for `wanted` (`None`: every committed partition), and the
+/// group-level error code.
+async fn committed(
+    shard: &Rc<Shard>,
+    group: &str,
+    wanted: Option<&[(String, Vec<i32>)]>,
+) -> (i16, CommittedTopics) {
+    let filter: Option<TopicFilter> = wanted.map(|topics| {
+        topics
+            .iter()
+            .filter(|(topic, _)| shard.topic(topic).is_some())
+            .map(|(topic, partitions)| {
+                let partitions = partitions
+                    .iter()
+                    .filter_map(|p| u32::try_from(*p).ok())
+                    .collect();
+                (topic.clone(), partitions)
+            })
+            .collect()
+    });
+    let call = GroupCall::FetchOffsets {
+        group: group.to_string(),
+        topics: filter,
+    };
+    let entries: Result<Vec<OffsetEntry>, Failure> = match to_coordinator(shard, group, call).await
+    {
+        Ok(GroupReturn::Offsets(result)) => result,
+        Ok(_) => Err(unexpected_answer()),
+        Err(failure) => Err(failure),
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        // A group with nothing committed yet: every offset is unknown, not an error.
+        Err(failure) if failure.code == ErrorCode::UnknownGroup => Vec::new(),
+        Err(failure) => return (failure_code(&failure), Vec::new()),
+    };
+    let Some(wanted) = wanted else {
+        let mut out: CommittedTopics = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.committed >= 0) {
+            let partition = (
+                i32::try_from(entry.partition).unwrap_or(i32::MAX),
+                entry.committed,
+                0,
+            );
+            match out.iter_mut().find(|(topic, _)| *topic == entry.topic) {
+                Some((_, partitions)) => partitions.push(partition),
+                None => out.push((entry.topic, vec![partition])),
+            }
+        }
+        return (0, out);
+    };
+    let out = wanted
+        .iter()
+        .map(|(topic, partitions)| {
+            let known = shard.topic(topic).is_some();
+            let partitions = partitions
+                .iter()
+                .map(|&partition| {
+                    if !known {
+                        return (partition, -1, ResponseError::UnknownTopicOrPartition.code());
+                    }
+                    let entry = entries.iter().find(|e| {
+                        e.topic == *topic && i64::from(e.partition) == i64::from(partition)
+                    });
+                    match entry {
+                        Some(OffsetEntry {
+                            failure: Some(failure),
+                            ..
+                        }) => (partition, -1, failure_code(failure)),
+                        Some(entry) => (partition, entry.committed.max(-1), 0),
+                        None => (partition, -1, 0),
+                    }
+                })
+                .collect();
+            (topic.clone(), partitions)
+        })
+        .collect();
+    (0, out)
+}

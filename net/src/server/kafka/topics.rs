@@ -1,0 +1,384 @@
+//! CreateTopics, DeleteTopics and DescribeConfigs, on the same topic catalog as the native
+//! protocol.
+//!
+//! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
+//! honoured; settings that only make sense with replicas or that ringlog always has (such as
+//! `cleanup.policy=delete`) are accepted; anything else is refused with INVALID_CONFIG rather
+//! than silently ignored.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use ringlog_engine::batch::BATCH_BYTES_MAX;
+use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX, SEGMENT_BYTES_DEFAULT};
+
+use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::errors::{failure_code, failure_message, kafka_error};
+use super::KafkaShard;
+use crate::server::routing;
+
+/// Kafka's config resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Kafka's config value types.
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+/// Topic settings accepted at creation and not acted on: they concern replicas or state what
+/// ringlog always does.
+const ACCEPTED_SETTINGS: &[(&str, Option<&str>)] = &[
+    ("cleanup.policy", Some("delete")),
+    ("compression.type", Some("producer")),
+    ("message.timestamp.type", Some("CreateTime")),
+    ("min.insync.replicas", None),
+    ("unclean.leader.election.enable", None),
+];
+
+/// A refused topic: the Kafka error and why.
+type Refusal = (ResponseError, String);
+
+/// Serves CreateTopics (replication factor 1 or -1; no manual replica assignment).
+pub(crate) async fn create_topics(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: CreateTopicsRequest = request.decode_body()?;
+    let mut results = Vec::with_capacity(body.topics.len());
+    for creatable in &body.topics {
+        let name = creatable.name.0.to_string();
+        let checked = topic_config(kafka, creatable);
+        let outcome = match checked {
+            Err(refusal) => Err(refusal),
+            Ok(config) if body.validate_only => match kafka.shard.topic(&name) {
+                Some(_) => Err((
+                    ResponseError::TopicAlreadyExists,
+                    format!("topic {name} already exists"),
+                )),
+                None => Ok(config),
+            },
+            Ok(config) => routing::create_topic(&kafka.shard, name.clone(), config.clone())
+                .await
+                .map(|()| config)
+                .map_err(|failure| (kafka_error(failure.code), failure.message)),
+        };
+        let result = CreatableTopicResult::default().with_name(creatable.name.clone());
+        results.push(match outcome {
+            Ok(config) => result
+                .with_error_message(None)
+                .with_num_partitions(i32::try_from(config.partitions).unwrap_or(i32::MAX))
+                .with_replication_factor(1)
+                .with_configs(Some(created_configs(&config))),
+            Err((error, message)) => result
+                .with_error_code(error.code())
+                .with_error_message(Some(str_bytes(message))),
+        });
+    }
+    respond(
+        request,
+        &CreateTopicsResponse::default().with_topics(results),
+    )
+}
+
+/// The ringlog config for a Kafka topic creation, or why it is refused.
+fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicConfig, Refusal> {
+    let name = creatable.name.as_str();
+    topic::validate_name(name)
+        .map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
+    if !matches!(creatable.replication_factor, -1 | 1) {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {} is not possible on one broker; use 1",
+                creatable.replication_factor
+            ),
+        ));
+    }
+    if !creatable.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "ringlog places partitions itself; replica assignments are not taken".into(),
+        ));
+    }
+    let partitions = match creatable.num_partitions {
+        -1 => 1,
+        n => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=PARTITIONS_MAX).contains(n))
+            .ok_or_else(|| {
+                (
+                    ResponseError::InvalidPartitions,
+                    format!("partitions must be between 1 and {PARTITIONS_MAX}, got {n}"),
+                )
+            })?,
+    };
+    let mut config = TopicConfig::new(partitions);
+    config.segment_bytes = kafka.shard.config.segment_bytes;
+    for setting in &creatable.configs {
+        apply_setting(&mut config, setting.name.as_str(), setting.value.as_deref())?;
+    }
+    config
+        .validate()
+        .map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
+    Ok(config)
+}
+
+fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), Refusal> {
+    let invalid = |why: &str| {
+        (
+            ResponseError::InvalidConfig,
+            format!("{name}={}: {why}", value.unwrap_or("null")),
+        )
+    };
+    let number = || -> Result<i64, Refusal> {
+        value
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| invalid("not a number"))
+    };
+    // -1 means no limit, as in Kafka.
+    let limit = |n: i64| -> Result<Option<u64>, Refusal> {
+        match n {
+            -1 => Ok(None),
+            n => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| invalid("must be -1 or positive")),
+        }
+    };
+    match name {
+        "retention.ms" => config.retention_ms = limit(number()?)?,
+        "retention.bytes" => config.retention_bytes = limit(number()?)?,
+        "segment.bytes" => {
+            config.segment_bytes =
+                u64::try_from(number()?).map_err(|_| invalid("must be positive"))?;
+        }
+        _ => match ACCEPTED_SETTINGS.iter().find(|(known, _)| *known == name) {
+            Some((_, None)) => {}
+            Some((_, Some(only))) if value == Some(*only) => {}
+            Some((_, Some(only))) => return Err(invalid(&format!("ringlog supports only {only}"))),
+            None => return Err(invalid("not supported by ringlog")),
+        },
+    }
+    Ok(())
+}
+
+/// One topic setting as Kafka names and types it: (name, value, type, set on the topic).
+type Setting = (&'static str, String, i8, bool);
+
+/// A topic's settings as Kafka describes them.
+fn settings(config: &TopicConfig) -> Vec<Setting> {
+    let limit = |value: Option<u64>| value.map_or_else(|| "-1".to_string(), |v| v.to_string());
+    // The largest batch the log takes: a segment, and no batch may exceed BATCH_BYTES_MAX.
+    let max_message_bytes = config.segment_bytes.min(BATCH_BYTES_MAX as u64);
+    vec![
+        ("cleanup.policy", "delete".into(), TYPE_LIST, false),
+        ("compression.type", "producer".into(), TYPE_STRING, false),
+        (
+            "max.message.bytes",
+            max_message_bytes.to_string(),
+            TYPE_INT,
+            false,
+        ),
+        (
+            "message.timestamp.type",
+            "CreateTime".into(),
+            TYPE_STRING,
+            false,
+        ),
+        (
+            "retention.bytes",
+            limit(config.retention_bytes),
+            TYPE_LONG,
+            config.retention_bytes.is_some(),
+        ),
+        (
+            "retention.ms",
+            limit(config.retention_ms),
+            TYPE_LONG,
+            config.retention_ms.is_some(),
+        ),
+        (
+            "segment.bytes",
+            config.segment_bytes.to_string(),
+            TYPE_INT,
+            config.segment_bytes != SEGMENT_BYTES_DEFAULT,
+        ),
+    ]
+}
+
+fn source(set: bool) -> i8 {
+    if set {
+        SOURCE_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
+/// Only the values that can change are writable.
+fn read_only(name: &str) -> bool {
+    !matches!(name, "retention.ms" | "retention.bytes" | "segment.bytes")
+}
+
+fn created_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    settings(config)
+        .into_iter()
+        .map(|(name, value, _, set)| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(Some(str_bytes(value)))
+                .with_read_only(read_only(name))
+                .with_config_source(source(set))
+        })
+        .collect()
+}
+
+/// Serves DeleteTopics (by name; ringlog topics have no ids).
+pub(crate) async fn delete_topics(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: DeleteTopicsRequest = request.decode_body()?;
+    // Version 6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
+    let names: Vec<Option<TopicName>> = if request.version() >= 6 {
+        body.topics.into_iter().map(|t| t.name).collect()
+    } else {
+        body.topic_names.into_iter().map(Some).collect()
+    };
+    let mut responses = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(name) = name else {
+            responses.push(
+                DeletableTopicResult::default()
+                    .with_name(None)
+                    .with_error_code(ResponseError::UnknownTopicId.code()),
+            );
+            continue;
+        };
+        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        responses.push(
+            match routing::delete_topic(&kafka.shard, name.0.to_string()).await {
+                Ok(()) => result,
+                Err(failure) => result
+                    .with_error_code(failure_code(&failure))
+                    .with_error_message(failure_message(&failure)),
+            },
+        );
+    }
+    respond(
+        request,
+        &DeleteTopicsResponse::default().with_responses(responses),
+    )
+}
+
+/// Serves DescribeConfigs for topics (their settings) and the broker (no settings to show).
+pub(crate) async fn describe_configs(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: DescribeConfigsRequest = request.decode_body()?;
+    let include_type = request.version() >= 3;
+    let mut results = Vec::with_capacity(body.resources.len());
+    for resource in &body.resources {
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone())
+            .with_error_message(None);
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|key| key.as_str() == name))
+        };
+        results.push(match resource.resource_type {
+            RESOURCE_BROKER => result,
+            RESOURCE_TOPIC => match kafka.shard.topic(resource.resource_name.as_str()) {
+                None => result
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "unknown topic {}",
+                        resource.resource_name.as_str()
+                    )))),
+                Some(entry) => {
+                    let configs = settings(&entry.config)
+                        .into_iter()
+                        .filter(|(name, ..)| wanted(name))
+                        .map(|(name, value, config_type, set)| {
+                            let described = DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_static_str(name))
+                                .with_value(Some(str_bytes(value)))
+                                .with_read_only(read_only(name))
+                                .with_config_source(source(set))
+                                .with_documentation(None);
+                            if include_type {
+                                described.with_config_type(config_type)
+                            } else {
+                                described
+                            }
+                        })
+                        .collect();
+                    result.with_configs(configs)
+                }
+            },
+            other => result
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_message(Some(str_bytes(format!(
+                    "config resource type {other} is not served"
+                )))),
+        });
+    }
+    respond(
+        request,
+        &DescribeConfigsResponse::default().with_results(results),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_map_to_the_topic_config() {
+        let mut config = TopicConfig::new(3);
+        apply_setting(&mut config, "retention.ms", Some("60000")).unwrap();
+        apply_setting(&mut config, "retention.bytes", Some("-1")).unwrap();
+        apply_setting(&mut config, "segment.bytes", Some("2097152")).unwrap();
+        apply_setting(&mut config, "cleanup.policy", Some("delete")).unwrap();
+        apply_setting(&mut config, "min.insync.replicas", Some("2")).unwrap();
+        assert_eq!(config.retention_ms, Some(60_000));
+        assert_eq!(config.retention_bytes, None);
+        assert_eq!(config.segment_bytes, 2 << 20);
+        let refused = apply_setting(&mut config, "cleanup.policy", Some("compact")).unwrap_err();
+        assert_eq!(refused.0, ResponseError::InvalidConfig);
+        assert!(apply_setting(&mut config, "segment.ms", Some("1")).is_err());
+        assert!(apply_setting(&mut config, "retention.ms", Some("soon")).is_err());
+    }
+
+    #[test]
+    fn described_settings_say_which_were_set() {
+        let mut config = TopicConfig::new(1);
+        config.retention_ms = Some(1000);
+        let settings = settings(&config);
+        let retention = settings.iter().find(|s| s.0 == "retention.ms").unwrap();
+        assert_eq!((retention.1.as_str(), retention.3), ("1000", true));
+        let bytes = settings.iter().find(|s| s.0 == "retention.bytes").unwrap();
+        assert_eq!((bytes.1.as_str(), bytes.3), ("-1", false));
+    }
+}

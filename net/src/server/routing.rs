@@ -1,0 +1,335 @@
+//! Partition work routed to the shard that owns the partition, shared by both front doors
+//! (the native protocol and the Kafka protocol): append, read with long polling, offset
+//! lookups, per-topic offsets and catalog changes. Each function runs the work here when this
+//! shard owns the partition and otherwise sends it to the owner with [`Shard::call`].
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ringlog_engine::log::Acks;
+use ringlog_engine::reactor::time;
+use ringlog_engine::topic::TopicConfig;
+
+use super::connection::RawPart;
+use super::message::{Failure, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn};
+use super::partition_ops;
+use super::shard::{unknown_topic, Shard, CATALOG_SHARD};
+use crate::error_code::ErrorCode;
+
+/// A boxed local future.
+pub(crate) type BoxedFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The failure for an answer of the wrong kind from another shard (a bug).
+pub(crate) fn unexpected_answer() -> Failure {
+    Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")
+}
+
+/// Appends whole batches to `topic`/`partition` on its owner; returns the first base offset.
+/// The first poll stamps the offsets (or sends the batches to the owner), so callers that
+/// start appends in request order keep that order per partition.
+pub(crate) async fn append(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    acks: Acks,
+    batches: &mut [u8],
+) -> Result<i64, Failure> {
+    let owner = shard.owner(topic, partition);
+    if owner == shard.id {
+        return partition_ops::produce(shard, topic, partition, acks, batches).await;
+    }
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    let call = ShardCall::Produce {
+        topic: topic.to_string(),
+        partition,
+        acks,
+        batches: batches.to_vec(),
+    };
+    match shard.call(owner, call).await {
+        ShardReturn::Produced(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// Polls every future, in order, until all are done; returns their outputs in order.
+pub(crate) async fn join_all<T>(mut futures: Vec<BoxedFuture<'_, T>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
+}
+
+/// One partition a fetch reads.
+pub(crate) struct ReadTarget {
+    /// Index into the fetch's topic names.
+    pub(crate) topic_index: usize,
+    pub(crate) partition: u32,
+    pub(crate) offset: i64,
+    pub(crate) max_bytes: usize,
+}
+
+/// What reading one partition gave: `(high watermark, log start offset)` or the failure, and
+/// the batches (none when there is nothing at the offset yet).
+pub(crate) struct PartitionRead {
+    pub(crate) status: Result<(i64, i64), Failure>,
+    pub(crate) raw: Option<RawPart>,
+}
+
+impl PartitionRead {
+    /// Bytes of batches read.
+    pub(crate) fn bytes(&self) -> usize {
+        match &self.raw {
+            Some(RawPart::Slice(slice)) => slice.len(),
+            Some(RawPart::Owned(bytes)) => bytes.len(),
+            None => 0,
+        }
+    }
+
+    fn failed(failure: Failure) -> PartitionRead {
+        PartitionRead {
+            status: Err(failure),
+            raw: None,
+        }
+    }
+}
+
+/// Limits of a fetch with long polling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchLimits {
+    /// Bytes of batches in the whole response (the first partition with data always gets a
+    /// whole batch, even a larger one).
+    pub(crate) max_bytes: usize,
+    /// Answer at once when at least this much is available.
+    pub(crate) min_bytes: usize,
+    /// How long to wait for `min_bytes`.
+    pub(crate) max_wait: Duration,
+}
+
+/// Reads every target once; if that gives fewer than `min_bytes` and the client allows a
+/// wait, waits until any target has data past its offset (or `max_wait` passes) and reads
+/// again. Local partitions come straight from the shard's buffers; others as copies.
+pub(crate) async fn read_with_long_poll(
+    shard: &Rc<Shard>,
+    topics: &[String],
+    targets: &[ReadTarget],
+    limits: FetchLimits,
+) -> Vec<PartitionRead> {
+    let mut reads = read_all(shard, topics, targets, limits.max_bytes).await;
+    let total: usize = reads.iter().map(PartitionRead::bytes).sum();
+    let any_error = reads.iter().any(|read| read.status.is_err());
+    if total < limits.min_bytes.max(1)
+        && !limits.max_wait.is_zero()
+        && !any_error
+        && !targets.is_empty()
+    {
+        let _ = time::timeout(
+            limits.max_wait,
+            wait_any(shard, topics, targets, limits.max_wait),
+        )
+        .await;
+        reads = read_all(shard, topics, targets, limits.max_bytes).await;
+    }
+    reads
+}
+
+async fn read_all(
+    shard: &Rc<Shard>,
+    topics: &[String],
+    targets: &[ReadTarget],
+    max_bytes: usize,
+) -> Vec<PartitionRead> {
+    let mut reads = Vec::with_capacity(targets.len());
+    let mut budget = max_bytes;
+    for target in targets {
+        // Once the response is full, later partitions are answered without data (their
+        // offsets stay where they were), as Kafka does; the first always gets a batch.
+        let limit = target.max_bytes.min(budget);
+        if limit == 0 && !reads.is_empty() {
+            reads.push(PartitionRead {
+                status: Ok((-1, -1)),
+                raw: None,
+            });
+            continue;
+        }
+        let topic = &topics[target.topic_index];
+        let read = read(shard, topic, target.partition, target.offset, limit.max(1)).await;
+        budget = budget.saturating_sub(read.bytes());
+        reads.push(read);
+    }
+    reads
+}
+
+/// Reads whole batches of `topic`/`partition` from `offset`, up to `max_bytes` (at least one
+/// batch), on the owner.
+pub(crate) async fn read(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_bytes: usize,
+) -> PartitionRead {
+    let owner = shard.owner(topic, partition);
+    if owner == shard.id {
+        return match partition_ops::fetch_local(shard, topic, partition, offset, max_bytes).await {
+            Ok((log, slice)) => PartitionRead {
+                status: Ok((log.high_watermark(), log.log_start_offset())),
+                raw: (!slice.is_empty()).then_some(RawPart::Slice(slice)),
+            },
+            Err(failure) => PartitionRead::failed(failure),
+        };
+    }
+    if shard.topic(topic).is_none() {
+        return PartitionRead::failed(unknown_topic(topic));
+    }
+    let call = ShardCall::Fetch {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        max_bytes,
+    };
+    match shard.call(owner, call).await {
+        ShardReturn::Fetched(Ok(fetched)) => PartitionRead {
+            status: Ok((fetched.high_watermark, fetched.log_start_offset)),
+            raw: (!fetched.bytes.is_empty()).then_some(RawPart::Owned(fetched.bytes)),
+        },
+        ShardReturn::Fetched(Err(failure)) => PartitionRead::failed(failure),
+        _ => PartitionRead::failed(unexpected_answer()),
+    }
+}
+
+/// Completes when any target has data at its offset.
+async fn wait_any(
+    shard: &Rc<Shard>,
+    topics: &[String],
+    targets: &[ReadTarget],
+    max_wait: Duration,
+) {
+    let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
+    let mut waits: Vec<BoxedFuture<'_, ()>> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let topic = topics[target.topic_index].clone();
+        let shard = Rc::clone(shard);
+        let (partition, offset) = (target.partition, target.offset);
+        waits.push(Box::pin(async move {
+            let owner = shard.owner(&topic, partition);
+            if owner == shard.id {
+                let _ =
+                    partition_ops::wait_for_data(&shard, &topic, partition, offset, max_wait_ms)
+                        .await;
+            } else {
+                let call = ShardCall::WaitForData {
+                    topic,
+                    partition,
+                    offset,
+                    max_wait_ms,
+                };
+                let _ = shard.call(owner, call).await;
+            }
+        }));
+    }
+    poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Resolves an offset query on `topic`/`partition`'s owner: `(offset, timestamp_ms)`.
+pub(crate) async fn list_offset(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    query: OffsetQuery,
+) -> Result<(i64, i64), Failure> {
+    let owner = shard.owner(topic, partition);
+    if owner == shard.id {
+        return partition_ops::list_offset(shard, topic, partition, query).await;
+    }
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    let call = ShardCall::ListOffset {
+        topic: topic.to_string(),
+        partition,
+        query,
+    };
+    match shard.call(owner, call).await {
+        ShardReturn::Offset(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// Offsets of every partition of `topic`, asked of every shard, sorted by partition.
+pub(crate) async fn topic_offsets(
+    shard: &Rc<Shard>,
+    topic: &str,
+) -> Result<Vec<PartitionOffsets>, Failure> {
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    let mut all = Vec::new();
+    for target in 0..shard.shard_count {
+        let call = ShardCall::PartitionInfo {
+            topic: topic.to_string(),
+        };
+        match shard.call(target, call).await {
+            ShardReturn::Partitions(partitions) => all.extend(partitions?),
+            _ => return Err(unexpected_answer()),
+        }
+    }
+    all.sort_by_key(|p| p.partition);
+    Ok(all)
+}
+
+/// Creates a topic through the catalog shard; returns once every shard has opened it.
+pub(crate) async fn create_topic(
+    shard: &Rc<Shard>,
+    name: String,
+    config: TopicConfig,
+) -> Result<(), Failure> {
+    match shard
+        .call(CATALOG_SHARD, ShardCall::CreateTopic { name, config })
+        .await
+    {
+        ShardReturn::Done(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// Deletes a topic through the catalog shard.
+pub(crate) async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), Failure> {
+    match shard
+        .call(CATALOG_SHARD, ShardCall::DeleteTopic { name })
+        .await
+    {
+        ShardReturn::Done(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}

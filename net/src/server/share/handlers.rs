@@ -1,0 +1,155 @@
+//! ShareFetch and ShareAcknowledge handlers: decode, run on the partition's owner (here or
+//! over shard mail), build the response. Acquired batches travel as an owned copy: the share
+//! path hands out records one by one, so the copy is small next to the work per record.
+
+use std::rc::Rc;
+
+use flatbuffers::FlatBufferBuilder;
+
+use super::partition::{AckResult, ShareFetched};
+use crate::error_code::ErrorCode;
+use crate::message::share_acknowledge::AckRange;
+use crate::message::{self, AckRangeResult, Encode, Status};
+use crate::protocol;
+use crate::server::connection::{RawPart, Request, Response};
+use crate::server::group::meta::validate_group_name;
+use crate::server::group::{
+    call, unexpected, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs,
+};
+use crate::server::handler::{decode, respond};
+use crate::server::message::Failure;
+use crate::server::shard::{unknown_topic, Shard};
+
+/// Reads acknowledgement ranges; an unknown ack type fails the request.
+fn ack_ranges<'a>(
+    ranges: Option<flatbuffers::Vector<'a, protocol::AckRange>>,
+) -> Result<Vec<AckRange>, Failure> {
+    ranges
+        .unwrap_or_default()
+        .iter()
+        .map(|range| {
+            AckRange::from_wire(range)
+                .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, "unknown ack type"))
+        })
+        .collect()
+}
+
+/// Longest member id accepted (ids are kept per share partition).
+const MEMBER_ID_BYTES_MAX: usize = 255;
+
+/// Checks what can be checked before routing: the group name, the member id and the topic.
+fn check(shard: &Shard, group: &str, member_id: &str, topic: &str) -> Result<(), Failure> {
+    validate_group_name(group)?;
+    if member_id.is_empty() || member_id.len() > MEMBER_ID_BYTES_MAX {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("member_id must be 1 to {MEMBER_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    Ok(())
+}
+
+fn ack_results(results: &[AckResult]) -> Vec<AckRangeResult<'_>> {
+    results
+        .iter()
+        .map(|r| AckRangeResult {
+            first_offset: r.first,
+            last_offset: r.last,
+            status: r
+                .failure
+                .as_ref()
+                .map_or(Status::OK, |f| Status::error(f.code, &f.message)),
+        })
+        .collect()
+}
+
+/// ShareFetch.
+pub(crate) async fn share_fetch(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::share_fetch::RequestView = decode(request.body())?;
+    check(shard, view.group(), view.member_id(), view.topic())?;
+    let args = ShareFetchArgs {
+        group: view.group().to_string(),
+        member_id: view.member_id().to_string(),
+        topic: view.topic().to_string(),
+        partition: view.partition(),
+        max_records: view.max_records(),
+        max_wait_ms: view.max_wait_ms(),
+        max_bytes: view.max_bytes(),
+        acks: ack_ranges(view.acks())?,
+    };
+    let owner = shard.owner(&args.topic, args.partition);
+    let fetched = if owner == shard.id {
+        super::fetch(shard, args).await?
+    } else {
+        match call(shard, owner, GroupCall::ShareFetch(args)).await {
+            GroupReturn::ShareFetched(result) => result?,
+            _ => return Err(unexpected()),
+        }
+    };
+    let ShareFetched {
+        acquired,
+        lock_expires_ms,
+        bytes,
+        ack_results: acks,
+        failure,
+    } = fetched;
+    let results = ack_results(&acks);
+    let status = failure
+        .as_ref()
+        .map_or(Status::OK, |f| Status::error(f.code, &f.message));
+    let response = message::share_fetch::Response {
+        status,
+        topic: view.topic(),
+        partition: view.partition(),
+        acquired: &acquired,
+        lock_expires_ms,
+        batch_bytes: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        ack_results: &results,
+    };
+    let raw = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        vec![RawPart::Owned(bytes)]
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(&request.header, response.encode(&mut fbb), raw))
+}
+
+/// ShareAcknowledge.
+pub(crate) async fn share_acknowledge(
+    shard: &Rc<Shard>,
+    request: &Request,
+) -> Result<Response, Failure> {
+    let view: message::share_acknowledge::RequestView = decode(request.body())?;
+    check(shard, view.group(), view.member_id(), view.topic())?;
+    let args = ShareAckArgs {
+        group: view.group().to_string(),
+        member_id: view.member_id().to_string(),
+        topic: view.topic().to_string(),
+        partition: view.partition(),
+        ranges: ack_ranges(view.ranges())?,
+    };
+    let owner = shard.owner(&args.topic, args.partition);
+    let results = if owner == shard.id {
+        super::acknowledge(shard, args).await?
+    } else {
+        match call(shard, owner, GroupCall::ShareAck(args)).await {
+            GroupReturn::Acked(result) => result?,
+            _ => return Err(unexpected()),
+        }
+    };
+    let results = ack_results(&results);
+    let response = message::share_acknowledge::Response {
+        status: Status::OK,
+        results: &results,
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
+}

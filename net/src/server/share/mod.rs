@@ -1,0 +1,106 @@
+//! Share groups (KIP-932): records of a partition handed out one by one to any number of
+//! members, under time-limited locks, with acknowledgements, redelivery, a delivery limit and
+//! a dead-letter topic.
+//!
+//! A share partition lives on the shard that owns the topic partition ([`partition`]), with
+//! its in-flight window ([`window`]) persisted in the partition's group state file. ShareFetch
+//! and ShareAcknowledge go to that shard; the share group's configuration comes from its
+//! coordinator (created with defaults by the first ShareFetch) and is cached on every shard.
+
+pub(crate) mod dead_letter;
+pub(crate) mod handlers;
+mod members;
+pub(crate) mod partition;
+pub(crate) mod window;
+
+use std::rc::Rc;
+
+use self::partition::{AckResult, ShareFetched, ShareSummary};
+use super::group::meta::ShareConfig;
+use super::group::partition_state::PartitionGroups;
+use super::group::{call, unexpected, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs};
+use super::message::Failure;
+use super::shard::Shard;
+use crate::error_code::ErrorCode;
+
+/// The configuration of share group `group`, asking its coordinator when this shard does not
+/// know it yet (which creates the group when `create` is set).
+async fn config(shard: &Rc<Shard>, group: &str, create: bool) -> Result<Rc<ShareConfig>, Failure> {
+    if let Some(config) = shard.groups.share_config(group) {
+        return Ok(config);
+    }
+    super::group::meta::validate_group_name(group)?;
+    let coordinator = shard.groups.coordinator_of(group);
+    let message = GroupCall::ShareGroup {
+        group: group.to_string(),
+        create,
+    };
+    match call(shard, coordinator, message).await {
+        GroupReturn::Config(result) => {
+            // The coordinator sends every change to every shard; this answer only fills the
+            // cache when no such message arrived first.
+            Ok(shard.groups.learn_share_config(group, result?))
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The group state of an owned partition.
+fn local(shard: &Shard, topic: &str, partition: u32) -> Result<Rc<PartitionGroups>, Failure> {
+    shard.local_log(topic, partition)?;
+    shard.groups.partition(topic, partition).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::Unknown,
+            format!(
+                "group state of {topic}/{partition} is not open on shard {}",
+                shard.id
+            ),
+        )
+    })
+}
+
+/// ShareFetch on the partition's owner.
+pub(crate) async fn fetch(
+    shard: &Rc<Shard>,
+    args: ShareFetchArgs,
+) -> Result<ShareFetched, Failure> {
+    let state = local(shard, &args.topic, args.partition)?;
+    let config = config(shard, &args.group, true).await?;
+    let share = state.share_or_create(&args.group, &config)?;
+    share
+        .fetch(
+            shard,
+            &args.member_id,
+            &args.acks,
+            args.max_records,
+            args.max_wait_ms,
+            args.max_bytes,
+        )
+        .await
+}
+
+/// ShareAcknowledge on the partition's owner.
+pub(crate) async fn acknowledge(
+    shard: &Rc<Shard>,
+    args: ShareAckArgs,
+) -> Result<Vec<AckResult>, Failure> {
+    let state = local(shard, &args.topic, args.partition)?;
+    let config = config(shard, &args.group, false).await?;
+    let share = state.share_or_create(&args.group, &config)?;
+    Ok(share
+        .acknowledge(shard, &args.member_id, &args.ranges)
+        .await)
+}
+
+/// The share partitions of `group` on this shard, and their active members.
+pub(crate) fn describe(shard: &Shard, group: &str) -> (Vec<ShareSummary>, Vec<String>) {
+    let mut summaries = Vec::new();
+    let mut members = Vec::new();
+    for state in shard.groups.all_partitions() {
+        if let Some(share) = state.share(group) {
+            summaries.push(share.summary());
+            members.extend(share.active_members());
+        }
+    }
+    (summaries, members)
+}

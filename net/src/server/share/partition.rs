@@ -1,0 +1,675 @@
+//! One share partition (a share group on one topic partition), on the partition's shard:
+//! acquires records for members, settles acknowledgements, runs the lease timer, copies
+//! archived records to the dead-letter topic and persists every state change.
+//!
+//! - Acquisition reads whole batches from the log and locks the records in them that are
+//!   Available (redeliveries first, lowest offset first), up to `max_records`, `max_bytes` and
+//!   the window cap; the batches holding acquired records are the response's raw bytes.
+//! - Acknowledgements are applied range by range (a bad range changes nothing and gets its own
+//!   error), then written to the state file; the call returns once they are durable.
+//! - One timer task per share partition sleeps until the earliest lock deadline (or until new
+//!   leases are made) and ends the expired locks. Expiries are written without waiting.
+//! - Records archived by a release, a rejection or an expiry are copied to the group's
+//!   dead-letter topic before their archived state is written, so a crash in between sends
+//!   them again rather than losing them (at least once).
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::rc::{Rc, Weak};
+use std::sync::OnceLock;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringlog_engine::batch::BatchIter;
+use ringlog_engine::error::LogError;
+use ringlog_engine::log::PartitionLog;
+use ringlog_engine::reactor::{self, time};
+
+use super::dead_letter;
+use super::members::MemberTable;
+use super::window::{Ack, AckError, Change, Effects, Limits, Settle, Window};
+use crate::error_code::ErrorCode;
+use crate::message::share_acknowledge::{AckRange, AckType};
+use crate::message::share_fetch::AcquiredRange;
+use crate::server::group::meta::ShareConfig;
+use crate::server::group::partition_state::{share_states, store_failure, PartitionGroups};
+use crate::server::group::signal::Signal;
+use crate::server::group::state_record::StateRecord;
+use crate::server::message::Failure;
+use crate::server::partition_ops::log_failure;
+use crate::server::shard::Shard;
+use crate::server::state_store::Durable;
+
+/// Members not seen for this long (or twice the lock, if longer) no longer count as active.
+const MEMBER_IDLE_MS: u64 = 30_000;
+/// Most raw bytes one share fetch returns.
+const FETCH_BYTES_MAX: usize = 16 << 20;
+
+/// Result of one acknowledgement range.
+#[derive(Debug, Clone)]
+pub(crate) struct AckResult {
+    /// First offset, as requested.
+    pub(crate) first: i64,
+    /// Last offset, as requested.
+    pub(crate) last: i64,
+    /// `None` for success.
+    pub(crate) failure: Option<Failure>,
+}
+
+/// What a share fetch acquired.
+#[derive(Debug, Default)]
+pub(crate) struct ShareFetched {
+    /// Acquired ranges, ascending.
+    pub(crate) acquired: Vec<AcquiredRange>,
+    /// Wall-clock lock expiry of the acquired records, -1 when none.
+    pub(crate) lock_expires_ms: i64,
+    /// The whole batches holding them.
+    pub(crate) bytes: Vec<u8>,
+    /// One per piggy-backed acknowledgement range.
+    pub(crate) ack_results: Vec<AckResult>,
+    /// Why acquiring failed after the acknowledgements were applied (they stand).
+    pub(crate) failure: Option<Failure>,
+}
+
+/// State of a share partition, for DescribeGroup.
+#[derive(Debug, Clone)]
+pub(crate) struct ShareSummary {
+    /// Topic name.
+    pub(crate) topic: String,
+    /// Partition id.
+    pub(crate) partition: u32,
+    /// Share-partition start offset.
+    pub(crate) start_offset: i64,
+    /// The log's high watermark.
+    pub(crate) high_watermark: i64,
+    /// Records in the window not yet acknowledged or archived.
+    pub(crate) in_flight_records: u32,
+    /// Of those, acquired ones.
+    pub(crate) acquired_records: u32,
+}
+
+/// A share partition; see the module docs.
+pub(crate) struct SharePartition {
+    group: String,
+    topic: String,
+    partition: u32,
+    log: Rc<PartitionLog>,
+    parent: Weak<PartitionGroups>,
+    window: RefCell<Window>,
+    members: RefCell<MemberTable>,
+    config: RefCell<Rc<ShareConfig>>,
+    /// Records may have become acquirable (released, expired, window room).
+    available: Signal,
+    /// Leases or the partition changed (wakes the lease timer).
+    leases: Signal,
+    lease_task: Cell<bool>,
+    closed: Cell<bool>,
+}
+
+/// Milliseconds on a monotonic clock shared by the process (lock deadlines).
+pub(crate) fn monotonic_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn settle_of(ack: AckType) -> Settle {
+    match ack {
+        AckType::Accept => Settle::Accept,
+        AckType::Release => Settle::Release,
+        AckType::Reject => Settle::Reject,
+        AckType::Renew => Settle::Renew,
+    }
+}
+
+fn ack_failure(error: AckError, window: &Window) -> Failure {
+    match error {
+        AckError::Inverted => Failure::new(
+            ErrorCode::InvalidRequest,
+            "first_offset is after last_offset",
+        ),
+        AckError::OutOfWindow => Failure::new(
+            ErrorCode::InvalidRecordState,
+            format!(
+                "offsets outside the in-flight window {}..{}",
+                window.start_offset(),
+                window.end_offset()
+            ),
+        ),
+        AckError::NotHeld => Failure::new(
+            ErrorCode::InvalidRecordState,
+            "records not acquired by this member",
+        ),
+        AckError::Expired => {
+            Failure::new(ErrorCode::LeaseExpired, "the lock on these records expired")
+        }
+    }
+}
+
+impl SharePartition {
+    /// A share partition of `group` on the partition of `parent`, starting from `window`.
+    pub(crate) fn new(group: String, window: Window, parent: &Rc<PartitionGroups>) -> Rc<Self> {
+        Rc::new(SharePartition {
+            group,
+            topic: parent.topic.clone(),
+            partition: parent.partition,
+            log: Rc::clone(&parent.log),
+            parent: Rc::downgrade(parent),
+            window: RefCell::new(window),
+            members: RefCell::new(MemberTable::default()),
+            config: RefCell::new(Rc::new(ShareConfig::with_defaults(
+                crate::server::group::meta::IN_FLIGHT_RECORDS_LIMIT,
+            ))),
+            available: Signal::default(),
+            leases: Signal::default(),
+            lease_task: Cell::new(false),
+            closed: Cell::new(false),
+        })
+    }
+
+    /// Uses `config` from now on (locks already given keep their deadlines).
+    pub(crate) fn set_config(&self, config: &Rc<ShareConfig>) {
+        if !Rc::ptr_eq(&self.config.borrow(), config) {
+            *self.config.borrow_mut() = Rc::clone(config);
+            // A larger window or a new limit may let waiting fetches proceed.
+            self.available.notify();
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let config = self.config.borrow();
+        Limits {
+            delivery_limit: config.delivery_limit,
+            lock_ms: u64::from(config.lock_ms),
+            window_max: config.in_flight_records_max as usize,
+        }
+    }
+
+    fn member_idle_ms(&self) -> u64 {
+        MEMBER_IDLE_MS.max(2 * u64::from(self.config.borrow().lock_ms))
+    }
+
+    /// The share group's name.
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The share-partition start offset.
+    pub(crate) fn start_offset(&self) -> i64 {
+        self.window.borrow().start_offset()
+    }
+
+    /// The durable content of the window (for state-file snapshots).
+    pub(crate) fn snapshot(&self, emit: impl FnMut(Change)) {
+        self.window.borrow().snapshot(emit);
+    }
+
+    /// Stops the lease timer and wakes waiting fetches (topic deleted, shutdown).
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        self.leases.notify();
+        self.available.notify();
+    }
+
+    /// Ends expired locks and moves the start offset (also past records retention removed).
+    fn sweep(&self, now_ms: u64) -> Effects {
+        let mut effects = Effects::default();
+        let limits = self.limits();
+        let mut window = self.window.borrow_mut();
+        window.expire(now_ms, limits.delivery_limit, &mut effects);
+        let log_start = self.log.log_start_offset();
+        if window.start_offset() < log_start {
+            window.skip_to(log_start);
+            effects.made_available = true;
+        }
+        if window.advance() {
+            effects.made_available = true;
+        }
+        effects
+    }
+
+    /// Acknowledges `ranges` for `member_id`; returns once the changes are durable. One result
+    /// per range, in order.
+    pub(crate) async fn acknowledge(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        member_id: &str,
+        ranges: &[AckRange],
+    ) -> Vec<AckResult> {
+        let now_ms = monotonic_ms();
+        let mut effects = self.sweep(now_ms);
+        let idle_ms = self.member_idle_ms();
+        let member = self
+            .members
+            .borrow_mut()
+            .number(member_id, now_ms, idle_ms, false);
+        let limits = self.limits();
+        let mut results = Vec::with_capacity(ranges.len());
+        {
+            let mut window = self.window.borrow_mut();
+            for range in ranges {
+                let outcome = match member {
+                    None => Err(AckError::NotHeld),
+                    Some(holder) => {
+                        let ack = Ack {
+                            first: range.first_offset,
+                            last: range.last_offset,
+                            holder,
+                            settle: settle_of(range.ack_type),
+                        };
+                        window.settle(ack, now_ms, &limits, &mut effects)
+                    }
+                };
+                results.push(AckResult {
+                    first: range.first_offset,
+                    last: range.last_offset,
+                    failure: outcome.err().map(|error| ack_failure(error, &window)),
+                });
+            }
+            if window.advance() {
+                effects.made_available = true;
+            }
+        }
+        if let Err(failure) = self.persist(shard, effects, true).await {
+            for result in results.iter_mut().filter(|r| r.failure.is_none()) {
+                result.failure = Some(failure.clone());
+            }
+        }
+        results
+    }
+
+    /// Applies `acks`, then acquires up to `max_records` records for `member_id`, waiting up to
+    /// `max_wait_ms` for some to become available.
+    pub(crate) async fn fetch(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        member_id: &str,
+        acks: &[AckRange],
+        max_records: u32,
+        max_wait_ms: u32,
+        max_bytes: u32,
+    ) -> Result<ShareFetched, Failure> {
+        let mut fetched = ShareFetched {
+            lock_expires_ms: -1,
+            ..ShareFetched::default()
+        };
+        if !acks.is_empty() {
+            fetched.ack_results = self.acknowledge(shard, member_id, acks).await;
+        }
+        if max_records == 0 {
+            return Ok(fetched);
+        }
+        if let Err(failure) = self
+            .acquire_waiting(
+                shard,
+                member_id,
+                max_records,
+                max_wait_ms,
+                max_bytes,
+                &mut fetched,
+            )
+            .await
+        {
+            fetched.failure = Some(failure);
+        }
+        Ok(fetched)
+    }
+
+    /// The acquiring part of a fetch: waits up to `max_wait_ms` for acquirable records.
+    async fn acquire_waiting(
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
+        member_id: &str,
+        max_records: u32,
+        max_wait_ms: u32,
+        max_bytes: u32,
+        fetched: &mut ShareFetched,
+    ) -> Result<(), Failure> {
+        let idle_ms = self.member_idle_ms();
+        let member = self
+            .members
+            .borrow_mut()
+            .number(member_id, monotonic_ms(), idle_ms, true)
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::Throttled,
+                    "this share partition has too many active members",
+                )
+            })?;
+        self.ensure_lease_task(shard);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(max_wait_ms));
+        let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
+        loop {
+            let effects = self.sweep(monotonic_ms());
+            self.persist(shard, effects, false).await?;
+            let lock_ms = self.config.borrow().lock_ms;
+            let (acquired, bytes) = self.acquire(member, max_records, max_bytes).await?;
+            if !acquired.is_empty() {
+                fetched.acquired = acquired;
+                fetched.bytes = bytes;
+                fetched.lock_expires_ms = wall_ms().saturating_add(i64::from(lock_ms));
+                self.leases.notify();
+                return Ok(());
+            }
+            if self.closed.get() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            self.wait_for_records(deadline).await;
+        }
+    }
+
+    /// Waits until records may be acquirable (new data, released or expired records, room in
+    /// the window), or `deadline`.
+    async fn wait_for_records(&self, deadline: Instant) {
+        let available = self.available.wait();
+        let end = self.window.borrow().end_offset();
+        let window_max = self.limits().window_max;
+        let has_room = self.window.borrow().can_acquire(end, window_max);
+        // New data only helps when the window can take it and the log has none past the end.
+        let new_data =
+            (has_room && self.log.high_watermark() <= end).then(|| self.log.wait_for_offset(end));
+        let either = async {
+            let mut available = pin!(available);
+            let mut new_data = pin!(new_data);
+            poll_fn(|cx| {
+                if available.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                match new_data.as_mut().as_pin_mut().map(|wait| wait.poll(cx)) {
+                    Some(Poll::Ready(_)) => Poll::Ready(()),
+                    _ => Poll::Pending,
+                }
+            })
+            .await
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Elapsed is the normal end of a long poll with nothing to hand out.
+        let _ = time::timeout(remaining, either).await;
+    }
+
+    /// Acquires records for `member` from the log.
+    async fn acquire(
+        &self,
+        member: u32,
+        max_records: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<AcquiredRange>, Vec<u8>), Failure> {
+        let mut ranges: Vec<AcquiredRange> = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut from = self.window.borrow().start_offset();
+        loop {
+            let window_max = self.limits().window_max;
+            let high_watermark = self.log.high_watermark();
+            let candidate = self.window.borrow().next_candidate(from, window_max);
+            let Some(candidate) = candidate.filter(|c| *c < high_watermark) else {
+                break;
+            };
+            let budget = max_bytes.saturating_sub(out.len());
+            if budget == 0 {
+                break;
+            }
+            let slice = match self.log.read(candidate, budget).await {
+                Ok(slice) => slice,
+                Err(LogError::OffsetOutOfRange { .. })
+                    if candidate < self.log.log_start_offset() =>
+                {
+                    let log_start = self.log.log_start_offset();
+                    self.window.borrow_mut().skip_to(log_start);
+                    from = log_start;
+                    continue;
+                }
+                Err(error) if ranges.is_empty() => return Err(log_failure(error)),
+                Err(_) => break,
+            };
+            let step = self.take_batches(
+                slice.bytes(),
+                candidate,
+                member,
+                max_records,
+                max_bytes,
+                &mut ranges,
+                &mut out,
+            );
+            match step {
+                Some(next) if next > candidate => from = next,
+                _ => break,
+            }
+        }
+        Ok((ranges, out))
+    }
+
+    /// Locks the acquirable records at or after `candidate` in `batches`, appending the batches
+    /// that hold any to `out`. Returns where to continue, or `None` to stop.
+    #[allow(clippy::too_many_arguments)]
+    fn take_batches(
+        &self,
+        batches: &[u8],
+        candidate: i64,
+        member: u32,
+        max_records: u32,
+        max_bytes: usize,
+        ranges: &mut Vec<AcquiredRange>,
+        out: &mut Vec<u8>,
+    ) -> Option<i64> {
+        let limits = self.limits();
+        let deadline_ms = monotonic_ms().saturating_add(limits.lock_ms);
+        let mut window = self.window.borrow_mut();
+        let mut next = candidate;
+        let mut count: u32 = ranges
+            .iter()
+            .map(|r| (r.last_offset - r.first_offset + 1) as u32)
+            .sum();
+        // The log checked every batch's CRC when it was written.
+        for item in BatchIter::new(batches).without_crc_check() {
+            let Ok((header, batch)) = item else {
+                return None;
+            };
+            if header.next_offset() <= candidate {
+                continue;
+            }
+            if !out.is_empty() && out.len() + batch.len() > max_bytes {
+                return None;
+            }
+            let first = header.base_offset.max(candidate);
+            let mut took_any = false;
+            for offset in first..=header.last_offset() {
+                if header.is_control() {
+                    // Control records are never delivered: settle them on sight.
+                    window.skip_record(offset, limits.window_max);
+                    continue;
+                }
+                if count >= max_records {
+                    break;
+                }
+                match window.acquire(offset, member, deadline_ms, limits.window_max) {
+                    Some(delivery_count) => {
+                        push_acquired(ranges, offset, delivery_count);
+                        count += 1;
+                        took_any = true;
+                    }
+                    None if offset >= window.end_offset() => {
+                        // The window is full: nothing past it can be taken.
+                        if took_any {
+                            out.extend_from_slice(batch);
+                        }
+                        return None;
+                    }
+                    None => {}
+                }
+            }
+            if took_any {
+                out.extend_from_slice(batch);
+            }
+            next = header.next_offset();
+            if count >= max_records {
+                return None;
+            }
+        }
+        window.advance();
+        Some(next)
+    }
+
+    /// Persists `effects` (dead letters first), waiting for durability when `wait` is set.
+    async fn persist(
+        &self,
+        shard: &Rc<Shard>,
+        effects: Effects,
+        wait: bool,
+    ) -> Result<(), Failure> {
+        if effects.made_available {
+            self.available.notify();
+        }
+        if !effects.dead_letters.is_empty() {
+            let topic = self.config.borrow().dead_letter_topic.clone();
+            if !topic.is_empty() {
+                let source = dead_letter::Source {
+                    group: &self.group,
+                    topic: &self.topic,
+                    partition: self.partition,
+                    log: &self.log,
+                };
+                if let Err(failure) =
+                    dead_letter::copy(shard, &source, &topic, &effects.dead_letters).await
+                {
+                    tracing::warn!(group = %self.group, dead_letter_topic = %topic, error = %failure.message,
+                        "could not copy archived records to the dead-letter topic");
+                }
+            }
+        }
+        if effects.changes.is_empty() {
+            return Ok(());
+        }
+        let parent = self
+            .parent
+            .upgrade()
+            .ok_or_else(|| Failure::new(ErrorCode::ShuttingDown, "the partition is closing"))?;
+        let mut last: Option<Durable> = None;
+        for change in &effects.changes {
+            last = Some(parent.record(share_states(&self.group, *change))?);
+        }
+        match last {
+            Some(durable) if wait => durable.await.map_err(store_failure),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the lease timer once.
+    fn ensure_lease_task(self: &Rc<Self>, shard: &Rc<Shard>) {
+        if !self.lease_task.replace(true) {
+            drop(reactor::spawn(run_leases(
+                Rc::clone(shard),
+                Rc::downgrade(self),
+            )));
+        }
+    }
+
+    /// State for DescribeGroup.
+    pub(crate) fn summary(&self) -> ShareSummary {
+        let window = self.window.borrow();
+        let (in_flight_records, acquired_records) = window.counts();
+        ShareSummary {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            start_offset: window.start_offset(),
+            high_watermark: self.log.high_watermark(),
+            in_flight_records,
+            acquired_records,
+        }
+    }
+
+    /// Members active recently.
+    pub(crate) fn active_members(&self) -> Vec<String> {
+        let idle_ms = self.member_idle_ms();
+        self.members
+            .borrow()
+            .active(monotonic_ms(), idle_ms)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Restarts the share partition at `start_offset` (a group reset); refused while records
+    /// are acquired.
+    pub(crate) fn reset(&self, start_offset: i64) -> Result<Durable, Failure> {
+        let (_, acquired) = self.window.borrow().counts();
+        if acquired > 0 {
+            return Err(Failure::new(
+                ErrorCode::GroupNotEmpty,
+                format!(
+                    "{acquired} records of {}/{} are acquired by members",
+                    self.topic, self.partition
+                ),
+            ));
+        }
+        let parent = self
+            .parent
+            .upgrade()
+            .ok_or_else(|| Failure::new(ErrorCode::ShuttingDown, "the partition is closing"))?;
+        let durable = parent.record(StateRecord::ShareStart {
+            group: &self.group,
+            start_offset,
+        })?;
+        self.window.borrow_mut().reset(start_offset);
+        self.available.notify();
+        Ok(durable)
+    }
+}
+
+impl Drop for SharePartition {
+    fn drop(&mut self) {
+        // Lets the lease timer notice and end.
+        self.leases.notify();
+    }
+}
+
+fn push_acquired(ranges: &mut Vec<AcquiredRange>, offset: i64, delivery_count: u16) {
+    if let Some(last) = ranges.last_mut() {
+        if last.last_offset + 1 == offset && last.delivery_count == delivery_count {
+            last.last_offset = offset;
+            return;
+        }
+    }
+    ranges.push(AcquiredRange {
+        first_offset: offset,
+        last_offset: offset,
+        delivery_count,
+    });
+}
+
+/// Ends expired locks on time: sleeps until the earliest deadline or until leases change.
+async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
+    loop {
+        let (deadline_ms, changed) = {
+            let Some(share) = share.upgrade() else { return };
+            if share.closed.get() {
+                return;
+            }
+            let deadline = share.window.borrow().next_deadline_ms();
+            (deadline, share.leases.wait())
+        };
+        match deadline_ms {
+            None => changed.await,
+            Some(deadline_ms) => {
+                let wait_ms = deadline_ms.saturating_sub(monotonic_ms());
+                if wait_ms > 0 {
+                    let _ = time::timeout(Duration::from_millis(wait_ms), changed).await;
+                }
+            }
+        }
+        let Some(share) = share.upgrade() else { return };
+        if share.closed.get() {
+            return;
+        }
+        let effects = share.sweep(monotonic_ms());
+        if let Err(failure) = share.persist(&shard, effects, false).await {
+            tracing::warn!(group = %share.group, error = %failure.message, "could not persist expired leases");
+        }
+    }
+}

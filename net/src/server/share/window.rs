@@ -1,0 +1,702 @@
+//! The in-flight window of one share partition (KIP-932): the state and delivery count of
+//! every record from the share-partition start offset up to the last record ever acquired.
+//!
+//! Pure state: time is passed in (monotonic ms), nothing here waits or does I/O, so the rules
+//! are tested directly. Records before the start offset are all Acknowledged or Archived; the
+//! start offset moves past such records at the front. The window never holds more than the
+//! group's `in_flight_records_max` records, so a record stuck at the front blocks new
+//! acquisitions beyond the bound rather than letting memory grow.
+
+use std::collections::VecDeque;
+
+use crate::server::group::state_record::DurableState;
+
+/// State of one record inside the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordState {
+    /// May be acquired.
+    Available,
+    /// Locked to one member until its deadline.
+    Acquired,
+    /// Processed.
+    Acknowledged,
+    /// Rejected or out of deliveries.
+    Archived,
+}
+
+/// Member number meaning "nobody".
+pub(crate) const NO_HOLDER: u32 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    state: RecordState,
+    delivery_count: u16,
+    /// The member holding the record, or that held it when its lock expired (so its late
+    /// acknowledgement is told LeaseExpired); [`NO_HOLDER`] otherwise.
+    holder: u32,
+    deadline_ms: u64,
+}
+
+impl Entry {
+    const NEW: Entry = Entry {
+        state: RecordState::Available,
+        delivery_count: 0,
+        holder: NO_HOLDER,
+        deadline_ms: 0,
+    };
+
+    fn is_done(&self) -> bool {
+        matches!(
+            self.state,
+            RecordState::Acknowledged | RecordState::Archived
+        )
+    }
+
+    /// The state as written to disk: Acquired is transient and counts the delivery in progress
+    /// as not having happened (KIP-932).
+    fn durable(&self) -> (DurableState, u16) {
+        match self.state {
+            RecordState::Available => (DurableState::Available, self.delivery_count),
+            RecordState::Acquired => (
+                DurableState::Available,
+                self.delivery_count.saturating_sub(1),
+            ),
+            RecordState::Acknowledged => (DurableState::Acknowledged, self.delivery_count),
+            RecordState::Archived => (DurableState::Archived, self.delivery_count),
+        }
+    }
+}
+
+/// How an acknowledgement settles records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Processed.
+    Accept,
+    /// Available again now (archived instead at the delivery limit).
+    Release,
+    /// Archived.
+    Reject,
+    /// Lock extended.
+    Renew,
+}
+
+/// An acknowledgement of records `first..=last` by member `holder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// First offset.
+    pub(crate) first: i64,
+    /// Last offset, inclusive.
+    pub(crate) last: i64,
+    /// The member acknowledging.
+    pub(crate) holder: u32,
+    /// What to do with the records.
+    pub(crate) settle: Settle,
+}
+
+/// Why an acknowledgement range was refused (nothing in it changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckError {
+    /// `first > last`.
+    Inverted,
+    /// Some offsets are outside the in-flight window.
+    OutOfWindow,
+    /// Some records are not held by this member.
+    NotHeld,
+    /// Some records were held by this member but their lock expired.
+    Expired,
+}
+
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadLetterReason {
+    /// A consumer rejected it.
+    Rejected,
+    /// Released (or its lock expired) after `delivery_limit` deliveries.
+    DeliveryLimit,
+}
+
+impl DeadLetterReason {
+    /// The header value written to the dead-letter record.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::DeliveryLimit => "delivery limit reached",
+        }
+    }
+}
+
+/// A record archived by an operation, to be copied to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeadLetter {
+    /// Its offset.
+    pub(crate) offset: i64,
+    /// Deliveries it had.
+    pub(crate) delivery_count: u16,
+    /// Why it was archived.
+    pub(crate) reason: DeadLetterReason,
+}
+
+/// Records `first..=last` now have `state` and `delivery_count`: one state-file record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// First offset.
+    pub(crate) first: i64,
+    /// Last offset, inclusive.
+    pub(crate) last: i64,
+    /// Durable state.
+    pub(crate) state: DurableState,
+    /// Delivery count.
+    pub(crate) delivery_count: u16,
+}
+
+/// What an operation changed, for the caller to persist and act on.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// State-file records to write.
+    pub(crate) changes: Vec<Change>,
+    /// Records to copy to the dead-letter topic.
+    pub(crate) dead_letters: Vec<DeadLetter>,
+    /// Some record became available (waiting fetches may acquire it).
+    pub(crate) made_available: bool,
+}
+
+impl Effects {
+    fn push_change(&mut self, offset: i64, (state, delivery_count): (DurableState, u16)) {
+        if let Some(last) = self.changes.last_mut() {
+            if last.last + 1 == offset
+                && last.state == state
+                && last.delivery_count == delivery_count
+            {
+                last.last = offset;
+                return;
+            }
+        }
+        self.changes.push(Change {
+            first: offset,
+            last: offset,
+            state,
+            delivery_count,
+        });
+    }
+}
+
+/// Rules that come from the group's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Deliveries after which a released or expired record is archived.
+    pub(crate) delivery_limit: u16,
+    /// Lock duration given by acquisition and renewal.
+    pub(crate) lock_ms: u64,
+    /// Most records the window may span.
+    pub(crate) window_max: usize,
+}
+
+/// The in-flight window; see the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    start: i64,
+    entries: VecDeque<Entry>,
+}
+
+impl Window {
+    /// An empty window starting at `start`.
+    pub(crate) fn new(start: i64) -> Window {
+        Window {
+            start,
+            entries: VecDeque::new(),
+        }
+    }
+
+    /// Every record before this offset is acknowledged or archived.
+    pub(crate) fn start_offset(&self) -> i64 {
+        self.start
+    }
+
+    /// The offset after the last record ever acquired.
+    pub(crate) fn end_offset(&self) -> i64 {
+        self.start + self.entries.len() as i64
+    }
+
+    fn entry(&self, offset: i64) -> Option<&Entry> {
+        let index = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.entries.get(index)
+    }
+
+    fn entry_mut(&mut self, offset: i64) -> Option<&mut Entry> {
+        let index = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.entries.get_mut(index)
+    }
+
+    /// The first offset at or after `from` worth trying to acquire: an Available record in
+    /// the window, else the end of the window if it may still grow (`None` when it is full).
+    pub(crate) fn next_candidate(&self, from: i64, window_max: usize) -> Option<i64> {
+        let from = from.max(self.start);
+        let skip = usize::try_from(from - self.start).unwrap_or(usize::MAX);
+        let found = self
+            .entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find(|(_, entry)| entry.state == RecordState::Available)
+            .map(|(index, _)| self.start + index as i64);
+        found.or_else(|| (self.entries.len() < window_max).then(|| self.end_offset().max(from)))
+    }
+
+    /// Whether `offset` could be acquired now (Available, or the next record past the end of a
+    /// window with room).
+    pub(crate) fn can_acquire(&self, offset: i64, window_max: usize) -> bool {
+        match self.entry(offset) {
+            Some(entry) => entry.state == RecordState::Available,
+            None => offset == self.end_offset() && self.entries.len() < window_max,
+        }
+    }
+
+    /// Acquires `offset` for `holder` until `deadline_ms`; returns its delivery count, or
+    /// `None` when it cannot be acquired (see [`Window::can_acquire`]).
+    pub(crate) fn acquire(
+        &mut self,
+        offset: i64,
+        holder: u32,
+        deadline_ms: u64,
+        window_max: usize,
+    ) -> Option<u16> {
+        debug_assert_ne!(holder, NO_HOLDER);
+        if !self.can_acquire(offset, window_max) {
+            return None;
+        }
+        if offset == self.end_offset() {
+            self.entries.push_back(Entry::NEW);
+        }
+        let entry = self.entry_mut(offset)?;
+        entry.state = RecordState::Acquired;
+        entry.delivery_count = entry.delivery_count.saturating_add(1);
+        entry.holder = holder;
+        entry.deadline_ms = deadline_ms;
+        Some(entry.delivery_count)
+    }
+
+    /// Settles a record that is never delivered (a control record) as acknowledged, when it is
+    /// available or the next record past the end of a window with room.
+    pub(crate) fn skip_record(&mut self, offset: i64, window_max: usize) {
+        if offset == self.end_offset() && self.entries.len() < window_max {
+            self.entries.push_back(Entry {
+                state: RecordState::Acknowledged,
+                ..Entry::NEW
+            });
+        } else if let Some(entry) = self.entry_mut(offset) {
+            if entry.state == RecordState::Available {
+                entry.state = RecordState::Acknowledged;
+            }
+        }
+    }
+
+    /// Settles the records of `ack`: all of the range or nothing.
+    pub(crate) fn settle(
+        &mut self,
+        ack: Ack,
+        now_ms: u64,
+        limits: &Limits,
+        effects: &mut Effects,
+    ) -> Result<(), AckError> {
+        let Ack {
+            first,
+            last,
+            holder,
+            settle,
+        } = ack;
+        if first > last {
+            return Err(AckError::Inverted);
+        }
+        if first < self.start || last >= self.end_offset() {
+            return Err(AckError::OutOfWindow);
+        }
+        self.check_held(first, last, holder, now_ms)?;
+        for offset in first..=last {
+            let Some(entry) = self.entry_mut(offset) else {
+                continue;
+            };
+            match settle {
+                Settle::Accept => entry.state = RecordState::Acknowledged,
+                Settle::Reject => {
+                    entry.state = RecordState::Archived;
+                    effects.dead_letters.push(DeadLetter {
+                        offset,
+                        delivery_count: entry.delivery_count,
+                        reason: DeadLetterReason::Rejected,
+                    });
+                }
+                Settle::Release => {
+                    entry.holder = NO_HOLDER;
+                    if entry.delivery_count >= limits.delivery_limit {
+                        entry.state = RecordState::Archived;
+                        effects.dead_letters.push(DeadLetter {
+                            offset,
+                            delivery_count: entry.delivery_count,
+                            reason: DeadLetterReason::DeliveryLimit,
+                        });
+                    } else {
+                        entry.state = RecordState::Available;
+                        effects.made_available = true;
+                    }
+                }
+                Settle::Renew => {
+                    entry.deadline_ms = now_ms.saturating_add(limits.lock_ms);
+                    continue;
+                }
+            }
+            let durable = entry.durable();
+            effects.push_change(offset, durable);
+        }
+        Ok(())
+    }
+
+    fn check_held(&self, first: i64, last: i64, holder: u32, now_ms: u64) -> Result<(), AckError> {
+        let mut expired = false;
+        for offset in first..=last {
+            let entry = self.entry(offset).ok_or(AckError::OutOfWindow)?;
+            if entry.holder != holder || holder == NO_HOLDER {
+                return Err(AckError::NotHeld);
+            }
+            match entry.state {
+                RecordState::Acquired if entry.deadline_ms > now_ms => {}
+                RecordState::Acquired | RecordState::Available => expired = true,
+                RecordState::Acknowledged | RecordState::Archived => return Err(AckError::NotHeld),
+            }
+        }
+        if expired {
+            Err(AckError::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends every lock whose deadline passed: the record is Available again, or Archived once
+    /// it reached the delivery limit.
+    pub(crate) fn expire(&mut self, now_ms: u64, delivery_limit: u16, effects: &mut Effects) {
+        let start = self.start;
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            if entry.state != RecordState::Acquired || entry.deadline_ms > now_ms {
+                continue;
+            }
+            let offset = start + index as i64;
+            if entry.delivery_count >= delivery_limit {
+                entry.state = RecordState::Archived;
+                effects.dead_letters.push(DeadLetter {
+                    offset,
+                    delivery_count: entry.delivery_count,
+                    reason: DeadLetterReason::DeliveryLimit,
+                });
+            } else {
+                // The holder is kept so its late acknowledgement reads LeaseExpired.
+                entry.state = RecordState::Available;
+                effects.made_available = true;
+            }
+            effects.push_change(offset, entry.durable());
+        }
+    }
+
+    /// Moves the start offset past acknowledged and archived records at the front; true when
+    /// it moved.
+    pub(crate) fn advance(&mut self) -> bool {
+        let before = self.start;
+        while self.entries.front().is_some_and(Entry::is_done) {
+            self.entries.pop_front();
+            self.start += 1;
+        }
+        self.start != before
+    }
+
+    /// Drops the records before `offset` (removed from the log by retention).
+    pub(crate) fn skip_to(&mut self, offset: i64) {
+        while self.start < offset {
+            if self.entries.pop_front().is_none() {
+                self.start = offset;
+                return;
+            }
+            self.start += 1;
+        }
+    }
+
+    /// Empties the window and restarts it at `start`.
+    pub(crate) fn reset(&mut self, start: i64) {
+        self.entries.clear();
+        self.start = start;
+    }
+
+    /// (records not yet acknowledged or archived, of which acquired).
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        let mut in_flight = 0u32;
+        let mut acquired = 0u32;
+        for entry in &self.entries {
+            if !entry.is_done() {
+                in_flight += 1;
+            }
+            if entry.state == RecordState::Acquired {
+                acquired += 1;
+            }
+        }
+        (in_flight, acquired)
+    }
+
+    /// The earliest lock deadline, if any record is acquired.
+    pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.state == RecordState::Acquired)
+            .map(|entry| entry.deadline_ms)
+            .min()
+    }
+
+    /// The durable content of the window as state-file changes (records never delivered and
+    /// still available are left out: they are what a new window holds anyway).
+    pub(crate) fn snapshot(&self, mut emit: impl FnMut(Change)) {
+        let mut effects = Effects::default();
+        for (index, entry) in self.entries.iter().enumerate() {
+            let durable = entry.durable();
+            if durable != (DurableState::Available, 0) {
+                effects.push_change(self.start + index as i64, durable);
+            }
+        }
+        for change in effects.changes {
+            emit(change);
+        }
+    }
+
+    /// Replays one state-file record. Offsets before the start are already done; the window
+    /// grows (with never-delivered records) to cover the rest, at most `window_max` records.
+    pub(crate) fn replay(&mut self, change: Change, window_max: usize) {
+        let first = change.first.max(self.start);
+        if change.last < first {
+            return;
+        }
+        for offset in first..=change.last {
+            while offset >= self.end_offset() {
+                if self.entries.len() >= window_max {
+                    return;
+                }
+                self.entries.push_back(Entry::NEW);
+            }
+            if let Some(entry) = self.entry_mut(offset) {
+                entry.state = match change.state {
+                    DurableState::Available => RecordState::Available,
+                    DurableState::Acknowledged => RecordState::Acknowledged,
+                    DurableState::Archived => RecordState::Archived,
+                };
+                entry.delivery_count = change.delivery_count;
+                entry.holder = NO_HOLDER;
+            }
+        }
+    }
+
+    /// Drops never-delivered available records at the end (after a replay they carry no
+    /// information).
+    pub(crate) fn trim_end(&mut self) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|entry| *entry == Entry::NEW)
+        {
+            self.entries.pop_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(first: i64, last: i64, holder: u32, settle: Settle) -> Ack {
+        Ack {
+            first,
+            last,
+            holder,
+            settle,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        delivery_limit: 3,
+        lock_ms: 100,
+        window_max: 4,
+    };
+
+    fn acquire_all(window: &mut Window, holder: u32, now_ms: u64, count: usize) -> Vec<(i64, u16)> {
+        let mut got = Vec::new();
+        let mut from = window.start_offset();
+        while got.len() < count {
+            let Some(offset) = window.next_candidate(from, LIMITS.window_max) else {
+                break;
+            };
+            let deadline = now_ms + LIMITS.lock_ms;
+            let Some(delivery) = window.acquire(offset, holder, deadline, LIMITS.window_max) else {
+                break;
+            };
+            got.push((offset, delivery));
+            from = offset + 1;
+        }
+        got
+    }
+
+    #[test]
+    fn acquire_accept_and_advance() {
+        let mut window = Window::new(10);
+        assert_eq!(acquire_all(&mut window, 1, 0, 2), [(10, 1), (11, 1)]);
+        assert_eq!(window.counts(), (2, 2));
+        let mut effects = Effects::default();
+        window
+            .settle(ack(11, 11, 1, Settle::Accept), 1, &LIMITS, &mut effects)
+            .unwrap();
+        assert!(!window.advance(), "10 still blocks the start");
+        window
+            .settle(ack(10, 10, 1, Settle::Accept), 1, &LIMITS, &mut effects)
+            .unwrap();
+        assert!(window.advance());
+        assert_eq!((window.start_offset(), window.end_offset()), (12, 12));
+        assert_eq!(effects.changes.len(), 2);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let mut window = Window::new(0);
+        assert_eq!(acquire_all(&mut window, 1, 0, 10).len(), LIMITS.window_max);
+        assert_eq!(window.next_candidate(0, LIMITS.window_max), None);
+        let mut effects = Effects::default();
+        window
+            .settle(ack(1, 3, 1, Settle::Accept), 1, &LIMITS, &mut effects)
+            .unwrap();
+        assert!(!window.advance());
+        assert_eq!(
+            window.next_candidate(0, LIMITS.window_max),
+            None,
+            "0 still blocks"
+        );
+        window
+            .settle(ack(0, 0, 1, Settle::Release), 1, &LIMITS, &mut effects)
+            .unwrap();
+        assert!(effects.made_available);
+        assert_eq!(window.next_candidate(0, LIMITS.window_max), Some(0));
+    }
+
+    #[test]
+    fn bad_acks_change_nothing() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 3);
+        let mut effects = Effects::default();
+        let mut settle = |window: &mut Window, first, last, holder, now| {
+            window.settle(
+                ack(first, last, holder, Settle::Accept),
+                now,
+                &LIMITS,
+                &mut effects,
+            )
+        };
+        assert_eq!(settle(&mut window, 2, 1, 1, 1), Err(AckError::Inverted));
+        assert_eq!(settle(&mut window, 0, 3, 1, 1), Err(AckError::OutOfWindow));
+        assert_eq!(settle(&mut window, 0, 0, 2, 1), Err(AckError::NotHeld));
+        assert_eq!(settle(&mut window, 0, 0, 1, 500), Err(AckError::Expired));
+        assert_eq!(window.counts(), (3, 3));
+        assert!(effects.changes.is_empty());
+    }
+
+    #[test]
+    fn expiry_redelivers_then_archives_at_the_limit() {
+        let mut window = Window::new(0);
+        let mut now = 0;
+        for delivery in 1..=LIMITS.delivery_limit {
+            assert_eq!(acquire_all(&mut window, 7, now, 1), [(0, delivery)]);
+            assert_eq!(window.next_deadline_ms(), Some(now + LIMITS.lock_ms));
+            now += LIMITS.lock_ms;
+            let mut effects = Effects::default();
+            window.expire(now, LIMITS.delivery_limit, &mut effects);
+            if delivery < LIMITS.delivery_limit {
+                assert!(effects.made_available && effects.dead_letters.is_empty());
+                // The late ack of the expired holder is told so.
+                let late = window.settle(ack(0, 0, 7, Settle::Accept), now, &LIMITS, &mut effects);
+                assert_eq!(late, Err(AckError::Expired));
+            } else {
+                assert_eq!(
+                    effects.dead_letters,
+                    [DeadLetter {
+                        offset: 0,
+                        delivery_count: 3,
+                        reason: DeadLetterReason::DeliveryLimit
+                    }]
+                );
+            }
+        }
+        assert!(window.advance());
+        assert_eq!(window.start_offset(), 1);
+    }
+
+    #[test]
+    fn release_and_reject_dead_letters() {
+        let mut window = Window::new(0);
+        let mut effects = Effects::default();
+        for _ in 0..LIMITS.delivery_limit {
+            acquire_all(&mut window, 1, 0, 1);
+            window
+                .settle(ack(0, 0, 1, Settle::Release), 0, &LIMITS, &mut effects)
+                .unwrap();
+        }
+        assert_eq!(effects.dead_letters.len(), 1);
+        assert_eq!(effects.dead_letters[0].delivery_count, 3);
+        acquire_all(&mut window, 1, 0, 1);
+        window
+            .settle(ack(1, 1, 1, Settle::Reject), 0, &LIMITS, &mut effects)
+            .unwrap();
+        assert_eq!(effects.dead_letters[1].reason, DeadLetterReason::Rejected);
+        assert!(window.advance());
+        assert_eq!(window.start_offset(), 2);
+    }
+
+    #[test]
+    fn renew_extends_the_lock() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 1);
+        let mut effects = Effects::default();
+        window
+            .settle(ack(0, 0, 1, Settle::Renew), 90, &LIMITS, &mut effects)
+            .unwrap();
+        window.expire(150, LIMITS.delivery_limit, &mut effects);
+        assert_eq!(window.counts(), (1, 1));
+        assert!(effects.changes.is_empty(), "renewals are not persisted");
+    }
+
+    #[test]
+    fn snapshot_replays_to_the_same_durable_state() {
+        let mut window = Window::new(5);
+        acquire_all(&mut window, 1, 0, 4);
+        let mut effects = Effects::default();
+        window
+            .settle(ack(6, 6, 1, Settle::Accept), 1, &LIMITS, &mut effects)
+            .unwrap();
+        window
+            .settle(ack(7, 7, 1, Settle::Release), 1, &LIMITS, &mut effects)
+            .unwrap();
+        let mut changes = Vec::new();
+        window.snapshot(|change| changes.push(change));
+        let mut replayed = Window::new(5);
+        for change in changes {
+            replayed.replay(change, LIMITS.window_max);
+        }
+        replayed.trim_end();
+        // 5 and 8 were acquired (transient): available, with the delivery not counted.
+        assert_eq!(replayed.start_offset(), 5);
+        assert_eq!(replayed.end_offset(), 8);
+        assert_eq!(replayed.counts(), (2, 0));
+        assert_eq!(
+            acquire_all(&mut replayed, 2, 0, 3),
+            [(5, 1), (7, 2), (8, 1)]
+        );
+    }
+
+    #[test]
+    fn retention_skips_the_front() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 2);
+        window.skip_to(1);
+        assert_eq!((window.start_offset(), window.end_offset()), (1, 2));
+        window.skip_to(10);
+        assert_eq!((window.start_offset(), window.end_offset()), (10, 10));
+    }
+}

@@ -1,0 +1,599 @@
+//! A durable, append-only record file for group state (committed offsets, share-partition
+//! state), one per partition directory, owned by the partition's shard.
+//!
+//! File layout (all integers little-endian):
+//!
+//! ```text
+//! "RLGS" u32 version            8-byte file header
+//! u32 payload_len | u32 crc32c(payload) | payload     one frame per record, repeated
+//! ```
+//!
+//! - Appends are copied into a pending buffer and written by one flusher task per file, each
+//!   write linked with an fdatasync in the ring. While one write is in flight, later appends
+//!   gather and the next write covers them all (group commit). [`StateStore::append_with`]
+//!   returns a [`Durable`] future that resolves once the record is on stable storage; callers
+//!   that do not need to wait (lease expiries) simply drop it.
+//! - [`StateStore::open`] reads every whole frame, stopping at the first torn or corrupt one (a
+//!   crash during an append); the owner replays them and hands back a snapshot with
+//!   [`StateStore::replace`], which the flusher writes to a new file (temporary file,
+//!   fdatasync, rename, directory fsync) before appending again. That compacts the file on
+//!   open, and again whenever it grows past [`StateStore::wants_compaction`].
+//! - Everything goes through the shard's ring; nothing here blocks.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use ringlog_engine::reactor::{self, fs};
+
+/// Name of the state file inside a partition directory.
+pub(crate) const STATE_FILE_NAME: &str = "groups.state";
+/// File magic.
+const MAGIC: [u8; 4] = *b"RLGS";
+/// File format version.
+const VERSION: u32 = 1;
+/// Bytes of the file header.
+const FILE_HEADER_BYTES: usize = 8;
+/// Bytes of a frame header (length and CRC).
+const FRAME_HEADER_BYTES: usize = 8;
+/// Largest record payload; a frame claiming more is corrupt.
+pub(crate) const RECORD_BYTES_MAX: usize = 1 << 20;
+/// Appends refused (the caller answers Throttled) while this much waits to be written.
+const PENDING_BYTES_MAX: usize = 16 << 20;
+/// The file is compacted once it is larger than this and than four snapshots.
+const COMPACT_BYTES_MIN: u64 = 4 << 20;
+/// Largest state file read at open (a file this large was never written by a healthy server).
+const FILE_BYTES_MAX: u64 = 1 << 30;
+/// Bytes read per read operation at open.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Why a state operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Reading or writing the file failed.
+    #[error("{context}: {message}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The OS error.
+        message: String,
+        /// Whether the disk is full.
+        disk_full: bool,
+    },
+    /// The file does not start with the state file header.
+    #[error("{0} is not a ringlog state file")]
+    NotStateFile(String),
+    /// A record is larger than [`RECORD_BYTES_MAX`].
+    #[error("state record of {0} bytes exceeds the limit")]
+    RecordTooLarge(usize),
+    /// Too many bytes wait to be written.
+    #[error("too many group state writes pending; slow down")]
+    Backlog,
+    /// The store was closed.
+    #[error("group state store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    fn io(context: &'static str, error: &io::Error) -> StoreError {
+        StoreError::Io {
+            context,
+            message: error.to_string(),
+            disk_full: error.raw_os_error() == Some(libc::ENOSPC),
+        }
+    }
+}
+
+/// Records read back at open: `bytes[range]` for each range, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    bytes: Vec<u8>,
+    records: Vec<Range<usize>>,
+    /// Bytes after the last whole frame (a torn or corrupt tail), dropped by compaction.
+    pub(crate) dropped_bytes: usize,
+    /// Whether a file existed.
+    pub(crate) existed: bool,
+}
+
+impl Recovered {
+    /// The payloads, oldest first.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.records
+            .iter()
+            .filter_map(|range| self.bytes.get(range.clone()))
+    }
+}
+
+/// A durable record file; see the module docs.
+pub(crate) struct StateStore {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The open file; `None` until the first write creates it (or a rewrite replaces it).
+    file: RefCell<Option<Rc<fs::File>>>,
+    /// Where the next append goes.
+    write_offset: Cell<u64>,
+    /// Framed records not yet handed to the kernel.
+    pending: RefCell<Vec<u8>>,
+    /// `pending` starts with a full snapshot: write a new file instead of appending.
+    rewrite: Cell<bool>,
+    /// Sequence number of the last record added to `pending`.
+    appended_seq: Cell<u64>,
+    /// Every record up to this sequence number is on stable storage.
+    durable_seq: Cell<u64>,
+    /// Records up to this sequence number were in a write that failed (reported to waiters).
+    failed_seq: Cell<u64>,
+    last_error: RefCell<Option<StoreError>>,
+    /// Size of the file right after the last rewrite.
+    snapshot_bytes: Cell<u64>,
+    /// New work since the flusher last looked.
+    kicked: Cell<bool>,
+    closing: Cell<bool>,
+    finished: Cell<bool>,
+    flusher: RefCell<Option<Waker>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl StateStore {
+    /// Reads `path` (absent is fine: an empty store whose file is created by the first
+    /// write) and starts the flusher. Call [`StateStore::replace`] with the replayed state to
+    /// compact.
+    pub(crate) async fn open(path: PathBuf) -> Result<(StateStore, Recovered), StoreError> {
+        let options = fs::OpenOptions {
+            read_only: true,
+            ..fs::OpenOptions::default()
+        };
+        let recovered = match fs::File::open(&path, options).await {
+            Ok(file) => read_frames(&path, &file).await?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Recovered::default(),
+            Err(error) => return Err(StoreError::io("open group state file", &error)),
+        };
+        if recovered.dropped_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = recovered.dropped_bytes,
+                "group state file ends with a torn or corrupt record; dropping it"
+            );
+        }
+        let inner = Rc::new(Inner {
+            path,
+            file: RefCell::new(None),
+            write_offset: Cell::new(0),
+            pending: RefCell::new(Vec::new()),
+            rewrite: Cell::new(false),
+            appended_seq: Cell::new(0),
+            durable_seq: Cell::new(0),
+            failed_seq: Cell::new(0),
+            last_error: RefCell::new(None),
+            snapshot_bytes: Cell::new(0),
+            kicked: Cell::new(false),
+            closing: Cell::new(false),
+            finished: Cell::new(false),
+            flusher: RefCell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        });
+        // Detached: ends once the store is closed and its last bytes are written.
+        drop(reactor::spawn(run_flusher(Rc::clone(&inner))));
+        Ok((StateStore { inner }, recovered))
+    }
+
+    /// Appends one record whose payload `write` puts at the end of the buffer it is given.
+    /// The record is ordered after every earlier append; the returned future resolves once it
+    /// is durable (drop it to not wait).
+    pub(crate) fn append_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Durable, StoreError> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(StoreError::Closed);
+        }
+        if inner.pending.borrow().len() > PENDING_BYTES_MAX {
+            return Err(StoreError::Backlog);
+        }
+        push_frame(&mut inner.pending.borrow_mut(), write)?;
+        Ok(inner.added())
+    }
+
+    /// Replaces the whole file with `snapshot` (framed records, see [`push_frame`]), which
+    /// must hold the effect of every record appended so far. Resolves once the new file is
+    /// durable.
+    pub(crate) fn replace(&self, snapshot: Vec<u8>) -> Result<Durable, StoreError> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(StoreError::Closed);
+        }
+        // Whatever was pending is covered by the snapshot.
+        *inner.pending.borrow_mut() = snapshot;
+        inner.rewrite.set(true);
+        Ok(inner.added())
+    }
+
+    /// True when the file has grown enough that a snapshot would be much smaller.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        let inner = &self.inner;
+        let size = inner.write_offset.get() + inner.pending.borrow().len() as u64;
+        !inner.rewrite.get() && size > COMPACT_BYTES_MIN.max(4 * inner.snapshot_bytes.get())
+    }
+
+    /// Writes what is pending and stops the flusher; appends fail from now on.
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        let inner = Rc::clone(&self.inner);
+        inner.closing.set(true);
+        inner.kick();
+        let target = inner.appended_seq.get();
+        let outcome = Durable { inner, seq: target }.await;
+        match outcome {
+            Err(StoreError::Closed) if self.inner.durable_seq.get() >= target => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl Drop for StateStore {
+    fn drop(&mut self) {
+        // The flusher writes what is left, then exits.
+        self.inner.closing.set(true);
+        self.inner.kick();
+    }
+}
+
+impl Inner {
+    fn added(self: &Rc<Self>) -> Durable {
+        let seq = self.appended_seq.get() + 1;
+        self.appended_seq.set(seq);
+        self.kick();
+        Durable {
+            inner: Rc::clone(self),
+            seq,
+        }
+    }
+
+    fn kick(&self) {
+        self.kicked.set(true);
+        if let Some(waker) = self.flusher.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    /// Writes `bytes` (framed records) as a whole new file.
+    async fn rewrite_file(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut content = Vec::with_capacity(FILE_HEADER_BYTES + bytes.len());
+        content.extend_from_slice(&MAGIC);
+        content.extend_from_slice(&VERSION.to_le_bytes());
+        content.extend_from_slice(bytes);
+        fs::write_file_atomic(&self.path, &content)
+            .await
+            .map_err(|error| StoreError::io("write group state file", &error))?;
+        let file = fs::File::open(&self.path, fs::OpenOptions::default())
+            .await
+            .map_err(|error| StoreError::io("reopen group state file", &error))?;
+        *self.file.borrow_mut() = Some(Rc::new(file));
+        self.write_offset.set(content.len() as u64);
+        self.snapshot_bytes.set(content.len() as u64);
+        Ok(())
+    }
+
+    /// Appends `bytes` at the end of the file with a linked fdatasync.
+    async fn append_file(
+        &self,
+        file: Rc<fs::File>,
+        bytes: Vec<u8>,
+    ) -> (Result<(), StoreError>, Vec<u8>) {
+        let len = bytes.len();
+        let offset = self.write_offset.get();
+        let (result, bytes) = file.write_all_at_and_sync(bytes, 0..len, offset).await;
+        match result {
+            Ok(()) => {
+                self.write_offset.set(offset + len as u64);
+                (Ok(()), bytes)
+            }
+            Err(error) => (
+                Err(StoreError::io("append to group state file", &error)),
+                bytes,
+            ),
+        }
+    }
+}
+
+/// Writes pending records until the store is closed and drained.
+async fn run_flusher(inner: Rc<Inner>) {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        poll_fn(|cx| {
+            if inner.kicked.get() || inner.closing.get() {
+                Poll::Ready(())
+            } else {
+                *inner.flusher.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        inner.kicked.set(false);
+        // An empty snapshot is still a rewrite (of a file with only its header).
+        if inner.pending.borrow().is_empty() && !inner.rewrite.get() {
+            if inner.closing.get() {
+                break;
+            }
+            continue;
+        }
+        let target_seq = inner.appended_seq.get();
+        let rewrite = inner.rewrite.replace(false);
+        spare.clear();
+        let bytes = std::mem::replace(&mut *inner.pending.borrow_mut(), spare);
+        let existing = inner.file.borrow().clone();
+        let (result, bytes) = match existing {
+            Some(file) if !rewrite => inner.append_file(file, bytes).await,
+            _ => {
+                let result = inner.rewrite_file(&bytes).await;
+                (result, bytes)
+            }
+        };
+        match result {
+            Ok(()) => {
+                inner.durable_seq.set(target_seq);
+                spare = bytes;
+            }
+            Err(error) => {
+                tracing::error!(path = %inner.path.display(), %error, "group state write failed");
+                inner.failed_seq.set(target_seq);
+                *inner.last_error.borrow_mut() = Some(error);
+                // Keep the bytes for the next attempt (made when new work arrives), in front of
+                // anything appended meanwhile; a failed rewrite stays a rewrite.
+                let mut pending = inner.pending.borrow_mut();
+                let later = std::mem::replace(&mut *pending, bytes);
+                pending.extend_from_slice(&later);
+                inner.rewrite.set(rewrite || inner.rewrite.get());
+                spare = Vec::new();
+                if inner.closing.get() {
+                    drop(pending);
+                    inner.wake_waiters();
+                    break;
+                }
+            }
+        }
+        inner.wake_waiters();
+    }
+    inner.finished.set(true);
+    inner.wake_waiters();
+}
+
+/// Resolves once a record is durable, or with the error of the write that carried it.
+pub(crate) struct Durable {
+    inner: Rc<Inner>,
+    seq: u64,
+}
+
+impl Future for Durable {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &self.inner;
+        if inner.durable_seq.get() >= self.seq {
+            return Poll::Ready(Ok(()));
+        }
+        if inner.failed_seq.get() >= self.seq {
+            let error = inner.last_error.borrow().clone();
+            return Poll::Ready(Err(error.unwrap_or(StoreError::Closed)));
+        }
+        if inner.finished.get() {
+            return Poll::Ready(Err(StoreError::Closed));
+        }
+        inner.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Appends one frame whose payload `write` produces to `out`.
+pub(crate) fn push_frame(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), StoreError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    write(out);
+    let payload_len = out.len() - start - FRAME_HEADER_BYTES;
+    if payload_len > RECORD_BYTES_MAX {
+        out.truncate(start);
+        return Err(StoreError::RecordTooLarge(payload_len));
+    }
+    let crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Reads the whole file and splits it into frames, stopping at the first bad one.
+async fn read_frames(path: &Path, file: &fs::File) -> Result<Recovered, StoreError> {
+    let len = file
+        .len()
+        .await
+        .map_err(|error| StoreError::io("size of group state file", &error))?;
+    if len > FILE_BYTES_MAX {
+        return Err(StoreError::Io {
+            context: "open group state file",
+            message: format!(
+                "{} is {len} bytes, more than a state file can be",
+                path.display()
+            ),
+            disk_full: false,
+        });
+    }
+    let mut bytes: Vec<u8> = Vec::with_capacity(len as usize);
+    while (bytes.len() as u64) < len {
+        let want = READ_CHUNK_BYTES.min(len as usize - bytes.len());
+        let (read, chunk) = file
+            .read_at(Vec::with_capacity(want), bytes.len() as u64)
+            .await;
+        let read = read.map_err(|error| StoreError::io("read group state file", &error))?;
+        if read == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    parse_frames(path, bytes)
+}
+
+/// Splits file bytes into frames.
+fn parse_frames(path: &Path, bytes: Vec<u8>) -> Result<Recovered, StoreError> {
+    let mut recovered = Recovered {
+        existed: true,
+        ..Recovered::default()
+    };
+    if bytes.is_empty() {
+        // A file cut off before its header reached the disk holds nothing yet.
+        return Ok(recovered);
+    }
+    let header_ok = bytes.get(..4) == Some(&MAGIC[..])
+        && bytes
+            .get(4..8)
+            .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+            == Some(VERSION);
+    if !header_ok {
+        return Err(StoreError::NotStateFile(path.display().to_string()));
+    }
+    let mut at = FILE_HEADER_BYTES;
+    while let Some(header) = bytes.get(at..at + FRAME_HEADER_BYTES) {
+        let payload_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let start = at + FRAME_HEADER_BYTES;
+        let Some(payload) = bytes.get(start..start.saturating_add(payload_len)) else {
+            break;
+        };
+        if payload_len > RECORD_BYTES_MAX || crc32c::crc32c(payload) != crc {
+            break;
+        }
+        recovered.records.push(start..start + payload_len);
+        at = start + payload_len;
+    }
+    recovered.dropped_bytes = bytes.len() - at;
+    recovered.bytes = bytes;
+    Ok(recovered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringlog_engine::reactor::{block_on, RingConfig};
+
+    fn payloads(recovered: &Recovered) -> Vec<Vec<u8>> {
+        recovered.records().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn appends_survive_reopen_and_torn_tails_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE_NAME);
+        let check = path.clone();
+        block_on(RingConfig::default(), async move {
+            let (store, recovered) = StateStore::open(path.clone()).await.unwrap();
+            assert!(!recovered.existed);
+            let first = store.append_with(|b| b.extend_from_slice(b"one")).unwrap();
+            let second = store.append_with(|b| b.extend_from_slice(b"two")).unwrap();
+            first.await.unwrap();
+            second.await.unwrap();
+            store
+                .append_with(|b| b.extend_from_slice(b"three"))
+                .unwrap()
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        })
+        .unwrap();
+        // A crash in the middle of an append leaves half a frame.
+        let mut bytes = std::fs::read(&check).unwrap();
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        std::fs::write(&check, &bytes).unwrap();
+        let path = check.clone();
+        block_on(RingConfig::default(), async move {
+            let (store, recovered) = StateStore::open(path).await.unwrap();
+            assert_eq!(
+                payloads(&recovered),
+                [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+            );
+            assert_eq!(recovered.dropped_bytes, 6);
+            // Compaction on open: the snapshot replaces everything.
+            let mut snapshot = Vec::new();
+            push_frame(&mut snapshot, |b| b.extend_from_slice(b"all")).unwrap();
+            store.replace(snapshot).unwrap().await.unwrap();
+            store
+                .append_with(|b| b.extend_from_slice(b"after"))
+                .unwrap()
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+        })
+        .unwrap();
+        let path = check.clone();
+        block_on(RingConfig::default(), async move {
+            let (_store, recovered) = StateStore::open(path).await.unwrap();
+            assert_eq!(payloads(&recovered), [b"all".to_vec(), b"after".to_vec()]);
+            assert_eq!(recovered.dropped_bytes, 0);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn corrupt_frames_stop_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE_NAME);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        push_frame(&mut bytes, |b| b.extend_from_slice(b"good")).unwrap();
+        let bad_at = bytes.len();
+        push_frame(&mut bytes, |b| b.extend_from_slice(b"flipped")).unwrap();
+        push_frame(&mut bytes, |b| b.extend_from_slice(b"unreachable")).unwrap();
+        bytes[bad_at + FRAME_HEADER_BYTES] ^= 0xff;
+        let recovered = parse_frames(&path, bytes).unwrap();
+        assert_eq!(payloads(&recovered), [b"good".to_vec()]);
+        assert!(recovered.dropped_bytes > 0);
+        assert!(matches!(
+            parse_frames(&path, b"not a state file".to_vec()),
+            Err(StoreError::NotStateFile(_))
+        ));
+        let huge = push_frame(&mut Vec::new(), |b| {
+            b.extend(std::iter::repeat_n(0u8, RECORD_BYTES_MAX + 1))
+        });
+        assert!(matches!(huge, Err(StoreError::RecordTooLarge(_))));
+    }
+
+    #[test]
+    fn compaction_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE_NAME);
+        block_on(RingConfig::default(), async move {
+            let (store, _) = StateStore::open(path).await.unwrap();
+            assert!(!store.wants_compaction());
+            let record = vec![7u8; 64 << 10];
+            let mut last = None;
+            for _ in 0..(COMPACT_BYTES_MIN as usize / record.len() + 2) {
+                last = Some(store.append_with(|b| b.extend_from_slice(&record)).unwrap());
+            }
+            assert!(store.wants_compaction());
+            store.replace(Vec::new()).unwrap().await.unwrap();
+            last.unwrap().await.unwrap();
+            assert!(!store.wants_compaction());
+            store.close().await.unwrap();
+        })
+        .unwrap();
+    }
+}

@@ -1,0 +1,802 @@
+//! Consumer groups and share groups end to end: real servers (in-process, and the `ringlog`
+//! binary as a child process for kill -9), real files, loopback TCP, the real clients.
+//!
+//! No sleep is used to wait for the server: every wait polls for the expected state with a
+//! deadline.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringlog_net::client::{
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, GroupConsumer, GroupConsumerConfig,
+    Producer, ProducerConfig, ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
+};
+use ringlog_net::error_code::ErrorCode;
+use ringlog_net::message::configure_group;
+use ringlog_net::message::create_topic;
+use ringlog_net::message::group::{GroupKind, GroupState};
+use ringlog_net::message::list_offsets::OffsetSpec;
+use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
+use ringlog_net::message::share_acknowledge::AckType;
+use ringlog_net::server::{self, Server, ServerConfig, ServerHandle};
+
+/// Longest any wait in these tests may take before it counts as a failure.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct TestServer {
+    handle: Option<ServerHandle>,
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer { handle: None, dir };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+        let config = ServerConfig {
+            data_dir: self.dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: Some(2),
+            cache_bytes_per_shard: 8 << 20,
+            ..ServerConfig::default()
+        };
+        self.handle = Some(Server::start(config).unwrap());
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.as_ref().unwrap().local_addr()
+    }
+}
+
+fn create_topic(addr: SocketAddr, name: &str, partitions: u32) {
+    let request = create_topic::Request {
+        name,
+        partitions,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr)
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+}
+
+/// Produces values `first..first + count`, to `partition` or spread by the partitioner.
+fn produce(addr: SocketAddr, topic: &str, first: usize, count: usize, partition: Option<u32>) {
+    let config = ProducerConfig {
+        linger_ms: 1,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(addr, topic, config).unwrap();
+    for n in first..first + count {
+        let value = n.to_string();
+        let mut record = ProducerRecord::new(value.as_bytes());
+        if let Some(partition) = partition {
+            record = record.with_partition(partition);
+        }
+        producer.send(&record).unwrap();
+    }
+    producer.close().unwrap();
+}
+
+fn group_config() -> GroupConsumerConfig {
+    GroupConsumerConfig {
+        heartbeat_interval_ms: 100,
+        auto_commit_interval_ms: 200,
+        consumer: ConsumerConfig {
+            max_wait_ms: 100,
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+        ..GroupConsumerConfig::default()
+    }
+}
+
+fn share_config() -> ShareConsumerConfig {
+    ShareConsumerConfig {
+        max_records: 20,
+        max_wait_ms: 100,
+        ..ShareConsumerConfig::default()
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::yield_now();
+    }
+}
+
+/// Reads `count` records with a group consumer: (partition, offset, value).
+fn read_group(consumer: &mut GroupConsumer, count: usize) -> Vec<(u32, i64, String)> {
+    let mut out = Vec::new();
+    wait_for("group records", || {
+        for record in consumer.poll(Duration::from_millis(100)).unwrap() {
+            let record = record.unwrap();
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            out.push((record.partition, record.offset, value));
+        }
+        (out.len() >= count).then_some(())
+    });
+    out
+}
+
+#[test]
+fn three_groups_each_read_every_record() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "events", 3);
+    produce(server.addr(), "events", 0, 300, None);
+    let expected: BTreeSet<String> = (0..300).map(|n| n.to_string()).collect();
+    // The three groups read at once, each on its own.
+    let readers: Vec<_> = ["audit", "billing", "search"]
+        .into_iter()
+        .map(|group| {
+            let addr = server.addr();
+            thread::spawn(move || {
+                let mut consumer =
+                    GroupConsumer::subscribe(addr, group, "events", group_config()).unwrap();
+                let records = read_group(&mut consumer, 300);
+                consumer.close().unwrap();
+                records
+            })
+        })
+        .collect();
+    for reader in readers {
+        let records = reader.join().unwrap();
+        assert_eq!(records.len(), 300, "every record exactly once");
+        let values: BTreeSet<String> = records.into_iter().map(|r| r.2).collect();
+        assert_eq!(values, expected);
+    }
+    let mut client = Client::connect(server.addr()).unwrap();
+    for group in ["audit", "billing", "search"] {
+        let offsets = client.fetch_offsets(group, &[]).unwrap();
+        assert_eq!(offsets.len(), 3);
+        assert!(offsets.iter().all(|o| o.lag == 0), "{group}: {offsets:?}");
+    }
+    let listed: Vec<String> = client
+        .list_groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.group)
+        .collect();
+    assert_eq!(listed, ["audit", "billing", "search"]);
+}
+
+/// Describes `group` until it is Stable with `members` members holding `per_member`
+/// partitions each.
+fn wait_for_split(client: &mut Client, group: &str, members: usize, per_member: usize) {
+    wait_for("the group to split its partitions", || {
+        // The first member may not have created the group yet.
+        let description = client.describe_group(group).ok()?;
+        let sizes: Vec<usize> = description
+            .members
+            .iter()
+            .map(|m| m.assignment.iter().map(|(_, p)| p.len()).sum())
+            .collect();
+        let split = description.state == GroupState::Stable
+            && sizes.len() == members
+            && sizes.iter().all(|&n| n == per_member);
+        split.then_some(())
+    });
+}
+
+#[test]
+fn members_split_partitions_and_rebalance_when_one_leaves() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "orders", 6);
+    produce(server.addr(), "orders", 0, 600, None);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let members: Vec<_> = stops
+        .iter()
+        .map(|stop| {
+            let (addr, stop, seen) = (server.addr(), Arc::clone(stop), Arc::clone(&seen));
+            thread::spawn(move || {
+                let mut consumer =
+                    GroupConsumer::subscribe(addr, "shipping", "orders", group_config()).unwrap();
+                while !stop.load(Ordering::SeqCst) {
+                    for record in consumer.poll(Duration::from_millis(100)).unwrap() {
+                        let record = record.unwrap();
+                        seen.lock().unwrap().push((record.partition, record.offset));
+                    }
+                }
+                consumer.close().unwrap();
+            })
+        })
+        .collect();
+    let mut client = Client::connect(server.addr()).unwrap();
+    wait_for_split(&mut client, "shipping", 3, 2);
+    let mut members = members.into_iter();
+    let leaving = members.next().unwrap();
+    stops[0].store(true, Ordering::SeqCst);
+    leaving.join().unwrap();
+    wait_for_split(&mut client, "shipping", 2, 3);
+    produce(server.addr(), "orders", 600, 600, None);
+    wait_for("every record to be read", || {
+        let unique: HashSet<(u32, i64)> = seen.lock().unwrap().iter().copied().collect();
+        (unique.len() >= 1200).then_some(())
+    });
+    for stop in &stops {
+        stop.store(true, Ordering::SeqCst);
+    }
+    for member in members {
+        member.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: HashSet<(u32, i64)> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), 1200);
+    assert_eq!(
+        seen.len(),
+        1200,
+        "a clean leave and rebalance deliver nothing twice"
+    );
+    let offsets = client.fetch_offsets("shipping", &[]).unwrap();
+    assert_eq!(offsets.len(), 6);
+    assert!(offsets.iter().all(|o| o.lag == 0), "{offsets:?}");
+    assert_eq!(
+        client.describe_group("shipping").unwrap().state,
+        GroupState::Empty
+    );
+}
+
+fn admin_commit(client: &mut Client, group: &str, topic: &str, offsets: &[(u32, i64)]) {
+    let partitions: Vec<PartitionOffset> = offsets
+        .iter()
+        .map(|&(partition, offset)| PartitionOffset { partition, offset })
+        .collect();
+    let topics = [CommitTopic {
+        topic,
+        partitions: &partitions,
+    }];
+    let results = client
+        .commit_offsets(&offset_commit::Request {
+            group,
+            member_id: "",
+            generation: -1,
+            topics: &topics,
+        })
+        .unwrap();
+    assert!(results.iter().all(|r| r.result.is_ok()), "{results:?}");
+}
+
+fn lags(client: &mut Client, group: &str) -> Vec<(u32, i64, i64)> {
+    let mut offsets: Vec<_> = client
+        .fetch_offsets(group, &[])
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.partition, o.committed_offset, o.lag))
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+#[test]
+fn lag_resets_and_bad_requests() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "ledger", 2);
+    produce(server.addr(), "ledger", 0, 10, Some(0));
+    produce(server.addr(), "ledger", 10, 10, Some(1));
+    let mut client = Client::connect(server.addr()).unwrap();
+    admin_commit(&mut client, "reports", "ledger", &[(0, 4), (1, 10)]);
+    assert_eq!(lags(&mut client, "reports"), [(0, 4, 6), (1, 10, 0)]);
+    let description = client.describe_group("reports").unwrap();
+    assert_eq!(
+        (description.kind, description.state),
+        (GroupKind::Consumer, GroupState::Empty)
+    );
+    assert_eq!(description.offsets.iter().map(|o| o.lag).sum::<i64>(), 6);
+
+    let reset = client
+        .reset_group_offsets("reports", "ledger", &[], OffsetSpec::Earliest)
+        .unwrap();
+    assert!(reset
+        .iter()
+        .all(|r| r.result.as_ref().is_ok_and(|o| *o == 0)));
+    assert_eq!(lags(&mut client, "reports"), [(0, 0, 10), (1, 0, 10)]);
+    client
+        .reset_group_offsets("reports", "ledger", &[1], OffsetSpec::Offset(7))
+        .unwrap();
+    client
+        .reset_group_offsets("reports", "ledger", &[0], OffsetSpec::Latest)
+        .unwrap();
+    assert_eq!(lags(&mut client, "reports"), [(0, 10, 0), (1, 7, 3)]);
+    let beyond = client
+        .reset_group_offsets("reports", "ledger", &[1], OffsetSpec::Offset(99))
+        .unwrap();
+    assert_eq!(
+        beyond[0].result.as_ref().unwrap_err().code(),
+        Some(ErrorCode::OffsetOutOfRange)
+    );
+
+    // A member reads the lag away; while it is in the group, resets are refused.
+    let mut member =
+        GroupConsumer::subscribe(server.addr(), "reports", "ledger", group_config()).unwrap();
+    let records = read_group(&mut member, 3);
+    assert!(records.iter().all(|r| r.0 == 1 && r.1 >= 7));
+    member.commit().unwrap();
+    assert_eq!(lags(&mut client, "reports"), [(0, 10, 0), (1, 10, 0)]);
+    let busy = client
+        .reset_group_offsets("reports", "ledger", &[], OffsetSpec::Earliest)
+        .unwrap_err();
+    assert_eq!(busy.code(), Some(ErrorCode::GroupNotEmpty));
+    member.close().unwrap();
+    client
+        .reset_group_offsets("reports", "ledger", &[], OffsetSpec::Earliest)
+        .unwrap();
+
+    // Clear errors for bad requests.
+    let code = |result: Result<_, ringlog_net::client::ClientError>| result.unwrap_err().code();
+    assert_eq!(
+        code(client.describe_group("nobody").map(|_| ())),
+        Some(ErrorCode::UnknownGroup)
+    );
+    let share_on_consumer = configure_group::Request {
+        group: "reports",
+        lock_ms: Some(1_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(client.configure_share_group(&share_on_consumer).map(|_| ())),
+        Some(ErrorCode::InvalidGroupKind)
+    );
+    let bad_lock = configure_group::Request {
+        group: "queue",
+        lock_ms: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(client.configure_share_group(&bad_lock).map(|_| ())),
+        Some(ErrorCode::InvalidConfig)
+    );
+    let mut on_consumer_group =
+        ShareConsumer::subscribe(server.addr(), "reports", "ledger", share_config()).unwrap();
+    assert_eq!(
+        code(on_consumer_group.poll(Duration::ZERO).map(|_| ())),
+        Some(ErrorCode::InvalidGroupKind)
+    );
+    let missing_dlq = configure_group::Request {
+        group: "queue",
+        dead_letter_topic: Some("missing"),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(client.configure_share_group(&missing_dlq).map(|_| ())),
+        Some(ErrorCode::InvalidConfig)
+    );
+    assert_eq!(
+        code(
+            client
+                .fetch_offsets(
+                    "reports",
+                    &[ringlog_net::message::TopicPartitions {
+                        topic: "nope",
+                        partitions: &[]
+                    }]
+                )
+                .map(|_| ())
+        ),
+        Some(ErrorCode::UnknownTopic)
+    );
+}
+
+#[test]
+fn share_consumers_process_every_record_exactly_once() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "jobs", 2);
+    const TOTAL: usize = 2_000;
+    produce(server.addr(), "jobs", 0, TOTAL, None);
+    let done = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, done, seen) = (server.addr(), Arc::clone(&done), Arc::clone(&seen));
+            thread::spawn(move || {
+                let mut consumer =
+                    ShareConsumer::subscribe(addr, "workers", "jobs", share_config()).unwrap();
+                let deadline = Instant::now() + DEADLINE;
+                while done.load(Ordering::SeqCst) < TOTAL && Instant::now() < deadline {
+                    let batch = consumer.poll(Duration::from_millis(100)).unwrap();
+                    for record in batch.records() {
+                        let record = record.unwrap();
+                        assert_eq!(record.delivery_count, 1);
+                        seen.lock().unwrap().push((record.partition, record.offset));
+                        consumer.acknowledge(record.partition, record.offset, AckType::Accept);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let refused = consumer.close().unwrap();
+                assert!(refused.is_empty(), "{refused:?}");
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: HashSet<(u32, i64)> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), TOTAL, "every record processed");
+    assert_eq!(seen.len(), TOTAL, "no record processed twice");
+    let mut client = Client::connect(server.addr()).unwrap();
+    let description = client.describe_group("workers").unwrap();
+    assert_eq!(description.kind, GroupKind::Share);
+    assert_eq!(description.share_partitions.len(), 2);
+    for partition in &description.share_partitions {
+        assert_eq!(
+            partition.start_offset, partition.high_watermark,
+            "{partition:?}"
+        );
+        assert_eq!(partition.in_flight_records, 0);
+    }
+}
+
+/// Polls `consumer` until it acquires something; returns (partition, offset, delivery count).
+fn acquire_some(consumer: &mut ShareConsumer) -> Vec<(u32, i64, u16)> {
+    wait_for("records to acquire", || {
+        let batch = consumer.poll(Duration::from_millis(100)).unwrap();
+        let records: Vec<_> = batch
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.partition, r.offset, r.delivery_count)
+            })
+            .collect();
+        (!records.is_empty()).then_some(records)
+    })
+}
+
+#[test]
+fn an_unacknowledged_record_comes_back_after_its_lease() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "leases", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    let config = client
+        .configure_share_group(&configure_group::Request {
+            group: "slow",
+            lock_ms: Some(300),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((config.lock_ms, config.delivery_limit), (300, 5));
+    produce(server.addr(), "leases", 0, 1, None);
+    let mut first =
+        ShareConsumer::subscribe(server.addr(), "slow", "leases", share_config()).unwrap();
+    assert_eq!(acquire_some(&mut first), [(0, 0, 1)]);
+    // `first` never acknowledges: once the lock ends, another member gets the record.
+    let mut second =
+        ShareConsumer::subscribe(server.addr(), "slow", "leases", share_config()).unwrap();
+    assert_eq!(acquire_some(&mut second), [(0, 0, 2)]);
+    first.acknowledge(0, 0, AckType::Accept);
+    let refused = first.flush_acks().unwrap();
+    assert_eq!(refused.len(), 1);
+    let code = refused[0].error.code();
+    assert!(
+        matches!(
+            code,
+            Some(ErrorCode::InvalidRecordState | ErrorCode::LeaseExpired)
+        ),
+        "{code:?}"
+    );
+    second.acknowledge(0, 0, AckType::Accept);
+    assert!(second.flush_acks().unwrap().is_empty());
+    let state = &client.describe_group("slow").unwrap().share_partitions[0];
+    assert_eq!((state.start_offset, state.in_flight_records), (1, 0));
+}
+
+#[test]
+fn a_record_released_five_times_goes_to_the_dead_letter_topic() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "payments", 1);
+    create_topic(server.addr(), "payments.dlq", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    client
+        .configure_share_group(&configure_group::Request {
+            group: "payers",
+            dead_letter_topic: Some("payments.dlq"),
+            ..Default::default()
+        })
+        .unwrap();
+    let producer = Producer::connect(server.addr(), "payments", ProducerConfig::default()).unwrap();
+    let headers: [(&str, Option<&[u8]>); 1] = [("trace", Some(b"abc"))];
+    producer
+        .send(
+            &ProducerRecord::new(b"poison")
+                .with_key(b"k")
+                .with_headers(&headers),
+        )
+        .unwrap();
+    producer.close().unwrap();
+    let mut consumer =
+        ShareConsumer::subscribe(server.addr(), "payers", "payments", share_config()).unwrap();
+    for delivery in 1..=5 {
+        assert_eq!(acquire_some(&mut consumer), [(0, 0, delivery)]);
+        consumer.acknowledge(0, 0, AckType::Release);
+        assert!(consumer.flush_acks().unwrap().is_empty());
+    }
+    assert!(consumer
+        .poll(Duration::from_millis(200))
+        .unwrap()
+        .is_empty());
+    let state = &client.describe_group("payers").unwrap().share_partitions[0];
+    assert_eq!((state.start_offset, state.in_flight_records), (1, 0));
+
+    let mut dlq = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    dlq.assign_all("payments.dlq").unwrap();
+    dlq.seek_all(SeekTo::Earliest).unwrap();
+    let copied = wait_for("the dead-letter copy", || {
+        let records: Vec<_> = dlq
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                let headers: Vec<(String, String)> = r
+                    .headers
+                    .map(|h| {
+                        let h = h.unwrap();
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                        )
+                    })
+                    .collect();
+                (
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                    headers,
+                )
+            })
+            .collect();
+        (!records.is_empty()).then_some(records)
+    });
+    assert_eq!(copied.len(), 1);
+    let (key, value, headers) = &copied[0];
+    assert_eq!(
+        (key.as_deref(), value.as_deref()),
+        (Some(&b"k"[..]), Some(&b"poison"[..]))
+    );
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("trace"), Some("abc"));
+    assert_eq!(header(server::HEADER_TOPIC), Some("payments"));
+    assert_eq!(header(server::HEADER_PARTITION), Some("0"));
+    assert_eq!(header(server::HEADER_OFFSET), Some("0"));
+    assert_eq!(header(server::HEADER_DELIVERY_COUNT), Some("5"));
+    assert_eq!(
+        header(server::HEADER_REASON),
+        Some("delivery limit reached")
+    );
+    assert_eq!(header(server::HEADER_GROUP), Some("payers"));
+}
+
+/// Commits every offset of a 2-partition topic of 20 records with a group member, and with a
+/// share consumer accepts offsets below 5 of each partition, leaving the rest acquired.
+fn commit_and_accept_some(addr: SocketAddr) {
+    let settings = configure_group::Request {
+        group: "mailers",
+        lock_ms: Some(20_000),
+        ..Default::default()
+    };
+    Client::connect(addr)
+        .unwrap()
+        .configure_share_group(&settings)
+        .unwrap();
+    let mut member = GroupConsumer::subscribe(addr, "indexer", "durable", group_config()).unwrap();
+    read_group(&mut member, 20);
+    member.commit().unwrap();
+    let mut share = ShareConsumer::subscribe(addr, "mailers", "durable", share_config()).unwrap();
+    let mut acquired = 0;
+    while acquired < 20 {
+        for (partition, offset, _) in acquire_some(&mut share) {
+            acquired += 1;
+            if offset < 5 {
+                share.acknowledge(partition, offset, AckType::Accept);
+            }
+        }
+    }
+    assert!(
+        share.flush_acks().unwrap().is_empty(),
+        "the accepts were answered"
+    );
+}
+
+/// After a restart: the commits are there, and only the unaccepted records come back.
+fn check_after_restart(addr: SocketAddr) {
+    let mut client = Client::connect(addr).unwrap();
+    let offsets = client.fetch_offsets("indexer", &[]).unwrap();
+    let committed: Vec<(u32, i64)> = offsets
+        .iter()
+        .map(|o| (o.partition, o.committed_offset))
+        .collect();
+    assert_eq!(committed.len(), 2);
+    assert!(
+        committed.iter().all(|(_, offset)| *offset == 10),
+        "{committed:?}"
+    );
+    let settings = client
+        .describe_group("mailers")
+        .unwrap()
+        .share_config
+        .unwrap();
+    assert_eq!(settings.lock_ms, 20_000, "group settings survive too");
+    let mut share = ShareConsumer::subscribe(addr, "mailers", "durable", share_config()).unwrap();
+    let mut redelivered = BTreeSet::new();
+    while redelivered.len() < 10 {
+        for (partition, offset, _) in acquire_some(&mut share) {
+            assert!(
+                offset >= 5,
+                "accepted record {partition}/{offset} came back"
+            );
+            assert!(
+                redelivered.insert((partition, offset)),
+                "{partition}/{offset} twice"
+            );
+            share.acknowledge(partition, offset, AckType::Accept);
+        }
+    }
+    assert!(share.poll(Duration::from_millis(200)).unwrap().is_empty());
+    assert!(share.close().unwrap().is_empty());
+}
+
+#[test]
+fn restart_loses_no_ack_and_no_commit() {
+    let mut server = TestServer::start();
+    create_topic(server.addr(), "durable", 2);
+    produce(server.addr(), "durable", 0, 10, Some(0));
+    produce(server.addr(), "durable", 10, 10, Some(1));
+    commit_and_accept_some(server.addr());
+    server.restart();
+    check_after_restart(server.addr());
+}
+
+/// The `ringlog` binary serving a data directory, killed with SIGKILL when dropped.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    fn start(dir: &Path) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+            .args([
+                "serve",
+                "--shards",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env_remove("RINGLOG_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "ringlog serving on ADDR with N shards, data in DIR"
+        let addr = line
+            .strip_prefix("ringlog serving on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        ChildServer { child, addr }
+    }
+
+    /// kill -9: no flush, no shutdown.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kill_9_loses_no_ack_and_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path());
+    create_topic(server.addr, "durable", 2);
+    produce(server.addr, "durable", 0, 10, Some(0));
+    produce(server.addr, "durable", 10, 10, Some(1));
+    commit_and_accept_some(server.addr);
+    server.kill();
+    let server = ChildServer::start(dir.path());
+    check_after_restart(server.addr);
+    server.kill();
+}
+
+/// Runs the `ringlog` binary against `addr`; returns its stdout, failing on a non-zero exit.
+fn cli(addr: SocketAddr, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(args)
+        .env("RINGLOG_SERVER", addr.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ringlog {args:?} failed: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The whitespace-separated cells of the table row whose first cells are `first`.
+fn row<'a>(text: &'a str, first: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.starts_with(first))
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{text}"))
+}
+
+#[test]
+fn cli_reads_as_group_and_share_member() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "cli", 2);
+    produce(addr, "cli", 0, 10, Some(0));
+    let args = [
+        "consume", "cli", "--group", "ops", "--from", "earliest", "--count", "4",
+    ];
+    assert_eq!(cli(addr, &args), "0\n1\n2\n3\n");
+    let described = cli(addr, &["group", "describe", "ops"]);
+    assert_eq!(row(&described, &["cli", "0"]), ["cli", "0", "4", "10", "6"]);
+    let rest = cli(addr, &["consume", "cli", "--group", "ops", "--count", "6"]);
+    assert_eq!(
+        rest, "4\n5\n6\n7\n8\n9\n",
+        "the group goes on where it stopped"
+    );
+    cli(
+        addr,
+        &[
+            "group", "reset", "ops", "--topic", "cli", "--to", "earliest",
+        ],
+    );
+    let described = cli(addr, &["group", "describe", "ops"]);
+    assert_eq!(
+        row(&described, &["cli", "0"]),
+        ["cli", "0", "0", "10", "10"]
+    );
+
+    let configured = cli(addr, &["group", "config", "queue", "--lock-ms", "1000"]);
+    assert!(configured.contains("lock_ms 1000"), "{configured}");
+    let shared = cli(
+        addr,
+        &["consume", "cli", "--share-group", "queue", "--count", "10"],
+    );
+    assert_eq!(shared.lines().count(), 10);
+    let described = cli(addr, &["group", "describe", "queue"]);
+    assert_eq!(
+        row(&described, &["cli", "0"]),
+        ["cli", "0", "10", "10", "0", "0"]
+    );
+    let listed = cli(addr, &["group", "list"]);
+    assert_eq!(row(&listed, &["ops"]), ["ops", "consumer", "Empty", "0"]);
+    assert_eq!(row(&listed, &["queue"])[1], "share");
+}

@@ -1,0 +1,165 @@
+"""Consumer groups with real clients: two members split a topic's partitions, a member leaving
+hands its partitions over, and a group resumes from its committed offsets after the server
+restarts (confluent-kafka and kafka-python)."""
+
+import contextlib
+import threading
+
+from confluent_kafka import Consumer, Producer
+from kafka import KafkaConsumer
+
+from conftest import create_topic, wait_until
+
+PARTITIONS = 4
+
+
+def fill(server, topic, count):
+    producer = Producer({"bootstrap.servers": server.bootstrap, "linger.ms": 5})
+    for i in range(count):
+        producer.produce(topic, value=str(i).encode(), partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+
+
+def rdkafka_member(server, group, topic):
+    consumer = Consumer({
+        "bootstrap.servers": server.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
+    })
+    consumer.subscribe([topic])
+    return consumer
+
+
+def assigned(consumer):
+    return sorted(tp.partition for tp in consumer.assignment())
+
+
+def poll_into(consumer, seen):
+    """Takes what has arrived (waiting at most 50 ms) into `seen`."""
+    for message in consumer.consume(num_messages=1000, timeout=0.05):
+        if message.error() is None:
+            seen.append((message.partition(), message.offset(), int(message.value())))
+
+
+def test_two_members_split_partitions_and_rebalance_on_leave(server):
+    topic = create_topic(server, PARTITIONS, prefix="split")
+    fill(server, topic, 400)
+    first = rdkafka_member(server, "split-group", topic)
+    second = rdkafka_member(server, "split-group", topic)
+    try:
+        split_and_leave(first, second)
+    finally:
+        for consumer in (first, second):
+            with contextlib.suppress(RuntimeError):  # Already closed.
+                consumer.close()
+
+
+def split_and_leave(first, second):
+    seen_first, seen_second = [], []
+
+    def both_assigned():
+        poll_into(first, seen_first)
+        poll_into(second, seen_second)
+        return first.assignment() and second.assignment() and \
+            len(assigned(first)) + len(assigned(second)) == PARTITIONS
+
+    wait_until(both_assigned, what="both members assigned")
+    assert set(assigned(first)).isdisjoint(assigned(second))
+    assert sorted(assigned(first) + assigned(second)) == list(range(PARTITIONS))
+
+    def everything_read():
+        poll_into(first, seen_first)
+        poll_into(second, seen_second)
+        return len({record for record in seen_first + seen_second}) >= 400
+
+    wait_until(everything_read, what="all 400 records")
+    # Records read before the members settled may have been read twice (nothing was
+    # committed); every record was read.
+    values = sorted({value for _, _, value in seen_first + seen_second})
+    assert values == list(range(400))
+
+    # The second member leaves: the first is given every partition.
+    second.close()
+
+    def first_has_all():
+        poll_into(first, seen_first)
+        return assigned(first) == list(range(PARTITIONS))
+
+    wait_until(first_has_all, what="the remaining member to take every partition")
+
+
+def test_resume_from_committed_offsets_after_restart(server):
+    topic = create_topic(server, PARTITIONS, prefix="resume")
+    fill(server, topic, 200)
+    consumer = rdkafka_member(server, "resume-group", topic)
+    try:
+        seen = []
+        wait_until(lambda: poll_into(consumer, seen) or len(seen) >= 200, what="200 records")
+        consumer.commit(asynchronous=False)
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [tp for tp in consumer.assignment()], timeout=10)}
+        assert committed == {p: 50 for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+    server.restart()
+    fill(server, topic, 100)  # values 0..99 again, now at offsets 50..74 of each partition
+
+    resumed = rdkafka_member(server, "resume-group", topic)
+    try:
+        again = []
+        wait_until(lambda: poll_into(resumed, again) or len(again) >= 100, what="the 100 new records")
+        # Nothing before the committed offsets came back.
+        assert min(offset for _, offset, _ in again) == 50
+        assert len(again) == 100
+        assert sorted(value for _, _, value in again) == list(range(100))
+    finally:
+        resumed.close()
+
+
+class KafkaPythonMember(threading.Thread):
+    """A kafka-python group member polling in its own thread, as applications run them (its
+    rebalance completes inside poll only when poll runs while the other members rejoin)."""
+
+    def __init__(self, server, group, topic):
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(
+            topic, bootstrap_servers=server.bootstrap, group_id=group,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+            session_timeout_ms=6000, heartbeat_interval_ms=300,
+        )
+        self.partitions = set()
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.stopping.is_set():
+            self.consumer.poll(timeout_ms=100)
+            self.partitions = {tp.partition for tp in self.consumer.assignment()}
+        self.consumer.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+def test_kafka_python_group_split_and_leave(server):
+    topic = create_topic(server, PARTITIONS, prefix="kp-split")
+    fill(server, topic, 100)
+    first = KafkaPythonMember(server, "kp-group", topic)
+    second = KafkaPythonMember(server, "kp-group", topic)
+    try:
+        wait_until(lambda: first.partitions and second.partitions
+                   and len(first.partitions) + len(second.partitions) == PARTITIONS,
+                   what="kafka-python members to split the partitions")
+        assert first.partitions.isdisjoint(second.partitions)
+        assert first.partitions | second.partitions == set(range(PARTITIONS))
+        second.stop()
+        wait_until(lambda: first.partitions == set(range(PARTITIONS)),
+                   what="the remaining kafka-python member to take every partition")
+    finally:
+        first.stop()
+        second.stop()

@@ -1,0 +1,471 @@
+//! Kafka consumer groups on ringlog's coordinator, spoken with the `kafka-protocol` crate:
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch,
+//! a rebalance between two members, and committed offsets shared with the native protocol.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+    OffsetFetchRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use ringlog_net::client::Client;
+use ringlog_net::message::offset_commit::{CommitTopic, PartitionOffset};
+use ringlog_net::message::TopicPartitions;
+
+mod kafka_support;
+
+use kafka_support::{topic_name, Kafka, TestServer};
+
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// The leader ringlog names: no member, so every member is a follower.
+const SERVER_LEADER: &str = "ringlog-server-assignor";
+
+fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
+
+/// A member's subscription, as a consumer client encodes it (INT16 version, then the body).
+fn subscription(topics: &[&str]) -> Bytes {
+    let body = ConsumerProtocolSubscription::default().with_topics(
+        topics
+            .iter()
+            .map(|t| StrBytes::from_string(t.to_string()))
+            .collect(),
+    );
+    let mut out = BytesMut::new();
+    out.put_i16(1);
+    body.encode(&mut out, 1).unwrap();
+    out.freeze()
+}
+
+fn join(kafka: &mut Kafka, group: &str, member_id: &str, topic: &str) -> JoinGroupResponse {
+    let protocols = ["cooperative-sticky", "range"]
+        .iter()
+        .map(|name| {
+            JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_metadata(subscription(&[topic]))
+        })
+        .collect();
+    let request = JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(protocols);
+    kafka.call(9, &request)
+}
+
+/// SyncGroup as a follower: (error code, assigned partitions of `topic`).
+fn sync(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) -> (i16, Vec<i32>) {
+    let request = SyncGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone())
+        .with_protocol_type(joined.protocol_type.clone())
+        .with_protocol_name(joined.protocol_name.clone());
+    let response = kafka.call(5, &request);
+    if response.error_code != 0 {
+        return (response.error_code, Vec::new());
+    }
+    assert_eq!(response.protocol_name, joined.protocol_name);
+    let mut bytes = response.assignment.clone();
+    let version = bytes.get_i16();
+    let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version).unwrap();
+    let mut partitions: Vec<i32> = assignment
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().copied())
+        .collect();
+    partitions.sort_unstable();
+    (0, partitions)
+}
+
+fn heartbeat(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) -> i16 {
+    let request = HeartbeatRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone());
+    kafka.call(4, &request).error_code
+}
+
+/// Heartbeats until the coordinator asks for a rejoin (as a consumer's heartbeat thread does).
+fn wait_for_rebalance(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match heartbeat(kafka, group, joined) {
+            REBALANCE_IN_PROGRESS => return,
+            0 => assert!(Instant::now() < deadline, "no rebalance was started"),
+            other => panic!("heartbeat failed with {other}"),
+        }
+    }
+}
+
+fn commit(
+    kafka: &mut Kafka,
+    group: &str,
+    joined: &JoinGroupResponse,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(joined.generation_id)
+        .with_member_id(joined.member_id.clone())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|(partition, offset)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*partition)
+                            .with_committed_offset(*offset)
+                    })
+                    .collect(),
+            )]);
+    let response = kafka.call(8, &request);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+/// OffsetFetch v7 (one group): (partition, committed offset, error code).
+fn committed_v7(
+    kafka: &mut Kafka,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<(i32, i64, i16)> {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(group_id(group))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions.to_vec())]));
+    let response = kafka.call(7, &request);
+    assert_eq!(response.error_code, 0);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+        .collect()
+}
+
+#[test]
+fn find_coordinator_names_node_zero() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let port = i32::from(server.kafka_addr().port());
+    for version in [0, 3] {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("g"))
+            .with_key_type(0);
+        let response = kafka.call(version, &request);
+        assert_eq!(
+            (response.error_code, response.node_id.0, response.port),
+            (0, 0, port)
+        );
+    }
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(vec![
+            StrBytes::from_static_str("a"),
+            StrBytes::from_static_str("b"),
+        ]);
+    let response = kafka.call(4, &request);
+    assert_eq!(response.coordinators.len(), 2);
+    assert!(response
+        .coordinators
+        .iter()
+        .all(|c| c.error_code == 0 && c.port == port));
+    let transactions = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_static_str("tx"))
+        .with_key_type(1);
+    assert_eq!(
+        kafka.call(3, &transactions).error_code,
+        COORDINATOR_NOT_AVAILABLE
+    );
+}
+
+#[test]
+fn two_members_split_partitions_and_rebalance_when_one_leaves() {
+    let server = TestServer::start();
+    let mut a = server.kafka();
+    assert_eq!(a.create_topic("grouped", 4, &[]), 0);
+
+    // Alone, member A gets every partition; the server assigns, so nobody is leader.
+    let joined_a = join(&mut a, "g1", "", "grouped");
+    assert_eq!(joined_a.error_code, 0);
+    assert_eq!(joined_a.leader.as_str(), SERVER_LEADER);
+    assert_eq!(
+        joined_a.protocol_name.as_ref().map(|p| p.as_str()),
+        Some("range"),
+        "the eager protocol"
+    );
+    assert!(joined_a.members.is_empty());
+    assert_eq!(sync(&mut a, "g1", &joined_a), (0, vec![0, 1, 2, 3]));
+    assert_eq!(heartbeat(&mut a, "g1", &joined_a), 0);
+    assert_eq!(
+        commit(&mut a, "g1", &joined_a, "grouped", &[(0, 5), (3, 7)]),
+        [0, 0]
+    );
+
+    // B joins: its JoinGroup waits until A has rejoined.
+    let addr = server.kafka_addr();
+    let joining = std::thread::spawn(move || {
+        let mut b = Kafka::connect(addr);
+        let joined = join(&mut b, "g1", "", "grouped");
+        assert_eq!(joined.error_code, 0);
+        let assigned = sync(&mut b, "g1", &joined);
+        (b, joined, assigned)
+    });
+    wait_for_rebalance(&mut a, "g1", &joined_a);
+    let rejoined_a = join(&mut a, "g1", joined_a.member_id.as_str(), "grouped");
+    assert_eq!(rejoined_a.member_id, joined_a.member_id);
+    assert!(rejoined_a.generation_id > joined_a.generation_id);
+    let (code, assigned_a) = sync(&mut a, "g1", &rejoined_a);
+    assert_eq!(code, 0);
+    let (mut b, joined_b, (code, assigned_b)) = joining.join().unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(joined_b.generation_id, rejoined_a.generation_id);
+    assert_eq!(assigned_a.len(), 2);
+    assert_eq!(assigned_b.len(), 2);
+    let mut all: Vec<i32> = assigned_a.iter().chain(&assigned_b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3], "disjoint, and every partition assigned");
+
+    // The old generation is fenced.
+    assert_eq!(heartbeat(&mut a, "g1", &joined_a), REBALANCE_IN_PROGRESS);
+
+    // B leaves: A is asked to rejoin and gets everything back.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(group_id("g1"))
+        .with_members(vec![
+            MemberIdentity::default().with_member_id(joined_b.member_id.clone())
+        ]);
+    let left = b.call(4, &leave);
+    assert_eq!(left.members[0].error_code, 0);
+    wait_for_rebalance(&mut a, "g1", &rejoined_a);
+    let last = join(&mut a, "g1", rejoined_a.member_id.as_str(), "grouped");
+    assert_eq!(sync(&mut a, "g1", &last), (0, vec![0, 1, 2, 3]));
+
+    // Commits made before the rebalance are still there.
+    assert_eq!(
+        committed_v7(&mut a, "g1", "grouped", &[0, 1, 3]),
+        [(0, 5, 0), (1, -1, 0), (3, 7, 0)]
+    );
+}
+
+#[test]
+fn committed_offsets_are_shared_with_the_native_protocol() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("shared", 2, &[]), 0);
+    let joined = join(&mut kafka, "both", "", "shared");
+    assert_eq!(sync(&mut kafka, "both", &joined).0, 0);
+    assert_eq!(
+        commit(&mut kafka, "both", &joined, "shared", &[(0, 11), (1, 22)]),
+        [0, 0]
+    );
+
+    // The native protocol reads what the Kafka member committed.
+    let mut native = Client::connect(server.handle.local_addr()).unwrap();
+    let offsets = native
+        .fetch_offsets(
+            "both",
+            &[TopicPartitions {
+                topic: "shared",
+                partitions: &[0, 1],
+            }],
+        )
+        .unwrap();
+    let pairs: Vec<(u32, i64)> = offsets
+        .iter()
+        .map(|o| (o.partition, o.committed_offset))
+        .collect();
+    assert_eq!(pairs, [(0, 11), (1, 22)]);
+
+    // And a Kafka OffsetFetch (v8, the groups form) reads what a native client commits.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(group_id("both"))
+        .with_member_id(joined.member_id.clone());
+    assert_eq!(kafka.call(2, &leave).error_code, 0);
+    let partitions = [PartitionOffset {
+        partition: 1,
+        offset: 40,
+    }];
+    let topics = [CommitTopic {
+        topic: "shared",
+        partitions: &partitions,
+    }];
+    let request = ringlog_net::message::offset_commit::Request {
+        group: "both",
+        member_id: "",
+        generation: -1,
+        topics: &topics,
+    };
+    assert!(native
+        .commit_offsets(&request)
+        .unwrap()
+        .iter()
+        .all(|r| r.result.is_ok()));
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(group_id("both"))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(topic_name("shared"))
+            .with_partition_indexes(vec![0, 1])]))]);
+    let response = kafka.call(8, &fetch);
+    let group = &response.groups[0];
+    assert_eq!(group.error_code, 0);
+    let offsets: Vec<i64> = group.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(offsets, [11, 40]);
+}
+
+#[test]
+fn group_errors_clients_recover_from() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("errs", 1, &[]), 0);
+    // A member the coordinator does not know (for example after a restart): join again.
+    let stranger = HeartbeatRequest::default()
+        .with_group_id(group_id("nobody"))
+        .with_generation_id(3)
+        .with_member_id(StrBytes::from_static_str("ghost"));
+    assert_eq!(kafka.call(4, &stranger).error_code, UNKNOWN_MEMBER_ID);
+    // A group with nothing committed reads -1, not an error.
+    assert_eq!(
+        committed_v7(&mut kafka, "fresh", "errs", &[0]),
+        [(0, -1, 0)]
+    );
+    // Only the consumer protocol type is served.
+    let connect = JoinGroupRequest::default()
+        .with_group_id(group_id("g"))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("connect"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("default"))
+            .with_metadata(Bytes::new())]);
+    assert_eq!(
+        kafka.call(9, &connect).error_code,
+        INCONSISTENT_GROUP_PROTOCOL
+    );
+    // A SyncGroup from an old generation asks for a rejoin.
+    let joined = join(&mut kafka, "g", "", "errs");
+    let stale = joined.clone().with_generation_id(joined.generation_id - 1);
+    assert_eq!(sync(&mut kafka, "g", &stale).0, REBALANCE_IN_PROGRESS);
+}
+
+#[test]
+fn every_advertised_group_version_answers() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("gv", 1, &[]), 0);
+    for version in 0..=4 {
+        let request = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+        };
+        let response = kafka.call(version, &request);
+        let code = response.coordinators.first().map_or(response.error_code, |c| c.error_code);
+        assert_eq!(code, 0, "FindCoordinator v{version}");
+    }
+    for version in 0..=9 {
+        let group = format!("gv-{version}");
+        let protocol = JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(subscription(&["gv"]));
+        let mut request = JoinGroupRequest::default()
+            .with_group_id(group_id(&group))
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![protocol]);
+        if version >= 1 {
+            request = request.with_rebalance_timeout_ms(10_000);
+        }
+        let joined = kafka.call(version, &request);
+        assert_eq!(joined.error_code, 0, "JoinGroup v{version}");
+        let sync_version = version.min(5);
+        let mut sync = SyncGroupRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone());
+        if sync_version >= 5 {
+            sync = sync
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                .with_protocol_name(Some(StrBytes::from_static_str("range")));
+        }
+        let synced = kafka.call(sync_version, &sync);
+        assert_eq!(synced.error_code, 0, "SyncGroup v{sync_version}");
+        let heartbeat_version = version.min(4);
+        let beat = HeartbeatRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id(joined.generation_id)
+            .with_member_id(joined.member_id.clone());
+        assert_eq!(kafka.call(heartbeat_version, &beat).error_code, 0, "Heartbeat v{heartbeat_version}");
+        let commit_version = version.clamp(2, 8);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id_or_member_epoch(joined.generation_id)
+            .with_member_id(joined.member_id.clone())
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic_name("gv"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(i64::from(version))])]);
+        let committed = kafka.call(commit_version, &commit);
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0, "OffsetCommit v{commit_version}");
+        let fetch_version = version.clamp(1, 8);
+        let offset = if fetch_version >= 8 {
+            let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(group_id(&group))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(topic_name("gv"))
+                    .with_partition_indexes(vec![0])]))]);
+            kafka.call(fetch_version, &fetch).groups[0].topics[0].partitions[0].committed_offset
+        } else {
+            let fetch = OffsetFetchRequest::default()
+                .with_group_id(group_id(&group))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(topic_name("gv"))
+                    .with_partition_indexes(vec![0])]));
+            kafka.call(fetch_version, &fetch).topics[0].partitions[0].committed_offset
+        };
+        assert_eq!(offset, i64::from(version), "OffsetFetch v{fetch_version}");
+        let leave_version = version.min(5);
+        let leave = if leave_version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group_id(&group))
+                .with_members(vec![MemberIdentity::default().with_member_id(joined.member_id.clone())])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group_id(&group))
+                .with_member_id(joined.member_id.clone())
+        };
+        let left = kafka.call(leave_version, &leave);
+        let code = left.members.first().map_or(left.error_code, |m| m.error_code);
+        assert_eq!(code, 0, "LeaveGroup v{leave_version}");
+    }
+}

@@ -1,0 +1,650 @@
+//! The Kafka front door spoken directly with the `kafka-protocol` crate against an in-process
+//! server (real files, loopback TCP, 2 shards): ApiVersions, Metadata, CreateTopics,
+//! DeleteTopics, DescribeConfigs, InitProducerId, Produce, Fetch, ListOffsets, the error codes
+//! clients act on, response order, and records crossing between the two protocols.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, FetchResponse, InitProducerIdRequest, MetadataRequest,
+    ResponseHeader, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use ringlog_engine::batch::{self, BatchBuilder};
+use ringlog_net::client::{
+    Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+
+mod kafka_support;
+
+use kafka_support::{fetch_request, produce_request, topic_name, TestServer};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const CORRUPT_MESSAGE: i16 = 2;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const UNSUPPORTED_VERSION: i16 = 35;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const INVALID_CONFIG: i16 = 40;
+
+/// One uncompressed batch of `values`, timestamped `timestamp_ms`.
+fn batch_of(values: &[&str], timestamp_ms: i64) -> Bytes {
+    let mut builder = BatchBuilder::new(Vec::new(), timestamp_ms);
+    for value in values {
+        builder
+            .push(timestamp_ms, Some(b"k"), Some(value.as_bytes()), &[])
+            .unwrap();
+    }
+    Bytes::copy_from_slice(builder.finish())
+}
+
+/// One gzip-compressed batch of `values`, as a Kafka client sends it: the header in the clear,
+/// the records compressed, attributes saying gzip, the CRC over the compressed bytes.
+fn gzip_batch(values: &[&str]) -> Bytes {
+    let plain = batch_of(values, 1_700_000_000_000);
+    let header = batch::BatchHeader::parse(&plain).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(&plain[batch::BATCH_HEADER_BYTES..])
+        .unwrap();
+    let records = encoder.finish().unwrap();
+    let compressed = batch::BatchHeader {
+        attributes: header.attributes | 1,
+        batch_length: (batch::BATCH_HEADER_BYTES - batch::BATCH_OVERHEAD_BYTES + records.len())
+            as i32,
+        ..header
+    };
+    let mut out = compressed.to_bytes().to_vec();
+    out.extend_from_slice(&records);
+    let crc = batch::crc_of(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+/// Values of every record in `batches` (uncompressed), with their offsets.
+fn values_of(batches: &[u8]) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for item in batch::BatchIter::new(batches) {
+        let (header, bytes) = item.unwrap();
+        for record in batch::records(bytes).unwrap() {
+            let record = record.unwrap();
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            out.push((record.offset(header.base_offset), value));
+        }
+    }
+    out
+}
+
+fn records_of(response: &FetchResponse) -> Bytes {
+    response.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default()
+}
+
+#[test]
+fn api_versions_advertise_what_is_served() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    for version in [0, 3] {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("test"))
+            .with_client_software_version(StrBytes::from_static_str("1"));
+        let response = kafka.call(version, &request);
+        assert_eq!(response.error_code, 0);
+        let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (3, 11));
+        let fetch = response.api_keys.iter().find(|k| k.api_key == 1).unwrap();
+        assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
+        assert!(
+            response.api_keys.iter().any(|k| k.api_key == 18),
+            "ApiVersions itself"
+        );
+        assert!(
+            !response.api_keys.iter().any(|k| k.api_key == 17),
+            "no SASL"
+        );
+    }
+    // A version from the future: UNSUPPORTED_VERSION in v0, with the versions that are served.
+    let correlation_id = kafka.send_raw(18, 99, |_| {});
+    let mut frame = kafka.read_frame().unwrap();
+    let header = ResponseHeader::decode(&mut frame, 0).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let response = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(response.error_code, UNSUPPORTED_VERSION);
+    assert!(response.api_keys.iter().any(|k| k.api_key == 3));
+}
+
+#[test]
+fn unsupported_apis_get_unsupported_version_or_a_closed_connection() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let request =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let correlation_id = kafka.send(1, &request);
+    let response: SaslHandshakeResponse = kafka.receive::<SaslHandshakeRequest>(1, correlation_id);
+    assert_eq!(response.error_code, UNSUPPORTED_VERSION);
+    // DescribeAcls (29) has no error to give at this level: the connection closes.
+    kafka.send_raw(29, 1, |buf| buf.extend_from_slice(&[0; 16]));
+    assert!(kafka.read_frame().is_none(), "connection closed");
+}
+
+#[test]
+fn metadata_describes_one_broker_leading_every_partition() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("meta", 3, &[]), 0);
+    for version in [1, 4, 9, 12] {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name("meta"))),
+                MetadataRequestTopic::default().with_name(Some(topic_name("absent"))),
+            ]))
+            // Version 4 and later may say so; ringlog never creates topics on demand.
+            .with_allow_auto_topic_creation(version < 4);
+        let response = kafka.call(version, &request);
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.brokers[0].node_id.0, 0);
+        assert_eq!(
+            response.brokers[0].port,
+            i32::from(server.kafka_addr().port())
+        );
+        assert_eq!(response.brokers[0].host.as_str(), "127.0.0.1");
+        let meta = &response.topics[0];
+        assert_eq!(meta.error_code, 0);
+        assert_eq!(meta.partitions.len(), 3);
+        for (index, partition) in meta.partitions.iter().enumerate() {
+            assert_eq!(partition.partition_index, index as i32);
+            assert_eq!(partition.leader_id.0, 0);
+            assert_eq!(partition.replica_nodes.len(), 1);
+        }
+        assert_eq!(response.topics[1].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    // Null topics: every topic. Version 0 says "every topic" with an empty list.
+    let all = kafka.call(12, &MetadataRequest::default().with_topics(None));
+    assert_eq!(all.topics.len(), 1);
+    let all = kafka.call(0, &MetadataRequest::default().with_topics(Some(vec![])));
+    assert_eq!(all.topics.len(), 1);
+}
+
+#[test]
+fn topics_are_created_described_and_deleted() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(
+        kafka.create_topic("made", 2, &[("retention.ms", "60000")]),
+        0
+    );
+    assert_eq!(kafka.create_topic("made", 2, &[]), TOPIC_ALREADY_EXISTS);
+    assert_eq!(
+        kafka.create_topic("bad/name", 1, &[]),
+        INVALID_TOPIC_EXCEPTION
+    );
+    assert_eq!(
+        kafka.create_topic("odd", 1, &[("cleanup.policy", "compact")]),
+        INVALID_CONFIG
+    );
+    let replicated = CreatableTopic::default()
+        .with_name(topic_name("replicated"))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    let response = kafka.call(
+        5,
+        &CreateTopicsRequest::default().with_topics(vec![replicated]),
+    );
+    assert_eq!(response.topics[0].error_code, INVALID_REPLICATION_FACTOR);
+
+    let describe =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("made"))
+            .with_configuration_keys(None)]);
+    let described = kafka.call(4, &describe);
+    let configs = &described.results[0].configs;
+    let retention = configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(retention.value.as_deref(), Some("60000"));
+
+    // The native protocol sees the same catalog.
+    let mut native = ringlog_net::client::Client::connect(server.handle.local_addr()).unwrap();
+    assert_eq!(native.partition_count("made").unwrap(), 2);
+
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic_name("made"), topic_name("never")])
+        .with_timeout_ms(10_000);
+    let deleted = kafka.call(4, &delete);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(deleted.responses[1].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(
+        kafka.create_topic("made", 1, &[]),
+        0,
+        "the name is free again"
+    );
+}
+
+#[test]
+fn produce_and_fetch_round_trip_on_both_shards() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("rt", 4, &[]), 0);
+    for partition in 0..4 {
+        // Flexible (v9) and classic (v3) produce; offsets continue across batches.
+        let (code, base) = kafka.produce(9, -1, "rt", partition, batch_of(&["a", "b", "c"], 1_000));
+        assert_eq!((code, base), (0, 0));
+        let (code, base) = kafka.produce(3, 1, "rt", partition, batch_of(&["d", "e"], 2_000));
+        assert_eq!((code, base), (0, 3));
+        for version in [4, 11, 12] {
+            let response = kafka.fetch(version, "rt", partition, 0, 0);
+            let data = &response.responses[0].partitions[0];
+            assert_eq!(data.error_code, 0);
+            assert_eq!(data.high_watermark, 5);
+            assert_eq!(data.last_stable_offset, 5);
+            let values = values_of(&records_of(&response));
+            let expected: Vec<(i64, String)> = ["a", "b", "c", "d", "e"]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as i64, v.to_string()))
+                .collect();
+            assert_eq!(values, expected, "partition {partition} v{version}");
+        }
+        // From the middle of a batch: the whole batch comes back, as from Kafka.
+        let response = kafka.fetch(12, "rt", partition, 4, 0);
+        assert_eq!(
+            values_of(&records_of(&response)).first().map(|v| v.0),
+            Some(3)
+        );
+    }
+}
+
+#[test]
+fn compressed_batches_are_stored_and_served_as_sent() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("gz", 1, &[]), 0);
+    let sent = gzip_batch(&["one", "two", "three"]);
+    assert_eq!(kafka.produce(9, -1, "gz", 0, sent.clone()).0, 0);
+    assert_eq!(
+        kafka.produce(9, -1, "gz", 0, sent.clone()),
+        (0, 3),
+        "3 records counted from the header"
+    );
+    let served = records_of(&kafka.fetch(12, "gz", 0, 0, 0));
+    // Byte for byte what was sent, but for the base offset the broker stamps.
+    assert_eq!(served.len(), 2 * sent.len());
+    assert_eq!(served[8..sent.len()], sent[8..]);
+    assert_eq!(served[sent.len() + 8..], sent[8..]);
+    let second = batch::BatchHeader::parse(&served[sent.len()..]).unwrap();
+    assert_eq!((second.base_offset, second.records_count), (3, 3));
+    // A client decompresses what it fetched.
+    let first = RecordBatchDecoder::decode(&mut served.slice(..sent.len())).unwrap();
+    assert_eq!(first.compression, Compression::Gzip);
+    let values: Vec<&[u8]> = first
+        .records
+        .iter()
+        .map(|r| r.value.as_deref().unwrap())
+        .collect();
+    assert_eq!(values, [&b"one"[..], b"two", b"three"]);
+}
+
+#[test]
+fn list_offsets_earliest_latest_and_by_timestamp() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("times", 2, &[]), 0);
+    for partition in 0..2 {
+        for (round, base_ms) in [10_000i64, 20_000, 30_000].iter().enumerate() {
+            let (code, base) =
+                kafka.produce(9, -1, "times", partition, batch_of(&["x", "y"], *base_ms));
+            assert_eq!((code, base), (0, 2 * round as i64));
+        }
+        assert_eq!(kafka.list_offset("times", partition, -2), (0, 0));
+        assert_eq!(kafka.list_offset("times", partition, -1), (0, 6));
+        assert_eq!(kafka.list_offset("times", partition, 20_000), (0, 2));
+        assert_eq!(kafka.list_offset("times", partition, 25_000), (0, 4));
+        assert_eq!(
+            kafka.list_offset("times", partition, 99_000),
+            (0, 6),
+            "none that late: the log end"
+        );
+    }
+    assert_eq!(
+        kafka.list_offset("times", 7, -1).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        kafka.list_offset("nowhere", 0, -1).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+#[test]
+fn errors_map_to_kafka_codes() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(
+        kafka.create_topic("errs", 2, &[("segment.bytes", "1048576")]),
+        0
+    );
+    let good = batch_of(&["v"], 1_000);
+    assert_eq!(
+        kafka.produce(9, -1, "nowhere", 0, good.clone()).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        kafka.produce(9, -1, "errs", 9, good.clone()).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        kafka.produce(9, 2, "errs", 0, good.clone()).0,
+        INVALID_REQUIRED_ACKS
+    );
+    let mut corrupt = good.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        kafka.produce(9, -1, "errs", 0, Bytes::from(corrupt)).0,
+        CORRUPT_MESSAGE
+    );
+    let big = "x".repeat(1_200_000);
+    assert_eq!(
+        kafka.produce(9, -1, "errs", 1, batch_of(&[&big], 1_000)).0,
+        MESSAGE_TOO_LARGE
+    );
+    // Nothing was written by the refused requests.
+    assert_eq!(kafka.list_offset("errs", 0, -1), (0, 0));
+    assert_eq!(kafka.list_offset("errs", 1, -1), (0, 0));
+    assert_eq!(kafka.produce(9, -1, "errs", 0, good).0, 0);
+    let fetched = kafka.fetch(12, "errs", 0, 5, 0);
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        OFFSET_OUT_OF_RANGE
+    );
+    let fetched = kafka.fetch(12, "nowhere", 0, 0, 0);
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+#[test]
+fn fetch_long_polls_until_data_arrives() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("poll", 2, &[]), 0);
+    for partition in 0..2 {
+        // Nothing arrives: the fetch waits out max_wait and answers empty.
+        let started = Instant::now();
+        let response = kafka.fetch(12, "poll", partition, 0, 300);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(records_of(&response).is_empty());
+
+        // Data arrives while the fetch waits: it answers with it, long before max_wait.
+        let mut waiting = server.kafka();
+        let correlation_id = waiting.send(12, &fetch_request("poll", partition, 0, 20_000));
+        let started = Instant::now();
+        assert_eq!(
+            kafka
+                .produce(9, 1, "poll", partition, batch_of(&["late"], 1_000))
+                .0,
+            0
+        );
+        let response = waiting.receive::<FetchRequest>(12, correlation_id);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            values_of(&records_of(&response)),
+            vec![(0, "late".to_string())]
+        );
+    }
+}
+
+#[test]
+fn responses_keep_request_order_and_acks_zero_gets_none() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("order", 1, &[]), 0);
+    // A long poll first, then a quick request: the quick answer waits its turn.
+    let slow = kafka.send(12, &fetch_request("order", 0, 0, 400));
+    let quick = kafka.send(12, &MetadataRequest::default().with_topics(None));
+    let fetched = kafka.receive::<FetchRequest>(12, slow);
+    assert!(records_of(&fetched).is_empty());
+    assert_eq!(kafka.receive::<MetadataRequest>(12, quick).topics.len(), 1);
+    // acks=0: no response at all; the next request's answer is the next frame.
+    kafka.send(
+        9,
+        &produce_request(0, "order", 0, batch_of(&["fire", "forget"], 1_000)),
+    );
+    let after = kafka.send(12, &MetadataRequest::default().with_topics(None));
+    kafka.receive::<MetadataRequest>(12, after);
+    let values = values_of(&records_of(&kafka.fetch(12, "order", 0, 0, 5_000)));
+    assert_eq!(values.len(), 2);
+}
+
+#[test]
+fn init_producer_id_hands_out_ids_and_bumps_epochs() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let first = kafka.call(4, &request);
+    let second = kafka.call(2, &request);
+    assert_eq!(first.error_code, 0);
+    assert!(first.producer_id.0 >= 0);
+    assert_eq!(first.producer_epoch, 0);
+    assert_ne!(first.producer_id, second.producer_id);
+    let bump = kafka.call(
+        4,
+        &request
+            .clone()
+            .with_producer_id(first.producer_id)
+            .with_producer_epoch(first.producer_epoch),
+    );
+    assert_eq!(
+        (bump.producer_id, bump.producer_epoch),
+        (first.producer_id, 1)
+    );
+}
+
+#[test]
+fn records_cross_between_the_protocols() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("cross", 2, &[]), 0);
+
+    // Kafka in, native out.
+    assert_eq!(
+        kafka
+            .produce(9, -1, "cross", 1, batch_of(&["from-kafka"], 1_000))
+            .0,
+        0
+    );
+    let mut consumer =
+        Consumer::connect(server.handle.local_addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("cross", &[1]);
+    consumer.seek(1, SeekTo::Earliest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        assert!(Instant::now() < deadline);
+        if let Some(record) = consumer.poll(Duration::from_millis(200)).unwrap().next() {
+            break record.unwrap();
+        }
+    };
+    assert_eq!(record.value, Some(&b"from-kafka"[..]));
+    assert_eq!(record.offset, 0);
+
+    // Native in, Kafka out.
+    let producer = Producer::connect(
+        server.handle.local_addr(),
+        "cross",
+        ProducerConfig::default(),
+    )
+    .unwrap();
+    producer
+        .send(&ProducerRecord::new(b"from-native").with_partition(0))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer.close().unwrap();
+    let values = values_of(&records_of(&kafka.fetch(12, "cross", 0, 0, 5_000)));
+    assert_eq!(values, vec![(0, "from-native".to_string())]);
+}
+
+#[test]
+fn large_record_sets_are_served_from_storage_in_every_fetch_version() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("big", 4, &[]), 0);
+    // Partitions 0 and 1 get batches large enough to be sent from where they are stored,
+    // 2 and 3 small ones; the partitions live on both shards.
+    let large = "L".repeat(100_000);
+    for partition in 0..4 {
+        let value = if partition < 2 {
+            large.as_str()
+        } else {
+            "small"
+        };
+        for round in 0..3 {
+            let values = [value, &format!("{partition}-{round}")];
+            assert_eq!(
+                kafka
+                    .produce(9, 1, "big", partition, batch_of(&values, 1_000))
+                    .0,
+                0
+            );
+        }
+    }
+    let partitions = (0..4)
+        .map(|partition| {
+            kafka_protocol::messages::fetch_request::FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_bytes(4 << 20)
+        .with_topics(vec![
+            kafka_protocol::messages::fetch_request::FetchTopic::default()
+                .with_topic(topic_name("big"))
+                .with_partitions(partitions),
+        ]);
+    for version in [4, 7, 11, 12] {
+        let response = kafka.call(version, &request);
+        let topic = &response.responses[0];
+        assert_eq!(topic.partitions.len(), 4);
+        for (partition, data) in topic.partitions.iter().enumerate() {
+            assert_eq!(
+                (data.partition_index, data.error_code, data.high_watermark),
+                (partition as i32, 0, 6)
+            );
+            let values = values_of(data.records.as_ref().unwrap());
+            let expected_value = if partition < 2 {
+                large.clone()
+            } else {
+                "small".to_string()
+            };
+            let expected: Vec<(i64, String)> = (0..3)
+                .flat_map(|round| {
+                    [
+                        (2 * round, expected_value.clone()),
+                        (2 * round + 1, format!("{partition}-{round}")),
+                    ]
+                })
+                .collect();
+            assert_eq!(values, expected, "partition {partition}, fetch v{version}");
+        }
+    }
+}
+
+#[test]
+fn every_advertised_version_answers() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::DescribeClusterRequest;
+
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("versions", 1, &[]), 0);
+    for version in 0..=4 {
+        let request = ApiVersionsRequest::default();
+        assert_eq!(kafka.call(version, &request).error_code, 0, "ApiVersions v{version}");
+    }
+    for version in 0..=12 {
+        let topics = vec![MetadataRequestTopic::default().with_name(Some(topic_name("versions")))];
+        let response = kafka.call(version, &MetadataRequest::default().with_topics(Some(topics)));
+        assert_eq!(response.topics[0].error_code, 0, "Metadata v{version}");
+    }
+    let mut offset = 0;
+    for version in 3..=11 {
+        let (code, base) = kafka.produce(version, -1, "versions", 0, batch_of(&["v"], 1_000));
+        assert_eq!((code, base), (0, offset), "Produce v{version}");
+        offset += 1;
+    }
+    for version in 4..=12 {
+        let response = kafka.fetch(version, "versions", 0, 0, 0);
+        assert_eq!(values_of(&records_of(&response)).len(), 9, "Fetch v{version}");
+    }
+    for version in 1..=6 {
+        let request = kafka_protocol::messages::ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name("versions"))
+                .with_partitions(vec![
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
+                        .with_timestamp(-1),
+                ])]);
+        let response = kafka.call(version, &request);
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!((partition.error_code, partition.offset), (0, 9), "ListOffsets v{version}");
+    }
+    for version in 2..=7 {
+        let name = format!("created-v{version}");
+        let topic = CreatableTopic::default()
+            .with_name(topic_name(&name))
+            .with_num_partitions(1)
+            .with_replication_factor(1);
+        let response = kafka.call(version, &CreateTopicsRequest::default().with_topics(vec![topic]));
+        assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{version}");
+    }
+    for version in 1..=6 {
+        let name = topic_name(&format!("created-v{}", version + 1));
+        let request = if version >= 6 {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_name(Some(name))])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name])
+        };
+        let response = kafka.call(version, &request);
+        assert_eq!(response.responses[0].error_code, 0, "DeleteTopics v{version}");
+    }
+    for version in 1..=4 {
+        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("versions"))
+            .with_configuration_keys(None)]);
+        let response = kafka.call(version, &request);
+        assert_eq!(response.results[0].error_code, 0, "DescribeConfigs v{version}");
+        assert!(!response.results[0].configs.is_empty());
+    }
+    for version in 0..=1 {
+        let response = kafka.call(version, &DescribeClusterRequest::default());
+        assert_eq!((response.error_code, response.brokers.len()), (0, 1), "DescribeCluster v{version}");
+    }
+    for version in 0..=4 {
+        let request = InitProducerIdRequest::default().with_transactional_id(None);
+        let response = kafka.call(version, &request);
+        assert_eq!(response.error_code, 0, "InitProducerId v{version}");
+    }
+}
