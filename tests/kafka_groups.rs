@@ -384,12 +384,16 @@ fn every_advertised_group_version_answers() {
     assert_eq!(kafka.create_topic("gv", 1, &[]), 0);
     for version in 0..=4 {
         let request = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+            FindCoordinatorRequest::default()
+                .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
         } else {
             FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
         };
         let response = kafka.call(version, &request);
-        let code = response.coordinators.first().map_or(response.error_code, |c| c.error_code);
+        let code = response
+            .coordinators
+            .first()
+            .map_or(response.error_code, |c| c.error_code);
         assert_eq!(code, 0, "FindCoordinator v{version}");
     }
     for version in 0..=9 {
@@ -424,7 +428,11 @@ fn every_advertised_group_version_answers() {
             .with_group_id(group_id(&group))
             .with_generation_id(joined.generation_id)
             .with_member_id(joined.member_id.clone());
-        assert_eq!(kafka.call(heartbeat_version, &beat).error_code, 0, "Heartbeat v{heartbeat_version}");
+        assert_eq!(
+            kafka.call(heartbeat_version, &beat).error_code,
+            0,
+            "Heartbeat v{heartbeat_version}"
+        );
         let commit_version = version.clamp(2, 8);
         let commit = OffsetCommitRequest::default()
             .with_group_id(group_id(&group))
@@ -436,14 +444,18 @@ fn every_advertised_group_version_answers() {
                     .with_partition_index(0)
                     .with_committed_offset(i64::from(version))])]);
         let committed = kafka.call(commit_version, &commit);
-        assert_eq!(committed.topics[0].partitions[0].error_code, 0, "OffsetCommit v{commit_version}");
+        assert_eq!(
+            committed.topics[0].partitions[0].error_code, 0,
+            "OffsetCommit v{commit_version}"
+        );
         let fetch_version = version.clamp(1, 8);
         let offset = if fetch_version >= 8 {
-            let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
-                .with_group_id(group_id(&group))
-                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
-                    .with_name(topic_name("gv"))
-                    .with_partition_indexes(vec![0])]))]);
+            let fetch =
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(group_id(&group))
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(topic_name("gv"))
+                        .with_partition_indexes(vec![0])]))]);
             kafka.call(fetch_version, &fetch).groups[0].topics[0].partitions[0].committed_offset
         } else {
             let fetch = OffsetFetchRequest::default()
@@ -458,14 +470,19 @@ fn every_advertised_group_version_answers() {
         let leave = if leave_version >= 3 {
             LeaveGroupRequest::default()
                 .with_group_id(group_id(&group))
-                .with_members(vec![MemberIdentity::default().with_member_id(joined.member_id.clone())])
+                .with_members(vec![
+                    MemberIdentity::default().with_member_id(joined.member_id.clone())
+                ])
         } else {
             LeaveGroupRequest::default()
                 .with_group_id(group_id(&group))
                 .with_member_id(joined.member_id.clone())
         };
         let left = kafka.call(leave_version, &leave);
-        let code = left.members.first().map_or(left.error_code, |m| m.error_code);
+        let code = left
+            .members
+            .first()
+            .map_or(left.error_code, |m| m.error_code);
         assert_eq!(code, 0, "LeaveGroup v{leave_version}");
     }
 }

@@ -579,11 +579,18 @@ fn every_advertised_version_answers() {
     assert_eq!(kafka.create_topic("versions", 1, &[]), 0);
     for version in 0..=4 {
         let request = ApiVersionsRequest::default();
-        assert_eq!(kafka.call(version, &request).error_code, 0, "ApiVersions v{version}");
+        assert_eq!(
+            kafka.call(version, &request).error_code,
+            0,
+            "ApiVersions v{version}"
+        );
     }
     for version in 0..=12 {
         let topics = vec![MetadataRequestTopic::default().with_name(Some(topic_name("versions")))];
-        let response = kafka.call(version, &MetadataRequest::default().with_topics(Some(topics)));
+        let response = kafka.call(
+            version,
+            &MetadataRequest::default().with_topics(Some(topics)),
+        );
         assert_eq!(response.topics[0].error_code, 0, "Metadata v{version}");
     }
     let mut offset = 0;
@@ -594,20 +601,30 @@ fn every_advertised_version_answers() {
     }
     for version in 4..=12 {
         let response = kafka.fetch(version, "versions", 0, 0, 0);
-        assert_eq!(values_of(&records_of(&response)).len(), 9, "Fetch v{version}");
+        assert_eq!(
+            values_of(&records_of(&response)).len(),
+            9,
+            "Fetch v{version}"
+        );
     }
     for version in 1..=6 {
         let request = kafka_protocol::messages::ListOffsetsRequest::default()
             .with_replica_id((-1).into())
-            .with_topics(vec![kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
-                .with_name(topic_name("versions"))
-                .with_partitions(vec![
+            .with_topics(vec![
+                kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic_name("versions"))
+                    .with_partitions(vec![
                     kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
                         .with_timestamp(-1),
-                ])]);
+                ]),
+            ]);
         let response = kafka.call(version, &request);
         let partition = &response.topics[0].partitions[0];
-        assert_eq!((partition.error_code, partition.offset), (0, 9), "ListOffsets v{version}");
+        assert_eq!(
+            (partition.error_code, partition.offset),
+            (0, 9),
+            "ListOffsets v{version}"
+        );
     }
     for version in 2..=7 {
         let name = format!("created-v{version}");
@@ -615,7 +632,10 @@ fn every_advertised_version_answers() {
             .with_name(topic_name(&name))
             .with_num_partitions(1)
             .with_replication_factor(1);
-        let response = kafka.call(version, &CreateTopicsRequest::default().with_topics(vec![topic]));
+        let response = kafka.call(
+            version,
+            &CreateTopicsRequest::default().with_topics(vec![topic]),
+        );
         assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{version}");
     }
     for version in 1..=6 {
@@ -627,20 +647,32 @@ fn every_advertised_version_answers() {
             DeleteTopicsRequest::default().with_topic_names(vec![name])
         };
         let response = kafka.call(version, &request);
-        assert_eq!(response.responses[0].error_code, 0, "DeleteTopics v{version}");
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "DeleteTopics v{version}"
+        );
     }
     for version in 1..=4 {
-        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(2)
-            .with_resource_name(StrBytes::from_static_str("versions"))
-            .with_configuration_keys(None)]);
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("versions"))
+                .with_configuration_keys(None),
+        ]);
         let response = kafka.call(version, &request);
-        assert_eq!(response.results[0].error_code, 0, "DescribeConfigs v{version}");
+        assert_eq!(
+            response.results[0].error_code, 0,
+            "DescribeConfigs v{version}"
+        );
         assert!(!response.results[0].configs.is_empty());
     }
     for version in 0..=1 {
         let response = kafka.call(version, &DescribeClusterRequest::default());
-        assert_eq!((response.error_code, response.brokers.len()), (0, 1), "DescribeCluster v{version}");
+        assert_eq!(
+            (response.error_code, response.brokers.len()),
+            (0, 1),
+            "DescribeCluster v{version}"
+        );
     }
     for version in 0..=4 {
         let request = InitProducerIdRequest::default().with_transactional_id(None);
