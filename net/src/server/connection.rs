@@ -16,11 +16,9 @@ use ringlog_engine::log::ReadSlice;
 use ringlog_engine::reactor::{self, tcp::TcpStream};
 
 use super::handler;
+use super::recv_buffer;
 use super::shard::Shard;
 use crate::frame::{FrameDecoder, FrameError, FrameHeader};
-
-/// Receive buffer size for a new connection; grows for larger frames.
-const RECV_BYTES_INITIAL: usize = 64 << 10;
 
 /// A request copied out of the receive buffer, so its task owns it.
 pub(crate) struct Request {
@@ -128,7 +126,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
     let decoder = FrameDecoder::new(shard.config.frame_bytes_max);
     let in_flight_max = shard.config.requests_in_flight_max;
-    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BYTES_INITIAL);
+    let mut buf = recv_buffer::new();
     loop {
         let mut consumed = 0;
         loop {
@@ -161,28 +159,12 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
             }
         }
         buf.drain(..consumed);
-        // Grow for a large frame in progress (bounded by frame_bytes_max via the decoder).
-        let wanted = match decoder.peek_total_bytes(&buf) {
-            Ok(Some(total)) => total.max(RECV_BYTES_INITIAL),
-            _ => RECV_BYTES_INITIAL,
-        };
-        if buf.capacity() < wanted {
-            buf.reserve_exact(wanted - buf.len());
-        } else if buf.capacity() > RECV_BYTES_INITIAL
-            && buf.len() < RECV_BYTES_INITIAL
-            && wanted == RECV_BYTES_INITIAL
-        {
-            buf.shrink_to(RECV_BYTES_INITIAL);
-        }
-        let (received, returned) = connection.stream.recv(buf).await;
-        buf = returned;
-        match received {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::debug!(%error, "connection receive failed");
-                return;
-            }
+        // A frame in progress is already checked against frame_bytes_max by the decoder.
+        let frame_bytes = decoder.peek_total_bytes(&buf).ok().flatten();
+        recv_buffer::fit(&mut buf, frame_bytes);
+        match recv_buffer::receive(&connection.stream, buf).await {
+            Some(more) => buf = more,
+            None => return,
         }
     }
 }

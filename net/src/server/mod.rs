@@ -15,6 +15,7 @@ mod message;
 mod partition_ops;
 mod produce;
 mod producer_ids;
+mod recv_buffer;
 mod routing;
 mod shard;
 mod share;
@@ -36,13 +37,13 @@ use ringlog_engine::reactor::{self, affinity, time, RingConfig};
 use ringlog_engine::topic::{self, TopicConfig};
 
 pub use config::{ConfigError, ServerConfig};
+use message::Mail;
+use shard::Shard;
 /// Headers of records copied to a share group's dead-letter topic.
 pub use share::dead_letter::{
     HEADER_DELIVERY_COUNT, HEADER_GROUP, HEADER_NOTE, HEADER_OFFSET, HEADER_PARTITION,
     HEADER_REASON, HEADER_TOPIC,
 };
-use message::Mail;
-use shard::Shard;
 
 /// How often each shard applies retention.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
@@ -253,11 +254,16 @@ fn raise_open_files_limit() {
     };
     // SAFETY: getrlimit/setrlimit read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             let previous = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                tracing::debug!(previous, now = limit.rlim_cur, "raised the open files limit");
+                tracing::debug!(
+                    previous,
+                    now = limit.rlim_cur,
+                    "raised the open files limit"
+                );
             }
         }
     }

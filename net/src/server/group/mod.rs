@@ -27,11 +27,8 @@ pub(crate) mod state_record;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
 use std::path::Path;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
 
 use ringlog_engine::log::PartitionLog;
 
@@ -574,27 +571,4 @@ pub(crate) fn unexpected() -> Failure {
     Failure::new(ErrorCode::Unknown, "internal: unexpected shard answer")
 }
 
-/// Polls every future until all are done; returns their outputs in order.
-pub(crate) async fn join_all<'a, T>(
-    mut futures: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>,
-) -> Vec<T> {
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
+pub(crate) use super::routing::join_all;

@@ -21,9 +21,7 @@ use super::codec::{KafkaError, KafkaResponse, OutPart, SIZE_PREFIX_BYTES};
 use super::dispatch::{self, ClientInfo};
 use super::KafkaShard;
 use crate::server::connection::RawPart;
-
-/// Receive buffer size for a new connection; grows for larger frames.
-const RECV_BYTES_INITIAL: usize = 64 << 10;
+use crate::server::recv_buffer;
 
 /// Smallest request: api key, api version and correlation id.
 const REQUEST_BYTES_MIN: usize = 8;
@@ -174,7 +172,7 @@ async fn read_requests(
 ) {
     let frame_bytes_max = kafka.shard.config.frame_bytes_max;
     let in_flight_max = kafka.shard.config.requests_in_flight_max;
-    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BYTES_INITIAL);
+    let mut buf = recv_buffer::new();
     loop {
         let mut consumed = 0;
         loop {
@@ -208,31 +206,19 @@ async fn read_requests(
             }
         }
         buf.drain(..consumed);
-        // Grow for a large frame in progress (bounded by frame_bytes_max above).
-        let wanted = match complete_frame(&buf, frame_bytes_max) {
-            Ok(_) if buf.len() >= SIZE_PREFIX_BYTES => {
-                let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                (SIZE_PREFIX_BYTES + usize::try_from(size).unwrap_or(0)).max(RECV_BYTES_INITIAL)
-            }
-            _ => RECV_BYTES_INITIAL,
+        // A request in progress is already checked against frame_bytes_max above.
+        let frame_bytes = match complete_frame(&buf, frame_bytes_max) {
+            Ok(_) => buf
+                .get(..SIZE_PREFIX_BYTES)
+                .map(|prefix| i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]))
+                .and_then(|size| usize::try_from(size).ok())
+                .map(|size| SIZE_PREFIX_BYTES + size),
+            Err(_) => None,
         };
-        if buf.capacity() < wanted {
-            buf.reserve_exact(wanted - buf.len());
-        } else if buf.capacity() > RECV_BYTES_INITIAL
-            && buf.len() < RECV_BYTES_INITIAL
-            && wanted == RECV_BYTES_INITIAL
-        {
-            buf.shrink_to(RECV_BYTES_INITIAL);
-        }
-        let (received, returned) = connection.stream.recv(buf).await;
-        buf = returned;
-        match received {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::debug!(%error, "Kafka connection receive failed");
-                return;
-            }
+        recv_buffer::fit(&mut buf, frame_bytes);
+        match recv_buffer::receive(&connection.stream, buf).await {
+            Some(more) => buf = more,
+            None => return,
         }
     }
 }
