@@ -10,7 +10,10 @@
 //! to implement: everything around it (server, topic, fill, threads, measurements) is here.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use ringlog_net::client::{ClientError, ShareConsumer, ShareConsumerConfig};
+use ringlog_net::message::share_acknowledge::AckType;
 
 use super::control::RunControl;
 use super::fill::fill_topic;
@@ -23,7 +26,7 @@ use crate::units::MIB;
 use crate::workload::Workload;
 
 /// Whether this build's client can consume as a share group member.
-pub const SHARE_CONSUMER_AVAILABLE: bool = false;
+pub const SHARE_CONSUMER_AVAILABLE: bool = true;
 /// Bytes the topic is filled with before the share consumers start: far more than 16
 /// consumers with 1 ms of work per record get through in a standard run.
 pub const SHARE_FILL_BYTES: u64 = 64 * MIB;
@@ -141,16 +144,54 @@ fn run_member(member: &ShareMember, control: &RunControl) -> Result<LoadRecorder
     outcome
 }
 
+/// Records one member asks for per share fetch: small, so that 16 members on one partition
+/// stay well inside the share partition's in-flight window (2000 records by default).
+const SHARE_FETCH_RECORDS_MAX: u32 = 50;
+
 /// Joins `member.group`, then until `control` stops the run: share-fetch records, spend
 /// `member.work` on each (sleep), acknowledge them (ACCEPT), and record each acknowledged
-/// record (`LoadRecorder::complete`) with its delivery-to-acknowledgement latency. Must call
-/// `control.wait_for_start()` exactly once, after connecting and joining, before the first fetch.
-///
-/// The client has no share consumer yet, so this reports that (and releases the start gate).
+/// record (`LoadRecorder::complete`) with its delivery-to-acknowledgement latency. Calls
+/// `control.wait_for_start()` exactly once, after connecting, before the first fetch.
 pub fn consume_as_share_member(
     member: &ShareMember,
     control: &RunControl,
 ) -> Result<LoadRecorder, ScenarioError> {
-    control.wait_for_start();
-    check_share_consumer_available().map(|()| LoadRecorder::new(control.start(), member.expected))
+    let config = ShareConsumerConfig {
+        max_records: SHARE_FETCH_RECORDS_MAX,
+        ..ShareConsumerConfig::default()
+    };
+    let subscribed = ShareConsumer::subscribe(member.address, &member.group, &member.topic, config);
+    let mut consumer = match subscribed {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            control.abort();
+            control.wait_for_start();
+            return Err(ScenarioError::Failed(format!("share consumer: {error}")));
+        }
+    };
+    let start = control.wait_for_start();
+    let mut recorder = LoadRecorder::new(start, member.expected);
+    let failed = |error: ClientError| ScenarioError::Failed(format!("share consumer: {error}"));
+    while !control.is_stopped(Instant::now()) {
+        let batch = consumer.poll(Duration::from_millis(100)).map_err(failed)?;
+        let delivered = Instant::now();
+        // Offsets, sizes and the partition are copied out first: the records borrow the batch.
+        for record in batch.records() {
+            let record = record.map_err(failed)?;
+            if control.is_stopped(Instant::now()) {
+                break;
+            }
+            std::thread::sleep(member.work);
+            let bytes = record.value.map_or(0, <[u8]>::len) as u64;
+            let (partition, offset) = (record.partition, record.offset);
+            drop(record);
+            consumer.acknowledge(partition, offset, AckType::Accept);
+            let now = Instant::now();
+            recorder.complete(now, 1, bytes);
+            recorder.latency(now.saturating_duration_since(delivered));
+            control.complete_bytes(bytes);
+        }
+    }
+    consumer.close().map_err(failed)?;
+    Ok(recorder)
 }
