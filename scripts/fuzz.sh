@@ -48,7 +48,9 @@ for target in "${targets[@]}"; do
         status=1
         tail -n 40 "$log"
     fi
-    runs="$(grep -ho 'Done [0-9]* runs' "$log" fuzz/fuzz-*.log 2>/dev/null | awk '{s += $2} END {print s + 0}')"
+    # With --jobs, libFuzzer writes one log per job (fuzz/fuzz-N.log).
+    runs="$(shopt -s nullglob; cat "$log" fuzz/fuzz-*.log | { grep -o 'Done [0-9]* runs' || true; } |
+        awk '{s += $2} END {print s + 0}')"
     rm -f "$log" fuzz/fuzz-*.log
     total=$((total + runs))
     echo "fuzz target=$target seconds=$seconds runs=$runs"

@@ -118,3 +118,72 @@ fn write_seeds() {
         }
     }
 }
+
+/// Mutated and random frames, many per connection, sent to a real server (frames for topic
+/// "t" reach the produce and fetch paths): the server answers or closes the connection, and
+/// afterwards still serves everyone else.
+#[test]
+fn hostile_frames_never_take_the_server_down() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    use proptest::test_runner::{Config, TestRunner};
+    use ringlog_net::client::Client;
+    use ringlog_net::message::create_topic;
+    use ringlog_net::message::produce::Acks;
+    use ringlog_net::server::{Server, ServerConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(2),
+        cache_bytes_per_shard: 4 << 20,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    let topic = create_topic::Request {
+        name: "t",
+        partitions: 2,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr).unwrap().create_topic(&topic).unwrap();
+    let mut runner = TestRunner::new(Config::with_cases(cases(20)));
+    runner
+        .run(&prop::collection::vec(inputs(), 1..16), |frames| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            for frame in &frames {
+                if stream.write_all(frame).is_err() {
+                    break;
+                }
+            }
+            // Done sending: the server answers what it can, then sees the end.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut buf = [0u8; 4096];
+            while Instant::now() < deadline {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut client = Client::connect(addr).unwrap();
+    client.api_versions("after-fuzz", "1").unwrap();
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1);
+    builder.push(1, None, Some(b"alive"), &[]).unwrap();
+    let offset = client
+        .produce("t", 0, Acks::Durable, builder.finish())
+        .unwrap()
+        .unwrap();
+    assert!(offset >= 0);
+    server.shutdown();
+}

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::BatchBuilder;
-use ringlog_net::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo};
+use ringlog_net::client::{
+    Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::create_topic;
 use ringlog_net::message::produce::Acks;
@@ -84,11 +86,20 @@ fn retries_gaps_epochs_and_restarts() {
     assert_ne!(producer_id, other_id);
 
     let first = batch(producer_id, 0, 0, &["a", "b"]);
-    assert_eq!(client.produce("idem", 1, Acks::Durable, &first).unwrap(), Some(0));
+    assert_eq!(
+        client.produce("idem", 1, Acks::Durable, &first).unwrap(),
+        Some(0)
+    );
     // A retry: the same offset, nothing appended.
-    assert_eq!(client.produce("idem", 1, Acks::Durable, &first).unwrap(), Some(0));
+    assert_eq!(
+        client.produce("idem", 1, Acks::Durable, &first).unwrap(),
+        Some(0)
+    );
     let second = batch(producer_id, 0, 2, &["c"]);
-    assert_eq!(client.produce("idem", 1, Acks::Durable, &second).unwrap(), Some(2));
+    assert_eq!(
+        client.produce("idem", 1, Acks::Durable, &second).unwrap(),
+        Some(2)
+    );
     let gap = batch(producer_id, 0, 7, &["x"]);
     assert_eq!(
         error_code(client.produce("idem", 1, Acks::Durable, &gap)),
@@ -99,8 +110,14 @@ fn retries_gaps_epochs_and_restarts() {
     drop(client);
     server.restart_with(2);
     let mut client = server.client();
-    assert_eq!(client.produce("idem", 1, Acks::Durable, &second).unwrap(), Some(2));
-    assert_eq!(client.produce("idem", 1, Acks::Leader, &first).unwrap(), Some(0));
+    assert_eq!(
+        client.produce("idem", 1, Acks::Durable, &second).unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        client.produce("idem", 1, Acks::Leader, &first).unwrap(),
+        Some(0)
+    );
     let (after_restart, _) = client.init_producer_id(-1, -1).unwrap();
     assert!(after_restart != producer_id && after_restart != other_id);
     // A different shard count keeps ids unique too.
@@ -116,21 +133,24 @@ fn retries_gaps_epochs_and_restarts() {
     let (same_id, bumped) = client.init_producer_id(producer_id, 0).unwrap();
     assert_eq!((same_id, bumped), (producer_id, 1));
     let fresh = batch(producer_id, 1, 0, &["d"]);
-    assert_eq!(client.produce("idem", 1, Acks::Durable, &fresh).unwrap(), Some(3));
+    assert_eq!(
+        client.produce("idem", 1, Acks::Durable, &fresh).unwrap(),
+        Some(3)
+    );
     let stale = batch(producer_id, 0, 3, &["e"]);
     assert_eq!(
         error_code(client.produce("idem", 1, Acks::Durable, &stale)),
         Some(ErrorCode::InvalidProducerEpoch)
     );
     assert_eq!(
-        client
-            .init_producer_id(-1, 3)
-            .unwrap_err()
-            .code(),
+        client.init_producer_id(-1, 3).unwrap_err().code(),
         Some(ErrorCode::InvalidRequest)
     );
     let topics = client.metadata(&["idem"]).unwrap();
-    assert_eq!(topics[0].partitions[1].high_watermark, 4, "every batch appended once");
+    assert_eq!(
+        topics[0].partitions[1].high_watermark, 4,
+        "every batch appended once"
+    );
 }
 
 #[test]
@@ -165,7 +185,10 @@ fn the_producer_is_idempotent_by_default_and_keeps_order() {
         assert!(Instant::now() < deadline, "only {seen} of {total} records");
         for record in consumer.poll(Duration::from_millis(200)).unwrap() {
             let record = record.unwrap();
-            let number: u64 = std::str::from_utf8(record.value.unwrap()).unwrap().parse().unwrap();
+            let number: u64 = std::str::from_utf8(record.value.unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
             if let Some((offset, previous)) = last.get(&record.partition) {
                 assert_eq!(record.offset, offset + 1);
                 assert!(number > *previous, "order kept per partition");

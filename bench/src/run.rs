@@ -290,18 +290,30 @@ mod tests {
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
     }
 
+    /// A scenario this build cannot run.
+    struct Unavailable;
+
+    impl Scenario for Unavailable {
+        fn prepare(&mut self, _context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
+            Err(ScenarioError::Unavailable(
+                "fake is not available in this build".into(),
+            ))
+        }
+
+        fn run(&mut self, _context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError> {
+            unreachable!("run after a failed prepare")
+        }
+    }
+
     #[test]
     fn unavailable_scenarios_fail_before_any_reference() {
         let config = config(&["share"]);
         let data = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let error = run_scenario(&config, data.path()).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("share groups are not available in this build"),
-            "{error}"
-        );
+        let error = run_scenario_with(&config, data.path(), Box::new(Unavailable))
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(error.to_string(), "fake is not available in this build");
         assert_eq!(error.exit_code(), 2);
         assert!(
             started.elapsed() < Duration::from_secs(1),

@@ -15,18 +15,6 @@ fn stderr_of(output: &Output) -> String {
 }
 
 #[test]
-fn share_without_share_consumers_says_so_and_exits_2() {
-    let output = bench(&["share"]);
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = stderr_of(&output);
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("share groups are not available in this build"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn impossible_options_are_one_line_and_exit_2() {
     let cases: [&[&str]; 6] = [
         &["produce", "--cold"],
@@ -108,7 +96,7 @@ fn summary_of_an_empty_directory_fails() {
 fn small_runs_of_every_scenario_report_json() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let runs: [&[&str]; 6] = [
+    let runs: [&[&str]; 7] = [
         &[
             "append",
             "--duration-s",
@@ -131,6 +119,15 @@ fn small_runs_of_every_scenario_report_json() {
         &["consume", "--total-bytes", "4MiB", "--cold"],
         &["e2e", "--duration-s", "0.3", "--rate-mb-per-s", "5"],
         &["fanout", "--duration-s", "0.3", "--groups", "3"],
+        &[
+            "share",
+            "--duration-s",
+            "0.5",
+            "--consumers",
+            "2",
+            "--work-us",
+            "100",
+        ],
     ];
     for (index, args) in runs.iter().enumerate() {
         let json = out.path().join(format!("{index}.json"));

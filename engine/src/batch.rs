@@ -1102,7 +1102,11 @@ mod tests {
         set_producer_fields(&mut batch, 42, 3, 1_000).unwrap();
         let header = validate_records(&batch).unwrap();
         assert_eq!(
-            (header.producer_id, header.producer_epoch, header.base_sequence),
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
             (42, 3, 1_000)
         );
         assert!(set_producer_fields(&mut batch[..60], 1, 1, 1).is_err());

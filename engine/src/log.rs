@@ -660,9 +660,17 @@ impl Inner {
 
     /// The answer to a retried idempotent batch: the original's offsets, once the original
     /// reaches `acks` (its write may still be pending, or failed and waiting for a retry).
-    fn answer_duplicate(&self, original: BatchMetadata, batch_bytes: usize, acks: Acks) -> AppendInfo {
+    fn answer_duplicate(
+        &self,
+        original: BatchMetadata,
+        batch_bytes: usize,
+        acks: Acks,
+    ) -> AppendInfo {
         let next_offset = original.last_offset + 1;
-        assert!(next_offset <= self.next_offset.get(), "a duplicate of an appended batch");
+        assert!(
+            next_offset <= self.next_offset.get(),
+            "a duplicate of an appended batch"
+        );
         if acks == Acks::Durable {
             self.durable_requested
                 .set(self.durable_requested.get().max(next_offset));

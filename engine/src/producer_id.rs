@@ -194,7 +194,10 @@ mod tests {
         let (a, b) = block_on(RingConfig::default(), async move {
             let zero = ProducerIdAllocator::for_shard(&data, 0).unwrap();
             let one = ProducerIdAllocator::for_shard(&data, 1).unwrap();
-            (zero.allocate().await.unwrap(), one.allocate().await.unwrap())
+            (
+                zero.allocate().await.unwrap(),
+                one.allocate().await.unwrap(),
+            )
         })
         .unwrap();
         assert_eq!((a, b), (0, 1 << SHARD_RANGE_BITS));

@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use crate::batch::BatchIter;
 use crate::buffer::{align_down, align_up, AlignedBuf};
 use crate::error::LogError;
-use crate::producer_state::{BatchMetadata, ProducerEntry, ProducerStateTable, BATCHES_PER_PRODUCER};
+use crate::producer_state::{
+    BatchMetadata, ProducerEntry, ProducerStateTable, BATCHES_PER_PRODUCER,
+};
 use crate::reactor::fs;
 use crate::segment::{segment_path, Segment};
 
@@ -89,7 +91,9 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
     out.extend_from_slice(&offset.to_be_bytes());
     out.extend_from_slice(&u32::try_from(ids.len()).unwrap_or(u32::MAX).to_be_bytes());
     for id in ids.iter().take(u32::MAX as usize) {
-        let Some(entry) = table.get(*id) else { continue };
+        let Some(entry) = table.get(*id) else {
+            continue;
+        };
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&entry.epoch.to_be_bytes());
         // At most BATCHES_PER_PRODUCER (5): fits a byte.
@@ -108,13 +112,18 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
 
 /// Decodes a snapshot: its offset and table (bounded by `producers_max`). Never panics and
 /// allocates no more than the input's size suggests.
-pub fn decode(bytes: &[u8], producers_max: usize) -> Result<(i64, ProducerStateTable), SnapshotError> {
+pub fn decode(
+    bytes: &[u8],
+    producers_max: usize,
+) -> Result<(i64, ProducerStateTable), SnapshotError> {
     let mut reader = Reader { bytes, at: 0 };
     if reader.take::<4>()? != *MAGIC || u16::from_be_bytes(reader.take()?) != VERSION {
         return Err(SnapshotError::BadMagic);
     }
     let crc = u32::from_be_bytes(reader.take()?);
-    let covered = bytes.get(CRC_COVERED_FROM..).ok_or(SnapshotError::Truncated)?;
+    let covered = bytes
+        .get(CRC_COVERED_FROM..)
+        .ok_or(SnapshotError::Truncated)?;
     if crc32c::crc32c(covered) != crc {
         return Err(SnapshotError::BadCrc);
     }
@@ -176,11 +185,16 @@ impl Reader<'_> {
 
 /// Offsets of the snapshot files in `dir`, sorted. Blocking: runs when a partition opens.
 pub(crate) fn list(dir: &Path) -> Result<Vec<i64>, LogError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|error| LogError::io("listing producer snapshots", error))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| LogError::io("listing producer snapshots", error))?;
     let mut offsets: Vec<i64> = entries
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str().and_then(parse_snapshot_file_name))
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(parse_snapshot_file_name)
+        })
         .collect();
     offsets.sort_unstable();
     Ok(offsets)
@@ -228,7 +242,10 @@ pub(crate) async fn replay(
     table: &mut ProducerStateTable,
 ) -> Result<u64, LogError> {
     let mut batches = 0;
-    for segment in segments.iter().filter(|segment| segment.next_offset > from_offset) {
+    for segment in segments
+        .iter()
+        .filter(|segment| segment.next_offset > from_offset)
+    {
         let Some(file) = &segment.file else { continue };
         let mut position = segment.scan_start_for_offset(from_offset);
         let end = segment.size_bytes;
@@ -259,13 +276,13 @@ pub(crate) async fn replay(
             let consumed = iter.consumed_bytes() as u64;
             if consumed == 0 {
                 // One batch larger than the window: grow it to hold the batch.
-                let needed = align_up(skip + batch_total_bytes(iter.remaining()).ok_or(
-                    LogError::Corrupt {
+                let needed = align_up(
+                    skip + batch_total_bytes(iter.remaining()).ok_or(LogError::Corrupt {
                         path: segment.log_path(dir),
                         position,
                         reason: "replay made no progress".to_string(),
-                    },
-                )?);
+                    })?,
+                );
                 if needed <= buf.capacity() || read < buf.capacity() {
                     return Err(LogError::Corrupt {
                         path: segment.log_path(dir),

@@ -73,7 +73,11 @@ impl TailReplay {
             (Some(first), Some(last)) => (*first, *last),
             _ => (0, 0),
         };
-        for &offset in snapshots.iter().rev().take_while(|&&offset| offset >= last_base) {
+        for &offset in snapshots
+            .iter()
+            .rev()
+            .take_while(|&&offset| offset >= last_base)
+        {
             if let Some(table) = producer_snapshot::load(dir, offset, producers_max) {
                 return TailReplay {
                     from_offset: offset,

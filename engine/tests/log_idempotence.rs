@@ -43,9 +43,7 @@ async fn append(log: &PartitionLog, batch: &[u8]) -> Result<(i64, bool), LogErro
 fn snapshot_offsets(dir: &Path) -> Vec<i64> {
     let mut offsets: Vec<i64> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|entry| {
-            parse_snapshot_file_name(entry.unwrap().file_name().to_str().unwrap())
-        })
+        .filter_map(|entry| parse_snapshot_file_name(entry.unwrap().file_name().to_str().unwrap()))
         .collect();
     offsets.sort_unstable();
     offsets

@@ -55,7 +55,9 @@ pub fn request_body(data: &[u8]) {
     let body_bytes = data
         .get(..4)
         .map(|prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
-        .map_or(data.len(), |length| length.saturating_add(4).min(data.len()));
+        .map_or(data.len(), |length| {
+            length.saturating_add(4).min(data.len())
+        });
     let (body, raw) = data.split_at(body_bytes);
     request_body_and_raw(body, raw);
     request_body_and_raw(data, &[]);
@@ -117,7 +119,10 @@ pub fn record_batch(data: &[u8]) {
         let Ok((header, bytes)) = item else { break };
         assert_eq!(bytes.len(), header.total_bytes());
         consumed += bytes.len();
-        assert!(batch::validate(bytes).is_ok(), "the iterator yields valid batches");
+        assert!(
+            batch::validate(bytes).is_ok(),
+            "the iterator yields valid batches"
+        );
         if let Ok(records) = batch::records(bytes) {
             for record in records {
                 let Ok(record) = record else { break };
@@ -160,8 +165,16 @@ pub fn recovery(data: &[u8]) {
     let path = dir.path().to_path_buf();
     let first = open_and_read(&path, true);
     let second = open_and_read(&path, false);
-    assert_eq!(first.0.len() + 1, second.0.len(), "the appended batch was kept");
-    assert_eq!(first.0[..], second.0[..first.0.len()], "a second open serves the same");
+    assert_eq!(
+        first.0.len() + 1,
+        second.0.len(),
+        "the appended batch was kept"
+    );
+    assert_eq!(
+        first.0[..],
+        second.0[..first.0.len()],
+        "a second open serves the same"
+    );
 }
 
 /// Opens the log in `dir`, reads every batch (checking it), optionally appends one, closes.
@@ -175,7 +188,10 @@ fn open_and_read(dir: &std::path::Path, append: bool) -> (Vec<Vec<u8>>, i64) {
         let mut served = Vec::new();
         let mut offset = log.log_start_offset();
         while offset < log.high_watermark() {
-            let slice = log.read(offset, 1 << 20).await.expect("reads below the end work");
+            let slice = log
+                .read(offset, 1 << 20)
+                .await
+                .expect("reads below the end work");
             assert!(!slice.is_empty());
             for item in BatchIter::new(slice.bytes()) {
                 let (header, bytes) = item.expect("served batches are valid");
@@ -212,7 +228,9 @@ fn recovery_config() -> LogConfig {
 
 fn plain_batch(value: &[u8]) -> Vec<u8> {
     let mut builder = BatchBuilder::new(Vec::new(), now_ms());
-    builder.push(now_ms(), Some(b"k"), Some(value), &[("h", Some(b"v"))]).unwrap();
+    builder
+        .push(now_ms(), Some(b"k"), Some(value), &[("h", Some(b"v"))])
+        .unwrap();
     builder.finish().to_vec()
 }
 
@@ -278,7 +296,9 @@ fn patched_log(data: &[u8]) -> Vec<(String, Vec<u8>)> {
         let target = match patch[0] % 4 {
             0 | 1 => last_log,
             2 => Some(usize::from(patch[0] / 4) % files.len()),
-            _ => snapshots.get(usize::from(patch[0] / 4) % snapshots.len().max(1)).copied(),
+            _ => snapshots
+                .get(usize::from(patch[0] / 4) % snapshots.len().max(1))
+                .copied(),
         };
         let Some(target) = target else { continue };
         let bytes = &mut files[target].1;
@@ -321,7 +341,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
         topic: "t",
         partitions: &entries,
     };
-    push_frame(produce_request.encode(&mut fbb), &batch, ApiKey::Produce.as_u16());
+    push_frame(
+        produce_request.encode(&mut fbb),
+        &batch,
+        ApiKey::Produce.as_u16(),
+    );
     let fetch_partitions = [fetch::FetchPartition {
         partition: 0,
         offset: 5,

@@ -38,7 +38,11 @@ pub struct Ledger {
     consumed: Mutex<Vec<Entry>>,
     corrupt: Mutex<Vec<String>>,
     failures: Mutex<Vec<String>>,
+    /// Acknowledged commits or share acks that did not survive.
+    lost_promises: Mutex<Vec<String>>,
     resent_batches: AtomicU64,
+    commits: AtomicU64,
+    share_acks: AtomicU64,
 }
 
 /// The outcome of the final check.
@@ -53,6 +57,8 @@ pub struct Verdict {
     pub stored: u64,
     pub consumed: u64,
     pub resent_batches: u64,
+    pub commits: u64,
+    pub share_acks: u64,
     pub examples: Vec<String>,
 }
 
@@ -91,6 +97,19 @@ impl Ledger {
         self.failures.lock().unwrap().push(problem);
     }
 
+    /// An acknowledged commit or share acknowledgement that did not survive.
+    pub fn record_lost(&self, problem: String) {
+        self.lost_promises.lock().unwrap().push(problem);
+    }
+
+    pub fn record_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_share_ack(&self) {
+        self.share_acks.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_resent(&self) {
         self.resent_batches.fetch_add(1, Ordering::Relaxed);
     }
@@ -103,8 +122,14 @@ impl Ledger {
     pub fn verify(&self, stored: &[StoredPartition]) -> Verdict {
         let mut verdict = Verdict {
             resent_batches: self.resent_batches.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            share_acks: self.share_acks.load(Ordering::Relaxed),
             ..Verdict::default()
         };
+        for problem in self.lost_promises.lock().unwrap().iter() {
+            verdict.lost += 1;
+            verdict.example(format!("lost: {problem}"));
+        }
         for problem in self.corrupt.lock().unwrap().iter() {
             verdict.corrupt += 1;
             verdict.example(format!("corrupt while running: {problem}"));
@@ -127,7 +152,9 @@ impl Ledger {
                 verdict.stored += 1;
                 let Some(id) = parse_id(value) else {
                     verdict.corrupt += 1;
-                    verdict.example(format!("partition {partition} offset {offset}: unknown value"));
+                    verdict.example(format!(
+                        "partition {partition} offset {offset}: unknown value"
+                    ));
                     continue;
                 };
                 at_offset.insert((partition, *offset), id);
@@ -146,7 +173,11 @@ impl Ledger {
         for (id, count) in &copies {
             if *count > 1 {
                 verdict.duplicated += u64::from(count - 1);
-                verdict.example(format!("record {}:{} stored {count} times", id >> 32, *id as u32));
+                verdict.example(format!(
+                    "record {}:{} stored {count} times",
+                    id >> 32,
+                    *id as u32
+                ));
             }
         }
         let acked: HashSet<Entry> = self.acked.lock().unwrap().iter().copied().collect();
@@ -157,7 +188,11 @@ impl Ledger {
         for entry in promised {
             if at_offset.get(&(entry.partition, entry.offset)) != Some(&entry.id) {
                 verdict.lost += 1;
-                let how = if acked.contains(&entry) { "acknowledged" } else { "served" };
+                let how = if acked.contains(&entry) {
+                    "acknowledged"
+                } else {
+                    "served"
+                };
                 verdict.example(format!(
                     "{how} record {}:{} missing at partition {} offset {}",
                     entry.id >> 32,

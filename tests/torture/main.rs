@@ -16,17 +16,21 @@
 //! recovery time), starts two native `Producer`s (idempotent, durable acks), lets them run
 //! with a resender (an idempotent producer that keeps its producer id across restarts and
 //! resends the very same batch bytes after a crash, so the server must recognise batches it
-//! wrote before the crash) and a consumer that follows every partition, then kills the
-//! server. After the last cycle the server is started once more and every partition is read
+//! wrote before the crash), a consumer that follows every partition, a committer of
+//! consumer-group offsets and a share-group consumer that accepts what it gets, then kills
+//! the server. After the last cycle the server is started once more and every partition is read
 //! from the start. Checked:
 //!
-//! - lost: an acknowledged record (or one a consumer was served) missing from its offset;
+//! - lost: an acknowledged record (or one a consumer was served) missing from its offset, a
+//!   committed group offset that is not the last acknowledged commit, or a share-group record
+//!   delivered again after its ACCEPT was acknowledged;
 //! - duplicated: a record present more than once;
 //! - corrupt: a batch that fails its CRC or does not decode, or offsets that are not dense;
 //! - order: each producer's records in a partition in the order it sent them.
 //!
 //! The summary line is `cycles=N acked=X lost=0 duplicated=0 corrupt=0 recovery_ms_max=Y`.
 
+mod groups;
 mod ledger;
 mod server;
 mod workers;
@@ -66,7 +70,9 @@ fn crash_torture() {
     let run_ms_min = env_u64("TORTURE_RUN_MS_MIN", 300);
     let run_ms_max = env_u64("TORTURE_RUN_MS_MAX", 1500).max(run_ms_min + 1);
     let shards = env_u64("TORTURE_SHARDS", 2);
-    println!("torture: cycles={cycles} seed={seed} shards={shards} run_ms={run_ms_min}..{run_ms_max}");
+    println!(
+        "torture: cycles={cycles} seed={seed} shards={shards} run_ms={run_ms_min}..{run_ms_max}"
+    );
     let root = tempfile::Builder::new()
         .prefix("ringlog-torture-")
         .tempdir()
@@ -82,6 +88,8 @@ fn crash_torture() {
     server.create_topic(TOPIC, PARTITIONS);
     let resender = workers::spawn_resender(Arc::clone(&shared), Arc::clone(&ledger), seed);
     let consumer = workers::spawn_consumer(Arc::clone(&shared), Arc::clone(&ledger));
+    let committer = groups::spawn_committer(Arc::clone(&shared), Arc::clone(&ledger));
+    let share_consumer = groups::spawn_share_consumer(Arc::clone(&shared), Arc::clone(&ledger));
     for cycle in 0..cycles {
         shared.publish(Some(server.addr()));
         let producers: Vec<_> = (0..2)
@@ -115,6 +123,8 @@ fn crash_torture() {
     shared.stop.store(true, Ordering::SeqCst);
     resender.join().unwrap();
     consumer.join().unwrap();
+    committer.join().unwrap();
+    share_consumer.join().unwrap();
     let stored = server.read_all(TOPIC, PARTITIONS);
     let verdict: Verdict = ledger.verify(&stored);
     server.shutdown();
@@ -123,8 +133,13 @@ fn crash_torture() {
         verdict.acked, verdict.lost, verdict.duplicated, verdict.corrupt
     );
     println!(
-        "torture details: stored_records={} consumed_records={} resent_batches={} order_violations={} seed={seed}",
-        verdict.stored, verdict.consumed, verdict.resent_batches, verdict.order_violations
+        "torture details: stored_records={} consumed_records={} resent_batches={} commits={} share_acks={} order_violations={} seed={seed}",
+        verdict.stored,
+        verdict.consumed,
+        verdict.resent_batches,
+        verdict.commits,
+        verdict.share_acks,
+        verdict.order_violations
     );
     for problem in verdict.examples.iter().take(10) {
         println!("problem: {problem}");
@@ -135,9 +150,6 @@ fn crash_torture() {
     }
     if !verdict.is_clean() || verdict.acked == 0 {
         let kept = root.keep();
-        panic!(
-            "{summary}; data and server log kept in {}",
-            kept.display()
-        );
+        panic!("{summary}; data and server log kept in {}", kept.display());
     }
 }

@@ -13,7 +13,7 @@ use ringlog_net::message::fetch::{FetchPartition, FetchTopic, Request as FetchRe
 
 /// What a partition holds: `(offset, value)` per record, or the error that stopped the read.
 pub struct StoredPartition {
-    pub records: Vec<(i64, Vec<u8>)>,
+    pub records: Records,
     pub corrupt: Vec<String>,
 }
 
@@ -58,10 +58,7 @@ impl ServerProcess {
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| {
                 let _ = child.kill();
-                panic!(
-                    "unexpected first line {line:?}; see {}",
-                    log_path.display()
-                )
+                panic!("unexpected first line {line:?}; see {}", log_path.display())
             });
         ServerProcess {
             child,
@@ -141,7 +138,10 @@ fn read_partition(client: &mut Client, topic: &str, partition: u32) -> StoredPar
     let mut offset = 0i64;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(Instant::now() < deadline, "reading partition {partition} takes too long");
+        assert!(
+            Instant::now() < deadline,
+            "reading partition {partition} takes too long"
+        );
         let partitions = [FetchPartition {
             partition,
             offset,
@@ -161,16 +161,18 @@ fn read_partition(client: &mut Client, topic: &str, partition: u32) -> StoredPar
         let fetched = match first_partition(&result) {
             Ok(fetched) => fetched,
             Err(error) => {
-                stored.corrupt.push(format!("partition {partition} at {offset}: {error}"));
+                stored
+                    .corrupt
+                    .push(format!("partition {partition} at {offset}: {error}"));
                 return stored;
             }
         };
         let (high_watermark, records) = fetched;
         if records.is_empty() {
             if offset < high_watermark {
-                stored
-                    .corrupt
-                    .push(format!("partition {partition}: empty read at {offset} below {high_watermark}"));
+                stored.corrupt.push(format!(
+                    "partition {partition}: empty read at {offset} below {high_watermark}"
+                ));
             }
             return stored;
         }
@@ -186,11 +188,14 @@ fn read_partition(client: &mut Client, topic: &str, partition: u32) -> StoredPar
     }
 }
 
+/// Records as `(offset, value)`.
+type Records = Vec<(i64, Vec<u8>)>;
+
 /// The high watermark and the records of the one partition of a fetch result; a CRC or
 /// decoding failure is an error.
 fn first_partition(
     result: &ringlog_net::client::FetchResult,
-) -> Result<(i64, Vec<(i64, Vec<u8>)>), ClientError> {
+) -> Result<(i64, Records), ClientError> {
     let fetched = result.partitions()?;
     let mut out = Vec::new();
     let mut high_watermark = 0;

@@ -91,7 +91,8 @@ impl Shared {
     }
 }
 
-fn connection() -> ConnectionConfig {
+/// Connection settings of every torture client.
+pub fn connection() -> ConnectionConfig {
     ConnectionConfig {
         request_timeout_ms: 10_000,
         ..ConnectionConfig::default()
@@ -114,7 +115,10 @@ pub fn spawn_producer(shared: Arc<Shared>, ledger: Arc<Ledger>, stream: u32) -> 
         let Ok(producer) = Producer::connect(addr, shared.topic, config) else {
             return;
         };
-        assert!(producer.producer_identity().is_some(), "idempotent by default");
+        assert!(
+            producer.producer_identity().is_some(),
+            "idempotent by default"
+        );
         let mut sequence = 0u32;
         loop {
             let mut handles = Vec::with_capacity(CHUNK_RECORDS as usize);
@@ -187,7 +191,8 @@ pub fn spawn_resender(shared: Arc<Shared>, ledger: Arc<Ledger>, seed: u64) -> Jo
             }
             let bytes = builder.finish().to_vec();
             sequences[partition as usize] += records as i32;
-            let Some(base_offset) = deliver(&shared, &ledger, &mut client, partition, &bytes) else {
+            let Some(base_offset) = deliver(&shared, &ledger, &mut client, partition, &bytes)
+            else {
                 return;
             };
             let acked: Vec<Entry> = (0..records)
@@ -267,7 +272,9 @@ pub fn spawn_consumer(shared: Arc<Shared>, ledger: Arc<Ledger>) -> JoinHandle<()
                     continue;
                 }
             }
-            let Some(active) = consumer.as_mut() else { continue };
+            let Some(active) = consumer.as_mut() else {
+                continue;
+            };
             let mut served = Vec::new();
             let mut broken = false;
             match active.poll(Duration::from_millis(100)) {
@@ -314,7 +321,10 @@ pub fn spawn_consumer(shared: Arc<Shared>, ledger: Arc<Ledger>) -> JoinHandle<()
                 consumer = None;
                 continue;
             }
-            if !got_records && shared.stop.load(Ordering::SeqCst) && caught_up(&consumer, &positions) {
+            if !got_records
+                && shared.stop.load(Ordering::SeqCst)
+                && caught_up(&consumer, &positions)
+            {
                 return;
             }
         }

@@ -4,10 +4,9 @@
 //! before acknowledging it. The result is records acknowledged per second; the target is that
 //! 16 consumers reach at least 12 times the rate of one.
 //!
-//! The client has no share consumer yet (share groups are being built), so
-//! [`SHARE_CONSUMER_AVAILABLE`] is false and the scenario stops with one line and exit status 2
-//! before starting anything. Once the client can, [`consume_as_share_member`] is the one function
-//! to implement: everything around it (server, topic, fill, threads, measurements) is here.
+//! Each member is the client's `ShareConsumer` ([`consume_as_share_member`]). A build whose
+//! client has no share consumer sets [`SHARE_CONSUMER_AVAILABLE`] to false: the scenario then
+//! stops with one line and exit status 2 before starting anything.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -175,7 +174,7 @@ pub fn consume_as_share_member(
     while !control.is_stopped(Instant::now()) {
         let batch = consumer.poll(Duration::from_millis(100)).map_err(failed)?;
         let delivered = Instant::now();
-        // Offsets, sizes and the partition are copied out first: the records borrow the batch.
+        // Offsets, sizes and the partition are copied out of each record before it is acknowledged.
         for record in batch.records() {
             let record = record.map_err(failed)?;
             if control.is_stopped(Instant::now()) {
@@ -184,7 +183,6 @@ pub fn consume_as_share_member(
             std::thread::sleep(member.work);
             let bytes = record.value.map_or(0, <[u8]>::len) as u64;
             let (partition, offset) = (record.partition, record.offset);
-            drop(record);
             consumer.acknowledge(partition, offset, AckType::Accept);
             let now = Instant::now();
             recorder.complete(now, 1, bytes);

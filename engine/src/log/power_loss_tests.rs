@@ -200,7 +200,10 @@ fn check(dir: &Path, cycle: u64, appended: &[Appended], before: usize, id_base: 
             let slice = log.read(offset, 1 << 20).await.unwrap();
             for item in BatchIter::new(slice.bytes()) {
                 let (header, bytes) = item.unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
-                assert_eq!(header.base_offset, offset, "cycle {cycle}: offsets contiguous");
+                assert_eq!(
+                    header.base_offset, offset,
+                    "cycle {cycle}: offsets contiguous"
+                );
                 offset = header.next_offset();
                 served.push(bytes.to_vec());
             }
@@ -230,7 +233,10 @@ fn check(dir: &Path, cycle: u64, appended: &[Appended], before: usize, id_base: 
                 let offset = BatchHeader::parse(&last.bytes).unwrap().base_offset;
                 let info = log.append(&mut last.bytes.clone(), Acks::Leader).await;
                 let info = info.unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
-                assert!(info.duplicate && info.base_offset == offset, "cycle {cycle}");
+                assert!(
+                    info.duplicate && info.base_offset == offset,
+                    "cycle {cycle}"
+                );
             }
             if let Some(lost) = appended[new.len()..].iter().find(mine) {
                 let info = log.append(&mut lost.bytes.clone(), Acks::Leader).await;
@@ -268,7 +274,10 @@ fn durable_batches_survive_power_loss_during_any_write() {
     eprintln!(
         "power loss: cycles={cycles} crashes={crashes} torn_mid_write={torn_inside} durable_acked_batches={acked} lost=0"
     );
-    assert!(crashes * 2 >= cycles, "most cycles crash ({crashes} of {cycles})");
+    assert!(
+        crashes * 2 >= cycles,
+        "most cycles crash ({crashes} of {cycles})"
+    );
 }
 
 /// Batches in the (closed) log in `dir`.

@@ -134,7 +134,10 @@ fn a_retried_idempotent_batch_waits_for_its_failed_original_and_gets_its_offset(
         let batch = builder.finish().to_vec();
 
         log.fail_next_io(1, Some("writing"));
-        let error = log.append(&mut batch.clone(), Acks::Durable).await.unwrap_err();
+        let error = log
+            .append(&mut batch.clone(), Acks::Durable)
+            .await
+            .unwrap_err();
         assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
         // The producer retries the same bytes: the original (in memory, unwritten) is
         // written now, and the retry is answered with its offset without a second copy.

@@ -12,9 +12,9 @@ mod ring;
 
 pub mod affinity;
 pub mod fs;
+pub mod mail;
 #[cfg(test)]
 pub(crate) mod power_loss;
-pub mod mail;
 pub mod tcp;
 pub mod time;
 

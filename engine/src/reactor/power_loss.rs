@@ -19,6 +19,7 @@
 //! (`/proc/self/fd/N`), so O_DIRECT alignment rules do not apply to the journal.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -38,7 +39,11 @@ enum Undo {
         old_len: u64,
     },
     /// A truncation: the length before it and the bytes it cut off.
-    Truncate { old_len: u64, cut: Vec<u8>, new_len: u64 },
+    Truncate {
+        old_len: u64,
+        cut: Vec<u8>,
+        new_len: u64,
+    },
 }
 
 /// One file touched since its last sync.
@@ -192,22 +197,19 @@ impl Plan {
 
     fn journal(&mut self, fd: RawFd) -> io::Result<&mut Journal> {
         let inode = inode_of(fd)?;
-        if !self.journals.contains_key(&inode) {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(format!("/proc/self/fd/{fd}"))?;
-            self.journals.insert(
-                inode,
-                Journal {
+        match self.journals.entry(inode) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(entry) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(format!("/proc/self/fd/{fd}"))?;
+                Ok(entry.insert(Journal {
                     file,
                     undo: Vec::new(),
-                },
-            );
+                }))
+            }
         }
-        self.journals
-            .get_mut(&inode)
-            .ok_or_else(|| io::Error::other("journal vanished"))
     }
 
     /// Undoes every unsynced change and tears the write in progress (none when `fd` is

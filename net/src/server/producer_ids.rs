@@ -89,7 +89,8 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Respo
         let view: init_producer_id::RequestView = decode(request.body())?;
         (view.producer_id(), view.producer_epoch())
     };
-    let (producer_id, producer_epoch) = shard.producer_ids.init(producer_id, producer_epoch).await?;
+    let (producer_id, producer_epoch) =
+        shard.producer_ids.init(producer_id, producer_epoch).await?;
     let response = init_producer_id::Response {
         status: Status::OK,
         producer_id,

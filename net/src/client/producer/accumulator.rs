@@ -308,8 +308,8 @@ impl Accumulator {
                 || taken_bytes + batch.bytes.len() <= self.config.request_bytes_max;
             let backing_off = batch.retry_at.is_some_and(|due| due > now);
             let held = holding_new && batch.number.is_none();
-            let window_full = idempotent
-                && self.in_flight_batches[slot] >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX;
+            let window_full =
+                idempotent && self.in_flight_batches[slot] >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX;
             if self.blocked[slot] || backing_off || !fits || held || window_full {
                 self.blocked[slot] = true;
                 self.ready.push_back(batch);
@@ -317,7 +317,9 @@ impl Accumulator {
                 if batch.number.is_none() {
                     // Never sent, so never shared with the sender: no copy is made.
                     let bytes = Arc::make_mut(&mut batch.bytes);
-                    batch.number = self.idempotence.stamp(batch.partition, bytes, batch.records);
+                    batch.number = self
+                        .idempotence
+                        .stamp(batch.partition, bytes, batch.records);
                 }
                 self.in_flight_batches[slot] += 1;
                 taken_bytes += batch.bytes.len();
@@ -445,7 +447,8 @@ impl Accumulator {
         let same = |other: &ReadyBatch| other.partition == batch.partition;
         let later = |other: &ReadyBatch| {
             let never_sent = other.retry_at.is_none();
-            let sequenced_after = matches!((other.number, batch.number), (Some(o), Some(b)) if o > b);
+            let sequenced_after =
+                matches!((other.number, batch.number), (Some(o), Some(b)) if o > b);
             same(other) && (never_sent || sequenced_after)
         };
         let later = self.ready.iter().position(later);
@@ -800,8 +803,13 @@ mod tests {
         acc.complete_in_flight(1, None, &[Err(server(ErrorCode::Throttled))], now)
             .unwrap();
         let out_of_order = server(ErrorCode::OutOfOrderSequence);
-        acc.complete_in_flight(2, None, &[Err(out_of_order.clone()), Err(out_of_order)], now)
-            .unwrap();
+        acc.complete_in_flight(
+            2,
+            None,
+            &[Err(out_of_order.clone()), Err(out_of_order)],
+            now,
+        )
+        .unwrap();
         // All three come back in their original order with their original bytes; the
         // out-of-order answers cost no attempt.
         let later = now + Duration::from_secs(1);
@@ -847,6 +855,9 @@ mod tests {
         assert!(acc.complete_epoch_bump(8, Ok(identity(1))).is_err());
         acc.complete_epoch_bump(9, Ok(identity(1))).unwrap();
         let batches = acc.take_sendable(now);
-        assert_eq!(batches.iter().map(sequence_of).collect::<Vec<_>>(), vec![(1, 0)]);
+        assert_eq!(
+            batches.iter().map(sequence_of).collect::<Vec<_>>(),
+            vec![(1, 0)]
+        );
     }
 }

@@ -36,7 +36,10 @@ pub(crate) enum EpochBump {
     /// A batch failed for good: bump once quiet; no new batch is sequenced until then.
     Wanted,
     /// InitProducerId is in flight.
-    Sent { correlation_id: u32, sent_at: Instant },
+    Sent {
+        correlation_id: u32,
+        sent_at: Instant,
+    },
 }
 
 /// Idempotence state of one producer; `identity` is `None` when idempotence is off.

@@ -1,0 +1,505 @@
+//! Resource limits against real servers: a thousand idle connections are held, connections
+//! past `connections_max` are refused cleanly, a consumer that stops reading does not grow the
+//! server's memory past its bounds, and a full disk during durable produce loses nothing that
+//! was acknowledged while reads go on and writes resume once space is back.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flatbuffers::FlatBufferBuilder;
+use ringlog_net::api::ApiKey;
+use ringlog_net::client::{
+    Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+use ringlog_net::frame::{encode_header, FrameHeader};
+use ringlog_net::message::fetch::{FetchPartition, FetchTopic, Request as FetchRequest};
+use ringlog_net::message::{create_topic, Encode};
+use ringlog_net::server::{Server, ServerConfig, ServerHandle};
+
+fn config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        ..ServerConfig::default()
+    }
+}
+
+fn create_topic(addr: SocketAddr, name: &str, partitions: u32) {
+    let request = create_topic::Request {
+        name,
+        partitions,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr)
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+}
+
+/// Raises this process's soft limit on open files to the hard limit (client and server
+/// sockets of the test share it).
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn a_thousand_idle_connections_are_held_and_served() {
+    let open_files = raise_open_files_limit();
+    if open_files < 2_200 {
+        eprintln!("skipping: the open files limit is {open_files}; 1,000 connections need ~2,100 descriptors here (client and server in one process)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).unwrap();
+    let addr = server.local_addr();
+    create_topic(addr, "idle", 2);
+    let mut clients: Vec<Client> = (0..1_000).map(|_| Client::connect(addr).unwrap()).collect();
+    for client in &mut clients {
+        client.api_versions("limits-test", "1").unwrap();
+    }
+    // While they idle, the server goes on serving others.
+    let producer = Producer::connect(addr, "idle", ProducerConfig::default()).unwrap();
+    producer
+        .send(&ProducerRecord::new(b"still serving"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    producer.close().unwrap();
+    // And every idle connection is still open and answered.
+    for client in &mut clients {
+        let topics = client.metadata(&["idle"]).unwrap();
+        assert_eq!(topics[0].partitions.len(), 2);
+    }
+    drop(clients);
+    server.shutdown();
+}
+
+/// Whether the server closed `stream` without answering a request sent on it.
+fn refused(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut fbb = FlatBufferBuilder::new();
+    let body = ringlog_net::message::api_versions::Request {
+        client_name: "probe",
+        client_version: "1",
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    let header =
+        FrameHeader::for_message(ApiKey::ApiVersions.as_u16(), 0, 1, body.len(), 0).unwrap();
+    // The server may have closed already: a failed write is a refusal too.
+    if stream.write_all(&encode_header(&header)).is_err() || stream.write_all(&body).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => matches!(
+            error.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+        ),
+    }
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        connections_max: 20,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    // Each is answered before the next connects, so every one is counted.
+    let mut held: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut client = Client::connect(addr).unwrap();
+            client.api_versions("limits-test", "1").unwrap();
+            client
+        })
+        .collect();
+    for _ in 0..5 {
+        let mut extra = TcpStream::connect(addr).unwrap();
+        assert!(
+            refused(&mut extra),
+            "a connection past connections_max is closed"
+        );
+    }
+    // The held ones are unaffected.
+    for client in &mut held {
+        client.api_versions("limits-test", "1").unwrap();
+    }
+    // Once one goes, a new one is taken again (after the server noticed the close).
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        if !refused(&mut stream) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a freed slot is never reused");
+        std::thread::yield_now();
+    }
+    drop(held);
+    server.shutdown();
+}
+
+/// Resident memory of a process in bytes, from /proc/PID/status.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A `ringlog serve` child process with settings from the environment.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    fn start(data_dir: &Path, env: &[(&str, &str)]) -> ChildServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--shards", "1"])
+            .env("RINGLOG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let addr = line
+            .strip_prefix("ringlog serving on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        // The pipe stays open (the child keeps its end; ours is dropped with nothing to read).
+        std::mem::forget(stdout);
+        ChildServer { child, addr }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_consumer_that_stops_reading_does_not_grow_server_memory() {
+    const IN_FLIGHT_MAX: u64 = 8;
+    const FETCH_BYTES: u32 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(
+        dir.path(),
+        &[
+            ("RINGLOG_CACHE_BYTES_PER_SHARD", "1048576"),
+            ("RINGLOG_REQUESTS_IN_FLIGHT_MAX", "8"),
+        ],
+    );
+    create_topic(server.addr, "slow", 1);
+    // 48 MiB of data, mostly read from disk afterwards (the cache holds 1 MiB).
+    let producer = Producer::connect(server.addr, "slow", ProducerConfig::default()).unwrap();
+    let value = vec![b'v'; 4000];
+    for _ in 0..12_000 {
+        producer.send(&ProducerRecord::new(&value)).unwrap();
+    }
+    producer.close().unwrap();
+    let before = rss_bytes(server.child.id());
+
+    // The stuck consumer: pipelines fetch requests for 1 MiB each and never reads.
+    let mut stuck = TcpStream::connect(server.addr).unwrap();
+    stuck
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut fbb = FlatBufferBuilder::new();
+    let mut sent = 0u64;
+    let mut request_bytes = Vec::new();
+    loop {
+        let partitions = [FetchPartition {
+            partition: 0,
+            offset: (sent as i64 * 997) % 40_000,
+            partition_max_bytes: FETCH_BYTES,
+        }];
+        let topics = [FetchTopic {
+            topic: "slow",
+            partitions: &partitions,
+        }];
+        let body = FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: FETCH_BYTES,
+            topics: &topics,
+        }
+        .encode(&mut fbb)
+        .to_vec();
+        let header =
+            FrameHeader::for_message(ApiKey::Fetch.as_u16(), 0, sent as u32, body.len(), 0)
+                .unwrap();
+        request_bytes.clear();
+        request_bytes.extend_from_slice(&encode_header(&header));
+        request_bytes.extend_from_slice(&body);
+        match stuck.write_all(&request_bytes) {
+            Ok(()) => sent += 1,
+            // The server stopped reading: its in-flight bound is reached and the socket
+            // buffers are full.
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break
+            }
+            Err(error) => panic!("{error}"),
+        }
+        assert!(sent < 1_000_000, "the server never stopped reading");
+    }
+    let after = rss_bytes(server.child.id());
+    let growth = after.saturating_sub(before);
+    let bound = IN_FLIGHT_MAX * u64::from(FETCH_BYTES) + (16 << 20);
+    eprintln!(
+        "stuck consumer: {sent} requests written before the server stopped reading; server RSS {} -> {} MiB (bound {} MiB of growth)",
+        before >> 20,
+        after >> 20,
+        bound >> 20
+    );
+    assert!(
+        sent < 100_000,
+        "a stuck consumer could queue {sent} requests"
+    );
+    assert!(growth <= bound, "server RSS grew by {growth} bytes");
+    // Everyone else is still served.
+    let mut consumer = Consumer::connect(server.addr, ConsumerConfig::default()).unwrap();
+    consumer.assign("slow", &[0]);
+    consumer.seek(0, SeekTo::Offset(100)).unwrap();
+    let first = consumer
+        .poll(Duration::from_secs(10))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.offset, 100);
+    drop(stuck);
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size_bytes: u64) -> Result<SmallFilesystem, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|error| error.to_string())?;
+        if !status.success() {
+            return Err("mount -t tmpfs failed (no CAP_SYS_ADMIN?)".into());
+        }
+        Ok(SmallFilesystem { dir })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Sends records `first..` until the producer reports failures; returns (sent, acked
+/// record numbers with their offsets).
+fn produce_until_failure(producer: &Producer, first: u32, max: u32) -> (u32, HashMap<u32, i64>) {
+    let mut acked = HashMap::new();
+    let mut next = first;
+    while next < first + max {
+        let mut handles = Vec::new();
+        for _ in 0..200 {
+            let value = format!("{next:08}").repeat(100);
+            handles.push((
+                next,
+                producer
+                    .send(&ProducerRecord::new(value.as_bytes()))
+                    .unwrap(),
+            ));
+            next += 1;
+        }
+        let mut failed = false;
+        for (number, handle) in handles {
+            match handle.wait() {
+                Ok(written) => {
+                    acked.insert(number, written.offset);
+                }
+                Err(error) => {
+                    assert!(
+                        matches!(error.code(), Some(code) if code.is_retriable()),
+                        "disk full shows as a retriable error, not {error}"
+                    );
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            break;
+        }
+    }
+    (next, acked)
+}
+
+/// Every record of partition 0: offset -> record number.
+fn read_numbers(addr: SocketAddr) -> Vec<(i64, u32)> {
+    let mut consumer = Consumer::connect(addr, ConsumerConfig::default()).unwrap();
+    consumer.assign("full", &[0]);
+    consumer.seek(0, SeekTo::Earliest).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let records = consumer.poll(Duration::from_millis(300)).unwrap();
+        let mut got = false;
+        for record in records {
+            let record = record.unwrap();
+            let text = std::str::from_utf8(record.value.unwrap()).unwrap();
+            out.push((record.offset, text[..8].parse().unwrap()));
+            got = true;
+        }
+        if !got
+            && consumer
+                .high_watermark(0)
+                .is_some_and(|end| consumer.position(0) >= Some(end))
+        {
+            return out;
+        }
+    }
+}
+
+fn check_acked_exactly_once(stored: &[(i64, u32)], acked: &HashMap<u32, i64>) {
+    let mut copies: HashMap<u32, u32> = HashMap::new();
+    let at: HashMap<i64, u32> = stored.iter().copied().collect();
+    for (_, number) in stored {
+        *copies.entry(*number).or_default() += 1;
+    }
+    assert!(
+        copies.values().all(|count| *count == 1),
+        "a record is stored twice"
+    );
+    for (number, offset) in acked {
+        assert_eq!(
+            at.get(offset),
+            Some(number),
+            "acknowledged record {number} lost"
+        );
+    }
+}
+
+#[test]
+fn disk_full_fails_produce_keeps_acknowledged_data_and_recovers() {
+    let filesystem = match SmallFilesystem::mount(24 << 20) {
+        Ok(filesystem) => filesystem,
+        Err(reason) => {
+            eprintln!("skipping the disk-full test: {reason}");
+            return;
+        }
+    };
+    let root = filesystem.path();
+    // Ballast to delete later, when "space returns".
+    std::fs::write(root.join("ballast"), vec![0u8; 8 << 20]).unwrap();
+    let data_dir = root.join("data");
+    let mut server = Some(
+        Server::start(ServerConfig {
+            shards: Some(1),
+            ..config(&data_dir)
+        })
+        .unwrap(),
+    );
+    let addr = |server: &Option<ServerHandle>| server.as_ref().unwrap().local_addr();
+    create_topic(addr(&server), "full", 1);
+    let producer_config = ProducerConfig {
+        retries_max: 2,
+        retry_backoff_ms: 10,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(addr(&server), "full", producer_config).unwrap();
+    let (next, mut acked) = produce_until_failure(&producer, 0, 100_000);
+    assert!(!acked.is_empty(), "some records fit");
+    assert!(next < 100_000, "the disk filled up");
+    eprintln!("disk full after {} acknowledged records", acked.len());
+
+    // Reads go on while the disk is full.
+    let stored = read_numbers(addr(&server));
+    check_acked_exactly_once(&stored, &acked);
+    // Still full: produce keeps failing cleanly.
+    let probe = format!("{next:08}").repeat(100);
+    let error = producer
+        .send(&ProducerRecord::new(probe.as_bytes()))
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(error.code(), Some(code) if code.is_retriable()),
+        "{error}"
+    );
+    // Those failures are reported (once) by flush.
+    assert!(producer.flush().is_err());
+
+    // Space returns: the same producer goes on.
+    std::fs::remove_file(root.join("ballast")).unwrap();
+    let (_, more) = produce_until_failure(&producer, next + 1, 2_000);
+    assert_eq!(more.len(), 2_000, "produce works again once space is back");
+    acked.extend(more);
+    producer.close().unwrap();
+
+    // Nothing acknowledged is lost or doubled, also after a restart.
+    check_acked_exactly_once(&read_numbers(addr(&server)), &acked);
+    server.take().unwrap().shutdown();
+    server = Some(
+        Server::start(ServerConfig {
+            shards: Some(1),
+            ..config(&data_dir)
+        })
+        .unwrap(),
+    );
+    check_acked_exactly_once(&read_numbers(addr(&server)), &acked);
+    drop(server);
+}
