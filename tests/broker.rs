@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringlog_net::client::{AutoOffsetReset, Client, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo};
+use ringlog_net::client::{
+    AutoOffsetReset, Client, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
+};
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::create_topic;
 use ringlog_net::message::produce::Acks;
@@ -21,7 +24,11 @@ struct TestServer {
 impl TestServer {
     fn start(shards: usize) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = TestServer { handle: None, dir, shards };
+        let mut server = TestServer {
+            handle: None,
+            dir,
+            shards,
+        };
         server.restart();
         server
     }
@@ -63,7 +70,12 @@ impl TestServer {
     }
 }
 
-fn produce_values(server: &TestServer, topic: &str, values: impl Iterator<Item = String>, keyed: bool) -> usize {
+fn produce_values(
+    server: &TestServer,
+    topic: &str,
+    values: impl Iterator<Item = String>,
+    keyed: bool,
+) -> usize {
     let config = ProducerConfig {
         linger_ms: 1,
         ..ProducerConfig::default()
@@ -84,14 +96,23 @@ fn produce_values(server: &TestServer, topic: &str, values: impl Iterator<Item =
 }
 
 /// Reads `count` records from every partition, from `from`: (partition, offset, value).
-fn consume(server: &TestServer, topic: &str, from: SeekTo, count: usize) -> Vec<(u32, i64, String)> {
+fn consume(
+    server: &TestServer,
+    topic: &str,
+    from: SeekTo,
+    count: usize,
+) -> Vec<(u32, i64, String)> {
     let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
     consumer.assign_all(topic).unwrap();
     consumer.seek_all(from).unwrap();
     let mut out = Vec::with_capacity(count);
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.len() < count {
-        assert!(Instant::now() < deadline, "only {} of {count} records arrived", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived",
+            out.len()
+        );
         for record in consumer.poll(Duration::from_millis(200)).unwrap() {
             let record = record.unwrap();
             let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
@@ -107,7 +128,10 @@ fn check_per_partition_order(records: &[(u32, i64, String)]) {
         let number: u64 = value.parse().unwrap();
         if let Some((last_offset, last_number)) = last.get(partition) {
             assert_eq!(*offset, last_offset + 1, "offsets are dense per partition");
-            assert!(number > *last_number, "values keep their order per partition");
+            assert!(
+                number > *last_number,
+                "values keep their order per partition"
+            );
         }
         last.insert(*partition, (*offset, number));
     }
@@ -131,7 +155,10 @@ fn round_trip_and_restart(shards: usize) {
     let mut after = again;
     before.sort();
     after.sort();
-    assert_eq!(before, after, "a restart serves the same records at the same offsets");
+    assert_eq!(
+        before, after,
+        "a restart serves the same records at the same offsets"
+    );
 }
 
 #[test]
@@ -149,7 +176,8 @@ fn metadata_spreads_partitions_over_shards() {
     let server = TestServer::start(2);
     server.create_topic("spread", 4);
     let topics = server.client().metadata(&["spread"]).unwrap();
-    let shards: std::collections::HashSet<u16> = topics[0].partitions.iter().map(|p| p.shard).collect();
+    let shards: std::collections::HashSet<u16> =
+        topics[0].partitions.iter().map(|p| p.shard).collect();
     assert_eq!(topics[0].partitions.len(), 4);
     assert_eq!(shards.len(), 2, "partitions live on both shards");
     let listed = server.client().list_topics().unwrap();
@@ -166,11 +194,20 @@ fn equal_keys_land_on_one_partition() {
     for round in 0..3 {
         for key in ["alpha", "beta", "gamma", "delta"] {
             let value = format!("{key}-{round}");
-            let handle = producer.send(&ProducerRecord::new(value.as_bytes()).with_key(key.as_bytes())).unwrap();
+            let handle = producer
+                .send(&ProducerRecord::new(value.as_bytes()).with_key(key.as_bytes()))
+                .unwrap();
             let partition = handle.wait().unwrap().partition;
-            assert_eq!(*partitions.entry(key).or_insert(partition), partition, "key {key} moved");
+            assert_eq!(
+                *partitions.entry(key).or_insert(partition),
+                partition,
+                "key {key} moved"
+            );
             // Kafka's default partitioner: murmur2(key) & 0x7fffffff % partitions.
-            assert_eq!(partition, ringlog_net::client::partitioner::partition_for_key(key.as_bytes(), 3));
+            assert_eq!(
+                partition,
+                ringlog_net::client::partitioner::partition_for_key(key.as_bytes(), 3)
+            );
         }
     }
     producer.close().unwrap();
@@ -183,17 +220,30 @@ fn replay_from_offset_and_timestamp() {
     let producer = Producer::connect(server.addr(), "replay", ProducerConfig::default()).unwrap();
     for n in 0..10i64 {
         let value = n.to_string();
-        let record = ProducerRecord::new(value.as_bytes()).with_partition(0).with_timestamp_ms(1_000_000 + n * 1000);
+        let record = ProducerRecord::new(value.as_bytes())
+            .with_partition(0)
+            .with_timestamp_ms(1_000_000 + n * 1000);
         producer.send(&record).unwrap().wait().unwrap();
     }
     producer.close().unwrap();
     let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
     consumer.assign("replay", &[0]);
     consumer.seek(0, SeekTo::Offset(7)).unwrap();
-    let first = consumer.poll(Duration::from_secs(5)).unwrap().next().unwrap().unwrap().offset;
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .offset;
     assert_eq!(first, 7);
     consumer.seek(0, SeekTo::Timestamp(1_004_500)).unwrap();
-    let first = consumer.poll(Duration::from_secs(5)).unwrap().next().unwrap().unwrap();
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.offset, 5, "first record at or after the timestamp");
     consumer.seek(0, SeekTo::Latest).unwrap();
     assert_eq!(consumer.position(0), Some(10));
@@ -204,13 +254,24 @@ fn long_poll_wakes_when_data_arrives() {
     let server = TestServer::start(2);
     server.create_topic("poll", 2);
     let addr = server.addr();
-    let mut consumer = Consumer::connect(addr, ConsumerConfig { max_wait_ms: 10_000, ..ConsumerConfig::default() }).unwrap();
+    let mut consumer = Consumer::connect(
+        addr,
+        ConsumerConfig {
+            max_wait_ms: 10_000,
+            ..ConsumerConfig::default()
+        },
+    )
+    .unwrap();
     consumer.assign("poll", &[0, 1]);
     consumer.seek_all(SeekTo::Latest).unwrap();
     let producer_thread = std::thread::spawn(move || {
         // The consumer is (or soon will be) parked in a long poll; this append wakes it.
         let producer = Producer::connect(addr, "poll", ProducerConfig::default()).unwrap();
-        producer.send(&ProducerRecord::new(b"wake").with_partition(1)).unwrap().wait().unwrap();
+        producer
+            .send(&ProducerRecord::new(b"wake").with_partition(1))
+            .unwrap()
+            .wait()
+            .unwrap();
         producer.close().unwrap();
     });
     let start = Instant::now();
@@ -222,7 +283,10 @@ fn long_poll_wakes_when_data_arrives() {
         assert!(start.elapsed() < Duration::from_secs(20));
     }
     assert_eq!(got, vec![b"wake".to_vec()]);
-    assert!(start.elapsed() < Duration::from_secs(9), "the poll ended on data, not on max_wait");
+    assert!(
+        start.elapsed() < Duration::from_secs(9),
+        "the poll ended on data, not on max_wait"
+    );
     producer_thread.join().unwrap();
 }
 
@@ -234,9 +298,13 @@ fn unknown_topic_partition_and_offset_errors() {
     let error = client.metadata(&["missing"]).unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::UnknownTopic), "{error}");
     let batch = one_batch(b"x");
-    let error = client.produce("missing", 0, Acks::Durable, &batch).unwrap_err();
+    let error = client
+        .produce("missing", 0, Acks::Durable, &batch)
+        .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::UnknownTopic), "{error}");
-    let error = client.produce("known", 9, Acks::Durable, &batch).unwrap_err();
+    let error = client
+        .produce("known", 9, Acks::Durable, &batch)
+        .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::UnknownPartition), "{error}");
     let strict = ConsumerConfig {
         auto_offset_reset: AutoOffsetReset::Error,
@@ -245,23 +313,40 @@ fn unknown_topic_partition_and_offset_errors() {
     let mut consumer = Consumer::connect(server.addr(), strict).unwrap();
     consumer.assign("known", &[0]);
     consumer.seek(0, SeekTo::Offset(1000)).unwrap();
-    let error = consumer.poll(Duration::from_secs(1)).err().expect("an offset past the end is an error");
+    let error = consumer
+        .poll(Duration::from_secs(1))
+        .err()
+        .expect("an offset past the end is an error");
     assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange), "{error}");
     let error = server
         .client()
-        .create_topic(&create_topic::Request { name: "known", partitions: 1, retention_ms: None, retention_bytes: None, segment_bytes: None })
+        .create_topic(&create_topic::Request {
+            name: "known",
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::TopicExists));
     let error = server
         .client()
-        .create_topic(&create_topic::Request { name: "bad/name", partitions: 1, retention_ms: None, retention_bytes: None, segment_bytes: None })
+        .create_topic(&create_topic::Request {
+            name: "bad/name",
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::InvalidRequest));
 }
 
 fn one_batch(value: &[u8]) -> Vec<u8> {
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_700_000_000_000);
-    builder.push(1_700_000_000_000, None, Some(value), &[]).unwrap();
+    builder
+        .push(1_700_000_000_000, None, Some(value), &[])
+        .unwrap();
     builder.finish().to_vec()
 }
 
@@ -276,9 +361,14 @@ fn corrupt_batch_is_rejected_and_nothing_is_written() {
     let error = client.produce("crc", 0, Acks::Durable, &batch).unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::CorruptBatch), "{error}");
     let topics = client.metadata(&["crc"]).unwrap();
-    assert_eq!(topics[0].partitions[0].high_watermark, 0, "nothing was appended");
+    assert_eq!(
+        topics[0].partitions[0].high_watermark, 0,
+        "nothing was appended"
+    );
     // The connection is still usable after a rejected request.
-    client.produce("crc", 0, Acks::Durable, &one_batch(b"good")).unwrap();
+    client
+        .produce("crc", 0, Acks::Durable, &one_batch(b"good"))
+        .unwrap();
 }
 
 fn raw_frame(api: u16, version: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
@@ -298,7 +388,8 @@ fn read_response(stream: &mut TcpStream) -> Option<(u32, ErrorCode)> {
     stream.read_exact(&mut rest).ok()?;
     let correlation_id = u32::from_le_bytes(rest[4..8].try_into().unwrap());
     let body = &rest[8..];
-    let view = flatbuffers::size_prefixed_root::<ringlog_net::protocol::ErrorResponse>(body).ok()?;
+    let view =
+        flatbuffers::size_prefixed_root::<ringlog_net::protocol::ErrorResponse>(body).ok()?;
     Some((correlation_id, ErrorCode::from_u16(view.error_code())))
 }
 
@@ -310,15 +401,32 @@ fn bad_frames_get_errors_and_other_clients_are_unaffected() {
 
     // Unknown api: an error response, and the connection stays open.
     let mut stream = TcpStream::connect(server.addr()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(&raw_frame(999, 0, 7, &[4, 0, 0, 0, 0, 0, 0, 0])).unwrap();
-    assert_eq!(read_response(&mut stream), Some((7, ErrorCode::UnsupportedVersion)));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&raw_frame(999, 0, 7, &[4, 0, 0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        Some((7, ErrorCode::UnsupportedVersion))
+    );
     // Unsupported version of a known api.
-    stream.write_all(&raw_frame(0, 99, 8, &[4, 0, 0, 0, 0, 0, 0, 0])).unwrap();
-    assert_eq!(read_response(&mut stream), Some((8, ErrorCode::UnsupportedVersion)));
+    stream
+        .write_all(&raw_frame(0, 99, 8, &[4, 0, 0, 0, 0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        Some((8, ErrorCode::UnsupportedVersion))
+    );
     // A body that is not a valid flatbuffer.
-    stream.write_all(&raw_frame(1, 0, 9, &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f])).unwrap();
-    assert_eq!(read_response(&mut stream), Some((9, ErrorCode::InvalidRequest)));
+    stream
+        .write_all(&raw_frame(1, 0, 9, &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]))
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        Some((9, ErrorCode::InvalidRequest))
+    );
     // A frame over the limit: an error, then the connection closes.
     let mut huge = Vec::new();
     huge.extend_from_slice(&(1u32 << 30).to_le_bytes());
@@ -326,20 +434,33 @@ fn bad_frames_get_errors_and_other_clients_are_unaffected() {
     huge.extend_from_slice(&0u16.to_le_bytes());
     huge.extend_from_slice(&10u32.to_le_bytes());
     stream.write_all(&huge).unwrap();
-    assert_eq!(read_response(&mut stream), Some((10, ErrorCode::FrameTooLarge)));
+    assert_eq!(
+        read_response(&mut stream),
+        Some((10, ErrorCode::FrameTooLarge))
+    );
     let mut rest = Vec::new();
-    assert_eq!(stream.read_to_end(&mut rest).unwrap_or(0), 0, "closed after a framing error");
+    assert_eq!(
+        stream.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "closed after a framing error"
+    );
 
     // Garbage and a disconnect in the middle of a frame.
     let mut garbage = TcpStream::connect(server.addr()).unwrap();
     garbage.write_all(&[3, 0, 0, 0, 1, 2, 3]).unwrap();
     drop(garbage);
     let mut partial = TcpStream::connect(server.addr()).unwrap();
-    partial.write_all(&raw_frame(5, 0, 1, &[0u8; 64])[..30]).unwrap();
+    partial
+        .write_all(&raw_frame(5, 0, 1, &[0u8; 64])[..30])
+        .unwrap();
     drop(partial);
 
     // Everyone else still works.
-    bystander.send(&ProducerRecord::new(b"still fine")).unwrap().wait().unwrap();
+    bystander
+        .send(&ProducerRecord::new(b"still fine"))
+        .unwrap()
+        .wait()
+        .unwrap();
     bystander.close().unwrap();
     let records = consume(&server, "safe", SeekTo::Earliest, 1);
     assert_eq!(records[0].2, "still fine");
@@ -349,18 +470,39 @@ fn bad_frames_get_errors_and_other_clients_are_unaffected() {
 fn client_that_never_reads_does_not_block_others() {
     let server = TestServer::start(1);
     server.create_topic("flood", 1);
-    produce_values(&server, "flood", (0..2000).map(|n| format!("{n:0>512}")), false);
+    produce_values(
+        &server,
+        "flood",
+        (0..2000).map(|n| format!("{n:0>512}")),
+        false,
+    );
     // A client pipelines fetches and never reads the responses.
     let mut lazy = TcpStream::connect(server.addr()).unwrap();
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     use ringlog_net::message::{fetch, Encode};
-    let partitions = [fetch::FetchPartition { partition: 0, offset: 0, partition_max_bytes: 1 << 20 }];
-    let topics = [fetch::FetchTopic { topic: "flood", partitions: &partitions }];
-    let request = fetch::Request { max_wait_ms: 0, min_bytes: 1, max_bytes: 1 << 20, topics: &topics };
+    let partitions = [fetch::FetchPartition {
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    }];
+    let topics = [fetch::FetchTopic {
+        topic: "flood",
+        partitions: &partitions,
+    }];
+    let request = fetch::Request {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: &topics,
+    };
     let body = request.encode(&mut fbb).to_vec();
-    lazy.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    lazy.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     for correlation_id in 0..10_000u32 {
-        if lazy.write_all(&raw_frame(6, 0, correlation_id, &body)).is_err() {
+        if lazy
+            .write_all(&raw_frame(6, 0, correlation_id, &body))
+            .is_err()
+        {
             break; // The server stopped reading from us: back-pressure works.
         }
     }
@@ -377,7 +519,10 @@ fn second_server_on_the_same_data_dir_is_refused() {
         Err(error) => error.to_string(),
         Ok(_) => panic!("a second server started on a locked data dir"),
     };
-    assert!(error.contains("in use by another ringlog server"), "{error}");
+    assert!(
+        error.contains("in use by another ringlog server"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -391,4 +536,52 @@ fn delete_topic_then_recreate_starts_empty() {
     server.create_topic("gone", 2);
     let topics = server.client().metadata(&["gone"]).unwrap();
     assert!(topics[0].partitions.iter().all(|p| p.high_watermark == 0));
+}
+
+#[test]
+fn a_second_server_cannot_share_the_port() {
+    let server = TestServer::start(2);
+    let other_dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: other_dir.path().to_path_buf(),
+        listen: server.addr(),
+        shards: Some(1),
+        ..ServerConfig::default()
+    };
+    let error = match Server::start(config) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("a second server joined the first one's port through SO_REUSEPORT"),
+    };
+    assert!(error.contains("cannot listen on"), "{error}");
+}
+
+#[test]
+fn batches_spanning_several_memory_chunks_are_served_in_order() {
+    let server = TestServer::start(1);
+    server.create_topic("chunks", 1);
+    let mut client = server.client();
+    let large = vec![b'L'; 700_000];
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        let small = format!("small-{round}").into_bytes();
+        for value in [&large, &small] {
+            let offset = client
+                .produce("chunks", 0, Acks::Durable, &one_batch(value))
+                .unwrap();
+            expected.push((offset.unwrap(), value.len()));
+        }
+    }
+    let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("chunks", &[0]);
+    consumer.seek(0, SeekTo::Earliest).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < expected.len() {
+        assert!(Instant::now() < deadline, "got only {got:?}");
+        for record in consumer.poll(Duration::from_millis(200)).unwrap() {
+            let record = record.unwrap();
+            got.push((record.offset, record.value.unwrap().len()));
+        }
+    }
+    assert_eq!(got, expected);
 }

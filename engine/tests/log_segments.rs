@@ -415,7 +415,11 @@ fn the_active_segment_is_preallocated_in_steps_not_whole() {
         let log = open(&path, config.clone(), cache()).await;
         let mut batch = make_batch(4, 100, 1_000, 1);
         log.append(&mut batch, Acks::Durable).await.unwrap();
-        assert_eq!(log_file_len(&path, 0), 64 << 10, "an idle partition holds one step");
+        assert_eq!(
+            log_file_len(&path, 0),
+            64 << 10,
+            "an idle partition holds one step"
+        );
         // Grow past the first step: the reservation follows the data.
         while log.size_bytes() < 100 << 10 {
             let mut batch = make_batch(8, 1000, 2_000, 2);

@@ -131,6 +131,28 @@ impl TcpListener {
         Ok(TcpListener { fd })
     }
 
+    /// Fails with `AddrInUse` when another socket, in this process or another, listens on
+    /// `addr`. SO_REUSEPORT would otherwise let a second server on the same port silently take
+    /// a share of the connections, so startup checks with a plain bind first.
+    ///
+    /// Blocking setup: call it at startup.
+    pub fn check_address_free(addr: SocketAddr) -> io::Result<()> {
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain syscall; the result is checked.
+        let raw = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: `raw` is a new descriptor we own; it closes when `_fd` drops.
+        let _fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        let (storage, len) = sockaddr_of(&addr);
+        // SAFETY: storage holds a valid sockaddr of `len` bytes.
+        cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+        Ok(())
+    }
+
     /// The bound address (with the real port when bound to port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         local_addr_of(self.fd.as_raw_fd())

@@ -235,6 +235,9 @@ impl Drop for ServerHandle {
 
 fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, ServerError> {
     let listen_error = |source| ServerError::Listen { addr, source };
+    if addr.port() != 0 {
+        TcpListener::check_address_free(addr).map_err(listen_error)?;
+    }
     let first = TcpListener::bind_reuse_port(addr, LISTEN_BACKLOG).map_err(listen_error)?;
     // With port 0 the first bind picks the port; the others join it.
     let bound = first.local_addr().map_err(listen_error)?;
