@@ -680,3 +680,36 @@ fn every_advertised_version_answers() {
         assert_eq!(response.error_code, 0, "InitProducerId v{version}");
     }
 }
+
+#[test]
+fn fetches_walk_batches_across_in_memory_chunk_boundaries() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("span", 1, &[]), 0);
+    // Three batches of about 700 KB: the second and third each start a new 1 MiB chunk.
+    let large = "L".repeat(700_000);
+    for round in 0..3 {
+        let values = [large.as_str(), &format!("small-{round}")];
+        assert_eq!(
+            kafka.produce(9, 1, "span", 0, batch_of(&values, 1_000)).0,
+            0
+        );
+    }
+    let mut offset = 0;
+    let mut seen = Vec::new();
+    while offset < 6 {
+        let response = kafka.fetch(12, "span", 0, offset, 0);
+        let values = values_of(&records_of(&response));
+        assert!(!values.is_empty(), "no progress at offset {offset}");
+        for (at, value) in values {
+            if at >= offset {
+                seen.push((at, value.len()));
+            }
+        }
+        offset = seen.last().map_or(offset, |(at, _)| at + 1);
+    }
+    let expected: Vec<(i64, usize)> = (0..3)
+        .flat_map(|round| [(2 * round, 700_000), (2 * round + 1, 7)])
+        .collect();
+    assert_eq!(seen, expected);
+}
