@@ -153,7 +153,7 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    reject_frame(shard, connection, &buf[consumed..], error).await;
+                    reject_frame(connection, &buf[consumed..], error);
                     return;
                 }
             }
@@ -183,16 +183,11 @@ async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
 
 /// Answers a frame that cannot be decoded (too large or malformed) and closes the connection:
 /// after a framing error the byte stream cannot be trusted.
-async fn reject_frame(
-    shard: &Rc<Shard>,
-    connection: &Rc<Connection>,
-    bytes: &[u8],
-    error: FrameError,
-) {
+fn reject_frame(connection: &Connection, bytes: &[u8], error: FrameError) {
     tracing::debug!(%error, "closing connection after a bad frame");
     if let Some(header) = FrameHeader::decode(bytes) {
         connection.in_flight.set(connection.in_flight.get() + 1);
-        connection.push(Some(handler::frame_error_response(shard, &header, &error)));
+        connection.push(Some(handler::frame_error_response(&header, &error)));
     }
 }
 

@@ -96,11 +96,7 @@ pub(crate) fn error_response(header: &FrameHeader, code: ErrorCode, text: &str) 
 }
 
 /// The answer to a frame that cannot be decoded.
-pub(crate) fn frame_error_response(
-    _shard: &Shard,
-    header: &FrameHeader,
-    error: &FrameError,
-) -> Response {
+pub(crate) fn frame_error_response(header: &FrameHeader, error: &FrameError) -> Response {
     let code = match error {
         FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
         _ => ErrorCode::InvalidRequest,

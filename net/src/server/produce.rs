@@ -12,7 +12,7 @@ use super::routing::{self, join_all, BoxedFuture};
 use super::shard::Shard;
 use crate::error_code::ErrorCode;
 use crate::message::produce::{self, Acks};
-use crate::message::{Encode, Status};
+use crate::message::{check_raw_len, Encode, Status};
 
 fn log_acks(acks: Acks) -> LogAcks {
     match acks {
@@ -31,21 +31,16 @@ pub(crate) async fn handle(
         let view: produce::RequestView = decode(request.body())?;
         let acks = Acks::from_wire(view.acks())
             .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, "unknown acks value"))?;
-        let mut entries = Vec::new();
+        let described = view.partitions().unwrap_or_default();
+        let raw = &request.payload[request.body_bytes..];
+        check_raw_len(described.iter().map(|entry| entry.batch_bytes()), raw)
+            .map_err(|error| Failure::new(error.error_code(), error.to_string()))?;
+        let mut entries = Vec::with_capacity(described.len());
         let mut start = 0usize;
-        for entry in view.partitions().unwrap_or_default() {
+        for entry in described {
             let end = start + entry.batch_bytes() as usize;
             entries.push((entry.partition(), start..end));
             start = end;
-        }
-        let raw_bytes = request.payload.len() - request.body_bytes;
-        if start != raw_bytes {
-            return Err(Failure::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "body describes {start} bytes of batches but the frame carries {raw_bytes}"
-                ),
-            ));
         }
         (view.topic().to_string(), acks, entries)
     };

@@ -1,6 +1,8 @@
 //! The producer's two I/O threads: the sender writes produce requests for ready batches (and
-//! the InitProducerId of an epoch bump), the receiver reads their responses. Neither holds the state lock while on the socket, so a slow
-//! server never blocks `send` beyond the configured back-pressure.
+//! the InitProducerId of an epoch bump), the receiver reads their responses. Neither holds the
+//! state lock while on the socket, so a slow server never blocks `send` beyond the configured
+//! back-pressure. The lock lives in the client's process, which is free to use threads; the
+//! server's data path takes none.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
