@@ -185,16 +185,8 @@ async fn shard_main(
     plan: ShardPlan,
     control: Arc<RunControl>,
 ) -> Result<ShardOutcome, ScenarioError> {
-    let logs = match open_logs(&plan).await {
-        Ok(logs) => logs,
-        Err(error) => {
-            control.abort();
-            control.wait_for_start();
-            return Err(error);
-        }
-    };
     // Blocks this thread until every shard is ready: nothing else runs on it before the load.
-    let start = control.wait_for_start();
+    let (logs, start) = control.start_after(open_logs(&plan).await)?;
     let mut tasks = Vec::new();
     for (log, &appenders) in logs.iter().zip(&plan.appenders) {
         for _ in 0..appenders {

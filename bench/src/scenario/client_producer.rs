@@ -73,16 +73,7 @@ impl ClientProducer {
     /// Connects, waits for the start, sends until `control` stops the run, flushes and
     /// collects the sampled deliveries.
     pub fn run(&self, control: &RunControl) -> Result<LoadRecorder, ScenarioError> {
-        let setup = self.connect();
-        let (producer, template) = match setup {
-            Ok(ready) => ready,
-            Err(error) => {
-                control.abort();
-                control.wait_for_start();
-                return Err(error);
-            }
-        };
-        let start = control.wait_for_start();
+        let ((producer, template), start) = control.start_after(self.connect())?;
         let mut recorder = LoadRecorder::new(start, self.expected);
         let outcome = self.send_loop(control, &producer, &template, &mut recorder);
         let closed = producer.close().map_err(failed("flush the producer"));

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::ScenarioError;
 use crate::options::StopAt;
 use crate::progress::ProgressCounter;
 
@@ -67,6 +68,23 @@ impl RunControl {
         self.ready.wait();
         self.go.wait();
         self.start()
+    }
+
+    /// Load thread: takes the outcome of its setup to the start gate. A failed setup aborts
+    /// the run and still passes the gate, so the other threads are not left waiting; its
+    /// error is returned. Otherwise returns what the setup made and the start instant.
+    pub fn start_after<T>(
+        &self,
+        setup: Result<T, ScenarioError>,
+    ) -> Result<(T, Instant), ScenarioError> {
+        match setup {
+            Ok(ready) => Ok((ready, self.wait_for_start())),
+            Err(error) => {
+                self.abort();
+                self.wait_for_start();
+                Err(error)
+            }
+        }
     }
 
     /// Coordinator: waits for every load thread to be ready, starts the clock, releases them.

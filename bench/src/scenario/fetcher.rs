@@ -89,16 +89,7 @@ impl Fetcher {
         &self,
         control: &RunControl,
     ) -> Result<(LoadRecorder, FetchCounters), ScenarioError> {
-        let setup = self.connect();
-        let (mut client, mut positions) = match setup {
-            Ok(ready) => ready,
-            Err(error) => {
-                control.abort();
-                control.wait_for_start();
-                return Err(error);
-            }
-        };
-        let start = control.wait_for_start();
+        let ((mut client, mut positions), start) = control.start_after(self.connect())?;
         let mut recorder = LoadRecorder::new(start, self.expected);
         let outcome = self.fetch_loop(control, &mut client, &mut positions, &mut recorder);
         if outcome.is_err() {

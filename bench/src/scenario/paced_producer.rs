@@ -47,16 +47,7 @@ pub struct PacedCounters {
 impl PacedProducer {
     /// Connects, waits for the start, sends on schedule until the run's deadline, flushes.
     pub fn run(&self, control: &RunControl) -> Result<PacedCounters, ScenarioError> {
-        let setup = self.connect();
-        let producer = match setup {
-            Ok(producer) => producer,
-            Err(error) => {
-                control.abort();
-                control.wait_for_start();
-                return Err(error);
-            }
-        };
-        let start = control.wait_for_start();
+        let (producer, start) = control.start_after(self.connect())?;
         let outcome = self.send_on_schedule(control, &producer, start);
         let closed = producer.close().map_err(failed("flush the producer"));
         if outcome.is_err() || closed.is_err() {

@@ -79,16 +79,7 @@ impl PipelinedProducer {
         &self,
         control: &RunControl,
     ) -> Result<(LoadRecorder, ProducerCounters), ScenarioError> {
-        let setup = self.connect();
-        let (mut writer, mut reader) = match setup {
-            Ok(halves) => halves,
-            Err(error) => {
-                control.abort();
-                control.wait_for_start();
-                return Err(error);
-            }
-        };
-        let start = control.wait_for_start();
+        let ((mut writer, mut reader), start) = control.start_after(self.connect())?;
         let mut recorder = LoadRecorder::new(start, self.expected);
         let outcome = self.send_loop(control, &mut writer, &mut reader, &mut recorder);
         if outcome.is_err() {

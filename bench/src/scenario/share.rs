@@ -129,13 +129,8 @@ fn members(config: &RunConfig, server: &BenchServer, topic: &str) -> Vec<ShareMe
         .collect()
 }
 
-/// One share member thread: pins itself, then consumes until the run stops.
+/// One share member thread: consumes until the run stops; a failure stops the others.
 fn run_member(member: &ShareMember, control: &RunControl) -> Result<LoadRecorder, ScenarioError> {
-    if let Err(error) = pin_load_thread(member.cpu) {
-        control.abort();
-        control.wait_for_start();
-        return Err(error);
-    }
     let outcome = consume_as_share_member(member, control);
     if outcome.is_err() {
         control.abort();
@@ -147,7 +142,7 @@ fn run_member(member: &ShareMember, control: &RunControl) -> Result<LoadRecorder
 /// stay well inside the share partition's in-flight window (2000 records by default).
 const SHARE_FETCH_RECORDS_MAX: u32 = 50;
 
-/// Joins `member.group`, then until `control` stops the run: share-fetch records, spend
+/// Pins itself and joins `member.group`, then until `control` stops the run: share-fetch records, spend
 /// `member.work` on each (sleep), acknowledge them (ACCEPT), and record each acknowledged
 /// record (`LoadRecorder::complete`) with its delivery-to-acknowledgement latency. Calls
 /// `control.wait_for_start()` exactly once, after connecting, before the first fetch.
@@ -159,18 +154,13 @@ pub fn consume_as_share_member(
         max_records: SHARE_FETCH_RECORDS_MAX,
         ..ShareConsumerConfig::default()
     };
-    let subscribed = ShareConsumer::subscribe(member.address, &member.group, &member.topic, config);
-    let mut consumer = match subscribed {
-        Ok(consumer) => consumer,
-        Err(error) => {
-            control.abort();
-            control.wait_for_start();
-            return Err(ScenarioError::Failed(format!("share consumer: {error}")));
-        }
-    };
-    let start = control.wait_for_start();
-    let mut recorder = LoadRecorder::new(start, member.expected);
     let failed = |error: ClientError| ScenarioError::Failed(format!("share consumer: {error}"));
+    let setup = pin_load_thread(member.cpu).and_then(|()| {
+        ShareConsumer::subscribe(member.address, &member.group, &member.topic, config)
+            .map_err(failed)
+    });
+    let (mut consumer, start) = control.start_after(setup)?;
+    let mut recorder = LoadRecorder::new(start, member.expected);
     while !control.is_stopped(Instant::now()) {
         let batch = consumer.poll(Duration::from_millis(100)).map_err(failed)?;
         let delivered = Instant::now();

@@ -55,16 +55,7 @@ impl TimedConsumer {
         control: &RunControl,
         final_offsets: &OnceLock<Vec<i64>>,
     ) -> Result<(LoadRecorder, TimedCounters), ScenarioError> {
-        let setup = self.connect();
-        let mut consumer = match setup {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                control.abort();
-                control.wait_for_start();
-                return Err(error);
-            }
-        };
-        let start = control.wait_for_start();
+        let (mut consumer, start) = control.start_after(self.connect())?;
         let mut recorder = LoadRecorder::new(start, self.expected);
         let outcome = self.follow(control, final_offsets, &mut consumer, &mut recorder, start);
         if outcome.is_err() {
