@@ -313,10 +313,10 @@ fn unknown_topic_partition_and_offset_errors() {
     let mut consumer = Consumer::connect(server.addr(), strict).unwrap();
     consumer.assign("known", &[0]);
     consumer.seek(0, SeekTo::Offset(1000)).unwrap();
-    let error = consumer
-        .poll(Duration::from_secs(1))
-        .err()
-        .expect("an offset past the end is an error");
+    let error = match consumer.poll(Duration::from_secs(1)) {
+        Err(error) => error,
+        Ok(_) => panic!("an offset past the end is an error"),
+    };
     assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange), "{error}");
     let error = server
         .client()

@@ -593,11 +593,9 @@ fn every_advertised_version_answers() {
         );
         assert_eq!(response.topics[0].error_code, 0, "Metadata v{version}");
     }
-    let mut offset = 0;
-    for version in 3..=11 {
+    for (offset, version) in (3..=11).enumerate() {
         let (code, base) = kafka.produce(version, -1, "versions", 0, batch_of(&["v"], 1_000));
-        assert_eq!((code, base), (0, offset), "Produce v{version}");
-        offset += 1;
+        assert_eq!((code, base), (0, offset as i64), "Produce v{version}");
     }
     for version in 4..=12 {
         let response = kafka.fetch(version, "versions", 0, 0, 0);
