@@ -11,12 +11,17 @@
 //! One flusher task per partition writes the dirty part of the tail with O_DIRECT, from the
 //! chunk itself: from the last aligned-down written position to the aligned-up fill position,
 //! so the partially filled last block is rewritten in place. While one write is in flight,
-//! further appends accumulate and the next write covers all of them; when any `Durable` append
-//! waits, that write is linked with an fdatasync, so N producers share one sync (group commit).
+//! further appends accumulate and the next write covers all of them. A second task per
+//! partition, the syncer, makes written bytes durable: while any `Durable` append waits, it
+//! fdatasyncs the file after each completed write, one sync at a time, so N producers share
+//! one sync (group commit) and the next write proceeds while the sync is in flight.
 //!
 //! # Visibility
 //! The high watermark is the offset after the last batch whose write completed; reads never
-//! return bytes past it. The durable offset is the same for write + fdatasync.
+//! return bytes past it, and never wait for an fdatasync. The durable offset is the offset
+//! after the last batch whose write was followed by a completed fdatasync. Readers see bytes
+//! that a power loss (not a process crash) could still take; a `Durable` producer is only
+//! answered once they are synced.
 //!
 //! # Idempotent producers
 //! A batch with a producer id (`producerId >= 0`) is checked against the partition's
@@ -35,7 +40,9 @@
 
 mod config;
 mod flusher;
+mod kick;
 mod read;
+mod syncer;
 mod waiters;
 
 use std::cell::{Cell, RefCell};
@@ -59,8 +66,10 @@ use crate::cache::{Chunk, ChunkCache, ChunkPlacement};
 use crate::error::{FlushFailure, LogError};
 use crate::producer_snapshot;
 use crate::producer_state::{BatchMetadata, ProducerStateTable, Verdict};
+use crate::reactor::fs::File;
 use crate::recovery;
 use crate::segment::{remove_segment_files, Segment, SegmentState};
+use kick::Kick;
 use waiters::{Progress, WaitKind, WaitList};
 
 /// How long an append waits before it reports success.
@@ -131,24 +140,7 @@ pub struct PartitionLog {
     inner: Rc<Inner>,
 }
 
-/// Wakes the flusher task; a set flag survives until the flusher looks.
-#[derive(Default)]
-struct Kick {
-    pending: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Kick {
-    fn notify(&self) {
-        self.pending.set(true);
-        let waker = self.waker.borrow_mut().take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The shared state of a log, also held by its flusher task and pending futures.
+/// The shared state of a log, also held by its flusher and syncer tasks and pending futures.
 struct Inner {
     dir: PathBuf,
     config: LogConfig,
@@ -185,7 +177,12 @@ struct Inner {
     waiters: RefCell<WaitList>,
     /// Reused list of wakers to call, so waking allocates nothing.
     wake_scratch: RefCell<Vec<Waker>>,
+    /// Wakes the flusher (appends, close, retries).
     kick: Kick,
+    /// Wakes the syncer (a durable append's bytes were written, or a retry).
+    sync_kick: Kick,
+    /// The segment file of the last completed write: what the syncer fdatasyncs.
+    written_file: RefCell<Option<Rc<File>>>,
     stats: Cell<LogStats>,
     #[cfg(test)]
     hooks: TestHooks,
@@ -326,12 +323,15 @@ impl PartitionLog {
             waiters: RefCell::new(WaitList::default()),
             wake_scratch: RefCell::new(Vec::new()),
             kick: Kick::default(),
+            sync_kick: Kick::default(),
+            written_file: RefCell::new(None),
             stats: Cell::new(LogStats::default()),
             #[cfg(test)]
             hooks: TestHooks::default(),
         });
-        // Detached: the task ends by itself once the log is closed or dropped.
+        // Detached: the tasks end by themselves once the log is closed or dropped.
         drop(crate::reactor::spawn(flusher::run(Rc::clone(&inner))));
+        drop(crate::reactor::spawn(syncer::run(Rc::clone(&inner))));
         Ok(PartitionLog { inner })
     }
 

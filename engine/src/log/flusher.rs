@@ -5,21 +5,18 @@
 //!    fdatasync, persist its indexes and the producer snapshot taken at the roll) before
 //!    touching the next segment;
 //! 2. create (and preallocate) the file of a new segment before its first write;
-//! 3. write the dirty range of the oldest chunk with bytes not yet written, linked with an
-//!    fdatasync when a `Durable` append waits for bytes it covers;
-//! 4. fdatasync alone when a durable waiter's bytes were written without one;
-//! 5. when closing, finalize the active segment (with a producer snapshot) and stop.
+//! 3. write the dirty range of the oldest chunk with bytes not yet written, and hand the
+//!    written bytes to the syncer (see [`super::syncer`]) when a `Durable` append waits;
+//! 4. when closing, finalize the active segment (with a producer snapshot) and stop.
 //!
 //! Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
-//! covered by the next one: that is the group commit.
+//! covered by the next one. Writes never wait for an fdatasync: visibility to readers costs
+//! one write, and the syncer's sync of one write overlaps the next write.
 
-use std::future::Future;
 use std::ops::Range;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
-use super::{Inner, Kick, State};
+use super::{Inner, State};
 use crate::buffer::{align_down, align_up};
 use crate::cache::Chunk;
 use crate::error::FlushFailure;
@@ -36,7 +33,6 @@ enum Job {
     Exit,
     Create { base_offset: i64 },
     Write(WriteJob),
-    Sync { file: Rc<File>, offset: i64 },
     Finalize(FinalizeJob),
 }
 
@@ -49,7 +45,6 @@ struct WriteJob {
     file_offset: u64,
     filled: usize,
     next_offset: i64,
-    sync: bool,
 }
 
 /// Make a segment's file exact and durable and persist its indexes.
@@ -84,13 +79,12 @@ pub(super) async fn run(inner: Rc<Inner>) {
     loop {
         let result = match inner.next_job() {
             Job::Wait => {
-                KickWait { kick: &inner.kick }.await;
+                inner.kick.wait().await;
                 continue;
             }
             Job::Exit => break,
             Job::Create { base_offset } => inner.create_segment_file(base_offset).await,
             Job::Write(job) => inner.write_chunk(job).await,
-            Job::Sync { file, offset } => inner.sync_file(&file, offset).await,
             Job::Finalize(job) => inner.finalize_segment(job).await,
         };
         if let Err(failure) = result {
@@ -102,32 +96,9 @@ pub(super) async fn run(inner: Rc<Inner>) {
         }
     }
     inner.closed.set(true);
+    inner.sync_kick.notify();
     inner.cache.remove_owner(inner.owner);
     inner.wake_waiters();
-}
-
-/// Resolves once the flusher was kicked; forgets its waker when dropped, so that a kick
-/// after the reactor shut down wakes nothing.
-struct KickWait<'a> {
-    kick: &'a Kick,
-}
-
-impl Future for KickWait<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.kick.pending.replace(false) {
-            return Poll::Ready(());
-        }
-        *self.kick.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for KickWait<'_> {
-    fn drop(&mut self) {
-        self.kick.waker.borrow_mut().take();
-    }
 }
 
 impl Inner {
@@ -165,20 +136,8 @@ impl Inner {
             return job;
         }
         if self.durable_requested.get() > self.durable_offset.get() {
-            let high_watermark = self.high_watermark.get();
-            match state.active().file.clone() {
-                Some(file) => {
-                    return Job::Sync {
-                        file,
-                        offset: high_watermark,
-                    }
-                }
-                // Nothing was ever written to the active segment and older ones were synced
-                // when finalized: everything written is durable.
-                None => self
-                    .durable_offset
-                    .set(self.durable_offset.get().max(high_watermark)),
-            }
+            // Written bytes a durable append waits for (after a retry, say): the syncer's job.
+            self.sync_kick.notify();
         }
         if self.closing.get() {
             let mut job = FinalizeJob::of(state.active(), true);
@@ -210,11 +169,6 @@ impl Inner {
             "aligned end within the chunk"
         );
         let next_offset = chunk.next_offset();
-        let requested = self.durable_requested.get();
-        // Sync with this write when a durable waiter's bytes end here, or when nothing else
-        // is queued; bytes in a later chunk get their sync with that chunk's write.
-        let sync = requested > self.durable_offset.get()
-            && (requested <= next_offset || state.pending.len() == 1);
         Some(Job::Write(WriteJob {
             file_offset: chunk.file_start() + range.start as u64,
             chunk: Rc::clone(chunk),
@@ -222,12 +176,11 @@ impl Inner {
             range,
             filled,
             next_offset,
-            sync,
         }))
     }
 
     /// Fails the job with ENOSPC when a unit test asked for it.
-    fn injected_failure(&self, context: &'static str) -> Result<(), FlushFailure> {
+    pub(super) fn injected_failure(&self, context: &'static str) -> Result<(), FlushFailure> {
         #[cfg(test)]
         {
             let left = self.hooks.io_errors.get();
@@ -330,28 +283,20 @@ impl Inner {
             file_offset,
             filled,
             next_offset,
-            sync,
         } = job;
-        let context = if sync {
-            "writing and syncing the log"
-        } else {
-            "writing the log"
-        };
+        let context = "writing the log";
         self.injected_failure(context)?;
         self.ensure_allocated(&chunk, &file, file_offset + range.len() as u64)
             .await?;
-        let (result, chunk) = if sync {
-            file.write_all_at_and_sync(chunk, range, file_offset).await
-        } else {
-            file.write_all_at(chunk, range, file_offset).await
-        };
+        let (result, chunk) = file.write_all_at(chunk, range, file_offset).await;
         result.map_err(|error| FlushFailure::from_io(context, &error))?;
-        self.complete_write(&chunk, filled, next_offset, sync);
+        self.complete_write(&chunk, filled, next_offset, file);
         Ok(())
     }
 
-    /// Publishes a completed write: chunk progress, segment visibility, watermarks.
-    fn complete_write(&self, chunk: &Rc<Chunk>, filled: usize, next_offset: i64, synced: bool) {
+    /// Publishes a completed write: chunk progress, segment visibility, watermarks; hands the
+    /// bytes to the syncer when a durable append waits.
+    fn complete_write(&self, chunk: &Rc<Chunk>, filled: usize, next_offset: i64, file: Rc<File>) {
         let newly_written = filled - chunk.written();
         chunk.set_written(filled);
         let unflushed = self.unflushed_bytes.get();
@@ -382,27 +327,12 @@ impl Inner {
             "the high watermark only moves forward, up to the next offset"
         );
         self.high_watermark.set(next_offset);
-        if synced {
-            self.durable_offset.set(next_offset);
+        *self.written_file.borrow_mut() = Some(file);
+        if self.durable_requested.get() > self.durable_offset.get() {
+            self.sync_kick.notify();
         }
-        self.bump(|stats| {
-            stats.writes += 1;
-            stats.syncs += u64::from(synced);
-        });
+        self.bump(|stats| stats.writes += 1);
         self.wake_waiters();
-    }
-
-    async fn sync_file(&self, file: &File, offset: i64) -> Result<(), FlushFailure> {
-        self.injected_failure("syncing the log")?;
-        file.sync_data()
-            .await
-            .map_err(|error| FlushFailure::from_io("syncing the log", &error))?;
-        assert!(offset <= self.high_watermark.get());
-        self.durable_offset
-            .set(self.durable_offset.get().max(offset));
-        self.bump(|stats| stats.syncs += 1);
-        self.wake_waiters();
-        Ok(())
     }
 
     async fn finalize_segment(&self, job: FinalizeJob) -> Result<(), FlushFailure> {
@@ -473,7 +403,7 @@ impl Inner {
         }
     }
 
-    fn record_failure(&self, failure: FlushFailure) {
+    pub(super) fn record_failure(&self, failure: FlushFailure) {
         self.failures.set(self.failures.get() + 1);
         self.last_failure.set(Some(failure));
         self.retry_blocked.set(true);

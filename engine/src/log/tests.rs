@@ -121,6 +121,35 @@ fn a_failed_write_fails_its_appends_and_the_next_append_retries_it() {
 }
 
 #[test]
+fn written_bytes_are_visible_without_waiting_for_their_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        log.fail_next_io(1, Some("syncing the log"));
+        let mut first = make_batch(100, 2);
+        let error = log.append(&mut first, Acks::Durable).await.unwrap_err();
+        assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
+        // The write completed, only its sync failed: readers see the batch, and the durable
+        // offset has not moved.
+        assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.durable_offset(), 0);
+        assert_eq!(read_back(&log).await, vec![first.clone()]);
+
+        // The next durable append syncs both.
+        let mut second = make_batch(100, 1);
+        log.append(&mut second, Acks::Durable).await.unwrap();
+        assert_eq!(log.durable_offset(), 4);
+        assert_eq!(log.stats().failures, 1);
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!(read_back(&log).await, vec![first, second]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_retried_idempotent_batch_waits_for_its_failed_original_and_gets_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
