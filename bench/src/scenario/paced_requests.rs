@@ -5,7 +5,8 @@
 //!
 //! A batch is sent once it is full (`--batch-bytes`) or its oldest record has waited
 //! `--linger-ms` (0: at the next wake-up). Up to [`WINDOW_REQUESTS`] requests are in flight; a
-//! second thread reads the answers, so sending never waits for one unless the window is full.
+//! second thread reads the answers. While the window is full the open batch keeps growing, so
+//! sending only waits for an answer when the window is full and the batch too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -158,7 +159,10 @@ impl PacedRequests {
             let lingered = open
                 .oldest_due
                 .is_some_and(|due| now.saturating_duration_since(due) >= self.linger);
-            if open.oldest_due.is_some() && (lingered || finished) {
+            // With the window full, a lingered batch keeps taking due records (as Kafka's
+            // producer does) instead of stalling the schedule; only a full batch waits.
+            let window_free = in_flight.load(Ordering::Acquire) < WINDOW_REQUESTS;
+            if open.oldest_due.is_some() && (finished || (lingered && window_free)) {
                 self.send_open(&mut open, writer, in_flight, &mut turn)?;
             }
             if finished {
