@@ -254,6 +254,7 @@ mod tests {
             disk_write_mb_per_s: Some(4.0),
             disk_read_mb_per_s: Some(8.0),
             fsync_commits_per_s: Some(1000.0),
+            disk_write_p99_us: Some(250.0),
             net_mb_per_s: Some(20.0),
         }
     }
@@ -312,6 +313,7 @@ mod tests {
             [
                 "disk_read_mb_per_s",
                 "disk_write_mb_per_s",
+                "disk_write_p99_us",
                 "fsync_commits_per_s",
                 "net_mb_per_s"
             ]

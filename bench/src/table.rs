@@ -61,7 +61,7 @@ fn render_reference_rows(config: &RunConfig, references: &References) -> String 
     let before = references.before.as_ref().map(|set| set.figures());
     let after = references.after.as_ref().map(|set| set.figures());
     let mean = references.figures();
-    let rows: [(String, PickFigure); 4] = [
+    let rows: [(String, PickFigure); 5] = [
         ("disk write MB/s".into(), |figures| {
             figures.disk_write_mb_per_s
         }),
@@ -74,6 +74,13 @@ fn render_reference_rows(config: &RunConfig, references: &References) -> String 
                 format_size(u64::from(config.batch_bytes))
             ),
             |figures| figures.fsync_commits_per_s,
+        ),
+        (
+            format!(
+                "write p99 us ({}, the e2e floor)",
+                format_size(u64::from(config.batch_bytes))
+            ),
+            |figures| figures.disk_write_p99_us,
         ),
         ("loopback TCP MB/s".into(), |figures| figures.net_mb_per_s),
     ];

@@ -106,6 +106,10 @@ impl ReferenceSet {
             disk_write_mb_per_s: self.disk.as_ref().map(DiskReference::write_mb_per_s),
             disk_read_mb_per_s: self.disk.as_ref().map(DiskReference::read_mb_per_s),
             fsync_commits_per_s: self.disk.as_ref().map(DiskReference::commits_per_s),
+            disk_write_p99_us: self
+                .disk
+                .as_ref()
+                .map(|disk| disk.commits.write_latency.value_at_quantile_us(0.99) as f64),
             net_mb_per_s: self.net.as_ref().and_then(NetReference::best_mb_per_s),
         }
     }
@@ -120,6 +124,9 @@ pub struct ReferenceFigures {
     pub disk_read_mb_per_s: Option<f64>,
     /// Write of one batch + linked fdatasync, per second.
     pub fsync_commits_per_s: Option<f64>,
+    /// 99th percentile latency of one batch-sized O_DIRECT write (the commit's write), in
+    /// microseconds: the floor under end-to-end latency, since records are visible once written.
+    pub disk_write_p99_us: Option<f64>,
     /// Loopback TCP through io_uring, MB/s (the faster send mode).
     pub net_mb_per_s: Option<f64>,
 }
@@ -131,6 +138,7 @@ impl ReferenceFigures {
             disk_write_mb_per_s: mean(self.disk_write_mb_per_s, other.disk_write_mb_per_s),
             disk_read_mb_per_s: mean(self.disk_read_mb_per_s, other.disk_read_mb_per_s),
             fsync_commits_per_s: mean(self.fsync_commits_per_s, other.fsync_commits_per_s),
+            disk_write_p99_us: mean(self.disk_write_p99_us, other.disk_write_p99_us),
             net_mb_per_s: mean(self.net_mb_per_s, other.net_mb_per_s),
         }
     }
@@ -200,18 +208,21 @@ mod tests {
             disk_write_mb_per_s: Some(100.0),
             disk_read_mb_per_s: None,
             fsync_commits_per_s: Some(10.0),
+            disk_write_p99_us: None,
             net_mb_per_s: None,
         };
         let after = ReferenceFigures {
             disk_write_mb_per_s: Some(200.0),
             disk_read_mb_per_s: Some(50.0),
             fsync_commits_per_s: None,
+            disk_write_p99_us: Some(300.0),
             net_mb_per_s: None,
         };
         let mean = before.mean(&after);
         assert_eq!(mean.disk_write_mb_per_s, Some(150.0));
         assert_eq!(mean.disk_read_mb_per_s, Some(50.0));
         assert_eq!(mean.fsync_commits_per_s, Some(10.0));
+        assert_eq!(mean.disk_write_p99_us, Some(300.0));
         assert_eq!(mean.net_mb_per_s, None);
         assert_eq!(References::default().figures(), ReferenceFigures::default());
     }
