@@ -29,6 +29,8 @@ pub struct ServerInfo {
     pub frame_bytes_max: u32,
     /// Requests a connection may have in flight.
     pub in_flight_requests_max: u32,
+    /// Shard serving this connection (see [`Connection::connect_to_shard`]).
+    pub connection_shard: u16,
 }
 
 /// A topic's configuration.
@@ -77,6 +79,15 @@ pub struct ListedOffset {
     pub offset: i64,
     /// Timestamp of the record at `offset` for timestamp lookups that found one, else -1.
     pub timestamp_ms: i64,
+}
+
+/// A fetch sent with [`Client::send_fetch`] whose answer has not been received yet.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "receive or abandon a sent fetch, or its answer is kept until the connection closes"]
+pub struct PendingFetch {
+    correlation_id: u32,
+    /// The fetch's long-poll wait, added to the request timeout when receiving it.
+    wait: Duration,
 }
 
 /// A fetch response, owning its bytes.
@@ -193,6 +204,7 @@ impl Client {
             apis,
             frame_bytes_max: view.frame_bytes_max(),
             in_flight_requests_max: view.in_flight_requests_max(),
+            connection_shard: view.connection_shard(),
         })
     }
 
@@ -332,14 +344,43 @@ impl Client {
 
     /// Fetches (long poll). Per-partition errors are left in the result's entries.
     pub fn fetch(&mut self, request: &fetch::Request<'_>) -> Result<FetchResult, ClientError> {
+        let pending = self.send_fetch(request)?;
+        self.receive_fetch(pending)
+    }
+
+    /// Sends a fetch without waiting for its answer, so the next fetch can be on its way while
+    /// the current one's records are handled (as Kafka consumers prefetch). Receive it with
+    /// [`Self::receive_fetch`], or drop interest with [`Self::abandon_fetch`].
+    pub fn send_fetch(
+        &mut self,
+        request: &fetch::Request<'_>,
+    ) -> Result<PendingFetch, ClientError> {
         let correlation_id = self.connection.send(request)?;
-        let wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        Ok(PendingFetch {
+            correlation_id,
+            wait: Duration::from_millis(u64::from(request.max_wait_ms)),
+        })
+    }
+
+    /// Waits for the answer to a fetch sent with [`Self::send_fetch`].
+    pub fn receive_fetch(&mut self, pending: PendingFetch) -> Result<FetchResult, ClientError> {
         let frame = self
             .connection
-            .receive_within(correlation_id, self.request_timeout + wait)?;
+            .receive_within(pending.correlation_id, self.request_timeout + pending.wait)?;
         let view = frame.view::<fetch::ResponseView>()?;
         check(ApiKey::Fetch, view.status())?;
         Ok(FetchResult { frame })
+    }
+
+    /// Forgets a fetch sent with [`Self::send_fetch`]: its answer is dropped when it arrives.
+    pub fn abandon_fetch(&mut self, pending: PendingFetch) {
+        self.connection.abandon(pending.correlation_id);
+    }
+
+    /// Gives a fetch result's buffer back, so a later response of the same size is received
+    /// without allocating (and zeroing) megabytes again.
+    pub fn recycle(&mut self, result: FetchResult) {
+        self.connection.recycle(result.frame.into_buffer());
     }
 
     /// Looks up one offset by position or time.

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use flatbuffers::FlatBufferBuilder;
@@ -43,21 +43,45 @@ impl Default for ConnectionConfig {
 }
 
 /// One received response frame, owning its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A large frame owns the buffer it was received into, which may be longer than the frame;
+/// [`ResponseFrame::into_buffer`] gives that buffer back for [`Connection::recycle`], so the
+/// next large frame is received without allocating and zeroing megabytes again.
+#[derive(Debug, Clone)]
 pub struct ResponseFrame {
     header: FrameHeader,
-    /// The whole frame, header included.
+    /// The whole frame (header included) in `bytes[..len]`; what follows is unused room.
     bytes: Vec<u8>,
-    /// End of the body within `bytes`; raw batches follow up to the end.
+    /// Bytes of the frame.
+    len: usize,
+    /// End of the body within `bytes`; raw batches follow up to `len`.
     body_end: usize,
 }
+
+impl PartialEq for ResponseFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.header == other.header && self.frame_bytes() == other.frame_bytes()
+    }
+}
+
+impl Eq for ResponseFrame {}
 
 impl ResponseFrame {
     /// Takes ownership of one complete frame's bytes, checking its framing.
     pub fn from_bytes(bytes: Vec<u8>, decoder: &FrameDecoder) -> Result<Self, ClientError> {
+        let len = bytes.len();
+        Self::from_buffer(bytes, len, decoder)
+    }
+
+    /// Takes ownership of a buffer whose first `len` bytes are one complete frame.
+    fn from_buffer(
+        bytes: Vec<u8>,
+        len: usize,
+        decoder: &FrameDecoder,
+    ) -> Result<Self, ClientError> {
         let frame = decoder
-            .decode(&bytes)?
-            .filter(|frame| frame.total_bytes == bytes.len())
+            .decode(bytes.get(..len).unwrap_or_default())?
+            .filter(|frame| frame.total_bytes == len)
             .ok_or(ClientError::UnexpectedResponse(
                 "frame bytes do not hold exactly one frame".to_owned(),
             ))?;
@@ -65,6 +89,7 @@ impl ResponseFrame {
         Ok(Self {
             header,
             bytes,
+            len,
             body_end,
         })
     }
@@ -83,12 +108,21 @@ impl ResponseFrame {
 
     /// The raw record batches after the body.
     pub fn raw(&self) -> &[u8] {
-        self.bytes.get(self.body_end..).unwrap_or_default()
+        self.bytes.get(self.body_end..self.len).unwrap_or_default()
     }
 
     /// The verified response view, e.g. `frame.view::<fetch::ResponseView>()`.
     pub fn view<'a, V: Decode<'a>>(&'a self) -> Result<V, ClientError> {
         Ok(V::decode(self.body())?)
+    }
+
+    /// The buffer the frame was received into, for [`Connection::recycle`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn frame_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -167,6 +201,10 @@ fn write_all_vectored(stream: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) ->
 
 /// The receiving half: reads whole frames. A read timeout leaves a partly received frame in
 /// place, so reading may simply continue afterwards.
+///
+/// Frames that fit the read buffer are read in [`READ_BUFFER_BYTES`] reads and copied out;
+/// a larger frame is read straight into a buffer of its own (a recycled one when it is large
+/// enough), which the frame then owns.
 #[derive(Debug)]
 pub struct FrameReader {
     stream: TcpStream,
@@ -175,10 +213,39 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     filled: usize,
+    /// The frame too large for `buf` being received, if any.
+    large: Option<LargeFrame>,
+    /// A buffer of an earlier large frame, given back with [`FrameReader::recycle`].
+    spare: Option<Vec<u8>>,
     read_timeout: Option<Duration>,
 }
 
+/// A frame larger than the read buffer, being read into a buffer of its own.
+#[derive(Debug)]
+struct LargeFrame {
+    /// At least `total` bytes long; the frame goes to `bytes[..total]`.
+    bytes: Vec<u8>,
+    /// Bytes of the frame received so far.
+    filled: usize,
+    /// Bytes of the whole frame.
+    total: usize,
+}
+
 impl FrameReader {
+    /// A reader of frames up to `decoder`'s limit from `stream`.
+    pub(crate) fn new(stream: TcpStream, decoder: FrameDecoder, buffer_bytes: usize) -> Self {
+        Self {
+            stream,
+            decoder,
+            buf: vec![0; buffer_bytes.max(FRAME_HEADER_BYTES)],
+            start: 0,
+            filled: 0,
+            large: None,
+            spare: None,
+            read_timeout: None,
+        }
+    }
+
     /// Sets how long one read may block; `None` blocks indefinitely.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
         if self.read_timeout != timeout {
@@ -192,27 +259,82 @@ impl FrameReader {
     /// (call again to keep waiting), [`ClientError::Disconnected`] at end of stream.
     pub fn read_frame(&mut self) -> Result<ResponseFrame, ClientError> {
         loop {
+            if let Some(large) = &mut self.large {
+                if large.filled == large.total {
+                    let LargeFrame { bytes, total, .. } =
+                        self.large.take().expect("a large frame is in progress");
+                    return ResponseFrame::from_buffer(bytes, total, &self.decoder);
+                }
+                let free = large
+                    .bytes
+                    .get_mut(large.filled..large.total)
+                    .unwrap_or_default();
+                large.filled += read_some(&mut self.stream, free, self.read_timeout)?;
+                continue;
+            }
             let available = self.buf.get(self.start..self.filled).unwrap_or_default();
             match self.decoder.peek_total_bytes(available)? {
                 Some(total) if available.len() >= total => return self.take_frame(total),
-                Some(total) => self.make_room(total),
-                None => self.make_room(FRAME_HEADER_BYTES),
+                Some(total) if total > self.buf.len() => self.start_large(total),
+                Some(total) => {
+                    self.make_room(total);
+                    self.fill()?;
+                }
+                None => {
+                    self.make_room(FRAME_HEADER_BYTES);
+                    self.fill()?;
+                }
             }
-            self.fill()?;
         }
+    }
+
+    /// Keeps `buffer` (from [`ResponseFrame::into_buffer`]) to receive a later large frame
+    /// into, if it is larger than the one kept already.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        let kept_bytes = self.spare.as_ref().map_or(0, Vec::len);
+        if buffer.len() > self.buf.len() && buffer.len() > kept_bytes {
+            self.spare = Some(buffer);
+        }
+    }
+
+    /// Moves the start of a frame of `total` bytes, larger than the read buffer, into a
+    /// buffer of its own.
+    fn start_large(&mut self, total: usize) {
+        let mut bytes = match self.spare.take() {
+            Some(spare) if spare.len() >= total => spare,
+            // Room to spare, so slightly larger frames later fit the recycled buffer too.
+            _ => vec![
+                0;
+                total
+                    .next_power_of_two()
+                    .min(self.decoder.frame_bytes_max())
+                    .max(total)
+            ],
+        };
+        let received = self.filled - self.start;
+        debug_assert!(received < total, "a complete frame is taken, not moved");
+        bytes[..received].copy_from_slice(&self.buf[self.start..self.filled]);
+        self.start = 0;
+        self.filled = 0;
+        self.large = Some(LargeFrame {
+            bytes,
+            filled: received,
+            total,
+        });
     }
 
     /// Ensures the buffer can hold `needed` bytes from `start`, compacting first.
     fn make_room(&mut self, needed: usize) {
+        debug_assert!(
+            needed <= self.buf.len(),
+            "larger frames get a buffer of their own"
+        );
         if self.buf.len() - self.start >= needed {
             return;
         }
         self.buf.copy_within(self.start..self.filled, 0);
         self.filled -= self.start;
         self.start = 0;
-        if self.buf.len() < needed {
-            self.buf.resize(needed, 0);
-        }
     }
 
     /// One read into the free part of the buffer.
@@ -222,48 +344,46 @@ impl FrameReader {
             "make_room leaves space to read"
         );
         let free = self.buf.get_mut(self.filled..).unwrap_or_default();
-        loop {
-            match self.stream.read(free) {
-                Ok(0) => return Err(ClientError::Disconnected),
-                Ok(read) => {
-                    self.filled += read;
-                    return Ok(());
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    let timeout_ms = self.read_timeout.map_or(0, |t| t.as_millis() as u64);
-                    return Err(ClientError::Timeout { timeout_ms });
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+        self.filled += read_some(&mut self.stream, free, self.read_timeout)?;
+        Ok(())
     }
 
-    /// Moves the complete frame of `total` bytes at `start` out of the buffer.
+    /// Copies the complete frame of `total` bytes at `start` out of the buffer.
     fn take_frame(&mut self, total: usize) -> Result<ResponseFrame, ClientError> {
-        let bytes = if self.start == 0 && self.filled == total && total > READ_BUFFER_BYTES {
-            // A large frame that was read into a buffer of its own size: hand the buffer over
-            // instead of copying megabytes.
-            let mut bytes = std::mem::replace(&mut self.buf, vec![0; READ_BUFFER_BYTES]);
-            bytes.truncate(total);
-            self.filled = 0;
-            bytes
-        } else {
-            let end = self.start + total;
-            let bytes = self.buf.get(self.start..end).unwrap_or_default().to_vec();
-            self.start = end;
-            bytes
-        };
+        let end = self.start + total;
+        let bytes = self.buf.get(self.start..end).unwrap_or_default().to_vec();
+        self.start = end;
         if self.start == self.filled {
             self.start = 0;
             self.filled = 0;
         }
         ResponseFrame::from_bytes(bytes, &self.decoder)
+    }
+}
+
+/// One read into `free` (not empty); returns the bytes read.
+fn read_some(
+    stream: &mut TcpStream,
+    free: &mut [u8],
+    read_timeout: Option<Duration>,
+) -> Result<usize, ClientError> {
+    debug_assert!(!free.is_empty(), "reads go into free room");
+    loop {
+        match stream.read(free) {
+            Ok(0) => return Err(ClientError::Disconnected),
+            Ok(read) => return Ok(read),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let timeout_ms = read_timeout.map_or(0, |t| t.as_millis() as u64);
+                return Err(ClientError::Timeout { timeout_ms });
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
@@ -292,6 +412,8 @@ pub struct Connection {
     pending: Vec<(u32, ApiKey)>,
     /// Responses received while waiting for another one.
     arrived: VecDeque<ResponseFrame>,
+    /// Requests whose responses are dropped when they arrive (see [`Connection::abandon`]).
+    abandoned: Vec<u32>,
     /// Set once the connection failed; every later call returns it.
     broken: Option<ClientError>,
     request_timeout: Duration,
@@ -318,20 +440,44 @@ impl Connection {
             .into())
     }
 
+    /// Connects so that the server's shard `shard` (of `shard_count`, as ApiVersions or
+    /// Metadata tell) serves the connection: requests for that shard's partitions then never
+    /// travel between shards. Falls back to [`Connection::connect`] when no suitable source
+    /// port is free.
+    pub fn connect_to_shard(
+        addr: impl ToSocketAddrs,
+        shard: u16,
+        shard_count: u16,
+        config: ConnectionConfig,
+    ) -> Result<Self, ClientError> {
+        if shard >= shard_count {
+            return Err(ClientError::InvalidArgument(format!(
+                "shard {shard} is not below the shard count {shard_count}"
+            )));
+        }
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        for addr in &addrs {
+            if let Ok(Some(stream)) =
+                super::steering::connect_steered(*addr, shard, shard_count, connect_timeout)
+            {
+                return Self::from_stream(stream, config);
+            }
+        }
+        Self::connect(addrs.as_slice(), config)
+    }
+
     /// Wraps an established stream.
     pub fn from_stream(stream: TcpStream, config: ConnectionConfig) -> Result<Self, ClientError> {
         // Requests are whole frames written at once; never hold them back (Nagle).
         stream.set_nodelay(true)?;
         let reader_stream = stream.try_clone()?;
         let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
-        let mut reader = FrameReader {
-            stream: reader_stream,
-            decoder: FrameDecoder::new(config.frame_bytes_max),
-            buf: vec![0; READ_BUFFER_BYTES],
-            start: 0,
-            filled: 0,
-            read_timeout: None,
-        };
+        let mut reader = FrameReader::new(
+            reader_stream,
+            FrameDecoder::new(config.frame_bytes_max),
+            READ_BUFFER_BYTES,
+        );
         reader.set_read_timeout(Some(request_timeout))?;
         Ok(Self {
             writer: FrameWriter {
@@ -343,6 +489,7 @@ impl Connection {
             reader,
             pending: Vec::new(),
             arrived: VecDeque::new(),
+            abandoned: Vec::new(),
             broken: None,
             request_timeout,
         })
@@ -403,9 +550,39 @@ impl Connection {
         }
     }
 
-    /// Requests sent and not yet received.
+    /// Requests sent and not yet received (abandoned ones included until they arrive).
     pub fn in_flight(&self) -> usize {
-        self.pending.len() + self.arrived.len()
+        self.pending.len() + self.arrived.len() + self.abandoned.len()
+    }
+
+    /// Stops waiting for the response to `correlation_id` (a prefetch that is no longer
+    /// wanted): it is read and dropped when it arrives, and [`Self::receive`] no longer knows
+    /// it.
+    pub fn abandon(&mut self, correlation_id: u32) {
+        if let Some(index) = self
+            .arrived
+            .iter()
+            .position(|frame| frame.header().correlation_id == correlation_id)
+        {
+            if let Some(frame) = self.arrived.remove(index) {
+                self.recycle(frame.into_buffer());
+            }
+            return;
+        }
+        if let Some(index) = self
+            .pending
+            .iter()
+            .position(|(id, _)| *id == correlation_id)
+        {
+            self.pending.swap_remove(index);
+            self.abandoned.push(correlation_id);
+        }
+    }
+
+    /// Keeps a received frame's buffer ([`ResponseFrame::into_buffer`]) to receive a later
+    /// large frame into, instead of allocating (and zeroing) a new one.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        self.reader.recycle(buffer);
     }
 
     /// Splits into independent sending and receiving halves (e.g. for a sender thread and a
@@ -420,13 +597,24 @@ impl Connection {
         Ok((self.writer, self.reader))
     }
 
-    /// Reads one response and checks it against the requests in flight.
+    /// Reads one response and checks it against the requests in flight; responses to
+    /// abandoned requests are dropped on the way.
     fn read_response(&mut self, timeout: Duration) -> Result<ResponseFrame, ClientError> {
         self.check_usable()?;
         let result = self.reader.set_read_timeout(Some(timeout));
         self.note_failure(result)?;
-        let result = self.reader.read_frame();
-        let frame = self.note_failure(result)?;
+        let frame = loop {
+            let result = self.reader.read_frame();
+            let frame = self.note_failure(result)?;
+            let id = frame.header().correlation_id;
+            match self.abandoned.iter().position(|abandoned| *abandoned == id) {
+                Some(index) => {
+                    self.abandoned.swap_remove(index);
+                    self.recycle(frame.into_buffer());
+                }
+                None => break frame,
+            }
+        };
         let id = frame.header().correlation_id;
         let Some(index) = self.pending.iter().position(|(pending, _)| *pending == id) else {
             return self.note_failure(Err(ClientError::UnexpectedResponse(format!(
@@ -477,14 +665,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let handle = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let mut reader = FrameReader {
-                stream: stream.try_clone().unwrap(),
-                decoder: FrameDecoder::default(),
-                buf: vec![0; 16],
-                start: 0,
-                filled: 0,
-                read_timeout: None,
-            };
+            let mut reader =
+                FrameReader::new(stream.try_clone().unwrap(), FrameDecoder::default(), 16);
             let mut requests = Vec::new();
             for _ in 0..count {
                 requests.push(*reader.read_frame().unwrap().header());
@@ -577,14 +759,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let mut reader = FrameReader {
-                stream,
-                decoder: FrameDecoder::default(),
-                buf: vec![0; 64],
-                start: 0,
-                filled: 0,
-                read_timeout: None,
-            };
+            let mut reader = FrameReader::new(stream, FrameDecoder::default(), 64);
             let frame = reader.read_frame().unwrap();
             let view = frame.view::<produce::RequestView>().unwrap();
             let pairs: Vec<(u32, Vec<u8>)> = produce::batches(&view, frame.raw())
@@ -615,6 +790,106 @@ mod tests {
         let pairs = server.join().unwrap();
         assert_eq!(pairs[0], (0, b"first".to_vec()));
         assert_eq!(pairs[1], (1, big));
+    }
+
+    /// A ListTopics response naming one topic of `name_bytes` bytes (a frame of about that
+    /// size).
+    fn large_response(correlation_id: u32, name_bytes: usize) -> Vec<u8> {
+        let name = "n".repeat(name_bytes);
+        let topics = [TopicConfig {
+            name: &name,
+            partitions: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+            segment_bytes: 0,
+        }];
+        let mut fbb = FlatBufferBuilder::new();
+        let body = list_topics::Response {
+            status: Status::OK,
+            topics: &topics,
+        }
+        .encode(&mut fbb)
+        .to_vec();
+        let mut frame = Vec::new();
+        crate::frame::write_frame(
+            &mut frame,
+            ApiKey::ListTopics.as_u16(),
+            0,
+            correlation_id,
+            &body,
+            &[],
+        )
+        .unwrap();
+        frame
+    }
+
+    #[test]
+    fn large_frames_are_received_into_recycled_buffers() {
+        // Sizes around and far above the read buffer, growing and shrinking.
+        let sizes = [
+            3 * READ_BUFFER_BYTES,
+            READ_BUFFER_BYTES / 2,
+            2 * READ_BUFFER_BYTES,
+            5 * READ_BUFFER_BYTES,
+            3 * READ_BUFFER_BYTES,
+        ];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader =
+                FrameReader::new(stream.try_clone().unwrap(), FrameDecoder::default(), 64);
+            let mut out = stream;
+            for (index, name_bytes) in sizes.iter().enumerate() {
+                let header = *reader.read_frame().unwrap().header();
+                assert_eq!(header.correlation_id, index as u32);
+                out.write_all(&large_response(header.correlation_id, *name_bytes))
+                    .unwrap();
+            }
+        });
+        let mut connection = Connection::connect(addr, ConnectionConfig::default()).unwrap();
+        let mut recycled: Option<*const u8> = None;
+        for name_bytes in sizes {
+            let frame = connection.call(&list_topics::Request).unwrap();
+            let view = frame.view::<list_topics::ResponseView>().unwrap();
+            assert_eq!(view.topics().unwrap().get(0).name().len(), name_bytes);
+            let buffer = frame.into_buffer();
+            if let Some(pointer) = recycled {
+                if buffer.len() > READ_BUFFER_BYTES && name_bytes <= 3 * READ_BUFFER_BYTES {
+                    assert_eq!(buffer.as_ptr(), pointer, "the recycled buffer was reused");
+                }
+            }
+            if buffer.len() > READ_BUFFER_BYTES {
+                recycled = Some(buffer.as_ptr());
+            }
+            connection.recycle(buffer);
+        }
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn abandoned_responses_are_read_and_dropped() {
+        let (addr, server) = reverse_echo_server(3);
+        let mut connection = Connection::connect(addr, ConnectionConfig::default()).unwrap();
+        let first = connection.send(&list_topics::Request).unwrap();
+        let second = connection.send(&metadata::Request { topics: &[] }).unwrap();
+        let third = connection.send(&list_topics::Request).unwrap();
+        connection.abandon(third);
+        connection.abandon(second);
+        assert_eq!(
+            connection.in_flight(),
+            3,
+            "abandoned responses are still to be read"
+        );
+        // The reverse echo answers third, second, first: the first two are dropped.
+        let frame = connection.receive(first).unwrap();
+        assert_eq!(frame.header().correlation_id, first);
+        assert_eq!(connection.in_flight(), 0);
+        assert!(matches!(
+            connection.receive(second),
+            Err(ClientError::UnexpectedResponse(_))
+        ));
+        server.join().unwrap();
     }
 
     #[test]

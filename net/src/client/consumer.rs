@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
-use super::calls::{check, duration_ms_u32, Client, FetchResult};
+use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
 use super::connection::ConnectionConfig;
 use super::error::ClientError;
 use crate::api::ApiKey;
@@ -81,11 +81,24 @@ struct Assigned {
     high_watermark: i64,
 }
 
+/// A fetch sent ahead for the positions a poll left, while the application handles that
+/// poll's records.
+#[derive(Debug)]
+struct Prefetch {
+    pending: PendingFetch,
+    /// (partition, offset asked for) of the fetch; it is used only if the positions are still
+    /// these when the next poll comes.
+    starts: Vec<(u32, i64)>,
+}
+
 /// Reads records of assigned partitions of one topic.
 ///
 /// Positions start where [`Consumer::seek`] puts them, else per `auto_offset_reset`. Each
 /// [`Consumer::poll`] long-polls one fetch for all assigned partitions and moves the positions
-/// past the records it returns. Records come decoded by `ringlog_engine::batch`, borrowing the
+/// past the records it returns. When a partition has more records than a poll returned, the
+/// next fetch is sent (without long poll) before `poll` returns, as Kafka consumers prefetch:
+/// the server reads and sends it while the application handles the records, and the next
+/// poll finds it on its way (or drops it, if the positions were moved meanwhile). Records come decoded by `ringlog_engine::batch`, borrowing the
 /// response buffer: no copy and no allocation per record. Compressed batches are reported as
 /// errors (this client does not decompress yet).
 ///
@@ -123,6 +136,8 @@ pub struct Consumer {
     fetch_starts: Vec<(u32, i64)>,
     /// Scratch for building fetch requests.
     fetch_partitions: Vec<FetchPartition>,
+    /// The next fetch, sent ahead.
+    prefetch: Option<Prefetch>,
 }
 
 impl Consumer {
@@ -137,6 +152,7 @@ impl Consumer {
             last: None,
             fetch_starts: Vec::new(),
             fetch_partitions: Vec::new(),
+            prefetch: None,
         })
     }
 
@@ -207,15 +223,27 @@ impl Consumer {
             ));
         }
         let deadline = Instant::now() + timeout;
+        if let Some(last) = self.last.take() {
+            self.client.recycle(last);
+        }
         loop {
             self.resolve_unpositioned()?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = self.fetch_once(remaining)?;
+            let result = match self.take_prefetch() {
+                Some(pending) => self.client.receive_fetch(pending)?,
+                None => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    self.fetch_once(remaining)?
+                }
+            };
             let got_records = self.apply_fetch(&result)?;
-            self.last = Some(result);
+            if got_records {
+                self.send_prefetch();
+            }
             if got_records || Instant::now() >= deadline {
+                self.last = Some(result);
                 break;
             }
+            self.client.recycle(result);
         }
         Ok(Records::new(
             self.last.as_ref(),
@@ -226,6 +254,13 @@ impl Consumer {
 
     /// One fetch from every positioned partition, waiting at most `wait`.
     fn fetch_once(&mut self, wait: Duration) -> Result<FetchResult, ClientError> {
+        let pending = self.send_fetch(wait)?;
+        self.client.receive_fetch(pending)
+    }
+
+    /// Sends a fetch from every positioned partition, waiting at most `wait`; the offsets
+    /// asked for are left in `fetch_starts`.
+    fn send_fetch(&mut self, wait: Duration) -> Result<PendingFetch, ClientError> {
         self.fetch_partitions.clear();
         self.fetch_starts.clear();
         for assigned in &self.assigned {
@@ -242,12 +277,51 @@ impl Consumer {
             topic: &self.topic,
             partitions: &self.fetch_partitions,
         }];
-        self.client.fetch(&fetch::Request {
+        self.client.send_fetch(&fetch::Request {
             max_wait_ms: duration_ms_u32(wait).min(self.config.max_wait_ms),
             min_bytes: self.config.min_bytes,
             max_bytes: self.config.max_bytes,
             topics: &topics,
         })
+    }
+
+    /// After a poll that returned records, sends the next fetch (without long poll, so a
+    /// later poll's timeout still holds) when some partition is known to have more. A failed
+    /// send leaves the connection broken, which the next poll reports; this poll's records
+    /// are still returned.
+    fn send_prefetch(&mut self) {
+        let backlog = self.assigned.iter().any(|assigned| {
+            assigned
+                .position
+                .is_some_and(|position| assigned.high_watermark > position)
+        });
+        if !backlog || self.prefetch.is_some() {
+            return;
+        }
+        // fetch_starts describes the result being returned; the prefetch keeps its own.
+        let returned_starts = std::mem::take(&mut self.fetch_starts);
+        let sent = self.send_fetch(Duration::ZERO);
+        let starts = std::mem::replace(&mut self.fetch_starts, returned_starts);
+        if let Ok(pending) = sent {
+            self.prefetch = Some(Prefetch { pending, starts });
+        }
+    }
+
+    /// The fetch sent ahead, if it asked for the current positions (its offsets become
+    /// `fetch_starts`); one for other positions is abandoned.
+    fn take_prefetch(&mut self) -> Option<PendingFetch> {
+        let prefetch = self.prefetch.take()?;
+        let current = self
+            .assigned
+            .iter()
+            .filter_map(|assigned| assigned.position.map(|offset| (assigned.partition, offset)));
+        if current.eq(prefetch.starts.iter().copied()) {
+            self.fetch_starts = prefetch.starts;
+            Some(prefetch.pending)
+        } else {
+            self.client.abandon_fetch(prefetch.pending);
+            None
+        }
     }
 
     /// Moves positions past the fetched batches and handles per-partition errors. Returns
@@ -636,6 +710,51 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(30));
         assert_eq!(got, [(0, 0, "late".to_owned())]);
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn prefetched_fetches_continue_in_order_and_yield_to_seeks() {
+        let server = FakeServer::start("t", 1, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(produce(&mut client, 0, 1, &[value.as_str()]), i as i64);
+        }
+        // One batch per fetch, so every poll leaves a backlog and prefetches the next one.
+        let mut consumer = Consumer::connect(
+            server.addr,
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                partition_max_bytes: 1,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        consumer.assign("t", &[0]);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.extend(self::values(consumer.poll(Duration::from_secs(5)).unwrap()));
+            assert!(consumer.prefetch.is_some(), "more is known to be there");
+        }
+        let expected: Vec<(u32, i64, String)> =
+            (0..4).map(|i| (0, i, values[i as usize].clone())).collect();
+        assert_eq!(got, expected);
+        // A seek while a prefetch is on its way: the prefetch is dropped, the seek wins.
+        consumer.seek(0, SeekTo::Offset(8)).unwrap();
+        let got = self::values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got, [(0, 8, "v8".to_owned())]);
+        let got = self::values(consumer.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got, [(0, 9, "v9".to_owned())]);
+        assert!(
+            consumer.prefetch.is_none(),
+            "nothing more to prefetch at the end"
+        );
+        assert!(self::values(consumer.poll(Duration::from_millis(20)).unwrap()).is_empty());
+        assert_eq!(
+            consumer.client.connection().in_flight(),
+            0,
+            "the dropped prefetch was read"
+        );
     }
 
     #[test]

@@ -50,12 +50,15 @@ mod group_consumer;
 pub mod partitioner;
 mod producer;
 mod share_consumer;
+mod steering;
 
 #[cfg(test)]
 mod fake_server;
 
 pub use calls::TopicMetadata;
-pub use calls::{Client, FetchResult, ListedOffset, PartitionInfo, ServerInfo, TopicInfo};
+pub use calls::{
+    Client, FetchResult, ListedOffset, PartitionInfo, PendingFetch, ServerInfo, TopicInfo,
+};
 pub use connection::{Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame};
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Records, SeekTo};
 pub use error::ClientError;
