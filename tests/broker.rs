@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringlog_net::client::{
-    AutoOffsetReset, Client, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo,
+    AutoOffsetReset, Client, ClientError, Connection, ConnectionConfig, Consumer, ConsumerConfig,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::create_topic;
@@ -183,6 +183,39 @@ fn metadata_spreads_partitions_over_shards() {
     let listed = server.client().list_topics().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].partitions, 4);
+}
+
+#[test]
+fn a_connection_to_a_shard_is_served_by_that_shard() {
+    for shards in [1u16, 2, 3] {
+        let server = TestServer::start(usize::from(shards));
+        for shard in 0..shards {
+            // Several connections each, so that a lucky random placement cannot pass.
+            for _ in 0..4 {
+                let connection = Connection::connect_to_shard(
+                    server.addr(),
+                    shard,
+                    shards,
+                    ConnectionConfig::default(),
+                )
+                .unwrap();
+                let info = Client::from_connection(connection, ConnectionConfig::default())
+                    .api_versions("steering-test", "0")
+                    .unwrap();
+                assert_eq!(info.shard_count, shards);
+                assert_eq!(info.connection_shard, shard, "{shards} shards");
+            }
+        }
+        assert!(matches!(
+            Connection::connect_to_shard(
+                server.addr(),
+                shards,
+                shards,
+                ConnectionConfig::default()
+            ),
+            Err(ClientError::InvalidArgument(_))
+        ));
+    }
 }
 
 #[test]

@@ -2323,6 +2323,7 @@ impl<'a> ApiVersionsResponse<'a> {
   pub const VT_APIS: ::flatbuffers::VOffsetT = 14;
   pub const VT_FRAME_BYTES_MAX: ::flatbuffers::VOffsetT = 16;
   pub const VT_IN_FLIGHT_REQUESTS_MAX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CONNECTION_SHARD: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2340,6 +2341,7 @@ impl<'a> ApiVersionsResponse<'a> {
     if let Some(x) = args.server_version { builder.add_server_version(x); }
     if let Some(x) = args.server_name { builder.add_server_name(x); }
     if let Some(x) = args.error_message { builder.add_error_message(x); }
+    builder.add_connection_shard(args.connection_shard);
     builder.add_shard_count(args.shard_count);
     builder.add_error_code(args.error_code);
     builder.finish()
@@ -2405,6 +2407,16 @@ impl<'a> ApiVersionsResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(ApiVersionsResponse::VT_IN_FLIGHT_REQUESTS_MAX, Some(0)).unwrap()}
   }
+  /// Shard that accepted this connection and serves it. A client that binds a source port
+  /// equal to the owning shard modulo shard_count is accepted by that shard (SO_REUSEPORT
+  /// steering), so its requests never travel between shards.
+  #[inline]
+  pub fn connection_shard(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(ApiVersionsResponse::VT_CONNECTION_SHARD, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ApiVersionsResponse<'_> {
@@ -2421,6 +2433,7 @@ impl ::flatbuffers::Verifiable for ApiVersionsResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ApiVersionRange>>>("apis", Self::VT_APIS, false)?
      .visit_field::<u32>("frame_bytes_max", Self::VT_FRAME_BYTES_MAX, false)?
      .visit_field::<u32>("in_flight_requests_max", Self::VT_IN_FLIGHT_REQUESTS_MAX, false)?
+     .visit_field::<u16>("connection_shard", Self::VT_CONNECTION_SHARD, false)?
      .finish();
     Ok(())
   }
@@ -2434,6 +2447,7 @@ pub struct ApiVersionsResponseArgs<'a> {
     pub apis: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ApiVersionRange>>>,
     pub frame_bytes_max: u32,
     pub in_flight_requests_max: u32,
+    pub connection_shard: u16,
 }
 impl<'a> Default for ApiVersionsResponseArgs<'a> {
   #[inline]
@@ -2447,6 +2461,7 @@ impl<'a> Default for ApiVersionsResponseArgs<'a> {
       apis: None,
       frame_bytes_max: 0,
       in_flight_requests_max: 0,
+      connection_shard: 0,
     }
   }
 }
@@ -2489,6 +2504,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ApiVersionsResponseBuilder<'a
     self.fbb_.push_slot::<u32>(ApiVersionsResponse::VT_IN_FLIGHT_REQUESTS_MAX, in_flight_requests_max, 0);
   }
   #[inline]
+  pub fn add_connection_shard(&mut self, connection_shard: u16) {
+    self.fbb_.push_slot::<u16>(ApiVersionsResponse::VT_CONNECTION_SHARD, connection_shard, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ApiVersionsResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ApiVersionsResponseBuilder {
@@ -2514,6 +2533,7 @@ impl ::core::fmt::Debug for ApiVersionsResponse<'_> {
       ds.field("apis", &self.apis());
       ds.field("frame_bytes_max", &self.frame_bytes_max());
       ds.field("in_flight_requests_max", &self.in_flight_requests_max());
+      ds.field("connection_shard", &self.connection_shard());
       ds.finish()
   }
 }

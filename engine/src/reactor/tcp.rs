@@ -101,6 +101,49 @@ fn local_addr_of(fd: RawFd) -> io::Result<SocketAddr> {
     }
 }
 
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; the libc crate defines it for Android only).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// The classic BPF program of [`TcpListener::steer_by_source_port`]: returns the TCP source port
+/// of the SYN modulo `count`, the index of the listener to take the connection. The reuseport
+/// hook runs it with the packet's data past the TCP header, so the port is read relative to the
+/// network header (`SKF_NET_OFF`), past an IPv4 header of any length or a fixed IPv6 header.
+fn source_port_steering(count: u32) -> [libc::sock_filter; 9] {
+    const NET: u32 = libc::SKF_NET_OFF as u32;
+    let statement = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    use libc::{
+        BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD,
+        BPF_LDX, BPF_MOD, BPF_MSH, BPF_RET, BPF_RSH,
+    };
+    [
+        // A = IP version.
+        statement(BPF_LD | BPF_B | BPF_ABS, NET),
+        statement(BPF_ALU | BPF_RSH | BPF_K, 4),
+        // IPv6: to 6.
+        jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 3, 0),
+        // IPv4: X = header length, A = source port after it; to 7.
+        statement(BPF_LDX | BPF_B | BPF_MSH, NET),
+        statement(BPF_LD | BPF_H | BPF_IND, NET),
+        jump(BPF_JMP | BPF_JA, 1, 0, 0),
+        // 6: IPv6 (no extension headers on a SYN in practice).
+        statement(BPF_LD | BPF_H | BPF_ABS, NET + 40),
+        // 7: the listener index.
+        statement(BPF_ALU | BPF_MOD | BPF_K, count),
+        statement(BPF_RET | BPF_A, 0),
+    ]
+}
+
 /// A listening socket owned by one shard.
 #[derive(Debug)]
 pub struct TcpListener {
@@ -150,6 +193,34 @@ impl TcpListener {
         let (storage, len) = sockaddr_of(&addr);
         // SAFETY: storage holds a valid sockaddr of `len` bytes.
         cvt(unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
+        Ok(())
+    }
+
+    /// Steers the connections of this listener's SO_REUSEPORT group by the client's source
+    /// port: a connection from port `p` goes to the listener that joined the group `p % count`-th
+    /// (the servers binds its shards' listeners in shard order). A client that knows which
+    /// shard owns its partitions binds such a source port, so its requests never cross shards;
+    /// clients that do not still spread evenly, as their ephemeral ports do.
+    ///
+    /// Blocking setup: call it once every listener of the group is bound.
+    pub fn steer_by_source_port(&self, count: u16) -> io::Result<()> {
+        assert!(count >= 1, "a group has at least one listener");
+        let mut program = source_port_steering(u32::from(count));
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: passes a pointer to a live sock_fprog (whose filter points at `program`,
+        // alive for the call; the kernel copies it) and its exact size.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_CBPF,
+                (&fprog as *const libc::sock_fprog).cast(),
+                size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        })?;
         Ok(())
     }
 

@@ -58,6 +58,8 @@ pub struct Response<'a> {
     pub frame_bytes_max: u32,
     /// Requests a connection may have in flight.
     pub in_flight_requests_max: u32,
+    /// Shard serving this connection.
+    pub connection_shard: u16,
 }
 
 impl Encode for Response<'_> {
@@ -81,6 +83,7 @@ impl Encode for Response<'_> {
                 apis,
                 frame_bytes_max: self.frame_bytes_max,
                 in_flight_requests_max: self.in_flight_requests_max,
+                connection_shard: self.connection_shard,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -115,6 +118,7 @@ mod tests {
             apis: &SUPPORTED_APIS,
             frame_bytes_max: 1 << 26,
             in_flight_requests_max: 64,
+            connection_shard: 3,
         });
         let view = ResponseView::decode(body).unwrap();
         assert!(view.status().is_ok());
@@ -122,6 +126,7 @@ mod tests {
         assert_eq!(view.shard_count(), 4);
         assert_eq!(view.frame_bytes_max(), 1 << 26);
         assert_eq!(view.in_flight_requests_max(), 64);
+        assert_eq!(view.connection_shard(), 3);
         let apis = view.apis().unwrap();
         assert_eq!(apis.len(), SUPPORTED_APIS.len());
         assert_eq!(apis.get(5).api(), ApiKey::Produce.as_u16());

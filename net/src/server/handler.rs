@@ -119,6 +119,7 @@ fn api_versions(shard: &Shard, header: &FrameHeader) -> Response {
         frame_bytes_max: u32::try_from(shard.config.frame_bytes_max).unwrap_or(u32::MAX),
         in_flight_requests_max: u32::try_from(shard.config.requests_in_flight_max)
             .unwrap_or(u32::MAX),
+        connection_shard: shard.id as u16,
     };
     let mut fbb = FlatBufferBuilder::new();
     respond(header, response.encode(&mut fbb), Vec::new())

@@ -245,6 +245,10 @@ fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, Se
     for _ in 1..shard_count {
         listeners.push(TcpListener::bind_reuse_port(bound, LISTEN_BACKLOG).map_err(listen_error)?);
     }
+    // Listener i joined the group i-th: a client's source port picks its shard.
+    if let Err(error) = listeners[0].steer_by_source_port(shard_count as u16) {
+        tracing::warn!(%addr, %error, "cannot steer connections by source port; they spread at random");
+    }
     Ok(listeners)
 }
 
