@@ -100,10 +100,16 @@ pub(crate) fn encode_response<R: Encodable + HeaderVersion>(
     body: &R,
 ) -> Result<KafkaResponse, KafkaError> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut out = Vec::with_capacity(256);
+    let header_version = R::header_version(version);
+    // Sized up front so the response is one allocation, however many records it carries.
+    let encoded_bytes = header
+        .compute_size(header_version)
+        .and_then(|header_bytes| Ok(header_bytes + body.compute_size(version)?))
+        .map_err(encode_error(api_key, version))?;
+    let mut out = Vec::with_capacity(SIZE_PREFIX_BYTES + encoded_bytes);
     out.extend_from_slice(&[0; SIZE_PREFIX_BYTES]);
     header
-        .encode(&mut out, R::header_version(version))
+        .encode(&mut out, header_version)
         .map_err(encode_error(api_key, version))?;
     body.encode(&mut out, version)
         .map_err(encode_error(api_key, version))?;
