@@ -467,6 +467,14 @@ impl SharePartition {
             .iter()
             .map(|r| (r.last_offset - r.first_offset + 1) as u32)
             .sum();
+        // One allocation for the batches this step may add, not one per doubling as they come.
+        out.reserve_exact(bytes_to_take(
+            batches,
+            candidate,
+            max_records.saturating_sub(count),
+            out.len(),
+            max_bytes,
+        ));
         // The log checked every batch's CRC when it was written.
         for item in BatchIter::new(batches).without_crc_check() {
             let Ok((header, batch)) = item else {
@@ -629,6 +637,40 @@ impl Drop for SharePartition {
     }
 }
 
+/// Bytes that [`SharePartition::take_batches`] may append to a response already `out_bytes`
+/// long: the whole batches in `batches` holding the next `records` offsets at or after
+/// `candidate`, within `max_bytes` by the same rule (the first batch always fits).
+fn bytes_to_take(
+    batches: &[u8],
+    candidate: i64,
+    records: u32,
+    out_bytes: usize,
+    max_bytes: usize,
+) -> usize {
+    let mut bytes = 0usize;
+    let mut offsets = 0u64;
+    for item in BatchIter::new(batches).without_crc_check() {
+        if offsets >= u64::from(records) {
+            break;
+        }
+        let Ok((header, batch)) = item else {
+            break;
+        };
+        // Control batches are settled, never sent.
+        if header.next_offset() <= candidate || header.is_control() {
+            continue;
+        }
+        let total = out_bytes + bytes;
+        if total > 0 && total + batch.len() > max_bytes {
+            break;
+        }
+        bytes += batch.len();
+        let first = header.base_offset.max(candidate);
+        offsets += u64::try_from(header.last_offset() - first + 1).unwrap_or(0);
+    }
+    bytes
+}
+
 fn push_acquired(ranges: &mut Vec<AcquiredRange>, offset: i64, delivery_count: u16) {
     if let Some(last) = ranges.last_mut() {
         if last.last_offset + 1 == offset && last.delivery_count == delivery_count {
@@ -671,5 +713,62 @@ async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
         if let Err(failure) = share.persist(&shard, effects, false).await {
             tracing::warn!(group = %share.group, error = %failure.message, "could not persist expired leases");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringlog_engine::batch::{set_base_offset, BatchBuilder};
+
+    use super::bytes_to_take;
+
+    /// Three batches of 10, 20 and 30 records at offsets 100, 110 and 130; their sizes.
+    fn three_batches() -> (Vec<u8>, [usize; 3]) {
+        let mut out = Vec::new();
+        let mut sizes = [0; 3];
+        let mut base_offset = 100;
+        for (slot, records) in [10, 20, 30].into_iter().enumerate() {
+            let mut builder = BatchBuilder::new(Vec::new(), 0);
+            for _ in 0..records {
+                builder.push(0, None, Some(b"value"), &[]).unwrap();
+            }
+            let mut batch = builder.finish().to_vec();
+            set_base_offset(&mut batch, base_offset).unwrap();
+            base_offset += records;
+            sizes[slot] = batch.len();
+            out.extend_from_slice(&batch);
+        }
+        (out, sizes)
+    }
+
+    #[test]
+    fn counts_the_batches_holding_the_wanted_records() {
+        let (batches, [a, b, c]) = three_batches();
+        assert_eq!(bytes_to_take(&batches, 100, 10, 0, usize::MAX), a);
+        assert_eq!(bytes_to_take(&batches, 100, 11, 0, usize::MAX), a + b);
+        assert_eq!(
+            bytes_to_take(&batches, 100, 1_000, 0, usize::MAX),
+            a + b + c
+        );
+        assert_eq!(bytes_to_take(&batches, 100, 0, 0, usize::MAX), 0);
+    }
+
+    #[test]
+    fn starts_at_the_candidate_offset() {
+        let (batches, [_, b, c]) = three_batches();
+        // Offsets 125..130 are the last 5 of the second batch.
+        assert_eq!(bytes_to_take(&batches, 125, 5, 0, usize::MAX), b);
+        assert_eq!(bytes_to_take(&batches, 125, 6, 0, usize::MAX), b + c);
+        assert_eq!(bytes_to_take(&batches, 130, 1_000, 0, usize::MAX), c);
+    }
+
+    #[test]
+    fn stops_at_max_bytes_but_always_takes_a_first_batch() {
+        let (batches, [a, b, _]) = three_batches();
+        assert_eq!(bytes_to_take(&batches, 100, 1_000, 0, a + b), a + b);
+        assert_eq!(bytes_to_take(&batches, 100, 1_000, 0, a + b - 1), a);
+        assert_eq!(bytes_to_take(&batches, 100, 1_000, 0, 1), a);
+        // A response that already holds bytes gets nothing that would pass max_bytes.
+        assert_eq!(bytes_to_take(&batches, 100, 1_000, 10, a), 0);
     }
 }
