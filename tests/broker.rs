@@ -219,6 +219,34 @@ fn a_connection_to_a_shard_is_served_by_that_shard() {
 }
 
 #[test]
+fn a_client_for_one_shards_partitions_connects_to_that_shard() {
+    let server = TestServer::start(2);
+    server.create_topic("near", 4);
+    let owners: Vec<(u32, u16)> = server.client().metadata(&["near"]).unwrap()[0]
+        .partitions
+        .iter()
+        .map(|info| (info.partition, info.shard))
+        .collect();
+    for (partition, shard) in &owners {
+        let mut client = Client::connect_to_partitions(
+            server.addr(),
+            "near",
+            &[*partition],
+            ConnectionConfig::default(),
+        )
+        .unwrap();
+        let info = client.api_versions("steering-test", "0").unwrap();
+        assert_eq!(info.connection_shard, *shard, "partition {partition}");
+    }
+    // Partitions of both shards: any shard will do, the connection still works.
+    let all: Vec<u32> = owners.iter().map(|(partition, _)| *partition).collect();
+    let mut client =
+        Client::connect_to_partitions(server.addr(), "near", &all, ConnectionConfig::default())
+            .unwrap();
+    assert_eq!(client.partition_count("near").unwrap(), 4);
+}
+
+#[test]
 fn equal_keys_land_on_one_partition() {
     let server = TestServer::start(2);
     server.create_topic("keys", 3);

@@ -190,7 +190,7 @@ pub struct Options {
     /// Partitions of the topic [default: one per shard; share: 1].
     #[arg(long, value_name = "N")]
     pub partitions: Option<u32>,
-    /// Producer clients [default: 1].
+    /// Producer clients [default: produce: one per shard of the embedded server; else 1].
     #[arg(long, value_name = "N")]
     pub producers: Option<u32>,
     /// Consumer clients (per group) [default: 1].
@@ -353,8 +353,10 @@ impl Options {
             _ => 1,
         });
         check_count("--partitions", partitions, PARTITIONS_MAX)?;
-        let producers = self.producers.unwrap_or(match workload {
-            Workload::Append => APPEND_APPENDERS_DEFAULT,
+        let producers = self.producers.unwrap_or(match (workload, &target) {
+            (Workload::Append, _) => APPEND_APPENDERS_DEFAULT,
+            // One producer per shard: each connects to the shard that owns its partitions.
+            (Workload::Produce, Target::Embedded { shards }) => *shards,
             _ => 1,
         });
         let consumers = self.consumers.unwrap_or(1);

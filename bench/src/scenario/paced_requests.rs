@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::{BatchBuilder, BatchError};
-use ringlog_net::client::{ClientError, Connection, ConnectionConfig, FrameReader, FrameWriter};
+use ringlog_net::client::{Client, ClientError, ConnectionConfig, FrameReader, FrameWriter};
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::produce::{self, Acks};
 
@@ -96,9 +96,13 @@ impl PacedRequests {
             request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
             ..ConnectionConfig::default()
         };
-        let connection = Connection::connect(self.address, config).map_err(|error| {
-            ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
-        })?;
+        // On the shard that owns the partitions, when one does (one partition per producer).
+        let connection =
+            Client::connect_to_partitions(self.address, &self.topic, &self.partitions, config)
+                .map(Client::into_connection)
+                .map_err(|error| {
+                    ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
+                })?;
         let (writer, mut reader) = connection.split().map_err(failed("split connection"))?;
         reader
             .set_read_timeout(Some(REQUEST_TIMEOUT))

@@ -1,6 +1,6 @@
 //! [`Client`]: one blocking method per api, returning owned results.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::connection::{Connection, ConnectionConfig, ResponseFrame};
@@ -32,6 +32,10 @@ pub struct ServerInfo {
     /// Shard serving this connection (see [`Connection::connect_to_shard`]).
     pub connection_shard: u16,
 }
+
+/// How this client names itself in ApiVersions.
+const CLIENT_NAME: &str = "ringlog-rust";
+const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A topic's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +152,52 @@ impl Client {
             Connection::connect(addr, config)?,
             config,
         ))
+    }
+
+    /// Connects to the shard that owns `partitions` of `topic` when one shard owns them all,
+    /// so that requests for them never travel between shards (see
+    /// [`Connection::connect_to_shard`]); otherwise like [`Client::connect_with`]. Costs a
+    /// Metadata and an ApiVersions call, and a second connect when the first landed elsewhere.
+    pub fn connect_to_partitions(
+        addr: impl ToSocketAddrs,
+        topic: &str,
+        partitions: &[u32],
+        config: ConnectionConfig,
+    ) -> Result<Self, ClientError> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let mut probe = Self::connect_with(addrs.as_slice(), config)?;
+        let Some(shard) = probe.owning_shard(topic, partitions)? else {
+            return Ok(probe);
+        };
+        let info = probe.api_versions(CLIENT_NAME, CLIENT_VERSION)?;
+        if info.connection_shard == shard {
+            return Ok(probe);
+        }
+        drop(probe);
+        let connection =
+            Connection::connect_to_shard(addrs.as_slice(), shard, info.shard_count, config)?;
+        Ok(Self::from_connection(connection, config))
+    }
+
+    /// The shard that owns every one of `partitions` of `topic`, if one does.
+    fn owning_shard(
+        &mut self,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<Option<u16>, ClientError> {
+        let topics = self.metadata(&[topic])?;
+        let Some(metadata) = topics.iter().find(|t| t.name == topic) else {
+            return Ok(None);
+        };
+        let mut owners = metadata
+            .partitions
+            .iter()
+            .filter(|info| partitions.contains(&info.partition))
+            .map(|info| info.shard);
+        let Some(first) = owners.next() else {
+            return Ok(None);
+        };
+        Ok(owners.all(|shard| shard == first).then_some(first))
     }
 
     /// Wraps an established connection made with `config`.
