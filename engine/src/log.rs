@@ -58,7 +58,7 @@ pub use config::{
     LogConfig, CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
 };
-pub use read::ReadSlice;
+pub use read::{ReadParts, ReadSlice, READ_PARTS_MAX};
 
 use crate::batch::{self, BatchHeader};
 use crate::buffer::{align_down, align_up};
@@ -373,6 +373,18 @@ impl PartitionLog {
     ) -> impl Future<Output = Result<ReadSlice, LogError>> + 'static {
         let inner = Rc::clone(&self.inner);
         async move { inner.read(offset, max_bytes).await }
+    }
+
+    /// As [`PartitionLog::read`], but going on past the end of the in-memory chunk (or disk
+    /// read, or segment) holding the first batch: every whole batch that fits `max_bytes`,
+    /// in up to [`READ_PARTS_MAX`] slices to be sent back to back.
+    pub fn read_parts(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<ReadParts, LogError>> + 'static {
+        let inner = Rc::clone(&self.inner);
+        async move { inner.read_parts(offset, max_bytes).await }
     }
 
     /// The base offset of the first visible batch whose max timestamp is at least

@@ -325,3 +325,81 @@ fn long_polls_wake_on_new_data_and_on_close() {
         ));
     });
 }
+
+/// The batches a read at `offset` of up to `max_bytes` should return: the batch holding
+/// `offset`, then every following one while the total stays within `max_bytes`.
+fn expected_read(written: &[(i64, Vec<u8>)], offset: i64, max_bytes: usize) -> Vec<u8> {
+    let first = written
+        .iter()
+        .rposition(|(base, _)| *base <= offset)
+        .expect("offset within the log");
+    let mut out = written[first].1.clone();
+    for (_, batch) in &written[first + 1..] {
+        if out.len() + batch.len() > max_bytes {
+            break;
+        }
+        out.extend_from_slice(batch);
+    }
+    out
+}
+
+#[test]
+fn read_parts_go_on_across_chunks_segments_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        // Batches larger than a chunk and smaller ones, segments of a few batches, and a cache
+        // that keeps only the newest chunks: reads cross chunks, segments and the disk.
+        let config = LogConfig {
+            segment_bytes: 64 * 1024,
+            chunk_bytes: 16 * 1024,
+            index_interval_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let cache = Rc::new(ChunkCache::new(96 * 1024));
+        let log = open(&path, config, Rc::clone(&cache)).await;
+        let mut written: Vec<(i64, Vec<u8>)> = Vec::new();
+        for at in 0..40u64 {
+            let value_bytes = match at % 4 {
+                0 => 20_000,
+                1 => 100,
+                2 => 9_000,
+                _ => 3_000,
+            };
+            let mut batch = make_batch(2, value_bytes, 10 + at as i64, at);
+            let info = log.append(&mut batch, Acks::Leader).await.unwrap();
+            written.push((info.base_offset, batch));
+        }
+        assert!(cache.evictions() > 0, "old chunks were evicted");
+        assert!(log.segment_base_offsets().len() > 3, "segments rolled");
+        let mut sliced = false;
+        for offset in (0..log.high_watermark()).step_by(3) {
+            for max_bytes in [1, 5_000, 30_000, 100_000, 1 << 20] {
+                let parts = log.read_parts(offset, max_bytes).await.unwrap();
+                let mut bytes = Vec::new();
+                for slice in parts.slices() {
+                    bytes.extend_from_slice(slice.bytes());
+                }
+                assert_eq!(bytes, parts.to_vec());
+                assert_eq!(bytes.len(), parts.len());
+                let expected = expected_read(&written, offset, max_bytes);
+                assert!(
+                    bytes == expected,
+                    "read at {offset} of {max_bytes} bytes: {} bytes in {} slices, expected {}",
+                    bytes.len(),
+                    parts.slices().len(),
+                    expected.len()
+                );
+                let last = batch::BatchIter::new(&bytes).last().unwrap().unwrap().0;
+                assert_eq!(parts.next_offset(), last.next_offset());
+                assert!(parts.first_offset() <= offset && offset < parts.next_offset());
+                sliced |= parts.slices().len() > 2;
+            }
+        }
+        assert!(sliced, "some reads spanned more than two sources");
+        let end = log.read_parts(log.high_watermark(), 1 << 20).await.unwrap();
+        assert!(end.is_empty() && end.slices().is_empty());
+        assert_eq!(end.next_offset(), log.high_watermark());
+        log.close().await.unwrap();
+    });
+}

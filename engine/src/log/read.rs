@@ -5,6 +5,10 @@
 //! headers forward: at most `index_interval_bytes` plus one batch. Bytes come from a chunk
 //! when one still holds them, else from one disk read sized for the whole answer; only a
 //! first batch larger than that read costs a second, exact read.
+//!
+//! One [`ReadSlice`] is contiguous memory, so it ends where its chunk (or disk read) ends.
+//! [`ReadParts`] goes on from there: the next batches, from the next chunk, the next segment or
+//! disk, as further slices, until `max_bytes` is reached; a fetch sends them back to back.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -21,6 +25,9 @@ use crate::segment::{segment_path, LOG_SUFFIX};
 
 /// Largest disk read one fetch makes in one go (a larger first batch is read whole anyway).
 const READ_WINDOW_BYTES_MAX: usize = 8 << 20;
+
+/// Most slices one [`ReadParts`] gathers (each is one chunk, one disk read or one segment).
+pub const READ_PARTS_MAX: usize = 32;
 
 /// Whole batches returned by a read: a byte range of a shared in-memory chunk or of a
 /// buffer read from disk. Implements [`IoBuf`], so it can be handed to a socket send as is.
@@ -96,6 +103,82 @@ impl std::fmt::Debug for ReadSlice {
             .field("first_offset", &self.first_offset)
             .field("next_offset", &self.next_offset)
             .finish()
+    }
+}
+
+/// Whole batches from consecutive offsets, in one or more contiguous slices (one per chunk,
+/// disk read or segment they came from), in log order. Returned by
+/// [`super::PartitionLog::read_parts`]; send the slices back to back.
+#[derive(Debug)]
+pub struct ReadParts {
+    slices: Vec<ReadSlice>,
+    len_bytes: usize,
+    first_offset: i64,
+    next_offset: i64,
+}
+
+impl ReadParts {
+    fn new(first: ReadSlice) -> ReadParts {
+        let mut parts = ReadParts {
+            slices: Vec::new(),
+            len_bytes: 0,
+            first_offset: first.first_offset,
+            next_offset: first.first_offset,
+        };
+        parts.push(first);
+        parts
+    }
+
+    fn push(&mut self, slice: ReadSlice) {
+        assert_eq!(
+            slice.first_offset, self.next_offset,
+            "read parts continue each other"
+        );
+        if slice.is_empty() {
+            return;
+        }
+        self.len_bytes += slice.len();
+        self.next_offset = slice.next_offset;
+        self.slices.push(slice);
+    }
+
+    /// The slices, in log order; none when there were no batches at the offset.
+    pub fn slices(&self) -> &[ReadSlice] {
+        &self.slices
+    }
+
+    /// The slices, to send them.
+    pub fn into_slices(self) -> Vec<ReadSlice> {
+        self.slices
+    }
+
+    /// Bytes in all slices.
+    pub fn len(&self) -> usize {
+        self.len_bytes
+    }
+
+    /// Whether there are no batches (a read at the high watermark).
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+
+    /// Base offset of the first batch (the offset asked for when empty).
+    pub fn first_offset(&self) -> i64 {
+        self.first_offset
+    }
+
+    /// Offset after the last batch: where the next read continues.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// All bytes in one vector (a copy; for sending to another shard).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len_bytes);
+        for slice in &self.slices {
+            bytes.extend_from_slice(slice.bytes());
+        }
+        bytes
     }
 }
 
@@ -202,8 +285,78 @@ struct Found {
     source: Source,
 }
 
+/// Batches collected from one source, and whether more may follow elsewhere.
+struct Collected {
+    slice: ReadSlice,
+    /// Segment position after the last batch.
+    end: u64,
+    /// The source ran out (a chunk or disk read ended) or the segment's visible bytes did,
+    /// rather than the next batch not fitting `max_bytes` or not being visible yet.
+    source_ended: bool,
+}
+
 impl Inner {
     pub(super) async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadSlice, LogError> {
+        let Some((view, found)) = self.find_offset(offset, max_bytes).await? else {
+            return Ok(ReadSlice::empty(offset));
+        };
+        Ok(self.collect(&view, found, max_bytes).await?.slice)
+    }
+
+    /// As [`Inner::read`], going on past the end of the chunk or disk read that holds the
+    /// first batch: the next sources' whole batches that fit `max_bytes` follow as further
+    /// slices (at most [`READ_PARTS_MAX`]).
+    pub(super) async fn read_parts(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadParts, LogError> {
+        let Some((mut view, found)) = self.find_offset(offset, max_bytes).await? else {
+            return Ok(ReadParts::new(ReadSlice::empty(offset)));
+        };
+        let mut collected = self.collect(&view, found, max_bytes).await?;
+        let mut end = collected.end;
+        let mut more = collected.source_ended;
+        let mut parts = ReadParts::new(collected.slice);
+        while more
+            && parts.len() < max_bytes
+            && parts.slices().len() < READ_PARTS_MAX
+            && parts.next_offset() < self.high_watermark.get()
+        {
+            if end >= view.visible_end {
+                // The next batch is the first of the next segment.
+                let Some(next) = self.next_segment_view(view.base_offset) else {
+                    break;
+                };
+                view = next;
+                end = 0;
+            }
+            let budget = max_bytes - parts.len();
+            let window_bytes = budget.min(READ_WINDOW_BYTES_MAX);
+            // What was read so far is served even if going on fails: the next read reports it.
+            let Ok(Some(found)) = self.find_batch(&view, end, window_bytes, |_| true).await else {
+                break;
+            };
+            if found.header.total_bytes() > budget {
+                break;
+            }
+            let Ok(next) = self.collect(&view, found, budget).await else {
+                break;
+            };
+            collected = next;
+            end = collected.end;
+            more = collected.source_ended;
+            parts.push(collected.slice);
+        }
+        Ok(parts)
+    }
+
+    /// The segment and the batch holding `offset`; `None` at the high watermark.
+    async fn find_offset(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Option<(SegmentView, Found)>, LogError> {
         let log_start = self.log_start_offset.get();
         let high_watermark = self.high_watermark.get();
         if offset < log_start || offset > high_watermark {
@@ -214,7 +367,7 @@ impl Inner {
             });
         }
         if offset == high_watermark {
-            return Ok(ReadSlice::empty(offset));
+            return Ok(None);
         }
         let (view, start) = {
             let state = self.state.borrow();
@@ -235,7 +388,20 @@ impl Inner {
             .ok_or_else(|| {
                 self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
             })?;
-        self.collect(&view, found, max_bytes).await
+        Ok(Some((view, found)))
+    }
+
+    /// The segment after the one based at `base_offset`, if it has visible bytes.
+    fn next_segment_view(&self, base_offset: i64) -> Option<SegmentView> {
+        let state = self.state.borrow();
+        let at = state
+            .segments
+            .partition_point(|segment| segment.base_offset <= base_offset);
+        state
+            .segments
+            .get(at)
+            .filter(|segment| segment.visible_bytes > 0)
+            .map(|segment| self.view(segment))
     }
 
     pub(super) async fn offset_for_timestamp(
@@ -347,7 +513,7 @@ impl Inner {
         view: &SegmentView,
         found: Found,
         max_bytes: usize,
-    ) -> Result<ReadSlice, LogError> {
+    ) -> Result<Collected, LogError> {
         let Found {
             position,
             header,
@@ -360,16 +526,28 @@ impl Inner {
             // A first batch larger than the window: read exactly it.
             source = self.read_disk(view, position, end).await?;
         }
-        while let Some(Ok(next)) = source.header_at(end, batch_bytes_max) {
+        let source_ended = loop {
+            if end >= view.visible_end {
+                break true;
+            }
+            let Some(Ok(next)) = source.header_at(end, batch_bytes_max) else {
+                break true;
+            };
             let next_end = end + next.total_bytes() as u64;
-            let fits = next_end - position <= max_bytes as u64 && next_end <= view.visible_end;
-            if !fits || source.bytes(end, next_end).is_none() {
-                break;
+            if next_end - position > max_bytes as u64 || next_end > view.visible_end {
+                break false;
+            }
+            if source.bytes(end, next_end).is_none() {
+                break true;
             }
             end = next_end;
             next_offset = next.next_offset();
-        }
-        Ok(source.into_slice(position, end, header.base_offset, next_offset))
+        };
+        Ok(Collected {
+            slice: source.into_slice(position, end, header.base_offset, next_offset),
+            end,
+            source_ended,
+        })
     }
 
     /// Bytes starting at `position`: the chunk holding them, else a disk read of up to

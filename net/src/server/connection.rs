@@ -49,6 +49,24 @@ pub(crate) enum RawPart {
     Owned(Vec<u8>),
 }
 
+impl RawPart {
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RawPart::Slice(slice) => slice.len(),
+            RawPart::Owned(bytes) => bytes.len(),
+        }
+    }
+
+    /// The bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            RawPart::Slice(slice) => slice.bytes(),
+            RawPart::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// A finished response: frame header and body in `head`, then raw parts.
 pub(crate) struct Response {
     pub(crate) head: Vec<u8>,

@@ -52,7 +52,7 @@ fn build_response(
     mut got: Vec<PartitionRead>,
 ) -> Response {
     let sizes: Vec<usize> = got.iter().map(PartitionRead::bytes).collect();
-    let raw: Vec<RawPart> = got.iter_mut().filter_map(|g| g.raw.take()).collect();
+    let raw: Vec<RawPart> = got.iter_mut().flat_map(|g| g.raw.drain(..)).collect();
     let mut per_topic: Vec<Vec<fetch::PartitionResult>> =
         topics.iter().map(|_| Vec::new()).collect();
     for ((want, got), &bytes) in wanted.iter().zip(&got).zip(&sizes) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ringlog_engine::batch::{self, BatchIter};
 use ringlog_engine::error::LogError;
-use ringlog_engine::log::{Acks, PartitionLog, ReadSlice};
+use ringlog_engine::log::{Acks, PartitionLog, ReadParts};
 use ringlog_engine::producer_state::ProducerError;
 use ringlog_engine::reactor::time;
 
@@ -83,17 +83,21 @@ pub(crate) async fn produce(
     first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
 }
 
-/// Reads from an owned partition without copying: the slice refers to the shard's buffers.
+/// Reads from an owned partition without copying: the slices refer to the shard's buffers
+/// (one per chunk or disk read the batches came from).
 pub(crate) async fn fetch_local(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     offset: i64,
     max_bytes: usize,
-) -> Result<(Rc<PartitionLog>, ReadSlice), Failure> {
+) -> Result<(Rc<PartitionLog>, ReadParts), Failure> {
     let log = shard.local_log(topic, partition)?;
-    let slice = log.read(offset, max_bytes).await.map_err(log_failure)?;
-    Ok((log, slice))
+    let parts = log
+        .read_parts(offset, max_bytes)
+        .await
+        .map_err(log_failure)?;
+    Ok((log, parts))
 }
 
 /// Reads from an owned partition into an owned vector, to send to another shard.
@@ -104,9 +108,9 @@ pub(crate) async fn fetch_copy(
     offset: i64,
     max_bytes: usize,
 ) -> Result<Fetched, Failure> {
-    let (log, slice) = fetch_local(shard, topic, partition, offset, max_bytes).await?;
+    let (log, parts) = fetch_local(shard, topic, partition, offset, max_bytes).await?;
     Ok(Fetched {
-        bytes: slice.bytes().to_vec(),
+        bytes: parts.to_vec(),
         high_watermark: log.high_watermark(),
         log_start_offset: log.log_start_offset(),
     })

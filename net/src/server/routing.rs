@@ -92,26 +92,23 @@ pub(crate) struct ReadTarget {
 }
 
 /// What reading one partition gave: `(high watermark, log start offset)` or the failure, and
-/// the batches (none when there is nothing at the offset yet).
+/// the batches in one or more pieces, to be sent back to back (none when there is nothing at
+/// the offset yet).
 pub(crate) struct PartitionRead {
     pub(crate) status: Result<(i64, i64), Failure>,
-    pub(crate) raw: Option<RawPart>,
+    pub(crate) raw: Vec<RawPart>,
 }
 
 impl PartitionRead {
     /// Bytes of batches read.
     pub(crate) fn bytes(&self) -> usize {
-        match &self.raw {
-            Some(RawPart::Slice(slice)) => slice.len(),
-            Some(RawPart::Owned(bytes)) => bytes.len(),
-            None => 0,
-        }
+        self.raw.iter().map(RawPart::len).sum()
     }
 
     fn failed(failure: Failure) -> PartitionRead {
         PartitionRead {
             status: Err(failure),
-            raw: None,
+            raw: Vec::new(),
         }
     }
 }
@@ -170,7 +167,7 @@ async fn read_all(
         if limit == 0 && !reads.is_empty() {
             reads.push(PartitionRead {
                 status: Ok((-1, -1)),
-                raw: None,
+                raw: Vec::new(),
             });
             continue;
         }
@@ -194,9 +191,13 @@ pub(crate) async fn read(
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
         return match partition_ops::fetch_local(shard, topic, partition, offset, max_bytes).await {
-            Ok((log, slice)) => PartitionRead {
+            Ok((log, parts)) => PartitionRead {
                 status: Ok((log.high_watermark(), log.log_start_offset())),
-                raw: (!slice.is_empty()).then_some(RawPart::Slice(slice)),
+                raw: parts
+                    .into_slices()
+                    .into_iter()
+                    .map(RawPart::Slice)
+                    .collect(),
             },
             Err(failure) => PartitionRead::failed(failure),
         };
@@ -213,7 +214,11 @@ pub(crate) async fn read(
     match shard.call(owner, call).await {
         ShardReturn::Fetched(Ok(fetched)) => PartitionRead {
             status: Ok((fetched.high_watermark, fetched.log_start_offset)),
-            raw: (!fetched.bytes.is_empty()).then_some(RawPart::Owned(fetched.bytes)),
+            raw: if fetched.bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![RawPart::Owned(fetched.bytes)]
+            },
         },
         ShardReturn::Fetched(Err(failure)) => PartitionRead::failed(failure),
         _ => PartitionRead::failed(unexpected_answer()),

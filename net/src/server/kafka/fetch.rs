@@ -99,7 +99,7 @@ fn fetch_response(
     topics: &[String],
     sources: &[(usize, i32, Source)],
     reads: Vec<PartitionRead>,
-) -> (FetchResponse, Vec<(usize, RawPart)>) {
+) -> (FetchResponse, Vec<(usize, Vec<RawPart>)>) {
     let mut reads: Vec<Option<PartitionRead>> = reads.into_iter().map(Some).collect();
     let mut per_topic: Vec<Vec<PartitionData>> = topics.iter().map(|_| Vec::new()).collect();
     let mut spliced = Vec::new();
@@ -119,12 +119,11 @@ fn fetch_response(
                 // No transactions: everything below the high watermark is stable.
                 .with_last_stable_offset(high_watermark)
                 .with_log_start_offset(log_start_offset)
-                .with_records(Some(match raw {
-                    Some(raw) if splice::raw_len(&raw) >= splice::SPLICE_MIN_BYTES => {
-                        spliced.push((flat_index, raw));
-                        splice::placeholder()
-                    }
-                    raw => records(raw),
+                .with_records(Some(if splice::raw_len(&raw) >= splice::SPLICE_MIN_BYTES {
+                    spliced.push((flat_index, raw));
+                    splice::placeholder()
+                } else {
+                    records(&raw)
                 })),
             Some(PartitionRead {
                 status: Err(failure),
@@ -154,11 +153,17 @@ fn failed_partition(partition: PartitionData, code: i16) -> PartitionData {
 }
 
 /// The batch bytes of a small read as the codec takes them (a copy of local bytes).
-fn records(raw: Option<RawPart>) -> Bytes {
+fn records(raw: &[RawPart]) -> Bytes {
     match raw {
-        None => Bytes::new(),
-        Some(RawPart::Owned(bytes)) => Bytes::from(bytes),
-        Some(RawPart::Slice(slice)) => Bytes::copy_from_slice(slice.bytes()),
+        [] => Bytes::new(),
+        [one] => Bytes::copy_from_slice(one.bytes()),
+        parts => {
+            let mut bytes = Vec::with_capacity(splice::raw_len(parts));
+            for part in parts {
+                bytes.extend_from_slice(part.bytes());
+            }
+            Bytes::from(bytes)
+        }
     }
 }
 

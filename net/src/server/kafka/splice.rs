@@ -32,22 +32,20 @@ pub(crate) fn placeholder() -> Bytes {
     Bytes::from_static(PLACEHOLDER)
 }
 
-/// The bytes of a stored record set.
-pub(crate) fn raw_len(raw: &RawPart) -> usize {
-    match raw {
-        RawPart::Slice(slice) => slice.len(),
-        RawPart::Owned(bytes) => bytes.len(),
-    }
+/// The bytes of a stored record set (the pieces it is sent in, back to back).
+pub(crate) fn raw_len(raw: &[RawPart]) -> usize {
+    raw.iter().map(RawPart::len).sum()
 }
 
 /// Encodes `response` (version `version`, answering `correlation_id`), whose partitions at
 /// the flat positions in `spliced` (ascending; counted over every topic's partitions) hold
-/// [`placeholder`] records, with the stored record sets sent in their place.
+/// [`placeholder`] records, with the stored record sets sent in their place (each record set
+/// in one or more pieces, sent back to back behind one length prefix).
 pub(crate) fn encode_fetch(
     correlation_id: i32,
     version: i16,
     response: &FetchResponse,
-    spliced: Vec<(usize, RawPart)>,
+    spliced: Vec<(usize, Vec<RawPart>)>,
 ) -> Result<KafkaResponse, KafkaError> {
     let encoded = encode_response(ApiKey::Fetch, correlation_id, version, response)?;
     if spliced.is_empty() {
@@ -65,7 +63,8 @@ pub(crate) fn encode_fetch(
     let positions = placeholder_positions(&encoded, version).map_err(|m| error(&m))?;
     let compact = version >= FLEXIBLE_FROM_VERSION;
     let old_prefix_bytes = if compact { 1 } else { 4 };
-    let mut parts = Vec::with_capacity(2 * spliced.len() + 1);
+    let pieces: usize = spliced.iter().map(|(_, raw)| raw.len()).sum();
+    let mut parts = Vec::with_capacity(spliced.len() + pieces + 1);
     let mut total_bytes = encoded.len() - SIZE_PREFIX_BYTES;
     let mut head: Vec<u8> = Vec::new();
     let mut cursor = 0usize;
@@ -90,7 +89,7 @@ pub(crate) fn encode_fetch(
         total_bytes =
             total_bytes - old_prefix.len() - PLACEHOLDER.len() + new_prefix.len() + raw_len(&raw);
         parts.push(OutPart::Encoded(std::mem::take(&mut head)));
-        parts.push(OutPart::Raw(raw));
+        parts.extend(raw.into_iter().map(OutPart::Raw));
         cursor = position + PLACEHOLDER.len();
     }
     parts.push(OutPart::Encoded(encoded[cursor..].to_vec()));
@@ -198,7 +197,17 @@ mod tests {
                     if topic == 0 {
                         with_placeholders[i] = Some(placeholder());
                     }
-                    spliced.push((topic * data.len() + i, RawPart::Owned(bytes.to_vec())));
+                    // Sets in one piece in the first topic, in up to three in the second.
+                    let pieces = if topic == 0 {
+                        vec![RawPart::Owned(bytes.to_vec())]
+                    } else {
+                        let third = bytes.len() / 3 + 1;
+                        bytes
+                            .chunks(third)
+                            .map(|piece| RawPart::Owned(piece.to_vec()))
+                            .collect()
+                    };
+                    spliced.push((topic * data.len() + i, pieces));
                 }
             }
             let encoded = encode_fetch(7, version, &response(&with_placeholders), spliced).unwrap();
