@@ -10,15 +10,24 @@
 //! copy of the bytes of that block already in the previous chunk, so every chunk can be
 //! written with aligned offsets and lengths.
 //!
+//! Chunks grow from small (see [`crate::log::LogConfig::first_chunk_bytes`]), so their
+//! sizes vary; their buffers come from the shard's [`ChunkPool`] and go back to it when the
+//! last `Rc` of the chunk goes (a flush or a send still in flight keeps it until it
+//! completes). A recycled buffer holds old bytes, so a chunk zeroes the padding of each block
+//! it fills: an O_DIRECT write covers whole blocks, and the bytes after the data must be zero.
+//!
 //! The [`ChunkCache`] holds strong references to full chunks, oldest first, and drops the
-//! oldest while the total exceeds its byte budget. A dropped chunk's memory is freed when the
-//! last `Rc` goes (a flush or a send still in flight keeps it until it completes).
+//! oldest while the total exceeds its byte budget.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use crate::buffer::{align_down, AlignedBuf, IoBuf};
+use crate::buffer::{align_down, align_up, AlignedBuf, IoBuf};
+use crate::chunk_pool::{ChunkPool, ChunkPoolStats};
+
+/// Part of the cache budget kept, on top of it, as free buffers for the next chunks.
+const POOL_FRACTION_OF_BUDGET: usize = 8;
 
 /// Where a new chunk sits in its segment and what it starts with.
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +46,12 @@ pub struct ChunkPlacement {
 ///
 /// Bytes below `filled` never change once copied in; bytes at and above it are written only
 /// by appends, through a raw pointer, so shared readers of the filled part and the ring
-/// (which holds the chunk through an `Rc`) never alias a write.
+/// (which holds the chunk through an `Rc`) never alias a write. Bytes from `filled` to
+/// `zeroed_to` (at least the rest of the last filled block) are zero.
 pub struct Chunk {
-    buf: AlignedBuf,
+    /// Present until the chunk drops and gives it back to `pool`.
+    buf: Option<AlignedBuf>,
+    pool: Rc<ChunkPool>,
     placement: ChunkPlacement,
     /// Segment position of `buf[0]`: the aligned-down position of the first batch.
     file_start: u64,
@@ -51,40 +63,67 @@ pub struct Chunk {
     next_offset: Cell<i64>,
     /// No more batches will be copied in.
     sealed: Cell<bool>,
+    /// Bytes from `filled` up to here are zero (aligned, at least `align_up(filled)`); bytes
+    /// above may be left from the buffer's earlier use.
+    zeroed_to: Cell<usize>,
 }
 
 impl Chunk {
-    /// A zeroed chunk of `capacity_bytes` (rounded up to the alignment) starting with
+    /// A chunk of `capacity_bytes` (rounded up to the alignment) from `pool`, starting with
     /// `prefix`, the bytes of the segment between the aligned-down position of the first
     /// batch and the batch itself (already owned by the previous chunk or the file).
-    pub fn new(capacity_bytes: usize, placement: ChunkPlacement, prefix: &[u8]) -> Chunk {
+    fn new(
+        pool: Rc<ChunkPool>,
+        capacity_bytes: usize,
+        placement: ChunkPlacement,
+        prefix: &[u8],
+    ) -> Chunk {
         let file_start = align_down_u64(placement.first_batch_position);
         assert_eq!(
             placement.first_batch_position - file_start,
             prefix.len() as u64,
             "the prefix must cover the first batch's block up to the batch"
         );
-        let mut buf = AlignedBuf::new(capacity_bytes);
+        let taken = pool.take(capacity_bytes);
+        let mut buf = taken.buf;
+        assert!(prefix.len() <= buf.capacity(), "the prefix fits the chunk");
+        let zeroed_to = if taken.zeroed {
+            buf.capacity()
+        } else {
+            // Only the rest of the prefix's block must be zero now; later blocks are zeroed
+            // as batches reach them.
+            let block_end = align_up(prefix.len());
+            buf.as_full_mut()[prefix.len()..block_end].fill(0);
+            block_end
+        };
         buf.as_full_mut()[..prefix.len()].copy_from_slice(prefix);
         Chunk {
-            buf,
+            buf: Some(buf),
+            pool,
             placement,
             file_start,
             filled: Cell::new(prefix.len()),
             written: Cell::new(prefix.len()),
             next_offset: Cell::new(placement.first_batch_offset),
             sealed: Cell::new(false),
+            zeroed_to: Cell::new(zeroed_to),
         }
+    }
+
+    fn buf(&self) -> &AlignedBuf {
+        self.buf
+            .as_ref()
+            .expect("a chunk has its buffer until it drops")
     }
 
     /// Capacity in bytes.
     pub fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf().capacity()
     }
 
     /// Free space in bytes.
     pub fn remaining(&self) -> usize {
-        self.buf.capacity() - self.filled.get()
+        self.capacity() - self.filled.get()
     }
 
     /// Where the chunk sits.
@@ -127,12 +166,16 @@ impl Chunk {
         self.written.get() < self.filled.get()
     }
 
-    /// Copies a whole batch in; the caller checked `remaining()`.
+    /// Copies a whole batch in; the caller checked `remaining()`. Zeroes the rest of the
+    /// block the batch ends in if that block was not zeroed yet, so that a write of whole
+    /// blocks puts zeros after the data.
     pub fn push_batch(&self, batch: &[u8], next_offset: i64) {
         assert!(!self.sealed.get(), "append to a sealed chunk");
         assert!(batch.len() <= self.remaining(), "batch overflows its chunk");
         assert!(next_offset > self.next_offset.get(), "offsets must grow");
         let filled = self.filled.get();
+        let new_filled = filled + batch.len();
+        let ptr = self.buf().as_ptr();
         // SAFETY: `filled + batch.len() <= capacity` (asserted above), so the destination lies
         // inside the allocation. No `&[u8]` covers bytes at or above `filled` (readers only
         // borrow filled bytes), so this write aliases no reference. The ring may be reading
@@ -140,13 +183,22 @@ impl Chunk {
         // it picks up past the previous `filled` are beyond the data it reports written, and
         // are rewritten by the next flush (recovery treats a half-copied batch there as torn).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                batch.as_ptr(),
-                self.buf.as_ptr().add(filled),
-                batch.len(),
-            );
+            std::ptr::copy_nonoverlapping(batch.as_ptr(), ptr.add(filled), batch.len());
         }
-        self.filled.set(filled + batch.len());
+        let zeroed_to = self.zeroed_to.get();
+        let block_end = align_up(new_filled);
+        if block_end > zeroed_to {
+            let from = new_filled.max(zeroed_to);
+            // SAFETY: `from..block_end` lies inside the allocation (`block_end` is at most the
+            // aligned capacity) and at or above `zeroed_to`, which is at or above the aligned
+            // end of every write submitted so far, so neither a reader nor the ring looks at
+            // these bytes; no reference covers them.
+            unsafe {
+                std::ptr::write_bytes(ptr.add(from), 0, block_end - from);
+            }
+            self.zeroed_to.set(block_end);
+        }
+        self.filled.set(new_filled);
         self.next_offset.set(next_offset);
     }
 
@@ -174,7 +226,7 @@ impl Chunk {
         }
         // SAFETY: `from..to` lies within the filled bytes, which are initialised and never
         // written again (appends only write at and above `filled`).
-        Some(unsafe { std::slice::from_raw_parts(self.buf.as_ptr().add(from), to - from) })
+        Some(unsafe { std::slice::from_raw_parts(self.buf().as_ptr().add(from), to - from) })
     }
 
     /// The prefix a chunk continuing this one at segment position `position` starts with:
@@ -187,6 +239,14 @@ impl Chunk {
     /// (and not just into the prefix of a following one).
     pub fn holds_batch_at(&self, position: u64) -> bool {
         position >= self.placement.first_batch_position && position < self.file_end()
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give_back(buf);
+        }
     }
 }
 
@@ -203,15 +263,16 @@ impl std::fmt::Debug for Chunk {
 }
 
 // SAFETY: the memory is the AlignedBuf's heap allocation, which does not move when the Chunk
-// moves and is freed only when the Chunk drops; all of it is initialised (zeroed at
-// allocation), so `bytes_init` is the whole capacity. Writes from the ring cover aligned
-// ranges the flusher picks; see `push_batch` for the one concurrent writer.
+// moves and is given back (to the pool, which may hand it to a new chunk or free it) only when
+// the Chunk drops, after every operation holding it completed; all of it is initialised (zeroed
+// at allocation, written since), so `bytes_init` is the whole capacity. Writes from the ring
+// cover aligned ranges the flusher picks; see `push_batch` for the one concurrent writer.
 unsafe impl IoBuf for Chunk {
     fn stable_ptr(&self) -> *const u8 {
-        self.buf.as_ptr()
+        self.buf().as_ptr()
     }
     fn bytes_init(&self) -> usize {
-        self.buf.capacity()
+        self.capacity()
     }
 }
 
@@ -226,6 +287,7 @@ fn align_down_u64(position: u64) -> u64 {
 /// through `Cell`/`RefCell`, no borrow is held across an await.
 #[derive(Debug)]
 pub struct ChunkCache {
+    pool: Rc<ChunkPool>,
     budget_bytes: usize,
     used_bytes: Cell<usize>,
     entries: RefCell<VecDeque<Rc<Chunk>>>,
@@ -235,15 +297,40 @@ pub struct ChunkCache {
 
 impl ChunkCache {
     /// A cache holding at most `budget_bytes` of chunks (the newest chunk is always taken,
-    /// then the oldest are dropped until the total is within the budget).
+    /// then the oldest are dropped until the total is within the budget), and a pool of
+    /// free chunk buffers of up to an eighth of that.
     pub fn new(budget_bytes: usize) -> ChunkCache {
         ChunkCache {
+            pool: Rc::new(ChunkPool::new(budget_bytes / POOL_FRACTION_OF_BUDGET)),
             budget_bytes,
             used_bytes: Cell::new(0),
             entries: RefCell::new(VecDeque::new()),
             next_owner: Cell::new(1),
             evictions: Cell::new(0),
         }
+    }
+
+    /// A chunk of `capacity_bytes` (rounded up to the alignment) with a buffer from this
+    /// shard's pool, starting with `prefix`: the bytes of the segment between the aligned-down
+    /// position of the first batch and the batch itself (already owned by the previous chunk
+    /// or the file).
+    pub fn new_chunk(
+        &self,
+        capacity_bytes: usize,
+        placement: ChunkPlacement,
+        prefix: &[u8],
+    ) -> Chunk {
+        Chunk::new(Rc::clone(&self.pool), capacity_bytes, placement, prefix)
+    }
+
+    /// Counters of the buffer pool.
+    pub fn pool_stats(&self) -> ChunkPoolStats {
+        self.pool.stats()
+    }
+
+    /// Bytes of free buffers the pool holds now.
+    pub fn pool_free_bytes(&self) -> usize {
+        self.pool.free_bytes()
     }
 
     /// A new owner id, one per partition log, so that a log's chunks can be dropped at once.
@@ -320,27 +407,30 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
-    fn chunk(owner: u64, capacity: usize) -> Rc<Chunk> {
-        let placement = ChunkPlacement {
+    fn placement(owner: u64) -> ChunkPlacement {
+        ChunkPlacement {
             owner,
             segment_base: 0,
             first_batch_position: 0,
             first_batch_offset: 0,
-        };
-        Rc::new(Chunk::new(capacity, placement, &[]))
+        }
+    }
+
+    fn chunk(cache: &ChunkCache, owner: u64, capacity: usize) -> Rc<Chunk> {
+        Rc::new(cache.new_chunk(capacity, placement(owner), &[]))
     }
 
     #[test]
     fn cache_evicts_oldest_over_budget_and_frees_on_last_drop() {
         let cache = ChunkCache::new(3 * 4096);
-        let first = chunk(1, 4096);
+        let first = chunk(&cache, 1, 4096);
         let weak = Rc::downgrade(&first);
         cache.insert(first);
-        cache.insert(chunk(1, 4096));
-        cache.insert(chunk(2, 4096));
+        cache.insert(chunk(&cache, 1, 4096));
+        cache.insert(chunk(&cache, 2, 4096));
         assert_eq!(cache.used_bytes(), 3 * 4096);
         assert!(weak.upgrade().is_some());
-        cache.insert(chunk(2, 4096));
+        cache.insert(chunk(&cache, 2, 4096));
         assert_eq!(cache.used_bytes(), 3 * 4096);
         assert_eq!(cache.evictions(), 1);
         assert!(weak.upgrade().is_none(), "the oldest chunk was freed");
@@ -351,13 +441,14 @@ mod tests {
 
     #[test]
     fn chunk_prefix_and_batches() {
+        let cache = ChunkCache::new(1 << 20);
         let placement = ChunkPlacement {
             owner: 1,
             segment_base: 10,
             first_batch_position: 4096 + 3,
             first_batch_offset: 10,
         };
-        let chunk = Chunk::new(8192, placement, b"abc");
+        let chunk = cache.new_chunk(8192, placement, b"abc");
         assert_eq!(chunk.file_start(), 4096);
         assert!(!chunk.is_dirty());
         chunk.push_batch(b"hello", 11);
@@ -368,5 +459,59 @@ mod tests {
         assert!(chunk.holds_batch_at(4099) && !chunk.holds_batch_at(4098));
         chunk.set_written(8);
         assert!(!chunk.is_dirty());
+    }
+
+    /// The bytes an O_DIRECT write of the chunk's filled blocks would put in the file.
+    fn written_blocks(chunk: &Chunk) -> &[u8] {
+        let end = align_up(chunk.filled());
+        // SAFETY: test only; the chunk's whole capacity is initialised memory and nothing
+        // writes to it while the slice lives.
+        unsafe { std::slice::from_raw_parts(chunk.stable_ptr(), end) }
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_and_write_zeros_after_the_data() {
+        // A budget whose eighth keeps two 16 KiB buffers.
+        let cache = ChunkCache::new(256 << 10);
+        let dirty = cache.new_chunk(16 << 10, placement(1), &[]);
+        let address = dirty.stable_ptr();
+        dirty.push_batch(&[0xEE; 16 << 10], 1);
+        drop(dirty);
+        assert_eq!(cache.pool_free_bytes(), 16 << 10);
+
+        // The next chunk of that size gets the same memory, full of old bytes, yet every
+        // block a write covers ends in zeros: with a prefix, and as batches cross blocks.
+        let prefix = [0xAB; 100];
+        let placement = ChunkPlacement {
+            first_batch_position: 4096 + 100,
+            ..placement(1)
+        };
+        let chunk = cache.new_chunk(16 << 10, placement, &prefix);
+        assert_eq!(chunk.stable_ptr(), address, "the buffer was recycled");
+        assert_eq!(cache.pool_stats().reused, 1);
+        let mut expected = prefix.to_vec();
+        for (at, len) in [(2u8, 10usize), (3, 5000), (4, 3000), (5, 1)] {
+            chunk.push_batch(&vec![at; len], i64::from(at));
+            expected.extend(std::iter::repeat_n(at, len));
+            let blocks = written_blocks(&chunk);
+            assert_eq!(&blocks[..expected.len()], &expected[..]);
+            assert!(
+                blocks[expected.len()..].iter().all(|&byte| byte == 0),
+                "zeros after {} bytes",
+                expected.len()
+            );
+        }
+        drop(chunk);
+
+        // Sizes are kept apart, and the pool keeps no more than its bound.
+        let other = cache.new_chunk(32 << 10, placement, &prefix);
+        assert_eq!(cache.pool_stats().allocated, 2);
+        let extra: Vec<Chunk> = (0..3)
+            .map(|_| cache.new_chunk(16 << 10, placement, &prefix))
+            .collect();
+        drop(extra);
+        drop(other);
+        assert!(cache.pool_free_bytes() <= (256 << 10) / POOL_FRACTION_OF_BUDGET);
+        assert!(cache.pool_stats().released > 0);
     }
 }

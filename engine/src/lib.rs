@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod buffer;
 pub mod cache;
+pub mod chunk_pool;
 pub mod data_dir;
 pub mod error;
 pub mod index;

@@ -55,8 +55,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use config::{
-    LogConfig, CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
+    LogConfig, CHUNK_BYTES_DEFAULT, FIRST_CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
 };
 pub use read::{ReadParts, ReadSlice, READ_PARTS_MAX};
 
@@ -902,11 +902,11 @@ impl State {
             first_batch_offset: header.base_offset,
         };
         let prefix_bytes = position as usize - align_down(position as usize);
-        // Never much larger than what is left of the segment (small test segments), never
-        // smaller than the batch.
+        // Growing from small (idle partitions hold little), never much larger than what is
+        // left of the segment (small test segments), never smaller than the batch.
         let segment_left = config.segment_bytes.saturating_sub(position) as usize;
         let capacity = config
-            .chunk_bytes
+            .next_chunk_bytes(self.tail.as_ref().map(|tail| tail.capacity()))
             .min(align_up(prefix_bytes + segment_left))
             .max(align_up(prefix_bytes + batch_bytes));
         let old_tail = self.tail.take();
@@ -915,11 +915,11 @@ impl State {
                 let prefix = old
                     .block_prefix(position)
                     .expect("the tail holds the block the next batch starts in");
-                Chunk::new(capacity, placement, prefix)
+                cache.new_chunk(capacity, placement, prefix)
             }
             None => {
                 let recovered = self.active_mut().recovered_tail.take().unwrap_or_default();
-                Chunk::new(capacity, placement, &recovered)
+                cache.new_chunk(capacity, placement, &recovered)
             }
         };
         if let Some(old) = old_tail {

@@ -22,9 +22,14 @@ pub struct LogConfig {
     pub retention_ms: Option<u64>,
     /// Delete the oldest segments while the log holds more than this; `None`: no limit.
     pub retention_bytes: Option<u64>,
-    /// Size of the in-memory chunks appends are copied into and written from (a multiple of
-    /// the I/O alignment). A batch larger than this gets a chunk of its own size.
+    /// Largest in-memory chunk appends are copied into and written from (a multiple of the
+    /// I/O alignment). A batch larger than this gets a chunk of its own size.
     pub chunk_bytes: usize,
+    /// Size of the first chunk of a segment (and after a restart); each next chunk is twice
+    /// the previous one, up to `chunk_bytes`. An idle partition with a few small writes thus
+    /// holds this much memory, not `chunk_bytes`. A multiple of the I/O alignment; values
+    /// above `chunk_bytes` mean `chunk_bytes`.
+    pub first_chunk_bytes: usize,
     /// Most bytes appended but not yet written; appends beyond it are refused with
     /// [`LogError::Backpressure`] so that memory stays bounded when the disk falls behind.
     pub unflushed_bytes_max: u64,
@@ -42,8 +47,11 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
 pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// Default spacing of index entries.
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
-/// Default chunk size.
+/// Default (largest) chunk size.
 pub const CHUNK_BYTES_DEFAULT: usize = 1 << 20;
+/// Default size of a segment's first chunk: 10,000 partitions with one small write each hold
+/// 160 MiB of chunks, not 10 GiB.
+pub const FIRST_CHUNK_BYTES_DEFAULT: usize = 16 << 10;
 /// Default preallocation step (as Redpanda's `segment_fallocation_step`).
 pub const PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 32 << 20;
 /// Default bound on unwritten bytes per partition.
@@ -61,6 +69,7 @@ impl Default for LogConfig {
             retention_ms: None,
             retention_bytes: None,
             chunk_bytes: CHUNK_BYTES_DEFAULT,
+            first_chunk_bytes: FIRST_CHUNK_BYTES_DEFAULT,
             unflushed_bytes_max: UNFLUSHED_BYTES_MAX_DEFAULT,
             direct_io: true,
             producers_max: crate::producer_state::PRODUCERS_MAX_DEFAULT,
@@ -107,6 +116,12 @@ impl LogConfig {
                 self.chunk_bytes
             ));
         }
+        if self.first_chunk_bytes < IO_ALIGN_BYTES || self.first_chunk_bytes % IO_ALIGN_BYTES != 0 {
+            return invalid(format!(
+                "first_chunk_bytes must be a positive multiple of {IO_ALIGN_BYTES}, got {}",
+                self.first_chunk_bytes
+            ));
+        }
         if self.preallocate_step_bytes < IO_ALIGN_BYTES as u64
             || self.preallocate_step_bytes % IO_ALIGN_BYTES as u64 != 0
         {
@@ -122,6 +137,16 @@ impl LogConfig {
             return invalid("unflushed_bytes_max must be at least chunk_bytes".into());
         }
         Ok(())
+    }
+
+    /// The size of the chunk that follows one of `previous_bytes` in the same segment
+    /// (`None`: the segment's first chunk, or the first since the log was opened): twice the
+    /// previous, from `first_chunk_bytes` up to `chunk_bytes`.
+    pub fn next_chunk_bytes(&self, previous_bytes: Option<usize>) -> usize {
+        let first_bytes = self.first_chunk_bytes.min(self.chunk_bytes);
+        previous_bytes
+            .map_or(first_bytes, |bytes| bytes.saturating_mul(2))
+            .clamp(first_bytes, self.chunk_bytes)
     }
 }
 
@@ -149,10 +174,29 @@ mod tests {
                 index_interval_bytes: 0,
                 ..LogConfig::default()
             },
+            LogConfig {
+                first_chunk_bytes: 1000,
+                ..LogConfig::default()
+            },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
         }
+        let config = LogConfig::default();
+        let sizes: Vec<usize> =
+            std::iter::successors(Some(config.next_chunk_bytes(None)), |&bytes| {
+                (bytes < config.chunk_bytes).then(|| config.next_chunk_bytes(Some(bytes)))
+            })
+            .collect();
+        assert_eq!(sizes.first(), Some(&FIRST_CHUNK_BYTES_DEFAULT));
+        assert_eq!(sizes.last(), Some(&CHUNK_BYTES_DEFAULT));
+        assert_eq!(sizes.len(), 7, "16 KiB doubles to 1 MiB in six steps");
+        assert_eq!(config.next_chunk_bytes(Some(5 << 20)), CHUNK_BYTES_DEFAULT);
+        let small = LogConfig {
+            chunk_bytes: 8192,
+            ..LogConfig::default()
+        };
+        assert_eq!(small.next_chunk_bytes(None), 8192);
         let topic = TopicConfig::new(3);
         assert_eq!(
             LogConfig::for_topic(&topic).segment_bytes,
