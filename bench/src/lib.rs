@@ -5,11 +5,13 @@
 //! Layout: [`options`] (command line and checks), [`scenario`] (the load scenarios, one module
 //! each), [`reference`](mod@reference) (the hardware references), [`latency`] and [`throughput`] (what runs
 //! record), [`report`] (JSON), [`table`] (stdout), [`plot`] (SVG), [`progress`] (terminal bar),
-//! [`summary`] (one table from many reports), [`run`] (how an invocation is carried out).
+//! [`summary`] (one table from many reports), [`run`] (how an invocation is carried out),
+//! [`front_doors`] (the `kafka` scenario's native-versus-Kafka figures).
 
 pub mod cpu;
 pub mod disk_space;
 pub mod error;
+pub mod front_doors;
 pub mod latency;
 pub mod options;
 pub mod plot;

@@ -46,6 +46,14 @@ pub const E2E_RECORD_SIZE_MIN: u64 = 8;
 pub const CONSUME_HOT_DURATION_S_DEFAULT: f64 = 5.0;
 /// Default bytes a cold `consume` run writes, then reads once from disk.
 pub const CONSUME_COLD_BYTES_DEFAULT: u64 = GIB;
+/// Default bytes of record values `kafka` produces each way (then reads back each way).
+pub const KAFKA_BYTES_DEFAULT: u64 = 256 * MIB;
+/// Default way `kafka` produces natively: the client's batching `Producer`, which works per
+/// record like librdkafka does.
+pub const KAFKA_PRODUCE_WITH_DEFAULT: ProduceWith = ProduceWith::Producer;
+/// Copies of its record bytes a `kafka` run writes: the native topic, the Kafka front door's
+/// topic and kcat's input file.
+pub const KAFKA_DATA_COPIES: u64 = 3;
 /// Default simulated work per record for `share` (microseconds).
 pub const SHARE_WORK_US_DEFAULT: u64 = 1_000;
 /// Largest simulated work per record accepted (10 s).
@@ -85,6 +93,9 @@ pub enum Command {
     Fanout(Options),
     /// Share-group consumers with simulated work per record (--work-us).
     Share(Options),
+    /// The same records through the native protocol and the Kafka front door (kcat), side by
+    /// side: produce, then consume, each way; needs kcat on PATH.
+    Kafka(Options),
     /// Reference only: raw O_DIRECT sequential write/read and write+fdatasync commits.
     Disk(Options),
     /// Reference only: raw loopback TCP through io_uring (SEND and SEND_ZC).
@@ -112,6 +123,7 @@ impl Command {
             Command::E2e(options) => (Workload::E2e, options),
             Command::Fanout(options) => (Workload::Fanout, options),
             Command::Share(options) => (Workload::Share, options),
+            Command::Kafka(options) => (Workload::Kafka, options),
             Command::Disk(options) => (Workload::Disk, options),
             Command::Net(options) => (Workload::Net, options),
             Command::Summary(args) => return Invocation::Summary(args),
@@ -205,7 +217,7 @@ pub struct Options {
     /// e2e only: total producer rate in MB/s (10^6 bytes of record values) [default: 100].
     #[arg(long, value_name = "MB_PER_S")]
     pub rate_mb_per_s: Option<f64>,
-    /// Length of the measured run in seconds [default: 10].
+    /// Length of the measured run in seconds [default: 10; kafka: --total-bytes 256MiB].
     #[arg(long, value_name = "SECONDS")]
     pub duration_s: Option<f64>,
     /// Stop after this many bytes instead of after a duration.
@@ -223,8 +235,9 @@ pub struct Options {
     /// share only: simulated work per record in microseconds [default: 1000].
     #[arg(long, value_name = "US")]
     pub work_us: Option<u64>,
-    /// produce, e2e and fanout: send batches built by the bench as pipelined Produce requests,
-    /// or records through the client's batching Producer [default: requests].
+    /// produce, e2e, fanout and kafka: send batches built by the bench as pipelined Produce
+    /// requests, or records through the client's batching Producer [default: requests; kafka:
+    /// producer].
     #[arg(long, value_enum)]
     pub produce_with: Option<ProduceWith>,
     /// Write the report as JSON to FILE.
@@ -391,7 +404,10 @@ impl Options {
             target,
             cold: self.cold,
             work_us,
-            produce_with: self.produce_with.unwrap_or(PRODUCE_WITH_DEFAULT),
+            produce_with: self.produce_with.unwrap_or(match workload {
+                Workload::Kafka => KAFKA_PRODUCE_WITH_DEFAULT,
+                _ => PRODUCE_WITH_DEFAULT,
+            }),
             json_path,
             plot_path,
             data_parent_dir,
@@ -438,6 +454,12 @@ impl Options {
         if self.groups.is_some() && !matches!(workload, Workload::Fanout | Workload::Share) {
             reject!("--groups applies to fanout and share only, not to {workload}");
         }
+        if self.consumers.is_some() && workload == Workload::Kafka {
+            reject!("--consumers does not apply to kafka: each side reads with one consumer (kcat -C reads every partition)");
+        }
+        if self.server.is_some() && workload == Workload::Kafka {
+            reject!("--server does not apply to kafka, which starts its embedded server with a Kafka listener for kcat");
+        }
         if self.consumers.is_some() && !workload.consumes() {
             reject!("--consumers does not apply to {workload}, which has no consumers");
         }
@@ -456,10 +478,12 @@ impl Options {
         if self.produce_with.is_some()
             && !matches!(
                 workload,
-                Workload::Produce | Workload::Fanout | Workload::E2e
+                Workload::Produce | Workload::Fanout | Workload::E2e | Workload::Kafka
             )
         {
-            reject!("--produce-with applies to produce, e2e and fanout only, not to {workload}");
+            reject!(
+                "--produce-with applies to produce, e2e, fanout and kafka only, not to {workload}"
+            );
         }
         if self.total_bytes.is_some()
             && matches!(workload, Workload::E2e | Workload::Fanout | Workload::Share)
@@ -568,6 +592,7 @@ impl Options {
                 Workload::Consume => {
                     StopAt::Duration(Duration::from_secs_f64(CONSUME_HOT_DURATION_S_DEFAULT))
                 }
+                Workload::Kafka => StopAt::TotalBytes(KAFKA_BYTES_DEFAULT),
                 _ => StopAt::Duration(Duration::from_secs_f64(DURATION_S_DEFAULT)),
             }),
         }
@@ -689,6 +714,11 @@ impl RunConfig {
     /// The bytes this run writes under its data directory, for the free space check.
     pub fn disk_need(&self) -> DiskNeed {
         let scenario_bytes = match (&self.target, self.stop, self.workload.produces()) {
+            (Target::Embedded { .. }, StopAt::TotalBytes(bytes), true)
+                if self.workload == Workload::Kafka =>
+            {
+                bytes.saturating_mul(KAFKA_DATA_COPIES)
+            }
             (Target::Embedded { .. }, StopAt::TotalBytes(bytes), true) => bytes,
             _ => 0,
         };
@@ -941,7 +971,7 @@ mod tests {
         );
         rejected(
             &["consume", "--produce-with", "producer"],
-            "--produce-with applies to produce, e2e and fanout only",
+            "--produce-with applies to produce, e2e, fanout and kafka only",
         );
         rejected(
             &["e2e", "--total-bytes", "1GiB"],
@@ -956,6 +986,36 @@ mod tests {
             &["produce", "--rate-mb-per-s", "5"],
             "--rate-mb-per-s applies to e2e only",
         );
+    }
+
+    #[test]
+    fn kafka_defaults_and_refusals() {
+        let config = parse(&["kafka", "--record-size", "100", "--partitions", "4"]).unwrap();
+        assert_eq!(config.workload, Workload::Kafka);
+        assert_eq!(config.stop, StopAt::TotalBytes(KAFKA_BYTES_DEFAULT));
+        assert_eq!(config.produce_with, ProduceWith::Producer);
+        assert_eq!((config.record_size_bytes, config.partitions), (100, 4));
+        assert_eq!((config.producers, config.consumers), (1, 1));
+        assert_eq!(config.acks, Acks::Durable);
+        let need = config.disk_need();
+        assert_eq!(
+            need.scenario_bytes,
+            3 * KAFKA_BYTES_DEFAULT,
+            "two topics and kcat's input file"
+        );
+        let timed = parse(&["kafka", "--duration-s", "2", "--produce-with", "requests"]).unwrap();
+        assert_eq!(timed.stop, StopAt::Duration(Duration::from_secs(2)));
+        assert_eq!(timed.produce_with, ProduceWith::Requests);
+        rejected(
+            &["kafka", "--consumers", "2"],
+            "--consumers does not apply to kafka",
+        );
+        rejected(
+            &["kafka", "--server", "127.0.0.1:1"],
+            "--server does not apply to kafka",
+        );
+        rejected(&["kafka", "--groups", "2"], "--groups applies to");
+        rejected(&["kafka", "--cold"], "--cold applies to consume only");
     }
 
     #[test]

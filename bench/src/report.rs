@@ -1,7 +1,9 @@
 //! The report of one run: the JSON object written with `--json` (and read back by `summary`).
 //!
 //! The shape is fixed by the bench issue; every field is always present (`null` where a value
-//! was not measured). One report is written as an object, several as an array.
+//! was not measured). The one addition is `front_doors`, written by the `kafka` scenario only
+//! (native protocol and Kafka front door side by side). One report is written as an object,
+//! several as an array.
 
 use std::fs;
 use std::io;
@@ -9,6 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::front_doors::{Direction, FrontDoorComparison};
 use crate::latency::LatencySummary;
 use crate::options::{Acks, RunConfig};
 use crate::reference::ReferenceFigures;
@@ -81,6 +84,10 @@ pub struct Report {
     pub reference: ReferenceFigures,
     /// `mb_per_s` divided by the reference that bounds this scenario; `null` without one.
     pub ratio: Option<f64>,
+    /// `kafka` only: the same records through the native protocol and the Kafka front door,
+    /// produce then consume. Left out of every other report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub front_doors: Vec<FrontDoorComparison>,
 }
 
 /// The reference a scenario's throughput is compared with.
@@ -92,6 +99,9 @@ pub enum RatioBasis {
     DiskRead,
     /// Raw loopback TCP: everything that sends to consumers.
     Net,
+    /// The native protocol's produce, measured in the same run: `kafka`, whose headline is
+    /// produce through the Kafka front door.
+    NativeProduce,
 }
 
 impl RatioBasis {
@@ -103,16 +113,19 @@ impl RatioBasis {
             Workload::Consume | Workload::E2e | Workload::Fanout | Workload::Share => {
                 Some(RatioBasis::Net)
             }
+            Workload::Kafka => Some(RatioBasis::NativeProduce),
             Workload::Disk | Workload::Net => None,
         }
     }
 
-    /// The reference figure this basis uses.
+    /// The reference figure this basis uses (`None` for the native protocol, which is not a
+    /// machine reference: see [`Report::new`]).
     pub fn figure(self, reference: &ReferenceFigures) -> Option<f64> {
         match self {
             RatioBasis::DiskWrite => reference.disk_write_mb_per_s,
             RatioBasis::DiskRead => reference.disk_read_mb_per_s,
             RatioBasis::Net => reference.net_mb_per_s,
+            RatioBasis::NativeProduce => None,
         }
     }
 
@@ -122,18 +135,27 @@ impl RatioBasis {
             RatioBasis::DiskWrite => "raw disk write",
             RatioBasis::DiskRead => "raw disk read",
             RatioBasis::Net => "raw loopback TCP",
+            RatioBasis::NativeProduce => "native produce",
         }
     }
 }
 
 impl Report {
-    /// The report of `result`, measured with `config`, against `reference`.
+    /// The report of `result`, measured with `config`, against `reference` (for `kafka`:
+    /// against the native produce of the same run).
     pub fn new(config: &RunConfig, result: &ScenarioResult, reference: ReferenceFigures) -> Report {
         let mb_per_s = result.mb_per_s();
-        let ratio = RatioBasis::for_workload(config.workload, config.cold)
-            .and_then(|basis| basis.figure(&reference))
-            .filter(|figure| *figure > 0.0)
-            .map(|figure| mb_per_s / figure);
+        let ratio = match RatioBasis::for_workload(config.workload, config.cold) {
+            Some(RatioBasis::NativeProduce) => result
+                .front_doors
+                .iter()
+                .find(|comparison| comparison.direction == Direction::Produce)
+                .and_then(|comparison| comparison.ratio),
+            basis => basis
+                .and_then(|basis| basis.figure(&reference))
+                .filter(|figure| *figure > 0.0)
+                .map(|figure| mb_per_s / figure),
+        };
         Report {
             scenario: config.workload.name().to_string(),
             config: ReportConfig::from_run(config),
@@ -145,6 +167,7 @@ impl Report {
             latency_us: result.latency.summary(),
             reference,
             ratio,
+            front_doors: result.front_doors.clone(),
         }
     }
 }
@@ -347,6 +370,43 @@ mod tests {
         let value: Value = serde_json::to_value(&unmeasured).unwrap();
         assert_eq!(value["ratio"], Value::Null);
         assert_eq!(value["reference"]["net_mb_per_s"], Value::Null);
+    }
+
+    #[test]
+    fn kafka_reports_carry_both_front_doors_and_their_ratio() {
+        use crate::front_doors::LegFigures;
+        let mut kafka = result();
+        kafka.front_doors = vec![
+            FrontDoorComparison::new(
+                Direction::Produce,
+                LegFigures::new(1_000, 100_000, 0.25),
+                LegFigures::new(1_000, 100_000, 1.0),
+            ),
+            FrontDoorComparison::new(
+                Direction::Consume,
+                LegFigures::new(1_000, 100_000, 0.5),
+                LegFigures::new(1_000, 100_000, 0.5),
+            ),
+        ];
+        let report = Report::new(&config(&["kafka"]), &kafka, reference());
+        assert_eq!(
+            report.ratio,
+            Some(0.25),
+            "kafka produce over native produce"
+        );
+        let value: Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(value["front_doors"][1]["direction"], "consume");
+        assert_eq!(value["front_doors"][1]["ratio"], 1.0);
+        assert_eq!(
+            parse_json(&to_json(std::slice::from_ref(&report)).unwrap()).unwrap(),
+            vec![report]
+        );
+        let produce = Report::new(&config(&["produce"]), &result(), reference());
+        let value: Value = serde_json::to_value(&produce).unwrap();
+        assert!(
+            value.get("front_doors").is_none(),
+            "other scenarios keep the issue's fields"
+        );
     }
 
     #[test]

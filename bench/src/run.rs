@@ -70,6 +70,7 @@ fn reference_result(set: &ReferenceSet) -> ScenarioResult {
             latency: disk.commits.latency.clone(),
             throughput: disk.write.timeline.clone(),
             notes: disk.notes.clone(),
+            front_doors: Vec::new(),
         };
     }
     match set.net.as_ref().and_then(|net| net.best()) {
@@ -253,6 +254,7 @@ mod tests {
                 latency,
                 throughput,
                 notes: vec!["fake".into()],
+                front_doors: Vec::new(),
             })
         }
     }

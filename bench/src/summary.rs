@@ -85,6 +85,7 @@ mod tests {
             latency_us: LatencySummary::default(),
             reference: ReferenceFigures::default(),
             ratio: None,
+            front_doors: Vec::new(),
         }
     }
 

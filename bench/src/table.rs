@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::front_doors::FrontDoorComparison;
 use crate::latency::{LatencyHistogram, LatencySummary};
 use crate::options::{RunConfig, StopAt, Target};
 use crate::reference::disk::{DiskReference, BLOCK_BYTES, QUEUE_DEPTH};
@@ -42,6 +43,7 @@ pub fn render_run(
         report.mb_per_s,
         report.records_per_s
     );
+    text.push_str(&render_front_doors(&report.front_doors));
     let _ = writeln!(
         text,
         "  latency    {}",
@@ -52,6 +54,37 @@ pub fn render_run(
     }
     for note in notes {
         let _ = writeln!(text, "  note: {note}");
+    }
+    text
+}
+
+/// The native and Kafka front door rows of a `kafka` run (nothing for other scenarios).
+fn render_front_doors(comparisons: &[FrontDoorComparison]) -> String {
+    let mut text = String::new();
+    for comparison in comparisons {
+        let sides = [
+            ("native", &comparison.native, None),
+            ("kafka", &comparison.kafka, comparison.ratio),
+        ];
+        for (index, (side, figures, ratio)) in sides.into_iter().enumerate() {
+            let direction = if index == 0 {
+                comparison.direction.name()
+            } else {
+                ""
+            };
+            let ratio = ratio.map_or_else(String::new, |ratio| {
+                format!("   ratio {ratio:.3} of native")
+            });
+            let _ = writeln!(
+                text,
+                "  {direction:<9}{side:<7}{:>10} records  {:>9} in {:>6.2} s  {:>9.1} MB/s  {:>10.0} records/s{ratio}",
+                figures.records,
+                format_bytes(figures.bytes),
+                figures.seconds,
+                figures.mb_per_s,
+                figures.records_per_s,
+            );
+        }
     }
     text
 }
@@ -163,7 +196,7 @@ fn describe_config(config: &RunConfig) -> String {
     }
     if matches!(
         config.workload,
-        Workload::Produce | Workload::E2e | Workload::Fanout
+        Workload::Produce | Workload::E2e | Workload::Fanout | Workload::Kafka
     ) {
         let _ = write!(line, ", produce with {}", config.produce_with.name());
     }
@@ -328,6 +361,33 @@ pub fn render_summary(rows: &[SummaryRow]) -> String {
             ratio,
         );
         let _ = writeln!(text, "{}", line.trim_end());
+        text.push_str(&summary_front_door_rows(&report.front_doors));
+    }
+    text
+}
+
+/// The summary rows under a `kafka` report: each direction's native and Kafka figures, the
+/// Kafka ones with their ratio to the native ones.
+fn summary_front_door_rows(comparisons: &[FrontDoorComparison]) -> String {
+    let mut text = String::new();
+    for comparison in comparisons {
+        let direction = comparison.direction.name();
+        let sides = [
+            ("native", &comparison.native, None),
+            ("kafka", &comparison.kafka, comparison.ratio),
+        ];
+        for (side, figures, ratio) in sides {
+            let (ratio, of) = match ratio {
+                Some(ratio) => (format!("{ratio:.3}"), format!("native {direction}")),
+                None => ("-".to_string(), String::new()),
+            };
+            let label = format!("  {direction} {side}");
+            let line = format!(
+                "{label:<18} {:<8} {:>12.0} {:>9.1} {:>8} {:>8} {:>8} {:>9} {ratio:>7}  {of}",
+                "", figures.records_per_s, figures.mb_per_s, "-", "-", "-", "-",
+            );
+            let _ = writeln!(text, "{}", line.trim_end());
+        }
     }
     text
 }
@@ -369,6 +429,7 @@ mod tests {
             },
             reference: ReferenceFigures::default(),
             ratio,
+            front_doors: Vec::new(),
         }
     }
 
@@ -448,6 +509,47 @@ mod tests {
             "the same note once: {text}"
         );
         assert!(text.contains("note: slow"));
+    }
+
+    #[test]
+    fn kafka_rows_show_both_front_doors_with_their_ratio() {
+        use crate::front_doors::{Direction, LegFigures};
+        let mut kafka = report("kafka", Some(0.5));
+        kafka.front_doors = vec![
+            FrontDoorComparison::new(
+                Direction::Produce,
+                LegFigures::new(2_000_000, 200_000_000, 1.0),
+                LegFigures::new(2_000_000, 200_000_000, 2.0),
+            ),
+            FrontDoorComparison::new(
+                Direction::Consume,
+                LegFigures::new(2_000_000, 200_000_000, 0.5),
+                LegFigures::new(2_000_000, 200_000_000, 1.0),
+            ),
+        ];
+        let text = render_summary(&[SummaryRow {
+            name: "80-kafka".into(),
+            report: kafka.clone(),
+        }]);
+        assert_eq!(text.lines().count(), 7, "{text}");
+        assert!(text.contains("0.500  native produce"), "{text}");
+        let native_produce = text.lines().nth(3).unwrap();
+        assert!(native_produce.starts_with("  produce native"), "{text}");
+        assert!(native_produce.contains("2000000     200.0"), "{text}");
+        let kafka_consume = text.lines().nth(6).unwrap();
+        assert!(kafka_consume.starts_with("  consume kafka"), "{text}");
+        assert!(kafka_consume.ends_with("0.500  native consume"), "{text}");
+
+        let run = render_front_doors(&kafka.front_doors);
+        assert_eq!(run.lines().count(), 4, "{run}");
+        assert!(
+            run.lines().next().unwrap().starts_with("  produce  native"),
+            "{run}"
+        );
+        assert!(
+            run.contains("1000000 records/s   ratio 0.500 of native"),
+            "{run}"
+        );
     }
 
     #[test]

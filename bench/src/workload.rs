@@ -17,6 +17,9 @@ pub enum Workload {
     Fanout,
     /// Share-group consumers with simulated work per record.
     Share,
+    /// The same records produced and consumed through the native protocol and through the
+    /// Kafka front door (kcat, librdkafka), side by side.
+    Kafka,
     /// Reference only: raw O_DIRECT sequential write and read, and write+fdatasync commits.
     Disk,
     /// Reference only: raw loopback TCP through io_uring.
@@ -25,13 +28,14 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order the help text and the suite use.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Append,
         Workload::Produce,
         Workload::Consume,
         Workload::E2e,
         Workload::Fanout,
         Workload::Share,
+        Workload::Kafka,
         Workload::Disk,
         Workload::Net,
     ];
@@ -45,6 +49,7 @@ impl Workload {
             Workload::E2e => "e2e",
             Workload::Fanout => "fanout",
             Workload::Share => "share",
+            Workload::Kafka => "kafka",
             Workload::Disk => "disk",
             Workload::Net => "net",
         }
@@ -71,7 +76,11 @@ impl Workload {
     pub fn consumes(self) -> bool {
         matches!(
             self,
-            Workload::Consume | Workload::E2e | Workload::Fanout | Workload::Share
+            Workload::Consume
+                | Workload::E2e
+                | Workload::Fanout
+                | Workload::Share
+                | Workload::Kafka
         )
     }
 }

@@ -147,3 +147,74 @@ fn small_runs_of_every_scenario_report_json() {
         );
     }
 }
+
+#[test]
+fn kafka_without_kcat_is_unavailable_with_exit_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog-bench"))
+        .args(["kafka", "--total-bytes", "1MiB", "--references", "none"])
+        .env("PATH", empty.path())
+        .current_dir(empty.path())
+        .output()
+        .expect("run ringlog-bench");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    // scripts/bench.sh skips a run whose stderr says this.
+    assert!(stderr.contains("not available in this build"), "{stderr}");
+    assert!(stderr.contains("apt-get install kcat"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+/// With kcat installed (CI installs it for scripts/kafka-compat.sh), a small run through both
+/// front doors; without it, the run must say how to get it.
+#[test]
+fn kafka_compares_both_front_doors_or_says_kcat_is_missing() {
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("kafka.json");
+    let output = bench(&[
+        "kafka",
+        "--record-size",
+        "100",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--total-bytes",
+        "2MiB",
+        "--references",
+        "none",
+        "--dir",
+        out.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = stderr_of(&output);
+    if output.status.code() == Some(2) && stderr.contains("not available in this build") {
+        eprintln!("kcat is not installed: only the unavailable path was checked");
+        assert!(stderr.contains("apt-get install kcat"), "{stderr}");
+        return;
+    }
+    assert!(output.status.success(), "{stderr}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(value["scenario"], "kafka");
+    let records = value["records"].as_u64().unwrap();
+    assert!(records > 0, "{value}");
+    let front_doors = value["front_doors"].as_array().unwrap();
+    assert_eq!(front_doors.len(), 2, "{value}");
+    for (comparison, direction) in front_doors.iter().zip(["produce", "consume"]) {
+        assert_eq!(comparison["direction"], direction);
+        for side in ["native", "kafka"] {
+            assert_eq!(comparison[side]["records"], records, "{comparison}");
+            assert_eq!(comparison[side]["bytes"], records * 100, "{comparison}");
+            assert!(comparison[side]["records_per_s"].as_f64().unwrap() > 0.0);
+        }
+        assert!(comparison["ratio"].as_f64().unwrap() > 0.0, "{comparison}");
+    }
+    assert_eq!(value["ratio"], front_doors[0]["ratio"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ratio") && stdout.contains("consume  native"),
+        "{stdout}"
+    );
+}

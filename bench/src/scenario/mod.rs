@@ -7,12 +7,14 @@
 //! core placement), [`control`] (start gate and stop condition), [`recorder`] (per-thread
 //! measurements), [`batches`] (prebuilt batches), the producer threads ([`pipelined_producer`],
 //! [`client_producer`], [`paced_producer`], [`paced_requests`], chosen by [`producers`]), the consumer threads
-//! ([`fetcher`], [`timed_consumer`]), [`fill`], [`page_cache`] and [`threads`].
+//! ([`fetcher`], [`timed_consumer`]), [`fill`], [`page_cache`], [`threads`] and [`kcat`] (the
+//! Kafka command line client the `kafka` scenario drives).
 
 pub mod append;
 pub mod consume;
 pub mod e2e;
 pub mod fanout;
+pub mod kafka;
 pub mod produce;
 pub mod share;
 
@@ -21,6 +23,7 @@ pub mod client_producer;
 pub mod control;
 pub mod fetcher;
 pub mod fill;
+pub mod kcat;
 pub mod paced_producer;
 pub mod paced_requests;
 pub mod page_cache;
@@ -34,6 +37,7 @@ pub mod timed_consumer;
 use std::io;
 use std::path::Path;
 
+use crate::front_doors::FrontDoorComparison;
 use crate::latency::LatencyHistogram;
 use crate::options::RunConfig;
 use crate::progress::ProgressCounter;
@@ -74,6 +78,7 @@ pub fn for_workload(workload: Workload) -> Option<Box<dyn Scenario>> {
         Workload::E2e => Box::new(e2e::E2e::default()),
         Workload::Fanout => Box::new(fanout::Fanout::default()),
         Workload::Share => Box::new(share::Share::default()),
+        Workload::Kafka => Box::new(kafka::Kafka::default()),
         Workload::Disk | Workload::Net => return None,
     };
     Some(scenario)
@@ -95,6 +100,9 @@ pub struct ScenarioResult {
     pub throughput: ThroughputTimeline,
     /// Anything the reader should know (fallbacks, warnings), one line each.
     pub notes: Vec<String>,
+    /// The same records through the native protocol and the Kafka front door (`kafka` only;
+    /// empty for every other scenario).
+    pub front_doors: Vec<FrontDoorComparison>,
 }
 
 impl ScenarioResult {

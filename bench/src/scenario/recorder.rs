@@ -101,6 +101,7 @@ impl LoadRecorder {
             latency: self.latency,
             throughput: self.throughput,
             notes,
+            front_doors: Vec::new(),
         }
     }
 }

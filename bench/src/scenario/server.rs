@@ -48,13 +48,25 @@ impl BenchServer {
     /// Starts the embedded server with its data in `data_dir`, or checks that `--server`
     /// resolves. Fails with one line (exit status 2) before any load.
     pub fn start(config: &RunConfig, data_dir: &Path) -> Result<Self, ScenarioError> {
+        Self::start_with(config, data_dir, false)
+    }
+
+    /// [`BenchServer::start`], and with `kafka_listener` the embedded server also opens a Kafka
+    /// protocol listener on a free loopback port ([`BenchServer::kafka_address`]).
+    pub fn start_with(
+        config: &RunConfig,
+        data_dir: &Path,
+        kafka_listener: bool,
+    ) -> Result<Self, ScenarioError> {
         let allowed = cpu::allowed_cpus().unwrap_or_default();
         match &config.target {
             Target::Embedded { shards } => {
                 let shards = *shards as usize;
+                let loopback_free_port = SocketAddr::from(([127, 0, 0, 1], 0));
                 let server_config = ServerConfig {
                     data_dir: data_dir.to_path_buf(),
-                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    listen: loopback_free_port,
+                    kafka_listen: kafka_listener.then_some(loopback_free_port),
                     shards: Some(shards),
                     ..ServerConfig::default()
                 };
@@ -107,6 +119,12 @@ impl BenchServer {
         self.address
     }
 
+    /// Where Kafka clients connect; `None` without a Kafka listener (see
+    /// [`BenchServer::start_with`]).
+    pub fn kafka_address(&self) -> Option<SocketAddr> {
+        self.handle.as_ref().and_then(ServerHandle::kafka_addr)
+    }
+
     /// The embedded server's data directory; `None` for `--server`.
     pub fn data_dir(&self) -> Option<&Path> {
         self.embedded
@@ -129,11 +147,21 @@ impl BenchServer {
         workload: Workload,
         partitions: u32,
     ) -> Result<String, ScenarioError> {
+        self.create_named_topic(workload.name(), partitions)
+    }
+
+    /// Creates a topic named after `purpose` (`bench-<purpose>` on the embedded server, a
+    /// name of its own on a running one) with `partitions` partitions and returns its name.
+    pub fn create_named_topic(
+        &mut self,
+        purpose: &str,
+        partitions: u32,
+    ) -> Result<String, ScenarioError> {
         let name = match self.embedded {
-            Some(_) => format!("bench-{workload}"),
+            Some(_) => format!("bench-{purpose}"),
             // A name of its own, so that runs never meet each other's data on a shared server.
             None => format!(
-                "ringlog-bench-{workload}-{}-{}",
+                "ringlog-bench-{purpose}-{}-{}",
                 std::process::id(),
                 SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -169,22 +197,7 @@ impl BenchServer {
 
     /// High watermark of every partition of `topic`, in partition order.
     pub fn high_watermarks(&self, topic: &str) -> Result<Vec<i64>, ScenarioError> {
-        let mut client = self.client()?;
-        let topics = client
-            .metadata(&[topic])
-            .map_err(|error| ScenarioError::Failed(format!("metadata of {topic}: {error}")))?;
-        let partitions = topics
-            .into_iter()
-            .next()
-            .map(|metadata| metadata.partitions)
-            .unwrap_or_default();
-        let mut watermarks = vec![0; partitions.len()];
-        for info in partitions {
-            if let Some(slot) = watermarks.get_mut(info.partition as usize) {
-                *slot = info.high_watermark;
-            }
-        }
-        Ok(watermarks)
+        high_watermarks(&mut self.client()?, topic)
     }
 
     /// Stops the embedded server and starts it again on the same data (reads afterwards come
@@ -260,6 +273,25 @@ impl Drop for BenchServer {
             handle.shutdown();
         }
     }
+}
+
+/// High watermark of every partition of `topic`, in partition order, asked over `client`.
+pub fn high_watermarks(client: &mut Client, topic: &str) -> Result<Vec<i64>, ScenarioError> {
+    let topics = client
+        .metadata(&[topic])
+        .map_err(|error| ScenarioError::Failed(format!("metadata of {topic}: {error}")))?;
+    let partitions = topics
+        .into_iter()
+        .next()
+        .map(|metadata| metadata.partitions)
+        .unwrap_or_default();
+    let mut watermarks = vec![0; partitions.len()];
+    for info in partitions {
+        if let Some(slot) = watermarks.get_mut(info.partition as usize) {
+            *slot = info.high_watermark;
+        }
+    }
+    Ok(watermarks)
 }
 
 /// Pins the calling load thread to `cpu` (no-op for `None`).
