@@ -252,7 +252,8 @@ impl Kafka {
                  right after it was written, one consumer each: native the fetcher of `consume` \
                  (client defaults: 1 MiB per partition, 500 ms long poll), kafka kcat -C -e with \
                  librdkafka's defaults, printing each value's length, which the bench counts and \
-                 checks",
+                 checks. The native fetcher only walks batch headers while librdkafka makes a \
+                 message of every record, so this ratio is much about the clients' work",
                 self.native_topic
             ),
             cache_note(server, native.batch_bytes),
