@@ -13,8 +13,11 @@
 #   BENCH_CONSUME_S      length of the hot consume run, which re-reads a topic that fits the
 #                        server's memory cache (default: 5)
 #   BENCH_COLD_BYTES     bytes the cold consume run fills and reads once from disk (default: 1GiB)
+#   BENCH_KAFKA_BYTES    record bytes the kafka run produces and reads back through each front
+#                        door, native and Kafka (default: 256MiB; needs kcat, else skipped)
 #   CARGO_TARGET_DIR     honoured as by cargo
-# Exit status: 0 if every run succeeded, 1 otherwise (the summary is printed either way).
+# Exit status: 0 if every run succeeded, 1 otherwise (the summary is printed either way). The
+# kafka run is optional: without kcat on PATH it is skipped and does not fail the suite.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,6 +26,7 @@ RESULTS_DIR="${RESULTS_DIR:-bench-results}"
 DURATION_S="${BENCH_DURATION_S:-10}"
 CONSUME_S="${BENCH_CONSUME_S:-5}"
 COLD_BYTES="${BENCH_COLD_BYTES:-1GiB}"
+KAFKA_BYTES="${BENCH_KAFKA_BYTES:-256MiB}"
 EXTRA_ARGS=("$@")
 DIR_ARGS=()
 if [[ -n "${BENCH_DIR:-}" ]]; then
@@ -37,6 +41,8 @@ echo "ringlog-bench suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, ker
 
 failed=()
 unavailable=()
+# Runs skipped because an optional tool is missing (not a failure of the suite).
+skipped=()
 # Message ringlog-bench prints (exit status 2) for a scenario this build cannot run yet.
 UNAVAILABLE_PATTERN="not available in this build"
 
@@ -96,8 +102,28 @@ for consumers in 1 4 16; do
     share_index=$((share_index + 1))
 done
 
+# The Kafka front door beside the native protocol, the same records both ways (kcat drives
+# librdkafka). It starts its own server with a Kafka listener, so it cannot load --server.
+if [[ " ${EXTRA_ARGS[*]} " == *" --server "* || " ${EXTRA_ARGS[*]} " == *" --server="* ]]; then
+    rm -f "$RESULTS_DIR/80-kafka.json" "$RESULTS_DIR/80-kafka.svg"
+    skipped+=("80-kafka (it needs the embedded server, not --server)")
+else
+    run 80-kafka kafka --record-size 100 --partitions 4 --linger-ms 5 --acks durable \
+        --total-bytes "$KAFKA_BYTES" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+    if [[ $last_unavailable -eq 1 ]]; then
+        # kcat is not installed: optional, so not counted as unavailable.
+        unset 'unavailable[-1]'
+        skipped+=("80-kafka (kcat not installed: apt-get install kcat)")
+    fi
+fi
+
 echo
 "$BIN" summary "$RESULTS_DIR" || true
+
+if [[ ${#skipped[@]} -gt 0 ]]; then
+    echo
+    echo "skipped: ${skipped[*]}" >&2
+fi
 
 if [[ ${#unavailable[@]} -gt 0 ]]; then
     echo
