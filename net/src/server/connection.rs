@@ -16,6 +16,7 @@ use ringlog_engine::log::ReadSlice;
 use ringlog_engine::reactor::{self, tcp::TcpStream};
 
 use super::handler;
+use super::lending::LentPiece;
 use super::recv_buffer;
 use super::shard::Shard;
 use crate::frame::{FrameDecoder, FrameError, FrameHeader};
@@ -47,6 +48,8 @@ pub(crate) enum RawPart {
     Slice(ReadSlice),
     /// Copied from another shard.
     Owned(Vec<u8>),
+    /// Lent by the shard that owns the partition (no copy).
+    Lent(LentPiece),
 }
 
 impl RawPart {
@@ -55,6 +58,7 @@ impl RawPart {
         match self {
             RawPart::Slice(slice) => slice.len(),
             RawPart::Owned(bytes) => bytes.len(),
+            RawPart::Lent(piece) => piece.len(),
         }
     }
 
@@ -63,6 +67,7 @@ impl RawPart {
         match self {
             RawPart::Slice(slice) => slice.bytes(),
             RawPart::Owned(bytes) => bytes,
+            RawPart::Lent(piece) => piece.bytes(),
         }
     }
 }
@@ -262,6 +267,11 @@ async fn send_response(
             RawPart::Owned(bytes) => {
                 let len = bytes.len();
                 let (result, _) = stream.send_all(bytes, 0..len, zero_copy_min_bytes).await;
+                result?;
+            }
+            RawPart::Lent(piece) => {
+                let len = piece.len();
+                let (result, _) = stream.send_all(piece, 0..len, zero_copy_min_bytes).await;
                 result?;
             }
         }

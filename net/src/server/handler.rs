@@ -67,13 +67,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
 
 /// Frames `body` (and `raw`) as the response to `header`.
 pub(crate) fn respond(header: &FrameHeader, body: &[u8], raw: Vec<RawPart>) -> Response {
-    let raw_bytes: usize = raw
-        .iter()
-        .map(|part| match part {
-            RawPart::Slice(slice) => slice.len(),
-            RawPart::Owned(bytes) => bytes.len(),
-        })
-        .sum();
+    let raw_bytes: usize = raw.iter().map(RawPart::len).sum();
     let frame = FrameHeader::for_message(
         header.api,
         header.version,

@@ -1,10 +1,12 @@
 //! What shards say to each other. A request for a partition owned by another shard travels as
 //! a [`Mail::Call`] to the owner; the answer comes back as a [`Mail::Return`] with the same
-//! call id. Bytes cross shards as owned vectors: each shard's buffers stay its own.
+//! call id. Produced bytes cross shards as owned vectors; fetched bytes are lent by the owner
+//! (see [`super::lending`]): each shard's buffers stay its own.
 
 use ringlog_engine::log::Acks;
 use ringlog_engine::topic::TopicConfig;
 
+use super::lending::LentPiece;
 use crate::error_code::ErrorCode;
 
 /// A message in a shard-to-shard queue.
@@ -86,9 +88,16 @@ impl Failure {
     }
 }
 
-/// Bytes read from a partition on another shard.
+/// Batches read from a partition on another shard: lent by the owner (see
+/// [`super::lending`]), or copied when it had no loan to spare.
+pub(crate) enum FetchedBytes {
+    Lent(Vec<LentPiece>),
+    Copied(Vec<u8>),
+}
+
+/// What a read on another shard gave.
 pub(crate) struct Fetched {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: FetchedBytes,
     pub(crate) high_watermark: i64,
     pub(crate) log_start_offset: i64,
 }

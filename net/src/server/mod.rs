@@ -11,6 +11,7 @@ mod fetch;
 mod group;
 mod handler;
 mod kafka;
+mod lending;
 mod message;
 mod partition_ops;
 mod produce;

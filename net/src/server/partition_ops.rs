@@ -10,7 +10,7 @@ use ringlog_engine::log::{Acks, PartitionLog, ReadParts};
 use ringlog_engine::producer_state::ProducerError;
 use ringlog_engine::reactor::time;
 
-use super::message::{Failure, Fetched, OffsetQuery};
+use super::message::{Failure, Fetched, FetchedBytes, OffsetQuery};
 use super::shard::Shard;
 use crate::error_code::ErrorCode;
 
@@ -100,8 +100,9 @@ pub(crate) async fn fetch_local(
     Ok((log, parts))
 }
 
-/// Reads from an owned partition into an owned vector, to send to another shard.
-pub(crate) async fn fetch_copy(
+/// Reads from an owned partition for another shard: the bytes are lent (no copy), or copied
+/// into an owned vector when every loan is out.
+pub(crate) async fn fetch_for_shard(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
@@ -109,8 +110,13 @@ pub(crate) async fn fetch_copy(
     max_bytes: usize,
 ) -> Result<Fetched, Failure> {
     let (log, parts) = fetch_local(shard, topic, partition, offset, max_bytes).await?;
+    let bytes = if parts.is_empty() {
+        FetchedBytes::Copied(Vec::new())
+    } else {
+        shard.lend(parts)
+    };
     Ok(Fetched {
-        bytes: parts.to_vec(),
+        bytes,
         high_watermark: log.high_watermark(),
         log_start_offset: log.log_start_offset(),
     })

@@ -14,7 +14,9 @@ use ringlog_engine::reactor::time;
 use ringlog_engine::topic::TopicConfig;
 
 use super::connection::RawPart;
-use super::message::{Failure, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn};
+use super::message::{
+    Failure, FetchedBytes, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn,
+};
 use super::partition_ops;
 use super::shard::{unknown_topic, Shard, CATALOG_SHARD};
 use crate::error_code::ErrorCode;
@@ -214,10 +216,10 @@ pub(crate) async fn read(
     match shard.call(owner, call).await {
         ShardReturn::Fetched(Ok(fetched)) => PartitionRead {
             status: Ok((fetched.high_watermark, fetched.log_start_offset)),
-            raw: if fetched.bytes.is_empty() {
-                Vec::new()
-            } else {
-                vec![RawPart::Owned(fetched.bytes)]
+            raw: match fetched.bytes {
+                FetchedBytes::Lent(pieces) => pieces.into_iter().map(RawPart::Lent).collect(),
+                FetchedBytes::Copied(bytes) if bytes.is_empty() => Vec::new(),
+                FetchedBytes::Copied(bytes) => vec![RawPart::Owned(bytes)],
             },
         },
         ShardReturn::Fetched(Err(failure)) => PartitionRead::failed(failure),

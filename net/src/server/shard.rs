@@ -12,13 +12,14 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use ringlog_engine::cache::ChunkCache;
-use ringlog_engine::log::{LogConfig, PartitionLog};
+use ringlog_engine::log::{LogConfig, PartitionLog, ReadParts};
 use ringlog_engine::reactor::mail::{Inbox, MailSender};
 use ringlog_engine::reactor::{self, fs, time};
 use ringlog_engine::topic::{self, TopicConfig};
 
 use super::config::ServerConfig;
-use super::message::{Failure, Mail, ShardCall, ShardReturn};
+use super::lending::Lender;
+use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn};
 use crate::error_code::ErrorCode;
 
 /// The shard that owns the topic catalog: creates and deletes go through it.
@@ -112,6 +113,8 @@ pub(crate) struct Shard {
     pub(crate) groups: super::group::GroupShard,
     /// Producer ids this shard hands out (InitProducerId).
     pub(crate) producer_ids: super::producer_ids::ProducerIds,
+    /// Bytes of owned partitions lent to other shards' fetches.
+    lender: RefCell<Lender>,
 }
 
 impl Shard {
@@ -140,7 +143,23 @@ impl Shard {
             catalog_busy: Cell::new(false),
             groups,
             producer_ids,
+            lender: RefCell::new(Lender::default()),
         })
+    }
+
+    /// Lends read bytes to another shard's fetch, or copies them when every loan is out.
+    pub(crate) fn lend(&self, parts: ReadParts) -> FetchedBytes {
+        let len_bytes = parts.len();
+        match self.lender.borrow_mut().lend(parts.into_slices()) {
+            Ok(pieces) => FetchedBytes::Lent(pieces),
+            Err(slices) => {
+                let mut bytes = Vec::with_capacity(len_bytes);
+                for slice in &slices {
+                    bytes.extend_from_slice(slice.bytes());
+                }
+                FetchedBytes::Copied(bytes)
+            }
+        }
     }
 
     /// The shard that owns `partition` of `topic`.
@@ -432,7 +451,8 @@ impl Shard {
                 offset,
                 max_bytes,
             } => ShardReturn::Fetched(
-                super::partition_ops::fetch_copy(self, &topic, partition, offset, max_bytes).await,
+                super::partition_ops::fetch_for_shard(self, &topic, partition, offset, max_bytes)
+                    .await,
             ),
             ShardCall::WaitForData {
                 topic,

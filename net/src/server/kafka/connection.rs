@@ -289,6 +289,10 @@ async fn send_response(
                 let len = bytes.len();
                 stream.send_all(bytes, 0..len, zero_copy_min_bytes).await.0
             }
+            OutPart::Raw(RawPart::Lent(piece)) => {
+                let len = piece.len();
+                stream.send_all(piece, 0..len, zero_copy_min_bytes).await.0
+            }
         };
         result?;
     }

@@ -168,8 +168,7 @@ mod tests {
         for part in response.parts {
             match part {
                 OutPart::Encoded(bytes) => out.extend_from_slice(&bytes),
-                OutPart::Raw(RawPart::Owned(bytes)) => out.extend_from_slice(&bytes),
-                OutPart::Raw(RawPart::Slice(slice)) => out.extend_from_slice(slice.bytes()),
+                OutPart::Raw(raw) => out.extend_from_slice(raw.bytes()),
             }
         }
         out
