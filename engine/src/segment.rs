@@ -88,13 +88,26 @@ pub struct Segment {
     pub recovered_tail: Option<Vec<u8>>,
 }
 
-/// How far to preallocate a segment whose data ends at `data_end`: the next multiple of
-/// `step_bytes` past it, never beyond `segment_bytes`.
+/// The first reservation of a segment (at most one step): an idle partition holds this much
+/// disk, not a whole step; 10,000 partitions with one record each reserve 10 GiB, not 320.
+pub const PREALLOCATE_FIRST_BYTES: u64 = 1 << 20;
+
+/// How far to preallocate a segment whose data ends at `data_end`, never beyond
+/// `segment_bytes`: below one step, the first of [`PREALLOCATE_FIRST_BYTES`] doubled as often
+/// as needed (capped at the step) that lies past it; from there, the next multiple of
+/// `step_bytes` past it.
 pub fn preallocation_target(data_end: u64, step_bytes: u64, segment_bytes: u64) -> u64 {
     assert!(step_bytes > 0);
-    (data_end / step_bytes + 1)
-        .saturating_mul(step_bytes)
-        .min(segment_bytes)
+    let target = if data_end < step_bytes {
+        let mut target = PREALLOCATE_FIRST_BYTES.min(step_bytes);
+        while target <= data_end {
+            target = target.saturating_mul(2).min(step_bytes);
+        }
+        target
+    } else {
+        (data_end / step_bytes + 1).saturating_mul(step_bytes)
+    };
+    target.min(segment_bytes)
 }
 
 impl Segment {
@@ -234,6 +247,23 @@ pub async fn remove_segment_files(dir: &Path, base_offset: i64) -> io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preallocation_doubles_up_to_a_step_then_grows_by_steps() {
+        const MIB: u64 = 1 << 20;
+        let step = 32 * MIB;
+        let segment = 1 << 30;
+        let targets: Vec<u64> = [0, 1, MIB - 1, MIB, 3 * MIB, 17 * MIB, 31 * MIB, 32 * MIB]
+            .iter()
+            .map(|&end| preallocation_target(end, step, segment) / MIB)
+            .collect();
+        assert_eq!(targets, [1, 1, 1, 2, 4, 32, 32, 64]);
+        assert_eq!(preallocation_target(1000 * MIB, step, segment), 1 << 30);
+        // Steps below the first reservation are used as they are.
+        assert_eq!(preallocation_target(0, 64 << 10, segment), 64 << 10);
+        assert_eq!(preallocation_target(70 << 10, 64 << 10, segment), 128 << 10);
+        assert_eq!(preallocation_target(0, step, 4096), 4096);
+    }
 
     #[test]
     fn file_names_round_trip() {
