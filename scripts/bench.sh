@@ -102,6 +102,17 @@ for consumers in 1 4 16; do
     share_index=$((share_index + 1))
 done
 
+# 10,000 partitions: the embedded server's resident memory per partition, idle and after one
+# 100-byte record to each (target <= 64 KiB), and the time of that first write to each. It
+# reads the memory of the server it embeds, so it cannot load --server.
+if [[ " ${EXTRA_ARGS[*]} " == *" --server "* || " ${EXTRA_ARGS[*]} " == *" --server="* ]]; then
+    rm -f "$RESULTS_DIR/60-partitions-10k.json" "$RESULTS_DIR/60-partitions-10k.svg"
+    skipped+=("60-partitions-10k (it needs the embedded server, not --server)")
+else
+    run 60-partitions-10k partitions --partitions 10000 --record-size 100 --acks durable \
+        "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
+fi
+
 # The Kafka front door beside the native protocol, the same records both ways (kcat drives
 # librdkafka). It starts its own server with a Kafka listener, so it cannot load --server.
 if [[ " ${EXTRA_ARGS[*]} " == *" --server "* || " ${EXTRA_ARGS[*]} " == *" --server="* ]]; then

@@ -54,6 +54,10 @@ pub const KAFKA_PRODUCE_WITH_DEFAULT: ProduceWith = ProduceWith::Producer;
 /// Copies of its record bytes a `kafka` run writes: the native topic, the Kafka front door's
 /// topic and kcat's input file.
 pub const KAFKA_DATA_COPIES: u64 = 3;
+/// Default partitions of `partitions` (the issue's many-partitions target).
+pub const PARTITIONS_SCENARIO_PARTITIONS_DEFAULT: u32 = 10_000;
+/// Default record size of `partitions`: one small record per partition.
+pub const PARTITIONS_SCENARIO_RECORD_SIZE_DEFAULT: u64 = 100;
 /// Default simulated work per record for `share` (microseconds).
 pub const SHARE_WORK_US_DEFAULT: u64 = 1_000;
 /// Largest simulated work per record accepted (10 s).
@@ -96,6 +100,9 @@ pub enum Command {
     /// The same records through the native protocol and the Kafka front door (kcat), side by
     /// side: produce, then consume, each way; needs kcat on PATH.
     Kafka(Options),
+    /// Many partitions (--partitions, default 10000): server memory per partition idle and
+    /// after one small record each, and the time of that produce round.
+    Partitions(Options),
     /// Reference only: raw O_DIRECT sequential write/read and write+fdatasync commits.
     Disk(Options),
     /// Reference only: raw loopback TCP through io_uring (SEND and SEND_ZC).
@@ -124,6 +131,7 @@ impl Command {
             Command::Fanout(options) => (Workload::Fanout, options),
             Command::Share(options) => (Workload::Share, options),
             Command::Kafka(options) => (Workload::Kafka, options),
+            Command::Partitions(options) => (Workload::Partitions, options),
             Command::Disk(options) => (Workload::Disk, options),
             Command::Net(options) => (Workload::Net, options),
             Command::Summary(args) => return Invocation::Summary(args),
@@ -358,6 +366,7 @@ impl Options {
         let partitions = match (self.partitions, workload, &target) {
             (Some(partitions), _, _) => partitions,
             (None, Workload::Share, _) => 1,
+            (None, Workload::Partitions, _) => PARTITIONS_SCENARIO_PARTITIONS_DEFAULT,
             (None, _, Target::Embedded { shards }) => *shards,
             (None, _, Target::Server(_)) => 1,
         };
@@ -485,6 +494,21 @@ impl Options {
                 "--produce-with applies to produce, e2e, fanout and kafka only, not to {workload}"
             );
         }
+        if workload == Workload::Partitions {
+            let fixed = [
+                ("--server", self.server.is_some()),
+                ("--producers", self.producers.is_some()),
+                ("--duration-s", self.duration_s.is_some()),
+                ("--total-bytes", self.total_bytes.is_some()),
+                ("--linger-ms", self.linger_ms.is_some()),
+            ];
+            if let Some((option, _)) = fixed.iter().find(|(_, is_given)| *is_given) {
+                reject!(
+                    "{option} does not apply to partitions, which reads the memory of the server it embeds \
+                     and sends one record to each partition (it takes --partitions, --record-size, --acks, --shards)"
+                );
+            }
+        }
         if self.total_bytes.is_some()
             && matches!(workload, Workload::E2e | Workload::Fanout | Workload::Share)
         {
@@ -504,7 +528,10 @@ impl Options {
     }
 
     fn record_size_bytes(&self, workload: Workload) -> Result<u32, OptionsError> {
-        let record_size = self.record_size.unwrap_or(RECORD_SIZE_BYTES_DEFAULT);
+        let record_size = self.record_size.unwrap_or(match workload {
+            Workload::Partitions => PARTITIONS_SCENARIO_RECORD_SIZE_DEFAULT,
+            _ => RECORD_SIZE_BYTES_DEFAULT,
+        });
         if record_size == 0 {
             reject!("--record-size must be at least 1 byte");
         }
@@ -599,7 +626,11 @@ impl Options {
     }
 
     fn reference_plan(&self, workload: Workload) -> Result<ReferencePlan, OptionsError> {
-        let when = self.references.unwrap_or(ReferenceWhen::Both);
+        // partitions measures memory: the machine's throughput is no yardstick for it.
+        let when = self.references.unwrap_or(match workload {
+            Workload::Partitions => ReferenceWhen::None,
+            _ => ReferenceWhen::Both,
+        });
         if workload.is_reference() && when == ReferenceWhen::None {
             reject!("--references none leaves the {workload} reference nothing to measure");
         }
@@ -853,6 +884,23 @@ mod tests {
         );
         let net = parse(&["net"]).unwrap();
         assert!(net.references.net && !net.references.disk);
+        let partitions = parse(&["partitions"]).unwrap();
+        assert_eq!(
+            (
+                partitions.partitions,
+                partitions.record_size_bytes,
+                partitions.references.when
+            ),
+            (10_000, 100, ReferenceWhen::None)
+        );
+        rejected(
+            &["partitions", "--server", "localhost:9292"],
+            "does not apply to partitions",
+        );
+        rejected(
+            &["partitions", "--duration-s", "5"],
+            "--duration-s does not apply",
+        );
     }
 
     #[test]

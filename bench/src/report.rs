@@ -1,9 +1,10 @@
 //! The report of one run: the JSON object written with `--json` (and read back by `summary`).
 //!
 //! The shape is fixed by the bench issue; every field is always present (`null` where a value
-//! was not measured). The one addition is `front_doors`, written by the `kafka` scenario only
-//! (native protocol and Kafka front door side by side). One report is written as an object,
-//! several as an array.
+//! was not measured). Two additions are written by one scenario each and left out of
+//! every other report: `front_doors` (`kafka`: native protocol and Kafka front door side by
+//! side) and `memory` (`partitions`). One report is written as an object, several as an
+//! array.
 
 use std::fs;
 use std::io;
@@ -15,6 +16,7 @@ use crate::front_doors::{Direction, FrontDoorComparison};
 use crate::latency::LatencySummary;
 use crate::options::{Acks, RunConfig};
 use crate::reference::ReferenceFigures;
+use crate::scenario::partitions::MemoryFigures;
 use crate::scenario::ScenarioResult;
 use crate::workload::Workload;
 
@@ -88,6 +90,10 @@ pub struct Report {
     /// produce then consume. Left out of every other report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub front_doors: Vec<FrontDoorComparison>,
+    /// `partitions` only: resident memory idle and after one record per partition. Left out
+    /// of every other report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryFigures>,
 }
 
 /// The reference a scenario's throughput is compared with.
@@ -114,7 +120,8 @@ impl RatioBasis {
                 Some(RatioBasis::Net)
             }
             Workload::Kafka => Some(RatioBasis::NativeProduce),
-            Workload::Disk | Workload::Net => None,
+            // Measures memory, not throughput against the machine.
+            Workload::Partitions | Workload::Disk | Workload::Net => None,
         }
     }
 
@@ -168,6 +175,7 @@ impl Report {
             reference,
             ratio,
             front_doors: result.front_doors.clone(),
+            memory: result.memory.clone(),
         }
     }
 }

@@ -71,6 +71,7 @@ fn reference_result(set: &ReferenceSet) -> ScenarioResult {
             throughput: disk.write.timeline.clone(),
             notes: disk.notes.clone(),
             front_doors: Vec::new(),
+            memory: None,
         };
     }
     match set.net.as_ref().and_then(|net| net.best()) {
@@ -255,6 +256,7 @@ mod tests {
                 throughput,
                 notes: vec!["fake".into()],
                 front_doors: Vec::new(),
+                memory: None,
             })
         }
     }

@@ -86,6 +86,7 @@ mod tests {
             reference: ReferenceFigures::default(),
             ratio: None,
             front_doors: Vec::new(),
+            memory: None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::reference::disk::{DiskReference, BLOCK_BYTES, QUEUE_DEPTH};
 use crate::reference::net::NetReference;
 use crate::reference::{ReferenceFigures, References};
 use crate::report::{RatioBasis, Report};
+use crate::scenario::partitions::TARGET_KIB_PER_PARTITION;
 use crate::units::{format_bytes, format_size};
 use crate::workload::Workload;
 
@@ -336,9 +337,21 @@ pub fn render_summary(rows: &[SummaryRow]) -> String {
         let workload = Workload::from_name(&report.scenario);
         let basis =
             workload.and_then(|workload| RatioBasis::for_workload(workload, report.config.cold));
-        let (ratio, of) = match (report.ratio, basis) {
-            (Some(ratio), Some(basis)) => (format!("{ratio:.3}"), basis.describe()),
-            _ => ("-".to_string(), ""),
+        let (ratio, of) = match (&report.memory, report.ratio, basis) {
+            // Memory per written partition over the target: at most 1 meets it.
+            (Some(memory), _, _) => (
+                format!(
+                    "{:.3}",
+                    memory.written_kib_per_partition() / TARGET_KIB_PER_PARTITION
+                ),
+                format!(
+                    "{TARGET_KIB_PER_PARTITION} KiB/partition target: {:.1} KiB written, {:.1} KiB idle",
+                    memory.written_kib_per_partition(),
+                    memory.idle_kib_per_partition()
+                ),
+            ),
+            (None, Some(ratio), Some(basis)) => (format!("{ratio:.3}"), basis.describe().into()),
+            _ => ("-".to_string(), String::new()),
         };
         let latency = &report.latency_us;
         let cell = |value: u64| {
@@ -430,6 +443,7 @@ mod tests {
             reference: ReferenceFigures::default(),
             ratio,
             front_doors: Vec::new(),
+            memory: None,
         }
     }
 
@@ -450,6 +464,28 @@ mod tests {
         assert_eq!(text.lines().count(), 4);
         assert!(text.contains("0.900  raw disk write"), "{text}");
         assert!(text.lines().nth(3).unwrap().contains("disk"));
+    }
+
+    #[test]
+    fn summary_shows_memory_per_partition_against_the_target() {
+        use crate::scenario::partitions::MemoryFigures;
+        let mut partitions = report("partitions", None);
+        partitions.memory = Some(MemoryFigures {
+            partitions: 1000,
+            server_bytes: 1 << 20,
+            idle_bytes: (1 << 20) + 1000 * 4 * 1024,
+            written_bytes: (1 << 20) + 1000 * 32 * 1024,
+            create_seconds: 0.5,
+        });
+        let rows = [SummaryRow {
+            name: "60-partitions-10k".into(),
+            report: partitions,
+        }];
+        let text = render_summary(&rows);
+        assert!(
+            text.contains("0.500  64 KiB/partition target: 32.0 KiB written, 4.0 KiB idle"),
+            "{text}"
+        );
     }
 
     #[test]

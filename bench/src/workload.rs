@@ -20,6 +20,8 @@ pub enum Workload {
     /// The same records produced and consumed through the native protocol and through the
     /// Kafka front door (kcat, librdkafka), side by side.
     Kafka,
+    /// Many partitions: server memory idle and after one small record each.
+    Partitions,
     /// Reference only: raw O_DIRECT sequential write and read, and write+fdatasync commits.
     Disk,
     /// Reference only: raw loopback TCP through io_uring.
@@ -28,7 +30,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order the help text and the suite use.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Append,
         Workload::Produce,
         Workload::Consume,
@@ -36,6 +38,7 @@ impl Workload {
         Workload::Fanout,
         Workload::Share,
         Workload::Kafka,
+        Workload::Partitions,
         Workload::Disk,
         Workload::Net,
     ];
@@ -50,6 +53,7 @@ impl Workload {
             Workload::Fanout => "fanout",
             Workload::Share => "share",
             Workload::Kafka => "kafka",
+            Workload::Partitions => "partitions",
             Workload::Disk => "disk",
             Workload::Net => "net",
         }

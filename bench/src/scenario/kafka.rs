@@ -183,6 +183,7 @@ impl Scenario for Kafka {
             throughput: kafka_throughput,
             notes,
             front_doors,
+            memory: None,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod consume;
 pub mod e2e;
 pub mod fanout;
 pub mod kafka;
+pub mod partitions;
 pub mod produce;
 pub mod share;
 
@@ -79,6 +80,7 @@ pub fn for_workload(workload: Workload) -> Option<Box<dyn Scenario>> {
         Workload::Fanout => Box::new(fanout::Fanout::default()),
         Workload::Share => Box::new(share::Share::default()),
         Workload::Kafka => Box::new(kafka::Kafka::default()),
+        Workload::Partitions => Box::new(partitions::Partitions::default()),
         Workload::Disk | Workload::Net => return None,
     };
     Some(scenario)
@@ -103,6 +105,8 @@ pub struct ScenarioResult {
     /// The same records through the native protocol and the Kafka front door (`kafka` only;
     /// empty for every other scenario).
     pub front_doors: Vec<FrontDoorComparison>,
+    /// Resident memory per partition (`partitions` only).
+    pub memory: Option<partitions::MemoryFigures>,
 }
 
 impl ScenarioResult {

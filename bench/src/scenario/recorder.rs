@@ -102,6 +102,7 @@ impl LoadRecorder {
             throughput: self.throughput,
             notes,
             front_doors: Vec::new(),
+            memory: None,
         }
     }
 }
