@@ -42,6 +42,7 @@ mod config;
 mod flusher;
 mod kick;
 mod read;
+mod read_ahead;
 mod syncer;
 mod waiters;
 
@@ -184,6 +185,8 @@ struct Inner {
     /// The segment file of the last completed write: what the syncer fdatasyncs.
     written_file: RefCell<Option<Rc<File>>>,
     stats: Cell<LogStats>,
+    /// Extents of segment files read ahead of sequential reads from disk.
+    read_ahead: read_ahead::ReadAhead,
     #[cfg(test)]
     hooks: TestHooks,
 }
@@ -294,6 +297,7 @@ impl PartitionLog {
             .map(|segment| segment.next_offset)
             .expect("recovery returns at least one segment");
         let owner = cache.register_owner();
+        let read_ahead = read_ahead::ReadAhead::new(config.read_ahead_bytes);
         let inner = Rc::new(Inner {
             dir,
             config,
@@ -326,6 +330,7 @@ impl PartitionLog {
             sync_kick: Kick::default(),
             written_file: RefCell::new(None),
             stats: Cell::new(LogStats::default()),
+            read_ahead,
             #[cfg(test)]
             hooks: TestHooks::default(),
         });

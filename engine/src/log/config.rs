@@ -39,6 +39,10 @@ pub struct LogConfig {
     /// Idempotent producers remembered per partition; past it the least recently appending
     /// one is forgotten (see [`crate::producer_state`]).
     pub producers_max: usize,
+    /// How far ahead of a read from disk the segment is read in 1 MiB extents, several at
+    /// once (see `log::read_ahead`); rounded up to whole extents, 0 turns read-ahead off. A
+    /// partition being read from disk holds about this much memory plus one extent.
+    pub read_ahead_bytes: u64,
 }
 
 /// Default segment size.
@@ -56,6 +60,8 @@ pub const FIRST_CHUNK_BYTES_DEFAULT: usize = 16 << 10;
 pub const PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 32 << 20;
 /// Default bound on unwritten bytes per partition.
 pub const UNFLUSHED_BYTES_MAX_DEFAULT: u64 = 16 << 20;
+/// Default read-ahead: eight 1 MiB reads ahead of a reader on disk (the disk reference's depth).
+pub const READ_AHEAD_BYTES_DEFAULT: u64 = 8 << 20;
 /// Smallest segment accepted (tests use small segments; topics enforce their own minimum).
 pub const SEGMENT_BYTES_MIN: u64 = IO_ALIGN_BYTES as u64;
 
@@ -73,6 +79,7 @@ impl Default for LogConfig {
             unflushed_bytes_max: UNFLUSHED_BYTES_MAX_DEFAULT,
             direct_io: true,
             producers_max: crate::producer_state::PRODUCERS_MAX_DEFAULT,
+            read_ahead_bytes: READ_AHEAD_BYTES_DEFAULT,
         }
     }
 }
@@ -132,6 +139,12 @@ impl LogConfig {
         }
         if self.producers_max == 0 {
             return invalid("producers_max must be positive".into());
+        }
+        if self.read_ahead_bytes > 1 << 30 {
+            return invalid(format!(
+                "read_ahead_bytes must be at most 1 GiB, got {}",
+                self.read_ahead_bytes
+            ));
         }
         if self.unflushed_bytes_max < self.chunk_bytes as u64 {
             return invalid("unflushed_bytes_max must be at least chunk_bytes".into());

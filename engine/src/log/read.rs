@@ -41,7 +41,8 @@ pub struct ReadSlice {
 enum SliceData {
     Empty,
     Memory(Rc<Chunk>),
-    Disk(AlignedBuf),
+    /// A disk read, possibly a read-ahead extent shared with other slices.
+    Disk(Rc<AlignedBuf>),
 }
 
 impl ReadSlice {
@@ -182,9 +183,10 @@ impl ReadParts {
     }
 }
 
-// SAFETY: the bytes live in a chunk kept alive by the `Rc` or in an owned AlignedBuf; both are
-// heap allocations that do not move with the ReadSlice and are freed only when it drops. The
-// range lies within bytes that are initialised and never written again (checked when built).
+// SAFETY: the bytes live in a chunk or an AlignedBuf kept alive by the `Rc`; both are heap
+// allocations that do not move with the ReadSlice and are freed (or reused, by the chunk pool
+// and the read-ahead) only once no slice holds them. The range lies within bytes that are
+// initialised and never written again while shared (checked when built).
 unsafe impl IoBuf for ReadSlice {
     fn stable_ptr(&self) -> *const u8 {
         match &self.data {
@@ -210,7 +212,7 @@ pub(super) struct SegmentView {
 enum Source {
     Memory(Rc<Chunk>),
     Disk {
-        buf: AlignedBuf,
+        buf: Rc<AlignedBuf>,
         /// Segment position of `buf[0]`.
         file_start: u64,
         /// Segment position after the last usable byte (read and visible).
@@ -523,8 +525,8 @@ impl Inner {
         let mut end = position + header.total_bytes() as u64;
         let mut next_offset = header.next_offset();
         if source.bytes(position, end).is_none() {
-            // A first batch larger than the window: read exactly it.
-            source = self.read_disk(view, position, end).await?;
+            // A first batch larger than the window or read-ahead extent: read exactly it.
+            source = self.read_range(view, position, end).await?;
         }
         let source_ended = loop {
             if end >= view.visible_end {
@@ -560,12 +562,49 @@ impl Inner {
     ) -> Result<Source, LogError> {
         if let Some(chunk) = self.chunk_holding(view.base_offset, position) {
             self.bump(|stats| stats.memory_reads += 1);
+            self.read_ahead.forget_before(view.base_offset, position);
             return Ok(Source::Memory(chunk));
+        }
+        let header_end = (position + BATCH_HEADER_BYTES as u64).min(view.visible_end);
+        if let Some(source) = self.read_ahead_range(view, position, header_end).await {
+            return Ok(source);
         }
         let window_end = position
             .saturating_add(window_bytes.max(BATCH_HEADER_BYTES) as u64)
             .min(view.visible_end);
         self.read_disk(view, position, window_end).await
+    }
+
+    /// Segment bytes `[start, end)` from disk: from read-ahead extents, else one exact read.
+    async fn read_range(
+        &self,
+        view: &SegmentView,
+        start: u64,
+        end: u64,
+    ) -> Result<Source, LogError> {
+        match self.read_ahead_range(view, start, end).await {
+            Some(source) => Ok(source),
+            None => self.read_disk(view, start, end).await,
+        }
+    }
+
+    /// Segment bytes `[start, end)` from read-ahead extents (starting the reads ahead of
+    /// them); `None` when read-ahead is off or could not serve them.
+    async fn read_ahead_range(&self, view: &SegmentView, start: u64, end: u64) -> Option<Source> {
+        let file = view.file.as_ref().filter(|_| self.read_ahead.is_on())?;
+        if start >= end {
+            return None;
+        }
+        let ahead = self
+            .read_ahead
+            .bytes(file, view.base_offset, start, end, view.visible_end)
+            .await?;
+        self.bump(|stats| stats.disk_reads += 1);
+        Some(Source::Disk {
+            buf: ahead.buf,
+            file_start: ahead.file_start,
+            valid_end: ahead.valid_end.min(view.visible_end),
+        })
     }
 
     /// Reads segment bytes `[start, end)` (aligned outwards) from disk.
@@ -589,7 +628,7 @@ impl Inner {
             return Err(self.corrupt(view, valid_end, "short read below the visible end"));
         }
         Ok(Source::Disk {
-            buf,
+            buf: Rc::new(buf),
             file_start,
             valid_end,
         })
