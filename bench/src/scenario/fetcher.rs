@@ -299,10 +299,7 @@ mod tests {
         let mut corrupt = batch.bytes().to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
-        assert!(
-            count_batches(&corrupt, 0).is_ok(),
-            "CRCs are not computed"
-        );
+        assert!(count_batches(&corrupt, 0).is_ok(), "CRCs are not computed");
         let mut bad_magic = batch.bytes().to_vec();
         bad_magic[16] = 0;
         assert!(count_batches(&bad_magic, 0).is_err());
