@@ -219,6 +219,19 @@ fn a_connection_to_a_shard_is_served_by_that_shard() {
 }
 
 #[test]
+fn ordinary_connections_spread_over_the_shards() {
+    // connect() picks ephemeral ports of one parity: steering by the port itself would put
+    // every ordinary connection on the even shards.
+    let server = TestServer::start(2);
+    let mut served = [0usize; 2];
+    for _ in 0..32 {
+        let info = server.client().api_versions("spread-test", "0").unwrap();
+        served[usize::from(info.connection_shard)] += 1;
+    }
+    assert!(served.iter().all(|&count| count > 0), "{served:?}");
+}
+
+#[test]
 fn a_client_for_one_shards_partitions_connects_to_that_shard() {
     let server = TestServer::start(2);
     server.create_topic("near", 4);

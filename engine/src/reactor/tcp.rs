@@ -105,10 +105,12 @@ fn local_addr_of(fd: RawFd) -> io::Result<SocketAddr> {
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
 /// The classic BPF program of [`TcpListener::steer_by_source_port`]: returns the TCP source port
-/// of the SYN modulo `count`, the index of the listener to take the connection. The reuseport
-/// hook runs it with the packet's data past the TCP header, so the port is read relative to the
-/// network header (`SKF_NET_OFF`), past an IPv4 header of any length or a fixed IPv6 header.
-fn source_port_steering(count: u32) -> [libc::sock_filter; 9] {
+/// of the SYN, halved, modulo `count`: the index of the listener to take the connection. Halved
+/// because Linux gives connect() ephemeral ports of one parity (even) when it can: `port %
+/// count` would send every ordinary connection to the even listeners. The reuseport hook runs
+/// it with the packet's data past the TCP header, so the port is read relative to the network
+/// header (`SKF_NET_OFF`), past an IPv4 header of any length or a fixed IPv6 header.
+fn source_port_steering(count: u32) -> [libc::sock_filter; 10] {
     const NET: u32 = libc::SKF_NET_OFF as u32;
     let statement = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
@@ -139,6 +141,7 @@ fn source_port_steering(count: u32) -> [libc::sock_filter; 9] {
         // 6: IPv6 (no extension headers on a SYN in practice).
         statement(BPF_LD | BPF_H | BPF_ABS, NET + 40),
         // 7: the listener index.
+        statement(BPF_ALU | BPF_RSH | BPF_K, 1),
         statement(BPF_ALU | BPF_MOD | BPF_K, count),
         statement(BPF_RET | BPF_A, 0),
     ]
@@ -197,10 +200,11 @@ impl TcpListener {
     }
 
     /// Steers the connections of this listener's SO_REUSEPORT group by the client's source
-    /// port: a connection from port `p` goes to the listener that joined the group `p % count`-th
-    /// (the servers binds its shards' listeners in shard order). A client that knows which
-    /// shard owns its partitions binds such a source port, so its requests never cross shards;
-    /// clients that do not still spread evenly, as their ephemeral ports do.
+    /// port: a connection from port `p` goes to the listener that joined the group
+    /// `(p / 2) % count`-th (the servers binds its shards' listeners in shard order). A client
+    /// that knows which shard owns its partitions binds such a source port, so its requests
+    /// never cross shards; clients that do not still spread evenly, as their ephemeral ports do
+    /// (halved, since connect() picks ports of one parity).
     ///
     /// Blocking setup: call it once every listener of the group is bound.
     pub fn steer_by_source_port(&self, count: u16) -> io::Result<()> {

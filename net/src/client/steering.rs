@@ -1,12 +1,14 @@
 //! Connecting to the shard that owns a partition.
 //!
 //! The server steers each new native connection to a shard by the client's TCP source port:
-//! port `p` lands on shard `p % shard_count` (a classic BPF program on its SO_REUSEPORT
-//! listeners). A client that works with one shard's partitions binds such a port before it
-//! connects, so its requests and their answers never travel between shards. The port is one
-//! of the system's ephemeral ports, tried from a random start; when every attempt finds its
-//! port taken, the caller falls back to an ordinary connection (which still works, one hop
-//! further from the data).
+//! port `p` lands on shard `(p / 2) % shard_count` (a classic BPF program on its SO_REUSEPORT
+//! listeners; halved because connect() picks even ports when it can, which would send every
+//! ordinary connection to the even shards). A client that works with one shard's partitions
+//! binds such a port before it connects, so its requests and their answers never travel
+//! between shards. The port is an odd one of the system's ephemeral ports (connect() leaves
+//! those to bind()), tried from a random start; when every attempt finds its port taken, the
+//! caller falls back to an ordinary connection (which still works, one hop further from the
+//! data).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -36,17 +38,29 @@ pub(crate) fn connect_steered(
         return Ok(None);
     }
     assert!(shard < shard_count, "shard {shard} of {shard_count}");
-    let ports = ephemeral_ports();
-    let mut port = first_port(&ports, shard, shard_count, random_u64());
+    let halves = odd_port_halves(&ephemeral_ports());
+    let mut half = first_port(&halves, shard, shard_count, random_u64());
     for _ in 0..ATTEMPTS_MAX {
-        match connect_from(addr, port, timeout) {
+        match connect_from(addr, odd_port(half), timeout) {
             Ok(stream) => return Ok(Some(stream)),
             Err(error) if port_taken(&error) => {}
             Err(error) => return Err(error),
         }
-        port = next_port(&ports, port, shard_count);
+        half = next_port(&halves, half, shard_count);
     }
     Ok(None)
+}
+
+/// `p / 2` of the odd ports `p` in `ports`: the server steers port `p` by `p / 2`.
+fn odd_port_halves(ports: &RangeInclusive<u16>) -> RangeInclusive<u16> {
+    let (low, high) = (*ports.start(), *ports.end());
+    // 2h + 1 >= low and 2h + 1 <= high.
+    low / 2..=high.saturating_sub(1) / 2
+}
+
+/// The odd port whose half is `half`.
+fn odd_port(half: u16) -> u16 {
+    half * 2 + 1
 }
 
 fn connect_from(addr: SocketAddr, port: u16, timeout: Duration) -> io::Result<TcpStream> {
@@ -147,12 +161,25 @@ mod tests {
     }
 
     #[test]
+    fn odd_ports_of_the_range_map_to_halves_and_back() {
+        for ports in [32768..=60999u16, 32769..=61000, 1024..=65535] {
+            let halves = odd_port_halves(&ports);
+            for half in [*halves.start(), *halves.end()] {
+                let port = odd_port(half);
+                assert!(ports.contains(&port) && port % 2 == 1, "{ports:?}: {port}");
+                assert_eq!(port / 2, half);
+            }
+        }
+    }
+
+    #[test]
     fn a_taken_port_is_skipped() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = connect_steered(addr, 1, 2, Duration::from_secs(5))
             .unwrap()
             .expect("a free port of class 1");
-        assert_eq!(stream.local_addr().unwrap().port() % 2, 1);
+        let port = stream.local_addr().unwrap().port();
+        assert_eq!((port / 2) % 2, 1, "{port}");
     }
 }
