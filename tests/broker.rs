@@ -19,6 +19,7 @@ struct TestServer {
     handle: Option<ServerHandle>,
     dir: tempfile::TempDir,
     shards: usize,
+    mail_queue_depth: usize,
 }
 
 impl TestServer {
@@ -28,6 +29,7 @@ impl TestServer {
             handle: None,
             dir,
             shards,
+            mail_queue_depth: ServerConfig::default().mail_queue_depth,
         };
         server.restart();
         server
@@ -39,6 +41,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: Some(self.shards),
             cache_bytes_per_shard: 8 << 20,
+            mail_queue_depth: self.mail_queue_depth,
             ..ServerConfig::default()
         }
     }
@@ -135,6 +138,24 @@ fn check_per_partition_order(records: &[(u32, i64, String)]) {
         }
         last.insert(*partition, (*offset, number));
     }
+}
+
+#[test]
+fn batches_keep_their_order_through_a_full_queue_between_shards() {
+    // A two-slot queue between the shards is full at once, so appends for the other shard's
+    // partitions wait for room; they must still reach their partitions in request order (the
+    // idempotent producer would see a sequence gap otherwise, and close would fail).
+    let mut server = TestServer::start(2);
+    server.mail_queue_depth = 2;
+    server.restart();
+    server.create_topic("order", 32);
+    let total = 20_000;
+    produce_values(&server, "order", (1..=total).map(|n| n.to_string()), true);
+    let records = consume(&server, "order", SeekTo::Earliest, total);
+    check_per_partition_order(&records);
+    let mut values: Vec<u64> = records.iter().map(|r| r.2.parse().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(values, (1..=total as u64).collect::<Vec<_>>());
 }
 
 fn round_trip_and_restart(shards: usize) {
@@ -538,6 +559,64 @@ fn bad_frames_get_errors_and_other_clients_are_unaffected() {
     bystander.close().unwrap();
     let records = consume(&server, "safe", SeekTo::Earliest, 1);
     assert_eq!(records[0].2, "still fine");
+}
+
+#[test]
+fn a_fetch_of_partitions_on_both_shards_keeps_the_response_limits() {
+    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    let server = TestServer::start(2);
+    server.create_topic("limits", 2);
+    let mut client = server.client();
+    // One 10 KB batch in each partition (one per shard).
+    let value = vec![7u8; 10_000];
+    for partition in 0..2 {
+        let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
+        builder.push(0, None, Some(&value), &[]).unwrap();
+        client
+            .produce("limits", partition, Acks::Leader, builder.finish())
+            .unwrap();
+    }
+    let fetched_bytes = |client: &mut Client, partition_max_bytes: u32, max_bytes: u32| {
+        let partitions: Vec<FetchPartition> = (0..2)
+            .map(|partition| FetchPartition {
+                partition,
+                offset: 0,
+                partition_max_bytes,
+            })
+            .collect();
+        let topics = [FetchTopic {
+            topic: "limits",
+            partitions: &partitions,
+        }];
+        let result = client
+            .fetch(&fetch::Request {
+                max_wait_ms: 0,
+                min_bytes: 1,
+                max_bytes,
+                topics: &topics,
+            })
+            .unwrap();
+        let sizes: Vec<usize> = result
+            .partitions()
+            .unwrap()
+            .map(|fetched| fetched.batches.len())
+            .collect();
+        sizes
+    };
+    // Partition limits that fit the response (read at once) or not (one by one): each
+    // partition gets at least one batch, over its own limit, while the response has room.
+    for (partition_max_bytes, max_bytes) in [(5_000, 1 << 20), (5_000, 12_000), (1 << 20, 12_000)] {
+        let both = fetched_bytes(&mut client, partition_max_bytes, max_bytes);
+        assert!(both.iter().all(|&bytes| bytes > 10_000), "{both:?}");
+    }
+    // Once the first batch filled the response, the second partition gets nothing.
+    for partition_max_bytes in [5_000, 1 << 20] {
+        let first_only = fetched_bytes(&mut client, partition_max_bytes, 10_000);
+        assert!(
+            first_only[0] > 10_000 && first_only[1] == 0,
+            "{first_only:?}"
+        );
+    }
 }
 
 #[test]

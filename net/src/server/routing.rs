@@ -160,6 +160,12 @@ async fn read_all(
     targets: &[ReadTarget],
     max_bytes: usize,
 ) -> Vec<PartitionRead> {
+    let wanted_bytes = targets
+        .iter()
+        .fold(0usize, |sum, target| sum.saturating_add(target.max_bytes));
+    if targets.len() > 1 && wanted_bytes <= max_bytes {
+        return read_all_at_once(shard, topics, targets, max_bytes).await;
+    }
     let mut reads = Vec::with_capacity(targets.len());
     let mut budget = max_bytes;
     for target in targets {
@@ -177,6 +183,50 @@ async fn read_all(
         let read = read(shard, topic, target.partition, target.offset, limit.max(1)).await;
         budget = budget.saturating_sub(read.bytes());
         reads.push(read);
+    }
+    reads
+}
+
+/// Reads every target at once, when their own limits fit the response's: no read depends on
+/// what another returned, so the owners' disk reads and shard round trips overlap. The answer
+/// is what reading one by one gives: only oversized first batches can overfill the response,
+/// and then a later partition gets nothing once it is full, or is read again with the room
+/// left (at least one batch) if it got more than that.
+async fn read_all_at_once(
+    shard: &Rc<Shard>,
+    topics: &[String],
+    targets: &[ReadTarget],
+    max_bytes: usize,
+) -> Vec<PartitionRead> {
+    let reads: Vec<BoxedFuture<'_, PartitionRead>> = targets
+        .iter()
+        .map(|target| {
+            let topic = &topics[target.topic_index];
+            let read = read(
+                shard,
+                topic,
+                target.partition,
+                target.offset,
+                target.max_bytes.max(1),
+            );
+            Box::pin(read) as BoxedFuture<'_, PartitionRead>
+        })
+        .collect();
+    let mut reads = join_all(reads).await;
+    let mut budget = max_bytes;
+    for (index, target) in targets.iter().enumerate() {
+        if budget == 0 && index > 0 {
+            reads[index] = PartitionRead {
+                status: Ok((-1, -1)),
+                raw: Vec::new(),
+            };
+            continue;
+        }
+        if reads[index].bytes() > budget && budget < target.max_bytes {
+            let topic = &topics[target.topic_index];
+            reads[index] = read(shard, topic, target.partition, target.offset, budget.max(1)).await;
+        }
+        budget = budget.saturating_sub(reads[index].bytes());
     }
     reads
 }
