@@ -12,6 +12,7 @@ mod group;
 mod handler;
 mod kafka;
 mod lending;
+mod mail_turns;
 mod message;
 mod partition_ops;
 mod produce;

@@ -19,8 +19,13 @@ use ringlog_engine::topic::{self, TopicConfig};
 
 use super::config::ServerConfig;
 use super::lending::Lender;
+use super::mail_turns::MailTurns;
 use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn};
+use super::routing::BoxedFuture;
 use crate::error_code::ErrorCode;
+
+/// Partitions a shard closes at once at shutdown (each close is a few file operations).
+const CLOSES_IN_FLIGHT_MAX: usize = 256;
 
 /// The shard that owns the topic catalog: creates and deletes go through it.
 pub(crate) const CATALOG_SHARD: usize = 0;
@@ -104,6 +109,8 @@ pub(crate) struct Shard {
     partitions: RefCell<HashMap<String, OwnedPartitions>>,
     cache: Rc<ChunkCache>,
     outboxes: RefCell<Vec<MailSender<Mail>>>,
+    /// Per target shard: senders wait their turn while its queue is full (mail order).
+    mail_turns: Vec<MailTurns>,
     calls: RefCell<CallTable>,
     /// Open connections on the whole server (shared by shards; an atomic counter, no lock).
     pub(crate) connections: Arc<AtomicUsize>,
@@ -138,6 +145,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             cache,
             outboxes: RefCell::new(outboxes),
+            mail_turns: (0..shard_count).map(|_| MailTurns::default()).collect(),
             calls: RefCell::new(CallTable::default()),
             connections,
             catalog_busy: Cell::new(false),
@@ -383,13 +391,20 @@ impl Shard {
         result
     }
 
+    /// Sends `mail` to shard `target` after every mail sent to it earlier by this shard.
     async fn send_mail(&self, target: usize, mut mail: Mail) {
+        let turn = self.mail_turns[target].take();
         // Bounded back-off: a full queue means the target is saturated; wait rather than grow.
         loop {
-            let attempt = self.outboxes.borrow_mut()[target].try_send(mail);
-            match attempt {
-                Ok(()) => return,
-                Err(back) => mail = back,
+            if turn.is_now() {
+                let attempt = self.outboxes.borrow_mut()[target].try_send(mail);
+                match attempt {
+                    Ok(()) => {
+                        turn.finish();
+                        return;
+                    }
+                    Err(back) => mail = back,
+                }
             }
             time::sleep(Duration::from_micros(50)).await;
         }
@@ -505,9 +520,18 @@ impl Shard {
             .values()
             .flat_map(|owned| owned.iter().flatten().cloned())
             .collect();
-        for log in all {
-            if let Err(error) = log.close().await {
-                tracing::error!(dir = %log.dir().display(), %error, "flush at shutdown failed");
+        // Closing finishes the active segment (truncate, fdatasync, indexes, producer
+        // snapshot): one partition after another, 10,000 of them took half a minute.
+        for group in all.chunks(CLOSES_IN_FLIGHT_MAX) {
+            let closes: Vec<BoxedFuture<'_, _>> = group
+                .iter()
+                .map(|log| Box::pin(log.close()) as BoxedFuture<'_, _>)
+                .collect();
+            let results = super::routing::join_all(closes).await;
+            for (log, result) in group.iter().zip(results) {
+                if let Err(error) = result {
+                    tracing::error!(dir = %log.dir().display(), %error, "flush at shutdown failed");
+                }
             }
         }
     }
