@@ -23,6 +23,7 @@ pub mod run;
 pub mod scenario;
 pub mod summary;
 pub mod table;
+pub mod target;
 pub mod throughput;
 pub mod units;
 pub mod workload;

@@ -376,6 +376,7 @@ pub fn render_summary(rows: &[SummaryRow]) -> String {
         let _ = writeln!(text, "{}", line.trim_end());
         text.push_str(&summary_front_door_rows(&report.front_doors));
     }
+    text.push_str(&crate::target::render_targets(rows));
     text
 }
 
@@ -406,12 +407,13 @@ fn summary_front_door_rows(comparisons: &[FrontDoorComparison]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::options::Acks;
     use crate::report::ReportConfig;
 
-    fn report(scenario: &str, ratio: Option<f64>) -> Report {
+    /// A report of `scenario` (1 KiB records, 10 records/s, p99 7 us) for summary tests.
+    pub(crate) fn report(scenario: &str, ratio: Option<f64>) -> Report {
         Report {
             scenario: scenario.into(),
             config: ReportConfig {
@@ -461,9 +463,11 @@ mod tests {
         ];
         let text = render_summary(&rows);
         assert!(text.lines().next().unwrap().contains("MB = 10^6 bytes"));
-        assert_eq!(text.lines().count(), 4);
+        assert_eq!(text.lines().count(), 6, "{text}");
         assert!(text.contains("0.900  raw disk write"), "{text}");
         assert!(text.lines().nth(3).unwrap().contains("disk"));
+        assert!(text.lines().nth(4).unwrap().starts_with("targets"));
+        assert!(text.lines().nth(5).unwrap().ends_with(" met"), "{text}");
     }
 
     #[test]

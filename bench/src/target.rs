@@ -1,0 +1,209 @@
+//! The performance targets of issue 7, checked against reports: `summary` ends with one line
+//! per run that has a target, saying whether the run met it.
+
+use std::fmt::Write as _;
+
+use crate::report::Report;
+use crate::scenario::partitions::TARGET_KIB_PER_PARTITION;
+use crate::table::SummaryRow;
+
+/// Produce of records this large or larger is held to the disk ratio; smaller ones to a rate.
+const LARGE_RECORD_BYTES: u32 = 1024;
+
+/// What one run is held to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// Throughput at least this fraction of the run's reference.
+    RatioAtLeast(f64),
+    /// At least this many records per second.
+    RecordsPerSecondAtLeast(f64),
+    /// Latency percentiles at most these, in microseconds.
+    LatencyAtMost {
+        /// 99th percentile bound.
+        p99_us: u64,
+        /// 99.99th percentile bound.
+        p9999_us: u64,
+    },
+    /// Records per second at least this many times the one-consumer share run's.
+    ShareScalingAtLeast(f64),
+    /// Resident memory per written partition at most this many KiB.
+    KibPerPartitionAtMost(f64),
+}
+
+impl Target {
+    /// The target for `report`'s scenario and settings, if issue 7 states one.
+    pub fn of(report: &Report) -> Option<Target> {
+        let config = &report.config;
+        match report.scenario.as_str() {
+            "produce" if config.record_size >= LARGE_RECORD_BYTES => {
+                Some(Target::RatioAtLeast(0.85))
+            }
+            "produce" => Some(Target::RecordsPerSecondAtLeast(2.5e6)),
+            "consume" if config.cold => Some(Target::RatioAtLeast(0.7)),
+            "consume" => Some(Target::RatioAtLeast(0.8)),
+            "e2e" => Some(Target::LatencyAtMost {
+                p99_us: 1_000,
+                p9999_us: 5_000,
+            }),
+            "fanout" => Some(Target::RatioAtLeast(0.8)),
+            "share" if config.consumers >= 16 => Some(Target::ShareScalingAtLeast(12.0)),
+            "partitions" => Some(Target::KibPerPartitionAtMost(TARGET_KIB_PER_PARTITION)),
+            _ => None,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Target::RatioAtLeast(ratio) => format!("ratio >= {ratio}"),
+            Target::RecordsPerSecondAtLeast(rate) => format!("records/s >= {rate:.0}"),
+            Target::LatencyAtMost { p99_us, p9999_us } => {
+                format!("p99 <= {p99_us} us, p99.99 <= {p9999_us} us")
+            }
+            Target::ShareScalingAtLeast(factor) => format!(">= {factor}x one consumer"),
+            Target::KibPerPartitionAtMost(kib) => format!("<= {kib} KiB per partition"),
+        }
+    }
+
+    /// The measured figure and whether it meets the target; `None` when the figure is missing
+    /// (no reference, no one-consumer share run in the summary).
+    fn judge(self, report: &Report, share_one_consumer: Option<f64>) -> Option<(String, bool)> {
+        match self {
+            Target::RatioAtLeast(target) => {
+                let ratio = report.ratio?;
+                Some((format!("{ratio:.3}"), ratio >= target))
+            }
+            Target::RecordsPerSecondAtLeast(target) => {
+                let rate = report.records_per_s;
+                Some((format!("{rate:.0}"), rate >= target))
+            }
+            Target::LatencyAtMost { p99_us, p9999_us } => {
+                let latency = &report.latency_us;
+                if latency.count == 0 {
+                    return None;
+                }
+                Some((
+                    format!("p99 {} us, p99.99 {} us", latency.p99, latency.p9999),
+                    latency.p99 <= p99_us && latency.p9999 <= p9999_us,
+                ))
+            }
+            Target::ShareScalingAtLeast(factor) => {
+                let one = share_one_consumer.filter(|rate| *rate > 0.0)?;
+                let scaling = report.records_per_s / one;
+                Some((format!("{scaling:.1}x"), scaling >= factor))
+            }
+            Target::KibPerPartitionAtMost(kib) => {
+                let written = report.memory.as_ref()?.written_kib_per_partition();
+                Some((format!("{written:.1} KiB"), written <= kib))
+            }
+        }
+    }
+}
+
+/// The "targets" block of the summary: one line per run with a target.
+pub fn render_targets(rows: &[SummaryRow]) -> String {
+    let share_one_consumer = rows
+        .iter()
+        .find(|row| row.report.scenario == "share" && row.report.config.consumers == 1)
+        .map(|row| row.report.records_per_s);
+    let mut text = String::new();
+    for row in rows {
+        let Some(target) = Target::of(&row.report) else {
+            continue;
+        };
+        let (figure, verdict) = match target.judge(&row.report, share_one_consumer) {
+            Some((figure, true)) => (figure, "met"),
+            Some((figure, false)) => (figure, "MISSED"),
+            None => ("-".to_string(), "not measured"),
+        };
+        if text.is_empty() {
+            let _ = writeln!(text, "targets (issue 7):");
+        }
+        let _ = writeln!(
+            text,
+            "  {:<18} {:<40} {:<28} {verdict}",
+            row.name,
+            target.describe(),
+            figure
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::report;
+
+    fn row(name: &str, report: Report) -> SummaryRow {
+        SummaryRow {
+            name: name.into(),
+            report,
+        }
+    }
+
+    fn verdict_of(text: &str, name: &str) -> String {
+        text.lines()
+            .find(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name} in {text}"))
+            .to_string()
+    }
+
+    #[test]
+    fn each_row_is_held_to_its_target() {
+        let mut small = report("produce", None);
+        small.config.record_size = 100;
+        small.records_per_s = 2.6e6;
+        let mut cold = report("consume", Some(0.69));
+        cold.config.cold = true;
+        let mut e2e = report("e2e", None);
+        e2e.latency_us.p99 = 900;
+        e2e.latency_us.p9999 = 6_000;
+        let mut one = report("share", None);
+        one.records_per_s = 1_000.0;
+        let mut sixteen = report("share", None);
+        sixteen.config.consumers = 16;
+        sixteen.records_per_s = 12_500.0;
+        let rows = [
+            row("produce-1k", report("produce", Some(0.86))),
+            row("produce-100b", small),
+            row("consume-hot", report("consume", Some(0.79))),
+            row("consume-cold", cold),
+            row("e2e", e2e),
+            row("share-1", one),
+            row("share-16", sixteen),
+            row("disk", report("disk", None)),
+        ];
+        let text = render_targets(&rows);
+        assert!(verdict_of(&text, "produce-1k").ends_with(" met"), "{text}");
+        assert!(
+            verdict_of(&text, "produce-100b").ends_with(" met"),
+            "{text}"
+        );
+        assert!(
+            verdict_of(&text, "consume-hot").ends_with("MISSED"),
+            "{text}"
+        );
+        assert!(
+            verdict_of(&text, "consume-cold").ends_with("MISSED"),
+            "{text}"
+        );
+        assert!(verdict_of(&text, "e2e").ends_with("MISSED"), "{text}");
+        assert!(verdict_of(&text, "share-16").contains("12.5x"), "{text}");
+        assert!(verdict_of(&text, "share-16").ends_with(" met"), "{text}");
+        assert!(
+            !text.contains("share-1 "),
+            "one consumer has no target: {text}"
+        );
+        assert!(!text.contains("disk"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_figure_is_not_measured() {
+        let rows = [row("fanout", report("fanout", None))];
+        let text = render_targets(&rows);
+        assert!(
+            verdict_of(&text, "fanout").ends_with("not measured"),
+            "{text}"
+        );
+    }
+}
