@@ -103,10 +103,16 @@ impl Fetcher {
 
     fn connect(&self) -> Result<(Client, Vec<Position>), ScenarioError> {
         pin_load_thread(self.cpu)?;
-        let mut client =
-            Client::connect_with(self.address, ConnectionConfig::default()).map_err(|error| {
-                ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
-            })?;
+        // On the shard that owns the partitions, when one does.
+        let mut client = Client::connect_to_partitions(
+            self.address,
+            &self.topic,
+            &self.partitions,
+            ConnectionConfig::default(),
+        )
+        .map_err(|error| {
+            ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
+        })?;
         let spec = match self.start_at {
             StartAt::Earliest => OffsetSpec::Earliest,
             StartAt::Latest => OffsetSpec::Latest,
