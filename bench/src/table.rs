@@ -290,7 +290,8 @@ pub fn render_net(net: &NetReference) -> String {
     let ring = net.ring_setup.map_or("", |setup| setup.describe());
     let _ = writeln!(
         text,
-        "net reference  ({UNITS_NOTE}; loopback TCP, 1 MiB sends, one in flight, {pinning}, ring {ring})"
+        "net reference  ({UNITS_NOTE}; loopback TCP, 1 MiB sends from a {} MiB span, one in flight, {pinning}, ring {ring})",
+        crate::reference::net::SOURCE_SPAN_BYTES >> 20
     );
     let best = net.best_mb_per_s();
     for run in &net.runs {
