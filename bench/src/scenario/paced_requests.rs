@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::{BatchBuilder, BatchError};
-use ringlog_net::client::{Client, ClientError, ConnectionConfig, FrameReader, FrameWriter};
+use ringlog_net::client::{ClientError, FrameReader, FrameWriter};
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::produce::{self, Acks};
 
 use super::batches::{record_value, wall_clock_ms};
 use super::control::RunControl;
 use super::paced_producer::{precise_sleeps, PacedCounters, PACING_TICK, SEND_TIME_BYTES};
-use super::pipelined_producer::{answer_status, failed, REQUEST_TIMEOUT};
+use super::pipelined_producer::{answer_status, connect_split, failed, REQUEST_TIMEOUT};
 use super::server::pin_load_thread;
 use super::ScenarioError;
 
@@ -92,22 +92,7 @@ impl PacedRequests {
     fn connect(&self) -> Result<(FrameWriter, FrameReader), ScenarioError> {
         pin_load_thread(self.cpu)?;
         precise_sleeps();
-        let config = ConnectionConfig {
-            request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-            ..ConnectionConfig::default()
-        };
-        // On the shard that owns the partitions, when one does (one partition per producer).
-        let connection =
-            Client::connect_to_partitions(self.address, &self.topic, &self.partitions, config)
-                .map(Client::into_connection)
-                .map_err(|error| {
-                    ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
-                })?;
-        let (writer, mut reader) = connection.split().map_err(failed("split connection"))?;
-        reader
-            .set_read_timeout(Some(REQUEST_TIMEOUT))
-            .map_err(failed("set read timeout"))?;
-        Ok((writer, reader))
+        connect_split(self.address, &self.topic, &self.partitions)
     }
 
     /// The sending loop.

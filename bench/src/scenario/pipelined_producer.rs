@@ -95,22 +95,7 @@ impl PipelinedProducer {
                 "a producer thread has no partition".into(),
             ));
         }
-        let config = ConnectionConfig {
-            request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
-            ..ConnectionConfig::default()
-        };
-        // On the shard that owns the partitions, when one does (one partition per producer).
-        let connection =
-            Client::connect_to_partitions(self.address, &self.topic, &self.partitions, config)
-                .map(Client::into_connection)
-                .map_err(|error| {
-                    ScenarioError::Setup(format!("cannot connect to {}: {error}", self.address))
-                })?;
-        let (writer, mut reader) = connection.split().map_err(failed("split connection"))?;
-        reader
-            .set_read_timeout(Some(REQUEST_TIMEOUT))
-            .map_err(failed("set read timeout"))?;
-        Ok((writer, reader))
+        connect_split(self.address, &self.topic, &self.partitions)
     }
 
     fn send_loop(
@@ -200,6 +185,28 @@ impl PipelinedProducer {
             .write_request(&request)
             .map_err(failed("send a produce request"))
     }
+}
+
+/// Connects a producer to the shard that owns `partitions` (when one shard owns them all) and
+/// splits the connection into its writing and reading halves, reads timing out after
+/// [`REQUEST_TIMEOUT`].
+pub fn connect_split(
+    address: SocketAddr,
+    topic: &str,
+    partitions: &[u32],
+) -> Result<(FrameWriter, FrameReader), ScenarioError> {
+    let config = ConnectionConfig {
+        request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+        ..ConnectionConfig::default()
+    };
+    let connection = Client::connect_to_partitions(address, topic, partitions, config)
+        .map(Client::into_connection)
+        .map_err(|error| ScenarioError::Setup(format!("cannot connect to {address}: {error}")))?;
+    let (writer, mut reader) = connection.split().map_err(failed("split connection"))?;
+    reader
+        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(failed("set read timeout"))?;
+    Ok((writer, reader))
 }
 
 /// The first error in a produce answer (top level, then the entries), or `ErrorCode::None`.
