@@ -240,6 +240,11 @@ pub struct Options {
     /// consume only: read data that is no longer in memory (written earlier, cache dropped).
     #[arg(long)]
     pub cold: bool,
+    /// fanout only: the groups follow producers writing the topic during the run (egress is
+    /// then at most --groups times the producers' rate) instead of re-reading a topic filled
+    /// first that fits the server's memory cache.
+    #[arg(long)]
+    pub follow: bool,
     /// share only: simulated work per record in microseconds [default: 1000].
     #[arg(long, value_name = "US")]
     pub work_us: Option<u64>,
@@ -322,6 +327,8 @@ pub struct RunConfig {
     pub target: Target,
     /// consume: read from disk rather than memory.
     pub cold: bool,
+    /// fanout: follow live producers rather than re-read a filled topic.
+    pub follow: bool,
     /// share: simulated work per record.
     pub work_us: u64,
     /// produce, e2e and fanout: how producers send.
@@ -412,6 +419,7 @@ impl Options {
             stop,
             target,
             cold: self.cold,
+            follow: self.follow,
             work_us,
             produce_with: self.produce_with.unwrap_or(match workload {
                 Workload::Kafka => KAFKA_PRODUCE_WITH_DEFAULT,
@@ -456,6 +464,18 @@ impl Options {
         }
         if self.cold && workload != Workload::Consume {
             reject!("--cold applies to consume only, not to {workload}");
+        }
+        if self.follow && workload != Workload::Fanout {
+            reject!("--follow applies to fanout only, not to {workload}");
+        }
+        if workload == Workload::Fanout && !self.follow {
+            let producing = [
+                ("--producers", self.producers.is_some()),
+                ("--produce-with", self.produce_with.is_some()),
+            ];
+            if let Some((option, _)) = producing.iter().find(|(_, is_given)| *is_given) {
+                reject!("{option} applies to fanout with --follow only: without it the groups re-read a topic the run fills first");
+            }
         }
         if self.work_us.is_some() && workload != Workload::Share {
             reject!("--work-us applies to share only, not to {workload}");
@@ -1064,6 +1084,25 @@ mod tests {
         );
         rejected(&["kafka", "--groups", "2"], "--groups applies to");
         rejected(&["kafka", "--cold"], "--cold applies to consume only");
+    }
+
+    #[test]
+    fn fanout_rereads_unless_it_follows() {
+        let reread = parse(&["fanout"]).unwrap();
+        assert!(!reread.follow);
+        assert_eq!(reread.groups, FANOUT_GROUPS_DEFAULT);
+        let follow = parse(&["fanout", "--follow", "--producers", "2"]).unwrap();
+        assert!(follow.follow);
+        assert_eq!(follow.producers, 2);
+        rejected(
+            &["fanout", "--producers", "2"],
+            "--producers applies to fanout with --follow only",
+        );
+        rejected(
+            &["fanout", "--produce-with", "producer"],
+            "--produce-with applies to fanout with --follow only",
+        );
+        rejected(&["consume", "--follow"], "--follow applies to fanout only");
     }
 
     #[test]

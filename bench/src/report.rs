@@ -43,6 +43,9 @@ pub struct ReportConfig {
     pub shards: Option<u32>,
     /// Consume from disk rather than memory.
     pub cold: bool,
+    /// Fanout groups followed live producers (absent in older reports: false).
+    #[serde(default)]
+    pub follow: bool,
 }
 
 impl ReportConfig {
@@ -59,6 +62,7 @@ impl ReportConfig {
             rate_mb_per_s: config.rate_mb_per_s,
             shards: config.shards(),
             cold: config.cold,
+            follow: config.follow,
         }
     }
 }
@@ -327,6 +331,7 @@ mod tests {
                 "batch_bytes",
                 "cold",
                 "consumers",
+                "follow",
                 "groups",
                 "partitions",
                 "producers",

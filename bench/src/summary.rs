@@ -76,6 +76,7 @@ mod tests {
                 rate_mb_per_s: Some(5.0),
                 shards: None,
                 cold: false,
+                follow: false,
             },
             records: 1,
             bytes: 100,

@@ -192,6 +192,9 @@ fn describe_config(config: &RunConfig) -> String {
     if config.cold {
         line.push_str(", cold");
     }
+    if config.follow {
+        line.push_str(", following live producers");
+    }
     if config.workload == Workload::Share {
         let _ = write!(line, ", work {} us/record", config.work_us);
     }
@@ -428,6 +431,7 @@ pub(crate) mod tests {
                 rate_mb_per_s: None,
                 shards: Some(2),
                 cold: false,
+                follow: false,
             },
             records: 10,
             bytes: 10_240,

@@ -146,8 +146,9 @@ impl Scenario for Consume {
     }
 }
 
-/// Bytes a hot run fills: 3/4 of the cache of the shards that hold partitions.
-fn hot_fill_bytes(config: &RunConfig, server: &BenchServer) -> u64 {
+/// Bytes a hot run (consume, fanout) fills: 3/4 of the cache of the shards that hold
+/// partitions.
+pub(super) fn hot_fill_bytes(config: &RunConfig, server: &BenchServer) -> u64 {
     match (server.cache_bytes(), config.shards()) {
         (Some(cache_bytes), Some(shards)) => {
             let holding = u64::from(shards.min(config.partitions).max(1));
@@ -158,7 +159,8 @@ fn hot_fill_bytes(config: &RunConfig, server: &BenchServer) -> u64 {
     }
 }
 
-fn hot_note(server: &BenchServer, filled: &Filled) -> String {
+/// The note saying whether the filled topic fits the server's memory cache.
+pub(super) fn hot_note(server: &BenchServer, filled: &Filled) -> String {
     match server.cache_bytes() {
         Some(cache_bytes) if filled.bytes <= cache_bytes => format!(
             "hot: the topic ({}) fits the server's memory cache ({}), so reads are served from memory",

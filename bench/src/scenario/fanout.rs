@@ -1,13 +1,22 @@
-//! The `fanout` scenario: `--groups` consumer groups read one topic while producers write it;
-//! the result is the total egress (record batch bytes received by all groups), latency per fetch.
+//! The `fanout` scenario: `--groups` consumer groups read one topic; the result is the total
+//! egress (record batch bytes received by all groups), latency per fetch.
 //!
-//! Consumer groups (partition assignment, committed offsets) are being built separately, so for
-//! now each group is `--consumers` independent consumers that split the topic's partitions
-//! between them: every group reads every record, as a group would. Groups start at the
-//! beginning of the (empty) topic and follow the producers until the time is up.
+//! Each group is `--consumers` independent consumers that split the topic's partitions between
+//! them: every group reads every record, as a group would (the bench measures the server's
+//! sending, so it leaves assignment and offset commits out).
+//!
+//! - default: the run first fills a topic that fits the server's memory cache (as `consume`
+//!   does hot), then every group reads it from the earliest offset, again and again, until the
+//!   time is up: what the server can send to many readers of the same bytes (replays,
+//!   catching-up groups). This is the row the egress target is stated for.
+//! - `--follow`: groups start at the beginning of an empty topic and follow producers writing
+//!   it during the run; egress is then at most `--groups` times the producers' rate, so on a
+//!   machine whose disk is slower than its loopback this measures the disk.
 
+use super::consume::{hot_fill_bytes, hot_note};
 use super::control::RunControl;
 use super::fetcher::{FetchCounters, Fetcher, StartAt};
+use super::fill::fill_topic;
 use super::pipelined_producer::ProducerCounters;
 use super::producers::{describe, partitions_of, producer_threads, ProducerPlan, ProducerThread};
 use super::recorder::{merge_all, LoadRecorder};
@@ -23,6 +32,8 @@ pub struct Fanout {
     server: Option<BenchServer>,
     producers: Vec<ProducerThread>,
     fetchers: Vec<Fetcher>,
+    /// What the fill wrote (re-read mode only).
+    fill_notes: Vec<String>,
 }
 
 /// What one fanout thread returns.
@@ -42,15 +53,29 @@ impl Scenario for Fanout {
         }
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::Fanout, config.partitions)?;
-        let plan = ProducerPlan {
-            config,
-            produce_with: config.produce_with,
-            acks: config.acks,
-            threads: config.producers,
-            first_load_thread: 0,
-            expected: config.expected_duration(),
-        };
-        self.producers = producer_threads(&plan, &server, &topic)?;
+        let mut end_offsets = None;
+        if config.follow {
+            let plan = ProducerPlan {
+                config,
+                produce_with: config.produce_with,
+                acks: config.acks,
+                threads: config.producers,
+                first_load_thread: 0,
+                expected: config.expected_duration(),
+            };
+            self.producers = producer_threads(&plan, &server, &topic)?;
+        } else {
+            let filled = fill_topic(
+                &server,
+                &topic,
+                config.partitions,
+                config.record_size_bytes,
+                config.batch_bytes,
+                hot_fill_bytes(config, &server),
+            )?;
+            end_offsets = Some(server.high_watermarks(&topic)?);
+            self.fill_notes = vec![filled.describe(), hot_note(&server, &filled)];
+        }
         let first_consumer_thread = self.producers.len();
         self.fetchers = (0..config.groups)
             .flat_map(|_| 0..config.consumers)
@@ -60,8 +85,8 @@ impl Scenario for Fanout {
                 topic: topic.clone(),
                 partitions: partitions_of(index, config.consumers, config.partitions),
                 start_at: StartAt::Earliest,
-                end_offsets: None,
-                repeat: false,
+                end_offsets: end_offsets.clone(),
+                repeat: !config.follow,
                 cpu: server.load_cpu(first_consumer_thread + thread),
                 expected: config.expected_duration(),
             })
@@ -114,26 +139,30 @@ impl Scenario for Fanout {
                 }
             }
         }
-        let produced =
-            merge_all(produced).ok_or_else(|| ScenarioError::Failed("no producer ran".into()))?;
         let merged =
             merge_all(fetched).ok_or_else(|| ScenarioError::Failed("no consumer ran".into()))?;
         let seconds = merged.active_seconds();
-        let notes = vec![
-            format!(
-                "{} group(s) of {} consumer(s), each group reading every record (independent consumers \
-                 until consumer groups land); egress = batch bytes received by all of them; {fetches} \
-                 fetches, latency per fetch",
-                config.groups, config.consumers
-            ),
-            format!(
+        let mut notes = self.fill_notes.clone();
+        notes.push(format!(
+            "{} group(s) of {} consumer(s), each group reading every record{}; egress = batch \
+             bytes received by all of them; {fetches} fetches, latency per fetch",
+            config.groups,
+            config.consumers,
+            if config.follow {
+                " as the producers write it"
+            } else {
+                " from the earliest offset, again and again"
+            }
+        ));
+        if let Some(produced) = merge_all(produced) {
+            notes.push(format!(
                 "producers wrote {:.1} MB/s ({} records) meanwhile; {}",
                 mb_per_s(produced.bytes(), produced.active_seconds()),
                 produced.records(),
                 describe(&self.producers)
-            ),
-            server.placement_note(),
-        ];
+            ));
+        }
+        notes.push(server.placement_note());
         Ok(merged.into_result(seconds, notes))
     }
 }
