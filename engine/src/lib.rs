@@ -7,6 +7,7 @@ pub mod chunk_pool;
 pub mod data_dir;
 pub mod error;
 pub mod index;
+pub mod io_budget;
 pub mod log;
 pub mod producer_id;
 pub mod producer_snapshot;

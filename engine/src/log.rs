@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use config::{
     LogConfig, CHUNK_BYTES_DEFAULT, FIRST_CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT,
@@ -65,6 +65,7 @@ use crate::batch::{self, BatchHeader};
 use crate::buffer::{align_down, align_up};
 use crate::cache::{Chunk, ChunkCache, ChunkPlacement};
 use crate::error::{FlushFailure, LogError};
+use crate::io_budget::IoBudget;
 use crate::producer_snapshot;
 use crate::producer_state::{BatchMetadata, ProducerStateTable, Verdict};
 use crate::reactor::fs::File;
@@ -184,6 +185,8 @@ struct Inner {
     sync_kick: Kick,
     /// The segment file of the last completed write: what the syncer fdatasyncs.
     written_file: RefCell<Option<Rc<File>>>,
+    /// The shard's disk operations per second, shared with its other logs.
+    io_budget: Rc<IoBudget>,
     stats: Cell<LogStats>,
     /// Extents of segment files read ahead of sequential reads from disk.
     read_ahead: read_ahead::ReadAhead,
@@ -282,6 +285,17 @@ impl PartitionLog {
         config: LogConfig,
         cache: Rc<ChunkCache>,
     ) -> Result<PartitionLog, LogError> {
+        Self::open_with_budget(dir, config, cache, Rc::new(IoBudget::unlimited())).await
+    }
+
+    /// [`PartitionLog::open`] with the shard's budget of disk operations (see
+    /// [`crate::io_budget`]): its writes and syncs take their turns from it.
+    pub async fn open_with_budget(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        cache: Rc<ChunkCache>,
+        io_budget: Rc<IoBudget>,
+    ) -> Result<PartitionLog, LogError> {
         config.validate()?;
         let dir = dir.into();
         let recovered = recovery::recover(&dir, &config, wall_clock_ms()).await?;
@@ -329,6 +343,7 @@ impl PartitionLog {
             kick: Kick::default(),
             sync_kick: Kick::default(),
             written_file: RefCell::new(None),
+            io_budget,
             stats: Cell::new(LogStats::default()),
             read_ahead,
             #[cfg(test)]
@@ -735,6 +750,20 @@ impl Inner {
         self.kick.notify();
         // Long polls end now.
         self.wake_waiters();
+    }
+
+    /// Takes a write's (`sync` false) or a sync's turn from the shard's budget, or says when
+    /// to ask again (the flusher or syncer then waits, and its next write or sync covers what
+    /// came meanwhile). A closing log does not wait: close writes and syncs what is left.
+    fn take_io_turn(&self, sync: bool) -> Result<(), Instant> {
+        if self.closing.get() {
+            return Ok(());
+        }
+        if sync {
+            self.io_budget.take_sync()
+        } else {
+            self.io_budget.take_write()
+        }
     }
 
     /// Wakes every waiter whose condition holds.

@@ -11,7 +11,8 @@ use log_support::{cache, make_batch, open, read_all, run, small_config};
 use ringlog_engine::batch::{self, BatchError};
 use ringlog_engine::cache::ChunkCache;
 use ringlog_engine::error::LogError;
-use ringlog_engine::log::{Acks, LogConfig};
+use ringlog_engine::io_budget::IoBudget;
+use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
 use ringlog_engine::reactor::{spawn, time};
 
 #[test]
@@ -65,6 +66,47 @@ fn append_and_read_back_with_every_ack_level() {
             assert_eq!(read, written);
         }
         log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn an_io_budget_gathers_appends_into_fewer_writes_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        // 20 operations per second: 16 writes and 4 syncs, one of each at once.
+        let budget = Rc::new(IoBudget::new(20));
+        let log = PartitionLog::open_with_budget(&path, LogConfig::default(), cache(), budget)
+            .await
+            .unwrap();
+        let log = Rc::new(log);
+        let appends = 200;
+        let mut tasks = Vec::new();
+        for seed in 0..appends {
+            let log = Rc::clone(&log);
+            tasks.push(spawn(async move {
+                let mut batch = make_batch(1, 100, 5, seed);
+                log.append(&mut batch, Acks::Durable).await.unwrap()
+            }));
+            // Appends arrive spread out, each of which could have had a write of its own.
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        for task in tasks {
+            task.await;
+        }
+        let stats = log.stats();
+        assert_eq!(stats.appends, appends);
+        assert!(log.durable_offset() >= appends as i64);
+        // Without the budget each append could take its own write: the first goes at once,
+        // the rest gather behind the next turns.
+        assert!(
+            stats.writes <= 8 && stats.syncs <= 4,
+            "{} writes and {} syncs for {appends} appends",
+            stats.writes,
+            stats.syncs
+        );
+        assert_eq!(read_all(&log, 0, 1 << 20).await.len(), appends as usize);
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
     });
 }
 

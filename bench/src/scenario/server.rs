@@ -68,6 +68,7 @@ impl BenchServer {
                     listen: loopback_free_port,
                     kafka_listen: kafka_listener.then_some(loopback_free_port),
                     shards: Some(shards),
+                    disk_ops_per_s_max: disk_ops_per_s_max_from_env()?,
                     ..ServerConfig::default()
                 };
                 let handle = Server::start(server_config.clone()).map_err(|error| {
@@ -316,5 +317,19 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
             Ok(kind) if kind.is_file() => files.push(path),
             _ => {}
         }
+    }
+}
+
+/// `RINGLOG_DISK_OPS_PER_S_MAX`, which `ringlog serve` also reads: the embedded server's
+/// budget of disk writes and syncs per second (default: the server's).
+fn disk_ops_per_s_max_from_env() -> Result<u32, ScenarioError> {
+    const VARIABLE: &str = "RINGLOG_DISK_OPS_PER_S_MAX";
+    match std::env::var(VARIABLE) {
+        Err(_) => Ok(ServerConfig::default().disk_ops_per_s_max),
+        Ok(value) => value.trim().parse().map_err(|_| {
+            ScenarioError::Setup(format!(
+                "{VARIABLE}={value:?} is not a number of operations per second"
+            ))
+        }),
     }
 }

@@ -9,7 +9,9 @@
 //!    written bytes to the syncer (see [`super::syncer`]) when a `Durable` append waits;
 //! 4. when closing, finalize the active segment (with a producer snapshot) and stop.
 //!
-//! Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
+//! Each write takes a turn from the shard's [`crate::io_budget::IoBudget`]; while it waits for
+//! one, appends keep joining the dirty range, so under a small-append load writes grow rather
+//! than multiply. Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
 //! covered by the next one. Writes never wait for an fdatasync: visibility to readers costs
 //! one write, and the syncer's sync of one write overlaps the next write.
 
@@ -22,6 +24,7 @@ use crate::cache::Chunk;
 use crate::error::FlushFailure;
 use crate::producer_snapshot::{self, SNAPSHOTS_KEPT};
 use crate::reactor::fs::{self, File, OpenOptions};
+use crate::reactor::time;
 use crate::segment::{
     preallocation_target, segment_path, write_index_files, IndexFiles, Segment, SegmentState,
     LOG_SUFFIX,
@@ -84,7 +87,14 @@ pub(super) async fn run(inner: Rc<Inner>) {
             }
             Job::Exit => break,
             Job::Create { base_offset } => inner.create_segment_file(base_offset).await,
-            Job::Write(job) => inner.write_chunk(job).await,
+            Job::Write(job) => {
+                if let Err(ready_at) = inner.take_io_turn(false) {
+                    // Appends meanwhile join this write: the job is made again after.
+                    time::sleep_until(ready_at).await;
+                    continue;
+                }
+                inner.write_chunk(job).await
+            }
             Job::Finalize(job) => inner.finalize_segment(job).await,
         };
         if let Err(failure) = result {

@@ -9,12 +9,15 @@
 //! Bytes in segments before the one last written were synced when the flusher finished
 //! those segments, before their successor's first write; syncing the last written file is
 //! therefore enough for everything up to the high watermark.
+//!
+//! Each sync takes a turn from the shard's [`crate::io_budget::IoBudget`], as writes do.
 
 use std::rc::Rc;
 
 use super::Inner;
 use crate::error::FlushFailure;
 use crate::reactor::fs::File;
+use crate::reactor::time;
 
 /// One fdatasync: of `file`, making offsets below `offset` durable.
 struct SyncJob {
@@ -29,6 +32,11 @@ pub(super) async fn run(inner: Rc<Inner>) {
             inner.sync_kick.wait().await;
             continue;
         };
+        if let Err(ready_at) = inner.take_io_turn(true) {
+            // Writes completing meanwhile join this sync: the job is made again after.
+            time::sleep_until(ready_at).await;
+            continue;
+        }
         if let Err(failure) = inner.sync_written(job).await {
             inner.record_failure(failure);
         }

@@ -12,6 +12,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use ringlog_engine::cache::ChunkCache;
+use ringlog_engine::io_budget::IoBudget;
 use ringlog_engine::log::{LogConfig, PartitionLog, ReadParts};
 use ringlog_engine::reactor::mail::{Inbox, MailSender};
 use ringlog_engine::reactor::{self, fs, time};
@@ -108,6 +109,8 @@ pub(crate) struct Shard {
     pub(crate) topics: RefCell<HashMap<String, Rc<TopicEntry>>>,
     partitions: RefCell<HashMap<String, OwnedPartitions>>,
     cache: Rc<ChunkCache>,
+    /// Disk writes and syncs per second of all this shard's partition logs.
+    io_budget: Rc<IoBudget>,
     outboxes: RefCell<Vec<MailSender<Mail>>>,
     /// Per target shard: senders wait their turn while its queue is full (mail order).
     mail_turns: Vec<MailTurns>,
@@ -134,6 +137,7 @@ impl Shard {
         connections: Arc<AtomicUsize>,
     ) -> Rc<Shard> {
         let cache = Rc::new(ChunkCache::new(config.cache_bytes_per_shard));
+        let io_budget = Rc::new(IoBudget::new(config.disk_ops_per_s_per_shard(shard_count)));
         let groups = super::group::GroupShard::new(id, shard_count, &config, &data_dir);
         let producer_ids = super::producer_ids::ProducerIds::open(&data_dir, id);
         Rc::new(Shard {
@@ -144,6 +148,7 @@ impl Shard {
             topics: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
             cache,
+            io_budget,
             outboxes: RefCell::new(outboxes),
             mail_turns: (0..shard_count).map(|_| MailTurns::default()).collect(),
             calls: RefCell::new(CallTable::default()),
@@ -233,14 +238,19 @@ impl Shard {
                     return Err(storage_failure(&format!("create {}", dir.display()), error))
                 }
             }
-            let log = PartitionLog::open(dir, self.log_config(&config), Rc::clone(&self.cache))
-                .await
-                .map_err(|error| {
-                    Failure::new(
-                        ErrorCode::StorageError,
-                        format!("open {name}/{partition}: {error}"),
-                    )
-                })?;
+            let log = PartitionLog::open_with_budget(
+                dir,
+                self.log_config(&config),
+                Rc::clone(&self.cache),
+                Rc::clone(&self.io_budget),
+            )
+            .await
+            .map_err(|error| {
+                Failure::new(
+                    ErrorCode::StorageError,
+                    format!("open {name}/{partition}: {error}"),
+                )
+            })?;
             let log = Rc::new(log);
             self.groups.open_partition(name, partition, &log).await?;
             owned[partition as usize] = Some(log);
