@@ -11,9 +11,9 @@
 //!
 //! Each write takes a turn from the shard's [`crate::io_budget::IoBudget`]; while it waits for
 //! one, appends keep joining the dirty range, so under a small-append load writes grow rather
-//! than multiply. Between jobs it sleeps until an append kicks it. Appends arriving during a job are all
-//! covered by the next one. Writes never wait for an fdatasync: visibility to readers costs
-//! one write, and the syncer's sync of one write overlaps the next write.
+//! than multiply. Between jobs it sleeps until an append kicks it. Appends arriving during a
+//! job are all covered by the next one. Writes never wait for an fdatasync: visibility to
+//! readers costs one write, and the syncer's sync of one write overlaps the next write.
 
 use std::ops::Range;
 use std::rc::Rc;
