@@ -55,15 +55,7 @@ impl Scenario for Fanout {
         let topic = server.create_topic(Workload::Fanout, config.partitions)?;
         let mut end_offsets = None;
         if config.follow {
-            let plan = ProducerPlan {
-                config,
-                produce_with: config.produce_with,
-                acks: config.acks,
-                threads: config.producers,
-                first_load_thread: 0,
-                expected: config.expected_duration(),
-            };
-            self.producers = producer_threads(&plan, &server, &topic)?;
+            self.producers = producer_threads(&ProducerPlan::of_run(config), &server, &topic)?;
         } else {
             let filled = fill_topic(
                 &server,

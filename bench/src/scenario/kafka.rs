@@ -111,15 +111,8 @@ impl Scenario for Kafka {
             kcat_version(&self.kcat),
             startup.as_secs_f64() * 1000.0
         ));
-        let plan = ProducerPlan {
-            config,
-            produce_with: config.produce_with,
-            acks: config.acks,
-            threads: config.producers,
-            first_load_thread: 0,
-            expected: config.expected_duration(),
-        };
-        self.producers = producer_threads(&plan, &server, &self.native_topic)?;
+        self.producers =
+            producer_threads(&ProducerPlan::of_run(config), &server, &self.native_topic)?;
         self.work_dir = Some(work_dir);
         self.server = Some(server);
         Ok(())

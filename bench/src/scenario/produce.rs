@@ -25,15 +25,7 @@ impl Scenario for Produce {
         let config = context.config;
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::Produce, config.partitions)?;
-        let plan = ProducerPlan {
-            config,
-            produce_with: config.produce_with,
-            acks: config.acks,
-            threads: config.producers,
-            first_load_thread: 0,
-            expected: config.expected_duration(),
-        };
-        self.producers = producer_threads(&plan, &server, &topic)?;
+        self.producers = producer_threads(&ProducerPlan::of_run(config), &server, &topic)?;
         self.server = Some(server);
         Ok(())
     }

@@ -55,6 +55,20 @@ pub struct ProducerPlan<'a> {
     pub expected: Option<Duration>,
 }
 
+impl<'a> ProducerPlan<'a> {
+    /// The producers the run's options ask for, as the only load threads or the first ones.
+    pub fn of_run(config: &'a RunConfig) -> Self {
+        ProducerPlan {
+            config,
+            produce_with: config.produce_with,
+            acks: config.acks,
+            threads: config.producers,
+            first_load_thread: 0,
+            expected: config.expected_duration(),
+        }
+    }
+}
+
 /// The wire value of the options' acks.
 pub fn wire_acks(acks: Acks) -> WireAcks {
     match acks {
