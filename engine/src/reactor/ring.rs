@@ -204,6 +204,9 @@ pub fn block_on<F: Future + 'static>(config: RingConfig, future: F) -> io::Resul
         let previous = current.borrow_mut().replace(Rc::clone(&reactor));
         assert!(previous.is_none(), "block_on is not reentrant");
     });
+    // From here on the reactor is taken down by `installed`'s drop, on return and when a
+    // task's panic unwinds through here alike.
+    let installed = Installed(Rc::clone(&reactor));
     let output = Rc::new(RefCell::new(None));
     let slot = Rc::clone(&output);
     let root = reactor.executor.spawn_root(async move {
@@ -221,13 +224,25 @@ pub fn block_on<F: Future + 'static>(config: RingConfig, future: F) -> io::Resul
         reactor.in_kernel_wait.set(false);
         reactor.reap();
     }
-    reactor.executor.shutdown();
-    // Let the kernel finish or cancel what dropped tasks left in flight, so no memory it may
-    // still touch is freed under it.
-    drain_in_flight(&reactor);
-    CURRENT.with(|current| current.borrow_mut().take());
+    drop(installed);
     let value = output.borrow_mut().take();
     Ok(value.expect("the root task finished"))
+}
+
+/// The reactor installed as this thread's current one by [`block_on`].
+struct Installed(Rc<Reactor>);
+
+impl Drop for Installed {
+    /// Drops the tasks while the reactor is still current (their ops cancel through it),
+    /// lets the kernel finish or cancel what they left in flight, so no memory it may still
+    /// touch is freed under it, and only then uninstalls the reactor. Otherwise a panic in a
+    /// task would leave it installed until the thread's locals are destroyed, where dropping
+    /// the tasks' ops could no longer reach it and the process would abort.
+    fn drop(&mut self) {
+        self.0.executor.shutdown();
+        drain_in_flight(&self.0);
+        CURRENT.with(|current| current.borrow_mut().take());
+    }
 }
 
 fn drain_in_flight(reactor: &Reactor) {
