@@ -60,6 +60,7 @@ pub use config::{
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
 };
 pub use read::{ReadParts, ReadSlice, READ_PARTS_MAX};
+pub use read_ahead::ReadAheadMemory;
 
 use crate::batch::{self, BatchHeader};
 use crate::buffer::{align_down, align_up};
@@ -277,6 +278,29 @@ impl State {
     }
 }
 
+/// What the partition logs of one shard share.
+#[derive(Debug, Clone)]
+pub struct ShardResources {
+    /// Recently written chunks kept in memory for tail reads.
+    pub cache: Rc<ChunkCache>,
+    /// Disk writes and syncs per second (see [`crate::io_budget`]).
+    pub io_budget: Rc<IoBudget>,
+    /// Extent buffers for reads ahead of sequential disk reads.
+    pub read_ahead: Rc<ReadAheadMemory>,
+}
+
+impl ShardResources {
+    /// `cache` with no bound on disk operations or read-ahead but each log's own: for a
+    /// log opened on its own.
+    pub fn with_cache(cache: Rc<ChunkCache>) -> ShardResources {
+        ShardResources {
+            cache,
+            io_budget: Rc::new(IoBudget::unlimited()),
+            read_ahead: Rc::new(ReadAheadMemory::unbounded()),
+        }
+    }
+}
+
 impl PartitionLog {
     /// Opens (recovering) or creates the partition log in `dir` and starts its flusher task.
     /// Must run inside the shard's reactor. Blocks briefly to list the directory.
@@ -285,16 +309,16 @@ impl PartitionLog {
         config: LogConfig,
         cache: Rc<ChunkCache>,
     ) -> Result<PartitionLog, LogError> {
-        Self::open_with_budget(dir, config, cache, Rc::new(IoBudget::unlimited())).await
+        Self::open_on_shard(dir, config, &ShardResources::with_cache(cache)).await
     }
 
-    /// [`PartitionLog::open`] with the shard's budget of disk operations (see
-    /// [`crate::io_budget`]): its writes and syncs take their turns from it.
-    pub async fn open_with_budget(
+    /// [`PartitionLog::open`] sharing the shard's `resources` with its other logs: its
+    /// writes and syncs take their turns from the shard's budget of disk operations, and
+    /// its read-ahead buffers count in the shard's read-ahead memory.
+    pub async fn open_on_shard(
         dir: impl Into<PathBuf>,
         config: LogConfig,
-        cache: Rc<ChunkCache>,
-        io_budget: Rc<IoBudget>,
+        resources: &ShardResources,
     ) -> Result<PartitionLog, LogError> {
         config.validate()?;
         let dir = dir.into();
@@ -310,8 +334,11 @@ impl PartitionLog {
             .last()
             .map(|segment| segment.next_offset)
             .expect("recovery returns at least one segment");
+        let cache = Rc::clone(&resources.cache);
+        let io_budget = Rc::clone(&resources.io_budget);
         let owner = cache.register_owner();
-        let read_ahead = read_ahead::ReadAhead::new(config.read_ahead_bytes);
+        let read_ahead =
+            read_ahead::ReadAhead::new(config.read_ahead_bytes, Rc::clone(&resources.read_ahead));
         let inner = Rc::new(Inner {
             dir,
             config,

@@ -12,7 +12,7 @@ use ringlog_engine::batch::{self, BatchError};
 use ringlog_engine::cache::ChunkCache;
 use ringlog_engine::error::LogError;
 use ringlog_engine::io_budget::IoBudget;
-use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
+use ringlog_engine::log::{Acks, LogConfig, PartitionLog, ShardResources};
 use ringlog_engine::reactor::{spawn, time};
 
 #[test]
@@ -75,8 +75,11 @@ fn an_io_budget_gathers_appends_into_fewer_writes_and_syncs() {
     let path = dir.path().to_path_buf();
     run(async move {
         // 20 operations per second: 16 writes and 4 syncs, one of each at once.
-        let budget = Rc::new(IoBudget::new(20));
-        let log = PartitionLog::open_with_budget(&path, LogConfig::default(), cache(), budget)
+        let resources = ShardResources {
+            io_budget: Rc::new(IoBudget::new(20)),
+            ..ShardResources::with_cache(cache())
+        };
+        let log = PartitionLog::open_on_shard(&path, LogConfig::default(), &resources)
             .await
             .unwrap();
         let log = Rc::new(log);

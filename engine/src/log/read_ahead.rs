@@ -15,13 +15,23 @@
 //! Memory, per partition: at most `read_ahead_bytes / EXTENT_BYTES` extents ahead of the
 //! reader plus the ones it is in, and as many buffers kept for the next extents. Extents
 //! behind the reader are dropped as it moves on, and once its reads are served from memory
-//! again (it caught up with the tail) the partition holds none; a reader that stops half-way
-//! leaves its window until the partition is read again or closed.
+//! again (it caught up with the tail) the partition holds none.
+//!
+//! Memory, per shard: every extent buffer a partition holds (being read, ready, kept for
+//! reuse) is counted in the shard's [`ReadAheadMemory`], which holds at most a fixed number,
+//! so many cold readers on one shard cost a bounded amount of memory however many partitions
+//! it owns. When all are held, a partition that wants one takes an idle one (ready, not
+//! being read) back from the partition that read least recently among those holding more
+//! than it: a reader that stopped half-way gives its window up to readers still going, and
+//! readers still going settle on equal shares. Where none can give one, the read goes
+//! straight to disk without read-ahead. Buffers that a send still holds stay alive until it completes, outside the
+//! count, as do the one-off buffers of direct reads and of ranges copied across extents:
+//! those are bounded by the fetches in flight, not by the partitions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use crate::buffer::{align_down, AlignedBuf};
@@ -40,14 +50,134 @@ pub(super) struct AheadBytes {
     pub(super) valid_end: u64,
 }
 
+/// The read-ahead memory of one shard, shared by its partition logs (see the module
+/// comment): at most `extents_max` extent buffers of [`EXTENT_BYTES`] held at once.
+/// Single-threaded.
+#[derive(Debug)]
+pub struct ReadAheadMemory {
+    extents_max: usize,
+    extents_held: Cell<usize>,
+    /// Ticks at every read through extents: orders partitions by their last read.
+    clock: Cell<u64>,
+    /// Partitions that held extents when they were registered; at most about twice
+    /// `extents_max` live ones (each holder holds at least one extent, and the list is
+    /// pruned as it grows).
+    holders: RefCell<Vec<Weak<RefCell<Extents>>>>,
+}
+
+impl ReadAheadMemory {
+    /// At most `bytes_max` of extents (whole extents, rounded down); 0 turns read-ahead off
+    /// for every partition of the shard.
+    pub fn new(bytes_max: u64) -> ReadAheadMemory {
+        let extents_max = usize::try_from(bytes_max / EXTENT_BYTES as u64).unwrap_or(usize::MAX);
+        ReadAheadMemory {
+            extents_max,
+            extents_held: Cell::new(0),
+            clock: Cell::new(0),
+            holders: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// No bound but each partition's own (for a log opened on its own).
+    pub fn unbounded() -> ReadAheadMemory {
+        ReadAheadMemory::new(u64::MAX)
+    }
+
+    /// Extent buffers the shard's partitions hold now.
+    pub fn extents_held(&self) -> usize {
+        self.extents_held.get()
+    }
+
+    /// The most they may hold.
+    pub fn extents_max(&self) -> usize {
+        self.extents_max
+    }
+
+    fn tick(&self) -> u64 {
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        now
+    }
+
+    /// Counts one more extent buffer for `extents`: true if one was free, or was taken back
+    /// from another partition (see [`ReadAheadMemory::take_back_from_others`]).
+    fn take(&self, extents: &Rc<RefCell<Extents>>) -> bool {
+        if self.extents_held.get() >= self.extents_max && !self.take_back_from_others(extents) {
+            return false;
+        }
+        assert!(self.extents_held.get() < self.extents_max);
+        self.extents_held.set(self.extents_held.get() + 1);
+        let newly_holding = {
+            let mut mine = extents.borrow_mut();
+            mine.held += 1;
+            !std::mem::replace(&mut mine.registered, true)
+        };
+        if newly_holding {
+            let mut holders = self.holders.borrow_mut();
+            if holders.len() >= self.extents_max.saturating_mul(2).max(8) {
+                holders.retain(|weak| Self::still_holds(weak).unwrap_or(true));
+            }
+            holders.push(Rc::downgrade(extents));
+        }
+        true
+    }
+
+    /// Whether a registered partition still holds extents (false: gone, or now holds none
+    /// and is no longer registered); `None` if it is borrowed (the caller's own).
+    fn still_holds(weak: &Weak<RefCell<Extents>>) -> Option<bool> {
+        let Some(other) = weak.upgrade() else {
+            return Some(false);
+        };
+        // Only the caller's own can be borrowed now (single-threaded, no borrow across an
+        // await).
+        let mut extents = other.try_borrow_mut().ok()?;
+        if extents.held == 0 {
+            extents.registered = false;
+        }
+        Some(extents.held > 0)
+    }
+
+    fn give_back(&self, count: usize) {
+        assert!(count <= self.extents_held.get());
+        self.extents_held.set(self.extents_held.get() - count);
+    }
+
+    /// Takes one idle buffer back from the partition that read least recently among those
+    /// holding more than `mine`; true if there was one. Forgets holders that hold nothing.
+    ///
+    /// Taking only from larger holders lets readers that stopped give their windows up to
+    /// those still reading, while active readers settle on equal shares instead of taking
+    /// each other's extents before they are read.
+    fn take_back_from_others(&self, mine: &Rc<RefCell<Extents>>) -> bool {
+        let mine_held = mine.borrow().held;
+        let mut oldest: Option<(u64, Rc<RefCell<Extents>>)> = None;
+        let mut holders = self.holders.borrow_mut();
+        holders.retain(|weak| Self::still_holds(weak).unwrap_or(true));
+        for other in holders.iter().filter_map(Weak::upgrade) {
+            if Rc::ptr_eq(&other, mine) {
+                continue;
+            }
+            let extents = other.borrow();
+            let eligible = extents.held > mine_held + 1 && extents.idle_count() > 0;
+            let last_read = extents.last_read;
+            drop(extents);
+            if eligible && oldest.as_ref().is_none_or(|(at, _)| last_read < *at) {
+                oldest = Some((last_read, other));
+            }
+        }
+        drop(holders);
+        oldest.is_some_and(|(_, other)| other.borrow_mut().drop_one_idle())
+    }
+}
+
 /// One partition's read-ahead extents.
 pub(super) struct ReadAhead {
     /// Extents to keep ahead of the reader; 0 turns read-ahead off.
     depth: usize,
+    memory: Rc<ReadAheadMemory>,
     extents: Rc<RefCell<Extents>>,
 }
 
-#[derive(Default)]
 struct Extents {
     /// In the order they were started.
     list: VecDeque<Extent>,
@@ -56,6 +186,20 @@ struct Extents {
     /// Buffers of dropped extents that slices still held; spare once they let go.
     retired: Vec<Rc<AlignedBuf>>,
     next_id: u64,
+    /// Buffers counted in `memory` for this partition: those of `list`'s reading and ready
+    /// extents, of reads whose extent was dropped while reading, `spare` and `retired`.
+    held: usize,
+    /// In `memory`'s holders.
+    registered: bool,
+    /// `memory`'s clock at this partition's last read through extents.
+    last_read: u64,
+    memory: Rc<ReadAheadMemory>,
+}
+
+impl Drop for Extents {
+    fn drop(&mut self) {
+        self.memory.give_back(self.held);
+    }
 }
 
 struct Extent {
@@ -74,12 +218,28 @@ enum ExtentState {
 }
 
 impl ReadAhead {
-    /// Read-ahead of up to `read_ahead_bytes` beyond the extent being read (0: off).
-    pub(super) fn new(read_ahead_bytes: u64) -> ReadAhead {
-        let depth = usize::try_from(read_ahead_bytes.div_ceil(EXTENT_BYTES as u64)).unwrap_or(0);
+    /// Read-ahead of up to `read_ahead_bytes` beyond the extent being read (0: off), its
+    /// buffers counted in the shard's `memory`.
+    pub(super) fn new(read_ahead_bytes: u64, memory: Rc<ReadAheadMemory>) -> ReadAhead {
+        let mut depth =
+            usize::try_from(read_ahead_bytes.div_ceil(EXTENT_BYTES as u64)).unwrap_or(0);
+        if memory.extents_max() == 0 {
+            depth = 0;
+        }
+        let extents = Extents {
+            list: VecDeque::new(),
+            spare: Vec::new(),
+            retired: Vec::new(),
+            next_id: 0,
+            held: 0,
+            registered: false,
+            last_read: 0,
+            memory: Rc::clone(&memory),
+        };
         ReadAhead {
             depth,
-            extents: Rc::new(RefCell::new(Extents::default())),
+            memory,
+            extents: Rc::new(RefCell::new(extents)),
         }
     }
 
@@ -106,6 +266,7 @@ impl ReadAhead {
         }
         let first = extent_start(start);
         let last = extent_start(end - 1);
+        self.extents.borrow_mut().last_read = self.memory.tick();
         self.start_reads(file, segment_base, first, last, visible_end);
         let mut extent = first;
         let mut pieces = Vec::new();
@@ -128,10 +289,7 @@ impl ReadAhead {
     pub(super) fn forget_before(&self, segment_base: i64, position: u64) {
         let mut extents = self.extents.borrow_mut();
         if extents.list.is_empty() {
-            if !extents.spare.is_empty() || !extents.retired.is_empty() {
-                extents.spare.clear();
-                extents.retired.clear();
-            }
+            extents.drop_kept();
             return;
         }
         let mut index = 0;
@@ -162,8 +320,10 @@ impl ReadAhead {
         let mut wanted = first;
         while wanted <= ahead_end && wanted < visible_end {
             let present = self.extents.borrow().find(segment_base, wanted).is_some();
-            if !present {
-                self.start_read(file, segment_base, wanted, visible_end);
+            if !present && !self.start_read(file, segment_base, wanted, visible_end) {
+                // The shard's read-ahead memory is all in use: the reads not started go
+                // straight to disk.
+                break;
             }
             wanted += EXTENT_BYTES as u64;
         }
@@ -185,8 +345,15 @@ impl ReadAhead {
         }
     }
 
-    fn start_read(&self, file: &Rc<File>, segment_base: i64, start: u64, visible_end: u64) {
-        let (id, buf) = {
+    /// Starts the read of one extent; false if the shard's memory has no buffer for it.
+    fn start_read(&self, file: &Rc<File>, segment_base: i64, start: u64, visible_end: u64) -> bool {
+        let spare = self.extents.borrow_mut().take_spare();
+        let buf = match spare {
+            Some(buf) => buf,
+            None if self.memory.take(&self.extents) => AlignedBuf::new(EXTENT_BYTES),
+            None => return false,
+        };
+        let id = {
             let mut extents = self.extents.borrow_mut();
             let id = extents.next_id;
             extents.next_id += 1;
@@ -198,12 +365,9 @@ impl ReadAhead {
                     waiters: Vec::new(),
                 },
             });
-            let buf = extents
-                .take_spare()
-                .unwrap_or_else(|| AlignedBuf::new(EXTENT_BYTES));
-            (id, buf)
+            id
         };
-        let (file, shared) = (Rc::clone(file), Rc::clone(&self.extents));
+        let (file, shared, keep) = (Rc::clone(file), Rc::clone(&self.extents), self.depth);
         // Detached: the result lands in the extent, if it is still wanted then.
         drop(reactor::spawn(async move {
             let (result, buf) = file.read_at(buf, start).await;
@@ -218,8 +382,9 @@ impl ReadAhead {
                     ExtentState::Failed
                 }
             };
-            shared.borrow_mut().finish(id, state);
+            shared.borrow_mut().finish(id, state, keep);
         }));
+        true
     }
 
     /// Waits for the extent of `segment_base` at `start`; `None` if it failed or is gone.
@@ -256,14 +421,16 @@ impl Extents {
             .position(|extent| extent.segment_base == segment_base && extent.start == start)
     }
 
-    /// Records the end of extent `id`'s read and wakes its waiters (nothing if it was
-    /// dropped meanwhile: the buffer is kept for reuse).
-    fn finish(&mut self, id: u64, state: ExtentState) {
+    /// Records the end of extent `id`'s read and wakes its waiters. If the extent was
+    /// dropped meanwhile, its buffer is kept for reuse when there is room (`keep`).
+    fn finish(&mut self, id: u64, state: ExtentState, keep: usize) {
+        if matches!(state, ExtentState::Failed) {
+            // The read's buffer is gone with the failed read.
+            self.release(1);
+        }
         let Some(extent) = self.list.iter_mut().find(|extent| extent.id == id) else {
             if let ExtentState::Ready(ahead) = state {
-                if let Ok(buf) = Rc::try_unwrap(ahead.buf) {
-                    self.spare.push(buf);
-                }
+                self.keep_or_release(ahead.buf, keep);
             }
             return;
         };
@@ -272,6 +439,62 @@ impl Extents {
                 waker.wake();
             }
         }
+    }
+
+    /// Gives `count` buffers back to the shard's memory (they were dropped).
+    fn release(&mut self, count: usize) {
+        assert!(count <= self.held);
+        self.held -= count;
+        self.memory.give_back(count);
+    }
+
+    /// Keeps `buf` for the next reads (spare, or retired while slices hold it) if fewer
+    /// than `keep` are kept, else drops it.
+    fn keep_or_release(&mut self, buf: Rc<AlignedBuf>, keep: usize) {
+        if self.spare.len() + self.retired.len() >= keep {
+            self.release(1);
+            return;
+        }
+        match Rc::try_unwrap(buf) {
+            Ok(buf) => self.spare.push(buf),
+            Err(shared) => self.retired.push(shared),
+        }
+    }
+
+    /// Drops the buffers kept for reuse.
+    fn drop_kept(&mut self) {
+        let kept = self.spare.len() + self.retired.len();
+        self.spare.clear();
+        self.retired.clear();
+        self.release(kept);
+    }
+
+    /// Buffers held that no read is filling: ready extents and those kept for reuse.
+    fn idle_count(&self) -> usize {
+        let ready = self
+            .list
+            .iter()
+            .filter(|extent| matches!(extent.state, ExtentState::Ready(_)))
+            .count();
+        ready + self.spare.len() + self.retired.len()
+    }
+
+    /// Drops one idle buffer for another partition of the shard: a kept one, else the
+    /// ready extent started last (the furthest ahead of the reader). False if none is idle.
+    fn drop_one_idle(&mut self) -> bool {
+        let kept = self.spare.pop().is_some() || self.retired.pop().is_some();
+        if !kept {
+            let Some(index) = self
+                .list
+                .iter()
+                .rposition(|extent| matches!(extent.state, ExtentState::Ready(_)))
+            else {
+                return false;
+            };
+            self.list.remove(index);
+        }
+        self.release(1);
+        true
     }
 
     /// A buffer for the next extent: a spare one, or a retired one no slice holds any more.
@@ -290,16 +513,9 @@ impl Extents {
     /// slice holds it, else retired until the slices let go.
     fn recycle(&mut self, extent: Extent, keep: usize) {
         match extent.state {
-            ExtentState::Ready(ahead) => {
-                if self.spare.len() + self.retired.len() >= keep {
-                    return;
-                }
-                match Rc::try_unwrap(ahead.buf) {
-                    Ok(buf) => self.spare.push(buf),
-                    Err(shared) => self.retired.push(shared),
-                }
-            }
-            // Its read finishes into nothing; anyone waiting retries and reads directly.
+            ExtentState::Ready(ahead) => self.keep_or_release(ahead.buf, keep),
+            // Its read finishes into nothing (`finish` keeps or releases the buffer); anyone
+            // waiting retries and reads directly.
             ExtentState::Reading { waiters } => waiters.into_iter().for_each(Waker::wake),
             ExtentState::Failed => {}
         }
@@ -347,7 +563,7 @@ mod tests {
 
     use crate::batch::BatchBuilder;
     use crate::cache::ChunkCache;
-    use crate::log::{Acks, LogConfig, PartitionLog};
+    use crate::log::{Acks, LogConfig, PartitionLog, ShardResources};
     use crate::reactor::{block_on, RingConfig};
 
     /// A log in `dir` with a memory cache too small to hold what is appended.
@@ -427,6 +643,186 @@ mod tests {
                 assert_eq!(parts.first_offset(), 40);
                 log.close().await.unwrap();
             }
+        })
+        .unwrap();
+    }
+
+    /// `logs` logs under `root` on one shard whose read-ahead memory holds `extents_max`
+    /// extents, each filled with about `bytes` of batches and reopened (nothing in memory).
+    /// Returns the logs and what was appended to each.
+    async fn cold_logs_on_one_shard(
+        root: &Path,
+        logs: usize,
+        bytes: usize,
+        extents_max: usize,
+    ) -> (Vec<PartitionLog>, Vec<Vec<u8>>, ShardResources) {
+        // Segments larger than a log, so that windows are not cut at segment ends.
+        let config = LogConfig {
+            segment_bytes: 32 << 20,
+            chunk_bytes: 64 << 10,
+            read_ahead_bytes: 4 * EXTENT_BYTES as u64,
+            ..LogConfig::default()
+        };
+        let cache = || Rc::new(ChunkCache::new(256 << 10));
+        let mut appended = Vec::new();
+        for index in 0..logs {
+            let dir = root.join(index.to_string());
+            let log = PartitionLog::open(dir, config.clone(), cache())
+                .await
+                .unwrap();
+            let mut written = Vec::new();
+            let mut seed = index;
+            while written.len() < bytes {
+                seed += 1;
+                let mut builder = BatchBuilder::new(Vec::new(), 0);
+                let value = vec![seed as u8; 50_000 + (seed * 7919) % 60_000];
+                builder.push(0, None, Some(&value), &[]).unwrap();
+                let mut batch = builder.finish().to_vec();
+                log.append(&mut batch, Acks::Leader).await.unwrap();
+                written.extend_from_slice(&batch);
+            }
+            log.close().await.unwrap();
+            appended.push(written);
+        }
+        let resources = ShardResources {
+            read_ahead: Rc::new(ReadAheadMemory::new((extents_max * EXTENT_BYTES) as u64)),
+            ..ShardResources::with_cache(cache())
+        };
+        let mut opened = Vec::new();
+        for index in 0..logs {
+            let dir = root.join(index.to_string());
+            let log = PartitionLog::open_on_shard(dir, config.clone(), &resources).await;
+            opened.push(log.unwrap());
+        }
+        (opened, appended, resources)
+    }
+
+    /// One read of up to 1 MiB at `offset`: its bytes and the next offset.
+    async fn read_step(log: &PartitionLog, offset: i64) -> (Vec<u8>, i64) {
+        let parts = log.read_parts(offset, 1 << 20).await.unwrap();
+        let bytes = parts
+            .slices()
+            .iter()
+            .flat_map(|slice| slice.bytes().to_vec())
+            .collect();
+        (bytes, parts.next_offset())
+    }
+
+    fn extents_held(log: &PartitionLog) -> usize {
+        log.inner.read_ahead.extents.borrow().held
+    }
+
+    /// Waits until no read-ahead read is in flight on the shard and no log holds extents.
+    async fn wait_until_released(memory: &ReadAheadMemory) {
+        for _ in 0..1_000_000 {
+            if memory.extents_held() == 0 {
+                return;
+            }
+            crate::reactor::yield_now().await;
+        }
+        panic!("{} extents still held", memory.extents_held());
+    }
+
+    #[test]
+    fn one_shard_memory_bounds_the_extents_of_all_its_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let extents_max = 6;
+            let (logs, appended, resources) =
+                cold_logs_on_one_shard(&root, 3, 8 << 20, extents_max).await;
+            // Each would hold up to 5 reading and ready extents, and as many kept: 3 readers
+            // in turn would take 15 or more without the shard's bound.
+            let mut read = vec![Vec::new(); logs.len()];
+            let mut offsets = vec![0; logs.len()];
+            let mut busy = true;
+            while busy {
+                busy = false;
+                for (index, log) in logs.iter().enumerate() {
+                    if offsets[index] >= log.high_watermark() {
+                        continue;
+                    }
+                    busy = true;
+                    let (bytes, next) = read_step(log, offsets[index]).await;
+                    read[index].extend_from_slice(&bytes);
+                    offsets[index] = next;
+                    let held = resources.read_ahead.extents_held();
+                    assert!(held <= extents_max, "{held} extents held");
+                    let by_logs: usize = logs.iter().map(extents_held).sum();
+                    assert!(by_logs <= held, "logs hold {by_logs}, memory counts {held}");
+                }
+            }
+            assert_eq!(read, appended);
+            for log in &logs {
+                // Every reader got some read-ahead.
+                assert!(log.inner.read_ahead.extents.borrow().next_id > 0);
+                log.close().await.unwrap();
+            }
+            drop(logs);
+            wait_until_released(&resources.read_ahead).await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_stopped_gives_its_extents_up_to_one_still_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let extents_max = 6;
+            let (logs, appended, resources) =
+                cold_logs_on_one_shard(&root, 2, 12 << 20, extents_max).await;
+            let (stopped, reading) = (&logs[0], &logs[1]);
+            // The first reader reads 2 MiB and stops, holding the window it read ahead.
+            let mut offset = 0;
+            for _ in 0..2 {
+                offset = read_step(stopped, offset).await.1;
+            }
+            let window = extents_held(stopped);
+            assert!(window >= 4, "{window}");
+            let mut read = Vec::new();
+            let mut offset = 0;
+            while offset < reading.high_watermark() {
+                let (bytes, next) = read_step(reading, offset).await;
+                read.extend_from_slice(&bytes);
+                offset = next;
+                assert!(resources.read_ahead.extents_held() <= extents_max);
+            }
+            assert_eq!(read, appended[1]);
+            // The reader still going took the stopped one's extents down to an even share.
+            assert!(
+                extents_held(stopped) <= extents_max / 2,
+                "{}",
+                extents_held(stopped)
+            );
+            let read_ahead = reading.inner.read_ahead.extents.borrow().next_id;
+            assert!(read_ahead >= 12, "{read_ahead} extents read ahead");
+            for log in &logs {
+                log.close().await.unwrap();
+            }
+            drop(logs);
+            wait_until_released(&resources.read_ahead).await;
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_shard_without_read_ahead_memory_reads_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (logs, appended, resources) = cold_logs_on_one_shard(&root, 1, 3 << 20, 0).await;
+            let mut read = Vec::new();
+            let mut offset = 0;
+            while offset < logs[0].high_watermark() {
+                let (bytes, next) = read_step(&logs[0], offset).await;
+                read.extend_from_slice(&bytes);
+                offset = next;
+            }
+            assert_eq!(read, appended[0]);
+            assert_eq!(logs[0].inner.read_ahead.extents.borrow().next_id, 0);
+            assert_eq!(resources.read_ahead.extents_held(), 0);
+            logs[0].close().await.unwrap();
         })
         .unwrap();
     }

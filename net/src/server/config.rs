@@ -26,6 +26,12 @@ pub struct ServerConfig {
     pub requests_in_flight_max: usize,
     /// Bytes of recently written data each shard keeps in memory to serve tail fetches.
     pub cache_bytes_per_shard: usize,
+    /// Bytes of segment data each shard may hold read ahead of consumers reading from disk,
+    /// all its partitions together (whole MiB extents; a partition reads up to 8 MiB ahead).
+    /// Past it, a partition takes idle extents back from partitions that hold more (a
+    /// consumer that stopped half-way gives its window up), else reads without read-ahead.
+    /// 0 turns read-ahead off.
+    pub read_ahead_bytes_per_shard: u64,
     /// Messages each shard-to-shard queue holds before senders wait.
     pub mail_queue_depth: usize,
     /// Default segment size for new topics.
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             connections_max: 10_000,
             requests_in_flight_max: 64,
             cache_bytes_per_shard: 256 << 20,
+            read_ahead_bytes_per_shard: 128 << 20,
             mail_queue_depth: 1024,
             segment_bytes: ringlog_engine::topic::SEGMENT_BYTES_DEFAULT,
             send_zero_copy_min_bytes: usize::MAX,
@@ -116,6 +123,10 @@ impl ServerConfig {
             "cache_bytes_per_shard must be at least 1 MiB",
         )?;
         check(
+            self.read_ahead_bytes_per_shard == 0 || self.read_ahead_bytes_per_shard >= 1 << 20,
+            "read_ahead_bytes_per_shard must be 0 (off) or at least 1 MiB",
+        )?;
+        check(
             self.mail_queue_depth >= 2,
             "mail_queue_depth must be at least 2",
         )?;
@@ -144,5 +155,23 @@ impl ServerConfig {
         }
         let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
         self.disk_ops_per_s_max.div_ceil(shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_ahead_per_shard_is_off_or_at_least_one_extent() {
+        let with = |read_ahead_bytes_per_shard| ServerConfig {
+            read_ahead_bytes_per_shard,
+            ..ServerConfig::default()
+        };
+        assert!(ServerConfig::default().validate().is_ok());
+        assert!(with(0).validate().is_ok());
+        assert!(with(1 << 20).validate().is_ok());
+        let error = with(4096).validate().unwrap_err();
+        assert!(error.to_string().contains("read_ahead_bytes_per_shard"), "{error}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ringlog_engine::cache::ChunkCache;
 use ringlog_engine::io_budget::IoBudget;
-use ringlog_engine::log::{LogConfig, PartitionLog, ReadParts};
+use ringlog_engine::log::{LogConfig, PartitionLog, ReadAheadMemory, ReadParts, ShardResources};
 use ringlog_engine::reactor::mail::{Inbox, MailSender};
 use ringlog_engine::reactor::{self, fs, time};
 use ringlog_engine::topic::{self, TopicConfig};
@@ -108,9 +108,9 @@ pub(crate) struct Shard {
     pub(crate) data_dir: PathBuf,
     pub(crate) topics: RefCell<HashMap<String, Rc<TopicEntry>>>,
     partitions: RefCell<HashMap<String, OwnedPartitions>>,
-    cache: Rc<ChunkCache>,
-    /// Disk writes and syncs per second of all this shard's partition logs.
-    io_budget: Rc<IoBudget>,
+    /// Memory cache, disk-operation budget and read-ahead memory of all this shard's
+    /// partition logs.
+    log_resources: ShardResources,
     outboxes: RefCell<Vec<MailSender<Mail>>>,
     /// Per target shard: senders wait their turn while its queue is full (mail order).
     mail_turns: Vec<MailTurns>,
@@ -136,8 +136,11 @@ impl Shard {
         outboxes: Vec<MailSender<Mail>>,
         connections: Arc<AtomicUsize>,
     ) -> Rc<Shard> {
-        let cache = Rc::new(ChunkCache::new(config.cache_bytes_per_shard));
-        let io_budget = Rc::new(IoBudget::new(config.disk_ops_per_s_per_shard(shard_count)));
+        let log_resources = ShardResources {
+            cache: Rc::new(ChunkCache::new(config.cache_bytes_per_shard)),
+            io_budget: Rc::new(IoBudget::new(config.disk_ops_per_s_per_shard(shard_count))),
+            read_ahead: Rc::new(ReadAheadMemory::new(config.read_ahead_bytes_per_shard)),
+        };
         let groups = super::group::GroupShard::new(id, shard_count, &config, &data_dir);
         let producer_ids = super::producer_ids::ProducerIds::open(&data_dir, id);
         Rc::new(Shard {
@@ -147,8 +150,7 @@ impl Shard {
             data_dir,
             topics: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
-            cache,
-            io_budget,
+            log_resources,
             outboxes: RefCell::new(outboxes),
             mail_turns: (0..shard_count).map(|_| MailTurns::default()).collect(),
             calls: RefCell::new(CallTable::default()),
@@ -238,19 +240,15 @@ impl Shard {
                     return Err(storage_failure(&format!("create {}", dir.display()), error))
                 }
             }
-            let log = PartitionLog::open_with_budget(
-                dir,
-                self.log_config(&config),
-                Rc::clone(&self.cache),
-                Rc::clone(&self.io_budget),
-            )
-            .await
-            .map_err(|error| {
-                Failure::new(
-                    ErrorCode::StorageError,
-                    format!("open {name}/{partition}: {error}"),
-                )
-            })?;
+            let log =
+                PartitionLog::open_on_shard(dir, self.log_config(&config), &self.log_resources)
+                    .await
+                    .map_err(|error| {
+                        Failure::new(
+                            ErrorCode::StorageError,
+                            format!("open {name}/{partition}: {error}"),
+                        )
+                    })?;
             let log = Rc::new(log);
             self.groups.open_partition(name, partition, &log).await?;
             owned[partition as usize] = Some(log);
