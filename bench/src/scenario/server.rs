@@ -63,13 +63,17 @@ impl BenchServer {
             Target::Embedded { shards } => {
                 let shards = *shards as usize;
                 let loopback_free_port = SocketAddr::from(([127, 0, 0, 1], 0));
+                // `RINGLOG_<FIELD>` variables apply as they do to `ringlog serve`, but for the
+                // fields the bench sets itself.
+                let from_env = ServerConfig::from_env(std::env::vars()).map_err(|error| {
+                    ScenarioError::Setup(format!("the embedded server's settings: {error}"))
+                })?;
                 let server_config = ServerConfig {
                     data_dir: data_dir.to_path_buf(),
                     listen: loopback_free_port,
                     kafka_listen: kafka_listener.then_some(loopback_free_port),
                     shards: Some(shards),
-                    disk_ops_per_s_max: disk_ops_per_s_max_from_env()?,
-                    ..ServerConfig::default()
+                    ..from_env
                 };
                 let handle = Server::start(server_config.clone()).map_err(|error| {
                     ScenarioError::Setup(format!("the embedded server did not start: {error}"))
@@ -317,19 +321,5 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
             Ok(kind) if kind.is_file() => files.push(path),
             _ => {}
         }
-    }
-}
-
-/// `RINGLOG_DISK_OPS_PER_S_MAX`, which `ringlog serve` also reads: the embedded server's
-/// budget of disk writes and syncs per second (default: the server's).
-fn disk_ops_per_s_max_from_env() -> Result<u32, ScenarioError> {
-    const VARIABLE: &str = "RINGLOG_DISK_OPS_PER_S_MAX";
-    match std::env::var(VARIABLE) {
-        Err(_) => Ok(ServerConfig::default().disk_ops_per_s_max),
-        Ok(value) => value.trim().parse().map_err(|_| {
-            ScenarioError::Setup(format!(
-                "{VARIABLE}={value:?} is not a number of operations per second"
-            ))
-        }),
     }
 }

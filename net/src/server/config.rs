@@ -1,5 +1,6 @@
-//! Server configuration: TOML file, then `RINGLOG_*` environment variables, then flags (the
-//! binary applies the last two); every limit has a default that is safe on a small machine.
+//! Server configuration: TOML file, then `RINGLOG_<FIELD>` environment variables (see
+//! [`ServerConfig::from_toml_and_env`]), then the binary's flags; every limit has a default
+//! that is safe on a small machine.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,7 +92,48 @@ impl Default for ServerConfig {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Prefix of environment variables that set config fields (`RINGLOG_CACHE_BYTES_PER_SHARD`).
+pub const ENV_PREFIX: &str = "RINGLOG_";
+
+/// Variables with [`ENV_PREFIX`] that are not config fields (the command line's own).
+pub const ENV_NOT_CONFIG: [&str; 3] = ["RINGLOG_SERVER", "RINGLOG_CONFIG", "RINGLOG_LOG"];
+
 impl ServerConfig {
+    /// The fields of `table` (a parsed TOML file, or empty) with `RINGLOG_<FIELD>` variables
+    /// from `vars` over them, defaults for the rest, validated. An unknown field, in the
+    /// table or a variable, is an error; variable values are integers when they parse as
+    /// one, else strings.
+    pub fn from_toml_and_env(
+        mut table: toml::Table,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<ServerConfig, ConfigError> {
+        for (key, value) in vars {
+            let Some(field) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if ENV_NOT_CONFIG.contains(&key.as_str()) || field.is_empty() {
+                continue;
+            }
+            let value = match value.parse::<i64>() {
+                Ok(number) => toml::Value::Integer(number),
+                Err(_) => toml::Value::String(value),
+            };
+            table.insert(field.to_ascii_lowercase(), value);
+        }
+        let config: ServerConfig = table
+            .try_into()
+            .map_err(|error: toml::de::Error| ConfigError(error.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults with `RINGLOG_<FIELD>` variables from `vars` over them (no file).
+    pub fn from_env(
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<ServerConfig, ConfigError> {
+        Self::from_toml_and_env(toml::Table::new(), vars)
+    }
+
     /// Checks every value is in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |ok: bool, message: &str| {
@@ -172,6 +214,34 @@ mod tests {
         assert!(with(0).validate().is_ok());
         assert!(with(1 << 20).validate().is_ok());
         let error = with(4096).validate().unwrap_err();
-        assert!(error.to_string().contains("read_ahead_bytes_per_shard"), "{error}");
+        assert!(
+            error.to_string().contains("read_ahead_bytes_per_shard"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn env_variables_override_the_file_and_unknown_fields_are_errors() {
+        let table: toml::Table = "listen = \"127.0.0.1:7000\"\nrequests_in_flight_max = 8\n"
+            .parse()
+            .unwrap();
+        let vars = [
+            ("RINGLOG_REQUESTS_IN_FLIGHT_MAX", "16"),
+            ("RINGLOG_DATA_DIR", "/var/lib/ringlog"),
+            ("RINGLOG_LOG", "debug"),
+            ("HOME", "/root"),
+        ];
+        let vars = vars.map(|(key, value)| (key.to_string(), value.to_string()));
+        let config = ServerConfig::from_toml_and_env(table, vars.into_iter()).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.requests_in_flight_max, 16);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ringlog"));
+        let bad = [("RINGLOG_NO_SUCH_FIELD".to_string(), "1".to_string())];
+        let error = ServerConfig::from_toml_and_env(toml::Table::new(), bad.into_iter());
+        let error = error.unwrap_err().to_string();
+        assert!(error.contains("no_such_field"), "{error}");
+        let out_of_range = [("RINGLOG_SHARDS".to_string(), "0".to_string())];
+        let error = ServerConfig::from_toml_and_env(toml::Table::new(), out_of_range.into_iter());
+        assert!(error.unwrap_err().to_string().contains("shards"));
     }
 }
