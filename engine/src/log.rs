@@ -779,18 +779,23 @@ impl Inner {
         self.wake_waiters();
     }
 
-    /// Takes a write's (`sync` false) or a sync's turn from the shard's budget, or says when
-    /// to ask again (the flusher or syncer then waits, and its next write or sync covers what
-    /// came meanwhile). A closing log does not wait: close writes and syncs what is left.
-    fn take_io_turn(&self, sync: bool) -> Result<(), Instant> {
+    /// Takes a write's turn from the shard's budget of disk operations, or says when to ask
+    /// again (the flusher then waits, and its next write covers the appends that came
+    /// meanwhile). A closing log does not wait: close writes what is left.
+    fn take_write_turn(&self) -> Result<(), Instant> {
         if self.closing.get() {
             return Ok(());
         }
-        if sync {
-            self.io_budget.take_sync()
-        } else {
-            self.io_budget.take_write()
+        self.io_budget.take_write()
+    }
+
+    /// [`Inner::take_write_turn`] for an fdatasync (the syncer's next sync then covers the
+    /// writes completed meanwhile).
+    fn take_sync_turn(&self) -> Result<(), Instant> {
+        if self.closing.get() {
+            return Ok(());
         }
+        self.io_budget.take_sync()
     }
 
     /// Wakes every waiter whose condition holds.

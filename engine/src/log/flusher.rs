@@ -88,7 +88,7 @@ pub(super) async fn run(inner: Rc<Inner>) {
             Job::Exit => break,
             Job::Create { base_offset } => inner.create_segment_file(base_offset).await,
             Job::Write(job) => {
-                if let Err(ready_at) = inner.take_io_turn(false) {
+                if let Err(ready_at) = inner.take_write_turn() {
                     // Appends meanwhile join this write: the job is made again after.
                     time::sleep_until(ready_at).await;
                     continue;

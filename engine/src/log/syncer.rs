@@ -32,7 +32,7 @@ pub(super) async fn run(inner: Rc<Inner>) {
             inner.sync_kick.wait().await;
             continue;
         };
-        if let Err(ready_at) = inner.take_io_turn(true) {
+        if let Err(ready_at) = inner.take_sync_turn() {
             // Writes completing meanwhile join this sync: the job is made again after.
             time::sleep_until(ready_at).await;
             continue;
