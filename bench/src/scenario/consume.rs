@@ -55,12 +55,7 @@ pub struct Consume {
 impl Scenario for Consume {
     fn prepare(&mut self, context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
         let config = context.config;
-        if config.consumers > config.partitions {
-            return Err(ScenarioError::Setup(format!(
-                "--consumers {} is more than --partitions {}: consumers without a partition would idle",
-                config.consumers, config.partitions
-            )));
-        }
+        super::check_consumers_fit(config)?;
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::Consume, config.partitions)?;
         let (fill_bytes, plan) = match config.stop {

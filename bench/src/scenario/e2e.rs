@@ -39,12 +39,7 @@ pub struct E2e {
 impl Scenario for E2e {
     fn prepare(&mut self, context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
         let config = context.config;
-        if config.consumers > config.partitions {
-            return Err(ScenarioError::Setup(format!(
-                "--consumers {} is more than --partitions {}: consumers without a partition would idle",
-                config.consumers, config.partitions
-            )));
-        }
+        super::check_consumers_fit(config)?;
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::E2e, config.partitions)?;
         let records_per_s = records_per_s(config) / f64::from(config.producers);

@@ -45,12 +45,7 @@ enum Outcome {
 impl Scenario for Fanout {
     fn prepare(&mut self, context: &ScenarioContext<'_>) -> Result<(), ScenarioError> {
         let config = context.config;
-        if config.consumers > config.partitions {
-            return Err(ScenarioError::Setup(format!(
-                "--consumers {} (per group) is more than --partitions {}: consumers without a partition would idle",
-                config.consumers, config.partitions
-            )));
-        }
+        super::check_consumers_fit(config)?;
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::Fanout, config.partitions)?;
         let mut end_offsets = None;

@@ -70,6 +70,18 @@ pub trait Scenario {
     fn run(&mut self, context: &ScenarioContext<'_>) -> Result<ScenarioResult, ScenarioError>;
 }
 
+/// Refuses a run with more consumers (per group) than partitions: the extra consumers would
+/// get no partition and idle, and the run would measure fewer readers than asked for.
+fn check_consumers_fit(config: &RunConfig) -> Result<(), ScenarioError> {
+    if config.consumers > config.partitions {
+        return Err(ScenarioError::Setup(format!(
+            "--consumers {} (per group) is more than --partitions {}: consumers without a partition would idle",
+            config.consumers, config.partitions
+        )));
+    }
+    Ok(())
+}
+
 /// The scenario that measures `workload`, `None` for the references (`disk`, `net`).
 pub fn for_workload(workload: Workload) -> Option<Box<dyn Scenario>> {
     let scenario: Box<dyn Scenario> = match workload {
