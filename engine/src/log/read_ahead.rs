@@ -15,18 +15,24 @@
 //! Memory, per partition: at most `read_ahead_bytes / EXTENT_BYTES` extents ahead of the
 //! reader plus the ones it is in, and as many buffers kept for the next extents. Extents
 //! behind the reader are dropped as it moves on, and once its reads are served from memory
-//! again (it caught up with the tail) the partition holds none.
+//! again (it caught up with the tail) those behind it in its segment go, with the kept ones
+//! once no extent is left.
 //!
 //! Memory, per shard: every extent buffer a partition holds (being read, ready, kept for
-//! reuse) is counted in the shard's [`ReadAheadMemory`], which holds at most a fixed number,
-//! so many cold readers on one shard cost a bounded amount of memory however many partitions
-//! it owns. When all are held, a partition that wants one takes an idle one (ready, not
-//! being read) back from the partition that read least recently among those holding more
-//! than it: a reader that stopped half-way gives its window up to readers still going, and
-//! readers still going settle on equal shares. Where none can give one, the read goes
-//! straight to disk without read-ahead. Buffers that a send still holds stay alive until it completes, outside the
-//! count, as do the one-off buffers of direct reads and of ranges copied across extents:
-//! those are bounded by the fetches in flight, not by the partitions.
+//! reuse, and reads whose extent was dropped while in flight) is counted in the shard's
+//! [`ReadAheadMemory`], which allows a fixed number, so many cold readers on one shard cost a
+//! bounded amount of memory however many partitions it owns. When all are counted, a
+//! partition that wants one takes an idle one (ready or kept, not being read) back from the
+//! partition that read least recently among those that either stopped (no read through
+//! extents while the shard did [`STOPPED_AFTER_READS_PER_EXTENT`] reads per extent of its
+//! memory) or hold at least two more than it: readers that stopped give their buffers up to
+//! readers still going, and readers still going settle on equal shares instead of taking
+//! each other's extents before they are read. Where none can give one, the read goes
+//! straight to disk without read-ahead.
+//!
+//! Outside the count: a buffer taken back while a send still holds it lives until the send
+//! completes, as do the one-off buffers of direct reads and of ranges copied across
+//! extents; those are bounded by the fetches in flight, not by the partitions.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,6 +45,12 @@ use crate::reactor::{self, fs::File};
 
 /// Bytes of one read-ahead read (aligned; also the disk reference's block size).
 pub(crate) const EXTENT_BYTES: usize = 1 << 20;
+
+/// A partition that has not read through extents while its shard did this many reads per
+/// extent of the shard's read-ahead memory has stopped reading: all its idle buffers may be
+/// taken back. Active readers read about once per round of the shard's readers, and there
+/// are at most as many readers with extents as extents.
+pub(crate) const STOPPED_AFTER_READS_PER_EXTENT: u64 = 2;
 
 /// Bytes of a segment from read-ahead extents.
 pub(super) struct AheadBytes {
@@ -59,9 +71,9 @@ pub struct ReadAheadMemory {
     extents_held: Cell<usize>,
     /// Ticks at every read through extents: orders partitions by their last read.
     clock: Cell<u64>,
-    /// Partitions that held extents when they were registered; at most about twice
-    /// `extents_max` live ones (each holder holds at least one extent, and the list is
-    /// pruned as it grows).
+    /// Partitions registered when they took an extent, until a pruning finds them holding
+    /// none; pruned when it reaches twice `extents_max`, which leaves at most `extents_max`
+    /// (each left holds one or more).
     holders: RefCell<Vec<Weak<RefCell<Extents>>>>,
 }
 
@@ -143,13 +155,12 @@ impl ReadAheadMemory {
     }
 
     /// Takes one idle buffer back from the partition that read least recently among those
-    /// holding more than `mine`; true if there was one. Forgets holders that hold nothing.
-    ///
-    /// Taking only from larger holders lets readers that stopped give their windows up to
-    /// those still reading, while active readers settle on equal shares instead of taking
-    /// each other's extents before they are read.
+    /// that stopped reading or hold at least two more than `mine` (see the module comment);
+    /// true if there was one. Forgets holders that hold nothing.
     fn take_back_from_others(&self, mine: &Rc<RefCell<Extents>>) -> bool {
         let mine_held = mine.borrow().held;
+        let now = self.clock.get();
+        let stopped_after = STOPPED_AFTER_READS_PER_EXTENT.saturating_mul(self.extents_max as u64);
         let mut oldest: Option<(u64, Rc<RefCell<Extents>>)> = None;
         let mut holders = self.holders.borrow_mut();
         holders.retain(|weak| Self::still_holds(weak).unwrap_or(true));
@@ -158,7 +169,9 @@ impl ReadAheadMemory {
                 continue;
             }
             let extents = other.borrow();
-            let eligible = extents.held > mine_held + 1 && extents.idle_count() > 0;
+            let stopped = now.saturating_sub(extents.last_read) > stopped_after;
+            let larger = extents.held > mine_held + 1;
+            let eligible = (stopped || larger) && extents.idle_count() > 0;
             let last_read = extents.last_read;
             drop(extents);
             if eligible && oldest.as_ref().is_none_or(|(at, _)| last_read < *at) {
@@ -765,21 +778,23 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_that_stopped_gives_its_extents_up_to_one_still_reading() {
+    fn readers_that_stopped_give_their_extents_up_to_one_still_reading() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         block_on(RingConfig::default(), async move {
-            let extents_max = 6;
+            let extents_max = 4;
             let (logs, appended, resources) =
-                cold_logs_on_one_shard(&root, 2, 12 << 20, extents_max).await;
-            let (stopped, reading) = (&logs[0], &logs[1]);
-            // The first reader reads 2 MiB and stops, holding the window it read ahead.
-            let mut offset = 0;
-            for _ in 0..2 {
-                offset = read_step(stopped, offset).await.1;
+                cold_logs_on_one_shard(&root, 4, 16 << 20, extents_max).await;
+            let (stopped, reading) = logs.split_at(3);
+            let reading = &reading[0];
+            // Three readers read 1 MiB each and stop, holding all of the shard's memory
+            // between them (the later ones took extents from the first, down to even shares,
+            // so that no single one holds more than one extra).
+            for log in stopped {
+                read_step(log, 0).await;
             }
-            let window = extents_held(stopped);
-            assert!(window >= 4, "{window}");
+            assert_eq!(resources.read_ahead.extents_held(), extents_max);
+            assert!(stopped.iter().all(|log| extents_held(log) >= 1));
             let mut read = Vec::new();
             let mut offset = 0;
             while offset < reading.high_watermark() {
@@ -788,13 +803,11 @@ mod tests {
                 offset = next;
                 assert!(resources.read_ahead.extents_held() <= extents_max);
             }
-            assert_eq!(read, appended[1]);
-            // The reader still going took the stopped one's extents down to an even share.
-            assert!(
-                extents_held(stopped) <= extents_max / 2,
-                "{}",
-                extents_held(stopped)
-            );
+            assert_eq!(read, appended[3]);
+            // Once the shard had done 2 reads per extent of its memory without them, the
+            // stopped readers gave every extent up, even the last one each.
+            let left: Vec<usize> = stopped.iter().map(extents_held).collect();
+            assert_eq!(left, [0, 0, 0]);
             let read_ahead = reading.inner.read_ahead.extents.borrow().next_id;
             assert!(read_ahead >= 12, "{read_ahead} extents read ahead");
             for log in &logs {

@@ -29,9 +29,9 @@ pub struct ServerConfig {
     pub cache_bytes_per_shard: usize,
     /// Bytes of segment data each shard may hold read ahead of consumers reading from disk,
     /// all its partitions together (whole MiB extents; a partition reads up to 8 MiB ahead).
-    /// Past it, a partition takes idle extents back from partitions that hold more (a
-    /// consumer that stopped half-way gives its window up), else reads without read-ahead.
-    /// 0 turns read-ahead off.
+    /// At the bound, a partition takes idle extents back from partitions that stopped reading
+    /// or hold more than it (a consumer that stopped half-way gives its window up), else
+    /// reads without read-ahead. 0 turns read-ahead off.
     pub read_ahead_bytes_per_shard: u64,
     /// Messages each shard-to-shard queue holds before senders wait.
     pub mail_queue_depth: usize,
