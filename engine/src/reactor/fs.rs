@@ -209,7 +209,7 @@ impl File {
         let sync = opcode::Fsync::new(types::Fd(self.raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        let (write_op, sync_op) = submit_chain(write, sync, buf);
+        let (write_op, sync_op) = submit_chain(write, sync, buf).await;
         let (write_done, ()) = write_op.await;
         let (sync_done, buf) = sync_op.await;
         let written = match write_done.into_io() {

@@ -5,8 +5,14 @@
 //! If the future is dropped before the completion arrives, those resources move into the slot
 //! and are freed only when the kernel reports completion, so the kernel never touches freed
 //! memory; a cancel request is sent so that waits (timers, receives) end promptly.
+//!
+//! The table is bounded when the ring is built. A submission that finds it full (thousands of
+//! partitions starting their first writes at once, say) waits for a slot, oldest waiter first,
+//! instead of failing: each released slot wakes the next waiter, and new submissions queue
+//! behind those already waiting.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -56,6 +62,10 @@ pub(crate) struct OpTable {
     free: Vec<u32>,
     in_flight: usize,
     slots_max: usize,
+    /// Submissions waiting for slots, oldest first, by ticket; each is one task's (an op
+    /// waits in one place), so the queue is bounded by the tasks.
+    waiters: VecDeque<(u64, Waker)>,
+    next_ticket: u64,
 }
 
 impl OpTable {
@@ -66,6 +76,64 @@ impl OpTable {
             free: Vec::new(),
             in_flight: 0,
             slots_max,
+            waiters: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Whether a new submission of `count` operations may take slots now: there is room and
+    /// no earlier submission is waiting.
+    fn admits_now(&self, count: usize) -> bool {
+        self.waiters.is_empty() && self.slots_max - self.in_flight >= count
+    }
+
+    /// Admits a waiting submission of `count` operations (true: it may take its slots now), or
+    /// keeps it waiting with `ticket`. A submission whose ticket was called (a slot was
+    /// released for it) goes first; one still queued goes when it is at the front.
+    fn admit(&mut self, count: usize, ticket: &mut Option<u64>, waker: &Waker) -> bool {
+        let queued_at = ticket.and_then(|mine| self.waiters.iter().position(|(t, _)| *t == mine));
+        let its_turn = match queued_at {
+            Some(at) => at == 0,
+            None => ticket.is_some() || self.waiters.is_empty(),
+        };
+        if its_turn && self.slots_max - self.in_flight >= count {
+            if let Some(at) = queued_at {
+                self.waiters.remove(at);
+            }
+            *ticket = None;
+            return true;
+        }
+        match queued_at {
+            Some(at) => {
+                if !self.waiters[at].1.will_wake(waker) {
+                    self.waiters[at].1 = waker.clone();
+                }
+            }
+            None => {
+                let new = self.next_ticket;
+                self.next_ticket += 1;
+                *ticket = Some(new);
+                self.waiters.push_back((new, waker.clone()));
+            }
+        }
+        false
+    }
+
+    /// A waiting submission is dropped: it leaves the queue, or, if a slot was already
+    /// released for it, hands that turn to the next waiter.
+    fn leave(&mut self, ticket: u64) {
+        match self.waiters.iter().position(|(t, _)| *t == ticket) {
+            Some(at) => {
+                self.waiters.remove(at);
+            }
+            None => self.call_next_waiter(),
+        }
+    }
+
+    fn call_next_waiter(&mut self) {
+        if let Some((_, waker)) = self.waiters.pop_front() {
+            // Only schedules the task: nothing runs inside this borrow.
+            waker.wake();
         }
     }
 
@@ -73,15 +141,16 @@ impl OpTable {
         self.in_flight
     }
 
+    /// Takes a slot; the caller was admitted (see [`OpTable::admit`]), so there is one.
     fn insert(&mut self) -> u32 {
+        assert!(
+            self.in_flight < self.slots_max,
+            "an op was submitted without a slot"
+        );
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
-                assert!(
-                    self.slots.len() < self.slots_max,
-                    "more than {} ring operations in flight; raise ops_in_flight_max",
-                    self.slots_max
-                );
+                assert!(self.slots.len() < self.slots_max);
                 self.slots.push(Slot::Free);
                 (self.slots.len() - 1) as u32
             }
@@ -99,6 +168,7 @@ impl OpTable {
         self.slots[index as usize] = Slot::Free;
         self.free.push(index);
         self.in_flight -= 1;
+        self.call_next_waiter();
     }
 
     /// Records a completion; wakes the owner or frees an abandoned slot.
@@ -188,35 +258,89 @@ impl OpTable {
     }
 }
 
+/// A place in the queue for slots, for a submission that found the table full. Dropping it
+/// while it waits leaves the queue.
+#[derive(Default)]
+struct Admission {
+    ticket: Option<u64>,
+}
+
+impl Admission {
+    /// Ready once `count` slots may be taken (in this same poll, before anything else runs).
+    fn poll_admit(&mut self, count: usize, cx: &Context<'_>) -> Poll<()> {
+        let admitted = with_reactor(|reactor| {
+            reactor
+                .ops
+                .borrow_mut()
+                .admit(count, &mut self.ticket, cx.waker())
+        });
+        if admitted {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            with_reactor(|reactor| reactor.ops.borrow_mut().leave(ticket));
+        }
+    }
+}
+
 /// A submitted operation; resolves to the kernel's completion and gives back its resources.
 pub(crate) struct Op<R: 'static> {
+    /// The entry while it waits for a slot (the table was full when it was submitted).
+    queued: Option<(squeue::Entry, Admission)>,
     index: Option<u32>,
     resources: Option<R>,
 }
 
 impl<R: 'static> Op<R> {
-    /// Submits `entry`. Every pointer in `entry` must point into heap memory owned by
-    /// `resources` (or be otherwise valid until completion).
+    /// Submits `entry`, at once if a slot is free, else when the op is polled and one is.
+    /// Every pointer in `entry` must point into heap memory owned by `resources` (or be
+    /// otherwise valid until completion).
     pub(crate) fn submit(entry: squeue::Entry, resources: R) -> Op<R> {
+        let admitted = with_reactor(|reactor| reactor.ops.borrow().admits_now(1));
+        let mut op = Op {
+            queued: Some((entry, Admission::default())),
+            index: None,
+            resources: Some(resources),
+        };
+        if admitted {
+            op.start();
+        }
+        op
+    }
+
+    /// Takes a slot and hands the queued entry to the ring (the caller was admitted).
+    fn start(&mut self) {
+        let Some((entry, _admitted)) = self.queued.take() else {
+            return;
+        };
         with_reactor(|reactor| {
             let index = reactor.ops.borrow_mut().insert();
             reactor.push(&entry.user_data(u64::from(index)));
-            Op {
-                index: Some(index),
-                resources: Some(resources),
-            }
-        })
+            self.index = Some(index);
+        });
     }
 }
 
 /// Submits `first` linked to `second` (IOSQE_IO_LINK): `second` starts only after `first`
 /// succeeds and is cancelled with -ECANCELED otherwise. `resources` stay alive until both
-/// complete.
-pub(crate) fn submit_chain<R: 'static>(
+/// complete. Waits, if the table is full, until it has room for both.
+pub(crate) async fn submit_chain<R: 'static>(
     first: squeue::Entry,
     second: squeue::Entry,
     resources: R,
 ) -> (Op<()>, Op<R>) {
+    let admitted = with_reactor(|reactor| reactor.ops.borrow().admits_now(2));
+    if !admitted {
+        let mut admission = Admission::default();
+        std::future::poll_fn(|cx| admission.poll_admit(2, cx)).await;
+    }
     with_reactor(|reactor| {
         let (a, b) = {
             let mut ops = reactor.ops.borrow_mut();
@@ -228,10 +352,12 @@ pub(crate) fn submit_chain<R: 'static>(
         ]);
         (
             Op {
+                queued: None,
                 index: Some(a),
                 resources: Some(()),
             },
             Op {
+                queued: None,
                 index: Some(b),
                 resources: Some(resources),
             },
@@ -243,6 +369,12 @@ impl<R: 'static + Unpin> Future for Op<R> {
     type Output = (Completion, R);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some((_, admission)) = &mut self.queued {
+            if admission.poll_admit(1, cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.start();
+        }
         let index = self.index.expect("Op polled after completion");
         let done = with_reactor(|reactor| reactor.ops.borrow_mut().poll_slot(index, cx.waker()));
         match done {
@@ -271,5 +403,101 @@ impl<R: 'static> Drop for Op<R> {
                 reactor.push(&cancel);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::reactor::fs::{File, OpenOptions};
+    use crate::reactor::{block_on, spawn, time, yield_now, RingConfig};
+
+    fn waiting() -> usize {
+        with_reactor(|reactor| reactor.ops.borrow().waiters.len())
+    }
+
+    #[test]
+    fn a_full_table_makes_submissions_wait_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let config = RingConfig {
+            entries: 8,
+            ops_in_flight_max: 4,
+        };
+        block_on(config, async move {
+            let options = OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            };
+            let file = Rc::new(File::open(&path, options).await.unwrap());
+            let mut tasks = Vec::new();
+            for task in 0..40u64 {
+                let file = Rc::clone(&file);
+                tasks.push(spawn(async move {
+                    if task % 4 == 0 {
+                        // A linked write and fdatasync: two slots at once.
+                        let bytes = vec![task as u8; 512];
+                        let (result, _) =
+                            file.write_all_at_and_sync(bytes, 0..512, task * 512).await;
+                        result.unwrap();
+                    } else {
+                        time::sleep(Duration::from_millis(1)).await;
+                    }
+                }));
+            }
+            yield_now().await;
+            assert!(waiting() > 0, "the table never filled");
+            for task in tasks {
+                task.await;
+            }
+            assert_eq!(waiting(), 0);
+            with_reactor(|reactor| assert_eq!(reactor.ops.borrow().in_flight(), 0));
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_waiting_op_dropped_after_its_turn_came_hands_the_turn_on() {
+        let config = RingConfig {
+            entries: 8,
+            ops_in_flight_max: 1,
+        };
+        block_on(config, async {
+            // A holds the only slot.
+            let first = spawn(time::sleep(Duration::from_millis(5)));
+            yield_now().await;
+            // B waits for it, first in line.
+            let mut second = Box::pin(time::sleep(Duration::from_millis(1)));
+            std::future::poll_fn(|cx| {
+                assert!(second.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            // C waits behind B.
+            let third_done = Rc::new(Cell::new(false));
+            let done = Rc::clone(&third_done);
+            let _third = spawn(async move {
+                time::sleep(Duration::from_millis(1)).await;
+                done.set(true);
+            });
+            yield_now().await;
+            assert_eq!(waiting(), 2);
+            // A completes and calls B, which is dropped without taking its turn: C gets it.
+            first.await;
+            assert_eq!(waiting(), 1);
+            drop(second);
+            for _ in 0..1_000_000 {
+                if third_done.get() {
+                    break;
+                }
+                yield_now().await;
+            }
+            assert!(third_done.get(), "the next waiter was never called");
+        })
+        .unwrap();
     }
 }
