@@ -58,30 +58,14 @@ pub(crate) async fn append(
     }
 }
 
-/// Polls every future, in order, until all are done; returns their outputs in order.
-pub(crate) async fn join_all<T>(mut futures: Vec<BoxedFuture<'_, T>>) -> Vec<T> {
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
+/// Runs every future until all are done; returns their outputs in order.
+///
+/// A request can touch thousands of partitions (a keyed produce to a 10,000-partition topic
+/// reaches every one); polling all of them whenever one is woken made such a request
+/// quadratic (minutes of CPU). `futures_util`'s `join_all` polls only the futures that were
+/// woken once there are more than a handful.
+pub(crate) async fn join_all<T>(futures: Vec<BoxedFuture<'_, T>>) -> Vec<T> {
+    futures_util::future::join_all(futures).await
 }
 
 /// One partition a fetch reads.
@@ -388,5 +372,57 @@ pub(crate) async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), 
     {
         ShardReturn::Done(result) => result,
         _ => Err(unexpected_answer()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::task::Waker;
+
+    use ringlog_engine::reactor::{block_on, RingConfig};
+
+    use super::*;
+
+    /// Futures that finish one after another, last first, each waking the one before it:
+    /// `n` wakes in all.
+    fn relay(n: usize, polls: &Rc<Cell<usize>>) -> Vec<BoxedFuture<'static, usize>> {
+        let turn = Rc::new(Cell::new(0));
+        let wakers: Rc<RefCell<Vec<Option<Waker>>>> = Rc::new(RefCell::new(vec![None; n]));
+        (0..n)
+            .map(|index| {
+                let (turn, wakers, polls) =
+                    (Rc::clone(&turn), Rc::clone(&wakers), Rc::clone(polls));
+                Box::pin(poll_fn(move |cx| {
+                    polls.set(polls.get() + 1);
+                    if turn.get() != n - 1 - index {
+                        wakers.borrow_mut()[index] = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    turn.set(turn.get() + 1);
+                    if let Some(before) = index.checked_sub(1) {
+                        if let Some(waker) = wakers.borrow_mut()[before].take() {
+                            waker.wake();
+                        }
+                    }
+                    Poll::Ready(index)
+                })) as BoxedFuture<'static, usize>
+            })
+            .collect()
+    }
+
+    #[test]
+    fn join_all_polls_only_the_futures_that_were_woken() {
+        let n = 2_000;
+        let polls = Rc::new(Cell::new(0));
+        let futures = relay(n, &polls);
+        let outputs = block_on(RingConfig::default(), join_all(futures)).unwrap();
+        assert_eq!(outputs, (0..n).collect::<Vec<_>>());
+        // Polling every future at each wake would take about n * n / 2 polls.
+        assert!(
+            polls.get() <= 3 * n,
+            "{} polls for {n} futures",
+            polls.get()
+        );
     }
 }
