@@ -14,13 +14,20 @@
 //!   returns a [`Durable`] future that resolves once the record is on stable storage; callers
 //!   that do not need to wait (lease expiries) simply drop it.
 //! - [`StateStore::open`] reads every whole frame, stopping at the first torn or corrupt one (a
-//!   crash during an append); the owner replays them and hands back a snapshot with
+//!   crash during an append); the owner replays them and, when the file had a torn tail or
+//!   is past [`StateStore::wants_compaction`], hands back a snapshot with
 //!   [`StateStore::replace`], which the flusher writes to a new file (temporary file,
-//!   fdatasync, rename, directory fsync) before appending again. That compacts the file on
-//!   open, and again whenever it grows past [`StateStore::wants_compaction`].
+//!   fdatasync, rename, directory fsync) before appending again. A clean, small file is
+//!   appended to as it is, so that opening thousands of partitions writes nothing.
+//! - The file is open only while a write is in flight, and a shard's stores have at most
+//!   [`FILES_OPEN_MAX`] open at once (see [`OpenFiles`]): a shard owning 10,000 partitions
+//!   with group state would otherwise hold 10,000 more descriptors than their segments need,
+//!   and past the process's limit it could not even restart. Each flush waits for a turn,
+//!   opens the file, appends at the end it knows, syncs and closes it.
 //! - Everything goes through the shard's ring; nothing here blocks.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::ops::Range;
@@ -51,6 +58,8 @@ const COMPACT_BYTES_MIN: u64 = 4 << 20;
 const FILE_BYTES_MAX: u64 = 1 << 30;
 /// Bytes read per read operation at open.
 const READ_CHUNK_BYTES: usize = 1 << 20;
+/// State files a shard's stores have open at once (each write opens and closes its file).
+pub(crate) const FILES_OPEN_MAX: usize = 64;
 
 /// Why a state operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -109,6 +118,52 @@ impl Recovered {
     }
 }
 
+/// The turns of one shard's stores to have their file open, at most [`FILES_OPEN_MAX`] at
+/// once. Single-threaded.
+#[derive(Debug, Default)]
+pub(crate) struct OpenFiles {
+    open: Cell<usize>,
+    /// Flushers waiting for a turn, oldest first; each is called once a file closes.
+    waiters: RefCell<VecDeque<Waker>>,
+}
+
+impl OpenFiles {
+    /// Waits for a turn; the file may stay open while the returned guard lives.
+    async fn turn(self: &Rc<Self>) -> OpenFile {
+        poll_fn(|cx| {
+            if self.open.get() < FILES_OPEN_MAX {
+                self.open.set(self.open.get() + 1);
+                return Poll::Ready(());
+            }
+            // Bounded: one entry per poll of a waiting flusher, and each is polled only
+            // when called.
+            self.waiters.borrow_mut().push_back(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        OpenFile {
+            files: Rc::clone(self),
+        }
+    }
+}
+
+/// A store's turn to have its file open; the next waiter is called when it ends.
+struct OpenFile {
+    files: Rc<OpenFiles>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let files = &self.files;
+        assert!(files.open.get() > 0);
+        files.open.set(files.open.get() - 1);
+        let next = files.waiters.borrow_mut().pop_front();
+        if let Some(waker) = next {
+            waker.wake();
+        }
+    }
+}
+
 /// A durable record file; see the module docs.
 pub(crate) struct StateStore {
     inner: Rc<Inner>,
@@ -116,9 +171,9 @@ pub(crate) struct StateStore {
 
 struct Inner {
     path: PathBuf,
-    /// The open file; `None` until the first write creates it (or a rewrite replaces it).
-    file: RefCell<Option<Rc<fs::File>>>,
-    /// Where the next append goes.
+    /// The shard's turns to have a state file open.
+    files: Rc<OpenFiles>,
+    /// Where the next append goes; 0 until the first write creates the file (a rewrite).
     write_offset: Cell<u64>,
     /// Framed records not yet handed to the kernel.
     pending: RefCell<Vec<u8>>,
@@ -145,7 +200,10 @@ impl StateStore {
     /// Reads `path` (absent is fine: an empty store whose file is created by the first
     /// write) and starts the flusher. Call [`StateStore::replace`] with the replayed state to
     /// compact.
-    pub(crate) async fn open(path: PathBuf) -> Result<(StateStore, Recovered), StoreError> {
+    pub(crate) async fn open(
+        path: PathBuf,
+        files: Rc<OpenFiles>,
+    ) -> Result<(StateStore, Recovered), StoreError> {
         let options = fs::OpenOptions {
             read_only: true,
             ..fs::OpenOptions::default()
@@ -162,10 +220,17 @@ impl StateStore {
                 "group state file ends with a torn or corrupt record; dropping it"
             );
         }
+        // A clean file is appended to where its last frame ends; one with a torn tail is
+        // rewritten by the owner's snapshot before anything else is written.
+        let write_offset = if recovered.existed && recovered.dropped_bytes == 0 {
+            recovered.bytes.len() as u64
+        } else {
+            0
+        };
         let inner = Rc::new(Inner {
             path,
-            file: RefCell::new(None),
-            write_offset: Cell::new(0),
+            files,
+            write_offset: Cell::new(write_offset),
             pending: RefCell::new(Vec::new()),
             rewrite: Cell::new(false),
             appended_seq: Cell::new(0),
@@ -284,21 +349,18 @@ impl Inner {
         fs::write_file_atomic(&self.path, &content)
             .await
             .map_err(|error| StoreError::io("write group state file", &error))?;
-        let file = fs::File::open(&self.path, fs::OpenOptions::default())
-            .await
-            .map_err(|error| StoreError::io("reopen group state file", &error))?;
-        *self.file.borrow_mut() = Some(Rc::new(file));
         self.write_offset.set(content.len() as u64);
         self.snapshot_bytes.set(content.len() as u64);
         Ok(())
     }
 
-    /// Appends `bytes` at the end of the file with a linked fdatasync.
-    async fn append_file(
-        &self,
-        file: Rc<fs::File>,
-        bytes: Vec<u8>,
-    ) -> (Result<(), StoreError>, Vec<u8>) {
+    /// Appends `bytes` at the end of the file with a linked fdatasync; the file is open for
+    /// this write only.
+    async fn append_file(&self, bytes: Vec<u8>) -> (Result<(), StoreError>, Vec<u8>) {
+        let file = match fs::File::open(&self.path, fs::OpenOptions::default()).await {
+            Ok(file) => file,
+            Err(error) => return (Err(StoreError::io("open group state file", &error)), bytes),
+        };
         let len = bytes.len();
         let offset = self.write_offset.get();
         let (result, bytes) = file.write_all_at_and_sync(bytes, 0..len, offset).await;
@@ -340,14 +402,14 @@ async fn run_flusher(inner: Rc<Inner>) {
         let rewrite = inner.rewrite.replace(false);
         spare.clear();
         let bytes = std::mem::replace(&mut *inner.pending.borrow_mut(), spare);
-        let existing = inner.file.borrow().clone();
-        let (result, bytes) = match existing {
-            Some(file) if !rewrite => inner.append_file(file, bytes).await,
-            _ => {
-                let result = inner.rewrite_file(&bytes).await;
-                (result, bytes)
-            }
+        let open_file = inner.files.turn().await;
+        let (result, bytes) = if rewrite || inner.write_offset.get() == 0 {
+            let result = inner.rewrite_file(&bytes).await;
+            (result, bytes)
+        } else {
+            inner.append_file(bytes).await
         };
+        drop(open_file);
         match result {
             Ok(()) => {
                 inner.durable_seq.set(target_seq);
@@ -495,6 +557,15 @@ mod tests {
     use super::*;
     use ringlog_engine::reactor::{block_on, RingConfig};
 
+    /// This process's open descriptors of `path`.
+    fn descriptors_of(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target == path)
+            .count()
+    }
+
     fn payloads(recovered: &Recovered) -> Vec<Vec<u8>> {
         recovered.records().map(<[u8]>::to_vec).collect()
     }
@@ -505,7 +576,7 @@ mod tests {
         let path = dir.path().join(STATE_FILE_NAME);
         let check = path.clone();
         block_on(RingConfig::default(), async move {
-            let (store, recovered) = StateStore::open(path.clone()).await.unwrap();
+            let (store, recovered) = StateStore::open(path.clone(), Rc::default()).await.unwrap();
             assert!(!recovered.existed);
             let first = store.append_with(|b| b.extend_from_slice(b"one")).unwrap();
             let second = store.append_with(|b| b.extend_from_slice(b"two")).unwrap();
@@ -523,9 +594,9 @@ mod tests {
         let mut bytes = std::fs::read(&check).unwrap();
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
         std::fs::write(&check, &bytes).unwrap();
-        let path = check.clone();
+        let (path, check_open) = (check.clone(), check.clone());
         block_on(RingConfig::default(), async move {
-            let (store, recovered) = StateStore::open(path).await.unwrap();
+            let (store, recovered) = StateStore::open(path, Rc::default()).await.unwrap();
             assert_eq!(
                 payloads(&recovered),
                 [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
@@ -540,12 +611,14 @@ mod tests {
                 .unwrap()
                 .await
                 .unwrap();
+            // Between writes the store holds no descriptor of its file.
+            assert_eq!(descriptors_of(&check_open), 0);
             store.close().await.unwrap();
         })
         .unwrap();
         let path = check.clone();
         block_on(RingConfig::default(), async move {
-            let (_store, recovered) = StateStore::open(path).await.unwrap();
+            let (_store, recovered) = StateStore::open(path, Rc::default()).await.unwrap();
             assert_eq!(payloads(&recovered), [b"all".to_vec(), b"after".to_vec()]);
             assert_eq!(recovered.dropped_bytes, 0);
         })
@@ -581,7 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE_NAME);
         block_on(RingConfig::default(), async move {
-            let (store, _) = StateStore::open(path).await.unwrap();
+            let (store, _) = StateStore::open(path, Rc::default()).await.unwrap();
             assert!(!store.wants_compaction());
             let record = vec![7u8; 64 << 10];
             let mut last = None;

@@ -41,6 +41,7 @@ use super::config::ServerConfig;
 use super::message::{Failure, ShardCall, ShardReturn};
 use super::shard::Shard;
 use super::share::partition::{AckResult, ShareFetched, ShareSummary};
+use super::state_store::OpenFiles;
 use crate::error_code::ErrorCode;
 use crate::message::group::{GroupKind, GroupState};
 use crate::message::share_acknowledge::AckRange;
@@ -300,6 +301,8 @@ pub(crate) struct GroupShard {
     run_id: u64,
     member_seq: Cell<u64>,
     reaper_started: Cell<bool>,
+    /// Turns of this shard's partition state stores to have their file open.
+    state_files: Rc<OpenFiles>,
 }
 
 impl GroupShard {
@@ -326,6 +329,7 @@ impl GroupShard {
             run_id,
             member_seq: Cell::new(0),
             reaper_started: Cell::new(false),
+            state_files: Rc::default(),
         };
         for (name, meta) in meta::load_all(data_dir, config.share_in_flight_records_max) {
             let share = Rc::new(meta.share.clone());
@@ -378,7 +382,8 @@ impl GroupShard {
         partition: u32,
         log: &Rc<PartitionLog>,
     ) -> Result<(), Failure> {
-        let state = PartitionGroups::open(topic, partition, Rc::clone(log)).await?;
+        let files = Rc::clone(&self.state_files);
+        let state = PartitionGroups::open(topic, partition, Rc::clone(log), files).await?;
         let previous = self
             .partitions
             .borrow_mut()

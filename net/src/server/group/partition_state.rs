@@ -19,7 +19,9 @@ use crate::error_code::ErrorCode;
 use crate::server::message::Failure;
 use crate::server::share::partition::SharePartition;
 use crate::server::share::window::{Change, Window};
-use crate::server::state_store::{push_frame, Durable, StateStore, StoreError, STATE_FILE_NAME};
+use crate::server::state_store::{
+    push_frame, Durable, OpenFiles, StateStore, StoreError, STATE_FILE_NAME,
+};
 
 /// Group state of one owned partition; see the module docs.
 pub(crate) struct PartitionGroups {
@@ -48,15 +50,17 @@ pub(crate) fn store_failure(error: StoreError) -> Failure {
 }
 
 impl PartitionGroups {
-    /// Opens the state of `topic`/`partition` (in the log's directory), replaying and
-    /// compacting its file.
+    /// Opens the state of `topic`/`partition` (in the log's directory), replaying its file
+    /// and compacting it if it has a torn tail or has grown large; `files` are the shard's
+    /// turns to have a state file open.
     pub(crate) async fn open(
         topic: &str,
         partition: u32,
         log: Rc<PartitionLog>,
+        files: Rc<OpenFiles>,
     ) -> Result<Rc<PartitionGroups>, Failure> {
         let path = log.dir().join(STATE_FILE_NAME);
-        let (store, recovered) = StateStore::open(path).await.map_err(store_failure)?;
+        let (store, recovered) = StateStore::open(path, files).await.map_err(store_failure)?;
         let mut offsets = HashMap::new();
         let mut windows: HashMap<String, Window> = HashMap::new();
         for payload in recovered.records() {
@@ -84,7 +88,7 @@ impl PartitionGroups {
             let share = SharePartition::new(group.clone(), window, &groups);
             groups.shares.borrow_mut().insert(group, share);
         }
-        if recovered.existed {
+        if recovered.dropped_bytes > 0 || groups.store.wants_compaction() {
             let snapshot = groups.snapshot().map_err(store_failure)?;
             let durable = groups.store.replace(snapshot).map_err(store_failure)?;
             durable.await.map_err(store_failure)?;
