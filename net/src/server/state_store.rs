@@ -650,6 +650,44 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_has_at_most_its_bound_of_state_files_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let files: Rc<OpenFiles> = Rc::default();
+            let mut stores = Vec::new();
+            for index in 0..3 * FILES_OPEN_MAX {
+                let path = root.join(format!("{index}.state"));
+                stores.push(StateStore::open(path, Rc::clone(&files)).await.unwrap().0);
+            }
+            let durables: Vec<Durable> = stores
+                .iter()
+                .map(|store| {
+                    store
+                        .append_with(|b| b.extend_from_slice(b"offset"))
+                        .unwrap()
+                })
+                .collect();
+            // Every flusher has run once: the first ones hold turns, the rest wait.
+            reactor::yield_now().await;
+            assert!(files.open.get() <= FILES_OPEN_MAX, "{}", files.open.get());
+            assert!(!files.waiters.borrow().is_empty());
+            for durable in durables {
+                durable.await.unwrap();
+            }
+            for store in &stores {
+                store.close().await.unwrap();
+            }
+            assert_eq!(files.open.get(), 0);
+            assert_eq!(
+                std::fs::read_dir(&root).unwrap().count(),
+                3 * FILES_OPEN_MAX
+            );
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn compaction_threshold() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE_NAME);
