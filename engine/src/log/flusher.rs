@@ -7,7 +7,8 @@
 //! 2. create (and preallocate) the file of a new segment before its first write;
 //! 3. write the dirty range of the oldest chunk with bytes not yet written, and hand the
 //!    written bytes to the syncer (see [`super::syncer`]) when a `Durable` append waits;
-//! 4. when closing, finalize the active segment (with a producer snapshot) and stop.
+//! 4. when closing, finalize the active segment (with a producer snapshot, without indexes:
+//!    the next open scans the last segment whole and rebuilds them) and stop.
 //!
 //! Each write takes a turn from the shard's [`crate::io_budget::IoBudget`]; while it waits for
 //! one, appends keep joining the dirty range, so under a small-append load writes grow rather
@@ -50,13 +51,16 @@ struct WriteJob {
     next_offset: i64,
 }
 
-/// Make a segment's file exact and durable and persist its indexes.
+/// Make a segment's file exact and durable and persist its indexes (a rolled one's).
 struct FinalizeJob {
     base_offset: i64,
     file: Option<Rc<File>>,
     size_bytes: u64,
     next_offset: i64,
-    indexes: IndexFiles,
+    /// `None` for the active segment at close: recovery never loads the last segment's
+    /// indexes (it scans that segment whole), so writing them would only cost two atomic
+    /// file writes per partition at every shutdown.
+    indexes: Option<IndexFiles>,
     /// The active segment at close (then the log is closed afterwards).
     closing: bool,
     /// Producer snapshot `(offset, bytes)` to write once the segment is synced.
@@ -70,7 +74,7 @@ impl FinalizeJob {
             file: segment.file.clone(),
             size_bytes: segment.size_bytes,
             next_offset: segment.next_offset,
-            indexes: segment.encode_indexes(),
+            indexes: (!closing).then(|| segment.encode_indexes()),
             closing,
             snapshot: None,
         }
@@ -358,9 +362,11 @@ impl Inner {
                 .map_err(fail("syncing a finished segment"))?;
             self.bump(|stats| stats.syncs += 1);
         }
-        if let Err(error) = write_index_files(&self.dir, &job.indexes).await {
-            // Not fatal: indexes are rebuilt from the log at the next open.
-            tracing::warn!(dir = %self.dir.display(), base_offset = job.base_offset, %error, "cannot persist segment indexes");
+        if let Some(indexes) = &job.indexes {
+            if let Err(error) = write_index_files(&self.dir, indexes).await {
+                // Not fatal: indexes are rebuilt from the log at the next open.
+                tracing::warn!(dir = %self.dir.display(), base_offset = job.base_offset, %error, "cannot persist segment indexes");
+            }
         }
         if let Some((offset, bytes)) = &job.snapshot {
             self.write_producer_snapshot(*offset, bytes).await;
