@@ -17,6 +17,7 @@ pub mod mail;
 pub(crate) mod power_loss;
 pub mod tcp;
 pub mod time;
+pub mod turns;
 
 pub use executor::{spawn, yield_now, JoinHandle};
 pub use ring::{block_on, features, RingConfig, RingFeatures};

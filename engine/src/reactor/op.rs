@@ -12,7 +12,6 @@
 //! behind those already waiting.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -21,6 +20,7 @@ use std::task::{Context, Poll, Waker};
 use io_uring::{cqueue, opcode, squeue};
 
 use super::ring::with_reactor;
+use super::turns::Turns;
 
 /// `user_data` of submissions whose completion nobody waits for (cancel requests).
 pub(crate) const USER_DATA_IGNORED: u64 = u64::MAX;
@@ -62,10 +62,8 @@ pub(crate) struct OpTable {
     free: Vec<u32>,
     in_flight: usize,
     slots_max: usize,
-    /// Submissions waiting for slots, oldest first, by ticket; each is one task's (an op
-    /// waits in one place), so the queue is bounded by the tasks.
-    waiters: VecDeque<(u64, Waker)>,
-    next_ticket: u64,
+    /// Submissions waiting for slots (one entry per waiting op).
+    turns: Turns,
 }
 
 impl OpTable {
@@ -76,65 +74,25 @@ impl OpTable {
             free: Vec::new(),
             in_flight: 0,
             slots_max,
-            waiters: VecDeque::new(),
-            next_ticket: 0,
+            turns: Turns::default(),
         }
     }
 
     /// Whether a new submission of `count` operations may take slots now: there is room and
     /// no earlier submission is waiting.
     fn admits_now(&self, count: usize) -> bool {
-        self.waiters.is_empty() && self.slots_max - self.in_flight >= count
+        self.turns.is_empty() && self.has_room(count)
+    }
+
+    fn has_room(&self, count: usize) -> bool {
+        self.slots_max - self.in_flight >= count
     }
 
     /// Admits a waiting submission of `count` operations (true: it may take its slots now), or
-    /// keeps it waiting with `ticket`. A submission whose ticket was called (a slot was
-    /// released for it) goes first; one still queued goes when it is at the front.
+    /// keeps it waiting with `ticket` (see [`Turns::take`]).
     fn admit(&mut self, count: usize, ticket: &mut Option<u64>, waker: &Waker) -> bool {
-        let queued_at = ticket.and_then(|mine| self.waiters.iter().position(|(t, _)| *t == mine));
-        let its_turn = match queued_at {
-            Some(at) => at == 0,
-            None => ticket.is_some() || self.waiters.is_empty(),
-        };
-        if its_turn && self.slots_max - self.in_flight >= count {
-            if let Some(at) = queued_at {
-                self.waiters.remove(at);
-            }
-            *ticket = None;
-            return true;
-        }
-        match queued_at {
-            Some(at) => {
-                if !self.waiters[at].1.will_wake(waker) {
-                    self.waiters[at].1 = waker.clone();
-                }
-            }
-            None => {
-                let new = self.next_ticket;
-                self.next_ticket += 1;
-                *ticket = Some(new);
-                self.waiters.push_back((new, waker.clone()));
-            }
-        }
-        false
-    }
-
-    /// A waiting submission is dropped: it leaves the queue, or, if a slot was already
-    /// released for it, hands that turn to the next waiter.
-    fn leave(&mut self, ticket: u64) {
-        match self.waiters.iter().position(|(t, _)| *t == ticket) {
-            Some(at) => {
-                self.waiters.remove(at);
-            }
-            None => self.call_next_waiter(),
-        }
-    }
-
-    fn call_next_waiter(&mut self) {
-        if let Some((_, waker)) = self.waiters.pop_front() {
-            // Only schedules the task: nothing runs inside this borrow.
-            waker.wake();
-        }
+        let room = self.has_room(count);
+        self.turns.take(room, ticket, waker)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -168,7 +126,7 @@ impl OpTable {
         self.slots[index as usize] = Slot::Free;
         self.free.push(index);
         self.in_flight -= 1;
-        self.call_next_waiter();
+        self.turns.call_next();
     }
 
     /// Records a completion; wakes the owner or frees an abandoned slot.
@@ -285,7 +243,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            with_reactor(|reactor| reactor.ops.borrow_mut().leave(ticket));
+            with_reactor(|reactor| reactor.ops.borrow_mut().turns.leave(ticket));
         }
     }
 }
@@ -417,7 +375,7 @@ mod tests {
     use crate::reactor::{block_on, spawn, time, yield_now, RingConfig};
 
     fn waiting() -> usize {
-        with_reactor(|reactor| reactor.ops.borrow().waiters.len())
+        with_reactor(|reactor| reactor.ops.borrow().turns.len())
     }
 
     #[test]

@@ -27,7 +27,6 @@
 //! - Everything goes through the shard's ring; nothing here blocks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::ops::Range;
@@ -36,6 +35,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use ringlog_engine::reactor::turns::Turns;
 use ringlog_engine::reactor::{self, fs};
 
 /// Name of the state file inside a partition directory.
@@ -119,30 +119,51 @@ impl Recovered {
 }
 
 /// The turns of one shard's stores to have their file open, at most [`FILES_OPEN_MAX`] at
-/// once. Single-threaded.
+/// once, first come first served. Single-threaded.
 #[derive(Debug, Default)]
 pub(crate) struct OpenFiles {
     open: Cell<usize>,
-    /// Flushers waiting for a turn, oldest first; each is called once a file closes.
-    waiters: RefCell<VecDeque<Waker>>,
+    /// Flushers waiting for a turn.
+    turns: RefCell<Turns>,
 }
 
 impl OpenFiles {
     /// Waits for a turn; the file may stay open while the returned guard lives.
     async fn turn(self: &Rc<Self>) -> OpenFile {
+        let mut waiting = Waiting {
+            files: self,
+            ticket: None,
+        };
         poll_fn(|cx| {
-            if self.open.get() < FILES_OPEN_MAX {
+            let room = self.open.get() < FILES_OPEN_MAX;
+            if self
+                .turns
+                .borrow_mut()
+                .take(room, &mut waiting.ticket, cx.waker())
+            {
                 self.open.set(self.open.get() + 1);
-                return Poll::Ready(());
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            // Bounded: one entry per poll of a waiting flusher, and each is polled only
-            // when called.
-            self.waiters.borrow_mut().push_back(cx.waker().clone());
-            Poll::Pending
         })
         .await;
         OpenFile {
             files: Rc::clone(self),
+        }
+    }
+}
+
+/// A flusher's place in line while it waits; leaving the line if it is dropped there.
+struct Waiting<'a> {
+    files: &'a OpenFiles,
+    ticket: Option<u64>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.files.turns.borrow_mut().leave(ticket);
         }
     }
 }
@@ -157,10 +178,7 @@ impl Drop for OpenFile {
         let files = &self.files;
         assert!(files.open.get() > 0);
         files.open.set(files.open.get() - 1);
-        let next = files.waiters.borrow_mut().pop_front();
-        if let Some(waker) = next {
-            waker.wake();
-        }
+        files.turns.borrow_mut().call_next();
     }
 }
 
@@ -671,7 +689,7 @@ mod tests {
             // Every flusher has run once: the first ones hold turns, the rest wait.
             reactor::yield_now().await;
             assert!(files.open.get() <= FILES_OPEN_MAX, "{}", files.open.get());
-            assert!(!files.waiters.borrow().is_empty());
+            assert!(!files.turns.borrow().is_empty());
             for durable in durables {
                 durable.await.unwrap();
             }
