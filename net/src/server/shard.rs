@@ -25,8 +25,27 @@ use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn};
 use super::routing::BoxedFuture;
 use crate::error_code::ErrorCode;
 
-/// Partitions a shard closes at once at shutdown (each close is a few file operations).
+/// Partitions a shard closes at once, at shutdown or when their topic is deleted (each close
+/// is a few file operations).
 const CLOSES_IN_FLIGHT_MAX: usize = 256;
+
+/// Closes `logs`, [`CLOSES_IN_FLIGHT_MAX`] at a time, and logs each failure with `what`.
+/// Closing finishes the active segment (truncate, fdatasync, producer snapshot): one partition
+/// after another, 10,000 of them took half a minute.
+async fn close_logs(logs: &[Rc<PartitionLog>], what: &'static str) {
+    for group in logs.chunks(CLOSES_IN_FLIGHT_MAX) {
+        let closes: Vec<BoxedFuture<'_, _>> = group
+            .iter()
+            .map(|log| Box::pin(log.close()) as BoxedFuture<'_, _>)
+            .collect();
+        let results = super::routing::join_all(closes).await;
+        for (log, result) in group.iter().zip(results) {
+            if let Err(error) = result {
+                tracing::error!(dir = %log.dir().display(), %error, "{what}");
+            }
+        }
+    }
+}
 
 /// The shard that owns the topic catalog: creates and deletes go through it.
 pub(crate) const CATALOG_SHARD: usize = 0;
@@ -269,11 +288,8 @@ impl Shard {
             .borrow_mut()
             .remove(name)
             .unwrap_or_default();
-        for log in owned.into_iter().flatten() {
-            if let Err(error) = log.close().await {
-                tracing::warn!(topic = name, %error, "closing a deleted partition failed");
-            }
-        }
+        let logs: Vec<Rc<PartitionLog>> = owned.into_iter().flatten().collect();
+        close_logs(&logs, "closing a deleted partition failed").await;
         Ok(())
     }
 
@@ -528,20 +544,7 @@ impl Shard {
             .values()
             .flat_map(|owned| owned.iter().flatten().cloned())
             .collect();
-        // Closing finishes the active segment (truncate, fdatasync, indexes, producer
-        // snapshot): one partition after another, 10,000 of them took half a minute.
-        for group in all.chunks(CLOSES_IN_FLIGHT_MAX) {
-            let closes: Vec<BoxedFuture<'_, _>> = group
-                .iter()
-                .map(|log| Box::pin(log.close()) as BoxedFuture<'_, _>)
-                .collect();
-            let results = super::routing::join_all(closes).await;
-            for (log, result) in group.iter().zip(results) {
-                if let Err(error) = result {
-                    tracing::error!(dir = %log.dir().display(), %error, "flush at shutdown failed");
-                }
-            }
-        }
+        close_logs(&all, "flush at shutdown failed").await;
     }
 
     /// Applies retention to every owned partition.
