@@ -800,3 +800,62 @@ fn cli_reads_as_group_and_share_member() {
     assert_eq!(row(&listed, &["ops"]), ["ops", "consumer", "Empty", "0"]);
     assert_eq!(row(&listed, &["queue"])[1], "share");
 }
+
+/// This process's open descriptors of files named `name` under `dir`.
+fn descriptors_under(dir: &Path, name: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir) && target.ends_with(name))
+        .count()
+}
+
+#[test]
+fn a_group_committing_on_a_thousand_partitions_holds_no_state_file_open() {
+    let mut server = TestServer::start();
+    let addr = server.addr();
+    let partitions = 1_000;
+    create_topic(addr, "wide", partitions);
+    // Keyed records reach nearly every partition, most requests touching hundreds of them.
+    let producer = Producer::connect(addr, "wide", ProducerConfig::default()).unwrap();
+    let records = 5_000;
+    for n in 0..records {
+        let key = format!("key-{n}");
+        producer
+            .send(&ProducerRecord::new(b"v").with_key(key.as_bytes()))
+            .unwrap();
+    }
+    producer.close().unwrap();
+    // Two rounds, so that the second round's commits append to the state files the first
+    // round's created.
+    let half = (records / 2).to_string();
+    let args = [
+        "consume", "wide", "--group", "wide", "--from", "earliest", "--count", &half,
+    ];
+    assert_eq!(cli(addr, &args).lines().count(), records / 2);
+    assert_eq!(cli(addr, &args).lines().count(), records / 2);
+    // The group committed on every partition that has records: each has a state file on
+    // disk, and none is held open (each write opens and closes its file).
+    let data_dir = server.dir.path().join("wide");
+    let state_files = (0..partitions)
+        .filter(|p| data_dir.join(p.to_string()).join("groups.state").exists())
+        .count();
+    assert!(state_files > 900, "{state_files} state files");
+    assert_eq!(descriptors_under(&data_dir, "groups.state"), 0);
+    // After a restart (which does not rewrite clean state files) every commit is there.
+    server.restart();
+    let described = cli(server.addr(), &["group", "describe", "wide"]);
+    let lag: i64 = described
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells.first() == Some(&"wide")).then(|| cells.get(4)?.parse::<i64>().ok())?
+        })
+        .sum();
+    let rows = described
+        .lines()
+        .filter(|line| line.starts_with("wide "))
+        .count();
+    assert_eq!(rows, state_files, "{described}");
+    assert_eq!(lag, 0, "{described}");
+}
