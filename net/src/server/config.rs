@@ -95,8 +95,20 @@ pub struct ConfigError(pub String);
 /// Prefix of environment variables that set config fields (`RINGLOG_CACHE_BYTES_PER_SHARD`).
 pub const ENV_PREFIX: &str = "RINGLOG_";
 
-/// Variables with [`ENV_PREFIX`] that are not config fields (the command line's own).
-pub const ENV_NOT_CONFIG: [&str; 3] = ["RINGLOG_SERVER", "RINGLOG_CONFIG", "RINGLOG_LOG"];
+/// Variables with [`ENV_PREFIX`] that are not config fields: the command line's own, and the
+/// knobs of the project's own tests and scripts, so that a shell where one is exported can
+/// still start a server.
+pub const ENV_NOT_CONFIG: [&str; 9] = [
+    "RINGLOG_SERVER",
+    "RINGLOG_CONFIG",
+    "RINGLOG_LOG",
+    "RINGLOG_FUZZ_CASES",
+    "RINGLOG_FUZZ_SEEDS_DIR",
+    "RINGLOG_POWER_LOSS_CYCLES",
+    "RINGLOG_POWER_LOSS_SEED",
+    "RINGLOG_ALLOC_TRACE",
+    "RINGLOG_SMALL_FS",
+];
 
 impl ServerConfig {
     /// The fields of `table` (a parsed TOML file, or empty) with `RINGLOG_<FIELD>` variables
@@ -229,6 +241,7 @@ mod tests {
             ("RINGLOG_REQUESTS_IN_FLIGHT_MAX", "16"),
             ("RINGLOG_DATA_DIR", "/var/lib/ringlog"),
             ("RINGLOG_LOG", "debug"),
+            ("RINGLOG_FUZZ_CASES", "3000"),
             ("HOME", "/root"),
         ];
         let vars = vars.map(|(key, value)| (key.to_string(), value.to_string()));
