@@ -65,14 +65,7 @@ impl Scenario for Consume {
                 ReadPlan::RepeatFor(duration),
             ),
         };
-        let filled = fill_topic(
-            &server,
-            &topic,
-            config.partitions,
-            config.record_size_bytes,
-            config.batch_bytes,
-            fill_bytes,
-        )?;
+        let filled = fill_topic(&server, &topic, config, fill_bytes)?;
         self.end_offsets = server.high_watermarks(&topic)?;
         self.notes.push(filled.describe());
         if config.cold {

@@ -52,14 +52,7 @@ impl Scenario for Fanout {
         if config.follow {
             self.producers = producer_threads(&ProducerPlan::of_run(config), &server, &topic)?;
         } else {
-            let filled = fill_topic(
-                &server,
-                &topic,
-                config.partitions,
-                config.record_size_bytes,
-                config.batch_bytes,
-                hot_fill_bytes(config, &server),
-            )?;
+            let filled = fill_topic(&server, &topic, config, hot_fill_bytes(config, &server))?;
             end_offsets = Some(server.high_watermarks(&topic)?);
             self.fill_notes = vec![filled.describe(), hot_note(&server, &filled)];
         }

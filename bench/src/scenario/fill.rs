@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use crate::options::RunConfig;
+
 use super::batches::PrebuiltBatch;
 use super::control::RunControl;
 use super::pipelined_producer::PipelinedProducer;
@@ -42,17 +44,16 @@ impl Filled {
     }
 }
 
-/// Writes about `bytes` of `batch_bytes` batches of `record_size_bytes` records into every
-/// partition of `topic`.
+/// Writes about `bytes` into every one of the run's partitions of `topic`, in batches of the
+/// run's batch and record sizes.
 pub fn fill_topic(
     server: &BenchServer,
     topic: &str,
-    partitions: u32,
-    record_size_bytes: u32,
-    batch_bytes: u32,
+    config: &RunConfig,
     bytes: u64,
 ) -> Result<Filled, ScenarioError> {
-    let batch = PrebuiltBatch::build(record_size_bytes, batch_bytes)?;
+    let partitions = config.partitions;
+    let batch = PrebuiltBatch::build(config.record_size_bytes, config.batch_bytes)?;
     let threads = partitions.clamp(1, FILL_THREADS_MAX);
     let producers: Vec<PipelinedProducer> = (0..threads)
         .map(|index| PipelinedProducer {

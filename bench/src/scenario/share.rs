@@ -61,14 +61,7 @@ impl Scenario for Share {
         check_share_consumer_available()?;
         let mut server = BenchServer::start(config, context.data_dir)?;
         let topic = server.create_topic(Workload::Share, config.partitions)?;
-        let filled = fill_topic(
-            &server,
-            &topic,
-            config.partitions,
-            config.record_size_bytes,
-            config.batch_bytes,
-            SHARE_FILL_BYTES,
-        )?;
+        let filled = fill_topic(&server, &topic, config, SHARE_FILL_BYTES)?;
         self.notes.push(filled.describe());
         self.members = members(config, &server, &topic);
         self.notes.push(server.placement_note());
