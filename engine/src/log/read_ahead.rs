@@ -592,16 +592,25 @@ mod tests {
             .unwrap()
     }
 
+    /// One read of up to 1 MiB at `offset`: its bytes and the next offset.
+    async fn read_step(log: &PartitionLog, offset: i64) -> (Vec<u8>, i64) {
+        let parts = log.read_parts(offset, 1 << 20).await.unwrap();
+        let bytes = parts
+            .slices()
+            .iter()
+            .flat_map(|slice| slice.bytes().iter().copied())
+            .collect();
+        (bytes, parts.next_offset())
+    }
+
     /// Reads everything from offset 0 as a consumer does (1 MiB per read); the bytes in order.
     async fn read_everything(log: &PartitionLog) -> Vec<u8> {
         let mut bytes = Vec::new();
         let mut offset = 0;
         while offset < log.high_watermark() {
-            let parts = log.read_parts(offset, 1 << 20).await.unwrap();
-            for slice in parts.slices() {
-                bytes.extend_from_slice(slice.bytes());
-            }
-            offset = parts.next_offset();
+            let (step, next) = read_step(log, offset).await;
+            bytes.extend_from_slice(&step);
+            offset = next;
         }
         bytes
     }
@@ -710,17 +719,6 @@ mod tests {
         (opened, appended, resources)
     }
 
-    /// One read of up to 1 MiB at `offset`: its bytes and the next offset.
-    async fn read_step(log: &PartitionLog, offset: i64) -> (Vec<u8>, i64) {
-        let parts = log.read_parts(offset, 1 << 20).await.unwrap();
-        let bytes = parts
-            .slices()
-            .iter()
-            .flat_map(|slice| slice.bytes().to_vec())
-            .collect();
-        (bytes, parts.next_offset())
-    }
-
     fn extents_held(log: &PartitionLog) -> usize {
         log.inner.read_ahead.extents.borrow().held
     }
@@ -825,14 +823,7 @@ mod tests {
         let root = dir.path().to_path_buf();
         block_on(RingConfig::default(), async move {
             let (logs, appended, resources) = cold_logs_on_one_shard(&root, 1, 3 << 20, 0).await;
-            let mut read = Vec::new();
-            let mut offset = 0;
-            while offset < logs[0].high_watermark() {
-                let (bytes, next) = read_step(&logs[0], offset).await;
-                read.extend_from_slice(&bytes);
-                offset = next;
-            }
-            assert_eq!(read, appended[0]);
+            assert_eq!(read_everything(&logs[0]).await, appended[0]);
             assert_eq!(logs[0].inner.read_ahead.extents.borrow().next_id, 0);
             assert_eq!(resources.read_ahead.extents_held(), 0);
             logs[0].close().await.unwrap();
