@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ringlog_engine::topic::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything `ringlog serve` can be told.
@@ -59,6 +60,18 @@ pub struct ServerConfig {
     /// appends pay for it: each sync covers one partition, so 10,000 partitions' first
     /// writes took 25 s at 2000 instead of 1.5 s.
     pub disk_ops_per_s_max: u32,
+    /// Retention by age of topics created without their own `retention_ms` (Kafka's
+    /// `log.retention.ms`): segments whose newest record is older are deleted. Absent (the
+    /// default): kept forever.
+    pub retention_ms: Option<u64>,
+    /// Retention by size of topics created without their own `retention_bytes` (Kafka's
+    /// `log.retention.bytes`): the oldest segments of a partition are deleted while it holds
+    /// more. Absent (the default): no limit.
+    pub retention_bytes: Option<u64>,
+    /// How often each shard deletes the segments past their topic's retention (Kafka's
+    /// `log.retention.check.interval.ms`). A consumer still reading a deleted segment gets
+    /// OffsetOutOfRange and starts again at the oldest record kept.
+    pub retention_check_interval_ms: u64,
 }
 
 /// Default [`ServerConfig::disk_ops_per_s_max`]: no limit.
@@ -83,6 +96,9 @@ impl Default for ServerConfig {
             group_members_max: 1_000,
             share_in_flight_records_max: 2_000,
             disk_ops_per_s_max: DISK_OPS_PER_S_MAX_DEFAULT,
+            retention_ms: None,
+            retention_bytes: None,
+            retention_check_interval_ms: 30_000,
         }
     }
 }
@@ -197,7 +213,25 @@ impl ServerConfig {
             (1..=100_000).contains(&self.share_in_flight_records_max),
             "share_in_flight_records_max must be between 1 and 100000",
         )?;
+        check(
+            self.retention_ms != Some(0) && self.retention_bytes != Some(0),
+            "retention_ms and retention_bytes must be positive (omit them to keep data forever)",
+        )?;
+        check(
+            self.retention_check_interval_ms > 0,
+            "retention_check_interval_ms must be at least 1",
+        )?;
         Ok(())
+    }
+
+    /// The configuration of a new topic of `partitions` that sets nothing of its own.
+    pub fn topic_defaults(&self, partitions: u32) -> TopicConfig {
+        TopicConfig {
+            partitions,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            segment_bytes: self.segment_bytes,
+        }
     }
 
     /// Each shard's part of [`ServerConfig::disk_ops_per_s_max`] (0: no limit), at least 1
@@ -230,6 +264,32 @@ mod tests {
             error.to_string().contains("read_ahead_bytes_per_shard"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn new_topics_take_the_server_retention_and_zero_is_refused() {
+        let vars = [
+            ("RINGLOG_RETENTION_MS".to_owned(), "604800000".to_owned()),
+            ("RINGLOG_SEGMENT_BYTES".to_owned(), "8388608".to_owned()),
+        ];
+        let config = ServerConfig::from_env(vars.into_iter()).unwrap();
+        let topic = config.topic_defaults(3);
+        assert_eq!(
+            (topic.partitions, topic.retention_ms, topic.retention_bytes),
+            (3, Some(604_800_000), None)
+        );
+        assert_eq!(topic.segment_bytes, 8 << 20);
+        for (field, value) in [
+            ("RINGLOG_RETENTION_BYTES", "0"),
+            ("RINGLOG_RETENTION_CHECK_INTERVAL_MS", "0"),
+        ] {
+            let vars = [(field.to_owned(), value.to_owned())];
+            let error = ServerConfig::from_env(vars.into_iter()).unwrap_err();
+            assert!(
+                error.to_string().contains(&field[8..].to_ascii_lowercase()),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -119,9 +119,15 @@ fn api_versions(shard: &Shard, header: &FrameHeader) -> Response {
     respond(header, response.encode(&mut fbb), Vec::new())
 }
 
-fn option_from_wire(value: Option<i64>, what: &str) -> Result<Option<u64>, Failure> {
+/// A retention limit from a CreateTopic request: absent takes the server's `default`,
+/// negative means no limit.
+fn limit_from_wire(
+    value: Option<i64>,
+    default: Option<u64>,
+    what: &str,
+) -> Result<Option<u64>, Failure> {
     match value {
-        None => Ok(None),
+        None => Ok(default),
         Some(v) if v < 0 => Ok(None),
         Some(v) => u64::try_from(v)
             .map(Some)
@@ -132,10 +138,14 @@ fn option_from_wire(value: Option<i64>, what: &str) -> Result<Option<u64>, Failu
 async fn create_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
     let view: message::create_topic::RequestView = decode(request.body())?;
     let name = view.name().to_string();
+    let defaults = shard.config.topic_defaults(view.partitions());
     let config = TopicConfig {
-        partitions: view.partitions(),
-        retention_ms: option_from_wire(view.retention_ms(), "retention_ms")?,
-        retention_bytes: option_from_wire(view.retention_bytes(), "retention_bytes")?,
+        retention_ms: limit_from_wire(view.retention_ms(), defaults.retention_ms, "retention_ms")?,
+        retention_bytes: limit_from_wire(
+            view.retention_bytes(),
+            defaults.retention_bytes,
+            "retention_bytes",
+        )?,
         segment_bytes: match view.segment_bytes() {
             Some(bytes) if bytes > 0 => bytes as u64,
             Some(_) => {
@@ -144,8 +154,9 @@ async fn create_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, 
                     "segment_bytes must be positive",
                 ))
             }
-            None => shard.config.segment_bytes,
+            None => defaults.segment_bytes,
         },
+        ..defaults
     };
     super::routing::create_topic(shard, name.clone(), config.clone()).await?;
     let response = message::create_topic::Response {

@@ -47,8 +47,6 @@ pub use share::dead_letter::{
     HEADER_REASON, HEADER_TOPIC,
 };
 
-/// How often each shard applies retention.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
 /// Listen backlog per shard.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -406,8 +404,9 @@ impl Drop for ConnectionCount {
 }
 
 async fn retention_loop(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
     loop {
-        time::sleep(RETENTION_INTERVAL).await;
+        time::sleep(interval).await;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)

@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
-use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX, SEGMENT_BYTES_DEFAULT};
+use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX};
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::{failure_code, failure_message, kafka_error};
@@ -87,7 +87,10 @@ pub(crate) async fn create_topics(
                 .with_error_message(None)
                 .with_num_partitions(i32::try_from(config.partitions).unwrap_or(i32::MAX))
                 .with_replication_factor(1)
-                .with_configs(Some(created_configs(&config))),
+                .with_configs(Some(created_configs(
+                    &config,
+                    &kafka.shard.config.topic_defaults(config.partitions),
+                ))),
             Err((error, message)) => result
                 .with_error_code(error.code())
                 .with_error_message(Some(str_bytes(message))),
@@ -131,8 +134,7 @@ fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicC
                 )
             })?,
     };
-    let mut config = TopicConfig::new(partitions);
-    config.segment_bytes = kafka.shard.config.segment_bytes;
+    let mut config = kafka.shard.config.topic_defaults(partitions);
     for setting in &creatable.configs {
         apply_setting(&mut config, setting.name.as_str(), setting.value.as_deref())?;
     }
@@ -180,11 +182,13 @@ fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> R
     Ok(())
 }
 
-/// One topic setting as Kafka names and types it: (name, value, type, set on the topic).
+/// One topic setting as Kafka names and types it: (name, value, type, differs from the
+/// server's default).
 type Setting = (&'static str, String, i8, bool);
 
-/// A topic's settings as Kafka describes them.
-fn settings(config: &TopicConfig) -> Vec<Setting> {
+/// A topic's settings as Kafka describes them, each compared with `defaults`, what a topic
+/// that sets nothing gets.
+fn settings(config: &TopicConfig, defaults: &TopicConfig) -> Vec<Setting> {
     let limit = |value: Option<u64>| value.map_or_else(|| "-1".to_string(), |v| v.to_string());
     // The largest batch the log takes: a segment, and no batch may exceed BATCH_BYTES_MAX.
     let max_message_bytes = config.segment_bytes.min(BATCH_BYTES_MAX as u64);
@@ -207,19 +211,19 @@ fn settings(config: &TopicConfig) -> Vec<Setting> {
             "retention.bytes",
             limit(config.retention_bytes),
             TYPE_LONG,
-            config.retention_bytes.is_some(),
+            config.retention_bytes != defaults.retention_bytes,
         ),
         (
             "retention.ms",
             limit(config.retention_ms),
             TYPE_LONG,
-            config.retention_ms.is_some(),
+            config.retention_ms != defaults.retention_ms,
         ),
         (
             "segment.bytes",
             config.segment_bytes.to_string(),
             TYPE_INT,
-            config.segment_bytes != SEGMENT_BYTES_DEFAULT,
+            config.segment_bytes != defaults.segment_bytes,
         ),
     ]
 }
@@ -237,8 +241,8 @@ fn read_only(name: &str) -> bool {
     !matches!(name, "retention.ms" | "retention.bytes" | "segment.bytes")
 }
 
-fn created_configs(config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
-    settings(config)
+fn created_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+    settings(config, defaults)
         .into_iter()
         .map(|(name, value, _, set)| {
             CreatableTopicConfigs::default()
@@ -317,7 +321,8 @@ pub(crate) async fn describe_configs(
                         resource.resource_name.as_str()
                     )))),
                 Some(entry) => {
-                    let configs = settings(&entry.config)
+                    let defaults = kafka.shard.config.topic_defaults(entry.config.partitions);
+                    let configs = settings(&entry.config, &defaults)
                         .into_iter()
                         .filter(|(name, ..)| wanted(name))
                         .map(|(name, value, config_type, set)| {
@@ -375,7 +380,7 @@ mod tests {
     fn described_settings_say_which_were_set() {
         let mut config = TopicConfig::new(1);
         config.retention_ms = Some(1000);
-        let settings = settings(&config);
+        let settings = settings(&config, &TopicConfig::new(1));
         let retention = settings.iter().find(|s| s.0 == "retention.ms").unwrap();
         assert_eq!((retention.1.as_str(), retention.3), ("1000", true));
         let bytes = settings.iter().find(|s| s.0 == "retention.bytes").unwrap();
