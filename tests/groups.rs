@@ -801,6 +801,84 @@ fn cli_reads_as_group_and_share_member() {
     assert_eq!(row(&listed, &["queue"])[1], "share");
 }
 
+/// Runs the `ringlog` binary against `addr`; returns its stdout and stderr, failing on a
+/// non-zero exit.
+fn cli_with_stderr(addr: SocketAddr, args: &[&str]) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(args)
+        .env("RINGLOG_SERVER", addr.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "ringlog {args:?} failed: {stderr}");
+    (String::from_utf8(output.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn a_group_behind_retention_reads_on_and_is_told_what_it_skipped() {
+    const RETENTION_BYTES: u64 = 2 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        retention_bytes: Some(RETENTION_BYTES),
+        retention_check_interval_ms: 10,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr();
+    // No retention of its own: the server's default applies.
+    create_topic(addr, "old", 1);
+    let described = cli(addr, &["topic", "describe", "old"]);
+    assert!(
+        described.contains(&format!("retention_bytes {RETENTION_BYTES}")),
+        "{described}"
+    );
+    produce(addr, "old", 0, 10, Some(0));
+    let args = [
+        "consume", "old", "--group", "late", "--from", "earliest", "--count", "4",
+    ];
+    assert_eq!(cli(addr, &args), "0\n1\n2\n3\n");
+
+    // 8 MiB more in 1 MiB segments: retention deletes the segment holding offset 4.
+    let producer = Producer::connect(addr, "old", ProducerConfig::default()).unwrap();
+    let value = vec![b'x'; 1000];
+    for _ in 0..8 * 1024 {
+        producer.send(&ProducerRecord::new(&value)).unwrap();
+    }
+    producer.close().unwrap();
+    let mut client = Client::connect(addr).unwrap();
+    let log_start = wait_for("retention", || {
+        let metadata = client.metadata(&["old"]).unwrap();
+        let start = metadata[0].partitions[0].log_start_offset;
+        (start > 4).then_some(start)
+    });
+    // Retention may go on meanwhile: the record printed says where reading went on.
+    let args = [
+        "consume", "old", "--group", "late", "--count", "1", "--format", "json", "--from",
+        "earliest",
+    ];
+    let (out, warning) = cli_with_stderr(addr, &args);
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let reading_on_at = record["offset"].as_i64().unwrap();
+    assert!(reading_on_at >= log_start, "{reading_on_at} < {log_start}");
+    assert_eq!(record["value"], "x".repeat(1000));
+    assert_eq!(
+        warning,
+        format!(
+            "warning: partition 0: offset 4 is no longer stored (deleted by retention before \
+             it was read); reading on at {reading_on_at}, {} offsets skipped\n",
+            reading_on_at - 4
+        )
+    );
+    let described = cli(addr, &["group", "describe", "late"]);
+    let committed = (reading_on_at + 1).to_string();
+    assert_eq!(row(&described, &["old", "0"])[2], committed);
+    server.shutdown();
+}
+
 /// This process's open descriptors of files named `name` under `dir`.
 fn descriptors_under(dir: &Path, name: &str) -> usize {
     std::fs::read_dir("/proc/self/fd")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ringlog_net::client::{
-    AutoOffsetReset, Client, Consumer, ConsumerConfig, PartitionInfo, SeekTo,
+    AutoOffsetReset, Client, Consumer, ConsumerConfig, PartitionInfo, PositionReset, SeekTo,
 };
 
 use super::error::CliError;
@@ -196,8 +196,34 @@ fn print_records(
             }
         }
         out.flush().map_err(CliError::Output)?;
+        warn_of_resets(consumer.take_resets());
     }
     Ok(())
+}
+
+/// Says on stderr where positions left the log and reading went on elsewhere, so that a
+/// follower that fell behind retention knows what it missed.
+pub fn warn_of_resets(resets: impl Iterator<Item = PositionReset>) {
+    for reset in resets {
+        let PositionReset {
+            partition,
+            from,
+            to,
+        } = reset;
+        if to > from {
+            // `to` is the oldest record kept, or the end with `--group` and `--from latest`.
+            eprintln!(
+                "warning: partition {partition}: offset {from} is no longer stored (deleted by \
+                 retention before it was read); reading on at {to}, {} offsets skipped",
+                reset.skipped()
+            );
+        } else {
+            eprintln!(
+                "warning: partition {partition}: offset {from} is past the end of the log; \
+                 reading on at {to}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use ringlog_net::client::{
 };
 use ringlog_net::message::share_acknowledge::AckType;
 
-use super::consume::{ConsumeArgs, StartAt};
+use super::consume::{self, ConsumeArgs, StartAt};
 use super::error::CliError;
 use super::record_format::RecordFormat;
 
@@ -109,6 +109,7 @@ fn print_group(
             }
         }
         out.flush().map_err(CliError::Output)?;
+        consume::warn_of_resets(consumer.take_resets());
         if !printed.is_empty() {
             consumer.commit_offsets(&printed)?;
         }

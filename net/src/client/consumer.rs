@@ -41,6 +41,27 @@ pub enum AutoOffsetReset {
     Error,
 }
 
+/// A position that left its partition's log and was set again by `auto_offset_reset`, as
+/// [`Consumer::take_resets`] reports it. `to > from`: the records between were deleted by
+/// retention before this consumer read them; `to < from`: `from` was past the end of the log
+/// (the topic was deleted and created again, or its unsynced tail was lost in a crash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositionReset {
+    /// The partition.
+    pub partition: u32,
+    /// The position the server refused.
+    pub from: i64,
+    /// Where reading goes on.
+    pub to: i64,
+}
+
+impl PositionReset {
+    /// Offsets passed over without being returned (0 when the position moved back).
+    pub fn skipped(&self) -> u64 {
+        u64::try_from(self.to - self.from).unwrap_or(0)
+    }
+}
+
 /// How a [`Consumer`] fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -79,6 +100,11 @@ struct Assigned {
     position: Option<i64>,
     /// High watermark seen in the last fetch, -1 before.
     high_watermark: i64,
+    /// The position the server last refused as out of range, until `auto_offset_reset`
+    /// replaces it.
+    refused: Option<i64>,
+    /// Resets not yet taken by [`Consumer::take_resets`] (merged: first `from`, last `to`).
+    reset: Option<PositionReset>,
 }
 
 /// A fetch sent ahead for the positions a poll left, while the application handles that
@@ -166,6 +192,8 @@ impl Consumer {
                 partition,
                 position: None,
                 high_watermark: -1,
+                refused: None,
+                reset: None,
             })
             .collect();
         self.assigned.sort_by_key(|a| a.partition);
@@ -198,6 +226,14 @@ impl Consumer {
             .filter(|hw| *hw >= 0)
     }
 
+    /// Positions that left the log since the last call and where `auto_offset_reset` moved
+    /// them, at most one per partition (a partition reset twice reports its first refused
+    /// position and its last new one). Nothing is reported for positions set by
+    /// [`Self::seek`], nor kept across [`Self::assign`].
+    pub fn take_resets(&mut self) -> impl Iterator<Item = PositionReset> + '_ {
+        self.assigned.iter_mut().filter_map(|a| a.reset.take())
+    }
+
     /// Positions one assigned partition (asking the server for Earliest, Latest, Timestamp).
     pub fn seek(&mut self, partition: u32, to: SeekTo) -> Result<(), ClientError> {
         if self.find(partition).is_none() {
@@ -205,13 +241,24 @@ impl Consumer {
                 "partition {partition} is not assigned"
             )));
         }
+        self.forget_refused(|assigned| assigned == partition);
         self.resolve(&[partition], to)
     }
 
     /// Positions every assigned partition.
     pub fn seek_all(&mut self, to: SeekTo) -> Result<(), ClientError> {
         let partitions: Vec<u32> = self.assignment().collect();
+        self.forget_refused(|_| true);
         self.resolve(&partitions, to)
+    }
+
+    /// A position the application sets is its choice, not a reset to report.
+    fn forget_refused(&mut self, which: impl Fn(u32) -> bool) {
+        for assigned in &mut self.assigned {
+            if which(assigned.partition) {
+                assigned.refused = None;
+            }
+        }
     }
 
     /// Waits up to `timeout` for records and returns them (possibly none). Positions move past
@@ -353,7 +400,7 @@ impl Consumer {
                     if self.config.auto_offset_reset != AutoOffsetReset::Error =>
                 {
                     // Resolved again by the next round's resolve_unpositioned.
-                    assigned.position = None;
+                    assigned.refused = assigned.position.take();
                 }
                 code if code.is_retriable() => {}
                 code => {
@@ -388,7 +435,20 @@ impl Consumer {
             )))
             }
         };
-        self.resolve(&unpositioned, to)
+        self.resolve(&unpositioned, to)?;
+        for assigned in &mut self.assigned {
+            let (Some(from), Some(to)) = (assigned.refused, assigned.position) else {
+                continue;
+            };
+            assigned.refused = None;
+            let from = assigned.reset.map_or(from, |earlier| earlier.from);
+            assigned.reset = Some(PositionReset {
+                partition: assigned.partition,
+                from,
+                to,
+            });
+        }
+        Ok(())
     }
 
     /// Sets the positions of `partitions`, with one ListOffsets request when needed.
@@ -768,6 +828,20 @@ mod tests {
         consumer.seek(0, SeekTo::Offset(50)).unwrap();
         let got = values(consumer.poll(Duration::from_secs(5)).unwrap());
         assert_eq!(got, [(0, 0, "a".to_owned())]);
+        let resets: Vec<PositionReset> = consumer.take_resets().collect();
+        let back = PositionReset {
+            partition: 0,
+            from: 50,
+            to: 0,
+        };
+        assert_eq!((resets, back.skipped()), (vec![back], 0));
+        assert_eq!(consumer.take_resets().count(), 0, "taken once");
+        // The application's own seeks are not resets; the reset they lead to is.
+        consumer.seek(0, SeekTo::Offset(60)).unwrap();
+        assert_eq!(consumer.take_resets().count(), 0);
+        let _ = values(consumer.poll(Duration::from_secs(5)).unwrap());
+        let resets: Vec<(i64, i64)> = consumer.take_resets().map(|r| (r.from, r.to)).collect();
+        assert_eq!(resets, [(60, 0)]);
 
         let mut strict = self::consumer(&server, AutoOffsetReset::Error);
         strict.assign("t", &[0]);

@@ -13,7 +13,7 @@ use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 use super::calls::Client;
-use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, Records, SeekTo};
+use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo};
 use super::error::ClientError;
 use crate::error_code::ErrorCode;
 use crate::message::offset_commit::{self, CommitTopic, PartitionOffset};
@@ -155,6 +155,12 @@ impl GroupConsumer {
     /// Offset of the next record `poll` returns for `partition`, once known.
     pub fn position(&self, partition: u32) -> Option<i64> {
         self.consumer.position(partition)
+    }
+
+    /// Positions that left the log and where `auto_offset_reset` moved them since the last
+    /// call (see [`Consumer::take_resets`]).
+    pub fn take_resets(&mut self) -> impl Iterator<Item = PositionReset> + '_ {
+        self.consumer.take_resets()
     }
 
     /// Waits up to `timeout` (at most one heartbeat interval) for records of the assigned

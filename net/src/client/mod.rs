@@ -60,7 +60,9 @@ pub use calls::{
     Client, FetchResult, ListedOffset, PartitionInfo, PendingFetch, ServerInfo, TopicInfo,
 };
 pub use connection::{Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame};
-pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, Records, SeekTo};
+pub use consumer::{
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo,
+};
 pub use error::ClientError;
 pub use group_calls::{
     Assignment, EntryResult, GroupDescription, GroupJoin, GroupMemberInfo, GroupOffset,
