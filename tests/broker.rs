@@ -11,8 +11,8 @@ use ringlog_net::client::{
     Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use ringlog_net::error_code::ErrorCode;
-use ringlog_net::message::create_topic;
 use ringlog_net::message::produce::Acks;
+use ringlog_net::message::{alter_topic, create_topic};
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
 
 struct TestServer {
@@ -42,6 +42,8 @@ impl TestServer {
             shards: Some(self.shards),
             cache_bytes_per_shard: 8 << 20,
             mail_queue_depth: self.mail_queue_depth,
+            // Retention applies within the tests' waits (no topic sets any by default).
+            retention_check_interval_ms: 10,
             ..ServerConfig::default()
         }
     }
@@ -676,6 +678,85 @@ fn second_server_on_the_same_data_dir_is_refused() {
         error.contains("in use by another ringlog server"),
         "{error}"
     );
+}
+
+fn altered_retention_applies_to_open_partitions_and_survives_restart(shards: usize) {
+    let mut server = TestServer::start(shards);
+    server.create_topic("shrinking", 2);
+    let producer =
+        Producer::connect(server.addr(), "shrinking", ProducerConfig::default()).unwrap();
+    let value = vec![b'r'; 1000];
+    for _ in 0..6 * 1024 {
+        let record = ProducerRecord::new(&value).with_partition(1);
+        producer.send(&record).unwrap();
+    }
+    producer.close().unwrap();
+    let log_start = |server: &TestServer| {
+        let topics = server.client().metadata(&["shrinking"]).unwrap();
+        topics[0].partitions[1].log_start_offset
+    };
+    assert_eq!(log_start(&server), 0);
+
+    let mut client = server.client();
+    let altered = client
+        .alter_topic(&alter_topic::Request {
+            name: "shrinking",
+            retention_ms: None,
+            retention_bytes: Some(2 << 20),
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            altered.retention_ms,
+            altered.retention_bytes,
+            altered.segment_bytes
+        ),
+        (-1, 2 << 20, 1 << 20)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_start(&server) == 0 {
+        assert!(Instant::now() < deadline, "retention never ran");
+        std::thread::yield_now();
+    }
+
+    server.restart();
+    let topics = server.client().list_topics().unwrap();
+    let shrinking = topics.iter().find(|t| t.name == "shrinking").unwrap();
+    assert_eq!(shrinking.retention_bytes, 2 << 20, "the change persists");
+    let mut client = server.client();
+    let lift = alter_topic::Request {
+        name: "shrinking",
+        retention_ms: Some(3_600_000),
+        retention_bytes: Some(-1),
+    };
+    let altered = client.alter_topic(&lift).unwrap();
+    assert_eq!(
+        (altered.retention_ms, altered.retention_bytes),
+        (3_600_000, -1)
+    );
+
+    let unknown = alter_topic::Request {
+        name: "never",
+        ..lift
+    };
+    let error = client.alter_topic(&unknown).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic));
+    let zero = alter_topic::Request {
+        retention_ms: Some(0),
+        ..lift
+    };
+    let error = client.alter_topic(&zero).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidConfig));
+}
+
+#[test]
+fn altered_retention_applies_one_shard() {
+    altered_retention_applies_to_open_partitions_and_survives_restart(1);
+}
+
+#[test]
+fn altered_retention_applies_two_shards() {
+    altered_retention_applies_to_open_partitions_and_survives_restart(2);
 }
 
 #[test]

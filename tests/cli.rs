@@ -135,6 +135,43 @@ fn topic_create_list_describe_delete() {
     assert_eq!(names, [Value::from("logs")]);
 }
 
+#[test]
+fn topic_alter_changes_retention_and_the_change_persists() {
+    let mut server = TestServer::start(2);
+    create_topic(&server, "aging", 2);
+    let out = server.ok(&["topic", "alter", "aging", "--retention-ms", "3600000"]);
+    assert_eq!(
+        out,
+        format!(
+            "altered topic aging: 2 partitions, retention_ms 3600000, retention_bytes \
+             unlimited, segment_bytes {SEGMENT_BYTES}\n"
+        )
+    );
+    let args = ["topic", "alter", "aging", "--retention-bytes", "1048576"];
+    let out = server.ok(&args);
+    assert!(
+        out.contains("retention_ms 3600000, retention_bytes 1048576"),
+        "{out}"
+    );
+    server.restart();
+    let list = server.ok(&["topic", "list"]);
+    let row: Vec<&str> = list
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells[0] == "aging")
+        .expect("aging listed");
+    assert_eq!(row[1..], ["2", "3600000", "1048576", SEGMENT_BYTES]);
+    let args = ["topic", "alter", "aging", "--retention-ms", "-1"];
+    assert!(server.ok(&args).contains("retention_ms unlimited"));
+
+    let failed = server.ringlog(&["topic", "alter", "nope", "--retention-ms", "1000"]);
+    assert_eq!(error_line(&failed), "error: topic nope does not exist");
+    let failed = server.ringlog(&["topic", "alter", "aging", "--retention-bytes", "0"]);
+    assert!(error_line(&failed).contains("retention"));
+    let failed = server.ringlog(&["topic", "alter", "aging"]);
+    assert!(error_line(&failed).contains("--retention-ms"));
+}
+
 /// `seq 1 100000 | ringlog produce t`, then everything back per partition in order, before
 /// and after a restart.
 fn round_trip(shards: usize) {

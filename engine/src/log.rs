@@ -56,8 +56,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use config::{
-    LogConfig, CHUNK_BYTES_DEFAULT, FIRST_CHUNK_BYTES_DEFAULT, INDEX_INTERVAL_BYTES_DEFAULT,
-    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT, UNFLUSHED_BYTES_MAX_DEFAULT,
+    LogConfig, Retention, CHUNK_BYTES_DEFAULT, FIRST_CHUNK_BYTES_DEFAULT,
+    INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
+    UNFLUSHED_BYTES_MAX_DEFAULT,
 };
 pub use read::{ReadParts, ReadSlice, READ_PARTS_MAX};
 pub use read_ahead::ReadAheadMemory;
@@ -455,10 +456,14 @@ impl PartitionLog {
     }
 
     /// Deletes whole segments, oldest first and never the active one, while the log holds
-    /// more than `retention_bytes` or while the oldest segment's newest batch is older than
-    /// `now_ms - retention_ms`. The log start offset moves to the first remaining segment.
-    pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
-        let removed = self.inner.take_expired_segments(now_ms);
+    /// more than `retention.bytes` or while the oldest segment's newest batch is older than
+    /// `now_ms - retention.ms`. The log start offset moves to the first remaining segment.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention: Retention,
+    ) -> Result<RetentionReport, LogError> {
+        let removed = self.inner.take_expired_segments(now_ms, retention);
         let mut report = RetentionReport::default();
         let mut first_error = None;
         for segment in removed {
@@ -811,14 +816,14 @@ impl Inner {
     }
 
     /// Removes the segments retention lets go of from the state and moves the log start.
-    fn take_expired_segments(&self, now_ms: i64) -> Vec<Segment> {
+    fn take_expired_segments(&self, now_ms: i64, retention: Retention) -> Vec<Segment> {
         let mut state = self.state.borrow_mut();
         let mut total_bytes: u64 = state
             .segments
             .iter()
             .map(|segment| segment.size_bytes)
             .sum();
-        let cutoff_ms = self.config.retention_ms.map(|retention_ms| {
+        let cutoff_ms = retention.ms.map(|retention_ms| {
             now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
         });
         let mut expired = 0;
@@ -827,9 +832,8 @@ impl Inner {
             if segment.state != SegmentState::Closed {
                 break;
             }
-            let too_big = self
-                .config
-                .retention_bytes
+            let too_big = retention
+                .bytes
                 .is_some_and(|limit_bytes| total_bytes > limit_bytes);
             let too_old = cutoff_ms.is_some_and(|cutoff_ms| segment.max_timestamp_ms < cutoff_ms);
             if !too_big && !too_old {

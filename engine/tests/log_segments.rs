@@ -11,7 +11,7 @@ use log_support::{cache, make_batch, open, read_all, run, small_config};
 use ringlog_engine::batch;
 use ringlog_engine::cache::ChunkCache;
 use ringlog_engine::error::LogError;
-use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
+use ringlog_engine::log::{Acks, LogConfig, PartitionLog, Retention};
 use ringlog_engine::segment::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 /// Appends `count` batches of varying size; returns them (stamped) and their max timestamps.
@@ -171,11 +171,11 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
     let first_path = path.clone();
     run(async move {
         let path = first_path;
-        let config = LogConfig {
-            retention_bytes: Some(40 * 1024),
-            ..small_config()
+        let retention = Retention {
+            bytes: Some(40 * 1024),
+            ms: None,
         };
-        let log = open(&path, config, cache()).await;
+        let log = open(&path, small_config(), cache()).await;
         fill(&log, 150, 0).await;
         log.wait_for_offset(log.next_offset() - 1).await;
         let before = log.segment_base_offsets();
@@ -189,7 +189,10 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
             .map(|base| log_file_len(&path, *base))
             .collect();
         assert_eq!(sizes.iter().sum::<u64>(), total);
-        let report = log.apply_retention(0).await.unwrap();
+        // No retention, nothing deleted.
+        let report = log.apply_retention(0, Retention::FOREVER).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
+        let report = log.apply_retention(0, retention).await.unwrap();
         let after = log.segment_base_offsets();
         assert!(report.segments_deleted > 0);
         assert_eq!(after.len() + report.segments_deleted, before.len());
@@ -219,7 +222,8 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
         let slice = log.read(after[0], 100).await.unwrap();
         assert_eq!(slice.first_offset(), after[0]);
         // Nothing more to delete.
-        assert_eq!(log.apply_retention(0).await.unwrap().segments_deleted, 0);
+        let report = log.apply_retention(0, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
     });
     // The log start survives a restart (it is the first segment's base).
     run(async move {
@@ -236,11 +240,11 @@ fn retention_by_age_never_deletes_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let config = LogConfig {
-            retention_ms: Some(1_000),
-            ..small_config()
+        let retention = Retention {
+            ms: Some(1_000),
+            bytes: None,
         };
-        let log = open(&path, config, cache()).await;
+        let log = open(&path, small_config(), cache()).await;
         // Timestamps 0..1500 across several segments.
         let written = fill(&log, 150, 0).await;
         log.close().await.unwrap();
@@ -249,7 +253,7 @@ fn retention_by_age_never_deletes_the_active_segment() {
         // At now = 1500 + 1000, batches with max timestamp < 1500 are expired; segments whose
         // newest batch is older go, the one holding 1500+ stays.
         let now_ms = 1_500 + 1_000;
-        let report = log.apply_retention(now_ms).await.unwrap();
+        let report = log.apply_retention(now_ms, retention).await.unwrap();
         assert!(report.segments_deleted > 0);
         let start = log.log_start_offset();
         let newest_deleted_max = written
@@ -260,7 +264,7 @@ fn retention_by_age_never_deletes_the_active_segment() {
             .unwrap();
         assert!(newest_deleted_max < 1_500);
         // Far in the future everything but the active segment goes.
-        log.apply_retention(i64::MAX / 2).await.unwrap();
+        log.apply_retention(i64::MAX / 2, retention).await.unwrap();
         assert_eq!(log.segment_base_offsets(), vec![*bases.last().unwrap()]);
         assert_eq!(log.log_start_offset(), *bases.last().unwrap());
         let read = read_all(&log, log.log_start_offset(), 1 << 20).await;

@@ -320,7 +320,7 @@ fn patched_log(data: &[u8]) -> Vec<(String, Vec<u8>)> {
 /// Valid inputs to start mutating from: frames of every kind of request the client sends,
 /// batches, and recovery patches.
 pub fn seeds() -> Vec<Vec<u8>> {
-    use message::{create_topic, fetch, init_producer_id, metadata, produce, Encode};
+    use message::{alter_topic, create_topic, fetch, init_producer_id, metadata, produce, Encode};
     let mut out = Vec::new();
     let batch = plain_batch(b"seed");
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
@@ -378,6 +378,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
         segment_bytes: Some(1 << 20),
     };
     push_frame(create.encode(&mut fbb), &[], ApiKey::CreateTopic.as_u16());
+    let alter = alter_topic::Request {
+        name: "topic",
+        retention_ms: None,
+        retention_bytes: Some(1 << 20),
+    };
+    push_frame(alter.encode(&mut fbb), &[], ApiKey::AlterTopic.as_u16());
     push_frame(
         init_producer_id::Request::default().encode(&mut fbb),
         &[],

@@ -24,6 +24,8 @@ pub enum ApiKey {
     Fetch = 6,
     /// Earliest / latest / by-timestamp offsets.
     ListOffsets = 7,
+    /// Change a topic's retention.
+    AlterTopic = 8,
     /// Join (or rejoin) a consumer group and receive an assignment.
     JoinGroup = 10,
     /// Keep a consumer-group membership alive.
@@ -72,6 +74,7 @@ impl ApiKey {
             ApiKey::Produce => "Produce",
             ApiKey::Fetch => "Fetch",
             ApiKey::ListOffsets => "ListOffsets",
+            ApiKey::AlterTopic => "AlterTopic",
             ApiKey::JoinGroup => "JoinGroup",
             ApiKey::Heartbeat => "Heartbeat",
             ApiKey::LeaveGroup => "LeaveGroup",
@@ -146,7 +149,7 @@ pub struct ApiVersionRange {
 
 /// Every api of protocol v1 with the versions this build speaks, in id order. A server reports
 /// exactly this list in its ApiVersions response.
-pub const SUPPORTED_APIS: [ApiVersionRange; 20] = [
+pub const SUPPORTED_APIS: [ApiVersionRange; 21] = [
     v0(ApiKey::ApiVersions),
     v0(ApiKey::Metadata),
     v0(ApiKey::CreateTopic),
@@ -155,6 +158,7 @@ pub const SUPPORTED_APIS: [ApiVersionRange; 20] = [
     v0(ApiKey::Produce),
     v0(ApiKey::Fetch),
     v0(ApiKey::ListOffsets),
+    v0(ApiKey::AlterTopic),
     v0(ApiKey::JoinGroup),
     v0(ApiKey::Heartbeat),
     v0(ApiKey::LeaveGroup),
@@ -194,7 +198,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_rejected() {
-        for id in [8, 9, 19, 23, 100, u16::MAX] {
+        for id in [9, 19, 23, 100, u16::MAX] {
             assert_eq!(ApiKey::try_from(id), Err(UnknownApi(id)));
         }
     }

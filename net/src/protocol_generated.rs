@@ -3829,6 +3829,270 @@ impl ::core::fmt::Debug for ListTopicsResponse<'_> {
       ds.finish()
   }
 }
+pub enum AlterTopicRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterTopicRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterTopicRequest<'a> {
+  type Inner = AlterTopicRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterTopicRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RETENTION_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RETENTION_BYTES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterTopicRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterTopicRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterTopicRequest<'bldr>> {
+    let mut builder = AlterTopicRequestBuilder::new(_fbb);
+    if let Some(x) = args.retention_bytes { builder.add_retention_bytes(x); }
+    if let Some(x) = args.retention_ms { builder.add_retention_ms(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterTopicRequest::VT_NAME, None).unwrap()}
+  }
+  /// Absent: unchanged. -1: unlimited.
+  #[inline]
+  pub fn retention_ms(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AlterTopicRequest::VT_RETENTION_MS, None)}
+  }
+  /// Absent: unchanged. -1: unlimited.
+  #[inline]
+  pub fn retention_bytes(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AlterTopicRequest::VT_RETENTION_BYTES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterTopicRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<i64>("retention_ms", Self::VT_RETENTION_MS, false)?
+     .visit_field::<i64>("retention_bytes", Self::VT_RETENTION_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterTopicRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+}
+impl<'a> Default for AlterTopicRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterTopicRequestArgs {
+      name: None, // required field
+      retention_ms: None,
+      retention_bytes: None,
+    }
+  }
+}
+
+pub struct AlterTopicRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_retention_ms(&mut self, retention_ms: i64) {
+    self.fbb_.push_slot_always::<i64>(AlterTopicRequest::VT_RETENTION_MS, retention_ms);
+  }
+  #[inline]
+  pub fn add_retention_bytes(&mut self, retention_bytes: i64) {
+    self.fbb_.push_slot_always::<i64>(AlterTopicRequest::VT_RETENTION_BYTES, retention_bytes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterTopicRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterTopicRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterTopicRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, AlterTopicRequest::VT_NAME,"name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterTopicRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterTopicRequest");
+      ds.field("name", &self.name());
+      ds.field("retention_ms", &self.retention_ms());
+      ds.field("retention_bytes", &self.retention_bytes());
+      ds.finish()
+  }
+}
+pub enum AlterTopicResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterTopicResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterTopicResponse<'a> {
+  type Inner = AlterTopicResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterTopicResponse<'a> {
+  pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ERROR_MESSAGE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONFIG: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterTopicResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterTopicResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterTopicResponse<'bldr>> {
+    let mut builder = AlterTopicResponseBuilder::new(_fbb);
+    if let Some(x) = args.config { builder.add_config(x); }
+    if let Some(x) = args.error_message { builder.add_error_message(x); }
+    builder.add_error_code(args.error_code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error_code(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(AlterTopicResponse::VT_ERROR_CODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error_message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterTopicResponse::VT_ERROR_MESSAGE, None)}
+  }
+  /// The topic's configuration after the change.
+  #[inline]
+  pub fn config(&self) -> Option<TopicConfig<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<TopicConfig>>(AlterTopicResponse::VT_CONFIG, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterTopicResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("error_code", Self::VT_ERROR_CODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error_message", Self::VT_ERROR_MESSAGE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<TopicConfig>>("config", Self::VT_CONFIG, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterTopicResponseArgs<'a> {
+    pub error_code: u16,
+    pub error_message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub config: Option<::flatbuffers::WIPOffset<TopicConfig<'a>>>,
+}
+impl<'a> Default for AlterTopicResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterTopicResponseArgs {
+      error_code: 0,
+      error_message: None,
+      config: None,
+    }
+  }
+}
+
+pub struct AlterTopicResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error_code(&mut self, error_code: u16) {
+    self.fbb_.push_slot::<u16>(AlterTopicResponse::VT_ERROR_CODE, error_code, 0);
+  }
+  #[inline]
+  pub fn add_error_message(&mut self, error_message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterTopicResponse::VT_ERROR_MESSAGE, error_message);
+  }
+  #[inline]
+  pub fn add_config(&mut self, config: ::flatbuffers::WIPOffset<TopicConfig<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<TopicConfig>>(AlterTopicResponse::VT_CONFIG, config);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterTopicResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterTopicResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterTopicResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterTopicResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterTopicResponse");
+      ds.field("error_code", &self.error_code());
+      ds.field("error_message", &self.error_message());
+      ds.field("config", &self.config());
+      ds.finish()
+  }
+}
 pub enum ProduceRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 

@@ -1,10 +1,10 @@
-//! `ringlog topic create|list|describe|delete`: topic administration.
+//! `ringlog topic create|alter|list|describe|delete`: topic administration.
 
 use std::io::{self, Write};
 
 use clap::{Args, Subcommand, ValueEnum};
 use ringlog_net::client::{Client, PartitionInfo, TopicInfo};
-use ringlog_net::message::create_topic;
+use ringlog_net::message::{alter_topic, create_topic};
 use serde::Serialize;
 
 use super::error::CliError;
@@ -22,6 +22,9 @@ pub struct TopicArgs {
 enum TopicAction {
     /// Create a topic.
     Create(CreateArgs),
+    /// Change a topic's retention (its partitions and segment size are fixed); the new limits
+    /// apply at the server's next retention check and survive restarts.
+    Alter(AlterArgs),
     /// List every topic with its configuration.
     List(ListArgs),
     /// Show a topic's partitions (owning shard, log start, high watermark) and configuration.
@@ -56,6 +59,30 @@ struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     format: TableFormat,
+}
+
+/// Options of `ringlog topic alter`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
+struct AlterArgs {
+    /// Topic name.
+    name: String,
+    /// Delete whole segments older than this (-1: keep forever).
+    #[arg(
+        long,
+        value_name = "MS",
+        allow_negative_numbers = true,
+        group = "change"
+    )]
+    retention_ms: Option<i64>,
+    /// Delete the oldest segments while a partition holds more (-1: no limit).
+    #[arg(
+        long,
+        value_name = "B",
+        allow_negative_numbers = true,
+        group = "change"
+    )]
+    retention_bytes: Option<i64>,
 }
 
 /// Options of `ringlog topic describe`.
@@ -111,6 +138,7 @@ struct PartitionJson {
 pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
     let topic = match &args.action {
         TopicAction::Create(create) => Some(create.name.as_str()),
+        TopicAction::Alter(alter) => Some(alter.name.as_str()),
         TopicAction::Describe(describe) => Some(describe.name.as_str()),
         TopicAction::Delete(delete) => Some(delete.name.as_str()),
         TopicAction::List(_) => None,
@@ -131,6 +159,16 @@ pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
                 })
                 .map_err(about)?;
             writeln!(out, "created topic {}", describe_config(&created))?;
+        }
+        TopicAction::Alter(alter) => {
+            let altered = client
+                .alter_topic(&alter_topic::Request {
+                    name: &alter.name,
+                    retention_ms: alter.retention_ms,
+                    retention_bytes: alter.retention_bytes,
+                })
+                .map_err(about)?;
+            writeln!(out, "altered topic {}", describe_config(&altered))?;
         }
         TopicAction::List(list) => {
             let topics = client.list_topics().map_err(about)?;

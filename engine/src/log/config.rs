@@ -4,7 +4,8 @@ use crate::buffer::IO_ALIGN_BYTES;
 use crate::error::LogError;
 use crate::topic::TopicConfig;
 
-/// Sizes, intervals and retention of one partition log.
+/// Sizes and intervals of one partition log (retention, which may change while the log is
+/// open, is given to each [`crate::log::PartitionLog::apply_retention`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     /// Roll to a new segment when the next batch would not fit. At most `u32::MAX`: index
@@ -18,10 +19,6 @@ pub struct LogConfig {
     pub segment_ms: u64,
     /// Bytes of log between two sparse index entries: the most a lookup scans.
     pub index_interval_bytes: u32,
-    /// Delete whole segments whose newest batch is older than this; `None` keeps them.
-    pub retention_ms: Option<u64>,
-    /// Delete the oldest segments while the log holds more than this; `None`: no limit.
-    pub retention_bytes: Option<u64>,
     /// Largest in-memory chunk appends are copied into and written from (a multiple of the
     /// I/O alignment). A batch larger than this gets a chunk of its own size.
     pub chunk_bytes: usize,
@@ -72,8 +69,6 @@ impl Default for LogConfig {
             preallocate_step_bytes: PREALLOCATE_STEP_BYTES_DEFAULT,
             segment_ms: SEGMENT_MS_DEFAULT,
             index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
-            retention_ms: None,
-            retention_bytes: None,
             chunk_bytes: CHUNK_BYTES_DEFAULT,
             first_chunk_bytes: FIRST_CHUNK_BYTES_DEFAULT,
             unflushed_bytes_max: UNFLUSHED_BYTES_MAX_DEFAULT,
@@ -84,13 +79,37 @@ impl Default for LogConfig {
     }
 }
 
+/// How much of a log retention keeps: a topic's setting, which may change while its
+/// partitions are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete whole segments whose newest batch is older than this; `None` keeps them.
+    pub ms: Option<u64>,
+    /// Delete the oldest segments while the log holds more than this; `None`: no limit.
+    pub bytes: Option<u64>,
+}
+
+impl Retention {
+    /// Keep everything.
+    pub const FOREVER: Retention = Retention {
+        ms: None,
+        bytes: None,
+    };
+
+    /// A topic's retention.
+    pub fn of_topic(topic: &TopicConfig) -> Retention {
+        Retention {
+            ms: topic.retention_ms,
+            bytes: topic.retention_bytes,
+        }
+    }
+}
+
 impl LogConfig {
-    /// The defaults with a topic's segment size and retention.
+    /// The defaults with a topic's segment size.
     pub fn for_topic(topic: &TopicConfig) -> LogConfig {
         LogConfig {
             segment_bytes: topic.segment_bytes,
-            retention_ms: topic.retention_ms,
-            retention_bytes: topic.retention_bytes,
             ..LogConfig::default()
         }
     }
@@ -110,9 +129,6 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return invalid("index_interval_bytes must be positive".into());
-        }
-        if self.retention_ms == Some(0) || self.retention_bytes == Some(0) {
-            return invalid("retention values must be positive (omit them to keep data)".into());
         }
         if self.chunk_bytes < IO_ALIGN_BYTES
             || self.chunk_bytes % IO_ALIGN_BYTES != 0
@@ -177,10 +193,6 @@ mod tests {
             },
             LogConfig {
                 chunk_bytes: 5000,
-                ..LogConfig::default()
-            },
-            LogConfig {
-                retention_ms: Some(0),
                 ..LogConfig::default()
             },
             LogConfig {

@@ -10,7 +10,9 @@ use crate::error_code::ErrorCode;
 use crate::message::fetch::FetchedPartitions;
 use crate::message::list_offsets::OffsetSpec;
 use crate::message::produce::Acks;
-use crate::message::{api_versions, create_topic, delete_topic, fetch, init_producer_id};
+use crate::message::{
+    alter_topic, api_versions, create_topic, delete_topic, fetch, init_producer_id,
+};
 use crate::message::{list_offsets, list_topics};
 use crate::message::{metadata, produce, topic_config, ResponseStatus, Status};
 
@@ -312,6 +314,20 @@ impl Client {
         check(ApiKey::CreateTopic, view.status())?;
         let config = view.config().ok_or_else(|| {
             ClientError::UnexpectedResponse("CreateTopic response without config".to_owned())
+        })?;
+        Ok(topic_info(&config))
+    }
+
+    /// Changes a topic's retention and returns its configuration after the change.
+    pub fn alter_topic(
+        &mut self,
+        request: &alter_topic::Request<'_>,
+    ) -> Result<TopicInfo, ClientError> {
+        let frame = self.connection.call(request)?;
+        let view = frame.view::<alter_topic::ResponseView>()?;
+        check(ApiKey::AlterTopic, view.status())?;
+        let config = view.config().ok_or_else(|| {
+            ClientError::UnexpectedResponse("AlterTopic response without config".to_owned())
         })?;
         Ok(topic_info(&config))
     }

@@ -48,6 +48,7 @@ use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::protocol;
 
+pub mod alter_topic;
 pub mod api_versions;
 pub mod configure_group;
 pub mod create_topic;
@@ -229,6 +230,7 @@ decodable!(ApiKey::ListTopics, ListTopicsRequest, ListTopicsResponse);
 decodable!(ApiKey::Produce, ProduceRequest, ProduceResponse);
 decodable!(ApiKey::Fetch, FetchRequest, FetchResponse);
 decodable!(ApiKey::ListOffsets, ListOffsetsRequest, ListOffsetsResponse);
+decodable!(ApiKey::AlterTopic, AlterTopicRequest, AlterTopicResponse);
 decodable!(ApiKey::JoinGroup, JoinGroupRequest, JoinGroupResponse);
 decodable!(ApiKey::Heartbeat, HeartbeatRequest, HeartbeatResponse);
 decodable!(ApiKey::LeaveGroup, LeaveGroupRequest, LeaveGroupResponse);

@@ -6,8 +6,8 @@ use flatbuffers::FlatBufferBuilder;
 use ringlog_engine::topic::TopicConfig;
 
 use super::connection::{RawPart, Request, Response};
-use super::message::{Failure, OffsetQuery};
-use super::shard::Shard;
+use super::message::{Failure, OffsetQuery, RetentionChange};
+use super::shard::{unknown_topic, Shard};
 use crate::api::{ApiKey, SUPPORTED_APIS};
 use crate::error_code::ErrorCode;
 use crate::frame::{encode_header, FrameError, FrameHeader};
@@ -40,6 +40,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         ApiKey::Metadata => metadata(shard, &request).await.map(Some),
         ApiKey::CreateTopic => create_topic(shard, &request).await.map(Some),
         ApiKey::DeleteTopic => delete_topic(shard, &request).await.map(Some),
+        ApiKey::AlterTopic => alter_topic(shard, &request).await.map(Some),
         ApiKey::ListTopics => Ok(Some(list_topics(shard, &header))),
         ApiKey::Produce => super::produce::handle(shard, request).await,
         ApiKey::Fetch => super::fetch::handle(shard, &request).await.map(Some),
@@ -180,6 +181,34 @@ fn wire_config<'a>(name: &'a str, config: &TopicConfig) -> message::TopicConfig<
         retention_bytes: signed(config.retention_bytes),
         segment_bytes: i64::try_from(config.segment_bytes).unwrap_or(i64::MAX),
     }
+}
+
+async fn alter_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::alter_topic::RequestView = decode(request.body())?;
+    let name = view.name().to_string();
+    // Absent: unchanged; given: as CreateTopic reads it (negative lifts the limit).
+    let change = |value: Option<i64>, what| {
+        value
+            .map(|v| limit_from_wire(Some(v), None, what))
+            .transpose()
+    };
+    let change = RetentionChange {
+        ms: change(view.retention_ms(), "retention_ms")?,
+        bytes: change(view.retention_bytes(), "retention_bytes")?,
+    };
+    super::routing::alter_topic(shard, name.clone(), change).await?;
+    // Every shard's catalog, this one's too, holds the new config before the call returns.
+    let entry = shard.topic(&name).ok_or_else(|| unknown_topic(&name))?;
+    let response = message::alter_topic::Response {
+        status: Status::OK,
+        config: Some(wire_config(&name, &entry.config)),
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
 }
 
 async fn delete_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {

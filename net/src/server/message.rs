@@ -21,12 +21,38 @@ pub(crate) enum Mail {
     Return { call_id: u64, result: ShardReturn },
 }
 
+/// An AlterTopic's new retention limits: `None` leaves a limit as it is, `Some(None)` lifts
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetentionChange {
+    pub(crate) ms: Option<Option<u64>>,
+    pub(crate) bytes: Option<Option<u64>>,
+}
+
+impl RetentionChange {
+    /// `config` with the change made.
+    pub(crate) fn applied_to(self, config: &TopicConfig) -> TopicConfig {
+        TopicConfig {
+            retention_ms: self.ms.unwrap_or(config.retention_ms),
+            retention_bytes: self.bytes.unwrap_or(config.retention_bytes),
+            ..config.clone()
+        }
+    }
+}
+
 /// Work one shard asks of another.
 pub(crate) enum ShardCall {
     /// Create a topic (sent to the catalog owner, shard 0).
     CreateTopic { name: String, config: TopicConfig },
     /// Delete a topic (sent to the catalog owner, shard 0).
     DeleteTopic { name: String },
+    /// Change a topic's retention (sent to the catalog owner, shard 0).
+    AlterTopic {
+        name: String,
+        change: RetentionChange,
+    },
+    /// Replace a topic's configuration in the local catalog.
+    UpdateTopic { name: String, config: TopicConfig },
     /// Add a topic to the local catalog and open the partitions this shard owns.
     OpenTopic { name: String, config: TopicConfig },
     /// Remove a topic from the local catalog and delete the partitions this shard owns.

@@ -15,7 +15,7 @@ use ringlog_engine::topic::TopicConfig;
 
 use super::connection::RawPart;
 use super::message::{
-    Failure, FetchedBytes, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn,
+    Failure, FetchedBytes, OffsetQuery, PartitionOffsets, RetentionChange, ShardCall, ShardReturn,
 };
 use super::partition_ops;
 use super::shard::{unknown_topic, Shard, CATALOG_SHARD};
@@ -357,6 +357,21 @@ pub(crate) async fn create_topic(
 ) -> Result<(), Failure> {
     match shard
         .call(CATALOG_SHARD, ShardCall::CreateTopic { name, config })
+        .await
+    {
+        ShardReturn::Done(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// Changes a topic's retention through the catalog shard.
+pub(crate) async fn alter_topic(
+    shard: &Rc<Shard>,
+    name: String,
+    change: RetentionChange,
+) -> Result<(), Failure> {
+    match shard
+        .call(CATALOG_SHARD, ShardCall::AlterTopic { name, change })
         .await
     {
         ShardReturn::Done(result) => result,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ringlog_engine::cache::ChunkCache;
 use ringlog_engine::io_budget::IoBudget;
-use ringlog_engine::log::{LogConfig, PartitionLog, ReadAheadMemory, ReadParts, ShardResources};
+use ringlog_engine::log::{
+    LogConfig, PartitionLog, ReadAheadMemory, ReadParts, Retention, ShardResources,
+};
 use ringlog_engine::reactor::mail::{Inbox, MailSender};
 use ringlog_engine::reactor::{self, fs, time};
 use ringlog_engine::topic::{self, TopicConfig};
@@ -21,7 +23,7 @@ use ringlog_engine::topic::{self, TopicConfig};
 use super::config::ServerConfig;
 use super::lending::Lender;
 use super::mail_turns::MailTurns;
-use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn};
+use super::message::{Failure, FetchedBytes, Mail, RetentionChange, ShardCall, ShardReturn};
 use super::routing::BoxedFuture;
 use crate::error_code::ErrorCode;
 
@@ -368,6 +370,51 @@ impl Shard {
         Ok(())
     }
 
+    /// Changes a topic's retention: runs on the catalog shard, persists the metadata, then
+    /// replaces the topic's entry on every shard, whose retention checks read it.
+    async fn alter_topic(
+        self: &Rc<Self>,
+        name: String,
+        change: RetentionChange,
+    ) -> Result<(), Failure> {
+        assert_eq!(self.id, CATALOG_SHARD);
+        let _busy = self.lock_catalog().await;
+        let current = self.topic(&name).ok_or_else(|| unknown_topic(&name))?;
+        let config = change.applied_to(&current.config);
+        config
+            .validate()
+            .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let text = topic::config_file_text(&config);
+        let path = self.data_dir.join(&name).join(topic::TOPIC_FILE_NAME);
+        fs::write_file_atomic(&path, text.as_bytes())
+            .await
+            .map_err(|error| storage_failure("write topic metadata", error))?;
+        for target in 0..self.shard_count {
+            let call = ShardCall::UpdateTopic {
+                name: name.clone(),
+                config: config.clone(),
+            };
+            expect_done(self.call(target, call).await)?;
+        }
+        tracing::info!(
+            topic = %name,
+            retention_ms = ?config.retention_ms,
+            retention_bytes = ?config.retention_bytes,
+            "topic altered"
+        );
+        Ok(())
+    }
+
+    /// Replaces a topic's configuration in the local catalog (only retention changes).
+    fn update_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
+        let mut topics = self.topics.borrow_mut();
+        let entry = topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
+        assert_eq!(entry.config.partitions, config.partitions);
+        assert_eq!(entry.config.segment_bytes, config.segment_bytes);
+        *entry = Rc::new(TopicEntry { config });
+        Ok(())
+    }
+
     async fn lock_catalog(&self) -> CatalogGuard<'_> {
         // Bounded by the number of concurrent catalog requests; each holder finishes its
         // create or delete.
@@ -472,6 +519,12 @@ impl Shard {
                 ShardReturn::Done(self.create_topic(name, config).await)
             }
             ShardCall::DeleteTopic { name } => ShardReturn::Done(self.delete_topic(name).await),
+            ShardCall::AlterTopic { name, change } => {
+                ShardReturn::Done(self.alter_topic(name, change).await)
+            }
+            ShardCall::UpdateTopic { name, config } => {
+                ShardReturn::Done(self.update_topic(&name, config))
+            }
             ShardCall::OpenTopic { name, config } => {
                 ShardReturn::Done(self.open_topic(&name, config).await)
             }
@@ -547,16 +600,27 @@ impl Shard {
         close_logs(&all, "flush at shutdown failed").await;
     }
 
-    /// Applies retention to every owned partition.
+    /// Applies each topic's retention (as it is now) to every owned partition.
     pub(crate) async fn apply_retention(&self, now_ms: i64) {
-        let all: Vec<Rc<PartitionLog>> = self
-            .partitions
-            .borrow()
-            .values()
-            .flat_map(|owned| owned.iter().flatten().cloned())
-            .collect();
-        for log in all {
-            if let Err(error) = log.apply_retention(now_ms).await {
+        let all: Vec<(Rc<PartitionLog>, Retention)> = {
+            let topics = self.topics.borrow();
+            self.partitions
+                .borrow()
+                .iter()
+                .filter_map(|(name, owned)| {
+                    let retention = Retention::of_topic(&topics.get(name)?.config);
+                    Some(
+                        owned
+                            .iter()
+                            .flatten()
+                            .map(move |log| (Rc::clone(log), retention)),
+                    )
+                })
+                .flatten()
+                .collect()
+        };
+        for (log, retention) in all {
+            if let Err(error) = log.apply_retention(now_ms, retention).await {
                 tracing::warn!(%error, "retention failed");
             }
         }
