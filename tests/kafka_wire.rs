@@ -234,6 +234,96 @@ fn topics_are_created_described_and_deleted() {
     );
 }
 
+/// One IncrementalAlterConfigs of topic `name`: (setting, operation, value); the error code.
+fn alter_topic_configs(
+    kafka: &mut kafka_support::Kafka,
+    name: &str,
+    settings: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    let configs = settings
+        .iter()
+        .map(|&(setting, operation, value)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(setting.to_owned()))
+                .with_config_operation(operation)
+                .with_value(value.map(|v| StrBytes::from_string(v.to_owned())))
+        })
+        .collect();
+    let resource = AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(name.to_owned()))
+        .with_configs(configs);
+    let request = IncrementalAlterConfigsRequest::default()
+        .with_resources(vec![resource])
+        .with_validate_only(validate_only);
+    kafka.call(1, &request).responses[0].error_code
+}
+
+/// The value DescribeConfigs gives for topic `name`'s `setting`.
+fn topic_setting(kafka: &mut kafka_support::Kafka, name: &str, setting: &str) -> String {
+    let describe =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(name.to_owned()))
+            .with_configuration_keys(None)]);
+    let described = kafka.call(4, &describe);
+    let config = described.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == setting)
+        .unwrap_or_else(|| panic!("{setting} described"));
+    config.value.as_deref().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn retention_changes_through_incremental_alter_configs() {
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(
+        kafka.create_topic("aged", 1, &[("retention.ms", "60000")]),
+        0
+    );
+    let settings = [
+        ("retention.bytes", SET, Some("1048576")),
+        ("retention.ms", DELETE, None),
+    ];
+    assert_eq!(alter_topic_configs(&mut kafka, "aged", &settings, true), 0);
+    assert_eq!(topic_setting(&mut kafka, "aged", "retention.ms"), "60000");
+    assert_eq!(alter_topic_configs(&mut kafka, "aged", &settings, false), 0);
+    assert_eq!(topic_setting(&mut kafka, "aged", "retention.ms"), "-1");
+    assert_eq!(
+        topic_setting(&mut kafka, "aged", "retention.bytes"),
+        "1048576"
+    );
+    // The native protocol sees the change.
+    let mut native = ringlog_net::client::Client::connect(server.handle.local_addr()).unwrap();
+    let topics = native.list_topics().unwrap();
+    let aged = topics.iter().find(|t| t.name == "aged").unwrap();
+    assert_eq!((aged.retention_ms, aged.retention_bytes), (-1, 1 << 20));
+
+    let refused = [
+        ("segment.bytes", SET, Some("2097152")),
+        ("retention.ms", SET, Some("soon")),
+        ("retention.ms", SET, Some("0")),
+        ("retention.ms", 2, Some("1")),
+    ];
+    for setting in refused {
+        let code = alter_topic_configs(&mut kafka, "aged", &[setting], false);
+        assert_eq!(code, INVALID_CONFIG, "{setting:?}");
+    }
+    let settings = [("retention.ms", SET, Some("1000"))];
+    let code = alter_topic_configs(&mut kafka, "never", &settings, false);
+    assert_eq!(code, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(topic_setting(&mut kafka, "aged", "retention.ms"), "-1");
+}
+
 #[test]
 fn produce_and_fetch_round_trip_on_both_shards() {
     let server = TestServer::start();
@@ -635,6 +725,19 @@ fn every_advertised_version_answers() {
             &CreateTopicsRequest::default().with_topics(vec![topic]),
         );
         assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{version}");
+    }
+    for version in 0..=1 {
+        use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("versions"));
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+        let response = kafka.call(version, &request);
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "IncrementalAlterConfigs v{version}"
+        );
     }
     for version in 1..=6 {
         let name = topic_name(&format!("created-v{}", version + 1));

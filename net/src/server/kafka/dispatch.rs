@@ -115,6 +115,9 @@ pub(crate) async fn handle(
         ApiKey::CreateTopics => topics::create_topics(kafka, &request).await?,
         ApiKey::DeleteTopics => topics::delete_topics(kafka, &request).await?,
         ApiKey::DescribeConfigs => topics::describe_configs(kafka, &request).await?,
+        ApiKey::IncrementalAlterConfigs => {
+            topics::incremental_alter_configs(kafka, &request).await?
+        }
         ApiKey::FindCoordinator => groups::find_coordinator(client, &request)?,
         ApiKey::JoinGroup => groups::join_group(kafka, client, &request).await?,
         ApiKey::SyncGroup => groups::sync_group(kafka, client, &request).await?,

@@ -1,10 +1,10 @@
-//! CreateTopics, DeleteTopics and DescribeConfigs, on the same topic catalog as the native
-//! protocol.
+//! CreateTopics, DeleteTopics, DescribeConfigs and IncrementalAlterConfigs, on the same topic
+//! catalog as the native protocol.
 //!
 //! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
 //! honoured; settings that only make sense with replicas or that ringlog always has (such as
 //! `cleanup.policy=delete`) are accepted; anything else is refused with INVALID_CONFIG rather
-//! than silently ignored.
+//! than silently ignored. Of an existing topic only the two retention settings can change.
 
 use std::rc::Rc;
 
@@ -17,9 +17,12 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
@@ -28,6 +31,7 @@ use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX};
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::{failure_code, failure_message, kafka_error};
 use super::KafkaShard;
+use crate::server::message::RetentionChange;
 use crate::server::routing;
 
 /// Kafka's config resource types.
@@ -37,6 +41,10 @@ const RESOURCE_BROKER: i8 = 4;
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// IncrementalAlterConfigs operations (APPEND and SUBTRACT are for list settings).
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
 
 /// Kafka's config value types.
 const TYPE_STRING: i8 = 2;
@@ -156,18 +164,9 @@ fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> R
             .and_then(|v| v.trim().parse::<i64>().ok())
             .ok_or_else(|| invalid("not a number"))
     };
-    // -1 means no limit, as in Kafka.
-    let limit = |n: i64| -> Result<Option<u64>, Refusal> {
-        match n {
-            -1 => Ok(None),
-            n => u64::try_from(n)
-                .map(Some)
-                .map_err(|_| invalid("must be -1 or positive")),
-        }
-    };
     match name {
-        "retention.ms" => config.retention_ms = limit(number()?)?,
-        "retention.bytes" => config.retention_bytes = limit(number()?)?,
+        "retention.ms" => config.retention_ms = parse_limit(name, value)?,
+        "retention.bytes" => config.retention_bytes = parse_limit(name, value)?,
         "segment.bytes" => {
             config.segment_bytes =
                 u64::try_from(number()?).map_err(|_| invalid("must be positive"))?;
@@ -180,6 +179,117 @@ fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> R
         },
     }
     Ok(())
+}
+
+/// A retention setting's value: a number, -1 for no limit (as in Kafka).
+fn parse_limit(name: &str, value: Option<&str>) -> Result<Option<u64>, Refusal> {
+    let invalid = |why: &str| {
+        (
+            ResponseError::InvalidConfig,
+            format!("{name}={}: {why}", value.unwrap_or("null")),
+        )
+    };
+    let number = value
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or_else(|| invalid("not a number"))?;
+    match number {
+        -1 => Ok(None),
+        n => u64::try_from(n)
+            .map(Some)
+            .map_err(|_| invalid("must be -1 or positive")),
+    }
+}
+
+/// Serves IncrementalAlterConfigs for topics: SET or DELETE (back to the server's default)
+/// of `retention.ms` and `retention.bytes`. Brokers have no settings that change.
+pub(crate) async fn incremental_alter_configs(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: IncrementalAlterConfigsRequest = request.decode_body()?;
+    let mut responses = Vec::with_capacity(body.resources.len());
+    for resource in &body.resources {
+        let name = resource.resource_name.as_str();
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => alter_topic(kafka, name, &resource.configs, body.validate_only).await,
+            RESOURCE_BROKER => Err((
+                ResponseError::InvalidRequest,
+                "ringlog's broker settings are set in its config file".to_owned(),
+            )),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("config resource type {other} is not served"),
+            )),
+        };
+        let response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(match outcome {
+            Ok(()) => response.with_error_message(None),
+            Err((error, message)) => response
+                .with_error_code(error.code())
+                .with_error_message(Some(str_bytes(message))),
+        });
+    }
+    respond(
+        request,
+        &IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+/// Changes (or with `validate_only` checks) one topic's retention settings.
+async fn alter_topic(
+    kafka: &Rc<KafkaShard>,
+    name: &str,
+    configs: &[AlterableConfig],
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let Some(entry) = kafka.shard.topic(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        ));
+    };
+    let defaults = kafka.shard.config.topic_defaults(entry.config.partitions);
+    let mut change = RetentionChange {
+        ms: None,
+        bytes: None,
+    };
+    for setting in configs {
+        let setting_name = setting.name.as_str();
+        let (slot, default) = match setting_name {
+            "retention.ms" => (&mut change.ms, defaults.retention_ms),
+            "retention.bytes" => (&mut change.bytes, defaults.retention_bytes),
+            _ => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!(
+                        "{setting_name}: ringlog changes only retention.ms and retention.bytes \
+                         of an existing topic"
+                    ),
+                ))
+            }
+        };
+        *slot = Some(match setting.config_operation {
+            OP_SET => parse_limit(setting_name, setting.value.as_deref())?,
+            OP_DELETE => default,
+            other => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("{setting_name}: operation {other} applies to list settings only"),
+                ))
+            }
+        });
+    }
+    if validate_only {
+        return change
+            .applied_to(&entry.config)
+            .validate()
+            .map_err(|error| (ResponseError::InvalidConfig, error.to_string()));
+    }
+    routing::alter_topic(&kafka.shard, name.to_owned(), change)
+        .await
+        .map_err(|failure| (kafka_error(failure.code), failure.message))
 }
 
 /// One topic setting as Kafka names and types it: (name, value, type, differs from the

@@ -1,0 +1,44 @@
+"""Kafka admin clients against ringlog: a topic's retention changed with
+IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), seen by
+DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused."""
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
+TIMEOUT_S = 30
+
+
+def alter(admin, name, setting, value, operation=AlterConfigOpType.SET):
+    entry = ConfigEntry(setting, value, incremental_operation=operation)
+    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=TIMEOUT_S)
+
+
+def setting(admin, name, key):
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    (future,) = admin.describe_configs([resource]).values()
+    return future.result(timeout=TIMEOUT_S)[key].value
+
+
+def test_retention_changes_and_the_cli_sees_it(server, topic):
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    assert setting(admin, topic, "retention.ms") == "-1"
+    alter(admin, topic, "retention.ms", "3600000")
+    assert setting(admin, topic, "retention.ms") == "3600000"
+    described = server.ringlog("topic", "describe", topic).decode()
+    assert "retention_ms 3600000" in described.splitlines()[0]
+
+    alter(admin, topic, "retention.ms", None, AlterConfigOpType.DELETE)
+    assert setting(admin, topic, "retention.ms") == "-1"
+
+    with pytest.raises(KafkaException) as refused:
+        alter(admin, topic, "segment.bytes", "2097152")
+    assert refused.value.args[0].name() == "INVALID_CONFIG"
