@@ -703,6 +703,7 @@ fn altered_retention_applies_to_open_partitions_and_survives_restart(shards: usi
             name: "shrinking",
             retention_ms: None,
             retention_bytes: Some(2 << 20),
+            partitions: None,
         })
         .unwrap();
     assert_eq!(
@@ -728,6 +729,7 @@ fn altered_retention_applies_to_open_partitions_and_survives_restart(shards: usi
         name: "shrinking",
         retention_ms: Some(3_600_000),
         retention_bytes: Some(-1),
+        partitions: None,
     };
     let altered = client.alter_topic(&lift).unwrap();
     assert_eq!(

@@ -136,7 +136,7 @@ fn topic_create_list_describe_delete() {
 }
 
 #[test]
-fn topic_alter_changes_retention_and_the_change_persists() {
+fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
     let mut server = TestServer::start(2);
     create_topic(&server, "aging", 2);
     let out = server.ok(&["topic", "alter", "aging", "--retention-ms", "3600000"]);
@@ -153,6 +153,13 @@ fn topic_alter_changes_retention_and_the_change_persists() {
         out.contains("retention_ms 3600000, retention_bytes 1048576"),
         "{out}"
     );
+    let out = server.ok(&["topic", "alter", "aging", "--partitions", "3"]);
+    assert!(
+        out.starts_with("altered topic aging: 3 partitions"),
+        "{out}"
+    );
+    let failed = server.ringlog(&["topic", "alter", "aging", "--partitions", "1"]);
+    assert!(error_line(&failed).contains("partitions can be added, not removed"));
     server.restart();
     let list = server.ok(&["topic", "list"]);
     let row: Vec<&str> = list
@@ -160,7 +167,19 @@ fn topic_alter_changes_retention_and_the_change_persists() {
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
         .find(|cells| cells[0] == "aging")
         .expect("aging listed");
-    assert_eq!(row[1..], ["2", "3600000", "1048576", SEGMENT_BYTES]);
+    assert_eq!(row[1..], ["3", "3600000", "1048576", SEGMENT_BYTES]);
+    server.ok_with_input(&["produce", "aging", "--partition", "2"], b"late\n");
+    let args = [
+        "consume",
+        "aging",
+        "--partition",
+        "2",
+        "--from",
+        "earliest",
+        "--count",
+        "1",
+    ];
+    assert_eq!(server.ok(&args), "late\n");
     let args = ["topic", "alter", "aging", "--retention-ms", "-1"];
     assert!(server.ok(&args).contains("retention_ms unlimited"));
 

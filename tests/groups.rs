@@ -19,6 +19,7 @@ use ringlog_net::client::{
     Producer, ProducerConfig, ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::error_code::ErrorCode;
+use ringlog_net::message::alter_topic;
 use ringlog_net::message::configure_group;
 use ringlog_net::message::create_topic;
 use ringlog_net::message::group::{GroupKind, GroupState};
@@ -799,6 +800,53 @@ fn cli_reads_as_group_and_share_member() {
     let listed = cli(addr, &["group", "list"]);
     assert_eq!(row(&listed, &["ops"]), ["ops", "consumer", "Empty", "0"]);
     assert_eq!(row(&listed, &["queue"])[1], "share");
+}
+
+#[test]
+fn a_group_reading_a_topic_that_gains_partitions_rebalances_onto_them() {
+    let mut server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "growing", 2);
+    produce(addr, "growing", 0, 4, None);
+    let mut member = GroupConsumer::subscribe(addr, "g", "growing", group_config()).unwrap();
+    assert_eq!(read_group(&mut member, 4).len(), 4);
+    assert_eq!(member.assignment(), [0, 1]);
+    member.commit().unwrap();
+
+    let mut client = Client::connect(addr).unwrap();
+    let grow = alter_topic::Request {
+        name: "growing",
+        partitions: Some(5),
+        ..alter_topic::Request::default()
+    };
+    assert_eq!(client.alter_topic(&grow).unwrap().partitions, 5);
+    let shrink = alter_topic::Request {
+        partitions: Some(3),
+        ..grow
+    };
+    let error = client.alter_topic(&shrink).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidConfig));
+    // A producer connecting now sees five partitions; the member rejoins at its next
+    // heartbeat and reads the new one.
+    produce(addr, "growing", 100, 1, Some(4));
+    assert_eq!(read_group(&mut member, 1), [(4, 0, "100".to_owned())]);
+    assert_eq!(member.assignment(), [0, 1, 2, 3, 4]);
+    member.close().unwrap();
+
+    server.restart();
+    let addr = server.addr();
+    let topics = Client::connect(addr)
+        .unwrap()
+        .metadata(&["growing"])
+        .unwrap();
+    let high_watermarks: Vec<i64> = topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .collect();
+    assert_eq!(high_watermarks.len(), 5);
+    assert_eq!(high_watermarks[4], 1, "{high_watermarks:?}");
+    assert_eq!(high_watermarks.iter().sum::<i64>(), 5);
 }
 
 /// Runs the `ringlog` binary against `addr`; returns its stdout and stderr, failing on a

@@ -280,6 +280,47 @@ fn topic_setting(kafka: &mut kafka_support::Kafka, name: &str, setting: &str) ->
     config.value.as_deref().unwrap_or_default().to_owned()
 }
 
+/// A CreatePartitions request growing `name` to `count` partitions.
+fn grow_request(name: &str, count: i32) -> kafka_protocol::messages::CreatePartitionsRequest {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let topic = CreatePartitionsTopic::default()
+        .with_name(topic_name(name))
+        .with_count(count);
+    kafka_protocol::messages::CreatePartitionsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(10_000)
+}
+
+#[test]
+fn create_partitions_adds_partitions_that_take_records() {
+    const INVALID_PARTITIONS: i16 = 37;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("wider", 2, &[]), 0);
+    let validate = grow_request("wider", 4).with_validate_only(true);
+    assert_eq!(kafka.call(3, &validate).results[0].error_code, 0);
+    let mut native = ringlog_net::client::Client::connect(server.handle.local_addr()).unwrap();
+    assert_eq!(native.partition_count("wider").unwrap(), 2, "validate only");
+    assert_eq!(
+        kafka.call(3, &grow_request("wider", 4)).results[0].error_code,
+        0
+    );
+    assert_eq!(native.partition_count("wider").unwrap(), 4);
+    let (code, base) = kafka.produce(9, -1, "wider", 3, batch_of(&["new"], 1_000));
+    assert_eq!((code, base), (0, 0));
+    let fetched = kafka.fetch(12, "wider", 3, 0, 0);
+    assert_eq!(values_of(&records_of(&fetched)), [(0, "new".to_owned())]);
+    for count in [4, 3, 0] {
+        let response = kafka.call(3, &grow_request("wider", count));
+        assert_eq!(
+            response.results[0].error_code, INVALID_PARTITIONS,
+            "{count}"
+        );
+    }
+    let response = kafka.call(3, &grow_request("never", 9));
+    assert_eq!(response.results[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+}
+
 #[test]
 fn retention_changes_through_incremental_alter_configs() {
     const SET: i8 = 0;
@@ -725,6 +766,13 @@ fn every_advertised_version_answers() {
             &CreateTopicsRequest::default().with_topics(vec![topic]),
         );
         assert_eq!(response.topics[0].error_code, 0, "CreateTopics v{version}");
+    }
+    for version in 0..=3 {
+        let response = kafka.call(version, &grow_request("versions", 2 + i32::from(version)));
+        assert_eq!(
+            response.results[0].error_code, 0,
+            "CreatePartitions v{version}"
+        );
     }
     for version in 0..=1 {
         use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;

@@ -382,6 +382,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         name: "topic",
         retention_ms: None,
         retention_bytes: Some(1 << 20),
+        partitions: Some(4),
     };
     push_frame(alter.encode(&mut fbb), &[], ApiKey::AlterTopic.as_u16());
     push_frame(

@@ -3848,6 +3848,7 @@ impl<'a> AlterTopicRequest<'a> {
   pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_RETENTION_MS: ::flatbuffers::VOffsetT = 6;
   pub const VT_RETENTION_BYTES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3861,6 +3862,7 @@ impl<'a> AlterTopicRequest<'a> {
     let mut builder = AlterTopicRequestBuilder::new(_fbb);
     if let Some(x) = args.retention_bytes { builder.add_retention_bytes(x); }
     if let Some(x) = args.retention_ms { builder.add_retention_ms(x); }
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     builder.finish()
   }
@@ -3889,6 +3891,15 @@ impl<'a> AlterTopicRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(AlterTopicRequest::VT_RETENTION_BYTES, None)}
   }
+  /// Absent: unchanged. Otherwise the new partition count, at least the current one; the
+  /// new partitions start empty, and consumer groups reading the topic rebalance.
+  #[inline]
+  pub fn partitions(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AlterTopicRequest::VT_PARTITIONS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for AlterTopicRequest<'_> {
@@ -3900,6 +3911,7 @@ impl ::flatbuffers::Verifiable for AlterTopicRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
      .visit_field::<i64>("retention_ms", Self::VT_RETENTION_MS, false)?
      .visit_field::<i64>("retention_bytes", Self::VT_RETENTION_BYTES, false)?
+     .visit_field::<u32>("partitions", Self::VT_PARTITIONS, false)?
      .finish();
     Ok(())
   }
@@ -3908,6 +3920,7 @@ pub struct AlterTopicRequestArgs<'a> {
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<i64>,
+    pub partitions: Option<u32>,
 }
 impl<'a> Default for AlterTopicRequestArgs<'a> {
   #[inline]
@@ -3916,6 +3929,7 @@ impl<'a> Default for AlterTopicRequestArgs<'a> {
       name: None, // required field
       retention_ms: None,
       retention_bytes: None,
+      partitions: None,
     }
   }
 }
@@ -3936,6 +3950,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicRequestBuilder<'a, 
   #[inline]
   pub fn add_retention_bytes(&mut self, retention_bytes: i64) {
     self.fbb_.push_slot_always::<i64>(AlterTopicRequest::VT_RETENTION_BYTES, retention_bytes);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: u32) {
+    self.fbb_.push_slot_always::<u32>(AlterTopicRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterTopicRequestBuilder<'a, 'b, A> {
@@ -3959,6 +3977,7 @@ impl ::core::fmt::Debug for AlterTopicRequest<'_> {
       ds.field("name", &self.name());
       ds.field("retention_ms", &self.retention_ms());
       ds.field("retention_bytes", &self.retention_bytes());
+      ds.field("partitions", &self.partitions());
       ds.finish()
   }
 }

@@ -22,8 +22,9 @@ pub struct TopicArgs {
 enum TopicAction {
     /// Create a topic.
     Create(CreateArgs),
-    /// Change a topic's retention (its partitions and segment size are fixed); the new limits
-    /// apply at the server's next retention check and survive restarts.
+    /// Change a topic's retention or add partitions (its segment size is fixed); new limits
+    /// apply at the server's next retention check, new partitions at once, and both survive
+    /// restarts.
     Alter(AlterArgs),
     /// List every topic with its configuration.
     List(ListArgs),
@@ -83,6 +84,11 @@ struct AlterArgs {
         group = "change"
     )]
     retention_bytes: Option<i64>,
+    /// New partition count, at least the current one: partitions are added, never removed
+    /// (keys map to partitions by their count, so a key's new records may land on another
+    /// partition, as in Kafka).
+    #[arg(long, value_name = "N", group = "change")]
+    partitions: Option<u32>,
 }
 
 /// Options of `ringlog topic describe`.
@@ -166,6 +172,7 @@ pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
                     name: &alter.name,
                     retention_ms: alter.retention_ms,
                     retention_bytes: alter.retention_bytes,
+                    partitions: alter.partitions,
                 })
                 .map_err(about)?;
             writeln!(out, "altered topic {}", describe_config(&altered))?;

@@ -1,14 +1,16 @@
 """Kafka admin clients against ringlog: a topic's retention changed with
 IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), seen by
-DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused."""
+DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused; partitions
+added with CreatePartitions take records at once."""
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewPartitions,
     ResourceType,
 )
 
@@ -42,3 +44,19 @@ def test_retention_changes_and_the_cli_sees_it(server, topic):
     with pytest.raises(KafkaException) as refused:
         alter(admin, topic, "segment.bytes", "2097152")
     assert refused.value.args[0].name() == "INVALID_CONFIG"
+
+
+def test_added_partitions_take_records(server, topic):
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    for future in admin.create_partitions([NewPartitions(topic, 5)]).values():
+        future.result(timeout=TIMEOUT_S)
+    producer = Producer({"bootstrap.servers": server.bootstrap, "acks": "all"})
+    producer.produce(topic, b"on-the-new-partition", partition=4)
+    assert producer.flush(TIMEOUT_S) == 0
+    out = server.ringlog("consume", topic, "--partition", "4", "--from", "earliest", "--count", "1")
+    assert out == b"on-the-new-partition\n"
+
+    with pytest.raises(KafkaException) as refused:
+        for future in admin.create_partitions([NewPartitions(topic, 2)]).values():
+            future.result(timeout=TIMEOUT_S)
+    assert refused.value.args[0].name() == "INVALID_PARTITIONS"

@@ -1,5 +1,5 @@
-//! AlterTopic (8): changes a topic's retention. Partitions and segment size are fixed at
-//! creation.
+//! AlterTopic (8): changes a topic's retention, or adds partitions. The segment size is
+//! fixed at creation.
 
 use flatbuffers::FlatBufferBuilder;
 
@@ -12,7 +12,7 @@ pub type RequestView<'buf> = protocol::AlterTopicRequest<'buf>;
 /// Verified view of a response body.
 pub type ResponseView<'buf> = protocol::AlterTopicResponse<'buf>;
 
-/// Changes a topic's retention. `None` settings stay as they are.
+/// Changes a topic's retention or partition count. `None` settings stay as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Request<'a> {
     /// Topic name.
@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub retention_ms: Option<i64>,
     /// Size limit per partition in bytes; -1 for unlimited.
     pub retention_bytes: Option<i64>,
+    /// New partition count (at least the current one).
+    pub partitions: Option<u32>,
 }
 
 impl Encode for Request<'_> {
@@ -34,6 +36,7 @@ impl Encode for Request<'_> {
                 name,
                 retention_ms: self.retention_ms,
                 retention_bytes: self.retention_bytes,
+                partitions: self.partitions,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -83,12 +86,14 @@ mod tests {
             name: "orders",
             retention_ms: Some(-1),
             retention_bytes: None,
+            partitions: Some(8),
         });
         let view = RequestView::decode(body).unwrap();
         assert_eq!(
             (view.name(), view.retention_ms(), view.retention_bytes()),
             ("orders", Some(-1), None)
         );
+        assert_eq!(view.partitions(), Some(8));
     }
 
     #[test]

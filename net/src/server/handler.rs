@@ -6,7 +6,7 @@ use flatbuffers::FlatBufferBuilder;
 use ringlog_engine::topic::TopicConfig;
 
 use super::connection::{RawPart, Request, Response};
-use super::message::{Failure, OffsetQuery, RetentionChange};
+use super::message::{Failure, OffsetQuery, TopicChange};
 use super::shard::{unknown_topic, Shard};
 use crate::api::{ApiKey, SUPPORTED_APIS};
 use crate::error_code::ErrorCode;
@@ -192,9 +192,10 @@ async fn alter_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, F
             .map(|v| limit_from_wire(Some(v), None, what))
             .transpose()
     };
-    let change = RetentionChange {
-        ms: change(view.retention_ms(), "retention_ms")?,
-        bytes: change(view.retention_bytes(), "retention_bytes")?,
+    let change = TopicChange {
+        retention_ms: change(view.retention_ms(), "retention_ms")?,
+        retention_bytes: change(view.retention_bytes(), "retention_bytes")?,
+        partitions: view.partitions(),
     };
     super::routing::alter_topic(shard, name.clone(), change).await?;
     // Every shard's catalog, this one's too, holds the new config before the call returns.

@@ -21,20 +21,23 @@ pub(crate) enum Mail {
     Return { call_id: u64, result: ShardReturn },
 }
 
-/// An AlterTopic's new retention limits: `None` leaves a limit as it is, `Some(None)` lifts
-/// it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetentionChange {
-    pub(crate) ms: Option<Option<u64>>,
-    pub(crate) bytes: Option<Option<u64>>,
+/// What an AlterTopic changes: `None` leaves a setting as it is; `Some(None)` lifts a
+/// retention limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TopicChange {
+    pub(crate) retention_ms: Option<Option<u64>>,
+    pub(crate) retention_bytes: Option<Option<u64>>,
+    /// The new partition count (never fewer).
+    pub(crate) partitions: Option<u32>,
 }
 
-impl RetentionChange {
+impl TopicChange {
     /// `config` with the change made.
     pub(crate) fn applied_to(self, config: &TopicConfig) -> TopicConfig {
         TopicConfig {
-            retention_ms: self.ms.unwrap_or(config.retention_ms),
-            retention_bytes: self.bytes.unwrap_or(config.retention_bytes),
+            retention_ms: self.retention_ms.unwrap_or(config.retention_ms),
+            retention_bytes: self.retention_bytes.unwrap_or(config.retention_bytes),
+            partitions: self.partitions.unwrap_or(config.partitions),
             ..config.clone()
         }
     }
@@ -46,11 +49,10 @@ pub(crate) enum ShardCall {
     CreateTopic { name: String, config: TopicConfig },
     /// Delete a topic (sent to the catalog owner, shard 0).
     DeleteTopic { name: String },
-    /// Change a topic's retention (sent to the catalog owner, shard 0).
-    AlterTopic {
-        name: String,
-        change: RetentionChange,
-    },
+    /// Change a topic's retention or add partitions (sent to the catalog owner, shard 0).
+    AlterTopic { name: String, change: TopicChange },
+    /// Open the partitions of a growing topic that this shard owns (not yet in its catalog).
+    OpenNewPartitions { name: String, config: TopicConfig },
     /// Replace a topic's configuration in the local catalog.
     UpdateTopic { name: String, config: TopicConfig },
     /// Add a topic to the local catalog and open the partitions this shard owns.

@@ -15,7 +15,7 @@ use ringlog_engine::topic::TopicConfig;
 
 use super::connection::RawPart;
 use super::message::{
-    Failure, FetchedBytes, OffsetQuery, PartitionOffsets, RetentionChange, ShardCall, ShardReturn,
+    Failure, FetchedBytes, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn, TopicChange,
 };
 use super::partition_ops;
 use super::shard::{unknown_topic, Shard, CATALOG_SHARD};
@@ -368,7 +368,7 @@ pub(crate) async fn create_topic(
 pub(crate) async fn alter_topic(
     shard: &Rc<Shard>,
     name: String,
-    change: RetentionChange,
+    change: TopicChange,
 ) -> Result<(), Failure> {
     match shard
         .call(CATALOG_SHARD, ShardCall::AlterTopic { name, change })

@@ -23,7 +23,7 @@ use ringlog_engine::topic::{self, TopicConfig};
 use super::config::ServerConfig;
 use super::lending::Lender;
 use super::mail_turns::MailTurns;
-use super::message::{Failure, FetchedBytes, Mail, RetentionChange, ShardCall, ShardReturn};
+use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn, TopicChange};
 use super::routing::BoxedFuture;
 use crate::error_code::ErrorCode;
 
@@ -250,34 +250,70 @@ impl Shard {
     pub(crate) async fn open_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
         let mut owned: OwnedPartitions = vec![None; config.partitions as usize];
         for partition in 0..config.partitions {
-            if self.owner(name, partition) != self.id {
-                continue;
+            if self.owner(name, partition) == self.id {
+                owned[partition as usize] =
+                    Some(self.open_partition(name, partition, &config).await?);
             }
-            let dir = self.data_dir.join(name).join(partition.to_string());
-            match fs::create_dir(&dir).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(error) => {
-                    return Err(storage_failure(&format!("create {}", dir.display()), error))
-                }
-            }
-            let log =
-                PartitionLog::open_on_shard(dir, self.log_config(&config), &self.log_resources)
-                    .await
-                    .map_err(|error| {
-                        Failure::new(
-                            ErrorCode::StorageError,
-                            format!("open {name}/{partition}: {error}"),
-                        )
-                    })?;
-            let log = Rc::new(log);
-            self.groups.open_partition(name, partition, &log).await?;
-            owned[partition as usize] = Some(log);
         }
         self.partitions.borrow_mut().insert(name.to_string(), owned);
         self.topics
             .borrow_mut()
             .insert(name.to_string(), Rc::new(TopicEntry { config }));
+        Ok(())
+    }
+
+    /// Opens (recovering, or creating) one partition this shard owns, with its group state.
+    async fn open_partition(
+        &self,
+        name: &str,
+        partition: u32,
+        config: &TopicConfig,
+    ) -> Result<Rc<PartitionLog>, Failure> {
+        assert_eq!(self.owner(name, partition), self.id);
+        let dir = self.data_dir.join(name).join(partition.to_string());
+        match fs::create_dir(&dir).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(storage_failure(&format!("create {}", dir.display()), error)),
+        }
+        let log = PartitionLog::open_on_shard(dir, self.log_config(config), &self.log_resources)
+            .await
+            .map_err(|error| {
+                Failure::new(
+                    ErrorCode::StorageError,
+                    format!("open {name}/{partition}: {error}"),
+                )
+            })?;
+        let log = Rc::new(log);
+        self.groups.open_partition(name, partition, &log).await?;
+        Ok(log)
+    }
+
+    /// Opens the partitions that `config` adds to topic `name` and this shard owns. They are
+    /// out of clients' reach until [`Self::update_topic`] grows the catalog entry; one left
+    /// open by an earlier attempt that failed elsewhere is kept.
+    async fn open_new_partitions(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
+        let known = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        assert!(config.partitions >= known.config.partitions);
+        for partition in known.config.partitions..config.partitions {
+            let is_open = self
+                .partitions
+                .borrow()
+                .get(name)
+                .and_then(|owned| owned.get(partition as usize).cloned().flatten())
+                .is_some();
+            if self.owner(name, partition) != self.id || is_open {
+                continue;
+            }
+            let log = self.open_partition(name, partition, &config).await?;
+            let mut partitions = self.partitions.borrow_mut();
+            // The catalog lock keeps the topic from being deleted meanwhile.
+            let owned = partitions
+                .get_mut(name)
+                .expect("a topic being altered stays in the catalog");
+            owned.resize(owned.len().max(config.partitions as usize), None);
+            owned[partition as usize] = Some(log);
+        }
         Ok(())
     }
 
@@ -375,7 +411,7 @@ impl Shard {
     async fn alter_topic(
         self: &Rc<Self>,
         name: String,
-        change: RetentionChange,
+        change: TopicChange,
     ) -> Result<(), Failure> {
         assert_eq!(self.id, CATALOG_SHARD);
         let _busy = self.lock_catalog().await;
@@ -384,6 +420,27 @@ impl Shard {
         config
             .validate()
             .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        if config.partitions < current.config.partitions {
+            return Err(Failure::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "topic {name} has {} partitions; partitions can be added, not removed",
+                    current.config.partitions
+                ),
+            ));
+        }
+        // New partitions open everywhere first, so that once the metadata says they exist
+        // they do; a crash before the metadata is written leaves empty directories that the
+        // next start ignores and a retry reuses.
+        if config.partitions > current.config.partitions {
+            for target in 0..self.shard_count {
+                let call = ShardCall::OpenNewPartitions {
+                    name: name.clone(),
+                    config: config.clone(),
+                };
+                expect_done(self.call(target, call).await)?;
+            }
+        }
         let text = topic::config_file_text(&config);
         let path = self.data_dir.join(&name).join(topic::TOPIC_FILE_NAME);
         fs::write_file_atomic(&path, text.as_bytes())
@@ -398,6 +455,7 @@ impl Shard {
         }
         tracing::info!(
             topic = %name,
+            partitions = config.partitions,
             retention_ms = ?config.retention_ms,
             retention_bytes = ?config.retention_bytes,
             "topic altered"
@@ -405,13 +463,26 @@ impl Shard {
         Ok(())
     }
 
-    /// Replaces a topic's configuration in the local catalog (only retention changes).
+    /// Replaces a topic's configuration in the local catalog (retention, or more partitions,
+    /// which [`Self::open_new_partitions`] opened); groups reading a grown topic rebalance.
     fn update_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
-        let mut topics = self.topics.borrow_mut();
-        let entry = topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
-        assert_eq!(entry.config.partitions, config.partitions);
-        assert_eq!(entry.config.segment_bytes, config.segment_bytes);
-        *entry = Rc::new(TopicEntry { config });
+        let grew = {
+            let mut topics = self.topics.borrow_mut();
+            let entry = topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
+            assert!(entry.config.partitions <= config.partitions);
+            assert_eq!(entry.config.segment_bytes, config.segment_bytes);
+            let grew = config.partitions > entry.config.partitions;
+            *entry = Rc::new(TopicEntry {
+                config: config.clone(),
+            });
+            grew
+        };
+        if grew {
+            if let Some(owned) = self.partitions.borrow_mut().get_mut(name) {
+                owned.resize(owned.len().max(config.partitions as usize), None);
+            }
+            self.groups.topic_grew(name);
+        }
         Ok(())
     }
 
@@ -521,6 +592,9 @@ impl Shard {
             ShardCall::DeleteTopic { name } => ShardReturn::Done(self.delete_topic(name).await),
             ShardCall::AlterTopic { name, change } => {
                 ShardReturn::Done(self.alter_topic(name, change).await)
+            }
+            ShardCall::OpenNewPartitions { name, config } => {
+                ShardReturn::Done(self.open_new_partitions(&name, config).await)
             }
             ShardCall::UpdateTopic { name, config } => {
                 ShardReturn::Done(self.update_topic(&name, config))

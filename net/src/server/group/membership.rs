@@ -191,6 +191,20 @@ impl Membership {
         }
     }
 
+    /// Starts a rebalance when a member reads `topic` and the group is stable (the topic
+    /// gained partitions, which the next assignment includes); returns whether it did.
+    pub(crate) fn rebalance_for_topic(&mut self, topic: &str, now: Instant) -> bool {
+        let reads_topic = self
+            .members
+            .iter()
+            .any(|member| member.topics.iter().any(|t| t == topic));
+        if self.state != GroupState::Stable || !reads_topic {
+            return false;
+        }
+        self.begin_rebalance(now);
+        true
+    }
+
     fn begin_rebalance(&mut self, now: Instant) {
         self.state = GroupState::PreparingRebalance;
         let longest = self
@@ -425,6 +439,24 @@ mod tests {
             group.leave(&a, now).unwrap_err().code,
             ErrorCode::UnknownMember
         );
+    }
+
+    #[test]
+    fn a_topic_that_grows_rebalances_the_groups_reading_it() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join(&mut group, "", "a", now);
+        assert!(!group.rebalance_for_topic("t", now), "not stable yet");
+        assert!(group.try_complete(now, |_| Some(2)));
+        group.join_finished(&a, now);
+        assert!(!group.rebalance_for_topic("other", now));
+        assert_eq!(group.state(), GroupState::Stable);
+        assert!(group.rebalance_for_topic("t", now));
+        let beat = group.heartbeat(&a, 1, now).unwrap_err();
+        assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| Some(3)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Instant;
 
 use ringlog_engine::log::PartitionLog;
 
@@ -346,6 +347,22 @@ impl GroupShard {
             }
         }
         shard
+    }
+
+    /// A topic gained partitions: the consumer groups this shard coordinates that read it
+    /// rebalance, so that their members rejoin at their next heartbeat and the new
+    /// partitions are assigned.
+    pub(crate) fn topic_grew(&self, topic: &str) {
+        let now = Instant::now();
+        for group in self.groups.borrow().values() {
+            if group
+                .membership
+                .borrow_mut()
+                .rebalance_for_topic(topic, now)
+            {
+                group.changed.notify();
+            }
+        }
     }
 
     /// The shard coordinating `group`.

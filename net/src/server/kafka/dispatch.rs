@@ -115,6 +115,7 @@ pub(crate) async fn handle(
         ApiKey::CreateTopics => topics::create_topics(kafka, &request).await?,
         ApiKey::DeleteTopics => topics::delete_topics(kafka, &request).await?,
         ApiKey::DescribeConfigs => topics::describe_configs(kafka, &request).await?,
+        ApiKey::CreatePartitions => topics::create_partitions(kafka, &request).await?,
         ApiKey::IncrementalAlterConfigs => {
             topics::incremental_alter_configs(kafka, &request).await?
         }

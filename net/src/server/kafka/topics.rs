@@ -1,5 +1,5 @@
-//! CreateTopics, DeleteTopics, DescribeConfigs and IncrementalAlterConfigs, on the same topic
-//! catalog as the native protocol.
+//! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs and IncrementalAlterConfigs,
+//! on the same topic catalog as the native protocol.
 //!
 //! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
 //! honoured; settings that only make sense with replicas or that ringlog always has (such as
@@ -9,6 +9,8 @@
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -20,9 +22,9 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
@@ -31,7 +33,7 @@ use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX};
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::{failure_code, failure_message, kafka_error};
 use super::KafkaShard;
-use crate::server::message::RetentionChange;
+use crate::server::message::TopicChange;
 use crate::server::routing;
 
 /// Kafka's config resource types.
@@ -181,6 +183,80 @@ fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> R
     Ok(())
 }
 
+/// Serves CreatePartitions: adds partitions to topics (without replica assignments: the
+/// one broker holds them all). Consumer groups reading a grown topic rebalance.
+pub(crate) async fn create_partitions(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: CreatePartitionsRequest = request.decode_body()?;
+    let mut results = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let outcome = add_partitions(kafka, topic, body.validate_only).await;
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(match outcome {
+            Ok(()) => result.with_error_message(None),
+            Err((error, message)) => result
+                .with_error_code(error.code())
+                .with_error_message(Some(str_bytes(message))),
+        });
+    }
+    respond(
+        request,
+        &CreatePartitionsResponse::default().with_results(results),
+    )
+}
+
+/// Grows (or with `validate_only` checks growing) one topic to `topic.count` partitions.
+async fn add_partitions(
+    kafka: &Rc<KafkaShard>,
+    topic: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let name = topic.name.0.as_str();
+    let Some(entry) = kafka.shard.topic(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        ));
+    };
+    let current = entry.config.partitions;
+    let count = u32::try_from(topic.count)
+        .ok()
+        .filter(|count| (current + 1..=PARTITIONS_MAX).contains(count))
+        .ok_or_else(|| {
+            (
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {name} has {current} partitions; the new count must be more, up to \
+                     {PARTITIONS_MAX}, got {}",
+                    topic.count
+                ),
+            )
+        })?;
+    let elsewhere = topic
+        .assignments
+        .iter()
+        .flatten()
+        .any(|assignment| assignment.broker_ids.iter().any(|broker| broker.0 != 0));
+    if elsewhere {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "ringlog has one broker, node 0, and no replicas".to_owned(),
+        ));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let change = TopicChange {
+        partitions: Some(count),
+        ..TopicChange::default()
+    };
+    routing::alter_topic(&kafka.shard, name.to_owned(), change)
+        .await
+        .map_err(|failure| (kafka_error(failure.code), failure.message))
+}
+
 /// A retention setting's value: a number, -1 for no limit (as in Kafka).
 fn parse_limit(name: &str, value: Option<&str>) -> Result<Option<u64>, Refusal> {
     let invalid = |why: &str| {
@@ -251,15 +327,12 @@ async fn alter_topic(
         ));
     };
     let defaults = kafka.shard.config.topic_defaults(entry.config.partitions);
-    let mut change = RetentionChange {
-        ms: None,
-        bytes: None,
-    };
+    let mut change = TopicChange::default();
     for setting in configs {
         let setting_name = setting.name.as_str();
         let (slot, default) = match setting_name {
-            "retention.ms" => (&mut change.ms, defaults.retention_ms),
-            "retention.bytes" => (&mut change.bytes, defaults.retention_bytes),
+            "retention.ms" => (&mut change.retention_ms, defaults.retention_ms),
+            "retention.bytes" => (&mut change.retention_bytes, defaults.retention_bytes),
             _ => {
                 return Err((
                     ResponseError::InvalidConfig,

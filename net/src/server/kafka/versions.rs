@@ -41,6 +41,7 @@ pub(crate) const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::DeleteTopics, 1, 6),
     range(ApiKey::InitProducerId, 0, 4),
     range(ApiKey::DescribeConfigs, 1, 4),
+    range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DescribeCluster, 0, 1),
 ];
