@@ -139,20 +139,38 @@ fn list(client: &mut Client, out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "orders:0,1,2 events:3" for an assignment.
+/// "orders:0-2,5 events:3" for an assignment (runs of consecutive partitions as ranges, so
+/// that a member of a topic with thousands of partitions still fits a line).
 fn partitions_text(assignment: &[(String, Vec<u32>)]) -> String {
     let topics: Vec<String> = assignment
         .iter()
-        .map(|(topic, partitions)| {
-            let list: Vec<String> = partitions.iter().map(u32::to_string).collect();
-            format!("{topic}:{}", list.join(","))
-        })
+        .map(|(topic, partitions)| format!("{topic}:{}", ranges_text(partitions)))
         .collect();
     if topics.is_empty() {
         "-".to_owned()
     } else {
         topics.join(" ")
     }
+}
+
+/// "0-2,5" for [0, 1, 2, 5] (sorted partitions).
+fn ranges_text(partitions: &[u32]) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &partition in partitions {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(partition) => *last = partition,
+            _ => runs.push((partition, partition)),
+        }
+    }
+    let texts: Vec<String> = runs
+        .iter()
+        .map(|&(first, last)| match last - first {
+            0 => first.to_string(),
+            1 => format!("{first},{last}"),
+            _ => format!("{first}-{last}"),
+        })
+        .collect();
+    texts.join(",")
 }
 
 /// A value that may be unknown (-1) for people.
@@ -305,6 +323,8 @@ mod tests {
             ("events".to_owned(), vec![3]),
         ];
         assert_eq!(partitions_text(&assignment), "orders:0,1 events:3");
+        let wide = vec![("t".to_owned(), vec![0, 1, 2, 3, 5, 7, 8, 9])];
+        assert_eq!(partitions_text(&wide), "t:0-3,5,7-9");
         assert_eq!(partitions_text(&[]), "-");
         assert_eq!(known(-1), "-");
     }
