@@ -406,8 +406,9 @@ impl Shard {
         Ok(())
     }
 
-    /// Changes a topic's retention: runs on the catalog shard, persists the metadata, then
-    /// replaces the topic's entry on every shard, whose retention checks read it.
+    /// Changes a topic's retention or adds partitions: runs on the catalog shard, has every
+    /// shard open the new partitions it owns, persists the metadata, then replaces the
+    /// topic's entry on every shard (whose retention checks and routing read it).
     async fn alter_topic(
         self: &Rc<Self>,
         name: String,

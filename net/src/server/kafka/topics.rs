@@ -4,7 +4,8 @@
 //! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
 //! honoured; settings that only make sense with replicas or that ringlog always has (such as
 //! `cleanup.policy=delete`) are accepted; anything else is refused with INVALID_CONFIG rather
-//! than silently ignored. Of an existing topic only the two retention settings can change.
+//! than silently ignored. Of an existing topic the two retention settings can change, and
+//! partitions can be added.
 
 use std::rc::Rc;
 
