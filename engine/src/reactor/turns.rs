@@ -5,7 +5,9 @@
 //! updated, no second entry), so spurious wake-ups cannot leave stale entries that would be
 //! called instead of a real waiter. A task dropped while it waits leaves the line, and one
 //! dropped after it was called hands its turn to the next. New tasks queue behind waiting
-//! ones. Single-threaded; the caller owns the resource's count.
+//! ones. A task called but finding no room (a chain needing two op slots when one was freed)
+//! goes back to its own place in line, not to the end. Single-threaded; the caller owns the
+//! resource's count.
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -41,13 +43,18 @@ impl Turns {
             *ticket = None;
             return true;
         }
-        match queued_at {
-            Some(at) => {
+        match (queued_at, *ticket) {
+            (Some(at), _) => {
                 if !self.waiting[at].1.will_wake(waker) {
                     self.waiting[at].1 = waker.clone();
                 }
             }
-            None => {
+            // Called, but without room: back to its place (tickets are in arrival order).
+            (None, Some(mine)) => {
+                let at = self.waiting.partition_point(|(t, _)| *t < mine);
+                self.waiting.insert(at, (mine, waker.clone()));
+            }
+            (None, None) => {
                 let new = self.next_ticket;
                 self.next_ticket += 1;
                 *ticket = Some(new);
@@ -124,6 +131,26 @@ mod tests {
         turns.call_next();
         assert_eq!(b_calls.0.load(Ordering::SeqCst), 1);
         assert!(turns.take(true, &mut b_ticket, &b));
+    }
+
+    #[test]
+    fn a_called_waiter_without_room_keeps_its_place_ahead_of_later_ones() {
+        let mut turns = Turns::default();
+        let (a_calls, a) = waker();
+        let (_, b) = waker();
+        let (mut a_ticket, mut b_ticket) = (None, None);
+        assert!(!turns.take(false, &mut a_ticket, &a));
+        assert!(!turns.take(false, &mut b_ticket, &b));
+        turns.call_next();
+        // A was called, but the room is not enough for it: it stays ahead of B.
+        assert!(!turns.take(false, &mut a_ticket, &a));
+        assert_eq!(turns.len(), 2);
+        turns.call_next();
+        assert_eq!(a_calls.0.load(Ordering::SeqCst), 2);
+        assert!(turns.take(true, &mut a_ticket, &a));
+        // B is at the front now.
+        assert!(turns.take(true, &mut b_ticket, &b));
+        assert!(turns.is_empty());
     }
 
     #[test]
