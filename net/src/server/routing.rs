@@ -18,7 +18,7 @@ use super::message::{
     Failure, FetchedBytes, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn, TopicChange,
 };
 use super::partition_ops;
-use super::shard::{unknown_topic, Shard, CATALOG_SHARD};
+use super::shard::{expect_done, unknown_topic, Shard, CATALOG_SHARD};
 use crate::error_code::ErrorCode;
 
 /// A boxed local future.
@@ -355,39 +355,33 @@ pub(crate) async fn create_topic(
     name: String,
     config: TopicConfig,
 ) -> Result<(), Failure> {
-    match shard
-        .call(CATALOG_SHARD, ShardCall::CreateTopic { name, config })
-        .await
-    {
-        ShardReturn::Done(result) => result,
-        _ => Err(unexpected_answer()),
-    }
+    expect_done(
+        shard
+            .call(CATALOG_SHARD, ShardCall::CreateTopic { name, config })
+            .await,
+    )
 }
 
-/// Changes a topic's retention through the catalog shard.
+/// Changes a topic's retention or partition count through the catalog shard.
 pub(crate) async fn alter_topic(
     shard: &Rc<Shard>,
     name: String,
     change: TopicChange,
 ) -> Result<(), Failure> {
-    match shard
-        .call(CATALOG_SHARD, ShardCall::AlterTopic { name, change })
-        .await
-    {
-        ShardReturn::Done(result) => result,
-        _ => Err(unexpected_answer()),
-    }
+    expect_done(
+        shard
+            .call(CATALOG_SHARD, ShardCall::AlterTopic { name, change })
+            .await,
+    )
 }
 
 /// Deletes a topic through the catalog shard.
 pub(crate) async fn delete_topic(shard: &Rc<Shard>, name: String) -> Result<(), Failure> {
-    match shard
-        .call(CATALOG_SHARD, ShardCall::DeleteTopic { name })
-        .await
-    {
-        ShardReturn::Done(result) => result,
-        _ => Err(unexpected_answer()),
-    }
+    expect_done(
+        shard
+            .call(CATALOG_SHARD, ShardCall::DeleteTopic { name })
+            .await,
+    )
 }
 
 #[cfg(test)]

@@ -717,13 +717,11 @@ impl Drop for CatalogGuard<'_> {
     }
 }
 
-fn expect_done(result: ShardReturn) -> Result<(), Failure> {
+/// The result of a call answered with [`ShardReturn::Done`].
+pub(crate) fn expect_done(result: ShardReturn) -> Result<(), Failure> {
     match result {
         ShardReturn::Done(result) => result,
-        _ => Err(Failure::new(
-            ErrorCode::Unknown,
-            "internal: unexpected shard answer",
-        )),
+        _ => Err(super::routing::unexpected_answer()),
     }
 }
 
