@@ -156,23 +156,13 @@ fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicC
 }
 
 fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), Refusal> {
-    let invalid = |why: &str| {
-        (
-            ResponseError::InvalidConfig,
-            format!("{name}={}: {why}", value.unwrap_or("null")),
-        )
-    };
-    let number = || -> Result<i64, Refusal> {
-        value
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .ok_or_else(|| invalid("not a number"))
-    };
+    let invalid = |why: &str| invalid_setting(name, value, why);
     match name {
         "retention.ms" => config.retention_ms = parse_limit(name, value)?,
         "retention.bytes" => config.retention_bytes = parse_limit(name, value)?,
         "segment.bytes" => {
-            config.segment_bytes =
-                u64::try_from(number()?).map_err(|_| invalid("must be positive"))?;
+            config.segment_bytes = u64::try_from(setting_number(name, value)?)
+                .map_err(|_| invalid("must be positive"))?;
         }
         _ => match ACCEPTED_SETTINGS.iter().find(|(known, _)| *known == name) {
             Some((_, None)) => {}
@@ -260,21 +250,27 @@ async fn add_partitions(
 
 /// A retention setting's value: a number, -1 for no limit (as in Kafka).
 fn parse_limit(name: &str, value: Option<&str>) -> Result<Option<u64>, Refusal> {
-    let invalid = |why: &str| {
-        (
-            ResponseError::InvalidConfig,
-            format!("{name}={}: {why}", value.unwrap_or("null")),
-        )
-    };
-    let number = value
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .ok_or_else(|| invalid("not a number"))?;
-    match number {
+    match setting_number(name, value)? {
         -1 => Ok(None),
         n => u64::try_from(n)
             .map(Some)
-            .map_err(|_| invalid("must be -1 or positive")),
+            .map_err(|_| invalid_setting(name, value, "must be -1 or positive")),
     }
+}
+
+/// A setting's value as a number.
+fn setting_number(name: &str, value: Option<&str>) -> Result<i64, Refusal> {
+    value
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or_else(|| invalid_setting(name, value, "not a number"))
+}
+
+/// INVALID_CONFIG for `name=value`, saying why.
+fn invalid_setting(name: &str, value: Option<&str>, why: &str) -> Refusal {
+    (
+        ResponseError::InvalidConfig,
+        format!("{name}={}: {why}", value.unwrap_or("null")),
+    )
 }
 
 /// Serves IncrementalAlterConfigs for topics: SET or DELETE (back to the server's default)
