@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ringlog_net::client::partitioner::partition_for_key;
 use ringlog_net::client::{
     AutoOffsetReset, Client, Consumer, ConsumerConfig, GroupConsumer, GroupConsumerConfig,
-    Producer, ProducerConfig, ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
+    Producer, ProducerConfig, ProducerRecord, RecordMetadata, SeekTo, ShareConsumer,
+    ShareConsumerConfig,
 };
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::alter_topic;
@@ -847,6 +849,78 @@ fn a_group_reading_a_topic_that_gains_partitions_rebalances_onto_them() {
     assert_eq!(high_watermarks.len(), 5);
     assert_eq!(high_watermarks[4], 1, "{high_watermarks:?}");
     assert_eq!(high_watermarks.iter().sum::<i64>(), 5);
+}
+
+#[test]
+fn a_running_producer_and_share_member_use_partitions_added_to_their_topic() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "widening", 1);
+    let producer_config = ProducerConfig {
+        linger_ms: 1,
+        metadata_max_age_ms: 20,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(addr, "widening", producer_config).unwrap();
+    let share_config = ShareConsumerConfig {
+        metadata_max_age_ms: 20,
+        ..share_config()
+    };
+    let mut member = ShareConsumer::subscribe(addr, "wide", "widening", share_config).unwrap();
+    assert_eq!((producer.partitions(), member.partitions()), (1, 1));
+    assert!(producer
+        .send(&ProducerRecord::new(b"early").with_partition(2))
+        .is_err());
+
+    let grow = alter_topic::Request {
+        name: "widening",
+        partitions: Some(3),
+        ..alter_topic::Request::default()
+    };
+    Client::connect(addr).unwrap().alter_topic(&grow).unwrap();
+    wait_for("the producer to learn of the new partitions", || {
+        (producer.partitions() == 3).then_some(())
+    });
+    // A key Kafka's partitioner sends to partition 2 of 3 goes there now.
+    let key = (0..)
+        .map(|n| format!("key-{n}"))
+        .find(|key| partition_for_key(key.as_bytes(), 3) == 2)
+        .unwrap();
+    let keyed = producer
+        .send(&ProducerRecord::new(b"keyed").with_key(key.as_bytes()))
+        .unwrap();
+    let explicit = producer
+        .send(&ProducerRecord::new(b"explicit").with_partition(1))
+        .unwrap();
+    producer.flush().unwrap();
+    assert_eq!(
+        keyed.wait().unwrap(),
+        RecordMetadata {
+            partition: 2,
+            offset: 0
+        }
+    );
+    assert_eq!(
+        explicit.wait().unwrap(),
+        RecordMetadata {
+            partition: 1,
+            offset: 0
+        }
+    );
+    producer.close().unwrap();
+
+    // The share member, subscribed when there was one partition, reads both new ones.
+    let mut acquired = BTreeSet::new();
+    wait_for("the share member to read the new partitions", || {
+        for (partition, offset, _) in acquire_some(&mut member) {
+            member.acknowledge(partition, offset, AckType::Accept);
+            acquired.insert((partition, offset));
+        }
+        (acquired.len() == 2).then_some(())
+    });
+    assert_eq!(acquired, BTreeSet::from([(1, 0), (2, 0)]));
+    assert_eq!(member.partitions(), 3);
+    assert!(member.close().unwrap().is_empty());
 }
 
 /// Runs the `ringlog` binary against `addr`; returns its stdout and stderr, failing on a

@@ -264,44 +264,12 @@ impl Client {
     /// fails the call with UnknownTopic.
     pub fn metadata(&mut self, topics: &[&str]) -> Result<Vec<TopicMetadata>, ClientError> {
         let frame = self.connection.call(&metadata::Request { topics })?;
-        let view = frame.view::<metadata::ResponseView>()?;
-        check(ApiKey::Metadata, view.status())?;
-        let mut result = Vec::new();
-        for topic in view.topics().unwrap_or_default() {
-            check(
-                ApiKey::Metadata,
-                Status::from_wire(topic.error_code(), topic.error_message()),
-            )?;
-            let partitions = topic
-                .partitions()
-                .unwrap_or_default()
-                .iter()
-                .map(|p| PartitionInfo {
-                    partition: p.partition(),
-                    shard: p.shard(),
-                    log_start_offset: p.log_start_offset(),
-                    high_watermark: p.high_watermark(),
-                    error: ErrorCode::from_u16(p.error_code()),
-                })
-                .collect();
-            result.push(TopicMetadata {
-                name: topic.name().to_owned(),
-                partitions,
-            });
-        }
-        Ok(result)
+        parse_metadata(&frame)
     }
 
     /// Number of partitions of one topic.
     pub fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
-        let topics = self.metadata(&[topic])?;
-        let count = topics
-            .iter()
-            .find(|t| t.name == topic)
-            .map(|t| t.partitions.len())
-            .ok_or_else(|| ClientError::server(ApiKey::Metadata, ErrorCode::UnknownTopic, topic))?;
-        u32::try_from(count)
-            .map_err(|_| ClientError::UnexpectedResponse("partition count over u32".to_owned()))
+        partition_count_of(&self.metadata(&[topic])?, topic)
     }
 
     /// Creates a topic and returns it as created.
@@ -506,6 +474,50 @@ fn topic_info(view: &crate::protocol::TopicConfig<'_>) -> TopicInfo {
         retention_bytes: config.retention_bytes,
         segment_bytes: config.segment_bytes,
     }
+}
+
+/// The topics of a Metadata response; a topic-level error fails the whole answer.
+pub(crate) fn parse_metadata(frame: &ResponseFrame) -> Result<Vec<TopicMetadata>, ClientError> {
+    let view = frame.view::<metadata::ResponseView>()?;
+    check(ApiKey::Metadata, view.status())?;
+    let mut result = Vec::new();
+    for topic in view.topics().unwrap_or_default() {
+        check(
+            ApiKey::Metadata,
+            Status::from_wire(topic.error_code(), topic.error_message()),
+        )?;
+        let partitions = topic
+            .partitions()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| PartitionInfo {
+                partition: p.partition(),
+                shard: p.shard(),
+                log_start_offset: p.log_start_offset(),
+                high_watermark: p.high_watermark(),
+                error: ErrorCode::from_u16(p.error_code()),
+            })
+            .collect();
+        result.push(TopicMetadata {
+            name: topic.name().to_owned(),
+            partitions,
+        });
+    }
+    Ok(result)
+}
+
+/// The partition count of `topic` in `topics` (UnknownTopic when it is not there).
+pub(crate) fn partition_count_of(
+    topics: &[TopicMetadata],
+    topic: &str,
+) -> Result<u32, ClientError> {
+    let count = topics
+        .iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.len())
+        .ok_or_else(|| ClientError::server(ApiKey::Metadata, ErrorCode::UnknownTopic, topic))?;
+    u32::try_from(count)
+        .map_err(|_| ClientError::UnexpectedResponse("partition count over u32".to_owned()))
 }
 
 #[cfg(test)]

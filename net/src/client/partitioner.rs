@@ -46,6 +46,11 @@ impl StickyPartitioner {
         self.current
     }
 
+    /// Keyless records may go to partitions added to the topic (the current one stays).
+    pub fn grow(&mut self, partitions: u32) {
+        self.partitions = self.partitions.max(partitions);
+    }
+
     /// Called when `partition`'s batch was closed: if it is the sticky one, move on.
     pub fn on_batch_closed(&mut self, partition: u32) {
         if partition == self.current {

@@ -36,6 +36,9 @@ pub struct ShareConsumerConfig {
     pub max_bytes: u32,
     /// Longest one round of fetches waits on the server; `poll`'s timeout may shorten it.
     pub max_wait_ms: u32,
+    /// How often the topic's partition count is asked for again, so that partitions added
+    /// to the topic are read (default 5 minutes, as Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age_ms: u64,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -47,6 +50,7 @@ impl Default for ShareConsumerConfig {
             max_records: share_fetch::MAX_RECORDS_DEFAULT,
             max_bytes: 8 << 20,
             max_wait_ms: 100,
+            metadata_max_age_ms: 300_000,
             connection: ConnectionConfig::default(),
         }
     }
@@ -254,6 +258,13 @@ pub struct ShareConsumer {
     failures: Vec<AckFailure>,
     /// Partition the next poll starts with (rotates, for fairness between partitions).
     next_partition: usize,
+    /// When the partition count is next asked for.
+    metadata_due_at: Instant,
+}
+
+/// When a partition count learned now is next asked for again.
+fn next_metadata_refresh(metadata_max_age_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(metadata_max_age_ms)
 }
 
 /// A member id unique to this process and moment.
@@ -279,6 +290,7 @@ impl ShareConsumer {
         Ok(Self {
             client,
             member_id: config.member_id.clone().unwrap_or_else(new_member_id),
+            metadata_due_at: next_metadata_refresh(config.metadata_max_age_ms),
             config,
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -293,9 +305,19 @@ impl ShareConsumer {
         &self.member_id
     }
 
+    /// The topic's partition count as last learned: at subscribe, then every
+    /// [`ShareConsumerConfig::metadata_max_age_ms`] (during `poll`).
+    pub fn partitions(&self) -> u32 {
+        // `pending` has one entry per partition, and a partition id is a u32.
+        self.pending.len() as u32
+    }
+
     /// Waits up to `timeout` for records of any partition; sends pending acknowledgements with
     /// the fetches.
     pub fn poll(&mut self, timeout: Duration) -> Result<ShareBatch, ClientError> {
+        if Instant::now() >= self.metadata_due_at {
+            self.refresh_partitions()?;
+        }
         let deadline = Instant::now() + timeout;
         // First look without waiting, then long-poll in short rounds until the deadline.
         let mut wait = Duration::ZERO;
@@ -307,6 +329,17 @@ impl ShareConsumer {
             }
             wait = remaining.min(Duration::from_millis(u64::from(self.config.max_wait_ms)));
         }
+    }
+
+    /// Asks for the partition count again and reads partitions added since (a topic never
+    /// shrinks).
+    fn refresh_partitions(&mut self) -> Result<(), ClientError> {
+        self.metadata_due_at = next_metadata_refresh(self.config.metadata_max_age_ms);
+        let partitions = self.client.partition_count(&self.topic)? as usize;
+        if partitions > self.pending.len() {
+            self.pending.resize_with(partitions, Vec::new);
+        }
+        Ok(())
     }
 
     /// One ShareFetch per partition, pipelined; waits for every answer.

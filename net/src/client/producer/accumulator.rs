@@ -85,6 +85,10 @@ pub(crate) struct Accumulator {
     pub(crate) closing: bool,
     /// Threads inside `flush`: linger is skipped while any are waiting.
     pub(crate) flushing: usize,
+    /// When the partition count is next asked for (`metadata_max_age_ms` apart).
+    metadata_due_at: Instant,
+    /// The Metadata request awaiting its answer: correlation id and when it was sent.
+    metadata_sent: Option<(u32, Instant)>,
 }
 
 impl Accumulator {
@@ -109,7 +113,70 @@ impl Accumulator {
             fatal: None,
             closing: false,
             flushing: 0,
+            metadata_due_at: Instant::now() + Duration::from_millis(config.metadata_max_age_ms),
+            metadata_sent: None,
         }
+    }
+
+    /// The topic's partition count as last learned.
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Whether the partition count should be asked for now.
+    pub(crate) fn metadata_refresh_due(&self, now: Instant) -> bool {
+        self.metadata_sent.is_none() && !self.closing && now >= self.metadata_due_at
+    }
+
+    /// When the sender should next wake to ask for the partition count.
+    pub(crate) fn next_metadata_refresh(&self) -> Option<Instant> {
+        (self.metadata_sent.is_none() && !self.closing).then_some(self.metadata_due_at)
+    }
+
+    /// The Metadata request was written with `correlation_id`.
+    pub(crate) fn metadata_refresh_sent(&mut self, correlation_id: u32, now: Instant) {
+        assert!(
+            self.metadata_sent.is_none(),
+            "one metadata refresh at a time"
+        );
+        self.metadata_sent = Some((correlation_id, now));
+        self.metadata_due_at = now + Duration::from_millis(self.config.metadata_max_age_ms);
+    }
+
+    /// Applies the answer to a metadata refresh: a larger partition count is used from now on
+    /// (new keyed records may land elsewhere, as in Kafka). A refused refresh (the topic was
+    /// deleted, say) keeps the count: the produce requests themselves report what is wrong.
+    pub(crate) fn complete_metadata_refresh(
+        &mut self,
+        correlation_id: u32,
+        partitions: Result<u32, ClientError>,
+    ) -> Result<(), ClientError> {
+        match self.metadata_sent {
+            Some((sent, _)) if sent == correlation_id => self.metadata_sent = None,
+            _ => {
+                return Err(ClientError::UnexpectedResponse(format!(
+                    "Metadata response with unknown correlation id {correlation_id}"
+                )))
+            }
+        }
+        if let Ok(partitions) = partitions {
+            self.grow(partitions);
+        }
+        Ok(())
+    }
+
+    /// Makes room for `partitions` partitions (a topic never shrinks, so fewer is ignored).
+    fn grow(&mut self, partitions: u32) {
+        if partitions <= self.partitions {
+            return;
+        }
+        let slots = partitions as usize;
+        self.open.resize_with(slots, || None);
+        self.blocked.resize(slots, false);
+        self.in_flight_batches.resize(slots, 0);
+        self.idempotence.grow(partitions);
+        self.sticky.grow(partitions);
+        self.partitions = partitions;
     }
 
     /// Turns idempotence on with the producer id and epoch from InitProducerId (or off).
@@ -354,15 +421,17 @@ impl Accumulator {
 
     /// True when a request has waited longer than `timeout`.
     pub(crate) fn has_expired_request(&self, now: Instant, timeout: Duration) -> bool {
+        let expired = |sent_at: Instant| now.saturating_duration_since(sent_at) > timeout;
         let bump_expired = match self.idempotence.bump {
-            EpochBump::Sent { sent_at, .. } => now.saturating_duration_since(sent_at) > timeout,
+            EpochBump::Sent { sent_at, .. } => expired(sent_at),
             _ => false,
         };
+        let metadata_expired = self
+            .metadata_sent
+            .is_some_and(|(_, sent_at)| expired(sent_at));
         bump_expired
-            || self
-                .in_flight
-                .iter()
-                .any(|flight| now.saturating_duration_since(flight.sent_at) > timeout)
+            || metadata_expired
+            || self.in_flight.iter().any(|flight| expired(flight.sent_at))
     }
 
     /// Applies a produce response: `entries[i]` is the result for the request's i-th batch,
@@ -641,6 +710,44 @@ mod tests {
         assert_eq!(handle.wait().unwrap().offset, -1);
         assert!(acc.is_idle());
         assert_eq!(acc.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn a_metadata_refresh_grows_the_partitions_and_never_shrinks_them() {
+        let config = ProducerConfig {
+            metadata_max_age_ms: 50,
+            ..config()
+        };
+        let mut acc = Accumulator::new(config, 2);
+        let start = Instant::now();
+        let v = value(10);
+        let to_third = ProducerRecord::new(&v).with_partition(2);
+        assert!(acc.append(&to_third, 1, start).is_err());
+        let due = acc.next_metadata_refresh().unwrap();
+        assert!(!acc.metadata_refresh_due(due - Duration::from_millis(1)));
+        assert!(acc.metadata_refresh_due(due));
+        acc.metadata_refresh_sent(9, due);
+        assert!(!acc.metadata_refresh_due(due + Duration::from_secs(1)));
+        assert!(
+            acc.next_metadata_refresh().is_none(),
+            "one refresh at a time"
+        );
+        assert!(acc.complete_metadata_refresh(8, Ok(3)).is_err());
+        acc.complete_metadata_refresh(9, Ok(3)).unwrap();
+        assert_eq!(acc.partitions(), 3);
+        assert_eq!(
+            acc.next_metadata_refresh(),
+            Some(due + Duration::from_millis(50))
+        );
+        let (handle, _) = acc.append(&to_third, 1, due).unwrap();
+        assert_eq!(handle.partition(), 2);
+        acc.metadata_refresh_sent(10, due);
+        acc.complete_metadata_refresh(10, Ok(1)).unwrap();
+        assert_eq!(acc.partitions(), 3, "fewer partitions are ignored");
+        acc.metadata_refresh_sent(11, due);
+        let refused = ClientError::server(ApiKey::Metadata, ErrorCode::UnknownTopic, "t");
+        acc.complete_metadata_refresh(11, Err(refused)).unwrap();
+        assert_eq!(acc.partitions(), 3, "a refused refresh keeps the count");
     }
 
     #[test]

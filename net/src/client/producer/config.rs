@@ -35,6 +35,9 @@ pub struct ProducerConfig {
     /// several requests in flight. Off with [`Acks::None`], which has no retries. A server
     /// without InitProducerId is used without idempotence.
     pub idempotence: bool,
+    /// How often the topic's partition count is asked for again, so that partitions added
+    /// to the topic are used (default 5 minutes, as Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age_ms: u64,
     /// Connection settings; its `request_timeout_ms` bounds the wait for each response.
     pub connection: ConnectionConfig,
 }
@@ -52,6 +55,7 @@ impl Default for ProducerConfig {
             retries_max: 10,
             retry_backoff_ms: 100,
             idempotence: true,
+            metadata_max_age_ms: 300_000,
             connection: ConnectionConfig::default(),
         }
     }
@@ -72,6 +76,9 @@ impl ProducerConfig {
         }
         if self.buffer_bytes_max < self.batch_bytes_max {
             return invalid("buffer_bytes_max must be at least batch_bytes_max");
+        }
+        if self.metadata_max_age_ms == 0 {
+            return invalid("metadata_max_age_ms must be at least 1");
         }
         Ok(())
     }

@@ -63,6 +63,11 @@ impl Idempotence {
         }
     }
 
+    /// Sequences for partitions added to the topic start at 0.
+    pub(crate) fn grow(&mut self, partitions: u32) {
+        self.next_sequence.resize(partitions as usize, 0);
+    }
+
     /// Turns idempotence on with `identity` (or off with `None`); sequences restart at 0.
     pub(crate) fn set_identity(&mut self, identity: Option<ProducerIdentity>) {
         self.identity = identity;

@@ -1,5 +1,6 @@
 //! The producer's two I/O threads: the sender writes produce requests for ready batches (and
-//! the InitProducerId of an epoch bump), the receiver reads their responses. Neither holds the
+//! the InitProducerId of an epoch bump, and a Metadata request every `metadata_max_age_ms`),
+//! the receiver reads their responses. Neither holds the
 //! state lock while on the socket, so a slow server never blocks `send` beyond the configured
 //! back-pressure. The lock lives in the client's process, which is free to use threads; the
 //! server's data path takes none.
@@ -10,11 +11,11 @@ use std::time::{Duration, Instant};
 use super::accumulator::{Accumulator, EntryResult};
 use super::idempotence::ProducerIdentity;
 use crate::api::ApiKey;
-use crate::client::calls::check;
+use crate::client::calls::{check, parse_metadata, partition_count_of};
 use crate::client::connection::{FrameReader, FrameWriter, ResponseFrame};
 use crate::client::error::ClientError;
-use crate::message::init_producer_id;
 use crate::message::produce::{self, Acks, PartitionBatches};
+use crate::message::{init_producer_id, metadata};
 use crate::message::{ResponseStatus as _, Status};
 
 /// State shared by the producer handle and its threads.
@@ -90,6 +91,20 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
             }
             continue;
         }
+        if state.metadata_refresh_due(now) {
+            state.metadata_refresh_sent(context.writer.next_correlation_id(), now);
+            drop(state);
+            let result = context.writer.write_request(&metadata::Request {
+                topics: &[context.topic.as_str()],
+            });
+            state = shared.lock();
+            if let Err(error) = result {
+                state.fail_all(error);
+                shared.notify_all();
+                break;
+            }
+            continue;
+        }
         let batches = if state.can_send() {
             state.take_sendable(now)
         } else {
@@ -100,7 +115,13 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
                 .can_send()
                 .then(|| state.next_retry_due(now))
                 .flatten();
-            state = match next_linger.into_iter().chain(next_retry).min() {
+            let next_refresh = state.next_metadata_refresh();
+            state = match next_linger
+                .into_iter()
+                .chain(next_retry)
+                .chain(next_refresh)
+                .min()
+            {
                 Some(due) => {
                     let wait = due.saturating_duration_since(now);
                     let (guard, _) = shared
@@ -182,6 +203,7 @@ fn write_batches(
 pub(crate) fn run_receiver(
     shared: Arc<Shared>,
     mut reader: FrameReader,
+    topic: &str,
     request_timeout: Duration,
 ) {
     if let Err(error) = reader.set_read_timeout(Some(request_timeout)) {
@@ -193,6 +215,11 @@ pub(crate) fn run_receiver(
             let correlation_id = frame.header().correlation_id;
             if frame.header().api == ApiKey::InitProducerId.as_u16() {
                 return Ok((correlation_id, Answer::EpochBump(parse_identity(&frame))));
+            }
+            if frame.header().api == ApiKey::Metadata.as_u16() {
+                let partitions =
+                    parse_metadata(&frame).and_then(|topics| partition_count_of(&topics, topic));
+                return Ok((correlation_id, Answer::Metadata(partitions)));
             }
             let (top_level, entries) = parse_response(&frame)?;
             Ok((correlation_id, Answer::Produce(top_level, entries)))
@@ -208,6 +235,11 @@ pub(crate) fn run_receiver(
             }
             Ok((correlation_id, Answer::EpochBump(identity))) => {
                 if let Err(error) = state.complete_epoch_bump(correlation_id, identity) {
+                    state.fail_all(error);
+                }
+            }
+            Ok((correlation_id, Answer::Metadata(partitions))) => {
+                if let Err(error) = state.complete_metadata_refresh(correlation_id, partitions) {
                     state.fail_all(error);
                 }
             }
@@ -234,6 +266,8 @@ enum Answer {
     Produce(Option<ClientError>, Vec<EntryResult>),
     /// The answer to an epoch bump.
     EpochBump(Result<ProducerIdentity, ClientError>),
+    /// The topic's partition count, from a metadata refresh.
+    Metadata(Result<u32, ClientError>),
 }
 
 /// The producer id and epoch of an InitProducerId response.

@@ -33,6 +33,8 @@ use crate::message::produce::Acks;
 ///   several partitions share one produce request.
 /// - Partition: explicit, else Kafka's murmur2 of the key (the same partition Kafka's default
 ///   partitioner picks), else sticky (one partition until its batch is sent, then the next).
+///   The partition count is asked for again every `metadata_max_age_ms`, so partitions added
+///   to the topic are used.
 /// - At most `in_flight_requests_max` requests are in flight; `send` blocks (up to
 ///   `max_block_ms`) while `buffer_bytes_max` bytes are buffered.
 /// - Retriable errors ([`crate::error_code::ErrorCode::is_retriable`]) are retried up to
@@ -71,7 +73,6 @@ use crate::message::produce::Acks;
 pub struct Producer {
     shared: Arc<Shared>,
     topic: String,
-    partitions: u32,
     max_block: Duration,
     stream: TcpStream,
     sender: Option<JoinHandle<()>>,
@@ -124,14 +125,14 @@ impl Producer {
         };
         let receiver = {
             let shared = shared.clone();
+            let topic = topic.to_owned();
             thread::Builder::new()
                 .name("ringlog-producer-recv".to_owned())
-                .spawn(move || run_receiver(shared, reader, request_timeout))?
+                .spawn(move || run_receiver(shared, reader, &topic, request_timeout))?
         };
         Ok(Self {
             shared,
             topic: topic.to_owned(),
-            partitions,
             max_block: Duration::from_millis(config.max_block_ms),
             stream,
             sender: Some(sender),
@@ -144,9 +145,11 @@ impl Producer {
         &self.topic
     }
 
-    /// The topic's partition count.
+    /// The topic's partition count as last learned: at connect, then every
+    /// [`ProducerConfig::metadata_max_age_ms`] (partitions added to the topic are used from
+    /// then on).
     pub fn partitions(&self) -> u32 {
-        self.partitions
+        self.shared.lock().partitions()
     }
 
     /// The producer id and epoch stamped into batches; `None` when not idempotent.
