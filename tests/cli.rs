@@ -147,7 +147,7 @@ fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
              unlimited, segment_bytes {SEGMENT_BYTES}\n"
         )
     );
-    let args = ["topic", "alter", "aging", "--retention-bytes", "1048576"];
+    let args = ["topic", "alter", "aging", "--retention-bytes", "1MiB"];
     let out = server.ok(&args);
     assert!(
         out.contains("retention_ms 3600000, retention_bytes 1048576"),
@@ -187,6 +187,8 @@ fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
     assert_eq!(error_line(&failed), "error: topic nope does not exist");
     let failed = server.ringlog(&["topic", "alter", "aging", "--retention-bytes", "0"]);
     assert!(error_line(&failed).contains("retention"));
+    let failed = server.ringlog(&["topic", "alter", "aging", "--retention-bytes", "1 parsec"]);
+    assert!(error_line(&failed).contains("unknown size suffix 'parsec'"));
     let failed = server.ringlog(&["topic", "alter", "aging"]);
     assert!(error_line(&failed).contains("--retention-ms"));
 }

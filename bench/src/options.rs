@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::reference::net::SendMode;
 use crate::reference::{ReferencePlan, ReferenceWhen};
-use crate::units::{format_bytes, parse_bytes, GIB, MIB};
+use crate::units::{format_bytes, GIB, MIB};
 use crate::workload::Workload;
+use ringlog_net::byte_size::parse_bytes;
 
 /// Default record size (bytes).
 pub const RECORD_SIZE_BYTES_DEFAULT: u64 = 1024;

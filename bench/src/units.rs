@@ -1,7 +1,8 @@
-//! Byte sizes and rates: parsing the sizes users type and printing the ones we measure.
+//! Byte sizes and rates as the bench prints them. Sizes that users type are parsed by
+//! [`ringlog_net::byte_size::parse_bytes`] (binary suffixes KiB, MiB, GiB or decimal ones KB,
+//! MB, GB), as `ringlog`'s own command line does.
 //!
-//! Throughput is always in MB/s with MB = 10^6 bytes (what disk and network vendors quote);
-//! sizes that users type may use binary suffixes (KiB, MiB, GiB) or decimal ones (KB, MB, GB).
+//! Throughput is always in MB/s with MB = 10^6 bytes (what disk and network vendors quote).
 
 /// Bytes in one MB as used in every reported rate (decimal, 10^6).
 pub const BYTES_PER_MB: f64 = 1_000_000.0;
@@ -11,51 +12,6 @@ pub const MIB: u64 = 1 << 20;
 
 /// One binary gibibyte.
 pub const GIB: u64 = 1 << 30;
-
-/// Parses a byte size such as `1024`, `64KiB`, `1MiB`, `2GiB`, `100KB` or `1.5GB`.
-///
-/// Suffixes are case-insensitive; a space between number and suffix is allowed.
-/// Fractional values are allowed with a suffix and rounded down to whole bytes.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split_at = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, suffix) = trimmed.split_at(split_at);
-    let multiplier: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "tib" | "t" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size suffix '{other}' in '{text}' (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
-    };
-    if number.is_empty() {
-        return Err(format!("'{text}' is not a byte size"));
-    }
-    if let Ok(whole) = number.parse::<u64>() {
-        return whole
-            .checked_mul(multiplier)
-            .ok_or_else(|| format!("'{text}' is too large"));
-    }
-    let fractional: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a byte size"))?;
-    let bytes = fractional * multiplier as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("'{text}' is too large"));
-    }
-    // Truncation is the documented rounding (down to whole bytes).
-    Ok(bytes as u64)
-}
 
 /// Formats a byte count for people: `1.07 GB`, `65.5 kB`, `512 B` (decimal units, like the rates).
 pub fn format_bytes(bytes: u64) -> String {
@@ -108,26 +64,6 @@ pub fn per_s(count: u64, seconds: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_plain_and_suffixed_sizes() {
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("1 MiB"), Ok(1 << 20));
-        assert_eq!(parse_bytes("2gib"), Ok(2 << 30));
-        assert_eq!(parse_bytes("100KB"), Ok(100_000));
-        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
-        assert_eq!(parse_bytes("0"), Ok(0));
-    }
-
-    #[test]
-    fn rejects_nonsense_sizes() {
-        assert!(parse_bytes("").is_err());
-        assert!(parse_bytes("MiB").is_err());
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("-5").is_err());
-        assert!(parse_bytes("99999999999TiB").is_err());
-    }
 
     #[test]
     fn rates_use_decimal_megabytes() {

@@ -5,10 +5,12 @@
 //! - [`protocol`]: the flatbuffers code generated from `net/protocol.fbs` (the public spec).
 //! - [`message`]: typed builders and verified readers for every request and response.
 //! - [`client`]: a blocking client (connection, admin calls, producer, consumer).
+//! - [`byte_size`]: byte sizes as users type them (`64KiB`), for command lines.
 //!
 //! `net/PROTOCOL.md` describes the protocol for implementers in other languages.
 
 pub mod api;
+pub mod byte_size;
 pub mod client;
 pub mod error_code;
 pub mod frame;

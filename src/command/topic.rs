@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use clap::{Args, Subcommand, ValueEnum};
+use ringlog_net::byte_size::{parse_limit_bytes, parse_signed_bytes};
 use ringlog_net::client::{Client, PartitionInfo, TopicInfo};
 use ringlog_net::message::{alter_topic, create_topic};
 use serde::Serialize;
@@ -45,12 +46,13 @@ struct CreateArgs {
     /// Delete whole segments older than this (-1: keep forever; default: the server's).
     #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     retention_ms: Option<i64>,
-    /// Delete the oldest segments while a partition holds more (-1: no limit; default: the
-    /// server's).
-    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    /// Delete the oldest segments while a partition holds more, e.g. `10GiB` (-1: no limit;
+    /// default: the server's).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_limit_bytes)]
     retention_bytes: Option<i64>,
-    /// Size of each segment file, preallocated (default: the server's `segment_bytes`).
-    #[arg(long, value_name = "B")]
+    /// Size of each segment file, preallocated, e.g. `64MiB` (default: the server's
+    /// `segment_bytes`).
+    #[arg(long, value_name = "BYTES", value_parser = parse_signed_bytes)]
     segment_bytes: Option<i64>,
 }
 
@@ -76,11 +78,12 @@ struct AlterArgs {
         group = "change"
     )]
     retention_ms: Option<i64>,
-    /// Delete the oldest segments while a partition holds more (-1: no limit).
+    /// Delete the oldest segments while a partition holds more, e.g. `10GiB` (-1: no limit).
     #[arg(
         long,
-        value_name = "B",
+        value_name = "BYTES",
         allow_negative_numbers = true,
+        value_parser = parse_limit_bytes,
         group = "change"
     )]
     retention_bytes: Option<i64>,
