@@ -299,6 +299,12 @@ impl StateStore {
         Ok(inner.added())
     }
 
+    /// True while a snapshot waits to replace the file.
+    #[cfg(test)]
+    pub(crate) fn rewriting(&self) -> bool {
+        self.inner.rewrite.get()
+    }
+
     /// True when the file has grown enough that a snapshot would be much smaller.
     pub(crate) fn wants_compaction(&self) -> bool {
         let inner = &self.inner;

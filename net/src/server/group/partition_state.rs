@@ -103,9 +103,9 @@ impl PartitionGroups {
 
     /// Commits `offset` for `group`: in memory now, durable when the returned future resolves.
     pub(crate) fn commit(&self, group: &str, offset: i64) -> Result<Durable, Failure> {
-        let durable = self.record(StateRecord::Offset { group, offset })?;
-        self.offsets.borrow_mut().insert(group.to_string(), offset);
-        Ok(durable)
+        self.record(StateRecord::Offset { group, offset }, || {
+            self.offsets.borrow_mut().insert(group.to_string(), offset);
+        })
     }
 
     /// The share partition of `group`, if it exists here.
@@ -124,17 +124,19 @@ impl PartitionGroups {
             return Ok(share);
         }
         let start_offset = self.log.log_start_offset();
-        // Not waited for: a new share partition at the log start is what a lost record
-        // would recreate anyway; the first acknowledgement's wait covers it.
-        drop(self.record(StateRecord::ShareStart {
-            group,
-            start_offset,
-        })?);
         let share = SharePartition::new(group.to_string(), Window::new(start_offset), self);
         share.set_config(config);
-        self.shares
-            .borrow_mut()
-            .insert(group.to_string(), Rc::clone(&share));
+        let record = StateRecord::ShareStart {
+            group,
+            start_offset,
+        };
+        // Not waited for: a new share partition at the log start is what a lost record
+        // would recreate anyway; the first acknowledgement's wait covers it.
+        drop(self.record(record, || {
+            self.shares
+                .borrow_mut()
+                .insert(group.to_string(), Rc::clone(&share));
+        })?);
         Ok(share)
     }
 
@@ -143,12 +145,21 @@ impl PartitionGroups {
         self.shares.borrow().values().cloned().collect()
     }
 
-    /// Appends a state record (compacting the file when it has grown enough).
-    pub(crate) fn record(&self, record: StateRecord<'_>) -> Result<Durable, Failure> {
+    /// Appends a state record, then has `apply` make the same change in memory, then
+    /// compacts the file when it has grown enough. The order matters: a compaction replaces
+    /// the records not yet written, this one included, by a snapshot of memory, which must
+    /// therefore already hold the change. A change made in memory before the call passes a
+    /// no-op `apply`.
+    pub(crate) fn record(
+        &self,
+        record: StateRecord<'_>,
+        apply: impl FnOnce(),
+    ) -> Result<Durable, Failure> {
         let durable = self
             .store
             .append_with(|out| record.encode(out))
             .map_err(store_failure)?;
+        apply();
         if self.store.wants_compaction() {
             let snapshot = self.snapshot().map_err(store_failure)?;
             // The append above is covered by the snapshot, and its future by the rewrite.
@@ -248,5 +259,55 @@ fn replay(
             window.replay(change, IN_FLIGHT_RECORDS_LIMIT as usize);
             window.advance();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ringlog_engine::cache::ChunkCache;
+    use ringlog_engine::log::LogConfig;
+    use ringlog_engine::reactor::{block_on, RingConfig};
+
+    use super::*;
+
+    async fn open(dir: &Path) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let cache = Rc::new(ChunkCache::new(1 << 20));
+        let log = Rc::new(PartitionLog::open(dir, config, cache).await.unwrap());
+        let groups = PartitionGroups::open("t", 0, Rc::clone(&log), Rc::default())
+            .await
+            .unwrap();
+        (log, groups)
+    }
+
+    #[test]
+    fn the_change_that_starts_a_compaction_is_in_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            // One group commits until a commit makes the file big enough to compact.
+            let mut offset = 0;
+            while !groups.store.rewriting() {
+                offset += 1;
+                drop(groups.commit("g", offset).unwrap());
+            }
+            groups.commit("other", 7).unwrap().await.unwrap();
+            groups.close().await;
+            log.close().await.unwrap();
+            drop((log, groups));
+
+            let (log, groups) = open(&path).await;
+            assert_eq!(groups.committed("g"), Some(offset));
+            assert_eq!(groups.committed("other"), Some(7));
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
     }
 }

@@ -561,7 +561,8 @@ impl SharePartition {
             .ok_or_else(|| Failure::new(ErrorCode::ShuttingDown, "the partition is closing"))?;
         let mut last: Option<Durable> = None;
         for change in &effects.changes {
-            last = Some(parent.record(share_states(&self.group, *change))?);
+            // The window already holds the change.
+            last = Some(parent.record(share_states(&self.group, *change), || {})?);
         }
         match last {
             Some(durable) if wait => durable.await.map_err(store_failure),
@@ -620,11 +621,11 @@ impl SharePartition {
             .parent
             .upgrade()
             .ok_or_else(|| Failure::new(ErrorCode::ShuttingDown, "the partition is closing"))?;
-        let durable = parent.record(StateRecord::ShareStart {
+        let record = StateRecord::ShareStart {
             group: &self.group,
             start_offset,
-        })?;
-        self.window.borrow_mut().reset(start_offset);
+        };
+        let durable = parent.record(record, || self.window.borrow_mut().reset(start_offset))?;
         self.available.notify();
         Ok(durable)
     }
