@@ -802,6 +802,15 @@ fn cli_reads_as_group_and_share_member() {
     let listed = cli(addr, &["group", "list"]);
     assert_eq!(row(&listed, &["ops"]), ["ops", "consumer", "Empty", "0"]);
     assert_eq!(row(&listed, &["queue"])[1], "share");
+    assert_eq!(
+        cli(addr, &["group", "delete", "ops"]),
+        "deleted group ops\n"
+    );
+    let listed = cli(addr, &["group", "list"]);
+    assert!(
+        !listed.lines().any(|line| line.starts_with("ops ")),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -921,6 +930,69 @@ fn a_running_producer_and_share_member_use_partitions_added_to_their_topic() {
     assert_eq!(acquired, BTreeSet::from([(1, 0), (2, 0)]));
     assert_eq!(member.partitions(), 3);
     assert!(member.close().unwrap().is_empty());
+}
+
+/// Names of the groups the server lists.
+fn group_names(client: &mut Client) -> BTreeSet<String> {
+    client
+        .list_groups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.group)
+        .collect()
+}
+
+#[test]
+fn a_group_without_members_is_deleted_with_its_offsets() {
+    let mut server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "events", 2);
+    produce(addr, "events", 0, 10, None);
+    let mut member = GroupConsumer::subscribe(addr, "old", "events", group_config()).unwrap();
+    assert_eq!(read_group(&mut member, 10).len(), 10);
+    member.commit().unwrap();
+    let mut client = Client::connect(addr).unwrap();
+    let refused = client.delete_group("old").unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GroupNotEmpty), "{refused}");
+    member.close().unwrap();
+    client.delete_group("old").unwrap();
+    let gone = client.delete_group("old").unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::UnknownGroup), "{gone}");
+    let gone = client.describe_group("old").unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::UnknownGroup), "{gone}");
+
+    // A share group nobody fetched from goes; one a member is reading stays.
+    let idle = configure_group::Request {
+        group: "idle-share",
+        ..configure_group::Request::default()
+    };
+    client.configure_share_group(&idle).unwrap();
+    let mut reader =
+        ShareConsumer::subscribe(addr, "busy-share", "events", share_config()).unwrap();
+    for (partition, offset, _) in acquire_some(&mut reader) {
+        reader.acknowledge(partition, offset, AckType::Accept);
+    }
+    assert!(reader.close().unwrap().is_empty());
+    let refused = client.delete_group("busy-share").unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GroupNotEmpty), "{refused}");
+    client.delete_group("idle-share").unwrap();
+    assert_eq!(
+        group_names(&mut client),
+        BTreeSet::from(["busy-share".to_owned()])
+    );
+
+    // Deleted for good: after a restart a group of the same name starts without offsets
+    // (from the earliest record, as the member's auto_offset_reset says).
+    server.restart();
+    let addr = server.addr();
+    let mut client = Client::connect(addr).unwrap();
+    assert_eq!(
+        group_names(&mut client),
+        BTreeSet::from(["busy-share".to_owned()])
+    );
+    let mut member = GroupConsumer::subscribe(addr, "old", "events", group_config()).unwrap();
+    assert_eq!(read_group(&mut member, 10).len(), 10);
+    member.close().unwrap();
 }
 
 /// Runs the `ringlog` binary against `addr`; returns its stdout and stderr, failing on a

@@ -44,6 +44,8 @@ pub enum ApiKey {
     ResetGroupOffsets = 17,
     /// Configure a share group (lock duration, delivery limit, dead-letter topic).
     ConfigureGroup = 18,
+    /// Delete a group without members, with its committed offsets and share state.
+    DeleteGroup = 19,
     /// Acquire records of a share group (KIP-932), with piggy-backed acknowledgements.
     ShareFetch = 20,
     /// Acknowledge share-group records by offset range.
@@ -84,6 +86,7 @@ impl ApiKey {
             ApiKey::DescribeGroup => "DescribeGroup",
             ApiKey::ResetGroupOffsets => "ResetGroupOffsets",
             ApiKey::ConfigureGroup => "ConfigureGroup",
+            ApiKey::DeleteGroup => "DeleteGroup",
             ApiKey::ShareFetch => "ShareFetch",
             ApiKey::ShareAcknowledge => "ShareAcknowledge",
             ApiKey::InitProducerId => "InitProducerId",
@@ -149,7 +152,7 @@ pub struct ApiVersionRange {
 
 /// Every api of protocol v1 with the versions this build speaks, in id order. A server reports
 /// exactly this list in its ApiVersions response.
-pub const SUPPORTED_APIS: [ApiVersionRange; 21] = [
+pub const SUPPORTED_APIS: [ApiVersionRange; 22] = [
     v0(ApiKey::ApiVersions),
     v0(ApiKey::Metadata),
     v0(ApiKey::CreateTopic),
@@ -168,6 +171,7 @@ pub const SUPPORTED_APIS: [ApiVersionRange; 21] = [
     v0(ApiKey::DescribeGroup),
     v0(ApiKey::ResetGroupOffsets),
     v0(ApiKey::ConfigureGroup),
+    v0(ApiKey::DeleteGroup),
     v0(ApiKey::ShareFetch),
     v0(ApiKey::ShareAcknowledge),
     v0(ApiKey::InitProducerId),
@@ -198,7 +202,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_rejected() {
-        for id in [9, 19, 23, 100, u16::MAX] {
+        for id in [9, 23, 100, u16::MAX] {
             assert_eq!(ApiKey::try_from(id), Err(UnknownApi(id)));
         }
     }

@@ -1,4 +1,5 @@
-//! `ringlog group list|describe|reset|config`: consumer-group and share-group administration.
+//! `ringlog group list|describe|reset|config|delete`: consumer-group and share-group
+//! administration.
 
 use std::io::{self, Write};
 
@@ -32,6 +33,16 @@ enum GroupAction {
     Reset(ResetArgs),
     /// Configure a share group (created when it does not exist).
     Config(ConfigArgs),
+    /// Delete a group with its committed offsets or share state; only while it has no
+    /// members (a share group: none that fetched recently).
+    Delete(DeleteArgs),
+}
+
+/// Options of `ringlog group delete`.
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    /// Group name.
+    group: String,
 }
 
 /// Options of `ringlog group describe`.
@@ -100,6 +111,10 @@ pub fn run(args: GroupArgs, server: &str) -> anyhow::Result<()> {
                 })
                 .map_err(|error| CliError::about(args.dead_letter_topic.as_deref(), error))?;
             write_settings(&mut out, &settings)?;
+        }
+        GroupAction::Delete(args) => {
+            client.delete_group(&args.group).map_err(CliError::from)?;
+            writeln!(out, "deleted group {}", args.group)?;
         }
     }
     out.flush()?;

@@ -9,10 +9,11 @@ use super::error::ClientError;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::group::{share_group_config, GroupKind, GroupState};
+use crate::message::leave_group;
 use crate::message::list_offsets::OffsetSpec;
 use crate::message::share_acknowledge::AckRange;
 use crate::message::share_fetch::{self, AcquiredRange};
-use crate::message::{configure_group, describe_group, heartbeat, join_group, leave_group};
+use crate::message::{configure_group, delete_group, describe_group, heartbeat, join_group};
 use crate::message::{list_groups, offset_commit, offset_fetch, reset_group_offsets};
 use crate::message::{share_acknowledge, ResponseStatus, Status, TopicPartitions};
 use crate::protocol;
@@ -458,6 +459,15 @@ impl Client {
             ClientError::UnexpectedResponse("ConfigureGroup response without config".to_owned())
         })?;
         Ok(settings(&config))
+    }
+
+    /// Deletes a group with its committed offsets (consumer group) or share partitions (share
+    /// group). Refused with GroupNotEmpty while it has members (for a share group: members
+    /// that fetched recently), UnknownGroup when there is no such group.
+    pub fn delete_group(&mut self, group: &str) -> Result<(), ClientError> {
+        let frame = self.connection().call(&delete_group::Request { group })?;
+        let view = frame.view::<delete_group::ResponseView>()?;
+        check(ApiKey::DeleteGroup, view.status())
     }
 
     /// Acquires share-group records (long poll up to the request's `max_wait_ms`). The

@@ -52,6 +52,7 @@ pub mod alter_topic;
 pub mod api_versions;
 pub mod configure_group;
 pub mod create_topic;
+pub mod delete_group;
 pub mod delete_topic;
 pub mod describe_group;
 pub mod error_response;
@@ -256,6 +257,7 @@ decodable!(
     ConfigureGroupRequest,
     ConfigureGroupResponse
 );
+decodable!(ApiKey::DeleteGroup, DeleteGroupRequest, DeleteGroupResponse);
 decodable!(ApiKey::ShareFetch, ShareFetchRequest, ShareFetchResponse);
 decodable!(
     ApiKey::ShareAcknowledge,

@@ -55,6 +55,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         | ApiKey::DescribeGroup
         | ApiKey::ResetGroupOffsets
         | ApiKey::ConfigureGroup
+        | ApiKey::DeleteGroup
         | ApiKey::ShareFetch
         | ApiKey::ShareAcknowledge => super::group::handlers::handle(shard, &request, api)
             .await

@@ -25,6 +25,7 @@ use crate::error_code::ErrorCode;
 use crate::message::group::{GroupKind, GroupState};
 use crate::server::message::Failure;
 use crate::server::shard::{unknown_topic, Shard};
+use crate::server::share::partition::ShareSummary;
 
 /// How often a coordinator looks for expired sessions and overdue rebalances.
 const REAPER_TICK: Duration = Duration::from_millis(100);
@@ -54,12 +55,18 @@ fn wrong_kind(group: &Group, wanted: GroupKind) -> Failure {
     )
 }
 
-/// The group, which must exist and be of `kind`.
-fn existing(shard: &Shard, name: &str, kind: GroupKind) -> Result<Rc<Group>, Failure> {
-    let group = shard
+/// The group, which must exist and not be being deleted.
+fn live(shard: &Shard, name: &str) -> Result<Rc<Group>, Failure> {
+    shard
         .groups
         .group(name)
-        .ok_or_else(|| unknown_group(name))?;
+        .filter(|group| !group.deleting.get())
+        .ok_or_else(|| unknown_group(name))
+}
+
+/// The group, which must exist and be of `kind`.
+fn existing(shard: &Shard, name: &str, kind: GroupKind) -> Result<Rc<Group>, Failure> {
+    let group = live(shard, name)?;
     if group.kind != kind {
         return Err(wrong_kind(&group, kind));
     }
@@ -73,12 +80,16 @@ async fn get_or_create(
     kind: GroupKind,
     share: ShareConfig,
 ) -> Result<Rc<Group>, Failure> {
-    if let Some(group) = shard.groups.group(name) {
+    // A group being deleted is waited for, then made anew; deletion takes the map entry,
+    // so this goes round at most once per deletion that completes meanwhile.
+    while let Some(group) = shard.groups.group(name) {
         if group.kind != kind {
             return Err(wrong_kind(&group, kind));
         }
         wait_ready(&group).await?;
-        return Ok(group);
+        if !group.deleted.get() {
+            return Ok(group);
+        }
     }
     meta::validate_group_name(name)?;
     share.validate()?;
@@ -123,11 +134,11 @@ async fn create(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Waits until a group another request is creating is ready.
+/// Waits until a group another request is creating is ready, or one being deleted is gone.
 async fn wait_ready(group: &Group) -> Result<(), Failure> {
     loop {
         let changed = group.changed.wait();
-        if group.ready.get() {
+        if group.ready.get() || group.deleted.get() {
             return Ok(());
         }
         if group.failed.get() {
@@ -524,10 +535,7 @@ async fn load_offsets(
 
 /// DescribeGroup.
 pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescription, Failure> {
-    let group = shard
-        .groups
-        .group(name)
-        .ok_or_else(|| unknown_group(name))?;
+    let group = live(shard, name)?;
     if group.kind == GroupKind::Consumer {
         let (state, generation, members) = {
             let membership = group.membership.borrow();
@@ -554,28 +562,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
             shares: Vec::new(),
         });
     }
-    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
-    for target in 0..shard.shard_count {
-        let message = GroupCall::DescribeShares {
-            group: name.to_string(),
-        };
-        calls.push(Box::pin(call(shard, target, message)));
-    }
-    let mut shares = Vec::new();
-    let mut member_ids = Vec::new();
-    for answer in join_all(calls).await {
-        match answer {
-            GroupReturn::Shares(result) => {
-                let (summaries, members) = result?;
-                shares.extend(summaries);
-                member_ids.extend(members);
-            }
-            _ => return Err(unexpected()),
-        }
-    }
-    shares.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    member_ids.sort();
-    member_ids.dedup();
+    let (shares, member_ids) = gather_shares(shard, name).await?;
     let members = member_ids
         .into_iter()
         .map(|member_id| MemberInfo {
@@ -602,6 +589,106 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
     })
 }
 
+/// Every shard's share partitions of share group `name`, by topic and partition, and the
+/// members recently active in any of them.
+async fn gather_shares(
+    shard: &Rc<Shard>,
+    name: &str,
+) -> Result<(Vec<ShareSummary>, Vec<String>), Failure> {
+    let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
+    for target in 0..shard.shard_count {
+        let message = GroupCall::DescribeShares {
+            group: name.to_string(),
+        };
+        calls.push(Box::pin(call(shard, target, message)));
+    }
+    let mut shares = Vec::new();
+    let mut member_ids = Vec::new();
+    for answer in join_all(calls).await {
+        match answer {
+            GroupReturn::Shares(result) => {
+                let (summaries, members) = result?;
+                shares.extend(summaries);
+                member_ids.extend(members);
+            }
+            _ => return Err(unexpected()),
+        }
+    }
+    shares.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    member_ids.sort();
+    member_ids.dedup();
+    Ok((shares, member_ids))
+}
+
+/// DeleteGroup: only while the group has no members (for a share group: none active
+/// recently). Every shard forgets the group's committed offsets and share partitions before
+/// its file is removed, so a crash in between leaves a group without state, which a retry
+/// deletes, and never state that a new group of the same name would inherit.
+pub(super) async fn delete(shard: &Rc<Shard>, name: &str) -> Result<(), Failure> {
+    let group = live(shard, name)?;
+    wait_ready(&group).await?;
+    // One change at a time per group (configurations, deletion).
+    while group.busy.replace(true) {
+        group.changed.wait().await;
+    }
+    let outcome = delete_quiet(shard, &group).await;
+    group.busy.set(false);
+    group.changed.notify();
+    outcome
+}
+
+/// [`delete`] once no other change of the group is under way.
+async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failure> {
+    let name = group.name.as_str();
+    if group.deleted.get() {
+        return Err(unknown_group(name));
+    }
+    let members = match group.kind {
+        GroupKind::Consumer => group.membership.borrow().members().len(),
+        GroupKind::Share => gather_shares(shard, name).await?.1.len(),
+    };
+    if members > 0 {
+        return Err(Failure::new(
+            ErrorCode::GroupNotEmpty,
+            format!(
+                "{name} still has {members} member{}; stop them before deleting it",
+                if members == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    // From here on requests treat the group as gone, and joins wait to create a new one.
+    group.deleting.set(true);
+    group.ready.set(false);
+    let mut forgotten = Ok(());
+    for target in 0..shard.shard_count {
+        let message = GroupCall::Forget {
+            group: name.to_string(),
+        };
+        forgotten = match call(shard, target, message).await {
+            GroupReturn::Done(result) => result,
+            _ => Err(unexpected()),
+        };
+        if forgotten.is_err() {
+            break;
+        }
+    }
+    let removed = match forgotten {
+        Ok(()) => meta::remove(&shard.data_dir, name)
+            .await
+            .map_err(|error| crate::server::shard::storage_failure("remove group file", error)),
+        Err(failure) => Err(failure),
+    };
+    if let Err(failure) = removed {
+        group.deleting.set(false);
+        group.ready.set(true);
+        return Err(failure);
+    }
+    shard.groups.groups.borrow_mut().remove(name);
+    group.deleted.set(true);
+    tracing::info!(group = name, "group deleted");
+    Ok(())
+}
+
 /// ResetGroupOffsets: only while the group has no members.
 pub(super) async fn reset(
     shard: &Rc<Shard>,
@@ -610,10 +697,7 @@ pub(super) async fn reset(
     partitions: Vec<u32>,
     to: ResetTo,
 ) -> Result<ResetResults, Failure> {
-    let group = shard
-        .groups
-        .group(name)
-        .ok_or_else(|| unknown_group(name))?;
+    let group = live(shard, name)?;
     if !group.membership.borrow().is_empty() {
         return Err(Failure::new(
             ErrorCode::GroupNotEmpty,
@@ -678,7 +762,7 @@ pub(super) async fn configure(
     args: ConfigureArgs,
 ) -> Result<ShareConfig, Failure> {
     meta::validate_group_name(&args.group)?;
-    let mut wanted = match shard.groups.group(&args.group) {
+    let mut wanted = match live(shard, &args.group).ok() {
         Some(group) => (**group.share.borrow()).clone(),
         None => ShareConfig::with_defaults(shard.groups.in_flight_default),
     };
@@ -739,11 +823,15 @@ pub(super) async fn share_group(
     name: &str,
     create: bool,
 ) -> Result<ShareConfig, Failure> {
-    let group = match shard.groups.group(name) {
+    let found = match shard.groups.group(name) {
         Some(group) if group.kind == GroupKind::Share => {
             wait_ready(&group).await?;
-            group
+            (!group.deleted.get()).then_some(group)
         }
+        other => other,
+    };
+    let group = match found {
+        Some(group) if group.kind == GroupKind::Share => group,
         Some(group) => return Err(wrong_kind(&group, GroupKind::Share)),
         None if create => {
             let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);

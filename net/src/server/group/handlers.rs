@@ -41,6 +41,7 @@ pub(crate) async fn handle(
         ApiKey::DescribeGroup => describe_group(shard, request).await,
         ApiKey::ResetGroupOffsets => reset_group_offsets(shard, request).await,
         ApiKey::ConfigureGroup => configure_group(shard, request).await,
+        ApiKey::DeleteGroup => delete_group(shard, request).await,
         ApiKey::ShareFetch => crate::server::share::handlers::share_fetch(shard, request).await,
         ApiKey::ShareAcknowledge => {
             crate::server::share::handlers::share_acknowledge(shard, request).await
@@ -419,6 +420,22 @@ async fn reset_group_offsets(shard: &Rc<Shard>, request: &Request) -> Result<Res
             topic: view.topic(),
             partitions: &partitions,
         },
+    ))
+}
+
+async fn delete_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::delete_group::RequestView = decode(request.body())?;
+    let group = view.group().to_string();
+    let message = GroupCall::Delete {
+        group: group.clone(),
+    };
+    match to_coordinator(shard, &group, message).await? {
+        GroupReturn::Done(result) => result?,
+        _ => return Err(unexpected()),
+    }
+    Ok(encode(
+        request,
+        &message::delete_group::Response { status: Status::OK },
     ))
 }
 

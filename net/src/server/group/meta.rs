@@ -225,6 +225,17 @@ pub(crate) async fn store(data_dir: &Path, name: &str, meta: &GroupMeta) -> std:
     fs::write_file_atomic(&path, file_text(meta).as_bytes()).await
 }
 
+/// Removes a deleted group's file durably (a missing file is already removed).
+pub(crate) async fn remove(data_dir: &Path, name: &str) -> std::io::Result<()> {
+    let dir = groups_dir(data_dir);
+    let path = dir.join(format!("{name}{GROUP_FILE_SUFFIX}"));
+    match fs::remove_file(&path).await {
+        Ok(()) => fs::sync_dir(&dir).await,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

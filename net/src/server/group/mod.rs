@@ -67,6 +67,11 @@ pub(crate) struct Group {
     pub(crate) ready: Cell<bool>,
     /// Creating the group failed; those waiting give up.
     pub(crate) failed: Cell<bool>,
+    /// A DeleteGroup is under way: requests treat the group as unknown, and those that would
+    /// create it wait.
+    pub(crate) deleting: Cell<bool>,
+    /// The group was deleted (and left the map); those waiting make a new one.
+    pub(crate) deleted: Cell<bool>,
 }
 
 /// Where a reset moves offsets.
@@ -242,11 +247,18 @@ pub(crate) enum GroupCall {
         group: String,
         create: bool,
     },
+    Delete {
+        group: String,
+    },
     // To every shard.
     ListLocal,
     ShareConfigChanged {
         group: String,
         config: ShareConfig,
+    },
+    /// The group is being deleted: forget its offsets and share state here, durably.
+    Forget {
+        group: String,
     },
     // To a partition owner.
     StoreOffsets {
@@ -458,6 +470,20 @@ impl GroupShard {
         }
     }
 
+    /// Forgets deleted group `group` here: its share configuration and its state in every
+    /// partition this shard owns, durably when this returns.
+    async fn forget(&self, group: &str) -> Result<(), Failure> {
+        self.share_configs.borrow_mut().remove(group);
+        let mut pending = Vec::new();
+        for state in self.all_partitions() {
+            pending.extend(state.forget(group)?);
+        }
+        for durable in pending {
+            durable.await.map_err(partition_state::store_failure)?;
+        }
+        Ok(())
+    }
+
     /// A new member id, unique across runs of the server.
     fn new_member_id(&self, client_id: &str) -> String {
         let seq = self.member_seq.get() + 1;
@@ -510,6 +536,8 @@ impl Group {
             busy: Cell::new(false),
             ready: Cell::new(false),
             failed: Cell::new(false),
+            deleting: Cell::new(false),
+            deleted: Cell::new(false),
         }
     }
 
@@ -556,7 +584,9 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
         C::ShareGroup { group, create } => {
             R::Config(coordinator::share_group(shard, &group, create).await)
         }
+        C::Delete { group } => R::Done(coordinator::delete(shard, &group).await),
         C::ListLocal => R::Listed(shard.groups.local_listing()),
+        C::Forget { group } => R::Done(shard.groups.forget(&group).await),
         C::ShareConfigChanged { group, config } => {
             shard.groups.set_share_config(&group, config);
             R::Done(Ok(()))

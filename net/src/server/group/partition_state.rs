@@ -140,6 +140,24 @@ impl PartitionGroups {
         Ok(share)
     }
 
+    /// Forgets deleted group `group` here (its committed offset and share partition), durably
+    /// when the returned future resolves; `None` when the partition knew nothing of it.
+    pub(crate) fn forget(&self, group: &str) -> Result<Option<Durable>, Failure> {
+        let known =
+            self.offsets.borrow().contains_key(group) || self.shares.borrow().contains_key(group);
+        if !known {
+            return Ok(None);
+        }
+        let durable = self.record(StateRecord::Forget { group }, || {
+            self.offsets.borrow_mut().remove(group);
+            let share = self.shares.borrow_mut().remove(group);
+            if let Some(share) = share {
+                share.close();
+            }
+        })?;
+        Ok(Some(durable))
+    }
+
     /// Every share partition here.
     pub(crate) fn shares(&self) -> Vec<Rc<SharePartition>> {
         self.shares.borrow().values().cloned().collect()
@@ -259,6 +277,10 @@ fn replay(
             window.replay(change, IN_FLIGHT_RECORDS_LIMIT as usize);
             window.advance();
         }
+        StateRecord::Forget { group } => {
+            offsets.remove(group);
+            windows.remove(group);
+        }
     }
 }
 
@@ -304,6 +326,22 @@ mod tests {
 
             let (log, groups) = open(&path).await;
             assert_eq!(groups.committed("g"), Some(offset));
+            assert_eq!(groups.committed("other"), Some(7));
+            // A deleted group is forgotten, across a reopen too.
+            let config = Rc::new(ShareConfig::with_defaults(100));
+            groups.share_or_create("s", &config).unwrap();
+            groups.forget("s").unwrap().unwrap().await.unwrap();
+            assert!(groups.share("s").is_none());
+            groups.forget("g").unwrap().unwrap().await.unwrap();
+            assert!(groups.forget("never-seen").unwrap().is_none());
+            assert_eq!(groups.committed("g"), None);
+            groups.close().await;
+            log.close().await.unwrap();
+            drop((log, groups));
+
+            let (log, groups) = open(&path).await;
+            assert_eq!(groups.committed("g"), None);
+            assert!(groups.share("s").is_none());
             assert_eq!(groups.committed("other"), Some(7));
             groups.close().await;
             log.close().await.unwrap();

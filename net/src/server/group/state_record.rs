@@ -8,6 +8,8 @@
 //!                                                      start_offset is done, the window is empty
 //! 3 ShareStates  group, i64 first, i64 last,           share partition: records first..=last
 //!                u8 state, u16 delivery_count           now have this state and count
+//! 4 Forget       group                                 the group was deleted: its offset and
+//!                                                      share partition here are gone
 //! ```
 //!
 //! Acquisitions are not recorded (KIP-932 treats Acquired as transient): after a restart an
@@ -18,6 +20,7 @@ use thiserror::Error;
 const TAG_OFFSET: u8 = 1;
 const TAG_SHARE_START: u8 = 2;
 const TAG_SHARE_STATES: u8 = 3;
+const TAG_FORGET: u8 = 4;
 
 /// Durable state of a share-partition record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,11 @@ pub(crate) enum StateRecord<'a> {
         /// Deliveries so far.
         delivery_count: u16,
     },
+    /// The group was deleted: what the records before said about it no longer holds.
+    Forget {
+        /// Group name.
+        group: &'a str,
+    },
 }
 
 /// A payload that does not decode (a bug or a newer format): the replay stops there.
@@ -117,6 +125,10 @@ impl<'a> StateRecord<'a> {
                 out.push(state.to_wire());
                 out.extend_from_slice(&delivery_count.to_le_bytes());
             }
+            StateRecord::Forget { group } => {
+                out.push(TAG_FORGET);
+                put_group(out, group);
+            }
         }
     }
 
@@ -150,6 +162,9 @@ impl<'a> StateRecord<'a> {
                     delivery_count,
                 }
             }
+            TAG_FORGET => StateRecord::Forget {
+                group: reader.group()?,
+            },
             _ => return Err(RecordError("unknown record tag")),
         };
         if !reader.bytes.is_empty() {
@@ -225,6 +240,7 @@ mod tests {
                 state: DurableState::Archived,
                 delivery_count: 5,
             },
+            StateRecord::Forget { group: "gone" },
         ];
         for record in records {
             let mut bytes = Vec::new();
