@@ -1,6 +1,7 @@
 //! Kafka consumer groups on ringlog's coordinator, spoken with the `kafka-protocol` crate:
 //! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and OffsetFetch,
-//! a rebalance between two members, and committed offsets shared with the native protocol.
+//! a rebalance between two members, committed offsets shared with the native protocol, and
+//! the admin apis ListGroups, DescribeGroups and DeleteGroups.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
     OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -31,6 +33,8 @@ const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const NON_EMPTY_GROUP: i16 = 68;
+const GROUP_ID_NOT_FOUND: i16 = 69;
 /// The leader ringlog names: no member, so every member is a follower.
 const SERVER_LEADER: &str = "ringlog-server-assignor";
 
@@ -485,4 +489,133 @@ fn every_advertised_group_version_answers() {
             .map_or(left.error_code, |m| m.error_code);
         assert_eq!(code, 0, "LeaveGroup v{leave_version}");
     }
+}
+
+/// LeaveGroup v5 for one member.
+fn leave(kafka: &mut Kafka, group: &str, member_id: &StrBytes) {
+    let request = LeaveGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_members(vec![
+            MemberIdentity::default().with_member_id(member_id.clone())
+        ]);
+    assert_eq!(kafka.call(5, &request).error_code, 0);
+}
+
+/// ListGroups at `version` with filters: the groups' (name, protocol type, state, type).
+fn listed(
+    kafka: &mut Kafka,
+    version: i16,
+    states: &[&'static str],
+    types: &[&'static str],
+) -> Vec<(String, String, String, String)> {
+    let mut request = ListGroupsRequest::default();
+    if version >= 4 {
+        request = request.with_states_filter(
+            states
+                .iter()
+                .map(|s| StrBytes::from_static_str(s))
+                .collect(),
+        );
+    }
+    if version >= 5 {
+        request =
+            request.with_types_filter(types.iter().map(|s| StrBytes::from_static_str(s)).collect());
+    }
+    let response = kafka.call(version, &request);
+    assert_eq!(response.error_code, 0, "ListGroups v{version}");
+    response
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.0.to_string(),
+                g.protocol_type.to_string(),
+                g.group_state.to_string(),
+                g.group_type.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn groups_are_listed_described_and_deleted_through_the_admin_apis() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("adm", 2, &[]), 0);
+    let joined = join(&mut kafka, "admin-g", "", "adm");
+    assert_eq!(joined.error_code, 0);
+    let (code, partitions) = sync(&mut kafka, "admin-g", &joined);
+    assert_eq!((code, partitions), (0, vec![0, 1]));
+    assert_eq!(
+        commit(&mut kafka, "admin-g", &joined, "adm", &[(0, 5)]),
+        [0]
+    );
+
+    for version in 0..=5 {
+        let all = listed(&mut kafka, version, &[], &[]);
+        let entry = all.iter().find(|g| g.0 == "admin-g").expect("listed");
+        assert_eq!(entry.1, "consumer", "ListGroups v{version}");
+        if version >= 4 {
+            assert_eq!(entry.2, "Stable");
+            assert!(listed(&mut kafka, version, &["stable"], &[])
+                .iter()
+                .any(|g| g.0 == "admin-g"));
+            assert!(listed(&mut kafka, version, &["Empty"], &[]).is_empty());
+        }
+        if version >= 5 {
+            assert_eq!(entry.3, "classic");
+            assert!(listed(&mut kafka, version, &[], &["share"]).is_empty());
+        }
+    }
+    for version in 0..=6 {
+        let request = DescribeGroupsRequest::default()
+            .with_groups(vec![group_id("admin-g"), group_id("nobody")]);
+        let response = kafka.call(version, &request);
+        let group = &response.groups[0];
+        assert_eq!(group.error_code, 0, "DescribeGroups v{version}");
+        assert_eq!(group.group_state.as_str(), "Stable");
+        assert_eq!(group.protocol_type.as_str(), "consumer");
+        assert_eq!(group.members.len(), 1);
+        assert_eq!(group.members[0].member_id, joined.member_id);
+        let mut assignment = group.members[0].member_assignment.clone();
+        let assignment_version = assignment.get_i16();
+        let assignment =
+            ConsumerProtocolAssignment::decode(&mut assignment, assignment_version).unwrap();
+        assert_eq!(assignment.assigned_partitions[0].partitions, vec![0, 1]);
+        let unknown = &response.groups[1];
+        if version >= 6 {
+            assert_eq!(unknown.error_code, GROUP_ID_NOT_FOUND);
+        } else {
+            assert_eq!(
+                (unknown.error_code, unknown.group_state.as_str()),
+                (0, "Dead")
+            );
+        }
+    }
+
+    let delete = |kafka: &mut Kafka, version: i16, group: &str| {
+        let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]);
+        let response = kafka.call(version, &request);
+        assert_eq!(response.results[0].group_id, group_id(group));
+        response.results[0].error_code
+    };
+    assert_eq!(delete(&mut kafka, 0, "admin-g"), NON_EMPTY_GROUP);
+    leave(&mut kafka, "admin-g", &joined.member_id);
+    assert_eq!(delete(&mut kafka, 0, "admin-g"), 0);
+    assert_eq!(delete(&mut kafka, 0, "admin-g"), GROUP_ID_NOT_FOUND);
+    assert_eq!(
+        committed_v7(&mut kafka, "admin-g", "adm", &[0]),
+        [(0, -1, 0)]
+    );
+    for version in 1..=2 {
+        let group = format!("admin-v{version}");
+        let joined = join(&mut kafka, &group, "", "adm");
+        leave(&mut kafka, &group, &joined.member_id);
+        assert_eq!(
+            delete(&mut kafka, version, &group),
+            0,
+            "DeleteGroups v{version}"
+        );
+    }
+    assert!(listed(&mut kafka, 5, &[], &[]).is_empty());
 }

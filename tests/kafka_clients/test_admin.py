@@ -1,10 +1,11 @@
 """Kafka admin clients against ringlog: a topic's retention changed with
 IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), seen by
 DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused; partitions
-added with CreatePartitions take records at once."""
+added with CreatePartitions take records at once; consumer groups listed, described and
+deleted (as kafka-consumer-groups.sh does)."""
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -60,3 +61,42 @@ def test_added_partitions_take_records(server, topic):
         for future in admin.create_partitions([NewPartitions(topic, 2)]).values():
             future.result(timeout=TIMEOUT_S)
     assert refused.value.args[0].name() == "INVALID_PARTITIONS"
+
+
+def group_ids(admin):
+    listing = admin.list_consumer_groups().result(timeout=TIMEOUT_S)
+    return {group.group_id for group in listing.valid}
+
+
+def test_consumer_groups_are_listed_described_and_deleted(server, topic):
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    producer = Producer({"bootstrap.servers": server.bootstrap})
+    producer.produce(topic, b"one", partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+    group = f"{topic}-readers"
+    consumer = Consumer({
+        "bootstrap.servers": server.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    message = None
+    while message is None or message.error() is not None:
+        message = consumer.poll(TIMEOUT_S)
+    consumer.commit(message, asynchronous=False)
+    assert group in group_ids(admin)
+    (described,) = admin.describe_consumer_groups([group]).values()
+    description = described.result(timeout=TIMEOUT_S)
+    assert str(description.state).endswith("STABLE")
+    assert len(description.members) == 1
+
+    with pytest.raises(KafkaException) as refused:
+        for future in admin.delete_consumer_groups([group]).values():
+            future.result(timeout=TIMEOUT_S)
+    assert refused.value.args[0].name() == "NON_EMPTY_GROUP"
+    consumer.close()
+    for future in admin.delete_consumer_groups([group]).values():
+        future.result(timeout=TIMEOUT_S)
+    assert group not in group_ids(admin)
+    assert group not in server.ringlog("group", "list").decode()

@@ -12,8 +12,8 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::meta::{validate_group_name, ShareConfig};
 use super::{
-    call, join_all, unexpected, ConfigureArgs, GroupCall, GroupReturn, JoinArgs, OffsetEntry,
-    ResetTo, TopicFilter,
+    call, join_all, unexpected, ConfigureArgs, GroupCall, GroupListing, GroupReturn, JoinArgs,
+    OffsetEntry, ResetTo, TopicFilter,
 };
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -255,6 +255,28 @@ async fn offset_fetch(shard: &Rc<Shard>, request: &Request) -> Result<Response, 
 
 async fn list_groups(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
     let _view: message::list_groups::RequestView = decode(request.body())?;
+    let listings = all_groups(shard).await?;
+    let groups: Vec<message::list_groups::GroupListing> = listings
+        .iter()
+        .map(|l| message::list_groups::GroupListing {
+            group: &l.name,
+            kind: l.kind,
+            state: l.state,
+            member_count: l.member_count,
+        })
+        .collect();
+    Ok(encode(
+        request,
+        &message::list_groups::Response {
+            status: Status::OK,
+            groups: &groups,
+        },
+    ))
+}
+
+/// Every group of the server, by name: consumer groups as their coordinators see them, share
+/// groups with the members recently active on any shard.
+pub(crate) async fn all_groups(shard: &Rc<Shard>) -> Result<Vec<GroupListing>, Failure> {
     let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
     for target in 0..shard.shard_count {
         calls.push(Box::pin(call(shard, target, GroupCall::ListLocal)));
@@ -282,22 +304,7 @@ async fn list_groups(shard: &Rc<Shard>, request: &Request) -> Result<Response, F
         };
     }
     listings.sort_by(|a, b| a.name.cmp(&b.name));
-    let groups: Vec<message::list_groups::GroupListing> = listings
-        .iter()
-        .map(|l| message::list_groups::GroupListing {
-            group: &l.name,
-            kind: l.kind,
-            state: l.state,
-            member_count: l.member_count,
-        })
-        .collect();
-    Ok(encode(
-        request,
-        &message::list_groups::Response {
-            status: Status::OK,
-            groups: &groups,
-        },
-    ))
+    Ok(listings)
 }
 
 fn wire_share_config(config: &ShareConfig) -> message::group::ShareGroupConfig<'_> {

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Decodable;
 
 use super::codec::{encode_response, KafkaError, KafkaRequest, KafkaResponse};
-use super::{cluster, fetch, groups, offsets, produce, topics, versions, KafkaShard};
+use super::{cluster, fetch, group_admin, groups, offsets, produce, topics, versions, KafkaShard};
 
 /// Group assignments one connection keeps between JoinGroup and SyncGroup (a client is a
 /// member of few groups at once; the oldest is dropped past this).
@@ -126,6 +126,9 @@ pub(crate) async fn handle(
         ApiKey::LeaveGroup => groups::leave_group(kafka, &request).await?,
         ApiKey::OffsetCommit => offsets::offset_commit(kafka, &request).await?,
         ApiKey::OffsetFetch => offsets::offset_fetch(kafka, &request).await?,
+        ApiKey::ListGroups => group_admin::list_groups(kafka, &request).await?,
+        ApiKey::DescribeGroups => group_admin::describe_groups(kafka, &request).await?,
+        ApiKey::DeleteGroups => group_admin::delete_groups(kafka, &request).await?,
         other => {
             // versions::is_supported lists only the apis above.
             return Err(KafkaError::Unsupported {

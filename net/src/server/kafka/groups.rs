@@ -39,7 +39,7 @@ use crate::server::shard::Shard;
 pub(crate) const SERVER_LEADER: &str = "ringlog-server-assignor";
 
 /// The only group protocol type served.
-const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+pub(super) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 /// Kafka's FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -143,7 +143,7 @@ fn subscribed_topics(metadata: &Bytes) -> Option<Vec<String>> {
 }
 
 /// Encodes an assignment as a ConsumerProtocolAssignment (an INT16 version, then the body).
-fn encode_assignment(assignment: &[(String, Vec<u32>)]) -> Result<Bytes, String> {
+pub(super) fn encode_assignment(assignment: &[(String, Vec<u32>)]) -> Result<Bytes, String> {
     let partitions = assignment
         .iter()
         .map(|(topic, partitions)| {

@@ -18,8 +18,9 @@
 //! - One module per api group: [`cluster`] (ApiVersions, Metadata, DescribeCluster),
 //!   [`produce`] (Produce, InitProducerId), [`fetch`] (Fetch, ListOffsets), [`topics`]
 //!   (CreateTopics, DeleteTopics, DescribeConfigs), [`groups`] (FindCoordinator, JoinGroup,
-//!   SyncGroup, Heartbeat, LeaveGroup) and [`offsets`] (OffsetCommit, OffsetFetch), both on
-//!   the native group coordinator.
+//!   SyncGroup, Heartbeat, LeaveGroup), [`offsets`] (OffsetCommit, OffsetFetch) and
+//!   [`group_admin`] (ListGroups, DescribeGroups, DeleteGroups), all on the native group
+//!   coordinator.
 
 mod cluster;
 mod codec;
@@ -27,6 +28,7 @@ mod connection;
 mod dispatch;
 mod errors;
 mod fetch;
+mod group_admin;
 mod groups;
 mod offsets;
 mod produce;
