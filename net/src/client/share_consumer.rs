@@ -37,7 +37,8 @@ pub struct ShareConsumerConfig {
     /// Longest one round of fetches waits on the server; `poll`'s timeout may shorten it.
     pub max_wait_ms: u32,
     /// How often the topic's partition count is asked for again, so that partitions added
-    /// to the topic are read (default 5 minutes, as Kafka's `metadata.max.age.ms`).
+    /// to the topic are read (default 5 minutes, as Kafka's `metadata.max.age.ms`; at most
+    /// 2,147,483,647).
     pub metadata_max_age_ms: u64,
     /// Connection settings.
     pub connection: ConnectionConfig,
@@ -262,9 +263,10 @@ pub struct ShareConsumer {
     metadata_due_at: Instant,
 }
 
-/// When a partition count learned now is next asked for again.
+/// When a partition count learned now is next asked for again (at most Kafka's largest
+/// `metadata.max.age.ms`, an int, later: the bound keeps the deadline in range).
 fn next_metadata_refresh(metadata_max_age_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(metadata_max_age_ms)
+    Instant::now() + Duration::from_millis(metadata_max_age_ms.min(i32::MAX as u64))
 }
 
 /// A member id unique to this process and moment.

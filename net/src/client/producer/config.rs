@@ -77,8 +77,9 @@ impl ProducerConfig {
         if self.buffer_bytes_max < self.batch_bytes_max {
             return invalid("buffer_bytes_max must be at least batch_bytes_max");
         }
-        if self.metadata_max_age_ms == 0 {
-            return invalid("metadata_max_age_ms must be at least 1");
+        if !(1..=i32::MAX as u64).contains(&self.metadata_max_age_ms) {
+            // Kafka's metadata.max.age.ms is an int too; the bound keeps deadlines in range.
+            return invalid("metadata_max_age_ms must be between 1 and 2147483647");
         }
         Ok(())
     }

@@ -500,8 +500,8 @@ impl GroupShard {
     /// What this shard reports for ListGroups.
     fn local_listing(&self) -> LocalGroups {
         let mut coordinated = Vec::new();
-        let live = self.groups.borrow();
-        for group in live.values().filter(|group| !group.deleting.get()) {
+        let groups = self.groups.borrow();
+        for group in groups.values().filter(|group| !group.deleting.get()) {
             let membership = group.membership.borrow();
             coordinated.push(GroupListing {
                 name: group.name.clone(),
