@@ -995,6 +995,47 @@ fn a_group_without_members_is_deleted_with_its_offsets() {
     member.close().unwrap();
 }
 
+#[test]
+fn groups_without_members_or_commits_expire_after_group_retention_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        group_retention_ms: 1_000,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr();
+    create_topic(addr, "kept", 2);
+    produce(addr, "kept", 0, 4, None);
+    let mut idle = GroupConsumer::subscribe(addr, "idle", "kept", group_config()).unwrap();
+    assert_eq!(read_group(&mut idle, 4).len(), 4);
+    idle.close().unwrap();
+    let mut busy = GroupConsumer::subscribe(addr, "busy", "kept", group_config()).unwrap();
+    assert_eq!(read_group(&mut busy, 4).len(), 4);
+    let mut client = Client::connect(addr).unwrap();
+    // "idle" goes; "busy" keeps a member, and "committer" (manual assignment) keeps
+    // committing, so both stay.
+    let mut commits = 0;
+    wait_for("the idle group to expire", || {
+        busy.poll(Duration::from_millis(10)).unwrap();
+        commits += 1;
+        admin_commit(&mut client, "committer", "kept", &[(0, commits)]);
+        (!group_names(&mut client).contains("idle")).then_some(())
+    });
+    let names = group_names(&mut client);
+    assert!(
+        names.contains("busy") && names.contains("committer"),
+        "{names:?}"
+    );
+    let gone = client.describe_group("idle").unwrap_err();
+    assert_eq!(gone.code(), Some(ErrorCode::UnknownGroup), "{gone}");
+    busy.close().unwrap();
+    server.shutdown();
+}
+
 /// Runs the `ringlog` binary against `addr`; returns its stdout and stderr, failing on a
 /// non-zero exit.
 fn cli_with_stderr(addr: SocketAddr, args: &[&str]) -> (String, String) {

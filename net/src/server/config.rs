@@ -72,6 +72,11 @@ pub struct ServerConfig {
     /// `log.retention.check.interval.ms`). A consumer still reading a deleted segment gets
     /// OffsetOutOfRange and starts again at the oldest record kept.
     pub retention_check_interval_ms: u64,
+    /// A group without members for this long is deleted with its committed offsets or share
+    /// state, as DeleteGroup would (Kafka's `offsets.retention.minutes`, 7 days by default),
+    /// so abandoned groups do not pile up against `groups_max`. Counted from when the server
+    /// first saw the group empty; a restart starts the count again.
+    pub group_retention_ms: u64,
 }
 
 /// Default [`ServerConfig::disk_ops_per_s_max`]: no limit.
@@ -99,6 +104,7 @@ impl Default for ServerConfig {
             retention_ms: None,
             retention_bytes: None,
             retention_check_interval_ms: 30_000,
+            group_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -220,6 +226,10 @@ impl ServerConfig {
         check(
             self.retention_check_interval_ms > 0,
             "retention_check_interval_ms must be at least 1",
+        )?;
+        check(
+            self.group_retention_ms > 0,
+            "group_retention_ms must be at least 1",
         )?;
         Ok(())
     }

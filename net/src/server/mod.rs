@@ -346,6 +346,7 @@ async fn shard_main(start: ShardStart) {
         ));
     }
     reactor::spawn(retention_loop(Rc::clone(&shard)));
+    reactor::spawn(group::expire_idle_groups(Rc::clone(&shard)));
     tracing::debug!(
         shard = id,
         defer_taskrun = reactor::features().defer_taskrun,

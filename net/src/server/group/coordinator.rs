@@ -368,6 +368,8 @@ pub(super) async fn commit(
             .check_committer(member_id, generation, Instant::now())?;
         group
     };
+    // In use: a group that only ever commits (manual assignment) is not idle.
+    group.empty_since.set(None);
     // Check every entry; route the good ones to their owners, grouped by owner. A routed entry
     // reads "no answer" until its owner's outcome replaces it.
     let no_answer = Failure::new(
@@ -687,6 +689,53 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
     group.deleted.set(true);
     tracing::info!(group = name, "group deleted");
     Ok(())
+}
+
+/// Deletes the groups this shard coordinates that have had no members for the server's
+/// `group_retention_ms`, checking a tenth as often (at least every minute). Runs for the
+/// shard's lifetime.
+pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
+    let retention = Duration::from_millis(shard.config.group_retention_ms);
+    let interval = (retention / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
+    loop {
+        time::sleep(interval).await;
+        let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
+        for group in groups {
+            if !group.ready.get() || group.deleting.get() {
+                continue;
+            }
+            let empty = match group.kind {
+                GroupKind::Consumer => group.membership.borrow().is_empty(),
+                GroupKind::Share => gather_shares(&shard, &group.name)
+                    .await
+                    .is_ok_and(|(_, members)| members.is_empty()),
+            };
+            let now = Instant::now();
+            let since = match (empty, group.empty_since.get()) {
+                (false, _) => {
+                    group.empty_since.set(None);
+                    continue;
+                }
+                (true, Some(since)) => since,
+                (true, None) => {
+                    group.empty_since.set(Some(now));
+                    now
+                }
+            };
+            if now.saturating_duration_since(since) < retention {
+                continue;
+            }
+            match delete(&shard, &group.name).await {
+                Ok(()) => {
+                    tracing::info!(group = %group.name, retention_ms = shard.config.group_retention_ms,
+                    "group deleted: no members for group_retention_ms")
+                }
+                // A member joined meanwhile, or the disk refused: the next check decides again.
+                Err(failure) => tracing::debug!(group = %group.name, error = %failure.message,
+                    "idle group kept"),
+            }
+        }
+    }
 }
 
 /// ResetGroupOffsets: only while the group has no members.

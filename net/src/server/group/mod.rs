@@ -72,6 +72,9 @@ pub(crate) struct Group {
     pub(crate) deleting: Cell<bool>,
     /// The group was deleted (and left the map); those waiting make a new one.
     pub(crate) deleted: Cell<bool>,
+    /// Since when the group has had no members, as last checked (see
+    /// [`coordinator::expire_idle_groups`]).
+    pub(crate) empty_since: Cell<Option<Instant>>,
 }
 
 /// Where a reset moves offsets.
@@ -539,6 +542,7 @@ impl Group {
             failed: Cell::new(false),
             deleting: Cell::new(false),
             deleted: Cell::new(false),
+            empty_since: Cell::new(None),
         }
     }
 
@@ -625,3 +629,4 @@ pub(crate) fn unexpected() -> Failure {
 }
 
 pub(crate) use super::routing::join_all;
+pub(crate) use coordinator::expire_idle_groups;
