@@ -19,26 +19,45 @@ use super::handler;
 use super::lending::LentPiece;
 use super::recv_buffer;
 use super::shard::Shard;
-use crate::frame::{FrameDecoder, FrameError, FrameHeader};
+use crate::frame::{FrameDecoder, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 
 /// A request copied out of the receive buffer, so its task owns it.
 pub(crate) struct Request {
     pub(crate) header: FrameHeader,
-    /// The frame after its 12-byte header: size-prefixed body, then raw batches.
-    pub(crate) payload: Vec<u8>,
-    /// Bytes of `payload` that are the size-prefixed body.
-    pub(crate) body_bytes: usize,
+    /// The whole frame: its 12-byte header, the size-prefixed body, then raw batches. A large
+    /// frame is the receive buffer itself, handed over without a copy.
+    frame: Vec<u8>,
+    /// Bytes of the size-prefixed body (after the header).
+    body_bytes: usize,
 }
 
 impl Request {
+    /// A request for `frame` (header, body of `body_bytes`, raw batches).
+    fn new(header: FrameHeader, frame: Vec<u8>, body_bytes: usize) -> Request {
+        assert!(
+            FRAME_HEADER_BYTES + body_bytes <= frame.len(),
+            "the body lies within the frame"
+        );
+        Request {
+            header,
+            frame,
+            body_bytes,
+        }
+    }
+
     /// The size-prefixed flatbuffer body.
     pub(crate) fn body(&self) -> &[u8] {
-        &self.payload[..self.body_bytes]
+        &self.frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + self.body_bytes]
+    }
+
+    /// Raw batches after the body.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.frame[FRAME_HEADER_BYTES + self.body_bytes..]
     }
 
     /// Raw batches after the body, mutable so the owner can stamp offsets in place.
     pub(crate) fn raw_mut(&mut self) -> &mut [u8] {
-        &mut self.payload[self.body_bytes..]
+        &mut self.frame[FRAME_HEADER_BYTES + self.body_bytes..]
     }
 }
 
@@ -158,15 +177,19 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
             }
             match decoder.decode(&buf[consumed..]) {
                 Ok(Some(frame)) => {
+                    let (header, total_bytes, body_bytes) =
+                        (frame.header, frame.total_bytes, frame.body.len());
                     wait_for_slot(connection, in_flight_max).await;
-                    let request = Request {
-                        header: frame.header,
-                        payload: buf[consumed + crate::frame::FRAME_HEADER_BYTES
-                            ..consumed + frame.total_bytes]
-                            .to_vec(),
-                        body_bytes: frame.body.len(),
+                    let request = if consumed == 0 && total_bytes == buf.len() {
+                        // The buffer holds exactly this frame (as a large frame's does, the
+                        // buffer being sized to it): hand it over instead of copying it.
+                        let whole = std::mem::replace(&mut buf, recv_buffer::new());
+                        Request::new(header, whole, body_bytes)
+                    } else {
+                        let bytes = buf[consumed..consumed + total_bytes].to_vec();
+                        consumed += total_bytes;
+                        Request::new(header, bytes, body_bytes)
                     };
-                    consumed += frame.total_bytes;
                     connection.in_flight.set(connection.in_flight.get() + 1);
                     let (shard, connection) = (Rc::clone(shard), Rc::clone(connection));
                     reactor::spawn(async move {

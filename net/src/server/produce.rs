@@ -32,7 +32,7 @@ pub(crate) async fn handle(
         let acks = Acks::from_wire(view.acks())
             .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, "unknown acks value"))?;
         let described = view.partitions().unwrap_or_default();
-        let raw = &request.payload[request.body_bytes..];
+        let raw = request.raw();
         check_raw_len(described.iter().map(|entry| entry.batch_bytes()), raw)
             .map_err(|error| Failure::new(error.error_code(), error.to_string()))?;
         let mut entries = Vec::with_capacity(described.len());
