@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use ringlog_engine::reactor::{self, tcp::TcpStream};
 
 use super::codec::{KafkaError, KafkaResponse, OutPart, SIZE_PREFIX_BYTES};
@@ -186,15 +186,22 @@ async fn read_requests(
                         return;
                     }
                     let start = consumed + SIZE_PREFIX_BYTES;
-                    // Exact capacity: the Bytes made from it can be regained mutably.
-                    let mut frame = Vec::with_capacity(size);
-                    frame.extend_from_slice(&buf[start..start + size]);
-                    consumed = start + size;
+                    let frame = if consumed == 0 && start + size == buf.len() {
+                        // The buffer holds exactly this request (as a large one's does, the
+                        // buffer being sized to it): hand it over instead of copying it.
+                        frame_of_buffer(std::mem::replace(&mut buf, recv_buffer::new()))
+                    } else {
+                        // Exact capacity: the Bytes made from it can be regained mutably.
+                        let mut frame = Vec::with_capacity(size);
+                        frame.extend_from_slice(&buf[start..start + size]);
+                        consumed = start + size;
+                        Bytes::from(frame)
+                    };
                     let sequence = connection.open();
                     let (kafka, connection, client) =
                         (Rc::clone(kafka), Rc::clone(connection), Rc::clone(client));
                     reactor::spawn(async move {
-                        let outcome = dispatch::handle(&kafka, &client, Bytes::from(frame)).await;
+                        let outcome = dispatch::handle(&kafka, &client, frame).await;
                         connection.finish(sequence, outcome);
                     });
                 }
@@ -299,9 +306,35 @@ async fn send_response(
     Ok(())
 }
 
+/// The request in a receive buffer that holds exactly one `i32 size | request` frame, without
+/// its size prefix and without a copy: the produce path regains the same memory mutably.
+fn frame_of_buffer(buf: Vec<u8>) -> Bytes {
+    assert!(
+        buf.len() >= SIZE_PREFIX_BYTES,
+        "the buffer holds a whole frame"
+    );
+    let mut frame = Bytes::from(buf);
+    frame.advance(SIZE_PREFIX_BYTES);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_of_one_frame_becomes_the_request_without_a_copy() {
+        for spare_bytes in [0, 100] {
+            let mut buf = Vec::with_capacity(12 + spare_bytes);
+            buf.extend_from_slice(&8i32.to_be_bytes());
+            buf.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+            let request_at = buf[SIZE_PREFIX_BYTES..].as_ptr();
+            let frame = frame_of_buffer(buf);
+            assert_eq!(&frame[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+            let regained = frame.try_into_mut().expect("the only view of the frame");
+            assert_eq!(regained.as_ptr(), request_at, "the same memory, not a copy");
+        }
+    }
 
     #[test]
     fn frames_are_split_by_their_size_prefix() {
