@@ -862,3 +862,57 @@ fn fetches_walk_batches_across_in_memory_chunk_boundaries() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn describe_log_dirs_reports_partition_sizes() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("sized", 2, &[]), 0);
+    let batch = batch_of(&["a", "b", "c"], 1_000);
+    let (code, _) = kafka.produce(9, -1, "sized", 0, batch.clone());
+    assert_eq!(code, 0);
+    for version in 1..=4 {
+        let response = kafka.call(
+            version,
+            &DescribeLogDirsRequest::default().with_topics(None),
+        );
+        assert_eq!(response.results.len(), 1, "DescribeLogDirs v{version}");
+        let dir = &response.results[0];
+        assert_eq!(dir.error_code, 0);
+        assert!(!dir.log_dir.is_empty());
+        let topic = dir
+            .topics
+            .iter()
+            .find(|t| t.name.0.as_str() == "sized")
+            .unwrap();
+        let sizes: Vec<(i32, i64)> = topic
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.partition_size))
+            .collect();
+        assert_eq!(
+            sizes,
+            [(0, batch.len() as i64), (1, 0)],
+            "DescribeLogDirs v{version}"
+        );
+    }
+    let only = vec![
+        DescribableLogDirTopic::default()
+            .with_topic(topic_name("sized"))
+            .with_partitions(vec![0]),
+        DescribableLogDirTopic::default()
+            .with_topic(topic_name("missing"))
+            .with_partitions(vec![0]),
+    ];
+    let response = kafka.call(
+        4,
+        &DescribeLogDirsRequest::default().with_topics(Some(only)),
+    );
+    let topics = &response.results[0].topics;
+    assert_eq!(topics.len(), 1, "unknown topics are left out");
+    assert_eq!(topics[0].partitions.len(), 1);
+    assert_eq!(topics[0].partitions[0].partition_index, 0);
+}

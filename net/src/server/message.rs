@@ -86,7 +86,8 @@ pub(crate) enum ShardCall {
         partition: u32,
         query: OffsetQuery,
     },
-    /// Log start offset and high watermark of every partition of `topic` this shard owns.
+    /// Log start offset, high watermark and size of every partition of `topic` this shard
+    /// owns.
     PartitionInfo { topic: String },
     /// Consumer-group and share-group work (see `super::group`).
     Group(super::group::GroupCall),
@@ -136,6 +137,8 @@ pub(crate) struct PartitionOffsets {
     pub(crate) partition: u32,
     pub(crate) log_start_offset: i64,
     pub(crate) high_watermark: i64,
+    /// Bytes of the partition's segments.
+    pub(crate) size_bytes: u64,
 }
 
 /// The answer to a [`ShardCall`].

@@ -658,6 +658,7 @@ impl Shard {
                     partition: partition as u32,
                     log_start_offset: log.log_start_offset(),
                     high_watermark: log.high_watermark(),
+                    size_bytes: log.size_bytes(),
                 })
             })
             .collect())

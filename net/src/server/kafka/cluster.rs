@@ -1,17 +1,21 @@
-//! ApiVersions, Metadata and DescribeCluster: the server as a one-broker cluster whose node 0
-//! leads every partition.
+//! ApiVersions, Metadata, DescribeCluster and DescribeLogDirs: the server as a one-broker
+//! cluster whose node 0 leads every partition, from one log directory (the data directory).
 
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
-    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use ringlog_engine::topic;
 
@@ -19,6 +23,7 @@ use super::codec::{encode_response, respond, str_bytes, KafkaError, KafkaRequest
 use super::dispatch::ClientInfo;
 use super::versions::SUPPORTED_APIS;
 use super::{KafkaShard, CLUSTER_ID, NODE_ID};
+use crate::server::routing;
 
 fn advertised_apis() -> Vec<ApiVersion> {
     SUPPORTED_APIS
@@ -134,4 +139,59 @@ pub(crate) fn describe_cluster(
         response = response.with_endpoint_type(body.endpoint_type);
     }
     respond(request, &response)
+}
+
+/// Serves DescribeLogDirs: the data directory as the broker's one log directory, with the size
+/// of each partition asked for (every partition when `topics` is null). Unknown topics and
+/// partitions are left out, as Kafka leaves out what a directory does not hold; the volume's
+/// sizes (v4) are reported as unknown (-1).
+pub(crate) async fn describe_log_dirs(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: DescribeLogDirsRequest = request.decode_body()?;
+    let shard = &kafka.shard;
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match body.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), Some(t.partitions)))
+            .collect(),
+        None => {
+            let mut all: Vec<String> = shard.topics.borrow().keys().cloned().collect();
+            all.sort();
+            all.into_iter().map(|name| (name, None)).collect()
+        }
+    };
+    let mut topics = Vec::with_capacity(wanted.len());
+    for (name, partitions) in wanted {
+        let Ok(offsets) = routing::topic_offsets(shard, &name).await else {
+            continue;
+        };
+        let described = offsets
+            .iter()
+            .filter(|p| {
+                let index = i32::try_from(p.partition).unwrap_or(i32::MAX);
+                partitions.as_ref().is_none_or(|w| w.contains(&index))
+            })
+            .map(|p| {
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(i32::try_from(p.partition).unwrap_or(i32::MAX))
+                    .with_partition_size(i64::try_from(p.size_bytes).unwrap_or(i64::MAX))
+            })
+            .collect();
+        topics.push(
+            DescribeLogDirsTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(described),
+        );
+    }
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(str_bytes(shard.data_dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(-1)
+        .with_usable_bytes(-1);
+    respond(
+        request,
+        &DescribeLogDirsResponse::default().with_results(vec![result]),
+    )
 }

@@ -108,6 +108,7 @@ pub(crate) async fn handle(
         ApiKey::ApiVersions => cluster::api_versions(&request)?,
         ApiKey::Metadata => cluster::metadata(kafka, client, &request).await?,
         ApiKey::DescribeCluster => cluster::describe_cluster(client, &request)?,
+        ApiKey::DescribeLogDirs => cluster::describe_log_dirs(kafka, &request).await?,
         ApiKey::Produce => return produce::produce(kafka, request).await,
         ApiKey::InitProducerId => produce::init_producer_id(kafka, &request).await?,
         ApiKey::Fetch => fetch::fetch(kafka, &request).await?,
