@@ -444,11 +444,16 @@ async fn run_flusher(inner: Rc<Inner>) {
                 inner.failed_seq.set(target_seq);
                 *inner.last_error.borrow_mut() = Some(error);
                 // Keep the bytes for the next attempt (made when new work arrives), in front of
-                // anything appended meanwhile; a failed rewrite stays a rewrite.
+                // anything appended meanwhile; a failed rewrite stays a rewrite. But a snapshot
+                // that replaced what was pending during the write covers these bytes too: put
+                // in front of it they would replay records the snapshot has moved past (a
+                // deleted group's offsets, say).
                 let mut pending = inner.pending.borrow_mut();
-                let later = std::mem::replace(&mut *pending, bytes);
-                pending.extend_from_slice(&later);
-                inner.rewrite.set(rewrite || inner.rewrite.get());
+                if !inner.rewrite.get() {
+                    let later = std::mem::replace(&mut *pending, bytes);
+                    pending.extend_from_slice(&later);
+                    inner.rewrite.set(rewrite);
+                }
                 spare = Vec::new();
                 if inner.closing.get() {
                     drop(pending);
@@ -645,6 +650,43 @@ mod tests {
             let (_store, recovered) = StateStore::open(path, Rc::default()).await.unwrap();
             assert_eq!(payloads(&recovered), [b"all".to_vec(), b"after".to_vec()]);
             assert_eq!(recovered.dropped_bytes, 0);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_taken_during_a_failing_write_replaces_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE_NAME);
+        let check = path.clone();
+        block_on(RingConfig::default(), async move {
+            let (store, _) = StateStore::open(path.clone(), Rc::default()).await.unwrap();
+            let append = |payload: &'static [u8]| {
+                store.append_with(|b| b.extend_from_slice(payload)).unwrap()
+            };
+            append(b"first").await.unwrap();
+            // A directory where the file was: every write fails until it goes.
+            std::fs::remove_file(&path).unwrap();
+            std::fs::create_dir(&path).unwrap();
+            let failing = append(b"stale");
+            // The flusher takes "stale" and starts writing it; while that write is in
+            // flight, a snapshot covering it (and everything before) replaces what is pending.
+            reactor::yield_now().await;
+            let mut snapshot = Vec::new();
+            push_frame(&mut snapshot, |b| b.extend_from_slice(b"snapshot")).unwrap();
+            drop(store.replace(snapshot).unwrap());
+            assert!(failing.await.is_err());
+            std::fs::remove_dir(&path).unwrap();
+            append(b"after").await.unwrap();
+            store.close().await.unwrap();
+        })
+        .unwrap();
+        block_on(RingConfig::default(), async move {
+            let (_store, recovered) = StateStore::open(check, Rc::default()).await.unwrap();
+            assert_eq!(
+                payloads(&recovered),
+                [b"snapshot".to_vec(), b"after".to_vec()]
+            );
         })
         .unwrap();
     }
