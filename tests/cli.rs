@@ -118,6 +118,7 @@ fn topic_create_list_describe_delete() {
         assert!(partition["shard"].as_u64().unwrap() < 2);
         assert_eq!(partition["log_start_offset"], 0);
         assert_eq!(partition["high_watermark"], 0);
+        assert_eq!(partition["size_bytes"], 0);
     }
 
     assert_eq!(
@@ -219,6 +220,14 @@ fn round_trip(shards: usize) {
         .map(|p| p["high_watermark"].as_u64().unwrap())
         .sum();
     assert_eq!(total, RECORDS);
+    for partition in partitions {
+        // Each record is at least its value's digits in bytes, plus batch headers.
+        let records = partition["high_watermark"].as_u64().unwrap();
+        assert!(
+            partition["size_bytes"].as_u64().unwrap() > records,
+            "{partition}"
+        );
+    }
 
     let count = RECORDS.to_string();
     let consume = ["consume", "t", "--from", "earliest", "--count", &count];

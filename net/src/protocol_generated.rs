@@ -2656,6 +2656,7 @@ impl<'a> PartitionMetadata<'a> {
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 10;
   pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 12;
   pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 14;
+  pub const VT_SIZE_BYTES: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2667,6 +2668,7 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    builder.add_size_bytes(args.size_bytes);
     builder.add_high_watermark(args.high_watermark);
     builder.add_log_start_offset(args.log_start_offset);
     if let Some(x) = args.error_message { builder.add_error_message(x); }
@@ -2720,6 +2722,14 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
   }
+  /// Bytes of the partition's segments on disk.
+  #[inline]
+  pub fn size_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionMetadata::VT_SIZE_BYTES, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -2734,6 +2744,7 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
      .visit_field::<u16>("shard", Self::VT_SHARD, false)?
      .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
      .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<u64>("size_bytes", Self::VT_SIZE_BYTES, false)?
      .finish();
     Ok(())
   }
@@ -2745,6 +2756,7 @@ pub struct PartitionMetadataArgs<'a> {
     pub shard: u16,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    pub size_bytes: u64,
 }
 impl<'a> Default for PartitionMetadataArgs<'a> {
   #[inline]
@@ -2756,6 +2768,7 @@ impl<'a> Default for PartitionMetadataArgs<'a> {
       shard: 0,
       log_start_offset: -1,
       high_watermark: -1,
+      size_bytes: 0,
     }
   }
 }
@@ -2790,6 +2803,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionMetadataBuilder<'a, 
     self.fbb_.push_slot::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, high_watermark, -1);
   }
   #[inline]
+  pub fn add_size_bytes(&mut self, size_bytes: u64) {
+    self.fbb_.push_slot::<u64>(PartitionMetadata::VT_SIZE_BYTES, size_bytes, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionMetadataBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionMetadataBuilder {
@@ -2813,6 +2830,7 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
       ds.field("shard", &self.shard());
       ds.field("log_start_offset", &self.log_start_offset());
       ds.field("high_watermark", &self.high_watermark());
+      ds.field("size_bytes", &self.size_bytes());
       ds.finish()
   }
 }

@@ -139,6 +139,7 @@ struct PartitionJson {
     shard: u16,
     log_start_offset: i64,
     high_watermark: i64,
+    size_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
 }
@@ -277,6 +278,7 @@ fn print_description(
                         p.log_start_offset.to_string(),
                         p.high_watermark.to_string(),
                         (p.high_watermark - p.log_start_offset).max(0).to_string(),
+                        p.size_bytes.to_string(),
                         partition_error(p).unwrap_or("").to_owned(),
                     ]
                 })
@@ -287,6 +289,7 @@ fn print_description(
                 "LOG_START",
                 "HIGH_WATERMARK",
                 "RECORDS",
+                "BYTES",
                 "ERROR",
             ];
             write_table(out, &header, &rows)
@@ -299,6 +302,7 @@ fn print_description(
                     shard: p.shard,
                     log_start_offset: p.log_start_offset,
                     high_watermark: p.high_watermark,
+                    size_bytes: p.size_bytes,
                     error: partition_error(p),
                 })
                 .collect();

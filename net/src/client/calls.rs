@@ -74,6 +74,8 @@ pub struct PartitionInfo {
     pub log_start_offset: i64,
     /// Offset the next record will get.
     pub high_watermark: i64,
+    /// Bytes of the partition's segments (0 from a server that does not report it).
+    pub size_bytes: u64,
     /// A per-partition problem the server reported (None when healthy).
     pub error: ErrorCode,
 }
@@ -495,6 +497,7 @@ pub(crate) fn parse_metadata(frame: &ResponseFrame) -> Result<Vec<TopicMetadata>
                 shard: p.shard(),
                 log_start_offset: p.log_start_offset(),
                 high_watermark: p.high_watermark(),
+                size_bytes: p.size_bytes(),
                 error: ErrorCode::from_u16(p.error_code()),
             })
             .collect();

@@ -149,6 +149,7 @@ fn metadata_response(state: &State, fbb: &mut FlatBufferBuilder<'static>) -> Vec
             shard: 0,
             log_start_offset: 0,
             high_watermark: log.high_watermark(p),
+            size_bytes: 0,
         })
         .collect();
     let topics = [metadata::TopicMetadata {

@@ -46,6 +46,8 @@ pub struct PartitionMetadata<'a> {
     pub log_start_offset: i64,
     /// Offset the next record will get.
     pub high_watermark: i64,
+    /// Bytes of the partition's segments.
+    pub size_bytes: u64,
 }
 
 /// One topic's metadata.
@@ -89,6 +91,7 @@ impl Encode for Response<'_> {
                         shard: p.shard,
                         log_start_offset: p.log_start_offset,
                         high_watermark: p.high_watermark,
+                        size_bytes: p.size_bytes,
                     },
                 )
             }));
@@ -144,6 +147,7 @@ mod tests {
                 shard: 1,
                 log_start_offset: 10,
                 high_watermark: 20,
+                size_bytes: 4096,
             },
             PartitionMetadata {
                 partition: 1,
@@ -151,6 +155,7 @@ mod tests {
                 shard: 0,
                 log_start_offset: -1,
                 high_watermark: -1,
+                size_bytes: 0,
             },
         ];
         let topics = [
@@ -179,6 +184,7 @@ mod tests {
         let p = t.partitions().unwrap();
         assert_eq!(p.get(0).shard(), 1);
         assert_eq!(p.get(0).log_start_offset(), 10);
+        assert_eq!(p.get(0).size_bytes(), 4096);
         assert_eq!(p.get(0).high_watermark(), 20);
         assert_eq!(p.get(1).error_code(), ErrorCode::StorageError.as_u16());
         assert_eq!(p.get(1).error_message(), Some("eio"));

@@ -275,6 +275,7 @@ async fn metadata(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fail
                     shard: shard.owner(name, p.partition) as u16,
                     log_start_offset: p.log_start_offset,
                     high_watermark: p.high_watermark,
+                    size_bytes: p.size_bytes,
                 })
                 .collect()
         })
