@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use clap::{Args, Subcommand};
 use ringlog_net::client::{Client, GroupDescription, ShareGroupSettings};
 use ringlog_net::message::configure_group;
-use ringlog_net::message::group::{GroupKind, GroupState};
+use ringlog_net::message::group::GroupKind;
 use ringlog_net::message::list_offsets::OffsetSpec;
 
 use super::consume::StartAt;
@@ -128,15 +128,6 @@ fn kind_name(kind: GroupKind) -> &'static str {
     }
 }
 
-fn state_name(state: GroupState) -> &'static str {
-    match state {
-        GroupState::Empty => "Empty",
-        GroupState::PreparingRebalance => "PreparingRebalance",
-        GroupState::Stable => "Stable",
-        GroupState::Dead => "Dead",
-    }
-}
-
 fn list(client: &mut Client, out: &mut impl Write) -> anyhow::Result<()> {
     let groups = client.list_groups().map_err(CliError::from)?;
     let rows: Vec<Vec<String>> = groups
@@ -145,7 +136,7 @@ fn list(client: &mut Client, out: &mut impl Write) -> anyhow::Result<()> {
             vec![
                 g.group.clone(),
                 kind_name(g.kind).to_owned(),
-                state_name(g.state).to_owned(),
+                g.state.name().to_owned(),
                 g.member_count.to_string(),
             ]
         })
@@ -203,7 +194,7 @@ fn describe(description: &GroupDescription, out: &mut impl Write) -> anyhow::Res
         "group {}  kind {}  state {}  members {}",
         description.group,
         kind_name(description.kind),
-        state_name(description.state),
+        description.state.name(),
         description.members.len()
     )?;
     if description.kind == GroupKind::Consumer {

@@ -49,6 +49,17 @@ pub enum GroupState {
 }
 
 impl GroupState {
+    /// The state's name, as Kafka spells it too (`Empty`, `PreparingRebalance`, `Stable`,
+    /// `Dead`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+
     /// The wire value.
     pub fn to_wire(self) -> protocol::GroupState {
         match self {

@@ -16,7 +16,7 @@ use crate::client::connection::{FrameReader, FrameWriter, ResponseFrame};
 use crate::client::error::ClientError;
 use crate::message::produce::{self, Acks, PartitionBatches};
 use crate::message::{init_producer_id, metadata};
-use crate::message::{ResponseStatus as _, Status};
+use crate::message::{Encode, ResponseStatus as _, Status};
 
 /// State shared by the producer handle and its threads.
 #[derive(Debug)]
@@ -78,29 +78,24 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
                 break;
             };
             state.epoch_bump_sent(context.writer.next_correlation_id(), now);
-            drop(state);
-            let result = context.writer.write_request(&init_producer_id::Request {
+            let request = init_producer_id::Request {
                 producer_id: identity.producer_id,
                 producer_epoch: identity.epoch,
-            });
-            state = shared.lock();
-            if let Err(error) = result {
-                state.fail_all(error);
-                shared.notify_all();
+            };
+            let written;
+            (state, written) = write_unlocked(&shared, state, &mut context.writer, &request);
+            if !written {
                 break;
             }
             continue;
         }
         if state.metadata_refresh_due(now) {
             state.metadata_refresh_sent(context.writer.next_correlation_id(), now);
-            drop(state);
-            let result = context.writer.write_request(&metadata::Request {
-                topics: &[context.topic.as_str()],
-            });
-            state = shared.lock();
-            if let Err(error) = result {
-                state.fail_all(error);
-                shared.notify_all();
+            let topics = [context.topic.as_str()];
+            let request = metadata::Request { topics: &topics };
+            let written;
+            (state, written) = write_unlocked(&shared, state, &mut context.writer, &request);
+            if !written {
                 break;
             }
             continue;
@@ -174,6 +169,26 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
     drop(state);
     // On failure, also wake the receiver out of its blocking read.
     context.writer.shutdown();
+}
+
+/// Writes a request other than a produce (an epoch bump, a metadata refresh) without holding
+/// the state lock; returns the lock again and whether the write went out (if not, the
+/// producer has failed with the connection's error).
+fn write_unlocked<'a>(
+    shared: &'a Shared,
+    state: MutexGuard<'a, Accumulator>,
+    writer: &mut FrameWriter,
+    request: &impl Encode,
+) -> (MutexGuard<'a, Accumulator>, bool) {
+    drop(state);
+    let result = writer.write_request(request);
+    let mut state = shared.lock();
+    if let Err(error) = result {
+        state.fail_all(error);
+        shared.notify_all();
+        return (state, false);
+    }
+    (state, true)
 }
 
 /// Writes one produce request carrying `parts`.

@@ -32,16 +32,6 @@ use crate::server::message::Failure;
 /// `authorized_operations` when the client did not ask for them (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// Kafka's name of a group state.
-fn state_name(state: GroupState) -> &'static str {
-    match state {
-        GroupState::Empty => "Empty",
-        GroupState::PreparingRebalance => "PreparingRebalance",
-        GroupState::Stable => "Stable",
-        GroupState::Dead => "Dead",
-    }
-}
-
 /// Kafka's group type (KIP-848 / KIP-932 names): ringlog's consumer groups use the classic
 /// protocol.
 fn type_name(kind: GroupKind) -> &'static str {
@@ -74,13 +64,13 @@ pub(crate) async fn list_groups(
         Ok(listings) => {
             let groups = listings
                 .into_iter()
-                .filter(|l| passes(&body.states_filter, state_name(l.state)))
+                .filter(|l| passes(&body.states_filter, l.state.name()))
                 .filter(|l| passes(&body.types_filter, type_name(l.kind)))
                 .map(|l| {
                     ListedGroup::default()
                         .with_group_id(GroupId(str_bytes(l.name)))
                         .with_protocol_type(StrBytes::from_static_str(protocol_type(l.kind)))
-                        .with_group_state(StrBytes::from_static_str(state_name(l.state)))
+                        .with_group_state(StrBytes::from_static_str(l.state.name()))
                         .with_group_type(StrBytes::from_static_str(type_name(l.kind)))
                 })
                 .collect();
@@ -114,7 +104,7 @@ pub(crate) async fn describe_groups(
             Err(failure) if failure.code == ErrorCode::UnknownGroup && request.version() < 6 => {
                 DescribedGroup::default()
                     .with_group_id(name)
-                    .with_group_state(StrBytes::from_static_str(state_name(GroupState::Dead)))
+                    .with_group_state(StrBytes::from_static_str(GroupState::Dead.name()))
             }
             Err(failure) => DescribedGroup::default()
                 .with_group_id(name)
@@ -146,7 +136,7 @@ fn described_group(name: GroupId, description: GroupDescription) -> DescribedGro
         .collect();
     DescribedGroup::default()
         .with_group_id(name)
-        .with_group_state(StrBytes::from_static_str(state_name(description.state)))
+        .with_group_state(StrBytes::from_static_str(description.state.name()))
         .with_protocol_type(StrBytes::from_static_str(protocol_type(description.kind)))
         .with_members(members)
 }
