@@ -18,8 +18,8 @@ use super::membership::{Join, JoinOutcome};
 use super::meta::{self, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
-    GroupDescription, GroupReturn, JoinArgs, Joined, MemberInfo, OffsetEntry, ResetResults,
-    ResetTo, TopicFilter,
+    GroupDescription, GroupReturn, JoinArgs, Joined, Lifecycle, MemberInfo, OffsetEntry,
+    ResetResults, ResetTo, TopicFilter,
 };
 use crate::error_code::ErrorCode;
 use crate::message::group::{GroupKind, GroupState};
@@ -60,7 +60,7 @@ fn live(shard: &Shard, name: &str) -> Result<Rc<Group>, Failure> {
     shard
         .groups
         .group(name)
-        .filter(|group| !group.deleting.get())
+        .filter(|group| group.lifecycle.get() != Lifecycle::Deleting)
         .ok_or_else(|| unknown_group(name))
 }
 
@@ -87,7 +87,7 @@ async fn get_or_create(
             return Err(wrong_kind(&group, kind));
         }
         wait_ready(&group).await?;
-        if !group.deleted.get() {
+        if group.lifecycle.get() != Lifecycle::Deleted {
             return Ok(group);
         }
     }
@@ -112,11 +112,11 @@ async fn get_or_create(
     let created = create(shard, &group).await;
     if let Err(failure) = created {
         groups.groups.borrow_mut().remove(name);
-        group.failed.set(true);
+        group.lifecycle.set(Lifecycle::CreateFailed);
         group.changed.notify();
         return Err(failure);
     }
-    group.ready.set(true);
+    group.lifecycle.set(Lifecycle::Ready);
     group.changed.notify();
     tracing::info!(group = name, ?kind, "group created");
     ensure_reaper(shard);
@@ -138,16 +138,16 @@ async fn create(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
 async fn wait_ready(group: &Group) -> Result<(), Failure> {
     loop {
         let changed = group.changed.wait();
-        if group.ready.get() || group.deleted.get() {
-            return Ok(());
+        match group.lifecycle.get() {
+            Lifecycle::Ready | Lifecycle::Deleted => return Ok(()),
+            Lifecycle::CreateFailed => {
+                return Err(Failure::new(
+                    ErrorCode::StorageError,
+                    format!("creating group {} failed", group.name),
+                ))
+            }
+            Lifecycle::Creating | Lifecycle::Deleting => changed.await,
         }
-        if group.failed.get() {
-            return Err(Failure::new(
-                ErrorCode::StorageError,
-                format!("creating group {} failed", group.name),
-            ));
-        }
-        changed.await;
     }
 }
 
@@ -642,7 +642,7 @@ pub(super) async fn delete(shard: &Rc<Shard>, name: &str) -> Result<(), Failure>
 /// [`delete`] once no other change of the group is under way.
 async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failure> {
     let name = group.name.as_str();
-    if group.deleted.get() {
+    if group.lifecycle.get() == Lifecycle::Deleted {
         return Err(unknown_group(name));
     }
     let members = match group.kind {
@@ -659,8 +659,7 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
         ));
     }
     // From here on requests treat the group as gone, and joins wait to create a new one.
-    group.deleting.set(true);
-    group.ready.set(false);
+    group.lifecycle.set(Lifecycle::Deleting);
     let mut forgotten = Ok(());
     for target in 0..shard.shard_count {
         let message = GroupCall::Forget {
@@ -681,12 +680,11 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
         Err(failure) => Err(failure),
     };
     if let Err(failure) = removed {
-        group.deleting.set(false);
-        group.ready.set(true);
+        group.lifecycle.set(Lifecycle::Ready);
         return Err(failure);
     }
     shard.groups.groups.borrow_mut().remove(name);
-    group.deleted.set(true);
+    group.lifecycle.set(Lifecycle::Deleted);
     tracing::info!(group = name, "group deleted");
     Ok(())
 }
@@ -701,7 +699,7 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
         time::sleep(interval).await;
         let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
         for group in groups {
-            if !group.ready.get() || group.deleting.get() {
+            if group.lifecycle.get() != Lifecycle::Ready {
                 continue;
             }
             let empty = match group.kind {
@@ -875,7 +873,7 @@ pub(super) async fn share_group(
     let found = match shard.groups.group(name) {
         Some(group) if group.kind == GroupKind::Share => {
             wait_ready(&group).await?;
-            (!group.deleted.get()).then_some(group)
+            (group.lifecycle.get() != Lifecycle::Deleted).then_some(group)
         }
         other => other,
     };

@@ -62,19 +62,28 @@ pub(crate) struct Group {
     pub(crate) changed: Signal,
     /// A configuration change is being written.
     pub(crate) busy: Cell<bool>,
-    /// The group's file is durable (and share groups' configuration sent to every shard);
-    /// requests finding a group that is not ready yet wait for it.
-    pub(crate) ready: Cell<bool>,
-    /// Creating the group failed; those waiting give up.
-    pub(crate) failed: Cell<bool>,
-    /// A DeleteGroup is under way: requests treat the group as unknown, and those that would
-    /// create it wait.
-    pub(crate) deleting: Cell<bool>,
-    /// The group was deleted (and left the map); those waiting make a new one.
-    pub(crate) deleted: Cell<bool>,
+    /// Where the group is between its creation and its deletion.
+    pub(crate) lifecycle: Cell<Lifecycle>,
     /// Since when the group has had no members, as last checked (see
     /// [`coordinator::expire_idle_groups`]).
     pub(crate) empty_since: Cell<Option<Instant>>,
+}
+
+/// The stages of a group's life, one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// Its file is being written (and a share group's configuration sent to every shard);
+    /// requests finding it wait.
+    Creating,
+    /// Durable: in use.
+    Ready,
+    /// Creating it failed; those waiting give up.
+    CreateFailed,
+    /// A DeleteGroup is under way: requests treat the group as unknown, and those that would
+    /// create it wait.
+    Deleting,
+    /// Deleted (and out of the map); those waiting make a new one.
+    Deleted,
 }
 
 /// Where a reset moves offsets.
@@ -357,7 +366,7 @@ impl GroupShard {
             }
             if shard.coordinator_of(&name) == id {
                 let group = Rc::new(Group::new(name.clone(), meta.kind, share));
-                group.ready.set(true);
+                group.lifecycle.set(Lifecycle::Ready);
                 shard.groups.borrow_mut().insert(name, group);
             }
         }
@@ -504,7 +513,10 @@ impl GroupShard {
     fn local_listing(&self) -> LocalGroups {
         let mut coordinated = Vec::new();
         let groups = self.groups.borrow();
-        for group in groups.values().filter(|group| !group.deleting.get()) {
+        for group in groups
+            .values()
+            .filter(|group| group.lifecycle.get() != Lifecycle::Deleting)
+        {
             let membership = group.membership.borrow();
             coordinated.push(GroupListing {
                 name: group.name.clone(),
@@ -538,10 +550,7 @@ impl Group {
             share: RefCell::new(share),
             changed: Signal::default(),
             busy: Cell::new(false),
-            ready: Cell::new(false),
-            failed: Cell::new(false),
-            deleting: Cell::new(false),
-            deleted: Cell::new(false),
+            lifecycle: Cell::new(Lifecycle::Creating),
             empty_since: Cell::new(None),
         }
     }
