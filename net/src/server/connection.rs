@@ -180,16 +180,15 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
                     let (header, total_bytes, body_bytes) =
                         (frame.header, frame.total_bytes, frame.body.len());
                     wait_for_slot(connection, in_flight_max).await;
-                    let request = if consumed == 0 && total_bytes == buf.len() {
-                        // The buffer holds exactly this frame (as a large frame's does, the
-                        // buffer being sized to it): hand it over instead of copying it.
-                        let whole = std::mem::replace(&mut buf, recv_buffer::new());
-                        Request::new(header, whole, body_bytes)
-                    } else {
-                        let bytes = buf[consumed..consumed + total_bytes].to_vec();
-                        consumed += total_bytes;
-                        Request::new(header, bytes, body_bytes)
+                    let frame = match recv_buffer::take_whole(&mut buf, consumed, total_bytes) {
+                        Some(whole) => whole,
+                        None => {
+                            let bytes = buf[consumed..consumed + total_bytes].to_vec();
+                            consumed += total_bytes;
+                            bytes
+                        }
                     };
+                    let request = Request::new(header, frame, body_bytes);
                     connection.in_flight.set(connection.in_flight.get() + 1);
                     let (shard, connection) = (Rc::clone(shard), Rc::clone(connection));
                     reactor::spawn(async move {

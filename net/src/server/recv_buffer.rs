@@ -27,6 +27,13 @@ pub(crate) fn fit(buf: &mut Vec<u8>, frame_bytes: Option<usize>) {
     }
 }
 
+/// Takes the frame of `frame_bytes` at `start` out of `buf` as it is, when it is all `buf`
+/// holds (a large frame does: the buffer was sized to it); `buf` starts afresh. `None`
+/// otherwise: the caller copies the frame out.
+pub(crate) fn take_whole(buf: &mut Vec<u8>, start: usize, frame_bytes: usize) -> Option<Vec<u8>> {
+    (start == 0 && frame_bytes == buf.len()).then(|| std::mem::replace(buf, new()))
+}
+
 /// Receives more bytes after those in `buf`; `None` when the peer closed the connection or the
 /// receive failed (the connection is then over).
 pub(crate) async fn receive(stream: &TcpStream, buf: Vec<u8>) -> Option<Vec<u8>> {
@@ -38,5 +45,21 @@ pub(crate) async fn receive(stream: &TcpStream, buf: Vec<u8>) -> Option<Vec<u8>>
             tracing::debug!(%error, "connection receive failed");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_buffer_holding_exactly_the_frame_is_taken() {
+        let mut buf = vec![7u8; 100];
+        assert!(take_whole(&mut buf, 0, 99).is_none(), "more bytes follow");
+        assert!(take_whole(&mut buf, 1, 99).is_none(), "the frame starts later");
+        let whole = take_whole(&mut buf, 0, 100).expect("the whole buffer");
+        assert_eq!(whole, vec![7u8; 100]);
+        assert!(buf.is_empty());
+        assert_eq!(buf.capacity(), RECV_BYTES_INITIAL);
     }
 }

@@ -186,10 +186,10 @@ async fn read_requests(
                         return;
                     }
                     let start = consumed + SIZE_PREFIX_BYTES;
-                    let frame = if consumed == 0 && start + size == buf.len() {
-                        // The buffer holds exactly this request (as a large one's does, the
-                        // buffer being sized to it): hand it over instead of copying it.
-                        frame_of_buffer(std::mem::replace(&mut buf, recv_buffer::new()))
+                    let whole =
+                        recv_buffer::take_whole(&mut buf, consumed, SIZE_PREFIX_BYTES + size);
+                    let frame = if let Some(whole) = whole {
+                        frame_of_buffer(whole)
                     } else {
                         // Exact capacity: the Bytes made from it can be regained mutably.
                         let mut frame = Vec::with_capacity(size);
