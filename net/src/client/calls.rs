@@ -281,11 +281,7 @@ impl Client {
     ) -> Result<TopicInfo, ClientError> {
         let frame = self.connection.call(request)?;
         let view = frame.view::<create_topic::ResponseView>()?;
-        check(ApiKey::CreateTopic, view.status())?;
-        let config = view.config().ok_or_else(|| {
-            ClientError::UnexpectedResponse("CreateTopic response without config".to_owned())
-        })?;
-        Ok(topic_info(&config))
+        answered_topic(ApiKey::CreateTopic, view.status(), view.config())
     }
 
     /// Changes a topic's retention and returns its configuration after the change.
@@ -295,11 +291,7 @@ impl Client {
     ) -> Result<TopicInfo, ClientError> {
         let frame = self.connection.call(request)?;
         let view = frame.view::<alter_topic::ResponseView>()?;
-        check(ApiKey::AlterTopic, view.status())?;
-        let config = view.config().ok_or_else(|| {
-            ClientError::UnexpectedResponse("AlterTopic response without config".to_owned())
-        })?;
-        Ok(topic_info(&config))
+        answered_topic(ApiKey::AlterTopic, view.status(), view.config())
     }
 
     /// Deletes a topic.
@@ -467,6 +459,19 @@ pub(crate) fn duration_ms_u32(duration: Duration) -> u32 {
 }
 
 /// Owned copy of a topic config view.
+/// The topic a CreateTopic or AlterTopic answer carries (absent only on error).
+fn answered_topic(
+    api: ApiKey,
+    status: Status<'_>,
+    config: Option<crate::protocol::TopicConfig<'_>>,
+) -> Result<TopicInfo, ClientError> {
+    check(api, status)?;
+    let config = config.ok_or_else(|| {
+        ClientError::UnexpectedResponse(format!("{} response without config", api.name()))
+    })?;
+    Ok(topic_info(&config))
+}
+
 fn topic_info(view: &crate::protocol::TopicConfig<'_>) -> TopicInfo {
     let config = topic_config(view);
     TopicInfo {

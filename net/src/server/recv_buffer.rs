@@ -56,7 +56,10 @@ mod tests {
     fn only_a_buffer_holding_exactly_the_frame_is_taken() {
         let mut buf = vec![7u8; 100];
         assert!(take_whole(&mut buf, 0, 99).is_none(), "more bytes follow");
-        assert!(take_whole(&mut buf, 1, 99).is_none(), "the frame starts later");
+        assert!(
+            take_whole(&mut buf, 1, 99).is_none(),
+            "the frame starts later"
+        );
         let whole = take_whole(&mut buf, 0, 100).expect("the whole buffer");
         assert_eq!(whole, vec![7u8; 100]);
         assert!(buf.is_empty());
