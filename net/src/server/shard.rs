@@ -364,13 +364,11 @@ impl Shard {
         fs::sync_dir(&self.data_dir)
             .await
             .map_err(|error| storage_failure("sync data directory", error))?;
-        for target in 0..self.shard_count {
-            let call = ShardCall::OpenTopic {
-                name: name.clone(),
-                config: config.clone(),
-            };
-            expect_done(self.call(target, call).await)?;
-        }
+        self.on_every_shard(|| ShardCall::OpenTopic {
+            name: name.clone(),
+            config: config.clone(),
+        })
+        .await?;
         tracing::info!(topic = %name, partitions = config.partitions, "topic created");
         Ok(())
     }
@@ -383,12 +381,8 @@ impl Shard {
         if !self.topics.borrow().contains_key(&name) {
             return Err(unknown_topic(&name));
         }
-        for target in 0..self.shard_count {
-            expect_done(
-                self.call(target, ShardCall::DropTopic { name: name.clone() })
-                    .await,
-            )?;
-        }
+        self.on_every_shard(|| ShardCall::DropTopic { name: name.clone() })
+            .await?;
         let topic_dir = self.data_dir.join(&name);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -434,26 +428,22 @@ impl Shard {
         // they do; a crash before the metadata is written leaves empty directories that the
         // next start ignores and a retry reuses.
         if config.partitions > current.config.partitions {
-            for target in 0..self.shard_count {
-                let call = ShardCall::OpenNewPartitions {
-                    name: name.clone(),
-                    config: config.clone(),
-                };
-                expect_done(self.call(target, call).await)?;
-            }
+            self.on_every_shard(|| ShardCall::OpenNewPartitions {
+                name: name.clone(),
+                config: config.clone(),
+            })
+            .await?;
         }
         let text = topic::config_file_text(&config);
         let path = self.data_dir.join(&name).join(topic::TOPIC_FILE_NAME);
         fs::write_file_atomic(&path, text.as_bytes())
             .await
             .map_err(|error| storage_failure("write topic metadata", error))?;
-        for target in 0..self.shard_count {
-            let call = ShardCall::UpdateTopic {
-                name: name.clone(),
-                config: config.clone(),
-            };
-            expect_done(self.call(target, call).await)?;
-        }
+        self.on_every_shard(|| ShardCall::UpdateTopic {
+            name: name.clone(),
+            config: config.clone(),
+        })
+        .await?;
         tracing::info!(
             topic = %name,
             partitions = config.partitions,
@@ -497,6 +487,15 @@ impl Shard {
     }
 
     /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
+    /// Runs the call `make` builds on every shard in turn (this one included), stopping at the
+    /// first that fails.
+    async fn on_every_shard(self: &Rc<Self>, make: impl Fn() -> ShardCall) -> Result<(), Failure> {
+        for target in 0..self.shard_count {
+            expect_done(self.call(target, make()).await)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
         assert!(target < self.shard_count);
         if target == self.id {
