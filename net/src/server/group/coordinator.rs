@@ -154,12 +154,17 @@ async fn wait_ready(group: &Group) -> Result<(), Failure> {
 /// Sends a share group's configuration to every shard.
 async fn broadcast_share_config(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
     let config = (**group.share.borrow()).clone();
+    on_every_shard(shard, || GroupCall::ShareConfigChanged {
+        group: group.name.clone(),
+        config: config.clone(),
+    })
+    .await
+}
+
+/// Runs the group call `make` builds on every shard in turn, stopping at the first failure.
+async fn on_every_shard(shard: &Rc<Shard>, make: impl Fn() -> GroupCall) -> Result<(), Failure> {
     for target in 0..shard.shard_count {
-        let message = GroupCall::ShareConfigChanged {
-            group: group.name.clone(),
-            config: config.clone(),
-        };
-        match call(shard, target, message).await {
+        match call(shard, target, make()).await {
             GroupReturn::Done(result) => result?,
             _ => return Err(unexpected()),
         }
@@ -660,19 +665,10 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
     }
     // From here on requests treat the group as gone, and joins wait to create a new one.
     group.lifecycle.set(Lifecycle::Deleting);
-    let mut forgotten = Ok(());
-    for target in 0..shard.shard_count {
-        let message = GroupCall::Forget {
-            group: name.to_string(),
-        };
-        forgotten = match call(shard, target, message).await {
-            GroupReturn::Done(result) => result,
-            _ => Err(unexpected()),
-        };
-        if forgotten.is_err() {
-            break;
-        }
-    }
+    let forgotten = on_every_shard(shard, || GroupCall::Forget {
+        group: name.to_string(),
+    })
+    .await;
     let removed = match forgotten {
         Ok(()) => meta::remove(&shard.data_dir, name)
             .await
