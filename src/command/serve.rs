@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Address of the Kafka protocol listener (off unless given here or in the config).
     #[arg(long, value_name = "ADDR:PORT")]
     pub kafka_listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics listener, served as `GET /metrics` over HTTP (off
+    /// unless given here or in the config).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Number of shard threads (default: the cores this process may run on).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -63,6 +67,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.kafka_listen.is_some() {
         config.kafka_listen = args.kafka_listen;
     }
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     if args.shards.is_some() {
         config.shards = args.shards;
     }
@@ -84,6 +91,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(kafka_addr) = server.kafka_addr() {
         tracing::info!(addr = %kafka_addr, "Kafka protocol listening");
         println!("Kafka protocol on {kafka_addr}");
+    }
+    if let Some(metrics_addr) = server.metrics_addr() {
+        tracing::info!(addr = %metrics_addr, "metrics listening");
+        println!("Prometheus metrics on http://{metrics_addr}/metrics");
     }
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down: flushing partitions");

@@ -372,6 +372,14 @@ impl TcpStream {
         // SAFETY: plain syscall on our descriptor; failure (already closed) is harmless.
         unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_RDWR) };
     }
+
+    /// Shuts down the sending direction only: the peer reads EOF after what was sent, and
+    /// this side can still read what the peer sends (to drain it before closing, since closing
+    /// with unread bytes makes the kernel reset the connection, losing what was sent).
+    pub fn shutdown_write(&self) {
+        // SAFETY: plain syscall on our descriptor; failure (already closed) is harmless.
+        unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
+    }
 }
 
 fn send_span<B: IoBuf>(buf: &B, range: &Range<usize>) -> (*const u8, u32) {

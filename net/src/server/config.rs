@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Kafka protocol listener (every shard listens on it with SO_REUSEPORT); `None`: off.
     pub kafka_listen: Option<SocketAddr>,
+    /// Prometheus metrics listener (HTTP, `GET /metrics`; every shard listens on it with
+    /// SO_REUSEPORT); `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Shard threads; `None`: one per CPU the process may run on.
     pub shards: Option<usize>,
     /// Largest request frame accepted; larger ones get FrameTooLarge and the connection closes.
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("ringlog-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 9292)),
             kafka_listen: None,
+            metrics_listen: None,
             shards: None,
             frame_bytes_max: 64 << 20,
             connections_max: 10_000,

@@ -19,6 +19,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
     let api = match ApiKey::try_from(header.api) {
         Ok(api) if api.supports_version(header.version) => api,
         Ok(api) => {
+            shard.requests.native(header.api, true);
             let message = format!("{api} version {} is not supported", header.version);
             return Some(error_response(
                 &header,
@@ -27,6 +28,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
             ));
         }
         Err(_) => {
+            shard.requests.native(header.api, true);
             let message = format!("unknown api {}", header.api);
             return Some(error_response(
                 &header,
@@ -61,6 +63,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
             .await
             .map(Some),
     };
+    shard.requests.native(header.api, result.is_err());
     match result {
         Ok(response) => response,
         Err(failure) => Some(error_response(&header, failure.code, &failure.message)),

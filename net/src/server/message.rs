@@ -89,6 +89,8 @@ pub(crate) enum ShardCall {
     /// Log start offset, high watermark and size of every partition of `topic` this shard
     /// owns.
     PartitionInfo { topic: String },
+    /// Counters and gauges of this shard for the metrics endpoint.
+    Metrics,
     /// Consumer-group and share-group work (see `super::group`).
     Group(super::group::GroupCall),
 }
@@ -149,4 +151,5 @@ pub(crate) enum ShardReturn {
     Offset(Result<(i64, i64), Failure>),
     Partitions(Result<Vec<PartitionOffsets>, Failure>),
     Group(super::group::GroupReturn),
+    Metrics(Box<super::metrics::ShardMetrics>),
 }

@@ -14,6 +14,7 @@ mod kafka;
 mod lending;
 mod mail_turns;
 mod message;
+mod metrics;
 mod partition_ops;
 mod produce;
 mod producer_ids;
@@ -87,6 +88,7 @@ pub struct Server;
 pub struct ServerHandle {
     local_addr: SocketAddr,
     kafka_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shard_count: usize,
     data_dir: PathBuf,
     stop: Arc<AtomicBool>,
@@ -105,6 +107,8 @@ struct ShardStart {
     listener: TcpListener,
     /// The Kafka protocol listener and its address, when enabled.
     kafka_listener: Option<(TcpListener, SocketAddr)>,
+    /// The metrics listener, when enabled.
+    metrics_listener: Option<TcpListener>,
     mailbox: Mailbox<Mail>,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -125,15 +129,9 @@ impl Server {
         let shard_count = config.shards.unwrap_or(cpus.len().max(1));
         let listeners = bind_all(config.listen, shard_count)?;
         let local_addr = listeners[0].local_addr()?;
-        let (mut kafka_listeners, kafka_addr): (Vec<Option<TcpListener>>, _) =
-            match config.kafka_listen {
-                Some(addr) => {
-                    let kafka = bind_all(addr, shard_count)?;
-                    let bound = kafka[0].local_addr()?;
-                    (kafka.into_iter().map(Some).collect(), Some(bound))
-                }
-                None => ((0..shard_count).map(|_| None).collect(), None),
-            };
+        let (mut kafka_listeners, kafka_addr) = bind_optional(config.kafka_listen, shard_count)?;
+        let (mut metrics_listeners, metrics_addr) =
+            bind_optional(config.metrics_listen, shard_count)?;
         let mailboxes = mail::mesh::<Mail>(shard_count, config.mail_queue_depth)?;
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -153,6 +151,7 @@ impl Server {
                 topics: topics.clone(),
                 listener,
                 kafka_listener: kafka_listeners[id].take().zip(kafka_addr),
+                metrics_listener: metrics_listeners[id].take(),
                 mailbox,
                 connections: Arc::clone(&connections),
                 stop: Arc::clone(&stop),
@@ -168,6 +167,7 @@ impl Server {
         let mut handle = ServerHandle {
             local_addr,
             kafka_addr,
+            metrics_addr,
             shard_count,
             data_dir,
             stop,
@@ -197,6 +197,11 @@ impl ServerHandle {
     /// The address the Kafka protocol listens on, when enabled (with the real port).
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka_addr
+    }
+
+    /// The address of the Prometheus metrics listener, when enabled (with the real port).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Number of shards.
@@ -250,6 +255,22 @@ fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, Se
         tracing::warn!(%addr, %error, "cannot steer connections by source port; they spread at random");
     }
     Ok(listeners)
+}
+
+/// Binds an optional listener on every shard: one listener per shard (or none) and the bound
+/// address.
+fn bind_optional(
+    addr: Option<SocketAddr>,
+    shard_count: usize,
+) -> Result<(Vec<Option<TcpListener>>, Option<SocketAddr>), ServerError> {
+    match addr {
+        Some(addr) => {
+            let listeners = bind_all(addr, shard_count)?;
+            let bound = listeners[0].local_addr()?;
+            Ok((listeners.into_iter().map(Some).collect(), Some(bound)))
+        }
+        None => Ok(((0..shard_count).map(|_| None).collect(), None)),
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every segment and connection is a
@@ -313,6 +334,7 @@ async fn shard_main(start: ShardStart) {
         topics,
         listener,
         kafka_listener,
+        metrics_listener,
         mailbox,
         connections,
         stop,
@@ -343,6 +365,13 @@ async fn shard_main(start: ShardStart) {
             Rc::clone(&shard),
             kafka_listener,
             move |_, stream| kafka::serve(Rc::clone(&front_door), stream),
+        ));
+    }
+    if let Some(metrics_listener) = metrics_listener {
+        reactor::spawn(accept_loop(
+            Rc::clone(&shard),
+            metrics_listener,
+            metrics::serve,
         ));
     }
     reactor::spawn(retention_loop(Rc::clone(&shard)));

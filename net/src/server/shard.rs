@@ -146,6 +146,8 @@ pub(crate) struct Shard {
     pub(crate) producer_ids: super::producer_ids::ProducerIds,
     /// Bytes of owned partitions lent to other shards' fetches.
     lender: RefCell<Lender>,
+    /// Requests this shard served, for the metrics endpoint.
+    pub(crate) requests: super::metrics::RequestCounts,
 }
 
 impl Shard {
@@ -180,6 +182,7 @@ impl Shard {
             groups,
             producer_ids,
             lender: RefCell::new(Lender::default()),
+            requests: super::metrics::RequestCounts::default(),
         })
     }
 
@@ -640,7 +643,33 @@ impl Shard {
             ShardCall::PartitionInfo { topic } => {
                 ShardReturn::Partitions(self.partition_info(&topic))
             }
+            ShardCall::Metrics => ShardReturn::Metrics(Box::new(super::metrics::snapshot(self))),
         }
+    }
+
+    /// Every partition this shard owns, with its topic name, in topic then partition order.
+    pub(crate) fn owned_logs(&self) -> Vec<(String, u32, Rc<PartitionLog>)> {
+        let partitions = self.partitions.borrow();
+        let mut logs: Vec<_> = partitions
+            .iter()
+            .flat_map(|(topic, owned)| {
+                owned
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(partition, log)| {
+                        log.as_ref()
+                            .map(|log| (topic.clone(), partition as u32, Rc::clone(log)))
+                    })
+            })
+            .collect();
+        logs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        logs
+    }
+
+    /// Read-ahead extents the shard's partitions hold now, and the most they may.
+    pub(crate) fn read_ahead_extents(&self) -> (usize, usize) {
+        let memory = &self.log_resources.read_ahead;
+        (memory.extents_held(), memory.extents_max())
     }
 
     fn partition_info(

@@ -101,6 +101,18 @@ impl PartitionGroups {
         self.offsets.borrow().get(group).copied()
     }
 
+    /// Every group's committed offset on this partition, by group name.
+    pub(crate) fn committed_offsets(&self) -> Vec<(String, i64)> {
+        let mut offsets: Vec<_> = self
+            .offsets
+            .borrow()
+            .iter()
+            .map(|(group, offset)| (group.clone(), *offset))
+            .collect();
+        offsets.sort();
+        offsets
+    }
+
     /// Commits `offset` for `group`: in memory now, durable when the returned future resolves.
     pub(crate) fn commit(&self, group: &str, offset: i64) -> Result<Durable, Failure> {
         self.record(StateRecord::Offset { group, offset }, || {

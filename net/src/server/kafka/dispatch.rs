@@ -87,6 +87,27 @@ pub(crate) async fn handle(
     client: &ClientInfo,
     frame: Bytes,
 ) -> Result<Option<KafkaResponse>, KafkaError> {
+    let raw_key = frame
+        .get(..2)
+        .map(|key| i16::from_be_bytes([key[0], key[1]]));
+    let supported = peek_header(&frame)
+        .is_ok_and(|(api_key, version, _)| versions::is_supported(api_key, version));
+    let result = serve(kafka, client, frame).await;
+    if let Some(raw_key) = raw_key {
+        kafka
+            .shard
+            .requests
+            .kafka(raw_key, !supported || result.is_err());
+    }
+    result
+}
+
+/// [`handle`] without the counting.
+async fn serve(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    frame: Bytes,
+) -> Result<Option<KafkaResponse>, KafkaError> {
     let (api_key, version, correlation_id) = peek_header(&frame)?;
     if !versions::is_supported(api_key, version) {
         return unsupported(api_key, version, correlation_id).map(Some);

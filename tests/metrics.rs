@@ -1,0 +1,358 @@
+//! The Prometheus metrics endpoint end to end: a real server with `metrics_listen`, real
+//! producers, consumer-group commits and a share consumer, scraped over loopback HTTP.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringlog_net::client::{
+    Client, Producer, ProducerConfig, ProducerRecord, ShareConsumer, ShareConsumerConfig,
+};
+use ringlog_net::message::create_topic;
+use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
+use ringlog_net::server::{Server, ServerConfig, ServerHandle};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn start(shards: usize, dir: &std::path::Path) -> ServerHandle {
+    let config = ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(shards),
+        cache_bytes_per_shard: 8 << 20,
+        ..ServerConfig::default()
+    };
+    Server::start(config).unwrap()
+}
+
+/// Sends `request` and returns (status line, headers, body) of the answer.
+fn http(addr: SocketAddr, request: &str) -> (String, HashMap<String, String>, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    // The server closes the connection after its answer.
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(": ").expect("a header line");
+            (name.to_ascii_lowercase(), value.to_string())
+        })
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// One sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// A scrape, checked against the text format.
+struct Scrape {
+    samples: Vec<Sample>,
+}
+
+impl Scrape {
+    fn take(addr: SocketAddr) -> Scrape {
+        let (status, headers, body) = http(addr, "GET /metrics HTTP/1.1\r\nHost: ringlog\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(
+            headers["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(headers["content-length"], body.len().to_string());
+        Scrape::parse(&body)
+    }
+
+    fn parse(body: &str) -> Scrape {
+        let mut typed = Vec::new();
+        let mut samples = Vec::new();
+        for line in body.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert!(!typed.contains(&name.to_string()), "family {name} twice");
+                typed.push(name.to_string());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').unwrap();
+                    let pairs = labels
+                        .split("\",")
+                        .map(|pair| {
+                            let (label, value) = pair.split_once("=\"").unwrap();
+                            (label.to_string(), value.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), pairs)
+                }
+                None => (series.to_string(), Vec::new()),
+            };
+            // Samples follow their family's TYPE line, families do not interleave.
+            assert_eq!(typed.last(), Some(&name), "{line}");
+            samples.push((name, labels, value));
+        }
+        Scrape { samples }
+    }
+
+    /// Sum of the samples of `name` whose labels include all of `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(sample, sample_labels, _)| {
+                sample == name
+                    && labels.iter().all(|(label, value)| {
+                        sample_labels.iter().any(|(l, v)| l == label && v == value)
+                    })
+            })
+            .map(|(_, _, value)| *value)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+}
+
+fn produce(addr: SocketAddr, topic: &str, partition: u32, count: usize) {
+    let config = ProducerConfig {
+        linger_ms: 1,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(addr, topic, config).unwrap();
+    for n in 0..count {
+        let value = format!("value-{n}");
+        let record = ProducerRecord::new(value.as_bytes()).with_partition(partition);
+        producer.send(&record).unwrap();
+    }
+    producer.close().unwrap();
+}
+
+fn commit(addr: SocketAddr, group: &str, topic: &str, partition: u32, offset: i64) {
+    let partitions = [PartitionOffset { partition, offset }];
+    let topics = [CommitTopic {
+        topic,
+        partitions: &partitions,
+    }];
+    let results = Client::connect(addr)
+        .unwrap()
+        .commit_offsets(&offset_commit::Request {
+            group,
+            member_id: "",
+            generation: -1,
+            topics: &topics,
+        })
+        .unwrap();
+    assert!(results.iter().all(|r| r.result.is_ok()), "{results:?}");
+}
+
+fn metrics_show_partitions_groups_and_requests(shards: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(shards, dir.path());
+    let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics listener");
+    let request = create_topic::Request {
+        name: "metered",
+        partitions: 3,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr)
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+    produce(addr, "metered", 0, 10);
+    produce(addr, "metered", 2, 5);
+    commit(addr, "billing", "metered", 0, 4);
+    let mut share = ShareConsumer::subscribe(
+        addr,
+        "jobs",
+        "metered",
+        ShareConsumerConfig {
+            max_records: 3,
+            max_wait_ms: 100,
+            ..ShareConsumerConfig::default()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut acquired = 0;
+    while acquired == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the share consumer got no records"
+        );
+        // Held without acknowledgement: they stay acquired.
+        acquired += share.poll(Duration::from_millis(100)).unwrap().len();
+    }
+
+    let scrape = Scrape::take(metrics);
+    let partition = |p: &'static str| [("topic", "metered"), ("partition", p)];
+    assert_eq!(scrape.sum("ringlog_up", &[]), Some(1.0));
+    assert_eq!(scrape.sum("ringlog_shards", &[]), Some(shards as f64));
+    assert_eq!(
+        scrape.sum("ringlog_partition_high_watermark", &partition("0")),
+        Some(10.0)
+    );
+    assert_eq!(
+        scrape.sum("ringlog_partition_high_watermark", &partition("1")),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.sum("ringlog_partition_high_watermark", &partition("2")),
+        Some(5.0)
+    );
+    assert_eq!(
+        scrape.sum("ringlog_partition_log_start_offset", &partition("0")),
+        Some(0.0)
+    );
+    let size = scrape
+        .sum("ringlog_partition_size_bytes", &partition("0"))
+        .unwrap();
+    let appended = scrape
+        .sum("ringlog_partition_appended_bytes_total", &partition("0"))
+        .unwrap();
+    assert!(
+        size > 0.0 && size == appended,
+        "size {size}, appended {appended}"
+    );
+    assert!(
+        scrape
+            .sum("ringlog_partition_writes_total", &partition("0"))
+            .unwrap()
+            >= 1.0
+    );
+    assert!(
+        scrape
+            .sum("ringlog_partition_syncs_total", &partition("0"))
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        scrape.sum("ringlog_partition_io_failures_total", &partition("0")),
+        Some(0.0)
+    );
+    let shard_labels: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|(name, _, _)| name == "ringlog_partition_high_watermark")
+        .map(|(_, labels, _)| labels.iter().find(|(l, _)| l == "shard").unwrap().1.clone())
+        .collect();
+    assert_eq!(shard_labels.len(), 3, "one sample per partition");
+    assert!(shard_labels
+        .iter()
+        .all(|s| s.parse::<usize>().unwrap() < shards));
+
+    let billing = [
+        ("group", "billing"),
+        ("topic", "metered"),
+        ("partition", "0"),
+    ];
+    assert_eq!(
+        scrape.sum("ringlog_group_committed_offset", &billing),
+        Some(4.0)
+    );
+    assert_eq!(scrape.sum("ringlog_group_lag", &billing), Some(6.0));
+    let jobs = [("group", "jobs"), ("topic", "metered")];
+    assert_eq!(
+        scrape.sum("ringlog_share_group_acquired_records", &jobs),
+        Some(acquired as f64)
+    );
+    assert!(
+        scrape
+            .sum("ringlog_share_group_in_flight_records", &jobs)
+            .unwrap()
+            >= acquired as f64
+    );
+    assert_eq!(scrape.sum("ringlog_share_group_lag", &jobs), Some(15.0));
+
+    let native = |api| [("protocol", "native"), ("api", api)];
+    assert!(
+        scrape
+            .sum("ringlog_requests_total", &native("Produce"))
+            .unwrap()
+            >= 2.0
+    );
+    assert!(
+        scrape
+            .sum("ringlog_requests_total", &native("ShareFetch"))
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        scrape.sum("ringlog_request_errors_total", &native("Produce")),
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape.sum("ringlog_shard_read_ahead_extents_max", &[]),
+        Some((shards * 128) as f64)
+    );
+
+    // A second scrape: counters only grew.
+    let fetches = scrape
+        .sum("ringlog_requests_total", &native("ShareFetch"))
+        .unwrap();
+    share.close().unwrap();
+    let again = Scrape::take(metrics);
+    assert!(
+        again
+            .sum("ringlog_requests_total", &native("ShareFetch"))
+            .unwrap()
+            >= fetches
+    );
+    assert_eq!(
+        again.sum("ringlog_partition_high_watermark", &partition("0")),
+        Some(10.0)
+    );
+    server.shutdown();
+}
+
+#[test]
+fn metrics_with_one_shard() {
+    metrics_show_partitions_groups_and_requests(1);
+}
+
+#[test]
+fn metrics_with_two_shards() {
+    metrics_show_partitions_groups_and_requests(2);
+}
+
+#[test]
+fn other_paths_methods_and_garbage_get_clear_http_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(2, dir.path());
+    let metrics = server.metrics_addr().unwrap();
+    let (status, _, body) = http(metrics, "GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert!(body.contains("GET /metrics"), "{body}");
+    let (status, headers, _) = http(metrics, "POST /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(headers["allow"], "GET, HEAD");
+    let (status, _, _) = http(metrics, "\u{1}\u{2} nonsense\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let (status, headers, body) = http(metrics, "HEAD /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers["content-length"].parse::<usize>().unwrap() > 0);
+    assert!(body.is_empty(), "HEAD has no body");
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Padding: {}\r\n\r\n",
+        "x".repeat(10_000)
+    );
+    let (status, _, _) = http(metrics, &huge);
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // The server still serves scrapes and its clients.
+    Scrape::take(metrics);
+    Client::connect(server.local_addr())
+        .unwrap()
+        .list_topics()
+        .unwrap();
+    server.shutdown();
+}
