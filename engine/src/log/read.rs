@@ -325,6 +325,13 @@ impl Inner {
             && parts.slices().len() < READ_PARTS_MAX
             && parts.next_offset() < self.high_watermark.get()
         {
+            // The awaits above let appends in: the segment may have grown, or rolled, since
+            // `view` was taken. Decide from its bytes visible now; if retention deleted it
+            // meanwhile, serve what was read.
+            let Some(current) = self.current_segment_view(view.base_offset) else {
+                break;
+            };
+            view = current;
             if end >= view.visible_end {
                 // The next batch is the first of the next segment.
                 let Some(next) = self.next_segment_view(view.base_offset) else {
@@ -339,7 +346,11 @@ impl Inner {
             let Ok(Some(found)) = self.find_batch(&view, end, window_bytes, |_| true).await else {
                 break;
             };
-            if found.header.total_bytes() > budget {
+            if found.header.total_bytes() > budget
+                || found.header.base_offset != parts.next_offset()
+            {
+                // Too big, or not the batch that follows (the log changed under the read in
+                // a way not foreseen): the next fetch starts from here.
                 break;
             }
             let Ok(next) = self.collect(&view, found, budget).await else {
@@ -391,6 +402,12 @@ impl Inner {
                 self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
             })?;
         Ok(Some((view, found)))
+    }
+
+    /// The segment based at `base_offset` as it is now, if it still exists.
+    fn current_segment_view(&self, base_offset: i64) -> Option<SegmentView> {
+        let state = self.state.borrow();
+        state.segment(base_offset).map(|segment| self.view(segment))
     }
 
     /// The segment after the one based at `base_offset`, if it has visible bytes.

@@ -1,6 +1,7 @@
 //! Unit tests that need the log's test hooks (clock and I/O fault injection).
 
 use std::rc::Rc;
+use std::task::Poll;
 
 use super::*;
 use crate::batch::{BatchBuilder, BatchIter};
@@ -280,5 +281,50 @@ fn close_reports_a_failure_and_can_be_retried() {
         log.close().await.unwrap();
         assert!(log.is_closed());
         assert_eq!(read_back(&log).await, vec![batch]);
+    });
+}
+
+/// A read that goes to disk near the end of the active segment must not trust the visible end
+/// it saw before awaiting: meanwhile a batch can join that segment and the next one roll it.
+#[test]
+fn a_roll_during_a_disk_read_does_not_skip_or_break_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = LogConfig {
+            read_ahead_bytes: 0,
+            ..config()
+        };
+        // A cache too small to keep the segment's chunks: reads go to disk.
+        let log = PartitionLog::open(&path, config, Rc::new(ChunkCache::new(4096)))
+            .await
+            .unwrap();
+        for seed in 0..5 {
+            let mut batch = make_batch(1_000, seed);
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+        }
+        assert_eq!(log.segment_base_offsets().len(), 1);
+        // Start the read (its disk read goes out) and leave it suspended until the appends
+        // are done, as a busy shard might.
+        let mut read = Box::pin(log.read_parts(0, 1 << 20));
+        let first_poll =
+            std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx).is_pending())).await;
+        assert!(first_poll, "the read waits for the disk");
+        let mut fits = make_batch(500, 5);
+        log.append(&mut fits, Acks::Leader).await.unwrap();
+        let mut rolls = make_batch(3_000, 6);
+        log.append(&mut rolls, Acks::Leader).await.unwrap();
+        assert_eq!(log.segment_base_offsets().len(), 2, "the last batch rolled");
+        let parts = read.await.unwrap();
+        // Whatever it served, it served consecutive batches from offset 0 (checked by
+        // ReadParts), and a fresh read from its end goes on without a gap.
+        let mut offset = parts.next_offset();
+        assert!(offset > 0);
+        while offset < log.high_watermark() {
+            let next = log.read_parts(offset, 1 << 20).await.unwrap();
+            assert!(next.next_offset() > offset);
+            offset = next.next_offset();
+        }
+        assert_eq!(offset, 14);
     });
 }
