@@ -164,6 +164,9 @@ struct Inner {
     durable_requested: Cell<i64>,
     /// Bytes appended but not yet written.
     unflushed_bytes: Cell<u64>,
+    /// Segments past retention whose files could not be deleted yet, oldest first, with
+    /// their sizes: no longer part of the log, deleted again before the next ones.
+    undeleted_segments: RefCell<Vec<(i64, u64)>>,
     /// What each idempotent producer wrote last (see [`crate::producer_state`]).
     producers: RefCell<ProducerStateTable>,
     /// Background I/O failures so far; waiters compare with the count when they started.
@@ -360,6 +363,7 @@ impl PartitionLog {
             log_start_offset: Cell::new(log_start_offset),
             durable_requested: Cell::new(next_offset),
             unflushed_bytes: Cell::new(0),
+            undeleted_segments: RefCell::new(Vec::new()),
             failures: Cell::new(0),
             last_failure: Cell::new(None),
             retry_blocked: Cell::new(false),
@@ -464,18 +468,27 @@ impl PartitionLog {
         retention: Retention,
     ) -> Result<RetentionReport, LogError> {
         let removed = self.inner.take_expired_segments(now_ms, retention);
+        // Reads in flight keep their own handle on the files.
+        let mut doomed = self.inner.undeleted_segments.take();
+        doomed.extend(
+            removed
+                .into_iter()
+                .map(|segment| (segment.base_offset, segment.size_bytes)),
+        );
         let mut report = RetentionReport::default();
-        let mut first_error = None;
-        for segment in removed {
-            report.segments_deleted += 1;
-            report.bytes_deleted += segment.size_bytes;
-            let base_offset = segment.base_offset;
-            // Reads in flight keep their own handle on the file.
-            drop(segment);
+        let mut failure = None;
+        for (at, &(base_offset, size_bytes)) in doomed.iter().enumerate() {
             if let Err(error) = remove_segment_files(&self.inner.dir, base_offset).await {
-                tracing::warn!(dir = %self.inner.dir.display(), base_offset, %error, "cannot delete an expired segment");
-                first_error.get_or_insert(LogError::io("deleting an expired segment", error));
+                // Oldest first, and no further: the files left stay one run of consecutive
+                // segments (a gap would make the next open keep only what follows it), and
+                // the next pass tries again from this one.
+                tracing::warn!(dir = %self.inner.dir.display(), base_offset, %error, "cannot delete an expired segment; retrying at the next retention pass");
+                failure = Some(LogError::io("deleting an expired segment", error));
+                *self.inner.undeleted_segments.borrow_mut() = doomed[at..].to_vec();
+                break;
             }
+            report.segments_deleted += 1;
+            report.bytes_deleted += size_bytes;
         }
         if report.segments_deleted > 0 {
             tracing::info!(
@@ -486,7 +499,7 @@ impl PartitionLog {
                 "retention deleted segments"
             );
         }
-        first_error.map_or(Ok(report), Err)
+        failure.map_or(Ok(report), Err)
     }
 
     /// Writes and syncs everything appended, stops the flusher, truncates the active segment

@@ -124,10 +124,27 @@ pub(crate) async fn recover(
     let mut tail = TailReplay::load(dir, &snapshots, &bases, config.producers_max);
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut dropped_bytes = 0u64;
+    let mut previous_intact = false;
     for (at, &base) in bases.iter().enumerate() {
         let is_last = at + 1 == bases.len();
         if let Some(previous) = segments.last() {
-            if previous.next_offset != base {
+            if previous.next_offset < base && previous_intact {
+                // A gap after a whole segment: segments between were deleted, and the ones
+                // before the gap left behind (retention failed to delete one of them, or
+                // someone removed a file). They are older than every offset after the gap.
+                // Dropping the newer ones instead would lose live data and hand their offsets
+                // out again; dropping the older ones is what retention would have done.
+                tracing::warn!(
+                    dir = %dir.display(),
+                    expected = previous.next_offset,
+                    found = base,
+                    "offsets missing between segments; dropping the older segments before the gap"
+                );
+                dropped_bytes += drop_segments(dir, &bases[..at]).await?;
+                segments.clear();
+            } else if previous.next_offset != base {
+                // The previous segment lost bytes here (cut short, damaged) or overlaps this
+                // one: the log keeps what comes before the damage.
                 tracing::warn!(
                     dir = %dir.display(),
                     expected = previous.next_offset,
@@ -145,6 +162,7 @@ pub(crate) async fn recover(
             &mut ignore
         };
         let recovered = recover_segment(dir, base, is_last, config, observe).await?;
+        previous_intact = recovered.intact;
         dropped_bytes += recovered.dropped_bytes;
         segments.push(recovered.segment);
         if recovered.damaged && !is_last {
@@ -256,10 +274,10 @@ async fn drop_segments(dir: &Path, bases: &[i64]) -> Result<u64, LogError> {
     for &base in bases {
         let path = segment_path(dir, base, LOG_SUFFIX);
         bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
-        tracing::warn!(segment = %path.display(), "dropping segment after damage");
+        tracing::warn!(segment = %path.display(), "dropping segment");
         remove_segment_files(dir, base)
             .await
-            .map_err(|error| LogError::io("dropping segments after damage", error))?;
+            .map_err(|error| LogError::io("dropping segments", error))?;
     }
     Ok(bytes)
 }
@@ -267,6 +285,8 @@ async fn drop_segments(dir: &Path, bases: &[i64]) -> Result<u64, LogError> {
 struct SegmentRecovery {
     segment: Segment,
     damaged: bool,
+    /// The file held whole batches up to its end: nothing was cut.
+    intact: bool,
     dropped_bytes: u64,
 }
 
@@ -361,6 +381,7 @@ async fn recover_segment(
     Ok(SegmentRecovery {
         segment,
         damaged,
+        intact: !damaged && end == file_len,
         dropped_bytes,
     })
 }

@@ -354,3 +354,36 @@ fn damage_in_a_closed_segment_drops_it_from_there_and_all_later_segments() {
     apply(&work, damage);
     check(&work, &placed, last_index, damage, false);
 }
+
+#[test]
+fn a_missing_segment_drops_the_older_ones_before_the_gap_and_keeps_the_newer() {
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("work");
+    let placed = crashed_log(&work);
+    let mut bases: Vec<i64> = placed.iter().map(|p| p.segment_base).collect();
+    bases.dedup();
+    assert!(bases.len() >= 3, "{bases:?}");
+    // The second segment disappears (a failed retention of an older version, an operator).
+    fs::remove_file(segment_path(&work, bases[1], LOG_SUFFIX)).unwrap();
+    let next_offset = placed.last().map(|p| p.base_offset + 1).unwrap();
+    let dir = work.clone();
+    let kept = bases[2];
+    run(async move {
+        let log = open(&dir, config(), cache()).await;
+        // Older than the gap: gone; after it: every batch, and offsets go on from there.
+        assert_eq!(log.log_start_offset(), kept);
+        assert!(!segment_path(&dir, 0, LOG_SUFFIX).exists());
+        assert!(log.next_offset() >= next_offset);
+        let read = read_all(&log, kept, 1 << 20).await;
+        let expected: Vec<(i64, Vec<u8>)> = placed
+            .iter()
+            .filter(|p| p.segment_base >= kept)
+            .map(|p| (p.base_offset, p.bytes.clone()))
+            .collect();
+        assert_eq!(read, expected);
+        let mut batch = make_batch(1, 10, 0, 99);
+        let info = log.append(&mut batch, Acks::Durable).await.unwrap();
+        assert_eq!(info.base_offset, log.next_offset() - 1);
+        log.close().await.unwrap();
+    });
+}

@@ -443,3 +443,50 @@ fn the_active_segment_is_preallocated_in_steps_not_whole() {
         log.close().await.unwrap();
     });
 }
+
+/// A segment file that cannot be deleted stops retention there (no gap on disk), and the next
+/// pass deletes it and the rest.
+#[test]
+fn a_failed_retention_delete_leaves_no_gap_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let retention = Retention {
+        bytes: Some(40 * 1024),
+        ms: None,
+    };
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        fill(&log, 150, 0).await;
+        log.close().await.unwrap();
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4);
+        // The oldest segment's file becomes a non-empty directory: unlink fails (EISDIR).
+        let oldest = segment_path(&path, bases[0], LOG_SUFFIX);
+        fs::remove_file(&oldest).unwrap();
+        fs::create_dir(&oldest).unwrap();
+        fs::write(oldest.join("pin"), b"x").unwrap();
+        let error = log.apply_retention(0, retention).await.unwrap_err();
+        assert!(
+            error.to_string().contains("deleting an expired segment"),
+            "{error}"
+        );
+        let live_start = log.log_start_offset();
+        assert!(live_start >= bases[2], "at least two segments expired");
+        // Nothing newer than the undeletable one was deleted: no gap on disk.
+        let expired: Vec<i64> = bases.iter().copied().filter(|b| *b < live_start).collect();
+        for base in &expired[1..] {
+            assert!(segment_path(&path, *base, LOG_SUFFIX).exists(), "{base}");
+        }
+        // Healed, the next pass deletes the leftovers and nothing live.
+        fs::remove_dir_all(&oldest).unwrap();
+        let report = log.apply_retention(0, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, expired.len());
+        for base in &bases {
+            let exists = segment_path(&path, *base, LOG_SUFFIX).exists();
+            assert_eq!(exists, *base >= live_start, "{base}");
+        }
+        assert_eq!(log.log_start_offset(), live_start);
+        let read = read_all(&log, live_start, 1 << 20).await;
+        assert_eq!(read.first().unwrap().0, live_start);
+    });
+}
