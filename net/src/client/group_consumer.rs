@@ -174,6 +174,12 @@ impl GroupConsumer {
                     >= Duration::from_millis(self.config.auto_commit_interval_ms)
             {
                 self.auto_commit();
+                if !self.joined {
+                    // The commit learnt the membership is gone (session expired, rebalance):
+                    // records fetched now could be another member's and would come again
+                    // after the rejoin. Rejoin first.
+                    continue;
+                }
             }
             if !self.heartbeat_if_due()? {
                 continue;
