@@ -114,7 +114,7 @@ pub(crate) async fn recover(
     let snapshots = producer_snapshot::list(dir)?;
     if bases.is_empty() {
         tracing::info!(dir = %dir.display(), "new partition log");
-        remove_snapshots(dir, &snapshots).await;
+        remove_snapshots(dir, &snapshots).await?;
         return Ok(Recovered {
             segments: vec![Segment::new(0, SegmentState::Active)],
             producers: ProducerStateTable::new(config.producers_max),
@@ -221,7 +221,7 @@ async fn rebuild_producers(
         // They describe data the crash took away; a later log growing past them must not
         // load them.
         tracing::warn!(dir = %dir.display(), count = beyond.len(), log_end, "dropping producer snapshots beyond the log end");
-        remove_snapshots(dir, &beyond).await;
+        remove_snapshots(dir, &beyond).await?;
     }
     if tail.usable && active.base_offset == last_listed_base && tail.from_offset <= log_end {
         return Ok((tail.table, kept));
@@ -237,14 +237,18 @@ async fn rebuild_producers(
     Ok((table, kept))
 }
 
-/// Deletes producer snapshots; failures are only logged (a stale snapshot beyond the log end
-/// is ignored at the next open too, as long as the log has not grown past it).
-async fn remove_snapshots(dir: &Path, offsets: &[i64]) {
+/// Deletes producer snapshots that describe no data of the log (beyond its end). A failure
+/// fails the open: left in place, such a snapshot would be loaded as valid once the log grows
+/// past its offset, and would then answer new batches as duplicates of batches long gone.
+async fn remove_snapshots(dir: &Path, offsets: &[i64]) -> Result<(), LogError> {
     for &offset in offsets {
-        if let Err(error) = producer_snapshot::remove(dir, offset).await {
-            tracing::warn!(dir = %dir.display(), offset, %error, "cannot delete a producer snapshot");
-        }
+        producer_snapshot::remove(dir, offset)
+            .await
+            .map_err(|error| {
+                LogError::io("deleting a producer snapshot beyond the log end", error)
+            })?;
     }
+    Ok(())
 }
 
 /// Base offsets of the `*.log` files in `dir`, sorted. Removes leftovers of interrupted

@@ -210,3 +210,47 @@ fn snapshots_beyond_a_truncated_log_are_dropped() {
     });
     assert_eq!(snapshot_offsets(&path), vec![end]);
 }
+
+#[test]
+fn a_snapshot_beyond_the_end_that_cannot_be_deleted_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = small_config();
+    let sent = {
+        let (path, config) = (path.clone(), config.clone());
+        run(async move {
+            let log = open(&path, config, cache()).await;
+            let sent = fill(&log, 4).await;
+            log.close().await.unwrap();
+            sent
+        })
+    };
+    let end = sent.last().unwrap().1 + 3;
+    assert_eq!(snapshot_offsets(&path), vec![end]);
+    // Recovery will cut the last batch; the close snapshot, beyond the end then, is a
+    // non-empty directory that unlink refuses (EISDIR).
+    let segment = path.join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(len - 5).unwrap();
+    drop(file);
+    let snapshot = path.join(format!("{end:020}{SNAPSHOT_SUFFIX}"));
+    std::fs::remove_file(&snapshot).unwrap();
+    std::fs::create_dir(&snapshot).unwrap();
+    std::fs::write(snapshot.join("pin"), b"x").unwrap();
+    let error = run(async move {
+        PartitionLog::open(&path, config, cache())
+            .await
+            .map(|_| ())
+            .unwrap_err()
+    });
+    assert!(
+        error
+            .to_string()
+            .contains("producer snapshot beyond the log end"),
+        "{error}"
+    );
+}
