@@ -36,12 +36,22 @@ const DEADLINE: Duration = Duration::from_secs(30);
 struct TestServer {
     handle: Option<ServerHandle>,
     dir: tempfile::TempDir,
+    retention_check_interval_ms: u64,
 }
 
 impl TestServer {
     fn start() -> TestServer {
+        Self::start_checking_retention_every(ServerConfig::default().retention_check_interval_ms)
+    }
+
+    /// A server that applies retention every `interval_ms`.
+    fn start_checking_retention_every(interval_ms: u64) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = TestServer { handle: None, dir };
+        let mut server = TestServer {
+            handle: None,
+            dir,
+            retention_check_interval_ms: interval_ms,
+        };
         server.restart();
         server
     }
@@ -55,6 +65,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: Some(2),
             cache_bytes_per_shard: 8 << 20,
+            retention_check_interval_ms: self.retention_check_interval_ms,
             ..ServerConfig::default()
         };
         self.handle = Some(Server::start(config).unwrap());
@@ -592,6 +603,61 @@ fn a_record_released_five_times_goes_to_the_dead_letter_topic() {
         Some("delivery limit reached")
     );
     assert_eq!(header(server::HEADER_GROUP), Some("payers"));
+}
+
+/// Sets `topic`'s retention to one byte (every segment but the active one goes) and returns
+/// partition 0's log start offset once retention moved it.
+fn retain_only_the_active_segment(client: &mut Client, topic: &str) -> i64 {
+    client
+        .alter_topic(&alter_topic::Request {
+            name: topic,
+            retention_ms: None,
+            retention_bytes: Some(1),
+            partitions: None,
+        })
+        .unwrap();
+    wait_for("retention", || {
+        let metadata = client.metadata(&[topic]).unwrap();
+        let start = metadata[0].partitions[0].log_start_offset;
+        (start > 0).then_some(start)
+    })
+}
+
+#[test]
+fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restart() {
+    let mut server = TestServer::start_checking_retention_every(10);
+    create_topic(server.addr(), "trimmed", 1);
+    let mut share =
+        ShareConsumer::subscribe(server.addr(), "trimmers", "trimmed", share_config()).unwrap();
+    // The share partition starts at 0, before any record.
+    assert!(share.poll(Duration::from_millis(100)).unwrap().is_empty());
+    let mut client = Client::connect(server.addr()).unwrap();
+    assert_eq!(
+        client.describe_group("trimmers").unwrap().share_partitions[0].start_offset,
+        0
+    );
+    produce(server.addr(), "trimmed", 0, 200_000, Some(0));
+    let log_start = retain_only_the_active_segment(&mut client, "trimmed");
+    // Further from the old start than a replay of the state file keeps records.
+    assert!(log_start > 100_000, "log start {log_start}");
+    let accepted = acquire_some(&mut share);
+    for (partition, offset, _) in &accepted {
+        assert!(*offset >= log_start, "{offset} < {log_start}");
+        share.acknowledge(*partition, *offset, AckType::Accept);
+    }
+    assert!(share.close().unwrap().is_empty(), "the accepts are durable");
+    let last_accepted = accepted.iter().map(|r| r.1).max().unwrap();
+
+    server.restart();
+    let mut client = Client::connect(server.addr()).unwrap();
+    let state = &client.describe_group("trimmers").unwrap().share_partitions[0];
+    assert_eq!(state.start_offset, last_accepted + 1, "{state:?}");
+    let mut share =
+        ShareConsumer::subscribe(server.addr(), "trimmers", "trimmed", share_config()).unwrap();
+    for (_, offset, delivery) in acquire_some(&mut share) {
+        assert!(offset > last_accepted, "accepted record {offset} came back");
+        assert_eq!(delivery, 1);
+    }
 }
 
 /// Commits every offset of a 2-partition topic of 20 records with a group member, and with a

@@ -81,14 +81,19 @@ impl PartitionGroups {
             offsets: RefCell::new(offsets),
             shares: RefCell::new(HashMap::new()),
         });
+        let log_start = groups.log.log_start_offset();
+        let mut start_moved = false;
         for (group, mut window) in windows {
             window.advance();
             window.trim_end();
-            window.skip_to(groups.log.log_start_offset());
+            start_moved |= window.start_offset() < log_start;
+            window.skip_to(log_start);
             let share = SharePartition::new(group.clone(), window, &groups);
             groups.shares.borrow_mut().insert(group, share);
         }
-        if recovered.dropped_bytes > 0 || groups.store.wants_compaction() {
+        // A start that retention moved is written (by the snapshot) before anything is changed
+        // beyond it: a later replay from the old start could not reach that far.
+        if recovered.dropped_bytes > 0 || groups.store.wants_compaction() || start_moved {
             let snapshot = groups.snapshot().map_err(store_failure)?;
             let durable = groups.store.replace(snapshot).map_err(store_failure)?;
             durable.await.map_err(store_failure)?;

@@ -225,9 +225,7 @@ impl SharePartition {
         let limits = self.limits();
         let mut window = self.window.borrow_mut();
         window.expire(now_ms, limits.delivery_limit, &mut effects);
-        let log_start = self.log.log_start_offset();
-        if window.start_offset() < log_start {
-            window.skip_to(log_start);
+        if window.skip_removed(self.log.log_start_offset(), &mut effects) {
             effects.made_available = true;
         }
         if window.advance() {
@@ -395,12 +393,33 @@ impl SharePartition {
         let _ = time::timeout(remaining, either).await;
     }
 
-    /// Acquires records for `member` from the log.
+    /// Acquires records for `member` from the log, and writes the start moves and control
+    /// record skips it made on the way.
     async fn acquire(
         &self,
         member: u32,
         max_records: u32,
         max_bytes: usize,
+    ) -> Result<(Vec<AcquiredRange>, Vec<u8>), Failure> {
+        let mut effects = Effects::default();
+        let acquired = self
+            .acquire_into(member, max_records, max_bytes, &mut effects)
+            .await;
+        // Not waited for, and not the fetch's failure: a lost skip is made again by the next
+        // fetch, or by the open (records before the log start).
+        if let Err(failure) = self.record_changes(&effects.changes) {
+            tracing::warn!(group = %self.group, error = %failure.message, "could not write the records the share fetch skipped");
+        }
+        acquired
+    }
+
+    /// [`SharePartition::acquire`], putting the window changes to write in `effects`.
+    async fn acquire_into(
+        &self,
+        member: u32,
+        max_records: u32,
+        max_bytes: usize,
+        effects: &mut Effects,
     ) -> Result<(Vec<AcquiredRange>, Vec<u8>), Failure> {
         let mut ranges: Vec<AcquiredRange> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
@@ -422,7 +441,7 @@ impl SharePartition {
                     if candidate < self.log.log_start_offset() =>
                 {
                     let log_start = self.log.log_start_offset();
-                    self.window.borrow_mut().skip_to(log_start);
+                    self.window.borrow_mut().skip_removed(log_start, effects);
                     from = log_start;
                     continue;
                 }
@@ -437,6 +456,7 @@ impl SharePartition {
                 max_bytes,
                 &mut ranges,
                 &mut out,
+                effects,
             );
             match step {
                 Some(next) if next > candidate => from = next,
@@ -447,7 +467,8 @@ impl SharePartition {
     }
 
     /// Locks the acquirable records at or after `candidate` in `batches`, appending the batches
-    /// that hold any to `out`. Returns where to continue, or `None` to stop.
+    /// that hold any to `out` and settling control records (changes to write go to `effects`).
+    /// Returns where to continue, or `None` to stop.
     #[allow(clippy::too_many_arguments)]
     fn take_batches(
         &self,
@@ -458,6 +479,7 @@ impl SharePartition {
         max_bytes: usize,
         ranges: &mut Vec<AcquiredRange>,
         out: &mut Vec<u8>,
+        effects: &mut Effects,
     ) -> Option<i64> {
         let limits = self.limits();
         let deadline_ms = monotonic_ms().saturating_add(limits.lock_ms);
@@ -491,7 +513,7 @@ impl SharePartition {
             for offset in first..=header.last_offset() {
                 if header.is_control() {
                     // Control records are never delivered: settle them on sight.
-                    window.skip_record(offset, limits.window_max);
+                    window.skip_record(offset, limits.window_max, effects);
                     continue;
                 }
                 if count >= max_records {
@@ -552,22 +574,27 @@ impl SharePartition {
                 }
             }
         }
-        if effects.changes.is_empty() {
-            return Ok(());
+        match self.record_changes(&effects.changes)? {
+            Some(durable) if wait => durable.await.map_err(store_failure),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `changes` to the state file; returns when the last will be durable.
+    fn record_changes(&self, changes: &[Change]) -> Result<Option<Durable>, Failure> {
+        if changes.is_empty() {
+            return Ok(None);
         }
         let parent = self
             .parent
             .upgrade()
             .ok_or_else(|| Failure::new(ErrorCode::ShuttingDown, "the partition is closing"))?;
         let mut last: Option<Durable> = None;
-        for change in &effects.changes {
+        for change in changes {
             // The window already holds the change.
             last = Some(parent.record(share_states(&self.group, *change), || {})?);
         }
-        match last {
-            Some(durable) if wait => durable.await.map_err(store_failure),
-            _ => Ok(()),
-        }
+        Ok(last)
     }
 
     /// Starts the lease timer once.

@@ -276,18 +276,23 @@ impl Window {
     }
 
     /// Settles a record that is never delivered (a control record) as acknowledged, when it is
-    /// available or the next record past the end of a window with room.
-    pub(crate) fn skip_record(&mut self, offset: i64, window_max: usize) {
+    /// available or the next record past the end of a window with room. The change goes to
+    /// `effects`: unwritten, the start would fall back behind it on a restart.
+    pub(crate) fn skip_record(&mut self, offset: i64, window_max: usize, effects: &mut Effects) {
         if offset == self.end_offset() && self.entries.len() < window_max {
             self.entries.push_back(Entry {
                 state: RecordState::Acknowledged,
                 ..Entry::NEW
             });
         } else if let Some(entry) = self.entry_mut(offset) {
-            if entry.state == RecordState::Available {
-                entry.state = RecordState::Acknowledged;
+            if entry.state != RecordState::Available {
+                return;
             }
+            entry.state = RecordState::Acknowledged;
+        } else {
+            return;
         }
+        effects.push_change(offset, (DurableState::Acknowledged, 0));
     }
 
     /// Settles the records of `ack`: all of the range or nothing.
@@ -406,6 +411,26 @@ impl Window {
         self.start != before
     }
 
+    /// Drops the records before `offset` (removed from the log by retention) and puts the move
+    /// in `effects`; true when the start moved. Unwritten, a restart would go back to the old
+    /// start, and a replay from there would miss changes made beyond its reach.
+    pub(crate) fn skip_removed(&mut self, offset: i64, effects: &mut Effects) -> bool {
+        let before = self.start;
+        if offset <= before {
+            return false;
+        }
+        self.skip_to(offset);
+        // Archived: gone without being processed. [`Window::replay`] moves its start past a
+        // done range that begins at or before it, however long the range.
+        effects.changes.push(Change {
+            first: before,
+            last: offset - 1,
+            state: DurableState::Archived,
+            delivery_count: 0,
+        });
+        true
+    }
+
     /// Drops the records before `offset` (removed from the log by retention).
     pub(crate) fn skip_to(&mut self, offset: i64) {
         while self.start < offset {
@@ -462,9 +487,20 @@ impl Window {
         }
     }
 
-    /// Replays one state-file record. Offsets before the start are already done; the window
-    /// grows (with never-delivered records) to cover the rest, at most `window_max` records.
+    /// Replays one state-file record. Offsets before the start are already done; a done range
+    /// that begins at or before the start moves the start past it; otherwise the window grows
+    /// (with never-delivered records) to cover the rest, at most `window_max` records.
     pub(crate) fn replay(&mut self, change: Change, window_max: usize) {
+        let done = matches!(
+            change.state,
+            DurableState::Acknowledged | DurableState::Archived
+        );
+        if done && change.first <= self.start {
+            // Everything up to `last` is done: move the start rather than fill the window (a
+            // retention skip may span any number of offsets).
+            self.skip_to(change.last.saturating_add(1));
+            return;
+        }
         let first = change.first.max(self.start);
         if change.last < first {
             return;
@@ -698,5 +734,23 @@ mod tests {
         assert_eq!((window.start_offset(), window.end_offset()), (1, 2));
         window.skip_to(10);
         assert_eq!((window.start_offset(), window.end_offset()), (10, 10));
+    }
+
+    #[test]
+    fn a_retention_skip_is_written_and_replays_as_a_start_move() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 2);
+        let mut effects = Effects::default();
+        assert!(window.skip_removed(294_000, &mut effects));
+        assert!(!window.skip_removed(294_000, &mut effects), "already there");
+        assert_eq!(effects.changes.len(), 1);
+        let mut replayed = Window::new(0);
+        replayed.replay(effects.changes[0], 100_000);
+        // The start moves at once: the skipped records never enter the window.
+        assert_eq!(
+            (replayed.start_offset(), replayed.end_offset()),
+            (294_000, 294_000)
+        );
+        assert_eq!(replayed.entries.capacity(), 0);
     }
 }
