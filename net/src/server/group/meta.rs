@@ -37,7 +37,8 @@ pub(crate) const LOCK_MS_MAX: u32 = 3_600_000;
 pub(crate) const DELIVERY_LIMIT_DEFAULT: u16 = 5;
 /// Largest delivery limit accepted.
 pub(crate) const DELIVERY_LIMIT_MAX: u16 = 1_000;
-/// Largest in-flight window a share group may ask for.
+/// Largest in-flight window a share group may ask for. Replaying a state file relies on no
+/// window having spanned more (see `Window::replay`): raise it if need be, never lower it.
 pub(crate) const IN_FLIGHT_RECORDS_LIMIT: u32 = 100_000;
 
 /// Settings of a share group.

@@ -85,9 +85,8 @@ impl PartitionGroups {
         let mut start_moved = false;
         for (group, mut window) in windows {
             window.advance();
-            window.trim_end();
             start_moved |= window.start_offset() < log_start;
-            window.skip_to(log_start);
+            window.finish_replay(log_start);
             let share = SharePartition::new(group.clone(), window, &groups);
             groups.shares.borrow_mut().insert(group, share);
         }

@@ -489,7 +489,8 @@ impl Window {
 
     /// Replays one state-file record. Offsets before the start are already done; a done range
     /// that begins at or before the start moves the start past it; otherwise the window grows
-    /// (with never-delivered records) to cover the rest, at most `window_max` records.
+    /// (with never-delivered records) to cover the rest. `window_max` is the most records a
+    /// live window ever spanned (the configured bound's upper limit).
     pub(crate) fn replay(&mut self, change: Change, window_max: usize) {
         let done = matches!(
             change.state,
@@ -501,13 +502,16 @@ impl Window {
             self.skip_to(change.last.saturating_add(1));
             return;
         }
+        self.catch_up(change.last, window_max);
         let first = change.first.max(self.start);
         if change.last < first {
             return;
         }
         for offset in first..=change.last {
             while offset >= self.end_offset() {
+                // Unreachable after `catch_up`; the bound holds even if that changes.
                 if self.entries.len() >= window_max {
+                    debug_assert!(false, "replay past the window bound");
                     return;
                 }
                 self.entries.push_back(Entry::NEW);
@@ -524,9 +528,32 @@ impl Window {
         }
     }
 
+    /// Moves the start up to where `last` is inside a window of `window_max` records. When a
+    /// change to `last` was made, the live window held it and spanned at most `window_max`
+    /// records, so everything before `last + 1 - window_max` was done. Files written before
+    /// start moves were recorded can lag that far behind.
+    fn catch_up(&mut self, last: i64, window_max: usize) {
+        let span = i64::try_from(window_max).unwrap_or(i64::MAX);
+        let reach = self.start.saturating_add(span);
+        if last >= reach {
+            self.skip_to(last.saturating_sub(span).saturating_add(1));
+        }
+    }
+
+    /// Readies a replayed window for a log that starts at `log_start`: moves the start past
+    /// done and removed records, drops what carries no information, and gives back the memory
+    /// a replay may have taken (it can fill the window up to its bound).
+    pub(crate) fn finish_replay(&mut self, log_start: i64) {
+        self.advance();
+        self.trim_end();
+        self.skip_to(log_start);
+        self.advance();
+        self.entries.shrink_to_fit();
+    }
+
     /// Drops never-delivered available records at the end (after a replay they carry no
     /// information).
-    pub(crate) fn trim_end(&mut self) {
+    fn trim_end(&mut self) {
         while self
             .entries
             .back()
@@ -752,5 +779,55 @@ mod tests {
             (294_000, 294_000)
         );
         assert_eq!(replayed.entries.capacity(), 0);
+    }
+
+    #[test]
+    fn a_replay_from_a_stale_start_keeps_changes_far_past_it() {
+        const LIMIT: usize = 100_000;
+        // The file says the window starts at 0, but retention had moved it to 294000 (not
+        // written) before 294000..=294009 were accepted.
+        let mut window = Window::new(0);
+        let accepted = Change {
+            first: 294_000,
+            last: 294_009,
+            state: DurableState::Acknowledged,
+            delivery_count: 1,
+        };
+        window.replay(accepted, LIMIT);
+        window.finish_replay(294_000);
+        assert_eq!(window.start_offset(), 294_010);
+        assert_eq!(window.end_offset(), 294_010);
+        assert!(
+            window.entries.capacity() < 1_000,
+            "{}",
+            window.entries.capacity()
+        );
+    }
+
+    #[test]
+    fn a_replay_from_a_stale_start_keeps_what_is_still_in_flight() {
+        const LIMIT: usize = 8;
+        // Released once (delivery 1) at 100, accepted at 103, with the file's start at 0.
+        let mut window = Window::new(0);
+        for (offset, state, delivery_count) in [
+            (100, DurableState::Available, 1),
+            (103, DurableState::Acknowledged, 1),
+        ] {
+            let change = Change {
+                first: offset,
+                last: offset,
+                state,
+                delivery_count,
+            };
+            window.replay(change, LIMIT);
+            window.advance();
+        }
+        window.finish_replay(0);
+        // The last change was made with its offset in a window of at most LIMIT records.
+        assert_eq!(window.start_offset(), 103 + 1 - LIMIT as i64);
+        // 100 comes back with its delivery counted, 103 never does.
+        assert_eq!(window.next_candidate(100, LIMIT), Some(100));
+        assert!(!window.can_acquire(103, LIMIT));
+        assert_eq!(window.acquire(100, 1, 0, LIMIT), Some(2));
     }
 }
