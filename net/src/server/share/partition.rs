@@ -505,17 +505,18 @@ impl SharePartition {
             if header.next_offset() <= candidate {
                 continue;
             }
+            let first = header.base_offset.max(candidate);
+            if header.is_control() {
+                // Control records are never delivered (nor sent): settle them on sight.
+                window.skip_records(first, header.last_offset(), limits.window_max, effects);
+                next = header.next_offset();
+                continue;
+            }
             if !out.is_empty() && out.len() + batch.len() > max_bytes {
                 return None;
             }
-            let first = header.base_offset.max(candidate);
             let mut took_any = false;
             for offset in first..=header.last_offset() {
-                if header.is_control() {
-                    // Control records are never delivered: settle them on sight.
-                    window.skip_record(offset, limits.window_max, effects);
-                    continue;
-                }
                 if count >= max_records {
                     break;
                 }
@@ -746,9 +747,18 @@ async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
 
 #[cfg(test)]
 mod tests {
-    use ringlog_engine::batch::{set_base_offset, BatchBuilder};
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use ringlog_engine::batch::{crc_of, set_base_offset, BatchBuilder};
+    use ringlog_engine::cache::ChunkCache;
+    use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
+    use ringlog_engine::reactor::{block_on, RingConfig};
 
     use super::bytes_to_take;
+    use crate::message::share_fetch::AcquiredRange;
+    use crate::server::group::meta::ShareConfig;
+    use crate::server::group::partition_state::PartitionGroups;
 
     /// Three batches of 10, 20 and 30 records at offsets 100, 110 and 130; their sizes.
     fn three_batches() -> (Vec<u8>, [usize; 3]) {
@@ -798,5 +808,61 @@ mod tests {
         assert_eq!(bytes_to_take(&batches, 100, 1_000, 0, 1), a);
         // A response that already holds bytes gets nothing that would pass max_bytes.
         assert_eq!(bytes_to_take(&batches, 100, 1_000, 10, a), 0);
+    }
+
+    /// A batch of one record; a control batch claiming offsets `0..=last_offset_delta` when
+    /// `last_offset_delta` is set.
+    fn one_record(last_offset_delta: Option<i32>) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Vec::new(), 0);
+        builder.push(0, None, Some(b"value"), &[]).unwrap();
+        let mut batch = builder.finish().to_vec();
+        if let Some(delta) = last_offset_delta {
+            // RecordBatch v2: crc at 17..21, attributes at 21..23, lastOffsetDelta at 23..27.
+            batch[21..23].copy_from_slice(&0x20i16.to_be_bytes());
+            batch[23..27].copy_from_slice(&delta.to_be_bytes());
+            let crc = crc_of(&batch);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        batch
+    }
+
+    async fn open(dir: &Path) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let cache = Rc::new(ChunkCache::new(1 << 20));
+        let log = Rc::new(PartitionLog::open(dir, config, cache).await.unwrap());
+        let groups = PartitionGroups::open("t", 0, Rc::clone(&log), Rc::default())
+            .await
+            .unwrap();
+        (log, groups)
+    }
+
+    #[test]
+    fn a_control_batch_claiming_two_billion_offsets_is_passed_in_one_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            let mut marker = one_record(Some(i32::MAX));
+            log.append(&mut marker, Acks::Leader).await.unwrap();
+            let mut record = one_record(None);
+            let after = log.append(&mut record, Acks::Leader).await.unwrap();
+            let after = after.base_offset;
+            assert_eq!(after, i64::from(i32::MAX) + 1);
+            let config = Rc::new(ShareConfig::with_defaults(100));
+            let share = groups.share_or_create("s", &config).unwrap();
+            let (acquired, _) = share.acquire(1, 10, 1 << 20).await.unwrap();
+            let expected = AcquiredRange {
+                first_offset: after,
+                last_offset: after,
+                delivery_count: 1,
+            };
+            assert_eq!(acquired, [expected]);
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
     }
 }

@@ -275,24 +275,59 @@ impl Window {
         Some(entry.delivery_count)
     }
 
-    /// Settles a record that is never delivered (a control record) as acknowledged, when it is
-    /// available or the next record past the end of a window with room. The change goes to
-    /// `effects`: unwritten, the start would fall back behind it on a restart.
-    pub(crate) fn skip_record(&mut self, offset: i64, window_max: usize, effects: &mut Effects) {
-        if offset == self.end_offset() && self.entries.len() < window_max {
-            self.entries.push_back(Entry {
-                state: RecordState::Acknowledged,
-                ..Entry::NEW
-            });
-        } else if let Some(entry) = self.entry_mut(offset) {
-            if entry.state != RecordState::Available {
-                return;
-            }
-            entry.state = RecordState::Acknowledged;
-        } else {
+    /// Settles records `first..=last` that are never delivered (a control batch) as
+    /// acknowledged: those available in the window, then those past its end while it has
+    /// room. When every record in the window is settled and the range reaches past its end,
+    /// the start jumps past the range instead: a batch may claim up to 2^31 offsets, and
+    /// walking them would stall the shard. The changes go to `effects`: unwritten, the start
+    /// would fall back behind them on a restart.
+    pub(crate) fn skip_records(
+        &mut self,
+        first: i64,
+        last: i64,
+        window_max: usize,
+        effects: &mut Effects,
+    ) {
+        let first = first.max(self.start);
+        if last < first {
             return;
         }
-        effects.push_change(offset, (DurableState::Acknowledged, 0));
+        let end = self.end_offset();
+        if first <= end && last >= end && self.entries.iter().all(Entry::is_done) {
+            effects.changes.push(Change {
+                first: self.start,
+                last,
+                state: DurableState::Acknowledged,
+                delivery_count: 0,
+            });
+            self.entries.clear();
+            self.start = last.saturating_add(1);
+            return;
+        }
+        // Nothing at or past start + window_max can enter the window: at most that many
+        // rounds (or the window's length, when a smaller bound was configured since).
+        let span = i64::try_from(window_max).unwrap_or(i64::MAX);
+        let last = last.min(self.start.saturating_add(span).max(end) - 1);
+        for offset in first..=last {
+            if offset == self.end_offset() {
+                if self.entries.len() >= window_max {
+                    break;
+                }
+                self.entries.push_back(Entry {
+                    state: RecordState::Acknowledged,
+                    ..Entry::NEW
+                });
+            } else if let Some(entry) = self.entry_mut(offset) {
+                if entry.state != RecordState::Available {
+                    continue;
+                }
+                entry.state = RecordState::Acknowledged;
+            } else {
+                // A gap before the range: the window cannot grow across it.
+                break;
+            }
+            effects.push_change(offset, (DurableState::Acknowledged, 0));
+        }
     }
 
     /// Settles the records of `ack`: all of the range or nothing.
@@ -829,5 +864,31 @@ mod tests {
         assert_eq!(window.next_candidate(100, LIMIT), Some(100));
         assert!(!window.can_acquire(103, LIMIT));
         assert_eq!(window.acquire(100, 1, 0, LIMIT), Some(2));
+    }
+
+    #[test]
+    fn a_control_batch_is_settled_within_the_window_bound() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 1);
+        let mut effects = Effects::default();
+        // 0 is still acquired: the window takes what fits of a batch claiming 2^31 offsets.
+        window.skip_records(1, i64::from(i32::MAX), LIMITS.window_max, &mut effects);
+        assert_eq!(window.end_offset(), LIMITS.window_max as i64);
+        assert_eq!(window.counts(), (1, 1));
+        assert_eq!(effects.changes.len(), 1);
+        assert_eq!((effects.changes[0].first, effects.changes[0].last), (1, 3));
+        // Once 0 is settled the rest of the batch is passed in one step.
+        window
+            .settle(ack(0, 0, 1, Settle::Accept), 1, &LIMITS, &mut effects)
+            .unwrap();
+        window.skip_records(1, i64::from(i32::MAX), LIMITS.window_max, &mut effects);
+        assert_eq!(window.start_offset(), i64::from(i32::MAX) + 1);
+        assert_eq!(window.end_offset(), window.start_offset());
+        let jump = effects.changes.last().copied().unwrap();
+        assert_eq!((jump.first, jump.last), (0, i64::from(i32::MAX)));
+        // Written, it replays as a start move.
+        let mut replayed = Window::new(0);
+        replayed.replay(jump, 100_000);
+        assert_eq!(replayed.start_offset(), i64::from(i32::MAX) + 1);
     }
 }
