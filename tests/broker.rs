@@ -468,6 +468,56 @@ fn corrupt_batch_is_rejected_and_nothing_is_written() {
         .unwrap();
 }
 
+/// `one_batch(value)` with its attributes, lastOffsetDelta and recordsCount replaced (CRC
+/// recomputed).
+fn batch_claiming(attributes: i16, last_offset_delta: i32, records_count: i32) -> Vec<u8> {
+    let mut batch = one_batch(b"marker");
+    // RecordBatch v2: crc at 17..21, attributes at 21..23, lastOffsetDelta at 23..27,
+    // recordsCount at 57..61.
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    batch[57..61].copy_from_slice(&records_count.to_be_bytes());
+    let crc = ringlog_engine::batch::crc_of(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[test]
+fn batches_claiming_offsets_they_do_not_hold_are_refused() {
+    const CONTROL: i16 = 0x20;
+    let server = TestServer::start(1);
+    server.create_topic("claims", 1);
+    let mut client = server.client();
+    let claims = [
+        (CONTROL, i32::MAX, 1),
+        (CONTROL, i32::MAX - 1, i32::MAX),
+        (CONTROL, 5, 6),
+        (0, i32::MAX, 1),
+    ];
+    for (attributes, last_offset_delta, records_count) in claims {
+        let batch = batch_claiming(attributes, last_offset_delta, records_count);
+        let error = client
+            .produce("claims", 0, Acks::Durable, &batch)
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(ErrorCode::CorruptBatch),
+            "{attributes:#x} {last_offset_delta} {records_count}: {error}"
+        );
+    }
+    let topics = client.metadata(&["claims"]).unwrap();
+    assert_eq!(
+        topics[0].partitions[0].high_watermark, 0,
+        "nothing appended"
+    );
+    // A control batch of one record at its one offset is stored.
+    let marker = batch_claiming(CONTROL, 0, 1);
+    assert_eq!(
+        client.produce("claims", 0, Acks::Durable, &marker).unwrap(),
+        Some(0)
+    );
+}
+
 fn raw_frame(api: u16, version: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&((8 + body.len()) as u32).to_le_bytes());

@@ -50,15 +50,7 @@ pub(crate) async fn produce(
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {
         let (header, _bytes) = item.map_err(corrupt)?;
-        if header.records_count <= 0 || header.records_count != header.last_offset_delta + 1 {
-            return Err(Failure::new(
-                ErrorCode::CorruptBatch,
-                format!(
-                    "a produced batch needs records_count = last_offset_delta + 1 > 0 (got {} and {})",
-                    header.records_count, header.last_offset_delta
-                ),
-            ));
-        }
+        check_offsets_claimed(&header)?;
         count += 1;
     }
     if !iter.remaining().is_empty() || count == 0 {
@@ -81,6 +73,34 @@ pub(crate) async fn produce(
         first_base_offset.get_or_insert(info.base_offset);
     }
     first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
+}
+
+/// Refuses a produced batch whose header claims offsets it does not hold: recordsCount must
+/// be lastOffsetDelta + 1 > 0, and a control batch holds exactly one record (Kafka's rule for
+/// transaction markers). Readers walk the offsets a batch claims (a share fetch settles every
+/// control record), so a claim of 2^31 offsets must not get in.
+fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
+    // In i64: lastOffsetDelta may be i32::MAX.
+    let claimed = i64::from(header.last_offset_delta) + 1;
+    if header.records_count <= 0 || i64::from(header.records_count) != claimed {
+        return Err(Failure::new(
+            ErrorCode::CorruptBatch,
+            format!(
+                "a produced batch needs records_count = last_offset_delta + 1 > 0 (got {} and {})",
+                header.records_count, header.last_offset_delta
+            ),
+        ));
+    }
+    if header.is_control() && header.records_count != 1 {
+        return Err(Failure::new(
+            ErrorCode::CorruptBatch,
+            format!(
+                "a control batch holds exactly one record (got {})",
+                header.records_count
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads from an owned partition without copying: the slices refer to the shard's buffers
