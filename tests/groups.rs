@@ -623,6 +623,28 @@ fn retain_only_the_active_segment(client: &mut Client, topic: &str) -> i64 {
     })
 }
 
+/// The source offsets of the records in dead-letter topic `topic` once there are `count`.
+fn dead_letter_offsets(addr: SocketAddr, topic: &str, count: usize) -> BTreeSet<i64> {
+    let mut dlq = Consumer::connect(addr, ConsumerConfig::default()).unwrap();
+    dlq.assign_all(topic).unwrap();
+    dlq.seek_all(SeekTo::Earliest).unwrap();
+    let mut offsets = BTreeSet::new();
+    wait_for("the dead-letter copies", || {
+        for record in dlq.poll(Duration::from_millis(100)).unwrap() {
+            let record = record.unwrap();
+            let offset = record
+                .headers
+                .map(|h| h.unwrap())
+                .find(|h| h.key == server::HEADER_OFFSET)
+                .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                .unwrap();
+            offsets.insert(offset);
+        }
+        (offsets.len() >= count).then_some(())
+    });
+    offsets
+}
+
 #[test]
 fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restart() {
     let mut server = TestServer::start_checking_retention_every(10);
@@ -658,6 +680,67 @@ fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restar
         assert!(offset > last_accepted, "accepted record {offset} came back");
         assert_eq!(delivery, 1);
     }
+}
+
+#[test]
+fn records_archived_after_retention_reach_the_dead_letter_topic_from_the_log_start_on() {
+    let server = TestServer::start_checking_retention_every(10);
+    create_topic(server.addr(), "orders", 1);
+    create_topic(server.addr(), "orders.dlq", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    let mut configure = |lock_ms| {
+        client
+            .configure_share_group(&configure_group::Request {
+                group: "packers",
+                lock_ms: Some(lock_ms),
+                delivery_limit: Some(1),
+                dead_letter_topic: Some("orders.dlq"),
+                ..Default::default()
+            })
+            .unwrap();
+    };
+    configure(60_000);
+    // Ten records of 300 kB in 1 MiB segments: retention leaves only the last few.
+    let producer = Producer::connect(server.addr(), "orders", ProducerConfig::default()).unwrap();
+    let value = vec![b'o'; 300_000];
+    for _ in 0..10 {
+        producer
+            .send(&ProducerRecord::new(&value).with_partition(0))
+            .unwrap();
+    }
+    producer.close().unwrap();
+    // All ten acquired on their only allowed delivery, and never acknowledged.
+    let mut consumer =
+        ShareConsumer::subscribe(server.addr(), "packers", "orders", share_config()).unwrap();
+    let mut acquired = BTreeSet::new();
+    while acquired.len() < 10 {
+        for (_, offset, delivery) in acquire_some(&mut consumer) {
+            assert_eq!(delivery, 1);
+            acquired.insert(offset);
+        }
+    }
+    // One renewal with a short lock ends all ten locks at once, long before the lease timer
+    // (set for the first lock) looks: the next fetch's sweep is the one that archives them.
+    configure(10);
+    for offset in acquired {
+        consumer.acknowledge(0, offset, AckType::Renew);
+    }
+    assert!(consumer.flush_acks().unwrap().is_empty());
+    let renewed_at = Instant::now();
+    let log_start = retain_only_the_active_segment(&mut client, "orders");
+    assert!(log_start < 10, "log start {log_start}");
+    wait_for("the renewed locks to end", || {
+        (renewed_at.elapsed() > Duration::from_millis(20)).then_some(())
+    });
+    let state = &client.describe_group("packers").unwrap().share_partitions[0];
+    assert_eq!(state.acquired_records, 10, "nothing swept yet: {state:?}");
+    assert!(consumer
+        .poll(Duration::from_millis(100))
+        .unwrap()
+        .is_empty());
+    // Every archived record still in the log is copied.
+    let copied = dead_letter_offsets(server.addr(), "orders.dlq", 10 - log_start as usize);
+    assert_eq!(copied, (log_start..10).collect::<BTreeSet<i64>>());
 }
 
 /// Commits every offset of a 2-partition topic of 20 records with a group member, and with a

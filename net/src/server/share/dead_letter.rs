@@ -8,6 +8,7 @@
 use std::rc::Rc;
 
 use ringlog_engine::batch::{self, BatchBuilder, BatchError, BatchIter, TimestampType};
+use ringlog_engine::error::LogError;
 use ringlog_engine::log::{Acks, PartitionLog};
 
 use super::partition::wall_ms;
@@ -44,7 +45,9 @@ pub(crate) struct Source<'a> {
     pub(crate) log: &'a PartitionLog,
 }
 
-/// Copies `letters` (records of `source`) to `dead_letter_topic`, durably.
+/// Copies `letters` (records of `source`) to `dead_letter_topic`, durably. Letters whose
+/// records retention removed meanwhile are left out (there is nothing left to copy); any
+/// other failure fails the whole copy.
 pub(crate) async fn copy(
     shard: &Rc<Shard>,
     source: &Source<'_>,
@@ -60,11 +63,13 @@ pub(crate) async fn copy(
     let mut builder = BatchBuilder::new(Vec::new(), wall_ms());
     let mut batches = Vec::new();
     for letter in &sorted {
-        let slice = source
-            .log
-            .read(letter.offset, 1)
-            .await
-            .map_err(log_failure)?;
+        let slice = match source.log.read(letter.offset, 1).await {
+            Ok(slice) => slice,
+            Err(LogError::OffsetOutOfRange { log_start, .. }) if letter.offset < log_start => {
+                continue;
+            }
+            Err(error) => return Err(log_failure(error)),
+        };
         add_letter(&mut builder, &mut batches, slice.bytes(), source, letter)?;
     }
     if builder.record_count() > 0 {

@@ -219,15 +219,18 @@ impl SharePartition {
         self.available.notify();
     }
 
-    /// Ends expired locks and moves the start offset (also past records retention removed).
+    /// Moves the start offset past records retention removed, ends expired locks and moves
+    /// the start offset past settled records.
     fn sweep(&self, now_ms: u64) -> Effects {
         let mut effects = Effects::default();
         let limits = self.limits();
         let mut window = self.window.borrow_mut();
-        window.expire(now_ms, limits.delivery_limit, &mut effects);
+        // Removed records first: expiring them would archive records that can no longer be
+        // copied to the dead-letter topic.
         if window.skip_removed(self.log.log_start_offset(), &mut effects) {
             effects.made_available = true;
         }
+        window.expire(now_ms, limits.delivery_limit, &mut effects);
         if window.advance() {
             effects.made_available = true;
         }
