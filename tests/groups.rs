@@ -743,6 +743,44 @@ fn records_archived_after_retention_reach_the_dead_letter_topic_from_the_log_sta
     assert_eq!(copied, (log_start..10).collect::<BTreeSet<i64>>());
 }
 
+#[test]
+fn a_dead_letter_copy_that_failed_is_made_at_a_later_fetch() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "invoices", 1);
+    create_topic(server.addr(), "invoices.dlq", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    client
+        .configure_share_group(&configure_group::Request {
+            group: "billers",
+            dead_letter_topic: Some("invoices.dlq"),
+            ..Default::default()
+        })
+        .unwrap();
+    produce(server.addr(), "invoices", 0, 1, Some(0));
+    // The copy of the rejected record fails: its dead-letter topic is gone.
+    client.delete_topic("invoices.dlq").unwrap();
+    let mut consumer =
+        ShareConsumer::subscribe(server.addr(), "billers", "invoices", share_config()).unwrap();
+    assert_eq!(acquire_some(&mut consumer), [(0, 0, 1)]);
+    consumer.acknowledge(0, 0, AckType::Reject);
+    assert!(consumer.flush_acks().unwrap().is_empty());
+    // Not archived while it has no copy: it holds the start back.
+    let state = &client.describe_group("billers").unwrap().share_partitions[0];
+    assert_eq!((state.start_offset, state.in_flight_records), (0, 1));
+    create_topic(server.addr(), "invoices.dlq", 1);
+    // The next fetch copies it; the record is never delivered again.
+    assert!(consumer
+        .poll(Duration::from_millis(100))
+        .unwrap()
+        .is_empty());
+    let copied = dead_letter_offsets(server.addr(), "invoices.dlq", 1);
+    assert_eq!(copied, BTreeSet::from([0]));
+    wait_for("the start to pass the archived record", || {
+        let state = client.describe_group("billers").unwrap().share_partitions[0].clone();
+        (state.start_offset == 1 && state.in_flight_records == 0).then_some(())
+    });
+}
+
 /// Commits every offset of a 2-partition topic of 20 records with a group member, and with a
 /// share consumer accepts offsets below 5 of each partition, leaving the rest acquired.
 fn commit_and_accept_some(addr: SocketAddr) {

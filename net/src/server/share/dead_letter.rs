@@ -3,7 +3,9 @@
 //! copy goes to partition `source partition % dead-letter partitions`, written durably.
 //!
 //! Records of compressed batches are not decoded here; their copy has no key or value and a
-//! [`HEADER_NOTE`] header saying so (the source offset still identifies them).
+//! [`HEADER_NOTE`] header saying so (the source offset still identifies them). So does the
+//! copy of a record that cannot be read back (an offset its batch claims but does not hold, a
+//! malformed record): failing on it would fail every later copy too.
 
 use std::rc::Rc;
 
@@ -47,7 +49,7 @@ pub(crate) struct Source<'a> {
 
 /// Copies `letters` (records of `source`) to `dead_letter_topic`, durably. Letters whose
 /// records retention removed meanwhile are left out (there is nothing left to copy); any
-/// other failure fails the whole copy.
+/// other failure (a read, the topic, the write) fails the whole copy, to be tried again.
 pub(crate) async fn copy(
     shard: &Rc<Shard>,
     source: &Source<'_>,
@@ -82,7 +84,8 @@ pub(crate) async fn copy(
 }
 
 /// Finds the record of `letter` in `read` (whole batches starting with its batch) and adds its
-/// copy to `builder`, moving full batches to `batches`.
+/// copy to `builder`, moving full batches to `batches`; a record that cannot be copied gets a
+/// copy with no content and a note saying why.
 fn add_letter(
     builder: &mut BatchBuilder,
     batches: &mut Vec<u8>,
@@ -90,7 +93,6 @@ fn add_letter(
     source: &Source<'_>,
     letter: &DeadLetter,
 ) -> Result<(), Failure> {
-    let corrupt = |error: BatchError| Failure::new(ErrorCode::CorruptBatch, error.to_string());
     let partition = source.partition.to_string();
     let offset = letter.offset.to_string();
     let delivery_count = letter.delivery_count.to_string();
@@ -102,6 +104,24 @@ fn add_letter(
         (HEADER_DELIVERY_COUNT, Some(delivery_count.as_bytes())),
         (HEADER_REASON, Some(letter.reason.as_str().as_bytes())),
     ];
+    let Err(failure) = add_record(builder, batches, read, source, letter, &extra) else {
+        return Ok(());
+    };
+    let note = format!("content not copied: {}", failure.message);
+    extra.push((HEADER_NOTE, Some(note.as_bytes())));
+    push(builder, batches, wall_ms(), None, None, &extra)
+}
+
+/// Adds the copy of the record of `letter` in `read`, with the `extra` headers.
+fn add_record(
+    builder: &mut BatchBuilder,
+    batches: &mut Vec<u8>,
+    read: &[u8],
+    source: &Source<'_>,
+    letter: &DeadLetter,
+    extra: &[(&str, Option<&[u8]>)],
+) -> Result<(), Failure> {
+    let corrupt = |error: BatchError| Failure::new(ErrorCode::CorruptBatch, error.to_string());
     for item in BatchIter::new(read).without_crc_check() {
         let (header, bytes) = item.map_err(corrupt)?;
         if header.next_offset() <= letter.offset || header.base_offset > letter.offset {
@@ -110,7 +130,8 @@ fn add_letter(
         let records = match batch::records(bytes) {
             Ok(records) => records,
             Err(BatchError::Compressed(_)) => {
-                extra.push((
+                let mut headers = extra.to_vec();
+                headers.push((
                     HEADER_NOTE,
                     Some(b"compressed source batch: content not copied"),
                 ));
@@ -120,7 +141,7 @@ fn add_letter(
                     header.max_timestamp_ms,
                     None,
                     None,
-                    &extra,
+                    &headers,
                 );
             }
             Err(error) => return Err(corrupt(error)),
@@ -139,7 +160,7 @@ fn add_letter(
                 let original = original.map_err(corrupt)?;
                 headers.push((original.key, original.value));
             }
-            headers.extend_from_slice(&extra);
+            headers.extend_from_slice(extra);
             return push(
                 builder,
                 batches,

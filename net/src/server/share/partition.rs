@@ -11,7 +11,9 @@
 //!   leases are made) and ends the expired locks. Expiries are written without waiting.
 //! - Records archived by a release, a rejection or an expiry are copied to the group's
 //!   dead-letter topic before their archived state is written, so a crash in between sends
-//!   them again rather than losing them (at least once).
+//!   them again rather than losing them (at least once). When the copy fails they stay
+//!   archived in memory only, holding the start offset back, and the next sweep (at the next
+//!   fetch, acknowledgement or lease expiry) tries again: no retry loop of its own.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -28,7 +30,7 @@ use ringlog_engine::reactor::{self, time};
 
 use super::dead_letter;
 use super::members::MemberTable;
-use super::window::{Ack, AckError, Change, Effects, Limits, Settle, Window};
+use super::window::{Ack, AckError, Change, DeadLetter, Effects, Limits, Settle, Window};
 use crate::error_code::ErrorCode;
 use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::message::share_fetch::AcquiredRange;
@@ -105,6 +107,10 @@ pub(crate) struct SharePartition {
     leases: Signal,
     lease_task: Cell<bool>,
     closed: Cell<bool>,
+    /// Dead-letter copies under way (a sweep offers failed copies again only when none is).
+    copies_in_flight: Cell<u32>,
+    /// The last dead-letter copy failed (its warning is logged once per run of failures).
+    copy_failing: Cell<bool>,
 }
 
 /// Milliseconds on a monotonic clock shared by the process (lock deadlines).
@@ -172,6 +178,8 @@ impl SharePartition {
             leases: Signal::default(),
             lease_task: Cell::new(false),
             closed: Cell::new(false),
+            copies_in_flight: Cell::new(0),
+            copy_failing: Cell::new(false),
         })
     }
 
@@ -219,8 +227,9 @@ impl SharePartition {
         self.available.notify();
     }
 
-    /// Moves the start offset past records retention removed, ends expired locks and moves
-    /// the start offset past settled records.
+    /// Moves the start offset past records retention removed, offers again the records whose
+    /// dead-letter copy failed, ends expired locks and moves the start offset past settled
+    /// records.
     fn sweep(&self, now_ms: u64) -> Effects {
         let mut effects = Effects::default();
         let limits = self.limits();
@@ -229,6 +238,10 @@ impl SharePartition {
         // copied to the dead-letter topic.
         if window.skip_removed(self.log.log_start_offset(), &mut effects) {
             effects.made_available = true;
+        }
+        // A copy under way may hold the same records: they wait for a later sweep.
+        if self.copies_in_flight.get() == 0 {
+            window.pending_dead_letters(&mut effects);
         }
         window.expire(now_ms, limits.delivery_limit, &mut effects);
         if window.advance() {
@@ -552,35 +565,61 @@ impl SharePartition {
     }
 
     /// Persists `effects` (dead letters first), waiting for durability when `wait` is set.
+    /// Records whose dead-letter copy fails are not written as archived (see the module docs).
     async fn persist(
         &self,
         shard: &Rc<Shard>,
-        effects: Effects,
+        mut effects: Effects,
         wait: bool,
     ) -> Result<(), Failure> {
         if effects.made_available {
             self.available.notify();
         }
-        if !effects.dead_letters.is_empty() {
-            let topic = self.config.borrow().dead_letter_topic.clone();
-            if !topic.is_empty() {
-                let source = dead_letter::Source {
-                    group: &self.group,
-                    topic: &self.topic,
-                    partition: self.partition,
-                    log: &self.log,
-                };
-                if let Err(failure) =
-                    dead_letter::copy(shard, &source, &topic, &effects.dead_letters).await
-                {
-                    tracing::warn!(group = %self.group, dead_letter_topic = %topic, error = %failure.message,
-                        "could not copy archived records to the dead-letter topic");
-                }
+        let letters = std::mem::take(&mut effects.dead_letters);
+        if !letters.is_empty() && self.copy_dead_letters(shard, &letters).await {
+            let mut window = self.window.borrow_mut();
+            window.archive(&letters, &mut effects);
+            if window.advance() {
+                self.available.notify();
             }
         }
         match self.record_changes(&effects.changes)? {
             Some(durable) if wait => durable.await.map_err(store_failure),
             _ => Ok(()),
+        }
+    }
+
+    /// Copies `letters` to the group's dead-letter topic; true when they may be written as
+    /// archived (copied, or the group has none).
+    async fn copy_dead_letters(&self, shard: &Rc<Shard>, letters: &[DeadLetter]) -> bool {
+        let topic = self.config.borrow().dead_letter_topic.clone();
+        if topic.is_empty() {
+            return true;
+        }
+        let source = dead_letter::Source {
+            group: &self.group,
+            topic: &self.topic,
+            partition: self.partition,
+            log: &self.log,
+        };
+        let _in_flight = CopyInFlight::enter(&self.copies_in_flight);
+        match dead_letter::copy(shard, &source, &topic, letters).await {
+            Ok(()) => {
+                if self.copy_failing.replace(false) {
+                    tracing::info!(group = %self.group, dead_letter_topic = %topic,
+                        "archived records are copied to the dead-letter topic again");
+                }
+                true
+            }
+            Err(failure) => {
+                // Every sweep tries again: one warning per run of failures, not per try.
+                if !self.copy_failing.replace(true) {
+                    tracing::warn!(group = %self.group, dead_letter_topic = %topic, error = %failure.message,
+                        records = letters.len(),
+                        "could not copy archived records to the dead-letter topic; trying again at each sweep");
+                }
+                false
+            }
         }
     }
 
@@ -666,6 +705,23 @@ impl Drop for SharePartition {
     fn drop(&mut self) {
         // Lets the lease timer notice and end.
         self.leases.notify();
+    }
+}
+
+/// Counts a dead-letter copy as under way while it lives, also when its future is dropped.
+struct CopyInFlight<'a>(&'a Cell<u32>);
+
+impl<'a> CopyInFlight<'a> {
+    fn enter(count: &'a Cell<u32>) -> Self {
+        count.set(count.get() + 1);
+        CopyInFlight(count)
+    }
+}
+
+impl Drop for CopyInFlight<'_> {
+    fn drop(&mut self) {
+        debug_assert!(self.0.get() > 0, "copies in flight underflow");
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 

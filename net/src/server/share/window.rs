@@ -6,6 +6,10 @@
 //! start offset moves past such records at the front. The window never holds more than the
 //! group's `in_flight_records_max` records, so a record stuck at the front blocks new
 //! acquisitions beyond the bound rather than letting memory grow.
+//!
+//! A record archived while the group has a dead-letter topic is Archiving until its copy there
+//! is made: the start stays before it, so its archived state is neither written nor implied by
+//! a later start before the copy exists.
 
 use std::collections::VecDeque;
 
@@ -22,6 +26,8 @@ pub(crate) enum RecordState {
     Acknowledged,
     /// Rejected or out of deliveries.
     Archived,
+    /// Archived, waiting for its dead-letter copy (see [`Window::archive`]); not done yet.
+    Archiving(DeadLetterReason),
 }
 
 /// Member number meaning "nobody".
@@ -57,7 +63,9 @@ impl Entry {
     fn durable(&self) -> (DurableState, u16) {
         match self.state {
             RecordState::Available => (DurableState::Available, self.delivery_count),
-            RecordState::Acquired => (
+            // Until its archived state is written, the record is as last written: Available,
+            // with the delivery that ended not counted (as for Acquired).
+            RecordState::Acquired | RecordState::Archiving(_) => (
                 DurableState::Available,
                 self.delivery_count.saturating_sub(1),
             ),
@@ -154,7 +162,8 @@ pub(crate) struct Change {
 pub(crate) struct Effects {
     /// State-file records to write.
     pub(crate) changes: Vec<Change>,
-    /// Records to copy to the dead-letter topic.
+    /// Records now Archiving, to copy to the dead-letter topic; [`Window::archive`] then
+    /// makes them Archived and puts their changes here.
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// Some record became available (waiting fetches may acquire it).
     pub(crate) made_available: bool,
@@ -178,6 +187,17 @@ impl Effects {
             delivery_count,
         });
     }
+}
+
+/// Archives `entry` (at `offset`) in memory only: its archived state is written once its
+/// dead-letter copy is made (see [`Window::archive`]).
+fn archive_later(entry: &mut Entry, offset: i64, reason: DeadLetterReason, effects: &mut Effects) {
+    entry.state = RecordState::Archiving(reason);
+    effects.dead_letters.push(DeadLetter {
+        offset,
+        delivery_count: entry.delivery_count,
+        reason,
+    });
 }
 
 /// Rules that come from the group's configuration.
@@ -358,26 +378,17 @@ impl Window {
             match settle {
                 Settle::Accept => entry.state = RecordState::Acknowledged,
                 Settle::Reject => {
-                    entry.state = RecordState::Archived;
-                    effects.dead_letters.push(DeadLetter {
-                        offset,
-                        delivery_count: entry.delivery_count,
-                        reason: DeadLetterReason::Rejected,
-                    });
+                    archive_later(entry, offset, DeadLetterReason::Rejected, effects);
+                    continue;
                 }
                 Settle::Release => {
                     entry.holder = NO_HOLDER;
                     if entry.delivery_count >= limits.delivery_limit {
-                        entry.state = RecordState::Archived;
-                        effects.dead_letters.push(DeadLetter {
-                            offset,
-                            delivery_count: entry.delivery_count,
-                            reason: DeadLetterReason::DeliveryLimit,
-                        });
-                    } else {
-                        entry.state = RecordState::Available;
-                        effects.made_available = true;
+                        archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
+                        continue;
                     }
+                    entry.state = RecordState::Available;
+                    effects.made_available = true;
                 }
                 Settle::Renew => {
                     entry.deadline_ms = now_ms.saturating_add(limits.lock_ms);
@@ -400,7 +411,9 @@ impl Window {
             match entry.state {
                 RecordState::Acquired if entry.deadline_ms > now_ms => {}
                 RecordState::Acquired | RecordState::Available => expired = true,
-                RecordState::Acknowledged | RecordState::Archived => return Err(AckError::NotHeld),
+                RecordState::Acknowledged | RecordState::Archived | RecordState::Archiving(_) => {
+                    return Err(AckError::NotHeld)
+                }
             }
         }
         if expired {
@@ -410,7 +423,7 @@ impl Window {
         }
     }
 
-    /// Ends every lock whose deadline passed: the record is Available again, or Archived once
+    /// Ends every lock whose deadline passed: the record is Available again, or Archiving once
     /// it reached the delivery limit.
     pub(crate) fn expire(&mut self, now_ms: u64, delivery_limit: u16, effects: &mut Effects) {
         let start = self.start;
@@ -420,18 +433,42 @@ impl Window {
             }
             let offset = start + index as i64;
             if entry.delivery_count >= delivery_limit {
-                entry.state = RecordState::Archived;
-                effects.dead_letters.push(DeadLetter {
-                    offset,
-                    delivery_count: entry.delivery_count,
-                    reason: DeadLetterReason::DeliveryLimit,
-                });
-            } else {
-                // The holder is kept so its late acknowledgement reads LeaseExpired.
-                entry.state = RecordState::Available;
-                effects.made_available = true;
+                archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
+                continue;
             }
+            // The holder is kept so its late acknowledgement reads LeaseExpired.
+            entry.state = RecordState::Available;
+            effects.made_available = true;
             effects.push_change(offset, entry.durable());
+        }
+    }
+
+    /// Puts every Archiving record in `effects.dead_letters` (their copies failed before).
+    pub(crate) fn pending_dead_letters(&self, effects: &mut Effects) {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if let RecordState::Archiving(reason) = entry.state {
+                effects.dead_letters.push(DeadLetter {
+                    offset: self.start + index as i64,
+                    delivery_count: entry.delivery_count,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Archives the records of `letters` that are still Archiving (their dead-letter copies
+    /// exist now, or the group has no dead-letter topic), with their changes in `effects`.
+    pub(crate) fn archive(&mut self, letters: &[DeadLetter], effects: &mut Effects) {
+        for letter in letters {
+            let Some(entry) = self.entry_mut(letter.offset) else {
+                // Removed by retention, or the share partition was reset, meanwhile.
+                continue;
+            };
+            if matches!(entry.state, RecordState::Archiving(_)) {
+                entry.state = RecordState::Archived;
+                let durable = entry.durable();
+                effects.push_change(letter.offset, durable);
+            }
         }
     }
 
@@ -700,11 +737,12 @@ mod tests {
     fn expiry_redelivers_then_archives_at_the_limit() {
         let mut window = Window::new(0);
         let mut now = 0;
+        let mut effects = Effects::default();
         for delivery in 1..=LIMITS.delivery_limit {
             assert_eq!(acquire_all(&mut window, 7, now, 1), [(0, delivery)]);
             assert_eq!(window.next_deadline_ms(), Some(now + LIMITS.lock_ms));
             now += LIMITS.lock_ms;
-            let mut effects = Effects::default();
+            effects = Effects::default();
             window.expire(now, LIMITS.delivery_limit, &mut effects);
             if delivery < LIMITS.delivery_limit {
                 assert!(effects.made_available && effects.dead_letters.is_empty());
@@ -722,6 +760,19 @@ mod tests {
                 );
             }
         }
+        assert!(effects.changes.is_empty(), "archived once copied");
+        assert!(!window.advance(), "the start waits for the copy");
+        let letters = std::mem::take(&mut effects.dead_letters);
+        window.archive(&letters, &mut effects);
+        assert_eq!(
+            effects.changes,
+            [Change {
+                first: 0,
+                last: 0,
+                state: DurableState::Archived,
+                delivery_count: 3
+            }]
+        );
         assert!(window.advance());
         assert_eq!(window.start_offset(), 1);
     }
@@ -743,6 +794,42 @@ mod tests {
             .settle(ack(1, 1, 1, Settle::Reject), 0, &LIMITS, &mut effects)
             .unwrap();
         assert_eq!(effects.dead_letters[1].reason, DeadLetterReason::Rejected);
+        let letters = std::mem::take(&mut effects.dead_letters);
+        window.archive(&letters, &mut effects);
+        assert!(window.advance());
+        assert_eq!(window.start_offset(), 2);
+    }
+
+    #[test]
+    fn a_record_whose_copy_failed_is_offered_again_and_stays_unwritten() {
+        let mut window = Window::new(0);
+        acquire_all(&mut window, 1, 0, 2);
+        let mut effects = Effects::default();
+        window
+            .settle(ack(0, 1, 1, Settle::Reject), 0, &LIMITS, &mut effects)
+            .unwrap();
+        assert_eq!(effects.dead_letters.len(), 2);
+        assert!(effects.changes.is_empty());
+        // The copy failed: nothing is archived, the next sweep offers both again.
+        let mut retry = Effects::default();
+        window.pending_dead_letters(&mut retry);
+        assert_eq!(retry.dead_letters, effects.dead_letters);
+        assert_eq!(window.counts(), (2, 0));
+        assert_eq!(window.next_candidate(0, LIMITS.window_max), Some(2));
+        assert!(!window.advance());
+        // A snapshot writes them as they were before this delivery.
+        let mut snapshot = Vec::new();
+        window.snapshot(|change| snapshot.push(change));
+        assert!(snapshot.is_empty(), "{snapshot:?}");
+        // Copied on the retry: archived and written.
+        let letters = std::mem::take(&mut retry.dead_letters);
+        window.archive(&letters[..1], &mut retry);
+        window.archive(&letters[1..], &mut retry);
+        assert_eq!(retry.changes.len(), 1);
+        assert_eq!((retry.changes[0].first, retry.changes[0].last), (0, 1));
+        let mut again = Effects::default();
+        window.pending_dead_letters(&mut again);
+        assert!(again.dead_letters.is_empty());
         assert!(window.advance());
         assert_eq!(window.start_offset(), 2);
     }
