@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use ringlog_net::client::partitioner::partition_for_key;
 use ringlog_net::client::{
-    AutoOffsetReset, Client, Consumer, ConsumerConfig, GroupConsumer, GroupConsumerConfig,
-    Producer, ProducerConfig, ProducerRecord, RecordMetadata, SeekTo, ShareConsumer,
-    ShareConsumerConfig,
+    AutoOffsetReset, Client, ClientError, Consumer, ConsumerConfig, EntryResult, GroupConsumer,
+    GroupConsumerConfig, Producer, ProducerConfig, ProducerRecord, RecordMetadata, SeekTo,
+    ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::alter_topic;
 use ringlog_net::message::configure_group;
 use ringlog_net::message::create_topic;
 use ringlog_net::message::group::{GroupKind, GroupState};
+use ringlog_net::message::join_group;
 use ringlog_net::message::list_offsets::OffsetSpec;
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
 use ringlog_net::message::share_acknowledge::AckType;
@@ -410,6 +411,152 @@ fn lag_resets_and_bad_requests() {
                 .map(|_| ())
         ),
         Some(ErrorCode::UnknownTopic)
+    );
+}
+
+/// Partitions of the reset tests' topic: enough durable writes that a reset takes a while.
+const WIDE_PARTITIONS: u32 = 200;
+/// Most resets a test starts hoping to catch one midway.
+const RESET_ATTEMPTS: usize = 10;
+
+/// How many of partitions `0..WIDE_PARTITIONS` of `topic` have an offset committed by `group`.
+fn committed_partitions(client: &mut Client, group: &str, topic: &str) -> usize {
+    let all: Vec<u32> = (0..WIDE_PARTITIONS).collect();
+    let wanted = [ringlog_net::message::TopicPartitions {
+        topic,
+        partitions: &all,
+    }];
+    let offsets = client.fetch_offsets(group, &wanted).unwrap();
+    offsets.iter().filter(|o| o.committed_offset >= 0).count()
+}
+
+/// A reset of every partition of `topic` running on another thread.
+struct BackgroundReset {
+    thread: thread::JoinHandle<Result<Vec<EntryResult<u32>>, ClientError>>,
+    /// Whether `client` saw it with some partitions reset and others not yet.
+    seen_midway: bool,
+}
+
+impl BackgroundReset {
+    /// Starts the reset of `group` (which has no offsets on `topic`) and waits until it has
+    /// moved at least one partition.
+    fn start(
+        addr: SocketAddr,
+        client: &mut Client,
+        group: &'static str,
+        topic: &'static str,
+    ) -> Self {
+        let thread = thread::spawn(move || {
+            Client::connect(addr)?.reset_group_offsets(group, topic, &[], OffsetSpec::Earliest)
+        });
+        let moved = wait_for("the reset to move a partition", || {
+            let moved = committed_partitions(client, group, topic);
+            (moved > 0).then_some(moved)
+        });
+        BackgroundReset {
+            thread,
+            seen_midway: moved < WIDE_PARTITIONS as usize,
+        }
+    }
+
+    /// Waits for the reset's answer and checks that it moved every partition to 0.
+    fn finish(self) {
+        let results = self.thread.join().unwrap().unwrap();
+        assert_eq!(results.len(), WIDE_PARTITIONS as usize);
+        for result in results {
+            assert_eq!(result.result.ok(), Some(0), "partition {}", result.entry);
+        }
+    }
+}
+
+#[test]
+fn a_group_deleted_during_a_reset_leaves_nothing_to_a_new_group_of_its_name() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "wide", WIDE_PARTITIONS);
+    create_topic(addr, "other", 1);
+    let mut client = Client::connect(addr).unwrap();
+    let mut midway = 0;
+    for attempt in 0..RESET_ATTEMPTS {
+        // The group exists (an admin commit on another topic made it) with no offset on "wide".
+        admin_commit(&mut client, "g", "other", &[(0, 0)]);
+        let reset = BackgroundReset::start(addr, &mut client, "g", "wide");
+        midway += usize::from(reset.seen_midway);
+        // The deletion waits for the reset, then forgets every offset it wrote.
+        client.delete_group("g").unwrap();
+        reset.finish();
+        admin_commit(&mut client, "g", "other", &[(0, 0)]);
+        assert_eq!(
+            committed_partitions(&mut client, "g", "wide"),
+            0,
+            "attempt {attempt}: a new group inherited the deleted one's offsets"
+        );
+        client.delete_group("g").unwrap();
+        if midway >= 3 {
+            break;
+        }
+    }
+    assert!(midway > 0, "no reset was seen midway");
+}
+
+#[test]
+fn commits_and_joins_wait_for_a_reset_of_their_group() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "wide", WIDE_PARTITIONS);
+    create_topic(addr, "other", 1);
+    let mut client = Client::connect(addr).unwrap();
+    let last = WIDE_PARTITIONS - 1;
+    let (mut commits_midway, mut joins_midway) = (0, 0);
+    for _ in 0..RESET_ATTEMPTS {
+        // An admin commit during the reset lands after it, so its offset is the one kept.
+        admin_commit(&mut client, "committed", "other", &[(0, 0)]);
+        let reset = BackgroundReset::start(addr, &mut client, "committed", "wide");
+        admin_commit(&mut client, "committed", "wide", &[(last, 5)]);
+        commits_midway += usize::from(reset.seen_midway);
+        reset.finish();
+        let wanted = [ringlog_net::message::TopicPartitions {
+            topic: "wide",
+            partitions: &[last],
+        }];
+        let committed = client.fetch_offsets("committed", &wanted).unwrap();
+        assert_eq!(
+            committed[0].committed_offset, 5,
+            "the reset overwrote a commit made after it began"
+        );
+        client.delete_group("committed").unwrap();
+
+        // A member joining during the reset is answered once the reset has ended.
+        admin_commit(&mut client, "joined", "other", &[(0, 0)]);
+        let reset = BackgroundReset::start(addr, &mut client, "joined", "wide");
+        let mut member = Client::connect(addr).unwrap();
+        let topics = ["wide"];
+        let joined = member
+            .join_group(&join_group::Request {
+                group: "joined",
+                member_id: "",
+                client_id: "joiner",
+                topics: &topics,
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 10_000,
+            })
+            .unwrap();
+        assert_eq!(
+            committed_partitions(&mut client, "joined", "wide"),
+            WIDE_PARTITIONS as usize,
+            "a member joined while the reset was moving the group's offsets"
+        );
+        joins_midway += usize::from(reset.seen_midway);
+        reset.finish();
+        member.leave_group("joined", &joined.member_id).unwrap();
+        client.delete_group("joined").unwrap();
+        if commits_midway >= 2 && joins_midway >= 2 {
+            break;
+        }
+    }
+    assert!(
+        commits_midway > 0 && joins_midway > 0,
+        "no reset was seen midway"
     );
 }
 
@@ -1203,18 +1350,25 @@ fn groups_without_members_or_commits_expire_after_group_retention_ms() {
     let mut busy = GroupConsumer::subscribe(addr, "busy", "kept", group_config()).unwrap();
     assert_eq!(read_group(&mut busy, 4).len(), 4);
     let mut client = Client::connect(addr).unwrap();
-    // "idle" goes; "busy" keeps a member, and "committer" (manual assignment) keeps
-    // committing, so both stay.
+    admin_commit(&mut client, "resetter", "kept", &[(0, 0)]);
+    let resetter_made = Instant::now();
+    // "idle" goes; "busy" keeps a member, "committer" (manual assignment) keeps committing
+    // and "resetter" keeps being reset (for twice the retention), so those stay.
     let mut commits = 0;
     wait_for("the idle group to expire", || {
         busy.poll(Duration::from_millis(10)).unwrap();
         commits += 1;
         admin_commit(&mut client, "committer", "kept", &[(0, commits)]);
-        (!group_names(&mut client).contains("idle")).then_some(())
+        let reset = client.reset_group_offsets("resetter", "kept", &[], OffsetSpec::Earliest);
+        assert!(reset.is_ok(), "a group being reset expired: {reset:?}");
+        let idle_gone = !group_names(&mut client).contains("idle");
+        (idle_gone && resetter_made.elapsed() > Duration::from_secs(2)).then_some(())
     });
     let names = group_names(&mut client);
     assert!(
-        names.contains("busy") && names.contains("committer"),
+        ["busy", "committer", "resetter"]
+            .iter()
+            .all(|group| names.contains(*group)),
         "{names:?}"
     );
     let gone = client.describe_group("idle").unwrap_err();

@@ -151,6 +151,51 @@ async fn wait_ready(group: &Group) -> Result<(), Failure> {
     }
 }
 
+/// The group's turn for one change (a reset, a configuration, a deletion): held until
+/// dropped, however the change ends, and dropping it wakes those waiting for the turn.
+struct Turn<'a> {
+    group: &'a Group,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        assert!(self.group.busy.get(), "a held turn keeps the group busy");
+        self.group.busy.set(false);
+        self.group.changed.notify();
+    }
+}
+
+/// Waits for the group's turn for one change and takes it.
+async fn take_turn(group: &Group) -> Turn<'_> {
+    // Each holder ends its change, so this ends once those ahead of it have.
+    while group.busy.replace(true) {
+        group.changed.wait().await;
+    }
+    Turn { group }
+}
+
+/// [`get_or_create`], once no change of the group is under way. Joins and admin commits
+/// wait here for a reset, so that they neither land in the middle of it nor act on a group
+/// that a deletion waiting behind it removes.
+async fn get_or_create_idle(
+    shard: &Rc<Shard>,
+    name: &str,
+    kind: GroupKind,
+) -> Result<Rc<Group>, Failure> {
+    // Each turn taken meanwhile ends, and a deletion takes the group out of the map, so each
+    // round waits for one change to end.
+    loop {
+        let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
+        let group = get_or_create(shard, name, kind, defaults).await?;
+        if !group.busy.get() {
+            return Ok(group);
+        }
+        while group.busy.get() {
+            group.changed.wait().await;
+        }
+    }
+}
+
 /// Sends a share group's configuration to every shard.
 async fn broadcast_share_config(shard: &Rc<Shard>, group: &Group) -> Result<(), Failure> {
     let config = (**group.share.borrow()).clone();
@@ -231,8 +276,7 @@ impl Drop for JoinGuard<'_> {
 pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Failure> {
     meta::validate_group_name(&args.group)?;
     check_join(shard, &args)?;
-    let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
-    let group = get_or_create(shard, &args.group, GroupKind::Consumer, defaults).await?;
+    let group = get_or_create_idle(shard, &args.group, GroupKind::Consumer).await?;
     ensure_reaper(shard);
     let now = Instant::now();
     let rebalance_timeout = Duration::from_millis(u64::from(args.rebalance_timeout_ms));
@@ -356,8 +400,7 @@ pub(super) async fn commit(
     topics: CommitTopics,
 ) -> Result<CommitResults, Failure> {
     let group = if member_id.is_empty() && generation < 0 {
-        let defaults = ShareConfig::with_defaults(shard.groups.in_flight_default);
-        let group = get_or_create(shard, name, GroupKind::Consumer, defaults).await?;
+        let group = get_or_create_idle(shard, name, GroupKind::Consumer).await?;
         if !group.membership.borrow().is_empty() {
             return Err(Failure::new(
                 ErrorCode::GroupNotEmpty,
@@ -634,14 +677,9 @@ async fn gather_shares(
 pub(super) async fn delete(shard: &Rc<Shard>, name: &str) -> Result<(), Failure> {
     let group = live(shard, name)?;
     wait_ready(&group).await?;
-    // One change at a time per group (configurations, deletion).
-    while group.busy.replace(true) {
-        group.changed.wait().await;
-    }
-    let outcome = delete_quiet(shard, &group).await;
-    group.busy.set(false);
-    group.changed.notify();
-    outcome
+    // One change at a time per group (resets, configurations, deletion).
+    let _turn = take_turn(&group).await;
+    delete_quiet(shard, &group).await
 }
 
 /// [`delete`] once no other change of the group is under way.
@@ -695,7 +733,8 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
         time::sleep(interval).await;
         let groups: Vec<Rc<Group>> = shard.groups.groups.borrow().values().cloned().collect();
         for group in groups {
-            if group.lifecycle.get() != Lifecycle::Ready {
+            // A group being reset (or otherwise changed) is in use, not idle.
+            if group.lifecycle.get() != Lifecycle::Ready || group.busy.get() {
                 continue;
             }
             let empty = match group.kind {
@@ -732,7 +771,9 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
     }
 }
 
-/// ResetGroupOffsets: only while the group has no members.
+/// ResetGroupOffsets: only while the group has no members. The reset holds the group's turn
+/// until every owner has made its offsets durable: a deletion waits for it (and then forgets
+/// them all), as do joins and admin commits, which would otherwise land between its writes.
 pub(super) async fn reset(
     shard: &Rc<Shard>,
     name: &str,
@@ -741,12 +782,20 @@ pub(super) async fn reset(
     to: ResetTo,
 ) -> Result<ResetResults, Failure> {
     let group = live(shard, name)?;
+    wait_ready(&group).await?;
+    let _turn = take_turn(&group).await;
+    // Looked at with the turn held: a deletion ahead of this reset may have removed the group.
+    if group.lifecycle.get() != Lifecycle::Ready {
+        return Err(unknown_group(name));
+    }
     if !group.membership.borrow().is_empty() {
         return Err(Failure::new(
             ErrorCode::GroupNotEmpty,
             format!("{name} has members; stop them before resetting its offsets"),
         ));
     }
+    // In use: a group that is only ever reset is not idle (as for commits).
+    group.empty_since.set(None);
     let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
     let partitions = if partitions.is_empty() {
         (0..entry.config.partitions).collect()
@@ -830,13 +879,8 @@ pub(super) async fn configure(
     wanted.validate()?;
     let group = get_or_create(shard, &args.group, GroupKind::Share, wanted.clone()).await?;
     // One change at a time per group, so the file and the shards end with the last one.
-    while group.busy.replace(true) {
-        group.changed.wait().await;
-    }
-    let outcome = apply_config(shard, &group, wanted).await;
-    group.busy.set(false);
-    group.changed.notify();
-    outcome
+    let _turn = take_turn(&group).await;
+    apply_config(shard, &group, wanted).await
 }
 
 async fn apply_config(

@@ -60,7 +60,8 @@ pub(crate) struct Group {
     /// Wakes JoinGroup calls waiting for a rebalance, and configuration changes waiting for
     /// their turn.
     pub(crate) changed: Signal,
-    /// A configuration change is being written.
+    /// A change of the group (a reset, a configuration, a deletion) is under way; the next
+    /// change waits for it, and joins and admin commits wait for it to end.
     pub(crate) busy: Cell<bool>,
     /// Where the group is between its creation and its deletion.
     pub(crate) lifecycle: Cell<Lifecycle>,
