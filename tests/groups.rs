@@ -1194,6 +1194,80 @@ fn a_group_reading_a_topic_that_gains_partitions_rebalances_onto_them() {
     assert_eq!(high_watermarks.iter().sum::<i64>(), 5);
 }
 
+/// Like [`read_group`], while the topic is being deleted and created again: fetches of the
+/// old topic's partitions fail until the member has rejoined, and are retried.
+fn read_group_across_recreation(
+    consumer: &mut GroupConsumer,
+    count: usize,
+) -> Vec<(u32, i64, String)> {
+    let mut out = Vec::new();
+    wait_for("group records of the recreated topic", || {
+        let records = match consumer.poll(Duration::from_millis(100)) {
+            Ok(records) => records,
+            Err(error) => {
+                let transient = [ErrorCode::UnknownTopic, ErrorCode::UnknownPartition];
+                assert!(
+                    error.code().is_some_and(|code| transient.contains(&code)),
+                    "{error}"
+                );
+                return None;
+            }
+        };
+        for record in records {
+            let record = record.unwrap();
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            out.push((record.partition, record.offset, value));
+        }
+        (out.len() >= count).then_some(())
+    });
+    out
+}
+
+#[test]
+fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "reborn", 2);
+    produce(addr, "reborn", 0, 1, Some(0));
+    produce(addr, "reborn", 1, 1, Some(1));
+    // Without automatic commits, so that no position of the old topic is committed to the new.
+    let config = GroupConsumerConfig {
+        auto_commit: false,
+        ..group_config()
+    };
+    let mut member = GroupConsumer::subscribe(addr, "follower", "reborn", config).unwrap();
+    assert_eq!(read_group(&mut member, 2).len(), 2);
+    assert_eq!(member.assignment(), [0, 1]);
+    let mut client = Client::connect(addr).unwrap();
+
+    // Created again with more partitions: the member is rebalanced onto all of them.
+    client.delete_topic("reborn").unwrap();
+    create_topic(addr, "reborn", 4);
+    produce(addr, "reborn", 100, 1, Some(3));
+    assert_eq!(
+        read_group_across_recreation(&mut member, 1),
+        [(3, 0, "100".to_owned())]
+    );
+    assert_eq!(member.assignment(), [0, 1, 2, 3]);
+
+    // Created again with fewer: the member no longer holds partitions that are gone.
+    client.delete_topic("reborn").unwrap();
+    create_topic(addr, "reborn", 1);
+    produce(addr, "reborn", 200, 1, Some(0));
+    assert_eq!(
+        read_group_across_recreation(&mut member, 1),
+        [(0, 0, "200".to_owned())]
+    );
+    assert_eq!(member.assignment(), [0]);
+    let description = client.describe_group("follower").unwrap();
+    assert_eq!(description.members.len(), 1);
+    assert_eq!(
+        description.members[0].assignment,
+        [("reborn".to_owned(), vec![0])]
+    );
+    member.close().unwrap();
+}
+
 #[test]
 fn a_running_producer_and_share_member_use_partitions_added_to_their_topic() {
     let server = TestServer::start();

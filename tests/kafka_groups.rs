@@ -57,12 +57,22 @@ fn subscription(topics: &[&str]) -> Bytes {
 }
 
 fn join(kafka: &mut Kafka, group: &str, member_id: &str, topic: &str) -> JoinGroupResponse {
+    join_topics(kafka, group, member_id, &[topic])
+}
+
+/// JoinGroup v9 of a member subscribed to `topics`.
+fn join_topics(
+    kafka: &mut Kafka,
+    group: &str,
+    member_id: &str,
+    topics: &[&str],
+) -> JoinGroupResponse {
     let protocols = ["cooperative-sticky", "range"]
         .iter()
         .map(|name| {
             JoinGroupRequestProtocol::default()
                 .with_name(StrBytes::from_static_str(name))
-                .with_metadata(subscription(&[topic]))
+                .with_metadata(subscription(topics))
         })
         .collect();
     let request = JoinGroupRequest::default()
@@ -75,8 +85,20 @@ fn join(kafka: &mut Kafka, group: &str, member_id: &str, topic: &str) -> JoinGro
     kafka.call(9, &request)
 }
 
-/// SyncGroup as a follower: (error code, assigned partitions of `topic`).
+/// SyncGroup as a follower: (error code, assigned partitions of every topic).
 fn sync(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) -> (i16, Vec<i32>) {
+    let (code, assignment) = sync_topics(kafka, group, joined);
+    let mut partitions: Vec<i32> = assignment.into_iter().flat_map(|(_, p)| p).collect();
+    partitions.sort_unstable();
+    (code, partitions)
+}
+
+/// SyncGroup as a follower: (error code, assigned partitions by topic, sorted).
+fn sync_topics(
+    kafka: &mut Kafka,
+    group: &str,
+    joined: &JoinGroupResponse,
+) -> (i16, Vec<(String, Vec<i32>)>) {
     let request = SyncGroupRequest::default()
         .with_group_id(group_id(group))
         .with_generation_id(joined.generation_id)
@@ -91,13 +113,13 @@ fn sync(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) -> (i16, Vec
     let mut bytes = response.assignment.clone();
     let version = bytes.get_i16();
     let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version).unwrap();
-    let mut partitions: Vec<i32> = assignment
+    let mut topics: Vec<(String, Vec<i32>)> = assignment
         .assigned_partitions
         .iter()
-        .flat_map(|t| t.partitions.iter().copied())
+        .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
         .collect();
-    partitions.sort_unstable();
-    (0, partitions)
+    topics.sort_unstable();
+    (0, topics)
 }
 
 fn heartbeat(kafka: &mut Kafka, group: &str, joined: &JoinGroupResponse) -> i16 {
@@ -275,6 +297,55 @@ fn two_members_split_partitions_and_rebalance_when_one_leaves() {
         committed_v7(&mut a, "g1", "grouped", &[0, 1, 3]),
         [(0, 5, 0), (1, -1, 0), (3, 7, 0)]
     );
+}
+
+#[test]
+fn subscribed_topics_are_assigned_once_created_and_given_up_once_deleted() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("present", 1, &[]), 0);
+    // As in Kafka, a subscription may name topics that do not exist (yet): they get no
+    // partitions, even when none of the subscribed topics exists.
+    let absent = join_topics(&mut kafka, "only-later", "", &["later"]);
+    assert_eq!(sync_topics(&mut kafka, "only-later", &absent), (0, vec![]));
+    let joined = join_topics(&mut kafka, "kg", "", &["present", "later"]);
+    assert_eq!(joined.error_code, 0);
+    let present = ("present".to_owned(), vec![0]);
+    assert_eq!(
+        sync_topics(&mut kafka, "kg", &joined),
+        (0, vec![present.clone()])
+    );
+
+    // Created: both groups are asked to rejoin (no member is leader, so no client would
+    // notice by itself) and get its partitions.
+    assert_eq!(kafka.create_topic("later", 2, &[]), 0);
+    let later = ("later".to_owned(), vec![0, 1]);
+    wait_for_rebalance(&mut kafka, "only-later", &absent);
+    let absent = join_topics(
+        &mut kafka,
+        "only-later",
+        absent.member_id.as_str(),
+        &["later"],
+    );
+    assert_eq!(
+        sync_topics(&mut kafka, "only-later", &absent),
+        (0, vec![later.clone()])
+    );
+    wait_for_rebalance(&mut kafka, "kg", &joined);
+    let member_id = joined.member_id.as_str();
+    let joined = join_topics(&mut kafka, "kg", member_id, &["present", "later"]);
+    assert_eq!(
+        sync_topics(&mut kafka, "kg", &joined),
+        (0, vec![later, present.clone()])
+    );
+
+    // Deleted: asked to rejoin again, and its partitions are no longer assigned.
+    let mut native = Client::connect(server.handle.local_addr()).unwrap();
+    native.delete_topic("later").unwrap();
+    wait_for_rebalance(&mut kafka, "kg", &joined);
+    let member_id = joined.member_id.as_str();
+    let joined = join_topics(&mut kafka, "kg", member_id, &["present", "later"]);
+    assert_eq!(sync_topics(&mut kafka, "kg", &joined), (0, vec![present]));
 }
 
 #[test]

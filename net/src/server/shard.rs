@@ -249,7 +249,8 @@ impl Shard {
     }
 
     /// Adds `name` to the local catalog and opens (recovering, or creating) the partitions
-    /// this shard owns.
+    /// this shard owns; groups subscribed to it rebalance onto it (at startup none has
+    /// members yet).
     pub(crate) async fn open_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
         let mut owned: OwnedPartitions = vec![None; config.partitions as usize];
         for partition in 0..config.partitions {
@@ -262,6 +263,7 @@ impl Shard {
         self.topics
             .borrow_mut()
             .insert(name.to_string(), Rc::new(TopicEntry { config }));
+        self.groups.topic_changed(name);
         Ok(())
     }
 
@@ -320,7 +322,8 @@ impl Shard {
         Ok(())
     }
 
-    /// Removes `name` from the local catalog and closes its owned partitions.
+    /// Removes `name` from the local catalog and closes its owned partitions; groups that
+    /// were assigned its partitions rebalance, so that no member keeps one.
     async fn drop_topic(&self, name: &str) -> Result<(), Failure> {
         self.topics.borrow_mut().remove(name);
         self.groups.drop_topic(name).await;
@@ -331,6 +334,7 @@ impl Shard {
             .unwrap_or_default();
         let logs: Vec<Rc<PartitionLog>> = owned.into_iter().flatten().collect();
         close_logs(&logs, "closing a deleted partition failed").await;
+        self.groups.topic_changed(name);
         Ok(())
     }
 
@@ -475,7 +479,7 @@ impl Shard {
             if let Some(owned) = self.partitions.borrow_mut().get_mut(name) {
                 owned.resize(owned.len().max(config.partitions as usize), None);
             }
-            self.groups.topic_grew(name);
+            self.groups.topic_changed(name);
         }
         Ok(())
     }

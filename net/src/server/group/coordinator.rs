@@ -275,7 +275,7 @@ impl Drop for JoinGuard<'_> {
 /// JoinGroup: registers the member and waits for the rebalance to complete.
 pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Failure> {
     meta::validate_group_name(&args.group)?;
-    check_join(shard, &args)?;
+    check_join(&args)?;
     let group = get_or_create_idle(shard, &args.group, GroupKind::Consumer).await?;
     ensure_reaper(shard);
     let now = Instant::now();
@@ -335,7 +335,7 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
     }
 }
 
-fn check_join(shard: &Shard, args: &JoinArgs) -> Result<(), Failure> {
+fn check_join(args: &JoinArgs) -> Result<(), Failure> {
     let invalid = |message: String| Err(Failure::new(ErrorCode::InvalidRequest, message));
     if args.client_id.len() > CLIENT_ID_BYTES_MAX || args.member_id.len() > CLIENT_ID_BYTES_MAX {
         return invalid(format!(
@@ -358,8 +358,12 @@ fn check_join(shard: &Shard, args: &JoinArgs) -> Result<(), Failure> {
             "rebalance_timeout_ms must be between 1 and {TIMEOUT_MS_MAX}"
         ));
     }
-    if let Some(missing) = args.topics.iter().find(|t| shard.topic(t).is_none()) {
-        return Err(unknown_topic(missing));
+    // As in Kafka, a member may subscribe to topics that do not exist (yet): they get no
+    // partitions until they are created, which rebalances the group. Their names are kept
+    // with the member, so they must be names a topic could have.
+    for topic in &args.topics {
+        ringlog_engine::topic::validate_name(topic)
+            .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
     }
     Ok(())
 }

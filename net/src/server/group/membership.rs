@@ -191,8 +191,10 @@ impl Membership {
         }
     }
 
-    /// Starts a rebalance when a member reads `topic` and the group is stable (the topic
-    /// gained partitions, which the next assignment includes); returns whether it did.
+    /// Starts a rebalance when a member subscribes to `topic` and the group is stable (the
+    /// topic was created, deleted or gained partitions, which the next assignment reflects);
+    /// returns whether it did. A rebalance already under way assigns from the catalog as it
+    /// is when it completes, so it needs no new one.
     pub(crate) fn rebalance_for_topic(&mut self, topic: &str, now: Instant) -> bool {
         let reads_topic = self
             .members
@@ -457,6 +459,27 @@ mod tests {
         join(&mut group, &a, "", now);
         assert!(group.try_complete(now, |_| Some(3)));
         assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_subscription_to_a_missing_topic_is_assigned_once_the_topic_exists() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join(&mut group, "", "a", now);
+        assert!(group.try_complete(now, |_| None));
+        assert_eq!(partitions(group.outcome(&a)), Vec::<u32>::new());
+        group.join_finished(&a, now);
+        // The topic is created: the member is asked to rejoin and gets its partitions.
+        assert!(group.rebalance_for_topic("t", now));
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| Some(2)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1]);
+        group.join_finished(&a, now);
+        // And deleted: it gives them up.
+        assert!(group.rebalance_for_topic("t", now));
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| None));
+        assert_eq!(partitions(group.outcome(&a)), Vec::<u32>::new());
     }
 
     #[test]

@@ -374,10 +374,11 @@ impl GroupShard {
         shard
     }
 
-    /// A topic gained partitions: the consumer groups this shard coordinates that read it
-    /// rebalance, so that their members rejoin at their next heartbeat and the new
-    /// partitions are assigned.
-    pub(crate) fn topic_grew(&self, topic: &str) {
+    /// A topic was created, deleted or gained partitions: the consumer groups this shard
+    /// coordinates with a member subscribed to it rebalance, so that their members rejoin at
+    /// their next heartbeat and are assigned the topic's partitions as the catalog has them
+    /// now (none once it is deleted). Call it once this shard's catalog has the change.
+    pub(crate) fn topic_changed(&self, topic: &str) {
         let now = Instant::now();
         for group in self.groups.borrow().values() {
             if group

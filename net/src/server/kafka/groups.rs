@@ -188,17 +188,12 @@ pub(crate) async fn join_group(
     else {
         return respond(request, &refuse(ResponseError::InconsistentGroupProtocol));
     };
-    let Some(mut topics) = subscribed_topics(&protocol.metadata) else {
+    // The whole subscription, topics that do not exist yet included: they get no partitions
+    // until they are created, and creating one rebalances the group, since no member is the
+    // leader that would notice it in Kafka.
+    let Some(topics) = subscribed_topics(&protocol.metadata) else {
         return respond(request, &refuse(ResponseError::InconsistentGroupProtocol));
     };
-    // Kafka clients may subscribe to topics that do not exist yet; they get no partitions of
-    // them. (With none existing, the coordinator's answer names the missing topic.)
-    if topics
-        .iter()
-        .any(|topic| kafka.shard.topic(topic).is_some())
-    {
-        topics.retain(|topic| kafka.shard.topic(topic).is_some());
-    }
     let args = JoinArgs {
         group: group.clone(),
         member_id: body.member_id.to_string(),
