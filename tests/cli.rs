@@ -401,6 +401,8 @@ fn user_errors_are_one_line_and_fail() {
     let server = TestServer::start(1);
     let failed = server.ringlog(&["consume", "missing", "--count", "1"]);
     assert_eq!(error_line(&failed), "error: topic missing does not exist");
+    let failed = server.ringlog(&["consume", "missing", "--group", "g", "--count", "1"]);
+    assert_eq!(error_line(&failed), "error: topic missing does not exist");
     let failed = server.ringlog_with_input(&["produce", "missing"], b"a\nb\n");
     assert_eq!(error_line(&failed), "error: topic missing does not exist");
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use ringlog_net::client::{
-    AutoOffsetReset, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig,
+    AutoOffsetReset, Client, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig,
     ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::message::share_acknowledge::AckType;
@@ -68,6 +68,11 @@ pub fn run_group(args: &ConsumeArgs, group: &str, server: &str) -> anyhow::Resul
         },
         ..GroupConsumerConfig::default()
     };
+    // A group member may wait for a topic that does not exist yet (as in Kafka), but at the
+    // command line a missing topic is most often a typo: say so at once.
+    Client::connect(server)
+        .and_then(|mut client| client.partition_count(topic))
+        .map_err(|error| CliError::connecting(server, Some(topic), error))?;
     let mut consumer = GroupConsumer::subscribe(server, group, topic, config)
         .map_err(|error| CliError::connecting(server, Some(topic), error))?;
     let limit = args.count.unwrap_or(u64::MAX);
