@@ -139,6 +139,41 @@ fn unsupported_apis_get_unsupported_version_or_a_closed_connection() {
     assert!(kafka.read_frame().is_none(), "connection closed");
 }
 
+/// Array counts are read off the wire; a request claiming billions of elements in a few
+/// bytes is refused like any truncated request (the connection closes), and nothing else
+/// happens: the decoder once reserved memory by the count, and the failed allocation aborted
+/// the whole server.
+#[test]
+fn arrays_claiming_billions_of_elements_only_close_their_connection() {
+    let server = TestServer::start();
+    let requests: [(i16, i16, &[u8]); 3] = [
+        // Metadata v0: topics, i32::MAX of them.
+        (3, 0, &[0x7f, 0xff, 0xff, 0xff]),
+        // Produce v3: no transactional id, acks 1, timeout 30 s, topic_data of i32::MAX.
+        (
+            0,
+            3,
+            &[0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff],
+        ),
+        // Metadata v12 (flexible): a compact array of 2^32 - 2 topics.
+        (3, 12, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0]),
+    ];
+    for (api_key, version, body) in requests {
+        let mut kafka = server.kafka();
+        kafka.send_raw(api_key, version, |buf| buf.extend_from_slice(body));
+        assert!(
+            kafka.read_frame().is_none(),
+            "api {api_key} v{version}: connection closed"
+        );
+    }
+    // Every shard still serves.
+    for _ in 0..4 {
+        let mut kafka = server.kafka();
+        let response = kafka.call(0, &MetadataRequest::default());
+        assert_eq!(response.brokers.len(), 1);
+    }
+}
+
 #[test]
 fn metadata_describes_one_broker_leading_every_partition() {
     let server = TestServer::start();
