@@ -871,3 +871,103 @@ fn batches_spanning_several_memory_chunks_are_served_in_order() {
     }
     assert_eq!(got, expected);
 }
+
+/// A fetch may name a partition any number of times: its response stays within the frame
+/// limit whatever `max_bytes` says (a response past 4 GiB once took the shard down).
+#[test]
+fn a_fetch_naming_a_partition_thousands_of_times_stays_within_the_frame_limit() {
+    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    let server = TestServer::start(1);
+    server.create_topic("repeated", 1);
+    let mut client = server.client();
+    let value = vec![3u8; 500_000];
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
+    builder.push(0, None, Some(&value), &[]).unwrap();
+    let batch = builder.finish().to_vec();
+    client.produce("repeated", 0, Acks::Leader, &batch).unwrap();
+    // 9,000 times 500 KB: 4.5 GB asked for.
+    let partitions = vec![
+        FetchPartition {
+            partition: 0,
+            offset: 0,
+            partition_max_bytes: u32::MAX,
+        };
+        9_000
+    ];
+    let topics = [FetchTopic {
+        topic: "repeated",
+        partitions: &partitions,
+    }];
+    let result = client
+        .fetch(&fetch::Request {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: u32::MAX,
+            topics: &topics,
+        })
+        .unwrap();
+    let sizes: Vec<usize> = result
+        .partitions()
+        .unwrap()
+        .map(|fetched| fetched.batches.len())
+        .collect();
+    assert_eq!(sizes.len(), 9_000);
+    let total: usize = sizes.iter().sum();
+    let frame_bytes_max = ServerConfig::default().frame_bytes_max;
+    assert!(total > 0 && total <= frame_bytes_max, "{total} bytes");
+    assert!(sizes.iter().all(|&size| size == 0 || size == batch.len()));
+    // The shard is alive.
+    client.list_topics().unwrap();
+}
+
+/// A long poll naming one partition thousands of times arms one wait, not one timer per
+/// entry: the shard's writes go on, and the poll wakes for the new record.
+#[test]
+fn a_long_poll_naming_a_partition_many_times_still_wakes_for_new_data() {
+    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    let server = TestServer::start(1);
+    server.create_topic("polled", 1);
+    let addr = server.addr();
+    let poll = std::thread::spawn(move || {
+        let mut client = Client::connect(addr).unwrap();
+        // More entries than the ring has operation slots (16,384).
+        let partitions = vec![
+            FetchPartition {
+                partition: 0,
+                offset: 0,
+                partition_max_bytes: 1 << 20,
+            };
+            20_000
+        ];
+        let topics = [FetchTopic {
+            topic: "polled",
+            partitions: &partitions,
+        }];
+        let result = client
+            .fetch(&fetch::Request {
+                max_wait_ms: 120_000,
+                min_bytes: 1,
+                max_bytes: 1 << 20,
+                topics: &topics,
+            })
+            .unwrap();
+        let total: usize = result
+            .partitions()
+            .unwrap()
+            .map(|fetched| fetched.batches.len())
+            .sum();
+        total
+    });
+    // Produce once the poll waits (its first read found nothing); until then a produce would
+    // be read at once, which also passes.
+    let mut producer = server.client();
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
+    builder.push(0, None, Some(b"wake up"), &[]).unwrap();
+    producer
+        .produce("polled", 0, Acks::Leader, builder.finish())
+        .unwrap();
+    assert!(
+        poll.join().unwrap() > 0,
+        "the long poll returned the record"
+    );
+}

@@ -33,13 +33,30 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Respo
             });
         }
     }
+    // The whole response frame stays within the frame limit the client also applies (and so
+    // far below the 4 GiB a frame header can say), however much the request asks for.
+    let bytes_max = data_bytes_max(shard.config.frame_bytes_max, wanted.len());
+    for target in &mut wanted {
+        target.max_bytes = target.max_bytes.min(bytes_max);
+    }
     let limits = FetchLimits {
-        max_bytes: view.max_bytes() as usize,
+        max_bytes: (view.max_bytes() as usize).min(bytes_max),
         min_bytes: view.min_bytes() as usize,
         max_wait: Duration::from_millis(u64::from(view.max_wait_ms())),
     };
     let got = routing::read_with_long_poll(shard, &topics, &wanted, limits).await;
     Ok(build_response(request, &topics, &wanted, got))
+}
+
+/// Room a fetch response's frame keeps for each partition result (its fields and an error
+/// message, which names the topic), so that the batches and the results together fit a frame.
+const RESULT_BYTES_MAX: usize = 512;
+
+/// Bytes of batches a fetch response of `partitions` results may carry within a frame of
+/// `frame_bytes_max`.
+fn data_bytes_max(frame_bytes_max: usize, partitions: usize) -> usize {
+    let results_bytes = RESULT_BYTES_MAX.saturating_mul(partitions.saturating_add(8));
+    frame_bytes_max.saturating_sub(results_bytes)
 }
 
 /// An offset and its timestamp, or why not.

@@ -73,14 +73,23 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
 /// Frames `body` (and `raw`) as the response to `header`.
 pub(crate) fn respond(header: &FrameHeader, body: &[u8], raw: Vec<RawPart>) -> Response {
     let raw_bytes: usize = raw.iter().map(RawPart::len).sum();
-    let frame = FrameHeader::for_message(
+    let frame = match FrameHeader::for_message(
         header.api,
         header.version,
         header.correlation_id,
         body.len(),
         raw_bytes,
-    )
-    .expect("responses are bounded by fetch max_bytes, far below 4 GiB");
+    ) {
+        Ok(frame) => frame,
+        Err(error) => {
+            // Fetches are bounded by the frame limit, far below what a frame can say; should
+            // that ever fail, the client gets the reason, not a dead shard. An error response
+            // is small: this recursion ends at once.
+            tracing::error!(%error, api = header.api, "response too large for a frame");
+            let text = format!("the response is too large: {error}");
+            return error_response(header, ErrorCode::InvalidRequest, &text);
+        }
+    };
     let mut head = Vec::with_capacity(crate::frame::FRAME_HEADER_BYTES + body.len());
     head.extend_from_slice(&encode_header(&frame));
     head.extend_from_slice(body);

@@ -73,11 +73,10 @@ pub(crate) enum ShardCall {
         offset: i64,
         max_bytes: usize,
     },
-    /// Answer once the partition has data at `offset`, or after `max_wait_ms`.
+    /// Answer once any of the owned partitions `targets` (topic, partition, offset; distinct)
+    /// has data at its offset, or after `max_wait_ms`: one timer for them all.
     WaitForData {
-        topic: String,
-        partition: u32,
-        offset: i64,
+        targets: Vec<(String, u32, i64)>,
         max_wait_ms: u32,
     },
     /// Resolve an offset query on an owned partition.

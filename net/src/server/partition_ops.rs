@@ -1,7 +1,10 @@
 //! What the owner of a partition does for produce, fetch and offset requests, whether they came
 //! from one of its own connections or from another shard.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ringlog_engine::batch::{self, BatchIter};
@@ -142,22 +145,39 @@ pub(crate) async fn fetch_for_shard(
     })
 }
 
-/// Returns once the partition has data at `offset` or `max_wait_ms` passed.
-pub(crate) async fn wait_for_data(
+/// Waits until any of the owned partitions `targets` (topic, partition, offset) has data at
+/// its offset, or `max_wait` passes (`None`: the caller bounds the wait). One timer however
+/// many targets: a fetch naming thousands of partitions must not fill the ring with timers.
+/// A target that is not (or no longer) here ends the wait at once: the read after it says why.
+pub(crate) async fn wait_for_any(
     shard: &Rc<Shard>,
-    topic: &str,
-    partition: u32,
-    offset: i64,
-    max_wait_ms: u32,
-) -> Result<(), Failure> {
-    let log = shard.local_log(topic, partition)?;
-    // Elapsed is the normal outcome of a long poll with no new data.
-    let _ = time::timeout(
-        Duration::from_millis(u64::from(max_wait_ms)),
-        log.wait_for_offset(offset),
-    )
-    .await;
-    Ok(())
+    targets: &[(String, u32, i64)],
+    max_wait: Option<Duration>,
+) {
+    let mut waits = Vec::with_capacity(targets.len());
+    for (topic, partition, offset) in targets {
+        match shard.local_log(topic, *partition) {
+            Ok(log) => waits.push(log.wait_for_offset(*offset)),
+            Err(_) => return,
+        }
+    }
+    if waits.is_empty() {
+        return;
+    }
+    let any = poll_fn(|cx| {
+        // Polls every wait per wake: the targets are distinct, so at most one per partition.
+        for wait in &mut waits {
+            if Pin::new(wait).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    });
+    match max_wait {
+        // Elapsed is the normal outcome of a long poll with no new data.
+        Some(max_wait) => drop(time::timeout(max_wait, any).await),
+        None => any.await,
+    }
 }
 
 /// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`.

@@ -3,6 +3,7 @@
 //! lookups, per-topic offsets and catalog changes. Each function runs the work here when this
 //! shard owns the partition and otherwise sends it to the owner with [`Shard::call`].
 
+use std::collections::{BTreeMap, HashSet};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -261,7 +262,9 @@ pub(crate) async fn read(
     }
 }
 
-/// Completes when any target has data at its offset.
+/// Completes when any target has data at its offset. The targets are grouped by owner
+/// shard, duplicates dropped: one wait per owner (one timer on each other owner, none here:
+/// the caller's timeout bounds this one), however many partitions the fetch names.
 async fn wait_any(
     shard: &Rc<Shard>,
     topics: &[String],
@@ -269,22 +272,27 @@ async fn wait_any(
     max_wait: Duration,
 ) {
     let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
-    let mut waits: Vec<BoxedFuture<'_, ()>> = Vec::with_capacity(targets.len());
+    let mut by_owner: BTreeMap<usize, Vec<(String, u32, i64)>> = BTreeMap::new();
+    let mut seen = HashSet::with_capacity(targets.len());
     for target in targets {
-        let topic = topics[target.topic_index].clone();
+        if !seen.insert((target.topic_index, target.partition, target.offset)) {
+            continue;
+        }
+        let topic = &topics[target.topic_index];
+        by_owner
+            .entry(shard.owner(topic, target.partition))
+            .or_default()
+            .push((topic.clone(), target.partition, target.offset));
+    }
+    let mut waits: Vec<BoxedFuture<'_, ()>> = Vec::with_capacity(by_owner.len());
+    for (owner, owned) in by_owner {
         let shard = Rc::clone(shard);
-        let (partition, offset) = (target.partition, target.offset);
         waits.push(Box::pin(async move {
-            let owner = shard.owner(&topic, partition);
             if owner == shard.id {
-                let _ =
-                    partition_ops::wait_for_data(&shard, &topic, partition, offset, max_wait_ms)
-                        .await;
+                partition_ops::wait_for_any(&shard, &owned, None).await;
             } else {
                 let call = ShardCall::WaitForData {
-                    topic,
-                    partition,
-                    offset,
+                    targets: owned,
                     max_wait_ms,
                 };
                 let _ = shard.call(owner, call).await;

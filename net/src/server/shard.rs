@@ -628,14 +628,13 @@ impl Shard {
                     .await,
             ),
             ShardCall::WaitForData {
-                topic,
-                partition,
-                offset,
+                targets,
                 max_wait_ms,
-            } => ShardReturn::Done(
-                super::partition_ops::wait_for_data(self, &topic, partition, offset, max_wait_ms)
-                    .await,
-            ),
+            } => {
+                let max_wait = Duration::from_millis(u64::from(max_wait_ms));
+                super::partition_ops::wait_for_any(self, &targets, Some(max_wait)).await;
+                ShardReturn::Done(Ok(()))
+            }
             ShardCall::ListOffset {
                 topic,
                 partition,
