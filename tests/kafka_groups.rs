@@ -690,3 +690,34 @@ fn groups_are_listed_described_and_deleted_through_the_admin_apis() {
     }
     assert!(listed(&mut kafka, 5, &[], &[]).is_empty());
 }
+
+/// A commit naming tens of thousands of partitions is answered partition by partition (the
+/// answer was once built with a scan per partition: seconds of shard time).
+#[test]
+fn a_commit_of_many_partitions_is_answered_for_each() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("few", 2, &[]), 0);
+    // Outside any group (generation -1): two real partitions, 40,000 that cannot exist.
+    let mut offsets: Vec<(i32, i64)> = vec![(0, 5), (1, 7)];
+    offsets.extend((1..=40_000).map(|n| (-n, 1)));
+    let outsider = JoinGroupResponse::default()
+        .with_generation_id(-1)
+        .with_member_id(StrBytes::from_static_str(""));
+    let codes = commit(&mut kafka, "many", &outsider, "few", &offsets);
+    assert_eq!(codes.len(), offsets.len());
+    assert_eq!(&codes[..2], &[0, 0]);
+    assert!(
+        codes[2..].iter().all(|&code| code == 3),
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let mut client = Client::connect(server.handle.local_addr()).unwrap();
+    let mut committed: Vec<(u32, i64)> = client
+        .fetch_offsets("many", &[])
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.partition, o.committed_offset))
+        .collect();
+    committed.sort_unstable();
+    assert_eq!(committed, [(0, 5), (1, 7)]);
+}

@@ -6,7 +6,7 @@
 //! (every [`REAPER_TICK`]) removes members whose session expired and completes rebalances
 //! whose deadline passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -511,12 +511,16 @@ fn merge_stored(
     routed: &[u32],
     stored: Vec<(u32, Option<Failure>)>,
 ) {
+    // By partition: a commit may name tens of thousands, and a scan per partition would make
+    // the merge quadratic on the shard thread.
+    let routed: HashSet<u32> = routed.iter().copied().collect();
+    let stored: HashMap<u32, Option<Failure>> = stored.into_iter().collect();
     for (_, entries) in results.iter_mut().filter(|(t, _)| t == topic) {
         for (partition, outcome) in entries.iter_mut() {
             if !routed.contains(partition) {
                 continue;
             }
-            if let Some((_, stored)) = stored.iter().find(|(p, _)| p == partition) {
+            if let Some(stored) = stored.get(partition) {
                 outcome.clone_from(stored);
             }
         }

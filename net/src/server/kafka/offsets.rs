@@ -1,6 +1,7 @@
 //! OffsetCommit and OffsetFetch on ringlog's group coordinator: the committed offsets are the
 //! ones the native protocol commits and reads, stored durably on each partition's shard.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -36,17 +37,18 @@ pub(crate) async fn offset_commit(
     let body: OffsetCommitRequest = request.decode_body()?;
     let group = body.group_id.0.to_string();
     let mut topics: CommitTopics = Vec::with_capacity(body.topics.len());
-    // Partitions a commit cannot name (negative) are answered without asking the coordinator.
-    let mut invalid: Vec<(String, i32)> = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
-        let mut offsets = Vec::with_capacity(topic.partitions.len());
-        for partition in &topic.partitions {
-            match u32::try_from(partition.partition_index) {
-                Ok(index) => offsets.push((index, partition.committed_offset)),
-                Err(_) => invalid.push((name.clone(), partition.partition_index)),
-            }
-        }
+        // Partitions a commit cannot name (negative) are answered without asking the
+        // coordinator.
+        let offsets = topic
+            .partitions
+            .iter()
+            .filter_map(|partition| {
+                let index = u32::try_from(partition.partition_index).ok()?;
+                Some((index, partition.committed_offset))
+            })
+            .collect();
         topics.push((name, offsets));
     }
     let call = GroupCall::Commit {
@@ -60,19 +62,19 @@ pub(crate) async fn offset_commit(
         Ok(_) => Err(unexpected_answer()),
         Err(failure) => Err(failure),
     };
+    let codes = CommitCodes::of(&results);
     let response_topics = body
         .topics
         .iter()
         .map(|topic| {
-            let name = topic.name.0.to_string();
+            let name = topic.name.0.as_str();
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|partition| {
-                    let code = if invalid.contains(&(name.clone(), partition.partition_index)) {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else {
-                        commit_code(&results, &name, partition.partition_index)
+                    let code = match u32::try_from(partition.partition_index) {
+                        Ok(index) => codes.code(name, index),
+                        Err(_) => ResponseError::UnknownTopicOrPartition.code(),
                     };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(partition.partition_index)
@@ -90,25 +92,43 @@ pub(crate) async fn offset_commit(
     )
 }
 
-/// The Kafka code of one partition's commit.
-fn commit_code(
-    results: &Result<group::CommitResults, Failure>,
-    topic: &str,
-    partition: i32,
-) -> i16 {
-    let results = match results {
-        Ok(results) => results,
-        Err(failure) => return member_failure_code(failure),
-    };
-    let outcome = results
-        .iter()
-        .filter(|(t, _)| t == topic)
-        .flat_map(|(_, entries)| entries.iter())
-        .find(|(p, _)| i64::from(*p) == i64::from(partition));
-    match outcome {
-        Some((_, None)) => 0,
-        Some((_, Some(failure))) => member_failure_code(failure),
-        None => ResponseError::UnknownServerError.code(),
+/// The Kafka code of each partition's commit, looked up by topic and partition: a commit may
+/// name tens of thousands of partitions, and a scan of the results per partition would make
+/// building the answer quadratic on the shard thread.
+enum CommitCodes<'a> {
+    /// The whole commit failed (unknown member, stale generation, ...): one code for all.
+    All(i16),
+    /// Per topic, per partition.
+    Each(HashMap<&'a str, HashMap<u32, i16>>),
+}
+
+impl<'a> CommitCodes<'a> {
+    fn of(results: &'a Result<group::CommitResults, Failure>) -> CommitCodes<'a> {
+        let results = match results {
+            Ok(results) => results,
+            Err(failure) => return CommitCodes::All(member_failure_code(failure)),
+        };
+        let mut codes: HashMap<&str, HashMap<u32, i16>> = HashMap::with_capacity(results.len());
+        for (topic, entries) in results {
+            let topic_codes = codes.entry(topic.as_str()).or_default();
+            for (partition, outcome) in entries {
+                let code = outcome.as_ref().map_or(0, member_failure_code);
+                // The first outcome of a partition named twice, as a scan would find.
+                topic_codes.entry(*partition).or_insert(code);
+            }
+        }
+        CommitCodes::Each(codes)
+    }
+
+    fn code(&self, topic: &str, partition: u32) -> i16 {
+        match self {
+            CommitCodes::All(code) => *code,
+            CommitCodes::Each(codes) => codes
+                .get(topic)
+                .and_then(|partitions| partitions.get(&partition))
+                .copied()
+                .unwrap_or_else(|| ResponseError::UnknownServerError.code()),
+        }
     }
 }
 
@@ -248,6 +268,15 @@ async fn committed(
         }
         return (0, out);
     };
+    // By topic and partition: a scan of the entries per wanted partition would make the
+    // answer quadratic in the partitions asked for.
+    let mut by_partition: HashMap<(&str, u32), &OffsetEntry> =
+        HashMap::with_capacity(entries.len());
+    for entry in &entries {
+        by_partition
+            .entry((entry.topic.as_str(), entry.partition))
+            .or_insert(entry);
+    }
     let out = wanted
         .iter()
         .map(|(topic, partitions)| {
@@ -258,9 +287,9 @@ async fn committed(
                     if !known {
                         return (partition, -1, ResponseError::UnknownTopicOrPartition.code());
                     }
-                    let entry = entries.iter().find(|e| {
-                        e.topic == *topic && i64::from(e.partition) == i64::from(partition)
-                    });
+                    let entry = u32::try_from(partition)
+                        .ok()
+                        .and_then(|index| by_partition.get(&(topic.as_str(), index)).copied());
                     match entry {
                         Some(OffsetEntry {
                             failure: Some(failure),
