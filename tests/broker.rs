@@ -488,11 +488,17 @@ fn batches_claiming_offsets_they_do_not_hold_are_refused() {
     let server = TestServer::start(1);
     server.create_topic("claims", 1);
     let mut client = server.client();
+    const GZIP: i16 = 0x01;
     let claims = [
         (CONTROL, i32::MAX, 1),
         (CONTROL, i32::MAX - 1, i32::MAX),
         (CONTROL, 5, 6),
         (0, i32::MAX, 1),
+        // Consistent counts, but far more records than the bytes can hold: such batches once
+        // made a segment roll every second batch (offsets past 2^32 in a segment).
+        (0, i32::MAX - 1, i32::MAX),
+        (0, 1_000, 1_001),
+        (GZIP, i32::MAX - 1, i32::MAX),
     ];
     for (attributes, last_offset_delta, records_count) in claims {
         let batch = batch_claiming(attributes, last_offset_delta, records_count);

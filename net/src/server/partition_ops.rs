@@ -78,10 +78,18 @@ pub(crate) async fn produce(
     first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
 }
 
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
+/// How much smaller than its records a compressed batch may be: far past what real records
+/// compress to, and enough to keep a small batch from claiming billions of offsets.
+const COMPRESSION_RATIO_MAX: usize = 1024;
+
 /// Refuses a produced batch whose header claims offsets it does not hold: recordsCount must
-/// be lastOffsetDelta + 1 > 0, and a control batch holds exactly one record (Kafka's rule for
-/// transaction markers). Readers walk the offsets a batch claims (a share fetch settles every
-/// control record), so a claim of 2^31 offsets must not get in.
+/// be lastOffsetDelta + 1 > 0, no more than its bytes can hold, and a control batch holds
+/// exactly one record (Kafka's rule for transaction markers). Readers walk the offsets a batch
+/// claims (a share fetch settles every control record), and a segment rolls when its offsets
+/// pass 2^32, so a claim of 2^31 offsets in a few bytes must not get in.
 fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
     // In i64: lastOffsetDelta may be i32::MAX.
     let claimed = i64::from(header.last_offset_delta) + 1;
@@ -91,6 +99,24 @@ fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
             format!(
                 "a produced batch needs records_count = last_offset_delta + 1 > 0 (got {} and {})",
                 header.records_count, header.last_offset_delta
+            ),
+        ));
+    }
+    let payload_bytes = header
+        .total_bytes()
+        .saturating_sub(batch::BATCH_HEADER_BYTES);
+    let holdable = match header.compression() {
+        batch::Compression::None => payload_bytes / RECORD_BYTES_MIN,
+        // Compressed records are not decoded here; no real data compresses this far.
+        _ => payload_bytes.saturating_mul(COMPRESSION_RATIO_MAX) / RECORD_BYTES_MIN,
+    };
+    if usize::try_from(header.records_count).unwrap_or(usize::MAX) > holdable {
+        return Err(Failure::new(
+            ErrorCode::CorruptBatch,
+            format!(
+                "a batch of {} bytes cannot hold {} records",
+                header.total_bytes(),
+                header.records_count
             ),
         ));
     }
