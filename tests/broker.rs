@@ -977,3 +977,42 @@ fn a_long_poll_naming_a_partition_many_times_still_wakes_for_new_data() {
         "the long poll returned the record"
     );
 }
+
+/// A partition takes the batches of one produce request all or none: a refusal of one does
+/// not leave those before it stored (a retry would store them twice).
+#[test]
+fn the_batches_of_a_refused_produce_are_stored_none_of_them() {
+    let server = TestServer::start(1);
+    server.create_topic("atomic", 1);
+    let mut client = server.client();
+    let high_watermark =
+        |client: &mut Client| client.metadata(&["atomic"]).unwrap()[0].partitions[0].high_watermark;
+    // A small batch, then one larger than the topic's 1 MiB segments.
+    let mut request = one_batch(b"small");
+    request.extend_from_slice(&one_batch(&vec![1u8; 1_100_000]));
+    let error = client
+        .produce("atomic", 0, Acks::Durable, &request)
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::CorruptBatch), "{error}");
+    assert_eq!(high_watermark(&mut client), 0);
+    // Twenty batches of 900 KB: more than a partition takes at once (16 MiB unflushed).
+    let mut request = Vec::new();
+    for _ in 0..20 {
+        request.extend_from_slice(&one_batch(&vec![2u8; 900_000]));
+    }
+    let error = client
+        .produce("atomic", 0, Acks::Durable, &request)
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidRequest), "{error}");
+    assert!(error.to_string().contains("send fewer together"), "{error}");
+    assert_eq!(high_watermark(&mut client), 0);
+    // Fewer together are taken, whole.
+    let request: Vec<u8> = request[..request.len() / 4].to_vec();
+    assert_eq!(
+        client
+            .produce("atomic", 0, Acks::Durable, &request)
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(high_watermark(&mut client), 5);
+}

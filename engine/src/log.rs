@@ -413,6 +413,44 @@ impl PartitionLog {
         }
     }
 
+    /// Checks, before any is appended, what would refuse one of a request's batches (of
+    /// `batch_bytes` each, to be appended together) whatever the others hold: the log closing,
+    /// a batch larger than a segment, or more bytes than the unflushed bound lets in. After it
+    /// the batches are stored all or none, but for an idempotent producer's refusal of one
+    /// of them ([`PartitionLog::append`] checks sequences batch by batch).
+    pub fn admit(&self, batch_bytes: &[usize]) -> Result<(), LogError> {
+        let inner = &self.inner;
+        if inner.closing.get() {
+            return Err(LogError::Closed);
+        }
+        let segment_bytes = inner.config.segment_bytes;
+        if let Some(&too_large) = batch_bytes.iter().find(|&&b| b as u64 > segment_bytes) {
+            return Err(LogError::BatchTooLarge {
+                batch_bytes: too_large,
+                segment_bytes,
+            });
+        }
+        if batch_bytes.len() < 2 {
+            // One batch: the append's own check is the same.
+            return Ok(());
+        }
+        // Past the first batch nothing is let in beyond the bound (see `check_unflushed_bound`).
+        let request_bytes: u64 = batch_bytes.iter().map(|&b| b as u64).sum();
+        let limit_bytes = inner.config.unflushed_bytes_max;
+        let unflushed_bytes = inner.unflushed_bytes.get();
+        if request_bytes > limit_bytes {
+            return Err(LogError::RequestTooLarge {
+                request_bytes,
+                limit_bytes,
+            });
+        }
+        if unflushed_bytes + request_bytes > limit_bytes {
+            return inner
+                .check_unflushed_bound(usize::try_from(request_bytes).unwrap_or(usize::MAX));
+        }
+        Ok(())
+    }
+
     /// Reads whole batches starting with the one that holds `offset` (which may start
     /// before it), up to `max_bytes` but always at least one whole batch, never past the high
     /// watermark. Reading at the high watermark returns an empty slice (for long polls);
@@ -1113,6 +1151,11 @@ impl AppendFuture {
         AppendFuture {
             state: AppendState::Ready(Some(result)),
         }
+    }
+
+    /// Whether the append was refused (nothing was written); the future then resolves to why.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.state, AppendState::Ready(Some(Err(_))))
     }
 }
 

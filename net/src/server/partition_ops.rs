@@ -22,6 +22,7 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
     let code = match &error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } => ErrorCode::CorruptBatch,
+        LogError::RequestTooLarge { .. } => ErrorCode::InvalidRequest,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::Backpressure { .. } => ErrorCode::Throttled,
         LogError::Closed => ErrorCode::ShuttingDown,
@@ -49,25 +50,36 @@ pub(crate) async fn produce(
 ) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
-    let mut count = 0usize;
+    let mut sizes = Vec::new();
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {
         let (header, _bytes) = item.map_err(corrupt)?;
         check_offsets_claimed(&header)?;
-        count += 1;
+        sizes.push(header.total_bytes());
     }
-    if !iter.remaining().is_empty() || count == 0 {
+    if !iter.remaining().is_empty() || sizes.is_empty() {
         return Err(Failure::new(
             ErrorCode::CorruptBatch,
             "produce data must be one or more whole record batches",
         ));
     }
-    let mut waits = Vec::with_capacity(count);
+    // All or none: what would refuse one batch whatever the others is checked for all first,
+    // so that a refusal does not leave the batches before it stored (a retry would store them
+    // twice).
+    log.admit(&sizes).map_err(log_failure)?;
+    let mut waits = Vec::with_capacity(sizes.len());
     let mut rest = batches;
     while !rest.is_empty() {
         let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
         let (this, tail) = rest.split_at_mut(header.total_bytes());
-        waits.push(log.append(this, acks));
+        let wait = log.append(this, acks);
+        let refused = wait.is_refused();
+        waits.push(wait);
+        if refused {
+            // An idempotent producer's sequence refused: the batches after it would be out
+            // of order too; those before it stay (their retry is answered as a duplicate).
+            break;
+        }
         rest = tail;
     }
     let mut first_base_offset = None;

@@ -201,16 +201,38 @@ fn push(
         .map_err(|error| Failure::new(ErrorCode::CorruptBatch, error.to_string()))
 }
 
-/// Appends `batches` to the dead-letter partition, on whichever shard owns it.
+/// Appends `batches` to the dead-letter partition, on whichever shard owns it, one batch per
+/// append: a partition takes the batches of one append all or none, up to its unflushed
+/// bound, and the copies of a whole window could pass it. A failure part way leaves the
+/// batches before it copied; the retry copies them again (at least once).
 async fn produce(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     mut batches: Vec<u8>,
 ) -> Result<(), Failure> {
+    let mut rest = &mut batches[..];
+    // Bounded: every round takes one whole batch off `rest`.
+    while !rest.is_empty() {
+        let header = batch::BatchHeader::parse(rest)
+            .map_err(|error| Failure::new(ErrorCode::CorruptBatch, error.to_string()))?;
+        let (one, tail) = rest.split_at_mut(header.total_bytes().min(rest.len()));
+        produce_batch(shard, topic, partition, one).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Appends one batch to the dead-letter partition.
+async fn produce_batch(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    batch: &mut [u8],
+) -> Result<(), Failure> {
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
-        return partition_ops::produce(shard, topic, partition, Acks::Durable, &mut batches)
+        return partition_ops::produce(shard, topic, partition, Acks::Durable, batch)
             .await
             .map(|_| ());
     }
@@ -218,7 +240,7 @@ async fn produce(
         topic: topic.to_string(),
         partition,
         acks: Acks::Durable,
-        batches,
+        batches: batch.to_vec(),
     };
     match shard.call(owner, call).await {
         ShardReturn::Produced(result) => result.map(|_| ()),
