@@ -61,6 +61,9 @@ pub(super) struct WaitList {
     free: Vec<usize>,
 }
 
+/// Slots whose memory an empty list keeps.
+const SLOTS_KEPT: usize = 64;
+
 impl WaitList {
     /// Adds a waiter; returns its slot.
     pub(super) fn register(
@@ -104,6 +107,15 @@ impl WaitList {
             "removing a wait slot that is not registered"
         );
         self.free.push(slot);
+        if self.free.len() == self.slots.len() {
+            // Nobody waits: forget the slots, so that one burst of waiters (a long poll naming
+            // many partitions, thousands of producers) does not make every later write walk
+            // them, and give most of their memory back.
+            self.slots.clear();
+            self.free.clear();
+            self.slots.shrink_to(SLOTS_KEPT);
+            self.free.shrink_to(SLOTS_KEPT);
+        }
     }
 
     /// Pushes the wakers of every waiter whose condition holds onto `out`.
@@ -154,5 +166,20 @@ mod tests {
         list.remove(b);
         list.remove(c);
         assert_eq!(list.len(), 0);
+    }
+
+    #[test]
+    fn an_empty_list_forgets_its_slots() {
+        let mut list = WaitList::default();
+        let waker = Waker::noop();
+        let slots: Vec<usize> = (0..1_000)
+            .map(|offset| list.register(WaitKind::Visible(offset), 0, waker))
+            .collect();
+        for slot in slots {
+            list.remove(slot);
+        }
+        assert!(list.slots.is_empty() && list.free.is_empty());
+        assert!(list.slots.capacity() <= SLOTS_KEPT);
+        assert_eq!(list.register(WaitKind::Visible(1), 0, waker), 0);
     }
 }
