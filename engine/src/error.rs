@@ -54,15 +54,6 @@ pub enum LogError {
         /// The configured bound.
         limit_bytes: u64,
     },
-    /// The batches of one request, stored all or none, hold more bytes than the unflushed
-    /// bound allows even with nothing waiting: they could never be taken together.
-    #[error("{request_bytes} bytes of batches in one request exceed the {limit_bytes} bytes a partition takes at once; send fewer together")]
-    RequestTooLarge {
-        /// Bytes of the request's batches for the partition.
-        request_bytes: u64,
-        /// The configured bound (`unflushed_bytes_max`).
-        limit_bytes: u64,
-    },
     /// An idempotent producer's batch is out of sequence or fenced; nothing was written.
     #[error(transparent)]
     Producer(#[from] ProducerError),

@@ -167,6 +167,9 @@ struct Inner {
     /// Segments past retention whose files could not be deleted yet, oldest first, with
     /// their sizes: no longer part of the log, deleted again before the next ones.
     undeleted_segments: RefCell<Vec<(i64, u64)>>,
+    /// Bytes of a request's batches that [`PartitionLog::admit`] let past the unflushed bound
+    /// together, while its [`Admitted`] lives: their appends skip the bound check.
+    admitted_bytes: Cell<u64>,
     /// What each idempotent producer wrote last (see [`crate::producer_state`]).
     producers: RefCell<ProducerStateTable>,
     /// Background I/O failures so far; waiters compare with the count when they started.
@@ -364,6 +367,7 @@ impl PartitionLog {
             durable_requested: Cell::new(next_offset),
             unflushed_bytes: Cell::new(0),
             undeleted_segments: RefCell::new(Vec::new()),
+            admitted_bytes: Cell::new(0),
             failures: Cell::new(0),
             last_failure: Cell::new(None),
             retry_blocked: Cell::new(false),
@@ -414,11 +418,13 @@ impl PartitionLog {
     }
 
     /// Checks, before any is appended, what would refuse one of a request's batches (of
-    /// `batch_bytes` each, to be appended together) whatever the others hold: the log closing,
-    /// a batch larger than a segment, or more bytes than the unflushed bound lets in. After it
-    /// the batches are stored all or none, but for an idempotent producer's refusal of one
-    /// of them ([`PartitionLog::append`] checks sequences batch by batch).
-    pub fn admit(&self, batch_bytes: &[usize]) -> Result<(), LogError> {
+    /// `batch_bytes` each) whatever the others hold: the log closing, a batch larger than a
+    /// segment, or the unflushed bound for all of them together, which lets a request in whole
+    /// when nothing waits to be written (as it lets in one batch of any size). Append them
+    /// while the returned [`Admitted`] lives, with no await in between: they are then stored
+    /// all or none, but for an idempotent producer's refusal of one of them
+    /// ([`PartitionLog::append`] checks sequences batch by batch).
+    pub fn admit(&self, batch_bytes: &[usize]) -> Result<Admitted<'_>, LogError> {
         let inner = &self.inner;
         if inner.closing.get() {
             return Err(LogError::Closed);
@@ -430,25 +436,11 @@ impl PartitionLog {
                 segment_bytes,
             });
         }
-        if batch_bytes.len() < 2 {
-            // One batch: the append's own check is the same.
-            return Ok(());
-        }
-        // Past the first batch nothing is let in beyond the bound (see `check_unflushed_bound`).
         let request_bytes: u64 = batch_bytes.iter().map(|&b| b as u64).sum();
-        let limit_bytes = inner.config.unflushed_bytes_max;
-        let unflushed_bytes = inner.unflushed_bytes.get();
-        if request_bytes > limit_bytes {
-            return Err(LogError::RequestTooLarge {
-                request_bytes,
-                limit_bytes,
-            });
-        }
-        if unflushed_bytes + request_bytes > limit_bytes {
-            return inner
-                .check_unflushed_bound(usize::try_from(request_bytes).unwrap_or(usize::MAX));
-        }
-        Ok(())
+        inner.check_unflushed_bound(usize::try_from(request_bytes).unwrap_or(usize::MAX))?;
+        assert_eq!(inner.admitted_bytes.get(), 0, "one admission at a time");
+        inner.admitted_bytes.set(request_bytes);
+        Ok(Admitted { inner })
     }
 
     /// Reads whole batches starting with the one that holds `offset` (which may start
@@ -722,7 +714,13 @@ impl Inner {
         if let Verdict::Duplicate(original) = verdict {
             return Ok(self.answer_duplicate(original, batch_bytes, acks));
         }
-        self.check_unflushed_bound(batch_bytes)?;
+        let admitted = self.admitted_bytes.get();
+        if admitted >= batch_bytes as u64 {
+            // Checked with the rest of its request by `PartitionLog::admit`.
+            self.admitted_bytes.set(admitted - batch_bytes as u64);
+        } else {
+            self.check_unflushed_bound(batch_bytes)?;
+        }
         let base_offset = self.next_offset.get();
         batch::set_base_offset(batch, base_offset)?;
         let header = BatchHeader {
@@ -1172,6 +1170,19 @@ impl Future for AppendFuture {
                 Pin::new(wait).poll(cx).map(|result| result.map(|()| info))
             }
         }
+    }
+}
+
+/// A request's batches admitted together by [`PartitionLog::admit`]; dropping it ends the
+/// admission (what was not appended by then no longer skips the bound check).
+#[must_use = "append the admitted batches while it lives"]
+pub struct Admitted<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.inner.admitted_bytes.set(0);
     }
 }
 

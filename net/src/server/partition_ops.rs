@@ -22,7 +22,6 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
     let code = match &error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } => ErrorCode::CorruptBatch,
-        LogError::RequestTooLarge { .. } => ErrorCode::InvalidRequest,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::Backpressure { .. } => ErrorCode::Throttled,
         LogError::Closed => ErrorCode::ShuttingDown,
@@ -66,21 +65,23 @@ pub(crate) async fn produce(
     // All or none: what would refuse one batch whatever the others is checked for all first,
     // so that a refusal does not leave the batches before it stored (a retry would store them
     // twice).
-    log.admit(&sizes).map_err(log_failure)?;
     let mut waits = Vec::with_capacity(sizes.len());
-    let mut rest = batches;
-    while !rest.is_empty() {
-        let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
-        let (this, tail) = rest.split_at_mut(header.total_bytes());
-        let wait = log.append(this, acks);
-        let refused = wait.is_refused();
-        waits.push(wait);
-        if refused {
-            // An idempotent producer's sequence refused: the batches after it would be out
-            // of order too; those before it stay (their retry is answered as a duplicate).
-            break;
+    {
+        let _admitted = log.admit(&sizes).map_err(log_failure)?;
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
+            let (this, tail) = rest.split_at_mut(header.total_bytes());
+            let wait = log.append(this, acks);
+            let refused = wait.is_refused();
+            waits.push(wait);
+            if refused {
+                // An idempotent producer's sequence refused: the batches after it would be
+                // out of order too; those before it stay (a retry is answered as duplicates).
+                break;
+            }
+            rest = tail;
         }
-        rest = tail;
     }
     let mut first_base_offset = None;
     for wait in waits {
