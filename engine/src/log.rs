@@ -424,19 +424,25 @@ impl PartitionLog {
     /// while the returned [`Admitted`] lives, with no await in between: they are then stored
     /// all or none, but for an idempotent producer's refusal of one of them
     /// ([`PartitionLog::append`] checks sequences batch by batch).
-    pub fn admit(&self, batch_bytes: &[usize]) -> Result<Admitted<'_>, LogError> {
+    pub fn admit(
+        &self,
+        batch_bytes: impl IntoIterator<Item = usize>,
+    ) -> Result<Admitted<'_>, LogError> {
         let inner = &self.inner;
         if inner.closing.get() {
             return Err(LogError::Closed);
         }
         let segment_bytes = inner.config.segment_bytes;
-        if let Some(&too_large) = batch_bytes.iter().find(|&&b| b as u64 > segment_bytes) {
-            return Err(LogError::BatchTooLarge {
-                batch_bytes: too_large,
-                segment_bytes,
-            });
+        let mut request_bytes = 0u64;
+        for bytes in batch_bytes {
+            if bytes as u64 > segment_bytes {
+                return Err(LogError::BatchTooLarge {
+                    batch_bytes: bytes,
+                    segment_bytes,
+                });
+            }
+            request_bytes = request_bytes.saturating_add(bytes as u64);
         }
-        let request_bytes: u64 = batch_bytes.iter().map(|&b| b as u64).sum();
         inner.check_unflushed_bound(usize::try_from(request_bytes).unwrap_or(usize::MAX))?;
         assert_eq!(inner.admitted_bytes.get(), 0, "one admission at a time");
         inner.admitted_bytes.set(request_bytes);

@@ -49,14 +49,14 @@ pub(crate) async fn produce(
 ) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
-    let mut sizes = Vec::new();
+    let mut count = 0usize;
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {
         let (header, _bytes) = item.map_err(corrupt)?;
         check_offsets_claimed(&header)?;
-        sizes.push(header.total_bytes());
+        count += 1;
     }
-    if !iter.remaining().is_empty() || sizes.is_empty() {
+    if !iter.remaining().is_empty() || count == 0 {
         return Err(Failure::new(
             ErrorCode::CorruptBatch,
             "produce data must be one or more whole record batches",
@@ -65,9 +65,13 @@ pub(crate) async fn produce(
     // All or none: what would refuse one batch whatever the others is checked for all first,
     // so that a refusal does not leave the batches before it stored (a retry would store them
     // twice).
-    let mut waits = Vec::with_capacity(sizes.len());
+    let mut waits = Vec::with_capacity(count);
     {
-        let _admitted = log.admit(&sizes).map_err(log_failure)?;
+        // The batches were checked whole above: the walk sees each of them.
+        let sizes = BatchIter::new(batches)
+            .map_while(Result::ok)
+            .map(|(h, _)| h.total_bytes());
+        let _admitted = log.admit(sizes).map_err(log_failure)?;
         let mut rest = batches;
         while !rest.is_empty() {
             let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
