@@ -514,9 +514,9 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        // ringlog patch: the count comes off the wire; bounded by the bytes left.
+        // ringlog patch: the count comes off the wire; see `types::wire_capacity`.
         let record_count = usize::try_from(batch_decode_info.record_count).unwrap_or(0);
-        records.reserve(record_count.min(buf.remaining()));
+        records.reserve(crate::protocol::types::wire_capacity(record_count, buf.remaining()));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -895,8 +895,11 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // ringlog patch: the count comes off the wire; bounded by the bytes left.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        // ringlog patch: the count comes off the wire; see `types::wire_capacity`.
+        let mut headers = IndexMap::with_capacity(crate::protocol::types::wire_capacity(
+            num_headers,
+            bytes::Buf::remaining(buf),
+        ));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

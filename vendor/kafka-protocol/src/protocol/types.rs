@@ -986,9 +986,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             -1 => Ok(None),
             n if n >= 0 => {
                 // ringlog patch: the count comes off the wire; reserve no more than the bytes
-                // left could hold (each element takes at least one), or a 14-byte request
-                // asks for hundreds of GB and the allocation failure aborts the process.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // left could hold (each element takes at least one) nor than a small bound
+                // (an element may be a hundred bytes in memory), and let `push` grow it: a
+                // 14-byte request asked for hundreds of GB, and the failed allocation aborted
+                // the process.
+                let mut result = Vec::with_capacity(wire_capacity(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1096,8 +1098,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // ringlog patch: as for `Array`, bounded by the bytes left.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // ringlog patch: as for `Array`.
+                let mut result =
+                    Vec::with_capacity(wire_capacity((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1200,3 +1203,13 @@ mod tests {
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
     }
 }
+
+/// ringlog patch: elements to reserve for an array whose count `count` came off the wire,
+/// with `remaining_bytes` left to decode: at most one per byte left and at most
+/// [`WIRE_CAPACITY_MAX`]; a longer array grows as it is decoded.
+pub(crate) fn wire_capacity(count: usize, remaining_bytes: usize) -> usize {
+    count.min(remaining_bytes).min(WIRE_CAPACITY_MAX)
+}
+
+/// ringlog patch: the most elements reserved up front for an array read off the wire.
+pub(crate) const WIRE_CAPACITY_MAX: usize = 1024;
