@@ -63,6 +63,11 @@ pub(crate) async fn copy(
     let mut sorted = letters.to_vec();
     sorted.sort_by_key(|letter| letter.offset);
     let mut builder = BatchBuilder::new(Vec::new(), wall_ms());
+    // Each copy batch fits one of the dead-letter topic's segments: a larger one would be
+    // refused every time, holding the share partition back for good. A single record that
+    // cannot fit is copied without its content, with a note saying why.
+    let segment_bytes = usize::try_from(entry.config.segment_bytes).unwrap_or(usize::MAX);
+    builder.set_batch_bytes_max(segment_bytes.min(batch::BATCH_BYTES_MAX));
     let mut batches = Vec::new();
     for letter in &sorted {
         let slice = match source.log.read(letter.offset, 1).await {
