@@ -69,6 +69,7 @@ pub(crate) async fn produce(
     {
         // The batches were checked whole above: the walk sees each of them.
         let sizes = BatchIter::new(batches)
+            .without_crc_check()
             .map_while(Result::ok)
             .map(|(h, _)| h.total_bytes());
         let _admitted = log.admit(sizes).map_err(log_failure)?;
@@ -208,7 +209,7 @@ pub(crate) async fn wait_for_any(
         return;
     }
     let any = poll_fn(|cx| {
-        // Polls every wait per wake: the targets are distinct, so at most one per partition.
+        // Polls every wait per wake: the caller names each partition once.
         for wait in &mut waits {
             if Pin::new(wait).poll(cx).is_ready() {
                 return Poll::Ready(());

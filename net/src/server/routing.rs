@@ -3,7 +3,7 @@
 //! lookups, per-topic offsets and catalog changes. Each function runs the work here when this
 //! shard owns the partition and otherwise sends it to the owner with [`Shard::call`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -263,8 +263,9 @@ pub(crate) async fn read(
 }
 
 /// Completes when any target has data at its offset. The targets are grouped by owner
-/// shard, duplicates dropped: one wait per owner (one timer on each other owner, none here:
-/// the caller's timeout bounds this one), however many partitions the fetch names.
+/// shard, one per partition (at its lowest offset: data there is data for any of them): one
+/// wait per owner (one timer on each other owner, none here: the caller's timeout bounds
+/// this one) and one waiter per partition, however often the fetch names it.
 async fn wait_any(
     shard: &Rc<Shard>,
     topics: &[String],
@@ -272,17 +273,19 @@ async fn wait_any(
     max_wait: Duration,
 ) {
     let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
-    let mut by_owner: BTreeMap<usize, Vec<(String, u32, i64)>> = BTreeMap::new();
-    let mut seen = HashSet::with_capacity(targets.len());
+    // By topic name: a request may name one topic in several entries.
+    let mut lowest: HashMap<(&str, u32), i64> = HashMap::with_capacity(targets.len());
     for target in targets {
-        if !seen.insert((target.topic_index, target.partition, target.offset)) {
-            continue;
-        }
-        let topic = &topics[target.topic_index];
+        let key = (topics[target.topic_index].as_str(), target.partition);
+        let offset = lowest.entry(key).or_insert(target.offset);
+        *offset = (*offset).min(target.offset);
+    }
+    let mut by_owner: BTreeMap<usize, Vec<(String, u32, i64)>> = BTreeMap::new();
+    for ((topic, partition), offset) in lowest {
         by_owner
-            .entry(shard.owner(topic, target.partition))
+            .entry(shard.owner(topic, partition))
             .or_default()
-            .push((topic.clone(), target.partition, target.offset));
+            .push((topic.to_string(), partition, offset));
     }
     let mut waits: Vec<BoxedFuture<'_, ()>> = Vec::with_capacity(by_owner.len());
     for (owner, owned) in by_owner {
