@@ -5,6 +5,8 @@
 //! removes its own entry when it completes or is dropped; the flusher only wakes entries
 //! whose condition holds, so a wake-up costs one poll of the waiting task.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::task::Waker;
 
 /// What a waiter waits for.
@@ -58,7 +60,9 @@ struct Entry {
 #[derive(Default)]
 pub(super) struct WaitList {
     slots: Vec<Option<Entry>>,
-    free: Vec<usize>,
+    /// Free slots, lowest first: waiters gather at the front, so the slots behind the last
+    /// one can be dropped.
+    free: BinaryHeap<Reverse<usize>>,
 }
 
 /// Slots whose memory an empty list keeps.
@@ -77,7 +81,7 @@ impl WaitList {
             failures_at_start,
             waker: waker.clone(),
         };
-        match self.free.pop() {
+        match self.free.pop().map(|Reverse(slot)| slot) {
             Some(slot) => {
                 assert!(self.slots[slot].is_none(), "free wait slot in use");
                 self.slots[slot] = Some(entry);
@@ -106,15 +110,25 @@ impl WaitList {
             removed.is_some(),
             "removing a wait slot that is not registered"
         );
-        self.free.push(slot);
-        if self.free.len() == self.slots.len() {
-            // Nobody waits: forget the slots, so that one burst of waiters (a long poll naming
-            // many partitions, thousands of producers) does not make every later write walk
-            // them, and give most of their memory back.
-            self.slots.clear();
-            self.free.clear();
-            self.slots.shrink_to(SLOTS_KEPT);
-            self.free.shrink_to(SLOTS_KEPT);
+        self.free.push(Reverse(slot));
+        if slot + 1 == self.slots.len() {
+            self.trim();
+        }
+    }
+
+    /// Drops the free slots behind the last waiter, so that a burst of waiters (thousands of
+    /// producers or consumers at once) does not make every later write walk its slots, and
+    /// gives most of their memory back. Waiters take the lowest free slot, so those left
+    /// after a burst sit at the front.
+    fn trim(&mut self) {
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        self.free.retain(|&Reverse(slot)| slot < len);
+        if self.slots.capacity() > SLOTS_KEPT.max(2 * len) {
+            self.slots.shrink_to(SLOTS_KEPT.max(len));
+            self.free.shrink_to(SLOTS_KEPT.max(len));
         }
     }
 
@@ -169,17 +183,29 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_list_forgets_its_slots() {
+    fn the_slots_of_a_burst_are_dropped_behind_the_waiters_left() {
         let mut list = WaitList::default();
         let waker = Waker::noop();
-        let slots: Vec<usize> = (0..1_000)
+        let steady = list.register(WaitKind::Visible(0), 0, waker);
+        let burst: Vec<usize> = (1..=1_000)
             .map(|offset| list.register(WaitKind::Visible(offset), 0, waker))
             .collect();
-        for slot in slots {
-            list.remove(slot);
+        // The burst leaves in any order; the steady waiter stays.
+        for slot in burst.iter().rev().step_by(2).chain(burst.iter().step_by(2)) {
+            list.remove(*slot);
         }
-        assert!(list.slots.is_empty() && list.free.is_empty());
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            list.slots.len(),
+            1,
+            "only the steady waiter's slot is walked"
+        );
         assert!(list.slots.capacity() <= SLOTS_KEPT);
-        assert_eq!(list.register(WaitKind::Visible(1), 0, waker), 0);
+        // The next waiters take the lowest free slots.
+        let next = list.register(WaitKind::Visible(1), 0, waker);
+        assert_eq!(next, 1);
+        list.remove(steady);
+        assert_eq!(list.slots.len(), 2, "a free slot before a waiter stays");
+        assert_eq!(list.register(WaitKind::Visible(2), 0, waker), steady);
     }
 }
