@@ -964,8 +964,10 @@ fn a_long_poll_naming_a_partition_many_times_still_wakes_for_new_data() {
             .sum();
         total
     });
-    // Produce once the poll waits (its first read found nothing); until then a produce would
-    // be read at once, which also passes.
+    // Produced as the poll starts, with no way to tell from here when it waits: when the
+    // record comes first the poll answers at once, when it comes after the poll must wake
+    // (the case the timer flood broke: its write queued behind the timers until they
+    // expired). Either way the record must come back.
     let mut producer = server.client();
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
     builder.push(0, None, Some(b"wake up"), &[]).unwrap();

@@ -514,7 +514,12 @@ fn merge_stored(
     // By partition: a commit may name tens of thousands, and a scan per partition would make
     // the merge quadratic on the shard thread.
     let routed: HashSet<u32> = routed.iter().copied().collect();
-    let stored: HashMap<u32, Option<Failure>> = stored.into_iter().collect();
+    let mut by_partition: HashMap<u32, Option<Failure>> = HashMap::with_capacity(stored.len());
+    for (partition, outcome) in stored {
+        // The first outcome of a partition named twice, as a scan would find.
+        by_partition.entry(partition).or_insert(outcome);
+    }
+    let stored = by_partition;
     for (_, entries) in results.iter_mut().filter(|(t, _)| t == topic) {
         for (partition, outcome) in entries.iter_mut() {
             if !routed.contains(partition) {

@@ -128,7 +128,7 @@ async fn read_request(stream: &TcpStream) -> Option<Result<MetricsRequest, Refus
     let mut buf = Vec::with_capacity(REQUEST_BYTES_MAX);
     // Bounded: every round receives at least one byte into a buffer of fixed capacity.
     loop {
-        if buf.len() == REQUEST_BYTES_MAX {
+        if buf.len() >= REQUEST_BYTES_MAX {
             return Some(Err(Refusal::HeadTooLarge));
         }
         let (received, returned) = stream.recv(buf).await;
