@@ -15,6 +15,7 @@ use super::idempotence::{
     EpochBump, Idempotence, ProducerIdentity, IN_FLIGHT_BATCHES_PER_PARTITION_MAX,
 };
 use super::record::ProducerRecord;
+use crate::api::ApiKey;
 use crate::client::error::ClientError;
 use crate::client::partitioner::{choose_partition, StickyPartitioner};
 use crate::error_code::ErrorCode;
@@ -40,6 +41,10 @@ pub(crate) struct ReadyBatch {
     outcome: Arc<BatchOutcome>,
     records: u64,
     attempts: u32,
+    /// An earlier attempt was refused in a way that may have left it written (a timeout
+    /// waiting for the acknowledgement, a failed write the server retries): only then does a
+    /// retry answered DuplicateSequence mean the batch was written.
+    maybe_written: bool,
     /// Set after a retriable failure: not to be sent before this time.
     retry_at: Option<Instant>,
     /// With idempotence: the order in which batches were sequenced (set when first sent).
@@ -318,6 +323,7 @@ impl Accumulator {
             outcome: open.outcome,
             records,
             attempts: 0,
+            maybe_written: false,
             retry_at: None,
             number: None,
         });
@@ -474,12 +480,35 @@ impl Accumulator {
                 }
                 Err(error) if error.is_retriable() && batch.attempts < self.config.retries_max => {
                     batch.attempts += 1;
+                    // Throttled is refused at the door: nothing was written. The other
+                    // retriable answers (Timeout, DiskFull, StorageError) can come after the
+                    // batch was placed; the server writes it when it can.
+                    batch.maybe_written |= error.code() != Some(ErrorCode::Throttled);
                     retry.push(batch);
                 }
-                // Written long ago (more batches since than the server remembers): the earlier
-                // write stands, its offset is not known any more.
-                Err(error) if error.code() == Some(ErrorCode::DuplicateSequence) => {
+                // Written by an earlier attempt, long ago (more batches since than the server
+                // remembers): that write stands, its offset is not known.
+                Err(error)
+                    if error.code() == Some(ErrorCode::DuplicateSequence)
+                        && batch.maybe_written =>
+                {
                     self.finish_batch(batch, Ok(-1));
+                }
+                // DuplicateSequence for a batch no attempt could have written (every earlier
+                // one was refused): a later batch was taken in its place (a partition that did
+                // not know the producer yet takes any first sequence). Reporting success would
+                // lose its records silently; the error says they were not written.
+                Err(error) if error.code() == Some(ErrorCode::DuplicateSequence) => {
+                    let refused = ClientError::server(
+                        ApiKey::Produce,
+                        ErrorCode::OutOfOrderSequence,
+                        &format!(
+                            "partition {} took later batches of this producer before this one, \
+                             whose earlier attempts were refused; not written ({error})",
+                            batch.partition
+                        ),
+                    );
+                    self.finish_batch(batch, Err(refused));
                 }
                 result => self.finish_batch(batch, result),
             }
@@ -658,6 +687,40 @@ mod tests {
 
     fn throttled() -> ClientError {
         ClientError::server(ApiKey::Produce, ErrorCode::Throttled, "")
+    }
+
+    fn duplicate() -> ClientError {
+        ClientError::server(ApiKey::Produce, ErrorCode::DuplicateSequence, "")
+    }
+
+    /// A batch whose first attempt got `first` and whose retry got DuplicateSequence.
+    fn retried_into_a_duplicate(first: ClientError) -> Result<i64, ClientError> {
+        let mut acc = Accumulator::new(config(), 1);
+        let now = Instant::now();
+        let v = value(10);
+        let (handle, _) = acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.close_lingered(now + Duration::from_millis(10));
+        let batches = acc.take_sendable(now);
+        acc.add_in_flight(1, batches, now);
+        acc.complete_in_flight(1, None, &[Err(first)], now).unwrap();
+        let later = now + Duration::from_millis(10);
+        let batches = acc.take_sendable(later);
+        assert_eq!(batches.len(), 1, "retried");
+        acc.add_in_flight(2, batches, later);
+        acc.complete_in_flight(2, None, &[Err(duplicate())], later)
+            .unwrap();
+        handle.wait().map(|metadata| metadata.offset)
+    }
+
+    #[test]
+    fn a_duplicate_answer_means_written_only_if_an_attempt_could_have_written() {
+        // The first attempt timed out waiting for its acknowledgement: the retry's duplicate
+        // is that attempt's write.
+        let timed_out = ClientError::server(ApiKey::Produce, ErrorCode::Timeout, "");
+        assert_eq!(retried_into_a_duplicate(timed_out).unwrap(), -1);
+        // Refused, then duplicate: nothing was written, and the caller hears so.
+        let error = retried_into_a_duplicate(throttled()).unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::OutOfOrderSequence), "{error}");
     }
 
     #[test]
