@@ -199,6 +199,11 @@ impl Consumer {
         self.assigned.sort_by_key(|a| a.partition);
         self.assigned.dedup_by_key(|a| a.partition);
         self.last = None;
+        // A fetch sent for the old assignment names the old topic: its answer must not be
+        // taken for the new one at the same partitions and offsets.
+        if let Some(prefetch) = self.prefetch.take() {
+            self.client.abandon_fetch(prefetch.pending);
+        }
     }
 
     /// Assigns every partition of `topic`; returns how many there are.
@@ -374,6 +379,9 @@ impl Consumer {
     /// Moves positions past the fetched batches and handles per-partition errors. Returns
     /// whether any records at or after the positions arrived.
     fn apply_fetch(&mut self, result: &FetchResult) -> Result<bool, ClientError> {
+        // An error that ends the poll is found before any position moves: moving past the
+        // other partitions' batches and then dropping the answer would skip their records.
+        self.fatal_error(result)?;
         let mut got_records = false;
         for fetched in result.partitions()? {
             let Some(index) = self
@@ -413,6 +421,29 @@ impl Consumer {
             }
         }
         Ok(got_records)
+    }
+
+    /// The first error of an assigned partition in `result` that ends the poll (what
+    /// [`Self::apply_fetch`] does not handle in place).
+    fn fatal_error(&self, result: &FetchResult) -> Result<(), ClientError> {
+        for fetched in result.partitions()? {
+            if self.find(fetched.partition).is_none() {
+                continue;
+            }
+            let code = fetched.status.code;
+            let handled = code == ErrorCode::None
+                || code.is_retriable()
+                || (code == ErrorCode::OffsetOutOfRange
+                    && self.config.auto_offset_reset != AutoOffsetReset::Error);
+            if !handled {
+                return Err(ClientError::server(
+                    ApiKey::Fetch,
+                    code,
+                    fetched.status.message,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies `auto_offset_reset` to partitions without a position.
@@ -498,12 +529,11 @@ impl Consumer {
     }
 }
 
-/// The position after the whole, well-formed batches of `batches` (CRCs are checked when the
-/// records are read). A corrupt batch stops the advance there, so it is fetched (and
-/// reported) again rather than skipped.
+/// The position after the whole, well-formed batches of `batches` whose CRCs match. A
+/// corrupt batch stops the advance there, so it is fetched (and reported) again rather than
+/// skipped with the batches after it (the records iterator stops at it too).
 fn next_position(position: i64, batches: &[u8]) -> i64 {
     BatchIter::new(batches)
-        .without_crc_check()
         .map_while(Result::ok)
         .map(|(header, _)| header.next_offset())
         .fold(position, i64::max)
@@ -855,16 +885,49 @@ mod tests {
     }
 
     #[test]
+    fn an_error_of_one_partition_moves_no_position() {
+        let server = FakeServer::start("t", 2, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        produce(&mut client, 0, 1, &["a", "b", "c"]);
+        let mut strict = consumer(&server, AutoOffsetReset::Error);
+        strict.assign("t", &[0, 1]);
+        strict.seek(0, SeekTo::Offset(0)).unwrap();
+        strict.seek(1, SeekTo::Offset(50)).unwrap();
+        let error = strict.poll(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange));
+        // Partition 0's records came in the same answer, and were not returned: its position
+        // stays, so the next poll returns them.
+        assert_eq!(strict.position(0), Some(0));
+        strict.seek(1, SeekTo::Offset(0)).unwrap();
+        let got = values(strict.poll(Duration::from_secs(5)).unwrap());
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[test]
     fn corrupt_batches_are_reported_not_skipped() {
-        let batches = {
+        let batch_at = |base_offset: i64, corrupt: bool| {
             let mut builder = BatchBuilder::new(Vec::new(), 0);
             builder.push(0, None, Some(b"v"), &[]).unwrap();
             let mut bytes = builder.finish().to_vec();
-            let last = bytes.len() - 1;
-            bytes[last] ^= 0xff;
+            ringlog_engine::batch::set_base_offset(&mut bytes, base_offset).unwrap();
+            if corrupt {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0xff;
+            }
             bytes
         };
-        assert_eq!(next_position(0, &batches), 1, "framing is intact");
+        let batches = batch_at(0, true);
+        assert_eq!(
+            next_position(0, &batches),
+            0,
+            "the position stays before it"
+        );
+        // Good, corrupt, good: the position stops at the corrupt one, where the records
+        // iterator stops too; the batch after it is fetched again, not skipped.
+        let mut three = batch_at(0, false);
+        three.extend_from_slice(&batch_at(1, true));
+        three.extend_from_slice(&batch_at(2, false));
+        assert_eq!(next_position(0, &three), 1);
         let mut cursor = PartitionCursor {
             partition: 0,
             start: 0,
