@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::calls::Client;
 use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo};
 use super::error::ClientError;
+use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::offset_commit::{self, CommitTopic, PartitionOffset};
 use crate::message::{join_group, TopicPartitions};
@@ -236,8 +237,17 @@ impl GroupConsumer {
     /// Sends a commit without reacting to membership errors.
     fn send_commit(&mut self, offsets: &[(u32, i64)]) -> Result<(), ClientError> {
         self.last_commit = Instant::now();
-        if offsets.is_empty() || !self.joined {
+        if offsets.is_empty() {
             return Ok(());
+        }
+        if !self.joined {
+            // Not a member now (the membership ended, a rejoin is due): nothing can be
+            // committed, and saying Ok would promise what the next member will not see.
+            return Err(ClientError::server(
+                ApiKey::OffsetCommit,
+                ErrorCode::RebalanceInProgress,
+                "not a member of the group now; nothing committed (the next poll rejoins)",
+            ));
         }
         let partitions: Vec<PartitionOffset> = offsets
             .iter()
