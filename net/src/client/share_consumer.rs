@@ -91,7 +91,14 @@ impl ShareBatch {
         self.fetched
             .iter()
             .flat_map(|f| &f.acquired)
-            .map(|r| usize::try_from(r.last_offset - r.first_offset + 1).unwrap_or(0))
+            // From the server: wrapping and nonsense (last before first) count nothing.
+            .map(|r| {
+                let count = r
+                    .last_offset
+                    .saturating_sub(r.first_offset)
+                    .saturating_add(1);
+                usize::try_from(count).unwrap_or(0)
+            })
             .sum()
     }
 
@@ -478,13 +485,28 @@ impl ShareConsumer {
             if ranges.is_empty() {
                 continue;
             }
-            let results = self.client.share_acknowledge(
+            let results = match self.client.share_acknowledge(
                 &self.group,
                 &self.member_id,
                 &self.topic,
                 partition as u32,
                 &ranges,
-            )?;
+            ) {
+                Ok(results) => results,
+                Err(error) => {
+                    // Not sent, or not answered: the ranges are reported as failed (their
+                    // records come back when their leases end), not forgotten.
+                    for range in &ranges {
+                        self.failures.push(AckFailure {
+                            partition: partition as u32,
+                            first_offset: range.first_offset,
+                            last_offset: range.last_offset,
+                            error: error.clone(),
+                        });
+                    }
+                    return Err(error);
+                }
+            };
             for outcome in results {
                 if let Err(error) = outcome.result {
                     self.failures.push(AckFailure {
