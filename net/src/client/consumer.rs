@@ -400,8 +400,11 @@ impl Consumer {
                     let Some(position) = assigned.position else {
                         continue;
                     };
-                    let next = next_position(position, fetched.batches);
-                    got_records |= next > position;
+                    let (next, stopped) = next_position(position, fetched.batches);
+                    // A batch that stopped the walk is news too: the poll returns, and the
+                    // records iterator reports it, instead of fetching it again until the
+                    // timeout.
+                    got_records |= next > position || stopped;
                     assigned.position = Some(next);
                 }
                 ErrorCode::OffsetOutOfRange
@@ -529,14 +532,19 @@ impl Consumer {
     }
 }
 
-/// The position after the whole, well-formed batches of `batches` whose CRCs match. A
-/// corrupt batch stops the advance there, so it is fetched (and reported) again rather than
-/// skipped with the batches after it (the records iterator stops at it too).
-fn next_position(position: i64, batches: &[u8]) -> i64 {
-    BatchIter::new(batches)
-        .map_while(Result::ok)
-        .map(|(header, _)| header.next_offset())
-        .fold(position, i64::max)
+/// The position after the whole, well-formed batches of `batches` whose CRCs match, and
+/// whether a batch that is not stopped the walk. A corrupt batch stops the advance there, so
+/// it is fetched (and reported) again rather than skipped with the batches after it (the
+/// records iterator stops at it too).
+fn next_position(position: i64, batches: &[u8]) -> (i64, bool) {
+    let mut next = position;
+    for item in BatchIter::new(batches) {
+        match item {
+            Ok((header, _)) => next = next.max(header.next_offset()),
+            Err(_) => return (next, true),
+        }
+    }
+    (next, false)
 }
 
 /// One consumed record, borrowing the fetch response.
@@ -919,15 +927,16 @@ mod tests {
         let batches = batch_at(0, true);
         assert_eq!(
             next_position(0, &batches),
-            0,
-            "the position stays before it"
+            (0, true),
+            "the position stays before it, and the poll returns to report it"
         );
         // Good, corrupt, good: the position stops at the corrupt one, where the records
         // iterator stops too; the batch after it is fetched again, not skipped.
         let mut three = batch_at(0, false);
         three.extend_from_slice(&batch_at(1, true));
         three.extend_from_slice(&batch_at(2, false));
-        assert_eq!(next_position(0, &three), 1);
+        assert_eq!(next_position(0, &three), (1, true));
+        assert_eq!(next_position(0, &batch_at(0, false)), (1, false));
         let mut cursor = PartitionCursor {
             partition: 0,
             start: 0,

@@ -494,15 +494,21 @@ impl ShareConsumer {
             ) {
                 Ok(results) => results,
                 Err(error) => {
-                    // Not sent, or not answered: the ranges are reported as failed (their
-                    // records come back when their leases end), not forgotten.
-                    for range in &ranges {
-                        self.failures.push(AckFailure {
-                            partition: partition as u32,
-                            first_offset: range.first_offset,
-                            last_offset: range.last_offset,
-                            error: error.clone(),
-                        });
+                    // Not taken: a retriable refusal keeps the ranges for the next flush (as
+                    // a retriable answer per range does); otherwise they are reported as failed
+                    // (their records come back when their leases end), not forgotten.
+                    if error.is_retriable() {
+                        let later = std::mem::replace(&mut self.pending[partition], ranges);
+                        self.pending[partition].extend(later);
+                    } else {
+                        for range in &ranges {
+                            self.failures.push(AckFailure {
+                                partition: partition as u32,
+                                first_offset: range.first_offset,
+                                last_offset: range.last_offset,
+                                error: error.clone(),
+                            });
+                        }
                     }
                     return Err(error);
                 }
