@@ -187,3 +187,75 @@ fn hostile_frames_never_take_the_server_down() {
     assert!(offset >= 0);
     server.shutdown();
 }
+
+/// Kafka request bodies as the Kafka listener decodes them (the patched kafka-protocol,
+/// `vendor/kafka-protocol`): whatever the bytes claim, decoding answers Ok or Err, never
+/// panics, and never reserves memory by a count it read (a 4-byte array count of i32::MAX
+/// once made the allocation fail and the process abort).
+fn kafka_request_body(api: i16, version: i16, body: &[u8]) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Decodable;
+    fn decode<T: Decodable>(body: &[u8], version: i16) {
+        let mut bytes = bytes::Bytes::copy_from_slice(body);
+        let _ = T::decode(&mut bytes, version);
+    }
+    let Ok(api_key) = ApiKey::try_from(api) else {
+        return;
+    };
+    let versions = api_key.valid_versions();
+    let span = i32::from(versions.max) - i32::from(versions.min) + 1;
+    let version = versions.min + i16::try_from(i32::from(version).rem_euclid(span)).unwrap_or(0);
+    // The requests the Kafka listener serves.
+    match api_key {
+        ApiKey::Produce => decode::<ProduceRequest>(body, version),
+        ApiKey::Fetch => decode::<FetchRequest>(body, version),
+        ApiKey::ListOffsets => decode::<ListOffsetsRequest>(body, version),
+        ApiKey::Metadata => decode::<MetadataRequest>(body, version),
+        ApiKey::OffsetCommit => decode::<OffsetCommitRequest>(body, version),
+        ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(body, version),
+        ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(body, version),
+        ApiKey::JoinGroup => decode::<JoinGroupRequest>(body, version),
+        ApiKey::Heartbeat => decode::<HeartbeatRequest>(body, version),
+        ApiKey::LeaveGroup => decode::<LeaveGroupRequest>(body, version),
+        ApiKey::SyncGroup => decode::<SyncGroupRequest>(body, version),
+        ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version),
+        ApiKey::ListGroups => decode::<ListGroupsRequest>(body, version),
+        ApiKey::ApiVersions => decode::<ApiVersionsRequest>(body, version),
+        ApiKey::CreateTopics => decode::<CreateTopicsRequest>(body, version),
+        ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(body, version),
+        ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version),
+        ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version),
+        ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(body, version),
+        ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(body, version),
+        ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(body, version),
+        ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version),
+        ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
+        _ => {}
+    }
+}
+
+/// A body that starts with counts a decoder may read as array lengths: huge ones (i32::MAX,
+/// an unsigned varint of 2^32 - 1) and random bytes around them.
+fn kafka_bodies() -> impl Strategy<Value = Vec<u8>> {
+    let huge = prop_oneof![
+        Just(vec![0x7f, 0xff, 0xff, 0xff]),
+        Just(vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
+        Just(vec![0xff, 0xff]),
+        Just(Vec::new()),
+    ];
+    (
+        prop::collection::vec(any::<u8>(), 0..16),
+        huge,
+        prop::collection::vec(any::<u8>(), 0..48),
+    )
+        .prop_map(|(before, huge, after)| [before, huge, after].concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1)))]
+
+    #[test]
+    fn kafka_request_decoder(api in 0i16..100, version in any::<i16>(), body in kafka_bodies()) {
+        kafka_request_body(api, version, &body);
+    }
+}
