@@ -171,13 +171,12 @@ fn check_retries(path: &Path, config: &LogConfig, tail: &[(Vec<u8>, i64)]) {
     });
 }
 
-#[test]
-fn snapshots_beyond_a_truncated_log_are_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let config = small_config();
+/// Fills a log from four producers, closes it (a snapshot at its end) and damages its last
+/// batch, so that recovery will cut it and the close snapshot lies beyond the end. Returns
+/// what was sent and the snapshot's offset.
+fn closed_log_with_last_batch_cut(path: &Path, config: &LogConfig) -> (Vec<(Vec<u8>, i64)>, i64) {
     let sent = {
-        let (path, config) = (path.clone(), config.clone());
+        let (path, config) = (path.to_path_buf(), config.clone());
         run(async move {
             let log = open(&path, config, cache()).await;
             let sent = fill(&log, 4).await;
@@ -186,8 +185,7 @@ fn snapshots_beyond_a_truncated_log_are_dropped() {
         })
     };
     let end = sent.last().unwrap().1 + 3;
-    assert_eq!(snapshot_offsets(&path), vec![end]);
-    // Damage the last batch: recovery cuts it, so the close snapshot lies beyond the end.
+    assert_eq!(snapshot_offsets(path), vec![end]);
     let segment = path.join(format!("{:020}.log", 0));
     let len = std::fs::metadata(&segment).unwrap().len();
     let file = std::fs::OpenOptions::new()
@@ -196,6 +194,15 @@ fn snapshots_beyond_a_truncated_log_are_dropped() {
         .unwrap();
     file.set_len(len - 5).unwrap();
     drop(file);
+    (sent, end)
+}
+
+#[test]
+fn snapshots_beyond_a_truncated_log_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = small_config();
+    let (sent, end) = closed_log_with_last_batch_cut(&path, &config);
     let (path2, config2) = (path.clone(), config.clone());
     let (last_batch, last_offset) = sent.last().unwrap().clone();
     run(async move {
@@ -216,27 +223,9 @@ fn a_snapshot_beyond_the_end_that_cannot_be_deleted_fails_the_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let config = small_config();
-    let sent = {
-        let (path, config) = (path.clone(), config.clone());
-        run(async move {
-            let log = open(&path, config, cache()).await;
-            let sent = fill(&log, 4).await;
-            log.close().await.unwrap();
-            sent
-        })
-    };
-    let end = sent.last().unwrap().1 + 3;
-    assert_eq!(snapshot_offsets(&path), vec![end]);
-    // Recovery will cut the last batch; the close snapshot, beyond the end then, is a
-    // non-empty directory that unlink refuses (EISDIR).
-    let segment = path.join(format!("{:020}.log", 0));
-    let len = std::fs::metadata(&segment).unwrap().len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.set_len(len - 5).unwrap();
-    drop(file);
+    let (_, end) = closed_log_with_last_batch_cut(&path, &config);
+    // The close snapshot, beyond the end once recovery cuts the last batch, is a non-empty
+    // directory that unlink refuses (EISDIR).
     let snapshot = path.join(format!("{end:020}{SNAPSHOT_SUFFIX}"));
     std::fs::remove_file(&snapshot).unwrap();
     std::fs::create_dir(&snapshot).unwrap();
