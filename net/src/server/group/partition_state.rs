@@ -301,7 +301,7 @@ fn replay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use ringlog_engine::cache::ChunkCache;
@@ -310,7 +310,8 @@ mod tests {
 
     use super::*;
 
-    async fn open(dir: &Path) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
+    /// A partition log in `dir` (1 MiB segments) with its group state, for unit tests.
+    pub(crate) async fn open(dir: &Path) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
         let config = LogConfig {
             segment_bytes: 1 << 20,
             ..LogConfig::default()

@@ -806,18 +806,16 @@ async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::rc::Rc;
 
     use ringlog_engine::batch::{crc_of, set_base_offset, BatchBuilder};
-    use ringlog_engine::cache::ChunkCache;
-    use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
+    use ringlog_engine::log::Acks;
     use ringlog_engine::reactor::{block_on, RingConfig};
 
     use super::bytes_to_take;
     use crate::message::share_fetch::AcquiredRange;
     use crate::server::group::meta::ShareConfig;
-    use crate::server::group::partition_state::PartitionGroups;
+    use crate::server::group::partition_state::tests::open;
 
     /// Three batches of 10, 20 and 30 records at offsets 100, 110 and 130; their sizes.
     fn three_batches() -> (Vec<u8>, [usize; 3]) {
@@ -883,19 +881,6 @@ mod tests {
             batch[17..21].copy_from_slice(&crc.to_be_bytes());
         }
         batch
-    }
-
-    async fn open(dir: &Path) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            ..LogConfig::default()
-        };
-        let cache = Rc::new(ChunkCache::new(1 << 20));
-        let log = Rc::new(PartitionLog::open(dir, config, cache).await.unwrap());
-        let groups = PartitionGroups::open("t", 0, Rc::clone(&log), Rc::default())
-            .await
-            .unwrap();
-        (log, groups)
     }
 
     #[test]
