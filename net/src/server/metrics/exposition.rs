@@ -39,7 +39,12 @@ impl Exposition {
     }
 
     /// One sample of the current family.
-    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    pub(crate) fn sample<L: AsRef<str>>(
+        &mut self,
+        name: &str,
+        labels: &[(&str, L)],
+        value: impl Display,
+    ) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -50,7 +55,7 @@ impl Exposition {
                 }
                 self.text.push_str(label);
                 self.text.push_str("=\"");
-                push_escaped(&mut self.text, label_value);
+                push_escaped(&mut self.text, label_value.as_ref());
                 self.text.push('"');
             }
             self.text.push('}');
@@ -93,7 +98,7 @@ mod tests {
     fn families_and_samples_follow_the_text_format() {
         let mut body = Exposition::default();
         body.family("ringlog_x_total", Kind::Counter, "Things.\nAnd a \\ slash");
-        body.sample("ringlog_x_total", &[], 3);
+        body.sample("ringlog_x_total", &[] as &[(&str, &str)], 3);
         body.sample(
             "ringlog_x_total",
             &[("group", "a\"b\\c\nd"), ("partition", "7")],

@@ -223,15 +223,15 @@ async fn scrape(shard: &Rc<Shard>) -> String {
 fn render(shards: &[ShardMetrics], connections: usize) -> String {
     let mut body = Exposition::default();
     body.family("ringlog_up", Kind::Gauge, "1 while the server serves.");
-    body.sample("ringlog_up", &[], 1);
+    body.sample("ringlog_up", NO_LABELS, 1);
     body.family("ringlog_shards", Kind::Gauge, "Shard threads.");
-    body.sample("ringlog_shards", &[], shards.len());
+    body.sample("ringlog_shards", NO_LABELS, shards.len());
     body.family(
         "ringlog_connections",
         Kind::Gauge,
         "Open client connections, all protocols (metrics scrapes included).",
     );
-    body.sample("ringlog_connections", &[], connections);
+    body.sample("ringlog_connections", NO_LABELS, connections);
     render_requests(&mut body, shards);
     render_partitions(&mut body, shards);
     render_groups(&mut body, shards);
@@ -239,221 +239,248 @@ fn render(shards: &[ShardMetrics], connections: usize) -> String {
     body.into_text()
 }
 
-fn render_requests(body: &mut Exposition, shards: &[ShardMetrics]) {
-    type Field = fn(&counters::RequestCount) -> u64;
-    let families: [(&str, &str, Field); 2] = [
-        (
-            "ringlog_requests_total",
-            "Requests received, per shard, protocol and api.",
-            |count| count.requests,
-        ),
-        (
-            "ringlog_request_errors_total",
-            "Requests answered with a request-level error (unsupported, malformed, failed).",
-            |count| count.errors,
-        ),
-    ];
-    for (name, help, field) in families {
-        body.family(name, Kind::Counter, help);
-        for shard in shards {
-            let shard_id = shard.shard.to_string();
-            for count in &shard.requests {
-                let labels = [
-                    ("shard", shard_id.as_str()),
-                    ("protocol", count.protocol),
-                    ("api", count.api.as_str()),
-                ];
-                body.sample(name, &labels, field(count));
-            }
+const NO_LABELS: &[(&str, &str)] = &[];
+
+/// The labels of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family of items of type `T`: one sample per item.
+struct Family<T> {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&T) -> i128,
+}
+
+/// Writes `families`, each with one sample per item of `items` (the item's labels, made once
+/// for all families, and the item).
+fn write_families<T>(body: &mut Exposition, families: &[Family<T>], items: &[(Labels, &T)]) {
+    for family in families {
+        body.family(family.name, family.kind, family.help);
+        for (labels, item) in items {
+            body.sample(family.name, labels, (family.value)(item));
         }
     }
 }
 
-fn render_partitions(body: &mut Exposition, shards: &[ShardMetrics]) {
-    type Field = fn(&snapshot::PartitionMetrics) -> i128;
-    let families: [(&str, Kind, &str, Field); 9] = [
-        (
-            "ringlog_partition_log_start_offset",
-            Kind::Gauge,
-            "Oldest offset kept.",
-            |p| p.log_start_offset.into(),
-        ),
-        (
-            "ringlog_partition_high_watermark",
-            Kind::Gauge,
-            "Offset after the last record consumers can read.",
-            |p| p.high_watermark.into(),
-        ),
-        (
-            "ringlog_partition_size_bytes",
-            Kind::Gauge,
-            "Bytes of the partition's segments.",
-            |p| p.size_bytes.into(),
-        ),
-        (
-            "ringlog_partition_appended_batches_total",
-            Kind::Counter,
-            "Record batches appended since the partition was opened.",
-            |p| p.stats.appends.into(),
-        ),
-        (
-            "ringlog_partition_appended_bytes_total",
-            Kind::Counter,
-            "Bytes appended since the partition was opened.",
-            |p| p.stats.appended_bytes.into(),
-        ),
-        (
-            "ringlog_partition_writes_total",
-            Kind::Counter,
-            "Segment file writes completed since the partition was opened.",
-            |p| p.stats.writes.into(),
-        ),
-        (
-            "ringlog_partition_syncs_total",
-            Kind::Counter,
-            "fdatasyncs completed since the partition was opened.",
-            |p| p.stats.syncs.into(),
-        ),
-        (
-            "ringlog_partition_io_failures_total",
-            Kind::Counter,
-            "Segment writes and syncs that failed (full disk, I/O errors); appends retry them.",
-            |p| p.stats.failures.into(),
-        ),
-        (
-            "ringlog_partition_segment_rolls_total",
-            Kind::Counter,
-            "Segments rolled since the partition was opened.",
-            |p| p.stats.rolls.into(),
-        ),
+fn render_requests(body: &mut Exposition, shards: &[ShardMetrics]) {
+    let families = [
+        Family {
+            name: "ringlog_requests_total",
+            kind: Kind::Counter,
+            help: "Requests received, per shard, protocol and api.",
+            value: |count: &counters::RequestCount| count.requests.into(),
+        },
+        Family {
+            name: "ringlog_request_errors_total",
+            kind: Kind::Counter,
+            help: "Requests answered with a request-level error (unsupported, malformed, failed).",
+            value: |count| count.errors.into(),
+        },
     ];
-    for (name, kind, help, field) in families {
-        body.family(name, kind, help);
-        for_each_partition(shards, |labels, partition| {
-            body.sample(name, labels, field(partition))
-        });
-    }
+    let items: Vec<(Labels, &counters::RequestCount)> = shards
+        .iter()
+        .flat_map(|shard| {
+            shard.requests.iter().map(move |count| {
+                let labels = vec![
+                    ("shard", shard.shard.to_string()),
+                    ("protocol", count.protocol.to_string()),
+                    ("api", count.api.clone()),
+                ];
+                (labels, count)
+            })
+        })
+        .collect();
+    write_families(body, &families, &items);
+}
+
+fn render_partitions(body: &mut Exposition, shards: &[ShardMetrics]) {
+    let families = [
+        Family {
+            name: "ringlog_partition_log_start_offset",
+            kind: Kind::Gauge,
+            help: "Oldest offset kept.",
+            value: |p: &snapshot::PartitionMetrics| p.log_start_offset.into(),
+        },
+        Family {
+            name: "ringlog_partition_high_watermark",
+            kind: Kind::Gauge,
+            help: "Offset after the last record consumers can read.",
+            value: |p| p.high_watermark.into(),
+        },
+        Family {
+            name: "ringlog_partition_size_bytes",
+            kind: Kind::Gauge,
+            help: "Bytes of the partition's segments.",
+            value: |p| p.size_bytes.into(),
+        },
+        Family {
+            name: "ringlog_partition_appended_batches_total",
+            kind: Kind::Counter,
+            help: "Record batches appended since the partition was opened.",
+            value: |p| p.stats.appends.into(),
+        },
+        Family {
+            name: "ringlog_partition_appended_bytes_total",
+            kind: Kind::Counter,
+            help: "Bytes appended since the partition was opened.",
+            value: |p| p.stats.appended_bytes.into(),
+        },
+        Family {
+            name: "ringlog_partition_writes_total",
+            kind: Kind::Counter,
+            help: "Segment file writes completed since the partition was opened.",
+            value: |p| p.stats.writes.into(),
+        },
+        Family {
+            name: "ringlog_partition_syncs_total",
+            kind: Kind::Counter,
+            help: "fdatasyncs completed since the partition was opened.",
+            value: |p| p.stats.syncs.into(),
+        },
+        Family {
+            name: "ringlog_partition_io_failures_total",
+            kind: Kind::Counter,
+            help:
+                "Segment writes and syncs that failed (full disk, I/O errors); appends retry them.",
+            value: |p| p.stats.failures.into(),
+        },
+        Family {
+            name: "ringlog_partition_segment_rolls_total",
+            kind: Kind::Counter,
+            help: "Segments rolled since the partition was opened.",
+            value: |p| p.stats.rolls.into(),
+        },
+    ];
+    let items: Vec<(Labels, &snapshot::PartitionMetrics)> = shards
+        .iter()
+        .flat_map(|shard| {
+            shard.partitions.iter().map(move |partition| {
+                let labels = vec![
+                    ("topic", partition.topic.clone()),
+                    ("partition", partition.partition.to_string()),
+                    ("shard", shard.shard.to_string()),
+                ];
+                (labels, partition)
+            })
+        })
+        .collect();
+    write_families(body, &families, &items);
+    // Two samples per partition, told apart by one more label.
     let name = "ringlog_partition_reads_total";
     body.family(
         name,
         Kind::Counter,
         "Read steps of fetches, served from memory or from disk.",
     );
-    for_each_partition(shards, |labels, partition| {
+    for (labels, partition) in &items {
         for (source, count) in [
             ("memory", partition.stats.memory_reads),
             ("disk", partition.stats.disk_reads),
         ] {
-            let mut with_source = labels.to_vec();
-            with_source.push(("source", source));
+            let mut with_source = labels.clone();
+            with_source.push(("source", source.to_string()));
             body.sample(name, &with_source, count);
-        }
-    });
-}
-
-/// Calls `each` with the labels (topic, partition, shard) of every partition.
-fn for_each_partition(
-    shards: &[ShardMetrics],
-    mut each: impl FnMut(&[(&str, &str)], &snapshot::PartitionMetrics),
-) {
-    for shard in shards {
-        let shard_id = shard.shard.to_string();
-        for partition in &shard.partitions {
-            let partition_id = partition.partition.to_string();
-            let labels = [
-                ("topic", partition.topic.as_str()),
-                ("partition", partition_id.as_str()),
-                ("shard", shard_id.as_str()),
-            ];
-            each(&labels, partition);
         }
     }
 }
 
 fn render_groups(body: &mut Exposition, shards: &[ShardMetrics]) {
-    type OffsetField = fn(&snapshot::GroupOffset) -> i64;
-    let families: [(&str, &str, OffsetField); 2] = [
-        (
-            "ringlog_group_committed_offset",
-            "A consumer group's committed offset.",
-            |offset| offset.committed,
-        ),
-        (
-            "ringlog_group_lag",
-            "Records from a consumer group's committed offset to the high watermark.",
-            snapshot::GroupOffset::lag,
-        ),
+    let families = [
+        Family {
+            name: "ringlog_group_committed_offset",
+            kind: Kind::Gauge,
+            help: "A consumer group's committed offset.",
+            value: |offset: &snapshot::GroupOffset| offset.committed.into(),
+        },
+        Family {
+            name: "ringlog_group_lag",
+            kind: Kind::Gauge,
+            help: "Records from a consumer group's committed offset to the high watermark.",
+            value: |offset| offset.lag().into(),
+        },
     ];
-    for (name, help, field) in families {
-        body.family(name, Kind::Gauge, help);
-        for offset in shards.iter().flat_map(|shard| &shard.group_offsets) {
-            let partition = offset.partition.to_string();
-            let labels = [
-                ("group", offset.group.as_str()),
-                ("topic", offset.topic.as_str()),
-                ("partition", partition.as_str()),
-            ];
-            body.sample(name, &labels, field(offset));
-        }
-    }
-    type ShareField = fn(&snapshot::SharePartitionMetrics) -> i64;
-    let families: [(&str, &str, ShareField); 4] = [
-        (
-            "ringlog_share_group_start_offset",
-            "A share group's start offset: records below it are all acknowledged or archived.",
-            |share| share.start_offset,
-        ),
-        (
-            "ringlog_share_group_in_flight_records",
-            "Records of a share group past its start offset not yet acknowledged or archived.",
-            |share| share.in_flight_records.into(),
-        ),
-        (
-            "ringlog_share_group_acquired_records",
-            "Records a share group's consumers hold leases on.",
-            |share| share.acquired_records.into(),
-        ),
-        (
-            "ringlog_share_group_lag",
-            "Records from a share group's start offset to the high watermark.",
-            |share| (share.high_watermark - share.start_offset).max(0),
-        ),
+    let items: Vec<(Labels, &snapshot::GroupOffset)> = shards
+        .iter()
+        .flat_map(|shard| &shard.group_offsets)
+        .map(|offset| {
+            (
+                group_labels(&offset.group, &offset.topic, offset.partition),
+                offset,
+            )
+        })
+        .collect();
+    write_families(body, &families, &items);
+    let families = [
+        Family {
+            name: "ringlog_share_group_start_offset",
+            kind: Kind::Gauge,
+            help:
+                "A share group's start offset: records below it are all acknowledged or archived.",
+            value: |share: &snapshot::SharePartitionMetrics| share.start_offset.into(),
+        },
+        Family {
+            name: "ringlog_share_group_in_flight_records",
+            kind: Kind::Gauge,
+            help:
+                "Records of a share group past its start offset not yet acknowledged or archived.",
+            value: |share| share.in_flight_records.into(),
+        },
+        Family {
+            name: "ringlog_share_group_acquired_records",
+            kind: Kind::Gauge,
+            help: "Records a share group's consumers hold leases on.",
+            value: |share| share.acquired_records.into(),
+        },
+        Family {
+            name: "ringlog_share_group_lag",
+            kind: Kind::Gauge,
+            help: "Records from a share group's start offset to the high watermark.",
+            value: |share| (share.high_watermark - share.start_offset).max(0).into(),
+        },
     ];
-    for (name, help, field) in families {
-        body.family(name, Kind::Gauge, help);
-        for share in shards.iter().flat_map(|shard| &shard.share_partitions) {
-            let partition = share.partition.to_string();
-            let labels = [
-                ("group", share.group.as_str()),
-                ("topic", share.topic.as_str()),
-                ("partition", partition.as_str()),
-            ];
-            body.sample(name, &labels, field(share));
-        }
-    }
+    let items: Vec<(Labels, &snapshot::SharePartitionMetrics)> = shards
+        .iter()
+        .flat_map(|shard| &shard.share_partitions)
+        .map(|share| {
+            (
+                group_labels(&share.group, &share.topic, share.partition),
+                share,
+            )
+        })
+        .collect();
+    write_families(body, &families, &items);
+}
+
+/// The labels of a group's samples on one partition.
+fn group_labels(group: &str, topic: &str, partition: u32) -> Labels {
+    vec![
+        ("group", group.to_string()),
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ]
 }
 
 fn render_shards(body: &mut Exposition, shards: &[ShardMetrics]) {
-    type Field = fn(&ShardMetrics) -> usize;
-    let families: [(&str, &str, Field); 2] = [
-        (
-            "ringlog_shard_read_ahead_extents",
-            "Read-ahead extents (1 MiB) the shard's partitions hold.",
-            |shard| shard.read_ahead_extents.0,
-        ),
-        (
-            "ringlog_shard_read_ahead_extents_max",
-            "Read-ahead extents the shard allows (read_ahead_bytes_per_shard).",
-            |shard| shard.read_ahead_extents.1,
-        ),
+    let families = [
+        Family {
+            name: "ringlog_shard_read_ahead_extents",
+            kind: Kind::Gauge,
+            help: "Read-ahead extents (1 MiB) the shard's partitions hold.",
+            value: |shard: &ShardMetrics| shard.read_ahead_extents.0 as i128,
+        },
+        Family {
+            name: "ringlog_shard_read_ahead_extents_max",
+            kind: Kind::Gauge,
+            help: "Read-ahead extents the shard allows (read_ahead_bytes_per_shard).",
+            value: |shard| shard.read_ahead_extents.1 as i128,
+        },
     ];
-    for (name, help, field) in families {
-        body.family(name, Kind::Gauge, help);
-        for shard in shards {
-            let shard_id = shard.shard.to_string();
-            body.sample(name, &[("shard", shard_id.as_str())], field(shard));
-        }
-    }
+    let items: Vec<(Labels, &ShardMetrics)> = shards
+        .iter()
+        .map(|shard| (vec![("shard", shard.shard.to_string())], shard))
+        .collect();
+    write_families(body, &families, &items);
 }
 
 #[cfg(test)]
