@@ -1011,3 +1011,67 @@ fn the_batches_of_a_refused_produce_are_stored_none_of_them() {
     );
     assert_eq!(high_watermark(&mut client), 20);
 }
+
+/// A batch damaged on disk after it was acknowledged (here the first of a closed segment, which
+/// recovery checks only from its last index entry) is never served: the fetch that reaches it
+/// fails with `CorruptBatch` naming the file, and a consumer that seeks past it goes on.
+#[test]
+fn a_batch_damaged_on_disk_is_refused_and_the_rest_is_served() {
+    let mut server = TestServer::start(1);
+    server.create_topic("damaged", 1);
+    let mut client = server.client();
+    // 400 KB batches in 1 MiB segments: two per segment, the third rolls.
+    let values: Vec<Vec<u8>> = (0..4u8).map(|n| vec![b'a' + n; 400_000]).collect();
+    let batches: Vec<Vec<u8>> = values.iter().map(|value| one_batch(value)).collect();
+    for batch in &batches {
+        client.produce("damaged", 0, Acks::Durable, batch).unwrap();
+    }
+    drop(client);
+    server.handle.take().unwrap().shutdown();
+    let segment = server.dir.path().join("damaged/0/00000000000000000000.log");
+    let damaged_at = batches[0].len() / 2;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"?", damaged_at as u64).unwrap();
+    drop(file);
+    server.restart();
+
+    let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("damaged", &[0]);
+    consumer.seek(0, SeekTo::Offset(0)).unwrap();
+    let mut served = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the damage was never reported ({served:?})"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Ok(records) => {
+                for record in records {
+                    served.push(record.unwrap().offset);
+                }
+            }
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(error.code(), Some(ErrorCode::CorruptBatch), "{error}");
+    assert!(
+        error.to_string().contains("00000000000000000000.log"),
+        "{error}"
+    );
+    assert_eq!(served, Vec::<i64>::new(), "nothing from the damaged batch");
+    consumer.seek(0, SeekTo::Offset(1)).unwrap();
+    let mut after = Vec::new();
+    while after.len() < 3 {
+        assert!(Instant::now() < deadline, "only {after:?} after the damage");
+        for record in consumer.poll(Duration::from_millis(200)).unwrap() {
+            let record = record.unwrap();
+            assert_eq!(record.value.unwrap(), values[record.offset as usize]);
+            after.push(record.offset);
+        }
+    }
+    assert_eq!(after, vec![1, 2, 3]);
+}

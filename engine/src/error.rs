@@ -70,6 +70,19 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// A stored batch no longer matches its CRC (damaged on disk after it was written): it is
+    /// not served. Its header still gave its offsets, so a reader can go on past it.
+    #[error("damaged batch in {path} at byte {position} (offsets {base_offset}..={last_offset}): its CRC does not match its bytes")]
+    DamagedBatch {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the batch in the file.
+        position: u64,
+        /// The batch's first offset.
+        base_offset: i64,
+        /// The batch's last offset.
+        last_offset: i64,
+    },
     /// A configuration value is out of range.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),

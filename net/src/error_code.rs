@@ -13,7 +13,8 @@ pub enum ErrorCode {
     None = 0,
     /// Unexpected server error (a bug or an unclassified failure); the message says more.
     Unknown = 1,
-    /// A produced batch fails its length, magic or CRC-32C checks.
+    /// A produced batch fails its length, magic or CRC-32C checks, or a fetch reached a stored
+    /// batch that does (damaged on disk; seek past it).
     CorruptBatch = 2,
     /// The topic does not exist.
     UnknownTopic = 3,

@@ -254,6 +254,18 @@ impl Source {
         Some(BatchHeader::parse_with_max(bytes, batch_bytes_max).map_err(|error| error.to_string()))
     }
 
+    /// Whether the batch at `[start, end)` matches its header's CRC. Bytes in memory were
+    /// checked when produced; bytes from disk are checked here, because recovery checks a
+    /// closed segment only from its last index entry and nothing corrupt is served.
+    fn crc_matches(&self, start: u64, end: u64, header: &BatchHeader) -> bool {
+        match self {
+            Source::Memory(_) => true,
+            Source::Disk { .. } => self
+                .bytes(start, end)
+                .is_some_and(|batch| crate::batch::crc_of(batch) == header.crc),
+        }
+    }
+
     fn into_slice(self, start: u64, end: u64, first_offset: i64, next_offset: i64) -> ReadSlice {
         let (data, origin) = match self {
             Source::Memory(chunk) => {
@@ -545,6 +557,16 @@ impl Inner {
             // A first batch larger than the window or read-ahead extent: read exactly it.
             source = self.read_range(view, position, end).await?;
         }
+        if !source.crc_matches(position, end, &header) {
+            let error = LogError::DamagedBatch {
+                path: self.segment_file(view),
+                position,
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+            };
+            tracing::warn!(%error, "refusing to serve a damaged batch");
+            return Err(error);
+        }
         let source_ended = loop {
             if end >= view.visible_end {
                 break true;
@@ -558,6 +580,10 @@ impl Inner {
             }
             if source.bytes(end, next_end).is_none() {
                 break true;
+            }
+            if !source.crc_matches(end, next_end, &next) {
+                // Served up to the damage; a read starting at it reports it.
+                break false;
             }
             end = next_end;
             next_offset = next.next_offset();

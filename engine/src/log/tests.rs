@@ -328,3 +328,60 @@ fn a_roll_during_a_disk_read_does_not_skip_or_break_the_read() {
         assert_eq!(offset, 14);
     });
 }
+
+/// Recovery checks a closed segment only from its last index entry, so damage further back is
+/// first met by a read: the read must refuse it rather than serve it, and still serve the
+/// batches before and after.
+#[test]
+fn a_read_from_disk_refuses_a_batch_whose_crc_does_not_match() {
+    for read_ahead_bytes in [0, LogConfig::default().read_ahead_bytes] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = LogConfig {
+                read_ahead_bytes,
+                ..config()
+            };
+            let log = open_with(&path, config.clone()).await;
+            let mut written = Vec::new();
+            for seed in 0..10 {
+                let mut batch = make_batch(1_000, seed);
+                log.append(&mut batch, Acks::Leader).await.unwrap();
+                written.push(batch);
+            }
+            assert!(log.segment_base_offsets().len() >= 2, "segment 0 is closed");
+            log.close().await.unwrap();
+            drop(log);
+            // Flip one byte in the middle of the second batch's records.
+            let damaged_at = written[0].len() + written[1].len() / 2;
+            let segment = crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX);
+            let mut bytes = std::fs::read(&segment).unwrap();
+            bytes[damaged_at] ^= 0x40;
+            std::fs::write(&segment, &bytes).unwrap();
+
+            let log = open_with(&path, config).await;
+            let before = log.read_parts(0, 1 << 20).await.unwrap();
+            assert_eq!(before.next_offset(), 2, "only the batch before the damage");
+            assert_eq!(before.to_vec(), written[0]);
+            let damaged = log.read_parts(2, 1 << 20).await;
+            assert!(
+                matches!(
+                    &damaged,
+                    Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
+                        if *position == written[0].len() as u64
+                ),
+                "{damaged:?}"
+            );
+            assert!(matches!(
+                log.read(3, 1 << 20).await,
+                Err(LogError::DamagedBatch { .. })
+            ));
+            let after = log.read_parts(4, 1 << 20).await.unwrap();
+            assert_eq!(after.first_offset(), 4);
+            assert_eq!(
+                after.slices()[0].bytes()[..written[2].len()],
+                written[2][..]
+            );
+        });
+    }
+}

@@ -21,7 +21,12 @@ use crate::error_code::ErrorCode;
 pub(crate) fn log_failure(error: LogError) -> Failure {
     let code = match &error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } => ErrorCode::CorruptBatch,
+        // A stored batch found damaged is refused as Kafka does (CORRUPT_MESSAGE), not
+        // retried: it will not heal, and the consumer must seek past it.
+        LogError::InvalidBatch(_)
+        | LogError::BatchTooLarge { .. }
+        | LogError::Corrupt { .. }
+        | LogError::DamagedBatch { .. } => ErrorCode::CorruptBatch,
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::Backpressure { .. } => ErrorCode::Throttled,
         LogError::Closed => ErrorCode::ShuttingDown,
