@@ -829,6 +829,74 @@ fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restar
     }
 }
 
+/// A batch damaged on disk (the first of a closed segment, which recovery checks only from its
+/// last index entry) can never be delivered: the share group archives its records and goes on
+/// with the rest instead of stopping every member at it.
+#[test]
+fn a_share_group_archives_a_batch_damaged_on_disk_and_goes_on() {
+    let mut server = TestServer::start();
+    create_topic(server.addr(), "damaged", 1);
+    let mut share =
+        ShareConsumer::subscribe(server.addr(), "readers", "damaged", share_config()).unwrap();
+    // The share partition starts at 0, before any record.
+    assert!(share.poll(Duration::from_millis(100)).unwrap().is_empty());
+    drop(share);
+    // One 400 KB record per batch in 1 MiB segments: two batches per segment.
+    let batches: Vec<Vec<u8>> = (0..4u8)
+        .map(|n| {
+            let mut builder =
+                ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_700_000_000_000);
+            let value = vec![b'a' + n; 400_000];
+            builder
+                .push(1_700_000_000_000, None, Some(&value), &[])
+                .unwrap();
+            builder.finish().to_vec()
+        })
+        .collect();
+    let mut client = Client::connect(server.addr()).unwrap();
+    for batch in &batches {
+        client
+            .produce(
+                "damaged",
+                0,
+                ringlog_net::message::produce::Acks::Durable,
+                batch,
+            )
+            .unwrap();
+    }
+    drop(client);
+    server.handle.take().unwrap().shutdown();
+    let segment = server.dir.path().join("damaged/0/00000000000000000000.log");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    let damaged_at = batches[0].len() as u64 / 2;
+    std::os::unix::fs::FileExt::write_all_at(&file, b"?", damaged_at).unwrap();
+    drop(file);
+    server.restart();
+
+    let mut share =
+        ShareConsumer::subscribe(server.addr(), "readers", "damaged", share_config()).unwrap();
+    let mut delivered = BTreeSet::new();
+    wait_for("the records after the damaged batch", || {
+        for (partition, offset, _) in acquire_some(&mut share) {
+            share.acknowledge(partition, offset, AckType::Accept);
+            delivered.insert(offset);
+        }
+        assert!(share.flush_acks().unwrap().is_empty());
+        (delivered.len() >= 3).then_some(())
+    });
+    assert_eq!(delivered, BTreeSet::from([1, 2, 3]));
+    let mut client = Client::connect(server.addr()).unwrap();
+    let state = &client.describe_group("readers").unwrap().share_partitions[0];
+    assert_eq!(
+        (state.start_offset, state.in_flight_records),
+        (4, 0),
+        "{state:?}"
+    );
+}
+
 #[test]
 fn records_archived_after_retention_reach_the_dead_letter_topic_from_the_log_start_on() {
     let server = TestServer::start_checking_retention_every(10);

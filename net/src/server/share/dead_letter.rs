@@ -75,9 +75,22 @@ pub(crate) async fn copy(
             Err(LogError::OffsetOutOfRange { log_start, .. }) if letter.offset < log_start => {
                 continue;
             }
+            Err(error @ LogError::DamagedBatch { .. }) => {
+                // Damaged on disk since it was delivered: no later sweep would read it either,
+                // so the copy says why it has no content instead of holding the letter back.
+                let unreadable = Err(log_failure(error));
+                add_letter(&mut builder, &mut batches, unreadable, source, letter)?;
+                continue;
+            }
             Err(error) => return Err(log_failure(error)),
         };
-        add_letter(&mut builder, &mut batches, slice.bytes(), source, letter)?;
+        add_letter(
+            &mut builder,
+            &mut batches,
+            Ok(slice.bytes()),
+            source,
+            letter,
+        )?;
     }
     if builder.record_count() > 0 {
         batches.extend_from_slice(builder.finish());
@@ -89,12 +102,12 @@ pub(crate) async fn copy(
 }
 
 /// Finds the record of `letter` in `read` (whole batches starting with its batch) and adds its
-/// copy to `builder`, moving full batches to `batches`; a record that cannot be copied gets a
-/// copy with no content and a note saying why.
+/// copy to `builder`, moving full batches to `batches`; a record that cannot be copied (or
+/// read) gets a copy with no content and a note saying why.
 fn add_letter(
     builder: &mut BatchBuilder,
     batches: &mut Vec<u8>,
-    read: &[u8],
+    read: Result<&[u8], Failure>,
     source: &Source<'_>,
     letter: &DeadLetter,
 ) -> Result<(), Failure> {
@@ -109,7 +122,8 @@ fn add_letter(
         (HEADER_DELIVERY_COUNT, Some(delivery_count.as_bytes())),
         (HEADER_REASON, Some(letter.reason.as_str().as_bytes())),
     ];
-    let Err(failure) = add_record(builder, batches, read, source, letter, &extra) else {
+    let copied = read.and_then(|read| add_record(builder, batches, read, source, letter, &extra));
+    let Err(failure) = copied else {
         return Ok(());
     };
     let note = format!("content not copied: {}", failure.message);

@@ -37,6 +37,7 @@ use crate::message::share_fetch::AcquiredRange;
 use crate::server::group::meta::ShareConfig;
 use crate::server::group::partition_state::{share_states, store_failure, PartitionGroups};
 use crate::server::group::signal::Signal;
+use crate::server::group::state_record::DurableState;
 use crate::server::group::state_record::StateRecord;
 use crate::server::message::Failure;
 use crate::server::partition_ops::log_failure;
@@ -461,6 +462,21 @@ impl SharePartition {
                     from = log_start;
                     continue;
                 }
+                Err(LogError::DamagedBatch { last_offset, .. }) => {
+                    // Its records can never be delivered: archive them (the log warned) and
+                    // go on, rather than stop every consumer of the group at them for good.
+                    let mut window = self.window.borrow_mut();
+                    let (limit, start) = (self.limits().window_max, window.start_offset());
+                    window.skip_records(
+                        candidate.max(start),
+                        last_offset,
+                        DurableState::Archived,
+                        limit,
+                        effects,
+                    );
+                    from = last_offset.saturating_add(1);
+                    continue;
+                }
                 Err(error) if ranges.is_empty() => return Err(log_failure(error)),
                 Err(_) => break,
             };
@@ -524,7 +540,13 @@ impl SharePartition {
             let first = header.base_offset.max(candidate);
             if header.is_control() {
                 // Control records are never delivered (nor sent): settle them on sight.
-                window.skip_records(first, header.last_offset(), limits.window_max, effects);
+                window.skip_records(
+                    first,
+                    header.last_offset(),
+                    DurableState::Acknowledged,
+                    limits.window_max,
+                    effects,
+                );
                 next = header.next_offset();
                 continue;
             }

@@ -295,19 +295,25 @@ impl Window {
         Some(entry.delivery_count)
     }
 
-    /// Settles records `first..=last` that are never delivered (a control batch) as
-    /// acknowledged: those available in the window, then those past its end while it has
-    /// room. When every record in the window is settled and the range reaches past its end,
-    /// the start jumps past the range instead: a batch may claim up to 2^31 offsets, and
-    /// walking them would stall the shard. The changes go to `effects`: unwritten, the start
-    /// would fall back behind them on a restart.
+    /// Settles records `first..=last` that are never delivered as `settled`: Acknowledged for
+    /// a control batch, Archived for a batch damaged on disk. Those available in the window,
+    /// then those past its end while it has room. When every record in the window is settled
+    /// and the range reaches past its end, the start jumps past the range instead: a batch may
+    /// claim up to 2^31 offsets, and walking them would stall the shard. The changes go to
+    /// `effects`: unwritten, the start would fall back behind them on a restart.
     pub(crate) fn skip_records(
         &mut self,
         first: i64,
         last: i64,
+        settled: DurableState,
         window_max: usize,
         effects: &mut Effects,
     ) {
+        let record_state = match settled {
+            DurableState::Acknowledged => RecordState::Acknowledged,
+            DurableState::Archived => RecordState::Archived,
+            DurableState::Available => unreachable!("skipped records are settled"),
+        };
         let first = first.max(self.start);
         if last < first {
             return;
@@ -317,7 +323,7 @@ impl Window {
             effects.changes.push(Change {
                 first: self.start,
                 last,
-                state: DurableState::Acknowledged,
+                state: settled,
                 delivery_count: 0,
             });
             self.entries.clear();
@@ -334,19 +340,19 @@ impl Window {
                     break;
                 }
                 self.entries.push_back(Entry {
-                    state: RecordState::Acknowledged,
+                    state: record_state,
                     ..Entry::NEW
                 });
             } else if let Some(entry) = self.entry_mut(offset) {
                 if entry.state != RecordState::Available {
                     continue;
                 }
-                entry.state = RecordState::Acknowledged;
+                entry.state = record_state;
             } else {
                 // A gap before the range: the window cannot grow across it.
                 break;
             }
-            effects.push_change(offset, (DurableState::Acknowledged, 0));
+            effects.push_change(offset, (settled, 0));
         }
     }
 
@@ -959,7 +965,13 @@ mod tests {
         acquire_all(&mut window, 1, 0, 1);
         let mut effects = Effects::default();
         // 0 is still acquired: the window takes what fits of a batch claiming 2^31 offsets.
-        window.skip_records(1, i64::from(i32::MAX), LIMITS.window_max, &mut effects);
+        window.skip_records(
+            1,
+            i64::from(i32::MAX),
+            DurableState::Acknowledged,
+            LIMITS.window_max,
+            &mut effects,
+        );
         assert_eq!(window.end_offset(), LIMITS.window_max as i64);
         assert_eq!(window.counts(), (1, 1));
         assert_eq!(effects.changes.len(), 1);
@@ -968,7 +980,13 @@ mod tests {
         window
             .settle(ack(0, 0, 1, Settle::Accept), 1, &LIMITS, &mut effects)
             .unwrap();
-        window.skip_records(1, i64::from(i32::MAX), LIMITS.window_max, &mut effects);
+        window.skip_records(
+            1,
+            i64::from(i32::MAX),
+            DurableState::Acknowledged,
+            LIMITS.window_max,
+            &mut effects,
+        );
         assert_eq!(window.start_offset(), i64::from(i32::MAX) + 1);
         assert_eq!(window.end_offset(), window.start_offset());
         let jump = effects.changes.last().copied().unwrap();
