@@ -11,9 +11,7 @@ use ringlog_engine::batch::{BatchBuilder, BatchError};
 
 use super::config::ProducerConfig;
 use super::delivery::{BatchOutcome, DeliveryHandle};
-use super::idempotence::{
-    EpochBump, Idempotence, ProducerIdentity, IN_FLIGHT_BATCHES_PER_PARTITION_MAX,
-};
+use super::idempotence::{EpochBump, Idempotence, ProducerIdentity};
 use super::record::ProducerRecord;
 use crate::api::ApiKey;
 use crate::client::error::ClientError;
@@ -381,8 +379,9 @@ impl Accumulator {
                 || taken_bytes + batch.bytes.len() <= self.config.request_bytes_max;
             let backing_off = batch.retry_at.is_some_and(|due| due > now);
             let held = holding_new && batch.number.is_none();
-            let window_full =
-                idempotent && self.in_flight_batches[slot] >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX;
+            let window_full = idempotent
+                && self.in_flight_batches[slot]
+                    >= self.idempotence.in_flight_batches_max(batch.partition);
             if self.blocked[slot] || backing_off || !fits || held || window_full {
                 self.blocked[slot] = true;
                 self.ready.push_back(batch);
@@ -495,9 +494,10 @@ impl Accumulator {
                     self.finish_batch(batch, Ok(-1));
                 }
                 // DuplicateSequence for a batch no attempt could have written (every earlier
-                // one was refused): a later batch was taken in its place (a partition that did
-                // not know the producer yet takes any first sequence). Reporting success would
-                // lose its records silently; the error says they were not written.
+                // one was refused): a later batch was taken in its place (a partition that
+                // forgot the producer takes any first sequence; one that never knew it gets one
+                // batch at a time). Reporting success would lose its records silently; the
+                // error says they were not written.
                 Err(error) if error.code() == Some(ErrorCode::DuplicateSequence) => {
                     let refused = ClientError::server(
                         ApiKey::Produce,
@@ -605,9 +605,14 @@ impl Accumulator {
 
     /// Decides a batch's outcome and releases its bytes.
     fn finish_batch(&mut self, batch: ReadyBatch, result: Result<i64, ClientError>) {
-        if result.is_err() && batch.number.is_some() {
-            // Its sequence numbers are now a gap on the server.
-            self.idempotence.on_sequenced_batch_failed();
+        if batch.number.is_some() {
+            match result {
+                // Its sequence numbers are now a gap on the server.
+                Err(_) => self.idempotence.on_sequenced_batch_failed(),
+                Ok(_) => self
+                    .idempotence
+                    .on_sequenced_batch_acknowledged(batch.partition),
+            }
         }
         if let Err(error) = &result {
             self.failed_records += batch.records;
@@ -951,6 +956,8 @@ mod tests {
     fn idempotent_batches_are_sequenced_when_sent_and_retried_byte_for_byte() {
         let mut acc = Accumulator::new(config(), 1);
         acc.set_identity(Some(identity(0)));
+        // The partition took a batch of this epoch before: several may be in flight.
+        acc.idempotence.on_sequenced_batch_acknowledged(0);
         let now = Instant::now();
         let v = value(40);
         for _ in 0..6 {
@@ -995,6 +1002,40 @@ mod tests {
             .unwrap();
         assert_eq!(acc.unfinished_records, 0);
         assert!(!acc.epoch_bump_due());
+    }
+
+    /// A partition that does not know the producer takes any first sequence: until it has
+    /// taken one batch, a second in flight could be written before a first refused for now.
+    #[test]
+    fn a_partition_gets_one_batch_at_a_time_until_it_acknowledges_one() {
+        let mut acc = Accumulator::new(config(), 1);
+        acc.set_identity(Some(identity(0)));
+        let now = Instant::now();
+        let v = value(40);
+        for _ in 0..6 {
+            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        }
+        acc.close_lingered(now + Duration::from_secs(1));
+        let first = acc.take_sendable(now);
+        assert_eq!(first.iter().map(sequence_of).collect::<Vec<_>>(), [(0, 0)]);
+        acc.add_in_flight(1, first, now);
+        assert!(acc.take_sendable(now).is_empty(), "the rest waits");
+        acc.complete_in_flight(1, None, &[Err(server(ErrorCode::Throttled))], now)
+            .unwrap();
+        let later = now + Duration::from_secs(1);
+        let retried = acc.take_sendable(later);
+        assert_eq!(retried.iter().map(sequence_of).collect::<Vec<_>>(), [(0, 0)]);
+        acc.add_in_flight(2, retried, later);
+        acc.complete_in_flight(2, None, &[Ok(0)], later).unwrap();
+        let rest = acc.take_sendable(later);
+        assert_eq!(
+            rest.iter().map(sequence_of).collect::<Vec<_>>(),
+            [(0, 2), (0, 4)],
+            "pipelined once the partition knows the producer"
+        );
+        // A new epoch starts unconfirmed again.
+        acc.set_identity(Some(identity(1)));
+        assert_eq!(acc.idempotence.in_flight_batches_max(0), 1);
     }
 
     #[test]

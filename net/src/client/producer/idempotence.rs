@@ -21,6 +21,12 @@ use ringlog_engine::producer_state::BATCHES_PER_PRODUCER;
 /// so a retry is always recognised.
 pub(crate) const IN_FLIGHT_BATCHES_PER_PARTITION_MAX: usize = BATCHES_PER_PRODUCER;
 
+/// Batches of one partition in flight until the partition has taken one of this producer's
+/// epoch. A partition that does not know the producer takes any first sequence: with more in
+/// flight, a later batch could be written first while an earlier one is refused for now
+/// (Throttled), which then could never be written in its place.
+pub(crate) const IN_FLIGHT_BATCHES_UNCONFIRMED_MAX: usize = 1;
+
 /// The producer id and epoch stamped into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerIdentity {
@@ -47,6 +53,8 @@ pub(crate) enum EpochBump {
 pub(crate) struct Idempotence {
     identity: Option<ProducerIdentity>,
     next_sequence: Vec<i32>,
+    /// Per partition: whether it has acknowledged a batch of the current epoch.
+    confirmed: Vec<bool>,
     /// Numbers batches in the order they were sequenced (across partitions).
     next_batch_number: u64,
     pub(crate) bump: EpochBump,
@@ -58,6 +66,7 @@ impl Idempotence {
         Idempotence {
             identity: None,
             next_sequence: vec![0; partitions as usize],
+            confirmed: vec![false; partitions as usize],
             next_batch_number: 0,
             bump: EpochBump::NotNeeded,
         }
@@ -66,12 +75,14 @@ impl Idempotence {
     /// Sequences for partitions added to the topic start at 0.
     pub(crate) fn grow(&mut self, partitions: u32) {
         self.next_sequence.resize(partitions as usize, 0);
+        self.confirmed.resize(partitions as usize, false);
     }
 
     /// Turns idempotence on with `identity` (or off with `None`); sequences restart at 0.
     pub(crate) fn set_identity(&mut self, identity: Option<ProducerIdentity>) {
         self.identity = identity;
         self.next_sequence.fill(0);
+        self.confirmed.fill(false);
         self.bump = EpochBump::NotNeeded;
     }
 
@@ -96,6 +107,22 @@ impl Idempotence {
         let number = self.next_batch_number;
         self.next_batch_number += 1;
         Some(number)
+    }
+
+    /// Batches of `partition` that may be in flight at once.
+    pub(crate) fn in_flight_batches_max(&self, partition: u32) -> usize {
+        match self.confirmed.get(partition as usize) {
+            Some(true) => IN_FLIGHT_BATCHES_PER_PARTITION_MAX,
+            _ => IN_FLIGHT_BATCHES_UNCONFIRMED_MAX,
+        }
+    }
+
+    /// `partition` acknowledged a batch sequenced in the current epoch: it knows the producer
+    /// and checks the order of the next ones.
+    pub(crate) fn on_sequenced_batch_acknowledged(&mut self, partition: u32) {
+        if let Some(confirmed) = self.confirmed.get_mut(partition as usize) {
+            *confirmed = true;
+        }
     }
 
     /// A batch that was sequenced failed for good: bump the epoch when quiet.
