@@ -16,11 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
 use super::calls::{duration_ms_u32, Client};
-use super::connection::ConnectionConfig;
+use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
+
 use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::message::share_fetch::{self, AcquiredRange};
 use crate::message::ResponseStatus as _;
@@ -378,36 +379,81 @@ impl ShareConsumer {
             fetched: Vec::new(),
         };
         let mut first_error = None;
-        for (partition, correlation_id, acks) in sent {
-            let frame = self
+        let mut answers = sent.into_iter();
+        while let Some((partition, correlation_id, acks)) = answers.next() {
+            let frame = match self
                 .client
                 .connection()
-                .receive_within(correlation_id, timeout)?;
-            let result = ShareFetchResult::from_frame(frame)?;
-            self.note_ack_results(partition, &acks, &result)?;
-            let view = result.view()?;
-            let status = view.status();
-            if !status.is_ok() && !status.code.is_retriable() && first_error.is_none() {
-                first_error = Some(ClientError::server(
-                    ApiKey::ShareFetch,
-                    status.code,
-                    status.message,
-                ));
-            }
-            let acquired = result.acquired()?;
-            if !acquired.is_empty() {
-                batch.fetched.push(Fetched {
-                    partition,
-                    acquired,
-                    result,
-                });
+                .receive_within(correlation_id, timeout)
+            {
+                Ok(frame) => frame,
+                Err(error) => {
+                    // No answer will come on this connection: the acknowledgements of this
+                    // and the later requests may not have been applied; send them again.
+                    self.requeue_acks(partition, acks);
+                    for (partition, _, acks) in answers {
+                        self.requeue_acks(partition, acks);
+                    }
+                    first_error.get_or_insert(error);
+                    break;
+                }
+            };
+            match self.take_answer(partition, &acks, frame) {
+                Ok(Some(fetched)) => batch.fetched.push(fetched),
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        // Records acquired in this round are returned even when another partition failed; the
+        // Records acquired in this round are returned even when another partition failed (they
+        // are leased to this member: dropping them would hold them until the lease ends); the
         // failure surfaces on the next poll that acquires nothing.
         match first_error {
             Some(error) if batch.is_empty() => Err(error),
             _ => Ok(batch),
+        }
+    }
+
+    /// One partition's ShareFetch answer: the records it acquired, if any. A non-retriable
+    /// error status is an error; a retriable one is tried again by the next round.
+    fn take_answer(
+        &mut self,
+        partition: u32,
+        acks: &[AckRange],
+        frame: ResponseFrame,
+    ) -> Result<Option<Fetched>, ClientError> {
+        let result = ShareFetchResult::from_frame(frame)?;
+        self.note_ack_results(partition, acks, &result)?;
+        let error = {
+            let view = result.view()?;
+            let status = view.status();
+            (!status.is_ok() && !status.code.is_retriable())
+                .then(|| ClientError::server(ApiKey::ShareFetch, status.code, status.message))
+        };
+        let acquired = result.acquired()?;
+        if let Some(error) = error.filter(|_| acquired.is_empty()) {
+            return Err(error);
+        }
+        if acquired.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Fetched {
+            partition,
+            acquired,
+            result,
+        }))
+    }
+
+    /// Puts acknowledgements that may not have reached the server back in front of the ones
+    /// made since, to go with the partition's next fetch.
+    fn requeue_acks(&mut self, partition: u32, mut acks: Vec<AckRange>) {
+        if acks.is_empty() {
+            return;
+        }
+        if let Some(pending) = self.pending.get_mut(partition as usize) {
+            acks.append(pending);
+            *pending = acks;
         }
     }
 

@@ -1024,7 +1024,10 @@ mod tests {
             .unwrap();
         let later = now + Duration::from_secs(1);
         let retried = acc.take_sendable(later);
-        assert_eq!(retried.iter().map(sequence_of).collect::<Vec<_>>(), [(0, 0)]);
+        assert_eq!(
+            retried.iter().map(sequence_of).collect::<Vec<_>>(),
+            [(0, 0)]
+        );
         acc.add_in_flight(2, retried, later);
         acc.complete_in_flight(2, None, &[Ok(0)], later).unwrap();
         let rest = acc.take_sendable(later);
