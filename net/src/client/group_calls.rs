@@ -502,6 +502,15 @@ impl Client {
         })?;
         let view = frame.view::<share_acknowledge::ResponseView>()?;
         check(ApiKey::ShareAcknowledge, view.status())?;
-        Ok(range_results(ApiKey::ShareAcknowledge, view.results()))
+        let results = range_results(ApiKey::ShareAcknowledge, view.results());
+        if results.len() != ranges.len() {
+            // Which ranges the answers belong to is unknown: none of them counts as settled.
+            return Err(ClientError::UnexpectedResponse(format!(
+                "ShareAcknowledge answered {} of {} ranges",
+                results.len(),
+                ranges.len()
+            )));
+        }
+        Ok(results)
     }
 }

@@ -544,8 +544,7 @@ impl ShareConsumer {
                     // a retriable answer per range does); otherwise they are reported as failed
                     // (their records come back when their leases end), not forgotten.
                     if error.is_retriable() {
-                        let later = std::mem::replace(&mut self.pending[partition], ranges);
-                        self.pending[partition].extend(later);
+                        self.requeue_acks(partition as u32, ranges);
                     } else {
                         for range in &ranges {
                             self.failures.push(AckFailure {
