@@ -28,6 +28,8 @@ struct OpenBatch {
     partition: u32,
     outcome: Arc<BatchOutcome>,
     opened_at: Instant,
+    /// The flush generation it was opened in (see [`Accumulator::begin_flush`]).
+    generation: u64,
 }
 
 /// A finished batch waiting to be sent (again).
@@ -47,6 +49,8 @@ pub(crate) struct ReadyBatch {
     retry_at: Option<Instant>,
     /// With idempotence: the order in which batches were sequenced (set when first sent).
     number: Option<u64>,
+    /// The flush generation it was opened in.
+    generation: u64,
 }
 
 /// One produce request awaiting its response.
@@ -80,6 +84,12 @@ pub(crate) struct Accumulator {
     pub(crate) buffered_bytes: usize,
     /// Records sent and not yet acknowledged or failed.
     pub(crate) unfinished_records: u64,
+    /// The generation batches opened now belong to; each flush starts a new one.
+    generation: u64,
+    /// Unfinished records per generation, oldest first, none with a count of 0. A flush
+    /// waits for its own generation and the older ones only, not for records sent after it
+    /// began. One entry per generation with records in flight: as many as overlapping flushes.
+    unfinished_by_generation: VecDeque<(u64, u64)>,
     failed_records: u64,
     first_failure: Option<ClientError>,
     /// Set when the connection failed: everything fails with it from then on.
@@ -111,6 +121,8 @@ impl Accumulator {
             idempotence: Idempotence::new(partitions),
             buffered_bytes: 0,
             unfinished_records: 0,
+            generation: 0,
+            unfinished_by_generation: VecDeque::new(),
             failed_records: 0,
             first_failure: None,
             fatal: None,
@@ -259,10 +271,11 @@ impl Accumulator {
         }
         let mut wake = false;
         loop {
-            let (pool, config) = (&mut self.pool, &self.config);
+            let (pool, config, generation) = (&mut self.pool, &self.config, self.generation);
             let mut opened_bytes = 0;
             let open = self.open[slot].get_or_insert_with(|| {
-                let batch = OpenBatch::new(pool.pop(), config, partition, timestamp_ms, now);
+                let mut batch = OpenBatch::new(pool.pop(), config, partition, timestamp_ms, now);
+                batch.generation = generation;
                 opened_bytes = batch.builder.bytes_len();
                 batch
             });
@@ -275,12 +288,13 @@ impl Accumulator {
             {
                 Ok(()) => {
                     self.buffered_bytes += open.builder.bytes_len() - before;
-                    self.unfinished_records += 1;
                     let index = open.builder.record_count().saturating_sub(1);
                     let handle = DeliveryHandle::new(
                         open.outcome.clone(),
                         u32::try_from(index).unwrap_or(u32::MAX),
                     );
+                    let generation = open.generation;
+                    self.count_unfinished(generation);
                     return Ok((handle, wake));
                 }
                 Err(BatchError::TooLarge { needed_bytes, .. })
@@ -324,7 +338,54 @@ impl Accumulator {
             maybe_written: false,
             retry_at: None,
             number: None,
+            generation: open.generation,
         });
+    }
+
+    /// Starts a flush: batches opened from now on are not waited for by it. Returns the
+    /// generation to pass to [`Accumulator::unfinished_through`].
+    pub(crate) fn begin_flush(&mut self) -> u64 {
+        let generation = self.generation;
+        self.generation += 1;
+        generation
+    }
+
+    /// Whether records of `generation` or an older one are still unfinished.
+    pub(crate) fn unfinished_through(&self, generation: u64) -> bool {
+        self.unfinished_by_generation
+            .front()
+            .is_some_and(|(oldest, _)| *oldest <= generation)
+    }
+
+    /// One more unfinished record of `generation` (the current one or, for a batch still open
+    /// since before a flush began, an older one: found from the back in a step or two).
+    fn count_unfinished(&mut self, generation: u64) {
+        self.unfinished_records += 1;
+        let entries = &mut self.unfinished_by_generation;
+        match entries.iter_mut().rev().find(|(g, _)| *g == generation) {
+            Some((_, count)) => *count += 1,
+            None => {
+                let at = entries.partition_point(|(g, _)| *g < generation);
+                entries.insert(at, (generation, 1));
+            }
+        }
+    }
+
+    /// `records` records of `generation` acknowledged or failed.
+    fn count_finished(&mut self, generation: u64, records: u64) {
+        debug_assert!(self.unfinished_records >= records);
+        self.unfinished_records = self.unfinished_records.saturating_sub(records);
+        let entries = &mut self.unfinished_by_generation;
+        let Some(at) = entries.iter().position(|(g, _)| *g == generation) else {
+            debug_assert!(records == 0, "finished records of an unknown generation");
+            return;
+        };
+        let count = &mut entries[at].1;
+        debug_assert!(*count >= records, "generation accounting out of step");
+        *count = count.saturating_sub(records);
+        if *count == 0 {
+            entries.remove(at);
+        }
     }
 
     /// Closes open batches whose linger time passed (all of them while flushing or closing).
@@ -622,8 +683,7 @@ impl Accumulator {
         }
         batch.outcome.complete(result);
         self.release_bytes(batch.bytes.len());
-        debug_assert!(self.unfinished_records >= batch.records);
-        self.unfinished_records = self.unfinished_records.saturating_sub(batch.records);
+        self.count_finished(batch.generation, batch.records);
         if let Ok(bytes) = Arc::try_unwrap(batch.bytes) {
             self.recycle(bytes);
         }
@@ -664,6 +724,7 @@ impl OpenBatch {
             partition,
             outcome: BatchOutcome::new(partition),
             opened_at: now,
+            generation: 0,
         }
     }
 }
@@ -1002,6 +1063,44 @@ mod tests {
             .unwrap();
         assert_eq!(acc.unfinished_records, 0);
         assert!(!acc.epoch_bump_due());
+    }
+
+    /// A flush waits for the records sent before it, not for those sent while it waits.
+    #[test]
+    fn a_flush_waits_only_for_records_sent_before_it() {
+        let mut acc = Accumulator::new(config(), 1);
+        let now = Instant::now();
+        let v = value(40);
+        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.flushing += 1;
+        let flush = acc.begin_flush();
+        assert!(acc.unfinished_through(flush));
+        acc.close_lingered(now);
+        let before = acc.take_sendable(now);
+        assert_eq!(before.len(), 1);
+        acc.add_in_flight(1, before, now);
+        // Another thread goes on sending while the flush waits.
+        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.close_lingered(now);
+        let after = acc.take_sendable(now);
+        acc.add_in_flight(2, after, now);
+        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.complete_in_flight(1, None, &[Ok(0)], now).unwrap();
+        assert!(!acc.unfinished_through(flush), "the flush is done");
+        assert_eq!(acc.unfinished_records, 2, "later records are still on their way");
+        // A second flush waits for those.
+        let second = acc.begin_flush();
+        assert!(acc.unfinished_through(second));
+        acc.complete_in_flight(2, None, &[Ok(2)], now).unwrap();
+        assert!(acc.unfinished_through(second), "one record is still open");
+        acc.close_lingered(now);
+        let last = acc.take_sendable(now);
+        acc.add_in_flight(3, last, now);
+        acc.complete_in_flight(3, None, &[Ok(3)], now).unwrap();
+        assert!(!acc.unfinished_through(second));
+        assert_eq!(acc.unfinished_records, 0);
+        assert!(acc.unfinished_by_generation.is_empty());
     }
 
     /// A partition that does not know the producer takes any first sequence: until it has

@@ -195,14 +195,16 @@ impl Producer {
         Ok(handle)
     }
 
-    /// Sends everything buffered now (ignoring linger) and waits until every record sent so
-    /// far is acknowledged or failed. Fails with [`ClientError::DeliveryFailed`] when records
-    /// failed since the previous flush.
+    /// Sends everything buffered now (ignoring linger) and waits until every record sent
+    /// before the call is acknowledged or failed (not those other threads send meanwhile, so
+    /// a steady stream of sends cannot hold it). Fails with [`ClientError::DeliveryFailed`]
+    /// when records failed since the previous flush.
     pub fn flush(&self) -> Result<(), ClientError> {
         let mut state = self.shared.lock();
         state.flushing += 1;
+        let generation = state.begin_flush();
         self.shared.wake_sender.notify_one();
-        while state.unfinished_records > 0 && state.fatal.is_none() {
+        while state.unfinished_through(generation) && state.fatal.is_none() {
             state = self
                 .shared
                 .progress
