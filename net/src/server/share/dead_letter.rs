@@ -47,21 +47,40 @@ pub(crate) struct Source<'a> {
     pub(crate) log: &'a PartitionLog,
 }
 
-/// Copies `letters` (records of `source`) to `dead_letter_topic`, durably. Letters whose
-/// records retention removed meanwhile are left out (there is nothing left to copy); any
-/// other failure (a read, the topic, the write) fails the whole copy, to be tried again.
+/// A copy that failed part way.
+#[derive(Debug)]
+pub(crate) struct CopyFailure {
+    /// How many of the letters, from the first, are done (copied durably, or left out as
+    /// removed by retention): only the rest is to be tried again.
+    pub(crate) handled: usize,
+    /// Why the others were not copied.
+    pub(crate) failure: Failure,
+}
+
+impl CopyFailure {
+    fn before_any(failure: Failure) -> CopyFailure {
+        CopyFailure {
+            handled: 0,
+            failure,
+        }
+    }
+}
+
+/// Copies `letters` (records of `source`, in offset order) to `dead_letter_topic`, durably.
+/// Letters whose records retention removed meanwhile are left out (there is nothing left to
+/// copy); any other failure (a read, the topic, the write) stops the copy, and the letters
+/// not copied yet are to be tried again.
 pub(crate) async fn copy(
     shard: &Rc<Shard>,
     source: &Source<'_>,
     dead_letter_topic: &str,
     letters: &[DeadLetter],
-) -> Result<(), Failure> {
+) -> Result<(), CopyFailure> {
+    debug_assert!(letters.windows(2).all(|w| w[0].offset < w[1].offset));
     let entry = shard
         .topic(dead_letter_topic)
-        .ok_or_else(|| unknown_topic(dead_letter_topic))?;
+        .ok_or_else(|| CopyFailure::before_any(unknown_topic(dead_letter_topic)))?;
     let partition = source.partition % entry.config.partitions.max(1);
-    let mut sorted = letters.to_vec();
-    sorted.sort_by_key(|letter| letter.offset);
     let mut builder = BatchBuilder::new(Vec::new(), wall_ms());
     // Each copy batch fits one of the dead-letter topic's segments: a larger one would be
     // refused every time, holding the share partition back for good. A single record that
@@ -69,28 +88,23 @@ pub(crate) async fn copy(
     let segment_bytes = usize::try_from(entry.config.segment_bytes).unwrap_or(usize::MAX);
     builder.set_batch_bytes_max(segment_bytes.min(batch::BATCH_BYTES_MAX));
     let mut batches = Vec::new();
-    for letter in &sorted {
-        let slice = match source.log.read(letter.offset, 1).await {
-            Ok(slice) => slice,
+    // Index in `letters` of each record copied, in the order of the records.
+    let mut copied: Vec<usize> = Vec::with_capacity(letters.len());
+    for (index, letter) in letters.iter().enumerate() {
+        let read = match source.log.read(letter.offset, 1).await {
+            Ok(slice) => Ok(slice),
             Err(LogError::OffsetOutOfRange { log_start, .. }) if letter.offset < log_start => {
                 continue;
             }
-            Err(error @ LogError::DamagedBatch { .. }) => {
-                // Damaged on disk since it was delivered: no later sweep would read it either,
-                // so the copy says why it has no content instead of holding the letter back.
-                let unreadable = Err(log_failure(error));
-                add_letter(&mut builder, &mut batches, unreadable, source, letter)?;
-                continue;
-            }
-            Err(error) => return Err(log_failure(error)),
+            // Damaged on disk since it was delivered: no later sweep would read it either, so
+            // the copy says why it has no content instead of holding the letter back.
+            Err(error @ LogError::DamagedBatch { .. }) => Err(log_failure(error)),
+            Err(error) => return Err(CopyFailure::before_any(log_failure(error))),
         };
-        add_letter(
-            &mut builder,
-            &mut batches,
-            Ok(slice.bytes()),
-            source,
-            letter,
-        )?;
+        let bytes = read.as_ref().map(|slice| slice.bytes()).map_err(Clone::clone);
+        add_letter(&mut builder, &mut batches, bytes, source, letter)
+            .map_err(CopyFailure::before_any)?;
+        copied.push(index);
     }
     if builder.record_count() > 0 {
         batches.extend_from_slice(builder.finish());
@@ -98,7 +112,17 @@ pub(crate) async fn copy(
     if batches.is_empty() {
         return Ok(());
     }
-    produce(shard, dead_letter_topic, partition, batches).await
+    produce(shard, dead_letter_topic, partition, batches)
+        .await
+        .map_err(|(records_appended, failure)| CopyFailure {
+            // Up to the letter of the first record not appended (letters left out before it
+            // are done too).
+            handled: usize::try_from(records_appended)
+                .ok()
+                .and_then(|appended| copied.get(appended).copied())
+                .unwrap_or(letters.len()),
+            failure,
+        })
 }
 
 /// Finds the record of `letter` in `read` (whole batches starting with its batch) and adds its
@@ -222,21 +246,27 @@ fn push(
 
 /// Appends `batches` to the dead-letter partition, on whichever shard owns it, one batch per
 /// append: a partition takes the batches of one append all or none, up to its unflushed
-/// bound, and the copies of a whole window could pass it. A failure part way leaves the
-/// batches before it copied; the retry copies them again (at least once).
+/// bound, and the copies of a whole window could pass it. A failure part way is returned
+/// with the number of records appended before it, which stay (the retry starts after them).
 async fn produce(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     mut batches: Vec<u8>,
-) -> Result<(), Failure> {
+) -> Result<(), (u64, Failure)> {
     let mut rest = &mut batches[..];
+    let mut records_appended = 0u64;
     // Bounded: every round takes one whole batch off `rest`.
     while !rest.is_empty() {
-        let header = batch::BatchHeader::parse(rest)
-            .map_err(|error| Failure::new(ErrorCode::CorruptBatch, error.to_string()))?;
+        let header = batch::BatchHeader::parse(rest).map_err(|error| {
+            let failure = Failure::new(ErrorCode::CorruptBatch, error.to_string());
+            (records_appended, failure)
+        })?;
         let (one, tail) = rest.split_at_mut(header.total_bytes().min(rest.len()));
-        produce_batch(shard, topic, partition, one).await?;
+        produce_batch(shard, topic, partition, one)
+            .await
+            .map_err(|failure| (records_appended, failure))?;
+        records_appended += u64::try_from(header.records_count).unwrap_or(0);
         rest = tail;
     }
     Ok(())

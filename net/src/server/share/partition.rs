@@ -28,7 +28,7 @@ use ringlog_engine::error::LogError;
 use ringlog_engine::log::PartitionLog;
 use ringlog_engine::reactor::{self, time};
 
-use super::dead_letter;
+use super::dead_letter::{self, CopyFailure};
 use super::members::MemberTable;
 use super::window::{Ack, AckError, Change, DeadLetter, Effects, Limits, Settle, Window};
 use crate::error_code::ErrorCode;
@@ -597,10 +597,16 @@ impl SharePartition {
         if effects.made_available {
             self.available.notify();
         }
-        let letters = std::mem::take(&mut effects.dead_letters);
-        if !letters.is_empty() && self.copy_dead_letters(shard, &letters).await {
+        let mut letters = std::mem::take(&mut effects.dead_letters);
+        letters.sort_unstable_by_key(|letter| letter.offset);
+        let copied = if letters.is_empty() {
+            0
+        } else {
+            self.copy_dead_letters(shard, &letters).await
+        };
+        if copied > 0 {
             let mut window = self.window.borrow_mut();
-            window.archive(&letters, &mut effects);
+            window.archive(&letters[..copied], &mut effects);
             if window.advance() {
                 self.available.notify();
             }
@@ -611,12 +617,12 @@ impl SharePartition {
         }
     }
 
-    /// Copies `letters` to the group's dead-letter topic; true when they may be written as
-    /// archived (copied, or the group has none).
-    async fn copy_dead_letters(&self, shard: &Rc<Shard>, letters: &[DeadLetter]) -> bool {
+    /// Copies `letters` (in offset order) to the group's dead-letter topic; returns how many,
+    /// from the first, may be written as archived (copied, or the group has none).
+    async fn copy_dead_letters(&self, shard: &Rc<Shard>, letters: &[DeadLetter]) -> usize {
         let topic = self.config.borrow().dead_letter_topic.clone();
         if topic.is_empty() {
-            return true;
+            return letters.len();
         }
         let source = dead_letter::Source {
             group: &self.group,
@@ -631,16 +637,16 @@ impl SharePartition {
                     tracing::info!(group = %self.group, dead_letter_topic = %topic,
                         "archived records are copied to the dead-letter topic again");
                 }
-                true
+                letters.len()
             }
-            Err(failure) => {
+            Err(CopyFailure { handled, failure }) => {
                 // Every sweep tries again: one warning per run of failures, not per try.
                 if !self.copy_failing.replace(true) {
                     tracing::warn!(group = %self.group, dead_letter_topic = %topic, error = %failure.message,
-                        records = letters.len(),
+                        records = letters.len() - handled,
                         "could not copy archived records to the dead-letter topic; trying again at each sweep");
                 }
-                false
+                handled
             }
         }
     }
