@@ -475,14 +475,33 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
                 kafka.produce(9, -1, "times", partition, batch_of(&["x", "y"], *base_ms));
             assert_eq!((code, base), (0, 2 * round as i64));
         }
-        assert_eq!(kafka.list_offset("times", partition, -2), (0, 0));
-        assert_eq!(kafka.list_offset("times", partition, -1), (0, 6));
-        assert_eq!(kafka.list_offset("times", partition, 20_000), (0, 2));
-        assert_eq!(kafka.list_offset("times", partition, 25_000), (0, 4));
+        // Earliest and latest have no timestamp (-1), as from Kafka.
         assert_eq!(
-            kafka.list_offset("times", partition, 99_000),
-            (0, 6),
-            "none that late: the log end"
+            kafka.list_offset_with_timestamp("times", partition, -2),
+            (0, 0, -1)
+        );
+        assert_eq!(
+            kafka.list_offset_with_timestamp("times", partition, -1),
+            (0, 6, -1)
+        );
+        // By timestamp: the batch found and its timestamp. The Java consumer's
+        // offsetsForTimes refuses a found offset with a negative timestamp.
+        assert_eq!(
+            kafka.list_offset_with_timestamp("times", partition, 20_000),
+            (0, 2, 20_000)
+        );
+        assert_eq!(
+            kafka.list_offset_with_timestamp("times", partition, 25_000),
+            (0, 4, 30_000)
+        );
+        assert_eq!(
+            kafka.list_offset_with_timestamp("times", partition, 0),
+            (0, 0, 10_000)
+        );
+        assert_eq!(
+            kafka.list_offset_with_timestamp("times", partition, 99_000),
+            (0, -1, -1),
+            "none that late: offset and timestamp unknown, as from Kafka"
         );
     }
     assert_eq!(

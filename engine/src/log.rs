@@ -482,7 +482,20 @@ impl PartitionLog {
         timestamp_ms: i64,
     ) -> impl Future<Output = Result<Option<i64>, LogError>> + 'static {
         let inner = Rc::clone(&self.inner);
-        async move { inner.offset_for_timestamp(timestamp_ms).await }
+        async move {
+            let found = inner.batch_for_timestamp(timestamp_ms).await?;
+            Ok(found.map(|(base_offset, _)| base_offset))
+        }
+    }
+
+    /// [`PartitionLog::offset_for_timestamp`] with that batch's max timestamp: `(base offset, max
+    /// timestamp)`, the timestamp Kafka's ListOffsets and ours report beside the offset.
+    pub fn batch_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, LogError>> + 'static {
+        let inner = Rc::clone(&self.inner);
+        async move { inner.batch_for_timestamp(timestamp_ms).await }
     }
 
     /// Resolves to `true` once the high watermark is above `offset` (a fetch at `offset`

@@ -185,6 +185,17 @@ impl Kafka {
 
     /// ListOffsets v6 for one partition: (error code, offset).
     pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
+        let (code, offset, _) = self.list_offset_with_timestamp(topic, partition, timestamp);
+        (code, offset)
+    }
+
+    /// ListOffsets v6 for one partition: (error code, offset, timestamp).
+    pub fn list_offset_with_timestamp(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> (i16, i64, i64) {
         let request = ListOffsetsRequest::default()
             .with_replica_id((-1).into())
             .with_topics(vec![ListOffsetsTopic::default()
@@ -194,7 +205,7 @@ impl Kafka {
                     .with_timestamp(timestamp)])]);
         let response = self.call(6, &request);
         let partition = &response.topics[0].partitions[0];
-        (partition.error_code, partition.offset)
+        (partition.error_code, partition.offset, partition.timestamp)
     }
 }
 

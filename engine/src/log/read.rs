@@ -435,10 +435,10 @@ impl Inner {
             .map(|segment| self.view(segment))
     }
 
-    pub(super) async fn offset_for_timestamp(
+    pub(super) async fn batch_for_timestamp(
         &self,
         timestamp_ms: i64,
-    ) -> Result<Option<i64>, LogError> {
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let candidates: Vec<(SegmentView, u64)> = {
             let state = self.state.borrow();
             state
@@ -463,7 +463,10 @@ impl Inner {
                 })
                 .await?;
             if let Some(found) = found {
-                return Ok(Some(found.header.base_offset));
+                return Ok(Some((
+                    found.header.base_offset,
+                    found.header.max_timestamp_ms,
+                )));
             }
         }
         Ok(None)

@@ -229,7 +229,8 @@ pub(crate) async fn wait_for_any(
     }
 }
 
-/// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`.
+/// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`; the timestamp is
+/// that of the batch found by a timestamp query, else -1.
 pub(crate) async fn list_offset(
     shard: &Rc<Shard>,
     topic: &str,
@@ -242,10 +243,12 @@ pub(crate) async fn list_offset(
         OffsetQuery::Latest => Ok((log.high_watermark(), -1)),
         OffsetQuery::Timestamp(timestamp_ms) => {
             let found = log
-                .offset_for_timestamp(timestamp_ms)
+                .batch_for_timestamp(timestamp_ms)
                 .await
                 .map_err(log_failure)?;
-            Ok(found.map_or((log.high_watermark(), -1), |offset| (offset, -1)))
+            // Found: the batch's max timestamp, at least `timestamp_ms` and so never -1,
+            // which marks "none that late" for the callers that must tell (Kafka answers -1).
+            Ok(found.unwrap_or((log.high_watermark(), -1)))
         }
     }
 }

@@ -178,7 +178,8 @@ fn offset_query(timestamp: i64) -> Option<OffsetQuery> {
 }
 
 /// Serves ListOffsets: earliest (-2), latest (-1) and by timestamp (the first batch whose
-/// newest record is at least that old; the log end when there is none).
+/// newest record is at least that old, with that record's timestamp; offset -1 when there is
+/// none, as from Kafka).
 pub(crate) async fn list_offsets(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
@@ -202,7 +203,15 @@ pub(crate) async fn list_offsets(
             };
             let partition =
                 match routing::list_offset(&kafka.shard, &name, number, offset_query).await {
-                    Ok((offset, _timestamp_ms)) => partition.with_offset(offset),
+                    // No batch that late: Kafka answers offset -1 (the Java consumer's
+                    // offsetsForTimes then gives null); a log end offset beside timestamp -1
+                    // makes it throw "Invalid negative timestamp".
+                    Ok((_, -1)) if matches!(offset_query, OffsetQuery::Timestamp(_)) => {
+                        partition.with_offset(-1).with_timestamp(-1)
+                    }
+                    Ok((offset, timestamp_ms)) => {
+                        partition.with_offset(offset).with_timestamp(timestamp_ms)
+                    }
                     Err(failure) => partition.with_error_code(failure_code(&failure)),
                 };
             partitions.push(partition);
