@@ -349,6 +349,20 @@ fn subscribed_topics_are_assigned_once_created_and_given_up_once_deleted() {
 }
 
 #[test]
+fn a_pattern_subscription_that_matches_nothing_yet_joins() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    // A consumer subscribed to a pattern no topic matches yet joins with no topics (the Java
+    // consumer does so, and raises "Unexpected error in join group response" on an error
+    // the protocol does not expect); it is a member with nothing assigned, as in Kafka.
+    let joined = join_topics(&mut kafka, "pattern", "", &[]);
+    assert_eq!(joined.error_code, 0);
+    assert!(joined.generation_id > 0);
+    assert_eq!(sync_topics(&mut kafka, "pattern", &joined), (0, vec![]));
+    assert_eq!(heartbeat(&mut kafka, "pattern", &joined), 0);
+}
+
+#[test]
 fn committed_offsets_are_shared_with_the_native_protocol() {
     let server = TestServer::start();
     let mut kafka = server.kafka();

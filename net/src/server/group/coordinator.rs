@@ -342,9 +342,11 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
             "client_id and member_id are at most {CLIENT_ID_BYTES_MAX} bytes"
         ));
     }
-    if args.topics.is_empty() || args.topics.len() > SUBSCRIBED_TOPICS_MAX {
+    // No topics is a subscription too: a Kafka consumer whose pattern matches no topic yet
+    // joins with none (and gets nothing assigned), as Kafka's coordinator allows.
+    if args.topics.len() > SUBSCRIBED_TOPICS_MAX {
         return invalid(format!(
-            "a member subscribes to 1 to {SUBSCRIBED_TOPICS_MAX} topics, not {}",
+            "a member subscribes to at most {SUBSCRIBED_TOPICS_MAX} topics, not {}",
             args.topics.len()
         ));
     }
