@@ -1088,7 +1088,10 @@ mod tests {
         acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
         acc.complete_in_flight(1, None, &[Ok(0)], now).unwrap();
         assert!(!acc.unfinished_through(flush), "the flush is done");
-        assert_eq!(acc.unfinished_records, 2, "later records are still on their way");
+        assert_eq!(
+            acc.unfinished_records, 2,
+            "later records are still on their way"
+        );
         // A second flush waits for those.
         let second = acc.begin_flush();
         assert!(acc.unfinished_through(second));

@@ -101,7 +101,10 @@ pub(crate) async fn copy(
             Err(error @ LogError::DamagedBatch { .. }) => Err(log_failure(error)),
             Err(error) => return Err(CopyFailure::before_any(log_failure(error))),
         };
-        let bytes = read.as_ref().map(|slice| slice.bytes()).map_err(Clone::clone);
+        let bytes = read
+            .as_ref()
+            .map(|slice| slice.bytes())
+            .map_err(Clone::clone);
         add_letter(&mut builder, &mut batches, bytes, source, letter)
             .map_err(CopyFailure::before_any)?;
         copied.push(index);
