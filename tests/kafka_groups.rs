@@ -297,6 +297,12 @@ fn two_members_split_partitions_and_rebalance_when_one_leaves() {
         committed_v7(&mut a, "g1", "grouped", &[0, 1, 3]),
         [(0, 5, 0), (1, -1, 0), (3, 7, 0)]
     );
+    // A topic without commits, existing or not, has none: offset -1 and no error, as Kafka
+    // answers (the Java consumer throws on UNKNOWN_TOPIC_OR_PARTITION here).
+    assert_eq!(
+        committed_v7(&mut a, "g1", "no-such-topic", &[0]),
+        [(0, -1, 0)]
+    );
 }
 
 #[test]

@@ -280,13 +280,11 @@ async fn committed(
     let out = wanted
         .iter()
         .map(|(topic, partitions)| {
-            let known = shard.topic(topic).is_some();
+            // A topic that does not exist has nothing committed: offset -1 and no error, as
+            // Kafka answers (its Java consumer throws on UNKNOWN_TOPIC_OR_PARTITION here).
             let partitions = partitions
                 .iter()
                 .map(|&partition| {
-                    if !known {
-                        return (partition, -1, ResponseError::UnknownTopicOrPartition.code());
-                    }
                     let entry = u32::try_from(partition)
                         .ok()
                         .and_then(|index| by_partition.get(&(topic.as_str(), index)).copied());
