@@ -614,6 +614,14 @@ fn responses_keep_request_order_and_acks_zero_gets_none() {
     kafka.receive::<MetadataRequest>(12, after);
     let values = values_of(&records_of(&kafka.fetch(12, "order", 0, 0, 5_000)));
     assert_eq!(values.len(), 2);
+    // acks=0 refused (here: no such topic): with no response to carry the error, the
+    // connection is closed, as Kafka does, so the client notices and refreshes its metadata.
+    kafka.send(
+        9,
+        &produce_request(0, "missing", 0, batch_of(&["lost"], 1_000)),
+    );
+    kafka.send(12, &MetadataRequest::default().with_topics(None));
+    assert!(kafka.read_frame().is_none(), "the connection is closed");
 }
 
 #[test]

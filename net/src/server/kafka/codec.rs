@@ -70,6 +70,11 @@ pub(crate) enum KafkaError {
         version: i16,
         message: String,
     },
+    /// A produce with acks=0 was refused for a partition. There is no response to carry the
+    /// error, so the connection is closed, as Kafka does: the client notices and refreshes
+    /// its metadata instead of sending into the void.
+    #[error("produce with acks=0 refused: {0}")]
+    RefusedWithoutResponse(String),
     /// The response does not encode (a bug: a field set that the version lacks).
     #[error("cannot encode the {api_key:?} v{version} response: {message}")]
     Encode {

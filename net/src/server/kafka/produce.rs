@@ -80,11 +80,31 @@ pub(crate) async fn produce(
         &mut frame,
     )
     .await;
-    if acks == Some(Acks::None) {
-        return Ok(None);
-    }
     let response = response(&topics, &planned, outcomes);
+    if acks == Some(Acks::None) {
+        return match first_refusal(&response) {
+            Some(refusal) => Err(KafkaError::RefusedWithoutResponse(refusal)),
+            None => Ok(None),
+        };
+    }
     encode_response(api_key, correlation_id, version, &response).map(Some)
+}
+
+/// The first partition error of `response`, as `topic/partition: code (message)`.
+fn first_refusal(response: &ProduceResponse) -> Option<String> {
+    response.responses.iter().find_map(|topic| {
+        let partition = topic
+            .partition_responses
+            .iter()
+            .find(|p| p.error_code != 0)?;
+        let message = partition.error_message.as_deref().unwrap_or_default();
+        Some(format!(
+            "{}/{}: error {} ({message})",
+            topic.name.as_str(),
+            partition.index,
+            partition.error_code
+        ))
+    })
 }
 
 /// Checks every partition (topic known, partition in range, batches present and not too
