@@ -297,6 +297,11 @@ fn two_members_split_partitions_and_rebalance_when_one_leaves() {
         committed_v7(&mut a, "g1", "grouped", &[0, 1, 3]),
         [(0, 5, 0), (1, -1, 0), (3, 7, 0)]
     );
+    // A consumer outside the group (assign(), generation -1) cannot commit while the group
+    // has members: UNKNOWN_MEMBER_ID, as Kafka answers (the Java consumer then raises
+    // CommitFailedException).
+    let outsider = JoinGroupResponse::default().with_generation_id(-1);
+    assert_eq!(commit(&mut a, "g1", &outsider, "grouped", &[(0, 9)]), [25]);
     // A topic without commits, existing or not, has none: offset -1 and no error, as Kafka
     // answers (the Java consumer throws on UNKNOWN_TOPIC_OR_PARTITION here).
     assert_eq!(

@@ -64,7 +64,9 @@ pub(super) async fn to_coordinator(
 /// (for example after a restart) means the member must join again.
 pub(super) fn member_failure_code(failure: &Failure) -> i16 {
     match failure.code {
-        ErrorCode::UnknownGroup => ResponseError::UnknownMemberId.code(),
+        // Not a member (of a group that no longer exists, or of one that has members while
+        // the request came from outside it, generation -1): Kafka's answer to both.
+        ErrorCode::UnknownGroup | ErrorCode::GroupNotEmpty => ResponseError::UnknownMemberId.code(),
         code => kafka_error(code).code(),
     }
 }
