@@ -584,6 +584,11 @@ impl Inner {
             if source.bytes(end, next_end).is_none() {
                 break true;
             }
+            if next.base_offset != next_offset {
+                // A damaged base offset (the CRC does not cover it): never serve offsets out
+                // of sequence.
+                break false;
+            }
             if !source.crc_matches(end, next_end, &next) {
                 // Served up to the damage; a read starting at it reports it.
                 break false;
