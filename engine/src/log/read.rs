@@ -314,7 +314,7 @@ impl Inner {
         let Some((view, found)) = self.find_offset(offset, max_bytes).await? else {
             return Ok(ReadSlice::empty(offset));
         };
-        Ok(self.collect(&view, found, max_bytes).await?.slice)
+        Ok(self.collect(&view, found, max_bytes).slice)
     }
 
     /// As [`Inner::read`], going on past the end of the chunk or disk read that holds the
@@ -328,7 +328,7 @@ impl Inner {
         let Some((mut view, found)) = self.find_offset(offset, max_bytes).await? else {
             return Ok(ReadParts::new(ReadSlice::empty(offset)));
         };
-        let mut collected = self.collect(&view, found, max_bytes).await?;
+        let mut collected = self.collect(&view, found, max_bytes);
         let mut end = collected.end;
         let mut more = collected.source_ended;
         let mut parts = ReadParts::new(collected.slice);
@@ -365,10 +365,10 @@ impl Inner {
                 // a way not foreseen): the next fetch starts from here.
                 break;
             }
-            let Ok(next) = self.collect(&view, found, budget).await else {
+            let Ok(found) = self.whole_batch(&view, found).await else {
                 break;
             };
-            collected = next;
+            collected = self.collect(&view, found, budget);
             end = collected.end;
             more = collected.source_ended;
             parts.push(collected.slice);
@@ -405,15 +405,99 @@ impl Inner {
         let window_bytes = max_bytes
             .saturating_add(self.config.index_interval_bytes as usize)
             .min(READ_WINDOW_BYTES_MAX);
-        let found = self
-            .find_batch(&view, start, window_bytes, |header| {
-                header.next_offset() > offset
-            })
-            .await?
-            .ok_or_else(|| {
-                self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
-            })?;
-        Ok(Some((view, found)))
+        // A header whose lastOffsetDelta is negative is damaged (a batch has at least one
+        // record): it may hold `offset`, and the CRC check below says so.
+        let holds = |header: &BatchHeader| {
+            header.next_offset() > offset
+                || (header.last_offset_delta < 0 && header.base_offset <= offset)
+        };
+        let mut start = start;
+        loop {
+            let found = self
+                .find_batch(&view, start, window_bytes, holds)
+                .await?
+                .ok_or_else(|| {
+                    self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
+                })?;
+            let end = found.position + found.header.total_bytes() as u64;
+            match self.whole_batch(&view, found).await {
+                Ok(found) => return Ok(Some((view, found))),
+                // Its damaged header claimed `offset`, but the next batch starts at or before
+                // it: `offset` is healthy, further on.
+                Err(LogError::DamagedBatch { last_offset, .. }) if last_offset < offset => {
+                    start = end;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// `found` with its whole batch in its source, its CRC checked if it came from disk
+    /// (bytes in memory were checked when produced; recovery checks a closed segment only
+    /// from its last index entry, and nothing corrupt is served). A damaged batch is reported
+    /// with the offsets it really holds: its lastOffsetDelta is covered by the CRC that
+    /// failed, so its end is taken from the base offset of the batch after it.
+    async fn whole_batch(&self, view: &SegmentView, found: Found) -> Result<Found, LogError> {
+        let Found {
+            position,
+            header,
+            mut source,
+        } = found;
+        let end = position + header.total_bytes() as u64;
+        if source.bytes(position, end).is_none() {
+            // A batch larger than the window or read-ahead extent: read exactly it.
+            source = self.read_range(view, position, end).await?;
+        }
+        if source.crc_matches(position, end, &header) {
+            return Ok(Found {
+                position,
+                header,
+                source,
+            });
+        }
+        let last_offset = match self.base_offset_at(view, end, &source).await {
+            Some(next_base) if next_base > header.base_offset => next_base - 1,
+            _ => header.last_offset(),
+        };
+        // Offsets past the high watermark are not in the log yet: they are not damaged.
+        let last_offset = last_offset
+            .min(self.high_watermark.get() - 1)
+            .max(header.base_offset);
+        let error = LogError::DamagedBatch {
+            path: self.segment_file(view),
+            position,
+            base_offset: header.base_offset,
+            last_offset,
+        };
+        tracing::warn!(%error, "refusing to serve a damaged batch");
+        Err(error)
+    }
+
+    /// The base offset of the batch at `position` (a batch end) if it can be read: from
+    /// `source`, disk, or the next segment when `position` is the visible end.
+    async fn base_offset_at(
+        &self,
+        view: &SegmentView,
+        position: u64,
+        source: &Source,
+    ) -> Option<i64> {
+        if position >= view.visible_end {
+            let state = self.state.borrow();
+            let at = state
+                .segments
+                .partition_point(|segment| segment.base_offset <= view.base_offset);
+            return state.segments.get(at).map(|segment| segment.base_offset);
+        }
+        let batch_bytes_max = self.batch_bytes_max();
+        let header = match source.header_at(position, batch_bytes_max) {
+            Some(header) => header,
+            None => self
+                .load(view, position, BATCH_HEADER_BYTES)
+                .await
+                .ok()?
+                .header_at(position, batch_bytes_max)?,
+        };
+        header.ok().map(|header| header.base_offset)
     }
 
     /// The segment based at `base_offset` as it is now, if it still exists.
@@ -541,35 +625,21 @@ impl Inner {
         Ok(None)
     }
 
-    /// The first found batch and the whole batches after it that fit `max_bytes`.
-    async fn collect(
-        &self,
-        view: &SegmentView,
-        found: Found,
-        max_bytes: usize,
-    ) -> Result<Collected, LogError> {
+    /// The first found batch (whole in its source and checked, see [`Inner::whole_batch`])
+    /// and the whole batches after it in the same source that fit `max_bytes`.
+    fn collect(&self, view: &SegmentView, found: Found, max_bytes: usize) -> Collected {
         let Found {
             position,
             header,
-            mut source,
+            source,
         } = found;
         let batch_bytes_max = self.batch_bytes_max();
         let mut end = position + header.total_bytes() as u64;
         let mut next_offset = header.next_offset();
-        if source.bytes(position, end).is_none() {
-            // A first batch larger than the window or read-ahead extent: read exactly it.
-            source = self.read_range(view, position, end).await?;
-        }
-        if !source.crc_matches(position, end, &header) {
-            let error = LogError::DamagedBatch {
-                path: self.segment_file(view),
-                position,
-                base_offset: header.base_offset,
-                last_offset: header.last_offset(),
-            };
-            tracing::warn!(%error, "refusing to serve a damaged batch");
-            return Err(error);
-        }
+        assert!(
+            source.bytes(position, end).is_some(),
+            "the first batch was checked whole"
+        );
         let source_ended = loop {
             if end >= view.visible_end {
                 break true;
@@ -596,11 +666,11 @@ impl Inner {
             end = next_end;
             next_offset = next.next_offset();
         };
-        Ok(Collected {
+        Collected {
             slice: source.into_slice(position, end, header.base_offset, next_offset),
             end,
             source_ended,
-        })
+        }
     }
 
     /// Bytes starting at `position`: the chunk holding them, else a disk read of up to

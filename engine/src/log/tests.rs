@@ -412,6 +412,61 @@ async fn log_with_second_batch_damaged(
     (open_with(path, config).await, written)
 }
 
+/// Byte of the lastOffsetDelta field (big-endian i32) in a batch, covered by the CRC.
+const LAST_OFFSET_DELTA_AT: usize = 23;
+
+/// The damage is in the batch's lastOffsetDelta: its header claims offsets it does not hold.
+/// The batches after it are healthy and must be served, and the damaged batch must be
+/// reported with the offsets it really holds (a share group archives them, a consumer seeks
+/// past them).
+#[test]
+fn a_damaged_last_offset_delta_claims_no_offsets_of_the_batches_after_it() {
+    for (mask, read_ahead_bytes) in [
+        (0x10, 0),
+        (0x10, LogConfig::default().read_ahead_bytes),
+        (0x80, 0),
+        (0x80, LogConfig::default().read_ahead_bytes),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = LogConfig {
+                read_ahead_bytes,
+                ..config()
+            };
+            let (log, written) =
+                log_with_second_batch_damaged(&path, config, LAST_OFFSET_DELTA_AT, mask).await;
+            let case = format!("mask {mask:#x}, read-ahead {read_ahead_bytes}");
+            let before = log.read_parts(0, 1 << 20).await.unwrap();
+            assert_eq!(before.next_offset(), 2, "{case}");
+            assert_eq!(before.to_vec(), written[0], "{case}");
+            for offset in [2, 3] {
+                let damaged = log.read(offset, 1 << 20).await;
+                assert!(
+                    matches!(
+                        &damaged,
+                        Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
+                            if *position == written[0].len() as u64
+                    ),
+                    "{case}, offset {offset}: {damaged:?}"
+                );
+            }
+            for offset in [4, 5] {
+                let after = log.read_parts(offset, 1 << 20).await;
+                let after =
+                    after.unwrap_or_else(|error| panic!("{case}, offset {offset}: {error}"));
+                assert_eq!(after.first_offset(), 4, "{case}");
+                assert_eq!(
+                    after.slices()[0].bytes()[..written[2].len()],
+                    written[2][..],
+                    "{case}"
+                );
+            }
+            log.close().await.unwrap();
+        });
+    }
+}
+
 /// The damage is in the base offset of a batch, which its CRC does not cover: a read going on
 /// past the batch before it must stop there rather than serve offsets out of sequence.
 #[test]
