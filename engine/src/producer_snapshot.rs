@@ -247,7 +247,7 @@ pub(crate) async fn replay(
         .filter(|segment| segment.next_offset > from_offset)
     {
         let Some(file) = &segment.file else { continue };
-        let mut position = segment.scan_start_for_offset(from_offset);
+        let mut position = segment.scan_start_for_offset(from_offset).position;
         let end = segment.size_bytes;
         let mut buf = AlignedBuf::new(REPLAY_WINDOW_BYTES);
         while position < end {

@@ -110,6 +110,18 @@ pub fn preallocation_target(data_end: u64, step_bytes: u64, segment_bytes: u64) 
     target.min(segment_bytes)
 }
 
+/// An indexed batch to scan from: its position, and the base offset the index says it has.
+/// A closed segment's index is checked at open only up to its last entry's position, so the
+/// batch found there may not have that base offset (the index file was damaged): then scan
+/// from the segment's start instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanStart {
+    /// Byte position of the batch.
+    pub position: u64,
+    /// Its base offset, per the index.
+    pub base_offset: i64,
+}
+
 impl Segment {
     /// An empty segment starting at `base_offset`, with no file yet.
     pub fn new(base_offset: i64, state: SegmentState) -> Segment {
@@ -175,26 +187,36 @@ impl Segment {
     }
 
     /// Where to start scanning for the batch holding `offset`: an indexed batch at or before
-    /// it (position 0 when none).
-    pub fn scan_start_for_offset(&self, offset: i64) -> u64 {
+    /// it (the first batch when none).
+    pub fn scan_start_for_offset(&self, offset: i64) -> ScanStart {
         let relative = match offset.checked_sub(self.base_offset) {
             Some(delta) if delta >= 0 => u32::try_from(delta).unwrap_or(u32::MAX),
-            _ => return 0,
+            _ => return self.scan_start_at(None),
         };
-        self.index
-            .lookup(relative)
-            .map_or(0, |entry| u64::from(entry.position))
+        self.scan_start_at(self.index.lookup(relative))
     }
 
     /// Where to start scanning for the first batch with a max timestamp of at least
     /// `timestamp_ms`.
-    pub fn scan_start_for_timestamp(&self, timestamp_ms: i64) -> u64 {
-        let Some(entry) = self.time_index.lookup(timestamp_ms) else {
-            return 0;
-        };
-        self.index
-            .lookup(entry.relative_offset)
-            .map_or(0, |entry| u64::from(entry.position))
+    pub fn scan_start_for_timestamp(&self, timestamp_ms: i64) -> ScanStart {
+        let entry = self
+            .time_index
+            .lookup(timestamp_ms)
+            .and_then(|entry| self.index.lookup(entry.relative_offset));
+        self.scan_start_at(entry)
+    }
+
+    fn scan_start_at(&self, entry: Option<OffsetEntry>) -> ScanStart {
+        entry.map_or(
+            ScanStart {
+                position: 0,
+                base_offset: self.base_offset,
+            },
+            |entry| ScanStart {
+                position: u64::from(entry.position),
+                base_offset: self.base_offset + i64::from(entry.relative_offset),
+            },
+        )
     }
 
     /// Path of this segment's data file.

@@ -10,6 +10,7 @@
 //! [`ReadParts`] goes on from there: the next batches, from the next chunk, the next segment or
 //! disk, as further slices, until `max_bytes` is reached; a fetch sends them back to back.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::ptr::NonNull;
@@ -21,7 +22,7 @@ use crate::buffer::{align_down, align_up, AlignedBuf, IoBuf};
 use crate::cache::Chunk;
 use crate::error::LogError;
 use crate::reactor::fs::File;
-use crate::segment::{segment_path, LOG_SUFFIX};
+use crate::segment::{segment_path, ScanStart, LOG_SUFFIX};
 
 /// Largest disk read one fetch makes in one go (a larger first batch is read whole anyway).
 const READ_WINDOW_BYTES_MAX: usize = 8 << 20;
@@ -411,21 +412,20 @@ impl Inner {
             header.next_offset() > offset
                 || (header.last_offset_delta < 0 && header.base_offset <= offset)
         };
-        let mut start = start;
+        let mut found = self
+            .find_batch_from(&view, start, window_bytes, holds)
+            .await?;
         loop {
-            let found = self
-                .find_batch(&view, start, window_bytes, holds)
-                .await?
-                .ok_or_else(|| {
-                    self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
-                })?;
-            let end = found.position + found.header.total_bytes() as u64;
-            match self.whole_batch(&view, found).await {
+            let found_now = found.take().ok_or_else(|| {
+                self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
+            })?;
+            let end = found_now.position + found_now.header.total_bytes() as u64;
+            match self.whole_batch(&view, found_now).await {
                 Ok(found) => return Ok(Some((view, found))),
                 // Its damaged header claimed `offset`, but the next batch starts at or before
                 // it: `offset` is healthy, further on.
                 Err(LogError::DamagedBatch { last_offset, .. }) if last_offset < offset => {
-                    start = end;
+                    found = self.find_batch(&view, end, window_bytes, holds).await?;
                 }
                 Err(error) => return Err(error),
             }
@@ -523,7 +523,7 @@ impl Inner {
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
-        let candidates: Vec<(SegmentView, u64)> = {
+        let candidates: Vec<(SegmentView, ScanStart)> = {
             let state = self.state.borrow();
             state
                 .segments
@@ -542,7 +542,7 @@ impl Inner {
         let window_bytes = 2 * self.config.index_interval_bytes as usize + BATCH_HEADER_BYTES;
         for (view, start) in candidates {
             let found = self
-                .find_batch(&view, start, window_bytes, |header| {
+                .find_batch_from(&view, start, window_bytes, |header| {
                     header.max_timestamp_ms >= timestamp_ms
                 })
                 .await?;
@@ -578,6 +578,43 @@ impl Inner {
 
     fn segment_file(&self, view: &SegmentView) -> PathBuf {
         segment_path(&self.dir, view.base_offset, LOG_SUFFIX)
+    }
+
+    /// As [`Inner::find_batch`] from the indexed batch `from`; if the batch there does not
+    /// have the base offset the index gives (an index file damaged on disk), from the
+    /// segment's start instead: walking on from a wrong position would skip batches or fail.
+    async fn find_batch_from(
+        &self,
+        view: &SegmentView,
+        from: ScanStart,
+        window_bytes: usize,
+        mut wanted: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<Found>, LogError> {
+        let first = Cell::new(None);
+        let walked = self
+            .find_batch(view, from.position, window_bytes, |header| {
+                if first.get().is_none() {
+                    first.set(Some(header.base_offset));
+                }
+                wanted(header)
+            })
+            .await;
+        let index_wrong = match &walked {
+            Ok(_) => first.get().is_some_and(|found| found != from.base_offset),
+            Err(LogError::Corrupt { .. }) => true,
+            Err(_) => false,
+        };
+        if from.position == 0 || !index_wrong {
+            return walked;
+        }
+        tracing::warn!(
+            path = %self.segment_file(view).display(),
+            position = from.position,
+            expected = from.base_offset,
+            found = ?first.get(),
+            "the offset index does not match the segment; scanning it from its start"
+        );
+        self.find_batch(view, 0, window_bytes, wanted).await
     }
 
     /// Walks batches from `position` (a batch start) to the first one `wanted` accepts.

@@ -482,3 +482,44 @@ fn a_read_stops_before_a_batch_whose_base_offset_breaks_the_sequence() {
         log.close().await.unwrap();
     });
 }
+
+/// Recovery checks only the last entry of a closed segment's offset index, and the time
+/// index pairs with its offsets, not its positions: an entry further back whose position was
+/// damaged on disk (still in order) points reads at the wrong batch. A read must still serve
+/// the batch holding the offset asked for, not skip to a later one.
+#[test]
+fn a_damaged_offset_index_position_skips_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut written = Vec::new();
+        for seed in 0..80 {
+            let mut batch = make_batch(100, seed);
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+            written.push(batch);
+        }
+        assert!(log.segment_base_offsets().len() >= 2, "segment 0 is closed");
+        log.close().await.unwrap();
+        drop(log);
+        let index_path = crate::segment::segment_path(&path, 0, crate::segment::INDEX_SUFFIX);
+        let mut bytes = std::fs::read(&index_path).unwrap();
+        let index = crate::index::OffsetIndex::decode(&bytes).unwrap();
+        assert!(index.len() >= 4, "{index:?}");
+        let entry = index.entries()[2];
+        let batch = entry.relative_offset as usize / 2;
+        // Entry 2 now points at the batch after its own: still in order.
+        let moved = entry.position + written[batch].len() as u32;
+        assert!(moved < index.entries()[3].position);
+        let at = 2 * crate::index::OFFSET_ENTRY_BYTES + 4;
+        bytes[at..at + 4].copy_from_slice(&moved.to_be_bytes());
+        std::fs::write(&index_path, &bytes).unwrap();
+
+        let log = open(&path).await;
+        let offset = i64::from(entry.relative_offset);
+        let slice = log.read(offset, 1 << 20).await.unwrap();
+        assert_eq!(slice.first_offset(), offset, "the batch holding {offset}");
+        assert_eq!(slice.bytes()[..written[batch].len()], written[batch][..]);
+        log.close().await.unwrap();
+    });
+}
