@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,17 +30,30 @@ impl TestServer {
     /// Starts a server.
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
-            data_dir: dir.path().to_path_buf(),
+        TestServer {
+            handle: Server::start(Self::config(dir.path())).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// Shuts the server down and starts a new one on the same directory (new ports).
+    pub fn restart(self) -> TestServer {
+        let TestServer { handle, _dir: dir } = self;
+        handle.shutdown();
+        TestServer {
+            handle: Server::start(Self::config(dir.path())).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn config(dir: &Path) -> ServerConfig {
+        ServerConfig {
+            data_dir: dir.to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
             kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
             shards: Some(2),
             cache_bytes_per_shard: 8 << 20,
             ..ServerConfig::default()
-        };
-        TestServer {
-            handle: Server::start(config).unwrap(),
-            _dir: dir,
         }
     }
 
