@@ -19,7 +19,7 @@ use super::meta::{self, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
     GroupDescription, GroupReturn, JoinArgs, Joined, Lifecycle, MemberInfo, OffsetEntry,
-    ResetResults, ResetTo, TopicFilter,
+    PartitionCommit, ResetResults, ResetTo, TopicFilter,
 };
 use crate::error_code::ErrorCode;
 use crate::message::group::{GroupKind, GroupState};
@@ -431,16 +431,17 @@ pub(super) async fn commit(
         "internal: no answer from the partition owner",
     );
     let mut results: CommitResults = Vec::with_capacity(topics.len());
-    let mut by_owner: BTreeMap<(usize, String), Vec<(u32, i64)>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<(usize, String), Vec<PartitionCommit>> = BTreeMap::new();
     for (topic, partitions) in topics {
         let mut entries = Vec::with_capacity(partitions.len());
-        for (partition, offset) in partitions {
-            let checked = check_commit(shard, &group, member_id, &topic, partition, offset);
+        for commit in partitions {
+            let partition = commit.partition;
+            let checked = check_commit(shard, &group, member_id, &topic, partition, commit.offset);
             if checked.is_ok() {
                 by_owner
                     .entry((shard.owner(&topic, partition), topic.clone()))
                     .or_default()
-                    .push((partition, offset));
+                    .push(commit);
             }
             entries.push((
                 partition,
@@ -452,7 +453,7 @@ pub(super) async fn commit(
     let mut calls: Vec<Pin<Box<dyn Future<Output = GroupReturn>>>> = Vec::new();
     let mut routes: Vec<(String, Vec<u32>)> = Vec::new();
     for ((owner, topic), offsets) in by_owner {
-        routes.push((topic.clone(), offsets.iter().map(|(p, _)| *p).collect()));
+        routes.push((topic.clone(), offsets.iter().map(|c| c.partition).collect()));
         let message = GroupCall::StoreOffsets {
             group: name.to_string(),
             topic,

@@ -13,7 +13,7 @@ use flatbuffers::FlatBufferBuilder;
 use super::meta::{validate_group_name, ShareConfig};
 use super::{
     call, join_all, unexpected, ConfigureArgs, GroupCall, GroupListing, GroupReturn, JoinArgs,
-    OffsetEntry, ResetTo, TopicFilter,
+    OffsetEntry, PartitionCommit, ResetTo, TopicFilter,
 };
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -154,7 +154,12 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
                 .partitions()
                 .unwrap_or_default()
                 .iter()
-                .map(|p| (p.partition(), p.offset()))
+                // The native protocol has no commit metadata.
+                .map(|p| PartitionCommit {
+                    partition: p.partition(),
+                    offset: p.offset(),
+                    metadata: None,
+                })
                 .collect();
             (topic.topic().to_string(), offsets)
         })

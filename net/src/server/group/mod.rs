@@ -16,6 +16,7 @@
 //! partition, and the frame size for everything a request lists.
 
 pub(crate) mod assignor;
+pub(crate) mod commit_metadata;
 mod coordinator;
 pub(crate) mod handlers;
 pub(crate) mod membership;
@@ -34,6 +35,7 @@ use std::time::Instant;
 use ringlog_engine::log::PartitionLog;
 
 use self::assignor::TopicAssignment;
+use self::commit_metadata::CommitMetadata;
 use self::membership::Membership;
 use self::meta::{GroupMeta, ShareConfig};
 use self::partition_state::PartitionGroups;
@@ -120,8 +122,17 @@ pub(crate) struct Joined {
     pub(crate) assignment: Vec<TopicAssignment>,
 }
 
-/// Offsets to commit: per topic, `(partition, offset)`.
-pub(crate) type CommitTopics = Vec<(String, Vec<(u32, i64)>)>;
+/// One partition's offset to commit.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionCommit {
+    pub(crate) partition: u32,
+    pub(crate) offset: i64,
+    /// Replaces the metadata of the previous commit (`None` clears it).
+    pub(crate) metadata: Option<CommitMetadata>,
+}
+
+/// Offsets to commit, per topic.
+pub(crate) type CommitTopics = Vec<(String, Vec<PartitionCommit>)>;
 /// Per topic, per partition, the commit's outcome.
 pub(crate) type CommitResults = Vec<(String, Vec<(u32, Option<Failure>)>)>;
 /// Per partition, the offset a reset moved to.
@@ -135,6 +146,8 @@ pub(crate) struct OffsetEntry {
     pub(crate) topic: String,
     pub(crate) partition: u32,
     pub(crate) committed: i64,
+    /// What was committed with the offset.
+    pub(crate) metadata: Option<CommitMetadata>,
     pub(crate) high_watermark: i64,
     pub(crate) failure: Option<Failure>,
 }
@@ -277,7 +290,7 @@ pub(crate) enum GroupCall {
     StoreOffsets {
         group: String,
         topic: String,
-        offsets: Vec<(u32, i64)>,
+        offsets: Vec<PartitionCommit>,
     },
     LoadOffsets {
         group: String,

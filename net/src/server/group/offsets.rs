@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::partition_state::{store_failure, PartitionGroups};
-use super::{CommitResults, OffsetEntry, ResetResults, ResetTo, TopicFilter};
+use super::{CommitResults, OffsetEntry, PartitionCommit, ResetResults, ResetTo, TopicFilter};
 use crate::error_code::ErrorCode;
 use crate::message::group::GroupKind;
 use crate::server::message::{Failure, OffsetQuery};
@@ -34,11 +34,13 @@ pub(super) async fn store(
     shard: &Rc<Shard>,
     group: &str,
     topic: &str,
-    offsets: Vec<(u32, i64)>,
+    offsets: Vec<PartitionCommit>,
 ) -> Result<CommitResults, Failure> {
     let mut pending: Vec<(u32, Result<Durable, Failure>)> = Vec::with_capacity(offsets.len());
-    for (partition, offset) in offsets {
-        let durable = local(shard, topic, partition).and_then(|state| state.commit(group, offset));
+    for commit in offsets {
+        let partition = commit.partition;
+        let durable = local(shard, topic, partition)
+            .and_then(|state| state.commit(group, commit.offset, commit.metadata));
         pending.push((partition, durable));
     }
     let mut outcomes = Vec::with_capacity(pending.len());
@@ -53,10 +55,14 @@ pub(super) async fn store(
 }
 
 fn entry(state: &PartitionGroups, group: &str) -> OffsetEntry {
+    let (committed, metadata) = state
+        .committed_with_metadata(group)
+        .map_or((-1, None), |c| (c.offset, c.metadata));
     OffsetEntry {
         topic: state.topic.clone(),
         partition: state.partition,
-        committed: state.committed(group).unwrap_or(-1),
+        committed,
+        metadata,
         high_watermark: state.log.high_watermark(),
         failure: None,
     }
@@ -87,6 +93,7 @@ pub(super) fn load(
                     topic: topic.clone(),
                     partition,
                     committed: -1,
+                    metadata: None,
                     high_watermark: -1,
                     failure: Some(failure),
                 }),
@@ -154,7 +161,8 @@ async fn reset_one(
     let state = local(shard, topic, partition)?;
     let offset = resolve(shard, topic, partition, to).await?;
     let durable = match kind {
-        GroupKind::Consumer => state.commit(group, offset)?,
+        // As Kafka's reset tool, a reset commits without metadata.
+        GroupKind::Consumer => state.commit(group, offset, None)?,
         GroupKind::Share => {
             let config = shard.groups.share_config(group).ok_or_else(|| {
                 Failure::new(ErrorCode::UnknownGroup, format!("unknown group {group}"))

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use ringlog_engine::log::PartitionLog;
 
+use super::commit_metadata::{self, CommitMetadata};
 use super::meta::{ShareConfig, IN_FLIGHT_RECORDS_LIMIT};
 use super::state_record::StateRecord;
 use crate::error_code::ErrorCode;
@@ -32,8 +33,17 @@ pub(crate) struct PartitionGroups {
     /// The partition's log.
     pub(crate) log: Rc<PartitionLog>,
     store: StateStore,
-    offsets: RefCell<HashMap<String, i64>>,
+    offsets: RefCell<HashMap<String, Committed>>,
     shares: RefCell<HashMap<String, Rc<SharePartition>>>,
+}
+
+/// A consumer group's committed offset here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Committed {
+    /// Next offset to consume.
+    pub(crate) offset: i64,
+    /// What the client committed with it.
+    pub(crate) metadata: Option<CommitMetadata>,
 }
 
 /// What a store error means to a client.
@@ -102,7 +112,12 @@ impl PartitionGroups {
 
     /// The committed offset of `group`, if any.
     pub(crate) fn committed(&self, group: &str) -> Option<i64> {
-        self.offsets.borrow().get(group).copied()
+        self.offsets.borrow().get(group).map(|c| c.offset)
+    }
+
+    /// The committed offset of `group` with its metadata, if any.
+    pub(crate) fn committed_with_metadata(&self, group: &str) -> Option<Committed> {
+        self.offsets.borrow().get(group).cloned()
     }
 
     /// Every group's committed offset on this partition, by group name.
@@ -111,17 +126,33 @@ impl PartitionGroups {
             .offsets
             .borrow()
             .iter()
-            .map(|(group, offset)| (group.clone(), *offset))
+            .map(|(group, committed)| (group.clone(), committed.offset))
             .collect();
         offsets.sort();
         offsets
     }
 
-    /// Commits `offset` for `group`: in memory now, durable when the returned future resolves.
-    pub(crate) fn commit(&self, group: &str, offset: i64) -> Result<Durable, Failure> {
-        self.record(StateRecord::Offset { group, offset }, || {
-            self.offsets.borrow_mut().insert(group.to_string(), offset);
-        })
+    /// Commits `offset` with `metadata` for `group` (replacing any earlier metadata): in
+    /// memory now, durable when the returned future resolves.
+    pub(crate) fn commit(
+        &self,
+        group: &str,
+        offset: i64,
+        metadata: Option<CommitMetadata>,
+    ) -> Result<Durable, Failure> {
+        // As `record`, which cannot take the metadata: its record borrows what its `apply`
+        // would move into memory.
+        let durable = self.append(StateRecord::Offset {
+            group,
+            offset,
+            metadata: commit_metadata::text(metadata.as_ref()),
+        })?;
+        let committed = Committed { offset, metadata };
+        self.offsets
+            .borrow_mut()
+            .insert(group.to_string(), committed);
+        self.compact_if_grown()?;
+        Ok(durable)
     }
 
     /// The share partition of `group`, if it exists here.
@@ -189,26 +220,39 @@ impl PartitionGroups {
         record: StateRecord<'_>,
         apply: impl FnOnce(),
     ) -> Result<Durable, Failure> {
-        let durable = self
-            .store
-            .append_with(|out| record.encode(out))
-            .map_err(store_failure)?;
+        let durable = self.append(record)?;
         apply();
+        self.compact_if_grown()?;
+        Ok(durable)
+    }
+
+    fn append(&self, record: StateRecord<'_>) -> Result<Durable, Failure> {
+        self.store
+            .append_with(|out| record.encode(out))
+            .map_err(store_failure)
+    }
+
+    /// Replaces the file by a snapshot of memory once it has grown enough; see `record`.
+    fn compact_if_grown(&self) -> Result<(), Failure> {
         if self.store.wants_compaction() {
             let snapshot = self.snapshot().map_err(store_failure)?;
-            // The append above is covered by the snapshot, and its future by the rewrite.
+            // Appends so far are covered by the snapshot, and their futures by the rewrite.
             drop(self.store.replace(snapshot).map_err(store_failure)?);
         }
-        Ok(durable)
+        Ok(())
     }
 
     /// The whole state as framed records.
     fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
-        for (group, offset) in self.offsets.borrow().iter() {
-            let offset = *offset;
+        for (group, committed) in self.offsets.borrow().iter() {
             push_frame(&mut out, |b| {
-                StateRecord::Offset { group, offset }.encode(b)
+                StateRecord::Offset {
+                    group,
+                    offset: committed.offset,
+                    metadata: commit_metadata::text(committed.metadata.as_ref()),
+                }
+                .encode(b)
             })?;
         }
         for (group, share) in self.shares.borrow().iter() {
@@ -258,12 +302,18 @@ pub(crate) fn share_states(group: &str, change: Change) -> StateRecord<'_> {
 
 fn replay(
     record: StateRecord<'_>,
-    offsets: &mut HashMap<String, i64>,
+    offsets: &mut HashMap<String, Committed>,
     windows: &mut HashMap<String, Window>,
 ) {
     match record {
-        StateRecord::Offset { group, offset } => {
-            offsets.insert(group.to_string(), offset);
+        StateRecord::Offset {
+            group,
+            offset,
+            metadata,
+        } => {
+            // Decoding bounds the metadata, so this only turns empty into none.
+            let metadata = CommitMetadata::new(metadata).unwrap_or(None);
+            offsets.insert(group.to_string(), Committed { offset, metadata });
         }
         StateRecord::ShareStart {
             group,
@@ -335,9 +385,9 @@ pub(crate) mod tests {
             while !groups.store.rewriting() {
                 offset += 1;
                 assert!(offset < 1_000_000, "4 MiB of commits start a compaction");
-                drop(groups.commit("g", offset).unwrap());
+                drop(groups.commit("g", offset, None).unwrap());
             }
-            groups.commit("other", 7).unwrap().await.unwrap();
+            groups.commit("other", 7, None).unwrap().await.unwrap();
             groups.close().await;
             log.close().await.unwrap();
             drop((log, groups));
@@ -361,6 +411,94 @@ pub(crate) mod tests {
             assert_eq!(groups.committed("g"), None);
             assert!(groups.share("s").is_none());
             assert_eq!(groups.committed("other"), Some(7));
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
+    }
+
+    fn committed(offset: i64, metadata: &str) -> Option<Committed> {
+        Some(Committed {
+            offset,
+            metadata: CommitMetadata::new(metadata).unwrap(),
+        })
+    }
+
+    async fn reopen(
+        path: &Path,
+        log: Rc<PartitionLog>,
+        groups: Rc<PartitionGroups>,
+    ) -> (Rc<PartitionLog>, Rc<PartitionGroups>) {
+        groups.close().await;
+        log.close().await.unwrap();
+        drop((log, groups));
+        open(path).await
+    }
+
+    #[test]
+    fn a_file_of_a_server_without_metadata_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        // The file as the server wrote it before metadata: header, two tag 1 offsets and a
+        // tag 4 forget of the second group.
+        let mut file = b"RLGS".to_vec();
+        file.extend_from_slice(&1u32.to_le_bytes());
+        for (group, offset) in [("g", 5i64), ("h", 9)] {
+            push_frame(&mut file, |b| {
+                b.extend_from_slice(&[1, 1, 0]);
+                b.extend_from_slice(group.as_bytes());
+                b.extend_from_slice(&offset.to_le_bytes());
+            })
+            .unwrap();
+        }
+        push_frame(&mut file, |b| b.extend_from_slice(&[4, 1, 0, b'h'])).unwrap();
+        std::fs::write(path.join(STATE_FILE_NAME), file).unwrap();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            assert_eq!(groups.committed_with_metadata("g"), committed(5, ""));
+            assert_eq!(groups.committed_with_metadata("h"), None);
+            // It is appended to as it is, and reads back with both formats in it.
+            groups.commit("h", 10, None).unwrap().await.unwrap();
+            let abc = CommitMetadata::new("abc").unwrap();
+            groups.commit("g", 6, abc).unwrap().await.unwrap();
+            let (log, groups) = reopen(&path, log, groups).await;
+            assert_eq!(groups.committed_with_metadata("g"), committed(6, "abc"));
+            assert_eq!(groups.committed_with_metadata("h"), committed(10, ""));
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn metadata_is_replaced_cleared_and_forgotten_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            let abc = CommitMetadata::new("abc").unwrap();
+            groups.commit("g", 1, abc).unwrap().await.unwrap();
+            let kept = CommitMetadata::new("kept").unwrap();
+            groups.commit("k", 2, kept).unwrap().await.unwrap();
+            let (log, groups) = reopen(&path, log, groups).await;
+            assert_eq!(groups.committed_with_metadata("g"), committed(1, "abc"));
+            // Compactions write a snapshot: it keeps metadata too.
+            let snapshot = groups.snapshot().unwrap();
+            assert!(snapshot.windows(4).any(|w| w == b"kept"));
+
+            // A commit without metadata clears the older one.
+            groups.commit("g", 3, None).unwrap().await.unwrap();
+            assert_eq!(groups.committed_with_metadata("g"), committed(3, ""));
+            let (log, groups) = reopen(&path, log, groups).await;
+            assert_eq!(groups.committed_with_metadata("g"), committed(3, ""));
+
+            // A deleted group takes its metadata with it.
+            groups.forget("k").unwrap().unwrap().await.unwrap();
+            let (log, groups) = reopen(&path, log, groups).await;
+            assert_eq!(groups.committed_with_metadata("k"), None);
+            let again = CommitMetadata::new("x").unwrap();
+            groups.commit("k", 4, again).unwrap().await.unwrap();
+            assert_eq!(groups.committed_with_metadata("k"), committed(4, "x"));
             groups.close().await;
             log.close().await.unwrap();
         })

@@ -8,19 +8,29 @@
 //!                                                      start_offset is done, the window is empty
 //! 3 ShareStates  group, i64 first, i64 last,           share partition: records first..=last
 //!                u8 state, u16 delivery_count           now have this state and count
-//! 4 Forget       group                                 the group was deleted: its offset and
-//!                                                      share partition here are gone
+//! 4 Forget       group                                 the group was deleted: its offset,
+//!                                                      metadata and share partition here are
+//!                                                      gone
+//! 5 OffsetWithMetadata                                 a consumer group's committed offset
+//!                group, i64 offset,                    with non-empty metadata (UTF-8, at most
+//!                u16 len + bytes metadata              COMMIT_METADATA_BYTES_MAX bytes)
 //! ```
+//!
+//! An offset with empty metadata is written as tag 1, so files of servers that knew no
+//! metadata stay readable, and a tag 1 record clears the metadata of an earlier tag 5.
 //!
 //! Acquisitions are not recorded (KIP-932 treats Acquired as transient): after a restart an
 //! acquired record is Available again with the delivery count last written for it.
 
 use thiserror::Error;
 
+use super::commit_metadata::{CommitMetadata, COMMIT_METADATA_BYTES_MAX};
+
 const TAG_OFFSET: u8 = 1;
 const TAG_SHARE_START: u8 = 2;
 const TAG_SHARE_STATES: u8 = 3;
 const TAG_FORGET: u8 = 4;
+const TAG_OFFSET_WITH_METADATA: u8 = 5;
 
 /// Durable state of a share-partition record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +71,8 @@ pub(crate) enum StateRecord<'a> {
         group: &'a str,
         /// Next offset to consume.
         offset: i64,
+        /// What the client committed with it; empty for none.
+        metadata: &'a str,
     },
     /// A share partition restarts at `start_offset` with an empty window.
     ShareStart {
@@ -98,10 +110,22 @@ impl<'a> StateRecord<'a> {
     /// Appends the payload to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match *self {
-            StateRecord::Offset { group, offset } => {
-                out.push(TAG_OFFSET);
+            StateRecord::Offset {
+                group,
+                offset,
+                metadata,
+            } => {
+                let tag = if metadata.is_empty() {
+                    TAG_OFFSET
+                } else {
+                    TAG_OFFSET_WITH_METADATA
+                };
+                out.push(tag);
                 put_group(out, group);
                 out.extend_from_slice(&offset.to_le_bytes());
+                if !metadata.is_empty() {
+                    put_metadata(out, metadata);
+                }
             }
             StateRecord::ShareStart {
                 group,
@@ -139,6 +163,12 @@ impl<'a> StateRecord<'a> {
             TAG_OFFSET => StateRecord::Offset {
                 group: reader.group()?,
                 offset: reader.i64()?,
+                metadata: "",
+            },
+            TAG_OFFSET_WITH_METADATA => StateRecord::Offset {
+                group: reader.group()?,
+                offset: reader.i64()?,
+                metadata: reader.metadata()?,
             },
             TAG_SHARE_START => StateRecord::ShareStart {
                 group: reader.group()?,
@@ -181,6 +211,18 @@ fn put_group(out: &mut Vec<u8>, group: &str) {
     out.extend_from_slice(&group.as_bytes()[..usize::from(len)]);
 }
 
+fn put_metadata(out: &mut Vec<u8>, metadata: &str) {
+    // CommitMetadata is the only source of metadata, and it is bounded: a longer one here is a
+    // bug, and would not fit the u16 length.
+    assert!(
+        CommitMetadata::check(metadata.len()).is_ok(),
+        "unbounded commit metadata reached the state file"
+    );
+    let len = u16::try_from(metadata.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(metadata.as_bytes());
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -208,13 +250,27 @@ impl<'a> Reader<'a> {
     }
 
     fn group(&mut self) -> Result<&'a str, RecordError> {
+        let name = self.sized(RecordError("group name is truncated"))?;
+        std::str::from_utf8(name).map_err(|_| RecordError("group name is not UTF-8"))
+    }
+
+    fn metadata(&mut self) -> Result<&'a str, RecordError> {
+        let metadata = self.sized(RecordError("commit metadata is truncated"))?;
+        if metadata.len() > COMMIT_METADATA_BYTES_MAX {
+            return Err(RecordError("commit metadata is over its bound"));
+        }
+        std::str::from_utf8(metadata).map_err(|_| RecordError("commit metadata is not UTF-8"))
+    }
+
+    /// Bytes preceded by their u16 length.
+    fn sized(&mut self, truncated: RecordError) -> Result<&'a [u8], RecordError> {
         let len = usize::from(self.u16()?);
         if self.bytes.len() < len {
-            return Err(RecordError("group name is truncated"));
+            return Err(truncated);
         }
-        let (name, rest) = self.bytes.split_at(len);
+        let (head, rest) = self.bytes.split_at(len);
         self.bytes = rest;
-        std::str::from_utf8(name).map_err(|_| RecordError("group name is not UTF-8"))
+        Ok(head)
     }
 }
 
@@ -228,6 +284,12 @@ mod tests {
             StateRecord::Offset {
                 group: "g",
                 offset: 42,
+                metadata: "",
+            },
+            StateRecord::Offset {
+                group: "g",
+                offset: 43,
+                metadata: "abc",
             },
             StateRecord::ShareStart {
                 group: "share",
@@ -253,5 +315,51 @@ mod tests {
             assert!(StateRecord::decode(&bytes).is_err());
         }
         assert!(StateRecord::decode(&[9]).is_err());
+    }
+
+    /// Files written before metadata existed hold tag 1 offsets; they must read as before,
+    /// and an offset without metadata must still be written that way.
+    #[test]
+    fn an_offset_without_metadata_keeps_the_old_format() {
+        let mut old = vec![TAG_OFFSET, 1, 0, b'g'];
+        old.extend_from_slice(&42i64.to_le_bytes());
+        let record = StateRecord::Offset {
+            group: "g",
+            offset: 42,
+            metadata: "",
+        };
+        assert_eq!(StateRecord::decode(&old), Ok(record));
+        let mut written = Vec::new();
+        record.encode(&mut written);
+        assert_eq!(written, old);
+    }
+
+    #[test]
+    fn offset_metadata_layout_and_bounds() {
+        let mut bytes = Vec::new();
+        StateRecord::Offset {
+            group: "g",
+            offset: 7,
+            metadata: "abc",
+        }
+        .encode(&mut bytes);
+        let mut expected = vec![TAG_OFFSET_WITH_METADATA, 1, 0, b'g'];
+        expected.extend_from_slice(&7i64.to_le_bytes());
+        expected.extend_from_slice(&[3, 0, b'a', b'b', b'c']);
+        assert_eq!(bytes, expected);
+
+        let with_metadata = |metadata: &[u8]| {
+            let mut bytes = vec![TAG_OFFSET_WITH_METADATA, 1, 0, b'g'];
+            bytes.extend_from_slice(&7i64.to_le_bytes());
+            let len = u16::try_from(metadata.len()).unwrap();
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(metadata);
+            bytes
+        };
+        let full = vec![b'x'; COMMIT_METADATA_BYTES_MAX];
+        assert!(StateRecord::decode(&with_metadata(&full)).is_ok());
+        let over = vec![b'x'; COMMIT_METADATA_BYTES_MAX + 1];
+        assert!(StateRecord::decode(&with_metadata(&over)).is_err());
+        assert!(StateRecord::decode(&with_metadata(&[0xff])).is_err());
     }
 }

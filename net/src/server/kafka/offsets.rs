@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -23,13 +24,17 @@ use super::errors::failure_code;
 use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
-use crate::server::group::{self, CommitTopics, GroupCall, GroupReturn, OffsetEntry, TopicFilter};
+use crate::server::group::commit_metadata::{CommitMetadata, MetadataTooLarge};
+use crate::server::group::{
+    self, CommitTopics, GroupCall, GroupReturn, OffsetEntry, PartitionCommit, TopicFilter,
+};
 use crate::server::message::Failure;
 use crate::server::shard::Shard;
 
 /// Serves OffsetCommit: durable on each partition's owner before the answer. A member commits
 /// with its generation; a consumer outside any group (assign()) commits with generation -1
-/// while the group has no members.
+/// while the group has no members. Each offset is stored with its metadata (null as empty);
+/// a partition whose metadata is over the bound is refused alone, storing nothing.
 pub(crate) async fn offset_commit(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
@@ -39,14 +44,17 @@ pub(crate) async fn offset_commit(
     let mut topics: CommitTopics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let name = topic.name.0.to_string();
-        // Partitions a commit cannot name (negative) are answered without asking the
-        // coordinator.
+        // Partitions a commit cannot name (negative) or whose metadata is too large are
+        // answered without asking the coordinator.
         let offsets = topic
             .partitions
             .iter()
             .filter_map(|partition| {
-                let index = u32::try_from(partition.partition_index).ok()?;
-                Some((index, partition.committed_offset))
+                Some(PartitionCommit {
+                    partition: u32::try_from(partition.partition_index).ok()?,
+                    offset: partition.committed_offset,
+                    metadata: metadata(partition).ok()?,
+                })
             })
             .collect();
         topics.push((name, offsets));
@@ -72,13 +80,9 @@ pub(crate) async fn offset_commit(
                 .partitions
                 .iter()
                 .map(|partition| {
-                    let code = match u32::try_from(partition.partition_index) {
-                        Ok(index) => codes.code(name, index),
-                        Err(_) => ResponseError::UnknownTopicOrPartition.code(),
-                    };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(partition.partition_index)
-                        .with_error_code(code)
+                        .with_error_code(codes.partition_code(name, partition))
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
@@ -90,6 +94,17 @@ pub(crate) async fn offset_commit(
         request,
         &OffsetCommitResponse::default().with_topics(response_topics),
     )
+}
+
+/// The metadata to store with a partition's offset.
+fn metadata(
+    partition: &OffsetCommitRequestPartition,
+) -> Result<Option<CommitMetadata>, MetadataTooLarge> {
+    CommitMetadata::new(partition.committed_metadata.as_deref().unwrap_or(""))
+}
+
+fn metadata_len(partition: &OffsetCommitRequestPartition) -> usize {
+    partition.committed_metadata.as_deref().map_or(0, str::len)
 }
 
 /// The Kafka code of each partition's commit, looked up by topic and partition: a commit may
@@ -118,6 +133,21 @@ impl<'a> CommitCodes<'a> {
             }
         }
         CommitCodes::Each(codes)
+    }
+
+    /// The code of a partition as the request names it. An error of the whole commit comes
+    /// first, as from Kafka, which checks the member before the metadata.
+    fn partition_code(&self, topic: &str, partition: &OffsetCommitRequestPartition) -> i16 {
+        let Ok(index) = u32::try_from(partition.partition_index) else {
+            return ResponseError::UnknownTopicOrPartition.code();
+        };
+        match self {
+            CommitCodes::All(code) => *code,
+            CommitCodes::Each(_) if CommitMetadata::check(metadata_len(partition)).is_err() => {
+                ResponseError::OffsetMetadataTooLarge.code()
+            }
+            CommitCodes::Each(_) => self.code(topic, index),
+        }
     }
 
     fn code(&self, topic: &str, partition: u32) -> i16 {
@@ -158,12 +188,12 @@ pub(crate) async fn offset_fetch(
                         .with_partitions(
                             partitions
                                 .into_iter()
-                                .map(|(partition, offset, code)| {
+                                .map(|p| {
                                     OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(partition)
-                                        .with_committed_offset(offset)
-                                        .with_metadata(Some(StrBytes::default()))
-                                        .with_error_code(code)
+                                        .with_partition_index(p.partition)
+                                        .with_committed_offset(p.offset)
+                                        .with_metadata(Some(wire_metadata(p.metadata)))
+                                        .with_error_code(p.code)
                                 })
                                 .collect(),
                         )
@@ -193,12 +223,12 @@ pub(crate) async fn offset_fetch(
                 .with_partitions(
                     partitions
                         .into_iter()
-                        .map(|(partition, offset, code)| {
+                        .map(|p| {
                             OffsetFetchResponsePartition::default()
-                                .with_partition_index(partition)
-                                .with_committed_offset(offset)
-                                .with_metadata(Some(StrBytes::default()))
-                                .with_error_code(code)
+                                .with_partition_index(p.partition)
+                                .with_committed_offset(p.offset)
+                                .with_metadata(Some(wire_metadata(p.metadata)))
+                                .with_error_code(p.code)
                         })
                         .collect(),
                 )
@@ -214,8 +244,34 @@ pub(crate) async fn offset_fetch(
     respond(request, &response)
 }
 
-/// Per topic, `(partition, committed offset, error code)`.
-type CommittedTopics = Vec<(String, Vec<(i32, i64, i16)>)>;
+/// One partition of an OffsetFetch answer.
+struct CommittedPartition {
+    partition: i32,
+    /// -1 when nothing is committed.
+    offset: i64,
+    metadata: Option<CommitMetadata>,
+    code: i16,
+}
+
+impl CommittedPartition {
+    /// A partition with no committed offset to show, and why (0: none was committed).
+    fn none(partition: i32, code: i16) -> CommittedPartition {
+        CommittedPartition {
+            partition,
+            offset: -1,
+            metadata: None,
+            code,
+        }
+    }
+}
+
+/// Metadata as OffsetFetch sends it: empty, never null, when there is none, as from Kafka.
+fn wire_metadata(metadata: Option<CommitMetadata>) -> StrBytes {
+    metadata.map_or_else(StrBytes::default, |m| str_bytes(m.into_string()))
+}
+
+/// Per topic, its partitions.
+type CommittedTopics = Vec<(String, Vec<CommittedPartition>)>;
 
 /// The committed offsets of `group` for `wanted` (`None`: every committed partition), and the
 /// group-level error code.
@@ -256,11 +312,12 @@ async fn committed(
     let Some(wanted) = wanted else {
         let mut out: CommittedTopics = Vec::new();
         for entry in entries.into_iter().filter(|e| e.committed >= 0) {
-            let partition = (
-                i32::try_from(entry.partition).unwrap_or(i32::MAX),
-                entry.committed,
-                0,
-            );
+            let partition = CommittedPartition {
+                partition: i32::try_from(entry.partition).unwrap_or(i32::MAX),
+                offset: entry.committed,
+                metadata: entry.metadata,
+                code: 0,
+            };
             match out.iter_mut().find(|(topic, _)| *topic == entry.topic) {
                 Some((_, partitions)) => partitions.push(partition),
                 None => out.push((entry.topic, vec![partition])),
@@ -292,9 +349,14 @@ async fn committed(
                         Some(OffsetEntry {
                             failure: Some(failure),
                             ..
-                        }) => (partition, -1, failure_code(failure)),
-                        Some(entry) => (partition, entry.committed.max(-1), 0),
-                        None => (partition, -1, 0),
+                        }) => CommittedPartition::none(partition, failure_code(failure)),
+                        Some(entry) => CommittedPartition {
+                            partition,
+                            offset: entry.committed.max(-1),
+                            metadata: entry.metadata.clone(),
+                            code: 0,
+                        },
+                        None => CommittedPartition::none(partition, 0),
                     }
                 })
                 .collect();
