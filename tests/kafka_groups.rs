@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ringlog_net::client::Client;
+use ringlog_net::message::list_offsets::OffsetSpec;
 use ringlog_net::message::offset_commit::{CommitTopic, PartitionOffset};
 use ringlog_net::message::TopicPartitions;
 
@@ -745,4 +746,174 @@ fn a_commit_of_many_partitions_is_answered_for_each() {
         .collect();
     committed.sort_unstable();
     assert_eq!(committed, [(0, 5), (1, 7)]);
+}
+
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+/// Kafka's default `offset.metadata.max.bytes`.
+const METADATA_BYTES_MAX: usize = 4096;
+
+/// OffsetCommit v8 outside any group of `(partition, offset, metadata)`: the error codes.
+fn commit_with_metadata(
+    kafka: &mut Kafka,
+    group: &str,
+    topic: &str,
+    partitions: &[(i32, i64, Option<&str>)],
+) -> Vec<i16> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|(partition, offset, metadata)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*partition)
+                            .with_committed_offset(*offset)
+                            .with_committed_metadata(
+                                metadata.map(|m| StrBytes::from_string(m.to_string())),
+                            )
+                    })
+                    .collect(),
+            )]);
+    let response = kafka.call(8, &request);
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+/// OffsetFetch of partitions 0 and 1 of `topic`, in the groups form (v8) and the one-group
+/// form (v7), which must agree: `(offset, metadata)` of each.
+fn committed_with_metadata(
+    kafka: &mut Kafka,
+    group: &str,
+    topic: &str,
+) -> Vec<(i64, Option<String>)> {
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(group_id(group))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(vec![0, 1])]))]);
+    let response = kafka.call(8, &fetch);
+    assert_eq!(response.groups[0].error_code, 0);
+    let v8: Vec<(i64, Option<String>)> = response.groups[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            assert_eq!(p.error_code, 0);
+            (
+                p.committed_offset,
+                p.metadata.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(group_id(group))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name(topic))
+            .with_partition_indexes(vec![0, 1])]));
+    let response = kafka.call(7, &fetch);
+    assert_eq!(response.error_code, 0);
+    let v7: Vec<(i64, Option<String>)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.committed_offset,
+                p.metadata.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(v7, v8, "OffsetFetch v7 and v8 agree");
+    v8
+}
+
+fn kept(offset: i64, metadata: &str) -> (i64, Option<String>) {
+    (offset, Some(metadata.to_string()))
+}
+
+/// Kafka clients (Kafka Streams among them) keep per-partition state in the metadata of a
+/// commit: it comes back from OffsetFetch, after a restart too, and is bounded.
+#[test]
+fn commit_metadata_is_stored_bounded_and_kept_across_a_restart() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("meta", 2, &[]), 0);
+    let codes = commit_with_metadata(
+        &mut kafka,
+        "g",
+        "meta",
+        &[(0, 5, Some("abc")), (1, 6, None)],
+    );
+    assert_eq!(codes, [0, 0]);
+    let expected = [kept(5, "abc"), kept(6, "")];
+    assert_eq!(committed_with_metadata(&mut kafka, "g", "meta"), expected);
+
+    let server = server.restart();
+    let mut kafka = server.kafka();
+    assert_eq!(committed_with_metadata(&mut kafka, "g", "meta"), expected);
+
+    // Over the bound: that partition alone is refused, and keeps its offset and metadata.
+    let over = "x".repeat(METADATA_BYTES_MAX + 1);
+    let full = "y".repeat(METADATA_BYTES_MAX);
+    let codes = commit_with_metadata(
+        &mut kafka,
+        "g",
+        "meta",
+        &[(0, 9, Some(&over)), (1, 10, Some(&full))],
+    );
+    assert_eq!(codes, [OFFSET_METADATA_TOO_LARGE, 0]);
+    assert_eq!(
+        committed_with_metadata(&mut kafka, "g", "meta"),
+        [kept(5, "abc"), kept(10, &full)]
+    );
+
+    // A commit without metadata (empty or null) clears the older one, durably.
+    let codes = commit_with_metadata(&mut kafka, "g", "meta", &[(0, 11, None), (1, 12, Some(""))]);
+    assert_eq!(codes, [0, 0]);
+    let cleared = [kept(11, ""), kept(12, "")];
+    assert_eq!(committed_with_metadata(&mut kafka, "g", "meta"), cleared);
+    let server = server.restart();
+    let mut kafka = server.kafka();
+    assert_eq!(committed_with_metadata(&mut kafka, "g", "meta"), cleared);
+}
+
+/// A reset or a deletion of the group drops the metadata with the offsets.
+#[test]
+fn a_reset_or_a_deleted_group_drops_commit_metadata() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("meta", 2, &[]), 0);
+    let abc = [(0, 0, Some("abc")), (1, 0, Some("def"))];
+    assert_eq!(commit_with_metadata(&mut kafka, "g", "meta", &abc), [0, 0]);
+    assert_eq!(
+        committed_with_metadata(&mut kafka, "g", "meta"),
+        [kept(0, "abc"), kept(0, "def")]
+    );
+
+    let mut native = Client::connect(server.handle.local_addr()).unwrap();
+    let reset = native
+        .reset_group_offsets("g", "meta", &[0], OffsetSpec::Earliest)
+        .unwrap();
+    assert!(reset.iter().all(|r| r.result.is_ok()));
+    assert_eq!(
+        committed_with_metadata(&mut kafka, "g", "meta"),
+        [kept(0, ""), kept(0, "def")]
+    );
+
+    native.delete_group("g").unwrap();
+    // Recreated by a commit of the other partition: partition 1 has nothing committed.
+    assert_eq!(
+        commit_with_metadata(&mut kafka, "g", "meta", &[(0, 0, None)]),
+        [0]
+    );
+    let server = server.restart();
+    let mut kafka = server.kafka();
+    assert_eq!(
+        committed_with_metadata(&mut kafka, "g", "meta"),
+        [kept(0, ""), kept(-1, "")]
+    );
 }
