@@ -10,7 +10,6 @@
 //! [`ReadParts`] goes on from there: the next batches, from the next chunk, the next segment or
 //! disk, as further slices, until `max_bytes` is reached; a fetch sends them back to back.
 
-use std::cell::Cell;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::ptr::NonNull;
@@ -298,6 +297,10 @@ struct Found {
     position: u64,
     header: BatchHeader,
     source: Source,
+    /// `Some(expected)` when the walk stopped here because the batch's base offset is not
+    /// `expected`, the offset after the batches walked before it: the CRC does not cover a
+    /// base offset, so damage there (or in the batch before) is found only this way.
+    out_of_sequence: Option<i64>,
 }
 
 /// Batches collected from one source, and whether more may follow elsewhere.
@@ -356,7 +359,10 @@ impl Inner {
             let budget = max_bytes - parts.len();
             let window_bytes = budget.min(READ_WINDOW_BYTES_MAX);
             // What was read so far is served even if going on fails: the next read reports it.
-            let Ok(Some(found)) = self.find_batch(&view, end, window_bytes, |_| true).await else {
+            let Ok(Some(found)) = self
+                .find_batch(&view, end, None, window_bytes, |_| true)
+                .await
+            else {
                 break;
             };
             if found.header.total_bytes() > budget
@@ -420,16 +426,71 @@ impl Inner {
                 self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
             })?;
             let end = found_now.position + found_now.header.total_bytes() as u64;
+            if let Some(expected) = found_now.out_of_sequence {
+                let (from, expected) = self
+                    .sequence_break(&view, &found_now, expected, offset)
+                    .await?;
+                found = self
+                    .find_batch(&view, from, Some(expected), window_bytes, holds)
+                    .await?;
+                continue;
+            }
             match self.whole_batch(&view, found_now).await {
                 Ok(found) => return Ok(Some((view, found))),
                 // Its damaged header claimed `offset`, but the next batch starts at or before
                 // it: `offset` is healthy, further on.
                 Err(LogError::DamagedBatch { last_offset, .. }) if last_offset < offset => {
-                    found = self.find_batch(&view, end, window_bytes, holds).await?;
+                    found = self
+                        .find_batch(&view, end, Some(last_offset + 1), window_bytes, holds)
+                        .await?;
                 }
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// The walk for `offset` met `found`, whose base offset is not `expected`: either its own
+    /// base offset was damaged on disk (the CRC does not cover it) or the batch before claimed
+    /// the wrong number of offsets (its lastOffsetDelta was damaged). The batch after it tells
+    /// which: it follows `found`'s records counted from `expected` when `found`'s base offset
+    /// is the damage. Returns the damage when it holds `offset` (offsets out of sequence are
+    /// never served), else where to walk on from and the base offset expected there.
+    async fn sequence_break(
+        &self,
+        view: &SegmentView,
+        found: &Found,
+        expected: i64,
+        offset: i64,
+    ) -> Result<(u64, i64), LogError> {
+        let header = &found.header;
+        let end = found.position + header.total_bytes() as u64;
+        let next_base = self.base_offset_at(view, end, &found.source).await;
+        let damaged = |last_offset: i64| {
+            let error = LogError::DamagedBatch {
+                path: self.segment_file(view),
+                position: found.position,
+                base_offset: expected,
+                last_offset: last_offset.min(self.high_watermark.get() - 1).max(expected),
+            };
+            tracing::warn!(%error, found = header.base_offset, "refusing to serve a batch out of sequence");
+            error
+        };
+        let end_if_own_damage = expected
+            .saturating_add(i64::from(header.last_offset_delta))
+            .saturating_add(1);
+        if header.last_offset_delta >= 0 && next_base == Some(end_if_own_damage) {
+            // Its own base offset is damaged: it holds `expected` and the records after.
+            if offset < end_if_own_damage {
+                return Err(damaged(end_if_own_damage - 1));
+            }
+            return Ok((end, end_if_own_damage));
+        }
+        // The batch before it is damaged: the offsets from `expected` up to this batch's are
+        // in no batch that can be served; this batch is taken at its word from here on.
+        if header.base_offset > expected && offset < header.base_offset {
+            return Err(damaged(header.base_offset - 1));
+        }
+        Ok((found.position, header.base_offset))
     }
 
     /// `found` with its whole batch in its source, its CRC checked if it came from disk
@@ -442,6 +503,7 @@ impl Inner {
             position,
             header,
             mut source,
+            ..
         } = found;
         let end = position + header.total_bytes() as u64;
         if source.bytes(position, end).is_none() {
@@ -453,6 +515,7 @@ impl Inner {
                 position,
                 header,
                 source,
+                out_of_sequence: None,
             });
         }
         let last_offset = match self.base_offset_at(view, end, &source).await {
@@ -547,10 +610,10 @@ impl Inner {
                 })
                 .await?;
             if let Some(found) = found {
-                return Ok(Some((
-                    found.header.base_offset,
-                    found.header.max_timestamp_ms,
-                )));
+                // Out of sequence (damaged): answer the offset the sequence expected there,
+                // never a later one; a read from it reports the damage.
+                let offset = found.out_of_sequence.unwrap_or(found.header.base_offset);
+                return Ok(Some((offset, found.header.max_timestamp_ms)));
             }
         }
         Ok(None)
@@ -580,9 +643,10 @@ impl Inner {
         segment_path(&self.dir, view.base_offset, LOG_SUFFIX)
     }
 
-    /// As [`Inner::find_batch`] from the indexed batch `from`; if the batch there does not
-    /// have the base offset the index gives (an index file damaged on disk), from the
-    /// segment's start instead: walking on from a wrong position would skip batches or fail.
+    /// As [`Inner::find_batch`] from the indexed batch `from`, expecting the base offsets to
+    /// follow on from the one the index gives; if the batch there does not have it (an index
+    /// file damaged on disk), from the segment's start instead: walking on from a wrong
+    /// position would skip batches or fail.
     async fn find_batch_from(
         &self,
         view: &SegmentView,
@@ -590,17 +654,18 @@ impl Inner {
         window_bytes: usize,
         mut wanted: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<Found>, LogError> {
-        let first = Cell::new(None);
         let walked = self
-            .find_batch(view, from.position, window_bytes, |header| {
-                if first.get().is_none() {
-                    first.set(Some(header.base_offset));
-                }
-                wanted(header)
-            })
+            .find_batch(
+                view,
+                from.position,
+                Some(from.base_offset),
+                window_bytes,
+                &mut wanted,
+            )
             .await;
         let index_wrong = match &walked {
-            Ok(_) => first.get().is_some_and(|found| found != from.base_offset),
+            Ok(Some(found)) => found.position == from.position && found.out_of_sequence.is_some(),
+            Ok(None) => false,
             Err(LogError::Corrupt { .. }) => true,
             Err(_) => false,
         };
@@ -611,17 +676,20 @@ impl Inner {
             path = %self.segment_file(view).display(),
             position = from.position,
             expected = from.base_offset,
-            found = ?first.get(),
             "the offset index does not match the segment; scanning it from its start"
         );
-        self.find_batch(view, 0, window_bytes, wanted).await
+        self.find_batch(view, 0, Some(view.base_offset), window_bytes, wanted)
+            .await
     }
 
-    /// Walks batches from `position` (a batch start) to the first one `wanted` accepts.
+    /// Walks batches from `position` (a batch start) to the first one `wanted` accepts. With
+    /// `expected` (the base offset of the batch at `position`), it stops as well at a batch
+    /// whose base offset breaks the sequence, marked [`Found::out_of_sequence`].
     async fn find_batch(
         &self,
         view: &SegmentView,
         mut position: u64,
+        mut expected: Option<i64>,
         window_bytes: usize,
         mut wanted: impl FnMut(&BatchHeader) -> bool,
     ) -> Result<Option<Found>, LogError> {
@@ -647,7 +715,8 @@ impl Inner {
             if end > view.visible_end {
                 return Err(self.corrupt(view, position, "batch runs past the visible end"));
             }
-            if wanted(&header) {
+            let out_of_sequence = expected.filter(|expected| *expected != header.base_offset);
+            if out_of_sequence.is_some() || wanted(&header) {
                 let Some(source) = source else {
                     unreachable!("a header was read from a source");
                 };
@@ -655,8 +724,10 @@ impl Inner {
                     position,
                     header,
                     source,
+                    out_of_sequence,
                 }));
             }
+            expected = expected.map(|_| header.next_offset());
             position = end;
         }
         Ok(None)
@@ -669,6 +740,7 @@ impl Inner {
             position,
             header,
             source,
+            ..
         } = found;
         let batch_bytes_max = self.batch_bytes_max();
         let mut end = position + header.total_bytes() as u64;

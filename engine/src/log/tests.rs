@@ -523,3 +523,45 @@ fn a_damaged_offset_index_position_skips_no_records() {
         log.close().await.unwrap();
     });
 }
+
+/// The walk to an offset passes batches by their headers, and the CRC does not cover a base
+/// offset: a read starting at or past a batch whose base offset was damaged on disk must
+/// report that batch with the offsets it really holds, and serve the healthy batches after
+/// it, never a batch with offsets out of sequence (2 + 2^26 answered a read of 4) nor a later
+/// batch for an offset in the damaged one (batch 4 answered a read of 2 when 2 became 0).
+#[test]
+fn a_read_at_or_past_a_damaged_base_offset_serves_no_offsets_out_of_sequence() {
+    // Byte 4 of the big-endian base offset: 2 becomes 2 + 2^26; byte 7: 2 becomes 0.
+    for (at, mask) in [(4, 0x04), (7, 0x02)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let (log, written) = log_with_second_batch_damaged(&path, config(), at, mask).await;
+            let case = format!("byte {at}, mask {mask:#x}");
+            for offset in [2, 3] {
+                let damaged = log.read(offset, 1 << 20).await;
+                assert!(
+                    matches!(
+                        &damaged,
+                        Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
+                            if *position == written[0].len() as u64
+                    ),
+                    "{case}, offset {offset}: {:?}",
+                    damaged.map(|slice| (slice.first_offset(), slice.next_offset()))
+                );
+            }
+            for offset in [4, 5] {
+                let after = log.read_parts(offset, 1 << 20).await;
+                let after =
+                    after.unwrap_or_else(|error| panic!("{case}, offset {offset}: {error}"));
+                assert_eq!(after.first_offset(), 4, "{case}");
+                assert_eq!(
+                    after.slices()[0].bytes()[..written[2].len()],
+                    written[2][..],
+                    "{case}"
+                );
+            }
+            log.close().await.unwrap();
+        });
+    }
+}
