@@ -21,7 +21,6 @@ use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
-
 use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::message::share_fetch::{self, AcquiredRange};
 use crate::message::ResponseStatus as _;
@@ -423,8 +422,20 @@ impl ShareConsumer {
         acks: &[AckRange],
         frame: ResponseFrame,
     ) -> Result<Option<Fetched>, ClientError> {
-        let result = ShareFetchResult::from_frame(frame)?;
-        self.note_ack_results(partition, acks, &result)?;
+        let noted = ShareFetchResult::from_frame(frame).and_then(|result| {
+            self.note_ack_results(partition, acks, &result)
+                .map(|()| result)
+        });
+        let result = match noted {
+            Ok(result) => result,
+            Err(error) => {
+                // An answer that does not parse says nothing of the acknowledgements sent with
+                // the request: reported as failed (their records come back when their leases
+                // end), as flush_acks does, rather than forgotten.
+                self.report_ack_failures(partition, acks, &error);
+                return Err(error);
+            }
+        };
         let error = {
             let view = result.view()?;
             let status = view.status();
@@ -443,6 +454,18 @@ impl ShareConsumer {
             acquired,
             result,
         }))
+    }
+
+    /// Records every range of `acks` as refused with `error`.
+    fn report_ack_failures(&mut self, partition: u32, acks: &[AckRange], error: &ClientError) {
+        for range in acks {
+            self.failures.push(AckFailure {
+                partition,
+                first_offset: range.first_offset,
+                last_offset: range.last_offset,
+                error: error.clone(),
+            });
+        }
     }
 
     /// Puts acknowledgements that may not have reached the server back in front of the ones
@@ -472,16 +495,10 @@ impl ShareConsumer {
             // The fetch failed before the acknowledgements were applied: send them again.
             let (code, message) = result.status()?;
             if code.is_retriable() || code == ErrorCode::None {
-                self.pending[partition as usize].extend_from_slice(sent);
+                self.requeue_acks(partition, sent.to_vec());
             } else {
-                for range in sent {
-                    self.failures.push(AckFailure {
-                        partition,
-                        first_offset: range.first_offset,
-                        last_offset: range.last_offset,
-                        error: ClientError::server(ApiKey::ShareFetch, code, &message),
-                    });
-                }
+                let error = ClientError::server(ApiKey::ShareFetch, code, &message);
+                self.report_ack_failures(partition, sent, &error);
             }
             return Ok(());
         }
@@ -546,14 +563,7 @@ impl ShareConsumer {
                     if error.is_retriable() {
                         self.requeue_acks(partition as u32, ranges);
                     } else {
-                        for range in &ranges {
-                            self.failures.push(AckFailure {
-                                partition: partition as u32,
-                                first_offset: range.first_offset,
-                                last_offset: range.last_offset,
-                                error: error.clone(),
-                            });
-                        }
+                        self.report_ack_failures(partition as u32, &ranges, &error);
                     }
                     return Err(error);
                 }
