@@ -46,8 +46,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_closed_output(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            // "{:#}" joins the cause chain with ": " on one line.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_line(&error));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -87,6 +86,24 @@ fn one_line(message: &str) -> String {
         line.push_str(part);
     }
     line.push_str(" (see --help)");
+    line
+}
+
+/// The cause chain joined with ": " on one line, like "{:#}", except that a cause whose text
+/// the message before it already ends with is not repeated (errors that show their source
+/// in their own message: "cannot listen on ADDR: Address already in use").
+fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
     line
 }
 

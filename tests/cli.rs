@@ -420,3 +420,31 @@ fn user_errors_are_one_line_and_fail() {
     let failed = server.ringlog(&["consume", "t", "--from", "yesterday"]);
     assert!(error_line(&failed).contains("--from"));
 }
+
+/// `ringlog serve` that cannot start says why in one line, each cause once.
+#[test]
+fn serve_startup_failures_are_one_line_each_cause_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().unwrap();
+    let failed = run_ringlog(&["serve", "--listen", &addr, "--data-dir", data_dir], b"");
+    let line = error_line(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot start the server: cannot listen on {addr}: "
+        )),
+        "{line}"
+    );
+    assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+    let failed = run_ringlog(&[&args[..], &[file.to_str().unwrap()]].concat(), b"");
+    let line = error_line(&failed);
+    assert!(line.contains("cannot open data directory"), "{line}");
+    assert_eq!(line.matches("File exists").count(), 1, "{line}");
+}
