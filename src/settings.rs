@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ringlog_net::server::ServerConfig;
+use ringlog_net::server::{ServerConfig, ENV_PREFIX};
 
 /// Reads `file` (if any) and applies `RINGLOG_*` overrides from `vars` (see
 /// [`ServerConfig::from_toml_and_env`]).
@@ -15,8 +15,13 @@ pub fn load(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            text.parse::<toml::Table>()
-                .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            text.parse::<toml::Table>().map_err(|error| {
+                anyhow::anyhow!(
+                    "config file {} is not valid TOML: {}",
+                    path.display(),
+                    toml_error_line(&text, &error)
+                )
+            })?
         }
         None => toml::Table::new(),
     };
@@ -24,6 +29,48 @@ pub fn load(
         Ok(config) => Ok(config),
         Err(error) => bail!("{error}"),
     }
+}
+
+/// The `RINGLOG_*` environment variables as strings. Other variables are not looked at, so
+/// one that is not UTF-8 does not matter; a `RINGLOG_*` one that is not is an error.
+pub fn ringlog_vars() -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else {
+            continue;
+        };
+        if !key.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let Ok(value) = value.into_string() else {
+            bail!("environment variable {key} is not valid UTF-8");
+        };
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
+}
+
+/// A TOML syntax error on one line: "line L, column C: what" (toml's own text quotes the
+/// line over several).
+fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
+    let what = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(span) = error.span() else {
+        return what;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    format!("line {line}, column {column}: {what}")
 }
 
 #[cfg(test)]

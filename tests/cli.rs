@@ -3,10 +3,17 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{run_ringlog, seq, spawn_ringlog, unused_addr, wait_bounded, TestServer};
+use common::{
+    run_ringlog, run_ringlog_in, seq, signal, spawn_ringlog, unused_addr, wait_bounded, TestServer,
+    RINGLOG,
+};
 use serde_json::Value;
 
 /// Small segments: tests must not preallocate 1 GiB files.
@@ -447,4 +454,94 @@ fn serve_startup_failures_are_one_line_each_cause_once() {
     let line = error_line(&failed);
     assert!(line.contains("cannot open data directory"), "{line}");
     assert_eq!(line.matches("File exists").count(), 1, "{line}");
+}
+
+/// `ringlog serve ARGS` in `dir` with `vars` set and no `RINGLOG_CONFIG`; for a serve that
+/// fails at once.
+fn serve_failing(dir: &Path, args: &[&str], vars: &[(&str, &OsStr)]) -> Output {
+    let mut command = Command::new(RINGLOG);
+    command
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RINGLOG_CONFIG");
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    run_ringlog_in(&mut command, b"")
+}
+
+/// Bad config files and variables fail in one line naming the field or variable; a
+/// variable's value that looks like a number is still a string where the field takes one;
+/// other programs' variables, whatever their bytes, do not stop a server.
+#[test]
+fn config_errors_name_their_field_and_variables_take_any_value_their_field_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        name.to_owned()
+    };
+    let bad_toml = file("bad.toml", "shards = 1\nlisten = \n");
+    let failed = serve_failing(dir.path(), &["--config", &bad_toml], &[]);
+    assert_eq!(
+        error_line(&failed),
+        "error: config file bad.toml is not valid TOML: line 2, column 10: invalid string, \
+         expected `\"`, `'`"
+    );
+    let wrong_type = file(
+        "type.toml",
+        "shards = 1\ncache_bytes_per_shard = \"1GiB\"\n",
+    );
+    let failed = serve_failing(dir.path(), &["--config", &wrong_type], &[]);
+    assert_eq!(
+        error_line(&failed),
+        "error: invalid configuration: cache_bytes_per_shard: invalid type: string \"1GiB\", \
+         expected usize"
+    );
+    let failed = serve_failing(dir.path(), &[], &[("RINGLOG_RETENTION_MS", "-1".as_ref())]);
+    assert_eq!(
+        error_line(&failed),
+        "error: invalid configuration: RINGLOG_RETENTION_MS: invalid value: integer `-1`, \
+         expected u64"
+    );
+    let failed = serve_failing(dir.path(), &[], &[("RINGLOG_SHARDZ", "2".as_ref())]);
+    assert!(
+        error_line(&failed)
+            .starts_with("error: invalid configuration: RINGLOG_SHARDZ: unknown field `shardz`"),
+        "{failed:?}"
+    );
+    let not_utf8 = OsStr::from_bytes(b"127.0.0.1:\xff");
+    let failed = serve_failing(dir.path(), &[], &[("RINGLOG_LISTEN", not_utf8)]);
+    assert_eq!(
+        error_line(&failed),
+        "error: environment variable RINGLOG_LISTEN is not valid UTF-8"
+    );
+
+    // A data directory named 2024, with a variable of someone else's that is not UTF-8.
+    let mut server = Command::new(RINGLOG)
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .current_dir(dir.path())
+        .env_remove("RINGLOG_CONFIG")
+        .env("RINGLOG_LOG", "warn")
+        .env("RINGLOG_DATA_DIR", "2024")
+        .env("SOMEONE_ELSES", OsStr::from_bytes(b"\xff\xfe"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let expected = dir.path().canonicalize().unwrap().join("2024");
+    let stopped = signal(server.id(), "TERM");
+    let status = wait_bounded(&mut server, "ringlog serve");
+    assert!(
+        first
+            .trim_end()
+            .ends_with(&format!("data in {}", expected.display())),
+        "{first:?}, {:?}",
+        std::io::read_to_string(server.stderr.take().unwrap())
+    );
+    assert!(stopped && status.success(), "{status}");
 }

@@ -57,7 +57,10 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 
 /// Runs the server.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = settings::load(args.config.as_deref(), std::env::vars())?;
+    let mut config = settings::load(
+        args.config.as_deref(),
+        settings::ringlog_vars()?.into_iter(),
+    )?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

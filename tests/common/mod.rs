@@ -153,8 +153,15 @@ impl Drop for TestServer {
 /// Runs `ringlog ARGS` (no `--server` added) with `input` on stdin, bounded by
 /// [`COMMAND_TIMEOUT`].
 pub fn run_ringlog(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(RINGLOG)
-        .args(args)
+    run_ringlog_in(Command::new(RINGLOG).args(args), input)
+}
+
+/// Runs `command` (a `ringlog` command with the caller's environment or directory) with
+/// `input` on stdin, bounded by [`COMMAND_TIMEOUT`]; `RINGLOG_SERVER` and `RINGLOG_LOG` are
+/// removed from its environment.
+pub fn run_ringlog_in(command: &mut Command, input: &[u8]) -> Output {
+    let args: Vec<_> = command.get_args().map(|arg| arg.to_owned()).collect();
+    let mut child = command
         .env_remove("RINGLOG_SERVER")
         .env_remove("RINGLOG_LOG")
         .stdin(Stdio::piped())
@@ -228,7 +235,7 @@ pub fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
 }
 
 /// Sends the signal `name` (such as TERM) to `pid`; true when it was delivered.
-fn signal(pid: u32, name: &str) -> bool {
+pub fn signal(pid: u32, name: &str) -> bool {
     Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())

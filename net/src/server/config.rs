@@ -139,12 +139,15 @@ pub const ENV_NOT_CONFIG: [&str; 9] = [
 impl ServerConfig {
     /// The fields of `table` (a parsed TOML file, or empty) with `RINGLOG_<FIELD>` variables
     /// from `vars` over them, defaults for the rest, validated. An unknown field, in the
-    /// table or a variable, is an error; variable values are integers when they parse as
-    /// one, else strings.
+    /// table or a variable, is an error naming the field (or the variable); variable values
+    /// are integers when they parse as one and the field takes integers, else strings (so
+    /// `RINGLOG_DATA_DIR=2024` is a directory name).
     pub fn from_toml_and_env(
         mut table: toml::Table,
         vars: impl Iterator<Item = (String, String)>,
     ) -> Result<ServerConfig, ConfigError> {
+        // (field, variable) of each field a variable set, to name the variable in errors.
+        let mut set_by_env: Vec<(String, String)> = Vec::new();
         for (key, value) in vars {
             let Some(field) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -152,15 +155,14 @@ impl ServerConfig {
             if ENV_NOT_CONFIG.contains(&key.as_str()) || field.is_empty() {
                 continue;
             }
-            let value = match value.parse::<i64>() {
-                Ok(number) => toml::Value::Integer(number),
-                Err(_) => toml::Value::String(value),
-            };
-            table.insert(field.to_ascii_lowercase(), value);
+            let field = field.to_ascii_lowercase();
+            let value = env_value(&field, value);
+            table.insert(field.clone(), value);
+            set_by_env.push((field, key));
         }
-        let config: ServerConfig = table
-            .try_into()
-            .map_err(|error: toml::de::Error| ConfigError(error.message().to_string()))?;
+        let config: ServerConfig = table.clone().try_into().map_err(|error: toml::de::Error| {
+            ConfigError(field_error(&table, &set_by_env, &error))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -257,6 +259,51 @@ impl ServerConfig {
         }
         let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
         self.disk_ops_per_s_max.div_ceil(shards)
+    }
+}
+
+/// A variable's value as TOML: an integer when it parses as one, unless `field` takes a
+/// string and not that integer; else the string as given.
+fn env_value(field: &str, value: String) -> toml::Value {
+    let Ok(number) = value.parse::<i64>() else {
+        return toml::Value::String(value);
+    };
+    let integer = toml::Value::Integer(number);
+    if field_alone(field, &integer).is_err() {
+        let string = toml::Value::String(value);
+        if field_alone(field, &string).is_ok() {
+            return string;
+        }
+    }
+    integer
+}
+
+/// Deserializes `field = value` alone (every other field at its default).
+fn field_alone(field: &str, value: &toml::Value) -> Result<ServerConfig, toml::de::Error> {
+    let mut table = toml::Table::new();
+    table.insert(field.to_owned(), value.clone());
+    table.try_into()
+}
+
+/// `error` (deserializing `table`, whose messages do not say where) with the field, or the
+/// variable that set it, in front: the first field that fails on its own.
+fn field_error(
+    table: &toml::Table,
+    set_by_env: &[(String, String)],
+    error: &toml::de::Error,
+) -> String {
+    let culprit = table
+        .iter()
+        .find_map(|(field, value)| Some((field, field_alone(field, value).err()?)));
+    let Some((field, error)) = culprit else {
+        return error.message().to_owned();
+    };
+    let message = error.message();
+    match set_by_env.iter().rev().find(|(set, _)| set == field) {
+        Some((_, variable)) => format!("{variable}: {message}"),
+        // "unknown field `x`, ..." names it already.
+        None if message.contains(&format!("`{field}`")) => message.to_owned(),
+        None => format!("{field}: {message}"),
     }
 }
 
