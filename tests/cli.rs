@@ -545,3 +545,19 @@ fn config_errors_name_their_field_and_variables_take_any_value_their_field_takes
     );
     assert!(stopped && status.success(), "{status}");
 }
+
+/// A topic may not take the name of the data directory's own entries: `.deleted-x` was
+/// created, took durable records and was removed at the next start as a deleted topic.
+#[test]
+fn topic_names_of_the_data_directory_entries_are_refused() {
+    let server = TestServer::start(1);
+    for name in [".deleted-x", ".lock", ".producer-ids-0"] {
+        let failed = server.ringlog(&["topic", "create", name, "--partitions", "1"]);
+        let line = error_line(&failed);
+        assert!(
+            line.contains(&format!("invalid topic name {name:?}")),
+            "{line}"
+        );
+    }
+    create_topic(&server, ".hidden", 1);
+}

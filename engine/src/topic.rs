@@ -91,7 +91,7 @@ pub enum TopicError {
 }
 
 /// Checks a topic name against Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.`
-/// or `..`.
+/// or `..`; nor the names of the data directory's own entries.
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
     let invalid = |reason| TopicError::InvalidName {
         name: name.to_string(),
@@ -105,6 +105,13 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     }
     if name == "." || name == ".." {
         return Err(invalid("'.' and '..' are reserved"));
+    }
+    // The data directory's own entries: a topic named so would clash with them (one named
+    // `.deleted-...` would be removed at the next start as a deleted topic's remains).
+    if name == ".lock" || name.starts_with(".deleted-") || name.starts_with(".producer-ids-") {
+        return Err(invalid(
+            "'.lock', '.deleted-*' and '.producer-ids-*' are reserved",
+        ));
     }
     if !name
         .bytes()
@@ -182,7 +189,18 @@ mod tests {
     #[test]
     fn names_follow_kafka_rules() {
         assert!(validate_name("events.v1_A-b").is_ok());
-        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ü",
+            &"x".repeat(250),
+            ".lock",
+            ".deleted-x",
+            ".producer-ids-0",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
