@@ -561,3 +561,32 @@ fn topic_names_of_the_data_directory_entries_are_refused() {
     }
     create_topic(&server, ".hidden", 1);
 }
+
+/// Ctrl-C on `consume --group` leaves the group at once (and the command still ends as
+/// interrupted): the group can be deleted right away instead of after the session timeout.
+#[test]
+fn interrupted_group_consumer_leaves_its_group() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let server = TestServer::start(1);
+    create_topic(&server, "t", 2);
+    server.ok_with_input(&["produce", "t"], b"a\nb\n");
+    let args = [
+        "consume",
+        "t",
+        "--group",
+        "g",
+        "--from",
+        "earliest",
+        "--server",
+        server.addr(),
+    ];
+    let (mut child, stdout) = spawn_ringlog(&args);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "a record as a member");
+    assert!(signal(child.id(), "INT"), "kill -INT failed");
+    let status = wait_bounded(&mut child, "interrupted consume --group");
+    assert_eq!(status.signal(), Some(2), "ends as interrupted: {status}");
+    assert_eq!(server.ok(&["group", "delete", "g"]), "deleted group g\n");
+}

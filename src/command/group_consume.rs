@@ -14,6 +14,7 @@ use ringlog_net::message::share_acknowledge::AckType;
 
 use super::consume::{self, ConsumeArgs, StartAt};
 use super::error::CliError;
+use super::interrupt;
 use super::record_format::RecordFormat;
 
 /// Longest one poll waits before the loop looks again.
@@ -75,11 +76,15 @@ pub fn run_group(args: &ConsumeArgs, group: &str, server: &str) -> anyhow::Resul
         .map_err(|error| CliError::connecting(server, Some(topic), error))?;
     let mut consumer = GroupConsumer::subscribe(server, group, topic, config)
         .map_err(|error| CliError::connecting(server, Some(topic), error))?;
+    // Ctrl-C stops the loop so that the member leaves the group (rather than holding its
+    // partitions until its session times out).
+    interrupt::install();
     let limit = args.count.unwrap_or(u64::MAX);
     let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
     let printed = print_group(&mut consumer, &mut out, args.format, limit);
     // Leave either way, so the other members take over at once.
     let left = consumer.close();
+    interrupt::finish();
     match printed {
         Err(error) if error.is_closed_output() => Ok(()),
         Err(CliError::Client(error)) => Err(CliError::about(Some(topic), error).into()),
@@ -98,7 +103,7 @@ fn print_group(
     limit: u64,
 ) -> Result<(), CliError> {
     let mut written = 0u64;
-    while written < limit {
+    while written < limit && !interrupt::requested() {
         // Next offsets of what this poll printed, per partition.
         let mut printed: Vec<(u32, i64)> = Vec::new();
         for record in consumer.poll(POLL_TIMEOUT)? {
@@ -136,10 +141,14 @@ pub fn run_share(args: &ConsumeArgs, group: &str, server: &str) -> anyhow::Resul
     };
     let mut consumer = ShareConsumer::subscribe(server, group, topic, config)
         .map_err(|error| CliError::connecting(server, Some(topic), error))?;
+    // Ctrl-C stops the loop so that the acknowledgements go out and the records still held
+    // are released, rather than staying locked to this consumer.
+    interrupt::install();
     let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
     let printed = print_share(&mut consumer, &mut out, args.format, args.ack, limit);
     // The last acknowledgements go out whatever happened to stdout.
     let refused = consumer.close();
+    interrupt::finish();
     match printed {
         Err(error) if error.is_closed_output() => {}
         Err(CliError::Client(error)) => return Err(CliError::about(Some(topic), error).into()),
@@ -167,7 +176,7 @@ fn print_share(
     limit: u64,
 ) -> Result<(), CliError> {
     let mut written = 0u64;
-    while written < limit {
+    while written < limit && !interrupt::requested() {
         let batch = consumer.poll(POLL_TIMEOUT)?;
         for record in batch.records() {
             let record = record?;

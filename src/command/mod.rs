@@ -5,6 +5,7 @@ pub mod consume;
 pub mod error;
 pub mod group;
 pub mod group_consume;
+pub mod interrupt;
 pub mod produce;
 pub mod record_format;
 pub mod serve;
