@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use ringlog_net::server::{ServerConfig, ENV_PREFIX};
+use ringlog_net::server::ServerConfig;
 
 /// Reads `file` (if any) and applies `RINGLOG_*` overrides from `vars` (see
 /// [`ServerConfig::from_toml_and_env`]).
@@ -31,23 +31,10 @@ pub fn load(
     }
 }
 
-/// The `RINGLOG_*` environment variables as strings. Other variables are not looked at, so
-/// one that is not UTF-8 does not matter; a `RINGLOG_*` one that is not is an error.
+/// The `RINGLOG_*` environment variables as strings (see [`ServerConfig::env_vars`]).
 pub fn ringlog_vars() -> anyhow::Result<Vec<(String, String)>> {
-    let mut vars = Vec::new();
-    for (key, value) in std::env::vars_os() {
-        let Some(key) = key.to_str() else {
-            continue;
-        };
-        if !key.starts_with(ENV_PREFIX) {
-            continue;
-        }
-        let Ok(value) = value.into_string() else {
-            bail!("environment variable {key} is not valid UTF-8");
-        };
-        vars.push((key.to_owned(), value));
-    }
-    Ok(vars)
+    // The message alone: "invalid configuration" would mislead for an encoding problem.
+    ServerConfig::env_vars().map_err(|error| anyhow::anyhow!("{}", error.0))
 }
 
 /// A TOML syntax error on one line: "line L, column C: what" (toml's own text quotes the

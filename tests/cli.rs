@@ -517,13 +517,15 @@ fn config_errors_name_their_field_and_variables_take_any_value_their_field_takes
         "error: environment variable RINGLOG_LISTEN is not valid UTF-8"
     );
 
-    // A data directory named 2024, with a variable of someone else's that is not UTF-8.
+    // A data directory named 2024, with a variable of someone else's that is not UTF-8, and
+    // a variable out of range that the flag overrides (checked after the flags apply).
     let mut server = Command::new(RINGLOG)
         .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
         .current_dir(dir.path())
         .env_remove("RINGLOG_CONFIG")
         .env("RINGLOG_LOG", "warn")
         .env("RINGLOG_DATA_DIR", "2024")
+        .env("RINGLOG_SHARDS", "0")
         .env("SOMEONE_ELSES", OsStr::from_bytes(b"\xff\xfe"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -65,9 +65,11 @@ impl BenchServer {
                 let loopback_free_port = SocketAddr::from(([127, 0, 0, 1], 0));
                 // `RINGLOG_<FIELD>` variables apply as they do to `ringlog serve`, but for the
                 // fields the bench sets itself.
-                let from_env = ServerConfig::from_env(std::env::vars()).map_err(|error| {
-                    ScenarioError::Setup(format!("the embedded server's settings: {error}"))
-                })?;
+                let from_env = ServerConfig::env_vars()
+                    .and_then(|vars| ServerConfig::from_env(vars.into_iter()))
+                    .map_err(|error| {
+                        ScenarioError::Setup(format!("the embedded server's settings: {error}"))
+                    })?;
                 let server_config = ServerConfig {
                     data_dir: data_dir.to_path_buf(),
                     listen: loopback_free_port,

@@ -138,7 +138,8 @@ pub const ENV_NOT_CONFIG: [&str; 9] = [
 
 impl ServerConfig {
     /// The fields of `table` (a parsed TOML file, or empty) with `RINGLOG_<FIELD>` variables
-    /// from `vars` over them, defaults for the rest, validated. An unknown field, in the
+    /// from `vars` over them, defaults for the rest; not validated, since flags may still
+    /// override a value (call [`ServerConfig::validate`] on the result). An unknown field, in the
     /// table or a variable, is an error naming the field (or the variable); variable values
     /// are integers when they parse as one and the field takes integers, else strings (so
     /// `RINGLOG_DATA_DIR=2024` is a directory name).
@@ -163,8 +164,26 @@ impl ServerConfig {
         let config: ServerConfig = table.clone().try_into().map_err(|error: toml::de::Error| {
             ConfigError(field_error(&table, &set_by_env, &error))
         })?;
-        config.validate()?;
         Ok(config)
+    }
+
+    /// This process's `RINGLOG_*` environment variables, to pass as `vars`. Other variables
+    /// are not looked at, so one that is not UTF-8 does not matter (`std::env::vars` would
+    /// panic on it); a `RINGLOG_*` one that is not is an error naming it.
+    pub fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
+        let mut vars = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str().filter(|key| key.starts_with(ENV_PREFIX)) else {
+                continue;
+            };
+            let Ok(value) = value.into_string() else {
+                return Err(ConfigError(format!(
+                    "environment variable {key} is not valid UTF-8"
+                )));
+            };
+            vars.push((key.to_owned(), value));
+        }
+        Ok(vars)
     }
 
     /// Defaults with `RINGLOG_<FIELD>` variables from `vars` over them (no file).
@@ -345,7 +364,8 @@ mod tests {
             ("RINGLOG_RETENTION_CHECK_INTERVAL_MS", "0"),
         ] {
             let vars = [(field.to_owned(), value.to_owned())];
-            let error = ServerConfig::from_env(vars.into_iter()).unwrap_err();
+            let config = ServerConfig::from_env(vars.into_iter()).unwrap();
+            let error = config.validate().unwrap_err();
             assert!(
                 error.to_string().contains(&field[8..].to_ascii_lowercase()),
                 "{error}"
@@ -375,7 +395,14 @@ mod tests {
         let error = error.unwrap_err().to_string();
         assert!(error.contains("no_such_field"), "{error}");
         let out_of_range = [("RINGLOG_SHARDS".to_string(), "0".to_string())];
-        let error = ServerConfig::from_toml_and_env(toml::Table::new(), out_of_range.into_iter());
-        assert!(error.unwrap_err().to_string().contains("shards"));
+        // Read as given (a flag may still override it), refused by validation.
+        let config =
+            ServerConfig::from_toml_and_env(toml::Table::new(), out_of_range.into_iter()).unwrap();
+        assert_eq!(config.shards, Some(0));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("shards"));
     }
 }
