@@ -1075,3 +1075,31 @@ fn a_batch_damaged_on_disk_is_refused_and_the_rest_is_served() {
     }
     assert_eq!(after, vec![1, 2, 3]);
 }
+
+/// A partition that cannot be opened stops the start, and the error names the shard that
+/// owns it and the topic.
+#[test]
+fn a_start_that_fails_names_the_shard_and_the_topic() {
+    let mut server = TestServer::start(2);
+    server.create_topic("broken", 2);
+    let topics = server.client().metadata(&["broken"]).unwrap();
+    // A partition of shard 1, so that the shard named is not the first one by chance.
+    let partition = topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.shard == 1)
+        .unwrap()
+        .partition;
+    server.handle.take().unwrap().shutdown();
+    // Its directory becomes a file: its log cannot be opened.
+    let partition_dir = server.dir.path().join(format!("broken/{partition}"));
+    std::fs::remove_dir_all(&partition_dir).unwrap();
+    std::fs::write(&partition_dir, b"not a directory").unwrap();
+    let error = match Server::start(server.config()) {
+        Err(error) => error,
+        Ok(_) => panic!("a partition that cannot be opened stops the start"),
+    };
+    let message = error.to_string();
+    let expected = "shard 1 failed to start: topic broken:";
+    assert!(message.starts_with(expected), "{message}");
+}

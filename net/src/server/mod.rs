@@ -76,6 +76,9 @@ pub enum ServerError {
         /// What went wrong.
         message: String,
     },
+    /// A shard thread ended before saying whether it started (a panic).
+    #[error("a shard thread ended during startup")]
+    ShardExited,
     /// Other I/O during startup.
     #[error("startup: {0}")]
     Io(#[from] std::io::Error),
@@ -113,7 +116,8 @@ struct ShardStart {
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stop_bell: Arc<Doorbell>,
-    ready: mpsc::Sender<Result<(), String>>,
+    /// Each shard's start-up outcome, with its id.
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
 }
 
 impl Server {
@@ -176,13 +180,14 @@ impl Server {
             _lock: Some(lock),
         };
         for _ in 0..shard_count {
-            let outcome = ready_rx
-                .recv()
-                .unwrap_or_else(|_| Err("shard exited during startup".into()));
-            if let Err(message) = outcome {
-                handle.stop_and_join();
-                return Err(ServerError::Shard { shard: 0, message });
-            }
+            let failure = match ready_rx.recv() {
+                Ok((_, Ok(()))) => continue,
+                Ok((shard, Err(message))) => ServerError::Shard { shard, message },
+                // Every sender gone before all answered: a shard thread died (a panic).
+                Err(_) => ServerError::ShardExited,
+            };
+            handle.stop_and_join();
+            return Err(failure);
         }
         Ok(handle)
     }
@@ -321,7 +326,7 @@ fn run_shard(start: ShardStart) {
     let id = start.id;
     let ring = RingConfig::default();
     if let Err(error) = reactor::block_on(ring, shard_main(start)) {
-        let _ = ready.send(Err(format!("shard {id}: io_uring setup failed: {error}")));
+        let _ = ready.send((id, Err(format!("io_uring setup failed: {error}"))));
     }
 }
 
@@ -354,7 +359,7 @@ async fn shard_main(start: ShardStart) {
     reactor::spawn(Rc::clone(&shard).run_inbox(inbox));
     for (name, topic_config) in topics {
         if let Err(failure) = shard.open_topic(&name, topic_config).await {
-            let _ = ready.send(Err(format!("topic {name}: {}", failure.message)));
+            let _ = ready.send((id, Err(format!("topic {name}: {}", failure.message))));
             return;
         }
     }
@@ -381,7 +386,7 @@ async fn shard_main(start: ShardStart) {
         defer_taskrun = reactor::features().defer_taskrun,
         "shard serving"
     );
-    let _ = ready.send(Ok(()));
+    let _ = ready.send((id, Ok(())));
     while !stop.load(Ordering::SeqCst) {
         stop_bell.wait(|| stop.load(Ordering::SeqCst)).await;
     }
