@@ -328,6 +328,18 @@ fn lag_resets_and_bad_requests() {
         .iter()
         .all(|r| r.result.as_ref().is_ok_and(|o| *o == 0)));
     assert_eq!(lags(&mut client, "reports"), [(0, 0, 10), (1, 0, 10)]);
+    // A group that does not exist yet gets the offsets (seeding a new group, as Kafka's
+    // --reset-offsets does); a mistyped topic creates no group.
+    let seeded = client
+        .reset_group_offsets("seeded", "ledger", &[1], OffsetSpec::Offset(3))
+        .unwrap();
+    assert!(matches!(seeded[0].result, Ok(3)), "{seeded:?}");
+    assert_eq!(lags(&mut client, "seeded"), [(1, 3, 7)]);
+    let error = client
+        .reset_group_offsets("typo", "ledgr", &[], OffsetSpec::Earliest)
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic), "{error}");
+    assert!(client.describe_group("typo").is_err());
     client
         .reset_group_offsets("reports", "ledger", &[1], OffsetSpec::Offset(7))
         .unwrap();

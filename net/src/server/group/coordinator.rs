@@ -787,9 +787,11 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
     }
 }
 
-/// ResetGroupOffsets: only while the group has no members. The reset holds the group's turn
-/// until every owner has made its offsets durable: a deletion waits for it (and then forgets
-/// them all), as do joins and admin commits, which would otherwise land between its writes.
+/// ResetGroupOffsets: only while the group has no members; a group that does not exist yet
+/// is created, as by an admin commit (Kafka's `--reset-offsets` seeds a new group's offsets
+/// too). The reset holds the group's turn until every owner has made its offsets durable: a
+/// deletion waits for it (and then forgets them all), as do joins and admin commits, which
+/// would otherwise land between its writes.
 pub(super) async fn reset(
     shard: &Rc<Shard>,
     name: &str,
@@ -797,7 +799,12 @@ pub(super) async fn reset(
     partitions: Vec<u32>,
     to: ResetTo,
 ) -> Result<ResetResults, Failure> {
-    let group = live(shard, name)?;
+    // The topic first: a mistyped topic must not leave a new, empty group behind.
+    shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+    let group = match live(shard, name) {
+        Ok(group) => group,
+        Err(_) => get_or_create_idle(shard, name, GroupKind::Consumer).await?,
+    };
     wait_ready(&group).await?;
     let _turn = take_turn(&group).await;
     // Looked at with the turn held: a deletion ahead of this reset may have removed the group.
