@@ -17,6 +17,9 @@ pub enum DataDirError {
         "data directory {0} is in use by another ringlog server (lock file {0}/.lock is held)"
     )]
     Locked(PathBuf),
+    /// The path exists and is not a directory.
+    #[error("data directory {0} exists and is not a directory")]
+    NotADirectory(PathBuf),
     /// The directory cannot be created or opened.
     #[error("cannot open data directory {path}: {source}")]
     Io {
@@ -41,6 +44,10 @@ impl DataDir {
             path: path.to_path_buf(),
             source,
         };
+        if path.exists() && !path.is_dir() {
+            // create_dir_all would only say "File exists".
+            return Err(DataDirError::NotADirectory(path.to_path_buf()));
+        }
         fs::create_dir_all(path).map_err(io_error)?;
         let path = path.canonicalize().map_err(io_error)?;
         let lock = fs::OpenOptions::new()
@@ -81,6 +88,16 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_not_taken_for_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        fs::write(&file, b"").unwrap();
+        let error = DataDir::open(&file).unwrap_err();
+        assert!(matches!(error, DataDirError::NotADirectory(_)), "{error}");
+        assert!(error.to_string().ends_with("exists and is not a directory"));
+    }
 
     #[test]
     fn second_open_is_refused_until_the_first_closes() {
