@@ -92,6 +92,14 @@ impl PartitionRead {
         self.raw.iter().map(RawPart::len).sum()
     }
 
+    /// A partition left out of a full response, its watermarks not known yet.
+    fn left_out() -> PartitionRead {
+        PartitionRead {
+            status: Ok((-1, -1)),
+            raw: Vec::new(),
+        }
+    }
+
     fn failed(failure: Failure) -> PartitionRead {
         PartitionRead {
             status: Err(failure),
@@ -152,16 +160,15 @@ async fn read_all(
         return read_all_at_once(shard, topics, targets, max_bytes).await;
     }
     let mut reads = Vec::with_capacity(targets.len());
+    let mut left_out = Vec::new();
     let mut budget = max_bytes;
-    for target in targets {
+    for (index, target) in targets.iter().enumerate() {
         // Once the response is full, later partitions are answered without data (their
         // offsets stay where they were), as Kafka does; the first always gets a batch.
         let limit = target.max_bytes.min(budget);
         if limit == 0 && !reads.is_empty() {
-            reads.push(PartitionRead {
-                status: Ok((-1, -1)),
-                raw: Vec::new(),
-            });
+            reads.push(PartitionRead::left_out());
+            left_out.push(index);
             continue;
         }
         let topic = &topics[target.topic_index];
@@ -169,7 +176,39 @@ async fn read_all(
         budget = budget.saturating_sub(read.bytes());
         reads.push(read);
     }
+    fill_watermarks(shard, topics, targets, &mut reads, &left_out).await;
     reads
+}
+
+/// Gives the partitions `left_out` of a full response their watermarks, as Kafka answers them
+/// (consumers compute their lag from them): one PartitionInfo round per topic with any. A
+/// topic deleted meanwhile leaves them at -1.
+async fn fill_watermarks(
+    shard: &Rc<Shard>,
+    topics: &[String],
+    targets: &[ReadTarget],
+    reads: &mut [PartitionRead],
+    left_out: &[usize],
+) {
+    let mut topic_indexes: Vec<usize> = left_out.iter().map(|&i| targets[i].topic_index).collect();
+    topic_indexes.sort_unstable();
+    topic_indexes.dedup();
+    for topic_index in topic_indexes {
+        let Ok(offsets) = topic_offsets(shard, &topics[topic_index]).await else {
+            continue;
+        };
+        for &index in left_out {
+            let target = &targets[index];
+            if target.topic_index != topic_index {
+                continue;
+            }
+            let found = offsets.binary_search_by_key(&target.partition, |p| p.partition);
+            if let Ok(at) = found {
+                reads[index].status =
+                    Ok((offsets[at].high_watermark, offsets[at].log_start_offset));
+            }
+        }
+    }
 }
 
 /// Reads every target at once, when their own limits fit the response's: no read depends on
@@ -201,10 +240,9 @@ async fn read_all_at_once(
     let mut budget = max_bytes;
     for (index, target) in targets.iter().enumerate() {
         if budget == 0 && index > 0 {
-            reads[index] = PartitionRead {
-                status: Ok((-1, -1)),
-                raw: Vec::new(),
-            };
+            // No room for its batches; its watermarks (or error) as read stand, as Kafka
+            // answers a partition left out of a full response.
+            reads[index].raw.clear();
             continue;
         }
         if reads[index].bytes() > budget && budget < target.max_bytes {
