@@ -4,7 +4,9 @@
 //! [`Op`] future owns every resource the kernel reads or writes (buffers, paths, timespecs).
 //! If the future is dropped before the completion arrives, those resources move into the slot
 //! and are freed only when the kernel reports completion, so the kernel never touches freed
-//! memory; a cancel request is sent so that waits (timers, receives) end promptly.
+//! memory; a cancel request is sent so that waits (timers, receives) end promptly, and the ring
+//! is submitted at once, so that an entry still queued resolves its descriptor before the
+//! caller can close it (a closed number is soon reused by another file or socket).
 //!
 //! The table is bounded when the ring is built. A submission that finds it full (thousands of
 //! partitions starting their first writes at once, say) waits for a slot, oldest waiter first,
@@ -359,6 +361,9 @@ impl<R: 'static> Drop for Op<R> {
                     .build()
                     .user_data(USER_DATA_IGNORED);
                 reactor.push(&cancel);
+                // The entry may still be queued, and the owner of its descriptor may close it
+                // as soon as this returns: submit now, while the number still means that file.
+                reactor.flush();
             }
         });
     }
@@ -376,6 +381,61 @@ mod tests {
 
     fn waiting() -> usize {
         with_reactor(|reactor| reactor.ops.borrow().turns.len())
+    }
+
+    /// A dropped op whose entry was queued but not yet handed to the kernel must not run on
+    /// whatever the descriptor number means later: once its owner closes the socket, any thread
+    /// of the process (another shard accepting a connection or opening a segment) may get the
+    /// same number.
+    #[test]
+    fn a_dropped_op_never_runs_on_a_descriptor_reused_after_close() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+
+        use crate::reactor::tcp::TcpStream;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = block_on(RingConfig::default(), async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_first_peer, _) = listener.accept().unwrap();
+            let number = stream.raw_fd();
+            {
+                let mut send = Box::pin(stream.send(b"stale".to_vec(), 0..5));
+                std::future::poll_fn(|cx| {
+                    assert!(send.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+            }
+            drop(stream);
+            // Another connection takes the closed number (the lowest free one, usually).
+            let other = std::net::TcpStream::connect(addr).unwrap();
+            let (mut other_peer, _) = listener.accept().unwrap();
+            let duplicated = other.as_raw_fd() != number;
+            if duplicated {
+                // SAFETY: plain syscall; `number` is free (its socket was closed above).
+                assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), number) }, number);
+            }
+            // Let the ring submit what is queued and finish it.
+            time::sleep(Duration::from_millis(20)).await;
+            if duplicated {
+                // SAFETY: closes the duplicate made above, which nothing else owns.
+                unsafe { libc::close(number) };
+            }
+            other_peer.set_nonblocking(true).unwrap();
+            let mut bytes = [0u8; 16];
+            match other_peer.read(&mut bytes) {
+                Ok(n) => bytes[..n].to_vec(),
+                Err(_) => Vec::new(),
+            }
+        })
+        .unwrap();
+        assert!(
+            received.is_empty(),
+            "a dropped send went out on another connection: {:?}",
+            String::from_utf8_lossy(&received)
+        );
     }
 
     #[test]

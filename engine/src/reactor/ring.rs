@@ -137,6 +137,32 @@ impl Reactor {
         }
     }
 
+    /// Hands every queued entry to the kernel now, so that each has resolved its descriptor
+    /// before the caller goes on (and possibly closes it). Called when an op is abandoned:
+    /// its owner may close the descriptor right after, and an entry still queued would then
+    /// run on whatever file or socket gets that number next, in any thread of the process.
+    pub(crate) fn flush(&self) {
+        // Bounded: each round the kernel takes entries, or the completion queue is drained.
+        for _ in 0..1024 {
+            let queued = self.ring.borrow_mut().submission().len();
+            if queued == 0 {
+                return;
+            }
+            let result = self.ring.borrow().submit();
+            if let Err(error) = result {
+                assert!(
+                    matches!(
+                        error.raw_os_error(),
+                        Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
+                    ),
+                    "io_uring submit failed: {error}"
+                );
+                self.reap();
+            }
+        }
+        panic!("the kernel does not take queued io_uring entries");
+    }
+
     /// Moves every available completion to its op slot and wakes the waiting tasks.
     fn reap(&self) -> usize {
         let mut batch: [Option<cqueue::Entry>; 64] = [const { None }; 64];
