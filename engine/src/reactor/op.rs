@@ -357,13 +357,18 @@ impl<R: 'static> Drop for Op<R> {
         with_reactor(|reactor| {
             let pending = reactor.ops.borrow_mut().abandon(index, keepalive);
             if pending {
+                // Its entry may still be queued (only when some entry is), and the owner of its
+                // descriptor may close it as soon as this returns: then submit now, while the
+                // number still means that file. Usually the entry went out long ago (a timer
+                // dropped when its wait ended) and no system call is needed.
+                let maybe_queued = reactor.queued_entries() > 0;
                 let cancel = opcode::AsyncCancel::new(u64::from(index))
                     .build()
                     .user_data(USER_DATA_IGNORED);
                 reactor.push(&cancel);
-                // The entry may still be queued, and the owner of its descriptor may close it
-                // as soon as this returns: submit now, while the number still means that file.
-                reactor.flush();
+                if maybe_queued {
+                    reactor.flush();
+                }
             }
         });
     }

@@ -137,6 +137,11 @@ impl Reactor {
         }
     }
 
+    /// Entries queued and not yet handed to the kernel.
+    pub(crate) fn queued_entries(&self) -> usize {
+        self.ring.borrow_mut().submission().len()
+    }
+
     /// Hands every queued entry to the kernel now, so that each has resolved its descriptor
     /// before the caller goes on (and possibly closes it). Called when an op is abandoned:
     /// its owner may close the descriptor right after, and an entry still queued would then
