@@ -1349,6 +1349,90 @@ fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
 }
 
 #[test]
+fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "renewed", 1);
+    produce(addr, "renewed", 0, 3, Some(0));
+    let mut member = Client::connect(addr).unwrap();
+    let topics = ["renewed"];
+    let joined = member
+        .join_group(&join_group::Request {
+            group: "keeper",
+            member_id: "",
+            client_id: "keeper",
+            topics: &topics,
+            session_timeout_ms: 30_000,
+            rebalance_timeout_ms: 30_000,
+        })
+        .unwrap();
+    assert_eq!(joined.assignment, [("renewed".to_owned(), vec![0])]);
+
+    // Deleted and created again before the member hears of it; it then commits what it read
+    // of the old topic, in the generation it was assigned that topic in.
+    let mut client = Client::connect(addr).unwrap();
+    client.delete_topic("renewed").unwrap();
+    create_topic(addr, "renewed", 1);
+    produce(addr, "renewed", 100, 6, Some(0));
+    let partitions = [PartitionOffset {
+        partition: 0,
+        offset: 3,
+    }];
+    let commit = [CommitTopic {
+        topic: "renewed",
+        partitions: &partitions,
+    }];
+    let outcome = member.commit_offsets(&offset_commit::Request {
+        group: "keeper",
+        member_id: &joined.member_id,
+        generation: joined.generation,
+        topics: &commit,
+    });
+    let refused = match &outcome {
+        Err(_) => true,
+        Ok(results) => results.iter().all(|r| r.result.is_err()),
+    };
+    assert!(
+        refused,
+        "a commit for the deleted topic was taken: {outcome:?}"
+    );
+    // The new topic's records are all still to be read by the group.
+    let committed = lags(&mut client, "keeper");
+    assert!(
+        committed.iter().all(|&(_, offset, _)| offset < 0),
+        "{committed:?}"
+    );
+}
+
+#[test]
+fn a_group_member_reads_every_record_of_its_topic_created_again() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic(addr, "renewed", 1);
+    produce(addr, "renewed", 0, 3, Some(0));
+    // Automatic commits, as by default: the member commits its positions before it rejoins.
+    let mut member = GroupConsumer::subscribe(addr, "keeper", "renewed", group_config()).unwrap();
+    assert_eq!(read_group(&mut member, 3).len(), 3);
+
+    // Deleted and created again before the member hears of it.
+    let mut client = Client::connect(addr).unwrap();
+    client.delete_topic("renewed").unwrap();
+    create_topic(addr, "renewed", 1);
+    produce(addr, "renewed", 100, 6, Some(0));
+
+    // Every record of the new topic reaches the group (some may come twice: the member may
+    // read from its old position until it learns of the rebalance).
+    let mut seen = BTreeSet::new();
+    wait_for("every record of the topic created again", || {
+        for (_, _, value) in read_group_across_recreation(&mut member, 1) {
+            seen.insert(value);
+        }
+        (seen.len() == 6).then_some(())
+    });
+    member.close().unwrap();
+}
+
+#[test]
 fn a_running_producer_and_share_member_use_partitions_added_to_their_topic() {
     let server = TestServer::start();
     let addr = server.addr();

@@ -334,7 +334,7 @@ impl Shard {
             .unwrap_or_default();
         let logs: Vec<Rc<PartitionLog>> = owned.into_iter().flatten().collect();
         close_logs(&logs, "closing a deleted partition failed").await;
-        self.groups.topic_changed(name);
+        self.groups.topic_deleted(name);
         Ok(())
     }
 

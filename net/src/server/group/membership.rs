@@ -12,7 +12,8 @@
 //!   LeaveGroup; the others rebalance. With no members left the group is Empty.
 //! - Commits are accepted from members of the current generation for partitions they were
 //!   assigned in it; a member may commit during PreparingRebalance (before it rejoins) so its
-//!   progress is not lost.
+//!   progress is not lost. A deleted topic's partitions leave every assignment at once: what
+//!   a member read of it must not be committed to a topic created again under its name.
 //!
 //! Pure state: time is passed in, nothing waits; the coordinator drives it.
 
@@ -205,6 +206,19 @@ impl Membership {
         }
         self.begin_rebalance(now);
         true
+    }
+
+    /// Takes the partitions of deleted topic `topic` from every member's assignment, so that
+    /// no member commits what it read of it to a topic created again under the same name
+    /// (commits are checked against the assignment); returns whether any member had some.
+    pub(crate) fn revoke_topic(&mut self, topic: &str) -> bool {
+        let mut revoked = false;
+        for member in &mut self.members {
+            let before = member.assignment.len();
+            member.assignment.retain(|(t, _)| t != topic);
+            revoked |= member.assignment.len() != before;
+        }
+        revoked
     }
 
     fn begin_rebalance(&mut self, now: Instant) {

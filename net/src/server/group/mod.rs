@@ -404,6 +404,16 @@ impl GroupShard {
         }
     }
 
+    /// A topic was deleted: members of groups this shard coordinates lose its partitions at
+    /// once (a commit for them is refused, even after a topic of the same name is created),
+    /// and the groups reading it rebalance.
+    pub(crate) fn topic_deleted(&self, topic: &str) {
+        for group in self.groups.borrow().values() {
+            group.membership.borrow_mut().revoke_topic(topic);
+        }
+        self.topic_changed(topic);
+    }
+
     /// The shard coordinating `group`.
     pub(crate) fn coordinator_of(&self, group: &str) -> usize {
         (ringlog_engine::topic::stable_hash(group) % self.shard_count as u64) as usize
