@@ -180,6 +180,9 @@ struct Inner {
     retry_blocked: Cell<bool>,
     /// `close` was called or the handle dropped: no more appends.
     closing: Cell<bool>,
+    /// The log's topic was deleted (see [`PartitionLog::retire`]): its files are no longer
+    /// retention's to delete.
+    retired: Cell<bool>,
     /// The flusher has written everything and stopped.
     closed: Cell<bool>,
     /// The `PartitionLog` handle is gone: the flusher stops after a failure.
@@ -372,6 +375,7 @@ impl PartitionLog {
             last_failure: Cell::new(None),
             retry_blocked: Cell::new(false),
             closing: Cell::new(false),
+            retired: Cell::new(false),
             closed: Cell::new(false),
             handle_dropped: Cell::new(false),
             waiters: RefCell::new(WaitList::default()),
@@ -516,6 +520,9 @@ impl PartitionLog {
         now_ms: i64,
         retention: Retention,
     ) -> Result<RetentionReport, LogError> {
+        if self.inner.retired.get() {
+            return Ok(RetentionReport::default());
+        }
         let removed = self.inner.take_expired_segments(now_ms, retention);
         // Reads in flight keep their own handle on the files.
         let mut doomed = self.inner.undeleted_segments.take();
@@ -527,6 +534,10 @@ impl PartitionLog {
         let mut report = RetentionReport::default();
         let mut failure = None;
         for (at, &(base_offset, size_bytes)) in doomed.iter().enumerate() {
+            if self.inner.retired.get() {
+                // Retired during an await here: the directory may be a new log's already.
+                break;
+            }
             if let Err(error) = remove_segment_files(&self.inner.dir, base_offset).await {
                 // Oldest first, and no further: the files left stay one run of consecutive
                 // segments (a gap would make the next open keep only what follows it), and
@@ -561,6 +572,13 @@ impl PartitionLog {
         let failures = self.inner.failures.get();
         self.inner.begin_close();
         Wait::new(Rc::clone(&self.inner), WaitKind::Closed, failures).await
+    }
+
+    /// Marks the log's topic deleted: retention passes that still hold the log (one may be
+    /// part way through the shard's partitions) leave its files alone from now on, because its
+    /// directory may soon be a new topic's of the same name, whose segments have the same names.
+    pub fn retire(&self) {
+        self.inner.retired.set(true);
     }
 
     /// Closes the log and removes its directory with every segment.

@@ -490,3 +490,34 @@ fn a_failed_retention_delete_leaves_no_gap_and_is_retried() {
         assert_eq!(read.first().unwrap().0, live_start);
     });
 }
+
+/// A log whose topic was deleted is retired: a retention pass that still holds it leaves its
+/// directory alone, because a new topic of the same name may already have its own segments of
+/// the same names there.
+#[test]
+fn retention_leaves_the_files_of_a_retired_log_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        fill(&log, 150, 0).await;
+        log.wait_for_offset(log.next_offset() - 1).await;
+        log.close().await.unwrap();
+        let before = log.segment_base_offsets();
+        assert!(before.len() >= 4);
+        log.retire();
+        let everything = Retention {
+            bytes: Some(1),
+            ms: None,
+        };
+        let report = log.apply_retention(0, everything).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
+        assert_eq!(log.segment_base_offsets(), before);
+        for base in before {
+            assert!(
+                log_file_len(&path, base) > 0,
+                "segment {base} is still there"
+            );
+        }
+    });
+}

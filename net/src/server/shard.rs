@@ -333,6 +333,9 @@ impl Shard {
             .remove(name)
             .unwrap_or_default();
         let logs: Vec<Rc<PartitionLog>> = owned.into_iter().flatten().collect();
+        for log in &logs {
+            log.retire();
+        }
         close_logs(&logs, "closing a deleted partition failed").await;
         self.groups.topic_deleted(name);
         Ok(())
