@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +38,13 @@ impl Doorbell {
         }))
     }
 
-    /// Wakes the owner if it is waiting (or about to).
+    /// Wakes the owner if it is waiting (or about to). Call after the message is queued.
     pub fn ring_if_armed(&self) {
+        // Orders the queue's write before the read of `armed`, as `wait` orders its write of
+        // `armed` before its re-check of the queue (the store-then-load pair of each side
+        // needs a full fence; x86 gives it anyway, weaker machines do not): at least one side
+        // sees the other, so a message is never left unannounced to a sleeping shard.
+        fence(Ordering::SeqCst);
         if self.armed.swap(false, Ordering::SeqCst) {
             self.ring();
         }
@@ -57,6 +62,8 @@ impl Doorbell {
     /// eventfd through this shard's ring.
     pub async fn wait(&self, recheck: impl FnOnce() -> bool) {
         self.armed.store(true, Ordering::SeqCst);
+        // See `ring_if_armed`.
+        fence(Ordering::SeqCst);
         if recheck() {
             return;
         }
