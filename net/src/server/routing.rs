@@ -181,8 +181,9 @@ async fn read_all(
 }
 
 /// Gives the partitions `left_out` of a full response their watermarks, as Kafka answers them
-/// (consumers compute their lag from them): one PartitionInfo round per topic with any. A
-/// topic deleted meanwhile leaves them at -1.
+/// (consumers compute their lag from them): local ones from their logs, the others from one
+/// PartitionInfo call per (topic, owner) with any, all at once. A partition gone meanwhile
+/// stays at -1.
 async fn fill_watermarks(
     shard: &Rc<Shard>,
     topics: &[String],
@@ -190,23 +191,45 @@ async fn fill_watermarks(
     reads: &mut [PartitionRead],
     left_out: &[usize],
 ) {
-    let mut topic_indexes: Vec<usize> = left_out.iter().map(|&i| targets[i].topic_index).collect();
-    topic_indexes.sort_unstable();
-    topic_indexes.dedup();
-    for topic_index in topic_indexes {
-        let Ok(offsets) = topic_offsets(shard, &topics[topic_index]).await else {
+    let mut remote: HashMap<(usize, usize), Vec<PartitionOffsets>> = HashMap::new();
+    for &index in left_out {
+        let target = &targets[index];
+        let topic = &topics[target.topic_index];
+        let owner = shard.owner(topic, target.partition);
+        if owner != shard.id {
+            remote.entry((target.topic_index, owner)).or_default();
+        } else if let Ok(log) = shard.local_log(topic, target.partition) {
+            reads[index].status = Ok((log.high_watermark(), log.log_start_offset()));
+        }
+    }
+    if remote.is_empty() {
+        return;
+    }
+    let asks: Vec<(usize, usize)> = remote.keys().copied().collect();
+    let calls: Vec<BoxedFuture<'_, ShardReturn>> = asks
+        .iter()
+        .map(|&(topic_index, owner)| {
+            let call = ShardCall::PartitionInfo {
+                topic: topics[topic_index].clone(),
+            };
+            Box::pin(shard.call(owner, call)) as BoxedFuture<'_, ShardReturn>
+        })
+        .collect();
+    for (ask, answer) in asks.iter().zip(join_all(calls).await) {
+        if let ShardReturn::Partitions(Ok(mut partitions)) = answer {
+            partitions.sort_by_key(|p| p.partition);
+            remote.insert(*ask, partitions);
+        }
+    }
+    for &index in left_out {
+        let target = &targets[index];
+        let owner = shard.owner(&topics[target.topic_index], target.partition);
+        let Some(partitions) = remote.get(&(target.topic_index, owner)) else {
             continue;
         };
-        for &index in left_out {
-            let target = &targets[index];
-            if target.topic_index != topic_index {
-                continue;
-            }
-            let found = offsets.binary_search_by_key(&target.partition, |p| p.partition);
-            if let Ok(at) = found {
-                reads[index].status =
-                    Ok((offsets[at].high_watermark, offsets[at].log_start_offset));
-            }
+        if let Ok(at) = partitions.binary_search_by_key(&target.partition, |p| p.partition) {
+            let found = &partitions[at];
+            reads[index].status = Ok((found.high_watermark, found.log_start_offset));
         }
     }
 }

@@ -326,6 +326,17 @@ impl Shard {
     /// were assigned its partitions rebalance, so that no member keeps one.
     async fn drop_topic(&self, name: &str) -> Result<(), Failure> {
         self.topics.borrow_mut().remove(name);
+        // Before any await: a retention pass may be part way through this shard's logs.
+        for log in self
+            .partitions
+            .borrow()
+            .get(name)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            log.retire();
+        }
         self.groups.drop_topic(name).await;
         let owned = self
             .partitions
@@ -333,9 +344,6 @@ impl Shard {
             .remove(name)
             .unwrap_or_default();
         let logs: Vec<Rc<PartitionLog>> = owned.into_iter().flatten().collect();
-        for log in &logs {
-            log.retire();
-        }
         close_logs(&logs, "closing a deleted partition failed").await;
         self.groups.topic_deleted(name);
         Ok(())

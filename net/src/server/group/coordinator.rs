@@ -803,7 +803,10 @@ pub(super) async fn reset(
     shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
     let group = match live(shard, name) {
         Ok(group) => group,
-        Err(_) => get_or_create_idle(shard, name, GroupKind::Consumer).await?,
+        Err(failure) if failure.code == ErrorCode::UnknownGroup => {
+            get_or_create_idle(shard, name, GroupKind::Consumer).await?
+        }
+        Err(failure) => return Err(failure),
     };
     wait_ready(&group).await?;
     let _turn = take_turn(&group).await;
