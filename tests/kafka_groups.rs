@@ -672,6 +672,13 @@ fn groups_are_listed_described_and_deleted_through_the_admin_apis() {
         assert_eq!(group.error_code, 0, "DescribeGroups v{version}");
         assert_eq!(group.group_state.as_str(), "Stable");
         assert_eq!(group.protocol_type.as_str(), "consumer");
+        // The assignor, as Kafka's tools show it (ASSIGNMENT-STRATEGY).
+        assert_eq!(
+            Some(group.protocol_data.as_str()),
+            joined.protocol_name.as_deref(),
+            "DescribeGroups v{version}"
+        );
+        assert_eq!(group.protocol_data.as_str(), "range");
         assert_eq!(group.members.len(), 1);
         assert_eq!(group.members[0].member_id, joined.member_id);
         let mut assignment = group.members[0].member_assignment.clone();

@@ -277,6 +277,9 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
     meta::validate_group_name(&args.group)?;
     check_join(&args)?;
     let group = get_or_create_idle(shard, &args.group, GroupKind::Consumer).await?;
+    if !args.protocol.is_empty() && *group.protocol.borrow() != args.protocol {
+        *group.protocol.borrow_mut() = args.protocol.clone();
+    }
     ensure_reaper(shard);
     let now = Instant::now();
     let rebalance_timeout = Duration::from_millis(u64::from(args.rebalance_timeout_ms));
@@ -622,6 +625,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
             kind: GroupKind::Consumer,
             state,
             generation,
+            protocol: group.protocol.borrow().clone(),
             members,
             offsets,
             share_config: None,
@@ -648,6 +652,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
         kind: GroupKind::Share,
         state,
         generation: -1,
+        protocol: String::new(),
         members,
         offsets: Vec::new(),
         share_config,

@@ -86,6 +86,7 @@ async fn join_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fa
             .unwrap_or_default(),
         session_timeout_ms: view.session_timeout_ms(),
         rebalance_timeout_ms: view.rebalance_timeout_ms(),
+        protocol: String::new(),
     };
     let group = args.group.clone();
     let joined = match to_coordinator(shard, &group, GroupCall::Join(args)).await? {

@@ -70,6 +70,9 @@ pub(crate) struct Group {
     /// Since when the group has had no members, as last checked (see
     /// [`coordinator::expire_idle_groups`]).
     pub(crate) empty_since: Cell<Option<Instant>>,
+    /// The assignor a Kafka member named at the last join (Kafka's DescribeGroups shows it;
+    /// the server assigns partitions itself whatever it is); empty after native joins only.
+    pub(crate) protocol: RefCell<String>,
 }
 
 /// The stages of a group's life, one at a time.
@@ -111,6 +114,8 @@ pub(crate) struct JoinArgs {
     pub(crate) topics: Vec<String>,
     pub(crate) session_timeout_ms: u32,
     pub(crate) rebalance_timeout_ms: u32,
+    /// The assignor protocol a Kafka member chose (empty for native members).
+    pub(crate) protocol: String,
 }
 
 /// A JoinGroup's answer.
@@ -178,6 +183,8 @@ pub(crate) struct GroupDescription {
     pub(crate) kind: GroupKind,
     pub(crate) state: GroupState,
     pub(crate) generation: i32,
+    /// The assignor Kafka members named (empty for share groups and native members).
+    pub(crate) protocol: String,
     pub(crate) members: Vec<MemberInfo>,
     pub(crate) offsets: Vec<OffsetEntry>,
     pub(crate) share_config: Option<ShareConfig>,
@@ -577,6 +584,7 @@ impl Group {
             busy: Cell::new(false),
             lifecycle: Cell::new(Lifecycle::Creating),
             empty_since: Cell::new(None),
+            protocol: RefCell::new(String::new()),
         }
     }
 

@@ -134,10 +134,16 @@ fn described_group(name: GroupId, description: GroupDescription) -> DescribedGro
                 .with_member_assignment(assignment)
         })
         .collect();
+    // As Kafka: the assignor of a stable group (empty while it rebalances or is empty).
+    let protocol = match description.state {
+        GroupState::Stable => description.protocol,
+        _ => String::new(),
+    };
     DescribedGroup::default()
         .with_group_id(name)
         .with_group_state(StrBytes::from_static_str(description.state.name()))
         .with_protocol_type(StrBytes::from_static_str(protocol_type(description.kind)))
+        .with_protocol_data(str_bytes(protocol))
         .with_members(members)
 }
 

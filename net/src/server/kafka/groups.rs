@@ -214,6 +214,7 @@ pub(crate) async fn join_group(
             body.rebalance_timeout_ms
         })
         .unwrap_or(0),
+        protocol: protocol.name.to_string(),
     };
     tracing::debug!(%group, member_id = %args.member_id, version = request.version(), "Kafka JoinGroup");
     let joined = match to_coordinator(&kafka.shard, &group, GroupCall::Join(args)).await {
