@@ -31,7 +31,8 @@ use crate::producer_state::{
     BatchMetadata, ProducerEntry, ProducerStateTable, BATCHES_PER_PRODUCER,
 };
 use crate::reactor::fs;
-use crate::segment::{segment_path, Segment};
+use crate::reactor::fs::File;
+use crate::segment::{segment_path, ScanStart, Segment};
 
 /// File name suffix of producer snapshots.
 pub const SNAPSHOT_SUFFIX: &str = ".producers";
@@ -247,56 +248,104 @@ pub(crate) async fn replay(
         .filter(|segment| segment.next_offset > from_offset)
     {
         let Some(file) = &segment.file else { continue };
-        let mut position = segment.scan_start_for_offset(from_offset).position;
-        let end = segment.size_bytes;
-        let mut buf = AlignedBuf::new(REPLAY_WINDOW_BYTES);
-        while position < end {
-            let window_start = align_down(position as usize) as u64;
-            let (result, returned) = file.read_at(buf, window_start).await;
-            buf = returned;
-            let read = result.map_err(|error| LogError::io("replaying producer state", error))?;
-            let skip = (position - window_start) as usize;
-            let readable = read.min((end - window_start) as usize);
-            let bytes = buf.as_full().get(skip..readable).unwrap_or_default();
-            // The scan at open checked these batches already.
-            let mut iter = BatchIter::new(bytes)
-                .without_crc_check()
-                .with_batch_bytes_max(usize::try_from(end).unwrap_or(usize::MAX));
-            for item in iter.by_ref() {
-                let (header, _) = item.map_err(|error| LogError::Corrupt {
-                    path: segment.log_path(dir),
-                    position,
-                    reason: error.to_string(),
-                })?;
-                if header.base_offset >= from_offset {
-                    table.record(&header);
-                    batches += 1;
-                }
-            }
-            let consumed = iter.consumed_bytes() as u64;
-            if consumed == 0 {
-                // One batch larger than the window: grow it to hold the batch.
-                let needed = align_up(
-                    skip + batch_total_bytes(iter.remaining()).ok_or(LogError::Corrupt {
-                        path: segment.log_path(dir),
-                        position,
-                        reason: "replay made no progress".to_string(),
-                    })?,
-                );
-                if needed <= buf.capacity() || read < buf.capacity() {
-                    return Err(LogError::Corrupt {
-                        path: segment.log_path(dir),
-                        position,
-                        reason: "replay made no progress".to_string(),
-                    });
-                }
-                buf = AlignedBuf::new(needed);
-                continue;
-            }
-            position += consumed;
+        let hint = segment.scan_start_for_offset(from_offset);
+        if let Some(recorded) = replay_segment(dir, segment, file, hint, from_offset, table).await?
+        {
+            batches += recorded;
+            continue;
         }
+        // Recovery checks a closed segment's index only at its last entry: an entry before it
+        // (damaged on disk, still in order) may point at another batch than the one it names,
+        // and starting there would skip batches. Nothing was recorded yet: start over from
+        // the segment's first batch.
+        tracing::warn!(
+            segment = %segment.log_path(dir).display(),
+            position = hint.position,
+            base_offset = hint.base_offset,
+            "offset index entry does not point at its batch; replaying the segment from its start"
+        );
+        let first = ScanStart {
+            position: 0,
+            base_offset: segment.base_offset,
+        };
+        batches += replay_segment(dir, segment, file, first, from_offset, table)
+            .await?
+            .ok_or_else(|| LogError::Corrupt {
+                path: segment.log_path(dir),
+                position: 0,
+                reason: "the first batch does not have the segment's base offset".to_string(),
+            })?;
     }
     Ok(batches)
+}
+
+/// Replays one segment from `start`; `None`, with nothing recorded, when the batch there is
+/// not a batch with the base offset `start` names.
+async fn replay_segment(
+    dir: &Path,
+    segment: &Segment,
+    file: &File,
+    start: ScanStart,
+    from_offset: i64,
+    table: &mut ProducerStateTable,
+) -> Result<Option<u64>, LogError> {
+    let mut batches = 0;
+    let mut checked_start = false;
+    let mut position = start.position;
+    let end = segment.size_bytes;
+    let mut buf = AlignedBuf::new(REPLAY_WINDOW_BYTES);
+    while position < end {
+        let window_start = align_down(position as usize) as u64;
+        let (result, returned) = file.read_at(buf, window_start).await;
+        buf = returned;
+        let read = result.map_err(|error| LogError::io("replaying producer state", error))?;
+        let skip = (position - window_start) as usize;
+        let readable = read.min((end - window_start) as usize);
+        let bytes = buf.as_full().get(skip..readable).unwrap_or_default();
+        // The scan at open checked these batches already.
+        let mut iter = BatchIter::new(bytes)
+            .without_crc_check()
+            .with_batch_bytes_max(usize::try_from(end).unwrap_or(usize::MAX));
+        for item in iter.by_ref() {
+            if !checked_start {
+                checked_start = true;
+                match &item {
+                    Ok((header, _)) if header.base_offset == start.base_offset => {}
+                    _ => return Ok(None),
+                }
+            }
+            let (header, _) = item.map_err(|error| LogError::Corrupt {
+                path: segment.log_path(dir),
+                position,
+                reason: error.to_string(),
+            })?;
+            if header.base_offset >= from_offset {
+                table.record(&header);
+                batches += 1;
+            }
+        }
+        let consumed = iter.consumed_bytes() as u64;
+        if consumed == 0 {
+            // One batch larger than the window: grow it to hold the batch.
+            let needed = batch_total_bytes(iter.remaining())
+                .map(|total| align_up(skip + total))
+                .filter(|&needed| needed > buf.capacity() && read >= buf.capacity());
+            let Some(needed) = needed else {
+                if !checked_start {
+                    return Ok(None);
+                }
+                return Err(LogError::Corrupt {
+                    path: segment.log_path(dir),
+                    position,
+                    reason: "replay made no progress".to_string(),
+                });
+            };
+            buf = AlignedBuf::new(needed);
+            continue;
+        }
+        position += consumed;
+    }
+    Ok(Some(batches))
 }
 
 /// The whole size of the batch at the start of `rest`, from its batchLength field.

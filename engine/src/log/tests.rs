@@ -565,3 +565,95 @@ fn a_read_at_or_past_a_damaged_base_offset_serves_no_offsets_out_of_sequence() {
         });
     }
 }
+
+/// The replay of the log after a producer snapshot starts at the offset index's entry for the
+/// snapshot's offset. Recovery checks only the last entry of a closed segment's index, so an
+/// entry further back whose position was damaged on disk (still in order) must not make the
+/// replay start past batches it has to see: an idempotent batch skipped there is unknown
+/// after the open, and its retry is written a second time.
+#[test]
+fn a_damaged_offset_index_position_does_not_hide_batches_from_the_producer_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // Rolls by size only (the batches' timestamps are old).
+    let config = LogConfig {
+        segment_ms: u64::MAX,
+        ..config()
+    };
+    run(async move {
+        // First run: four plain batches; the close writes the snapshot at offset 8.
+        let log = open_with(&path, config.clone()).await;
+        let mut lengths = Vec::new();
+        for seed in 0..4 {
+            let mut batch = make_batch(100, seed);
+            lengths.push(batch.len() as u32);
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let early = producer_snapshot::snapshot_path(&path, 8);
+        let early_bytes = std::fs::read(&early).unwrap();
+
+        // Second run: one idempotent batch at offset 8, then plain batches past a roll.
+        let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+        builder.set_producer_id(5);
+        builder.set_producer_epoch(0);
+        builder.set_base_sequence(0);
+        let value = vec![9u8; 100];
+        builder.push(1_000, Some(b"k"), Some(&value), &[]).unwrap();
+        builder.push(1_001, None, Some(&value), &[]).unwrap();
+        let idempotent = builder.finish().to_vec();
+        let log = open_with(&path, config.clone()).await;
+        let info = log
+            .append(&mut idempotent.clone(), Acks::Leader)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, 8);
+        let mut seed = 10;
+        while log.segment_base_offsets().len() < 2 {
+            log.append(&mut make_batch(100, seed), Acks::Leader)
+                .await
+                .unwrap();
+            seed += 1;
+        }
+        log.close().await.unwrap();
+        drop(log);
+
+        // A crash after segment 0 was indexed and before the roll's snapshot was written
+        // leaves only the snapshot at 8 (the later ones lost).
+        for offset in producer_snapshot::list(&path).unwrap() {
+            std::fs::remove_file(producer_snapshot::snapshot_path(&path, offset)).unwrap();
+        }
+        std::fs::write(&early, &early_bytes).unwrap();
+
+        // The index entry for offset 8 now points at the batch after it: still in order.
+        let index_path = crate::segment::segment_path(&path, 0, crate::segment::INDEX_SUFFIX);
+        let mut bytes = std::fs::read(&index_path).unwrap();
+        let index = crate::index::OffsetIndex::decode(&bytes).unwrap();
+        let at = index
+            .entries()
+            .iter()
+            .position(|entry| entry.relative_offset == 8)
+            .unwrap_or_else(|| panic!("an entry for offset 8: {index:?}"));
+        let entry = index.entries()[at];
+        let moved = entry.position + idempotent.len() as u32;
+        assert!(index.entries()[at + 1].position > moved, "{index:?}");
+        let field = at * crate::index::OFFSET_ENTRY_BYTES + 4;
+        bytes[field..field + 4].copy_from_slice(&moved.to_be_bytes());
+        std::fs::write(&index_path, &bytes).unwrap();
+
+        let log = open_with(&path, config.clone()).await;
+        let next = log.next_offset();
+        let retry = log
+            .append(&mut idempotent.clone(), Acks::Leader)
+            .await
+            .unwrap();
+        assert!(
+            retry.duplicate && retry.base_offset == 8,
+            "the retry of the batch at 8 was written again at {}",
+            retry.base_offset
+        );
+        assert_eq!(log.next_offset(), next);
+        log.close().await.unwrap();
+    });
+}
