@@ -302,10 +302,9 @@ async fn replay_segment(
         let skip = (position - window_start) as usize;
         let readable = read.min((end - window_start) as usize);
         let bytes = buf.as_full().get(skip..readable).unwrap_or_default();
-        // The scan at open checked these batches already.
-        let mut iter = BatchIter::new(bytes)
-            .without_crc_check()
-            .with_batch_bytes_max(usize::try_from(end).unwrap_or(usize::MAX));
+        // CRCs checked: the scan at open checked only a closed segment's last index entry on.
+        let mut iter =
+            BatchIter::new(bytes).with_batch_bytes_max(usize::try_from(end).unwrap_or(usize::MAX));
         for item in iter.by_ref() {
             if !checked_start {
                 checked_start = true;
@@ -314,11 +313,22 @@ async fn replay_segment(
                     _ => return Ok(None),
                 }
             }
-            let (header, _) = item.map_err(|error| LogError::Corrupt {
-                path: segment.log_path(dir),
-                position,
-                reason: error.to_string(),
-            })?;
+            let header = match item {
+                Ok((header, _)) => header,
+                Err(error) => {
+                    // Damaged on disk: reads refuse it too. Failing the open would make the
+                    // whole partition unavailable; the producers whose batches follow it in
+                    // this segment are forgotten instead (a retry of theirs may be written
+                    // again), and the next segment is replayed as usual.
+                    tracing::warn!(
+                        path = %segment.log_path(dir).display(),
+                        position,
+                        %error,
+                        "producer replay stops at a damaged batch; its producers' later batches in this segment are not remembered"
+                    );
+                    return Ok(Some(batches));
+                }
+            };
             if header.base_offset >= from_offset {
                 table.record(&header);
                 batches += 1;

@@ -566,66 +566,80 @@ fn a_read_at_or_past_a_damaged_base_offset_serves_no_offsets_out_of_sequence() {
     }
 }
 
-/// The replay of the log after a producer snapshot starts at the offset index's entry for the
-/// snapshot's offset. Recovery checks only the last entry of a closed segment's index, so an
-/// entry further back whose position was damaged on disk (still in order) must not make the
-/// replay start past batches it has to see: an idempotent batch skipped there is unknown
-/// after the open, and its retry is written a second time.
+/// Two runs leaving a closed segment 0 that holds an idempotent batch (producer 5, sequence 0)
+/// at offset 8 right after four plain batches, and only the producer snapshot at offset 8, as
+/// a crash after segment 0 was indexed and before the roll's snapshot was written leaves it:
+/// the open replays segment 0 from its index entry for offset 8. Returns the idempotent batch
+/// and the byte position of the batch after it.
+async fn closed_segment_replayed_from_offset_8(
+    path: &Path,
+    config: &LogConfig,
+) -> (Vec<u8>, usize) {
+    // First run: four plain batches; the close writes the snapshot at offset 8.
+    let log = open_with(path, config.clone()).await;
+    let mut before_bytes = 0;
+    for seed in 0..4 {
+        let mut batch = make_batch(100, seed);
+        before_bytes += batch.len();
+        log.append(&mut batch, Acks::Leader).await.unwrap();
+    }
+    log.close().await.unwrap();
+    drop(log);
+    let early = producer_snapshot::snapshot_path(path, 8);
+    let early_bytes = std::fs::read(&early).unwrap();
+
+    // Second run: one idempotent batch at offset 8, then plain batches past a roll.
+    let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+    builder.set_producer_id(5);
+    builder.set_producer_epoch(0);
+    builder.set_base_sequence(0);
+    let value = vec![9u8; 100];
+    builder.push(1_000, Some(b"k"), Some(&value), &[]).unwrap();
+    builder.push(1_001, None, Some(&value), &[]).unwrap();
+    let idempotent = builder.finish().to_vec();
+    let log = open_with(path, config.clone()).await;
+    let info = log
+        .append(&mut idempotent.clone(), Acks::Leader)
+        .await
+        .unwrap();
+    assert_eq!(info.base_offset, 8);
+    let mut seed = 10;
+    while log.segment_base_offsets().len() < 2 {
+        log.append(&mut make_batch(100, seed), Acks::Leader)
+            .await
+            .unwrap();
+        seed += 1;
+    }
+    log.close().await.unwrap();
+    drop(log);
+
+    // Only the snapshot at 8 is left (the later ones lost).
+    for offset in producer_snapshot::list(path).unwrap() {
+        std::fs::remove_file(producer_snapshot::snapshot_path(path, offset)).unwrap();
+    }
+    std::fs::write(&early, &early_bytes).unwrap();
+    let after = before_bytes + idempotent.len();
+    (idempotent, after)
+}
+
+/// Rolls by size only (the batches' timestamps are old).
+fn config_rolling_by_size() -> LogConfig {
+    LogConfig {
+        segment_ms: u64::MAX,
+        ..config()
+    }
+}
+
+/// The replay starts at segment 0's index entry for offset 8; moved onto the batch after (the
+/// entries still in order), it must not skip the idempotent batch, whose retry would then be
+/// written twice.
 #[test]
 fn a_damaged_offset_index_position_does_not_hide_batches_from_the_producer_replay() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    // Rolls by size only (the batches' timestamps are old).
-    let config = LogConfig {
-        segment_ms: u64::MAX,
-        ..config()
-    };
+    let config = config_rolling_by_size();
     run(async move {
-        // First run: four plain batches; the close writes the snapshot at offset 8.
-        let log = open_with(&path, config.clone()).await;
-        let mut lengths = Vec::new();
-        for seed in 0..4 {
-            let mut batch = make_batch(100, seed);
-            lengths.push(batch.len() as u32);
-            log.append(&mut batch, Acks::Leader).await.unwrap();
-        }
-        log.close().await.unwrap();
-        drop(log);
-        let early = producer_snapshot::snapshot_path(&path, 8);
-        let early_bytes = std::fs::read(&early).unwrap();
-
-        // Second run: one idempotent batch at offset 8, then plain batches past a roll.
-        let mut builder = BatchBuilder::new(Vec::new(), 1_000);
-        builder.set_producer_id(5);
-        builder.set_producer_epoch(0);
-        builder.set_base_sequence(0);
-        let value = vec![9u8; 100];
-        builder.push(1_000, Some(b"k"), Some(&value), &[]).unwrap();
-        builder.push(1_001, None, Some(&value), &[]).unwrap();
-        let idempotent = builder.finish().to_vec();
-        let log = open_with(&path, config.clone()).await;
-        let info = log
-            .append(&mut idempotent.clone(), Acks::Leader)
-            .await
-            .unwrap();
-        assert_eq!(info.base_offset, 8);
-        let mut seed = 10;
-        while log.segment_base_offsets().len() < 2 {
-            log.append(&mut make_batch(100, seed), Acks::Leader)
-                .await
-                .unwrap();
-            seed += 1;
-        }
-        log.close().await.unwrap();
-        drop(log);
-
-        // A crash after segment 0 was indexed and before the roll's snapshot was written
-        // leaves only the snapshot at 8 (the later ones lost).
-        for offset in producer_snapshot::list(&path).unwrap() {
-            std::fs::remove_file(producer_snapshot::snapshot_path(&path, offset)).unwrap();
-        }
-        std::fs::write(&early, &early_bytes).unwrap();
-
+        let (idempotent, _) = closed_segment_replayed_from_offset_8(&path, &config).await;
         // The index entry for offset 8 now points at the batch after it: still in order.
         let index_path = crate::segment::segment_path(&path, 0, crate::segment::INDEX_SUFFIX);
         let mut bytes = std::fs::read(&index_path).unwrap();
@@ -654,6 +668,38 @@ fn a_damaged_offset_index_position_does_not_hide_batches_from_the_producer_repla
             retry.base_offset
         );
         assert_eq!(log.next_offset(), next);
+        log.close().await.unwrap();
+    });
+}
+
+/// The producer replay reads closed-segment batches that the open did not check: one damaged
+/// there (here its batchLength) must not make the partition fail to open. What came before it
+/// is still remembered, and reads refuse the damage.
+#[test]
+fn a_damaged_batch_in_the_producer_replay_does_not_fail_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = config_rolling_by_size();
+    run(async move {
+        let (idempotent, after) = closed_segment_replayed_from_offset_8(&path, &config).await;
+        let segment = crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        // The high byte of the batchLength of the batch at offset 10.
+        bytes[after + 8] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let log = PartitionLog::open(&path, config.clone(), Rc::new(ChunkCache::new(1 << 20)))
+            .await
+            .expect("a damaged batch in a closed segment does not fail the open");
+        let retry = log
+            .append(&mut idempotent.clone(), Acks::Leader)
+            .await
+            .unwrap();
+        assert!(retry.duplicate && retry.base_offset == 8, "{retry:?}");
+        assert!(
+            log.read(10, 1 << 20).await.is_err(),
+            "the damage is not served"
+        );
         log.close().await.unwrap();
     });
 }
