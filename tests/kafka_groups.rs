@@ -150,19 +150,39 @@ fn commit(
     topic: &str,
     offsets: &[(i32, i64)],
 ) -> Vec<i16> {
+    let partitions: Vec<(i32, i64, Option<&str>)> = offsets
+        .iter()
+        .map(|&(partition, offset)| (partition, offset, None))
+        .collect();
+    let member = (joined.generation_id, joined.member_id.as_str());
+    commit_as(kafka, group, member, topic, &partitions)
+}
+
+/// OffsetCommit v8 by `(generation, member id)` of `(partition, offset, metadata)`: the error
+/// codes.
+fn commit_as(
+    kafka: &mut Kafka,
+    group: &str,
+    (generation, member_id): (i32, &str),
+    topic: &str,
+    partitions: &[(i32, i64, Option<&str>)],
+) -> Vec<i16> {
     let request = OffsetCommitRequest::default()
         .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(joined.generation_id)
-        .with_member_id(joined.member_id.clone())
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(StrBytes::from_string(member_id.to_owned()))
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(topic_name(topic))
             .with_partitions(
-                offsets
+                partitions
                     .iter()
-                    .map(|(partition, offset)| {
+                    .map(|(partition, offset, metadata)| {
                         OffsetCommitRequestPartition::default()
                             .with_partition_index(*partition)
                             .with_committed_offset(*offset)
+                            .with_committed_metadata(
+                                metadata.map(|m| StrBytes::from_string(m.to_string())),
+                            )
                     })
                     .collect(),
             )]);
@@ -766,30 +786,7 @@ fn commit_with_metadata(
     topic: &str,
     partitions: &[(i32, i64, Option<&str>)],
 ) -> Vec<i16> {
-    let request = OffsetCommitRequest::default()
-        .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|(partition, offset, metadata)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*partition)
-                            .with_committed_offset(*offset)
-                            .with_committed_metadata(
-                                metadata.map(|m| StrBytes::from_string(m.to_string())),
-                            )
-                    })
-                    .collect(),
-            )]);
-    let response = kafka.call(8, &request);
-    response.topics[0]
-        .partitions
-        .iter()
-        .map(|p| p.error_code)
-        .collect()
+    commit_as(kafka, group, (-1, ""), topic, partitions)
 }
 
 /// OffsetFetch of partitions 0 and 1 of `topic`, in the groups form (v8) and the one-group

@@ -412,6 +412,37 @@ async fn log_with_second_batch_damaged(
     (open_with(path, config).await, written)
 }
 
+/// Reads at offsets 2 and 3 (the second batch, damaged) fail as that batch with its real
+/// offsets, and reads at 4 and 5 serve the third batch as written.
+async fn check_second_batch_refused_and_third_served(
+    log: &PartitionLog,
+    written: &[Vec<u8>],
+    case: &str,
+) {
+    for offset in [2, 3] {
+        let damaged = log.read(offset, 1 << 20).await;
+        assert!(
+            matches!(
+                &damaged,
+                Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
+                    if *position == written[0].len() as u64
+            ),
+            "{case}, offset {offset}: {:?}",
+            damaged.map(|slice| (slice.first_offset(), slice.next_offset()))
+        );
+    }
+    for offset in [4, 5] {
+        let after = log.read_parts(offset, 1 << 20).await;
+        let after = after.unwrap_or_else(|error| panic!("{case}, offset {offset}: {error}"));
+        assert_eq!(after.first_offset(), 4, "{case}");
+        assert_eq!(
+            after.slices()[0].bytes()[..written[2].len()],
+            written[2][..],
+            "{case}"
+        );
+    }
+}
+
 /// Byte of the lastOffsetDelta field (big-endian i32) in a batch, covered by the CRC.
 const LAST_OFFSET_DELTA_AT: usize = 23;
 
@@ -440,28 +471,7 @@ fn a_damaged_last_offset_delta_claims_no_offsets_of_the_batches_after_it() {
             let before = log.read_parts(0, 1 << 20).await.unwrap();
             assert_eq!(before.next_offset(), 2, "{case}");
             assert_eq!(before.to_vec(), written[0], "{case}");
-            for offset in [2, 3] {
-                let damaged = log.read(offset, 1 << 20).await;
-                assert!(
-                    matches!(
-                        &damaged,
-                        Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
-                            if *position == written[0].len() as u64
-                    ),
-                    "{case}, offset {offset}: {damaged:?}"
-                );
-            }
-            for offset in [4, 5] {
-                let after = log.read_parts(offset, 1 << 20).await;
-                let after =
-                    after.unwrap_or_else(|error| panic!("{case}, offset {offset}: {error}"));
-                assert_eq!(after.first_offset(), 4, "{case}");
-                assert_eq!(
-                    after.slices()[0].bytes()[..written[2].len()],
-                    written[2][..],
-                    "{case}"
-                );
-            }
+            check_second_batch_refused_and_third_served(&log, &written, &case).await;
             log.close().await.unwrap();
         });
     }
@@ -538,29 +548,7 @@ fn a_read_at_or_past_a_damaged_base_offset_serves_no_offsets_out_of_sequence() {
         run(async move {
             let (log, written) = log_with_second_batch_damaged(&path, config(), at, mask).await;
             let case = format!("byte {at}, mask {mask:#x}");
-            for offset in [2, 3] {
-                let damaged = log.read(offset, 1 << 20).await;
-                assert!(
-                    matches!(
-                        &damaged,
-                        Err(LogError::DamagedBatch { position, base_offset: 2, last_offset: 3, .. })
-                            if *position == written[0].len() as u64
-                    ),
-                    "{case}, offset {offset}: {:?}",
-                    damaged.map(|slice| (slice.first_offset(), slice.next_offset()))
-                );
-            }
-            for offset in [4, 5] {
-                let after = log.read_parts(offset, 1 << 20).await;
-                let after =
-                    after.unwrap_or_else(|error| panic!("{case}, offset {offset}: {error}"));
-                assert_eq!(after.first_offset(), 4, "{case}");
-                assert_eq!(
-                    after.slices()[0].bytes()[..written[2].len()],
-                    written[2][..],
-                    "{case}"
-                );
-            }
+            check_second_batch_refused_and_third_served(&log, &written, &case).await;
             log.close().await.unwrap();
         });
     }
