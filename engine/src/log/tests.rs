@@ -342,24 +342,9 @@ fn a_read_from_disk_refuses_a_batch_whose_crc_does_not_match() {
                 read_ahead_bytes,
                 ..config()
             };
-            let log = open_with(&path, config.clone()).await;
-            let mut written = Vec::new();
-            for seed in 0..10 {
-                let mut batch = make_batch(1_000, seed);
-                log.append(&mut batch, Acks::Leader).await.unwrap();
-                written.push(batch);
-            }
-            assert!(log.segment_base_offsets().len() >= 2, "segment 0 is closed");
-            log.close().await.unwrap();
-            drop(log);
             // Flip one byte in the middle of the second batch's records.
-            let damaged_at = written[0].len() + written[1].len() / 2;
-            let segment = crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX);
-            let mut bytes = std::fs::read(&segment).unwrap();
-            bytes[damaged_at] ^= 0x40;
-            std::fs::write(&segment, &bytes).unwrap();
-
-            let log = open_with(&path, config).await;
+            let middle = make_batch(100, 1).len() / 2;
+            let (log, written) = log_with_second_batch_damaged(&path, config, middle, 0x40).await;
             let before = log.read_parts(0, 1 << 20).await.unwrap();
             assert_eq!(before.next_offset(), 2, "only the batch before the damage");
             assert_eq!(before.to_vec(), written[0]);
@@ -386,15 +371,9 @@ fn a_read_from_disk_refuses_a_batch_whose_crc_does_not_match() {
     }
 }
 
-/// A log with segment 0 closed, written with batches of two records each, whose byte
-/// `at_in_second` of the second batch (offsets 2..=3) is xored with `mask` on disk; reopened.
-/// Returns the log and the batches written.
-async fn log_with_second_batch_damaged(
-    path: &Path,
-    config: LogConfig,
-    at_in_second: usize,
-    mask: u8,
-) -> (PartitionLog, Vec<Vec<u8>>) {
+/// Writes batches of two records each (100-byte values) until segment 0 is closed well behind
+/// the active one, then closes the log; returns the batches.
+async fn write_closed_segment_0(path: &Path, config: &LogConfig) -> Vec<Vec<u8>> {
     let log = open_with(path, config.clone()).await;
     let mut written = Vec::new();
     for seed in 0..80 {
@@ -404,7 +383,19 @@ async fn log_with_second_batch_damaged(
     }
     assert!(log.segment_base_offsets().len() >= 2, "segment 0 is closed");
     log.close().await.unwrap();
-    drop(log);
+    written
+}
+
+/// A log with segment 0 closed, written with batches of two records each, whose byte
+/// `at_in_second` of the second batch (offsets 2..=3) is xored with `mask` on disk; reopened.
+/// Returns the log and the batches written.
+async fn log_with_second_batch_damaged(
+    path: &Path,
+    config: LogConfig,
+    at_in_second: usize,
+    mask: u8,
+) -> (PartitionLog, Vec<Vec<u8>>) {
+    let written = write_closed_segment_0(path, &config).await;
     let segment = crate::segment::segment_path(path, 0, crate::segment::LOG_SUFFIX);
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[written[0].len() + at_in_second] ^= mask;
@@ -502,16 +493,7 @@ fn a_damaged_offset_index_position_skips_no_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(async move {
-        let log = open(&path).await;
-        let mut written = Vec::new();
-        for seed in 0..80 {
-            let mut batch = make_batch(100, seed);
-            log.append(&mut batch, Acks::Leader).await.unwrap();
-            written.push(batch);
-        }
-        assert!(log.segment_base_offsets().len() >= 2, "segment 0 is closed");
-        log.close().await.unwrap();
-        drop(log);
+        let written = write_closed_segment_0(&path, &config()).await;
         let index_path = crate::segment::segment_path(&path, 0, crate::segment::INDEX_SUFFIX);
         let mut bytes = std::fs::read(&index_path).unwrap();
         let index = crate::index::OffsetIndex::decode(&bytes).unwrap();
