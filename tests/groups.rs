@@ -675,19 +675,27 @@ fn an_unacknowledged_record_comes_back_after_its_lease() {
     assert_eq!((state.start_offset, state.in_flight_records), (1, 0));
 }
 
-#[test]
-fn a_record_released_five_times_goes_to_the_dead_letter_topic() {
+/// A server with `topic` (one partition), its dead-letter topic `<topic>.dlq`, and share
+/// group `group` configured to copy archived records there.
+fn server_with_dead_letters(topic: &str, group: &str) -> (TestServer, Client) {
     let server = TestServer::start();
-    create_topic(server.addr(), "payments", 1);
-    create_topic(server.addr(), "payments.dlq", 1);
+    let dead_letter_topic = format!("{topic}.dlq");
+    create_topic(server.addr(), topic, 1);
+    create_topic(server.addr(), &dead_letter_topic, 1);
     let mut client = Client::connect(server.addr()).unwrap();
     client
         .configure_share_group(&configure_group::Request {
-            group: "payers",
-            dead_letter_topic: Some("payments.dlq"),
+            group,
+            dead_letter_topic: Some(&dead_letter_topic),
             ..Default::default()
         })
         .unwrap();
+    (server, client)
+}
+
+#[test]
+fn a_record_released_five_times_goes_to_the_dead_letter_topic() {
+    let (server, mut client) = server_with_dead_letters("payments", "payers");
     let producer = Producer::connect(server.addr(), "payments", ProducerConfig::default()).unwrap();
     let headers: [(&str, Option<&[u8]>); 1] = [("trace", Some(b"abc"))];
     producer
@@ -972,17 +980,7 @@ fn records_archived_after_retention_reach_the_dead_letter_topic_from_the_log_sta
 
 #[test]
 fn a_dead_letter_copy_that_failed_is_made_at_a_later_fetch() {
-    let server = TestServer::start();
-    create_topic(server.addr(), "invoices", 1);
-    create_topic(server.addr(), "invoices.dlq", 1);
-    let mut client = Client::connect(server.addr()).unwrap();
-    client
-        .configure_share_group(&configure_group::Request {
-            group: "billers",
-            dead_letter_topic: Some("invoices.dlq"),
-            ..Default::default()
-        })
-        .unwrap();
+    let (server, mut client) = server_with_dead_letters("invoices", "billers");
     produce(server.addr(), "invoices", 0, 1, Some(0));
     // The copy of the rejected record fails: its dead-letter topic is gone.
     client.delete_topic("invoices.dlq").unwrap();
