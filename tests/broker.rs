@@ -439,6 +439,26 @@ fn unknown_topic_partition_and_offset_errors() {
     assert_eq!(error.code(), Some(ErrorCode::InvalidRequest));
 }
 
+/// A raw Fetch of `partitions` of `topic` (min_bytes 1).
+fn fetch_from_topic(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[ringlog_net::message::fetch::FetchPartition],
+    max_wait_ms: u32,
+    max_bytes: u32,
+) -> ringlog_net::client::FetchResult {
+    use ringlog_net::message::fetch::{self, FetchTopic};
+    let topics = [FetchTopic { topic, partitions }];
+    client
+        .fetch(&fetch::Request {
+            max_wait_ms,
+            min_bytes: 1,
+            max_bytes,
+            topics: &topics,
+        })
+        .unwrap()
+}
+
 fn one_batch(value: &[u8]) -> Vec<u8> {
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_700_000_000_000);
     builder
@@ -621,7 +641,7 @@ fn bad_frames_get_errors_and_other_clients_are_unaffected() {
 
 #[test]
 fn a_fetch_of_partitions_on_both_shards_keeps_the_response_limits() {
-    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    use ringlog_net::message::fetch::FetchPartition;
     let server = TestServer::start(2);
     server.create_topic("limits", 2);
     let mut client = server.client();
@@ -642,18 +662,7 @@ fn a_fetch_of_partitions_on_both_shards_keeps_the_response_limits() {
                 partition_max_bytes,
             })
             .collect();
-        let topics = [FetchTopic {
-            topic: "limits",
-            partitions: &partitions,
-        }];
-        let result = client
-            .fetch(&fetch::Request {
-                max_wait_ms: 0,
-                min_bytes: 1,
-                max_bytes,
-                topics: &topics,
-            })
-            .unwrap();
+        let result = fetch_from_topic(client, "limits", &partitions, 0, max_bytes);
         let sizes: Vec<(usize, i64, i64)> = result
             .partitions()
             .unwrap()
@@ -884,7 +893,7 @@ fn batches_spanning_several_memory_chunks_are_served_in_order() {
 /// limit whatever `max_bytes` says (a response past 4 GiB once took the shard down).
 #[test]
 fn a_fetch_naming_a_partition_thousands_of_times_stays_within_the_frame_limit() {
-    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    use ringlog_net::message::fetch::FetchPartition;
     let server = TestServer::start(1);
     server.create_topic("repeated", 1);
     let mut client = server.client();
@@ -902,18 +911,7 @@ fn a_fetch_naming_a_partition_thousands_of_times_stays_within_the_frame_limit() 
         };
         9_000
     ];
-    let topics = [FetchTopic {
-        topic: "repeated",
-        partitions: &partitions,
-    }];
-    let result = client
-        .fetch(&fetch::Request {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: u32::MAX,
-            topics: &topics,
-        })
-        .unwrap();
+    let result = fetch_from_topic(&mut client, "repeated", &partitions, 0, u32::MAX);
     let sizes: Vec<usize> = result
         .partitions()
         .unwrap()
@@ -932,7 +930,7 @@ fn a_fetch_naming_a_partition_thousands_of_times_stays_within_the_frame_limit() 
 /// entry: the shard's writes go on, and the poll wakes for the new record.
 #[test]
 fn a_long_poll_naming_a_partition_many_times_still_wakes_for_new_data() {
-    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    use ringlog_net::message::fetch::FetchPartition;
     let server = TestServer::start(1);
     server.create_topic("polled", 1);
     let addr = server.addr();
@@ -947,18 +945,7 @@ fn a_long_poll_naming_a_partition_many_times_still_wakes_for_new_data() {
             };
             20_000
         ];
-        let topics = [FetchTopic {
-            topic: "polled",
-            partitions: &partitions,
-        }];
-        let result = client
-            .fetch(&fetch::Request {
-                max_wait_ms: 120_000,
-                min_bytes: 1,
-                max_bytes: 1 << 20,
-                topics: &topics,
-            })
-            .unwrap();
+        let result = fetch_from_topic(&mut client, "polled", &partitions, 120_000, 1 << 20);
         let total: usize = result
             .partitions()
             .unwrap()
