@@ -1013,18 +1013,25 @@ mod tests {
         ClientError::server(ApiKey::Produce, code, "")
     }
 
-    #[test]
-    fn idempotent_batches_are_sequenced_when_sent_and_retried_byte_for_byte() {
+    /// An idempotent accumulator (epoch 0) of one partition holding three closed batches of
+    /// two records each, not yet sent.
+    fn idempotent_with_three_batches(now: Instant) -> Accumulator {
         let mut acc = Accumulator::new(config(), 1);
         acc.set_identity(Some(identity(0)));
-        // The partition took a batch of this epoch before: several may be in flight.
-        acc.idempotence.on_sequenced_batch_acknowledged(0);
-        let now = Instant::now();
         let v = value(40);
         for _ in 0..6 {
             acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
         }
         acc.close_lingered(now + Duration::from_secs(1));
+        acc
+    }
+
+    #[test]
+    fn idempotent_batches_are_sequenced_when_sent_and_retried_byte_for_byte() {
+        let now = Instant::now();
+        let mut acc = idempotent_with_three_batches(now);
+        // The partition took a batch of this epoch before: several may be in flight.
+        acc.idempotence.on_sequenced_batch_acknowledged(0);
         // Three batches of 2 records: sequences 0, 2, 4, in two requests.
         let first = acc.take_sendable(now);
         let sent: Vec<(i16, i32)> = first.iter().map(sequence_of).collect();
@@ -1110,14 +1117,8 @@ mod tests {
     /// taken one batch, a second in flight could be written before a first refused for now.
     #[test]
     fn a_partition_gets_one_batch_at_a_time_until_it_acknowledges_one() {
-        let mut acc = Accumulator::new(config(), 1);
-        acc.set_identity(Some(identity(0)));
         let now = Instant::now();
-        let v = value(40);
-        for _ in 0..6 {
-            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
-        }
-        acc.close_lingered(now + Duration::from_secs(1));
+        let mut acc = idempotent_with_three_batches(now);
         let first = acc.take_sendable(now);
         assert_eq!(first.iter().map(sequence_of).collect::<Vec<_>>(), [(0, 0)]);
         acc.add_in_flight(1, first, now);
