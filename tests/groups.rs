@@ -142,14 +142,18 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A record as (partition, offset, value as text).
+fn as_tuple(record: ringlog_net::client::ConsumerRecord<'_>) -> (u32, i64, String) {
+    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+    (record.partition, record.offset, value)
+}
+
 /// Reads `count` records with a group consumer: (partition, offset, value).
 fn read_group(consumer: &mut GroupConsumer, count: usize) -> Vec<(u32, i64, String)> {
     let mut out = Vec::new();
     wait_for("group records", || {
         for record in consumer.poll(Duration::from_millis(100)).unwrap() {
-            let record = record.unwrap();
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            out.push((record.partition, record.offset, value));
+            out.push(as_tuple(record.unwrap()));
         }
         (out.len() >= count).then_some(())
     });
@@ -1292,9 +1296,7 @@ fn read_group_across_recreation(
             }
         };
         for record in records {
-            let record = record.unwrap();
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            out.push((record.partition, record.offset, value));
+            out.push(as_tuple(record.unwrap()));
         }
         (out.len() >= count).then_some(())
     });
