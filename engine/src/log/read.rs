@@ -639,6 +639,50 @@ impl Inner {
         }
     }
 
+    /// The error for bytes at `position` that cannot be read as a batch (its length or magic
+    /// damaged, or cut short): the batches after it cannot be found by walking. When the walk
+    /// knows the base offset `expected` there, the damage is reported with the offsets it
+    /// hides, up to the next offset index entry (where a read of a later offset starts
+    /// walking again) or the end of the segment, so a consumer or share group can go on past
+    /// it; else as [`LogError::Corrupt`].
+    fn unframed(
+        &self,
+        view: &SegmentView,
+        position: u64,
+        expected: Option<i64>,
+        reason: &str,
+    ) -> LogError {
+        let Some(expected) = expected else {
+            return self.corrupt(view, position, reason);
+        };
+        let resume_offset = {
+            let state = self.state.borrow();
+            state.segment(view.base_offset).map(|segment| {
+                segment
+                    .index
+                    .entries()
+                    .iter()
+                    .find(|entry| u64::from(entry.position) > position)
+                    .map_or(segment.next_offset, |entry| {
+                        segment.base_offset + i64::from(entry.relative_offset)
+                    })
+            })
+        };
+        let Some(resume_offset) = resume_offset.filter(|resume| *resume > expected) else {
+            return self.corrupt(view, position, reason);
+        };
+        let error = LogError::DamagedBatch {
+            path: self.segment_file(view),
+            position,
+            base_offset: expected,
+            last_offset: (resume_offset - 1)
+                .min(self.high_watermark.get() - 1)
+                .max(expected),
+        };
+        tracing::warn!(%error, reason, "refusing to serve bytes that are not a batch");
+        error
+    }
+
     fn segment_file(&self, view: &SegmentView) -> PathBuf {
         segment_path(&self.dir, view.base_offset, LOG_SUFFIX)
     }
@@ -667,6 +711,8 @@ impl Inner {
             Ok(Some(found)) => found.position == from.position && found.out_of_sequence.is_some(),
             Ok(None) => false,
             Err(LogError::Corrupt { .. }) => true,
+            // Not a batch where the index points: the index may be what is wrong.
+            Err(LogError::DamagedBatch { position, .. }) => *position == from.position,
             Err(_) => false,
         };
         if from.position == 0 || !index_wrong {
@@ -704,16 +750,27 @@ impl Inner {
                 None => {
                     let loaded = self.load(view, position, window_bytes).await?;
                     let header = loaded.header_at(position, batch_bytes_max).ok_or_else(|| {
-                        self.corrupt(view, position, "batch header missing below the visible end")
+                        self.unframed(
+                            view,
+                            position,
+                            expected,
+                            "batch header missing below the visible end",
+                        )
                     })?;
                     source = Some(loaded);
                     header
                 }
             };
-            let header = header.map_err(|reason| self.corrupt(view, position, &reason))?;
+            let header =
+                header.map_err(|reason| self.unframed(view, position, expected, &reason))?;
             let end = position + header.total_bytes() as u64;
             if end > view.visible_end {
-                return Err(self.corrupt(view, position, "batch runs past the visible end"));
+                return Err(self.unframed(
+                    view,
+                    position,
+                    expected,
+                    "batch runs past the visible end",
+                ));
             }
             let out_of_sequence = expected.filter(|expected| *expected != header.base_offset);
             if out_of_sequence.is_some() || wanted(&header) {

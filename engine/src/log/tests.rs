@@ -468,6 +468,51 @@ fn a_damaged_last_offset_delta_claims_no_offsets_of_the_batches_after_it() {
     }
 }
 
+/// The damage is in the second batch's batchLength, which frames it (outside the CRC): the
+/// batches after it cannot be found by walking from it. The damage must be reported with the
+/// offsets it hides, up to the next offset index entry, and a read from there must serve the
+/// batches as written; before, it was `Corrupt` with no offsets, and a share group stopped at
+/// it for good.
+#[test]
+fn a_damaged_batch_length_claims_the_offsets_up_to_the_next_index_entry() {
+    for read_ahead_bytes in [0, LogConfig::default().read_ahead_bytes] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(async move {
+            let config = LogConfig {
+                read_ahead_bytes,
+                ..config()
+            };
+            // The high byte of batchLength (bytes 8..12): far past any segment.
+            let (log, written) = log_with_second_batch_damaged(&path, config, 8, 0x40).await;
+            let before = log.read_parts(0, 1 << 20).await.unwrap();
+            assert_eq!(before.to_vec(), written[0], "read-ahead {read_ahead_bytes}");
+            let last_offset = match log.read(2, 1 << 20).await {
+                Err(LogError::DamagedBatch {
+                    base_offset: 2,
+                    last_offset,
+                    ..
+                }) => last_offset,
+                other => panic!("{:?}", other.map(|slice| slice.first_offset())),
+            };
+            assert!(
+                (3..log.segment_base_offsets()[1]).contains(&last_offset),
+                "{last_offset}"
+            );
+            assert!(matches!(
+                log.read(last_offset, 1 << 20).await,
+                Err(LogError::DamagedBatch { base_offset: 2, .. })
+            ));
+            let resumed = usize::try_from(last_offset + 1).unwrap();
+            let after = log.read_parts(last_offset + 1, 1 << 20).await.unwrap();
+            assert_eq!(after.first_offset(), last_offset + 1);
+            let expected = written[resumed / 2..].concat();
+            assert_eq!(after.to_vec(), expected[..after.len()]);
+            log.close().await.unwrap();
+        });
+    }
+}
+
 /// The damage is in the base offset of a batch, which its CRC does not cover: a read going on
 /// past the batch before it must stop there rather than serve offsets out of sequence.
 #[test]
