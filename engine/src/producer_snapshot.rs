@@ -268,13 +268,12 @@ pub(crate) async fn replay(
             position: 0,
             base_offset: segment.base_offset,
         };
-        batches += replay_segment(dir, segment, file, first, from_offset, table)
-            .await?
-            .ok_or_else(|| LogError::Corrupt {
-                path: segment.log_path(dir),
-                position: 0,
-                reason: "the first batch does not have the segment's base offset".to_string(),
-            })?;
+        match replay_segment(dir, segment, file, first, from_offset, table).await? {
+            Some(recorded) => batches += recorded,
+            // Its first batch is damaged (a closed segment kept whole with its damage, see
+            // `recovery`): as for damage further on, its producers are forgotten.
+            None => warn_replay_stops(dir, segment, 0, &"the first batch is damaged"),
+        }
     }
     Ok(batches)
 }
@@ -316,16 +315,7 @@ async fn replay_segment(
             let header = match item {
                 Ok((header, _)) => header,
                 Err(error) => {
-                    // Damaged on disk: reads refuse it too. Failing the open would make the
-                    // whole partition unavailable; the producers whose batches follow it in
-                    // this segment are forgotten instead (a retry of theirs may be written
-                    // again), and the next segment is replayed as usual.
-                    tracing::warn!(
-                        path = %segment.log_path(dir).display(),
-                        position,
-                        %error,
-                        "producer replay stops at a damaged batch; its producers' later batches in this segment are not remembered"
-                    );
+                    warn_replay_stops(dir, segment, position, &error);
                     return Ok(Some(batches));
                 }
             };
@@ -344,11 +334,10 @@ async fn replay_segment(
                 if !checked_start {
                     return Ok(None);
                 }
-                return Err(LogError::Corrupt {
-                    path: segment.log_path(dir),
-                    position,
-                    reason: "replay made no progress".to_string(),
-                });
+                // The file ends inside a batch: a closed segment kept whole with its damage
+                // (see `recovery`).
+                warn_replay_stops(dir, segment, position, &"the file ends inside a batch");
+                return Ok(Some(batches));
             };
             buf = AlignedBuf::new(needed);
             continue;
@@ -356,6 +345,19 @@ async fn replay_segment(
         position += consumed;
     }
     Ok(Some(batches))
+}
+
+/// The replay stops at damage on disk at `position` (reads refuse it too). Failing the open
+/// would make the whole partition unavailable; the producers whose batches follow it in this
+/// segment are forgotten instead (a retry of theirs may be written again), and the next
+/// segment is replayed as usual.
+fn warn_replay_stops(dir: &Path, segment: &Segment, position: u64, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        path = %segment.log_path(dir).display(),
+        position,
+        %error,
+        "producer replay stops at a damaged batch; its producers' later batches in this segment are not remembered"
+    );
 }
 
 /// The whole size of the batch at the start of `rest`, from its batchLength field.

@@ -10,8 +10,11 @@
 //!   trusted: their persisted indexes are loaded and checked, and only the batches after the
 //!   last index entry are read and verified (which also rebuilds entries missing from a short
 //!   index). A missing or inconsistent index is rebuilt by a full scan. Damage found in such
-//!   a segment is treated as the end of the log: later segments are dropped too, so offsets
-//!   stay contiguous and nothing after the damage is served.
+//!   a segment cannot be a torn write (a segment is synced whole before the next one's file
+//!   exists): the segment is kept whole, its damaged bytes keep their offsets up to the next
+//!   segment's base, and reads refuse them while serving the rest. Only when the files
+//!   disagree on offsets is the damage the end of the log (later segments dropped, so offsets
+//!   stay contiguous).
 //!
 //! - The idempotent producers' state is rebuilt as [`crate::producer_snapshot`] describes: the
 //!   newest snapshot, then the batches after it. When that snapshot is at or after the last
@@ -161,11 +164,12 @@ pub(crate) async fn recover(
         } else {
             &mut ignore
         };
-        let recovered = recover_segment(dir, base, is_last, config, observe).await?;
+        let next_base = bases.get(at + 1).copied();
+        let recovered = recover_segment(dir, base, next_base, config, observe).await?;
         previous_intact = recovered.intact;
         dropped_bytes += recovered.dropped_bytes;
         segments.push(recovered.segment);
-        if recovered.damaged && !is_last {
+        if recovered.damaged && !recovered.kept_whole && !is_last {
             dropped_bytes += drop_segments(dir, &bases[at + 1..]).await?;
             break;
         }
@@ -289,18 +293,23 @@ async fn drop_segments(dir: &Path, bases: &[i64]) -> Result<u64, LogError> {
 struct SegmentRecovery {
     segment: Segment,
     damaged: bool,
+    /// Damaged, but kept whole with the segments after it (see [`keep_damaged_closed`]).
+    kept_whole: bool,
     /// The file held whole batches up to its end: nothing was cut.
     intact: bool,
     dropped_bytes: u64,
 }
 
+/// `next_base`: the base offset of the segment listed after this one (`None`: this is the
+/// last segment, which becomes the active one).
 async fn recover_segment(
     dir: &Path,
     base: i64,
-    is_last: bool,
+    next_base: Option<i64>,
     config: &LogConfig,
     observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<SegmentRecovery, LogError> {
+    let is_last = next_base.is_none();
     let path = segment_path(dir, base, LOG_SUFFIX);
     let options = OpenOptions {
         create: false,
@@ -336,9 +345,22 @@ async fn recover_segment(
         resumed = false;
         stop = scan(&file, &path, file_len, &mut segment, config, observe).await?;
     }
+    let mut kept_whole = false;
+    if let Some(next_base) = next_base {
+        let reason = match &stop {
+            ScanStop::EndOfFile => None,
+            // A closed segment was cut to its data: zeros short of its end are damage too.
+            ScanStop::ZeroPadding => Some("zeros where a batch should start"),
+            ScanStop::Damaged(reason) => Some(reason.as_str()),
+        };
+        if let Some(reason) = reason {
+            kept_whole = keep_damaged_closed(&path, &mut segment, file_len, next_base, reason);
+        }
+    }
     let end = segment.size_bytes;
     let mut dropped_bytes = 0;
     let damaged = match &stop {
+        _ if kept_whole => true,
         ScanStop::EndOfFile => false,
         ScanStop::ZeroPadding => {
             if !is_last {
@@ -385,9 +407,45 @@ async fn recover_segment(
     Ok(SegmentRecovery {
         segment,
         damaged,
+        kept_whole,
         intact: !damaged && end == file_len,
         dropped_bytes,
     })
+}
+
+/// Keeps a closed segment whole, damage and all, when the segment after it starts where this
+/// one should end: a segment is truncated to its data and synced before the next one's file
+/// is created (see the flusher), so damage in a closed segment is not a torn write but bytes
+/// changed later on disk, and the segments after it hold acknowledged data. Cutting it there
+/// would drop all of that; instead the damaged bytes keep the offsets up to `next_base`, and
+/// reads refuse them (`LogError::DamagedBatch`) while serving everything around them. Returns
+/// whether it kept the segment: not when the next segment's base is not after the last good
+/// batch (the files disagree on offsets, and the log ends at the damage as before).
+fn keep_damaged_closed(
+    path: &Path,
+    segment: &mut Segment,
+    file_len: u64,
+    next_base: i64,
+    reason: &str,
+) -> bool {
+    assert!(
+        segment.size_bytes <= file_len,
+        "the scan stops within the file"
+    );
+    if next_base <= segment.next_offset || segment.relative_offset(next_base - 1).is_none() {
+        return false;
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        position = segment.size_bytes,
+        first_offset = segment.next_offset,
+        last_offset = next_base - 1,
+        reason,
+        "damaged batch in a closed segment; keeping the segment and those after it, reads of these offsets report the damage"
+    );
+    segment.next_offset = next_base;
+    segment.size_bytes = file_len;
+    true
 }
 
 /// Loads a closed segment's indexes when both exist and agree with each other and the file.

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use ringlog_engine::batch::{self, BatchBuilder, BatchHeader, BatchIter};
 use ringlog_engine::cache::ChunkCache;
+use ringlog_engine::error::LogError;
 use ringlog_engine::log::{Acks, LogConfig, PartitionLog};
 use ringlog_engine::producer_snapshot;
 use ringlog_engine::reactor::{block_on, RingConfig};
@@ -147,7 +148,9 @@ pub fn record_batch(data: &[u8]) {
 /// The recovery scanner: a partition directory built from the input (either raw bytes as a
 /// segment file, or a valid multi-segment log with index and producer snapshot files, patched
 /// at positions the input chooses) is opened; everything served must be valid batches at
-/// dense offsets, the log must take appends afterwards, and a second open must serve the same.
+/// dense offsets (damage kept in a closed segment is reported with the offsets it holds, and
+/// the read goes on after them), the log must take appends afterwards, and a second open must
+/// serve the same and report the same damage.
 pub fn recovery(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -175,23 +178,39 @@ pub fn recovery(data: &[u8]) {
         second.0[..first.0.len()],
         "a second open serves the same"
     );
+    assert_eq!(first.1, second.1, "a second open reports the same damage");
 }
 
+/// What a read of a recovered log gave: the batches served, and the offset ranges refused as
+/// damaged.
+type ReadBack = (Vec<Vec<u8>>, Vec<(i64, i64)>);
+
 /// Opens the log in `dir`, reads every batch (checking it), optionally appends one, closes.
-/// Returns the batches served before the append.
-fn open_and_read(dir: &std::path::Path, append: bool) -> (Vec<Vec<u8>>, i64) {
+/// Returns what was read before the append.
+fn open_and_read(dir: &std::path::Path, append: bool) -> ReadBack {
     let dir = dir.to_path_buf();
     block_on(RingConfig::default(), async move {
         let log = PartitionLog::open(dir, recovery_config(), Rc::new(ChunkCache::new(1 << 20)))
             .await
             .expect("a damaged log opens (damage is cut away)");
-        let mut served = Vec::new();
+        let (mut served, mut damaged) = (Vec::new(), Vec::new());
         let mut offset = log.log_start_offset();
         while offset < log.high_watermark() {
-            let slice = log
-                .read(offset, 1 << 20)
-                .await
-                .expect("reads below the end work");
+            let slice = match log.read(offset, 1 << 20).await {
+                Ok(slice) => slice,
+                Err(LogError::DamagedBatch {
+                    base_offset,
+                    last_offset,
+                    ..
+                }) => {
+                    assert_eq!(base_offset, offset, "the damage starts where the read did");
+                    assert!(last_offset >= offset && last_offset < log.high_watermark());
+                    damaged.push((base_offset, last_offset));
+                    offset = last_offset + 1;
+                    continue;
+                }
+                Err(error) => panic!("a read below the end failed: {error}"),
+            };
             assert!(!slice.is_empty());
             for item in BatchIter::new(slice.bytes()) {
                 let (header, bytes) = item.expect("served batches are valid");
@@ -211,7 +230,7 @@ fn open_and_read(dir: &std::path::Path, append: bool) -> (Vec<Vec<u8>>, i64) {
                 .expect("a recovered log takes appends");
         }
         log.close().await.expect("close");
-        (served, offset)
+        (served, damaged)
     })
     .unwrap()
 }
@@ -285,7 +304,8 @@ fn valid_log() -> &'static [(String, Vec<u8>)] {
 /// records `(kind, position high, position low, scale, value)`: a byte of the last segment
 /// overwritten, any file cut short, or a byte of a producer snapshot overwritten. (Closed
 /// segments and indexes are written once and synced before they count; flipping their bits
-/// is disk rot, which recovery does not claim to detect.)
+/// is disk rot, which reads detect and refuse; a closed segment cut short is kept, and its
+/// lost offsets refused.)
 fn patched_log(data: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut files = valid_log().to_vec();
     let last_log = files.iter().rposition(|(name, _)| name.ends_with(".log"));
