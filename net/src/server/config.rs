@@ -2,8 +2,10 @@
 //! [`ServerConfig::from_toml_and_env`]), then the binary's flags; every limit has a default
 //! that is safe on a small machine.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use ringlog_engine::topic::TopicConfig;
 use serde::{Deserialize, Serialize};
@@ -17,9 +19,12 @@ pub struct ServerConfig {
     /// Native protocol listener (every shard listens on it with SO_REUSEPORT).
     pub listen: SocketAddr,
     /// Kafka protocol listener (every shard listens on it with SO_REUSEPORT); `None`: off.
+    /// Written `ADDR:PORT`, or [`LISTEN_OFF`] (see [`OptionalListen`]).
+    #[serde(deserialize_with = "deserialize_optional_listen")]
     pub kafka_listen: Option<SocketAddr>,
     /// Prometheus metrics listener (HTTP, `GET /metrics`; every shard listens on it with
-    /// SO_REUSEPORT); `None`: off.
+    /// SO_REUSEPORT); `None`: off. Written `ADDR:PORT`, or [`LISTEN_OFF`].
+    #[serde(deserialize_with = "deserialize_optional_listen")]
     pub metrics_listen: Option<SocketAddr>,
     /// Shard threads; `None`: one per CPU the process may run on.
     pub shards: Option<usize>,
@@ -111,6 +116,80 @@ impl Default for ServerConfig {
             group_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
+}
+
+/// The value of an optional listener (`kafka_listen`, `metrics_listen`) that turns it off. A
+/// file can leave the field out instead, but a variable or a flag overrides a lower layer that
+/// set an address, so each layer needs a way to say "none".
+pub const LISTEN_OFF: &str = "off";
+
+/// An optional listener as written in the config file, a `RINGLOG_` variable or a flag of
+/// `ringlog serve`: `ADDR:PORT`, or [`LISTEN_OFF`] for none. One parser for all three, so
+/// that the same text means the same thing wherever it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalListen(
+    /// The address to listen on; `None`: no listener.
+    pub Option<SocketAddr>,
+);
+
+/// An optional listener's value that is neither `ADDR:PORT` nor [`LISTEN_OFF`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected ADDR:PORT or {LISTEN_OFF}, got {0:?}")]
+pub struct OptionalListenError(
+    /// The text as given.
+    pub String,
+);
+
+impl FromStr for OptionalListen {
+    type Err = OptionalListenError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == LISTEN_OFF {
+            return Ok(OptionalListen(None));
+        }
+        text.parse::<SocketAddr>()
+            .map(|addr| OptionalListen(Some(addr)))
+            .map_err(|_| OptionalListenError(text.to_owned()))
+    }
+}
+
+/// Deserializes `kafka_listen` and `metrics_listen` through [`OptionalListen`]: a
+/// `RINGLOG_` variable reaches the fields as a TOML string, so this is what makes `off` work
+/// there as well as in the file.
+fn deserialize_optional_listen<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<SocketAddr>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            write!(formatter, "ADDR:PORT or {LISTEN_OFF}")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            text.parse::<OptionalListen>()
+                .map(|listen| listen.0)
+                .map_err(E::custom)
+        }
+
+        // What the derived Serialize writes for `None` where a format has a null (JSON), so
+        // that a serialized config reads back.
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_str(Visitor)
+        }
+    }
+
+    deserializer.deserialize_option(Visitor)
 }
 
 /// A configuration value out of range.
@@ -371,6 +450,92 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn optional_listeners_parse_an_address_or_off() {
+        let addr = |text: &str| Some(text.parse::<SocketAddr>().unwrap());
+        assert_eq!("off".parse(), Ok(OptionalListen(None)));
+        assert_eq!(
+            "127.0.0.1:9092".parse(),
+            Ok(OptionalListen(addr("127.0.0.1:9092")))
+        );
+        assert_eq!("[::1]:0".parse(), Ok(OptionalListen(addr("[::1]:0"))));
+        // Only the one spelling: anything else is a mistyped address, not a request for none.
+        for bad in [
+            "",
+            "Off",
+            "OFF",
+            "none",
+            "127.0.0.1",
+            "localhost:9092",
+            " off",
+        ] {
+            let error = bad.parse::<OptionalListen>().unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("expected ADDR:PORT or off, got {bad:?}")
+            );
+        }
+    }
+
+    #[test]
+    fn off_turns_listeners_off_in_the_file_and_in_variables_over_the_file() {
+        let table: toml::Table = "kafka_listen = \"off\"\nmetrics_listen = \"127.0.0.1:9644\"\n"
+            .parse()
+            .unwrap();
+        let config = ServerConfig::from_toml_and_env(table, std::iter::empty()).unwrap();
+        assert_eq!(config.kafka_listen, None);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9644".parse().unwrap())
+        );
+
+        let table: toml::Table =
+            "kafka_listen = \"127.0.0.1:9092\"\nmetrics_listen = \"127.0.0.1:9644\"\n"
+                .parse()
+                .unwrap();
+        let vars = [
+            ("RINGLOG_KAFKA_LISTEN".to_owned(), "off".to_owned()),
+            ("RINGLOG_METRICS_LISTEN".to_owned(), "off".to_owned()),
+        ];
+        let config = ServerConfig::from_toml_and_env(table, vars.into_iter()).unwrap();
+        assert_eq!((config.kafka_listen, config.metrics_listen), (None, None));
+
+        let vars = [("RINGLOG_KAFKA_LISTEN".to_owned(), "[::1]:9092".to_owned())];
+        let config = ServerConfig::from_env(vars.into_iter()).unwrap();
+        assert_eq!(config.kafka_listen, Some("[::1]:9092".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_listener_values_name_the_field_or_variable_in_one_line() {
+        let table: toml::Table = "metrics_listen = \"9644\"\n".parse().unwrap();
+        let error = ServerConfig::from_toml_and_env(table, std::iter::empty()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: metrics_listen: expected ADDR:PORT or off, got \"9644\""
+        );
+        let table: toml::Table = "kafka_listen = 9092\n".parse().unwrap();
+        let error = ServerConfig::from_toml_and_env(table, std::iter::empty()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: kafka_listen: invalid type: integer `9092`, expected \
+             ADDR:PORT or off"
+        );
+        let vars = [("RINGLOG_KAFKA_LISTEN".to_owned(), "Off".to_owned())];
+        let error = ServerConfig::from_env(vars.into_iter()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: RINGLOG_KAFKA_LISTEN: expected ADDR:PORT or off, got \"Off\""
+        );
+    }
+
+    #[test]
+    fn a_serialized_config_without_listeners_reads_back() {
+        // The derived Serialize writes `None` as JSON's null.
+        let json = serde_json::to_string(&ServerConfig::default()).unwrap();
+        let config: ServerConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(config, ServerConfig::default());
     }
 
     #[test]

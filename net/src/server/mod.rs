@@ -39,7 +39,9 @@ use ringlog_engine::reactor::tcp::{TcpListener, TcpStream};
 use ringlog_engine::reactor::{self, affinity, time, RingConfig};
 use ringlog_engine::topic::{self, TopicConfig};
 
-pub use config::{ConfigError, ServerConfig, ENV_PREFIX};
+pub use config::{
+    ConfigError, OptionalListen, OptionalListenError, ServerConfig, ENV_PREFIX, LISTEN_OFF,
+};
 use message::Mail;
 use shard::Shard;
 /// Headers of records copied to a share group's dead-letter topic.
