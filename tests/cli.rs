@@ -553,6 +553,125 @@ fn config_errors_name_their_field_and_variables_take_any_value_their_field_takes
     assert!(stopped && status.success(), "{status}");
 }
 
+/// Everything `ringlog serve --listen 127.0.0.1:0 --shards 1 --data-dir data ARGS`, run in
+/// `dir` with `vars` set, prints on stdout while it starts: the lines that say which
+/// listeners are open. It is stopped with SIGTERM once its first line is out; the server
+/// blocks the signal before it starts and takes it only after printing every startup line,
+/// so the lines read after it exits are all of them, with no waiting for a quiet moment.
+fn serve_startup_lines(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Vec<String> {
+    let mut command = Command::new(RINGLOG);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--data-dir", "data"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RINGLOG_CONFIG")
+        .env("RINGLOG_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    let mut server = command.spawn().expect("spawn ringlog serve");
+    let mut stdout = BufReader::new(server.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read the first line");
+    // An empty first line is a server that failed: it exits by itself.
+    let stopped = !first.is_empty() && signal(server.id(), "TERM");
+    let status = wait_bounded(&mut server, "ringlog serve");
+    let rest = std::io::read_to_string(stdout).expect("read the rest of stdout");
+    let stderr =
+        std::io::read_to_string(server.stderr.take().expect("piped stderr")).expect("read stderr");
+    assert!(
+        stopped && status.success(),
+        "{args:?} {vars:?}: {status}: {stderr}"
+    );
+    assert!(first.starts_with("ringlog serving on "), "{first:?}");
+    first
+        .lines()
+        .chain(rest.lines())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `lines` (of [`serve_startup_lines`]) say the Kafka listener and the metrics
+/// listener are open.
+fn listeners_open(lines: &[String]) -> (bool, bool) {
+    let kafka = lines
+        .iter()
+        .any(|line| line.starts_with("Kafka protocol on 127.0.0.1:"));
+    let metrics = lines
+        .iter()
+        .any(|line| line.starts_with("Prometheus metrics on http://127.0.0.1:"));
+    (kafka, metrics)
+}
+
+/// `--kafka-listen off` and `--metrics-listen off` turn off the listeners a config file
+/// opens, each leaving the other one alone.
+#[test]
+fn off_flags_turn_off_the_listeners_of_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "kafka_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n";
+    std::fs::write(dir.path().join("ringlog.toml"), config).unwrap();
+    let with = |flags: &[&str]| {
+        let args = [&["--config", "ringlog.toml"], flags].concat();
+        listeners_open(&serve_startup_lines(dir.path(), &args, &[]))
+    };
+    assert_eq!(with(&[]), (true, true), "the file opens both");
+    assert_eq!(with(&["--kafka-listen", "off"]), (false, true));
+    assert_eq!(with(&["--metrics-listen", "off"]), (true, false));
+    let both_off = ["--kafka-listen", "off", "--metrics-listen", "off"];
+    assert_eq!(with(&both_off), (false, false));
+}
+
+/// `off` in `RINGLOG_KAFKA_LISTEN` / `RINGLOG_METRICS_LISTEN` turns off what the file opens,
+/// and the flag's `off` turns off what a variable opens, as with addresses.
+#[test]
+fn off_in_variables_turns_off_the_file_and_off_flags_turn_off_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "kafka_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n";
+    std::fs::write(dir.path().join("ringlog.toml"), config).unwrap();
+    let file = ["--config", "ringlog.toml"];
+    let vars = [
+        ("RINGLOG_KAFKA_LISTEN", "off"),
+        ("RINGLOG_METRICS_LISTEN", "off"),
+    ];
+    let lines = serve_startup_lines(dir.path(), &file, &vars);
+    assert_eq!(listeners_open(&lines), (false, false), "{lines:?}");
+
+    let vars = [
+        ("RINGLOG_KAFKA_LISTEN", "127.0.0.1:0"),
+        ("RINGLOG_METRICS_LISTEN", "127.0.0.1:0"),
+    ];
+    let lines = serve_startup_lines(dir.path(), &[], &vars);
+    assert_eq!(listeners_open(&lines), (true, true), "{lines:?}");
+    let off = ["--kafka-listen", "off", "--metrics-listen", "off"];
+    let lines = serve_startup_lines(dir.path(), &off, &vars);
+    assert_eq!(listeners_open(&lines), (false, false), "{lines:?}");
+}
+
+/// A listener value that is neither an address nor `off` fails in one line naming the flag
+/// or the variable and what it takes.
+#[test]
+fn bad_listener_values_fail_in_one_line_naming_the_flag_or_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let failed = serve_failing(dir.path(), &["--kafka-listen", "of"], &[]);
+    assert_eq!(failed.status.code(), Some(2), "usage error");
+    assert_eq!(
+        error_line(&failed),
+        "error: invalid value 'of' for '--kafka-listen <ADDR:PORT|off>': expected ADDR:PORT \
+         or off, got \"of\" (see --help)"
+    );
+    let vars = [("RINGLOG_METRICS_LISTEN", "OFF".as_ref())];
+    let failed = serve_failing(dir.path(), &[], &vars);
+    assert_eq!(
+        error_line(&failed),
+        "error: invalid configuration: RINGLOG_METRICS_LISTEN: expected ADDR:PORT or off, got \
+         \"OFF\""
+    );
+}
+
 /// A topic may not take the name of the data directory's own entries: `.deleted-x` was
 /// created, took durable records and was removed at the next start as a deleted topic.
 #[test]
