@@ -35,7 +35,8 @@ use crate::producer_state::ProducerStateTable;
 use crate::reactor::fs::{File, OpenOptions};
 use crate::segment::{
     parse_log_file_name, preallocation_target, remove_segment_files, segment_path,
-    write_index_files, Segment, SegmentState, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    write_index_files, Segment, SegmentState, BASE_OFFSET_DIGITS, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 
 /// Bytes read per step while scanning a segment.
@@ -267,13 +268,31 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_log_file_name(name) {
             bases.push(base);
-        } else if name.ends_with(".tmp") {
+        } else if is_own_leftover(name) {
             // A crash during write_file_atomic; the real file is intact or absent.
             let _ = std::fs::remove_file(entry.path());
         }
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+/// Whether `name` is the temporary file of an index or producer snapshot written atomically
+/// (`<20 digits><suffix>.tmp`): only those are removed, never a file someone else left.
+fn is_own_leftover(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    [
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        producer_snapshot::SNAPSHOT_SUFFIX,
+    ]
+    .iter()
+    .filter_map(|suffix| stem.strip_suffix(suffix))
+    .any(|digits| {
+        digits.len() == BASE_OFFSET_DIGITS && digits.bytes().all(|byte| byte.is_ascii_digit())
+    })
 }
 
 /// Deletes whole segments that follow damage; returns their size.
@@ -720,4 +739,29 @@ fn window_bytes(position: u64, file_len: u64) -> usize {
 fn align_down_u64(position: u64) -> u64 {
     // Segment positions fit in u32, so the cast to usize is lossless.
     align_down(position as usize) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_own_temporary_files_are_leftovers() {
+        for own in [
+            "00000000000000000000.index.tmp",
+            "00000000000000004096.timeindex.tmp",
+            "00000000000000000042.producers.tmp",
+        ] {
+            assert!(is_own_leftover(own), "{own}");
+        }
+        for foreign in [
+            "notes.tmp",
+            "00000000000000000000.log.tmp",
+            "0000000000000000000.index.tmp",
+            "00000000000000000000.index",
+            "backup.index.tmp",
+        ] {
+            assert!(!is_own_leftover(foreign), "{foreign}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ pub const INDEX_SUFFIX: &str = ".index";
 /// File name suffix of the time index.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 /// Digits of the base offset in file names (Kafka's width: every i64 fits).
-const BASE_OFFSET_DIGITS: usize = 20;
+pub(crate) const BASE_OFFSET_DIGITS: usize = 20;
 
 /// `<dir>/<20-digit base offset><suffix>`.
 pub fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
