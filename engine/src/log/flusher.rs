@@ -393,11 +393,10 @@ impl Inner {
     /// Writes a producer snapshot after the bytes it covers were synced and prunes old ones.
     /// Failures are only logged: the next open replays the log from an older snapshot.
     async fn write_producer_snapshot(&self, offset: i64, bytes: &[u8]) {
-        if let Err(error) = producer_snapshot::write(&self.dir, offset, bytes).await {
-            tracing::warn!(dir = %self.dir.display(), offset, %error, "cannot write a producer snapshot");
-            return;
-        }
-        let expired: Vec<i64> = {
+        let written = producer_snapshot::write(&self.dir, offset, bytes).await;
+        {
+            // Taken either way: held after a failure, the snapshots of every later roll
+            // would pile up in memory while writes keep failing.
             let mut state = self.state.borrow_mut();
             while state
                 .roll_snapshots
@@ -406,6 +405,13 @@ impl Inner {
             {
                 state.roll_snapshots.pop_front();
             }
+        }
+        if let Err(error) = written {
+            tracing::warn!(dir = %self.dir.display(), offset, %error, "cannot write a producer snapshot");
+            return;
+        }
+        let expired: Vec<i64> = {
+            let mut state = self.state.borrow_mut();
             if state.snapshot_files.back() != Some(&offset) {
                 state.snapshot_files.push_back(offset);
             }
