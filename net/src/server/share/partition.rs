@@ -597,6 +597,10 @@ impl SharePartition {
         if effects.made_available {
             self.available.notify();
         }
+        // Written before the copy, which waits: meanwhile other calls may change the same
+        // records again (acquire a released record, accept it) and write that at once; written
+        // after it, these older states would replace theirs on a replay.
+        let written = self.record_changes(&effects.changes)?;
         let mut letters = std::mem::take(&mut effects.dead_letters);
         letters.sort_unstable_by_key(|letter| letter.offset);
         let copied = if letters.is_empty() {
@@ -604,14 +608,18 @@ impl SharePartition {
         } else {
             self.copy_dead_letters(shard, &letters).await
         };
+        // Made now, from the window as it is after the copy: never older than what was
+        // written meanwhile.
+        let mut archived = Effects::default();
         if copied > 0 {
             let mut window = self.window.borrow_mut();
-            window.archive(&letters[..copied], &mut effects);
+            window.archive(&letters[..copied], &mut archived);
             if window.advance() {
                 self.available.notify();
             }
         }
-        match self.record_changes(&effects.changes)? {
+        // The file is written in order: the last append durable means all of them are.
+        match self.record_changes(&archived.changes)?.or(written) {
             Some(durable) if wait => durable.await.map_err(store_failure),
             _ => Ok(()),
         }
@@ -834,16 +842,25 @@ async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
 
 #[cfg(test)]
 mod tests {
+    use std::future::{poll_fn, Future};
+    use std::pin::pin;
     use std::rc::Rc;
+    use std::sync::Arc;
+    use std::task::Poll;
 
     use ringlog_engine::batch::{crc_of, set_base_offset, BatchBuilder};
     use ringlog_engine::log::Acks;
     use ringlog_engine::reactor::{block_on, RingConfig};
+    use ringlog_engine::topic::TopicConfig;
 
-    use super::bytes_to_take;
+    use super::{bytes_to_take, SharePartition};
+    use crate::message::share_acknowledge::{AckRange, AckType};
     use crate::message::share_fetch::AcquiredRange;
+    use crate::server::config::ServerConfig;
     use crate::server::group::meta::ShareConfig;
     use crate::server::group::partition_state::tests::open;
+    use crate::server::group::partition_state::PartitionGroups;
+    use crate::server::shard::Shard;
 
     /// Three batches of 10, 20 and 30 records at offsets 100, 110 and 130; their sizes.
     fn three_batches() -> (Vec<u8>, [usize; 3]) {
@@ -934,6 +951,93 @@ mod tests {
             assert_eq!(acquired, [expected]);
             groups.close().await;
             log.close().await.unwrap();
+        })
+        .unwrap();
+    }
+
+    /// One shard (the only one) with topic `t` and its dead-letter topic `t.dlq`, one
+    /// partition each, `records` records in `t`, and share group `s` copying to `t.dlq`.
+    async fn shard_with_dead_letters(
+        dir: &std::path::Path,
+        records: usize,
+    ) -> (Rc<Shard>, Rc<SharePartition>) {
+        let config = Rc::new(ServerConfig {
+            cache_bytes_per_shard: 1 << 20,
+            read_ahead_bytes_per_shard: 1 << 20,
+            ..ServerConfig::default()
+        });
+        let shard = Shard::new(0, 1, config, dir.to_path_buf(), Vec::new(), Arc::default());
+        let topic = TopicConfig {
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: 1 << 20,
+        };
+        for name in ["t", "t.dlq"] {
+            std::fs::create_dir(dir.join(name)).unwrap();
+            shard.open_topic(name, topic.clone()).await.unwrap();
+        }
+        let log = shard.local_log("t", 0).unwrap();
+        for _ in 0..records {
+            let mut record = one_record(None);
+            log.append(&mut record, Acks::Leader).await.unwrap();
+        }
+        let mut config = ShareConfig::with_defaults(100);
+        config.dead_letter_topic = "t.dlq".to_string();
+        let state = shard.groups.partition("t", 0).unwrap();
+        let share = state.share_or_create("s", &Rc::new(config)).unwrap();
+        (shard, share)
+    }
+
+    fn range(offset: i64, ack_type: AckType) -> AckRange {
+        AckRange {
+            first_offset: offset,
+            last_offset: offset,
+            ack_type,
+        }
+    }
+
+    #[test]
+    fn a_change_made_during_a_dead_letter_copy_is_not_undone_by_an_older_one_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (shard, share) = shard_with_dead_letters(&path, 2).await;
+            let fetched = share.fetch(&shard, "a", &[], 2, 0, 1 << 20).await.unwrap();
+            assert_eq!(fetched.acquired.len(), 1);
+            assert_eq!(fetched.acquired[0].last_offset, 1);
+            // Member a rejects 0 (copied to the dead-letter topic) and releases 1; its call
+            // is left waiting in the copy.
+            let acks = [range(0, AckType::Reject), range(1, AckType::Release)];
+            let mut a = pin!(share.acknowledge(&shard, "a", &acks));
+            let first_poll = poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
+            assert!(first_poll.is_pending(), "the copy is under way");
+            // Meanwhile member b acquires 1 (its second delivery) and accepts it.
+            let fetched = share.fetch(&shard, "b", &[], 10, 0, 1 << 20).await.unwrap();
+            let expected = AcquiredRange {
+                first_offset: 1,
+                last_offset: 1,
+                delivery_count: 2,
+            };
+            assert_eq!(fetched.acquired, [expected]);
+            let accepted = share
+                .acknowledge(&shard, "b", &[range(1, AckType::Accept)])
+                .await;
+            assert!(accepted.iter().all(|r| r.failure.is_none()), "{accepted:?}");
+            let rejected = a.await;
+            assert!(rejected.iter().all(|r| r.failure.is_none()), "{rejected:?}");
+            assert_eq!(share.start_offset(), 2, "0 archived, 1 accepted");
+
+            // The state file replays to the same: 1 stays accepted.
+            let state = shard.groups.partition("t", 0).unwrap();
+            state.close().await;
+            let files = Rc::default();
+            let replayed = PartitionGroups::open("t", 0, Rc::clone(&state.log), files)
+                .await
+                .unwrap();
+            let share = replayed.share("s").unwrap();
+            assert_eq!(share.start_offset(), 2, "1 would be delivered again");
+            replayed.close().await;
         })
         .unwrap();
     }
