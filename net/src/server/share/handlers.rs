@@ -12,7 +12,7 @@ use crate::message::share_acknowledge::AckRange;
 use crate::message::{self, AckRangeResult, Encode, Status};
 use crate::protocol;
 use crate::server::connection::{RawPart, Request, Response};
-use crate::server::group::meta::validate_group_name;
+use crate::server::group::meta::{validate_group_name, IN_FLIGHT_RECORDS_LIMIT};
 use crate::server::group::{
     call, unexpected, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs,
 };
@@ -20,12 +20,28 @@ use crate::server::handler::{decode, respond};
 use crate::server::message::Failure;
 use crate::server::shard::{unknown_topic, Shard};
 
-/// Reads acknowledgement ranges; an unknown ack type fails the request.
+/// Most acknowledgement ranges one request may carry: a member holds at most a window of
+/// records (`IN_FLIGHT_RECORDS_LIMIT` at most), and may settle each twice (renew, then accept).
+/// Each range gets a result, so without a bound one frame of small ranges (a 24-byte struct
+/// each) would make the server build results and a response many times the frame's size.
+const ACK_RANGES_MAX: usize = 2 * IN_FLIGHT_RECORDS_LIMIT as usize;
+
+/// Reads acknowledgement ranges; an unknown ack type, or more than [`ACK_RANGES_MAX`] ranges,
+/// fails the request.
 fn ack_ranges<'a>(
     ranges: Option<flatbuffers::Vector<'a, protocol::AckRange>>,
 ) -> Result<Vec<AckRange>, Failure> {
+    let ranges = ranges.unwrap_or_default();
+    if ranges.len() > ACK_RANGES_MAX {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} acknowledgement ranges in one request; at most {ACK_RANGES_MAX}",
+                ranges.len()
+            ),
+        ));
+    }
     ranges
-        .unwrap_or_default()
         .iter()
         .map(|range| {
             AckRange::from_wire(range)
@@ -152,4 +168,42 @@ pub(crate) async fn share_acknowledge(
         response.encode(&mut fbb),
         Vec::new(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::share_acknowledge::{AckType, RequestView};
+    use crate::message::test_support::round_trip;
+
+    fn ranges_of(count: usize) -> Result<Vec<AckRange>, Failure> {
+        let ranges = vec![
+            AckRange {
+                first_offset: 0,
+                last_offset: 0,
+                ack_type: AckType::Renew,
+            };
+            count
+        ];
+        let body = round_trip::<_, RequestView>(&message::share_acknowledge::Request {
+            group: "g",
+            member_id: "m",
+            topic: "t",
+            partition: 0,
+            ranges: &ranges,
+        });
+        let view: RequestView = decode(body).unwrap();
+        ack_ranges(view.ranges())
+    }
+
+    #[test]
+    fn a_request_with_more_ack_ranges_than_a_member_can_use_is_refused() {
+        let count = |count| {
+            ranges_of(count)
+                .map(|ranges| ranges.len())
+                .map_err(|f| f.code)
+        };
+        assert_eq!(count(ACK_RANGES_MAX), Ok(ACK_RANGES_MAX));
+        assert_eq!(count(ACK_RANGES_MAX + 1), Err(ErrorCode::InvalidRequest));
+    }
 }

@@ -158,6 +158,10 @@ fn ack_failure(error: AckError, window: &Window) -> Failure {
         AckError::Expired => {
             Failure::new(ErrorCode::LeaseExpired, "the lock on these records expired")
         }
+        AckError::OverBudget => Failure::new(
+            ErrorCode::InvalidRequest,
+            "the ranges before this one settle twice the in-flight window already; send the rest in another request",
+        ),
     }
 }
 
@@ -270,8 +274,19 @@ impl SharePartition {
         let mut results = Vec::with_capacity(ranges.len());
         {
             let mut window = self.window.borrow_mut();
+            // Records of the window one request may settle: every record twice (renew, then
+            // accept). Settling walks each range's records, so ranges that cover the window
+            // over and over (a 64 MiB frame holds millions) would hold the shard for minutes.
+            let budget = 2 * window.span().max(limits.window_max);
+            let mut examined = 0usize;
             for range in ranges {
+                let records = window.records_in(range.first_offset, range.last_offset);
+                let within_budget = examined.saturating_add(records) <= budget;
+                if within_budget {
+                    examined += records;
+                }
                 let outcome = match member {
+                    _ if !within_budget => Err(AckError::OverBudget),
                     None => Err(AckError::NotHeld),
                     Some(holder) => {
                         let ack = Ack {
@@ -854,6 +869,7 @@ mod tests {
     use ringlog_engine::topic::TopicConfig;
 
     use super::{bytes_to_take, SharePartition};
+    use crate::error_code::ErrorCode;
     use crate::message::share_acknowledge::{AckRange, AckType};
     use crate::message::share_fetch::AcquiredRange;
     use crate::server::config::ServerConfig;
@@ -995,6 +1011,56 @@ mod tests {
             last_offset: offset,
             ack_type,
         }
+    }
+
+    #[test]
+    fn one_request_settles_at_most_twice_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            // The group's window is 100 records: a member holding them all may settle 200.
+            let (shard, share) = shard_with_dead_letters(&path, 100).await;
+            let fetched = share
+                .fetch(&shard, "a", &[], 100, 0, 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(fetched.acquired.len(), 1);
+            assert_eq!(fetched.acquired[0].last_offset, 99);
+            let all = |ack_type| AckRange {
+                first_offset: 0,
+                last_offset: 99,
+                ack_type,
+            };
+            let ranges = [
+                all(AckType::Renew),
+                all(AckType::Renew),
+                all(AckType::Renew),
+                range(1_000, AckType::Accept),
+                all(AckType::Accept),
+            ];
+            let results = share.acknowledge(&shard, "a", &ranges).await;
+            let codes: Vec<_> = results
+                .iter()
+                .map(|r| r.failure.as_ref().map(|f| f.code))
+                .collect();
+            assert_eq!(
+                codes,
+                [
+                    None,
+                    None,
+                    Some(ErrorCode::InvalidRequest),
+                    Some(ErrorCode::InvalidRecordState),
+                    Some(ErrorCode::InvalidRequest),
+                ]
+            );
+            // The refused ranges changed nothing; the next request settles them.
+            let results = share
+                .acknowledge(&shard, "a", &[all(AckType::Accept)])
+                .await;
+            assert!(results[0].failure.is_none(), "{results:?}");
+            assert_eq!(share.start_offset(), 100);
+        })
+        .unwrap();
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub(crate) enum AckError {
     NotHeld,
     /// Some records were held by this member but their lock expired.
     Expired,
+    /// Refused by the caller: the request's earlier ranges used its budget of records.
+    OverBudget,
 }
 
 /// Why a record goes to the dead-letter topic.
@@ -235,6 +237,19 @@ impl Window {
     /// The offset after the last record ever acquired.
     pub(crate) fn end_offset(&self) -> i64 {
         self.start + self.entries.len() as i64
+    }
+
+    /// Records from the start offset to the end offset.
+    pub(crate) fn span(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// How many offsets of `first..=last` are in the window (what settling them walks).
+    pub(crate) fn records_in(&self, first: i64, last: i64) -> usize {
+        let first = first.max(self.start);
+        let last = last.min(self.end_offset() - 1);
+        // Negative when the range misses the window.
+        usize::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(0)
     }
 
     fn entry(&self, offset: i64) -> Option<&Entry> {
@@ -694,6 +709,19 @@ mod tests {
         assert!(window.advance());
         assert_eq!((window.start_offset(), window.end_offset()), (12, 12));
         assert_eq!(effects.changes.len(), 2);
+    }
+
+    #[test]
+    fn records_in_counts_the_part_inside_the_window() {
+        let mut window = Window::new(10);
+        acquire_all(&mut window, 1, 0, 3);
+        assert_eq!(window.records_in(i64::MIN, i64::MAX), 3);
+        assert_eq!(window.records_in(11, 11), 1);
+        assert_eq!(window.records_in(12, 20), 1);
+        assert_eq!(window.records_in(0, 9), 0);
+        assert_eq!(window.records_in(13, 13), 0);
+        assert_eq!(window.records_in(12, 11), 0);
+        assert_eq!(Window::new(5).records_in(0, 10), 0);
     }
 
     #[test]
