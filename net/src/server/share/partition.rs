@@ -679,6 +679,15 @@ impl SharePartition {
         if changes.is_empty() {
             return Ok(None);
         }
+        // A closed share partition is gone from the file (its group or topic was deleted,
+        // with a Forget record when the group was): a change written after that would make
+        // a replay create it again, and a new group of the same name would inherit it.
+        if self.closed.get() {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the share partition was closed (its group or topic was deleted, or the server is stopping)",
+            ));
+        }
         let parent = self
             .parent
             .upgrade()
@@ -1011,6 +1020,40 @@ mod tests {
             last_offset: offset,
             ack_type,
         }
+    }
+
+    #[test]
+    fn a_dead_letter_copy_ending_after_its_group_was_deleted_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), async move {
+            let (shard, share) = shard_with_dead_letters(&path, 1).await;
+            let fetched = share.fetch(&shard, "a", &[], 1, 0, 1 << 20).await.unwrap();
+            assert_eq!(fetched.acquired.len(), 1);
+            // The rejection waits in its copy while the group is deleted.
+            let reject = [range(0, AckType::Reject)];
+            let mut a = pin!(share.acknowledge(&shard, "a", &reject));
+            let first_poll = poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
+            assert!(first_poll.is_pending(), "the copy is under way");
+            let state = shard.groups.partition("t", 0).unwrap();
+            state.forget("s").unwrap().unwrap().await.unwrap();
+            let results = a.await;
+            let code = results[0].failure.as_ref().map(|f| f.code);
+            assert_eq!(
+                code,
+                Some(ErrorCode::ShuttingDown),
+                "not written: not answered as done"
+            );
+
+            state.close().await;
+            let files = Rc::default();
+            let replayed = PartitionGroups::open("t", 0, Rc::clone(&state.log), files)
+                .await
+                .unwrap();
+            assert!(replayed.share("s").is_none(), "the deleted group is back");
+            replayed.close().await;
+        })
+        .unwrap();
     }
 
     #[test]
