@@ -381,11 +381,16 @@ impl SharePartition {
             let effects = self.sweep(monotonic_ms());
             self.persist(shard, effects, false).await?;
             let lock_ms = self.config.borrow().lock_ms;
+            // Locks are taken as the reads of the acquisition go on, each lasting `lock_ms`
+            // from then: the time before the first read is the earliest any may end. Reported
+            // from after the reads, a member would believe its locks last longer than they do
+            // and acknowledge records already expired (and maybe delivered to another).
+            let acquire_started_ms = wall_ms();
             let (acquired, bytes) = self.acquire(member, max_records, max_bytes).await?;
             if !acquired.is_empty() {
                 fetched.acquired = acquired;
                 fetched.bytes = bytes;
-                fetched.lock_expires_ms = wall_ms().saturating_add(i64::from(lock_ms));
+                fetched.lock_expires_ms = acquire_started_ms.saturating_add(i64::from(lock_ms));
                 self.leases.notify();
                 return Ok(());
             }
