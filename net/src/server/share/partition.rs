@@ -442,12 +442,20 @@ impl SharePartition {
         let acquired = self
             .acquire_into(member, max_records, max_bytes, &mut effects)
             .await;
-        // Not waited for, and not the fetch's failure: a lost skip is made again by the next
-        // fetch, or by the open (records before the log start).
+        self.write_skips(&mut effects);
+        acquired
+    }
+
+    /// Writes the records an acquisition skipped so far (control records, damaged batches,
+    /// records before the log start). Called before each read it awaits: written after one,
+    /// they could land after what another call wrote meanwhile (a group reset) and undo it on
+    /// a replay. Not waited for, and not the fetch's failure: a lost skip is made again by the
+    /// next fetch, or by the open (records before the log start).
+    fn write_skips(&self, effects: &mut Effects) {
         if let Err(failure) = self.record_changes(&effects.changes) {
             tracing::warn!(group = %self.group, error = %failure.message, "could not write the records the share fetch skipped");
         }
-        acquired
+        effects.changes.clear();
     }
 
     /// [`SharePartition::acquire`], putting the window changes to write in `effects`.
@@ -472,6 +480,7 @@ impl SharePartition {
             if budget == 0 {
                 break;
             }
+            self.write_skips(effects);
             let slice = match self.log.read(candidate, budget).await {
                 Ok(slice) => slice,
                 Err(LogError::OffsetOutOfRange { .. })
