@@ -339,6 +339,9 @@ pub(crate) struct GroupShard {
     groups: RefCell<HashMap<String, Rc<Group>>>,
     partitions: RefCell<HashMap<String, HashMap<u32, Rc<PartitionGroups>>>>,
     share_configs: RefCell<HashMap<String, Rc<ShareConfig>>>,
+    /// Groups forgotten (deleted) on this shard so far: a share configuration asked of a
+    /// coordinator before a deletion must not be cached after it (see [`Self::forgotten`]).
+    forgotten: Cell<u64>,
     /// Groups this shard may coordinate: its share of the server's `groups_max`.
     groups_max: usize,
     members_max: usize,
@@ -369,6 +372,7 @@ impl GroupShard {
             groups: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
             share_configs: RefCell::new(HashMap::new()),
+            forgotten: Cell::new(0),
             groups_max: config.groups_max.div_ceil(shard_count.max(1)),
             members_max: config.group_members_max,
             in_flight_default: config.share_in_flight_records_max,
@@ -492,6 +496,14 @@ impl GroupShard {
 
     /// Caches a share group's configuration learnt from its coordinator's answer, unless a
     /// (possibly newer) one is already known; returns the one in force.
+    /// How many groups this shard has forgotten so far. A caller that awaits its coordinator
+    /// for a share group's configuration compares it before and after: a deletion of that
+    /// group may have gone by meanwhile, and the answer from before it would make this shard
+    /// create the group's share partitions again, unknown to the coordinator.
+    pub(crate) fn forgotten(&self) -> u64 {
+        self.forgotten.get()
+    }
+
     pub(crate) fn learn_share_config(&self, group: &str, config: ShareConfig) -> Rc<ShareConfig> {
         Rc::clone(
             self.share_configs
@@ -517,6 +529,7 @@ impl GroupShard {
     /// Forgets deleted group `group` here: its share configuration and its state in every
     /// partition this shard owns, durably when this returns.
     async fn forget(&self, group: &str) -> Result<(), Failure> {
+        self.forgotten.set(self.forgotten.get() + 1);
         self.share_configs.borrow_mut().remove(group);
         let mut pending = Vec::new();
         for state in self.all_partitions() {

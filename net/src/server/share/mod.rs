@@ -23,6 +23,9 @@ use super::message::Failure;
 use super::shard::Shard;
 use crate::error_code::ErrorCode;
 
+/// Times [`config`] asks the coordinator again when a group deletion went by during its call.
+const CONFIG_ATTEMPTS_MAX: usize = 3;
+
 /// The configuration of share group `group`, asking its coordinator when this shard does not
 /// know it yet (which creates the group when `create` is set).
 async fn config(shard: &Rc<Shard>, group: &str, create: bool) -> Result<Rc<ShareConfig>, Failure> {
@@ -31,18 +34,30 @@ async fn config(shard: &Rc<Shard>, group: &str, create: bool) -> Result<Rc<Share
     }
     super::group::meta::validate_group_name(group)?;
     let coordinator = shard.groups.coordinator_of(group);
-    let message = GroupCall::ShareGroup {
-        group: group.to_string(),
-        create,
-    };
-    match call(shard, coordinator, message).await {
-        GroupReturn::Config(result) => {
-            // The coordinator sends every change to every shard; this answer only fills the
-            // cache when no such message arrived first.
-            Ok(shard.groups.learn_share_config(group, result?))
+    for _ in 0..CONFIG_ATTEMPTS_MAX {
+        let forgotten = shard.groups.forgotten();
+        let message = GroupCall::ShareGroup {
+            group: group.to_string(),
+            create,
+        };
+        let GroupReturn::Config(result) = call(shard, coordinator, message).await else {
+            return Err(unexpected());
+        };
+        let config = result?;
+        if shard.groups.forgotten() != forgotten {
+            // A deletion (maybe of this group) was applied here after the coordinator
+            // answered: the answer may describe a group that no longer exists, and caching
+            // it would let this shard create its share partitions again. Ask again.
+            continue;
         }
-        _ => Err(unexpected()),
+        // The coordinator sends every change to every shard; this answer only fills the
+        // cache when no such message arrived first.
+        return Ok(shard.groups.learn_share_config(group, config));
     }
+    Err(Failure::new(
+        ErrorCode::Throttled,
+        format!("share group {group} was being deleted while this request looked it up; retry"),
+    ))
 }
 
 /// The group state of an owned partition.
