@@ -10,6 +10,7 @@
 //! [`ReadParts`] goes on from there: the next batches, from the next chunk, the next segment or
 //! disk, as further slices, until `max_bytes` is reached; a fetch sends them back to back.
 
+use std::cell::Cell;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::ptr::NonNull;
@@ -414,7 +415,11 @@ impl Inner {
             .min(READ_WINDOW_BYTES_MAX);
         // A header whose lastOffsetDelta is negative is damaged (a batch has at least one
         // record): it may hold `offset`, and the CRC check below says so.
+        // The last batch the walks passed. Every walk checks base offsets, so it is in
+        // sequence; a walk that finds nothing ends after the segment's last batch.
+        let last_walked = Cell::new(None::<BatchHeader>);
         let holds = |header: &BatchHeader| {
+            last_walked.set(Some(*header));
             header.next_offset() > offset
                 || (header.last_offset_delta < 0 && header.base_offset <= offset)
         };
@@ -422,9 +427,9 @@ impl Inner {
             .find_batch_from(&view, start, window_bytes, holds)
             .await?;
         loop {
-            let found_now = found.take().ok_or_else(|| {
-                self.corrupt(&view, view.visible_end, "no batch holds a visible offset")
-            })?;
+            let Some(found_now) = found.take() else {
+                return Err(self.unclaimed(&view, last_walked.get(), offset));
+            };
             let end = found_now.position + found_now.header.total_bytes() as u64;
             if let Some(expected) = found_now.out_of_sequence {
                 let (from, expected) = self
@@ -561,6 +566,36 @@ impl Inner {
                 .header_at(position, batch_bytes_max)?,
         };
         header.ok().map(|header| header.base_offset)
+    }
+
+    /// The error for `offset`, visible in the segment of `view` but held by no batch of it:
+    /// the segment's last batch, `last`, claims fewer offsets than lie before the segment's
+    /// end (its lastOffsetDelta damaged on disk, in a closed segment recovery kept whole; the
+    /// CRC that would show it is only checked for a batch that holds the offset read). The
+    /// offsets no batch claims, from the end of `last`'s claim (at most `offset`, which it
+    /// does not hold) to the segment's end, are refused as damaged, as
+    /// [`Inner::whole_batch`] refuses them with `last` when a read asks for its first
+    /// offset; else (no batch passed) as [`LogError::Corrupt`].
+    fn unclaimed(&self, view: &SegmentView, last: Option<BatchHeader>, offset: i64) -> LogError {
+        let Some(last) = last.filter(|last| last.next_offset() <= offset) else {
+            return self.corrupt(view, view.visible_end, "no batch holds a visible offset");
+        };
+        let segment_end = self
+            .state
+            .borrow()
+            .segment(view.base_offset)
+            .map_or(offset + 1, |segment| segment.next_offset);
+        let error = LogError::DamagedBatch {
+            path: self.segment_file(view),
+            position: view.visible_end.saturating_sub(last.total_bytes() as u64),
+            base_offset: last.next_offset(),
+            // `offset` is below the high watermark and held by no batch: damaged too.
+            last_offset: (segment_end - 1)
+                .min(self.high_watermark.get() - 1)
+                .max(offset),
+        };
+        tracing::warn!(%error, offset, "no batch holds a visible offset: refusing the offsets after the segment's last batch");
+        error
     }
 
     /// The segment based at `base_offset` as it is now, if it still exists.

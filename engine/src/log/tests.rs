@@ -718,3 +718,67 @@ fn a_damaged_batch_in_the_producer_replay_does_not_fail_the_open() {
         log.close().await.unwrap();
     });
 }
+
+/// A log with segment 0 closed (batches of two records each), whose byte `at_in_batch` of
+/// the last batch of segment 0 is xored with `mask` on disk; reopened. Returns the log, the
+/// batches written and the base offset of that last batch.
+async fn log_with_last_closed_batch_damaged(
+    path: &Path,
+    config: LogConfig,
+    at_in_batch: usize,
+    mask: u8,
+) -> (PartitionLog, Vec<Vec<u8>>, i64) {
+    let written = write_closed_segment_0(path, &config).await;
+    let next_base = {
+        let log = open_with(path, config.clone()).await;
+        let bases = log.segment_base_offsets();
+        log.close().await.unwrap();
+        bases[1]
+    };
+    // Two offsets per batch: the last batch of segment 0 is the one before `next_base`.
+    let last = usize::try_from(next_base / 2 - 1).unwrap();
+    let position: usize = written[..last].iter().map(Vec::len).sum();
+    let segment = crate::segment::segment_path(path, 0, crate::segment::LOG_SUFFIX);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    assert_eq!(
+        bytes.len(),
+        position + written[last].len(),
+        "the last batch"
+    );
+    bytes[position + at_in_batch] ^= mask;
+    std::fs::write(&segment, &bytes).unwrap();
+    (open_with(path, config).await, written, next_base - 2)
+}
+
+/// Recovery keeps a closed segment whose last batch is damaged. Here the damage is in that
+/// batch's lastOffsetDelta, now claiming one offset of its two: a read of the second offset
+/// walks past the batch to the segment's end, where no batch holds it. It must be refused as
+/// damaged with its offsets (a consumer seeks past, a share group archives it), not answered
+/// `Corrupt` with none, on which a share group whose window starts there fails every fetch.
+#[test]
+fn a_read_of_an_offset_the_damaged_last_batch_of_a_closed_segment_no_longer_claims_is_refused_with_its_offsets(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        // The low byte of lastOffsetDelta: 1 becomes 0.
+        let (log, _, damaged) =
+            log_with_last_closed_batch_damaged(&path, config(), LAST_OFFSET_DELTA_AT + 3, 0x01)
+                .await;
+        for offset in [damaged, damaged + 1] {
+            let read = log.read(offset, 1 << 20).await;
+            assert!(
+                matches!(
+                    &read,
+                    Err(LogError::DamagedBatch { base_offset, last_offset, .. })
+                        if *base_offset == offset && *last_offset == damaged + 1
+                ),
+                "offset {offset}: {:?}",
+                read.map(|slice| (slice.first_offset(), slice.next_offset()))
+            );
+        }
+        let after = log.read(damaged + 2, 1 << 20).await.unwrap();
+        assert_eq!(after.first_offset(), damaged + 2);
+        log.close().await.unwrap();
+    });
+}
