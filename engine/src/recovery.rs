@@ -166,7 +166,7 @@ pub(crate) async fn recover(
             &mut ignore
         };
         let next_base = bases.get(at + 1).copied();
-        let recovered = recover_segment(dir, base, next_base, config, observe).await?;
+        let recovered = recover_segment(dir, base, next_base, config, now_ms, observe).await?;
         previous_intact = recovered.intact;
         dropped_bytes += recovered.dropped_bytes;
         segments.push(recovered.segment);
@@ -320,12 +320,13 @@ struct SegmentRecovery {
 }
 
 /// `next_base`: the base offset of the segment listed after this one (`None`: this is the
-/// last segment, which becomes the active one).
+/// last segment, which becomes the active one). `now_ms`: the wall clock at the open.
 async fn recover_segment(
     dir: &Path,
     base: i64,
     next_base: Option<i64>,
     config: &LogConfig,
+    now_ms: i64,
     observe: &mut dyn FnMut(&BatchHeader),
 ) -> Result<SegmentRecovery, LogError> {
     let is_last = next_base.is_none();
@@ -373,7 +374,8 @@ async fn recover_segment(
             ScanStop::Damaged(reason) => Some(reason.as_str()),
         };
         if let Some(reason) = reason {
-            kept_whole = keep_damaged_closed(&path, &mut segment, file_len, next_base, reason);
+            kept_whole =
+                keep_damaged_closed(&path, &mut segment, file_len, next_base, now_ms, reason);
         }
     }
     let end = segment.size_bytes;
@@ -440,11 +442,18 @@ async fn recover_segment(
 /// reads refuse them (`LogError::DamagedBatch`) while serving everything around them. Returns
 /// whether it kept the segment: not when the next segment's base is not after the last good
 /// batch (the files disagree on offsets, and the log ends at the damage as before).
+///
+/// The timestamps of the batches from the damage on are unknown (healthy ones among them
+/// are served), so the segment's newest timestamp becomes at least the file's last
+/// modification (as Kafka does for a segment without timestamps; `now_ms` if unknown): else
+/// retention by age would delete the segment on the good prefix's age alone (at once when
+/// the damage is at its start), and lookups by timestamp would pass over its later batches.
 fn keep_damaged_closed(
     path: &Path,
     segment: &mut Segment,
     file_len: u64,
     next_base: i64,
+    now_ms: i64,
     reason: &str,
 ) -> bool {
     assert!(
@@ -464,7 +473,19 @@ fn keep_damaged_closed(
     );
     segment.next_offset = next_base;
     segment.size_bytes = file_len;
+    segment.max_timestamp_ms = segment
+        .max_timestamp_ms
+        .max(modified_ms(path).unwrap_or(now_ms));
     true
+}
+
+/// When the file at `path` was last modified, in ms since the Unix epoch. Startup only: a
+/// blocking call (see the module comment). Not written by recovery for a segment it keeps
+/// whole, so the same at every open.
+fn modified_ms(path: &Path) -> Option<i64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
 }
 
 /// Loads a closed segment's indexes when both exist and agree with each other and the file.

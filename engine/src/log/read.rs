@@ -638,17 +638,49 @@ impl Inner {
                 .collect()
         };
         let window_bytes = 2 * self.config.index_interval_bytes as usize + BATCH_HEADER_BYTES;
-        for (view, start) in candidates {
-            let found = self
-                .find_batch_from(&view, start, window_bytes, |header| {
-                    header.max_timestamp_ms >= timestamp_ms
-                })
-                .await?;
-            if let Some(found) = found {
-                // Out of sequence (damaged): answer the offset the sequence expected there,
-                // never a later one; a read from it reports the damage.
-                let offset = found.out_of_sequence.unwrap_or(found.header.base_offset);
-                return Ok(Some((offset, found.header.max_timestamp_ms)));
+        for (view, mut start) in candidates {
+            loop {
+                let walked = self
+                    .find_batch_from(&view, start, window_bytes, |header| {
+                        header.max_timestamp_ms >= timestamp_ms
+                    })
+                    .await;
+                let (position, last_offset) = match walked {
+                    Ok(Some(found)) => {
+                        // Out of sequence (damaged): answer the offset the sequence expected
+                        // there, never a later one; a read from it reports the damage.
+                        let offset = found.out_of_sequence.unwrap_or(found.header.base_offset);
+                        return Ok(Some((offset, found.header.max_timestamp_ms)));
+                    }
+                    Ok(None) => break,
+                    Err(LogError::DamagedBatch {
+                        position,
+                        last_offset,
+                        ..
+                    }) => (position, last_offset),
+                    Err(error) => return Err(error),
+                };
+                // Bytes that are not batches (their framing lost) have no timestamps to
+                // compare, and reads refuse their offsets: the lookup goes on where batches
+                // are found again (the next index entry; else the next segment). Failing
+                // instead would fail every lookup that reaches them, and a closed segment
+                // recovery kept whole with its damage is a candidate up to its file's time.
+                let resume = {
+                    let state = self.state.borrow();
+                    state
+                        .segment(view.base_offset)
+                        .filter(|segment| last_offset + 1 < segment.next_offset)
+                        .map(|segment| segment.scan_start_for_offset(last_offset + 1))
+                };
+                match resume {
+                    // Strictly after the damage and this round's start (a walk whose start
+                    // is damaged too goes back to the segment's start): each round starts
+                    // further on, so the loop ends.
+                    Some(resume) if resume.position > position.max(start.position) => {
+                        start = resume;
+                    }
+                    _ => break,
+                }
             }
         }
         Ok(None)

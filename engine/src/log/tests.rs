@@ -782,3 +782,133 @@ fn a_read_of_an_offset_the_damaged_last_batch_of_a_closed_segment_no_longer_clai
         log.close().await.unwrap();
     });
 }
+
+/// A batch of two records with timestamps `timestamp_ms` and one after.
+fn make_batch_at(value_bytes: usize, seed: u8, timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Vec::new(), timestamp_ms);
+    let value = vec![seed; value_bytes];
+    builder
+        .push(timestamp_ms, Some(b"k"), Some(&value), &[])
+        .unwrap();
+    builder
+        .push(timestamp_ms + 1, None, Some(&value), &[])
+        .unwrap();
+    builder.finish().to_vec()
+}
+
+/// Recovery keeps a closed segment whose first batch is damaged (a flipped bit in its
+/// records, met by a full scan because the index files are gone): the batches after it are
+/// healthy and served. The scan that stopped at the damage
+/// saw no timestamp, so the segment's newest timestamp was `i64::MIN`, and retention by age
+/// deleted it at its first pass however recent its records, while the same records in a
+/// healthy segment are kept.
+#[test]
+fn retention_by_age_keeps_a_closed_segment_whose_first_batch_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let middle = make_batch(100, 1).len() / 2;
+        let written = write_closed_segment_0(&path, &config()).await;
+        // Without its indexes the open scans the segment whole and meets the damage.
+        for suffix in [
+            crate::segment::INDEX_SUFFIX,
+            crate::segment::TIME_INDEX_SUFFIX,
+        ] {
+            std::fs::remove_file(crate::segment::segment_path(&path, 0, suffix)).unwrap();
+        }
+        let segment = crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX);
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[middle] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = open(&path).await;
+        assert!(matches!(
+            log.read(0, 1 << 20).await,
+            Err(LogError::DamagedBatch {
+                base_offset: 0,
+                last_offset: 1,
+                ..
+            })
+        ));
+        let after = log.read(2, 1 << 20).await.unwrap();
+        assert_eq!(after.bytes()[..written[1].len()], written[1][..]);
+        // Every record is 9 seconds old at most; they are kept for an hour.
+        let retention = Retention {
+            ms: Some(3_600_000),
+            bytes: None,
+        };
+        let report = log.apply_retention(10_000, retention).await.unwrap();
+        assert_eq!(
+            report.segments_deleted,
+            0,
+            "{:?}",
+            log.segment_base_offsets()
+        );
+        assert_eq!(log.log_start_offset(), 0);
+        log.close().await.unwrap();
+    });
+}
+
+/// Recovery keeps a closed segment whose damage it found (here a flipped bit in a batch's
+/// records, met by a full scan because the index files are gone), and the healthy batches
+/// after the damage are served. A lookup by timestamp must find them: the segment's newest
+/// timestamp was that of the batches before the damage, so the lookup passed over the segment
+/// and answered the next segment's first batch, and a consumer starting from a timestamp
+/// skipped healthy records.
+#[test]
+fn a_timestamp_lookup_finds_the_healthy_batches_after_damage_in_a_closed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let config = config_rolling_by_size();
+        let log = open_with(&path, config.clone()).await;
+        let mut written = Vec::new();
+        for seed in 0..80u8 {
+            let mut batch = make_batch_at(100, seed, 1_000 + 10 * i64::from(seed));
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+            written.push(batch);
+        }
+        let next_base = log.segment_base_offsets()[1];
+        log.close().await.unwrap();
+        drop(log);
+        for suffix in [
+            crate::segment::INDEX_SUFFIX,
+            crate::segment::TIME_INDEX_SUFFIX,
+        ] {
+            std::fs::remove_file(crate::segment::segment_path(&path, 0, suffix)).unwrap();
+        }
+        let position: usize = written[..10].iter().map(Vec::len).sum();
+        let segment = crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX);
+        let healthy_bytes = std::fs::read(&segment).unwrap();
+        // A flipped bit in the records of batch 10 (offsets 20..=21).
+        let mut bytes = healthy_bytes.clone();
+        bytes[position + written[10].len() / 2] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = open_with(&path, config.clone()).await;
+        assert!(next_base > 24, "{next_base}");
+        let healthy = log.read(22, 1 << 20).await.unwrap();
+        assert_eq!(healthy.bytes()[..written[11].len()], written[11][..]);
+        // Batch 11 (offsets 22..=23) holds timestamps 1_110 and 1_111.
+        let found = log.offset_for_timestamp(1_111).await.unwrap();
+        assert_eq!(found, Some(22));
+        log.close().await.unwrap();
+        drop(log);
+
+        // Batch 10's batchLength damaged instead: nothing after it in the segment can be
+        // found, and reads refuse its offsets up to the next segment. A lookup answers the
+        // next segment's first batch, as it did before, rather than failing.
+        let mut bytes = healthy_bytes;
+        bytes[position + 8] ^= 0x40;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = open_with(&path, config).await;
+        assert!(matches!(
+            log.read(22, 1 << 20).await,
+            Err(LogError::DamagedBatch {
+                base_offset: 20,
+                ..
+            })
+        ));
+        let found = log.batch_for_timestamp(1_111).await.unwrap();
+        assert_eq!(found, Some((next_base, 1_001 + 10 * (next_base / 2))));
+        log.close().await.unwrap();
+    });
+}
