@@ -295,10 +295,14 @@ fn is_own_leftover(name: &str) -> bool {
     })
 }
 
-/// Deletes whole segments that follow damage; returns their size.
+/// Deletes whole segments (those after damage, or older ones before a gap); returns their
+/// size. Newest first: a crash part way then leaves the ones still to delete next to each
+/// other, where the next open deletes them again for the same reason. Oldest first, a crash
+/// after the first deletion left a gap behind the segments before it, and the next open
+/// would drop those (good data) as older segments left before a gap.
 async fn drop_segments(dir: &Path, bases: &[i64]) -> Result<u64, LogError> {
     let mut bytes = 0;
-    for &base in bases {
+    for &base in bases.iter().rev() {
         let path = segment_path(dir, base, LOG_SUFFIX);
         bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
         tracing::warn!(segment = %path.display(), "dropping segment");
