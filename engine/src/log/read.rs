@@ -648,9 +648,12 @@ impl Inner {
                 let (position, last_offset) = match walked {
                     Ok(Some(found)) => {
                         // Out of sequence (damaged): answer the offset the sequence expected
-                        // there, never a later one; a read from it reports the damage.
+                        // there, never a later one; a read from it reports the damage. Such a
+                        // batch was not chosen for its timestamp: answer at least the one
+                        // asked for (callers read -1 as "none that late").
                         let offset = found.out_of_sequence.unwrap_or(found.header.base_offset);
-                        return Ok(Some((offset, found.header.max_timestamp_ms)));
+                        let found_ms = found.header.max_timestamp_ms.max(timestamp_ms);
+                        return Ok(Some((offset, found_ms)));
                     }
                     Ok(None) => break,
                     Err(LogError::DamagedBatch {
