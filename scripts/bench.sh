@@ -84,7 +84,7 @@ run 01-net net
 
 run 10-produce-1k produce --record-size 1KiB --batch-bytes 1MiB --acks durable \
     --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
-run 11-produce-100b produce --record-size 100 --partitions 4 --linger-ms 5 --acks durable \
+run 11-produce-100b produce --record-size 100 --partitions 4 --linger-ms 5 --produce-with producer --acks durable \
     --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 run 20-consume-hot consume --record-size 1KiB --duration-s "$CONSUME_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 run 21-consume-cold consume --record-size 1KiB --total-bytes "$COLD_BYTES" --cold "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"

@@ -478,6 +478,17 @@ impl Options {
                 reject!("{option} applies to fanout with --follow only: without it the groups re-read a topic the run fills first");
             }
         }
+        let prebuilt_batches =
+            self.produce_with.unwrap_or(PRODUCE_WITH_DEFAULT) == ProduceWith::Requests;
+        if self.linger_ms.is_some()
+            && prebuilt_batches
+            && matches!(workload, Workload::Produce | Workload::Fanout)
+        {
+            reject!(
+                "--linger-ms has no effect on {workload} with --produce-with requests, which sends \
+                 prebuilt full batches; add --produce-with producer to batch records by linger"
+            );
+        }
         if self.work_us.is_some() && workload != Workload::Share {
             reject!("--work-us applies to share only, not to {workload}");
         }
@@ -869,6 +880,40 @@ mod tests {
         assert_eq!(config.rate_mb_per_s, None);
         assert_eq!(config.references.when, ReferenceWhen::Both);
         assert!(config.references.disk && config.references.net);
+    }
+
+    #[test]
+    fn linger_is_refused_where_no_producer_lingers() {
+        // Prebuilt batches (`--produce-with requests`, the default of produce) are sent as they
+        // are: a linger would be silently ignored and the run would not batch by linger.
+        rejected(
+            &["produce", "--record-size", "100", "--linger-ms", "5"],
+            "--linger-ms",
+        );
+        rejected(
+            &[
+                "fanout",
+                "--follow",
+                "--linger-ms",
+                "5",
+                "--produce-with",
+                "requests",
+            ],
+            "--linger-ms",
+        );
+        let lingering = parse(&[
+            "produce",
+            "--record-size",
+            "100",
+            "--linger-ms",
+            "5",
+            "--produce-with",
+            "producer",
+        ])
+        .unwrap();
+        assert_eq!(lingering.linger_ms, 5);
+        assert_eq!(parse(&["e2e", "--linger-ms", "2"]).unwrap().linger_ms, 2);
+        assert_eq!(parse(&["kafka", "--linger-ms", "5"]).unwrap().linger_ms, 5);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! as the server acknowledges them; throughput of acknowledged batch bytes and acknowledgement
 //! latency.
 //!
-//! `--produce-with producer` (default) uses the client's batching `Producer`; `requests` sends
-//! prebuilt batches as pipelined Produce requests (see the modules of each).
+//! `--produce-with requests` (default) sends prebuilt full batches as pipelined Produce
+//! requests, so `--linger-ms` does not apply to it; `producer` uses the client's batching
+//! `Producer`, which batches records by size and linger (see the modules of each).
 
 use super::control::RunControl;
 use super::producers::{describe, producer_threads, ProducerPlan, ProducerThread};
