@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ringlog_net::client::{ClientError, ShareConsumer, ShareConsumerConfig};
+use ringlog_net::client::{AckFailure, ClientError, ShareConsumer, ShareConsumerConfig};
 use ringlog_net::message::share_acknowledge::AckType;
 
 use super::control::RunControl;
@@ -154,8 +154,12 @@ pub fn consume_as_share_member(
     });
     let (mut consumer, start) = control.start_after(setup)?;
     let mut recorder = LoadRecorder::new(start, member.expected);
+    // Records whose acknowledgement the server refused (lock expired): they were counted
+    // when acknowledged here and will be delivered, and counted, again.
+    let mut refused = 0u64;
     while !control.is_stopped(Instant::now()) {
         let batch = consumer.poll(Duration::from_millis(100)).map_err(failed)?;
+        refused += refused_records(&consumer.take_ack_failures());
         let delivered = Instant::now();
         // Offsets, sizes and the partition are copied out of each record before it is acknowledged.
         for record in batch.records() {
@@ -173,6 +177,97 @@ pub fn consume_as_share_member(
             control.complete_bytes(bytes);
         }
     }
-    consumer.close().map_err(failed)?;
+    refused += refused_records(&consumer.close().map_err(failed)?);
+    if refused > 0 {
+        return Err(ScenarioError::Failed(format!(
+            "the server refused the acknowledgement of {refused} record(s) of {} (their locks \
+             had expired): the count would include records not acknowledged, some of them \
+             counted twice",
+            member.group
+        )));
+    }
     Ok(recorder)
+}
+
+/// Records in the refused acknowledgement ranges.
+fn refused_records(failures: &[AckFailure]) -> u64 {
+    failures
+        .iter()
+        .map(|failure| (failure.last_offset - failure.first_offset + 1).max(0) as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{Cli, Invocation, StopAt};
+    use crate::progress::ProgressCounter;
+    use clap::Parser;
+    use ringlog_net::message::configure_group;
+
+    fn config(args: &[&str]) -> RunConfig {
+        let mut argv = vec!["ringlog-bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command.into_invocation() {
+            Invocation::Run(workload, options) => options.resolve(workload, 1).unwrap(),
+            Invocation::Summary(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn acknowledgements_the_server_refused_are_not_counted() {
+        let config = config(&[
+            "share",
+            "--shards",
+            "1",
+            "--record-size",
+            "1KiB",
+            "--batch-bytes",
+            "4KiB",
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = BenchServer::start(&config, dir.path()).unwrap();
+        let topic = server.create_topic(Workload::Share, 1).unwrap();
+        fill_topic(&server, &topic, &config, 4096).unwrap();
+        let held: i64 = server.high_watermarks(&topic).unwrap().iter().sum();
+        assert!(held > 0);
+        // Locks of 10 ms and 20 ms of work per record: every acknowledgement comes after its
+        // lock expired, the server refuses it and delivers the record again.
+        let group = "bench-share-refused";
+        server
+            .client()
+            .unwrap()
+            .configure_share_group(&configure_group::Request {
+                group,
+                lock_ms: Some(10),
+                ..Default::default()
+            })
+            .unwrap();
+        let member = ShareMember {
+            address: server.address(),
+            topic: topic.clone(),
+            group: group.into(),
+            work: Duration::from_millis(20),
+            cpu: None,
+            expected: None,
+        };
+        let control = RunControl::new(
+            1,
+            StopAt::Duration(Duration::from_millis(1500)),
+            ProgressCounter::default(),
+        );
+        let outcome = std::thread::scope(|scope| {
+            let handle = scope.spawn(|| consume_as_share_member(&member, &control));
+            control.open();
+            handle.join().unwrap()
+        });
+        if let Ok(recorder) = outcome {
+            assert!(
+                recorder.records() <= held as u64,
+                "{} records counted as acknowledged, the topic holds {held} and the server \
+                 accepted no acknowledgement",
+                recorder.records()
+            );
+        }
+    }
 }
