@@ -330,7 +330,11 @@ pub struct SummaryRow {
 /// The summary table of many reports, one row each.
 pub fn render_summary(rows: &[SummaryRow]) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "ringlog-bench summary  ({UNITS_NOTE})");
+    let _ = writeln!(
+        text,
+        "ringlog-bench summary  ({UNITS_NOTE}; a percentile is '-' with fewer samples than it \
+         needs: p99 100, p99.99 10000)"
+    );
     let _ = writeln!(
         text,
         "{:<18} {:<8} {:>12} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}  of",
@@ -358,8 +362,9 @@ pub fn render_summary(rows: &[SummaryRow]) -> String {
             _ => ("-".to_string(), String::new()),
         };
         let latency = &report.latency_us;
-        let cell = |value: u64| {
-            if latency.count == 0 {
+        // A quantile q needs 1 / (1 - q) samples; with fewer it is the maximum renamed.
+        let cell = |value: u64, samples_needed: u64| {
+            if latency.count == 0 || latency.count < samples_needed {
                 "-".to_string()
             } else {
                 value.to_string()
@@ -371,10 +376,10 @@ pub fn render_summary(rows: &[SummaryRow]) -> String {
             report.scenario,
             report.records_per_s,
             report.mb_per_s,
-            cell(latency.p50),
-            cell(latency.p99),
-            cell(latency.p9999),
-            cell(latency.max),
+            cell(latency.p50, 2),
+            cell(latency.p99, 100),
+            cell(latency.p9999, 10_000),
+            cell(latency.max, 1),
             ratio,
         );
         let _ = writeln!(text, "{}", line.trim_end());
@@ -473,6 +478,54 @@ pub(crate) mod tests {
         assert!(text.lines().nth(3).unwrap().contains("disk"));
         assert!(text.lines().nth(4).unwrap().starts_with("targets"));
         assert!(text.lines().nth(5).unwrap().ends_with(" met"), "{text}");
+    }
+
+    #[test]
+    fn summary_leaves_out_percentiles_the_samples_cannot_support() {
+        // 3,504 fetch latencies (a 3 s hot consume): p99.99 would be the maximum, not a
+        // percentile, and p99 of 50 samples the same.
+        let mut few = report("consume", Some(0.8));
+        few.latency_us = LatencySummary {
+            p50: 714,
+            p90: 1324,
+            p99: 4049,
+            p999: 8187,
+            p9999: 9791,
+            max: 9791,
+            count: 3504,
+        };
+        let mut fewer = few.clone();
+        fewer.latency_us.count = 50;
+        let mut many = few.clone();
+        many.latency_us.count = 1_000_000;
+        let rows = [
+            SummaryRow {
+                name: "few".into(),
+                report: few,
+            },
+            SummaryRow {
+                name: "fewer".into(),
+                report: fewer,
+            },
+            SummaryRow {
+                name: "many".into(),
+                report: many,
+            },
+        ];
+        let text = render_summary(&rows);
+        let line = |name: &str| {
+            text.lines()
+                .find(|line| line.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} row in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        let few = line("few");
+        assert_eq!(&few[4..8], ["714", "4049", "-", "9791"], "{text}");
+        let fewer = line("fewer");
+        assert_eq!(&fewer[4..8], ["714", "-", "-", "9791"], "{text}");
+        let many = line("many");
+        assert_eq!(&many[4..8], ["714", "4049", "9791", "9791"], "{text}");
     }
 
     #[test]
