@@ -252,13 +252,14 @@ impl Accumulator {
     }
 
     /// Adds a record to its partition's open batch, closing the batch first when the record
-    /// does not fit. Returns the record's handle and whether the sender should be woken (a new
-    /// batch opened, or one became ready).
+    /// does not fit. `now` reads the clock, called only when a batch opens. Returns the
+    /// record's handle and whether the sender should be woken (a new batch opened, or one
+    /// became ready).
     pub(crate) fn append(
         &mut self,
         record: &ProducerRecord<'_>,
         timestamp_ms: i64,
-        now: Instant,
+        now: impl Fn() -> Instant,
     ) -> Result<(DeliveryHandle, bool), ClientError> {
         let partition =
             choose_partition(record.partition, record.key, &self.sticky, self.partitions);
@@ -274,7 +275,9 @@ impl Accumulator {
             let (pool, config, generation) = (&mut self.pool, &self.config, self.generation);
             let mut opened_bytes = 0;
             let open = self.open[slot].get_or_insert_with(|| {
-                let mut batch = OpenBatch::new(pool.pop(), config, partition, timestamp_ms, now);
+                // The clock is read only here, when a batch opens (its linger starts): once per
+                // batch, not per record.
+                let mut batch = OpenBatch::new(pool.pop(), config, partition, timestamp_ms, now());
                 batch.generation = generation;
                 opened_bytes = batch.builder.bytes_len();
                 batch
@@ -764,7 +767,7 @@ mod tests {
         let mut acc = Accumulator::new(config(), 1);
         let now = Instant::now();
         let v = value(10);
-        let (handle, _) = acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        let (handle, _) = acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         acc.close_lingered(now + Duration::from_millis(10));
         let batches = acc.take_sendable(now);
         acc.add_in_flight(1, batches, now);
@@ -797,7 +800,7 @@ mod tests {
         let record = ProducerRecord::new(&v).with_partition(1);
         let mut handles = Vec::new();
         for _ in 0..5 {
-            handles.push(acc.append(&record, 1_000, now).unwrap().0);
+            handles.push(acc.append(&record, 1_000, || now).unwrap().0);
         }
         assert_eq!(acc.unfinished_records, 5);
         // 200-byte batches hold 2 records of this size (61-byte header + ~49 each).
@@ -825,7 +828,7 @@ mod tests {
         let mut acc = Accumulator::new(config(), 1);
         let now = Instant::now();
         let v = value(10);
-        let (handle, wake) = acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        let (handle, wake) = acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         assert!(wake, "a new batch wakes the sender to schedule its linger");
         assert_eq!(
             acc.close_lingered(now),
@@ -851,7 +854,7 @@ mod tests {
         let start = Instant::now();
         let v = value(10);
         let to_third = ProducerRecord::new(&v).with_partition(2);
-        assert!(acc.append(&to_third, 1, start).is_err());
+        assert!(acc.append(&to_third, 1, || start).is_err());
         let due = acc.next_metadata_refresh().unwrap();
         assert!(!acc.metadata_refresh_due(due - Duration::from_millis(1)));
         assert!(acc.metadata_refresh_due(due));
@@ -868,7 +871,7 @@ mod tests {
             acc.next_metadata_refresh(),
             Some(due + Duration::from_millis(50))
         );
-        let (handle, _) = acc.append(&to_third, 1, due).unwrap();
+        let (handle, _) = acc.append(&to_third, 1, || due).unwrap();
         assert_eq!(handle.partition(), 2);
         acc.metadata_refresh_sent(10, due);
         acc.complete_metadata_refresh(10, Ok(1)).unwrap();
@@ -884,16 +887,12 @@ mod tests {
         let mut acc = Accumulator::new(config(), 2);
         let big = value(500);
         assert!(matches!(
-            acc.append(&ProducerRecord::new(&big), 1, Instant::now()),
+            acc.append(&ProducerRecord::new(&big), 1, Instant::now),
             Err(ClientError::RecordTooLarge { .. })
         ));
         let v = value(1);
         assert!(matches!(
-            acc.append(
-                &ProducerRecord::new(&v).with_partition(2),
-                1,
-                Instant::now()
-            ),
+            acc.append(&ProducerRecord::new(&v).with_partition(2), 1, Instant::now),
             Err(ClientError::InvalidArgument(_))
         ));
         // The empty batch left behind is never sent.
@@ -909,7 +908,7 @@ mod tests {
         let v = value(40);
         let record = ProducerRecord::new(&v);
         let handles: Vec<_> = (0..4)
-            .map(|_| acc.append(&record, 1, now).unwrap().0)
+            .map(|_| acc.append(&record, 1, || now).unwrap().0)
             .collect();
         acc.close_lingered(now + Duration::from_secs(1));
         let first = acc.take_sendable(now);
@@ -948,11 +947,11 @@ mod tests {
         let now = Instant::now();
         let v = value(10);
         let a = acc
-            .append(&ProducerRecord::new(&v).with_partition(0), 1, now)
+            .append(&ProducerRecord::new(&v).with_partition(0), 1, || now)
             .unwrap()
             .0;
         let b = acc
-            .append(&ProducerRecord::new(&v).with_partition(1), 1, now)
+            .append(&ProducerRecord::new(&v).with_partition(1), 1, || now)
             .unwrap()
             .0;
         acc.close_lingered(now + Duration::from_secs(1));
@@ -965,7 +964,7 @@ mod tests {
         assert_eq!(a.wait().unwrap_err().code(), Some(ErrorCode::CorruptBatch));
         assert_eq!(b.wait().unwrap().offset, 0);
 
-        let c = acc.append(&ProducerRecord::new(&v), 1, now).unwrap().0;
+        let c = acc.append(&ProducerRecord::new(&v), 1, || now).unwrap().0;
         acc.fail_all(ClientError::Disconnected);
         assert!(matches!(c.wait(), Err(ClientError::Disconnected)));
         assert!(acc.refusal().is_some());
@@ -986,7 +985,7 @@ mod tests {
         let now = Instant::now();
         let v = value(40);
         for _ in 0..6 {
-            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+            acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         }
         acc.close_lingered(now + Duration::from_secs(1));
         // Three ~159-byte batches; only one fits 250 bytes per request.
@@ -1020,7 +1019,7 @@ mod tests {
         acc.set_identity(Some(identity(0)));
         let v = value(40);
         for _ in 0..6 {
-            acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+            acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         }
         acc.close_lingered(now + Duration::from_secs(1));
         acc
@@ -1078,8 +1077,8 @@ mod tests {
         let mut acc = Accumulator::new(config(), 1);
         let now = Instant::now();
         let v = value(40);
-        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
-        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
+        acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         acc.flushing += 1;
         let flush = acc.begin_flush();
         assert!(acc.unfinished_through(flush));
@@ -1088,11 +1087,11 @@ mod tests {
         assert_eq!(before.len(), 1);
         acc.add_in_flight(1, before, now);
         // Another thread goes on sending while the flush waits.
-        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         acc.close_lingered(now);
         let after = acc.take_sendable(now);
         acc.add_in_flight(2, after, now);
-        acc.append(&ProducerRecord::new(&v), 1, now).unwrap();
+        acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         acc.complete_in_flight(1, None, &[Ok(0)], now).unwrap();
         assert!(!acc.unfinished_through(flush), "the flush is done");
         assert_eq!(
@@ -1151,8 +1150,12 @@ mod tests {
         let now = Instant::now();
         let v = value(40);
         for partition in [0, 0, 1, 1] {
-            acc.append(&ProducerRecord::new(&v).with_partition(partition), 1, now)
-                .unwrap();
+            acc.append(
+                &ProducerRecord::new(&v).with_partition(partition),
+                1,
+                || now,
+            )
+            .unwrap();
         }
         acc.close_lingered(now + Duration::from_secs(1));
         let batches = acc.take_sendable(now);
@@ -1161,7 +1164,7 @@ mod tests {
         // Partition 0's batch is refused for good; partition 1's is written.
         acc.complete_in_flight(1, None, &[Err(server(ErrorCode::CorruptBatch)), Ok(0)], now)
             .unwrap();
-        acc.append(&ProducerRecord::new(&v).with_partition(1), 1, now)
+        acc.append(&ProducerRecord::new(&v).with_partition(1), 1, || now)
             .unwrap();
         acc.close_lingered(now + Duration::from_secs(1));
         // New batches wait for the bump, which is due at once (nothing in flight).
