@@ -278,6 +278,52 @@ fn members_split_partitions_and_rebalance_when_one_leaves() {
     );
 }
 
+/// A JoinGroup of `group` reading `orders`, as a client without [`GroupConsumer`] sends it.
+fn join_orders(
+    client: &mut Client,
+    group: &str,
+    member_id: &str,
+    rebalance_timeout_ms: u32,
+) -> Result<ringlog_net::client::GroupJoin, ClientError> {
+    client.join_group(&join_group::Request {
+        group,
+        member_id,
+        client_id: "raw",
+        topics: &["orders"],
+        session_timeout_ms: 30_000,
+        rebalance_timeout_ms,
+    })
+}
+
+fn assigned_count(joined: &ringlog_net::client::GroupJoin) -> usize {
+    joined.assignment.iter().map(|(_, p)| p.len()).sum()
+}
+
+#[test]
+fn a_new_member_whose_join_went_unanswered_is_given_no_partitions() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "orders", 4);
+    let mut first = Client::connect(server.addr()).unwrap();
+    let joined = join_orders(&mut first, "slow", "", 5_000).unwrap();
+    assert_eq!(assigned_count(&joined), 4);
+    // A new member starts a rebalance that waits up to the first member's 5 s for it to
+    // rejoin, longer than the new member's own 200 ms: its join is answered "join again",
+    // with no member id (the client never learns which id it was given).
+    let mut second = Client::connect(server.addr()).unwrap();
+    let error = join_orders(&mut second, "slow", "", 200).unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(ErrorCode::RebalanceInProgress),
+        "{error}"
+    );
+    // The first member rejoins. No one can heartbeat, commit or rejoin as the member the
+    // unanswered join created, so the partitions must all go to the first.
+    let rejoined = join_orders(&mut first, "slow", &joined.member_id, 5_000).unwrap();
+    assert_eq!(assigned_count(&rejoined), 4, "{rejoined:?}");
+    let description = first.describe_group("slow").unwrap();
+    assert_eq!(description.members.len(), 1, "{description:?}");
+}
+
 fn admin_commit(client: &mut Client, group: &str, topic: &str, offsets: &[(u32, i64)]) {
     let partitions: Vec<PartitionOffset> = offsets
         .iter()

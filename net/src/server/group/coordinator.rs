@@ -257,18 +257,37 @@ async fn run_reaper(shard: Rc<Shard>) {
     }
 }
 
-/// Clears a member's waiting flag when its JoinGroup call ends, however it ends.
+/// Clears a member's waiting flag when its JoinGroup call ends, however it ends; removes the
+/// member when this call created it and ends without answering it.
 struct JoinGuard<'a> {
+    shard: &'a Shard,
     group: &'a Group,
     member_id: &'a str,
+    /// The call gave the member its id (the request named none).
+    created: bool,
+    /// The call answered with the member's id and assignment.
+    answered: bool,
 }
 
 impl Drop for JoinGuard<'_> {
     fn drop(&mut self) {
-        self.group
-            .membership
-            .borrow_mut()
-            .join_finished(self.member_id, Instant::now());
+        let now = Instant::now();
+        let mut membership = self.group.membership.borrow_mut();
+        membership.join_finished(self.member_id, now);
+        if !self.created || self.answered {
+            return;
+        }
+        // Neither answer carries the id (an error answer names the request's, empty), so no
+        // client can heartbeat, commit or rejoin as this member: left in the group it would
+        // count as rejoined and be handed partitions that no one reads until its session
+        // expires. Its client joins again as a new member.
+        if membership.leave(self.member_id, now).is_ok() {
+            drop(membership);
+            tracing::debug!(group = %self.group.name, member_id = self.member_id,
+                "new member removed: its join ended unanswered");
+            self.group.changed.notify();
+            try_complete(self.shard, self.group, now);
+        }
     }
 }
 
@@ -295,9 +314,12 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
         .membership
         .borrow_mut()
         .join(join, now, shard.groups.members_max)?;
-    let _guard = JoinGuard {
+    let mut guard = JoinGuard {
+        shard,
         group: &group,
         member_id: &member_id,
+        created: args.member_id.is_empty(),
+        answered: false,
     };
     try_complete(shard, &group, now);
     // The rebalance ends by its deadline (at most this member's timeout from now) plus a tick.
@@ -312,6 +334,7 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
             } => {
                 let heartbeat_interval_ms =
                     (args.session_timeout_ms / 3).clamp(1, HEARTBEAT_INTERVAL_MS_MAX);
+                guard.answered = true;
                 return Ok(Joined {
                     member_id: member_id.clone(),
                     generation,
