@@ -324,6 +324,28 @@ fn a_new_member_whose_join_went_unanswered_is_given_no_partitions() {
     assert_eq!(description.members.len(), 1, "{description:?}");
 }
 
+#[test]
+fn a_group_consumer_joins_again_when_the_rebalance_outlasts_its_rebalance_timeout() {
+    let server = TestServer::start();
+    create_topic(server.addr(), "orders", 4);
+    produce(server.addr(), "orders", 0, 40, None);
+    // A member that waits 2 s for rebalances and never rejoins (as one busy processing
+    // whose heartbeats go on): the rebalance the consumer starts ends at that deadline,
+    // without it, after the consumer's own 200 ms.
+    let mut first = Client::connect(server.addr()).unwrap();
+    join_orders(&mut first, "patient", "", 2_000).unwrap();
+    let config = GroupConsumerConfig {
+        rebalance_timeout_ms: 200,
+        ..group_config()
+    };
+    let mut consumer =
+        GroupConsumer::subscribe(server.addr(), "patient", "orders", config).unwrap();
+    let records = read_group(&mut consumer, 40);
+    assert_eq!(records.len(), 40);
+    assert_eq!(consumer.assignment(), [0, 1, 2, 3]);
+    consumer.close().unwrap();
+}
+
 fn admin_commit(client: &mut Client, group: &str, topic: &str, offsets: &[(u32, i64)]) {
     let partitions: Vec<PartitionOffset> = offsets
         .iter()

@@ -290,15 +290,27 @@ impl GroupConsumer {
         if self.joined {
             return Ok(());
         }
-        let joined = match self.join() {
-            // Forgotten by the coordinator (session expired, server restarted): join as new.
-            Err(error)
-                if error.code() == Some(ErrorCode::UnknownMember) && !self.member_id.is_empty() =>
-            {
-                self.member_id.clear();
-                self.join()?
+        // Each round is one JoinGroup, which the coordinator answers by its deadline.
+        let joined = loop {
+            match self.join() {
+                Ok(joined) => break joined,
+                // Forgotten by the coordinator (session expired, server restarted): join as
+                // new. Once the id is cleared this cannot come again.
+                Err(error)
+                    if error.code() == Some(ErrorCode::UnknownMember)
+                        && !self.member_id.is_empty() =>
+                {
+                    self.member_id.clear();
+                }
+                // The rebalance goes on past this member's rebalance timeout (another member
+                // waits longer, or joined later): not a failure, join it again, as Kafka's
+                // clients do. The coordinator answers this only at that timeout, so the loop
+                // does not spin.
+                Err(error) if error.code() == Some(ErrorCode::RebalanceInProgress) => {
+                    tracing::debug!(group = %self.group, "rebalance still running; joining again");
+                }
+                Err(error) => return Err(error),
             }
-            other => other?,
         };
         self.member_id = joined.member_id;
         self.generation = joined.generation;
