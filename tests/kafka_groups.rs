@@ -464,6 +464,27 @@ fn committed_offsets_are_shared_with_the_native_protocol() {
 }
 
 #[test]
+fn a_member_with_a_very_long_poll_interval_joins() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("slowpoll", 2, &[]), 0);
+    // A Java consumer sends max.poll.interval.ms as its rebalance timeout; Kafka bounds only
+    // the session timeout, so Integer.MAX_VALUE (set by applications that process for
+    // hours) joins there.
+    let request = JoinGroupRequest::default()
+        .with_group_id(group_id("slowpoll"))
+        .with_session_timeout_ms(45_000)
+        .with_rebalance_timeout_ms(i32::MAX)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(subscription(&["slowpoll"]))]);
+    let joined: JoinGroupResponse = kafka.call(9, &request);
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    assert_eq!(sync(&mut kafka, "slowpoll", &joined), (0, vec![0, 1]));
+}
+
+#[test]
 fn group_errors_clients_recover_from() {
     let server = TestServer::start();
     let mut kafka = server.kafka();

@@ -31,7 +31,8 @@ use crate::server::share::partition::ShareSummary;
 const REAPER_TICK: Duration = Duration::from_millis(100);
 /// Shortest session timeout accepted.
 const SESSION_TIMEOUT_MS_MIN: u32 = 100;
-/// Longest session or rebalance timeout accepted.
+/// Longest session timeout accepted, and longest a rebalance waits for one member (a longer
+/// rebalance timeout is taken as this one).
 const TIMEOUT_MS_MAX: u32 = 3_600_000;
 /// Longest heartbeat interval suggested to members.
 const HEARTBEAT_INTERVAL_MS_MAX: u32 = 3_000;
@@ -301,7 +302,11 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
     }
     ensure_reaper(shard);
     let now = Instant::now();
-    let rebalance_timeout = Duration::from_millis(u64::from(args.rebalance_timeout_ms));
+    // Kafka bounds only the session timeout, and a Java consumer sends its
+    // max.poll.interval.ms here (up to Integer.MAX_VALUE): such a member joins, and a
+    // rebalance waits for it as long as for any other.
+    let rebalance_timeout_ms = args.rebalance_timeout_ms.min(TIMEOUT_MS_MAX);
+    let rebalance_timeout = Duration::from_millis(u64::from(rebalance_timeout_ms));
     let join = Join {
         member_id: &args.member_id,
         new_member_id: shard.groups.new_member_id(&args.client_id),
@@ -381,10 +386,8 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
             "session_timeout_ms must be between {SESSION_TIMEOUT_MS_MIN} and {TIMEOUT_MS_MAX}"
         ));
     }
-    if !(1..=TIMEOUT_MS_MAX).contains(&args.rebalance_timeout_ms) {
-        return invalid(format!(
-            "rebalance_timeout_ms must be between 1 and {TIMEOUT_MS_MAX}"
-        ));
+    if args.rebalance_timeout_ms == 0 {
+        return invalid("rebalance_timeout_ms must be at least 1".to_string());
     }
     // As in Kafka, a member may subscribe to topics that do not exist (yet): they get no
     // partitions until they are created, which rebalances the group. Their names are kept
