@@ -33,6 +33,7 @@ use kafka_support::{topic_name, Kafka, TestServer};
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+const INVALID_SESSION_TIMEOUT: i16 = 26;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -513,6 +514,23 @@ fn group_errors_clients_recover_from() {
         kafka.call(9, &connect).error_code,
         INCONSISTENT_GROUP_PROTOCOL
     );
+    // A session timeout out of the coordinator's bounds: Kafka's own error, which its
+    // clients explain, rather than a bare INVALID_REQUEST.
+    for session_timeout_ms in [0, 99, 3_600_001] {
+        let request = JoinGroupRequest::default()
+            .with_group_id(group_id("g"))
+            .with_session_timeout_ms(session_timeout_ms)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(subscription(&["errs"]))]);
+        let refused: JoinGroupResponse = kafka.call(9, &request);
+        assert_eq!(
+            refused.error_code, INVALID_SESSION_TIMEOUT,
+            "{session_timeout_ms}"
+        );
+    }
     // A SyncGroup from an old generation asks for a rejoin.
     let joined = join(&mut kafka, "g", "", "errs");
     let stale = joined.clone().with_generation_id(joined.generation_id - 1);

@@ -41,6 +41,12 @@ const CLIENT_ID_BYTES_MAX: usize = 255;
 /// Most topics one member may subscribe to.
 const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
 
+/// Whether a member's session timeout is one the coordinator accepts: the Kafka front door
+/// answers INVALID_SESSION_TIMEOUT before calling it otherwise.
+pub(crate) fn session_timeout_accepted(session_timeout_ms: u32) -> bool {
+    (SESSION_TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&session_timeout_ms)
+}
+
 fn unknown_group(name: &str) -> Failure {
     Failure::new(ErrorCode::UnknownGroup, format!("unknown group {name}"))
 }
@@ -381,7 +387,7 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
             args.topics.len()
         ));
     }
-    if !(SESSION_TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&args.session_timeout_ms) {
+    if !session_timeout_accepted(args.session_timeout_ms) {
         return invalid(format!(
             "session_timeout_ms must be between {SESSION_TIMEOUT_MS_MIN} and {TIMEOUT_MS_MAX}"
         ));

@@ -684,4 +684,4 @@ pub(crate) fn unexpected() -> Failure {
 }
 
 pub(crate) use super::routing::join_all;
-pub(crate) use coordinator::expire_idle_groups;
+pub(crate) use coordinator::{expire_idle_groups, session_timeout_accepted};

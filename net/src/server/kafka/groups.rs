@@ -31,7 +31,9 @@ use super::dispatch::ClientInfo;
 use super::errors::{failure_code, kafka_error};
 use super::{KafkaShard, NODE_ID};
 use crate::error_code::ErrorCode;
-use crate::server::group::{self, meta::validate_group_name, GroupCall, GroupReturn, JoinArgs};
+use crate::server::group::{
+    self, meta::validate_group_name, session_timeout_accepted, GroupCall, GroupReturn, JoinArgs,
+};
 use crate::server::message::Failure;
 use crate::server::shard::Shard;
 
@@ -196,6 +198,11 @@ pub(crate) async fn join_group(
     let Some(topics) = subscribed_topics(&protocol.metadata) else {
         return respond(request, &refuse(ResponseError::InconsistentGroupProtocol));
     };
+    // Kafka's own answer (its clients name the bounds in their error), not INVALID_REQUEST.
+    let session_timeout_ms = u32::try_from(body.session_timeout_ms).unwrap_or(0);
+    if !session_timeout_accepted(session_timeout_ms) {
+        return respond(request, &refuse(ResponseError::InvalidSessionTimeout));
+    }
     let args = JoinArgs {
         group: group.clone(),
         member_id: body.member_id.to_string(),
@@ -206,7 +213,7 @@ pub(crate) async fn join_group(
             .map(|id| id.to_string())
             .unwrap_or_default(),
         topics,
-        session_timeout_ms: u32::try_from(body.session_timeout_ms).unwrap_or(0),
+        session_timeout_ms,
         // Version 0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: u32::try_from(if request.version() == 0 {
             body.session_timeout_ms
