@@ -921,7 +921,8 @@ impl Inner {
             let too_big = retention
                 .bytes
                 .is_some_and(|limit_bytes| total_bytes > limit_bytes);
-            let too_old = cutoff_ms.is_some_and(|cutoff_ms| segment.max_timestamp_ms < cutoff_ms);
+            let too_old =
+                cutoff_ms.is_some_and(|cutoff_ms| segment.retention_timestamp_ms() < cutoff_ms);
             if !too_big && !too_old {
                 break;
             }
@@ -983,6 +984,7 @@ impl State {
         let active = self.active_mut();
         active.record_batch(position, header, config.index_interval_bytes);
         active.first_batch_ms.get_or_insert(now_ms);
+        active.last_batch_ms = Some(now_ms);
         rolled
     }
 

@@ -382,6 +382,11 @@ async fn recover_segment(
                 keep_damaged_closed(&path, &mut segment, file_len, next_base, now_ms, reason);
         }
     }
+    if segment.max_timestamp_ms < 0 && !segment.is_empty() {
+        // No batch carries a timestamp: retention by age goes by when the file was last
+        // written (read before a truncation below changes it). Startup only: a blocking call.
+        segment.last_batch_ms = Some(modified_ms(&path).unwrap_or(now_ms));
+    }
     let end = segment.size_bytes;
     let mut dropped_bytes = 0;
     let damaged = match &stop {

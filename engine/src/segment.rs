@@ -73,6 +73,10 @@ pub struct Segment {
     /// When the first batch arrived (wall clock; after a restart the first batch's own max
     /// timestamp, capped at the open time), for rolling by age.
     pub first_batch_ms: Option<i64>,
+    /// When the last batch arrived (wall clock; after a restart the file's last modification,
+    /// taken only for a segment whose batches carry no timestamp): what retention by age goes
+    /// by for such a segment, see [`Segment::retention_timestamp_ms`].
+    pub last_batch_ms: Option<i64>,
     /// Life-cycle state.
     pub state: SegmentState,
     /// The open file; `None` for a new segment until the flusher creates it.
@@ -133,12 +137,28 @@ impl Segment {
             visible_bytes: 0,
             max_timestamp_ms: i64::MIN,
             first_batch_ms: None,
+            last_batch_ms: None,
             state,
             file: None,
             allocated_bytes: 0,
             index: OffsetIndex::new(),
             time_index: TimeIndex::new(),
             recovered_tail: None,
+        }
+    }
+
+    /// The time retention by age compares with its cutoff: the largest batch timestamp, or,
+    /// when no batch carries one (-1 is "no timestamp" in Kafka's format, which clients that
+    /// set none send), when the segment was last written, as Kafka does with the file's last
+    /// modification. Going by -1 would delete a segment written a moment ago at the first
+    /// retention pass. `i64::MIN` (deleted at once) for an empty segment.
+    pub fn retention_timestamp_ms(&self) -> i64 {
+        if self.max_timestamp_ms >= 0 {
+            return self.max_timestamp_ms;
+        }
+        match self.last_batch_ms {
+            Some(last_batch_ms) => self.max_timestamp_ms.max(last_batch_ms),
+            None => self.max_timestamp_ms,
         }
     }
 

@@ -521,3 +521,54 @@ fn retention_leaves_the_files_of_a_retired_log_alone() {
         }
     });
 }
+
+/// Kafka's format allows batches without timestamps (-1, as clients that set none send).
+/// Retention by age cannot read such a segment's age from its batches, so it goes by when the
+/// segment was last written, as Kafka does (the file's last modification): a segment written a
+/// moment ago is kept for `retention.ms`, before and after a restart, and goes after it.
+#[test]
+fn retention_by_age_keeps_fresh_segments_without_timestamps() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let retention = Retention {
+        ms: Some(HOUR_MS as u64),
+        bytes: None,
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let first_path = path.clone();
+    let bases = run(async move {
+        let log = open(&first_path, small_config(), cache()).await;
+        for at in 0..150 {
+            let mut batch = make_batch(1, 500, -1, at);
+            log.append(&mut batch, Acks::Leader).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 3, "{bases:?}");
+        let report = log.apply_retention(now_ms(), retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0, "written just now");
+        assert_eq!(log.log_start_offset(), 0);
+        bases
+    });
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        assert_eq!(log.segment_base_offsets(), bases);
+        let report = log.apply_retention(now_ms(), retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0, "written just now, reopened");
+        assert_eq!(log.log_start_offset(), 0);
+        // Past retention every closed segment goes.
+        let report = log
+            .apply_retention(now_ms() + 2 * HOUR_MS, retention)
+            .await
+            .unwrap();
+        assert_eq!(report.segments_deleted, bases.len() - 1);
+        assert_eq!(log.log_start_offset(), *bases.last().unwrap());
+        log.close().await.unwrap();
+    });
+}
