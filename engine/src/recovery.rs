@@ -573,7 +573,11 @@ async fn scan(
                     }
                     segment.record_batch(at, &header, config.index_interval_bytes);
                     observe(&header);
-                    if segment.first_batch_ms.is_none() {
+                    // -1 is "no timestamp" (Kafka's format), not 1969: rolling by age would
+                    // take such a segment for ancient and roll it at the first append after
+                    // every start. Without one, the age goes by the file's last modification
+                    // (see `prepare_active`).
+                    if segment.first_batch_ms.is_none() && header.max_timestamp_ms >= 0 {
                         segment.first_batch_ms = Some(header.max_timestamp_ms);
                     }
                 }
@@ -711,7 +715,12 @@ async fn prepare_active(
     now_ms: i64,
 ) -> Result<(), LogError> {
     segment.state = SegmentState::Active;
-    segment.first_batch_ms = segment.first_batch_ms.map(|ms| ms.min(now_ms));
+    // A segment whose batches carry no timestamp is aged from its file's last modification
+    // (set by `recover_segment`), which Kafka's roll by age also falls back to.
+    segment.first_batch_ms = segment
+        .first_batch_ms
+        .or(segment.last_batch_ms)
+        .map(|ms| ms.min(now_ms));
     let Some(file) = segment.file.clone() else {
         return Ok(());
     };

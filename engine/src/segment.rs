@@ -70,8 +70,9 @@ pub struct Segment {
     pub visible_bytes: u64,
     /// Largest batch max-timestamp, `i64::MIN` when empty.
     pub max_timestamp_ms: i64,
-    /// When the first batch arrived (wall clock; after a restart the first batch's own max
-    /// timestamp, capped at the open time), for rolling by age.
+    /// When the first batch arrived (wall clock; after a restart the max timestamp of the
+    /// first batch that has one, else the file's last modification, capped at the open time),
+    /// for rolling by age.
     pub first_batch_ms: Option<i64>,
     /// When the last batch arrived (wall clock; after a restart the file's last modification,
     /// taken only for a segment whose batches carry no timestamp): what retention by age goes

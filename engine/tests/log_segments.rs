@@ -572,3 +572,32 @@ fn retention_by_age_keeps_fresh_segments_without_timestamps() {
         log.close().await.unwrap();
     });
 }
+
+/// The age of an active segment whose batches carry no timestamp (-1) is not taken as their
+/// -1 after a restart, which would roll a new segment at the first append after every start;
+/// like Kafka, it goes by the time the segment was written instead.
+#[test]
+fn a_restart_does_not_roll_a_segment_without_timestamps_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let first_path = path.clone();
+    run(async move {
+        let log = open(&first_path, small_config(), cache()).await;
+        let mut batch = make_batch(1, 100, -1, 0);
+        log.append(&mut batch, Acks::Durable).await.unwrap();
+        log.close().await.unwrap();
+    });
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        let mut batch = make_batch(1, 100, -1, 1);
+        let info = log.append(&mut batch, Acks::Durable).await.unwrap();
+        assert_eq!(info.base_offset, 1);
+        assert_eq!(
+            log.segment_base_offsets(),
+            vec![0],
+            "no roll: the segment is new"
+        );
+        assert_eq!(log.stats().rolls, 0);
+        log.close().await.unwrap();
+    });
+}
