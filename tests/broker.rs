@@ -460,11 +460,54 @@ fn fetch_from_topic(
 }
 
 fn one_batch(value: &[u8]) -> Vec<u8> {
-    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_700_000_000_000);
-    builder
-        .push(1_700_000_000_000, None, Some(value), &[])
-        .unwrap();
+    batch_stamped(1_700_000_000_000, value)
+}
+
+/// One record with CreateTime `timestamp_ms`.
+fn batch_stamped(timestamp_ms: i64, value: &[u8]) -> Vec<u8> {
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), timestamp_ms);
+    builder.push(timestamp_ms, None, Some(value), &[]).unwrap();
     builder.finish().to_vec()
+}
+
+/// A record stamped more than `message_timestamp_after_max_ms` (an hour by default) ahead of
+/// the server's clock is refused, as Kafka 4.0 does: retention by age goes by a segment's
+/// newest timestamp, and one record from a clock years ahead would keep its segment, and all
+/// later ones, forever. Records up to the bound, and records without a timestamp, are taken.
+#[test]
+fn a_timestamp_far_ahead_of_the_server_clock_is_refused() {
+    let server = TestServer::start(1);
+    server.create_topic("clock", 1);
+    let mut client = server.client();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour_ms = 3_600_000;
+    let error = client
+        .produce(
+            "clock",
+            0,
+            Acks::Durable,
+            &batch_stamped(now_ms + 2 * hour_ms, b"ahead"),
+        )
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidTimestamp), "{error}");
+    for timestamp_ms in [now_ms + hour_ms / 2, -1, 0] {
+        client
+            .produce(
+                "clock",
+                0,
+                Acks::Durable,
+                &batch_stamped(timestamp_ms, b"fine"),
+            )
+            .unwrap();
+    }
+    let partitions = &client.metadata(&["clock"]).unwrap()[0].partitions;
+    assert_eq!(
+        partitions[0].high_watermark, 3,
+        "only the refused batch is missing"
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ use kafka_support::{fetch_request, produce_request, topic_name, TestServer};
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_TIMESTAMP: i16 = 32;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -546,6 +547,18 @@ fn errors_map_to_kafka_codes() {
     assert_eq!(
         kafka.produce(9, -1, "errs", 1, batch_of(&[&big], 1_000)).0,
         MESSAGE_TOO_LARGE
+    );
+    // Stamped a day ahead of the server's clock (Kafka 4.0 allows an hour by default).
+    let day_ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 24 * 3_600_000;
+    assert_eq!(
+        kafka
+            .produce(9, -1, "errs", 1, batch_of(&["v"], day_ahead_ms))
+            .0,
+        INVALID_TIMESTAMP
     );
     // Nothing was written by the refused requests.
     assert_eq!(kafka.list_offset("errs", 0, -1), (0, 0));

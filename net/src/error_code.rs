@@ -65,10 +65,13 @@ pub enum ErrorCode {
     GroupNotEmpty = 25,
     /// A consumer-group api was used on a share group, or the reverse.
     InvalidGroupKind = 26,
+    /// A produced batch's timestamp is further ahead of the server's clock than
+    /// `message_timestamp_after_max_ms` allows.
+    InvalidTimestamp = 27,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 27] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 28] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -96,6 +99,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 27] = [
     ErrorCode::ShuttingDown,
     ErrorCode::GroupNotEmpty,
     ErrorCode::InvalidGroupKind,
+    ErrorCode::InvalidTimestamp,
 ];
 
 impl ErrorCode {
@@ -163,6 +167,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "ShuttingDown",
             ErrorCode::GroupNotEmpty => "GroupNotEmpty",
             ErrorCode::InvalidGroupKind => "InvalidGroupKind",
+            ErrorCode::InvalidTimestamp => "InvalidTimestamp",
         }
     }
 }
@@ -193,7 +198,7 @@ mod tests {
 
     #[test]
     fn unknown_wire_values_read_as_unknown() {
-        assert_eq!(ErrorCode::from_u16(27), ErrorCode::Unknown);
+        assert_eq!(ErrorCode::from_u16(28), ErrorCode::Unknown);
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::Unknown);
     }
 

@@ -80,12 +80,22 @@ pub struct ServerConfig {
     /// `log.retention.check.interval.ms`). A consumer still reading a deleted segment gets
     /// OffsetOutOfRange and starts again at the oldest record kept.
     pub retention_check_interval_ms: u64,
+    /// How far ahead of this server's clock a produced batch's timestamp (its newest
+    /// CreateTime) may be, else the produce is refused with InvalidTimestamp (Kafka 4.0's
+    /// `log.message.timestamp.after.max.ms`, one hour by default). Retention by age goes by a
+    /// segment's newest timestamp: one record from a client whose clock is years ahead would
+    /// keep its segment, and every later one, forever. A very large value (Kafka's
+    /// `9223372036854775807`) lifts the bound.
+    pub message_timestamp_after_max_ms: u64,
     /// A group without members for this long is deleted with its committed offsets or share
     /// state, as DeleteGroup would (Kafka's `offsets.retention.minutes`, 7 days by default),
     /// so abandoned groups do not pile up against `groups_max`. Counted from when the server
     /// first saw the group empty; a restart starts the count again.
     pub group_retention_ms: u64,
 }
+
+/// Default [`ServerConfig::message_timestamp_after_max_ms`]: an hour, as Kafka 4.0.
+pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: u64 = 3_600_000;
 
 /// Default [`ServerConfig::disk_ops_per_s_max`]: no limit.
 pub const DISK_OPS_PER_S_MAX_DEFAULT: u32 = 0;
@@ -113,6 +123,7 @@ impl Default for ServerConfig {
             retention_ms: None,
             retention_bytes: None,
             retention_check_interval_ms: 30_000,
+            message_timestamp_after_max_ms: MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
             group_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }

@@ -54,11 +54,15 @@ pub(crate) async fn produce(
 ) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
+    let after_max_ms =
+        i64::try_from(shard.config.message_timestamp_after_max_ms).unwrap_or(i64::MAX);
+    let timestamp_max_ms = wall_clock_ms().saturating_add(after_max_ms);
     let mut count = 0usize;
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {
         let (header, _bytes) = item.map_err(corrupt)?;
         check_offsets_claimed(&header)?;
+        check_timestamp(&header, timestamp_max_ms)?;
         count += 1;
     }
     if !iter.remaining().is_empty() || count == 0 {
@@ -99,6 +103,34 @@ pub(crate) async fn produce(
         first_base_offset.get_or_insert(info.base_offset);
     }
     first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
+}
+
+/// Refuses a batch whose newest CreateTime is past `timestamp_max_ms` (the server's clock plus
+/// `message_timestamp_after_max_ms`), as Kafka 4.0 does: retention by age goes by a segment's
+/// newest timestamp, so one record stamped years ahead would keep its segment and every later
+/// one forever. -1 (no timestamp) is not ahead of anything.
+fn check_timestamp(header: &batch::BatchHeader, timestamp_max_ms: i64) -> Result<(), Failure> {
+    if header.timestamp_type() == batch::TimestampType::CreateTime
+        && header.max_timestamp_ms > timestamp_max_ms
+    {
+        return Err(Failure::new(
+            ErrorCode::InvalidTimestamp,
+            format!(
+                "a produced batch's timestamp {} is more than message_timestamp_after_max_ms ahead of the server's clock (at most {timestamp_max_ms})",
+                header.max_timestamp_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,

@@ -36,6 +36,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
         ErrorCode::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
         ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        ErrorCode::InvalidTimestamp => ResponseError::InvalidTimestamp,
         // Kafka brokers answer this while they move leadership away; clients refresh metadata
         // and retry, which is what a restarting ringlog wants too.
         ErrorCode::ShuttingDown => ResponseError::NotLeaderOrFollower,
