@@ -663,6 +663,49 @@ fn init_producer_id_hands_out_ids_and_bumps_epochs() {
     );
 }
 
+/// An idempotent batch of `values` of producer `producer_id` (epoch 0) from `sequence` on.
+fn idempotent_batch_of(producer_id: i64, sequence: i32, values: &[&str]) -> Bytes {
+    let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+    builder.set_producer_id(producer_id);
+    builder.set_producer_epoch(0);
+    builder.set_base_sequence(sequence);
+    for value in values {
+        builder
+            .push(1_000, None, Some(value.as_bytes()), &[])
+            .unwrap();
+    }
+    Bytes::copy_from_slice(builder.finish())
+}
+
+/// Java and librdkafka producers count DUPLICATE_SEQUENCE_NUMBER as delivered. A batch from
+/// before the partition's first batch of a producer (refused for now, retried after a later
+/// one was taken) was never written: it must get OUT_OF_ORDER_SEQUENCE_NUMBER, as from Kafka.
+#[test]
+fn a_batch_before_the_first_one_taken_is_out_of_order_not_a_duplicate() {
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("idem", 1, &[]), 0);
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let producer_id = kafka.call(4, &init).producer_id.0;
+    let later = idempotent_batch_of(producer_id, 2, &["c", "d"]);
+    assert_eq!(kafka.produce(9, -1, "idem", 0, later.clone()), (0, 0));
+    let first = idempotent_batch_of(producer_id, 0, &["a", "b"]);
+    let (code, _) = kafka.produce(9, -1, "idem", 0, first);
+    assert_ne!(
+        code, DUPLICATE_SEQUENCE_NUMBER,
+        "a and b were never written"
+    );
+    assert_eq!(code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // A retry of the batch that was written is still answered with its offset.
+    assert_eq!(kafka.produce(9, -1, "idem", 0, later), (0, 0));
+    let values = values_of(&records_of(&kafka.fetch(12, "idem", 0, 0, 0)));
+    assert_eq!(values, vec![(0, "c".to_string()), (1, "d".to_string())]);
+}
+
 #[test]
 fn records_cross_between_the_protocols() {
     let server = TestServer::start();

@@ -11,13 +11,16 @@
 //! ```text
 //! offset  size  field (big-endian)
 //!      0     4  magic "RLPS"
-//!      4     2  version (1)
+//!      4     2  version (2)
 //!      6     4  CRC-32C of bytes 10..end
 //!     10     8  offset
 //!     18     4  producer count
-//!     22     -  per producer: producerId i64, epoch i16, batch count u8 (1..=5), then per batch
-//!               firstSequence i32, lastSequence i32, baseOffset i64, lastOffset i64
+//!     22     -  per producer: producerId i64, epoch i16, startSequence i32, batch count u8
+//!               (1..=5), then per batch firstSequence i32, lastSequence i32, baseOffset i64,
+//!               lastOffset i64
 //! ```
+//! Version 1 (written by earlier builds) has no startSequence; it is read as the first
+//! sequence of the oldest batch, which claims no sequence the partition did not write.
 //! A file that is short, long, of another version or fails its CRC is ignored as a whole.
 
 use std::collections::VecDeque;
@@ -40,11 +43,13 @@ pub const SNAPSHOT_SUFFIX: &str = ".producers";
 pub const SNAPSHOTS_KEPT: usize = 2;
 
 const MAGIC: &[u8; 4] = b"RLPS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The version before startSequence, still read.
+const VERSION_WITHOUT_START: u16 = 1;
 const CRC_AT: usize = 6;
 const CRC_COVERED_FROM: usize = 10;
 const HEADER_BYTES: usize = 22;
-const ENTRY_HEADER_BYTES: usize = 8 + 2 + 1;
+const ENTRY_HEADER_BYTES: usize = 8 + 2 + 4 + 1;
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 /// Bytes read per step while replaying batch headers.
 const REPLAY_WINDOW_BYTES: usize = 1 << 20;
@@ -56,7 +61,7 @@ pub enum SnapshotError {
     #[error("snapshot truncated")]
     Truncated,
     /// Not a snapshot, or a version this build does not read.
-    #[error("not a version {VERSION} producer snapshot")]
+    #[error("not a version {VERSION_WITHOUT_START} or {VERSION} producer snapshot")]
     BadMagic,
     /// The CRC does not match.
     #[error("snapshot CRC mismatch")]
@@ -97,6 +102,7 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
         };
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&entry.epoch.to_be_bytes());
+        out.extend_from_slice(&entry.start_sequence.to_be_bytes());
         // At most BATCHES_PER_PRODUCER (5): fits a byte.
         out.push(entry.batches.len() as u8);
         for batch in &entry.batches {
@@ -118,9 +124,14 @@ pub fn decode(
     producers_max: usize,
 ) -> Result<(i64, ProducerStateTable), SnapshotError> {
     let mut reader = Reader { bytes, at: 0 };
-    if reader.take::<4>()? != *MAGIC || u16::from_be_bytes(reader.take()?) != VERSION {
+    if reader.take::<4>()? != *MAGIC {
         return Err(SnapshotError::BadMagic);
     }
+    let has_start = match u16::from_be_bytes(reader.take()?) {
+        VERSION => true,
+        VERSION_WITHOUT_START => false,
+        _ => return Err(SnapshotError::BadMagic),
+    };
     let crc = u32::from_be_bytes(reader.take()?);
     let covered = bytes
         .get(CRC_COVERED_FROM..)
@@ -137,8 +148,17 @@ pub fn decode(
     for _ in 0..count {
         let producer_id = i64::from_be_bytes(reader.take()?);
         let epoch = i16::from_be_bytes(reader.take()?);
+        let start_sequence = if has_start {
+            Some(i32::from_be_bytes(reader.take()?))
+        } else {
+            None
+        };
         let batch_count = usize::from(reader.take::<1>()?[0]);
-        if producer_id < 0 || epoch < 0 || !(1..=BATCHES_PER_PRODUCER).contains(&batch_count) {
+        if producer_id < 0
+            || epoch < 0
+            || start_sequence.is_some_and(|start| start < 0)
+            || !(1..=BATCHES_PER_PRODUCER).contains(&batch_count)
+        {
             return Err(SnapshotError::Invalid("producer entry out of range"));
         }
         let mut batches = VecDeque::with_capacity(batch_count);
@@ -159,7 +179,16 @@ pub fn decode(
             }
             batches.push_back(batch);
         }
-        table.insert(producer_id, ProducerEntry { epoch, batches });
+        let oldest = batches
+            .front()
+            .map(|batch| batch.first_sequence)
+            .ok_or(SnapshotError::Invalid("producer entry without batches"))?;
+        let entry = ProducerEntry {
+            epoch,
+            start_sequence: start_sequence.unwrap_or(oldest),
+            batches,
+        };
+        table.insert(producer_id, entry);
     }
     if reader.at != bytes.len() {
         return Err(SnapshotError::Invalid("trailing bytes"));
@@ -407,6 +436,33 @@ mod tests {
         let mut longer = bytes;
         longer.push(0);
         assert!(decode(&longer, 100).is_err());
+    }
+
+    #[test]
+    fn version_1_files_start_at_the_oldest_batch() {
+        // Producer 3, epoch 1, one batch of sequences 20..=24 at offsets 7..=11, state at 12.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION_WITHOUT_START.to_be_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&12i64.to_be_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&3i64.to_be_bytes());
+        bytes.extend_from_slice(&1i16.to_be_bytes());
+        bytes.push(1);
+        for field in [20i32, 24] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
+        for field in [7i64, 11] {
+            bytes.extend_from_slice(&field.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes[CRC_COVERED_FROM..]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let (offset, table) = decode(&bytes, 100).unwrap();
+        assert_eq!(offset, 12);
+        let entry = table.get(3).unwrap();
+        assert_eq!((entry.epoch, entry.start_sequence), (1, 20));
+        assert_eq!(entry.next_sequence(), 25);
     }
 
     #[test]

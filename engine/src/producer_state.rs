@@ -8,9 +8,11 @@
 //! - the next sequence after the last batch: fresh, append it;
 //! - exactly one of the remembered batches again: a retry; answer with the original offsets
 //!   and do not append ([`Verdict::Duplicate`]);
-//! - a sequence below the remembered ones: [`ProducerError::DuplicateSequence`] (written long
-//!   ago; the earlier result stands but its offset is no longer known);
-//! - any other sequence: [`ProducerError::OutOfOrderSequence`] (a gap);
+//! - a batch wholly below the remembered ones, within the sequences this partition wrote for
+//!   the epoch: [`ProducerError::DuplicateSequence`] (written long ago; the earlier result
+//!   stands but its offset is no longer known);
+//! - any other sequence: [`ProducerError::OutOfOrderSequence`] (a gap, or sequences from
+//!   before the partition's first batch of the producer, which it never wrote);
 //! - an epoch older than the current one: [`ProducerError::InvalidProducerEpoch`] (fenced); a
 //!   newer epoch must start at sequence 0.
 //!
@@ -131,6 +133,11 @@ pub enum ProducerError {
 pub struct ProducerEntry {
     /// Current epoch.
     pub epoch: i16,
+    /// The first sequence of the first batch this partition wrote for the epoch (or since it
+    /// last forgot the producer). Sequences are checked to follow each other from there, so
+    /// every sequence from it up to [`ProducerEntry::next_sequence`] is in the log; before it
+    /// the partition knows nothing (a producer it did not know may start anywhere).
+    pub start_sequence: i32,
     /// The last batches of this epoch, oldest first; never empty, at most
     /// [`BATCHES_PER_PRODUCER`].
     pub batches: VecDeque<BatchMetadata>,
@@ -151,6 +158,13 @@ impl ProducerEntry {
     /// Offset of the last record this producer appended (for eviction).
     pub fn last_offset(&self) -> i64 {
         self.newest().last_offset
+    }
+
+    /// How many sequences before [`ProducerEntry::next_sequence`] this partition wrote for
+    /// the epoch. After more than 2^31 records the count starts again from the wrap: it
+    /// may undercount, never overcount.
+    fn sequences_written(&self) -> i64 {
+        (i64::from(self.next_sequence()) - i64::from(self.start_sequence)).rem_euclid(SEQUENCE_SPAN)
     }
 }
 
@@ -220,11 +234,18 @@ impl ProducerStateTable {
         if first_sequence == expected_sequence {
             return Ok(Verdict::Fresh);
         }
-        // How far behind the expected sequence the batch starts, modulo the wrap: up to half
-        // the sequence space behind is an old duplicate, anything else a gap.
+        // How far behind the expected sequence the batch starts, modulo the wrap. It is an old
+        // duplicate only when all of its records lie among the sequences this partition wrote:
+        // DuplicateSequence says the batch stands (Kafka clients count it delivered), so a
+        // batch from before the producer's first batch here (one refused for now while a later
+        // one was taken as the producer's first, or one from before the producer was
+        // forgotten) or reaching past the expected sequence is a gap, never written.
         let behind =
             (i64::from(expected_sequence) - i64::from(first_sequence)).rem_euclid(SEQUENCE_SPAN);
-        if behind > 0 && behind < SEQUENCE_SPAN / 2 {
+        let written = i64::from(header.last_offset_delta.max(0)) < behind
+            && behind <= entry.sequences_written()
+            && behind < SEQUENCE_SPAN / 2;
+        if written {
             Err(ProducerError::DuplicateSequence {
                 producer_id,
                 epoch,
@@ -255,6 +276,7 @@ impl ProducerStateTable {
             if entry.epoch != epoch {
                 // A new epoch: the old epoch's batches can never match a retry again.
                 entry.epoch = epoch;
+                entry.start_sequence = batch.first_sequence;
                 entry.batches.clear();
             }
             if entry.batches.len() == BATCHES_PER_PRODUCER {
@@ -268,8 +290,14 @@ impl ProducerStateTable {
         }
         let mut batches = VecDeque::with_capacity(BATCHES_PER_PRODUCER);
         batches.push_back(batch);
-        self.producers
-            .insert(header.producer_id, ProducerEntry { epoch, batches });
+        self.producers.insert(
+            header.producer_id,
+            ProducerEntry {
+                epoch,
+                start_sequence: batch.first_sequence,
+                batches,
+            },
+        );
     }
 
     /// Inserts a producer's whole state (snapshot loading). An entry without batches is
@@ -421,6 +449,49 @@ mod tests {
             Err(ProducerError::DuplicateSequence { .. })
         ));
         assert_eq!(table.get(1).unwrap().batches.len(), BATCHES_PER_PRODUCER);
+    }
+
+    #[test]
+    fn only_sequences_written_here_are_duplicates() {
+        let mut table = ProducerStateTable::new(10);
+        // The partition did not know producer 5: its batch at 10 was taken as its first (the
+        // batch at 0 was refused for now, say, and is retried after it).
+        table.record(&at(header(5, 0, 10, 5), 0));
+        for (first_sequence, records) in [(0, 5), (5, 5), (8, 2)] {
+            assert!(
+                matches!(
+                    table.check(&header(5, 0, first_sequence, records)),
+                    Err(ProducerError::OutOfOrderSequence {
+                        expected_sequence: 15,
+                        ..
+                    })
+                ),
+                "sequences {first_sequence}.. were never written here"
+            );
+        }
+        for n in 0..6 {
+            table.record(&at(header(5, 0, 15 + n * 5, 5), 5 + i64::from(n) * 5));
+        }
+        // Written here, longer ago than the remembered batches reach: the result stands.
+        assert!(matches!(
+            table.check(&header(5, 0, 10, 5)),
+            Err(ProducerError::DuplicateSequence {
+                expected_sequence: 45,
+                ..
+            })
+        ));
+        // A batch reaching past the expected sequence holds records never written.
+        assert!(matches!(
+            table.check(&header(5, 0, 43, 4)),
+            Err(ProducerError::OutOfOrderSequence { .. })
+        ));
+        // A new epoch starts the written sequences again at its first batch.
+        table.record(&at(header(5, 1, 0, 2), 100));
+        assert!(matches!(
+            table.check(&header(5, 1, 0, 1)),
+            Err(ProducerError::DuplicateSequence { .. })
+        ));
+        assert_eq!(table.get(5).unwrap().start_sequence, 0);
     }
 
     #[test]

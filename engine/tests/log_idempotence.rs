@@ -157,6 +157,60 @@ fn state_survives_clean_restart_crash_and_lost_snapshots() {
     check_retries(&path, &config, &tail);
 }
 
+/// A partition that took a producer's batch at sequence 10 as its first never wrote sequences
+/// 0..10: a batch there is a gap, not a duplicate (whose result would stand), before and after
+/// a restart, from the close snapshot and from a replay of the log.
+#[test]
+fn sequences_before_the_first_batch_taken_are_not_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = small_config();
+    {
+        let (path, config) = (path.clone(), config.clone());
+        run(async move {
+            let log = open(&path, config, cache()).await;
+            for n in 0..7 {
+                let batch = idempotent_batch(9, 0, 10 + n * 2, 2);
+                assert!(!append(&log, &batch).await.unwrap().1);
+            }
+            check_before_first_taken(&log).await;
+            log.close().await.unwrap();
+        });
+    }
+    for replayed in [false, true] {
+        if replayed {
+            for offset in snapshot_offsets(&path) {
+                std::fs::remove_file(path.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))).unwrap();
+            }
+        }
+        let (path, config) = (path.clone(), config.clone());
+        run(async move {
+            let log = open(&path, config, cache()).await;
+            check_before_first_taken(&log).await;
+            log.close().await.unwrap();
+        });
+    }
+}
+
+/// Producer 9 (first batch taken at sequence 10, then more than five batches): a batch at
+/// 0..10 is a gap, one at 10..12 an old duplicate; neither is appended.
+async fn check_before_first_taken(log: &PartitionLog) {
+    let log_next = log.next_offset();
+    assert!(matches!(
+        append(log, &idempotent_batch(9, 0, 0, 10)).await,
+        Err(LogError::Producer(ProducerError::OutOfOrderSequence {
+            first_sequence: 0,
+            ..
+        }))
+    ));
+    // Written here, longer ago than the five remembered batches reach.
+    assert!(matches!(
+        append(log, &idempotent_batch(9, 0, 10, 2)).await,
+        Err(LogError::Producer(ProducerError::DuplicateSequence { .. }))
+    ));
+    assert_eq!(log.next_offset(), log_next);
+}
+
 /// Retries of `tail` are all duplicates with their offsets.
 fn check_retries(path: &Path, config: &LogConfig, tail: &[(Vec<u8>, i64)]) {
     let (path, config, tail) = (path.to_path_buf(), config.clone(), tail.to_vec());
