@@ -835,20 +835,27 @@ impl RunConfig {
     }
 }
 
+/// Parses `args` (the command line without the program name) as `ringlog-bench` does and
+/// resolves the run for `cores` cores: how tests get a run configuration.
+#[cfg(test)]
+pub(crate) fn parse_for_test(args: &[&str], cores: u32) -> Result<RunConfig, String> {
+    let mut argv = vec!["ringlog-bench"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).map_err(|error| error.to_string())?;
+    match cli.command.into_invocation() {
+        Invocation::Run(workload, options) => {
+            options.resolve(workload, cores).map_err(|error| error.0)
+        }
+        Invocation::Summary(_) => Err("summary".to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<RunConfig, String> {
-        let mut argv = vec!["ringlog-bench"];
-        argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|error| error.to_string())?;
-        match cli.command.into_invocation() {
-            Invocation::Run(workload, options) => {
-                options.resolve(workload, 2).map_err(|error| error.0)
-            }
-            Invocation::Summary(_) => Err("summary".to_string()),
-        }
+        parse_for_test(args, 2)
     }
 
     fn rejected(args: &[&str], needle: &str) {

@@ -257,17 +257,10 @@ pub fn parse_json(text: &str) -> Result<Vec<Report>, serde_json::Error> {
 mod tests {
     use super::*;
     use crate::latency::LatencyHistogram;
-    use crate::options::{Cli, Invocation};
-    use clap::Parser;
     use serde_json::Value;
 
     fn config(args: &[&str]) -> RunConfig {
-        let mut argv = vec!["ringlog-bench"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command.into_invocation() {
-            Invocation::Run(workload, options) => options.resolve(workload, 2).unwrap(),
-            Invocation::Summary(_) => unreachable!(),
-        }
+        crate::options::parse_for_test(args, 2).unwrap()
     }
 
     fn result() -> ScenarioResult {

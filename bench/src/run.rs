@@ -221,9 +221,7 @@ pub fn run_summary(args: &SummaryArgs) -> Result<(), BenchError> {
 mod tests {
     use super::*;
     use crate::latency::LatencyHistogram;
-    use crate::options::{Cli, Invocation};
     use crate::throughput::ThroughputTimeline;
-    use clap::Parser;
     use std::time::Duration;
 
     /// A scenario that "moves" 1000 records of 1000 bytes in half a second.
@@ -262,12 +260,7 @@ mod tests {
     }
 
     fn config(args: &[&str]) -> RunConfig {
-        let mut argv = vec!["ringlog-bench"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command.into_invocation() {
-            Invocation::Run(workload, options) => options.resolve(workload, 2).unwrap(),
-            Invocation::Summary(_) => unreachable!(),
-        }
+        crate::options::parse_for_test(args, 2).unwrap()
     }
 
     #[test]

@@ -200,18 +200,12 @@ fn refused_records(failures: &[AckFailure]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{Cli, Invocation, StopAt};
+    use crate::options::StopAt;
     use crate::progress::ProgressCounter;
-    use clap::Parser;
     use ringlog_net::message::configure_group;
 
     fn config(args: &[&str]) -> RunConfig {
-        let mut argv = vec!["ringlog-bench"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command.into_invocation() {
-            Invocation::Run(workload, options) => options.resolve(workload, 1).unwrap(),
-            Invocation::Summary(_) => unreachable!(),
-        }
+        crate::options::parse_for_test(args, 1).unwrap()
     }
 
     #[test]
