@@ -231,6 +231,9 @@ struct State {
     roll_snapshots: VecDeque<(i64, Vec<u8>)>,
     /// Offsets of the producer snapshot files on disk, oldest first.
     snapshot_files: VecDeque<i64>,
+    /// The active segment was started by a roll with no append (retention), and its file must
+    /// be created although nothing is written to it yet (see the flusher).
+    active_needs_file: bool,
 }
 
 /// Entries of `recent` beyond which dead ones are swept from the whole list, not only the
@@ -361,6 +364,7 @@ impl PartitionLog {
                 recent: VecDeque::new(),
                 roll_snapshots: VecDeque::new(),
                 snapshot_files,
+                active_needs_file: false,
             }),
             producers: RefCell::new(producers),
             next_offset: Cell::new(next_offset),
@@ -523,6 +527,7 @@ impl PartitionLog {
         if self.inner.retired.get() {
             return Ok(RetentionReport::default());
         }
+        self.inner.roll_expired_active(now_ms, retention);
         let removed = self.inner.take_expired_segments(now_ms, retention);
         // Reads in flight keep their own handle on the files.
         let mut doomed = self.inner.undeleted_segments.take();
@@ -899,6 +904,41 @@ impl Inner {
             waker.wake();
         }
         *self.wake_scratch.borrow_mut() = wakers;
+    }
+
+    /// Rolls the active segment when retention by age has let go of every record in the log,
+    /// as Kafka does: retention deletes only closed segments, so a partition that stopped
+    /// receiving records would otherwise keep its last segment (up to `segment_bytes`) past
+    /// its retention forever. The rolled segment is finished by the flusher and deleted by a
+    /// later pass; the new active segment gets its (empty) file at once, so that the log's
+    /// end offset survives a restart once the old segments are gone.
+    fn roll_expired_active(&self, now_ms: i64, retention: Retention) {
+        let Some(retention_ms) = retention.ms else {
+            return;
+        };
+        if self.closing.get() || self.closed.get() {
+            // The flusher that would finish the roll is stopping.
+            return;
+        }
+        let cutoff_ms = now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX));
+        let next_offset = self.next_offset.get();
+        {
+            let mut state = self.state.borrow_mut();
+            let active = state.active();
+            if active.is_empty() || active.retention_timestamp_ms() >= cutoff_ms {
+                return;
+            }
+            state.roll(&self.cache, next_offset);
+            state.active_needs_file = true;
+        }
+        let snapshot = producer_snapshot::encode(&self.producers.borrow(), next_offset);
+        self.state
+            .borrow_mut()
+            .roll_snapshots
+            .push_back((next_offset, snapshot));
+        self.bump(|stats| stats.rolls += 1);
+        tracing::info!(dir = %self.dir.display(), next_offset, "rolled the active segment: every record in it is past retention");
+        self.kick.notify();
     }
 
     /// Removes the segments retention lets go of from the state and moves the log start.

@@ -235,6 +235,65 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
     });
 }
 
+/// A partition that stopped receiving records: its only segment, the active one, is past
+/// retention. Retention deletes closed segments only, so it was kept forever (up to
+/// `segment_bytes`). As in Kafka, retention now rolls it; once finished it is deleted, the log
+/// start moves to the log end, and that end survives a restart (the new active segment has
+/// its file although nothing was written to it), where appends go on from it.
+#[test]
+fn retention_by_age_rolls_an_idle_expired_active_segment_and_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let retention = Retention {
+        ms: Some(1_000),
+        bytes: None,
+    };
+    let first = path.clone();
+    let end = run(async move {
+        let log = open(&first, small_config(), cache()).await;
+        for at in 0..3 {
+            let mut batch = make_batch(2, 100, at * 10, at as u64);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+        }
+        let end = log.next_offset();
+        assert_eq!(log.segment_base_offsets(), vec![0]);
+        // Within retention: nothing happens.
+        let report = log.apply_retention(500, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
+        assert_eq!(log.segment_base_offsets(), vec![0]);
+        // Every record past retention: rolled now, deleted once finished.
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
+        assert_eq!(log.segment_base_offsets(), vec![0, end]);
+        // Closing finishes the rolled segment and creates the new one's file.
+        log.close().await.unwrap();
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 1);
+        assert_eq!(log.segment_base_offsets(), vec![end]);
+        assert_eq!(log.log_start_offset(), end);
+        assert!(!segment_path(&first, 0, LOG_SUFFIX).exists());
+        assert!(segment_path(&first, end, LOG_SUFFIX).exists());
+        end
+    });
+    run(async move {
+        let log = open(&path, small_config(), cache()).await;
+        assert_eq!(
+            log.log_start_offset(),
+            end,
+            "the log end survived the restart"
+        );
+        assert_eq!(log.next_offset(), end);
+        assert!(matches!(
+            log.read(end - 1, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let mut batch = make_batch(1, 10, 5_000, 9);
+        let info = log.append(&mut batch, Acks::Durable).await.unwrap();
+        assert_eq!(info.base_offset, end);
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn retention_by_age_never_deletes_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();

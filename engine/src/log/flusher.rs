@@ -4,7 +4,8 @@
 //! 1. finalize a rolled segment whose bytes are all written (truncate to its exact length,
 //!    fdatasync, persist its indexes and the producer snapshot taken at the roll) before
 //!    touching the next segment;
-//! 2. create (and preallocate) the file of a new segment before its first write;
+//! 2. create (and preallocate) the file of a new segment before its first write (or at once
+//!    for one that retention started with no append, see `Inner::roll_expired_active`);
 //! 3. write the dirty range of the oldest chunk with bytes not yet written, and hand the
 //!    written bytes to the syncer (see [`super::syncer`]) when a `Durable` append waits;
 //! 4. when closing, finalize the active segment (with a producer snapshot, without indexes:
@@ -149,6 +150,14 @@ impl Inner {
         if let Some(job) = self.write_job(&state) {
             return job;
         }
+        if state.active_needs_file {
+            let active = state.active();
+            if active.file.is_none() {
+                return Job::Create {
+                    base_offset: active.base_offset,
+                };
+            }
+        }
         if self.durable_requested.get() > self.durable_offset.get() {
             // Written bytes a durable append waits for (after a retry, say): the syncer's job.
             self.sync_kick.notify();
@@ -228,14 +237,25 @@ impl Inner {
         // A leftover file of that name (a failed earlier attempt) must not keep old bytes
         // that recovery could mistake for batches.
         file.truncate(0).await.map_err(fail("creating a segment"))?;
-        let allocated = self.preallocate(&file, 0, 0).await?;
+        // A segment created with nothing to write (retention rolled an idle partition) may
+        // stay empty for long, on many partitions: its first write reserves space instead.
+        let nothing_to_write = self.state.borrow().pending.is_empty();
+        let allocated = if nothing_to_write {
+            0
+        } else {
+            self.preallocate(&file, 0, 0).await?
+        };
         fs::sync_dir(&self.dir)
             .await
             .map_err(fail("syncing the partition directory"))?;
         // Retention only removes closed segments, so a segment waiting for its file is there.
-        if let Some(segment) = self.state.borrow_mut().segment_mut(base_offset) {
+        let mut state = self.state.borrow_mut();
+        if let Some(segment) = state.segment_mut(base_offset) {
             segment.file = Some(Rc::new(file));
             segment.allocated_bytes = allocated;
+        }
+        if state.active().base_offset == base_offset {
+            state.active_needs_file = false;
         }
         Ok(())
     }
