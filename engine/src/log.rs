@@ -953,7 +953,11 @@ impl Inner {
             now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
         });
         let mut expired = 0;
-        let deletable = state.segments.len().saturating_sub(1);
+        // Never the active segment; nor, while the active segment has no file yet, the one
+        // before it: the newest segment file on disk is what carries the log's end offset
+        // over a restart (with no file at all, a partition would start again at 0).
+        let kept = if state.active().file.is_none() { 2 } else { 1 };
+        let deletable = state.segments.len().saturating_sub(kept);
         for segment in &state.segments[..deletable] {
             if segment.state != SegmentState::Closed {
                 break;

@@ -232,6 +232,54 @@ fn disk_full_when_creating_the_next_segment_is_reported_and_retried() {
     });
 }
 
+/// Retention rolled an idle partition's expired active segment, and creating the new
+/// segment's file failed: the rolled segment is the only file holding the log's end offset,
+/// so retention must keep it (with no segment file at all, a restart would start the partition
+/// again at offset 0) until the new file exists.
+#[test]
+fn retention_keeps_the_newest_file_while_the_active_segment_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        for seed in 0..2 {
+            let mut batch = make_batch(100, seed);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+        }
+        let end = log.next_offset();
+        let retention = Retention {
+            ms: Some(1_000),
+            bytes: None,
+        };
+        log.fail_next_io(1, Some("creating a segment"));
+        log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(log.segment_base_offsets(), vec![0, end], "rolled");
+        // The flusher finishes the rolled segment, then fails to create the new file.
+        let mut turns = 0;
+        while log.stats().failures == 0 {
+            turns += 1;
+            assert!(
+                turns < 1_000_000,
+                "the flusher never got to the new segment"
+            );
+            yield_now().await;
+        }
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 0);
+        assert_eq!(log.segment_base_offsets(), vec![0, end]);
+        assert!(crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX).exists());
+        // Closing creates the file; the rolled segment may go then.
+        log.close().await.unwrap();
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 1);
+        assert_eq!(log.segment_base_offsets(), vec![end]);
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!(log.next_offset(), end, "the log end survived");
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn unwritten_bytes_stay_bounded_while_the_disk_fails() {
     let dir = tempfile::tempdir().unwrap();
