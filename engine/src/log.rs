@@ -953,11 +953,17 @@ impl Inner {
             now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
         });
         let mut expired = 0;
-        // Never the active segment; nor, while the active segment has no file yet, the one
-        // before it: the newest segment file on disk is what carries the log's end offset
-        // over a restart (with no file at all, a partition would start again at 0).
-        let kept = if state.active().file.is_none() { 2 } else { 1 };
-        let deletable = state.segments.len().saturating_sub(kept);
+        // Never the active segment, nor the newest segment that has a file, nor any after
+        // it: the newest segment file on disk is what carries the log's end offset over a
+        // restart (with no file at all, a partition would start again at 0). Segments after
+        // it have none while their files cannot be created (disk full), and more than one
+        // when such a segment rolls too (by size, or by retention when its records are old).
+        let newest_with_file = state
+            .segments
+            .iter()
+            .rposition(|segment| segment.file.is_some())
+            .unwrap_or(0);
+        let deletable = newest_with_file.min(state.segments.len() - 1);
         for segment in &state.segments[..deletable] {
             if segment.state != SegmentState::Closed {
                 break;

@@ -280,6 +280,51 @@ fn retention_keeps_the_newest_file_while_the_active_segment_has_none() {
     });
 }
 
+/// The newest segment file on disk is what carries the log's end over a restart, and it is
+/// not always the one just before the active segment: here the file of the segment after it
+/// cannot be created (disk full), and that segment, holding only unwritten appends, is rolled
+/// too (by retention, its records being past it; a roll by size does the same). Retention
+/// must keep the newest segment that has a file, else no segment file is left and a restart
+/// starts the partition again at offset 0, handing out offsets already consumed.
+#[test]
+fn retention_keeps_the_newest_file_when_the_segments_after_it_have_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        // Fill the first segment (16 KiB) with ~2 KiB batches.
+        for seed in 0..7 {
+            let mut batch = make_batch(1_000, seed);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+        }
+        let written_end = log.next_offset();
+        log.fail_next_io(u32::MAX, Some("creating a segment"));
+        let mut rolling = make_batch(1_000, 7);
+        let error = log.append(&mut rolling, Acks::Durable).await.unwrap_err();
+        assert!(matches!(error, LogError::DiskFull { .. }), "{error}");
+        assert_eq!(log.segment_base_offsets(), vec![0, written_end]);
+        let retention = Retention {
+            ms: Some(1_000),
+            bytes: None,
+        };
+        log.apply_retention(1_000_000, retention).await.unwrap();
+        assert!(
+            crate::segment::segment_path(&path, 0, crate::segment::LOG_SUFFIX).exists(),
+            "the only segment file was deleted: {:?}",
+            log.segment_base_offsets()
+        );
+        // A crash now (the disk still full: the dropped log's flusher gives up).
+        drop(log);
+        let log = open(&path).await;
+        assert!(
+            log.next_offset() >= written_end,
+            "offsets start again at {} after {written_end} were written",
+            log.next_offset()
+        );
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn unwritten_bytes_stay_bounded_while_the_disk_fails() {
     let dir = tempfile::tempdir().unwrap();
