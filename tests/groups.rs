@@ -38,6 +38,7 @@ struct TestServer {
     handle: Option<ServerHandle>,
     dir: tempfile::TempDir,
     retention_check_interval_ms: u64,
+    message_timestamp_after_max_ms: u64,
 }
 
 impl TestServer {
@@ -52,6 +53,7 @@ impl TestServer {
             handle: None,
             dir,
             retention_check_interval_ms: interval_ms,
+            message_timestamp_after_max_ms: ServerConfig::default().message_timestamp_after_max_ms,
         };
         server.restart();
         server
@@ -67,6 +69,7 @@ impl TestServer {
             shards: Some(2),
             cache_bytes_per_shard: 8 << 20,
             retention_check_interval_ms: self.retention_check_interval_ms,
+            message_timestamp_after_max_ms: self.message_timestamp_after_max_ms,
             ..ServerConfig::default()
         };
         self.handle = Some(Server::start(config).unwrap());
@@ -842,6 +845,62 @@ fn a_record_released_five_times_goes_to_the_dead_letter_topic() {
         Some("delivery limit reached")
     );
     assert_eq!(header(server::HEADER_GROUP), Some("payers"));
+}
+
+/// A stored record stamped far ahead of the server's clock (written before produce bounded
+/// timestamps, or under a larger `message_timestamp_after_max_ms`) is still copied to the
+/// dead-letter topic when archived: the copy is the server's own write of a record it holds,
+/// not a client's clock. Refused, it was tried again at every sweep and never archived.
+#[test]
+fn a_record_stamped_far_ahead_is_still_copied_to_the_dead_letter_topic() {
+    let mut server = TestServer::start();
+    server.message_timestamp_after_max_ms = u64::MAX;
+    server.restart();
+    create_topic(server.addr(), "future", 1);
+    create_topic(server.addr(), "future.dlq", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    client
+        .configure_share_group(&configure_group::Request {
+            group: "seers",
+            dead_letter_topic: Some("future.dlq"),
+            ..Default::default()
+        })
+        .unwrap();
+    let day_ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 24 * 3_600_000;
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), day_ahead_ms);
+    builder
+        .push(day_ahead_ms, None, Some(b"from the future"), &[])
+        .unwrap();
+    client
+        .produce(
+            "future",
+            0,
+            ringlog_net::message::produce::Acks::Durable,
+            builder.finish(),
+        )
+        .unwrap();
+    drop(client);
+    // Now with the default bound of an hour.
+    server.message_timestamp_after_max_ms = ServerConfig::default().message_timestamp_after_max_ms;
+    server.restart();
+    let mut client = Client::connect(server.addr()).unwrap();
+    let mut consumer =
+        ShareConsumer::subscribe(server.addr(), "seers", "future", share_config()).unwrap();
+    assert_eq!(acquire_some(&mut consumer), [(0, 0, 1)]);
+    consumer.acknowledge(0, 0, AckType::Reject);
+    assert!(consumer.flush_acks().unwrap().is_empty());
+    assert_eq!(
+        dead_letter_offsets(server.addr(), "future.dlq", 1),
+        BTreeSet::from([0])
+    );
+    wait_for("the record archived", || {
+        let state = &client.describe_group("seers").unwrap().share_partitions[0];
+        ((state.start_offset, state.in_flight_records) == (1, 0)).then_some(())
+    });
 }
 
 /// Sets `topic`'s retention to one byte (every segment but the active one goes) and returns

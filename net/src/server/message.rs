@@ -65,6 +65,8 @@ pub(crate) enum ShardCall {
         partition: u32,
         acks: Acks,
         batches: Vec<u8>,
+        /// Whether timestamps are bounded (see [`super::partition_ops::produce`]).
+        bound_timestamps: bool,
     },
     /// Read from an owned partition.
     Fetch {

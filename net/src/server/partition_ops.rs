@@ -45,18 +45,25 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
 /// returns the base offset of the first. All batches are checked before any is written, so a
 /// corrupt one rejects the request for this partition and writes nothing. Offsets are stamped
 /// when this future is first polled, before it waits, so requests keep their order.
+/// `bound_timestamps`: refuse a batch stamped more than `message_timestamp_after_max_ms` ahead
+/// of the server's clock (a client's produce; not the server's own copies of stored records).
 pub(crate) async fn produce(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     acks: Acks,
     batches: &mut [u8],
+    bound_timestamps: bool,
 ) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
-    let after_max_ms =
-        i64::try_from(shard.config.message_timestamp_after_max_ms).unwrap_or(i64::MAX);
-    let timestamp_max_ms = wall_clock_ms().saturating_add(after_max_ms);
+    let timestamp_max_ms = if bound_timestamps {
+        let after_max_ms =
+            i64::try_from(shard.config.message_timestamp_after_max_ms).unwrap_or(i64::MAX);
+        wall_clock_ms().saturating_add(after_max_ms)
+    } else {
+        i64::MAX
+    };
     let mut count = 0usize;
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {

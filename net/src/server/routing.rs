@@ -42,7 +42,7 @@ pub(crate) async fn append(
 ) -> Result<i64, Failure> {
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
-        return partition_ops::produce(shard, topic, partition, acks, batches).await;
+        return partition_ops::produce(shard, topic, partition, acks, batches, true).await;
     }
     if shard.topic(topic).is_none() {
         return Err(unknown_topic(topic));
@@ -52,6 +52,7 @@ pub(crate) async fn append(
         partition,
         acks,
         batches: batches.to_vec(),
+        bound_timestamps: true,
     };
     match shard.call(owner, call).await {
         ShardReturn::Produced(result) => result,

@@ -626,8 +626,17 @@ impl Shard {
                 partition,
                 acks,
                 mut batches,
+                bound_timestamps,
             } => ShardReturn::Produced(
-                super::partition_ops::produce(self, &topic, partition, acks, &mut batches).await,
+                super::partition_ops::produce(
+                    self,
+                    &topic,
+                    partition,
+                    acks,
+                    &mut batches,
+                    bound_timestamps,
+                )
+                .await,
             ),
             ShardCall::Fetch {
                 topic,

@@ -282,9 +282,12 @@ async fn produce_batch(
     partition: u32,
     batch: &mut [u8],
 ) -> Result<(), Failure> {
+    // Copies keep their records' timestamps, which the partition took when they were
+    // produced: bounded again by the clock of now, a record stamped ahead under an earlier
+    // bound (or none) would be refused at every sweep and never archived.
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
-        return partition_ops::produce(shard, topic, partition, Acks::Durable, batch)
+        return partition_ops::produce(shard, topic, partition, Acks::Durable, batch, false)
             .await
             .map(|_| ());
     }
@@ -293,6 +296,7 @@ async fn produce_batch(
         partition,
         acks: Acks::Durable,
         batches: batch.to_vec(),
+        bound_timestamps: false,
     };
     match shard.call(owner, call).await {
         ShardReturn::Produced(result) => result.map(|_| ()),
