@@ -734,7 +734,9 @@ async fn prepare_active(
     }
     let target = preallocation_target(end, config.preallocate_step_bytes, config.segment_bytes);
     segment.allocated_bytes = end;
-    if end < target {
+    // An empty segment (a partition idle since retention rolled it, or since a roll) may stay
+    // empty long, on many partitions: its first write reserves space instead.
+    if end > 0 && end < target {
         match file.allocate(0, target).await {
             Ok(()) => segment.allocated_bytes = target,
             // Appends still work where space remains; the flusher tries again as data grows,

@@ -283,6 +283,10 @@ fn retention_by_age_rolls_an_idle_expired_active_segment_and_deletes_it() {
             "the log end survived the restart"
         );
         assert_eq!(log.next_offset(), end);
+        let file_bytes = std::fs::metadata(segment_path(&path, end, LOG_SUFFIX))
+            .unwrap()
+            .len();
+        assert_eq!(file_bytes, 0, "an idle empty segment reserves no space");
         assert!(matches!(
             log.read(end - 1, 100).await,
             Err(LogError::OffsetOutOfRange { .. })
