@@ -503,3 +503,95 @@ fn disk_full_fails_produce_keeps_acknowledged_data_and_recovers() {
     check_acked_exactly_once(&read_numbers(addr(&server)), &acked);
     drop(server);
 }
+
+/// A frame: header for `api` and `correlation_id`, then `body` (a size-prefixed flatbuffer).
+fn request_frame(api: ApiKey, correlation_id: u32, body: &[u8]) -> Vec<u8> {
+    let header = FrameHeader::for_message(api.as_u16(), 0, correlation_id, body.len(), 0).unwrap();
+    let mut frame = encode_header(&header).to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Reads one response frame; returns its correlation id.
+fn read_correlation_id(stream: &mut TcpStream) -> u32 {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).unwrap();
+    let mut rest = vec![0u8; u32::from_le_bytes(length) as usize];
+    stream.read_exact(&mut rest).unwrap();
+    u32::from_le_bytes(rest[4..8].try_into().unwrap())
+}
+
+#[test]
+fn a_client_gone_during_a_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        connections_max: 2,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    // Holds one of the two connections throughout.
+    let mut admin = Client::connect(addr).unwrap();
+    admin
+        .create_topic(&create_topic::Request {
+            name: "quiet",
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: Some(1 << 20),
+        })
+        .unwrap();
+    // The other: a consumer long-polls both (empty) partitions, one of them on the other
+    // shard, with the longest wait the protocol allows, then goes away.
+    let mut gone = TcpStream::connect(addr).unwrap();
+    gone.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let partitions = [0, 1].map(|partition| FetchPartition {
+        partition,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    });
+    let topics = [FetchTopic {
+        topic: "quiet",
+        partitions: &partitions,
+    }];
+    let mut fbb = FlatBufferBuilder::new();
+    let fetch = FetchRequest {
+        max_wait_ms: u32::MAX,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: &topics,
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    gone.write_all(&request_frame(ApiKey::Fetch, 1, &fetch))
+        .unwrap();
+    let mut fbb = FlatBufferBuilder::new();
+    let versions = ringlog_net::message::api_versions::Request {
+        client_name: "limits-test",
+        client_version: "1",
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    gone.write_all(&request_frame(ApiKey::ApiVersions, 2, &versions))
+        .unwrap();
+    // Requests start in the order they arrive: once this is answered the fetch is waiting.
+    assert_eq!(read_correlation_id(&mut gone), 2);
+    drop(gone);
+    // Nobody will read the fetch's answer: its connection must not hold a slot meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        if !refused(&mut stream) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a client gone during a long poll still holds its connection"
+        );
+        std::thread::yield_now();
+    }
+    admin.api_versions("limits-test", "1").unwrap();
+    drop(admin);
+    server.shutdown();
+}

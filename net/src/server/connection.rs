@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 use ringlog_engine::log::ReadSlice;
 use ringlog_engine::reactor::{self, tcp::TcpStream};
 
+use super::group::signal::Signal;
 use super::handler;
 use super::lending::LentPiece;
 use super::recv_buffer;
@@ -29,11 +30,13 @@ pub(crate) struct Request {
     frame: Vec<u8>,
     /// Bytes of the size-prefixed body (after the header).
     body_bytes: usize,
+    /// The end of the client's requests on this connection (long polls stop waiting).
+    pub(crate) hangup: Rc<Hangup>,
 }
 
 impl Request {
     /// A request for `frame` (header, body of `body_bytes`, raw batches).
-    fn new(header: FrameHeader, frame: Vec<u8>, body_bytes: usize) -> Request {
+    fn new(header: FrameHeader, frame: Vec<u8>, body_bytes: usize, hangup: Rc<Hangup>) -> Request {
         assert!(
             FRAME_HEADER_BYTES + body_bytes <= frame.len(),
             "the body lies within the frame"
@@ -42,6 +45,7 @@ impl Request {
             header,
             frame,
             body_bytes,
+            hangup,
         }
     }
 
@@ -58,6 +62,35 @@ impl Request {
     /// Raw batches after the body, mutable so the owner can stamp offsets in place.
     pub(crate) fn raw_mut(&mut self) -> &mut [u8] {
         &mut self.frame[FRAME_HEADER_BYTES + self.body_bytes..]
+    }
+}
+
+/// Marks that a connection will carry no more requests: the client closed it (or its sending
+/// half), or broke the protocol. Requests already started still finish and are answered, but
+/// one that would only wait (a long poll) answers at once: a client that went away would
+/// otherwise keep its connection, and with it a descriptor and a place under
+/// `connections_max`, for as long as its `max_wait_ms` (up to 49 days), since the server
+/// cannot tell a client that closed from one that only shut down its sending half.
+#[derive(Default)]
+pub(crate) struct Hangup {
+    seen: Cell<bool>,
+    signal: Signal,
+}
+
+impl Hangup {
+    fn set(&self) {
+        self.seen.set(true);
+        self.signal.notify();
+    }
+
+    /// Completes once the connection has no more requests to come.
+    pub(crate) async fn wait(&self) {
+        // Created before the check, so a hangup after it is not missed.
+        let wait = self.signal.wait();
+        if self.seen.get() {
+            return;
+        }
+        wait.await
     }
 }
 
@@ -104,6 +137,7 @@ struct Connection {
     reader_waker: RefCell<Option<Waker>>,
     in_flight: Cell<usize>,
     closed: Cell<bool>,
+    hangup: Rc<Hangup>,
 }
 
 impl Connection {
@@ -147,9 +181,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         reader_waker: RefCell::new(None),
         in_flight: Cell::new(0),
         closed: Cell::new(false),
+        hangup: Rc::default(),
     });
     let writer = reactor::spawn(write_responses(Rc::clone(&shard), Rc::clone(&connection)));
     read_requests(&shard, &connection).await;
+    connection.hangup.set();
     // Let the requests already started finish and their responses go out, then stop.
     poll_fn(|cx| {
         if connection.in_flight.get() == 0 || connection.closed.get() {
@@ -188,7 +224,8 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
                             bytes
                         }
                     };
-                    let request = Request::new(header, frame, body_bytes);
+                    let hangup = Rc::clone(&connection.hangup);
+                    let request = Request::new(header, frame, body_bytes, hangup);
                     connection.in_flight.set(connection.in_flight.get() + 1);
                     let (shard, connection) = (Rc::clone(shard), Rc::clone(connection));
                     reactor::spawn(async move {

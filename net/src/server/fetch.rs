@@ -44,7 +44,8 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: &Request) -> Result<Respo
         min_bytes: view.min_bytes() as usize,
         max_wait: Duration::from_millis(u64::from(view.max_wait_ms())),
     };
-    let got = routing::read_with_long_poll(shard, &topics, &wanted, limits).await;
+    let got =
+        routing::read_with_long_poll(shard, &topics, &wanted, limits, request.hangup.wait()).await;
     Ok(build_response(request, &topics, &wanted, got))
 }
 

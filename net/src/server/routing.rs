@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
@@ -122,13 +122,15 @@ pub(crate) struct FetchLimits {
 }
 
 /// Reads every target once; if that gives fewer than `min_bytes` and the client allows a
-/// wait, waits until any target has data past its offset (or `max_wait` passes) and reads
-/// again. Local partitions come straight from the shard's buffers; others as copies.
+/// wait, waits until any target has data past its offset (or `max_wait` passes, or `give_up`
+/// completes: the client is gone) and reads again. Local partitions come straight from the
+/// shard's buffers; others as copies.
 pub(crate) async fn read_with_long_poll(
     shard: &Rc<Shard>,
     topics: &[String],
     targets: &[ReadTarget],
     limits: FetchLimits,
+    give_up: impl Future<Output = ()>,
 ) -> Vec<PartitionRead> {
     let mut reads = read_all(shard, topics, targets, limits.max_bytes).await;
     let total: usize = reads.iter().map(PartitionRead::bytes).sum();
@@ -138,10 +140,18 @@ pub(crate) async fn read_with_long_poll(
         && !any_error
         && !targets.is_empty()
     {
-        let _ = time::timeout(
+        let mut waited = pin!(time::timeout(
             limits.max_wait,
             wait_any(shard, topics, targets, limits.max_wait),
-        )
+        ));
+        let mut give_up = pin!(give_up);
+        poll_fn(|cx| {
+            if waited.as_mut().poll(cx).is_ready() || give_up.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
         .await;
         reads = read_all(shard, topics, targets, limits.max_bytes).await;
     }

@@ -83,7 +83,14 @@ pub(crate) async fn fetch(
             Duration::from_millis(u64::try_from(body.max_wait_ms).unwrap_or(0))
         },
     };
-    let reads = routing::read_with_long_poll(&kafka.shard, &topics, &targets, limits).await;
+    let reads = routing::read_with_long_poll(
+        &kafka.shard,
+        &topics,
+        &targets,
+        limits,
+        std::future::pending(),
+    )
+    .await;
     let (response, spliced) = fetch_response(&topics, &sources, reads);
     splice::encode_fetch(
         request.header.correlation_id,
