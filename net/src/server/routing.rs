@@ -123,7 +123,9 @@ pub(crate) struct FetchLimits {
 
 /// Reads every target once; if that gives fewer than `min_bytes` and the client allows a
 /// wait, waits until any target has data past its offset (or `max_wait` passes, or `give_up`
-/// completes: the client is gone) and reads again. Local partitions come straight from the
+/// completes: the client is gone) and reads again, once: a `min_bytes` above what the second
+/// read finds is not waited for (PROTOCOL.md says so; honouring it needs reads that go on
+/// from the first one's end, re-reading on every append would cost the square of the bytes). Local partitions come straight from the
 /// shard's buffers; others as copies.
 pub(crate) async fn read_with_long_poll(
     shard: &Rc<Shard>,
