@@ -387,6 +387,58 @@ fn long_poll_wakes_when_data_arrives() {
     producer_thread.join().unwrap();
 }
 
+/// A long poll with `min_bytes` waits for that many bytes, not for the first batch: one
+/// batch is there when the fetch starts and a second arrives while it waits; the answer holds
+/// both. Before, data at the fetch offset ended the wait at once, so `min_bytes` worked as 1.
+/// On 2 shards the partition read is on the other shard than the connection for one of the
+/// two partitions.
+#[test]
+fn a_long_poll_waits_for_min_bytes() {
+    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    for shards in [1, 2] {
+        let server = TestServer::start(shards);
+        server.create_topic("gather", 2);
+        for partition in 0..2 {
+            let mut producer_client = server.client();
+            let (first, second) = (one_batch(b"first"), one_batch(b"second"));
+            producer_client
+                .produce("gather", partition, Acks::Durable, &first)
+                .unwrap();
+            let mut client = server.client();
+            let partitions = [FetchPartition {
+                partition,
+                offset: 0,
+                partition_max_bytes: 1 << 20,
+            }];
+            let topics = [FetchTopic {
+                topic: "gather",
+                partitions: &partitions,
+            }];
+            let wanted = u32::try_from(first.len() + second.len()).unwrap();
+            let pending = client
+                .send_fetch(&fetch::Request {
+                    max_wait_ms: 30_000,
+                    min_bytes: wanted,
+                    max_bytes: 1 << 20,
+                    topics: &topics,
+                })
+                .unwrap();
+            // Answered after the fetch was read (requests are read in order): it waits now.
+            client.metadata(&["gather"]).unwrap();
+            producer_client
+                .produce("gather", partition, Acks::Durable, &second)
+                .unwrap();
+            let result = client.receive_fetch(pending).unwrap();
+            let fetched = result.partitions().unwrap().next().unwrap();
+            let bases: Vec<i64> = ringlog_engine::batch::BatchIter::new(fetched.batches)
+                .map(|batch| batch.unwrap().0.base_offset)
+                .collect();
+            assert_eq!(bases, [0, 1], "{shards} shards, partition {partition}");
+            assert_eq!(fetched.batches.len(), wanted as usize);
+        }
+    }
+}
+
 #[test]
 fn unknown_topic_partition_and_offset_errors() {
     let server = TestServer::start(2);

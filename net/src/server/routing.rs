@@ -8,8 +8,9 @@ use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ringlog_engine::batch::BatchIter;
 use ringlog_engine::log::Acks;
 use ringlog_engine::reactor::time;
 use ringlog_engine::topic::TopicConfig;
@@ -79,6 +80,9 @@ pub(crate) struct ReadTarget {
     pub(crate) max_bytes: usize,
 }
 
+/// The watermarks of a partition left out of a full response (filled in later).
+const LEFT_OUT_MARKS: (i64, i64) = (-1, -1);
+
 /// What reading one partition gave: `(high watermark, log start offset)` or the failure, and
 /// the batches in one or more pieces, to be sent back to back (none when there is nothing at
 /// the offset yet).
@@ -96,7 +100,7 @@ impl PartitionRead {
     /// A partition left out of a full response, its watermarks not known yet.
     fn left_out() -> PartitionRead {
         PartitionRead {
-            status: Ok((-1, -1)),
+            status: Ok(LEFT_OUT_MARKS),
             raw: Vec::new(),
         }
     }
@@ -121,12 +125,17 @@ pub(crate) struct FetchLimits {
     pub(crate) max_wait: Duration,
 }
 
-/// Reads every target once; if that gives fewer than `min_bytes` and the client allows a
-/// wait, waits until any target has data past its offset (or `max_wait` passes, or `give_up`
-/// completes: the client is gone) and reads again, once: a `min_bytes` above what the second
-/// read finds is not waited for (PROTOCOL.md says so; honouring it needs reads that go on
-/// from the first one's end, re-reading on every append would cost the square of the bytes). Local partitions come straight from the
-/// shard's buffers; others as copies.
+/// Rounds of waiting one long poll makes for `min_bytes` (each ends with new data, the
+/// deadline or the client gone): with tiny batches the fetch answers with what it has after
+/// this many, rather than gathering pieces without end.
+const LONG_POLL_ROUNDS_MAX: usize = 16;
+
+/// Reads every target once; while that gives fewer than `min_bytes` (at least one) and the
+/// client allows a wait, waits until a target has data past what was read (or `max_wait`
+/// passes, or `give_up` completes: the client is gone) and reads on from there, adding to
+/// what was read. Reading on from the end, not again from the start, keeps the work linear
+/// in the bytes however small the appends. Local partitions come straight from the shard's
+/// buffers; others as copies or lent pieces.
 pub(crate) async fn read_with_long_poll(
     shard: &Rc<Shard>,
     topics: &[String],
@@ -135,29 +144,94 @@ pub(crate) async fn read_with_long_poll(
     give_up: impl Future<Output = ()>,
 ) -> Vec<PartitionRead> {
     let mut reads = read_all(shard, topics, targets, limits.max_bytes).await;
-    let total: usize = reads.iter().map(PartitionRead::bytes).sum();
-    let any_error = reads.iter().any(|read| read.status.is_err());
-    if total < limits.min_bytes.max(1)
-        && !limits.max_wait.is_zero()
-        && !any_error
-        && !targets.is_empty()
-    {
+    assert_eq!(reads.len(), targets.len(), "one read per target");
+    if limits.max_wait.is_zero() || targets.is_empty() {
+        return reads;
+    }
+    let deadline = Instant::now() + limits.max_wait;
+    let mut give_up = pin!(give_up);
+    let mut gave_up = false;
+    for _ in 0..LONG_POLL_ROUNDS_MAX {
+        let total: usize = reads.iter().map(PartitionRead::bytes).sum();
+        let any_error = reads.iter().any(|read| read.status.is_err());
+        if total >= limits.min_bytes.max(1) || total >= limits.max_bytes || any_error || gave_up {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        // Each partition from where its read ended, with what is left of its budget.
+        let (waiting, more_targets): (Vec<usize>, Vec<ReadTarget>) = targets
+            .iter()
+            .zip(&reads)
+            .enumerate()
+            .filter(|(_, (target, read))| read.bytes() < target.max_bytes)
+            .map(|(index, (target, read))| {
+                let target = ReadTarget {
+                    offset: read_end(read).unwrap_or(target.offset),
+                    max_bytes: target.max_bytes - read.bytes(),
+                    ..*target
+                };
+                (index, target)
+            })
+            .unzip();
+        if more_targets.is_empty() {
+            break;
+        }
+        let left = deadline - now;
         let mut waited = pin!(time::timeout(
-            limits.max_wait,
-            wait_any(shard, topics, targets, limits.max_wait),
+            left,
+            wait_any(shard, topics, &more_targets, left)
         ));
-        let mut give_up = pin!(give_up);
         poll_fn(|cx| {
-            if waited.as_mut().poll(cx).is_ready() || give_up.as_mut().poll(cx).is_ready() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
+            if waited.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
             }
+            if give_up.as_mut().poll(cx).is_ready() {
+                gave_up = true;
+                return Poll::Ready(());
+            }
+            Poll::Pending
         })
         .await;
-        reads = read_all(shard, topics, targets, limits.max_bytes).await;
+        let more = read_all(shard, topics, &more_targets, limits.max_bytes - total).await;
+        assert_eq!(more.len(), more_targets.len(), "one read per target");
+        for (index, more) in waiting.into_iter().zip(more) {
+            add_read(&mut reads[index], more);
+        }
     }
     reads
+}
+
+/// The offset after the last batch `read` holds; `None` when it holds none.
+fn read_end(read: &PartitionRead) -> Option<i64> {
+    read.raw
+        .iter()
+        .rev()
+        .find_map(|part| {
+            BatchIter::new(part.bytes())
+                .without_crc_check()
+                .map_while(Result::ok)
+                .last()
+        })
+        .map(|(header, _)| header.next_offset())
+}
+
+/// Adds `more`, read from where `read` ended, to `read`. A partition left out of the second
+/// read's response keeps its watermarks; a failure replaces them only when nothing was read
+/// (batches already read are served, the next fetch meets the failure).
+fn add_read(read: &mut PartitionRead, more: PartitionRead) {
+    match more.status {
+        Ok(marks) if marks == LEFT_OUT_MARKS => {}
+        Ok(marks) => read.status = Ok(marks),
+        Err(failure) => {
+            if read.raw.is_empty() {
+                read.status = Err(failure);
+            }
+        }
+    }
+    read.raw.extend(more.raw);
 }
 
 async fn read_all(
