@@ -216,6 +216,11 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
                     let (header, total_bytes, body_bytes) =
                         (frame.header, frame.total_bytes, frame.body.len());
                     wait_for_slot(connection, in_flight_max).await;
+                    if connection.closed.get() {
+                        // Its answer could not be sent: a produce would be stored for a
+                        // client that is told nothing (and retries it elsewhere).
+                        return;
+                    }
                     let frame = match recv_buffer::take_whole(&mut buf, consumed, total_bytes) {
                         Some(whole) => whole,
                         None => {
