@@ -26,7 +26,8 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub struct ConnectionConfig {
     /// Largest response frame accepted (length field included).
     pub frame_bytes_max: usize,
-    /// How long to wait for a response before giving up on the connection.
+    /// How long to wait for a response before giving up on the connection; also how long a
+    /// request may wait to be written (a server that stopped reading).
     pub request_timeout_ms: u64,
     /// How long to wait for the TCP connection to be established.
     pub connect_timeout_ms: u64,
@@ -169,7 +170,9 @@ impl FrameWriter {
         let mut slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&self.head))
             .chain(request.raw_parts().map(IoSlice::new))
             .collect();
-        write_all_vectored(&mut self.stream, &mut slices)?;
+        if let Err(error) = write_all_vectored(&mut self.stream, &mut slices) {
+            return Err(write_failure(&self.stream, error));
+        }
         Ok(correlation_id)
     }
 
@@ -182,6 +185,20 @@ impl FrameWriter {
     /// Another handle to the same socket (for shutting it down from elsewhere).
     pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
         self.stream.try_clone()
+    }
+}
+
+/// A failed write as a client error: one that made no progress for the socket's write
+/// timeout (the request timeout: the server stopped reading) is a [`ClientError::Timeout`].
+fn write_failure(stream: &TcpStream, error: io::Error) -> ClientError {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            let timeout = stream.write_timeout().ok().flatten().unwrap_or_default();
+            ClientError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }
+        }
+        _ => error.into(),
     }
 }
 
@@ -473,6 +490,12 @@ impl Connection {
         stream.set_nodelay(true)?;
         let reader_stream = stream.try_clone()?;
         let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
+        // The request timeout bounds sending too: a server that stopped reading (hung,
+        // stopped, past its in-flight bound for that long) would otherwise hold a request
+        // larger than the socket buffers, and every caller behind it, in write forever. The
+        // timeout applies to each write, so a large request that keeps moving is not cut off.
+        // Set on the socket, it holds for the halves of `split` too (the producer's sender).
+        stream.set_write_timeout(Some(request_timeout))?;
         let mut reader = FrameReader::new(
             reader_stream,
             FrameDecoder::new(config.frame_bytes_max),
@@ -890,6 +913,48 @@ mod tests {
             Err(ClientError::UnexpectedResponse(_))
         ));
         server.join().unwrap();
+    }
+
+    #[test]
+    fn a_request_the_server_never_reads_fails_after_the_request_timeout() {
+        // A server that accepts and then never reads (hung, stopped): a request larger than
+        // the socket buffers cannot be written out.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (held_sender, held) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            // Kept open, unread, until the test ends.
+            let _ = held_sender.send(stream);
+        });
+        let (done_sender, done) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let config = ConnectionConfig {
+                request_timeout_ms: 200,
+                ..ConnectionConfig::default()
+            };
+            let mut connection = Connection::connect(addr, config).unwrap();
+            let big = vec![0u8; 48 << 20];
+            let result = connection.call(&produce::Request {
+                acks: produce::Acks::Leader,
+                timeout_ms: 200,
+                topic: "t",
+                partitions: &[produce::PartitionBatches {
+                    partition: 0,
+                    batches: &big,
+                }],
+            });
+            let _ = done_sender.send(result.map(|_| ()));
+        });
+        // Generous: the call should fail about 200 ms after the write stops moving.
+        let result = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the call returned instead of blocking in its write");
+        assert!(
+            matches!(result, Err(ClientError::Timeout { timeout_ms: 200 })),
+            "{result:?}"
+        );
+        drop(held);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub enum ClientError {
     /// The server closed the connection.
     #[error("connection closed by the server")]
     Disconnected,
-    /// No response within the request timeout; the connection is not used again.
+    /// No response within the request timeout, or a request the server did not take for
+    /// that long; the connection is not used again.
     #[error("no response within {timeout_ms} ms")]
     Timeout {
         /// The timeout that passed.

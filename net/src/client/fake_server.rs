@@ -24,6 +24,9 @@ pub(crate) struct Behaviour {
     pub(crate) throttle_produces: usize,
     /// Close the connection instead of answering a produce request.
     pub(crate) close_on_produce: bool,
+    /// After answering this many requests of a connection, stop reading it (keeping it open),
+    /// as a hung or stopped server does: the client's writes fill the socket buffers. 0: never.
+    pub(crate) stall_after_requests: usize,
 }
 
 /// One stored batch.
@@ -41,6 +44,7 @@ struct Log {
     partitions: Vec<Vec<Stored>>,
     throttle_left: usize,
     close_on_produce: bool,
+    stall_after_requests: usize,
 }
 
 impl Log {
@@ -74,6 +78,7 @@ impl FakeServer {
                 partitions: (0..partitions).map(|_| Vec::new()).collect(),
                 throttle_left: behaviour.throttle_produces,
                 close_on_produce: behaviour.close_on_produce,
+                stall_after_requests: behaviour.stall_after_requests,
             }),
             appended: Condvar::new(),
         });
@@ -100,7 +105,19 @@ fn serve(stream: TcpStream, state: &State) {
     let (_, mut reader): (_, FrameReader) = connection.split().unwrap();
     let mut out = stream;
     let mut fbb = FlatBufferBuilder::new();
-    while let Ok(request) = reader.read_frame() {
+    let stall_after = state.log.lock().unwrap().stall_after_requests;
+    let mut answered = 0;
+    loop {
+        if stall_after > 0 && answered == stall_after {
+            // Holds the socket open and never reads again (park may wake spuriously).
+            loop {
+                thread::park();
+            }
+        }
+        answered += 1;
+        let Ok(request) = reader.read_frame() else {
+            return;
+        };
         let header = *request.header();
         let (body, raw) = match ApiKey::try_from(header.api) {
             Ok(ApiKey::Metadata) => (metadata_response(state, &mut fbb), Vec::new()),

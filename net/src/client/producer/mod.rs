@@ -233,7 +233,17 @@ impl Producer {
 
     /// Stops accepting records, lets the sender drain, then closes the socket and joins.
     fn stop(&mut self) {
-        self.shared.lock().closing = true;
+        let failed = {
+            let mut state = self.shared.lock();
+            state.closing = true;
+            state.fatal.is_some()
+        };
+        if failed {
+            // Nothing is left to drain (every record has failed): close the socket first, so a
+            // sender blocked writing to a server that stopped reading wakes now instead of at
+            // its write timeout.
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
         self.shared.wake_sender.notify_all();
         if let Some(sender) = self.sender.take() {
             // A panicked sender has nothing left to clean up.
@@ -455,6 +465,53 @@ mod tests {
         assert!(handle.wait().is_err());
         assert!(producer.send(&ProducerRecord::new(b"v")).is_err());
         assert!(producer.close().is_err());
+    }
+
+    #[test]
+    fn flush_and_close_return_when_the_server_stops_reading() {
+        let server = FakeServer::start(
+            "t",
+            1,
+            Behaviour {
+                // Metadata and InitProducerId are answered; the first produce is never read.
+                stall_after_requests: 2,
+                ..Behaviour::default()
+            },
+        );
+        let (done_sender, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let producer = Producer::connect(
+                server.addr,
+                "t",
+                ProducerConfig {
+                    acks: Acks::Leader,
+                    connection: crate::client::ConnectionConfig {
+                        request_timeout_ms: 300,
+                        ..Default::default()
+                    },
+                    ..ProducerConfig::default()
+                },
+            )
+            .unwrap();
+            // 24 MiB in 1 MiB batches: far more than the socket buffers of a connection the
+            // server does not read, so the sender blocks in a write.
+            let value = vec![b'v'; 512 * 1024];
+            let handles: Vec<_> = (0..48)
+                .map(|_| producer.send(&ProducerRecord::new(&value)).unwrap())
+                .collect();
+            let flushed = producer.flush();
+            let closed = producer.close();
+            let all_failed = handles
+                .iter()
+                .all(|handle| handle.try_result().is_some_and(|result| result.is_err()));
+            let _ = done_sender.send((flushed.is_err(), closed.is_err(), all_failed));
+        });
+        // Generous: flush fails about 300 ms after the first request is sent, and close then
+        // must not wait for a write the server will never take.
+        let (flush_failed, close_failed, all_failed) = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("flush and close returned");
+        assert!(flush_failed && close_failed && all_failed);
     }
 
     #[test]
