@@ -319,18 +319,42 @@ impl Client {
         let frame = self.connection().call(request)?;
         let view = frame.view::<offset_commit::ResponseView>()?;
         check(ApiKey::OffsetCommit, view.status())?;
-        let mut results = Vec::new();
-        let sent = request
+        let sent: Vec<_> = request
             .topics
             .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic, p)));
-        let answered = view.topics().unwrap_or_default().iter().flat_map(|t| {
-            t.partitions()
-                .unwrap_or_default()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic, p)))
+            .collect();
+        let answered: Vec<_> = view
+            .topics()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|t| {
+                t.partitions()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(move |p| (t.topic(), p))
+            })
+            .collect();
+        // Entries answer the request's in order. A short answer (or one naming other
+        // partitions) leaves offsets whose commit is unknown: pairing what is there would
+        // report those as committed, or leave them out of an Ok, which a caller reads as
+        // committed too.
+        let matches = answered.len() == sent.len()
+            && sent
                 .iter()
-                .map(move |p| (t.topic(), p))
-        });
-        for ((topic, sent), (_, answer)) in sent.zip(answered) {
+                .zip(&answered)
+                .all(|((topic, sent), (answered_topic, answer))| {
+                    topic == answered_topic && sent.partition == answer.partition()
+                });
+        if !matches {
+            return Err(ClientError::UnexpectedResponse(format!(
+                "OffsetCommit answered {} entries for the {} partitions sent, or other ones",
+                answered.len(),
+                sent.len()
+            )));
+        }
+        let mut results = Vec::with_capacity(sent.len());
+        for ((topic, sent), (_, answer)) in sent.into_iter().zip(answered) {
             let result = entry_error(
                 ApiKey::OffsetCommit,
                 answer.error_code(),
@@ -512,5 +536,75 @@ impl Client {
             )));
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::thread;
+
+    use flatbuffers::FlatBufferBuilder;
+
+    use super::*;
+    use crate::client::connection::FrameReader;
+    use crate::frame::FrameDecoder;
+    use crate::message::offset_commit::{CommitTopic, PartitionOffset};
+    use crate::message::Encode;
+
+    #[test]
+    fn a_commit_answer_must_answer_every_partition_sent() {
+        // A server that answers the OffsetCommit with success and no per-partition entries.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader =
+                FrameReader::new(stream.try_clone().unwrap(), FrameDecoder::default(), 4096);
+            let header = *reader.read_frame().unwrap().header();
+            let mut fbb = FlatBufferBuilder::new();
+            let body = offset_commit::Response {
+                status: Status::OK,
+                topics: &[],
+            }
+            .encode(&mut fbb)
+            .to_vec();
+            let mut frame = Vec::new();
+            crate::frame::write_frame(&mut frame, header.api, 0, header.correlation_id, &body, &[])
+                .unwrap();
+            let mut out = stream;
+            out.write_all(&frame).unwrap();
+            // Kept open until the client has read the answer.
+            let _ = reader.read_frame();
+        });
+        let mut client = Client::connect(addr).unwrap();
+        let partitions = [
+            PartitionOffset {
+                partition: 0,
+                offset: 10,
+            },
+            PartitionOffset {
+                partition: 1,
+                offset: 20,
+            },
+        ];
+        let result = client.commit_offsets(&offset_commit::Request {
+            group: "g",
+            member_id: "m",
+            generation: 1,
+            topics: &[CommitTopic {
+                topic: "t",
+                partitions: &partitions,
+            }],
+        });
+        // Neither offset is known to be committed: saying so with an empty Ok would let a
+        // GroupConsumer count them as committed.
+        assert!(
+            matches!(result, Err(ClientError::UnexpectedResponse(_))),
+            "{result:?}"
+        );
+        drop(client);
+        server.join().unwrap();
     }
 }
