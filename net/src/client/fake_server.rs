@@ -27,6 +27,8 @@ pub(crate) struct Behaviour {
     /// After answering this many requests of a connection, stop reading it (keeping it open),
     /// as a hung or stopped server does: the client's writes fill the socket buffers. 0: never.
     pub(crate) stall_after_requests: usize,
+    /// After answering this many requests of a connection, close it. 0: never.
+    pub(crate) close_after_requests: usize,
 }
 
 /// One stored batch.
@@ -45,6 +47,7 @@ struct Log {
     throttle_left: usize,
     close_on_produce: bool,
     stall_after_requests: usize,
+    close_after_requests: usize,
 }
 
 impl Log {
@@ -79,6 +82,7 @@ impl FakeServer {
                 throttle_left: behaviour.throttle_produces,
                 close_on_produce: behaviour.close_on_produce,
                 stall_after_requests: behaviour.stall_after_requests,
+                close_after_requests: behaviour.close_after_requests,
             }),
             appended: Condvar::new(),
         });
@@ -105,9 +109,15 @@ fn serve(stream: TcpStream, state: &State) {
     let (_, mut reader): (_, FrameReader) = connection.split().unwrap();
     let mut out = stream;
     let mut fbb = FlatBufferBuilder::new();
-    let stall_after = state.log.lock().unwrap().stall_after_requests;
+    let (stall_after, close_after) = {
+        let log = state.log.lock().unwrap();
+        (log.stall_after_requests, log.close_after_requests)
+    };
     let mut answered = 0;
     loop {
+        if close_after > 0 && answered == close_after {
+            return;
+        }
         if stall_after > 0 && answered == stall_after {
             // Holds the socket open and never reads again (park may wake spuriously).
             loop {

@@ -368,7 +368,20 @@ impl ShareConsumer {
                 max_bytes: self.config.max_bytes,
                 acks: &acks,
             };
-            let correlation_id = self.client.connection().send(&request)?;
+            let correlation_id = match self.client.connection().send(&request) {
+                Ok(correlation_id) => correlation_id,
+                Err(error) => {
+                    // This request's acknowledgements did not go out, and the requests sent
+                    // before it will not be answered on this connection: keep them all
+                    // pending, so that flush_acks and close report them instead of the
+                    // acknowledgements vanishing.
+                    self.requeue_acks(partition as u32, acks);
+                    for (partition, _, acks) in sent {
+                        self.requeue_acks(partition, acks);
+                    }
+                    return Err(error);
+                }
+            };
             sent.push((partition as u32, correlation_id, acks));
         }
         self.next_partition = (self.next_partition + 1) % partitions.max(1);
@@ -590,5 +603,41 @@ impl ShareConsumer {
     /// Sends the pending acknowledgements; returns the refused ones.
     pub fn close(mut self) -> Result<Vec<AckFailure>, ClientError> {
         self.flush_acks()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::fake_server::{Behaviour, FakeServer};
+
+    #[test]
+    fn acknowledgements_a_failed_poll_could_not_send_are_reported_on_close() {
+        // The connection is closed after subscribe's Metadata: the first poll finds it gone.
+        let server = FakeServer::start(
+            "t",
+            1,
+            Behaviour {
+                close_after_requests: 1,
+                ..Behaviour::default()
+            },
+        );
+        let mut consumer =
+            ShareConsumer::subscribe(server.addr, "g", "t", ShareConsumerConfig::default())
+                .unwrap();
+        assert!(consumer.poll(Duration::ZERO).is_err());
+        // An acknowledgement made now goes with the next poll, which cannot send it either.
+        consumer.acknowledge(0, 5, AckType::Accept);
+        assert!(consumer.poll(Duration::ZERO).is_err());
+        // It was never sent: close must not answer as if it had been taken.
+        match consumer.close() {
+            Err(_) => {}
+            Ok(failures) => assert!(
+                failures
+                    .iter()
+                    .any(|f| f.partition == 0 && f.first_offset == 5),
+                "the unsent acknowledgement vanished: {failures:?}"
+            ),
+        }
     }
 }
