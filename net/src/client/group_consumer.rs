@@ -271,16 +271,30 @@ impl GroupConsumer {
     }
 
     /// Commits (with automatic commits) and leaves the group, so the others rebalance now.
+    /// A member between generations (told of a rebalance it has not rejoined yet) leaves too,
+    /// as Kafka's consumer does: else the rebalance waits for it until its timeout.
     pub fn close(mut self) -> Result<(), ClientError> {
-        if !self.joined {
+        if self.member_id.is_empty() {
             return Ok(());
         }
-        let committed = if self.config.auto_commit {
+        let committed = if self.joined && self.config.auto_commit {
             self.commit_positions()
         } else {
             Ok(())
         };
-        let left = self.coordinator.leave_group(&self.group, &self.member_id);
+        let left = match self.coordinator.leave_group(&self.group, &self.member_id) {
+            // Between generations the coordinator may have dropped it already.
+            Err(error)
+                if !self.joined
+                    && matches!(
+                        error.code(),
+                        Some(ErrorCode::UnknownMember | ErrorCode::UnknownGroup)
+                    ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
         committed.and(left)
     }
 
