@@ -541,7 +541,7 @@ impl ShareConsumer {
             return;
         };
         if let Some(last) = pending.last_mut() {
-            if last.ack_type == ack && last.last_offset + 1 == offset {
+            if last.ack_type == ack && last.last_offset.checked_add(1) == Some(offset) {
                 last.last_offset = offset;
                 return;
             }
