@@ -15,6 +15,7 @@ use ringlog_engine::reactor::time;
 
 use super::message::{Failure, Fetched, FetchedBytes, OffsetQuery};
 use super::shard::Shard;
+use super::share::partition::wall_ms;
 use crate::error_code::ErrorCode;
 
 /// Maps a storage error to what the client sees.
@@ -60,7 +61,7 @@ pub(crate) async fn produce(
     let timestamp_max_ms = if bound_timestamps {
         let after_max_ms =
             i64::try_from(shard.config.message_timestamp_after_max_ms).unwrap_or(i64::MAX);
-        wall_clock_ms().saturating_add(after_max_ms)
+        wall_ms().saturating_add(after_max_ms)
     } else {
         i64::MAX
     };
@@ -129,15 +130,6 @@ fn check_timestamp(header: &batch::BatchHeader, timestamp_max_ms: i64) -> Result
         ));
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
