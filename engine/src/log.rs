@@ -782,11 +782,7 @@ impl Inner {
         );
         if rolled {
             // The state as of the new segment's base, before this batch is recorded.
-            let snapshot = producer_snapshot::encode(&self.producers.borrow(), base_offset);
-            self.state
-                .borrow_mut()
-                .roll_snapshots
-                .push_back((base_offset, snapshot));
+            self.take_roll_snapshot(base_offset);
         }
         self.producers.borrow_mut().record(&header);
         self.next_offset.set(next_offset);
@@ -913,14 +909,13 @@ impl Inner {
     /// later pass; the new active segment gets its (empty) file at once, so that the log's
     /// end offset survives a restart once the old segments are gone.
     fn roll_expired_active(&self, now_ms: i64, retention: Retention) {
-        let Some(retention_ms) = retention.ms else {
+        let Some(cutoff_ms) = retention.cutoff_ms(now_ms) else {
             return;
         };
         if self.closing.get() || self.closed.get() {
             // The flusher that would finish the roll is stopping.
             return;
         }
-        let cutoff_ms = now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX));
         let next_offset = self.next_offset.get();
         {
             let mut state = self.state.borrow_mut();
@@ -931,14 +926,20 @@ impl Inner {
             state.roll(&self.cache, next_offset);
             state.active_needs_file = true;
         }
-        let snapshot = producer_snapshot::encode(&self.producers.borrow(), next_offset);
-        self.state
-            .borrow_mut()
-            .roll_snapshots
-            .push_back((next_offset, snapshot));
+        self.take_roll_snapshot(next_offset);
         self.bump(|stats| stats.rolls += 1);
         tracing::info!(dir = %self.dir.display(), next_offset, "rolled the active segment: every record in it is past retention");
         self.kick.notify();
+    }
+
+    /// Encodes the producer state as of `offset`, where a roll started a new segment, for the
+    /// flusher to write once the rolled segment is finished.
+    fn take_roll_snapshot(&self, offset: i64) {
+        let snapshot = producer_snapshot::encode(&self.producers.borrow(), offset);
+        self.state
+            .borrow_mut()
+            .roll_snapshots
+            .push_back((offset, snapshot));
     }
 
     /// Removes the segments retention lets go of from the state and moves the log start.
@@ -949,9 +950,7 @@ impl Inner {
             .iter()
             .map(|segment| segment.size_bytes)
             .sum();
-        let cutoff_ms = retention.ms.map(|retention_ms| {
-            now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
-        });
+        let cutoff_ms = retention.cutoff_ms(now_ms);
         let mut expired = 0;
         // Never the active segment, nor the newest segment that has a file, nor any after
         // it: the newest segment file on disk is what carries the log's end offset over a

@@ -96,6 +96,14 @@ impl Retention {
         bytes: None,
     };
 
+    /// The timestamp below which records are past retention by age at `now_ms`; `None`
+    /// without one.
+    pub fn cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        self.ms.map(|retention_ms| {
+            now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
+        })
+    }
+
     /// A topic's retention.
     pub fn of_topic(topic: &TopicConfig) -> Retention {
         Retention {
