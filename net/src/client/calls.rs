@@ -36,8 +36,8 @@ pub struct ServerInfo {
 }
 
 /// How this client names itself in ApiVersions.
-const CLIENT_NAME: &str = "ringlog-rust";
-const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const CLIENT_NAME: &str = "ringlog-rust";
+pub(crate) const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A topic's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +183,66 @@ impl Client {
         Ok(Self::from_connection(connection, config))
     }
 
+    /// Connects once for each shard that owns some of `partitions` of `topic`, each
+    /// connection steered to its shard (see [`Connection::connect_to_shard`]), and returns
+    /// each with the partitions it serves, in the order given. A consumer of partitions on
+    /// several shards then has each shard send its own partitions' bytes, in parallel, as a
+    /// Kafka consumer fetches from each partition's leader; over one connection, that
+    /// connection's shard would send them all. Partitions the metadata does not name go to
+    /// the first connection; no partitions at all get one connection. Costs a Metadata and an ApiVersions call, and one connect per
+    /// shard beside the first.
+    pub fn connect_per_shard(
+        addr: impl ToSocketAddrs,
+        topic: &str,
+        partitions: &[u32],
+        config: ConnectionConfig,
+    ) -> Result<Vec<(Client, Vec<u32>)>, ClientError> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let mut probe = Self::connect_with(addrs.as_slice(), config)?;
+        let topics = probe.metadata(&[topic])?;
+        let info = probe.api_versions(CLIENT_NAME, CLIENT_VERSION)?;
+        let owner = |partition: u32| {
+            topics
+                .iter()
+                .filter(|t| t.name == topic)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition == partition)
+                .map_or(info.connection_shard, |p| p.shard)
+        };
+        // (shard, partitions), the probe's shard first.
+        let mut groups: Vec<(u16, Vec<u32>)> = vec![(info.connection_shard, Vec::new())];
+        for &partition in partitions {
+            let shard = owner(partition);
+            match groups.iter_mut().find(|(owner, _)| *owner == shard) {
+                Some((_, members)) => members.push(partition),
+                None => groups.push((shard, vec![partition])),
+            }
+        }
+        let mut clients = Vec::with_capacity(groups.len());
+        let mut probe = Some(probe);
+        for (shard, members) in groups {
+            // With no partitions at all, the probe is still returned: one connection.
+            if members.is_empty() && !partitions.is_empty() {
+                continue;
+            }
+            let client = match probe.take() {
+                Some(probe) if shard == info.connection_shard => probe,
+                unused => {
+                    probe = unused;
+                    let connection = Connection::connect_to_shard(
+                        addrs.as_slice(),
+                        shard,
+                        info.shard_count,
+                        config,
+                    )?;
+                    Self::from_connection(connection, config)
+                }
+            };
+            clients.push((client, members));
+        }
+        Ok(clients)
+    }
+
     /// The shard that owns every one of `partitions` of `topic`, if one does.
     fn owning_shard(
         &mut self,
@@ -215,6 +275,24 @@ impl Client {
     /// The connection, for pipelining requests of any api ([`Connection::send`]).
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.connection
+    }
+
+    /// Connects to the same server as `other`, steered to `shard` of `shard_count` (see
+    /// [`Connection::connect_to_shard`]).
+    pub fn connect_to_shard(
+        other: &Client,
+        shard: u16,
+        shard_count: u16,
+        config: ConnectionConfig,
+    ) -> Result<Self, ClientError> {
+        let addr = other.connection.peer_addr()?;
+        let connection = Connection::connect_to_shard(addr, shard, shard_count, config)?;
+        Ok(Self::from_connection(connection, config))
+    }
+
+    /// The connection, read-only: to wait on it with others ([`super::ResponseSelect`]).
+    pub fn connection_ref(&self) -> &Connection {
+        &self.connection
     }
 
     /// Gives the connection back.

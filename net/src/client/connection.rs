@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use flatbuffers::FlatBufferBuilder;
@@ -312,6 +313,12 @@ impl FrameReader {
         if buffer.len() > self.buf.len() && buffer.len() > kept_bytes {
             self.spare = Some(buffer);
         }
+    }
+
+    /// Whether bytes of a frame were received and not yet taken: reading on needs no wait
+    /// for the socket to become readable.
+    fn has_buffered_bytes(&self) -> bool {
+        self.filled > self.start || self.large.as_ref().is_some_and(|large| large.filled > 0)
     }
 
     /// Moves the start of a frame of `total` bytes, larger than the read buffer, into a
@@ -652,6 +659,22 @@ impl Connection {
             ))));
         }
         Ok(frame)
+    }
+
+    /// Whether receiving starts without waiting on the socket: a response arrived already,
+    /// bytes of one are buffered, or the connection is broken (receiving reports it).
+    pub(crate) fn has_buffered_response(&self) -> bool {
+        self.broken.is_some() || !self.arrived.is_empty() || self.reader.has_buffered_bytes()
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr, ClientError> {
+        Ok(self.reader.stream.peer_addr()?)
+    }
+
+    /// The socket responses arrive on, for waiting on several connections at once.
+    pub(crate) fn receive_fd(&self) -> RawFd {
+        self.reader.stream.as_raw_fd()
     }
 
     /// Errors once the connection is broken.

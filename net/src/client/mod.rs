@@ -49,6 +49,7 @@ mod group_calls;
 mod group_consumer;
 pub mod partitioner;
 mod producer;
+mod select;
 mod share_consumer;
 mod steering;
 
@@ -70,6 +71,7 @@ pub use group_calls::{
 };
 pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupRecords};
 pub use producer::{DeliveryHandle, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use select::{ResponseSelect, SELECT_CONNECTIONS_MAX};
 pub use share_consumer::{
     AckFailure, ShareBatch, ShareConsumer, ShareConsumerConfig, ShareRecord, ShareRecords,
 };
