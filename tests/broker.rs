@@ -283,6 +283,48 @@ fn a_client_for_one_shards_partitions_connects_to_that_shard() {
 }
 
 #[test]
+fn a_client_per_shard_serves_each_shards_partitions() {
+    for shards in [1usize, 2, 3] {
+        let server = TestServer::start(shards);
+        server.create_topic("spread", 6);
+        let owners: HashMap<u32, u16> = server.client().metadata(&["spread"]).unwrap()[0]
+            .partitions
+            .iter()
+            .map(|info| (info.partition, info.shard))
+            .collect();
+        // Asked in a scrambled order, with a partition the topic does not have.
+        let asked = [5, 0, 3, 9, 1, 4, 2];
+        let clients =
+            Client::connect_per_shard(server.addr(), "spread", &asked, ConnectionConfig::default())
+                .unwrap();
+        assert_eq!(clients.len(), shards, "one connection per shard");
+        let mut served = Vec::new();
+        for (mut client, partitions) in clients {
+            let info = client.api_versions("steering-test", "0").unwrap();
+            let known: Vec<&u32> = partitions
+                .iter()
+                .filter(|p| owners.contains_key(p))
+                .collect();
+            assert!(!known.is_empty(), "{partitions:?}");
+            for partition in known {
+                assert_eq!(
+                    owners[partition], info.connection_shard,
+                    "partition {partition}"
+                );
+            }
+            served.extend(partitions);
+        }
+        served.sort_unstable();
+        assert_eq!(served, [0, 1, 2, 3, 4, 5, 9], "every partition once");
+        let none =
+            Client::connect_per_shard(server.addr(), "spread", &[], ConnectionConfig::default())
+                .unwrap();
+        assert_eq!(none.len(), 1, "no partitions: one connection");
+        assert!(none[0].1.is_empty());
+    }
+}
+
+#[test]
 fn equal_keys_land_on_one_partition() {
     let server = TestServer::start(2);
     server.create_topic("keys", 3);
@@ -385,6 +427,56 @@ fn long_poll_wakes_when_data_arrives() {
         "the poll ended on data, not on max_wait"
     );
     producer_thread.join().unwrap();
+}
+
+/// A consumer of partitions on two shards has a long poll on each shard's connection; a poll
+/// returns the first answer with records and leaves the other long poll on its way for the
+/// next poll. Records alternate irregularly between the shards, each produced only after the
+/// last one was read: each arrives once, in order, and a zero-timeout poll in between finds
+/// nothing.
+#[test]
+fn a_consumer_of_two_shards_carries_its_long_polls_across_polls() {
+    let server = TestServer::start(2);
+    server.create_topic("carry", 4);
+    let mut by_shard: HashMap<u16, u32> = HashMap::new();
+    for info in &server.client().metadata(&["carry"]).unwrap()[0].partitions {
+        by_shard.entry(info.shard).or_insert(info.partition);
+    }
+    let (a, b) = (by_shard[&0], by_shard[&1]);
+    let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("carry", &[a, b]);
+    consumer.seek_all(SeekTo::Latest).unwrap();
+    let producer = Producer::connect(server.addr(), "carry", ProducerConfig::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for round in 0..24u32 {
+        let partition = if round % 3 == 0 || round % 7 == 0 {
+            b
+        } else {
+            a
+        };
+        let value = format!("r{round}");
+        producer
+            .send(&ProducerRecord::new(value.as_bytes()).with_partition(partition))
+            .unwrap()
+            .wait()
+            .unwrap();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            assert!(Instant::now() < deadline, "round {round} never arrived");
+            for record in consumer.poll(Duration::from_secs(5)).unwrap() {
+                let record = record.unwrap();
+                let text = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                got.push((record.partition, text));
+            }
+        }
+        assert_eq!(got, [(partition, value)], "round {round}");
+        assert_eq!(
+            consumer.poll(Duration::ZERO).unwrap().count(),
+            0,
+            "round {round}"
+        );
+    }
+    producer.close().unwrap();
 }
 
 /// A long poll with `min_bytes` waits for that many bytes, not for the first batch: one
