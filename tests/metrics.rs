@@ -1,13 +1,14 @@
 //! The Prometheus metrics endpoint end to end: a real server with `metrics_listen`, real
 //! producers, consumer-group commits and a share consumer, scraped over loopback HTTP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringlog_net::client::{
-    Client, Producer, ProducerConfig, ProducerRecord, ShareConsumer, ShareConsumerConfig,
+    Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::message::create_topic;
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
@@ -355,4 +356,99 @@ fn other_paths_methods_and_garbage_get_clear_http_errors() {
         .list_topics()
         .unwrap();
     server.shutdown();
+}
+
+/// Fetch requests each shard received, as its metrics count them.
+fn fetches_per_shard(metrics: SocketAddr, shards: usize) -> Vec<f64> {
+    let scrape = Scrape::take(metrics);
+    (0..shards)
+        .map(|shard| {
+            let shard = shard.to_string();
+            let labels = [
+                ("shard", shard.as_str()),
+                ("protocol", "native"),
+                ("api", "Fetch"),
+            ];
+            scrape.sum("ringlog_requests_total", &labels).unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Reads every record of `topic` (`expected` of them) with a Consumer.
+fn consume_all(addr: SocketAddr, topic: &str, expected: usize, config: ConsumerConfig) {
+    let mut consumer = Consumer::connect(addr, config).unwrap();
+    let partitions = consumer.assign_all(topic).unwrap();
+    consumer.seek_all(SeekTo::Earliest).unwrap();
+    let mut seen = HashSet::new();
+    let started = Instant::now();
+    while seen.len() < expected {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "read {} of {expected}",
+            seen.len()
+        );
+        for record in consumer.poll(Duration::from_millis(200)).unwrap() {
+            let record = record.unwrap();
+            assert!(record.partition < partitions);
+            assert!(seen.insert((record.partition, record.offset)), "{record:?}");
+        }
+    }
+}
+
+/// A consumer of partitions on every shard fetches each shard's partitions over a connection
+/// to that shard: every shard receives fetches. With `connection_per_shard` off, one shard
+/// receives them all.
+fn a_consumer_fetches_from_every_shard(shards: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(shards, dir.path());
+    let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics listener");
+    let partitions = 2 * shards as u32;
+    let mut client = Client::connect(addr).unwrap();
+    client
+        .create_topic(&create_topic::Request {
+            name: "spread",
+            partitions,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap();
+    let owners: HashSet<u16> = client.metadata(&["spread"]).unwrap()[0]
+        .partitions
+        .iter()
+        .map(|p| p.shard)
+        .collect();
+    assert_eq!(owners.len(), shards, "the topic lives on every shard");
+    for partition in 0..partitions {
+        produce(addr, "spread", partition, 5);
+    }
+    let expected = 5 * partitions as usize;
+
+    consume_all(addr, "spread", expected, ConsumerConfig::default());
+    let per_shard = fetches_per_shard(metrics, shards);
+    assert!(
+        per_shard.iter().all(|&fetches| fetches >= 1.0),
+        "{per_shard:?}"
+    );
+
+    let one_connection = ConsumerConfig {
+        connection_per_shard: false,
+        ..ConsumerConfig::default()
+    };
+    consume_all(addr, "spread", expected, one_connection);
+    let after = fetches_per_shard(metrics, shards);
+    let grew = after.iter().zip(&per_shard).filter(|(a, b)| a > b).count();
+    assert_eq!(grew, 1, "before {per_shard:?}, after {after:?}");
+    server.shutdown();
+}
+
+#[test]
+fn a_consumer_fetches_from_every_shard_of_two() {
+    a_consumer_fetches_from_every_shard(2);
+}
+
+#[test]
+fn a_consumer_fetches_from_every_shard_of_three() {
+    a_consumer_fetches_from_every_shard(3);
 }

@@ -8,6 +8,7 @@ use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
 use super::connection::ConnectionConfig;
 use super::error::ClientError;
+use super::select::ResponseSelect;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::fetch::{self, FetchPartition, FetchTopic, FetchedPartitions};
@@ -75,6 +76,10 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// Position policy for partitions without a valid position.
     pub auto_offset_reset: AutoOffsetReset,
+    /// Fetch the partitions of each shard over a connection to that shard (one per shard
+    /// that owns assigned partitions), so each shard sends its own partitions' bytes in
+    /// parallel; `false`: one connection fetches all, its shard sending the others' bytes too.
+    pub connection_per_shard: bool,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -87,6 +92,7 @@ impl Default for ConsumerConfig {
             max_bytes: fetch::MAX_BYTES_DEFAULT,
             partition_max_bytes: 1024 * 1024,
             auto_offset_reset: AutoOffsetReset::Latest,
+            connection_per_shard: true,
             connection: ConnectionConfig::default(),
         }
     }
@@ -105,26 +111,49 @@ struct Assigned {
     refused: Option<i64>,
     /// Resets not yet taken by [`Consumer::take_resets`] (merged: first `from`, last `to`).
     reset: Option<PositionReset>,
+    /// Index of the link that fetches this partition (valid once the links are routed).
+    link: usize,
 }
 
-/// A fetch sent ahead for the positions a poll left, while the application handles that
-/// poll's records.
+/// One connection of a consumer and the fetch on its way over it, if any.
 #[derive(Debug)]
-struct Prefetch {
+struct Link {
+    /// The server's shard this connection was steered to; `None` for the first connection
+    /// (wherever it landed).
+    shard: Option<u16>,
+    client: Client,
+    in_flight: Option<InFlight>,
+}
+
+/// A fetch on its way: sent ahead for the positions a poll left, or a long poll that the
+/// poll's timeout ended before it was answered.
+#[derive(Debug)]
+struct InFlight {
     pending: PendingFetch,
-    /// (partition, offset asked for) of the fetch; it is used only if the positions are still
-    /// these when the next poll comes.
+    /// (partition, offset asked for) of the fetch; its answer is used only if the positions
+    /// are still these when it arrives.
     starts: Vec<(u32, i64)>,
+    /// When the server answers at the latest (sent plus its long-poll wait).
+    due: Instant,
+    /// The poll that sent it (see `Consumer::polls`).
+    poll: u64,
 }
 
 /// Reads records of assigned partitions of one topic.
 ///
-/// Positions start where [`Consumer::seek`] puts them, else per `auto_offset_reset`. Each
-/// [`Consumer::poll`] long-polls one fetch for all assigned partitions and moves the positions
-/// past the records it returns. When a partition has more records than a poll returned, the
-/// next fetch is sent (without long poll) before `poll` returns, as Kafka consumers prefetch:
-/// the server reads and sends it while the application handles the records, and the next
-/// poll finds it on its way (or drops it, if the positions were moved meanwhile). Records come decoded by `ringlog_engine::batch`, borrowing the
+/// Positions start where [`Consumer::seek`] puts them, else per `auto_offset_reset`.
+///
+/// The partitions are fetched over one connection per shard that owns some of them (see
+/// [`ConsumerConfig::connection_per_shard`]), as a Kafka consumer fetches from each
+/// partition's leader: each shard sends its own partitions' bytes. Each connection has at most
+/// one fetch in flight, a long poll of its partitions. [`Consumer::poll`] returns the records
+/// of the first answer that has any (connections answering together take turns) and moves
+/// those partitions' positions past them. When a connection's partitions have more records
+/// than its answer held, its next fetch is sent (without long poll) before `poll` returns, as
+/// Kafka consumers prefetch: the server reads and sends it while the application handles the
+/// records, and a later poll finds it on its way (or drops it, if the positions were moved
+/// meanwhile). A long poll still on its way when `poll`'s timeout ends is left in flight for
+/// the next poll. Records come decoded by `ringlog_engine::batch`, borrowing the
 /// response buffer: no copy and no allocation per record. Compressed batches are reported as
 /// errors (this client does not decompress yet).
 ///
@@ -152,18 +181,27 @@ struct Prefetch {
 /// ```
 #[derive(Debug)]
 pub struct Consumer {
-    client: Client,
+    /// Connections: the first is the one `connect` made (it also serves ListOffsets and
+    /// Metadata); the others go to shards owning assigned partitions.
+    links: Vec<Link>,
     config: ConsumerConfig,
     topic: String,
     assigned: Vec<Assigned>,
-    /// The last fetch response, which the records of the last poll borrow.
-    last: Option<FetchResult>,
+    /// Whether `Assigned::link` follows the current assignment.
+    routed: bool,
+    /// The last fetch response and the link it came from, which the records of the last poll
+    /// borrow.
+    last: Option<(usize, FetchResult)>,
     /// (partition, offset asked for) of the last fetch: records before it are skipped.
     fetch_starts: Vec<(u32, i64)>,
     /// Scratch for building fetch requests.
     fetch_partitions: Vec<FetchPartition>,
-    /// The next fetch, sent ahead.
-    prefetch: Option<Prefetch>,
+    /// A `starts` list of an answered fetch, for the next fetch to reuse.
+    spare_starts: Vec<(u32, i64)>,
+    select: ResponseSelect,
+    /// Polls so far: fetches sent by the current one are waited for past its timeout, as
+    /// long as their own long poll allows (so `poll(Duration::ZERO)` makes one round trip).
+    polls: u64,
 }
 
 impl Consumer {
@@ -171,14 +209,21 @@ impl Consumer {
     pub fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<Self, ClientError> {
         let client = Client::connect_with(addr, config.connection)?;
         Ok(Self {
-            client,
+            links: vec![Link {
+                shard: None,
+                client,
+                in_flight: None,
+            }],
             config,
             topic: String::new(),
             assigned: Vec::new(),
+            routed: false,
             last: None,
             fetch_starts: Vec::new(),
             fetch_partitions: Vec::new(),
-            prefetch: None,
+            spare_starts: Vec::new(),
+            select: ResponseSelect::new(),
+            polls: 0,
         })
     }
 
@@ -194,21 +239,25 @@ impl Consumer {
                 high_watermark: -1,
                 refused: None,
                 reset: None,
+                link: 0,
             })
             .collect();
         self.assigned.sort_by_key(|a| a.partition);
         self.assigned.dedup_by_key(|a| a.partition);
         self.last = None;
+        self.routed = false;
         // A fetch sent for the old assignment names the old topic: its answer must not be
         // taken for the new one at the same partitions and offsets.
-        if let Some(prefetch) = self.prefetch.take() {
-            self.client.abandon_fetch(prefetch.pending);
+        for link in &mut self.links {
+            if let Some(in_flight) = link.in_flight.take() {
+                link.client.abandon_fetch(in_flight.pending);
+            }
         }
     }
 
     /// Assigns every partition of `topic`; returns how many there are.
     pub fn assign_all(&mut self, topic: &str) -> Result<u32, ClientError> {
-        let count = self.client.partition_count(topic)?;
+        let count = self.home().partition_count(topic)?;
         let partitions: Vec<u32> = (0..count).collect();
         self.assign(topic, &partitions);
         Ok(count)
@@ -267,7 +316,9 @@ impl Consumer {
     }
 
     /// Waits up to `timeout` for records and returns them (possibly none). Positions move past
-    /// the returned records.
+    /// the returned records. Fetches sent by this poll are awaited past `timeout` until the
+    /// server answers them (their long poll ends by `timeout`), so a zero timeout still makes
+    /// one round trip.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records<'_>, ClientError> {
         if self.assigned.is_empty() {
             return Err(ClientError::InvalidArgument(
@@ -275,105 +326,262 @@ impl Consumer {
             ));
         }
         let deadline = Instant::now() + timeout;
-        if let Some(last) = self.last.take() {
-            self.client.recycle(last);
+        self.polls += 1;
+        if let Some((link, last)) = self.last.take() {
+            self.links[link].client.recycle(last);
         }
+        if !self.routed {
+            self.route()?;
+        }
+        let mut first_round = true;
         loop {
             self.resolve_unpositioned()?;
-            let result = match self.take_prefetch() {
-                Some(pending) => self.client.receive_fetch(pending)?,
-                None => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    self.fetch_once(remaining)?
-                }
-            };
-            let got_records = self.apply_fetch(&result)?;
-            if got_records {
-                self.send_prefetch();
+            self.drop_stale_fetches();
+            let now = Instant::now();
+            if first_round || now < deadline {
+                self.send_fetches(deadline.saturating_duration_since(now))?;
             }
-            if got_records || Instant::now() >= deadline {
-                self.last = Some(result);
+            first_round = false;
+            let Some(index) = self.wait_for_answer(deadline)? else {
+                break;
+            };
+            let link = &mut self.links[index];
+            let Some(in_flight) = link.in_flight.take() else {
+                return Err(ClientError::UnexpectedResponse(
+                    "a connection without a fetch on its way was ready".to_owned(),
+                ));
+            };
+            let result = link.client.receive_fetch(in_flight.pending)?;
+            self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
+            if self.apply_fetch(&result)? {
+                self.send_prefetch(index);
+                self.last = Some((index, result));
                 break;
             }
-            self.client.recycle(result);
+            self.links[index].client.recycle(result);
         }
-        Ok(Records::new(
-            self.last.as_ref(),
-            &self.topic,
-            &self.fetch_starts,
-        ))
+        let last = self.last.as_ref().map(|(_, result)| result);
+        if last.is_none() {
+            self.fetch_starts.clear();
+        }
+        Ok(Records::new(last, &self.topic, &self.fetch_starts))
     }
 
-    /// One fetch from every positioned partition, waiting at most `wait`.
-    fn fetch_once(&mut self, wait: Duration) -> Result<FetchResult, ClientError> {
-        let pending = self.send_fetch(wait)?;
-        self.client.receive_fetch(pending)
+    /// The first connection, which serves ListOffsets and Metadata.
+    fn home(&mut self) -> &mut Client {
+        &mut self.links[0].client
     }
 
-    /// Sends a fetch from every positioned partition, waiting at most `wait`; the offsets
-    /// asked for are left in `fetch_starts`.
-    fn send_fetch(&mut self, wait: Duration) -> Result<PendingFetch, ClientError> {
+    /// Sets which link fetches each assigned partition: the link to the partition's shard
+    /// when `connection_per_shard` and the partitions are spread over several shards
+    /// (connecting to new shards, dropping links no longer needed), else the first one.
+    fn route(&mut self) -> Result<(), ClientError> {
+        for assigned in &mut self.assigned {
+            assigned.link = 0;
+        }
+        let shards = if self.config.connection_per_shard {
+            self.owning_shards()?
+        } else {
+            Vec::new()
+        };
+        let spread = shards.windows(2).any(|pair| pair[0] != pair[1]);
+        let mut kept = vec![self.links.swap_remove(0)];
+        let outcome = if spread {
+            self.route_to_shards(&mut kept, &shards)
+        } else {
+            Ok(())
+        };
+        if outcome.is_err() {
+            // Nothing is lost: every link stays, and the next poll routes again.
+            kept.append(&mut self.links);
+            for assigned in &mut self.assigned {
+                assigned.link = 0;
+            }
+        } else {
+            self.routed = true;
+        }
+        // Links to shards no longer needed close here; none has a fetch in flight (the
+        // assignment that made them abandoned it).
+        self.links = kept;
+        outcome
+    }
+
+    /// Routes each assigned partition to the link of its shard (`shards`, in `assigned`
+    /// order), moving links from `self.links` to `kept` or connecting new ones.
+    fn route_to_shards(&mut self, kept: &mut Vec<Link>, shards: &[u16]) -> Result<(), ClientError> {
+        let info = kept[0]
+            .client
+            .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
+        kept[0].shard = Some(info.connection_shard);
+        for (assigned, &shard) in self.assigned.iter_mut().zip(shards) {
+            if let Some(index) = kept.iter().position(|link| link.shard == Some(shard)) {
+                assigned.link = index;
+                continue;
+            }
+            let link = match self.links.iter().position(|link| link.shard == Some(shard)) {
+                Some(index) => self.links.swap_remove(index),
+                None => Link {
+                    shard: Some(shard),
+                    client: Client::connect_to_shard(
+                        &kept[0].client,
+                        shard,
+                        info.shard_count,
+                        self.config.connection,
+                    )?,
+                    in_flight: None,
+                },
+            };
+            assigned.link = kept.len();
+            kept.push(link);
+        }
+        Ok(())
+    }
+
+    /// The owning shard of each assigned partition (in `assigned` order), from Metadata; a
+    /// partition the server does not name counts as the first connection's shard (its fetch
+    /// then reports the error).
+    fn owning_shards(&mut self) -> Result<Vec<u16>, ClientError> {
+        let topic = self.topic.clone();
+        let topics = self.home().metadata(&[&topic])?;
+        let partitions = topics
+            .iter()
+            .filter(|t| t.name == topic)
+            .flat_map(|t| &t.partitions);
+        let owner = |partition: u32| {
+            partitions
+                .clone()
+                .find(|info| info.partition == partition)
+                .map(|info| info.shard)
+        };
+        let owners: Vec<Option<u16>> = self.assigned.iter().map(|a| owner(a.partition)).collect();
+        let home = owners.iter().flatten().next().copied().unwrap_or(0);
+        Ok(owners.into_iter().map(|o| o.unwrap_or(home)).collect())
+    }
+
+    /// Abandons fetches on their way that asked for positions other than the current ones
+    /// (a seek, a reset): their answers would move the positions from the old ones.
+    fn drop_stale_fetches(&mut self) {
+        for (index, link) in self.links.iter_mut().enumerate() {
+            let Some(in_flight) = &link.in_flight else {
+                continue;
+            };
+            let current = self
+                .assigned
+                .iter()
+                .filter(|a| a.link == index)
+                .filter_map(|a| a.position.map(|offset| (a.partition, offset)));
+            if !current.eq(in_flight.starts.iter().copied()) {
+                if let Some(in_flight) = link.in_flight.take() {
+                    link.client.abandon_fetch(in_flight.pending);
+                }
+            }
+        }
+    }
+
+    /// Sends a fetch, long polling up to `wait`, on every link that has none on its way and
+    /// has positioned partitions.
+    fn send_fetches(&mut self, wait: Duration) -> Result<(), ClientError> {
+        for index in 0..self.links.len() {
+            if self.links[index].in_flight.is_none() {
+                self.send_fetch(index, wait)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a fetch from the positioned partitions of link `index`, waiting at most `wait`;
+    /// nothing when it has none.
+    fn send_fetch(&mut self, index: usize, wait: Duration) -> Result<(), ClientError> {
         self.fetch_partitions.clear();
-        self.fetch_starts.clear();
-        for assigned in &self.assigned {
+        let mut starts = std::mem::take(&mut self.spare_starts);
+        starts.clear();
+        for assigned in self.assigned.iter().filter(|a| a.link == index) {
             if let Some(offset) = assigned.position {
                 self.fetch_partitions.push(FetchPartition {
                     partition: assigned.partition,
                     offset,
                     partition_max_bytes: self.config.partition_max_bytes,
                 });
-                self.fetch_starts.push((assigned.partition, offset));
+                starts.push((assigned.partition, offset));
             }
+        }
+        if starts.is_empty() {
+            self.spare_starts = starts;
+            return Ok(());
         }
         let topics = [FetchTopic {
             topic: &self.topic,
             partitions: &self.fetch_partitions,
         }];
-        self.client.send_fetch(&fetch::Request {
-            max_wait_ms: duration_ms_u32(wait).min(self.config.max_wait_ms),
+        let max_wait_ms = duration_ms_u32(wait).min(self.config.max_wait_ms);
+        let link = &mut self.links[index];
+        let pending = link.client.send_fetch(&fetch::Request {
+            max_wait_ms,
             min_bytes: self.config.min_bytes,
             max_bytes: self.config.max_bytes,
             topics: &topics,
-        })
-    }
-
-    /// After a poll that returned records, sends the next fetch (without long poll, so a
-    /// later poll's timeout still holds) when some partition is known to have more. A failed
-    /// send leaves the connection broken, which the next poll reports; this poll's records
-    /// are still returned.
-    fn send_prefetch(&mut self) {
-        let backlog = self.assigned.iter().any(|assigned| {
-            assigned
-                .position
-                .is_some_and(|position| assigned.high_watermark > position)
+        })?;
+        link.in_flight = Some(InFlight {
+            pending,
+            starts,
+            due: Instant::now() + Duration::from_millis(u64::from(max_wait_ms)),
+            poll: self.polls,
         });
-        if !backlog || self.prefetch.is_some() {
-            return;
-        }
-        // fetch_starts describes the result being returned; the prefetch keeps its own.
-        let returned_starts = std::mem::take(&mut self.fetch_starts);
-        let sent = self.send_fetch(Duration::ZERO);
-        let starts = std::mem::replace(&mut self.fetch_starts, returned_starts);
-        if let Ok(pending) = sent {
-            self.prefetch = Some(Prefetch { pending, starts });
+        Ok(())
+    }
+
+    /// After an answer with records, sends link `index`'s next fetch (without long poll, so
+    /// a later poll's timeout still holds) when one of its partitions is known to have more.
+    /// A failed send leaves the connection broken, which a later poll reports; this poll's
+    /// records are still returned.
+    fn send_prefetch(&mut self, index: usize) {
+        let backlog = self.assigned.iter().any(|assigned| {
+            assigned.link == index
+                && assigned
+                    .position
+                    .is_some_and(|position| assigned.high_watermark > position)
+        });
+        if backlog {
+            let _ = self.send_fetch(index, Duration::ZERO);
         }
     }
 
-    /// The fetch sent ahead, if it asked for the current positions (its offsets become
-    /// `fetch_starts`); one for other positions is abandoned.
-    fn take_prefetch(&mut self) -> Option<PendingFetch> {
-        let prefetch = self.prefetch.take()?;
-        let current = self
-            .assigned
+    /// Waits for the first link whose fetch is answered: until `deadline`, or past it while a
+    /// fetch this poll sent is on its way (until its long poll ends plus the request
+    /// timeout). `None` when nothing was answered in time; a timeout error when a fetch is
+    /// unanswered past its long poll plus the request timeout (an answer that arrived while
+    /// the application was busy is ready, not late).
+    fn wait_for_answer(&mut self, deadline: Instant) -> Result<Option<usize>, ClientError> {
+        let request_timeout = self.links[0].client.request_timeout();
+        let overdue_at = |in_flight: &InFlight| in_flight.due + request_timeout;
+        let until = self
+            .links
             .iter()
-            .filter_map(|assigned| assigned.position.map(|offset| (assigned.partition, offset)));
-        if current.eq(prefetch.starts.iter().copied()) {
-            self.fetch_starts = prefetch.starts;
-            Some(prefetch.pending)
-        } else {
-            self.client.abandon_fetch(prefetch.pending);
-            None
+            .filter_map(|link| link.in_flight.as_ref())
+            .filter(|in_flight| in_flight.poll == self.polls)
+            .map(overdue_at)
+            .fold(deadline, Instant::max);
+        let waiting = self.links.iter().map(|link| {
+            link.in_flight
+                .as_ref()
+                .map(|_| link.client.connection_ref())
+        });
+        let wait = until.saturating_duration_since(Instant::now());
+        if let Some(ready) = self.select.wait(waiting, wait)? {
+            return Ok(Some(ready));
         }
+        let now = Instant::now();
+        let late = self
+            .links
+            .iter()
+            .filter_map(|link| link.in_flight.as_ref())
+            .any(|in_flight| now >= overdue_at(in_flight));
+        if late {
+            return Err(ClientError::Timeout {
+                timeout_ms: request_timeout.as_millis() as u64,
+            });
+        }
+        Ok(None)
     }
 
     /// Moves positions past the fetched batches and handles per-partition errors. Returns
@@ -505,10 +713,13 @@ impl Consumer {
             .iter()
             .map(|&partition| OffsetQuery { partition, spec })
             .collect();
-        let frame = self.client.connection().call(&list_offsets::Request {
-            topic: &self.topic,
-            partitions: &queries,
-        })?;
+        let frame = self.links[0]
+            .client
+            .connection()
+            .call(&list_offsets::Request {
+                topic: &self.topic,
+                partitions: &queries,
+            })?;
         let view = frame.view::<list_offsets::ResponseView>()?;
         check(ApiKey::ListOffsets, view.status())?;
         for entry in view.partitions().unwrap_or_default() {
@@ -832,7 +1043,10 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..4 {
             got.extend(self::values(consumer.poll(Duration::from_secs(5)).unwrap()));
-            assert!(consumer.prefetch.is_some(), "more is known to be there");
+            assert!(
+                consumer.links[0].in_flight.is_some(),
+                "more is known to be there"
+            );
         }
         let expected: Vec<(u32, i64, String)> =
             (0..4).map(|i| (0, i, values[i as usize].clone())).collect();
@@ -844,12 +1058,12 @@ mod tests {
         let got = self::values(consumer.poll(Duration::from_secs(5)).unwrap());
         assert_eq!(got, [(0, 9, "v9".to_owned())]);
         assert!(
-            consumer.prefetch.is_none(),
+            consumer.links[0].in_flight.is_none(),
             "nothing more to prefetch at the end"
         );
         assert!(self::values(consumer.poll(Duration::from_millis(20)).unwrap()).is_empty());
         assert_eq!(
-            consumer.client.connection().in_flight(),
+            consumer.links[0].client.connection().in_flight(),
             0,
             "the dropped prefetch was read"
         );
