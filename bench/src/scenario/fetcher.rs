@@ -1,7 +1,8 @@
-//! A consumer load thread: one connection over its partitions, with the client's default fetch
-//! sizes and long polling. As Kafka consumers prefetch, the next fetch is sent as soon as a
-//! response is in (its positions are known from the batch headers): the server reads and sends
-//! it while this one is counted.
+//! A consumer load thread: one connection per shard that owns some of its partitions (as the
+//! client's Consumer), each with one fetch in flight, the client's default fetch sizes and long
+//! polling; the thread handles whichever answers first. As Kafka consumers prefetch, a
+//! connection's next fetch is sent as soon as its response is in (its positions are known from
+//! the batch headers): the server reads and sends it while this one is counted.
 //!
 //! The bench measures the server, not record parsing, so a consumer only walks the batch
 //! headers (lengths and magic are checked; records are counted from the headers, CRCs are not
@@ -13,7 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::BatchIter;
-use ringlog_net::client::{Client, ConnectionConfig, ConsumerConfig, FetchResult, PendingFetch};
+use ringlog_net::client::{
+    Client, Connection, ConnectionConfig, ConsumerConfig, FetchResult, PendingFetch, ResponseSelect,
+};
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
 use ringlog_net::message::list_offsets::OffsetSpec;
@@ -92,19 +95,20 @@ impl Fetcher {
         &self,
         control: &RunControl,
     ) -> Result<(LoadRecorder, FetchCounters), ScenarioError> {
-        let ((mut client, mut positions), start) = control.start_after(self.connect())?;
+        let (mut lanes, start) = control.start_after(self.connect())?;
         let mut recorder = LoadRecorder::new(start, self.expected);
-        let outcome = self.fetch_loop(control, &mut client, &mut positions, &mut recorder);
+        let outcome = self.fetch_loop(control, &mut lanes, &mut recorder);
         if outcome.is_err() {
             control.abort();
         }
         outcome.map(|counters| (recorder, counters))
     }
 
-    fn connect(&self) -> Result<(Client, Vec<Position>), ScenarioError> {
+    fn connect(&self) -> Result<Vec<Lane>, ScenarioError> {
         pin_load_thread(self.cpu)?;
-        // On the shard that owns the partitions, when one does.
-        let mut client = Client::connect_to_partitions(
+        // One connection per shard that owns some of the partitions, as the client's
+        // Consumer does: each shard sends its own partitions.
+        let clients = Client::connect_per_shard(
             self.address,
             &self.topic,
             &self.partitions,
@@ -117,81 +121,111 @@ impl Fetcher {
             StartAt::Earliest => OffsetSpec::Earliest,
             StartAt::Latest => OffsetSpec::Latest,
         };
-        let mut positions = Vec::with_capacity(self.partitions.len());
-        for &partition in &self.partitions {
-            let listed = client
-                .list_offsets(&self.topic, partition, spec)
-                .map_err(failed("find a start offset"))?;
-            let end = self
-                .end_offsets
-                .as_ref()
-                .map(|ends| ends.get(partition as usize).copied().unwrap_or(0));
-            positions.push(Position {
-                partition,
-                first: listed.offset,
-                next: listed.offset,
-                end,
+        let mut lanes = Vec::with_capacity(clients.len());
+        for (mut client, partitions) in clients {
+            let mut positions = Vec::with_capacity(partitions.len());
+            for partition in partitions {
+                let listed = client
+                    .list_offsets(&self.topic, partition, spec)
+                    .map_err(failed("find a start offset"))?;
+                let end = self
+                    .end_offsets
+                    .as_ref()
+                    .map(|ends| ends.get(partition as usize).copied().unwrap_or(0));
+                positions.push(Position {
+                    partition,
+                    first: listed.offset,
+                    next: listed.offset,
+                    end,
+                });
+            }
+            lanes.push(Lane {
+                client,
+                wanted: Vec::with_capacity(positions.len()),
+                positions,
+                in_flight: None,
+                empty_in_a_row: 0,
+                passes: 0,
             });
         }
-        Ok((client, positions))
+        Ok(lanes)
     }
 
     fn fetch_loop(
         &self,
         control: &RunControl,
-        client: &mut Client,
-        positions: &mut [Position],
+        lanes: &mut [Lane],
         recorder: &mut LoadRecorder,
     ) -> Result<FetchCounters, ScenarioError> {
         let mut counters = FetchCounters::default();
-        let mut wanted: Vec<FetchPartition> = Vec::with_capacity(positions.len());
-        let mut empty_in_a_row = 0u32;
-        let mut in_flight =
-            self.send_next(control, client, positions, &mut wanted, &mut counters)?;
-        while let Some(fetch) = in_flight.take() {
-            let result = client
+        for lane in lanes.iter_mut() {
+            lane.in_flight = self.send_next(control, lane)?;
+        }
+        let mut select = ResponseSelect::new();
+        let answer_wait = Duration::from_millis(
+            ConnectionConfig::default().request_timeout_ms
+                + u64::from(ConsumerConfig::default().max_wait_ms),
+        );
+        while lanes.iter().any(|lane| lane.in_flight.is_some()) {
+            let waiting = lanes.iter().map(Lane::waiting_connection);
+            let index = select
+                .wait(waiting, answer_wait)
+                .map_err(failed("wait for a fetch"))?
+                .ok_or_else(|| {
+                    ScenarioError::Failed(format!(
+                        "no fetch of {} answered within {answer_wait:?}",
+                        self.topic
+                    ))
+                })?;
+            let lane = &mut lanes[index];
+            let Some(fetch) = lane.in_flight.take() else {
+                return Err(ScenarioError::Failed(
+                    "a lane without a fetch was ready".into(),
+                ));
+            };
+            let result = lane
+                .client
                 .receive_fetch(fetch.pending)
                 .map_err(failed("fetch"))?;
             let received_at = Instant::now();
             recorder.latency(received_at.saturating_duration_since(fetch.sent_at));
             counters.fetches += 1;
-            let (fetched_records, fetched_bytes) = self.advance(&result, positions)?;
+            let (fetched_records, fetched_bytes) = self.advance(&result, &mut lane.positions)?;
             if fetched_bytes == 0 {
                 counters.empty_fetches += 1;
-                empty_in_a_row += 1;
-                if self.end_offsets.is_some() && empty_in_a_row >= STALLED_FETCHES_MAX {
+                lane.empty_in_a_row += 1;
+                if self.end_offsets.is_some() && lane.empty_in_a_row >= STALLED_FETCHES_MAX {
                     return Err(ScenarioError::Failed(format!(
-                        "reading {} stalled: {empty_in_a_row} fetches in a row returned nothing before the end offsets",
-                        self.topic
+                        "reading {} stalled: {} fetches in a row returned nothing before the end offsets",
+                        self.topic, lane.empty_in_a_row
                     )));
                 }
             } else {
-                empty_in_a_row = 0;
+                lane.empty_in_a_row = 0;
                 recorder.complete(received_at, fetched_records, fetched_bytes);
                 control.complete_bytes(fetched_bytes);
             }
-            in_flight = self.send_next(control, client, positions, &mut wanted, &mut counters)?;
-            client.recycle(result);
+            lane.in_flight = self.send_next(control, lane)?;
+            lane.client.recycle(result);
         }
+        // A complete read of the thread's partitions is one of every lane.
+        counters.passes = lanes.iter().map(|lane| lane.passes).min().unwrap_or(0);
         Ok(counters)
     }
 
-    /// Sends the fetch from the current positions (from the first ones again once a repeating
-    /// read is through); `None` when reading is done or the run stopped.
+    /// Sends a lane's fetch from its current positions (from the first ones again once a
+    /// repeating read is through); `None` when its reading is done or the run stopped.
     fn send_next(
         &self,
         control: &RunControl,
-        client: &mut Client,
-        positions: &mut [Position],
-        wanted: &mut Vec<FetchPartition>,
-        counters: &mut FetchCounters,
+        lane: &mut Lane,
     ) -> Result<Option<InFlight>, ScenarioError> {
-        if positions.iter().all(Position::is_done) {
-            counters.passes += 1;
+        if lane.positions.iter().all(Position::is_done) {
+            lane.passes += 1;
             if !self.repeat {
                 return Ok(None);
             }
-            for position in positions.iter_mut() {
+            for position in lane.positions.iter_mut() {
                 position.next = position.first;
             }
         }
@@ -199,20 +233,21 @@ impl Fetcher {
             return Ok(None);
         }
         let defaults = ConsumerConfig::default();
-        wanted.clear();
-        wanted.extend(
-            positions
-                .iter()
-                .filter(|p| !p.is_done())
-                .map(|p| FetchPartition {
-                    partition: p.partition,
-                    offset: p.next,
-                    partition_max_bytes: defaults.partition_max_bytes,
-                }),
-        );
+        lane.wanted.clear();
+        lane.wanted
+            .extend(
+                lane.positions
+                    .iter()
+                    .filter(|p| !p.is_done())
+                    .map(|p| FetchPartition {
+                        partition: p.partition,
+                        offset: p.next,
+                        partition_max_bytes: defaults.partition_max_bytes,
+                    }),
+            );
         let topics = [FetchTopic {
             topic: &self.topic,
-            partitions: wanted,
+            partitions: &lane.wanted,
         }];
         let request = fetch::Request {
             max_wait_ms: defaults.max_wait_ms,
@@ -221,7 +256,7 @@ impl Fetcher {
             topics: &topics,
         };
         let sent_at = Instant::now();
-        let pending = client.send_fetch(&request).map_err(failed("fetch"))?;
+        let pending = lane.client.send_fetch(&request).map_err(failed("fetch"))?;
         Ok(Some(InFlight { pending, sent_at }))
     }
 
@@ -252,6 +287,28 @@ impl Fetcher {
             fetched_bytes += bytes;
         }
         Ok((fetched_records, fetched_bytes))
+    }
+}
+
+/// One connection of a fetcher and the partitions its shard owns, read with one fetch in
+/// flight at a time.
+struct Lane {
+    client: Client,
+    positions: Vec<Position>,
+    /// The partitions of the fetch being built (reused).
+    wanted: Vec<FetchPartition>,
+    in_flight: Option<InFlight>,
+    empty_in_a_row: u32,
+    /// Complete reads of the lane's partitions.
+    passes: u64,
+}
+
+impl Lane {
+    /// The connection to wait on, while a fetch is on its way.
+    fn waiting_connection(&self) -> Option<&Connection> {
+        self.in_flight
+            .as_ref()
+            .map(|_| self.client.connection_ref())
     }
 }
 
