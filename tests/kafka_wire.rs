@@ -21,6 +21,7 @@ use ringlog_engine::batch::{self, BatchBuilder};
 use ringlog_net::client::{
     Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
+use ringlog_net::server::{Server, ServerConfig};
 
 mod kafka_support;
 
@@ -1033,4 +1034,61 @@ fn describe_log_dirs_reports_partition_sizes() {
     assert_eq!(topics.len(), 1, "unknown topics are left out");
     assert_eq!(topics[0].partitions.len(), 1);
     assert_eq!(topics[0].partitions[0].partition_index, 0);
+}
+
+/// Whether a new Kafka connection to `addr` is refused (closed without an answer) rather than
+/// served.
+fn kafka_connection_refused(addr: std::net::SocketAddr) -> bool {
+    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+        return true;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut probe = kafka_support::Kafka::from_stream(stream);
+    if probe.try_send(3, &ApiVersionsRequest::default()).is_none() {
+        return true;
+    }
+    // Refused connections are closed at once; a served one answers.
+    probe.read_frame().is_none()
+}
+
+/// A Kafka consumer that closes its connection during a long poll frees it at once, as a
+/// native one does: the server cannot tell a client that closed from one that only shut
+/// its sending half, and the fetch would otherwise hold a descriptor and a place under
+/// `connections_max` for its whole max_wait (here 24 days).
+#[test]
+fn a_kafka_client_gone_during_a_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        connections_max: 2,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.kafka_addr().unwrap();
+    // Holds one of the two connections throughout.
+    let mut admin = kafka_support::Kafka::connect(addr);
+    assert_eq!(admin.create_topic("quiet", 2, &[]), 0);
+    for partition in 0..2 {
+        let mut gone = kafka_support::Kafka::connect(addr);
+        gone.send(12, &fetch_request("quiet", partition, 0, i32::MAX));
+        drop(gone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kafka_connection_refused(addr) {
+            assert!(
+                Instant::now() < deadline,
+                "a client gone during a long poll still holds its connection"
+            );
+            std::thread::yield_now();
+        }
+    }
+    let asked = admin.send(3, &ApiVersionsRequest::default());
+    let versions = admin.receive::<ApiVersionsRequest>(3, asked);
+    assert_eq!(versions.error_code, 0);
+    server.shutdown();
 }

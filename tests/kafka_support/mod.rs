@@ -87,9 +87,22 @@ impl Kafka {
         }
     }
 
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: TcpStream) -> Kafka {
+        Kafka {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
     /// Sends `request` at `version` without waiting; returns its correlation id.
     pub fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
         self.send_raw(R::KEY, version, |buf| request.encode(buf, version).unwrap())
+    }
+
+    /// [`Self::send`], `None` when the server closed the connection already.
+    pub fn try_send<R: Request>(&mut self, version: i16, request: &R) -> Option<i32> {
+        self.try_send_raw(R::KEY, version, |buf| request.encode(buf, version).unwrap())
     }
 
     pub fn send_raw(
@@ -98,6 +111,16 @@ impl Kafka {
         version: i16,
         body: impl FnOnce(&mut BytesMut),
     ) -> i32 {
+        self.try_send_raw(api_key, version, body)
+            .expect("the request was written")
+    }
+
+    fn try_send_raw(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Option<i32> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
         let header = RequestHeader::default()
@@ -113,8 +136,8 @@ impl Kafka {
         body(&mut buf);
         let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&buf);
-        self.stream.write_all(&frame).unwrap();
-        correlation_id
+        self.stream.write_all(&frame).ok()?;
+        Some(correlation_id)
     }
 
     /// Reads the next response, which must answer `correlation_id`.

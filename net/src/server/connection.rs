@@ -78,7 +78,8 @@ pub(crate) struct Hangup {
 }
 
 impl Hangup {
-    fn set(&self) {
+    /// Marks the hang-up and wakes the requests waiting on it.
+    pub(crate) fn set(&self) {
         self.seen.set(true);
         self.signal.notify();
     }

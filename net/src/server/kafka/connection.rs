@@ -130,6 +130,7 @@ pub(crate) async fn serve(kafka: Rc<KafkaShard>, stream: TcpStream, advertised: 
     let writer = reactor::spawn(write_responses(Rc::clone(&connection), zero_copy_min_bytes));
     let client = Rc::new(ClientInfo::new(advertised));
     read_requests(&kafka, &connection, &client).await;
+    client.hangup.set();
     // Let the requests already started finish and their responses go out, then stop.
     poll_fn(|cx| {
         if connection.in_flight() == 0 || connection.closed.get() {

@@ -15,6 +15,7 @@ use kafka_protocol::protocol::Decodable;
 
 use super::codec::{encode_response, KafkaError, KafkaRequest, KafkaResponse};
 use super::{cluster, fetch, group_admin, groups, offsets, produce, topics, versions, KafkaShard};
+use crate::server::connection::Hangup;
 
 /// Group assignments one connection keeps between JoinGroup and SyncGroup (a client is a
 /// member of few groups at once; the oldest is dropped past this).
@@ -33,6 +34,8 @@ pub(crate) struct ClientInfo {
     /// Where this client reaches node 0.
     pub(crate) advertised: SocketAddr,
     assignments: RefCell<Vec<PendingAssignment>>,
+    /// Set once the connection carries no more requests: long polls answer at once.
+    pub(crate) hangup: Hangup,
 }
 
 impl ClientInfo {
@@ -41,6 +44,7 @@ impl ClientInfo {
         ClientInfo {
             advertised,
             assignments: RefCell::new(Vec::new()),
+            hangup: Hangup::default(),
         }
     }
 
@@ -132,7 +136,7 @@ async fn serve(
         ApiKey::DescribeLogDirs => cluster::describe_log_dirs(kafka, &request).await?,
         ApiKey::Produce => return produce::produce(kafka, request).await,
         ApiKey::InitProducerId => produce::init_producer_id(kafka, &request).await?,
-        ApiKey::Fetch => fetch::fetch(kafka, &request).await?,
+        ApiKey::Fetch => fetch::fetch(kafka, &request, &client.hangup).await?,
         ApiKey::ListOffsets => fetch::list_offsets(kafka, &request).await?,
         ApiKey::CreateTopics => topics::create_topics(kafka, &request).await?,
         ApiKey::DeleteTopics => topics::delete_topics(kafka, &request).await?,

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use super::codec::{respond, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::failure_code;
 use super::{splice, KafkaShard};
-use crate::server::connection::RawPart;
+use crate::server::connection::{Hangup, RawPart};
 use crate::server::message::OffsetQuery;
 use crate::server::routing::{self, FetchLimits, PartitionRead, ReadTarget};
 
@@ -36,10 +36,11 @@ enum Source {
     Invalid,
 }
 
-/// Serves Fetch.
+/// Serves Fetch; a long poll ends early once `hangup` is set (the client went away).
 pub(crate) async fn fetch(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
+    hangup: &Hangup,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: FetchRequest = request.decode_body()?;
     if request.version() >= 7 && (body.session_id != 0 || body.session_epoch > 0) {
@@ -83,14 +84,8 @@ pub(crate) async fn fetch(
             Duration::from_millis(u64::try_from(body.max_wait_ms).unwrap_or(0))
         },
     };
-    let reads = routing::read_with_long_poll(
-        &kafka.shard,
-        &topics,
-        &targets,
-        limits,
-        std::future::pending(),
-    )
-    .await;
+    let reads =
+        routing::read_with_long_poll(&kafka.shard, &topics, &targets, limits, hangup.wait()).await;
     let (response, spliced) = fetch_response(&topics, &sources, reads);
     splice::encode_fetch(
         request.header.correlation_id,
