@@ -7,10 +7,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringlog_net::client::{
-    Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-    ShareConsumer, ShareConsumerConfig,
+    Client, Connection, ConnectionConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::message::create_topic;
+use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
 
@@ -451,4 +452,77 @@ fn a_consumer_fetches_from_every_shard_of_two() {
 #[test]
 fn a_consumer_fetches_from_every_shard_of_three() {
     a_consumer_fetches_from_every_shard(3);
+}
+
+/// Polls the scrape until `shard`'s `ringlog_shard_remote_waits` is `expected`.
+fn await_remote_waits(metrics: SocketAddr, shard: &str, expected: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waits = Scrape::take(metrics).sum("ringlog_shard_remote_waits", &[("shard", shard)]);
+        if waits == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard {shard} has {waits:?} remote waits, expected {expected}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A long poll naming partitions of two shards waits on the other shard too; when data on
+/// its own shard answers it, that wait ends with it. Before, it stayed (a waiter per
+/// partition and a timer) for the fetch's whole max_wait: busy consumers piled them up.
+#[test]
+fn a_fetch_answered_early_ends_its_wait_on_the_other_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(2, dir.path());
+    let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics listener");
+    let mut admin = Client::connect(addr).unwrap();
+    admin
+        .create_topic(&create_topic::Request {
+            name: "waits",
+            partitions: 4,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap();
+    let owners = &admin.metadata(&["waits"]).unwrap()[0].partitions;
+    let on_shard = |shard| owners.iter().find(|p| p.shard == shard).unwrap().partition;
+    let (near, far) = (on_shard(0), on_shard(1));
+    let connection = Connection::connect_to_shard(addr, 0, 2, ConnectionConfig::default()).unwrap();
+    let mut consumer = Client::from_connection(connection, ConnectionConfig::default());
+    let info = consumer.api_versions("metrics-test", "1").unwrap();
+    assert_eq!(info.connection_shard, 0);
+    let partitions = [near, far].map(|partition| FetchPartition {
+        partition,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    });
+    let topics = [FetchTopic {
+        topic: "waits",
+        partitions: &partitions,
+    }];
+    let pending = consumer
+        .send_fetch(&fetch::Request {
+            max_wait_ms: 120_000,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: &topics,
+        })
+        .unwrap();
+    await_remote_waits(metrics, "1", 1.0);
+    produce(addr, "waits", near, 1);
+    let answer = consumer.receive_fetch(pending).unwrap();
+    let got: Vec<u32> = answer
+        .partitions()
+        .unwrap()
+        .filter(|p| !p.batches.is_empty())
+        .map(|p| p.partition)
+        .collect();
+    assert_eq!(got, [near]);
+    await_remote_waits(metrics, "1", 0.0);
+    server.shutdown();
 }

@@ -15,8 +15,8 @@ use std::task::{Poll, Waker};
 use ringlog_engine::log::ReadSlice;
 use ringlog_engine::reactor::{self, tcp::TcpStream};
 
-use super::group::signal::Signal;
 use super::handler;
+use super::latch::Latch;
 use super::lending::LentPiece;
 use super::recv_buffer;
 use super::shard::Shard;
@@ -31,12 +31,18 @@ pub(crate) struct Request {
     /// Bytes of the size-prefixed body (after the header).
     body_bytes: usize,
     /// The end of the client's requests on this connection (long polls stop waiting).
-    pub(crate) hangup: Rc<Hangup>,
+    /// Set once the connection will carry no more requests: the client closed it (or its
+    /// sending half), or broke the protocol. Requests already started still finish and are
+    /// answered, but one that would only wait (a long poll) answers at once: a client that
+    /// went away would otherwise keep its connection, and with it a descriptor and a place
+    /// under `connections_max`, for as long as its `max_wait_ms` (up to 49 days), since the
+    /// server cannot tell a client that closed from one that only shut down its sending half.
+    pub(crate) hangup: Rc<Latch>,
 }
 
 impl Request {
     /// A request for `frame` (header, body of `body_bytes`, raw batches).
-    fn new(header: FrameHeader, frame: Vec<u8>, body_bytes: usize, hangup: Rc<Hangup>) -> Request {
+    fn new(header: FrameHeader, frame: Vec<u8>, body_bytes: usize, hangup: Rc<Latch>) -> Request {
         assert!(
             FRAME_HEADER_BYTES + body_bytes <= frame.len(),
             "the body lies within the frame"
@@ -62,36 +68,6 @@ impl Request {
     /// Raw batches after the body, mutable so the owner can stamp offsets in place.
     pub(crate) fn raw_mut(&mut self) -> &mut [u8] {
         &mut self.frame[FRAME_HEADER_BYTES + self.body_bytes..]
-    }
-}
-
-/// Marks that a connection will carry no more requests: the client closed it (or its sending
-/// half), or broke the protocol. Requests already started still finish and are answered, but
-/// one that would only wait (a long poll) answers at once: a client that went away would
-/// otherwise keep its connection, and with it a descriptor and a place under
-/// `connections_max`, for as long as its `max_wait_ms` (up to 49 days), since the server
-/// cannot tell a client that closed from one that only shut down its sending half.
-#[derive(Default)]
-pub(crate) struct Hangup {
-    seen: Cell<bool>,
-    signal: Signal,
-}
-
-impl Hangup {
-    /// Marks the hang-up and wakes the requests waiting on it.
-    pub(crate) fn set(&self) {
-        self.seen.set(true);
-        self.signal.notify();
-    }
-
-    /// Completes once the connection has no more requests to come.
-    pub(crate) async fn wait(&self) {
-        // Created before the check, so a hangup after it is not missed.
-        let wait = self.signal.wait();
-        if self.seen.get() {
-            return;
-        }
-        wait.await
     }
 }
 
@@ -138,7 +114,7 @@ struct Connection {
     reader_waker: RefCell<Option<Waker>>,
     in_flight: Cell<usize>,
     closed: Cell<bool>,
-    hangup: Rc<Hangup>,
+    hangup: Rc<Latch>,
 }
 
 impl Connection {

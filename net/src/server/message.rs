@@ -19,6 +19,11 @@ pub(crate) enum Mail {
     },
     /// The answer to an earlier call from this shard.
     Return { call_id: u64, result: ShardReturn },
+    /// The caller (shard `from`) no longer waits for its call `call_id`, a
+    /// [`ShardCall::WaitForData`]: end the wait, answer nothing. Without it the wait (a waiter
+    /// per partition and a timer) stays until data or its `max_wait_ms`, however early the
+    /// fetch that asked for it was answered.
+    Cancel { from: usize, call_id: u64 },
 }
 
 /// What an AlterTopic changes: `None` leaves a setting as it is; `Some(None)` lifts a

@@ -11,6 +11,7 @@ mod fetch;
 mod group;
 mod handler;
 mod kafka;
+mod latch;
 mod lending;
 mod mail_turns;
 mod message;

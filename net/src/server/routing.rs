@@ -442,11 +442,7 @@ async fn wait_any(
             if owner == shard.id {
                 partition_ops::wait_for_any(&shard, &owned, None).await;
             } else {
-                let call = ShardCall::WaitForData {
-                    targets: owned,
-                    max_wait_ms,
-                };
-                let _ = shard.call(owner, call).await;
+                shard.wait_on_other_shard(owner, owned, max_wait_ms).await;
             }
         }));
     }

@@ -21,6 +21,7 @@ use ringlog_engine::reactor::{self, fs, time};
 use ringlog_engine::topic::{self, TopicConfig};
 
 use super::config::ServerConfig;
+use super::latch::Latch;
 use super::lending::Lender;
 use super::mail_turns::MailTurns;
 use super::message::{Failure, FetchedBytes, Mail, ShardCall, ShardReturn, TopicChange};
@@ -103,13 +104,27 @@ impl CallTable {
 
 /// Closes a call slot if the caller stops waiting (its connection went away).
 struct CallGuard<'a> {
-    shard: &'a Shard,
+    shard: &'a Rc<Shard>,
+    target: usize,
     call_id: u64,
+    /// Tell the target when the caller stops waiting before the answer (a wait for data).
+    cancel_unanswered: bool,
+    answered: bool,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         self.shard.calls.borrow_mut().close(self.call_id);
+        if self.cancel_unanswered && !self.answered {
+            let (shard, target, call_id) = (Rc::clone(self.shard), self.target, self.call_id);
+            // Mail order puts the cancel after the call, if the call was sent at all.
+            reactor::spawn(async move {
+                let from = shard.id;
+                shard
+                    .send_mail(target, Mail::Cancel { from, call_id })
+                    .await;
+            });
+        }
     }
 }
 
@@ -136,6 +151,9 @@ pub(crate) struct Shard {
     /// Per target shard: senders wait their turn while its queue is full (mail order).
     mail_turns: Vec<MailTurns>,
     calls: RefCell<CallTable>,
+    /// Waits for data that other shards' fetches asked this shard for, by (caller shard, call
+    /// id): set to end one early (see [`Mail::Cancel`]).
+    waits_for_others: RefCell<HashMap<(usize, u64), Rc<Latch>>>,
     /// Open connections on the whole server (shared by shards; an atomic counter, no lock).
     pub(crate) connections: Arc<AtomicUsize>,
     /// Set while the catalog shard creates or deletes a topic, to serialise those.
@@ -177,6 +195,7 @@ impl Shard {
             outboxes: RefCell::new(outboxes),
             mail_turns: (0..shard_count).map(|_| MailTurns::default()).collect(),
             calls: RefCell::new(CallTable::default()),
+            waits_for_others: RefCell::new(HashMap::new()),
             connections,
             catalog_busy: Cell::new(false),
             groups,
@@ -184,6 +203,11 @@ impl Shard {
             lender: RefCell::new(Lender::default()),
             requests: super::metrics::RequestCounts::default(),
         })
+    }
+
+    /// Waits for data that other shards' fetches have running on this shard now.
+    pub(crate) fn waits_for_others(&self) -> usize {
+        self.waits_for_others.borrow().len()
     }
 
     /// Lends read bytes to another shard's fetch, or copies them when every loan is out.
@@ -504,7 +528,6 @@ impl Shard {
         CatalogGuard { shard: self }
     }
 
-    /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
     /// Runs the call `make` builds on every shard in turn (this one included), stopping at the
     /// first that fails.
     async fn on_every_shard(self: &Rc<Self>, make: impl Fn() -> ShardCall) -> Result<(), Failure> {
@@ -514,15 +537,47 @@ impl Shard {
         Ok(())
     }
 
+    /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
     pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
+        self.call_and_cancel(target, call, false).await
+    }
+
+    /// Waits until one of `targets` (topic, partition, offset), all owned by shard `owner`
+    /// (not this one), has data, or `max_wait_ms` passes. Dropping the future before then
+    /// ends the wait on `owner` too.
+    pub(crate) async fn wait_on_other_shard(
+        self: &Rc<Self>,
+        owner: usize,
+        targets: Vec<(String, u32, i64)>,
+        max_wait_ms: u32,
+    ) {
+        assert_ne!(owner, self.id, "a wait here needs no call");
+        let call = ShardCall::WaitForData {
+            targets,
+            max_wait_ms,
+        };
+        self.call_and_cancel(owner, call, true).await;
+    }
+
+    /// [`Self::call`]; with `cancel_unanswered`, a caller that stops waiting before the answer
+    /// sends [`Mail::Cancel`].
+    async fn call_and_cancel(
+        self: &Rc<Self>,
+        target: usize,
+        call: ShardCall,
+        cancel_unanswered: bool,
+    ) -> ShardReturn {
         assert!(target < self.shard_count);
         if target == self.id {
             return Box::pin(self.execute(call)).await;
         }
         let call_id = self.calls.borrow_mut().open();
-        let guard = CallGuard {
+        let mut guard = CallGuard {
             shard: self,
+            target,
             call_id,
+            cancel_unanswered,
+            answered: false,
         };
         self.send_mail(
             target,
@@ -547,6 +602,7 @@ impl Shard {
             }
         })
         .await;
+        guard.answered = true;
         drop(guard);
         result
     }
@@ -574,6 +630,44 @@ impl Shard {
     pub(crate) async fn run_inbox(self: Rc<Self>, mut inbox: Inbox<Mail>) {
         loop {
             match inbox.recv().await {
+                Mail::Call {
+                    from,
+                    call_id,
+                    call:
+                        ShardCall::WaitForData {
+                            targets,
+                            max_wait_ms,
+                        },
+                } => {
+                    let shard = Rc::clone(&self);
+                    reactor::spawn(async move {
+                        let key = (from, call_id);
+                        let cancelled = Rc::new(Latch::default());
+                        shard
+                            .waits_for_others
+                            .borrow_mut()
+                            .insert(key, Rc::clone(&cancelled));
+                        let max_wait = Duration::from_millis(u64::from(max_wait_ms));
+                        let wait =
+                            super::partition_ops::wait_for_any(&shard, &targets, Some(max_wait));
+                        let cancel = cancelled.wait();
+                        futures_util::pin_mut!(wait, cancel);
+                        futures_util::future::select(wait, cancel).await;
+                        shard.waits_for_others.borrow_mut().remove(&key);
+                        if !cancelled.is_set() {
+                            let result = ShardReturn::Done(Ok(()));
+                            shard
+                                .send_mail(from, Mail::Return { call_id, result })
+                                .await;
+                        }
+                    });
+                }
+                Mail::Cancel { from, call_id } => {
+                    // Absent when the wait ended first: its answer is on its way and dropped.
+                    if let Some(cancelled) = self.waits_for_others.borrow().get(&(from, call_id)) {
+                        cancelled.set();
+                    }
+                }
                 Mail::Call {
                     from,
                     call_id,

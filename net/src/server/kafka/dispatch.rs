@@ -15,7 +15,7 @@ use kafka_protocol::protocol::Decodable;
 
 use super::codec::{encode_response, KafkaError, KafkaRequest, KafkaResponse};
 use super::{cluster, fetch, group_admin, groups, offsets, produce, topics, versions, KafkaShard};
-use crate::server::connection::Hangup;
+use crate::server::latch::Latch;
 
 /// Group assignments one connection keeps between JoinGroup and SyncGroup (a client is a
 /// member of few groups at once; the oldest is dropped past this).
@@ -35,7 +35,7 @@ pub(crate) struct ClientInfo {
     pub(crate) advertised: SocketAddr,
     assignments: RefCell<Vec<PendingAssignment>>,
     /// Set once the connection carries no more requests: long polls answer at once.
-    pub(crate) hangup: Hangup,
+    pub(crate) hangup: Latch,
 }
 
 impl ClientInfo {
@@ -44,7 +44,7 @@ impl ClientInfo {
         ClientInfo {
             advertised,
             assignments: RefCell::new(Vec::new()),
-            hangup: Hangup::default(),
+            hangup: Latch::default(),
         }
     }
 

@@ -20,7 +20,8 @@ use kafka_protocol::messages::{
 use super::codec::{respond, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::failure_code;
 use super::{splice, KafkaShard};
-use crate::server::connection::{Hangup, RawPart};
+use crate::server::connection::RawPart;
+use crate::server::latch::Latch;
 use crate::server::message::OffsetQuery;
 use crate::server::routing::{self, FetchLimits, PartitionRead, ReadTarget};
 
@@ -40,7 +41,7 @@ enum Source {
 pub(crate) async fn fetch(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
-    hangup: &Hangup,
+    hangup: &Latch,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: FetchRequest = request.decode_body()?;
     if request.version() >= 7 && (body.session_id != 0 || body.session_epoch > 0) {

@@ -17,7 +17,7 @@
 //!   consumer groups, lag in records up to the high watermark;
 //! - `ringlog_share_group_start_offset`, `_in_flight_records`, `_acquired_records`, `_lag`
 //!   {group, topic, partition}: share groups;
-//! - `ringlog_shard_read_ahead_extents`, `_extents_max` {shard}.
+//! - `ringlog_shard_read_ahead_extents`, `_extents_max`, `ringlog_shard_remote_waits` {shard}.
 
 mod counters;
 mod exposition;
@@ -474,6 +474,12 @@ fn render_shards(body: &mut Exposition, shards: &[ShardMetrics]) {
             kind: Kind::Gauge,
             help: "Read-ahead extents the shard allows (read_ahead_bytes_per_shard).",
             value: |shard| shard.read_ahead_extents.1 as i128,
+        },
+        Family {
+            name: "ringlog_shard_remote_waits",
+            kind: Kind::Gauge,
+            help: "Long polls of other shards' connections waiting for this shard's partitions.",
+            value: |shard| shard.waits_for_others as i128,
         },
     ];
     let items: Vec<(Labels, &ShardMetrics)> = shards

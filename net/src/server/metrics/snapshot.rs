@@ -21,6 +21,8 @@ pub(crate) struct ShardMetrics {
     pub(crate) share_partitions: Vec<SharePartitionMetrics>,
     /// Read-ahead extents held, and the most allowed.
     pub(crate) read_ahead_extents: (usize, usize),
+    /// Waits for data other shards' fetches have running on this shard.
+    pub(crate) waits_for_others: usize,
 }
 
 /// One owned partition.
@@ -113,5 +115,6 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardMetrics {
         group_offsets,
         share_partitions,
         read_ahead_extents: shard.read_ahead_extents(),
+        waits_for_others: shard.waits_for_others(),
     }
 }
