@@ -478,6 +478,14 @@ impl Client {
         Ok(FetchResult { frame })
     }
 
+    /// Reads, without waiting, what has arrived, and says whether [`Self::receive_fetch`]
+    /// now waits at most for the rest of `pending`'s answer (see
+    /// [`Connection::response_started`]): a connection found readable may hold only answers
+    /// to abandoned fetches.
+    pub(crate) fn fetch_started(&mut self, pending: &PendingFetch) -> Result<bool, ClientError> {
+        self.connection.response_started(pending.correlation_id)
+    }
+
     /// Forgets a fetch sent with [`Self::send_fetch`]: its answer is dropped when it arrives.
     pub fn abandon_fetch(&mut self, pending: PendingFetch) {
         self.connection.abandon(pending.correlation_id);

@@ -276,32 +276,50 @@ impl FrameReader {
     /// Reads the next frame. Fails with [`ClientError::Timeout`] when the read timeout passes
     /// (call again to keep waiting), [`ClientError::Disconnected`] at end of stream.
     pub fn read_frame(&mut self) -> Result<ResponseFrame, ClientError> {
+        self.next_frame(true)?.ok_or_else(|| ClientError::Timeout {
+            timeout_ms: self.read_timeout.map_or(0, |t| t.as_millis() as u64),
+        })
+    }
+
+    /// Reads the next frame if it is there whole (buffered or on the socket) now; `None`
+    /// when more of it is still to come. Received bytes of an incomplete frame stay buffered.
+    fn try_read_frame(&mut self) -> Result<Option<ResponseFrame>, ClientError> {
+        self.next_frame(false)
+    }
+
+    /// Reads the next frame, waiting for its bytes (`wait`) or taking only those already
+    /// received (`None` when the frame is not whole yet).
+    fn next_frame(&mut self, wait: bool) -> Result<Option<ResponseFrame>, ClientError> {
         loop {
             if let Some(large) = &mut self.large {
                 if large.filled == large.total {
                     let LargeFrame { bytes, total, .. } =
                         self.large.take().expect("a large frame is in progress");
-                    return ResponseFrame::from_buffer(bytes, total, &self.decoder);
+                    return ResponseFrame::from_buffer(bytes, total, &self.decoder).map(Some);
                 }
                 let free = large
                     .bytes
                     .get_mut(large.filled..large.total)
                     .unwrap_or_default();
-                large.filled += read_some(&mut self.stream, free, self.read_timeout)?;
+                match read_some(&mut self.stream, free, self.read_timeout, wait)? {
+                    Some(read) => large.filled += read,
+                    None => return Ok(None),
+                }
                 continue;
             }
             let available = self.buf.get(self.start..self.filled).unwrap_or_default();
-            match self.decoder.peek_total_bytes(available)? {
-                Some(total) if available.len() >= total => return self.take_frame(total),
-                Some(total) if total > self.buf.len() => self.start_large(total),
-                Some(total) => {
-                    self.make_room(total);
-                    self.fill()?;
+            let needed = match self.decoder.peek_total_bytes(available)? {
+                Some(total) if available.len() >= total => return self.take_frame(total).map(Some),
+                Some(total) if total > self.buf.len() => {
+                    self.start_large(total);
+                    continue;
                 }
-                None => {
-                    self.make_room(FRAME_HEADER_BYTES);
-                    self.fill()?;
-                }
+                Some(total) => total,
+                None => FRAME_HEADER_BYTES,
+            };
+            self.make_room(needed);
+            if !self.fill(wait)? {
+                return Ok(None);
             }
         }
     }
@@ -317,8 +335,27 @@ impl FrameReader {
 
     /// Whether bytes of a frame were received and not yet taken: reading on needs no wait
     /// for the socket to become readable.
-    fn has_buffered_bytes(&self) -> bool {
-        self.filled > self.start || self.large.as_ref().is_some_and(|large| large.filled > 0)
+    /// Whether a whole frame is buffered (or bytes that are no frame, which reading reports):
+    /// reading it needs nothing more from the socket.
+    fn has_whole_frame(&self) -> bool {
+        if let Some(large) = &self.large {
+            return large.filled == large.total;
+        }
+        let available = self.buf.get(self.start..self.filled).unwrap_or_default();
+        match self.decoder.peek_total_bytes(available) {
+            Ok(Some(total)) => available.len() >= total,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// The correlation id of the frame whose first bytes are buffered, once its header is.
+    fn buffered_correlation_id(&self) -> Option<u32> {
+        let buffered = match &self.large {
+            Some(large) => large.bytes.get(..large.filled),
+            None => self.buf.get(self.start..self.filled),
+        };
+        FrameHeader::decode(buffered.unwrap_or_default()).map(|header| header.correlation_id)
     }
 
     /// Moves the start of a frame of `total` bytes, larger than the read buffer, into a
@@ -361,15 +398,21 @@ impl FrameReader {
         self.start = 0;
     }
 
-    /// One read into the free part of the buffer.
-    fn fill(&mut self) -> Result<(), ClientError> {
+    /// One read into the free part of the buffer; `false` when `wait` is not set and the
+    /// socket had nothing.
+    fn fill(&mut self, wait: bool) -> Result<bool, ClientError> {
         debug_assert!(
             self.filled < self.buf.len(),
             "make_room leaves space to read"
         );
         let free = self.buf.get_mut(self.filled..).unwrap_or_default();
-        self.filled += read_some(&mut self.stream, free, self.read_timeout)?;
-        Ok(())
+        match read_some(&mut self.stream, free, self.read_timeout, wait)? {
+            Some(read) => {
+                self.filled += read;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Copies the complete frame of `total` bytes at `start` out of the buffer.
@@ -385,18 +428,26 @@ impl FrameReader {
     }
 }
 
-/// One read into `free` (not empty); returns the bytes read.
+/// One read into `free` (not empty); returns the bytes read. Without `wait`, only what the
+/// socket holds now is read: `None` when it holds nothing.
 fn read_some(
     stream: &mut TcpStream,
     free: &mut [u8],
     read_timeout: Option<Duration>,
-) -> Result<usize, ClientError> {
+    wait: bool,
+) -> Result<Option<usize>, ClientError> {
     debug_assert!(!free.is_empty(), "reads go into free room");
     loop {
-        match stream.read(free) {
+        let result = if wait {
+            stream.read(free)
+        } else {
+            read_now(stream, free)
+        };
+        match result {
             Ok(0) => return Err(ClientError::Disconnected),
-            Ok(read) => return Ok(read),
+            Ok(read) => return Ok(Some(read)),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) if !wait && error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(error)
                 if matches!(
                     error.kind(),
@@ -409,6 +460,22 @@ fn read_some(
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// A read that does not wait. MSG_DONTWAIT rather than O_NONBLOCK: the flag would also
+/// change the writer's descriptor, which shares the socket's open file description.
+fn read_now(stream: &TcpStream, free: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `free` is a live, exclusively borrowed buffer of `free.len()` bytes; recv(2)
+    // writes at most that many into it.
+    let read = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            free.as_mut_ptr().cast(),
+            free.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(read).map_err(|_| io::Error::last_os_error())
 }
 
 /// A pipelined connection: send many requests, then receive each response by correlation id.
@@ -633,19 +700,50 @@ impl Connection {
         self.check_usable()?;
         let result = self.reader.set_read_timeout(Some(timeout));
         self.note_failure(result)?;
-        let frame = loop {
+        loop {
             let result = self.reader.read_frame();
             let frame = self.note_failure(result)?;
-            let id = frame.header().correlation_id;
-            match self.abandoned.iter().position(|abandoned| *abandoned == id) {
-                Some(index) => {
-                    self.abandoned.swap_remove(index);
-                    self.recycle(frame.into_buffer());
-                }
-                None => break frame,
+            if let Some(frame) = self.accept(frame)? {
+                return Ok(frame);
             }
-        };
+        }
+    }
+
+    /// Reads, without waiting, the responses that arrived whole: those to abandoned requests
+    /// are dropped, the others kept for [`Self::receive`]. Returns whether receiving the
+    /// response to `correlation_id` now waits at most for the rest of it: it arrived, or its
+    /// first bytes did. A socket found readable may hold only abandoned responses, and
+    /// receiving would then wait for this one as long as the server takes to answer it.
+    pub(crate) fn response_started(&mut self, correlation_id: u32) -> Result<bool, ClientError> {
+        self.check_usable()?;
+        loop {
+            let arrived = self.arrived.iter();
+            if arrived
+                .map(|frame| frame.header().correlation_id)
+                .any(|id| id == correlation_id)
+            {
+                return Ok(true);
+            }
+            let result = self.reader.try_read_frame();
+            let Some(frame) = self.note_failure(result)? else {
+                break;
+            };
+            if let Some(frame) = self.accept(frame)? {
+                self.arrived.push_back(frame);
+            }
+        }
+        Ok(self.reader.buffered_correlation_id() == Some(correlation_id))
+    }
+
+    /// Checks a received response against the requests in flight; `None` for an abandoned
+    /// request's, which is dropped.
+    fn accept(&mut self, frame: ResponseFrame) -> Result<Option<ResponseFrame>, ClientError> {
         let id = frame.header().correlation_id;
+        if let Some(index) = self.abandoned.iter().position(|abandoned| *abandoned == id) {
+            self.abandoned.swap_remove(index);
+            self.recycle(frame.into_buffer());
+            return Ok(None);
+        }
         let Some(index) = self.pending.iter().position(|(pending, _)| *pending == id) else {
             return self.note_failure(Err(ClientError::UnexpectedResponse(format!(
                 "response with unknown correlation id {id}"
@@ -658,13 +756,15 @@ impl Connection {
                 frame.header().api
             ))));
         }
-        Ok(frame)
+        Ok(Some(frame))
     }
 
     /// Whether receiving starts without waiting on the socket: a response arrived already,
-    /// bytes of one are buffered, or the connection is broken (receiving reports it).
+    /// one is buffered whole, or the connection is broken (receiving reports it). Part of a
+    /// response buffered does not count: the rest comes through the socket, which a wait
+    /// watches; counting it would make a waiter that reads only whole responses spin.
     pub(crate) fn has_buffered_response(&self) -> bool {
-        self.broken.is_some() || !self.arrived.is_empty() || self.reader.has_buffered_bytes()
+        self.broken.is_some() || !self.arrived.is_empty() || self.reader.has_whole_frame()
     }
 
     /// The server's address.

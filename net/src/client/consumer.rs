@@ -561,14 +561,28 @@ impl Consumer {
             .filter(|in_flight| in_flight.poll == self.polls)
             .map(overdue_at)
             .fold(deadline, Instant::max);
-        let waiting = self.links.iter().map(|link| {
-            link.in_flight
-                .as_ref()
-                .map(|_| link.client.connection_ref())
-        });
-        let wait = until.saturating_duration_since(Instant::now());
-        if let Some(ready) = self.select.wait(waiting, wait)? {
-            return Ok(Some(ready));
+        loop {
+            let waiting = self.links.iter().map(|link| {
+                link.in_flight
+                    .as_ref()
+                    .map(|_| link.client.connection_ref())
+            });
+            let wait = until.saturating_duration_since(Instant::now());
+            let Some(ready) = self.select.wait(waiting, wait)? else {
+                break;
+            };
+            let link = &mut self.links[ready];
+            let Some(in_flight) = &link.in_flight else {
+                return Err(ClientError::UnexpectedResponse(
+                    "a connection without a fetch on its way was ready".to_owned(),
+                ));
+            };
+            // What made it ready may be only the answer to a fetch abandoned after a seek:
+            // receiving would then wait for this fetch's long poll, while other links'
+            // answers (and the poll's timeout) wait behind it.
+            if link.client.fetch_started(&in_flight.pending)? {
+                return Ok(Some(ready));
+            }
         }
         let now = Instant::now();
         let late = self
@@ -1066,6 +1080,67 @@ mod tests {
             consumer.links[0].client.connection().in_flight(),
             0,
             "the dropped prefetch was read"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_answer_does_not_hold_a_poll_on_the_long_poll_behind_it() {
+        let server = FakeServer::start("t", 2, Behaviour::default());
+        let mut client = Client::connect(server.addr).unwrap();
+        produce(&mut client, 1, 1, &["x"]);
+        let mut consumer = Consumer::connect(
+            server.addr,
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                max_wait_ms: 10_000,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        consumer.assign("t", &[0, 1]);
+        consumer.seek_all(SeekTo::Earliest).unwrap();
+        // The fake server has one shard: route by hand, partition 0 over the first link and
+        // partition 1 over a second one, as two shards would.
+        consumer.links.push(Link {
+            shard: Some(1),
+            client: Client::connect(server.addr).unwrap(),
+            in_flight: None,
+        });
+        consumer.assigned[1].link = 1;
+        consumer.routed = true;
+        // The first link as a seek leaves it: a stale fetch abandoned, its answer already in,
+        // and the long poll of the new position (nothing there) sent after it.
+        let partitions = [FetchPartition {
+            partition: 0,
+            offset: 0,
+            partition_max_bytes: 1024,
+        }];
+        let topics = [FetchTopic {
+            topic: "t",
+            partitions: &partitions,
+        }];
+        let stale = consumer.links[0]
+            .client
+            .send_fetch(&fetch::Request {
+                max_wait_ms: 0,
+                min_bytes: 1,
+                max_bytes: 1024,
+                topics: &topics,
+            })
+            .unwrap();
+        consumer.links[0].client.abandon_fetch(stale);
+        let answered = ResponseSelect::new().wait(
+            [Some(consumer.links[0].client.connection_ref())],
+            Duration::from_secs(10),
+        );
+        assert_eq!(answered.unwrap(), Some(0), "the abandoned answer is in");
+        consumer.send_fetch(0, Duration::from_secs(10)).unwrap();
+
+        let got = values(consumer.poll(Duration::from_millis(100)).unwrap());
+        assert_eq!(got, [(1, 0, "x".to_owned())]);
+        assert!(
+            consumer.links[0].in_flight.is_some(),
+            "the poll returned the records there were, without waiting out the long poll"
         );
     }
 
