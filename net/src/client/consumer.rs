@@ -438,8 +438,8 @@ impl Consumer {
     }
 
     /// The owning shard of each assigned partition (in `assigned` order), from Metadata; a
-    /// partition the server does not name counts as the first connection's shard (its fetch
-    /// then reports the error).
+    /// partition the server does not name goes with the first named one (shard 0 when none
+    /// is named): its fetch reports the error, over whichever connection.
     fn owning_shards(&mut self) -> Result<Vec<u16>, ClientError> {
         let topic = self.topic.clone();
         let topics = self.home().metadata(&[&topic])?;
