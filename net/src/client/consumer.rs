@@ -76,6 +76,10 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// Position policy for partitions without a valid position.
     pub auto_offset_reset: AutoOffsetReset,
+    /// How long a connection waits before fetching again after an answer that held only
+    /// retriable errors (a failing disk, throttling): Kafka's `retry.backoff.ms`. Without it,
+    /// errors answered at once would make polls send fetches back to back.
+    pub retry_backoff_ms: u32,
     /// Fetch the partitions of each shard over a connection to that shard (one per shard
     /// that owns assigned partitions), so each shard sends its own partitions' bytes in
     /// parallel; `false`: one connection fetches all, its shard sending the others' bytes too.
@@ -92,6 +96,7 @@ impl Default for ConsumerConfig {
             max_bytes: fetch::MAX_BYTES_DEFAULT,
             partition_max_bytes: 1024 * 1024,
             auto_offset_reset: AutoOffsetReset::Latest,
+            retry_backoff_ms: 100,
             connection_per_shard: true,
             connection: ConnectionConfig::default(),
         }
@@ -123,6 +128,8 @@ struct Link {
     shard: Option<u16>,
     client: Client,
     in_flight: Option<InFlight>,
+    /// No fetch is sent before then: its last answer held only retriable errors.
+    retry_at: Option<Instant>,
 }
 
 /// A fetch on its way: sent ahead for the positions a poll left, or a long poll that the
@@ -213,6 +220,7 @@ impl Consumer {
                 shard: None,
                 client,
                 in_flight: None,
+                retry_at: None,
             }],
             config,
             topic: String::new(),
@@ -343,6 +351,9 @@ impl Consumer {
             }
             first_round = false;
             let Some(index) = self.wait_for_answer(deadline)? else {
+                if Instant::now() < deadline && self.retry_due() {
+                    continue;
+                }
                 break;
             };
             let link = &mut self.links[index];
@@ -353,10 +364,15 @@ impl Consumer {
             };
             let result = link.client.receive_fetch(in_flight.pending)?;
             self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
-            if self.apply_fetch(&result)? {
+            let (got_records, failed_retriably) = self.apply_fetch(&result)?;
+            if got_records {
                 self.send_prefetch(index);
                 self.last = Some((index, result));
                 break;
+            }
+            if failed_retriably {
+                let backoff = Duration::from_millis(u64::from(self.config.retry_backoff_ms));
+                self.links[index].retry_at = Some(Instant::now() + backoff);
             }
             self.links[index].client.recycle(result);
         }
@@ -429,6 +445,7 @@ impl Consumer {
                         self.config.connection,
                     )?,
                     in_flight: None,
+                    retry_at: None,
                 },
             };
             assigned.link = kept.len();
@@ -478,15 +495,30 @@ impl Consumer {
         }
     }
 
-    /// Sends a fetch, long polling up to `wait`, on every link that has none on its way and
-    /// has positioned partitions.
+    /// Sends a fetch, long polling up to `wait`, on every link that has none on its way, has
+    /// positioned partitions and is not backing off after retriable errors.
     fn send_fetches(&mut self, wait: Duration) -> Result<(), ClientError> {
+        let now = Instant::now();
         for index in 0..self.links.len() {
-            if self.links[index].in_flight.is_none() {
-                self.send_fetch(index, wait)?;
+            let link = &mut self.links[index];
+            if link.in_flight.is_some() || link.retry_at.is_some_and(|at| at > now) {
+                continue;
             }
+            link.retry_at = None;
+            self.send_fetch(index, wait)?;
         }
         Ok(())
+    }
+
+    /// When the first link backing off after retriable errors may fetch again.
+    fn next_retry(&self) -> Option<Instant> {
+        let idle = self.links.iter().filter(|link| link.in_flight.is_none());
+        idle.filter_map(|link| link.retry_at).min()
+    }
+
+    /// Whether a link backing off after retriable errors may fetch again now.
+    fn retry_due(&self) -> bool {
+        self.next_retry().is_some_and(|at| at <= Instant::now())
     }
 
     /// Sends a fetch from the positioned partitions of link `index`, waiting at most `wait`;
@@ -561,6 +593,11 @@ impl Consumer {
             .filter(|in_flight| in_flight.poll == self.polls)
             .map(overdue_at)
             .fold(deadline, Instant::max);
+        // A link backing off wakes the wait to fetch again, if that is before the deadline.
+        let until = match self.next_retry() {
+            Some(retry_at) if retry_at < deadline => until.min(retry_at),
+            _ => until,
+        };
         loop {
             let waiting = self.links.iter().map(|link| {
                 link.in_flight
@@ -599,12 +636,14 @@ impl Consumer {
     }
 
     /// Moves positions past the fetched batches and handles per-partition errors. Returns
-    /// whether any records at or after the positions arrived.
-    fn apply_fetch(&mut self, result: &FetchResult) -> Result<bool, ClientError> {
+    /// whether any records at or after the positions arrived, and whether a partition
+    /// answered a retriable error.
+    fn apply_fetch(&mut self, result: &FetchResult) -> Result<(bool, bool), ClientError> {
         // An error that ends the poll is found before any position moves: moving past the
         // other partitions' batches and then dropping the answer would skip their records.
         self.fatal_error(result)?;
         let mut got_records = false;
+        let mut failed_retriably = false;
         for fetched in result.partitions()? {
             let Some(index) = self
                 .assigned
@@ -635,7 +674,7 @@ impl Consumer {
                     // Resolved again by the next round's resolve_unpositioned.
                     assigned.refused = assigned.position.take();
                 }
-                code if code.is_retriable() => {}
+                code if code.is_retriable() => failed_retriably = true,
                 code => {
                     return Err(ClientError::server(
                         ApiKey::Fetch,
@@ -645,7 +684,7 @@ impl Consumer {
                 }
             }
         }
-        Ok(got_records)
+        Ok((got_records, failed_retriably))
     }
 
     /// The first error of an assigned partition in `result` that ends the poll (what
@@ -1105,6 +1144,7 @@ mod tests {
             shard: Some(1),
             client: Client::connect(server.addr).unwrap(),
             in_flight: None,
+            retry_at: None,
         });
         consumer.assigned[1].link = 1;
         consumer.routed = true;
@@ -1142,6 +1182,39 @@ mod tests {
             consumer.links[0].in_flight.is_some(),
             "the poll returned the records there were, without waiting out the long poll"
         );
+    }
+
+    #[test]
+    fn retriable_errors_are_fetched_again_after_the_backoff_not_back_to_back() {
+        let server = FakeServer::start(
+            "t",
+            1,
+            Behaviour {
+                fail_fetches: true,
+                ..Behaviour::default()
+            },
+        );
+        let mut consumer = Consumer::connect(
+            server.addr,
+            ConsumerConfig {
+                retry_backoff_ms: 100,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        consumer.assign("t", &[0]);
+        consumer.seek_all(SeekTo::Offset(0)).unwrap();
+        let started = Instant::now();
+        let got = values(consumer.poll(Duration::from_millis(350)).unwrap());
+        assert!(got.is_empty());
+        assert!(
+            started.elapsed() >= Duration::from_millis(350),
+            "the poll waited"
+        );
+        // One fetch at the start and at most one per backoff after it (back to back, the
+        // errors answered at once made thousands).
+        let fetches = server.fetches();
+        assert!((2..=5).contains(&fetches), "{fetches} fetches");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(crate) struct Behaviour {
     pub(crate) stall_after_requests: usize,
     /// After answering this many requests of a connection, close it. 0: never.
     pub(crate) close_after_requests: usize,
+    /// Answer every partition of every fetch with StorageError (a retriable error).
+    pub(crate) fail_fetches: bool,
 }
 
 /// One stored batch.
@@ -48,6 +50,9 @@ struct Log {
     close_on_produce: bool,
     stall_after_requests: usize,
     close_after_requests: usize,
+    fail_fetches: bool,
+    /// Fetch requests answered so far.
+    fetches: usize,
 }
 
 impl Log {
@@ -67,6 +72,7 @@ struct State {
 /// A running fake server.
 pub(crate) struct FakeServer {
     pub(crate) addr: SocketAddr,
+    state: Arc<State>,
 }
 
 impl FakeServer {
@@ -83,17 +89,26 @@ impl FakeServer {
                 close_on_produce: behaviour.close_on_produce,
                 stall_after_requests: behaviour.stall_after_requests,
                 close_after_requests: behaviour.close_after_requests,
+                fail_fetches: behaviour.fail_fetches,
+                fetches: 0,
             }),
             appended: Condvar::new(),
         });
+        let served = Arc::clone(&state);
         thread::spawn(move || {
+            let state = served;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let state = state.clone();
                 thread::spawn(move || serve(stream, &state));
             }
         });
-        Self { addr }
+        Self { addr, state }
+    }
+
+    /// Fetch requests answered so far, on all connections.
+    pub(crate) fn fetches(&self) -> usize {
+        self.state.log.lock().unwrap().fetches
     }
 }
 
@@ -256,6 +271,7 @@ fn fetch_response(
     let view = fetch::RequestView::decode(request.body()).unwrap();
     let deadline = Instant::now() + Duration::from_millis(u64::from(view.max_wait_ms()));
     let mut log = state.log.lock().unwrap();
+    log.fetches += 1;
     loop {
         let mut raw = Vec::new();
         let mut topics_out = Vec::new();
@@ -272,7 +288,10 @@ fn fetch_response(
                     log_start_offset: 0,
                     ..Default::default()
                 };
-                if wanted.offset() > hw {
+                if log.fail_fetches {
+                    result.status = Status::error(ErrorCode::StorageError, "failing disk");
+                    any_error = true;
+                } else if wanted.offset() > hw {
                     result.status = Status::error(ErrorCode::OffsetOutOfRange, "beyond end");
                     any_error = true;
                 } else {

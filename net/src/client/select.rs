@@ -34,8 +34,8 @@ impl ResponseSelect {
     }
 
     /// Waits up to `timeout` until one of `connections` (`None`: not watched) has a response
-    /// to read, and returns its index; `None` when the time passed first or nothing is
-    /// watched. A connection is ready when receiving starts without waiting: a response is
+    /// to read, and returns its index; `None` when the time passed first (with nothing
+    /// watched, after `timeout`, as poll(2) does). A connection is ready when receiving starts without waiting: a response is
     /// buffered whole, its socket is readable (data, end of stream or an error, which
     /// receiving then reports), or it is broken already. Receiving from a ready connection
     /// may still wait for the rest of a response that is on its way, or for another response
@@ -66,9 +66,6 @@ impl ResponseSelect {
                 events: libc::POLLIN,
                 revents: 0,
             });
-        }
-        if self.indexes.is_empty() {
-            return Ok(None);
         }
         if self.ready.is_empty() {
             self.poll(timeout)?;
