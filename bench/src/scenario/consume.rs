@@ -10,8 +10,8 @@
 //!   comes from the disk. Default size 1 GiB, read once.
 //!
 //! Each consumer reads its share of the partitions (consumer i: partitions i, i + consumers, ...)
-//! on one connection, sending its next fetch as soon as a response is in, as Kafka consumers
-//! prefetch.
+//! over one connection per shard that owns some of them, as the client's Consumer does, sending
+//! a connection's next fetch as soon as its response is in, as Kafka consumers prefetch.
 
 use std::time::Duration;
 
