@@ -639,14 +639,15 @@ impl Shard {
                             max_wait_ms,
                         },
                 } => {
+                    // Registered here, not in the task: the inbox may hold the Cancel right
+                    // behind this Call, and this loop takes it before the task first runs.
+                    let key = (from, call_id);
+                    let cancelled = Rc::new(Latch::default());
+                    self.waits_for_others
+                        .borrow_mut()
+                        .insert(key, Rc::clone(&cancelled));
                     let shard = Rc::clone(&self);
                     reactor::spawn(async move {
-                        let key = (from, call_id);
-                        let cancelled = Rc::new(Latch::default());
-                        shard
-                            .waits_for_others
-                            .borrow_mut()
-                            .insert(key, Rc::clone(&cancelled));
                         let max_wait = Duration::from_millis(u64::from(max_wait_ms));
                         let wait =
                             super::partition_ops::wait_for_any(&shard, &targets, Some(max_wait));
@@ -895,5 +896,126 @@ fn remove_in_background(path: PathBuf) {
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "could not start the deletion thread; data left for the next start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use ringlog_engine::reactor::mail::{mesh, Mailbox};
+    use ringlog_engine::reactor::{block_on, RingConfig};
+
+    use super::*;
+
+    /// Shard 1 of 2, owning partition `partition` of topic `t`; the caller gets shard 0's
+    /// mailbox to play the other shard by hand.
+    async fn second_of_two(dir: &std::path::Path) -> (Rc<Shard>, Inbox<Mail>, Mailbox<Mail>, u32) {
+        let mut mailboxes = mesh::<Mail>(2, 16).unwrap();
+        let Mailbox { inbox, outboxes } = mailboxes.pop().unwrap();
+        let first = mailboxes.pop().unwrap();
+        let config = Rc::new(ServerConfig {
+            cache_bytes_per_shard: 1 << 20,
+            read_ahead_bytes_per_shard: 1 << 20,
+            ..ServerConfig::default()
+        });
+        let shard = Shard::new(1, 2, config, dir.to_path_buf(), outboxes, Arc::default());
+        let topic = TopicConfig {
+            partitions: 4,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: 1 << 20,
+        };
+        std::fs::create_dir(dir.join("t")).unwrap();
+        shard.open_topic("t", topic).await.unwrap();
+        let partition = (0..4).find(|&p| shard.owner("t", p) == 1).unwrap();
+        (shard, inbox, first, partition)
+    }
+
+    /// Completes once `done` holds, or panics after a few seconds (far less than any wait
+    /// the tests start, so a wait that only ends at its max_wait fails them).
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let polled = async {
+            while !done() {
+                reactor::yield_now().await;
+            }
+        };
+        let outcome = time::timeout(Duration::from_secs(5), polled).await;
+        assert!(outcome.is_ok(), "{what}");
+    }
+
+    fn send(outbox: &mut MailSender<Mail>, mail: Mail) {
+        assert!(outbox.try_send(mail).is_ok(), "the queue has room");
+    }
+
+    /// The answer to call `call_id`, which must come before any other.
+    async fn answer(inbox: &mut Inbox<Mail>, call_id: u64) -> ShardReturn {
+        match inbox.recv().await {
+            Mail::Return {
+                call_id: id,
+                result,
+            } if id == call_id => result,
+            Mail::Return { call_id: id, .. } => panic!("answer to call {id} first"),
+            _ => panic!("mail other than an answer"),
+        }
+    }
+
+    fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce(std::path::PathBuf) -> F) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(RingConfig::default(), test(path)).unwrap();
+    }
+
+    /// A busy owner can find a wait's Call and its Cancel in its queue together: the inbox
+    /// loop takes both before the task it spawned for the wait first runs.
+    #[test]
+    fn a_cancel_queued_right_behind_its_call_ends_the_wait() {
+        run(|dir| async move {
+            let (shard, inbox, first, partition) = second_of_two(&dir).await;
+            let Mailbox {
+                inbox: mut answers,
+                mut outboxes,
+            } = first;
+            let call = ShardCall::WaitForData {
+                targets: vec![("t".to_string(), partition, 0)],
+                max_wait_ms: 600_000,
+            };
+            let (from, wait_id, barrier_id) = (0, 7, 8);
+            send(
+                &mut outboxes[1],
+                Mail::Call {
+                    from,
+                    call_id: wait_id,
+                    call,
+                },
+            );
+            send(
+                &mut outboxes[1],
+                Mail::Cancel {
+                    from,
+                    call_id: wait_id,
+                },
+            );
+            // Answered by a task spawned after the wait's: once it answers, the wait's task
+            // has run too.
+            send(
+                &mut outboxes[1],
+                Mail::Call {
+                    from,
+                    call_id: barrier_id,
+                    call: ShardCall::Metrics,
+                },
+            );
+            reactor::spawn(Rc::clone(&shard).run_inbox(inbox));
+            assert!(matches!(
+                answer(&mut answers, barrier_id).await,
+                ShardReturn::Metrics(_)
+            ));
+            eventually("the cancelled wait ended", || shard.waits_for_others() == 0).await;
+            assert!(
+                answers.try_recv().is_none(),
+                "a cancelled wait answers nothing"
+            );
+        });
     }
 }
