@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use flatbuffers::FlatBufferBuilder;
 use ringlog_net::api::ApiKey;
 use ringlog_net::client::{
-    Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Client, Connection, ConnectionConfig, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
 };
 use ringlog_net::frame::{encode_header, FrameHeader};
 use ringlog_net::message::fetch::{FetchPartition, FetchTopic, Request as FetchRequest};
+use ringlog_net::message::produce::Acks;
+use ringlog_net::message::share_fetch::Request as ShareFetchRequest;
 use ringlog_net::message::{create_topic, Encode};
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
 
@@ -594,4 +597,98 @@ fn a_client_gone_during_a_long_poll_frees_its_connection() {
     admin.api_versions("limits-test", "1").unwrap();
     drop(admin);
     server.shutdown();
+}
+
+/// A share consumer gone during a long ShareFetch frees its connection, as a fetch's does,
+/// and acquires nothing: a record produced after it left goes to the next member at its
+/// first delivery, instead of staying locked for a member that is gone (and counting a
+/// delivery) until the lock expires. With the share partition on the connection's shard
+/// and on the other one.
+#[test]
+fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_nothing() {
+    for owner in [0u16, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(ServerConfig {
+            connections_max: 2,
+            ..config(dir.path())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        // Holds one of the two connections throughout.
+        let mut admin = Client::connect(addr).unwrap();
+        admin
+            .create_topic(&create_topic::Request {
+                name: "jobs",
+                partitions: 2,
+                retention_ms: None,
+                retention_bytes: None,
+                segment_bytes: Some(1 << 20),
+            })
+            .unwrap();
+        let owners = &admin.metadata(&["jobs"]).unwrap()[0].partitions;
+        let partition = owners.iter().find(|p| p.shard == owner).unwrap().partition;
+        let mut gone =
+            Connection::connect_to_shard(addr, 0, 2, ConnectionConfig::default()).unwrap();
+        gone.send(&ShareFetchRequest {
+            group: "workers",
+            member_id: "gone",
+            topic: "jobs",
+            partition,
+            max_records: 10,
+            max_wait_ms: u32::MAX,
+            max_bytes: 1 << 20,
+            acks: &[],
+        })
+        .unwrap();
+        // Requests start in the order they arrive: once this is answered the fetch waits.
+        gone.call(&ringlog_net::message::api_versions::Request {
+            client_name: "limits-test",
+            client_version: "1",
+        })
+        .unwrap();
+        drop(gone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            if !refused(&mut stream) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a share consumer gone during a long poll still holds its connection (owner {owner})"
+            );
+            std::thread::yield_now();
+        }
+        // Through the admin's connection: the server may not have counted the probe's close.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), now_ms);
+        builder.push(now_ms, None, Some(b"job"), &[]).unwrap();
+        let stored = admin
+            .produce("jobs", partition, Acks::Leader, builder.finish())
+            .unwrap();
+        assert_eq!(stored, Some(0));
+        let fetched = admin
+            .share_fetch(&ShareFetchRequest {
+                group: "workers",
+                member_id: "live",
+                topic: "jobs",
+                partition,
+                max_records: 10,
+                max_wait_ms: 5_000,
+                max_bytes: 1 << 20,
+                acks: &[],
+            })
+            .unwrap();
+        let acquired = fetched.acquired().unwrap();
+        assert_eq!(acquired.len(), 1, "owner {owner}: {acquired:?}");
+        assert_eq!(
+            (acquired[0].first_offset, acquired[0].delivery_count),
+            (0, 1),
+            "owner {owner}"
+        );
+        server.shutdown();
+    }
 }

@@ -19,8 +19,8 @@ pub(crate) enum Mail {
     },
     /// The answer to an earlier call from this shard.
     Return { call_id: u64, result: ShardReturn },
-    /// The caller (shard `from`) no longer waits for its call `call_id`, a
-    /// [`ShardCall::WaitForData`]: end the wait, answer nothing. Without it the wait (a waiter
+    /// The caller (shard `from`) no longer waits for its call `call_id`, one that
+    /// [`ShardCall::is_cancellable`]: end its wait, answer nothing. Without it the wait (a waiter
     /// per partition and a timer) stays until data or its `max_wait_ms`, however early the
     /// fetch that asked for it was answered.
     Cancel { from: usize, call_id: u64 },
@@ -99,6 +99,18 @@ pub(crate) enum ShardCall {
     Metrics,
     /// Consumer-group and share-group work (see `super::group`).
     Group(super::group::GroupCall),
+}
+
+impl ShardCall {
+    /// Whether the caller may end it early with [`Mail::Cancel`]: the calls that wait (for
+    /// data, for records to acquire) on behalf of a client's long poll.
+    pub(crate) fn is_cancellable(&self) -> bool {
+        matches!(
+            self,
+            ShardCall::WaitForData { .. }
+                | ShardCall::Group(super::group::GroupCall::ShareFetch(_))
+        )
+    }
 }
 
 /// Which offset a ListOffsets query wants.

@@ -151,8 +151,8 @@ pub(crate) struct Shard {
     /// Per target shard: senders wait their turn while its queue is full (mail order).
     mail_turns: Vec<MailTurns>,
     calls: RefCell<CallTable>,
-    /// Waits for data that other shards' fetches asked this shard for, by (caller shard, call
-    /// id): set to end one early (see [`Mail::Cancel`]).
+    /// Waits that other shards' long polls (fetches, share fetches) have running here, by
+    /// (caller shard, call id): set to end one early (see [`Mail::Cancel`]).
     waits_for_others: RefCell<HashMap<(usize, u64), Rc<Latch>>>,
     /// Open connections on the whole server (shared by shards; an atomic counter, no lock).
     pub(crate) connections: Arc<AtomicUsize>,
@@ -542,6 +542,17 @@ impl Shard {
         self.call_and_cancel(target, call, false).await
     }
 
+    /// [`Self::call`] for a call that [`ShardCall::is_cancellable`] on another shard:
+    /// dropping the future before the answer ends the call's wait there.
+    pub(crate) async fn call_cancellable(
+        self: &Rc<Self>,
+        target: usize,
+        call: ShardCall,
+    ) -> ShardReturn {
+        assert!(call.is_cancellable(), "only waiting calls are cancelled");
+        self.call_and_cancel(target, call, true).await
+    }
+
     /// Waits until one of `targets` (topic, partition, offset), all owned by shard `owner`
     /// (not this one), has data, or `max_wait_ms` passes. Dropping the future before then
     /// ends the wait on `owner` too.
@@ -556,7 +567,7 @@ impl Shard {
             targets,
             max_wait_ms,
         };
-        self.call_and_cancel(owner, call, true).await;
+        self.call_cancellable(owner, call).await;
     }
 
     /// [`Self::call`]; with `cancel_unanswered`, a caller that stops waiting before the answer
@@ -633,12 +644,8 @@ impl Shard {
                 Mail::Call {
                     from,
                     call_id,
-                    call:
-                        ShardCall::WaitForData {
-                            targets,
-                            max_wait_ms,
-                        },
-                } => {
+                    call,
+                } if call.is_cancellable() => {
                     // Registered here, not in the task: the inbox may hold the Cancel right
                     // behind this Call, and this loop takes it before the task first runs.
                     let key = (from, call_id);
@@ -648,15 +655,9 @@ impl Shard {
                         .insert(key, Rc::clone(&cancelled));
                     let shard = Rc::clone(&self);
                     reactor::spawn(async move {
-                        let max_wait = Duration::from_millis(u64::from(max_wait_ms));
-                        let wait =
-                            super::partition_ops::wait_for_any(&shard, &targets, Some(max_wait));
-                        let cancel = cancelled.wait();
-                        futures_util::pin_mut!(wait, cancel);
-                        futures_util::future::select(wait, cancel).await;
+                        let result = shard.execute_cancellable(call, &cancelled).await;
                         shard.waits_for_others.borrow_mut().remove(&key);
                         if !cancelled.is_set() {
-                            let result = ShardReturn::Done(Ok(()));
                             shard
                                 .send_mail(from, Mail::Return { call_id, result })
                                 .await;
@@ -693,6 +694,34 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// Does the work of a call that [`ShardCall::is_cancellable`], ending early once
+    /// `cancelled` is set.
+    async fn execute_cancellable(
+        self: &Rc<Self>,
+        call: ShardCall,
+        cancelled: &Latch,
+    ) -> ShardReturn {
+        match call {
+            ShardCall::WaitForData {
+                targets,
+                max_wait_ms,
+            } => {
+                let max_wait = Duration::from_millis(u64::from(max_wait_ms));
+                let wait = super::partition_ops::wait_for_any(self, &targets, Some(max_wait));
+                let cancel = cancelled.wait();
+                futures_util::pin_mut!(wait, cancel);
+                futures_util::future::select(wait, cancel).await;
+                ShardReturn::Done(Ok(()))
+            }
+            ShardCall::Group(super::group::GroupCall::ShareFetch(args)) => {
+                ShardReturn::Group(super::group::GroupReturn::ShareFetched(
+                    super::share::fetch(self, args, cancelled).await,
+                ))
+            }
+            other => Box::pin(self.execute(other)).await,
         }
     }
 
@@ -742,13 +771,8 @@ impl Shard {
                 super::partition_ops::fetch_for_shard(self, &topic, partition, offset, max_bytes)
                     .await,
             ),
-            ShardCall::WaitForData {
-                targets,
-                max_wait_ms,
-            } => {
-                let max_wait = Duration::from_millis(u64::from(max_wait_ms));
-                super::partition_ops::wait_for_any(self, &targets, Some(max_wait)).await;
-                ShardReturn::Done(Ok(()))
+            call @ ShardCall::WaitForData { .. } => {
+                self.execute_cancellable(call, &Latch::default()).await
             }
             ShardCall::ListOffset {
                 topic,

@@ -665,7 +665,10 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             to,
         } => R::Reset(offsets::reset(shard, &group, kind, &topic, partitions, to).await),
         C::DescribeShares { group } => R::Shares(Ok(super::share::describe(shard, &group))),
-        C::ShareFetch(args) => R::ShareFetched(super::share::fetch(shard, args).await),
+        C::ShareFetch(args) => {
+            let never = super::latch::Latch::default();
+            R::ShareFetched(super::share::fetch(shard, args, &never).await)
+        }
         C::ShareAck(args) => R::Acked(super::share::acknowledge(shard, args).await),
     }
 }

@@ -478,7 +478,7 @@ fn render_shards(body: &mut Exposition, shards: &[ShardMetrics]) {
         Family {
             name: "ringlog_shard_remote_waits",
             kind: Kind::Gauge,
-            help: "Long polls of other shards' connections waiting for this shard's partitions.",
+            help: "Long polls (fetches, share fetches) of other shards' connections waiting on this shard.",
             value: |shard| shard.waits_for_others as i128,
         },
     ];

@@ -17,8 +17,9 @@ use crate::server::group::{
     call, unexpected, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs,
 };
 use crate::server::handler::{decode, respond};
-use crate::server::message::Failure;
+use crate::server::message::{Failure, ShardCall, ShardReturn};
 use crate::server::shard::{unknown_topic, Shard};
+use futures_util::future::Either;
 
 /// Most acknowledgement ranges one request may carry: a member holds at most a window of
 /// records (`IN_FLIGHT_RECORDS_LIMIT` at most), and may settle each twice (renew, then accept).
@@ -98,11 +99,18 @@ pub(crate) async fn share_fetch(shard: &Rc<Shard>, request: &Request) -> Result<
     };
     let owner = shard.owner(&args.topic, args.partition);
     let fetched = if owner == shard.id {
-        super::fetch(shard, args).await?
+        super::fetch(shard, args, &request.hangup).await?
     } else {
-        match call(shard, owner, GroupCall::ShareFetch(args)).await {
-            GroupReturn::ShareFetched(result) => result?,
-            _ => return Err(unexpected()),
+        // A hang-up drops the call, which ends its wait on the owner (Mail::Cancel).
+        let call = ShardCall::Group(GroupCall::ShareFetch(args));
+        let called = shard.call_cancellable(owner, call);
+        let hangup = request.hangup.wait();
+        futures_util::pin_mut!(called, hangup);
+        match futures_util::future::select(called, hangup).await {
+            Either::Left((ShardReturn::Group(GroupReturn::ShareFetched(result)), _)) => result?,
+            Either::Left(_) => return Err(unexpected()),
+            // Nobody reads the answer: any will do.
+            Either::Right(_) => ShareFetched::default(),
         }
     };
     let ShareFetched {

@@ -15,10 +15,11 @@ pub(crate) mod window;
 
 use std::rc::Rc;
 
-use self::partition::{AckResult, ShareFetched, ShareSummary};
+use self::partition::{AckResult, FetchAsk, ShareFetched, ShareSummary};
 use super::group::meta::ShareConfig;
 use super::group::partition_state::PartitionGroups;
 use super::group::{call, unexpected, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs};
+use super::latch::Latch;
 use super::message::Failure;
 use super::shard::Shard;
 use crate::error_code::ErrorCode;
@@ -74,10 +75,12 @@ fn local(shard: &Shard, topic: &str, partition: u32) -> Result<Rc<PartitionGroup
     })
 }
 
-/// ShareFetch on the partition's owner.
+/// ShareFetch on the partition's owner; its wait for records ends once `cancelled` is set
+/// (the client hung up), acquiring nothing for a member that is gone.
 pub(crate) async fn fetch(
     shard: &Rc<Shard>,
     args: ShareFetchArgs,
+    cancelled: &Latch,
 ) -> Result<ShareFetched, Failure> {
     let state = local(shard, &args.topic, args.partition)?;
     let config = config(shard, &args.group, true).await?;
@@ -87,9 +90,12 @@ pub(crate) async fn fetch(
             shard,
             &args.member_id,
             &args.acks,
-            args.max_records,
-            args.max_wait_ms,
-            args.max_bytes,
+            FetchAsk {
+                max_records: args.max_records,
+                max_wait_ms: args.max_wait_ms,
+                max_bytes: args.max_bytes,
+            },
+            cancelled,
         )
         .await
 }

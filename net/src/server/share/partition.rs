@@ -39,6 +39,7 @@ use crate::server::group::partition_state::{share_states, store_failure, Partiti
 use crate::server::group::signal::Signal;
 use crate::server::group::state_record::DurableState;
 use crate::server::group::state_record::StateRecord;
+use crate::server::latch::Latch;
 use crate::server::message::Failure;
 use crate::server::partition_ops::log_failure;
 use crate::server::shard::Shard;
@@ -58,6 +59,17 @@ pub(crate) struct AckResult {
     pub(crate) last: i64,
     /// `None` for success.
     pub(crate) failure: Option<Failure>,
+}
+
+/// What a ShareFetch asks to acquire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchAsk {
+    /// Most records to acquire (0: only apply the acknowledgements).
+    pub(crate) max_records: u32,
+    /// Longest to wait for acquirable records.
+    pub(crate) max_wait_ms: u32,
+    /// Upper bound on the bytes read for them.
+    pub(crate) max_bytes: u32,
 }
 
 /// What a share fetch acquired.
@@ -316,16 +328,15 @@ impl SharePartition {
         results
     }
 
-    /// Applies `acks`, then acquires up to `max_records` records for `member_id`, waiting up to
-    /// `max_wait_ms` for some to become available.
+    /// Applies `acks`, then acquires up to `ask.max_records` records for `member_id`, waiting
+    /// up to `ask.max_wait_ms` for some to become available.
     pub(crate) async fn fetch(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
         member_id: &str,
         acks: &[AckRange],
-        max_records: u32,
-        max_wait_ms: u32,
-        max_bytes: u32,
+        ask: FetchAsk,
+        cancelled: &Latch,
     ) -> Result<ShareFetched, Failure> {
         let mut fetched = ShareFetched {
             lock_expires_ms: -1,
@@ -334,18 +345,11 @@ impl SharePartition {
         if !acks.is_empty() {
             fetched.ack_results = self.acknowledge(shard, member_id, acks).await;
         }
-        if max_records == 0 {
+        if ask.max_records == 0 {
             return Ok(fetched);
         }
         if let Err(failure) = self
-            .acquire_waiting(
-                shard,
-                member_id,
-                max_records,
-                max_wait_ms,
-                max_bytes,
-                &mut fetched,
-            )
+            .acquire_waiting(shard, member_id, ask, cancelled, &mut fetched)
             .await
         {
             fetched.failure = Some(failure);
@@ -353,14 +357,15 @@ impl SharePartition {
         Ok(fetched)
     }
 
-    /// The acquiring part of a fetch: waits up to `max_wait_ms` for acquirable records.
+    /// The acquiring part of a fetch: waits up to `max_wait_ms` for acquirable records, or
+    /// until `cancelled` (the client is gone: records acquired for it would stay locked,
+    /// and count a delivery, until their lock expired).
     async fn acquire_waiting(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
         member_id: &str,
-        max_records: u32,
-        max_wait_ms: u32,
-        max_bytes: u32,
+        ask: FetchAsk,
+        cancelled: &Latch,
         fetched: &mut ShareFetched,
     ) -> Result<(), Failure> {
         let idle_ms = self.member_idle_ms();
@@ -375,18 +380,21 @@ impl SharePartition {
                 )
             })?;
         self.ensure_lease_task(shard);
-        let deadline = Instant::now() + Duration::from_millis(u64::from(max_wait_ms));
-        let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(ask.max_wait_ms));
+        let max_bytes = (ask.max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
         loop {
             let effects = self.sweep(monotonic_ms());
             self.persist(shard, effects, false).await?;
+            if cancelled.is_set() {
+                return Ok(());
+            }
             let lock_ms = self.config.borrow().lock_ms;
             // Locks are taken as the reads of the acquisition go on, each lasting `lock_ms`
             // from then: the time before the first read is the earliest any may end. Reported
             // from after the reads, a member would believe its locks last longer than they do
             // and acknowledge records already expired (and maybe delivered to another).
             let acquire_started_ms = wall_ms();
-            let (acquired, bytes) = self.acquire(member, max_records, max_bytes).await?;
+            let (acquired, bytes) = self.acquire(member, ask.max_records, max_bytes).await?;
             if !acquired.is_empty() {
                 fetched.acquired = acquired;
                 fetched.bytes = bytes;
@@ -397,7 +405,10 @@ impl SharePartition {
             if self.closed.get() || Instant::now() >= deadline {
                 return Ok(());
             }
-            self.wait_for_records(deadline).await;
+            let waited = self.wait_for_records(deadline);
+            let cancel = cancelled.wait();
+            futures_util::pin_mut!(waited, cancel);
+            futures_util::future::select(waited, cancel).await;
         }
     }
 
@@ -881,6 +892,18 @@ async fn run_leases(shard: Rc<Shard>, share: Weak<SharePartition>) {
 #[cfg(test)]
 mod tests {
     use std::future::{poll_fn, Future};
+
+    use super::FetchAsk;
+    use crate::server::latch::Latch;
+
+    /// Acquires up to `max_records`, without waiting, reading up to 1 MiB.
+    fn ask(max_records: u32) -> FetchAsk {
+        FetchAsk {
+            max_records,
+            max_wait_ms: 0,
+            max_bytes: 1 << 20,
+        }
+    }
     use std::pin::pin;
     use std::rc::Rc;
     use std::sync::Arc;
@@ -1042,7 +1065,10 @@ mod tests {
         let path = dir.path().to_path_buf();
         block_on(RingConfig::default(), async move {
             let (shard, share) = shard_with_dead_letters(&path, 1).await;
-            let fetched = share.fetch(&shard, "a", &[], 1, 0, 1 << 20).await.unwrap();
+            let fetched = share
+                .fetch(&shard, "a", &[], ask(1), &Latch::default())
+                .await
+                .unwrap();
             assert_eq!(fetched.acquired.len(), 1);
             // The rejection waits in its copy while the group is deleted.
             let reject = [range(0, AckType::Reject)];
@@ -1078,7 +1104,7 @@ mod tests {
             // The group's window is 100 records: a member holding them all may settle 200.
             let (shard, share) = shard_with_dead_letters(&path, 100).await;
             let fetched = share
-                .fetch(&shard, "a", &[], 100, 0, 1 << 20)
+                .fetch(&shard, "a", &[], ask(100), &Latch::default())
                 .await
                 .unwrap();
             assert_eq!(fetched.acquired.len(), 1);
@@ -1126,7 +1152,10 @@ mod tests {
         let path = dir.path().to_path_buf();
         block_on(RingConfig::default(), async move {
             let (shard, share) = shard_with_dead_letters(&path, 2).await;
-            let fetched = share.fetch(&shard, "a", &[], 2, 0, 1 << 20).await.unwrap();
+            let fetched = share
+                .fetch(&shard, "a", &[], ask(2), &Latch::default())
+                .await
+                .unwrap();
             assert_eq!(fetched.acquired.len(), 1);
             assert_eq!(fetched.acquired[0].last_offset, 1);
             // Member a rejects 0 (copied to the dead-letter topic) and releases 1; its call
@@ -1136,7 +1165,10 @@ mod tests {
             let first_poll = poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
             assert!(first_poll.is_pending(), "the copy is under way");
             // Meanwhile member b acquires 1 (its second delivery) and accepts it.
-            let fetched = share.fetch(&shard, "b", &[], 10, 0, 1 << 20).await.unwrap();
+            let fetched = share
+                .fetch(&shard, "b", &[], ask(10), &Latch::default())
+                .await
+                .unwrap();
             let expected = AcquiredRange {
                 first_offset: 1,
                 last_offset: 1,
