@@ -1028,6 +1028,23 @@ fn delete_topic_then_recreate_starts_empty() {
     assert!(topics[0].partitions.iter().all(|p| p.high_watermark == 0));
 }
 
+/// The longest names Kafka's rules allow (249 characters) are deleted too, and a topic created
+/// again under the name starts empty, before and after a restart.
+#[test]
+fn a_topic_with_the_longest_name_is_deleted_and_recreated_empty() {
+    let mut server = TestServer::start(2);
+    let name = "n".repeat(249);
+    server.create_topic(&name, 2);
+    produce_values(&server, &name, (0..10).map(|n| n.to_string()), false);
+    server.client().delete_topic(&name).unwrap();
+    server.create_topic(&name, 2);
+    let topics = server.client().metadata(&[name.as_str()]).unwrap();
+    assert!(topics[0].partitions.iter().all(|p| p.high_watermark == 0));
+    server.restart();
+    let topics = server.client().metadata(&[name.as_str()]).unwrap();
+    assert!(topics[0].partitions.iter().all(|p| p.high_watermark == 0));
+}
+
 #[test]
 fn a_second_server_cannot_share_the_port() {
     let server = TestServer::start(2);

@@ -430,7 +430,7 @@ impl Shard {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let graveyard = self.data_dir.join(format!(".deleted-{name}-{nanos}"));
+        let graveyard = self.data_dir.join(graveyard_name(&name, nanos));
         fs::rename(&topic_dir, &graveyard)
             .await
             .map_err(|error| storage_failure("rename deleted topic", error))?;
@@ -909,6 +909,21 @@ pub(crate) fn storage_failure(what: &str, error: std::io::Error) -> Failure {
     Failure::new(code, format!("{what}: {error}"))
 }
 
+/// Longest part of a topic's name kept in its graveyard's name: with `.deleted-`, a dash and
+/// the nanoseconds (at most 39 digits) the name stays within NAME_MAX (255 bytes), which a
+/// 249-character topic name would pass.
+const GRAVEYARD_NAME_PART_BYTES_MAX: usize = 200;
+
+/// The name a deleted topic's directory is renamed to: `.deleted-` (what the next start
+/// removes), as much of the topic's name as fits, and the time, which keeps it unique.
+fn graveyard_name(topic: &str, nanos: u128) -> String {
+    let mut end = topic.len().min(GRAVEYARD_NAME_PART_BYTES_MAX);
+    while !topic.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".deleted-{}-{nanos}", &topic[..end])
+}
+
 /// Removes a deleted topic's directory on a plain thread, so the shard never blocks on it.
 fn remove_in_background(path: PathBuf) {
     let spawned = std::thread::Builder::new()
@@ -1041,5 +1056,14 @@ mod tests {
                 "a cancelled wait answers nothing"
             );
         });
+    }
+
+    #[test]
+    fn a_graveyard_name_fits_in_a_directory_entry() {
+        let longest = "x".repeat(topic::TOPIC_NAME_BYTES_MAX);
+        let name = graveyard_name(&longest, u128::MAX);
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        assert!(name.starts_with(".deleted-x"));
+        assert_eq!(graveyard_name("t", 7), ".deleted-t-7");
     }
 }
