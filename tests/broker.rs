@@ -1045,6 +1045,49 @@ fn a_topic_with_the_longest_name_is_deleted_and_recreated_empty() {
     assert!(topics[0].partitions.iter().all(|p| p.high_watermark == 0));
 }
 
+/// Adding partitions that one shard fails to open leaves the topic as it was: the partitions
+/// another shard opened for it are not listed (a producer partitioning by key over the listed
+/// count would send to partitions that do not exist), and a retry once the cause is gone adds
+/// them all.
+#[test]
+fn partitions_added_by_a_failed_alter_are_not_listed() {
+    let server = TestServer::start(2);
+    server.create_topic("grow", 2);
+    let topics = server.client().metadata(&["grow"]).unwrap();
+    // Partition p + 2 has the owner of partition p; shard 1 opens its partitions after shard 0.
+    let failing = 2 + topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.shard == 1)
+        .unwrap()
+        .partition;
+    let blocker = server.dir.path().join("grow").join(failing.to_string());
+    std::fs::write(&blocker, b"not a partition directory").unwrap();
+    let grow = alter_topic::Request {
+        name: "grow",
+        retention_ms: None,
+        retention_bytes: None,
+        partitions: Some(4),
+    };
+    let error = server.client().alter_topic(&grow).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::StorageError), "{error}");
+    let listed: Vec<u32> = server.client().metadata(&["grow"]).unwrap()[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    assert_eq!(listed, [0, 1]);
+    std::fs::remove_file(&blocker).unwrap();
+    let altered = server.client().alter_topic(&grow).unwrap();
+    assert_eq!(altered.partitions, 4);
+    let listed: Vec<u32> = server.client().metadata(&["grow"]).unwrap()[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    assert_eq!(listed, [0, 1, 2, 3]);
+}
+
 #[test]
 fn a_second_server_cannot_share_the_port() {
     let server = TestServer::start(2);

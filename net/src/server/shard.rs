@@ -818,10 +818,18 @@ impl Shard {
         &self,
         topic: &str,
     ) -> Result<Vec<super::message::PartitionOffsets>, Failure> {
+        let count = self
+            .topic(topic)
+            .ok_or_else(|| unknown_topic(topic))?
+            .config
+            .partitions as usize;
         let partitions = self.partitions.borrow();
         let owned = partitions.get(topic).ok_or_else(|| unknown_topic(topic))?;
+        // Partitions being added are open before the catalog has them, and stay open after an
+        // alter that failed on another shard: clients must not see them until they exist.
         Ok(owned
             .iter()
+            .take(count)
             .enumerate()
             .filter_map(|(partition, log)| {
                 log.as_ref().map(|log| super::message::PartitionOffsets {
