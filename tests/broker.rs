@@ -1088,6 +1088,42 @@ fn partitions_added_by_a_failed_alter_are_not_listed() {
     assert_eq!(listed, [0, 1, 2, 3]);
 }
 
+/// A create that one shard fails leaves no topic behind: not one known to some shards only
+/// (a create again says it exists, yet its partitions on the other shard are unknown), nor
+/// one that a restart brings back. Once the cause is gone, the same create succeeds.
+#[test]
+fn a_create_that_fails_on_one_shard_leaves_no_half_topic() {
+    let mut server = TestServer::start(2);
+    // Shard 1 opens its partitions after shard 0 (the catalog shard).
+    let failing = (0..2)
+        .find(|&p| ringlog_engine::topic::owner_shard("half", p, 2) == 1)
+        .unwrap();
+    let topic_dir = server.dir.path().join("half");
+    std::fs::create_dir(&topic_dir).unwrap();
+    let blocker = topic_dir.join(failing.to_string());
+    std::fs::write(&blocker, b"not a partition directory").unwrap();
+    let request = create_topic::Request {
+        name: "half",
+        partitions: 2,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    let error = server.client().create_topic(&request).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::StorageError), "{error}");
+    let error = server.client().metadata(&["half"]).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic), "{error}");
+    assert!(server.client().list_topics().unwrap().is_empty());
+    server.restart();
+    let error = server.client().metadata(&["half"]).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic), "{error}");
+    std::fs::remove_file(&blocker).unwrap();
+    server.client().create_topic(&request).unwrap();
+    produce_values(&server, "half", (0..10).map(|n| n.to_string()), false);
+    let topics = server.client().metadata(&["half"]).unwrap();
+    assert_eq!(topics[0].partitions.len(), 2);
+}
+
 #[test]
 fn a_second_server_cannot_share_the_port() {
     let server = TestServer::start(2);

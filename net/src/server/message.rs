@@ -60,8 +60,10 @@ pub(crate) enum ShardCall {
     OpenNewPartitions { name: String, config: TopicConfig },
     /// Replace a topic's configuration in the local catalog.
     UpdateTopic { name: String, config: TopicConfig },
-    /// Add a topic to the local catalog and open the partitions this shard owns.
+    /// Open the partitions of a new topic that this shard owns (not yet in its catalog).
     OpenTopic { name: String, config: TopicConfig },
+    /// Add a new topic, whose partitions every shard has opened, to the local catalog.
+    PublishTopic { name: String, config: TopicConfig },
     /// Remove a topic from the local catalog and delete the partitions this shard owns.
     DropTopic { name: String },
     /// Append raw batches to an owned partition.

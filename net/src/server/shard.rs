@@ -276,19 +276,39 @@ impl Shard {
     /// this shard owns; groups subscribed to it rebalance onto it (at startup none has
     /// members yet).
     pub(crate) async fn open_topic(&self, name: &str, config: TopicConfig) -> Result<(), Failure> {
+        self.open_topic_partitions(name, &config).await?;
+        self.publish_topic(name, config);
+        Ok(())
+    }
+
+    /// Opens (recovering, or creating) the partitions of `name` this shard owns, out of
+    /// clients' reach until [`Self::publish_topic`]. After a failure those opened stay in the
+    /// partition table, for [`Self::drop_topic`] to close.
+    async fn open_topic_partitions(&self, name: &str, config: &TopicConfig) -> Result<(), Failure> {
         let mut owned: OwnedPartitions = vec![None; config.partitions as usize];
+        let mut outcome = Ok(());
         for partition in 0..config.partitions {
             if self.owner(name, partition) == self.id {
-                owned[partition as usize] =
-                    Some(self.open_partition(name, partition, &config).await?);
+                match self.open_partition(name, partition, config).await {
+                    Ok(log) => owned[partition as usize] = Some(log),
+                    Err(failure) => {
+                        outcome = Err(failure);
+                        break;
+                    }
+                }
             }
         }
         self.partitions.borrow_mut().insert(name.to_string(), owned);
+        outcome
+    }
+
+    /// Adds `name`, whose partitions every shard has opened, to the local catalog; groups
+    /// subscribed to it rebalance onto it.
+    fn publish_topic(&self, name: &str, config: TopicConfig) {
         self.topics
             .borrow_mut()
             .insert(name.to_string(), Rc::new(TopicEntry { config }));
         self.groups.topic_changed(name);
-        Ok(())
     }
 
     /// Opens (recovering, or creating) one partition this shard owns, with its group state.
@@ -394,24 +414,89 @@ impl Shard {
             ));
         }
         let topic_dir = self.data_dir.join(&name);
-        match fs::create_dir(&topic_dir).await {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // An existing directory is what an interrupted create left, or a topic whose metadata
+        // the start could not read: the latter's data is not this create's to remove.
+        let made_dir = match fs::create_dir(&topic_dir).await {
+            Ok(()) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(error) => return Err(storage_failure("create topic directory", error)),
+        };
+        // Every shard opens its partitions before any shard lists the topic, and the metadata
+        // is written only then: a failure on one shard, or a crash, before that leaves no
+        // topic that some shards serve and others do not know, or that a restart brings back.
+        let opened = self
+            .on_every_shard(|| ShardCall::OpenTopic {
+                name: name.clone(),
+                config: config.clone(),
+            })
+            .await;
+        let persisted = match opened {
+            Ok(()) => self.persist_new_topic(&topic_dir, &config).await,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = persisted {
+            self.abandon_topic(&name, made_dir).await;
+            return Err(failure);
         }
-        let text = topic::config_file_text(&config);
-        fs::write_file_atomic(&topic_dir.join(topic::TOPIC_FILE_NAME), text.as_bytes())
-            .await
-            .map_err(|error| storage_failure("write topic metadata", error))?;
-        fs::sync_dir(&self.data_dir)
-            .await
-            .map_err(|error| storage_failure("sync data directory", error))?;
-        self.on_every_shard(|| ShardCall::OpenTopic {
+        self.on_every_shard(|| ShardCall::PublishTopic {
             name: name.clone(),
             config: config.clone(),
         })
         .await?;
         tracing::info!(topic = %name, partitions = config.partitions, "topic created");
+        Ok(())
+    }
+
+    /// Writes a new topic's metadata and makes its directory's entry durable.
+    async fn persist_new_topic(
+        &self,
+        topic_dir: &std::path::Path,
+        config: &TopicConfig,
+    ) -> Result<(), Failure> {
+        let text = topic::config_file_text(config);
+        fs::write_file_atomic(&topic_dir.join(topic::TOPIC_FILE_NAME), text.as_bytes())
+            .await
+            .map_err(|error| storage_failure("write topic metadata", error))?;
+        fs::sync_dir(&self.data_dir)
+            .await
+            .map_err(|error| storage_failure("sync data directory", error))
+    }
+
+    /// Undoes a create that failed before any shard listed the topic: every shard closes
+    /// what it opened and the directory, if the create made it, goes to the graveyard. What
+    /// cannot be undone is logged; the next start skips a directory without metadata.
+    async fn abandon_topic(self: &Rc<Self>, name: &str, made_dir: bool) {
+        if let Err(failure) = self
+            .on_every_shard(|| ShardCall::DropTopic {
+                name: name.to_string(),
+            })
+            .await
+        {
+            tracing::warn!(topic = %name, error = %failure.message, "undoing a failed create");
+        }
+        if !made_dir {
+            return;
+        }
+        if let Err(failure) = self.move_to_graveyard(name).await {
+            tracing::warn!(topic = %name, error = %failure.message, "undoing a failed create");
+        }
+    }
+
+    /// Renames a topic's directory away (atomic, durable) and removes it in the background.
+    async fn move_to_graveyard(&self, name: &str) -> Result<(), Failure> {
+        let topic_dir = self.data_dir.join(name);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let graveyard = self.data_dir.join(graveyard_name(name, nanos));
+        fs::rename(&topic_dir, &graveyard)
+            .await
+            .map_err(|error| storage_failure("rename deleted topic", error))?;
+        fs::sync_dir(&self.data_dir)
+            .await
+            .map_err(|error| storage_failure("sync data directory", error))?;
+        remove_in_background(graveyard);
         Ok(())
     }
 
@@ -425,19 +510,7 @@ impl Shard {
         }
         self.on_every_shard(|| ShardCall::DropTopic { name: name.clone() })
             .await?;
-        let topic_dir = self.data_dir.join(&name);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let graveyard = self.data_dir.join(graveyard_name(&name, nanos));
-        fs::rename(&topic_dir, &graveyard)
-            .await
-            .map_err(|error| storage_failure("rename deleted topic", error))?;
-        fs::sync_dir(&self.data_dir)
-            .await
-            .map_err(|error| storage_failure("sync data directory", error))?;
-        remove_in_background(graveyard);
+        self.move_to_graveyard(&name).await?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(())
     }
@@ -742,7 +815,11 @@ impl Shard {
                 ShardReturn::Done(self.update_topic(&name, config))
             }
             ShardCall::OpenTopic { name, config } => {
-                ShardReturn::Done(self.open_topic(&name, config).await)
+                ShardReturn::Done(self.open_topic_partitions(&name, &config).await)
+            }
+            ShardCall::PublishTopic { name, config } => {
+                self.publish_topic(&name, config);
+                ShardReturn::Done(Ok(()))
             }
             ShardCall::DropTopic { name } => ShardReturn::Done(self.drop_topic(&name).await),
             ShardCall::Produce {
