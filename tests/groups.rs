@@ -1878,3 +1878,44 @@ fn a_group_committing_on_a_thousand_partitions_holds_no_state_file_open() {
     assert_eq!(rows, state_files, "{described}");
     assert_eq!(lag, 0, "{described}");
 }
+
+/// A group's name becomes a file name (`<name>.group`, written through `<name>.group.tmp`),
+/// so group names are bounded to what fits a directory entry: the longest allowed commits and
+/// comes back after a restart; one longer is refused as an invalid request. Before, names of
+/// 246 to 249 characters passed the check and every commit failed with a storage error,
+/// which clients retry for ever.
+#[test]
+fn the_longest_group_name_commits_and_a_longer_one_is_refused_clearly() {
+    let mut server = TestServer::start();
+    create_topic(server.addr(), "named", 1);
+    let longest = "g".repeat(245);
+    let mut client = Client::connect(server.addr()).unwrap();
+    admin_commit(&mut client, &longest, "named", &[(0, 0)]);
+    server.restart();
+    let mut client = Client::connect(server.addr()).unwrap();
+    assert_eq!(lags(&mut client, &longest), [(0, 0, 0)]);
+    for length in [246, 249, 250] {
+        let name = "g".repeat(length);
+        let partitions = [PartitionOffset {
+            partition: 0,
+            offset: 0,
+        }];
+        let topics = [CommitTopic {
+            topic: "named",
+            partitions: &partitions,
+        }];
+        let outcome = client.commit_offsets(&offset_commit::Request {
+            group: &name,
+            member_id: "",
+            generation: -1,
+            topics: &topics,
+        });
+        let code = match outcome {
+            Err(error) => error.code(),
+            Ok(results) => results
+                .iter()
+                .find_map(|r| r.result.as_ref().err().and_then(|e| e.code())),
+        };
+        assert_eq!(code, Some(ErrorCode::InvalidRequest), "{length} characters");
+    }
+}

@@ -25,8 +25,12 @@ use crate::server::message::Failure;
 pub(crate) const GROUPS_DIR_NAME: &str = "~groups";
 /// Suffix of a group file.
 const GROUP_FILE_SUFFIX: &str = ".group";
-/// Longest group name (as for topics, so the file name stays short).
-pub(crate) const GROUP_NAME_BYTES_MAX: usize = 249;
+/// Longest file name Linux file systems take (NAME_MAX).
+const FILE_NAME_BYTES_MAX: usize = 255;
+/// Longest group name: the group's file is written as `<name>.group.tmp`, then renamed, and
+/// that name must fit a directory entry (Kafka's 249 for topics would not).
+pub(crate) const GROUP_NAME_BYTES_MAX: usize =
+    FILE_NAME_BYTES_MAX - GROUP_FILE_SUFFIX.len() - ".tmp".len();
 /// Default lock duration of acquired share records.
 pub(crate) const LOCK_MS_DEFAULT: u32 = 30_000;
 /// Shortest lock duration accepted.
@@ -103,8 +107,8 @@ pub(crate) struct GroupMeta {
     pub(crate) share: ShareConfig,
 }
 
-/// Checks a group name: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..` (the topic
-/// rules, which keep group file names safe).
+/// Checks a group name: 1 to [`GROUP_NAME_BYTES_MAX`] (245) characters of `[a-zA-Z0-9._-]`,
+/// not `.` or `..` (the topic rules, which keep group file names safe).
 pub(crate) fn validate_group_name(name: &str) -> Result<(), Failure> {
     let invalid = |reason: &str| {
         Err(Failure::new(
@@ -116,7 +120,7 @@ pub(crate) fn validate_group_name(name: &str) -> Result<(), Failure> {
         return invalid("empty");
     }
     if name.len() > GROUP_NAME_BYTES_MAX {
-        return invalid("longer than 249 characters");
+        return invalid(&format!("longer than {GROUP_NAME_BYTES_MAX} characters"));
     }
     if name == "." || name == ".." {
         return invalid("'.' and '..' are reserved");

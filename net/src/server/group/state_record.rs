@@ -205,7 +205,7 @@ impl<'a> StateRecord<'a> {
 }
 
 fn put_group(out: &mut Vec<u8>, group: &str) {
-    // Group names are validated to at most 249 bytes, far below u16::MAX.
+    // Group names are validated to at most GROUP_NAME_BYTES_MAX (245) bytes, far below u16::MAX.
     let len = u16::try_from(group.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&group.as_bytes()[..usize::from(len)]);
