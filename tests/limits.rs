@@ -524,26 +524,45 @@ fn read_correlation_id(stream: &mut TcpStream) -> u32 {
     u32::from_le_bytes(rest[4..8].try_into().unwrap())
 }
 
-#[test]
-fn a_client_gone_during_a_long_poll_frees_its_connection() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server taking two connections, with `topic` (2 partitions) and a client holding one of
+/// the two connections.
+fn server_of_two_connections(dir: &Path, topic: &str) -> (ServerHandle, Client) {
     let server = Server::start(ServerConfig {
         connections_max: 2,
-        ..config(dir.path())
+        ..config(dir)
     })
     .unwrap();
-    let addr = server.local_addr();
-    // Holds one of the two connections throughout.
-    let mut admin = Client::connect(addr).unwrap();
+    let mut admin = Client::connect(server.local_addr()).unwrap();
     admin
         .create_topic(&create_topic::Request {
-            name: "quiet",
+            name: topic,
             partitions: 2,
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: Some(1 << 20),
         })
         .unwrap();
+    (server, admin)
+}
+
+/// Waits until the server at `addr` takes a new connection again; fails with `what` after 10 s.
+fn await_a_free_connection(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        if !refused(&mut stream) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_client_gone_during_a_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut admin) = server_of_two_connections(dir.path(), "quiet");
+    let addr = server.local_addr();
     // The other: a consumer long-polls both (empty) partitions, one of them on the other
     // shard, with the longest wait the protocol allows, then goes away.
     let mut gone = TcpStream::connect(addr).unwrap();
@@ -582,18 +601,10 @@ fn a_client_gone_during_a_long_poll_frees_its_connection() {
     assert_eq!(read_correlation_id(&mut gone), 2);
     drop(gone);
     // Nobody will read the fetch's answer: its connection must not hold a slot meanwhile.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        if !refused(&mut stream) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a client gone during a long poll still holds its connection"
-        );
-        std::thread::yield_now();
-    }
+    await_a_free_connection(
+        addr,
+        "a client gone during a long poll still holds its connection",
+    );
     admin.api_versions("limits-test", "1").unwrap();
     drop(admin);
     server.shutdown();
@@ -608,23 +619,8 @@ fn a_client_gone_during_a_long_poll_frees_its_connection() {
 fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_nothing() {
     for owner in [0u16, 1] {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(ServerConfig {
-            connections_max: 2,
-            ..config(dir.path())
-        })
-        .unwrap();
+        let (server, mut admin) = server_of_two_connections(dir.path(), "jobs");
         let addr = server.local_addr();
-        // Holds one of the two connections throughout.
-        let mut admin = Client::connect(addr).unwrap();
-        admin
-            .create_topic(&create_topic::Request {
-                name: "jobs",
-                partitions: 2,
-                retention_ms: None,
-                retention_bytes: None,
-                segment_bytes: Some(1 << 20),
-            })
-            .unwrap();
         let owners = &admin.metadata(&["jobs"]).unwrap()[0].partitions;
         let partition = owners.iter().find(|p| p.shard == owner).unwrap().partition;
         let mut gone =
@@ -647,18 +643,10 @@ fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_no
         })
         .unwrap();
         drop(gone);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            if !refused(&mut stream) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a share consumer gone during a long poll still holds its connection (owner {owner})"
-            );
-            std::thread::yield_now();
-        }
+        let what = format!(
+            "a share consumer gone during a long poll still holds its connection (owner {owner})"
+        );
+        await_a_free_connection(addr, &what);
         // Through the admin's connection: the server may not have counted the probe's close.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
