@@ -393,8 +393,8 @@ impl Shard {
         Ok(())
     }
 
-    /// Creates a topic: runs on the catalog shard, persists the metadata, then opens the
-    /// partitions on every shard before answering.
+    /// Creates a topic: runs on the catalog shard; every shard opens its partitions, then the
+    /// metadata is persisted, then every shard lists the topic, before answering.
     async fn create_topic(
         self: &Rc<Self>,
         name: String,
