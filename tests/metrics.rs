@@ -13,6 +13,7 @@ use ringlog_net::client::{
 use ringlog_net::message::create_topic;
 use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
+use ringlog_net::message::share_acknowledge::AckType;
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -359,8 +360,8 @@ fn other_paths_methods_and_garbage_get_clear_http_errors() {
     server.shutdown();
 }
 
-/// Fetch requests each shard received, as its metrics count them.
-fn fetches_per_shard(metrics: SocketAddr, shards: usize) -> Vec<f64> {
+/// Requests of `api` each shard received, as its metrics count them.
+fn requests_per_shard(metrics: SocketAddr, shards: usize, api: &str) -> Vec<f64> {
     let scrape = Scrape::take(metrics);
     (0..shards)
         .map(|shard| {
@@ -368,7 +369,7 @@ fn fetches_per_shard(metrics: SocketAddr, shards: usize) -> Vec<f64> {
             let labels = [
                 ("shard", shard.as_str()),
                 ("protocol", "native"),
-                ("api", "Fetch"),
+                ("api", api),
             ];
             scrape.sum("ringlog_requests_total", &labels).unwrap_or(0.0)
         })
@@ -427,7 +428,7 @@ fn a_consumer_fetches_from_every_shard(shards: usize) {
     let expected = 5 * partitions as usize;
 
     consume_all(addr, "spread", expected, ConsumerConfig::default());
-    let per_shard = fetches_per_shard(metrics, shards);
+    let per_shard = requests_per_shard(metrics, shards, "Fetch");
     assert!(
         per_shard.iter().all(|&fetches| fetches >= 1.0),
         "{per_shard:?}"
@@ -438,7 +439,7 @@ fn a_consumer_fetches_from_every_shard(shards: usize) {
         ..ConsumerConfig::default()
     };
     consume_all(addr, "spread", expected, one_connection);
-    let after = fetches_per_shard(metrics, shards);
+    let after = requests_per_shard(metrics, shards, "Fetch");
     let grew = after.iter().zip(&per_shard).filter(|(a, b)| a > b).count();
     assert_eq!(grew, 1, "before {per_shard:?}, after {after:?}");
     server.shutdown();
@@ -524,5 +525,84 @@ fn a_fetch_answered_early_ends_its_wait_on_the_other_shard() {
         .collect();
     assert_eq!(got, [near]);
     await_remote_waits(metrics, "1", 0.0);
+    server.shutdown();
+}
+
+/// Acquires and accepts every record of `topic` (`expected` of them) with a ShareConsumer.
+fn share_all(addr: SocketAddr, topic: &str, expected: usize, config: ShareConsumerConfig) {
+    let mut consumer = ShareConsumer::subscribe(addr, "spread-workers", topic, config).unwrap();
+    let mut seen = HashSet::new();
+    let started = Instant::now();
+    while seen.len() < expected {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "read {} of {expected}",
+            seen.len()
+        );
+        let batch = consumer.poll(Duration::from_millis(200)).unwrap();
+        let records: Vec<(u32, i64)> = batch
+            .records()
+            .map(|record| {
+                let record = record.unwrap();
+                (record.partition, record.offset)
+            })
+            .collect();
+        for (partition, offset) in records {
+            assert!(
+                seen.insert((partition, offset)),
+                "{partition}/{offset} twice"
+            );
+            consumer.acknowledge(partition, offset, AckType::Accept);
+        }
+    }
+    assert!(
+        consumer.close().unwrap().is_empty(),
+        "every acknowledgement taken"
+    );
+}
+
+/// A share consumer of partitions on every shard fetches and acknowledges each partition over
+/// a connection to its shard: every shard receives ShareFetch and ShareAcknowledge requests.
+/// With `connection_per_shard` off, one shard receives them all.
+#[test]
+fn a_share_consumer_fetches_from_every_shard() {
+    let shards = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(shards, dir.path());
+    let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics listener");
+    let mut client = Client::connect(addr).unwrap();
+    client
+        .create_topic(&create_topic::Request {
+            name: "jobs",
+            partitions: 4,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap();
+    for partition in 0..4 {
+        produce(addr, "jobs", partition, 5);
+    }
+    share_all(addr, "jobs", 20, ShareConsumerConfig::default());
+    for api in ["ShareFetch", "ShareAcknowledge"] {
+        let per_shard = requests_per_shard(metrics, shards, api);
+        assert!(
+            per_shard.iter().all(|&count| count >= 1.0),
+            "{api}: {per_shard:?}"
+        );
+    }
+    for partition in 0..4 {
+        produce(addr, "jobs", partition, 5);
+    }
+    let before = requests_per_shard(metrics, shards, "ShareFetch");
+    let one_connection = ShareConsumerConfig {
+        connection_per_shard: false,
+        ..ShareConsumerConfig::default()
+    };
+    share_all(addr, "jobs", 20, one_connection);
+    let after = requests_per_shard(metrics, shards, "ShareFetch");
+    let grew = after.iter().zip(&before).filter(|(a, b)| a > b).count();
+    assert_eq!(grew, 1, "before {before:?}, after {after:?}");
     server.shutdown();
 }

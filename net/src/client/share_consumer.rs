@@ -3,8 +3,9 @@
 //! acknowledges it: accept (done), release (deliver again), reject (archive) or renew (keep
 //! the lease longer).
 //!
-//! [`ShareConsumer::poll`] sends one ShareFetch per partition, pipelined on one connection,
-//! and returns a [`ShareBatch`] that owns the responses. Acknowledgements given with
+//! [`ShareConsumer::poll`] sends one ShareFetch per partition, pipelined, each over a
+//! connection to the shard that owns the partition (one per shard, as the [`super::Consumer`]
+//! does), and returns a [`ShareBatch`] that owns the responses. Acknowledgements given with
 //! [`ShareConsumer::acknowledge`] are sent with the next fetch of their partition (or at once
 //! with [`ShareConsumer::flush_acks`], which [`ShareConsumer::close`] calls). A record not
 //! acknowledged before its lease ends is delivered again, possibly to another member.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
-use super::calls::{duration_ms_u32, Client};
+use super::calls::{duration_ms_u32, partition_count_of, Client};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
@@ -40,6 +41,9 @@ pub struct ShareConsumerConfig {
     /// to the topic are read (default 5 minutes, as Kafka's `metadata.max.age.ms`; at most
     /// 2,147,483,647).
     pub metadata_max_age_ms: u64,
+    /// Fetch (and acknowledge) each partition over a connection to the shard that owns it, so
+    /// that its shard serves it without a hop between shards; `false`: one connection.
+    pub connection_per_shard: bool,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -52,6 +56,7 @@ impl Default for ShareConsumerConfig {
             max_bytes: 8 << 20,
             max_wait_ms: 100,
             metadata_max_age_ms: 300_000,
+            connection_per_shard: true,
             connection: ConnectionConfig::default(),
         }
     }
@@ -256,7 +261,13 @@ impl<'a> Iterator for ShareRecords<'a> {
 /// ```
 #[derive(Debug)]
 pub struct ShareConsumer {
-    client: Client,
+    /// Connections: the first is the one `subscribe` made; the others go to shards owning
+    /// partitions (see [`ShareConsumerConfig::connection_per_shard`]).
+    links: Vec<Link>,
+    /// Index in `links` of the connection that serves each partition.
+    link_of: Vec<usize>,
+    /// The server's shard count, once asked (ApiVersions).
+    shard_count: u16,
     config: ShareConsumerConfig,
     group: String,
     topic: String,
@@ -269,6 +280,18 @@ pub struct ShareConsumer {
     /// When the partition count is next asked for.
     metadata_due_at: Instant,
 }
+
+/// One connection of a share consumer.
+#[derive(Debug)]
+struct Link {
+    client: Client,
+    /// The shard that serves it, when known (the first connection lands anywhere).
+    shard: Option<u16>,
+}
+
+/// A ShareFetch on its way: partition, correlation id, its link and the acknowledgements it
+/// carries.
+type SentFetch = (u32, u32, usize, Vec<AckRange>);
 
 /// When a partition count learned now is next asked for again (at most Kafka's largest
 /// `metadata.max.age.ms`, an int, later: the bound keeps the deadline in range).
@@ -294,19 +317,25 @@ impl ShareConsumer {
         topic: &str,
         config: ShareConsumerConfig,
     ) -> Result<Self, ClientError> {
-        let mut client = Client::connect_with(addr, config.connection)?;
-        let partitions = client.partition_count(topic)?;
-        Ok(Self {
-            client,
+        let client = Client::connect_with(addr, config.connection)?;
+        let mut consumer = Self {
+            links: vec![Link {
+                client,
+                shard: None,
+            }],
+            link_of: Vec::new(),
+            shard_count: 1,
             member_id: config.member_id.clone().unwrap_or_else(new_member_id),
             metadata_due_at: next_metadata_refresh(config.metadata_max_age_ms),
             config,
             group: group.to_owned(),
             topic: topic.to_owned(),
-            pending: vec![Vec::new(); partitions as usize],
+            pending: Vec::new(),
             failures: Vec::new(),
             next_partition: 0,
-        })
+        };
+        consumer.refresh_partitions()?;
+        Ok(consumer)
     }
 
     /// This member's id.
@@ -344,20 +373,78 @@ impl ShareConsumer {
     /// shrinks).
     fn refresh_partitions(&mut self) -> Result<(), ClientError> {
         self.metadata_due_at = next_metadata_refresh(self.config.metadata_max_age_ms);
-        let partitions = self.client.partition_count(&self.topic)? as usize;
+        let topics = self.links[0].client.metadata(&[&self.topic])?;
+        let partitions = partition_count_of(&topics, &self.topic)? as usize;
+        let metadata = topics.iter().find(|t| t.name == self.topic);
         if partitions > self.pending.len() {
             self.pending.resize_with(partitions, Vec::new);
         }
+        let owners: Vec<u16> = (0..self.pending.len() as u32)
+            .map(|partition| {
+                metadata
+                    .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
+                    .map_or(0, |p| p.shard)
+            })
+            .collect();
+        self.route(&owners)
+    }
+
+    /// Sets the link of every partition from its owning shard (`owners`), connecting to
+    /// shards not connected yet; everything goes over the first connection when the
+    /// partitions live on one shard or `connection_per_shard` is off.
+    fn route(&mut self, owners: &[u16]) -> Result<(), ClientError> {
+        let spread = owners.windows(2).any(|pair| pair[0] != pair[1]);
+        if !self.config.connection_per_shard || !spread {
+            self.link_of = vec![0; owners.len()];
+            return Ok(());
+        }
+        if self.links[0].shard.is_none() {
+            let info = self.links[0]
+                .client
+                .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
+            self.links[0].shard = Some(info.connection_shard);
+            self.shard_count = info.shard_count;
+        }
+        let mut link_of = Vec::with_capacity(owners.len());
+        for &shard in owners {
+            let index = match self.links.iter().position(|link| link.shard == Some(shard)) {
+                Some(index) => index,
+                None => {
+                    let client = Client::connect_to_shard(
+                        &self.links[0].client,
+                        shard,
+                        self.shard_count,
+                        self.config.connection,
+                    )?;
+                    self.links.push(Link {
+                        client,
+                        shard: Some(shard),
+                    });
+                    self.links.len() - 1
+                }
+            };
+            link_of.push(index);
+        }
+        self.link_of = link_of;
         Ok(())
     }
 
-    /// One ShareFetch per partition, pipelined; waits for every answer.
+    /// One ShareFetch per partition, pipelined over the partitions' connections; waits for
+    /// every answer.
     fn fetch_round(&mut self, wait: Duration) -> Result<ShareBatch, ClientError> {
         let partitions = self.pending.len();
-        let mut sent = Vec::with_capacity(partitions);
+        let mut sent: Vec<SentFetch> = Vec::with_capacity(partitions);
+        // A connection that failed answers nothing more: the acknowledgements of the requests
+        // on it may not have been applied, so they go with the partitions' next fetches.
+        let mut failed: Vec<Option<ClientError>> = vec![None; self.links.len()];
         for step in 0..partitions {
             let partition = (self.next_partition + step) % partitions;
+            let link = self.link_of.get(partition).copied().unwrap_or(0);
             let acks = std::mem::take(&mut self.pending[partition]);
+            if failed[link].is_some() {
+                self.requeue_acks(partition as u32, acks);
+                continue;
+            }
             let request = share_fetch::Request {
                 group: &self.group,
                 member_id: &self.member_id,
@@ -368,46 +455,34 @@ impl ShareConsumer {
                 max_bytes: self.config.max_bytes,
                 acks: &acks,
             };
-            let correlation_id = match self.client.connection().send(&request) {
-                Ok(correlation_id) => correlation_id,
+            match self.links[link].client.connection().send(&request) {
+                Ok(correlation_id) => sent.push((partition as u32, correlation_id, link, acks)),
                 Err(error) => {
-                    // This request's acknowledgements did not go out, and the requests sent
-                    // before it will not be answered on this connection: keep them all
-                    // pending, so that flush_acks and close report them instead of the
-                    // acknowledgements vanishing.
                     self.requeue_acks(partition as u32, acks);
-                    for (partition, _, acks) in sent {
-                        self.requeue_acks(partition, acks);
-                    }
-                    return Err(error);
+                    failed[link] = Some(error);
                 }
-            };
-            sent.push((partition as u32, correlation_id, acks));
+            }
         }
         self.next_partition = (self.next_partition + 1) % partitions.max(1);
-        let timeout = self.client.request_timeout() + wait;
         let mut batch = ShareBatch {
             topic: self.topic.clone(),
             fetched: Vec::new(),
         };
-        let mut first_error = None;
-        let mut answers = sent.into_iter();
-        while let Some((partition, correlation_id, acks)) = answers.next() {
-            let frame = match self
-                .client
-                .connection()
-                .receive_within(correlation_id, timeout)
-            {
+        let mut first_error = failed.iter().flatten().next().cloned();
+        for (partition, correlation_id, link, acks) in sent {
+            if failed[link].is_some() {
+                self.requeue_acks(partition, acks);
+                continue;
+            }
+            let client = &mut self.links[link].client;
+            let timeout = client.request_timeout() + wait;
+            let frame = match client.connection().receive_within(correlation_id, timeout) {
                 Ok(frame) => frame,
                 Err(error) => {
-                    // No answer will come on this connection: the acknowledgements of this
-                    // and the later requests may not have been applied; send them again.
                     self.requeue_acks(partition, acks);
-                    for (partition, _, acks) in answers {
-                        self.requeue_acks(partition, acks);
-                    }
-                    first_error.get_or_insert(error);
-                    break;
+                    first_error.get_or_insert_with(|| error.clone());
+                    failed[link] = Some(error);
+                    continue;
                 }
             };
             match self.take_answer(partition, &acks, frame) {
@@ -561,7 +636,8 @@ impl ShareConsumer {
             if ranges.is_empty() {
                 continue;
             }
-            let results = match self.client.share_acknowledge(
+            let link = self.link_of.get(partition).copied().unwrap_or(0);
+            let results = match self.links[link].client.share_acknowledge(
                 &self.group,
                 &self.member_id,
                 &self.topic,
