@@ -777,6 +777,11 @@ impl Connection {
         self.reader.stream.as_raw_fd()
     }
 
+    /// The failure that broke the connection, if one did (every later call returns it).
+    pub(crate) fn broken(&self) -> Option<&ClientError> {
+        self.broken.as_ref()
+    }
+
     /// Errors once the connection is broken.
     fn check_usable(&self) -> Result<(), ClientError> {
         match &self.broken {

@@ -432,6 +432,17 @@ impl ShareConsumer {
     /// One ShareFetch per partition, pipelined over the partitions' connections; waits for
     /// every answer.
     fn fetch_round(&mut self, wait: Duration) -> Result<ShareBatch, ClientError> {
+        // A connection that failed stays broken: its partitions are fetched no more. Report it
+        // on every poll, as when one connection served them all, rather than returning the
+        // other shards' records while those partitions, and their acknowledgements, wait
+        // unseen (a round's failure is reported only when the round acquired nothing).
+        if let Some(error) = self
+            .links
+            .iter()
+            .find_map(|link| link.client.connection_ref().broken())
+        {
+            return Err(error.clone());
+        }
         let partitions = self.pending.len();
         let mut sent: Vec<SentFetch> = Vec::with_capacity(partitions);
         // A connection that failed answers nothing more: the acknowledgements of the requests
@@ -715,5 +726,76 @@ mod tests {
                 "the unsent acknowledgement vanished: {failures:?}"
             ),
         }
+    }
+    /// A two-shard server with topic `t` of 4 partitions, 5 records in each.
+    fn two_shard_server(dir: &std::path::Path) -> crate::server::ServerHandle {
+        let server = crate::server::Server::start(crate::server::ServerConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: Some(2),
+            cache_bytes_per_shard: 8 << 20,
+            ..crate::server::ServerConfig::default()
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        Client::connect(addr)
+            .unwrap()
+            .create_topic(&crate::message::create_topic::Request {
+                name: "t",
+                partitions: 4,
+                retention_ms: None,
+                retention_bytes: None,
+                segment_bytes: None,
+            })
+            .unwrap();
+        let producer = crate::client::Producer::connect(
+            addr,
+            "t",
+            crate::client::ProducerConfig {
+                linger_ms: 1,
+                ..crate::client::ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        for partition in 0..4 {
+            for n in 0..5 {
+                let value = format!("value-{n}");
+                let record =
+                    crate::client::ProducerRecord::new(value.as_bytes()).with_partition(partition);
+                producer.send(&record).unwrap();
+            }
+        }
+        producer.close().unwrap();
+        server
+    }
+
+    #[test]
+    fn a_broken_shard_connection_is_reported_while_other_shards_deliver() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = two_shard_server(dir.path());
+        let config = ShareConsumerConfig {
+            max_records: 1,
+            ..ShareConsumerConfig::default()
+        };
+        let mut consumer = ShareConsumer::subscribe(server.local_addr(), "g", "t", config).unwrap();
+        assert_eq!(consumer.links.len(), 2, "one connection per shard");
+        // The second shard's connection breaks (its peer closes it): replace it with one
+        // whose peer has gone.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        drop(listener.accept().unwrap());
+        drop(listener);
+        consumer.links[1].client = Client::from_connection(
+            crate::client::Connection::from_stream(stream, ConnectionConfig::default()).unwrap(),
+            ConnectionConfig::default(),
+        );
+        // Its partitions can no longer be fetched: as with one connection, the application
+        // hears of it, rather than polls succeeding forever on the other shard's records
+        // while the broken shard's partitions (and their acknowledgements) wait unseen.
+        let errors = (0..3)
+            .filter(|_| consumer.poll(Duration::ZERO).is_err())
+            .count();
+        assert!(errors > 0, "a broken connection was never reported");
+        server.shutdown();
     }
 }
