@@ -727,6 +727,7 @@ mod tests {
             ),
         }
     }
+
     /// A two-shard server with topic `t` of 4 partitions, 5 records in each.
     fn two_shard_server(dir: &std::path::Path) -> crate::server::ServerHandle {
         let server = crate::server::Server::start(crate::server::ServerConfig {
