@@ -360,6 +360,20 @@ fn other_paths_methods_and_garbage_get_clear_http_errors() {
     server.shutdown();
 }
 
+/// Creates `name` with `partitions` partitions and default settings.
+fn create_plain_topic(addr: SocketAddr, name: &str, partitions: u32) {
+    Client::connect(addr)
+        .unwrap()
+        .create_topic(&create_topic::Request {
+            name,
+            partitions,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap();
+}
+
 /// Requests of `api` each shard received, as its metrics count them.
 fn requests_per_shard(metrics: SocketAddr, shards: usize, api: &str) -> Vec<f64> {
     let scrape = Scrape::take(metrics);
@@ -406,16 +420,8 @@ fn a_consumer_fetches_from_every_shard(shards: usize) {
     let addr = server.local_addr();
     let metrics = server.metrics_addr().expect("metrics listener");
     let partitions = 2 * shards as u32;
+    create_plain_topic(addr, "spread", partitions);
     let mut client = Client::connect(addr).unwrap();
-    client
-        .create_topic(&create_topic::Request {
-            name: "spread",
-            partitions,
-            retention_ms: None,
-            retention_bytes: None,
-            segment_bytes: None,
-        })
-        .unwrap();
     let owners: HashSet<u16> = client.metadata(&["spread"]).unwrap()[0]
         .partitions
         .iter()
@@ -480,16 +486,8 @@ fn a_fetch_answered_early_ends_its_wait_on_the_other_shard() {
     let server = start(2, dir.path());
     let addr = server.local_addr();
     let metrics = server.metrics_addr().expect("metrics listener");
+    create_plain_topic(addr, "waits", 4);
     let mut admin = Client::connect(addr).unwrap();
-    admin
-        .create_topic(&create_topic::Request {
-            name: "waits",
-            partitions: 4,
-            retention_ms: None,
-            retention_bytes: None,
-            segment_bytes: None,
-        })
-        .unwrap();
     let owners = &admin.metadata(&["waits"]).unwrap()[0].partitions;
     let on_shard = |shard| owners.iter().find(|p| p.shard == shard).unwrap().partition;
     let (near, far) = (on_shard(0), on_shard(1));
@@ -571,16 +569,7 @@ fn a_share_consumer_fetches_from_every_shard() {
     let server = start(shards, dir.path());
     let addr = server.local_addr();
     let metrics = server.metrics_addr().expect("metrics listener");
-    let mut client = Client::connect(addr).unwrap();
-    client
-        .create_topic(&create_topic::Request {
-            name: "jobs",
-            partitions: 4,
-            retention_ms: None,
-            retention_bytes: None,
-            segment_bytes: None,
-        })
-        .unwrap();
+    create_plain_topic(addr, "jobs", 4);
     for partition in 0..4 {
         produce(addr, "jobs", partition, 5);
     }
