@@ -640,8 +640,12 @@ impl ShareConsumer {
     }
 
     /// Sends every pending acknowledgement now (ShareAcknowledge), and returns every refused
-    /// acknowledgement since the last call (these included).
+    /// acknowledgement since the last call (these included). A partition whose request fails
+    /// does not hold back the others (their shards may be served by other connections): the
+    /// first such error is returned once every partition was tried, and the refused
+    /// acknowledgements stay for [`Self::take_ack_failures`].
     pub fn flush_acks(&mut self) -> Result<Vec<AckFailure>, ClientError> {
+        let mut first_error = None;
         for partition in 0..self.pending.len() {
             let ranges = std::mem::take(&mut self.pending[partition]);
             if ranges.is_empty() {
@@ -665,7 +669,8 @@ impl ShareConsumer {
                     } else {
                         self.report_ack_failures(partition as u32, &ranges, &error);
                     }
-                    return Err(error);
+                    first_error.get_or_insert(error);
+                    continue;
                 }
             };
             for outcome in results {
@@ -679,7 +684,10 @@ impl ShareConsumer {
                 }
             }
         }
-        Ok(self.take_ack_failures())
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(self.take_ack_failures()),
+        }
     }
 
     /// Refused acknowledgements reported since the last call.
@@ -770,6 +778,67 @@ mod tests {
         server
     }
 
+    /// Replaces link `index` with a connection whose peer has gone: the next request on it
+    /// fails.
+    fn break_link(consumer: &mut ShareConsumer, index: usize) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        drop(listener.accept().unwrap());
+        drop(listener);
+        consumer.links[index].client = Client::from_connection(
+            crate::client::Connection::from_stream(stream, ConnectionConfig::default()).unwrap(),
+            ConnectionConfig::default(),
+        );
+    }
+
+    #[test]
+    fn a_flush_sends_every_shards_acknowledgements_when_one_connection_fails() {
+        use std::collections::BTreeSet;
+
+        let dir = tempfile::tempdir().unwrap();
+        let server = two_shard_server(dir.path());
+        let mut consumer = ShareConsumer::subscribe(
+            server.local_addr(),
+            "g",
+            "t",
+            ShareConsumerConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(consumer.links.len(), 2, "one connection per shard");
+        let mut acquired = 0;
+        while acquired < 20 {
+            let batch = consumer.poll(Duration::from_secs(5)).unwrap();
+            let records: Vec<(u32, i64)> = batch
+                .records()
+                .map(|record| record.map(|r| (r.partition, r.offset)).unwrap())
+                .collect();
+            acquired += records.len();
+            for (partition, offset) in records {
+                consumer.acknowledge(partition, offset, AckType::Accept);
+            }
+        }
+        // The connection of partition 0 fails: partitions after it, served by the other
+        // connection, are acknowledged all the same.
+        let broken = consumer.link_of[0];
+        break_link(&mut consumer, broken);
+        assert!(consumer.flush_acks().is_err());
+        assert!(
+            consumer.pending.iter().all(Vec::is_empty),
+            "every partition was tried"
+        );
+        // The broken connection's acknowledgements are reported as refused; no other's are.
+        let refused: BTreeSet<u32> = consumer
+            .take_ack_failures()
+            .iter()
+            .map(|failure| failure.partition)
+            .collect();
+        let on_broken: BTreeSet<u32> = (0..4)
+            .filter(|&p| consumer.link_of[p as usize] == broken)
+            .collect();
+        assert_eq!(refused, on_broken);
+        server.shutdown();
+    }
+
     #[test]
     fn a_broken_shard_connection_is_reported_while_other_shards_deliver() {
         let dir = tempfile::tempdir().unwrap();
@@ -780,16 +849,8 @@ mod tests {
         };
         let mut consumer = ShareConsumer::subscribe(server.local_addr(), "g", "t", config).unwrap();
         assert_eq!(consumer.links.len(), 2, "one connection per shard");
-        // The second shard's connection breaks (its peer closes it): replace it with one
-        // whose peer has gone.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        drop(listener.accept().unwrap());
-        drop(listener);
-        consumer.links[1].client = Client::from_connection(
-            crate::client::Connection::from_stream(stream, ConnectionConfig::default()).unwrap(),
-            ConnectionConfig::default(),
-        );
+        // The second shard's connection breaks (its peer closes it).
+        break_link(&mut consumer, 1);
         // Its partitions can no longer be fetched: as with one connection, the application
         // hears of it, rather than polls succeeding forever on the other shard's records
         // while the broken shard's partitions (and their acknowledgements) wait unseen.
