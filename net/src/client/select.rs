@@ -35,11 +35,11 @@ impl ResponseSelect {
 
     /// Waits up to `timeout` until one of `connections` (`None`: not watched) has a response
     /// to read, and returns its index; `None` when the time passed first (with nothing
-    /// watched, after `timeout`, as poll(2) does). A connection is ready when receiving starts without waiting: a response is
-    /// buffered whole, its socket is readable (data, end of stream or an error, which
-    /// receiving then reports), or it is broken already. Receiving from a ready connection
-    /// may still wait for the rest of a response that is on its way, or for another response
-    /// when what arrived answers an abandoned request.
+    /// watched, after `timeout`, as poll(2) does). A connection is ready when receiving starts
+    /// without waiting: a response is buffered whole, its socket is readable (data, end of
+    /// stream or an error, which receiving then reports), or it is broken already. Receiving
+    /// from a ready connection may still wait for the rest of a response that is on its way,
+    /// or for another response when what arrived answers an abandoned request.
     pub fn wait<'a>(
         &mut self,
         connections: impl IntoIterator<Item = Option<&'a Connection>>,
