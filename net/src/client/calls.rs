@@ -63,6 +63,17 @@ pub struct TopicMetadata {
     pub partitions: Vec<PartitionInfo>,
 }
 
+impl TopicMetadata {
+    /// The shard that owns `partition`, if the topic has it.
+    pub fn shard_of(&self, partition: u32) -> Option<u16> {
+        let info = self
+            .partitions
+            .iter()
+            .find(|info| info.partition == partition)?;
+        Some(info.shard)
+    }
+}
+
 /// One partition's place and extent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -201,13 +212,11 @@ impl Client {
         let mut probe = Self::connect_with(addrs.as_slice(), config)?;
         let topics = probe.metadata(&[topic])?;
         let info = probe.api_versions(CLIENT_NAME, CLIENT_VERSION)?;
+        let metadata = topics.iter().find(|t| t.name == topic);
         let owner = |partition: u32| {
-            topics
-                .iter()
-                .filter(|t| t.name == topic)
-                .flat_map(|t| &t.partitions)
-                .find(|p| p.partition == partition)
-                .map_or(info.connection_shard, |p| p.shard)
+            metadata
+                .and_then(|t| t.shard_of(partition))
+                .unwrap_or(info.connection_shard)
         };
         // (shard, partitions), the probe's shard first.
         let mut groups: Vec<(u16, Vec<u32>)> = vec![(info.connection_shard, Vec::new())];

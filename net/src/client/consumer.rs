@@ -460,17 +460,12 @@ impl Consumer {
     fn owning_shards(&mut self) -> Result<Vec<u16>, ClientError> {
         let topic = self.topic.clone();
         let topics = self.home().metadata(&[&topic])?;
-        let partitions = topics
+        let metadata = topics.iter().find(|t| t.name == topic);
+        let owners: Vec<Option<u16>> = self
+            .assigned
             .iter()
-            .filter(|t| t.name == topic)
-            .flat_map(|t| &t.partitions);
-        let owner = |partition: u32| {
-            partitions
-                .clone()
-                .find(|info| info.partition == partition)
-                .map(|info| info.shard)
-        };
-        let owners: Vec<Option<u16>> = self.assigned.iter().map(|a| owner(a.partition)).collect();
+            .map(|a| metadata.and_then(|t| t.shard_of(a.partition)))
+            .collect();
         let home = owners.iter().flatten().next().copied().unwrap_or(0);
         Ok(owners.into_iter().map(|o| o.unwrap_or(home)).collect())
     }

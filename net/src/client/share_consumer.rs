@@ -380,11 +380,7 @@ impl ShareConsumer {
             self.pending.resize_with(partitions, Vec::new);
         }
         let owners: Vec<u16> = (0..self.pending.len() as u32)
-            .map(|partition| {
-                metadata
-                    .and_then(|t| t.partitions.iter().find(|p| p.partition == partition))
-                    .map_or(0, |p| p.shard)
-            })
+            .map(|partition| metadata.and_then(|t| t.shard_of(partition)).unwrap_or(0))
             .collect();
         self.route(&owners)
     }
