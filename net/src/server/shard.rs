@@ -107,7 +107,8 @@ struct CallGuard<'a> {
     shard: &'a Rc<Shard>,
     target: usize,
     call_id: u64,
-    /// Tell the target when the caller stops waiting before the answer (a wait for data).
+    /// Tell the target when the caller stops waiting before the answer (a call that waits:
+    /// [`ShardCall::is_cancellable`]).
     cancel_unanswered: bool,
     answered: bool,
 }
@@ -205,7 +206,7 @@ impl Shard {
         })
     }
 
-    /// Waits for data that other shards' fetches have running on this shard now.
+    /// Waits that other shards' long polls (fetches, share fetches) have running here now.
     pub(crate) fn waits_for_others(&self) -> usize {
         self.waits_for_others.borrow().len()
     }
@@ -610,22 +611,6 @@ impl Shard {
         Ok(())
     }
 
-    /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
-    pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
-        self.call_and_cancel(target, call, false).await
-    }
-
-    /// [`Self::call`] for a call that [`ShardCall::is_cancellable`] on another shard:
-    /// dropping the future before the answer ends the call's wait there.
-    pub(crate) async fn call_cancellable(
-        self: &Rc<Self>,
-        target: usize,
-        call: ShardCall,
-    ) -> ShardReturn {
-        assert!(call.is_cancellable(), "only waiting calls are cancelled");
-        self.call_and_cancel(target, call, true).await
-    }
-
     /// Waits until one of `targets` (topic, partition, offset), all owned by shard `owner`
     /// (not this one), has data, or `max_wait_ms` passes. Dropping the future before then
     /// ends the wait on `owner` too.
@@ -640,17 +625,13 @@ impl Shard {
             targets,
             max_wait_ms,
         };
-        self.call_cancellable(owner, call).await;
+        self.call(owner, call).await;
     }
 
-    /// [`Self::call`]; with `cancel_unanswered`, a caller that stops waiting before the answer
-    /// sends [`Mail::Cancel`].
-    async fn call_and_cancel(
-        self: &Rc<Self>,
-        target: usize,
-        call: ShardCall,
-        cancel_unanswered: bool,
-    ) -> ShardReturn {
+    /// Runs `call` on shard `target` (directly when that is this shard) and returns its answer.
+    /// Dropping the future of a call that [`ShardCall::is_cancellable`] before the answer ends
+    /// the call's wait on `target` ([`Mail::Cancel`]).
+    pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
         assert!(target < self.shard_count);
         if target == self.id {
             return Box::pin(self.execute(call)).await;
@@ -660,7 +641,7 @@ impl Shard {
             shard: self,
             target,
             call_id,
-            cancel_unanswered,
+            cancel_unanswered: call.is_cancellable(),
             answered: false,
         };
         self.send_mail(

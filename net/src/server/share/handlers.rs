@@ -103,7 +103,7 @@ pub(crate) async fn share_fetch(shard: &Rc<Shard>, request: &Request) -> Result<
     } else {
         // A hang-up drops the call, which ends its wait on the owner (Mail::Cancel).
         let call = ShardCall::Group(GroupCall::ShareFetch(args));
-        let called = shard.call_cancellable(owner, call);
+        let called = shard.call(owner, call);
         let hangup = request.hangup.wait();
         futures_util::pin_mut!(called, hangup);
         match futures_util::future::select(called, hangup).await {
