@@ -73,6 +73,24 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Stops the server (SIGTERM) and starts it again on the same data directory and the same
+    /// address, as an operator's restart looks to connected clients.
+    pub fn restart_in_place(&mut self) {
+        self.stop();
+        self.spawn_at(&self.addr.clone());
+    }
+
+    /// Kills the server (SIGKILL: no flush, no goodbye) and starts it again on the same data
+    /// directory and address.
+    pub fn kill_and_restart_in_place(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill ringlog serve");
+            child.wait().expect("reap ringlog serve");
+            self.stdout = None;
+        }
+        self.spawn_at(&self.addr.clone());
+    }
+
     /// Runs `ringlog ARGS --server ADDR` with empty stdin.
     pub fn ringlog(&self, args: &[&str]) -> Output {
         self.ringlog_with_input(args, b"")
@@ -106,9 +124,14 @@ impl TestServer {
     /// Starts `ringlog serve` on the data directory and learns its address from the first
     /// line it prints: `ringlog serving on ADDR with N shards, data in DIR`.
     fn spawn(&mut self) {
+        self.spawn_at("127.0.0.1:0");
+    }
+
+    /// [`Self::spawn`] listening on `listen`.
+    fn spawn_at(&mut self, listen: &str) {
         let shards = self.shards.to_string();
         let mut child = Command::new(RINGLOG)
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", &shards])
+            .args(["serve", "--listen", listen, "--shards", &shards])
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .env_remove("RINGLOG_CONFIG")
