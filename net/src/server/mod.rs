@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringlog_engine::data_dir::{DataDir, DataDirError};
 use ringlog_engine::reactor::mail::{self, Doorbell, Mailbox};
@@ -53,6 +53,13 @@ pub use share::dead_letter::{
 
 /// Listen backlog per shard.
 const LISTEN_BACKLOG: i32 = 1024;
+/// How long startup waits for its address while another socket holds it. A server killed a
+/// moment ago holds it a few milliseconds more: the kernel closes a dead process's io_uring
+/// instances, and the listeners in them, after the process is gone. Joining those listeners'
+/// SO_REUSEPORT group instead would hand some connections to sockets nobody accepts on.
+const ADDRESS_WAIT_MAX: Duration = Duration::from_secs(2);
+/// Interval between two checks of a held address.
+const ADDRESS_RECHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +125,14 @@ struct ShardStart {
     mailbox: Mailbox<Mail>,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Rung for `stop` and for `open`.
     stop_bell: Arc<Doorbell>,
     /// Each shard's start-up outcome, with its id.
     ready: mpsc::Sender<(usize, Result<(), String>)>,
+    /// Set once every shard has opened its topics: only then do shards accept connections,
+    /// so that no request reaches a shard still recovering its partitions (which would answer
+    /// UnknownTopic for a topic that exists).
+    open: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -141,6 +153,7 @@ impl Server {
             bind_optional(config.metrics_listen, shard_count)?;
         let mailboxes = mail::mesh::<Mail>(shard_count, config.mail_queue_depth)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut doorbells = Vec::with_capacity(shard_count);
@@ -164,6 +177,7 @@ impl Server {
                 stop: Arc::clone(&stop),
                 stop_bell,
                 ready: ready_tx.clone(),
+                open: Arc::clone(&open),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("ringlog-shard-{id}"))
@@ -191,6 +205,10 @@ impl Server {
             };
             handle.stop_and_join();
             return Err(failure);
+        }
+        open.store(true, Ordering::SeqCst);
+        for bell in &handle.doorbells {
+            bell.ring();
         }
         Ok(handle)
     }
@@ -249,7 +267,7 @@ impl Drop for ServerHandle {
 fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, ServerError> {
     let listen_error = |source| ServerError::Listen { addr, source };
     if addr.port() != 0 {
-        TcpListener::check_address_free(addr).map_err(listen_error)?;
+        wait_for_address(addr).map_err(listen_error)?;
     }
     let first = TcpListener::bind_reuse_port(addr, LISTEN_BACKLOG).map_err(listen_error)?;
     // With port 0 the first bind picks the port; the others join it.
@@ -263,6 +281,27 @@ fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, Se
         tracing::warn!(%addr, %error, "cannot steer connections by source port; they spread at random");
     }
     Ok(listeners)
+}
+
+/// Returns once nothing listens on `addr`, or with `AddrInUse` after [`ADDRESS_WAIT_MAX`].
+/// Blocking: startup only.
+fn wait_for_address(addr: SocketAddr) -> std::io::Result<()> {
+    let deadline = Instant::now() + ADDRESS_WAIT_MAX;
+    let mut logged = false;
+    loop {
+        match TcpListener::check_address_free(addr) {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%addr, "address in use; waiting for it (a server that just exited may still hold it)");
+                    logged = true;
+                }
+                std::thread::sleep(ADDRESS_RECHECK_INTERVAL);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Binds an optional listener on every shard: one listener per shard (or none) and the bound
@@ -348,6 +387,7 @@ async fn shard_main(start: ShardStart) {
         stop,
         stop_bell,
         ready,
+        open,
         ..
     } = start;
     let Mailbox { inbox, outboxes } = mailbox;
@@ -366,35 +406,51 @@ async fn shard_main(start: ShardStart) {
             return;
         }
     }
-    reactor::spawn(accept_loop(Rc::clone(&shard), listener, connection::serve));
+    let _ = ready.send((id, Ok(())));
+    let opened_or_stopped = || open.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+    while !opened_or_stopped() {
+        stop_bell.wait(opened_or_stopped).await;
+    }
+    if !stop.load(Ordering::SeqCst) {
+        serve_clients(&shard, listener, kafka_listener, metrics_listener);
+    }
+    while !stop.load(Ordering::SeqCst) {
+        stop_bell.wait(|| stop.load(Ordering::SeqCst)).await;
+    }
+    shard.close_all().await;
+    tracing::debug!(shard = id, "shard stopped");
+}
+
+/// Starts the shard's accept loops and its periodic tasks.
+fn serve_clients(
+    shard: &Rc<Shard>,
+    listener: TcpListener,
+    kafka_listener: Option<(TcpListener, SocketAddr)>,
+    metrics_listener: Option<TcpListener>,
+) {
+    reactor::spawn(accept_loop(Rc::clone(shard), listener, connection::serve));
     if let Some((kafka_listener, kafka_addr)) = kafka_listener {
-        let front_door = kafka::KafkaShard::new(Rc::clone(&shard), kafka_addr);
+        let front_door = kafka::KafkaShard::new(Rc::clone(shard), kafka_addr);
         reactor::spawn(accept_loop(
-            Rc::clone(&shard),
+            Rc::clone(shard),
             kafka_listener,
             move |_, stream| kafka::serve(Rc::clone(&front_door), stream),
         ));
     }
     if let Some(metrics_listener) = metrics_listener {
         reactor::spawn(accept_loop(
-            Rc::clone(&shard),
+            Rc::clone(shard),
             metrics_listener,
             metrics::serve,
         ));
     }
-    reactor::spawn(retention_loop(Rc::clone(&shard)));
-    reactor::spawn(group::expire_idle_groups(Rc::clone(&shard)));
+    reactor::spawn(retention_loop(Rc::clone(shard)));
+    reactor::spawn(group::expire_idle_groups(Rc::clone(shard)));
     tracing::debug!(
-        shard = id,
+        shard = shard.id,
         defer_taskrun = reactor::features().defer_taskrun,
         "shard serving"
     );
-    let _ = ready.send((id, Ok(())));
-    while !stop.load(Ordering::SeqCst) {
-        stop_bell.wait(|| stop.load(Ordering::SeqCst)).await;
-    }
-    shard.close_all().await;
-    tracing::debug!(shard = id, "shard stopped");
 }
 
 /// Accepts connections on `listener` and serves each with `serve` (the native protocol's or
