@@ -29,6 +29,10 @@ pub(crate) struct Behaviour {
     pub(crate) stall_after_requests: usize,
     /// After answering this many requests of a connection, close it. 0: never.
     pub(crate) close_after_requests: usize,
+    /// Connections after the first stall before answering anything (with
+    /// `stall_after_requests`: a server that stopped reading stays stopped for clients that
+    /// connect again).
+    pub(crate) stall_later_connections: bool,
     /// Answer every partition of every fetch with StorageError (a retriable error).
     pub(crate) fail_fetches: bool,
 }
@@ -50,9 +54,12 @@ struct Log {
     close_on_produce: bool,
     stall_after_requests: usize,
     close_after_requests: usize,
+    stall_later_connections: bool,
     fail_fetches: bool,
     /// Fetch requests answered so far.
     fetches: usize,
+    /// Connections accepted so far.
+    connections: usize,
 }
 
 impl Log {
@@ -89,8 +96,10 @@ impl FakeServer {
                 close_on_produce: behaviour.close_on_produce,
                 stall_after_requests: behaviour.stall_after_requests,
                 close_after_requests: behaviour.close_after_requests,
+                stall_later_connections: behaviour.stall_later_connections,
                 fail_fetches: behaviour.fail_fetches,
                 fetches: 0,
+                connections: 0,
             }),
             appended: Condvar::new(),
         });
@@ -124,16 +133,22 @@ fn serve(stream: TcpStream, state: &State) {
     let (_, mut reader): (_, FrameReader) = connection.split().unwrap();
     let mut out = stream;
     let mut fbb = FlatBufferBuilder::new();
-    let (stall_after, close_after) = {
-        let log = state.log.lock().unwrap();
-        (log.stall_after_requests, log.close_after_requests)
+    let (stall_after, close_after, stall_at_once) = {
+        let mut log = state.log.lock().unwrap();
+        log.connections += 1;
+        let later = log.connections > 1;
+        (
+            log.stall_after_requests,
+            log.close_after_requests,
+            later && log.stall_later_connections,
+        )
     };
     let mut answered = 0;
     loop {
         if close_after > 0 && answered == close_after {
             return;
         }
-        if stall_after > 0 && answered == stall_after {
+        if stall_at_once || (stall_after > 0 && answered == stall_after) {
             // Holds the socket open and never reads again (park may wake spuriously).
             loop {
                 thread::park();

@@ -12,6 +12,7 @@ use ringlog_engine::batch::{BatchBuilder, BatchError};
 use super::config::ProducerConfig;
 use super::delivery::{BatchOutcome, DeliveryHandle};
 use super::idempotence::{EpochBump, Idempotence, ProducerIdentity};
+use super::link::Link;
 use super::record::ProducerRecord;
 use crate::api::ApiKey;
 use crate::client::error::ClientError;
@@ -51,6 +52,9 @@ pub(crate) struct ReadyBatch {
     number: Option<u64>,
     /// The flush generation it was opened in.
     generation: u64,
+    /// When its first record was added: while the server cannot be reached, a batch waiting
+    /// longer than `delivery_timeout_ms` since then fails.
+    created_at: Instant,
 }
 
 /// One produce request awaiting its response.
@@ -102,6 +106,8 @@ pub(crate) struct Accumulator {
     metadata_due_at: Instant,
     /// The Metadata request awaiting its answer: correlation id and when it was sent.
     metadata_sent: Option<(u32, Instant)>,
+    /// The connection the I/O threads share, or when to connect again.
+    pub(crate) link: Link,
 }
 
 impl Accumulator {
@@ -130,6 +136,7 @@ impl Accumulator {
             flushing: 0,
             metadata_due_at: Instant::now() + Duration::from_millis(config.metadata_max_age_ms),
             metadata_sent: None,
+            link: Link::new(),
         }
     }
 
@@ -342,6 +349,7 @@ impl Accumulator {
             retry_at: None,
             number: None,
             generation: open.generation,
+            created_at: open.opened_at,
         });
     }
 
@@ -633,6 +641,62 @@ impl Accumulator {
     ) {
         for batch in batches {
             self.finish_batch(batch, result.clone());
+        }
+    }
+
+    /// Connection `generation` failed with `error` (see [`Link`]): its requests' batches go
+    /// back to their partitions' queues, in sequence order, to be sent again over the next
+    /// connection, as after a retriable error (one attempt more, maybe written: a resent
+    /// batch the server already wrote is answered as a duplicate, not written twice); a
+    /// batch out of attempts fails with `error`. A Metadata request or epoch bump on its way
+    /// is asked again. Returns false when that connection was already given up (the other
+    /// thread saw its failure first).
+    pub(crate) fn lose_connection(
+        &mut self,
+        generation: u64,
+        error: ClientError,
+        now: Instant,
+    ) -> bool {
+        let backoff = Duration::from_millis(self.config.reconnect_backoff_ms);
+        if !self.link.fail(generation, error.clone(), now, backoff) {
+            return false;
+        }
+        self.metadata_sent = None;
+        // The server may have changed while away (a restart with partitions added).
+        self.metadata_due_at = now;
+        self.idempotence.bump_unanswered();
+        let flights: Vec<InFlight> = self.in_flight.drain(..).collect();
+        for mut batch in flights.into_iter().flat_map(|flight| flight.batches) {
+            if batch.attempts < self.config.retries_max {
+                batch.attempts += 1;
+                batch.maybe_written = true;
+                batch.retry_at = Some(now);
+                self.requeue(batch);
+            } else {
+                self.finish_batch(batch, Err(error.clone()));
+            }
+        }
+        true
+    }
+
+    /// While no connection can be made: fails the queued batches created longer than
+    /// `delivery_timeout_ms` ago with the connection's error (Kafka's delivery.timeout.ms),
+    /// so that `flush` and blocked `send`s end.
+    pub(crate) fn expire_undeliverable(&mut self, now: Instant) {
+        let Some(error) = self.link.down_error().cloned() else {
+            return;
+        };
+        let timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        let expired =
+            |batch: &ReadyBatch| now.saturating_duration_since(batch.created_at) >= timeout;
+        if !self.ready.iter().any(expired) {
+            return;
+        }
+        let (gone, kept): (VecDeque<ReadyBatch>, VecDeque<ReadyBatch>) =
+            self.ready.drain(..).partition(expired);
+        self.ready = kept;
+        for batch in gone {
+            self.finish_batch(batch, Err(error.clone()));
         }
     }
 
@@ -1179,5 +1243,104 @@ mod tests {
             batches.iter().map(sequence_of).collect::<Vec<_>>(),
             vec![(1, 0)]
         );
+    }
+
+    /// A connected socket pair's client side, as the I/O threads hold it.
+    fn connection() -> (crate::client::connection::FrameReader, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let config = crate::client::ConnectionConfig::default();
+        let connection = crate::client::Connection::from_stream(stream, config).unwrap();
+        let (writer, reader) = connection.split().unwrap();
+        (reader, writer.try_clone_stream().unwrap())
+    }
+
+    #[test]
+    fn a_lost_connection_sends_its_requests_again_in_order_until_out_of_attempts() {
+        let now = Instant::now();
+        let mut acc = idempotent_with_three_batches(now);
+        let (reader, stream) = connection();
+        let generation = acc.link.connected(reader, stream);
+        acc.idempotence.on_sequenced_batch_acknowledged(0);
+        let mut first = acc.take_sendable(now);
+        let bytes: Vec<Vec<u8>> = first.iter().map(|b| b.bytes.to_vec()).collect();
+        // The later request is listed first: requeueing must not follow the list's order.
+        let rest = first.split_off(1);
+        acc.add_in_flight(2, rest, now);
+        acc.add_in_flight(1, first, now);
+        acc.metadata_refresh_sent(3, now);
+        assert!(acc.lose_connection(generation, ClientError::Disconnected, now));
+        assert!(
+            !acc.lose_connection(generation, ClientError::Disconnected, now),
+            "the other thread's report of the same failure changes nothing"
+        );
+        let backoff = Duration::from_millis(config().reconnect_backoff_ms);
+        assert_eq!(acc.link.reconnect_at(), Some(now + backoff));
+        assert!(
+            acc.metadata_refresh_due(now),
+            "asked again on the next connection"
+        );
+
+        let (reader, stream) = connection();
+        let generation = acc.link.connected(reader, stream);
+        let again = acc.take_sendable(now);
+        let again_bytes: Vec<Vec<u8>> = again.iter().map(|b| b.bytes.to_vec()).collect();
+        assert_eq!(again_bytes, bytes, "the same batches, bytes and order");
+        assert!(again.iter().all(|b| b.attempts == 1 && b.maybe_written));
+        assert!(acc.take_failures().is_none());
+
+        // retries_max is 1: lost again, they fail, and the epoch is bumped before new batches.
+        acc.add_in_flight(4, again, now);
+        assert!(acc.lose_connection(generation, ClientError::Disconnected, now));
+        match acc.take_failures() {
+            Some(ClientError::DeliveryFailed {
+                failed_records,
+                first,
+            }) => {
+                assert_eq!(failed_records, 6);
+                assert!(matches!(*first, ClientError::Disconnected));
+            }
+            other => panic!("expected the three batches to fail, got {other:?}"),
+        }
+        assert!(acc.is_idle());
+        assert!(acc.epoch_bump_due());
+    }
+
+    #[test]
+    fn while_disconnected_batches_older_than_the_delivery_timeout_fail() {
+        let now = Instant::now();
+        let config = ProducerConfig {
+            delivery_timeout_ms: 1000,
+            ..config()
+        };
+        let mut acc = Accumulator::new(config, 2);
+        let v = value(40);
+        let old = acc
+            .append(&ProducerRecord::new(&v).with_partition(0), 1, || now)
+            .unwrap()
+            .0;
+        let later = now + Duration::from_millis(600);
+        let young = acc
+            .append(&ProducerRecord::new(&v).with_partition(1), 1, || later)
+            .unwrap()
+            .0;
+        acc.close_lingered(later + Duration::from_secs(1));
+        // Connected: nothing expires, however old.
+        let much_later = now + Duration::from_secs(10);
+        acc.expire_undeliverable(much_later);
+        assert!(old.try_result().is_none());
+
+        assert!(acc.lose_connection(0, ClientError::Disconnected, now));
+        acc.expire_undeliverable(now + Duration::from_millis(999));
+        assert!(old.try_result().is_none());
+        acc.expire_undeliverable(now + Duration::from_millis(1000));
+        assert!(matches!(
+            old.try_result(),
+            Some(Err(ClientError::Disconnected))
+        ));
+        assert!(young.try_result().is_none());
+        let queued = acc.take_sendable(much_later);
+        assert_eq!(queued.len(), 1, "the younger batch still waits to be sent");
+        assert_eq!(queued[0].partition, 1);
     }
 }

@@ -29,6 +29,17 @@ pub struct ProducerConfig {
     pub retries_max: u32,
     /// Wait before a retry (default 100 ms).
     pub retry_backoff_ms: u64,
+    /// Wait before connecting again after the connection failed (default 50 ms, Kafka's
+    /// `reconnect.backoff.ms`); doubled after each failed attempt up to
+    /// `reconnect_backoff_max_ms`.
+    pub reconnect_backoff_ms: u64,
+    /// Longest wait between two connection attempts (default 1 s).
+    pub reconnect_backoff_max_ms: u64,
+    /// While the server cannot be reached, a batch created longer ago than this fails with
+    /// the connection's error (default 120 s, Kafka's `delivery.timeout.ms`), so `flush` and
+    /// a `send` blocked on a full buffer end. While connected, `retries_max` and the request
+    /// timeout bound a batch's delivery.
+    pub delivery_timeout_ms: u64,
     /// Idempotent delivery (default on): the producer gets an id from the server
     /// (InitProducerId) and numbers its batches, so that a retried batch the server already
     /// wrote is not written twice, and batches of a partition are written in order even with
@@ -54,6 +65,9 @@ impl Default for ProducerConfig {
             max_block_ms: 60_000,
             retries_max: 10,
             retry_backoff_ms: 100,
+            reconnect_backoff_ms: 50,
+            reconnect_backoff_max_ms: 1000,
+            delivery_timeout_ms: 120_000,
             idempotence: true,
             metadata_max_age_ms: 300_000,
             connection: ConnectionConfig::default(),
@@ -76,6 +90,21 @@ impl ProducerConfig {
         }
         if self.buffer_bytes_max < self.batch_bytes_max {
             return invalid("buffer_bytes_max must be at least batch_bytes_max");
+        }
+        // At least 1 ms: a zero backoff would connect in a busy loop while the server is away.
+        // At most i32::MAX, as Kafka's ints: the bound keeps deadlines in range.
+        let ms_range = 1..=i32::MAX as u64;
+        if !ms_range.contains(&self.reconnect_backoff_ms)
+            || !ms_range.contains(&self.reconnect_backoff_max_ms)
+            || self.reconnect_backoff_max_ms < self.reconnect_backoff_ms
+        {
+            return invalid(
+                "reconnect_backoff_ms and reconnect_backoff_max_ms must be between 1 and \
+                 2147483647, the maximum at least the minimum",
+            );
+        }
+        if !ms_range.contains(&self.delivery_timeout_ms) {
+            return invalid("delivery_timeout_ms must be between 1 and 2147483647");
         }
         if !(1..=i32::MAX as u64).contains(&self.metadata_max_age_ms) {
             // Kafka's metadata.max.age.ms is an int too; the bound keeps deadlines in range.

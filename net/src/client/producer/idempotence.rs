@@ -141,6 +141,13 @@ impl Idempotence {
         };
     }
 
+    /// The bump's connection failed before its answer came: ask again on the next one.
+    pub(crate) fn bump_unanswered(&mut self) {
+        if matches!(self.bump, EpochBump::Sent { .. }) {
+            self.bump = EpochBump::Wanted;
+        }
+    }
+
     /// The bump's answer: the new identity; every partition starts again at sequence 0.
     pub(crate) fn bump_done(&mut self, identity: ProducerIdentity) {
         self.set_identity(Some(identity));

@@ -4,7 +4,12 @@
 //! state lock while on the socket, so a slow server never blocks `send` beyond the configured
 //! back-pressure. The lock lives in the client's process, which is free to use threads; the
 //! server's data path takes none.
+//!
+//! When the connection fails, whichever thread sees it first gives it up (see
+//! [`super::link`]); the sender connects again and hands the new connection's reader to the
+//! receiver, which applies only answers read from the current connection.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +17,9 @@ use super::accumulator::{Accumulator, EntryResult};
 use super::idempotence::ProducerIdentity;
 use crate::api::ApiKey;
 use crate::client::calls::{check, parse_metadata, partition_count_of};
-use crate::client::connection::{FrameReader, FrameWriter, ResponseFrame};
+use crate::client::connection::{
+    Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame,
+};
 use crate::client::error::ClientError;
 use crate::message::produce::{self, Acks, PartitionBatches};
 use crate::message::{init_producer_id, metadata};
@@ -26,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) wake_sender: Condvar,
     /// Wakes `flush` and blocked `send`s: batches completed, bytes released, or failure.
     pub(crate) progress: Condvar,
+    /// Wakes the receiver waiting for a connection: connected, closing, or failure.
+    wake_receiver: Condvar,
 }
 
 impl Shared {
@@ -35,6 +44,7 @@ impl Shared {
             state: Mutex::new(accumulator),
             wake_sender: Condvar::new(),
             progress: Condvar::new(),
+            wake_receiver: Condvar::new(),
         })
     }
 
@@ -45,23 +55,32 @@ impl Shared {
     }
 
     /// Wakes everyone after a state change.
-    fn notify_all(&self) {
+    pub(crate) fn notify_all(&self) {
         self.wake_sender.notify_all();
         self.progress.notify_all();
+        self.wake_receiver.notify_all();
     }
 }
 
-/// What the sender needs to write requests.
+/// What the sender needs to write requests and to connect again.
 #[derive(Debug)]
 pub(crate) struct SenderContext {
     pub(crate) writer: FrameWriter,
+    /// The generation of `writer`'s connection (see [`super::link::Link`]).
+    pub(crate) generation: u64,
     pub(crate) topic: String,
     pub(crate) acks: Acks,
     pub(crate) timeout_ms: u32,
+    /// The server's addresses, as resolved at connect.
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) connection: ConnectionConfig,
+    /// Longest wait between two connection attempts.
+    pub(crate) reconnect_backoff_max: Duration,
 }
 
 /// Sender thread: sends ready batches while request slots are free, sleeps until the next
-/// linger or retry deadline otherwise. Exits when closed and idle, or on failure.
+/// linger or retry deadline otherwise; connects again when the connection failed. Exits when
+/// closed and idle, or on a fatal failure.
 pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
     let mut state = shared.lock();
     loop {
@@ -73,6 +92,19 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
         if state.closing && state.is_idle() {
             break;
         }
+        if let Some(reconnect_at) = state.link.reconnect_at() {
+            state.expire_undeliverable(now);
+            shared.progress.notify_all();
+            if now < reconnect_at {
+                (state, _) = shared
+                    .wake_sender
+                    .wait_timeout(state, reconnect_at - now)
+                    .unwrap_or_else(PoisonError::into_inner);
+            } else {
+                state = reconnect(&shared, state, &mut context);
+            }
+            continue;
+        }
         if state.epoch_bump_due() {
             let Some(identity) = state.identity() else {
                 break;
@@ -82,22 +114,26 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
                 producer_id: identity.producer_id,
                 producer_epoch: identity.epoch,
             };
-            let written;
-            (state, written) = write_unlocked(&shared, state, &mut context.writer, &request);
-            if !written {
-                break;
-            }
+            state = write_unlocked(
+                &shared,
+                state,
+                &mut context.writer,
+                context.generation,
+                &request,
+            );
             continue;
         }
         if state.metadata_refresh_due(now) {
             state.metadata_refresh_sent(context.writer.next_correlation_id(), now);
             let topics = [context.topic.as_str()];
             let request = metadata::Request { topics: &topics };
-            let written;
-            (state, written) = write_unlocked(&shared, state, &mut context.writer, &request);
-            if !written {
-                break;
-            }
+            state = write_unlocked(
+                &shared,
+                state,
+                &mut context.writer,
+                context.generation,
+                &request,
+            );
             continue;
         }
         let batches = if state.can_send() {
@@ -160,9 +196,7 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
                 if let Some(batches) = unacknowledged {
                     state.complete_batches(batches, Err(error.clone()));
                 }
-                state.fail_all(error);
-                shared.notify_all();
-                break;
+                lose_connection(&shared, &mut state, context.generation, error);
             }
         }
     }
@@ -171,24 +205,64 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
     context.writer.shutdown();
 }
 
+/// Connects again (without the lock held) and, on success, hands the new connection's
+/// reader to the receiver; a failed attempt backs off further.
+fn reconnect<'a>(
+    shared: &'a Shared,
+    state: MutexGuard<'a, Accumulator>,
+    context: &mut SenderContext,
+) -> MutexGuard<'a, Accumulator> {
+    drop(state);
+    let connected = Connection::connect(&context.addrs[..], context.connection)
+        .and_then(Connection::split)
+        .and_then(|(writer, reader)| {
+            let stream = writer.try_clone_stream()?;
+            Ok((writer, reader, stream))
+        });
+    let mut state = shared.lock();
+    match connected {
+        Ok((writer, reader, stream)) => {
+            context.generation = state.link.connected(reader, stream);
+            context.writer = writer;
+            tracing::info!(topic = %context.topic, "producer connected again");
+            shared.notify_all();
+        }
+        Err(error) => {
+            tracing::debug!(topic = %context.topic, %error, "producer cannot connect yet");
+            state
+                .link
+                .attempt_failed(error, Instant::now(), context.reconnect_backoff_max);
+        }
+    }
+    state
+}
+
+/// Gives up connection `generation` after `error` (unless the other thread already did) and
+/// wakes both threads: the sender to connect again, the receiver to wait for it.
+fn lose_connection(shared: &Shared, state: &mut Accumulator, generation: u64, error: ClientError) {
+    let message = error.to_string();
+    if state.lose_connection(generation, error, Instant::now()) {
+        tracing::warn!(error = %message, "producer connection failed; connecting again");
+    }
+    shared.notify_all();
+}
+
 /// Writes a request other than a produce (an epoch bump, a metadata refresh) without holding
-/// the state lock; returns the lock again and whether the write went out (if not, the
-/// producer has failed with the connection's error).
+/// the state lock; returns the lock again. A failed write gives the connection up.
 fn write_unlocked<'a>(
     shared: &'a Shared,
     state: MutexGuard<'a, Accumulator>,
     writer: &mut FrameWriter,
+    generation: u64,
     request: &impl Encode,
-) -> (MutexGuard<'a, Accumulator>, bool) {
+) -> MutexGuard<'a, Accumulator> {
     drop(state);
     let result = writer.write_request(request);
     let mut state = shared.lock();
     if let Err(error) = result {
-        state.fail_all(error);
-        shared.notify_all();
-        return (state, false);
+        lose_connection(shared, &mut state, generation, error);
     }
-    (state, true)
+    state
 }
 
 /// Writes one produce request carrying `parts`.
@@ -216,24 +290,63 @@ fn write_batches(
 /// of the timeout late.
 const READ_CHECKS_PER_TIMEOUT: u32 = 8;
 
-/// Receiver thread: applies each produce response. A read timeout only matters when a request
-/// has waited longer than `request_timeout`; any other read failure ends the producer unless
-/// it was closing anyway.
-pub(crate) fn run_receiver(
-    shared: Arc<Shared>,
-    mut reader: FrameReader,
-    topic: &str,
-    request_timeout: Duration,
-) {
+/// Receiver thread: reads each connection's responses until it fails, then waits for the
+/// next. Exits when the producer is closed and idle, or has failed.
+pub(crate) fn run_receiver(shared: Arc<Shared>, topic: &str, request_timeout: Duration) {
     // Wake up often enough to notice a request that expired while a read was waiting: with
     // the whole request timeout as the read timeout, one sent just after the read began would
     // fail only at the next timeout, nearly twice as late. A read woken mid-frame resumes
     // where it stopped.
     let check_every = (request_timeout / READ_CHECKS_PER_TIMEOUT).max(Duration::from_millis(1));
-    if let Err(error) = reader.set_read_timeout(Some(check_every)) {
-        fail(&shared, error);
-        return;
+    while let Some((generation, mut reader)) = next_reader(&shared) {
+        if let Err(error) = reader.set_read_timeout(Some(check_every)) {
+            lose_connection(&shared, &mut shared.lock(), generation, error);
+            continue;
+        }
+        if read_responses(&shared, &mut reader, generation, topic, request_timeout)
+            == Ended::Producer
+        {
+            break;
+        }
     }
+}
+
+/// The current connection's reader once there is one; `None` when the producer is done.
+fn next_reader(shared: &Shared) -> Option<(u64, FrameReader)> {
+    let mut state = shared.lock();
+    loop {
+        if state.fatal.is_some() || (state.closing && state.is_idle()) {
+            return None;
+        }
+        if let Some(taken) = state.link.take_reader() {
+            return Some(taken);
+        }
+        state = shared
+            .wake_receiver
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// Why [`read_responses`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The connection failed or was replaced: read the next one.
+    Connection,
+    /// The producer is closed or has failed.
+    Producer,
+}
+
+/// Applies the responses read from connection `generation`. A read timeout only matters when
+/// a request has waited longer than `request_timeout`; any other read failure gives the
+/// connection up unless the producer was closing anyway.
+fn read_responses(
+    shared: &Shared,
+    reader: &mut FrameReader,
+    generation: u64,
+    topic: &str,
+    request_timeout: Duration,
+) -> Ended {
     loop {
         let result = reader.read_frame().and_then(|frame| {
             let correlation_id = frame.header().correlation_id;
@@ -249,39 +362,52 @@ pub(crate) fn run_receiver(
             Ok((correlation_id, Answer::Produce(top_level, entries)))
         });
         let mut state = shared.lock();
-        match result {
-            Ok((correlation_id, Answer::Produce(top_level, entries))) => {
-                let applied =
-                    state.complete_in_flight(correlation_id, top_level, &entries, Instant::now());
-                if let Err(error) = applied {
-                    state.fail_all(error);
-                }
-            }
-            Ok((correlation_id, Answer::EpochBump(identity))) => {
-                if let Err(error) = state.complete_epoch_bump(correlation_id, identity) {
-                    state.fail_all(error);
-                }
-            }
-            Ok((correlation_id, Answer::Metadata(partitions))) => {
-                if let Err(error) = state.complete_metadata_refresh(correlation_id, partitions) {
-                    state.fail_all(error);
-                }
-            }
-            Err(ClientError::Timeout { .. }) => {
-                if !state.has_expired_request(Instant::now(), request_timeout) {
-                    continue;
-                }
-                let timeout_ms = request_timeout.as_millis() as u64;
-                state.fail_all(ClientError::Timeout { timeout_ms });
-            }
-            Err(_) if state.closing && state.is_idle() => break,
-            Err(error) => state.fail_all(error),
+        if state.link.generation() != generation || state.link.reconnect_at().is_some() {
+            // Given up meanwhile: an answer read from it belongs to requests sent again since.
+            return Ended::Connection;
         }
-        shared.notify_all();
-        if state.fatal.is_some() {
-            break;
+        let outcome = match result {
+            Ok((correlation_id, Answer::Produce(top_level, entries))) => state
+                .complete_in_flight(correlation_id, top_level, &entries, Instant::now())
+                .map_err(Failure::Connection),
+            Ok((correlation_id, Answer::EpochBump(identity))) => state
+                .complete_epoch_bump(correlation_id, identity)
+                .map_err(Failure::Producer),
+            Ok((correlation_id, Answer::Metadata(partitions))) => state
+                .complete_metadata_refresh(correlation_id, partitions)
+                .map_err(Failure::Connection),
+            Err(ClientError::Timeout { .. })
+                if !state.has_expired_request(Instant::now(), request_timeout) =>
+            {
+                continue;
+            }
+            Err(ClientError::Timeout { .. }) => Err(Failure::Connection(ClientError::Timeout {
+                timeout_ms: request_timeout.as_millis() as u64,
+            })),
+            Err(_) if state.closing && state.is_idle() => return Ended::Producer,
+            Err(error) => Err(Failure::Connection(error)),
+        };
+        match outcome {
+            Ok(()) => shared.notify_all(),
+            Err(Failure::Connection(error)) => {
+                lose_connection(shared, &mut state, generation, error);
+                return Ended::Connection;
+            }
+            Err(Failure::Producer(error)) => {
+                state.fail_all(error);
+                shared.notify_all();
+                return Ended::Producer;
+            }
         }
     }
+}
+
+/// What a response that cannot be applied ends.
+enum Failure {
+    /// The connection: a protocol mix-up (an answer to nothing asked) or a broken socket.
+    Connection(ClientError),
+    /// The producer: the server refused its epoch bump.
+    Producer(ClientError),
 }
 
 /// A response the receiver applies.
@@ -302,12 +428,6 @@ fn parse_identity(frame: &ResponseFrame) -> Result<ProducerIdentity, ClientError
         producer_id: view.producer_id(),
         epoch: view.producer_epoch(),
     })
-}
-
-/// Fails the producer from a thread that cannot go on.
-fn fail(shared: &Shared, error: ClientError) {
-    shared.lock().fail_all(error);
-    shared.notify_all();
 }
 
 /// The top-level error and per-entry results of a produce response.

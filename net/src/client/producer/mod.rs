@@ -5,9 +5,10 @@ mod config;
 mod delivery;
 mod idempotence;
 mod io;
+mod link;
 mod record;
 
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,12 +39,18 @@ use crate::message::produce::Acks;
 /// - At most `in_flight_requests_max` requests are in flight; `send` blocks (up to
 ///   `max_block_ms`) while `buffer_bytes_max` bytes are buffered.
 /// - Retriable errors ([`crate::error_code::ErrorCode::is_retriable`]) are retried up to
-///   `retries_max` times, `retry_backoff_ms` apart; a failed connection fails every pending
-///   record and the producer.
+///   `retries_max` times, `retry_backoff_ms` apart.
+/// - A failed connection (the server restarted or was killed, a request unanswered within the
+///   request timeout) is connected again, `reconnect_backoff_ms` after the failure and then at
+///   doubling intervals up to `reconnect_backoff_max_ms`, as Kafka's clients do; the requests
+///   it had in flight are sent again (each an attempt against `retries_max`). Meanwhile
+///   records are buffered as usual; a batch still undelivered `delivery_timeout_ms` after it
+///   was created fails with the connection's error.
 /// - Idempotent by default ([`ProducerConfig::idempotence`]): the producer gets a producer id
 ///   at connect (InitProducerId) and numbers each partition's batches; a retry resends the
 ///   same bytes, and the server answers a retry of a batch it already wrote with the original
-///   offset instead of writing it again. Batches of a partition are written in send order.
+///   offset instead of writing it again (also across a server restart: the server keeps its
+///   producers' state with the log). Batches of a partition are written in send order.
 /// - Each `send` returns a [`DeliveryHandle`] with the record's offset or error; [`flush`]
 ///   waits for everything sent so far and reports failures since the last flush.
 ///
@@ -74,7 +81,6 @@ pub struct Producer {
     shared: Arc<Shared>,
     topic: String,
     max_block: Duration,
-    stream: TcpStream,
     sender: Option<JoinHandle<()>>,
     receiver: Option<JoinHandle<()>>,
 }
@@ -87,7 +93,9 @@ impl Producer {
         config: ProducerConfig,
     ) -> Result<Self, ClientError> {
         config.validate()?;
-        let connection = Connection::connect(addr, config.connection)?;
+        // Resolved once: connecting again after a failure must not depend on name lookups.
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let connection = Connection::connect(&addrs[..], config.connection)?;
         let mut client = Client::from_connection(connection, config.connection);
         let partitions = client.partition_count(topic)?;
         if partitions == 0 {
@@ -109,13 +117,18 @@ impl Producer {
         let stream = writer.try_clone_stream()?;
         let mut accumulator = Accumulator::new(config, partitions);
         accumulator.set_identity(identity);
+        let generation = accumulator.link.connected(reader, stream);
         let shared = Shared::new(accumulator);
         let request_timeout = Duration::from_millis(config.connection.request_timeout_ms.max(1));
         let context = SenderContext {
             writer,
+            generation,
             topic: topic.to_owned(),
             acks: config.acks,
             timeout_ms: duration_ms_u32(request_timeout),
+            addrs,
+            connection: config.connection,
+            reconnect_backoff_max: Duration::from_millis(config.reconnect_backoff_max_ms),
         };
         let sender = {
             let shared = shared.clone();
@@ -128,13 +141,12 @@ impl Producer {
             let topic = topic.to_owned();
             thread::Builder::new()
                 .name("ringlog-producer-recv".to_owned())
-                .spawn(move || run_receiver(shared, reader, &topic, request_timeout))?
+                .spawn(move || run_receiver(shared, &topic, request_timeout))?
         };
         Ok(Self {
             shared,
             topic: topic.to_owned(),
             max_block: Duration::from_millis(config.max_block_ms),
-            stream,
             sender: Some(sender),
             receiver: Some(receiver),
         })
@@ -201,7 +213,9 @@ impl Producer {
     /// Sends everything buffered now (ignoring linger) and waits until every record sent
     /// before the call is acknowledged or failed (not those other threads send meanwhile, so
     /// a steady stream of sends cannot hold it). Fails with [`ClientError::DeliveryFailed`]
-    /// when records failed since the previous flush.
+    /// when records failed since the previous flush. While the server cannot be reached this
+    /// waits for it, at most [`ProducerConfig::delivery_timeout_ms`] after the oldest record's
+    /// batch was created (then those records fail).
     pub fn flush(&self) -> Result<(), ClientError> {
         let mut state = self.shared.lock();
         state.flushing += 1;
@@ -224,7 +238,8 @@ impl Producer {
         }
     }
 
-    /// Flushes, stops the I/O threads and closes the connection.
+    /// Flushes (see [`Producer::flush`], which bounds the wait for an unreachable server),
+    /// stops the I/O threads and closes the connection.
     pub fn close(mut self) -> Result<(), ClientError> {
         let flushed = self.flush();
         self.stop();
@@ -233,24 +248,25 @@ impl Producer {
 
     /// Stops accepting records, lets the sender drain, then closes the socket and joins.
     fn stop(&mut self) {
-        let failed = {
+        {
             let mut state = self.shared.lock();
             state.closing = true;
-            state.fatal.is_some()
-        };
-        if failed {
-            // Nothing is left to drain (every record has failed): close the socket first, so a
-            // sender blocked writing to a server that stopped reading wakes now instead of at
-            // its write timeout.
-            let _ = self.stream.shutdown(Shutdown::Both);
+            if state.fatal.is_some() {
+                // Nothing is left to drain (every record has failed): close the socket first,
+                // so a sender blocked writing to a server that stopped reading wakes now
+                // instead of at its write timeout.
+                state.link.shutdown();
+            }
         }
-        self.shared.wake_sender.notify_all();
+        self.shared.notify_all();
         if let Some(sender) = self.sender.take() {
             // A panicked sender has nothing left to clean up.
             let _ = sender.join();
         }
-        // Wakes the receiver out of its read; already-closed sockets are fine.
-        let _ = self.stream.shutdown(Shutdown::Both);
+        // Wakes the receiver out of its read (already-closed sockets are fine), or out of its
+        // wait for a connection.
+        self.shared.lock().link.shutdown();
+        self.shared.notify_all();
         if let Some(receiver) = self.receiver.take() {
             let _ = receiver.join();
         }
@@ -450,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_connection_fails_pending_records() {
+    fn a_connection_lost_at_every_attempt_fails_the_batch_but_not_the_producer() {
         let server = FakeServer::start(
             "t",
             1,
@@ -459,12 +475,59 @@ mod tests {
                 ..Behaviour::default()
             },
         );
-        let producer = Producer::connect(server.addr, "t", config()).unwrap();
+        let config = ProducerConfig {
+            retries_max: 2,
+            reconnect_backoff_ms: 1,
+            reconnect_backoff_max_ms: 4,
+            ..config()
+        };
+        let producer = Producer::connect(server.addr, "t", config).unwrap();
         let handle = producer.send(&ProducerRecord::new(b"v")).unwrap();
         assert!(producer.flush().is_err());
-        assert!(handle.wait().is_err());
-        assert!(producer.send(&ProducerRecord::new(b"v")).is_err());
+        let error = handle.wait().unwrap_err();
+        assert!(
+            matches!(error, ClientError::Disconnected | ClientError::Io(_)),
+            "the connection's error: {error}"
+        );
+        // Still connecting again for later records, which fail the same way here.
+        let later = producer.send(&ProducerRecord::new(b"v")).unwrap();
         assert!(producer.close().is_err());
+        assert!(later.wait().is_err());
+    }
+
+    #[test]
+    fn a_producer_connects_again_and_delivers_every_record_once_in_order() {
+        let server = FakeServer::start(
+            "t",
+            1,
+            Behaviour {
+                // Each connection answers a Metadata request and one more, then closes.
+                close_after_requests: 2,
+                ..Behaviour::default()
+            },
+        );
+        let config = ProducerConfig {
+            reconnect_backoff_ms: 1,
+            reconnect_backoff_max_ms: 4,
+            ..config()
+        };
+        let producer = Producer::connect(server.addr, "t", config).unwrap();
+        let values: Vec<String> = (0..30).map(|i| format!("{i:0>300}")).collect();
+        let handles: Vec<_> = values
+            .iter()
+            .map(|value| {
+                producer
+                    .send(&ProducerRecord::new(value.as_bytes()))
+                    .unwrap()
+            })
+            .collect();
+        producer.flush().unwrap();
+        // Offsets in send order with no gap: every record written once, in order (a batch
+        // written twice or overtaken would move the later ones).
+        for (i, handle) in handles.iter().enumerate() {
+            assert_eq!(handle.wait().unwrap().offset, i as i64);
+        }
+        producer.close().unwrap();
     }
 
     #[test]
@@ -473,8 +536,10 @@ mod tests {
             "t",
             1,
             Behaviour {
-                // Metadata and InitProducerId are answered; the first produce is never read.
+                // Metadata and InitProducerId are answered; the first produce is never read,
+                // nor anything sent over a new connection.
                 stall_after_requests: 2,
+                stall_later_connections: true,
                 ..Behaviour::default()
             },
         );
@@ -485,6 +550,9 @@ mod tests {
                 "t",
                 ProducerConfig {
                     acks: Acks::Leader,
+                    // One more attempt over a new connection, which the server does not read
+                    // either.
+                    retries_max: 1,
                     connection: crate::client::ConnectionConfig {
                         request_timeout_ms: 300,
                         ..Default::default()
@@ -504,14 +572,15 @@ mod tests {
             let all_failed = handles
                 .iter()
                 .all(|handle| handle.try_result().is_some_and(|result| result.is_err()));
-            let _ = done_sender.send((flushed.is_err(), closed.is_err(), all_failed));
+            // Every failure was reported by flush: close has none left to report.
+            let _ = done_sender.send((flushed.is_err(), closed.is_ok(), all_failed));
         });
-        // Generous: flush fails about 300 ms after the first request is sent, and close then
-        // must not wait for a write the server will never take.
-        let (flush_failed, close_failed, all_failed) = done
+        // Generous: flush fails about 600 ms after the first request is sent (two attempts
+        // timing out), and close then must not wait for a write the server will never take.
+        let (flush_failed, close_ok, all_failed) = done
             .recv_timeout(Duration::from_secs(60))
             .expect("flush and close returned");
-        assert!(flush_failed && close_failed && all_failed);
+        assert_eq!((flush_failed, close_ok, all_failed), (true, true, true));
     }
 
     #[test]
