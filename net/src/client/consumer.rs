@@ -1,6 +1,6 @@
 //! [`Consumer`]: reads assigned partitions of one topic from chosen positions.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
@@ -84,6 +84,12 @@ pub struct ConsumerConfig {
     /// that owns assigned partitions), so each shard sends its own partitions' bytes in
     /// parallel; `false`: one connection fetches all, its shard sending the others' bytes too.
     pub connection_per_shard: bool,
+    /// How long a connection that failed (the server restarted or is unreachable) waits
+    /// before it is connected again: Kafka's `reconnect.backoff.ms`. Doubles after each
+    /// failure in a row, up to `reconnect_backoff_max_ms`; an answered fetch resets it.
+    pub reconnect_backoff_ms: u32,
+    /// Upper bound on the reconnect backoff: Kafka's `reconnect.backoff.max.ms`.
+    pub reconnect_backoff_max_ms: u32,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -98,6 +104,8 @@ impl Default for ConsumerConfig {
             auto_offset_reset: AutoOffsetReset::Latest,
             retry_backoff_ms: 100,
             connection_per_shard: true,
+            reconnect_backoff_ms: 50,
+            reconnect_backoff_max_ms: 1_000,
             connection: ConnectionConfig::default(),
         }
     }
@@ -120,6 +128,38 @@ struct Assigned {
     link: usize,
 }
 
+/// Exponential delay between attempts to connect again after a connection failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first_ms`, doubling up to `max_ms`.
+    pub(crate) fn new(first_ms: u32, max_ms: u32) -> Self {
+        let first = Duration::from_millis(u64::from(first_ms));
+        Self {
+            first,
+            max: Duration::from_millis(u64::from(max_ms)).max(first),
+            next: first,
+        }
+    }
+
+    /// The delay before the next attempt; the one after it is twice as long.
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (delay * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the first delay, after a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// One connection of a consumer and the fetch on its way over it, if any.
 #[derive(Debug)]
 struct Link {
@@ -130,6 +170,26 @@ struct Link {
     in_flight: Option<InFlight>,
     /// No fetch is sent before then: its last answer held only retriable errors.
     retry_at: Option<Instant>,
+    /// The connection failed (or its fetch went unanswered too long): it waits to be
+    /// replaced by a new one.
+    failed: bool,
+}
+
+impl Link {
+    fn new(shard: Option<u16>, client: Client) -> Self {
+        Self {
+            shard,
+            client,
+            in_flight: None,
+            retry_at: None,
+            failed: false,
+        }
+    }
+
+    /// Whether the connection can still carry requests.
+    fn is_up(&self) -> bool {
+        !self.failed && self.client.connection_ref().broken().is_none()
+    }
 }
 
 /// A fetch on its way: sent ahead for the positions a poll left, or a long poll that the
@@ -209,19 +269,25 @@ pub struct Consumer {
     /// Polls so far: fetches sent by the current one are waited for past its timeout, as
     /// long as their own long poll allows (so `poll(Duration::ZERO)` makes one round trip).
     polls: u64,
+    /// The server's addresses, resolved once by `connect`: failed connections are made
+    /// again to them.
+    addrs: Vec<SocketAddr>,
+    /// Failed links are connected again (and the partitions routed again) no earlier than
+    /// this; `None`: as soon as needed.
+    reconnect_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 impl Consumer {
     /// Connects; assign partitions before polling.
     pub fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<Self, ClientError> {
-        let client = Client::connect_with(addr, config.connection)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let client = Client::connect_with(addrs.as_slice(), config.connection)?;
         Ok(Self {
-            links: vec![Link {
-                shard: None,
-                client,
-                in_flight: None,
-                retry_at: None,
-            }],
+            links: vec![Link::new(None, client)],
+            addrs,
+            reconnect_at: None,
+            backoff: Backoff::new(config.reconnect_backoff_ms, config.reconnect_backoff_max_ms),
             config,
             topic: String::new(),
             assigned: Vec::new(),
@@ -265,7 +331,7 @@ impl Consumer {
 
     /// Assigns every partition of `topic`; returns how many there are.
     pub fn assign_all(&mut self, topic: &str) -> Result<u32, ClientError> {
-        let count = self.home().partition_count(topic)?;
+        let count = self.on_home(|home| home.partition_count(topic))?;
         let partitions: Vec<u32> = (0..count).collect();
         self.assign(topic, &partitions);
         Ok(count)
@@ -327,6 +393,21 @@ impl Consumer {
     /// the returned records. Fetches sent by this poll are awaited past `timeout` until the
     /// server answers them (their long poll ends by `timeout`), so a zero timeout still makes
     /// one round trip.
+    ///
+    /// A connection that fails (the server restarted, was killed or cannot be reached; a
+    /// fetch unanswered past its long poll plus the request timeout; a malformed frame) is not
+    /// an error of the poll, as in Kafka's consumer: it is logged (`tracing::warn!`), its
+    /// fetch is forgotten (the positions did not move, so nothing is skipped or returned
+    /// twice) and it is connected again after `reconnect_backoff_ms` (doubling up to
+    /// `reconnect_backoff_max_ms` while attempts fail), the partitions routed again from
+    /// Metadata. Meanwhile the poll returns what the other connections answer, or no records
+    /// at `timeout`. Reconnecting does not stretch a poll past `timeout` except by one
+    /// attempt's own bound: each address is given the connect timeout
+    /// (`ConnectionConfig::connect_timeout_ms`), and the Metadata and ApiVersions calls that
+    /// route the partitions again the request timeout (a server that accepts connections but
+    /// does not answer). Errors that are not about the connection (a corrupt batch, a server
+    /// error that is not retriable, a missing position with `AutoOffsetReset::Error`) are
+    /// returned.
     pub fn poll(&mut self, timeout: Duration) -> Result<Records<'_>, ClientError> {
         if self.assigned.is_empty() {
             return Err(ClientError::InvalidArgument(
@@ -336,14 +417,20 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         self.polls += 1;
         if let Some((link, last)) = self.last.take() {
-            self.links[link].client.recycle(last);
-        }
-        if !self.routed {
-            self.route()?;
+            if let Some(link) = self.links.get_mut(link) {
+                link.client.recycle(last);
+            }
         }
         let mut first_round = true;
         loop {
-            self.resolve_unpositioned()?;
+            if self.rebuild_due() {
+                self.rebuild()?;
+            }
+            if self.links[0].is_up() {
+                if let Err(error) = self.resolve_unpositioned() {
+                    self.link_failed(0, error)?;
+                }
+            }
             self.drop_stale_fetches();
             let now = Instant::now();
             if first_round || now < deadline {
@@ -351,7 +438,7 @@ impl Consumer {
             }
             first_round = false;
             let Some(index) = self.wait_for_answer(deadline)? else {
-                if Instant::now() < deadline && self.retry_due() {
+                if Instant::now() < deadline && (self.retry_due() || self.rebuild_due()) {
                     continue;
                 }
                 break;
@@ -362,7 +449,14 @@ impl Consumer {
                     "a connection without a fetch on its way was ready".to_owned(),
                 ));
             };
-            let result = link.client.receive_fetch(in_flight.pending)?;
+            let result = match link.client.receive_fetch(in_flight.pending) {
+                Ok(result) => result,
+                Err(error) => {
+                    self.link_failed(index, error)?;
+                    continue;
+                }
+            };
+            self.backoff.reset();
             self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
             let (got_records, failed_retriably) = self.apply_fetch(&result)?;
             if got_records {
@@ -383,9 +477,110 @@ impl Consumer {
         Ok(Records::new(last, &self.topic, &self.fetch_starts))
     }
 
-    /// The first connection, which serves ListOffsets and Metadata.
-    fn home(&mut self) -> &mut Client {
-        &mut self.links[0].client
+    /// Runs `call` on the first connection (which serves ListOffsets and Metadata),
+    /// connecting it again first when it failed, and once more when it is found failed by
+    /// `call` (a server restarted since it was last used).
+    fn on_home<T>(
+        &mut self,
+        mut call: impl FnMut(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let fresh = self.reconnect_home()?;
+        match call(&mut self.links[0].client) {
+            Err(error) if !fresh && !self.links[0].is_up() => {
+                tracing::warn!(%error, "consumer connection failed; connecting again");
+                self.reconnect_home()?;
+                call(&mut self.links[0].client)
+            }
+            other => other,
+        }
+    }
+
+    /// Replaces the first connection with a new one when it failed; returns whether it did.
+    /// The partitions are routed again: the new connection may be served by another shard.
+    fn reconnect_home(&mut self) -> Result<bool, ClientError> {
+        if self.links[0].is_up() {
+            return Ok(false);
+        }
+        let client = Client::connect_with(self.addrs.as_slice(), self.config.connection)?;
+        self.links[0] = Link::new(None, client);
+        self.routed = false;
+        Ok(true)
+    }
+
+    /// Takes the failure of a call on link `index`. When the connection failed, the link is
+    /// dropped (its fetch forgotten: the positions did not move) to be connected again after
+    /// the backoff, and the poll goes on; any other error is returned.
+    fn link_failed(&mut self, index: usize, error: ClientError) -> Result<(), ClientError> {
+        let link = &mut self.links[index];
+        if !error.is_connection_failure() && link.is_up() {
+            return Err(error);
+        }
+        link.in_flight = None;
+        if !link.failed {
+            link.failed = true;
+            tracing::warn!(
+                %error,
+                topic = %self.topic,
+                shard = ?link.shard,
+                "consumer connection failed; connecting again after a backoff"
+            );
+        }
+        self.schedule_rebuild();
+        Ok(())
+    }
+
+    /// Sets when failed links are connected again, unless a time is set already (links that
+    /// fail together count as one failure of the backoff).
+    fn schedule_rebuild(&mut self) {
+        let now = Instant::now();
+        if self.reconnect_at.is_some_and(|at| at > now) {
+            return;
+        }
+        self.reconnect_at = Some(now + self.backoff.next());
+    }
+
+    /// Whether links must be connected again or the partitions routed, and may be now.
+    fn rebuild_due(&self) -> bool {
+        self.rebuild_needed() && self.reconnect_at.is_none_or(|at| at <= Instant::now())
+    }
+
+    fn rebuild_needed(&self) -> bool {
+        !self.routed || self.links.iter().any(|link| !link.is_up())
+    }
+
+    /// Connects failed links again and routes the partitions (again: a restarted server may
+    /// have another shard count). A connection failure is logged and tried again after the
+    /// backoff, meanwhile the links that work go on; other errors are returned.
+    fn rebuild(&mut self) -> Result<(), ClientError> {
+        self.reconnect_at = None;
+        match self.reconnect_and_route() {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
+                tracing::warn!(
+                    %error,
+                    topic = %self.topic,
+                    "consumer could not connect again; trying again after a backoff"
+                );
+                self.schedule_rebuild();
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn reconnect_and_route(&mut self) -> Result<(), ClientError> {
+        let fresh = self.reconnect_home()?;
+        // The first link is up now, and stays first. Shards whose links failed are
+        // connected again by the routing.
+        self.links.retain(Link::is_up);
+        match self.route() {
+            // The first link had failed unnoticed (it had no fetch on its way).
+            Err(_) if !fresh && !self.links[0].is_up() => {
+                self.reconnect_home()?;
+                self.route()
+            }
+            other => other,
+        }
     }
 
     /// Sets which link fetches each assigned partition: the link to the partition's shard
@@ -416,8 +611,8 @@ impl Consumer {
         } else {
             self.routed = true;
         }
-        // Links to shards no longer needed close here; none has a fetch in flight (the
-        // assignment that made them abandoned it).
+        // Links to shards no longer needed close here, with any fetch in flight (none after an
+        // assignment, which abandons them; after a reconnect, their partitions moved).
         self.links = kept;
         outcome
     }
@@ -436,17 +631,15 @@ impl Consumer {
             }
             let link = match self.links.iter().position(|link| link.shard == Some(shard)) {
                 Some(index) => self.links.swap_remove(index),
-                None => Link {
-                    shard: Some(shard),
-                    client: Client::connect_to_shard(
+                None => Link::new(
+                    Some(shard),
+                    Client::connect_to_shard(
                         &kept[0].client,
                         shard,
                         info.shard_count,
                         self.config.connection,
                     )?,
-                    in_flight: None,
-                    retry_at: None,
-                },
+                ),
             };
             assigned.link = kept.len();
             kept.push(link);
@@ -459,7 +652,7 @@ impl Consumer {
     /// is named): its fetch reports the error, over whichever connection.
     fn owning_shards(&mut self) -> Result<Vec<u16>, ClientError> {
         let topic = self.topic.clone();
-        let topics = self.home().metadata(&[&topic])?;
+        let topics = self.links[0].client.metadata(&[&topic])?;
         let metadata = topics.iter().find(|t| t.name == topic);
         let owners: Vec<Option<u16>> = self
             .assigned
@@ -490,25 +683,31 @@ impl Consumer {
         }
     }
 
-    /// Sends a fetch, long polling up to `wait`, on every link that has none on its way, has
-    /// positioned partitions and is not backing off after retriable errors.
+    /// Sends a fetch, long polling up to `wait`, on every link that is up, has none on its
+    /// way, has positioned partitions and is not backing off after retriable errors.
     fn send_fetches(&mut self, wait: Duration) -> Result<(), ClientError> {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &mut self.links[index];
-            if link.in_flight.is_some() || link.retry_at.is_some_and(|at| at > now) {
+            if !link.is_up() || link.in_flight.is_some() || link.retry_at.is_some_and(|at| at > now)
+            {
                 continue;
             }
             link.retry_at = None;
-            self.send_fetch(index, wait)?;
+            if let Err(error) = self.send_fetch(index, wait) {
+                self.link_failed(index, error)?;
+            }
         }
         Ok(())
     }
 
-    /// When the first link backing off after retriable errors may fetch again.
+    /// When the first link backing off after retriable errors may fetch again, or failed
+    /// links may be connected again, whichever comes first.
     fn next_retry(&self) -> Option<Instant> {
         let idle = self.links.iter().filter(|link| link.in_flight.is_none());
-        idle.filter_map(|link| link.retry_at).min()
+        let retry = idle.filter_map(|link| link.retry_at).min();
+        let reconnect = self.reconnect_at.filter(|_| self.rebuild_needed());
+        retry.into_iter().chain(reconnect).min()
     }
 
     /// Whether a link backing off after retriable errors may fetch again now.
@@ -559,8 +758,8 @@ impl Consumer {
 
     /// After an answer with records, sends link `index`'s next fetch (without long poll, so
     /// a later poll's timeout still holds) when one of its partitions is known to have more.
-    /// A failed send leaves the connection broken, which a later poll reports; this poll's
-    /// records are still returned.
+    /// A failed send drops the link, to be connected again; this poll's records are still
+    /// returned.
     fn send_prefetch(&mut self, index: usize) {
         let backlog = self.assigned.iter().any(|assigned| {
             assigned.link == index
@@ -569,31 +768,26 @@ impl Consumer {
                     .is_some_and(|position| assigned.high_watermark > position)
         });
         if backlog {
-            let _ = self.send_fetch(index, Duration::ZERO);
+            if let Err(error) = self.send_fetch(index, Duration::ZERO) {
+                // Sending fails only with the connection (the link is dropped then): there is
+                // nothing else to report.
+                let _ = self.link_failed(index, error);
+            }
         }
     }
 
     /// Waits for the first link whose fetch is answered: until `deadline`, or past it while a
     /// fetch this poll sent is on its way (until its long poll ends plus the request
-    /// timeout). `None` when nothing was answered in time; a timeout error when a fetch is
-    /// unanswered past its long poll plus the request timeout (an answer that arrived while
-    /// the application was busy is ready, not late).
+    /// timeout). `None` when nothing was answered in time. A link whose fetch is unanswered
+    /// past its long poll plus the request timeout (an answer that arrived while the
+    /// application was busy is ready, not late), or whose connection failed, is dropped.
     fn wait_for_answer(&mut self, deadline: Instant) -> Result<Option<usize>, ClientError> {
         let request_timeout = self.links[0].client.request_timeout();
         let overdue_at = |in_flight: &InFlight| in_flight.due + request_timeout;
-        let until = self
-            .links
-            .iter()
-            .filter_map(|link| link.in_flight.as_ref())
-            .filter(|in_flight| in_flight.poll == self.polls)
-            .map(overdue_at)
-            .fold(deadline, Instant::max);
-        // A link backing off wakes the wait to fetch again, if that is before the deadline.
-        let until = match self.next_retry() {
-            Some(retry_at) if retry_at < deadline => until.min(retry_at),
-            _ => until,
-        };
         loop {
+            // Again each round: a link that failed meanwhile no longer holds the wait, and its
+            // reconnect may wake it.
+            let until = self.wait_until(deadline, request_timeout);
             let waiting = self.links.iter().map(|link| {
                 link.in_flight
                     .as_ref()
@@ -612,22 +806,41 @@ impl Consumer {
             // What made it ready may be only the answer to a fetch abandoned after a seek:
             // receiving would then wait for this fetch's long poll, while other links'
             // answers (and the poll's timeout) wait behind it.
-            if link.client.fetch_started(&in_flight.pending)? {
-                return Ok(Some(ready));
+            match link.client.fetch_started(&in_flight.pending) {
+                Ok(true) => return Ok(Some(ready)),
+                Ok(false) => {}
+                Err(error) => self.link_failed(ready, error)?,
             }
         }
         let now = Instant::now();
-        let late = self
+        for index in 0..self.links.len() {
+            let late = self.links[index]
+                .in_flight
+                .as_ref()
+                .is_some_and(|in_flight| now >= overdue_at(in_flight));
+            if late {
+                let timeout_ms = request_timeout.as_millis() as u64;
+                self.link_failed(index, ClientError::Timeout { timeout_ms })?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// How long [`Self::wait_for_answer`] waits: until `deadline`, or the end of a fetch this
+    /// poll sent (its long poll plus `request_timeout`) if later; until a link may fetch or
+    /// connect again if that is earlier than the deadline.
+    fn wait_until(&self, deadline: Instant, request_timeout: Duration) -> Instant {
+        let until = self
             .links
             .iter()
             .filter_map(|link| link.in_flight.as_ref())
-            .any(|in_flight| now >= overdue_at(in_flight));
-        if late {
-            return Err(ClientError::Timeout {
-                timeout_ms: request_timeout.as_millis() as u64,
-            });
+            .filter(|in_flight| in_flight.poll == self.polls)
+            .map(|in_flight| in_flight.due + request_timeout)
+            .fold(deadline, Instant::max);
+        match self.next_retry() {
+            Some(retry_at) if retry_at < deadline => until.min(retry_at),
+            _ => until,
         }
-        Ok(None)
     }
 
     /// Moves positions past the fetched batches and handles per-partition errors. Returns
@@ -761,21 +974,10 @@ impl Consumer {
             .iter()
             .map(|&partition| OffsetQuery { partition, spec })
             .collect();
-        let frame = self.links[0]
-            .client
-            .connection()
-            .call(&list_offsets::Request {
-                topic: &self.topic,
-                partitions: &queries,
-            })?;
-        let view = frame.view::<list_offsets::ResponseView>()?;
-        check(ApiKey::ListOffsets, view.status())?;
-        for entry in view.partitions().unwrap_or_default() {
-            check(
-                ApiKey::ListOffsets,
-                Status::from_wire(entry.error_code(), entry.error_message()),
-            )?;
-            self.set_position(entry.partition(), entry.offset());
+        let topic = self.topic.clone();
+        let positions = self.on_home(|home| list_positions(home, &topic, &queries))?;
+        for (partition, offset) in positions {
+            self.set_position(partition, offset);
         }
         Ok(())
     }
@@ -789,6 +991,29 @@ impl Consumer {
     fn find(&self, partition: u32) -> Option<&Assigned> {
         self.assigned.iter().find(|a| a.partition == partition)
     }
+}
+
+/// Asks for the offsets of `queries` of `topic`: (partition, offset) pairs.
+fn list_positions(
+    client: &mut Client,
+    topic: &str,
+    queries: &[OffsetQuery],
+) -> Result<Vec<(u32, i64)>, ClientError> {
+    let frame = client.connection().call(&list_offsets::Request {
+        topic,
+        partitions: queries,
+    })?;
+    let view = frame.view::<list_offsets::ResponseView>()?;
+    check(ApiKey::ListOffsets, view.status())?;
+    let mut positions = Vec::new();
+    for entry in view.partitions().unwrap_or_default() {
+        check(
+            ApiKey::ListOffsets,
+            Status::from_wire(entry.error_code(), entry.error_message()),
+        )?;
+        positions.push((entry.partition(), entry.offset()));
+    }
+    Ok(positions)
 }
 
 /// The position after the whole, well-formed batches of `batches` whose CRCs match, and
@@ -1135,12 +1360,9 @@ mod tests {
         consumer.seek_all(SeekTo::Earliest).unwrap();
         // The fake server has one shard: route by hand, partition 0 over the first link and
         // partition 1 over a second one, as two shards would.
-        consumer.links.push(Link {
-            shard: Some(1),
-            client: Client::connect(server.addr).unwrap(),
-            in_flight: None,
-            retry_at: None,
-        });
+        consumer
+            .links
+            .push(Link::new(Some(1), Client::connect(server.addr).unwrap()));
         consumer.assigned[1].link = 1;
         consumer.routed = true;
         // The first link as a seek leaves it: a stale fetch abandoned, its answer already in,
@@ -1210,6 +1432,46 @@ mod tests {
         // errors answered at once made thousands).
         let fetches = server.fetches();
         assert!((2..=5).contains(&fetches), "{fetches} fetches");
+    }
+
+    /// The server closes every connection after a few answers, as a restart does: the
+    /// consumer connects again and reads on from its positions; no poll fails, and every
+    /// record comes once, in order.
+    #[test]
+    fn a_failed_connection_is_made_again_and_reading_goes_on_from_the_positions() {
+        let server = FakeServer::start(
+            "t",
+            2,
+            Behaviour {
+                close_after_requests: 3,
+                ..Behaviour::default()
+            },
+        );
+        let mut consumer = Consumer::connect(
+            server.addr,
+            ConsumerConfig {
+                auto_offset_reset: AutoOffsetReset::Earliest,
+                reconnect_backoff_ms: 1,
+                reconnect_backoff_max_ms: 10,
+                ..ConsumerConfig::default()
+            },
+        )
+        .unwrap();
+        consumer.assign("t", &[0, 1]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for round in 0..12i64 {
+            let partition = (round % 2) as u32;
+            let value = format!("v{round}");
+            // A client per record: the server closes its connections too.
+            let mut client = Client::connect(server.addr).unwrap();
+            produce(&mut client, partition, 1, &[value.as_str()]);
+            let mut got = Vec::new();
+            while got.is_empty() {
+                assert!(Instant::now() < deadline, "round {round} never arrived");
+                got = values(consumer.poll(Duration::from_secs(5)).unwrap());
+            }
+            assert_eq!(got, [(partition, round / 2, value)], "round {round}");
+        }
     }
 
     #[test]

@@ -96,6 +96,19 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         self.code().is_some_and(ErrorCode::is_retriable)
     }
+
+    /// True when the connection itself failed (the socket, the end of the stream, no answer
+    /// in time, a malformed frame): that connection is not used again, and a new one may
+    /// succeed, as after a server restart.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Io(_)
+                | ClientError::Disconnected
+                | ClientError::Timeout { .. }
+                | ClientError::Frame(_)
+        )
+    }
 }
 
 impl From<std::io::Error> for ClientError {
@@ -129,5 +142,7 @@ mod tests {
         assert_eq!(error.to_string(), "Fetch (6) failed: UnknownTopic (3)");
         assert!(!error.is_retriable());
         assert!(!ClientError::Disconnected.is_retriable());
+        assert!(ClientError::Disconnected.is_connection_failure());
+        assert!(!error.is_connection_failure());
     }
 }
