@@ -1,6 +1,8 @@
 //! The broker end to end: a real server (in-process, real files, loopback TCP) and the real
 //! client, with 1 and 2 shards.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -477,6 +479,159 @@ fn a_consumer_of_two_shards_carries_its_long_polls_across_polls() {
         );
     }
     producer.close().unwrap();
+}
+
+/// Produces `numbers` to `topic` at `addr`, number `n` to partition `n % partitions`, and
+/// waits until every one is stored.
+fn produce_numbers(addr: &str, topic: &str, partitions: u32, numbers: std::ops::Range<u32>) {
+    let config = ProducerConfig {
+        linger_ms: 1,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(addr, topic, config).unwrap();
+    for n in numbers {
+        let value = n.to_string();
+        let record = ProducerRecord::new(value.as_bytes()).with_partition(n % partitions);
+        producer.send(&record).unwrap();
+    }
+    producer.close().unwrap();
+}
+
+/// Polls `consumer` until `out` holds `count` records (failing the test after 60 s); every
+/// poll must succeed.
+fn poll_until(consumer: &mut Consumer, out: &mut Vec<(u32, i64, String)>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived",
+            out.len()
+        );
+        for record in consumer.poll(Duration::from_millis(200)).unwrap() {
+            let record = record.unwrap();
+            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+            out.push((record.partition, record.offset, value));
+        }
+    }
+}
+
+/// Every number below `count` once, each partition's offsets dense from 0 with its numbers
+/// in order.
+fn check_every_number_once_in_order(records: &[(u32, i64, String)], count: u32) {
+    let mut numbers: Vec<u32> = records.iter().map(|(_, _, v)| v.parse().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..count).collect::<Vec<_>>(), "{records:?}");
+    let mut next: HashMap<u32, (i64, u32)> = HashMap::new();
+    for (partition, offset, value) in records {
+        let number: u32 = value.parse().unwrap();
+        let (expected, last) = next.get(partition).copied().unwrap_or((0, 0));
+        assert_eq!(*offset, expected, "partition {partition}: {records:?}");
+        assert!(number >= last, "partition {partition}: {records:?}");
+        next.insert(*partition, (offset + 1, number));
+    }
+}
+
+/// A consumer of 4 partitions on 2 shards reads some records, the server restarts in place
+/// (by SIGTERM, or SIGKILL with `kill`), more records come: the same consumer reads on, with
+/// no poll failing, and returns every record once, in order per partition.
+fn a_consumer_reads_on_across_a_restart(kill: bool) {
+    let mut server = common::TestServer::start(2);
+    let addr = server.addr().to_owned();
+    let request = create_topic::Request {
+        name: "moves",
+        partitions: 4,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr.as_str())
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+    produce_numbers(&addr, "moves", 4, 0..40);
+    let config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(addr.as_str(), config).unwrap();
+    consumer.assign_all("moves").unwrap();
+    let mut got = Vec::new();
+    poll_until(&mut consumer, &mut got, 1);
+    if kill {
+        server.kill_and_restart_in_place();
+    } else {
+        server.restart_in_place();
+    }
+    assert_eq!(server.addr(), addr);
+    produce_numbers(&addr, "moves", 4, 40..80);
+    poll_until(&mut consumer, &mut got, 80);
+    check_every_number_once_in_order(&got, 80);
+    assert_eq!(
+        consumer.poll(Duration::from_millis(100)).unwrap().count(),
+        0,
+        "nothing twice"
+    );
+}
+
+#[test]
+fn a_consumer_reads_on_across_a_restart_in_place() {
+    a_consumer_reads_on_across_a_restart(false);
+}
+
+#[test]
+fn a_consumer_reads_on_across_a_kill_and_restart_in_place() {
+    a_consumer_reads_on_across_a_restart(true);
+}
+
+/// While the server is down, polls return no records at their timeout rather than an error;
+/// once it is back, reading goes on where it stopped.
+#[test]
+fn a_poll_while_the_server_is_down_returns_no_records_then_reading_resumes() {
+    let mut server = common::TestServer::start(2);
+    let addr = server.addr().to_owned();
+    let request = create_topic::Request {
+        name: "outage",
+        partitions: 2,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr.as_str())
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+    produce_numbers(&addr, "outage", 2, 0..10);
+    let config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(addr.as_str(), config).unwrap();
+    consumer.assign_all("outage").unwrap();
+    let mut got = Vec::new();
+    poll_until(&mut consumer, &mut got, 10);
+
+    server.stop();
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+    ] {
+        let started = Instant::now();
+        let polled = consumer.poll(timeout).map(Iterator::count);
+        let took = started.elapsed();
+        assert!(matches!(polled, Ok(0)), "{polled:?}");
+        assert!(
+            took >= timeout,
+            "the poll waited for its timeout ({took:?})"
+        );
+        // Refused connections fail at once: nothing holds the poll much past its timeout.
+        assert!(took < timeout + Duration::from_secs(2), "{took:?}");
+    }
+
+    server.start_again_in_place();
+    produce_numbers(&addr, "outage", 2, 10..20);
+    poll_until(&mut consumer, &mut got, 20);
+    check_every_number_once_in_order(&got, 20);
 }
 
 /// A long poll with `min_bytes` waits for that many bytes, not for the first batch: one

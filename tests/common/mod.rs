@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -80,6 +80,13 @@ impl TestServer {
         self.spawn_at(&self.addr.clone());
     }
 
+    /// Starts the server that [`Self::stop`] stopped again on the same data directory and
+    /// address, as after an outage.
+    pub fn start_again_in_place(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn_at(&self.addr.clone());
+    }
+
     /// Kills the server (SIGKILL: no flush, no goodbye) and starts it again on the same data
     /// directory and address.
     pub fn kill_and_restart_in_place(&mut self) {
@@ -88,7 +95,17 @@ impl TestServer {
             child.wait().expect("reap ringlog serve");
             self.stdout = None;
         }
-        self.spawn_at(&self.addr.clone());
+        // The killed process's sockets can outlive it briefly (the kernel tears its io_uring
+        // down after the process is reaped), and a new listener on the port is refused
+        // meanwhile ("Address already in use"): start again until one listens.
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while let Err(status) = self.try_spawn_at(&self.addr.clone()) {
+            assert!(
+                Instant::now() < deadline,
+                "ringlog serve kept exiting ({status}) before printing its address"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs `ringlog ARGS --server ADDR` with empty stdin.
@@ -129,6 +146,14 @@ impl TestServer {
 
     /// [`Self::spawn`] listening on `listen`.
     fn spawn_at(&mut self, listen: &str) {
+        if let Err(status) = self.try_spawn_at(listen) {
+            panic!("ringlog serve exited ({status}) before printing its address");
+        }
+    }
+
+    /// [`Self::spawn_at`], giving back the exit status of a server that exited before
+    /// printing its address.
+    fn try_spawn_at(&mut self, listen: &str) -> Result<(), ExitStatus> {
         let shards = self.shards.to_string();
         let mut child = Command::new(RINGLOG)
             .args(["serve", "--listen", listen, "--shards", &shards])
@@ -147,8 +172,7 @@ impl TestServer {
             .read_line(&mut line)
             .expect("read the server's first line");
         if read == 0 {
-            let status = child.wait().expect("wait for the failed server");
-            panic!("ringlog serve exited ({status}) before printing its address");
+            return Err(child.wait().expect("wait for the failed server"));
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
@@ -160,6 +184,7 @@ impl TestServer {
         self.addr = words[3].to_owned();
         self.child = Some(child);
         self.stdout = Some(stdout);
+        Ok(())
     }
 }
 
