@@ -4,7 +4,9 @@
 //! No sleep is used to wait for the server: every wait polls for the expected state with a
 //! deadline.
 
-use std::collections::{BTreeSet, HashSet};
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -1279,6 +1281,66 @@ fn kill_9_loses_no_ack_and_no_commit() {
     let server = ChildServer::start(dir.path());
     check_after_restart(server.addr);
     server.kill();
+}
+
+/// A group member reads some records and commits, the server restarts in place (by SIGTERM,
+/// or SIGKILL with `kill`) and more records come: the same member reads on, with no poll
+/// failing. Nothing is skipped; only records after its last commit may come twice (at least
+/// once, as in Kafka: the restarted coordinator may have forgotten the member, which then
+/// joins again and reads from the group's commits).
+fn a_group_member_reads_on_across_a_restart(kill: bool) {
+    let mut server = common::TestServer::start(2);
+    let addr: SocketAddr = server.addr().parse().unwrap();
+    create_topic(addr, "journal", 4);
+    produce(addr, "journal", 0, 40, None);
+    let mut member = GroupConsumer::subscribe(addr, "auditors", "journal", group_config()).unwrap();
+    let mut got = read_group(&mut member, 10);
+    member.commit().unwrap();
+    let committed: HashMap<u32, i64> = member
+        .assignment()
+        .iter()
+        .map(|&p| (p, member.position(p).unwrap_or(0)))
+        .collect();
+    if kill {
+        server.kill_and_restart_in_place();
+    } else {
+        server.restart_in_place();
+    }
+    produce(addr, "journal", 40, 40, None);
+    let mut seen: HashSet<String> = got.iter().map(|(_, _, v)| v.clone()).collect();
+    // The restarted coordinator forgot the member: a commit is refused (UnknownMember) until
+    // the next poll has joined again, which reads from the group's commits.
+    wait_for("every record after the restart, and a commit", || {
+        for record in member.poll(Duration::from_millis(100)).unwrap() {
+            let record = as_tuple(record.unwrap());
+            seen.insert(record.2.clone());
+            got.push(record);
+        }
+        (seen.len() == 80 && member.commit().is_ok()).then_some(())
+    });
+    let expected: HashSet<String> = (0..80).map(|n| n.to_string()).collect();
+    assert_eq!(seen, expected);
+    let mut returned = HashSet::new();
+    for (partition, offset, value) in &got {
+        if !returned.insert((*partition, *offset)) {
+            let commit = committed.get(partition).copied().unwrap_or(0);
+            assert!(
+                *offset >= commit,
+                "{value} at {partition}/{offset} came again, before the commit at {commit}"
+            );
+        }
+    }
+    member.close().unwrap();
+}
+
+#[test]
+fn a_group_member_reads_on_across_a_restart_in_place() {
+    a_group_member_reads_on_across_a_restart(false);
+}
+
+#[test]
+fn a_group_member_reads_on_across_a_kill_and_restart_in_place() {
+    a_group_member_reads_on_across_a_restart(true);
 }
 
 /// Runs the `ringlog` binary against `addr`; returns its stdout, failing on a non-zero exit.

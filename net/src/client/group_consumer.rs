@@ -7,13 +7,22 @@
 //! the group rebalances it commits what it has returned so far (with automatic commits) and
 //! joins again, which may change its partitions. Call `poll` at least every session timeout
 //! (10 s by default); a poll never waits longer than one heartbeat interval.
+//!
+//! A connection that fails (the server restarted or cannot be reached) is made again, as in
+//! Kafka's consumer, and polls return no records meanwhile instead of failing (see
+//! [`Consumer::poll`]). A restarted coordinator may have forgotten the member: it then joins
+//! again and reads from the group's committed offsets, so the records returned after the last
+//! commit may come again (at least once), and none is skipped.
 
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::calls::Client;
-use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo};
+use super::connection::ConnectionConfig;
+use super::consumer::{
+    Backoff, Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo,
+};
 use super::error::ClientError;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -69,6 +78,43 @@ impl<'a> Iterator for GroupRecords<'a> {
     }
 }
 
+/// The connection group calls go over, made again when it failed.
+#[derive(Debug)]
+struct Coordinator {
+    client: Client,
+    /// The server's addresses, resolved once by `subscribe`.
+    addrs: Vec<SocketAddr>,
+    config: ConnectionConfig,
+}
+
+impl Coordinator {
+    /// Runs `call` on the connection, connecting it again first when it failed, and once more
+    /// when `call` finds it failed (a server restarted since the last call).
+    fn call<T>(
+        &mut self,
+        mut call: impl FnMut(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let fresh = self.reconnect()?;
+        match call(&mut self.client) {
+            Err(error) if !fresh && self.client.connection_ref().broken().is_some() => {
+                tracing::warn!(%error, "group coordinator connection failed; connecting again");
+                self.reconnect()?;
+                call(&mut self.client)
+            }
+            other => other,
+        }
+    }
+
+    /// Replaces a failed connection with a new one; returns whether it did.
+    fn reconnect(&mut self) -> Result<bool, ClientError> {
+        if self.client.connection_ref().broken().is_none() {
+            return Ok(false);
+        }
+        self.client = Client::connect_with(self.addrs.as_slice(), self.config)?;
+        Ok(true)
+    }
+}
+
 /// A consumer-group member; see the module docs.
 ///
 /// ```no_run
@@ -90,7 +136,7 @@ impl<'a> Iterator for GroupRecords<'a> {
 /// ```
 #[derive(Debug)]
 pub struct GroupConsumer {
-    coordinator: Client,
+    coordinator: Coordinator,
     consumer: Consumer,
     config: GroupConsumerConfig,
     group: String,
@@ -105,21 +151,33 @@ pub struct GroupConsumer {
     last_commit: Instant,
     /// Offsets last committed per partition, to skip commits that change nothing.
     committed: HashMap<u32, i64>,
+    /// Delay before joining again when the coordinator could not be reached.
+    join_backoff: Backoff,
 }
 
 impl GroupConsumer {
     /// Connects (two connections: one to the coordinator, one for fetching). The group is
     /// joined by the first [`GroupConsumer::poll`].
     pub fn subscribe(
-        addr: impl ToSocketAddrs + Clone,
+        addr: impl ToSocketAddrs,
         group: &str,
         topic: &str,
         config: GroupConsumerConfig,
     ) -> Result<Self, ClientError> {
-        let coordinator = Client::connect_with(addr.clone(), config.consumer.connection)?;
-        let consumer = Consumer::connect(addr, config.consumer)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let connection = config.consumer.connection;
+        let coordinator = Coordinator {
+            client: Client::connect_with(addrs.as_slice(), connection)?,
+            addrs,
+            config: connection,
+        };
+        let consumer = Consumer::connect(coordinator.addrs.as_slice(), config.consumer)?;
         let now = Instant::now();
         Ok(Self {
+            join_backoff: Backoff::new(
+                config.consumer.reconnect_backoff_ms,
+                config.consumer.reconnect_backoff_max_ms,
+            ),
             coordinator,
             consumer,
             group: group.to_owned(),
@@ -165,11 +223,24 @@ impl GroupConsumer {
     }
 
     /// Waits up to `timeout` (at most one heartbeat interval) for records of the assigned
-    /// partitions, keeping the membership alive and following rebalances.
+    /// partitions, keeping the membership alive and following rebalances. While the server
+    /// cannot be reached, returns no records at `timeout` rather than an error (see
+    /// [`Consumer::poll`]); joining is tried again after a backoff.
     pub fn poll(&mut self, timeout: Duration) -> Result<GroupRecords<'_>, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.ensure_joined()?;
+            if let Err(error) = self.ensure_joined() {
+                if !error.is_connection_failure() {
+                    return Err(error);
+                }
+                tracing::warn!(%error, group = %self.group, "cannot join the group now; trying again after a backoff");
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(self.join_backoff.next().min(left));
+                if Instant::now() >= deadline {
+                    return Ok(GroupRecords { inner: None });
+                }
+                continue;
+            }
             if self.config.auto_commit
                 && self.last_commit.elapsed()
                     >= Duration::from_millis(self.config.auto_commit_interval_ms)
@@ -257,11 +328,13 @@ impl GroupConsumer {
             topic: &self.topic,
             partitions: &partitions,
         }];
-        let results = self.coordinator.commit_offsets(&offset_commit::Request {
-            group: &self.group,
-            member_id: &self.member_id,
-            generation: self.generation,
-            topics: &topics,
+        let results = self.coordinator.call(|coordinator| {
+            coordinator.commit_offsets(&offset_commit::Request {
+                group: &self.group,
+                member_id: &self.member_id,
+                generation: self.generation,
+                topics: &topics,
+            })
         });
         for outcome in results? {
             let offset = outcome.result?;
@@ -282,7 +355,10 @@ impl GroupConsumer {
         } else {
             Ok(())
         };
-        let left = match self.coordinator.leave_group(&self.group, &self.member_id) {
+        let left = match self
+            .coordinator
+            .call(|coordinator| coordinator.leave_group(&self.group, &self.member_id))
+        {
             // Between generations the coordinator may have dropped it already.
             Err(error)
                 if !self.joined
@@ -326,6 +402,7 @@ impl GroupConsumer {
                 Err(error) => return Err(error),
             }
         };
+        self.join_backoff.reset();
         self.member_id = joined.member_id;
         self.generation = joined.generation;
         let interval_ms = joined
@@ -348,7 +425,10 @@ impl GroupConsumer {
                 topic: &self.topic,
                 partitions: &self.assigned,
             }];
-            for offset in self.coordinator.fetch_offsets(&self.group, &wanted)? {
+            let offsets = self
+                .coordinator
+                .call(|coordinator| coordinator.fetch_offsets(&self.group, &wanted))?;
+            for offset in offsets {
                 if offset.committed_offset >= 0 && self.assigned.contains(&offset.partition) {
                     self.consumer
                         .seek(offset.partition, SeekTo::Offset(offset.committed_offset))?;
@@ -363,29 +443,36 @@ impl GroupConsumer {
 
     fn join(&mut self) -> Result<super::group_calls::GroupJoin, ClientError> {
         let topics = [self.topic.as_str()];
-        self.coordinator.join_group(&join_group::Request {
-            group: &self.group,
-            member_id: &self.member_id,
-            client_id: &self.config.client_id,
-            topics: &topics,
-            session_timeout_ms: self.config.session_timeout_ms,
-            rebalance_timeout_ms: self.config.rebalance_timeout_ms,
+        self.coordinator.call(|coordinator| {
+            coordinator.join_group(&join_group::Request {
+                group: &self.group,
+                member_id: &self.member_id,
+                client_id: &self.config.client_id,
+                topics: &topics,
+                session_timeout_ms: self.config.session_timeout_ms,
+                rebalance_timeout_ms: self.config.rebalance_timeout_ms,
+            })
         })
     }
 
     /// Sends a heartbeat when one is due. Returns false when the group asks this member to
-    /// join again (after committing, with automatic commits).
+    /// join again (after committing, with automatic commits). A coordinator that cannot be
+    /// reached is tried again at the next heartbeat; fetching goes on meanwhile.
     fn heartbeat_if_due(&mut self) -> Result<bool, ClientError> {
         if self.last_heartbeat.elapsed() < self.heartbeat_interval {
             return Ok(true);
         }
         self.last_heartbeat = Instant::now();
-        match self
-            .coordinator
-            .heartbeat(&self.group, &self.member_id, self.generation)
-        {
+        let result = self.coordinator.call(|coordinator| {
+            coordinator.heartbeat(&self.group, &self.member_id, self.generation)
+        });
+        match result {
             Ok(()) => Ok(true),
             Err(error) if self.note_membership_error(&error) => Ok(false),
+            Err(error) if error.is_connection_failure() => {
+                tracing::warn!(%error, group = %self.group, "heartbeat failed; trying again at the next one");
+                Ok(true)
+            }
             Err(error) => Err(error),
         }
     }
