@@ -3,6 +3,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
+
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
@@ -126,38 +128,6 @@ struct Assigned {
     reset: Option<PositionReset>,
     /// Index of the link that fetches this partition (valid once the links are routed).
     link: usize,
-}
-
-/// Exponential delay between attempts to connect again after a connection failed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `first_ms`, doubling up to `max_ms`.
-    pub(crate) fn new(first_ms: u32, max_ms: u32) -> Self {
-        let first = Duration::from_millis(u64::from(first_ms));
-        Self {
-            first,
-            max: Duration::from_millis(u64::from(max_ms)).max(first),
-            next: first,
-        }
-    }
-
-    /// The delay before the next attempt; the one after it is twice as long.
-    pub(crate) fn next(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (delay * 2).min(self.max);
-        delay
-    }
-
-    /// Back to the first delay, after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = self.first;
-    }
 }
 
 /// One connection of a consumer and the fetch on its way over it, if any.
@@ -287,7 +257,10 @@ impl Consumer {
             links: vec![Link::new(None, client)],
             addrs,
             reconnect_at: None,
-            backoff: Backoff::new(config.reconnect_backoff_ms, config.reconnect_backoff_max_ms),
+            backoff: Backoff::from_ms(
+                u64::from(config.reconnect_backoff_ms),
+                u64::from(config.reconnect_backoff_max_ms),
+            ),
             config,
             topic: String::new(),
             assigned: Vec::new(),

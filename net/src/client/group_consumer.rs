@@ -18,11 +18,10 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
 use super::calls::Client;
 use super::connection::ConnectionConfig;
-use super::consumer::{
-    Backoff, Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo,
-};
+use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo};
 use super::error::ClientError;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -174,9 +173,9 @@ impl GroupConsumer {
         let consumer = Consumer::connect(coordinator.addrs.as_slice(), config.consumer)?;
         let now = Instant::now();
         Ok(Self {
-            join_backoff: Backoff::new(
-                config.consumer.reconnect_backoff_ms,
-                config.consumer.reconnect_backoff_max_ms,
+            join_backoff: Backoff::from_ms(
+                u64::from(config.consumer.reconnect_backoff_ms),
+                u64::from(config.consumer.reconnect_backoff_max_ms),
             ),
             coordinator,
             consumer,

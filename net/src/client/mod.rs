@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod calls;
 mod connection;
 mod consumer;

@@ -136,7 +136,7 @@ impl Accumulator {
             flushing: 0,
             metadata_due_at: Instant::now() + Duration::from_millis(config.metadata_max_age_ms),
             metadata_sent: None,
-            link: Link::new(),
+            link: Link::new(config.reconnect_backoff_ms, config.reconnect_backoff_max_ms),
         }
     }
 
@@ -657,8 +657,7 @@ impl Accumulator {
         error: ClientError,
         now: Instant,
     ) -> bool {
-        let backoff = Duration::from_millis(self.config.reconnect_backoff_ms);
-        if !self.link.fail(generation, error.clone(), now, backoff) {
+        if !self.link.fail(generation, error.clone(), now) {
             return false;
         }
         self.metadata_sent = None;

@@ -74,8 +74,6 @@ pub(crate) struct SenderContext {
     /// The server's addresses, as resolved at connect.
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) connection: ConnectionConfig,
-    /// Longest wait between two connection attempts.
-    pub(crate) reconnect_backoff_max: Duration,
 }
 
 /// Sender thread: sends ready batches while request slots are free, sleeps until the next
@@ -229,9 +227,7 @@ fn reconnect<'a>(
         }
         Err(error) => {
             tracing::debug!(topic = %context.topic, %error, "producer cannot connect yet");
-            state
-                .link
-                .attempt_failed(error, Instant::now(), context.reconnect_backoff_max);
+            state.link.attempt_failed(error, Instant::now());
         }
     }
     state

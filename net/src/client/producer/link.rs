@@ -9,8 +9,9 @@
 //! thread reports for a connection the other has already replaced is ignored.
 
 use std::net::{Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::client::backoff::Backoff;
 use crate::client::connection::FrameReader;
 use crate::client::error::ClientError;
 
@@ -24,6 +25,7 @@ pub(crate) struct Link {
     /// The current connection's socket, shut down to end both threads' blocking I/O on it.
     stream: Option<TcpStream>,
     down: Option<Down>,
+    backoff: Backoff,
 }
 
 /// A connection that failed and is not yet replaced.
@@ -33,18 +35,18 @@ struct Down {
     error: ClientError,
     /// Connect again from then on.
     retry_at: Instant,
-    /// Wait before the attempt after the next, doubled at each failed attempt.
-    backoff: Duration,
 }
 
 impl Link {
-    /// No connection yet: [`Link::connected`] gives the first.
-    pub(crate) fn new() -> Link {
+    /// No connection yet: [`Link::connected`] gives the first. Attempts to connect again
+    /// wait `backoff_ms`, doubling up to `backoff_max_ms` while they fail.
+    pub(crate) fn new(backoff_ms: u64, backoff_max_ms: u64) -> Link {
         Link {
             generation: 0,
             reader: None,
             stream: None,
             down: None,
+            backoff: Backoff::from_ms(backoff_ms, backoff_max_ms),
         }
     }
 
@@ -63,44 +65,32 @@ impl Link {
         self.down.as_ref().map(|down| &down.error)
     }
 
-    /// Marks connection `generation` failed with `error`; the next attempt is due after
-    /// `backoff`. Returns false when that connection was already replaced or marked (the other
-    /// thread saw the failure first). Shuts its socket down, so that the other thread's
+    /// Marks connection `generation` failed with `error`; the next attempt is due after the
+    /// first backoff. Returns false when that connection was already replaced or marked (the
+    /// other thread saw the failure first). Shuts its socket down, so that the other thread's
     /// blocking read or write on it ends now.
-    pub(crate) fn fail(
-        &mut self,
-        generation: u64,
-        error: ClientError,
-        now: Instant,
-        backoff: Duration,
-    ) -> bool {
+    pub(crate) fn fail(&mut self, generation: u64, error: ClientError, now: Instant) -> bool {
         if generation != self.generation || self.down.is_some() {
             return false;
         }
         self.shutdown();
         self.reader = None;
         self.stream = None;
+        self.backoff.reset();
         self.down = Some(Down {
             error,
-            retry_at: now + backoff,
-            backoff,
+            retry_at: now + self.backoff.next(),
         });
         true
     }
 
     /// A connection attempt failed: the next waits twice as long as this one did, up to
-    /// `backoff_max`.
-    pub(crate) fn attempt_failed(
-        &mut self,
-        error: ClientError,
-        now: Instant,
-        backoff_max: Duration,
-    ) {
+    /// the maximum.
+    pub(crate) fn attempt_failed(&mut self, error: ClientError, now: Instant) {
         let Some(down) = &mut self.down else {
             return;
         };
-        down.backoff = (down.backoff * 2).min(backoff_max);
-        down.retry_at = now + down.backoff;
+        down.retry_at = now + self.backoff.next();
         down.error = error;
     }
 
@@ -134,19 +124,20 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn attempts_back_off_doubling_up_to_the_maximum_and_stale_failures_are_ignored() {
         let now = Instant::now();
         let ms = Duration::from_millis;
-        let mut link = Link::new();
+        let mut link = Link::new(50, 300);
         assert_eq!(link.reconnect_at(), None);
-        assert!(link.fail(0, ClientError::Disconnected, now, ms(50)));
-        assert!(!link.fail(0, ClientError::Disconnected, now, ms(50)));
+        assert!(link.fail(0, ClientError::Disconnected, now));
+        assert!(!link.fail(0, ClientError::Disconnected, now));
         assert_eq!(link.reconnect_at(), Some(now + ms(50)));
         let steps: Vec<Option<Instant>> = (0..6)
             .map(|_| {
-                link.attempt_failed(ClientError::Disconnected, now, ms(300));
+                link.attempt_failed(ClientError::Disconnected, now);
                 link.reconnect_at()
             })
             .collect();

@@ -128,7 +128,6 @@ impl Producer {
             timeout_ms: duration_ms_u32(request_timeout),
             addrs,
             connection: config.connection,
-            reconnect_backoff_max: Duration::from_millis(config.reconnect_backoff_max_ms),
         };
         let sender = {
             let shared = shared.clone();
