@@ -284,7 +284,8 @@ fn bind_all(addr: SocketAddr, shard_count: usize) -> Result<Vec<TcpListener>, Se
 }
 
 /// Returns once nothing listens on `addr`, or with `AddrInUse` after [`ADDRESS_WAIT_MAX`].
-/// Blocking: startup only.
+/// Blocking: startup only. The wait is logged at debug level only: a refused start stays one
+/// error line.
 fn wait_for_address(addr: SocketAddr) -> std::io::Result<()> {
     let deadline = Instant::now() + ADDRESS_WAIT_MAX;
     let mut logged = false;
@@ -294,7 +295,7 @@ fn wait_for_address(addr: SocketAddr) -> std::io::Result<()> {
                 if error.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
             {
                 if !logged {
-                    tracing::info!(%addr, "address in use; waiting for it (a server that just exited may still hold it)");
+                    tracing::debug!(%addr, "address in use; waiting for it (a server that just exited may still hold it)");
                     logged = true;
                 }
                 std::thread::sleep(ADDRESS_RECHECK_INTERVAL);
