@@ -41,6 +41,9 @@ pub struct Ledger {
     /// Acknowledged commits or share acks that did not survive.
     lost_promises: Mutex<Vec<String>>,
     resent_batches: AtomicU64,
+    /// Records of the cycle producers acknowledged once the kill was under way: mostly by
+    /// the restarted server, after the producer connected again and resent them.
+    acked_after_kill: AtomicU64,
     commits: AtomicU64,
     share_acks: AtomicU64,
 }
@@ -57,6 +60,7 @@ pub struct Verdict {
     pub stored: u64,
     pub consumed: u64,
     pub resent_batches: u64,
+    pub acked_after_kill: u64,
     pub commits: u64,
     pub share_acks: u64,
     pub examples: Vec<String>,
@@ -110,6 +114,10 @@ impl Ledger {
         self.share_acks.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_acked_after_kill(&self, records: u64) {
+        self.acked_after_kill.fetch_add(records, Ordering::Relaxed);
+    }
+
     pub fn record_resent(&self) {
         self.resent_batches.fetch_add(1, Ordering::Relaxed);
     }
@@ -122,6 +130,7 @@ impl Ledger {
     pub fn verify(&self, stored: &[StoredPartition]) -> Verdict {
         let mut verdict = Verdict {
             resent_batches: self.resent_batches.load(Ordering::Relaxed),
+            acked_after_kill: self.acked_after_kill.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             share_acks: self.share_acks.load(Ordering::Relaxed),
             ..Verdict::default()

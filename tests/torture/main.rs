@@ -13,8 +13,9 @@
 //! | `TORTURE_SUMMARY` | none | file to write the summary line to |
 //!
 //! Each cycle starts the server (the time from spawn to its "ringlog serving" line is the
-//! recovery time), starts two native `Producer`s (idempotent, durable acks), lets them run
-//! with a resender (an idempotent producer that keeps its producer id across restarts and
+//! recovery time; after the first, on the address of the server just killed), starts two
+//! native `Producer`s (idempotent, durable acks) whose last chunk of records rides through the
+//! kill (they connect again and resend what was in flight), lets them run with a resender (an idempotent producer that keeps its producer id across restarts and
 //! resends the very same batch bytes after a crash, so the server must recognise batches it
 //! wrote before the crash), a consumer that follows every partition, a committer of
 //! consumer-group offsets and a share-group consumer that accepts what it gets, then kills
@@ -105,11 +106,13 @@ fn crash_torture() {
         // The kill moment is the point of the test: a timed wait, not synchronisation.
         thread::sleep(Duration::from_millis(run_ms));
         shared.publish(None);
+        let addr = server.addr().to_string();
         server.kill();
+        server = ServerProcess::start_at(&data_dir, &server_log, shards, &addr);
+        // Their chunk on its way at the kill is delivered to the new server.
         for producer in producers {
             producer.join().unwrap();
         }
-        server = ServerProcess::start(&data_dir, &server_log, shards);
         recovery_ms_max = recovery_ms_max.max(server.startup_ms());
         println!(
             "cycle {}: killed after {run_ms} ms, restarted in {} ms, acked so far {}",
@@ -133,10 +136,11 @@ fn crash_torture() {
         verdict.acked, verdict.lost, verdict.duplicated, verdict.corrupt
     );
     println!(
-        "torture details: stored_records={} consumed_records={} resent_batches={} commits={} share_acks={} order_violations={} seed={seed}",
+        "torture details: stored_records={} consumed_records={} resent_batches={} acked_after_kill={} commits={} share_acks={} order_violations={} seed={seed}",
         verdict.stored,
         verdict.consumed,
         verdict.resent_batches,
+        verdict.acked_after_kill,
         verdict.commits,
         verdict.share_acks,
         verdict.order_violations

@@ -27,9 +27,15 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Spawns the binary of this build (release or debug) on `data_dir`, its stderr appended
-    /// to `log`, and waits for its serving line.
+    /// Spawns the binary of this build (release or debug) on `data_dir` and an ephemeral
+    /// port, its stderr appended to `log`, and waits for its serving line.
     pub fn start(data_dir: &Path, log: &Path, shards: u64) -> ServerProcess {
+        ServerProcess::start_at(data_dir, log, shards, "127.0.0.1:0")
+    }
+
+    /// [`ServerProcess::start`] listening on `listen`: the address of the server killed just
+    /// before, as a supervisor restarts it, so that clients connect to it again.
+    pub fn start_at(data_dir: &Path, log: &Path, shards: u64, listen: &str) -> ServerProcess {
         let log_path = log;
         let log = File::options()
             .create(true)
@@ -41,7 +47,7 @@ impl ServerProcess {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()])
+            .args(["--listen", listen, "--shards", &shards.to_string()])
             .env("RINGLOG_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -99,7 +99,9 @@ pub fn connection() -> ConnectionConfig {
     }
 }
 
-/// A native producer for one cycle: sends until its connection dies with the server.
+/// A native producer for one cycle: sends chunks of records until the cycle's server is
+/// killed (`Shared::current` is `None`); the chunk on its way then is delivered to the
+/// restarted server (the producer connects again and resends what was in flight), or fails.
 pub fn spawn_producer(shared: Arc<Shared>, ledger: Arc<Ledger>, stream: u32) -> JoinHandle<()> {
     thread::spawn(move || {
         let Some(addr) = shared.current() else { return };
@@ -137,18 +139,23 @@ pub fn spawn_producer(shared: Arc<Shared>, ledger: Arc<Ledger>, stream: u32) -> 
                 sequence += 1;
             }
             let mut acked = Vec::with_capacity(handles.len());
+            let mut acked_after_kill = 0;
             for (partition, sequence, handle) in handles {
                 match handle.wait() {
-                    Ok(written) => acked.push(Entry {
-                        partition,
-                        offset: written.offset,
-                        id: (u64::from(stream) << 32) | u64::from(sequence),
-                    }),
+                    Ok(written) => {
+                        acked.push(Entry {
+                            partition,
+                            offset: written.offset,
+                            id: (u64::from(stream) << 32) | u64::from(sequence),
+                        });
+                        acked_after_kill += u64::from(shared.current().is_none());
+                    }
                     Err(_) => failed = true,
                 }
             }
             ledger.record_acked(&acked);
-            if failed {
+            ledger.record_acked_after_kill(acked_after_kill);
+            if failed || shared.current().is_none() {
                 return;
             }
         }
