@@ -9,13 +9,37 @@
 //! [`ShareConsumer::acknowledge`] are sent with the next fetch of their partition (or at once
 //! with [`ShareConsumer::flush_acks`], which [`ShareConsumer::close`] calls). A record not
 //! acknowledged before its lease ends is delivered again, possibly to another member.
+//!
+//! A connection that fails (the server restarted, was killed or cannot be reached) is made
+//! again after a backoff, as in Kafka's share consumer, and polls return no records meanwhile
+//! instead of failing (see [`ShareConsumer::poll`]). The member keeps its id, and no
+//! acknowledgement is forgotten: each is applied, or reported refused.
+//!
+//! - Acknowledgements waiting for a connection that is down stay pending and go with the
+//!   partition's first fetch over the new one. Those sent with a fetch whose answer was lost
+//!   with the connection go again too: nothing says whether the server applied them.
+//! - The server applies an acknowledgement only from the member that holds the record's lock.
+//!   Over a new connection to the same server process the locks are still this member's, and
+//!   the acknowledgements apply. Records acquired by a fetch whose answer was lost stay locked
+//!   to this member until their lock ends (the group's `lock_ms`), then come again.
+//! - A restarted server has every acknowledgement it answered (they are durable before the
+//!   answer), but no locks and no members: the records that were acquired and not settled
+//!   are available again at once, with the delivery count last written, and the pending
+//!   acknowledgements of them are refused (`InvalidRecordState`). Refused acknowledgements
+//!   are reported by [`ShareConsumer::take_ack_failures`] (and `flush_acks`, `close`), and
+//!   their records are delivered again, to this member or another: at least once, as
+//!   KIP-932. An acknowledgement sent again after a lost answer may be refused because the
+//!   first send was applied; only then does a reported refusal not bring its record back.
+//! - An acknowledgement the server answered without refusing it was applied (durably): an
+//!   accepted record is not delivered again, across reconnects and restarts.
 
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
+use super::backoff::Backoff;
 use super::calls::{duration_ms_u32, partition_count_of, Client};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
@@ -44,6 +68,12 @@ pub struct ShareConsumerConfig {
     /// Fetch (and acknowledge) each partition over a connection to the shard that owns it, so
     /// that its shard serves it without a hop between shards; `false`: one connection.
     pub connection_per_shard: bool,
+    /// How long a connection that failed (the server restarted or is unreachable) waits
+    /// before it is connected again: Kafka's `reconnect.backoff.ms`. Doubles after each
+    /// failure in a row, up to `reconnect_backoff_max_ms`; an answered fetch resets it.
+    pub reconnect_backoff_ms: u32,
+    /// Upper bound on the reconnect backoff: Kafka's `reconnect.backoff.max.ms`.
+    pub reconnect_backoff_max_ms: u32,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -57,6 +87,8 @@ impl Default for ShareConsumerConfig {
             max_wait_ms: 100,
             metadata_max_age_ms: 300_000,
             connection_per_shard: true,
+            reconnect_backoff_ms: 50,
+            reconnect_backoff_max_ms: 1_000,
             connection: ConnectionConfig::default(),
         }
     }
@@ -261,8 +293,9 @@ impl<'a> Iterator for ShareRecords<'a> {
 /// ```
 #[derive(Debug)]
 pub struct ShareConsumer {
-    /// Connections: the first is the one `subscribe` made; the others go to shards owning
-    /// partitions (see [`ShareConsumerConfig::connection_per_shard`]).
+    /// Connections: the first is the home connection (made by `subscribe`, or made again from
+    /// `addrs`); the others go to shards owning partitions (see
+    /// [`ShareConsumerConfig::connection_per_shard`]).
     links: Vec<Link>,
     /// Index in `links` of the connection that serves each partition.
     link_of: Vec<usize>,
@@ -279,6 +312,16 @@ pub struct ShareConsumer {
     next_partition: usize,
     /// When the partition count is next asked for.
     metadata_due_at: Instant,
+    /// The server's addresses, resolved once by `subscribe`: failed connections are made
+    /// again to them.
+    addrs: Vec<SocketAddr>,
+    /// Whether `link_of` follows the last Metadata; false after a reconnect (a restarted
+    /// server may place the partitions on other shards) or when Metadata is due again.
+    routed: bool,
+    /// Failed links are connected again (and the partitions routed again) no earlier than
+    /// this; `None`: as soon as needed.
+    reconnect_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 /// One connection of a share consumer.
@@ -287,6 +330,23 @@ struct Link {
     client: Client,
     /// The shard that serves it, when known (the first connection lands anywhere).
     shard: Option<u16>,
+    /// The connection failed (or an answer did not come in time): it waits to be replaced.
+    failed: bool,
+}
+
+impl Link {
+    fn new(shard: Option<u16>, client: Client) -> Self {
+        Self {
+            client,
+            shard,
+            failed: false,
+        }
+    }
+
+    /// Whether the connection can still carry requests.
+    fn is_up(&self) -> bool {
+        !self.failed && self.client.connection_ref().broken().is_none()
+    }
 }
 
 /// A ShareFetch on its way: partition, correlation id, its link and the acknowledgements it
@@ -317,16 +377,21 @@ impl ShareConsumer {
         topic: &str,
         config: ShareConsumerConfig,
     ) -> Result<Self, ClientError> {
-        let client = Client::connect_with(addr, config.connection)?;
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let client = Client::connect_with(addrs.as_slice(), config.connection)?;
         let mut consumer = Self {
-            links: vec![Link {
-                client,
-                shard: None,
-            }],
+            links: vec![Link::new(None, client)],
             link_of: Vec::new(),
             shard_count: 1,
             member_id: config.member_id.clone().unwrap_or_else(new_member_id),
             metadata_due_at: next_metadata_refresh(config.metadata_max_age_ms),
+            addrs,
+            routed: false,
+            reconnect_at: None,
+            backoff: Backoff::from_ms(
+                u64::from(config.reconnect_backoff_ms),
+                u64::from(config.reconnect_backoff_max_ms),
+            ),
             config,
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -352,25 +417,52 @@ impl ShareConsumer {
 
     /// Waits up to `timeout` for records of any partition; sends pending acknowledgements with
     /// the fetches.
+    ///
+    /// A connection that fails (the server restarted, was killed or cannot be reached; an
+    /// answer not received within the request timeout past the long poll; a malformed frame)
+    /// is not an error of the poll, as in Kafka's share consumer: it is logged
+    /// (`tracing::warn!`) and connected again after `reconnect_backoff_ms` (doubling up to
+    /// `reconnect_backoff_max_ms` while attempts fail), the partitions routed again from
+    /// Metadata. Meanwhile its partitions are not fetched, their acknowledgements wait for the
+    /// new connection (see the module docs), and the poll returns what the other connections
+    /// acquire, or no records at `timeout`. A reconnect attempt may stretch a poll past
+    /// `timeout` by its own bound (the connect timeout per address, the request timeout of the
+    /// Metadata and ApiVersions calls). Errors that are not about the connection (a server
+    /// error that is not retriable, a malformed batch) are returned.
     pub fn poll(&mut self, timeout: Duration) -> Result<ShareBatch, ClientError> {
-        if Instant::now() >= self.metadata_due_at {
-            self.refresh_partitions()?;
-        }
         let deadline = Instant::now() + timeout;
+        if Instant::now() >= self.metadata_due_at {
+            self.routed = false;
+        }
         // First look without waiting, then long-poll in short rounds until the deadline.
         let mut wait = Duration::ZERO;
         loop {
-            let batch = self.fetch_round(wait)?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            if self.rebuild_due() {
+                self.rebuild()?;
+            }
+            let (batch, sent_any) = self.fetch_round(wait)?;
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
             if !batch.is_empty() || remaining.is_zero() {
                 return Ok(batch);
             }
+            let reconnect_at = self.reconnect_at.filter(|_| self.rebuild_needed());
+            if !sent_any {
+                // No connection is up to long-poll on: the backoff is the wait.
+                let until = reconnect_at.map_or(deadline, |at| at.min(deadline));
+                std::thread::sleep(until.saturating_duration_since(now));
+                continue;
+            }
             wait = remaining.min(Duration::from_millis(u64::from(self.config.max_wait_ms)));
+            if let Some(at) = reconnect_at {
+                // The working connections' long poll does not hold back the reconnect.
+                wait = wait.min(at.saturating_duration_since(now));
+            }
         }
     }
 
     /// Asks for the partition count again and reads partitions added since (a topic never
-    /// shrinks).
+    /// shrinks), routing each to the connection of its shard.
     fn refresh_partitions(&mut self) -> Result<(), ClientError> {
         self.metadata_due_at = next_metadata_refresh(self.config.metadata_max_age_ms);
         let topics = self.links[0].client.metadata(&[&self.topic])?;
@@ -382,76 +474,178 @@ impl ShareConsumer {
         let owners: Vec<u16> = (0..self.pending.len() as u32)
             .map(|partition| metadata.and_then(|t| t.shard_of(partition)).unwrap_or(0))
             .collect();
-        self.route(&owners)
-    }
-
-    /// Sets the link of every partition from its owning shard (`owners`), connecting to
-    /// shards not connected yet; everything goes over the first connection when the
-    /// partitions live on one shard or `connection_per_shard` is off.
-    fn route(&mut self, owners: &[u16]) -> Result<(), ClientError> {
-        let spread = owners.windows(2).any(|pair| pair[0] != pair[1]);
-        if !self.config.connection_per_shard || !spread {
-            self.link_of = vec![0; owners.len()];
-            return Ok(());
-        }
-        if self.links[0].shard.is_none() {
-            let info = self.links[0]
-                .client
-                .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
-            self.links[0].shard = Some(info.connection_shard);
-            self.shard_count = info.shard_count;
-        }
-        let mut link_of = Vec::with_capacity(owners.len());
-        for &shard in owners {
-            let index = match self.links.iter().position(|link| link.shard == Some(shard)) {
-                Some(index) => index,
-                None => {
-                    let client = Client::connect_to_shard(
-                        &self.links[0].client,
-                        shard,
-                        self.shard_count,
-                        self.config.connection,
-                    )?;
-                    self.links.push(Link {
-                        client,
-                        shard: Some(shard),
-                    });
-                    self.links.len() - 1
-                }
-            };
-            link_of.push(index);
-        }
-        self.link_of = link_of;
+        self.route(&owners)?;
+        self.routed = true;
         Ok(())
     }
 
-    /// One ShareFetch per partition, pipelined over the partitions' connections; waits for
-    /// every answer.
-    fn fetch_round(&mut self, wait: Duration) -> Result<ShareBatch, ClientError> {
-        // A connection that failed stays broken: its partitions are fetched no more. Report it
-        // on every poll, as when one connection served them all, rather than returning the
-        // other shards' records while those partitions, and their acknowledgements, wait
-        // unseen (a round's failure is reported only when the round acquired nothing).
-        if let Some(error) = self
-            .links
-            .iter()
-            .find_map(|link| link.client.connection_ref().broken())
-        {
-            return Err(error.clone());
+    /// Sets the link of every partition from its owning shard (`owners`), keeping the links
+    /// to those shards, connecting to shards not connected yet and dropping links no longer
+    /// needed; everything goes over the first connection when the partitions live on one
+    /// shard or `connection_per_shard` is off. On failure every link stays and every partition
+    /// goes over the first connection until the next routing.
+    fn route(&mut self, owners: &[u16]) -> Result<(), ClientError> {
+        self.link_of = vec![0; owners.len()];
+        let spread = owners.windows(2).any(|pair| pair[0] != pair[1]);
+        if !self.config.connection_per_shard || !spread {
+            self.links.truncate(1);
+            return Ok(());
         }
+        let mut kept = vec![self.links.swap_remove(0)];
+        let outcome = self.route_to_shards(&mut kept, owners);
+        if outcome.is_err() {
+            kept.append(&mut self.links);
+            self.link_of = vec![0; owners.len()];
+        }
+        self.links = kept;
+        outcome
+    }
+
+    /// Routes each partition to the link of its shard (`owners`), moving links from
+    /// `self.links` to `kept` or connecting new ones.
+    fn route_to_shards(&mut self, kept: &mut Vec<Link>, owners: &[u16]) -> Result<(), ClientError> {
+        if kept[0].shard.is_none() {
+            let info = kept[0]
+                .client
+                .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
+            kept[0].shard = Some(info.connection_shard);
+            self.shard_count = info.shard_count;
+        }
+        for (partition, &shard) in owners.iter().enumerate() {
+            let index = match kept.iter().position(|link| link.shard == Some(shard)) {
+                Some(index) => index,
+                None => {
+                    let link = match self.links.iter().position(|l| l.shard == Some(shard)) {
+                        Some(index) => self.links.swap_remove(index),
+                        None => Link::new(
+                            Some(shard),
+                            Client::connect_to_shard(
+                                &kept[0].client,
+                                shard,
+                                self.shard_count,
+                                self.config.connection,
+                            )?,
+                        ),
+                    };
+                    kept.push(link);
+                    kept.len() - 1
+                }
+            };
+            self.link_of[partition] = index;
+        }
+        Ok(())
+    }
+
+    /// Takes the failure of a request on link `index`. When the connection failed, the link is
+    /// marked to be connected again after the backoff (logged once per failure); any other
+    /// error is returned.
+    fn link_failed(&mut self, index: usize, error: ClientError) -> Result<(), ClientError> {
+        let Some(link) = self.links.get_mut(index) else {
+            return Err(error);
+        };
+        if !error.is_connection_failure() && link.is_up() {
+            return Err(error);
+        }
+        if !link.failed {
+            link.failed = true;
+            tracing::warn!(
+                %error,
+                group = %self.group,
+                topic = %self.topic,
+                shard = ?link.shard,
+                "share consumer connection failed; connecting again after a backoff"
+            );
+        }
+        self.schedule_rebuild();
+        Ok(())
+    }
+
+    /// Sets when failed links are connected again, unless a time is set already (links that
+    /// fail together count as one failure of the backoff).
+    fn schedule_rebuild(&mut self) {
+        let now = Instant::now();
+        if self.reconnect_at.is_some_and(|at| at > now) {
+            return;
+        }
+        self.reconnect_at = Some(now + self.backoff.next());
+    }
+
+    /// Whether links must be connected again or the partitions routed, and may be now.
+    fn rebuild_due(&self) -> bool {
+        self.rebuild_needed() && self.reconnect_at.is_none_or(|at| at <= Instant::now())
+    }
+
+    fn rebuild_needed(&self) -> bool {
+        !self.routed || self.links.iter().any(|link| !link.is_up())
+    }
+
+    /// Connects failed links again and routes the partitions (again: a restarted server may
+    /// have another shard count). A connection failure is logged and tried again after the
+    /// backoff, meanwhile the links that work go on; other errors are returned.
+    fn rebuild(&mut self) -> Result<(), ClientError> {
+        self.reconnect_at = None;
+        match self.reconnect_and_route() {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
+                tracing::warn!(
+                    %error,
+                    group = %self.group,
+                    topic = %self.topic,
+                    "share consumer could not connect again; trying again after a backoff"
+                );
+                self.schedule_rebuild();
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn reconnect_and_route(&mut self) -> Result<(), ClientError> {
+        let fresh = self.reconnect_home()?;
+        // The first link is up now, and stays first; shards whose links failed are connected
+        // again by the routing.
+        self.links.retain(Link::is_up);
+        self.link_of.iter_mut().for_each(|link| *link = 0);
+        match self.refresh_partitions() {
+            // The first link had failed unnoticed (no fetch went over it).
+            Err(_) if !fresh && !self.links[0].is_up() => {
+                self.reconnect_home()?;
+                self.refresh_partitions()
+            }
+            other => other,
+        }
+    }
+
+    /// Replaces the first connection with a new one when it failed; returns whether it did.
+    /// The partitions must be routed again: the new connection may land on another shard.
+    fn reconnect_home(&mut self) -> Result<bool, ClientError> {
+        if self.links[0].is_up() {
+            return Ok(false);
+        }
+        let client = Client::connect_with(self.addrs.as_slice(), self.config.connection)?;
+        self.links[0] = Link::new(None, client);
+        self.routed = false;
+        Ok(true)
+    }
+
+    /// One ShareFetch per partition whose connection is up, pipelined; waits for every answer.
+    /// Returns the records acquired and whether any fetch went out. The partitions of a
+    /// connection that is down are not fetched, and keep their acknowledgements for the new
+    /// connection.
+    fn fetch_round(&mut self, wait: Duration) -> Result<(ShareBatch, bool), ClientError> {
         let partitions = self.pending.len();
         let mut sent: Vec<SentFetch> = Vec::with_capacity(partitions);
-        // A connection that failed answers nothing more: the acknowledgements of the requests
-        // on it may not have been applied, so they go with the partitions' next fetches.
-        let mut failed: Vec<Option<ClientError>> = vec![None; self.links.len()];
+        let mut first_error = None;
+        // Links a request could not be written to for a reason other than the connection:
+        // this round sends nothing more over them.
+        let mut refused = vec![false; self.links.len()];
         for step in 0..partitions {
             let partition = (self.next_partition + step) % partitions;
             let link = self.link_of.get(partition).copied().unwrap_or(0);
-            let acks = std::mem::take(&mut self.pending[partition]);
-            if failed[link].is_some() {
-                self.requeue_acks(partition as u32, acks);
+            if refused.get(link).is_none_or(|&r| r) || !self.links[link].is_up() {
                 continue;
             }
+            let acks = std::mem::take(&mut self.pending[partition]);
             let request = share_fetch::Request {
                 group: &self.group,
                 member_id: &self.member_id,
@@ -466,47 +660,64 @@ impl ShareConsumer {
                 Ok(correlation_id) => sent.push((partition as u32, correlation_id, link, acks)),
                 Err(error) => {
                     self.requeue_acks(partition as u32, acks);
-                    failed[link] = Some(error);
+                    if let Err(error) = self.link_failed(link, error) {
+                        refused[link] = true;
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
         }
         self.next_partition = (self.next_partition + 1) % partitions.max(1);
+        let sent_any = !sent.is_empty();
         let mut batch = ShareBatch {
             topic: self.topic.clone(),
             fetched: Vec::new(),
         };
-        let mut first_error = failed.iter().flatten().next().cloned();
         for (partition, correlation_id, link, acks) in sent {
-            if failed[link].is_some() {
-                self.requeue_acks(partition, acks);
-                continue;
-            }
-            let client = &mut self.links[link].client;
-            let timeout = client.request_timeout() + wait;
-            let frame = match client.connection().receive_within(correlation_id, timeout) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    self.requeue_acks(partition, acks);
-                    first_error.get_or_insert_with(|| error.clone());
-                    failed[link] = Some(error);
-                    continue;
-                }
-            };
-            match self.take_answer(partition, &acks, frame) {
-                Ok(Some(fetched)) => batch.fetched.push(fetched),
-                Ok(None) => {}
-                Err(error) => {
+            self.receive_answer(partition, correlation_id, link, acks, wait, &mut batch)
+                .unwrap_or_else(|error| {
                     first_error.get_or_insert(error);
-                }
-            }
+                });
         }
         // Records acquired in this round are returned even when another partition failed (they
         // are leased to this member: dropping them would hold them until the lease ends); the
         // failure surfaces on the next poll that acquires nothing.
         match first_error {
             Some(error) if batch.is_empty() => Err(error),
-            _ => Ok(batch),
+            _ => Ok((batch, sent_any)),
         }
+    }
+
+    /// Receives the answer to one partition's ShareFetch and adds what it acquired to
+    /// `batch`. When the connection failed, its acknowledgements go again over the new one:
+    /// nothing says whether the server applied them.
+    fn receive_answer(
+        &mut self,
+        partition: u32,
+        correlation_id: u32,
+        link: usize,
+        acks: Vec<AckRange>,
+        wait: Duration,
+        batch: &mut ShareBatch,
+    ) -> Result<(), ClientError> {
+        if !self.links[link].is_up() {
+            self.requeue_acks(partition, acks);
+            return Ok(());
+        }
+        let client = &mut self.links[link].client;
+        let timeout = client.request_timeout() + wait;
+        let frame = match client.connection().receive_within(correlation_id, timeout) {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.requeue_acks(partition, acks);
+                return self.link_failed(link, error);
+            }
+        };
+        self.backoff.reset();
+        if let Some(fetched) = self.take_answer(partition, &acks, frame)? {
+            batch.fetched.push(fetched);
+        }
+        Ok(())
     }
 
     /// One partition's ShareFetch answer: the records it acquired, if any. A non-retriable
@@ -636,48 +847,24 @@ impl ShareConsumer {
     }
 
     /// Sends every pending acknowledgement now (ShareAcknowledge), and returns every refused
-    /// acknowledgement since the last call (these included). A partition whose request fails
-    /// does not hold back the others (their shards may be served by other connections): the
-    /// first such error is returned once every partition was tried, and the refused
-    /// acknowledgements stay for [`Self::take_ack_failures`].
+    /// acknowledgement since the last call (these included). Failed connections are connected
+    /// again first (without waiting for the backoff: the acknowledgements are wanted now). A
+    /// partition whose request fails does not hold back the others (their shards may be served
+    /// by other connections): the first such error is returned once every partition was
+    /// tried, and the refused acknowledgements stay for [`Self::take_ack_failures`]. The
+    /// acknowledgements of a connection that is down, or that failed before answering, are
+    /// reported as refused with the connection's error (a lost answer may hide that they were
+    /// applied); their records, if not applied, are delivered again.
     pub fn flush_acks(&mut self) -> Result<Vec<AckFailure>, ClientError> {
         let mut first_error = None;
-        for partition in 0..self.pending.len() {
-            let ranges = std::mem::take(&mut self.pending[partition]);
-            if ranges.is_empty() {
-                continue;
+        if self.rebuild_needed() {
+            if let Err(error) = self.rebuild() {
+                first_error = Some(error);
             }
-            let link = self.link_of.get(partition).copied().unwrap_or(0);
-            let results = match self.links[link].client.share_acknowledge(
-                &self.group,
-                &self.member_id,
-                &self.topic,
-                partition as u32,
-                &ranges,
-            ) {
-                Ok(results) => results,
-                Err(error) => {
-                    // Not taken: a retriable refusal keeps the ranges for the next flush (as
-                    // a retriable answer per range does); otherwise they are reported as failed
-                    // (their records come back when their leases end), not forgotten.
-                    if error.is_retriable() {
-                        self.requeue_acks(partition as u32, ranges);
-                    } else {
-                        self.report_ack_failures(partition as u32, &ranges, &error);
-                    }
-                    first_error.get_or_insert(error);
-                    continue;
-                }
-            };
-            for outcome in results {
-                if let Err(error) = outcome.result {
-                    self.failures.push(AckFailure {
-                        partition: partition as u32,
-                        first_offset: outcome.entry.0,
-                        last_offset: outcome.entry.1,
-                        error,
-                    });
-                }
+        }
+        for partition in 0..self.pending.len() {
+            if let Err(error) = self.flush_partition(partition) {
+                first_error.get_or_insert(error);
             }
         }
         match first_error {
@@ -686,12 +873,66 @@ impl ShareConsumer {
         }
     }
 
+    /// Sends the pending acknowledgements of one partition; see [`Self::flush_acks`].
+    fn flush_partition(&mut self, partition: usize) -> Result<(), ClientError> {
+        let ranges = std::mem::take(&mut self.pending[partition]);
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let index = self.link_of.get(partition).copied().unwrap_or(0);
+        let Some(link) = self.links.get_mut(index).filter(|link| link.is_up()) else {
+            let error = self
+                .links
+                .get(index)
+                .and_then(|link| link.client.connection_ref().broken().cloned())
+                .unwrap_or(ClientError::Disconnected);
+            self.report_ack_failures(partition as u32, &ranges, &error);
+            return Err(error);
+        };
+        let results = match link.client.share_acknowledge(
+            &self.group,
+            &self.member_id,
+            &self.topic,
+            partition as u32,
+            &ranges,
+        ) {
+            Ok(results) => results,
+            Err(error) => {
+                // Not taken: a retriable refusal keeps the ranges for the next flush (as a
+                // retriable answer per range does); otherwise they are reported as failed
+                // (their records come back when their leases end), not forgotten.
+                if error.is_retriable() {
+                    self.requeue_acks(partition as u32, ranges);
+                } else {
+                    self.report_ack_failures(partition as u32, &ranges, &error);
+                }
+                if error.is_connection_failure() {
+                    // Never an error for a connection failure: the link is made again.
+                    let _ = self.link_failed(index, error.clone());
+                }
+                return Err(error);
+            }
+        };
+        for outcome in results {
+            if let Err(error) = outcome.result {
+                self.failures.push(AckFailure {
+                    partition: partition as u32,
+                    first_offset: outcome.entry.0,
+                    last_offset: outcome.entry.1,
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Refused acknowledgements reported since the last call.
     pub fn take_ack_failures(&mut self) -> Vec<AckFailure> {
         std::mem::take(&mut self.failures)
     }
 
-    /// Sends the pending acknowledgements; returns the refused ones.
+    /// Sends the pending acknowledgements; returns the refused ones. An error means some
+    /// could not be sent (their records are delivered again once their leases end).
     pub fn close(mut self) -> Result<Vec<AckFailure>, ClientError> {
         self.flush_acks()
     }
@@ -703,8 +944,9 @@ mod tests {
     use crate::client::fake_server::{Behaviour, FakeServer};
 
     #[test]
-    fn acknowledgements_a_failed_poll_could_not_send_are_reported_on_close() {
-        // The connection is closed after subscribe's Metadata: the first poll finds it gone.
+    fn acknowledgements_a_failed_connection_could_not_send_are_reported_on_close() {
+        // Every connection is closed after its first request (subscribe's Metadata, then a
+        // reconnect's): a fetch or acknowledgement never gets through.
         let server = FakeServer::start(
             "t",
             1,
@@ -716,10 +958,12 @@ mod tests {
         let mut consumer =
             ShareConsumer::subscribe(server.addr, "g", "t", ShareConsumerConfig::default())
                 .unwrap();
-        assert!(consumer.poll(Duration::ZERO).is_err());
-        // An acknowledgement made now goes with the next poll, which cannot send it either.
+        // A failed connection is not an error of the poll: it is made again after a backoff.
+        let batch = consumer.poll(Duration::ZERO).unwrap();
+        assert!(batch.is_empty());
+        // An acknowledgement made now waits for a connection that works.
         consumer.acknowledge(0, 5, AckType::Accept);
-        assert!(consumer.poll(Duration::ZERO).is_err());
+        assert!(consumer.poll(Duration::ZERO).unwrap().is_empty());
         // It was never sent: close must not answer as if it had been taken.
         match consumer.close() {
             Err(_) => {}
@@ -836,24 +1080,91 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_shard_connection_is_reported_while_other_shards_deliver() {
+    fn acknowledgements_pending_across_a_reconnect_are_applied_over_the_new_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = two_shard_server(dir.path());
+        let config = ShareConsumerConfig {
+            reconnect_backoff_ms: 1,
+            reconnect_backoff_max_ms: 10,
+            ..ShareConsumerConfig::default()
+        };
+        let mut consumer = ShareConsumer::subscribe(server.local_addr(), "g", "t", config).unwrap();
+        let mut acquired = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acquired.len() < 20 {
+            assert!(Instant::now() < deadline, "acquired only {acquired:?}");
+            let batch = consumer.poll(Duration::from_millis(100)).unwrap();
+            acquired.extend(
+                batch
+                    .records()
+                    .map(|r| r.map(|r| (r.partition, r.offset)).unwrap()),
+            );
+        }
+        for &(partition, offset) in &acquired {
+            consumer.acknowledge(partition, offset, AckType::Accept);
+        }
+        // Every connection fails with the acceptances pending; the server keeps running, so
+        // it still knows the member and its locks.
+        for index in 0..consumer.links.len() {
+            break_link(&mut consumer, index);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while consumer.pending.iter().any(|acks| !acks.is_empty()) {
+            assert!(Instant::now() < deadline, "acknowledgements never sent");
+            let batch = consumer.poll(Duration::from_millis(50)).unwrap();
+            assert!(batch.is_empty(), "an accepted record came again");
+        }
+        assert!(consumer.links.iter().all(Link::is_up));
+        assert!(
+            consumer.take_ack_failures().is_empty(),
+            "acceptances refused"
+        );
+        let mut client = Client::connect(server.local_addr()).unwrap();
+        let description = client.describe_group("g").unwrap();
+        assert!(description
+            .share_partitions
+            .iter()
+            .all(|p| p.in_flight_records == 0 && p.start_offset == p.high_watermark));
+        assert!(consumer.close().unwrap().is_empty());
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_broken_shard_connection_is_made_again_and_its_partitions_delivered() {
+        use std::collections::BTreeSet;
+
         let dir = tempfile::tempdir().unwrap();
         let server = two_shard_server(dir.path());
         let config = ShareConsumerConfig {
             max_records: 1,
+            reconnect_backoff_ms: 1,
+            reconnect_backoff_max_ms: 10,
             ..ShareConsumerConfig::default()
         };
         let mut consumer = ShareConsumer::subscribe(server.local_addr(), "g", "t", config).unwrap();
         assert_eq!(consumer.links.len(), 2, "one connection per shard");
         // The second shard's connection breaks (its peer closes it).
         break_link(&mut consumer, 1);
-        // Its partitions can no longer be fetched: as with one connection, the application
-        // hears of it, rather than polls succeeding forever on the other shard's records
-        // while the broken shard's partitions (and their acknowledgements) wait unseen.
-        let errors = (0..3)
-            .filter(|_| consumer.poll(Duration::ZERO).is_err())
-            .count();
-        assert!(errors > 0, "a broken connection was never reported");
+        // Polls go on without error, the connection is made again, and the partitions of
+        // both shards deliver all their records (4 partitions of 5).
+        let mut delivered = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while delivered.len() < 20 {
+            assert!(Instant::now() < deadline, "delivered only {delivered:?}");
+            let batch = consumer.poll(Duration::from_millis(100)).unwrap();
+            for record in batch.records() {
+                let record = record.unwrap();
+                assert!(delivered.insert((record.partition, record.offset)));
+                consumer.acknowledge(record.partition, record.offset, AckType::Accept);
+            }
+        }
+        assert_eq!(
+            consumer.links.len(),
+            2,
+            "the broken connection was replaced"
+        );
+        assert!(consumer.links.iter().all(Link::is_up));
+        assert!(consumer.close().unwrap().is_empty());
         server.shutdown();
     }
 }
