@@ -4,13 +4,15 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 use ringlog_net::client::{
-    Consumer, ConsumerConfig, DeliveryHandle, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    AckFailure, Client, Consumer, ConsumerConfig, DeliveryHandle, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
 };
+use ringlog_net::message::share_acknowledge::AckType;
 
 const PARTITIONS: u32 = 4;
 
@@ -19,12 +21,18 @@ const PARTITIONS: u32 = 4;
 enum Restart {
     Stop,
     Kill,
+    /// Stopped, and started again only after the client polled while it was away.
+    Outage,
 }
 
 fn restart(server: &mut TestServer, how: Restart) {
     match how {
         Restart::Stop => server.restart_in_place(),
         Restart::Kill => server.kill_and_restart_in_place(),
+        Restart::Outage => {
+            server.stop();
+            server.start_again_in_place();
+        }
     }
 }
 
@@ -121,4 +129,169 @@ fn a_producer_rides_out_a_server_stop_two_shards() {
 #[test]
 fn a_producer_rides_out_a_server_kill_two_shards() {
     a_producer_rides_out_a_restart(Restart::Kill, 2);
+}
+
+/// What a share consumer was given and told, per record (partition, offset).
+#[derive(Default)]
+struct ShareLedger {
+    deliveries: HashMap<(u32, i64), u32>,
+    /// Acceptances reported refused.
+    refused: HashMap<(u32, i64), u32>,
+    refusals: Vec<AckFailure>,
+    values: HashSet<String>,
+}
+
+impl ShareLedger {
+    fn note_refusals(&mut self, failures: Vec<AckFailure>) {
+        for failure in &failures {
+            for offset in failure.first_offset..=failure.last_offset {
+                *self.refused.entry((failure.partition, offset)).or_default() += 1;
+            }
+        }
+        self.refusals.extend(failures);
+    }
+
+    /// Polls once and accepts what came (sent with the next poll's fetches); returns how many
+    /// records came. A record that comes again must have had every acceptance of it refused.
+    fn poll(&mut self, consumer: &mut ShareConsumer) -> usize {
+        let batch = consumer
+            .poll(Duration::from_millis(200))
+            .expect("polls ride out the server's absence");
+        // Refusals of the acknowledgements that went with this poll's fetches came with their
+        // answers, before any record the refusal made available again.
+        self.note_refusals(consumer.take_ack_failures());
+        let mut count = 0;
+        for record in batch.records() {
+            let record = record.expect("a well-formed record");
+            let at = (record.partition, record.offset);
+            let deliveries = self.deliveries.entry(at).or_default();
+            let refused = self.refused.get(&at).copied().unwrap_or(0);
+            assert!(
+                refused >= *deliveries,
+                "{at:?} delivered again after an acceptance not reported refused \
+                 ({deliveries} deliveries before, {refused} refusals)"
+            );
+            *deliveries += 1;
+            let value = String::from_utf8(record.value.expect("a value").to_vec()).unwrap();
+            self.values.insert(value);
+            consumer.acknowledge(record.partition, record.offset, AckType::Accept);
+            count += 1;
+        }
+        count
+    }
+}
+
+/// Whether the server has every record of every partition of `topic` acknowledged by `group`.
+fn all_settled(server: &TestServer, group: &str, partitions: usize) -> bool {
+    let Ok(mut client) = Client::connect(server.addr()) else {
+        return false;
+    };
+    let Ok(description) = client.describe_group(group) else {
+        return false;
+    };
+    description.share_partitions.len() == partitions
+        && description
+            .share_partitions
+            .iter()
+            .all(|p| p.in_flight_records == 0 && p.start_offset == p.high_watermark)
+}
+
+/// A share consumer accepts records of a 4-partition topic on a 2-shard server, which goes
+/// away while acceptances are pending and comes back; the same `ShareConsumer` keeps polling
+/// without error, every record is delivered and accepted, and a record comes again only
+/// after its acceptance was reported refused.
+fn a_share_consumer_rides_out_a_restart(how: Restart) {
+    let mut server = TestServer::start(2);
+    let partitions = PARTITIONS.to_string();
+    server.ok(&["topic", "create", "jobs", "--partitions", &partitions]);
+    let producer = Producer::connect(server.addr(), "jobs", producer_config()).unwrap();
+    let mut sent = send_values(&producer, 0..1_000);
+    producer.flush().expect("delivered before the restart");
+    let config = ShareConsumerConfig {
+        max_records: 50,
+        reconnect_backoff_ms: 10,
+        reconnect_backoff_max_ms: 100,
+        ..ShareConsumerConfig::default()
+    };
+    let mut consumer = ShareConsumer::subscribe(server.addr(), "workers", "jobs", config).unwrap();
+    let mut ledger = ShareLedger::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // About half is accepted; the last poll's acceptances are pending when the server goes.
+    loop {
+        assert!(Instant::now() < deadline, "the first half did not come");
+        if ledger.poll(&mut consumer) > 0 && ledger.values.len() >= 400 {
+            break;
+        }
+    }
+    if let Restart::Outage = how {
+        server.stop();
+        // While the server is away, polls return nothing at their deadline, not an error.
+        for _ in 0..3 {
+            assert_eq!(ledger.poll(&mut consumer), 0);
+        }
+        server.start_again_in_place();
+    } else {
+        restart(&mut server, how);
+    }
+    sent.extend(send_values(&producer, 1_000..1_500));
+    producer.flush().expect("delivered after the restart");
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} values delivered",
+            ledger.values.len(),
+            sent.len()
+        );
+        if ledger.poll(&mut consumer) > 0 || ledger.values.len() < sent.len() {
+            continue;
+        }
+        match consumer.flush_acks() {
+            Ok(failures) => ledger.note_refusals(failures),
+            Err(_) => ledger.note_refusals(consumer.take_ack_failures()),
+        }
+        if all_settled(&server, "workers", PARTITIONS as usize) {
+            break;
+        }
+    }
+    consumer.close().expect("nothing left to send");
+    let expected: HashSet<String> = sent.into_iter().map(|(value, _)| value).collect();
+    assert_eq!(ledger.values, expected);
+    // The acceptances pending across the restart were refused (the restarted server knows
+    // neither the member nor its locks), and those records came again.
+    assert!(
+        !ledger.refusals.is_empty(),
+        "no pending acceptance was refused after the restart"
+    );
+    let redelivered = ledger.deliveries.values().filter(|&&n| n > 1).count();
+    assert!(redelivered > 0, "no refused record came again");
+    eprintln!(
+        "{how:?}: {} records, {redelivered} delivered again, refusals: {:?}",
+        ledger.deliveries.len(),
+        ledger
+            .refusals
+            .iter()
+            .map(|f| (
+                f.partition,
+                f.first_offset,
+                f.last_offset,
+                f.error.to_string()
+            ))
+            .collect::<Vec<_>>()
+    );
+    producer.close().unwrap();
+}
+
+#[test]
+fn a_share_consumer_rides_out_a_server_stop() {
+    a_share_consumer_rides_out_a_restart(Restart::Stop);
+}
+
+#[test]
+fn a_share_consumer_rides_out_a_server_kill() {
+    a_share_consumer_rides_out_a_restart(Restart::Kill);
+}
+
+#[test]
+fn a_share_consumer_rides_out_a_server_outage() {
+    a_share_consumer_rides_out_a_restart(Restart::Outage);
 }
