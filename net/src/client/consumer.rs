@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::backoff::Backoff;
+use super::backoff::ReconnectSchedule;
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
@@ -242,10 +242,8 @@ pub struct Consumer {
     /// The server's addresses, resolved once by `connect`: failed connections are made
     /// again to them.
     addrs: Vec<SocketAddr>,
-    /// Failed links are connected again (and the partitions routed again) no earlier than
-    /// this; `None`: as soon as needed.
-    reconnect_at: Option<Instant>,
-    backoff: Backoff,
+    /// When failed links are connected again (and the partitions routed again).
+    reconnect: ReconnectSchedule,
 }
 
 impl Consumer {
@@ -256,8 +254,7 @@ impl Consumer {
         Ok(Self {
             links: vec![Link::new(None, client)],
             addrs,
-            reconnect_at: None,
-            backoff: Backoff::from_ms(
+            reconnect: ReconnectSchedule::from_ms(
                 u64::from(config.reconnect_backoff_ms),
                 u64::from(config.reconnect_backoff_max_ms),
             ),
@@ -429,7 +426,7 @@ impl Consumer {
                     continue;
                 }
             };
-            self.backoff.reset();
+            self.reconnect.succeeded();
             self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
             let (got_records, failed_retriably) = self.apply_fetch(&result)?;
             if got_records {
@@ -505,16 +502,12 @@ impl Consumer {
     /// Sets when failed links are connected again, unless a time is set already (links that
     /// fail together count as one failure of the backoff).
     fn schedule_rebuild(&mut self) {
-        let now = Instant::now();
-        if self.reconnect_at.is_some_and(|at| at > now) {
-            return;
-        }
-        self.reconnect_at = Some(now + self.backoff.next());
+        self.reconnect.failed(Instant::now());
     }
 
     /// Whether links must be connected again or the partitions routed, and may be now.
     fn rebuild_due(&self) -> bool {
-        self.rebuild_needed() && self.reconnect_at.is_none_or(|at| at <= Instant::now())
+        self.rebuild_needed() && self.reconnect.is_due(Instant::now())
     }
 
     fn rebuild_needed(&self) -> bool {
@@ -525,7 +518,7 @@ impl Consumer {
     /// have another shard count). A connection failure is logged and tried again after the
     /// backoff, meanwhile the links that work go on; other errors are returned.
     fn rebuild(&mut self) -> Result<(), ClientError> {
-        self.reconnect_at = None;
+        self.reconnect.attempting();
         match self.reconnect_and_route() {
             Ok(()) => Ok(()),
             Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
@@ -679,7 +672,7 @@ impl Consumer {
     fn next_retry(&self) -> Option<Instant> {
         let idle = self.links.iter().filter(|link| link.in_flight.is_none());
         let retry = idle.filter_map(|link| link.retry_at).min();
-        let reconnect = self.reconnect_at.filter(|_| self.rebuild_needed());
+        let reconnect = self.reconnect.at().filter(|_| self.rebuild_needed());
         retry.into_iter().chain(reconnect).min()
     }
 

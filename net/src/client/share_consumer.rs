@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
-use super::backoff::Backoff;
+use super::backoff::ReconnectSchedule;
 use super::calls::{duration_ms_u32, partition_count_of, Client};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
@@ -318,10 +318,8 @@ pub struct ShareConsumer {
     /// Whether `link_of` follows the last Metadata; false after a reconnect (a restarted
     /// server may place the partitions on other shards) or when Metadata is due again.
     routed: bool,
-    /// Failed links are connected again (and the partitions routed again) no earlier than
-    /// this; `None`: as soon as needed.
-    reconnect_at: Option<Instant>,
-    backoff: Backoff,
+    /// When failed links are connected again (and the partitions routed again).
+    reconnect: ReconnectSchedule,
 }
 
 /// One connection of a share consumer.
@@ -387,8 +385,7 @@ impl ShareConsumer {
             metadata_due_at: next_metadata_refresh(config.metadata_max_age_ms),
             addrs,
             routed: false,
-            reconnect_at: None,
-            backoff: Backoff::from_ms(
+            reconnect: ReconnectSchedule::from_ms(
                 u64::from(config.reconnect_backoff_ms),
                 u64::from(config.reconnect_backoff_max_ms),
             ),
@@ -446,7 +443,7 @@ impl ShareConsumer {
             if !batch.is_empty() || remaining.is_zero() {
                 return Ok(batch);
             }
-            let reconnect_at = self.reconnect_at.filter(|_| self.rebuild_needed());
+            let reconnect_at = self.reconnect.at().filter(|_| self.rebuild_needed());
             if !sent_any {
                 // No connection is up to long-poll on: the backoff is the wait.
                 let until = reconnect_at.map_or(deadline, |at| at.min(deadline));
@@ -563,16 +560,12 @@ impl ShareConsumer {
     /// Sets when failed links are connected again, unless a time is set already (links that
     /// fail together count as one failure of the backoff).
     fn schedule_rebuild(&mut self) {
-        let now = Instant::now();
-        if self.reconnect_at.is_some_and(|at| at > now) {
-            return;
-        }
-        self.reconnect_at = Some(now + self.backoff.next());
+        self.reconnect.failed(Instant::now());
     }
 
     /// Whether links must be connected again or the partitions routed, and may be now.
     fn rebuild_due(&self) -> bool {
-        self.rebuild_needed() && self.reconnect_at.is_none_or(|at| at <= Instant::now())
+        self.rebuild_needed() && self.reconnect.is_due(Instant::now())
     }
 
     fn rebuild_needed(&self) -> bool {
@@ -583,7 +576,7 @@ impl ShareConsumer {
     /// have another shard count). A connection failure is logged and tried again after the
     /// backoff, meanwhile the links that work go on; other errors are returned.
     fn rebuild(&mut self) -> Result<(), ClientError> {
-        self.reconnect_at = None;
+        self.reconnect.attempting();
         match self.reconnect_and_route() {
             Ok(()) => Ok(()),
             Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
@@ -713,7 +706,7 @@ impl ShareConsumer {
                 return self.link_failed(link, error);
             }
         };
-        self.backoff.reset();
+        self.reconnect.succeeded();
         if let Some(fetched) = self.take_answer(partition, &acks, frame)? {
             batch.fetched.push(fetched);
         }
