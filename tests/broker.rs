@@ -531,30 +531,37 @@ fn check_every_number_once_in_order(records: &[(u32, i64, String)], count: u32) 
     }
 }
 
+/// Creates `topic` with `partitions` partitions on the server at `addr`, produces the numbers
+/// below `count` to it, and returns a consumer of all its partitions from the earliest offset.
+fn numbers_and_a_consumer(addr: &str, topic: &str, partitions: u32, count: u32) -> Consumer {
+    let request = create_topic::Request {
+        name: topic,
+        partitions,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    Client::connect(addr)
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
+    produce_numbers(addr, topic, partitions, 0..count);
+    let config = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(addr, config).unwrap();
+    consumer.assign_all(topic).unwrap();
+    consumer
+}
+
 /// A consumer of 4 partitions on 2 shards reads some records, the server restarts in place
 /// (by SIGTERM, or SIGKILL with `kill`), more records come: the same consumer reads on, with
 /// no poll failing, and returns every record once, in order per partition.
 fn a_consumer_reads_on_across_a_restart(kill: bool) {
     let mut server = common::TestServer::start(2);
     let addr = server.addr().to_owned();
-    let request = create_topic::Request {
-        name: "moves",
-        partitions: 4,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr.as_str())
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
-    produce_numbers(&addr, "moves", 4, 0..40);
-    let config = ConsumerConfig {
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        ..ConsumerConfig::default()
-    };
-    let mut consumer = Consumer::connect(addr.as_str(), config).unwrap();
-    consumer.assign_all("moves").unwrap();
+    let mut consumer = numbers_and_a_consumer(&addr, "moves", 4, 40);
     let mut got = Vec::new();
     poll_until(&mut consumer, &mut got, 1);
     if kill {
@@ -589,24 +596,7 @@ fn a_consumer_reads_on_across_a_kill_and_restart_in_place() {
 fn a_poll_while_the_server_is_down_returns_no_records_then_reading_resumes() {
     let mut server = common::TestServer::start(2);
     let addr = server.addr().to_owned();
-    let request = create_topic::Request {
-        name: "outage",
-        partitions: 2,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr.as_str())
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
-    produce_numbers(&addr, "outage", 2, 0..10);
-    let config = ConsumerConfig {
-        auto_offset_reset: AutoOffsetReset::Earliest,
-        ..ConsumerConfig::default()
-    };
-    let mut consumer = Consumer::connect(addr.as_str(), config).unwrap();
-    consumer.assign_all("outage").unwrap();
+    let mut consumer = numbers_and_a_consumer(&addr, "outage", 2, 10);
     let mut got = Vec::new();
     poll_until(&mut consumer, &mut got, 10);
 
