@@ -530,7 +530,9 @@ impl Accumulator {
                 "produce response with unknown correlation id {correlation_id}"
             )));
         };
-        let flight = self.in_flight.swap_remove(index);
+        // `remove`, not `swap_remove`: a lost connection resends the requests in the order of
+        // `in_flight`, which must stay the send order for batches without a sequence number.
+        let flight = self.in_flight.remove(index);
         let mut retry: Vec<ReadyBatch> = Vec::new();
         for (i, mut batch) in flight.batches.into_iter().enumerate() {
             let result = match (&top_level, entries.get(i)) {
@@ -1341,5 +1343,36 @@ mod tests {
         let queued = acc.take_sendable(much_later);
         assert_eq!(queued.len(), 1, "the younger batch still waits to be sent");
         assert_eq!(queued[0].partition, 1);
+    }
+
+    #[test]
+    fn a_lost_connection_sends_unsequenced_batches_again_in_send_order() {
+        // Without idempotence the batches carry no sequence: only the order of the requests
+        // says which came first.
+        let now = Instant::now();
+        let mut acc = Accumulator::new(config(), 1);
+        let values: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 40]).collect();
+        for v in &values {
+            acc.append(&ProducerRecord::new(v), 1, || now).unwrap();
+        }
+        acc.close_lingered(now + Duration::from_secs(1));
+        let (reader, stream) = connection();
+        let generation = acc.link.connected(reader, stream);
+        let batches = acc.take_sendable(now);
+        assert_eq!(batches.len(), 4, "two records a batch");
+        // A batch ends with its last record's value and a header count of 0: the byte before
+        // that count says which records the batch holds.
+        let last_record = |batch: &ReadyBatch| batch.bytes.iter().rev().nth(1).copied();
+        let sent: Vec<Option<u8>> = batches.iter().map(last_record).collect();
+        assert_eq!(sent, [Some(1), Some(3), Some(5), Some(7)]);
+        // One request per batch, answered in order: the first is acknowledged, then the
+        // connection fails with the other three in flight.
+        for (correlation_id, batch) in (1..).zip(batches) {
+            acc.add_in_flight(correlation_id, vec![batch], now);
+        }
+        acc.complete_in_flight(1, None, &[Ok(0)], now).unwrap();
+        assert!(acc.lose_connection(generation, ClientError::Disconnected, now));
+        let again: Vec<Option<u8>> = acc.take_sendable(now).iter().map(last_record).collect();
+        assert_eq!(again, sent[1..], "sent again in the order first sent");
     }
 }
