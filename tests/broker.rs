@@ -834,9 +834,13 @@ fn batch_claiming(attributes: i16, last_offset_delta: i32, records_count: i32) -
     batch
 }
 
+/// Whole batches with a right CRC that the server does not take: claims of offsets their
+/// records cannot hold, control batches (the server's to write) and transactional ones (no
+/// transactions here). All answer InvalidRecord, which clients do not retry.
 #[test]
 fn batches_claiming_offsets_they_do_not_hold_are_refused() {
     const CONTROL: i16 = 0x20;
+    const TRANSACTIONAL: i16 = 0x10;
     let server = TestServer::start(1);
     server.create_topic("claims", 1);
     let mut client = server.client();
@@ -859,8 +863,21 @@ fn batches_claiming_offsets_they_do_not_hold_are_refused() {
             .unwrap_err();
         assert_eq!(
             error.code(),
-            Some(ErrorCode::CorruptBatch),
+            Some(ErrorCode::InvalidRecord),
             "{attributes:#x} {last_offset_delta} {records_count}: {error}"
+        );
+        assert!(!error.is_retriable());
+    }
+    // Well-formed control and transactional batches, one record at its one offset.
+    for attributes in [CONTROL, TRANSACTIONAL, CONTROL | TRANSACTIONAL] {
+        let batch = batch_claiming(attributes, 0, 1);
+        let error = client
+            .produce("claims", 0, Acks::Durable, &batch)
+            .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(ErrorCode::InvalidRecord),
+            "{attributes:#x}: {error}"
         );
     }
     let topics = client.metadata(&["claims"]).unwrap();
@@ -868,10 +885,10 @@ fn batches_claiming_offsets_they_do_not_hold_are_refused() {
         topics[0].partitions[0].high_watermark, 0,
         "nothing appended"
     );
-    // A control batch of one record at its one offset is stored.
-    let marker = batch_claiming(CONTROL, 0, 1);
     assert_eq!(
-        client.produce("claims", 0, Acks::Durable, &marker).unwrap(),
+        client
+            .produce("claims", 0, Acks::Durable, &batch_claiming(0, 0, 1))
+            .unwrap(),
         Some(0)
     );
 }

@@ -30,6 +30,7 @@ use kafka_support::{fetch_request, produce_request, topic_name, TestServer};
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_RECORD: i16 = 87;
 const INVALID_TIMESTAMP: i16 = 32;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_REQUIRED_ACKS: i16 = 21;
@@ -544,6 +545,22 @@ fn errors_map_to_kafka_codes() {
         kafka.produce(9, -1, "errs", 0, Bytes::from(corrupt)).0,
         CORRUPT_MESSAGE
     );
+    // A whole batch with a right CRC but a header claiming more records than its bytes hold,
+    // and a control batch (transaction markers are the broker's): INVALID_RECORD, which
+    // clients do not retry.
+    for (attributes, last_offset_delta) in [(0i16, 1_000i32), (0x20, 0)] {
+        let mut claiming = good.to_vec();
+        claiming[21..23].copy_from_slice(&attributes.to_be_bytes());
+        claiming[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+        claiming[57..61].copy_from_slice(&(last_offset_delta + 1).to_be_bytes());
+        let crc = batch::crc_of(&claiming);
+        claiming[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            kafka.produce(9, -1, "errs", 0, Bytes::from(claiming)).0,
+            INVALID_RECORD,
+            "attributes {attributes:#x}, last offset delta {last_offset_delta}"
+        );
+    }
     let big = "x".repeat(1_200_000);
     assert_eq!(
         kafka.produce(9, -1, "errs", 1, batch_of(&[&big], 1_000)).0,

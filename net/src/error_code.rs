@@ -68,10 +68,14 @@ pub enum ErrorCode {
     /// A produced batch's timestamp is further ahead of the server's clock than
     /// `message_timestamp_after_max_ms` allows.
     InvalidTimestamp = 27,
+    /// A produced batch is whole and its CRC matches, but the server does not take it: its
+    /// header claims offsets its records cannot hold, or it is a control batch (the server
+    /// writes those) or a transactional one (transactions are not supported).
+    InvalidRecord = 28,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 28] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 29] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -100,6 +104,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 28] = [
     ErrorCode::GroupNotEmpty,
     ErrorCode::InvalidGroupKind,
     ErrorCode::InvalidTimestamp,
+    ErrorCode::InvalidRecord,
 ];
 
 impl ErrorCode {
@@ -168,6 +173,7 @@ impl ErrorCode {
             ErrorCode::GroupNotEmpty => "GroupNotEmpty",
             ErrorCode::InvalidGroupKind => "InvalidGroupKind",
             ErrorCode::InvalidTimestamp => "InvalidTimestamp",
+            ErrorCode::InvalidRecord => "InvalidRecord",
         }
     }
 }
@@ -198,7 +204,10 @@ mod tests {
 
     #[test]
     fn unknown_wire_values_read_as_unknown() {
-        assert_eq!(ErrorCode::from_u16(28), ErrorCode::Unknown);
+        assert_eq!(
+            ErrorCode::from_u16(ALL_ERROR_CODES.len() as u16),
+            ErrorCode::Unknown
+        );
         assert_eq!(ErrorCode::from_u16(u16::MAX), ErrorCode::Unknown);
     }
 

@@ -72,8 +72,9 @@ pub(crate) enum ShardCall {
         partition: u32,
         acks: Acks,
         batches: Vec<u8>,
-        /// Whether timestamps are bounded (see [`super::partition_ops::produce`]).
-        bound_timestamps: bool,
+        /// A client's produce, checked as such (see [`super::partition_ops::produce`]); not
+        /// the server's own copies of stored records.
+        from_client: bool,
     },
     /// Read from an owned partition.
     Fetch {

@@ -46,19 +46,20 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
 /// returns the base offset of the first. All batches are checked before any is written, so a
 /// corrupt one rejects the request for this partition and writes nothing. Offsets are stamped
 /// when this future is first polled, before it waits, so requests keep their order.
-/// `bound_timestamps`: refuse a batch stamped more than `message_timestamp_after_max_ms` ahead
-/// of the server's clock (a client's produce; not the server's own copies of stored records).
+/// `from_client` (a client's produce; not the server's own copies of stored records): refuse a
+/// batch stamped more than `message_timestamp_after_max_ms` ahead of the server's clock, and
+/// control and transactional batches.
 pub(crate) async fn produce(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     acks: Acks,
     batches: &mut [u8],
-    bound_timestamps: bool,
+    from_client: bool,
 ) -> Result<i64, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
-    let timestamp_max_ms = if bound_timestamps {
+    let timestamp_max_ms = if from_client {
         let after_max_ms =
             i64::try_from(shard.config.message_timestamp_after_max_ms).unwrap_or(i64::MAX);
         wall_ms().saturating_add(after_max_ms)
@@ -71,6 +72,9 @@ pub(crate) async fn produce(
         let (header, _bytes) = item.map_err(corrupt)?;
         check_offsets_claimed(&header)?;
         check_timestamp(&header, timestamp_max_ms)?;
+        if from_client {
+            check_client_kind(&header)?;
+        }
         count += 1;
     }
     if !iter.remaining().is_empty() || count == 0 {
@@ -132,6 +136,27 @@ fn check_timestamp(header: &batch::BatchHeader, timestamp_max_ms: i64) -> Result
     Ok(())
 }
 
+/// Refuses the batches a client may not produce. Control batches (transaction markers) are the
+/// server's to write, and consumers act on them: one from a client could make them skip
+/// records. Transactional batches belong to transactions, which this server does not run: their
+/// records would never be committed or aborted (Kafka answers both with INVALID_RECORD or
+/// refuses the transaction before).
+fn check_client_kind(header: &batch::BatchHeader) -> Result<(), Failure> {
+    if header.is_control() {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            "control batches are written by the server only",
+        ));
+    }
+    if header.is_transactional() {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            "transactions are not supported: a transactional batch is refused",
+        ));
+    }
+    Ok(())
+}
+
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
 /// value length and header count, one byte each.
 const RECORD_BYTES_MIN: usize = 7;
@@ -149,7 +174,7 @@ fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
     let claimed = i64::from(header.last_offset_delta) + 1;
     if header.records_count <= 0 || i64::from(header.records_count) != claimed {
         return Err(Failure::new(
-            ErrorCode::CorruptBatch,
+            ErrorCode::InvalidRecord,
             format!(
                 "a produced batch needs records_count = last_offset_delta + 1 > 0 (got {} and {})",
                 header.records_count, header.last_offset_delta
@@ -166,7 +191,7 @@ fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
     };
     if usize::try_from(header.records_count).unwrap_or(usize::MAX) > holdable {
         return Err(Failure::new(
-            ErrorCode::CorruptBatch,
+            ErrorCode::InvalidRecord,
             format!(
                 "a batch of {} bytes cannot hold {} records",
                 header.total_bytes(),
@@ -176,7 +201,7 @@ fn check_offsets_claimed(header: &batch::BatchHeader) -> Result<(), Failure> {
     }
     if header.is_control() && header.records_count != 1 {
         return Err(Failure::new(
-            ErrorCode::CorruptBatch,
+            ErrorCode::InvalidRecord,
             format!(
                 "a control batch holds exactly one record (got {})",
                 header.records_count

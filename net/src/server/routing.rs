@@ -53,7 +53,7 @@ pub(crate) async fn append(
         partition,
         acks,
         batches: batches.to_vec(),
-        bound_timestamps: true,
+        from_client: true,
     };
     match shard.call(owner, call).await {
         ShardReturn::Produced(result) => result,

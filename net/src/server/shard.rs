@@ -808,7 +808,7 @@ impl Shard {
                 partition,
                 acks,
                 mut batches,
-                bound_timestamps,
+                from_client,
             } => ShardReturn::Produced(
                 super::partition_ops::produce(
                     self,
@@ -816,7 +816,7 @@ impl Shard {
                     partition,
                     acks,
                     &mut batches,
-                    bound_timestamps,
+                    from_client,
                 )
                 .await,
             ),

@@ -37,6 +37,9 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
         ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorCode::InvalidTimestamp => ResponseError::InvalidTimestamp,
+        // Kafka's answer to a batch that passes its CRC but not its validation; unlike
+        // CORRUPT_MESSAGE, clients do not retry it.
+        ErrorCode::InvalidRecord => ResponseError::InvalidRecord,
         // Kafka brokers answer this while they move leadership away; clients refresh metadata
         // and retry, which is what a restarting ringlog wants too.
         ErrorCode::ShuttingDown => ResponseError::NotLeaderOrFollower,

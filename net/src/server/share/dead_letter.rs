@@ -296,7 +296,7 @@ async fn produce_batch(
         partition,
         acks: Acks::Durable,
         batches: batch.to_vec(),
-        bound_timestamps: false,
+        from_client: false,
     };
     match shard.call(owner, call).await {
         ShardReturn::Produced(result) => result.map(|_| ()),
