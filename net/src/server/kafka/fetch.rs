@@ -16,6 +16,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
 };
+use ringlog_engine::batch::{BatchHeader, Compression, BATCH_HEADER_BYTES};
 
 use super::codec::{respond, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::failure_code;
@@ -26,6 +27,11 @@ use crate::server::message::OffsetQuery;
 use crate::server::routing::{self, FetchLimits, PartitionRead, ReadTarget};
 
 /// Kafka's ListOffsets timestamps that ask for the log end and the log start.
+/// The first Fetch version whose clients read zstd batches (KIP-110). Kafka answers an older
+/// fetch of a partition holding one with UNSUPPORTED_COMPRESSION_TYPE, which such a client
+/// reports, instead of records it cannot decode.
+const ZSTD_FETCH_VERSION_MIN: i16 = 10;
+
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 
@@ -87,7 +93,8 @@ pub(crate) async fn fetch(
     };
     let reads =
         routing::read_with_long_poll(&kafka.shard, &topics, &targets, limits, hangup.wait()).await;
-    let (response, spliced) = fetch_response(&topics, &sources, reads);
+    let zstd_readable = request.version() >= ZSTD_FETCH_VERSION_MIN;
+    let (response, spliced) = fetch_response(&topics, &sources, reads, zstd_readable);
     splice::encode_fetch(
         request.header.correlation_id,
         request.version(),
@@ -102,6 +109,7 @@ fn fetch_response(
     topics: &[String],
     sources: &[(usize, i32, Source)],
     reads: Vec<PartitionRead>,
+    zstd_readable: bool,
 ) -> (FetchResponse, Vec<(usize, Vec<RawPart>)>) {
     let mut reads: Vec<Option<PartitionRead>> = reads.into_iter().map(Some).collect();
     let mut per_topic: Vec<Vec<PartitionData>> = topics.iter().map(|_| Vec::new()).collect();
@@ -114,6 +122,9 @@ fn fetch_response(
             Source::Invalid => None,
         };
         let partition = match read {
+            Some(PartitionRead { status: Ok(_), raw }) if !zstd_readable && holds_zstd(&raw) => {
+                failed_partition(partition, ResponseError::UnsupportedCompressionType.code())
+            }
             Some(PartitionRead {
                 status: Ok((high_watermark, log_start_offset)),
                 raw,
@@ -153,6 +164,27 @@ fn failed_partition(partition: PartitionData, code: i16) -> PartitionData {
         .with_error_code(code)
         .with_high_watermark(-1)
         .with_records(Some(Bytes::new()))
+}
+
+/// Whether a read holds a zstd batch. Reads hold whole batches; a part that does not parse
+/// ends the walk of that part (the client's own checks then see it).
+fn holds_zstd(raw: &[RawPart]) -> bool {
+    raw.iter().any(|part| {
+        let mut rest = part.bytes();
+        while rest.len() >= BATCH_HEADER_BYTES {
+            let Ok(header) = BatchHeader::parse_with_max(rest, usize::MAX) else {
+                return false;
+            };
+            if header.compression() == Compression::Zstd {
+                return true;
+            }
+            let Some(next) = rest.get(header.total_bytes()..) else {
+                return false;
+            };
+            rest = next;
+        }
+        false
+    })
 }
 
 /// The batch bytes of a small read as the codec takes them (a copy of local bytes).
