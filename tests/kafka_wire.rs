@@ -437,6 +437,26 @@ fn produce_and_fetch_round_trip_on_both_shards() {
     }
 }
 
+/// A produce answer carries the partition's log start offset (from produce v5), as Kafka's
+/// does, not -1.
+#[test]
+fn produce_answers_carry_the_log_start_offset() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("start", 1, &[]), 0);
+    for expected_base in [0, 1] {
+        let answer = kafka.produce_partition(9, -1, "start", 0, batch_of(&["v"], 1_000));
+        assert_eq!(
+            (
+                answer.error_code,
+                answer.base_offset,
+                answer.log_start_offset
+            ),
+            (0, expected_base, 0)
+        );
+    }
+}
+
 /// Fetch versions before 10 predate zstd: a partition holding a zstd batch answers
 /// UNSUPPORTED_COMPRESSION_TYPE there, as from Kafka, and its records from version 10 on.
 #[test]

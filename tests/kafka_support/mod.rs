@@ -13,6 +13,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, ProduceRequest,
     RequestHeader, ResponseHeader, TopicName,
@@ -201,10 +202,26 @@ impl Kafka {
         partition: i32,
         records: Bytes,
     ) -> (i16, i64) {
-        let request = produce_request(acks, topic, partition, records);
-        let response = self.call(version, &request);
-        let partition = &response.responses[0].partition_responses[0];
+        let partition = self.produce_partition(version, acks, topic, partition, records);
         (partition.error_code, partition.base_offset)
+    }
+
+    /// Produces `records` (whole batches) to one partition; returns the partition's answer.
+    pub fn produce_partition(
+        &mut self,
+        version: i16,
+        acks: i16,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+    ) -> PartitionProduceResponse {
+        let request = produce_request(acks, topic, partition, records);
+        let mut response = self.call(version, &request);
+        response
+            .responses
+            .swap_remove(0)
+            .partition_responses
+            .swap_remove(0)
     }
 
     /// Fetches one partition (min_bytes 1).

@@ -167,7 +167,7 @@ pub(crate) struct PartitionOffsets {
 /// The answer to a [`ShardCall`].
 pub(crate) enum ShardReturn {
     Done(Result<(), Failure>),
-    Produced(Result<i64, Failure>),
+    Produced(Result<super::partition_ops::Produced, Failure>),
     Fetched(Result<Fetched, Failure>),
     Offset(Result<(i64, i64), Failure>),
     Partitions(Result<Vec<PartitionOffsets>, Failure>),

@@ -42,8 +42,18 @@ pub(crate) fn log_failure(error: LogError) -> Failure {
     Failure::new(code, error.to_string())
 }
 
+/// Where a produce entry's batches went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Produced {
+    /// Offset of the first record of the first batch.
+    pub(crate) base_offset: i64,
+    /// The partition's log start offset after the append (Kafka's produce response carries
+    /// it, so that a producer sees retention move).
+    pub(crate) log_start_offset: i64,
+}
+
 /// Appends every batch in `batches` (one or more whole RecordBatch v2) to an owned partition;
-/// returns the base offset of the first. All batches are checked before any is written, so a
+/// returns the base offset of the first and the log start offset after them. All batches are checked before any is written, so a
 /// corrupt one rejects the request for this partition and writes nothing. Offsets are stamped
 /// when this future is first polled, before it waits, so requests keep their order.
 /// `from_client` (a client's produce; not the server's own copies of stored records): refuse a
@@ -56,7 +66,7 @@ pub(crate) async fn produce(
     acks: Acks,
     batches: &mut [u8],
     from_client: bool,
-) -> Result<i64, Failure> {
+) -> Result<Produced, Failure> {
     let log = shard.local_log(topic, partition)?;
     let corrupt = |e: batch::BatchError| Failure::new(ErrorCode::CorruptBatch, e.to_string());
     let timestamp_max_ms = if from_client {
@@ -109,12 +119,16 @@ pub(crate) async fn produce(
             rest = tail;
         }
     }
-    let mut first_base_offset = None;
+    let mut produced: Option<Produced> = None;
     for wait in waits {
         let info = wait.await.map_err(log_failure)?;
-        first_base_offset.get_or_insert(info.base_offset);
+        let base_offset = produced.map_or(info.base_offset, |first| first.base_offset);
+        produced = Some(Produced {
+            base_offset,
+            log_start_offset: info.log_start_offset,
+        });
     }
-    first_base_offset.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
+    produced.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
 }
 
 /// Refuses a batch whose newest CreateTime is past `timestamp_max_ms` (the server's clock plus

@@ -8,6 +8,7 @@ use ringlog_engine::log::Acks as LogAcks;
 use super::connection::{Request, Response};
 use super::handler::{decode, respond};
 use super::message::Failure;
+use super::partition_ops::Produced;
 use super::routing::{self, join_all, BoxedFuture};
 use super::shard::Shard;
 use crate::error_code::ErrorCode;
@@ -47,7 +48,8 @@ pub(crate) async fn handle(
     // Start every partition's append before waiting on any: the first poll of each future
     // stamps its offsets (or sends it to the owner), in request order, so requests on one
     // connection keep their order per partition even when one of them waits for an fsync.
-    let mut appends: Vec<BoxedFuture<'_, Result<i64, Failure>>> = Vec::with_capacity(entries.len());
+    let mut appends: Vec<BoxedFuture<'_, Result<Produced, Failure>>> =
+        Vec::with_capacity(entries.len());
     let mut rest = request.raw_mut();
     let mut consumed = 0usize;
     for (partition, range) in &entries {
@@ -64,7 +66,7 @@ pub(crate) async fn handle(
         )));
     }
     let outcomes = join_all(appends).await;
-    let results: Vec<(u32, Result<i64, Failure>)> =
+    let results: Vec<(u32, Result<Produced, Failure>)> =
         entries.iter().map(|(p, _)| *p).zip(outcomes).collect();
     if acks == Acks::None {
         return Ok(None);
@@ -72,9 +74,10 @@ pub(crate) async fn handle(
     let partitions: Vec<produce::PartitionResult> = results
         .iter()
         .map(|(partition, result)| match result {
-            Ok(base_offset) => produce::PartitionResult {
+            Ok(produced) => produce::PartitionResult {
                 partition: *partition,
-                base_offset: *base_offset,
+                base_offset: produced.base_offset,
+                log_start_offset: produced.log_start_offset,
                 ..Default::default()
             },
             Err(failure) => produce::PartitionResult {

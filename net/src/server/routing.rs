@@ -19,7 +19,7 @@ use super::connection::RawPart;
 use super::message::{
     Failure, FetchedBytes, OffsetQuery, PartitionOffsets, ShardCall, ShardReturn, TopicChange,
 };
-use super::partition_ops;
+use super::partition_ops::{self, Produced};
 use super::shard::{expect_done, unknown_topic, Shard, CATALOG_SHARD};
 use crate::error_code::ErrorCode;
 
@@ -40,7 +40,7 @@ pub(crate) async fn append(
     partition: u32,
     acks: Acks,
     batches: &mut [u8],
-) -> Result<i64, Failure> {
+) -> Result<Produced, Failure> {
     let owner = shard.owner(topic, partition);
     if owner == shard.id {
         return partition_ops::produce(shard, topic, partition, acks, batches, true).await;

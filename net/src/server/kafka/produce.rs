@@ -24,6 +24,7 @@ use super::codec::{encode_response, respond, str_bytes, KafkaError, KafkaRequest
 use super::errors::{failure_code, failure_message};
 use super::KafkaShard;
 use crate::server::message::Failure;
+use crate::server::partition_ops::Produced;
 use crate::server::routing::{self, join_all, BoxedFuture};
 
 /// One partition of a produce request, as planned before anything is written.
@@ -206,9 +207,9 @@ async fn append_all(
     planned: &[Planned],
     acks: Acks,
     frame: &mut [u8],
-) -> Vec<Option<Result<i64, Failure>>> {
+) -> Vec<Option<Result<Produced, Failure>>> {
     let shard = &kafka.shard;
-    let mut appends: Vec<BoxedFuture<'_, Option<Result<i64, Failure>>>> =
+    let mut appends: Vec<BoxedFuture<'_, Option<Result<Produced, Failure>>>> =
         Vec::with_capacity(planned.len());
     let mut rest: &mut [u8] = frame;
     let mut consumed = 0usize;
@@ -233,7 +234,7 @@ async fn append_all(
 fn response(
     topics: &[String],
     planned: &[Planned],
-    outcomes: Vec<Option<Result<i64, Failure>>>,
+    outcomes: Vec<Option<Result<Produced, Failure>>>,
 ) -> ProduceResponse {
     let mut per_topic: Vec<Vec<PartitionProduceResponse>> =
         topics.iter().map(|_| Vec::new()).collect();
@@ -244,7 +245,9 @@ fn response(
                 .with_error_code(*code)
                 .with_base_offset(-1)
                 .with_error_message(Some(str_bytes(message.clone()))),
-            (Plan::Append { .. }, Some(Ok(base_offset))) => partition.with_base_offset(base_offset),
+            (Plan::Append { .. }, Some(Ok(produced))) => partition
+                .with_base_offset(produced.base_offset)
+                .with_log_start_offset(produced.log_start_offset),
             (Plan::Append { .. }, Some(Err(failure))) => partition
                 .with_error_code(failure_code(&failure))
                 .with_base_offset(-1)
