@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use ringlog_net::client::{
-    AckFailure, Client, Consumer, ConsumerConfig, DeliveryHandle, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
+    AckFailure, Client, ClientError, Consumer, ConsumerConfig, DeliveryHandle, Producer,
+    ProducerConfig, ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig,
 };
 use ringlog_net::message::share_acknowledge::AckType;
 
@@ -129,6 +129,49 @@ fn a_producer_rides_out_a_server_stop_two_shards() {
 #[test]
 fn a_producer_rides_out_a_server_kill_two_shards() {
     a_producer_rides_out_a_restart(Restart::Kill, 2);
+}
+
+/// A server that does not come back: the producer's flush and close end once the records'
+/// delivery timeout has passed, failing them with the connection's error, instead of waiting
+/// for ever; records sent before the server went are delivered.
+#[test]
+fn a_producer_gives_up_on_a_server_that_stays_away_after_the_delivery_timeout() {
+    let mut server = TestServer::start(1);
+    server.ok(&["topic", "create", "gone", "--partitions", "1"]);
+    let delivery_timeout = Duration::from_millis(500);
+    let config = ProducerConfig {
+        delivery_timeout_ms: delivery_timeout.as_millis() as u64,
+        ..producer_config()
+    };
+    let producer = Producer::connect(server.addr(), "gone", config).unwrap();
+    let delivered = send_values(&producer, 0..10);
+    producer.flush().expect("delivered while the server runs");
+    server.stop();
+    let started = Instant::now();
+    let stranded = send_values(&producer, 10..20);
+    let flushed = producer.flush();
+    let waited = started.elapsed();
+    assert!(flushed.is_err(), "{flushed:?}");
+    assert!(
+        waited >= delivery_timeout,
+        "failed only after the timeout: {waited:?}"
+    );
+    // The expiry is checked at each connection attempt, at most 1 s apart here (100 ms).
+    assert!(
+        waited < delivery_timeout + Duration::from_secs(5),
+        "{waited:?}"
+    );
+    for (value, handle) in &stranded {
+        let error = handle.wait().unwrap_err();
+        assert!(
+            matches!(error, ClientError::Io(_) | ClientError::Disconnected),
+            "{value}: the connection's error, got {error}"
+        );
+    }
+    for (value, handle) in &delivered {
+        assert!(handle.wait().is_ok(), "{value}");
+    }
+    producer.close().expect("nothing left to fail");
 }
 
 /// What a share consumer was given and told, per record (partition, offset).
