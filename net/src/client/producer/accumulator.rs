@@ -682,16 +682,16 @@ impl Accumulator {
 
     /// While no connection can be made: fails the queued batches created longer than
     /// `delivery_timeout_ms` ago with the connection's error (Kafka's delivery.timeout.ms),
-    /// so that `flush` and blocked `send`s end.
-    pub(crate) fn expire_undeliverable(&mut self, now: Instant) {
+    /// so that `flush` and blocked `send`s end. Returns whether any failed.
+    pub(crate) fn expire_undeliverable(&mut self, now: Instant) -> bool {
         let Some(error) = self.link.down_error().cloned() else {
-            return;
+            return false;
         };
         let timeout = Duration::from_millis(self.config.delivery_timeout_ms);
         let expired =
             |batch: &ReadyBatch| now.saturating_duration_since(batch.created_at) >= timeout;
         if !self.ready.iter().any(expired) {
-            return;
+            return false;
         }
         let (gone, kept): (VecDeque<ReadyBatch>, VecDeque<ReadyBatch>) =
             self.ready.drain(..).partition(expired);
@@ -699,6 +699,7 @@ impl Accumulator {
         for batch in gone {
             self.finish_batch(batch, Err(error.clone()));
         }
+        true
     }
 
     /// The connection failed: every batch fails with `error`, and so does every later send.
@@ -1328,13 +1329,13 @@ mod tests {
         acc.close_lingered(later + Duration::from_secs(1));
         // Connected: nothing expires, however old.
         let much_later = now + Duration::from_secs(10);
-        acc.expire_undeliverable(much_later);
+        assert!(!acc.expire_undeliverable(much_later));
         assert!(old.try_result().is_none());
 
         assert!(acc.lose_connection(0, ClientError::Disconnected, now));
-        acc.expire_undeliverable(now + Duration::from_millis(999));
+        assert!(!acc.expire_undeliverable(now + Duration::from_millis(999)));
         assert!(old.try_result().is_none());
-        acc.expire_undeliverable(now + Duration::from_millis(1000));
+        assert!(acc.expire_undeliverable(now + Duration::from_millis(1000)));
         assert!(matches!(
             old.try_result(),
             Some(Err(ClientError::Disconnected))

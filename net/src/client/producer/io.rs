@@ -91,16 +91,23 @@ pub(crate) fn run_sender(shared: Arc<Shared>, mut context: SenderContext) {
             break;
         }
         if let Some(reconnect_at) = state.link.reconnect_at() {
-            state.expire_undeliverable(now);
-            shared.progress.notify_all();
             if now < reconnect_at {
                 (state, _) = shared
                     .wake_sender
                     .wait_timeout(state, reconnect_at - now)
                     .unwrap_or_else(PoisonError::into_inner);
-            } else {
-                state = reconnect(&shared, state, &mut context);
+                continue;
             }
+            // Checked once per attempt (at most `reconnect_backoff_max_ms` apart), not at
+            // every wake-up: sends wake this thread once per batch, and the check walks the
+            // queue.
+            if state.expire_undeliverable(now) {
+                shared.notify_all();
+                if state.closing && state.is_idle() {
+                    continue;
+                }
+            }
+            state = reconnect(&shared, state, &mut context);
             continue;
         }
         if state.epoch_bump_due() {
