@@ -113,19 +113,7 @@ fn consume(
     consumer.assign_all(topic).unwrap();
     consumer.seek_all(from).unwrap();
     let mut out = Vec::with_capacity(count);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} records arrived",
-            out.len()
-        );
-        for record in consumer.poll(Duration::from_millis(200)).unwrap() {
-            let record = record.unwrap();
-            let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-            out.push((record.partition, record.offset, value));
-        }
-    }
+    poll_until(&mut consumer, &mut out, count);
     out
 }
 
