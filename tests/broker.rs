@@ -378,6 +378,43 @@ fn replay_from_offset_and_timestamp() {
     assert_eq!(consumer.position(0), Some(10));
 }
 
+/// Seeking by time inside one batch lands on the first record at or after the time, not on
+/// the batch's first record (which is stamped earlier).
+#[test]
+fn a_timestamp_inside_a_batch_finds_its_record() {
+    let server = TestServer::start(1);
+    server.create_topic("within", 1);
+    let config = ProducerConfig {
+        // One batch: nothing is sent before the flush.
+        linger_ms: 60_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(server.addr(), "within", config).unwrap();
+    let handles: Vec<_> = (0..10i64)
+        .map(|n| {
+            let value = n.to_string();
+            let record = ProducerRecord::new(value.as_bytes())
+                .with_partition(0)
+                .with_timestamp_ms(1_000_000 + n * 1000);
+            producer.send(&record).unwrap()
+        })
+        .collect();
+    producer.flush().unwrap();
+    producer.close().unwrap();
+    assert!(handles.iter().all(|h| h.wait().is_ok()));
+    let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("within", &[0]);
+    consumer.seek(0, SeekTo::Timestamp(1_004_500)).unwrap();
+    assert_eq!(consumer.position(0), Some(5));
+    let first = consumer
+        .poll(Duration::from_secs(5))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.offset, first.timestamp_ms), (5, 1_005_000));
+}
+
 #[test]
 fn long_poll_wakes_when_data_arrives() {
     let server = TestServer::start(2);

@@ -560,6 +560,28 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
             "none that late: offset and timestamp unknown, as from Kafka"
         );
     }
+    // Within a batch: the first record at or after the time, with its own timestamp, as
+    // Kafka's broker answers (not the batch's first record, stamped earlier).
+    let mut builder = BatchBuilder::new(Vec::new(), 40_000);
+    for (stamp_ms, value) in [(40_000, "a"), (40_010, "b"), (40_020, "c")] {
+        builder
+            .push(stamp_ms, None, Some(value.as_bytes()), &[])
+            .unwrap();
+    }
+    let spread = Bytes::copy_from_slice(builder.finish());
+    assert_eq!(kafka.produce(9, -1, "times", 0, spread), (0, 6));
+    assert_eq!(
+        kafka.list_offset_with_timestamp("times", 0, 40_005),
+        (0, 7, 40_010)
+    );
+    assert_eq!(
+        kafka.list_offset_with_timestamp("times", 0, 40_020),
+        (0, 8, 40_020)
+    );
+    assert_eq!(
+        kafka.list_offset_with_timestamp("times", 0, 35_000),
+        (0, 6, 40_000)
+    );
     assert_eq!(
         kafka.list_offset("times", 7, -1).0,
         UNKNOWN_TOPIC_OR_PARTITION

@@ -171,6 +171,26 @@ fn check_client_kind(header: &batch::BatchHeader) -> Result<(), Failure> {
     Ok(())
 }
 
+/// In the first batch of `bytes`, when uncompressed and stamped with CreateTime: the offset and
+/// timestamp of its first record stamped at or after `timestamp_ms`. `None` for a compressed
+/// or LogAppendTime batch (all its records carry the batch's time), or one that does not read.
+fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64, i64)> {
+    let header = batch::BatchHeader::parse(bytes).ok()?;
+    if header.timestamp_type() != batch::TimestampType::CreateTime {
+        return None;
+    }
+    let records = batch::records(bytes.get(..header.total_bytes())?).ok()?;
+    records
+        .map_while(Result::ok)
+        .map(|record| {
+            (
+                record.offset(header.base_offset),
+                record.timestamp_ms(header.base_timestamp_ms),
+            )
+        })
+        .find(|&(_, stamped_ms)| stamped_ms >= timestamp_ms)
+}
+
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
 /// value length and header count, one byte each.
 const RECORD_BYTES_MIN: usize = 7;
@@ -299,8 +319,10 @@ pub(crate) async fn wait_for_any(
     }
 }
 
-/// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`; the timestamp is
-/// that of the batch found by a timestamp query, else -1.
+/// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`. A timestamp query
+/// answers the first record stamped at or after the time, with its timestamp, as Kafka's
+/// ListOffsets does (within a compressed batch, which the server does not decompress: the
+/// batch's first offset and newest timestamp); other queries answer timestamp -1.
 pub(crate) async fn list_offset(
     shard: &Rc<Shard>,
     topic: &str,
@@ -316,9 +338,18 @@ pub(crate) async fn list_offset(
                 .batch_for_timestamp(timestamp_ms)
                 .await
                 .map_err(log_failure)?;
-            // Found: the batch's max timestamp, at least `timestamp_ms` and so never -1,
-            // which marks "none that late" for the callers that must tell (Kafka answers -1).
-            Ok(found.unwrap_or((log.high_watermark(), -1)))
+            let Some((base_offset, max_timestamp_ms)) = found else {
+                // -1 marks "none that late" for the callers that must tell (Kafka answers -1).
+                return Ok((log.high_watermark(), -1));
+            };
+            // The batch's max timestamp is at least `timestamp_ms`, so never -1. A batch that
+            // cannot be read now is answered at its granularity: a fetch from there reports
+            // the damage.
+            let record = match log.read(base_offset, 1).await {
+                Ok(slice) => first_record_at_or_after(slice.bytes(), timestamp_ms),
+                Err(_) => None,
+            };
+            Ok(record.unwrap_or((base_offset, max_timestamp_ms)))
         }
     }
 }

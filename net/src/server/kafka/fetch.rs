@@ -212,8 +212,8 @@ fn offset_query(timestamp: i64) -> Option<OffsetQuery> {
     }
 }
 
-/// Serves ListOffsets: earliest (-2), latest (-1) and by timestamp (the first batch whose
-/// newest record is at least that old, with that record's timestamp; offset -1 when there is
+/// Serves ListOffsets: earliest (-2), latest (-1) and by timestamp (the first record at or
+/// after it, with its timestamp, see `partition_ops::list_offset`; offset -1 when there is
 /// none, as from Kafka).
 pub(crate) async fn list_offsets(
     kafka: &Rc<KafkaShard>,
