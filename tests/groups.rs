@@ -1941,6 +1941,47 @@ fn a_group_committing_on_a_thousand_partitions_holds_no_state_file_open() {
     assert_eq!(lag, 0, "{described}");
 }
 
+/// Group names are Kafka's group ids, free text: names with characters a file name cannot
+/// hold as they are (`/`), or that topic names refuse (`:`, spaces, non-ASCII), or that name
+/// directories (`.`, `..`), or that look encoded (`%2E`) commit, come back after a restart
+/// under their own names, and are deleted. Before, all of them were refused as invalid.
+#[test]
+fn group_names_are_free_text_and_survive_a_restart() {
+    let mut server = TestServer::start();
+    create_topic(server.addr(), "named", 1);
+    produce(server.addr(), "named", 0, 10, None);
+    let names = [
+        "app:orders",
+        "team/job 7",
+        ".",
+        "..",
+        "grüße",
+        "%2E",
+        "plain",
+    ];
+    let mut client = Client::connect(server.addr()).unwrap();
+    for (offset, name) in (1..).zip(names) {
+        admin_commit(&mut client, name, "named", &[(0, offset)]);
+    }
+    server.restart();
+    let mut client = Client::connect(server.addr()).unwrap();
+    let expected: BTreeSet<String> = names.iter().map(|name| name.to_string()).collect();
+    assert_eq!(group_names(&mut client), expected);
+    for (offset, name) in (1..).zip(names) {
+        assert_eq!(
+            lags(&mut client, name),
+            [(0, offset, 10 - offset)],
+            "{name:?}"
+        );
+    }
+    for name in names {
+        client.delete_group(name).unwrap();
+    }
+    server.restart();
+    let mut client = Client::connect(server.addr()).unwrap();
+    assert_eq!(group_names(&mut client), BTreeSet::new());
+}
+
 /// A group's name becomes a file name (`<name>.group`, written through `<name>.group.tmp`),
 /// so group names are bounded to what fits a directory entry: the longest allowed commits and
 /// comes back after a restart; one longer is refused as an invalid request. Before, names of

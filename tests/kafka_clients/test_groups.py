@@ -94,7 +94,9 @@ def split_and_leave(first, second):
 def test_resume_from_committed_offsets_after_restart(server):
     topic = create_topic(server, PARTITIONS, prefix="resume")
     fill(server, topic, 200)
-    consumer = rdkafka_member(server, "resume-group", topic)
+    # Group ids are free text in Kafka (Kafka Connect, Spring and Flink name them so).
+    group = "app:resume/group v1"
+    consumer = rdkafka_member(server, group, topic)
     try:
         seen = []
         wait_until(lambda: poll_into(consumer, seen) or len(seen) >= 200, what="200 records")
@@ -108,7 +110,7 @@ def test_resume_from_committed_offsets_after_restart(server):
     server.restart()
     fill(server, topic, 100)  # values 0..99 again, now at offsets 50..74 of each partition
 
-    resumed = rdkafka_member(server, "resume-group", topic)
+    resumed = rdkafka_member(server, group, topic)
     try:
         again = []
         wait_until(lambda: poll_into(resumed, again) or len(again) >= 100, what="the 100 new records")

@@ -5,6 +5,12 @@
 //! group's coordinator when the group is created or configured, and read by every shard at
 //! startup. Membership is not durable: members rejoin after a restart, as in Kafka.
 //!
+//! Group names are Kafka's group ids, which may hold any character (`app:orders`,
+//! `team/job 7`), so the file name is the name percent-encoded: the bytes of
+//! `[a-zA-Z0-9._-]` stand for themselves (so names of topic characters, the only ones earlier
+//! builds took, keep their files), every other byte is `%XX` in upper-case hex, and the names
+//! `.` and `..` are written `%2E` and `%2E%2E`.
+//!
 //! ```text
 //! kind = share
 //! lock_ms = 30000
@@ -27,8 +33,9 @@ pub(crate) const GROUPS_DIR_NAME: &str = "~groups";
 const GROUP_FILE_SUFFIX: &str = ".group";
 /// Longest file name Linux file systems take (NAME_MAX).
 const FILE_NAME_BYTES_MAX: usize = 255;
-/// Longest group name: the group's file is written as `<name>.group.tmp`, then renamed, and
-/// that name must fit a directory entry (Kafka's 249 for topics would not).
+/// Longest encoded group name (see the module comment): the group's file is written as
+/// `<encoded name>.group.tmp`, then renamed, and that name must fit a directory entry. A name
+/// of topic characters may be this long; others are shorter by two bytes per byte encoded.
 pub(crate) const GROUP_NAME_BYTES_MAX: usize =
     FILE_NAME_BYTES_MAX - GROUP_FILE_SUFFIX.len() - ".tmp".len();
 /// Default lock duration of acquired share records.
@@ -107,8 +114,10 @@ pub(crate) struct GroupMeta {
     pub(crate) share: ShareConfig,
 }
 
-/// Checks a group name: 1 to [`GROUP_NAME_BYTES_MAX`] (245) characters of `[a-zA-Z0-9._-]`,
-/// not `.` or `..` (the topic rules, which keep group file names safe).
+/// Checks a group name: not empty, no control characters (they would break the lines of
+/// `ringlog group` and of logs), and short enough that its file name (see the module comment)
+/// is at most [`GROUP_NAME_BYTES_MAX`] (245) bytes. Any other character is allowed, as Kafka
+/// allows any group id.
 pub(crate) fn validate_group_name(name: &str) -> Result<(), Failure> {
     let invalid = |reason: &str| {
         Err(Failure::new(
@@ -119,19 +128,77 @@ pub(crate) fn validate_group_name(name: &str) -> Result<(), Failure> {
     if name.is_empty() {
         return invalid("empty");
     }
-    if name.len() > GROUP_NAME_BYTES_MAX {
-        return invalid(&format!("longer than {GROUP_NAME_BYTES_MAX} characters"));
+    if name.chars().any(char::is_control) {
+        return invalid("control characters are not allowed");
     }
-    if name == "." || name == ".." {
-        return invalid("'.' and '..' are reserved");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    let file_name_bytes = encoded_len(name);
+    if file_name_bytes > GROUP_NAME_BYTES_MAX {
+        return invalid(&format!(
+            "its file name would take {file_name_bytes} bytes, more than {GROUP_NAME_BYTES_MAX} \
+             (each byte outside [a-zA-Z0-9._-] takes three)"
+        ));
     }
     Ok(())
+}
+
+/// Whether `byte` stands for itself in a group's file name.
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
+}
+
+/// Whether every byte of `name` is written as `%XX` in its file name: `.` and `..` would name
+/// directories.
+fn is_all_encoded(name: &str) -> bool {
+    name == "." || name == ".."
+}
+
+/// Length in bytes of `name` percent-encoded.
+fn encoded_len(name: &str) -> usize {
+    let all = is_all_encoded(name);
+    name.bytes()
+        .map(|byte| if is_plain(byte) && !all { 1 } else { 3 })
+        .sum()
+}
+
+/// The file name stem of group `name`: `name` percent-encoded (see the module comment).
+fn encode(name: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let all = is_all_encoded(name);
+    let mut encoded = String::with_capacity(encoded_len(name));
+    for byte in name.bytes() {
+        if is_plain(byte) && !all {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push('%');
+            encoded.push(char::from(HEX[usize::from(byte >> 4)]));
+            encoded.push(char::from(HEX[usize::from(byte & 0xF)]));
+        }
+    }
+    encoded
+}
+
+/// The group name a file name stem stands for; `None` when the stem is not what [`encode`]
+/// writes for a valid name (a stray file).
+fn decode(stem: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(stem.len());
+    let mut rest = stem.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    let name = String::from_utf8(bytes).ok()?;
+    (validate_group_name(&name).is_ok() && encode(&name) == stem).then_some(name)
+}
+
+/// Path of group `name`'s file.
+fn file_path(data_dir: &Path, name: &str) -> PathBuf {
+    groups_dir(data_dir).join(format!("{}{GROUP_FILE_SUFFIX}", encode(name)))
 }
 
 /// The file text of a group.
@@ -198,17 +265,15 @@ pub(crate) fn load_all(data_dir: &Path, in_flight_default: u32) -> Vec<(String, 
         let Some(name) = file_name
             .to_str()
             .and_then(|name| name.strip_suffix(GROUP_FILE_SUFFIX))
+            .and_then(decode)
         else {
             continue;
         };
-        if validate_group_name(name).is_err() {
-            continue;
-        }
         let parsed = std::fs::read_to_string(entry.path())
             .ok()
             .and_then(|text| parse_file(&text, in_flight_default));
         match parsed {
-            Some(meta) => groups.push((name.to_string(), meta)),
+            Some(meta) => groups.push((name, meta)),
             None => {
                 tracing::warn!(path = %entry.path().display(), "skipping unreadable group file")
             }
@@ -226,16 +291,13 @@ pub(crate) async fn store(data_dir: &Path, name: &str, meta: &GroupMeta) -> std:
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error),
     }
-    let path = dir.join(format!("{name}{GROUP_FILE_SUFFIX}"));
-    fs::write_file_atomic(&path, file_text(meta).as_bytes()).await
+    fs::write_file_atomic(&file_path(data_dir, name), file_text(meta).as_bytes()).await
 }
 
 /// Removes a deleted group's file durably (a missing file is already removed).
 pub(crate) async fn remove(data_dir: &Path, name: &str) -> std::io::Result<()> {
-    let dir = groups_dir(data_dir);
-    let path = dir.join(format!("{name}{GROUP_FILE_SUFFIX}"));
-    match fs::remove_file(&path).await {
-        Ok(()) => fs::sync_dir(&dir).await,
+    match fs::remove_file(&file_path(data_dir, name)).await {
+        Ok(()) => fs::sync_dir(&groups_dir(data_dir)).await,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(error),
     }
@@ -262,9 +324,47 @@ mod tests {
     }
 
     #[test]
+    fn file_names_stand_for_their_group_names_alone() {
+        let cases = [
+            ("orders.v1_A-b", "orders.v1_A-b"),
+            ("app:orders", "app%3Aorders"),
+            ("team/job 7", "team%2Fjob%207"),
+            ("%41", "%2541"),
+            ("grü", "gr%C3%BC"),
+            (".", "%2E"),
+            ("..", "%2E%2E"),
+            ("...", "..."),
+        ];
+        for (name, stem) in cases {
+            assert_eq!(encode(name), stem);
+            assert_eq!(encoded_len(name), stem.len());
+            assert_eq!(decode(stem).as_deref(), Some(name));
+        }
+        // Stems encode would not write: lower-case hex, encoded plain bytes, a cut escape,
+        // bad UTF-8, a control character, and the names of directories.
+        for stray in ["app%3aorders", "%61", "a%3", "%FF", "a%0Ab", ".", "..", ""] {
+            assert_eq!(decode(stray), None, "{stray:?}");
+        }
+    }
+
+    #[test]
     fn names_and_ranges() {
-        assert!(validate_group_name("orders.v1_A-b").is_ok());
-        for bad in ["", ".", "a/b", "a b", &"x".repeat(250)] {
+        for good in [
+            "orders.v1_A-b",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "app:orders",
+            "grüße",
+            "%41",
+        ] {
+            assert!(validate_group_name(good).is_ok(), "{good:?}");
+        }
+        let longest_encoded = format!("{}:", "x".repeat(GROUP_NAME_BYTES_MAX - 3));
+        assert!(validate_group_name(&longest_encoded).is_ok());
+        let too_long_encoded = format!("{}:", "x".repeat(GROUP_NAME_BYTES_MAX - 2));
+        for bad in ["", "a\nb", "\u{7f}", &"x".repeat(250), &too_long_encoded] {
             assert!(validate_group_name(bad).is_err(), "{bad:?}");
         }
         let mut config = ShareConfig::with_defaults(2000);
