@@ -80,7 +80,9 @@ pub(crate) struct Accumulator {
     pool: Vec<Vec<u8>>,
     /// Scratch for `take_sendable`: partitions that must not be sent past this round.
     blocked: Vec<bool>,
-    /// Scratch for `take_sendable`: batches in flight per partition.
+    /// Scratch for `close_lingered`: partitions with a batch waiting in `ready`.
+    queued: Vec<bool>,
+    /// Scratch for `take_sendable` and `close_lingered`: batches in flight per partition.
     in_flight_batches: Vec<usize>,
     /// Producer id, epoch and sequence numbers (off unless `set_identity` turned it on).
     idempotence: Idempotence,
@@ -123,6 +125,7 @@ impl Accumulator {
             sticky: StickyPartitioner::new(partitions),
             pool: Vec::new(),
             blocked: vec![false; slots],
+            queued: vec![false; slots],
             in_flight_batches: vec![0; slots],
             idempotence: Idempotence::new(partitions),
             buffered_bytes: 0,
@@ -195,6 +198,7 @@ impl Accumulator {
         let slots = partitions as usize;
         self.open.resize_with(slots, || None);
         self.blocked.resize(slots, false);
+        self.queued.resize(slots, false);
         self.in_flight_batches.resize(slots, 0);
         self.idempotence.grow(partitions);
         self.sticky.grow(partitions);
@@ -399,24 +403,67 @@ impl Accumulator {
         }
     }
 
-    /// Closes open batches whose linger time passed (all of them while flushing or closing).
-    /// Returns the earliest time another one will be due.
+    /// Closes open batches whose linger time passed and that could be sent now (all of them
+    /// while flushing or closing). Returns the earliest time another one will be due.
+    ///
+    /// A batch past its linger that could not be sent now (no request slot free, an earlier
+    /// batch of its partition still queued, or the partition's idempotence window full) stays
+    /// open and keeps taking records, as in Kafka's producer: closed, it would queue behind
+    /// the others, and under load a linger of 0 would then turn every wake-up of the sender
+    /// into a batch of a few records, each costing the partition a slot of its window and the
+    /// server a write. The sender is woken when a request completes, and closes it then.
     pub(crate) fn close_lingered(&mut self, now: Instant) -> Option<Instant> {
         let linger = Duration::from_millis(self.config.linger_ms);
         let close_all = self.flushing > 0 || self.closing;
+        if !close_all {
+            self.count_queued_and_in_flight();
+        }
+        let slot_free = self.can_send();
+        let idempotent = self.idempotence.identity().is_some();
         let mut next_due: Option<Instant> = None;
         for slot in 0..self.open.len() {
             let Some(open) = &self.open[slot] else {
                 continue;
             };
             let due = open.opened_at + linger;
-            if close_all || due <= now {
+            if close_all {
                 self.close_open(slot);
+            } else if due <= now {
+                let window_full = idempotent
+                    && self.in_flight_batches[slot]
+                        >= self.idempotence.in_flight_batches_max(open.partition);
+                if slot_free && !self.queued[slot] && !window_full {
+                    self.close_open(slot);
+                }
             } else {
                 next_due = Some(next_due.map_or(due, |next| next.min(due)));
             }
         }
         next_due
+    }
+
+    /// Fills the `queued` and `in_flight_batches` scratch from the queue and the requests in
+    /// flight.
+    fn count_queued_and_in_flight(&mut self) {
+        self.queued.fill(false);
+        for batch in &self.ready {
+            if let Some(queued) = self.queued.get_mut(batch.partition as usize) {
+                *queued = true;
+            }
+        }
+        self.count_in_flight_batches();
+    }
+
+    /// Fills the `in_flight_batches` scratch from the requests in flight.
+    fn count_in_flight_batches(&mut self) {
+        self.in_flight_batches.fill(0);
+        for flight in &self.in_flight {
+            for batch in &flight.batches {
+                if let Some(count) = self.in_flight_batches.get_mut(batch.partition as usize) {
+                    *count += 1;
+                }
+            }
+        }
     }
 
     /// Room for another request in flight?
@@ -430,14 +477,7 @@ impl Accumulator {
     /// overtake each other. Batches sent for the first time are sequenced here.
     pub(crate) fn take_sendable(&mut self, now: Instant) -> Vec<ReadyBatch> {
         self.blocked.fill(false);
-        self.in_flight_batches.fill(0);
-        for flight in &self.in_flight {
-            for batch in &flight.batches {
-                if let Some(count) = self.in_flight_batches.get_mut(batch.partition as usize) {
-                    *count += 1;
-                }
-            }
-        }
+        self.count_in_flight_batches();
         let idempotent = self.idempotence.identity().is_some();
         let holding_new = self.idempotence.holds_new_batches();
         let mut taken: Vec<ReadyBatch> = Vec::new();
@@ -816,6 +856,13 @@ mod tests {
         }
     }
 
+    /// Closes every open batch, as a flush does, whatever could be sent now.
+    fn close_every_batch(acc: &mut Accumulator) {
+        acc.flushing += 1;
+        acc.close_lingered(Instant::now());
+        acc.flushing -= 1;
+    }
+
     fn value(n: usize) -> Vec<u8> {
         vec![b'v'; n]
     }
@@ -910,6 +957,40 @@ mod tests {
         assert_eq!(acc.buffered_bytes, 0);
     }
 
+    /// Kafka's linger: a batch past its linger that cannot be sent stays open and keeps
+    /// taking records, so a producer with linger 0 under load sends few large batches, not a
+    /// queue of one-record batches (before: five batches of one record here).
+    #[test]
+    fn a_lingered_batch_that_cannot_be_sent_stays_open_and_grows() {
+        let config = ProducerConfig {
+            linger_ms: 0,
+            in_flight_requests_max: 1,
+            batch_bytes_max: 10_000,
+            ..config()
+        };
+        let mut acc = Accumulator::new(config, 1);
+        let now = Instant::now();
+        let v = value(40);
+        acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
+        assert_eq!(acc.close_lingered(now), None);
+        let first = acc.take_sendable(now);
+        assert_eq!(first.len(), 1);
+        acc.add_in_flight(1, first, now);
+        for _ in 0..5 {
+            acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
+            assert_eq!(
+                acc.close_lingered(now),
+                None,
+                "held: no linger deadline to wake for"
+            );
+        }
+        assert!(acc.ready.is_empty());
+        acc.complete_in_flight(1, None, &[Ok(0)], now).unwrap();
+        acc.close_lingered(now);
+        let second = acc.take_sendable(now);
+        assert_eq!(second.iter().map(|b| b.records).collect::<Vec<_>>(), [5]);
+    }
+
     #[test]
     fn a_metadata_refresh_grows_the_partitions_and_never_shrinks_them() {
         let config = ProducerConfig {
@@ -962,7 +1043,7 @@ mod tests {
             Err(ClientError::InvalidArgument(_))
         ));
         // The empty batch left behind is never sent.
-        acc.close_lingered(Instant::now() + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         assert!(acc.take_sendable(Instant::now()).is_empty());
         assert_eq!(acc.buffered_bytes, 0);
     }
@@ -976,7 +1057,7 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| acc.append(&record, 1, || now).unwrap().0)
             .collect();
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         let first = acc.take_sendable(now);
         assert_eq!(first.len(), 2);
         let first_bytes: Vec<_> = first.iter().map(|b| b.bytes.clone()).collect();
@@ -1020,7 +1101,7 @@ mod tests {
             .append(&ProducerRecord::new(&v).with_partition(1), 1, || now)
             .unwrap()
             .0;
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         let batches = acc.take_sendable(now);
         assert_eq!(batches.len(), 2, "two partitions share one request");
         acc.add_in_flight(3, batches, now);
@@ -1053,7 +1134,7 @@ mod tests {
         for _ in 0..6 {
             acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         }
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         // Three ~159-byte batches; only one fits 250 bytes per request.
         assert_eq!(acc.take_sendable(now).len(), 1);
         assert_eq!(acc.take_sendable(now).len(), 1);
@@ -1087,7 +1168,7 @@ mod tests {
         for _ in 0..6 {
             acc.append(&ProducerRecord::new(&v), 1, || now).unwrap();
         }
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         acc
     }
 
@@ -1223,7 +1304,7 @@ mod tests {
             )
             .unwrap();
         }
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         let batches = acc.take_sendable(now);
         assert_eq!(batches.len(), 2);
         acc.add_in_flight(1, batches, now);
@@ -1232,7 +1313,7 @@ mod tests {
             .unwrap();
         acc.append(&ProducerRecord::new(&v).with_partition(1), 1, || now)
             .unwrap();
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         // New batches wait for the bump, which is due at once (nothing in flight).
         assert!(acc.take_sendable(now).is_empty());
         assert!(acc.epoch_bump_due());
@@ -1326,7 +1407,7 @@ mod tests {
             .append(&ProducerRecord::new(&v).with_partition(1), 1, || later)
             .unwrap()
             .0;
-        acc.close_lingered(later + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         // Connected: nothing expires, however old.
         let much_later = now + Duration::from_secs(10);
         assert!(!acc.expire_undeliverable(much_later));
@@ -1356,7 +1437,7 @@ mod tests {
         for v in &values {
             acc.append(&ProducerRecord::new(v), 1, || now).unwrap();
         }
-        acc.close_lingered(now + Duration::from_secs(1));
+        close_every_batch(&mut acc);
         let (reader, stream) = connection();
         let generation = acc.link.connected(reader, stream);
         let batches = acc.take_sendable(now);
