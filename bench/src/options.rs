@@ -678,6 +678,8 @@ impl Options {
             when,
             disk: workload != Workload::Net,
             net: workload != Workload::Disk,
+            // Only latency has a floor in them; they cost every CPU for a while.
+            stalls: workload == Workload::E2e,
             disk_bytes,
             net_bytes,
             send_mode: self.send_mode.unwrap_or(SendMode::Auto),

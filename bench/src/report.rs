@@ -284,6 +284,8 @@ mod tests {
             fsync_commits_per_s: Some(1000.0),
             disk_write_p99_us: Some(250.0),
             net_mb_per_s: Some(20.0),
+            stall_delay_p99_us: Some(10.0),
+            stall_delay_p9999_us: Some(900.0),
         }
     }
 
@@ -344,7 +346,9 @@ mod tests {
                 "disk_write_mb_per_s",
                 "disk_write_p99_us",
                 "fsync_commits_per_s",
-                "net_mb_per_s"
+                "net_mb_per_s",
+                "stall_delay_p9999_us",
+                "stall_delay_p99_us"
             ]
         );
         assert_eq!(value["scenario"], "produce");

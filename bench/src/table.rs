@@ -95,7 +95,7 @@ fn render_reference_rows(config: &RunConfig, references: &References) -> String 
     let before = references.before.as_ref().map(|set| set.figures());
     let after = references.after.as_ref().map(|set| set.figures());
     let mean = references.figures();
-    let rows: [(String, PickFigure); 5] = [
+    let rows: [(String, PickFigure); 7] = [
         ("disk write MB/s".into(), |figures| {
             figures.disk_write_mb_per_s
         }),
@@ -117,6 +117,12 @@ fn render_reference_rows(config: &RunConfig, references: &References) -> String 
             |figures| figures.disk_write_p99_us,
         ),
         ("loopback TCP MB/s".into(), |figures| figures.net_mb_per_s),
+        ("CPU stall p99 us (the e2e floor)".into(), |figures| {
+            figures.stall_delay_p99_us
+        }),
+        ("CPU stall p99.99 us (the e2e floor)".into(), |figures| {
+            figures.stall_delay_p9999_us
+        }),
     ];
     let mut text = String::new();
     let _ = writeln!(
@@ -157,6 +163,16 @@ fn render_reference_rows(config: &RunConfig, references: &References) -> String 
     }
     for note in notes {
         let _ = writeln!(text, "  note: {note}");
+    }
+    // The stalls differ from one measurement to the next: each says when it was taken.
+    for (when, set) in [("before", &references.before), ("after", &references.after)] {
+        let stall_notes = set
+            .iter()
+            .flat_map(|set| &set.stalls)
+            .flat_map(|s| &s.notes);
+        for note in stall_notes {
+            let _ = writeln!(text, "  note: {when}: {note}");
+        }
     }
     text
 }
@@ -579,6 +595,7 @@ pub(crate) mod tests {
                 ring_setup: None,
                 notes: vec!["a note".into()],
             }),
+            stalls: None,
         };
         let references = References {
             before: Some(net(4000)),

@@ -125,8 +125,25 @@ pub fn render_targets(rows: &[SummaryRow]) -> String {
             target.describe(),
             figure
         );
+        if let Some(floor) = latency_floor(&row.report) {
+            let _ = writeln!(text, "  {:<18} {floor}", "");
+        }
     }
     text
+}
+
+/// For a latency target, what this machine's CPU stalls alone cost at the same percentiles
+/// (the stall reference of the run), so a miss can be told from a machine that allows no hit.
+fn latency_floor(report: &Report) -> Option<String> {
+    if !matches!(Target::of(report), Some(Target::LatencyAtMost { .. })) {
+        return None;
+    }
+    let reference = &report.reference;
+    let p99 = reference.stall_delay_p99_us?;
+    let p9999 = reference.stall_delay_p9999_us?;
+    Some(format!(
+        "(this machine's CPU stalls alone: p99 {p99:.0} us, p99.99 {p9999:.0} us)"
+    ))
 }
 
 #[cfg(test)]
@@ -158,6 +175,8 @@ mod tests {
         let mut e2e = report("e2e", None);
         e2e.latency_us.p99 = 900;
         e2e.latency_us.p9999 = 6_000;
+        e2e.reference.stall_delay_p99_us = Some(12.0);
+        e2e.reference.stall_delay_p9999_us = Some(3_456.0);
         let mut one = report("share", None);
         one.records_per_s = 1_000.0;
         let mut sixteen = report("share", None);
@@ -188,6 +207,10 @@ mod tests {
             "{text}"
         );
         assert!(verdict_of(&text, "e2e").ends_with("MISSED"), "{text}");
+        assert!(
+            text.contains("CPU stalls alone: p99 12 us, p99.99 3456 us"),
+            "{text}"
+        );
         assert!(verdict_of(&text, "share-16").contains("12.5x"), "{text}");
         assert!(verdict_of(&text, "share-16").ends_with(" met"), "{text}");
         assert!(

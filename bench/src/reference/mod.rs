@@ -1,12 +1,15 @@
 //! This machine's own limits, measured with io_uring directly in the same run as a scenario:
-//! raw O_DIRECT disk throughput and commit rate ([`disk`]) and loopback TCP ([`net`]).
+//! raw O_DIRECT disk throughput and commit rate ([`disk`]) and loopback TCP ([`net`]); for the
+//! `e2e` scenario also how long the machine keeps its CPUs from running ([`stalls`]).
 //!
-//! Every scenario report divides ringlog's throughput by one of these (the `ratio`).
+//! Every scenario report divides ringlog's throughput by one of these (the `ratio`); `e2e`
+//! shows its latency beside the floors the disk and the stalls set.
 
 pub mod aligned_buf;
 pub mod disk;
 pub mod net;
 pub mod ring;
+pub mod stalls;
 
 use std::io;
 use std::path::Path;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use self::disk::{DiskConfig, DiskReference};
 use self::net::{NetConfig, NetReference, SendMode};
+use self::stalls::StallReference;
 
 /// When the references are measured around a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,6 +41,8 @@ pub struct ReferencePlan {
     pub disk: bool,
     /// Measure the net reference.
     pub net: bool,
+    /// Measure the stall reference (for latency scenarios).
+    pub stalls: bool,
     /// Size of the disk reference's file.
     pub disk_bytes: u64,
     /// Bytes each net reference run sends.
@@ -97,6 +103,8 @@ pub struct ReferenceSet {
     pub disk: Option<DiskReference>,
     /// The net reference, if measured.
     pub net: Option<NetReference>,
+    /// The stall reference, if measured.
+    pub stalls: Option<StallReference>,
 }
 
 impl ReferenceSet {
@@ -111,7 +119,14 @@ impl ReferenceSet {
                 .as_ref()
                 .map(|disk| disk.commits.write_latency.value_at_quantile_us(0.99) as f64),
             net_mb_per_s: self.net.as_ref().and_then(NetReference::best_mb_per_s),
+            stall_delay_p99_us: self.stall_delay_us(0.99),
+            stall_delay_p9999_us: self.stall_delay_us(0.9999),
         }
+    }
+
+    fn stall_delay_us(&self, quantile: f64) -> Option<f64> {
+        let stalls = self.stalls.as_ref()?;
+        Some(stalls.delay_at_quantile(quantile).as_secs_f64() * 1e6)
     }
 }
 
@@ -129,6 +144,12 @@ pub struct ReferenceFigures {
     pub disk_write_p99_us: Option<f64>,
     /// Loopback TCP through io_uring, MB/s (the faster send mode).
     pub net_mb_per_s: Option<f64>,
+    /// 99th percentile of the wait, for a record needing the worst CPU at a random instant,
+    /// for the machine to run that CPU again (see [`stalls`]), in microseconds: the floor
+    /// its stalls set under end-to-end latency.
+    pub stall_delay_p99_us: Option<f64>,
+    /// The same at the 99.99th percentile.
+    pub stall_delay_p9999_us: Option<f64>,
 }
 
 impl ReferenceFigures {
@@ -140,6 +161,8 @@ impl ReferenceFigures {
             fsync_commits_per_s: mean(self.fsync_commits_per_s, other.fsync_commits_per_s),
             disk_write_p99_us: mean(self.disk_write_p99_us, other.disk_write_p99_us),
             net_mb_per_s: mean(self.net_mb_per_s, other.net_mb_per_s),
+            stall_delay_p99_us: mean(self.stall_delay_p99_us, other.stall_delay_p99_us),
+            stall_delay_p9999_us: mean(self.stall_delay_p9999_us, other.stall_delay_p9999_us),
         }
     }
 }
@@ -178,6 +201,13 @@ pub fn measure(
     dir: &Path,
     commit_bytes: u32,
 ) -> Result<ReferenceSet, ReferenceError> {
+    // Stalls first: the disk reference leaves the host writing back a gigabyte or more,
+    // which would be counted as this machine's stalls.
+    let stalls = if plan.stalls {
+        Some(stalls::measure(stalls::STALL_TIME)?)
+    } else {
+        None
+    };
     let disk = if plan.disk {
         Some(disk::measure(&DiskConfig::new(
             dir.to_path_buf(),
@@ -195,7 +225,7 @@ pub fn measure(
     } else {
         None
     };
-    Ok(ReferenceSet { disk, net })
+    Ok(ReferenceSet { disk, net, stalls })
 }
 
 #[cfg(test)]
@@ -210,6 +240,8 @@ mod tests {
             fsync_commits_per_s: Some(10.0),
             disk_write_p99_us: None,
             net_mb_per_s: None,
+            stall_delay_p99_us: Some(100.0),
+            stall_delay_p9999_us: None,
         };
         let after = ReferenceFigures {
             disk_write_mb_per_s: Some(200.0),
@@ -217,6 +249,8 @@ mod tests {
             fsync_commits_per_s: None,
             disk_write_p99_us: Some(300.0),
             net_mb_per_s: None,
+            stall_delay_p99_us: Some(300.0),
+            stall_delay_p9999_us: None,
         };
         let mean = before.mean(&after);
         assert_eq!(mean.disk_write_mb_per_s, Some(150.0));
@@ -224,6 +258,8 @@ mod tests {
         assert_eq!(mean.fsync_commits_per_s, Some(10.0));
         assert_eq!(mean.disk_write_p99_us, Some(300.0));
         assert_eq!(mean.net_mb_per_s, None);
+        assert_eq!(mean.stall_delay_p99_us, Some(200.0));
+        assert_eq!(mean.stall_delay_p9999_us, None);
         assert_eq!(References::default().figures(), ReferenceFigures::default());
     }
 }
