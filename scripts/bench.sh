@@ -88,7 +88,7 @@ run 11-produce-100b produce --record-size 100 --partitions 4 --linger-ms 5 --pro
     --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 run 20-consume-hot consume --record-size 1KiB --duration-s "$CONSUME_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 run 21-consume-cold consume --record-size 1KiB --total-bytes "$COLD_BYTES" --cold "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
-run 30-e2e-100mb e2e --record-size 1KiB --rate-mb-per-s 100 \
+run 30-e2e-100mb e2e --record-size 1KiB --rate-mb-per-s 100 --produce-with producer \
     --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 run 40-fanout-10 fanout --record-size 1KiB --groups 10 --duration-s "$DURATION_S" "${DIR_ARGS[@]}" "${EXTRA_ARGS[@]}"
 share_index=0
