@@ -21,7 +21,8 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use ringlog_net::client::Client;
+use ringlog_net::client::{Client, GroupConsumer, GroupConsumerConfig};
+use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::list_offsets::OffsetSpec;
 use ringlog_net::message::offset_commit::{CommitTopic, PartitionOffset};
 use ringlog_net::message::TopicPartitions;
@@ -37,6 +38,7 @@ const INVALID_SESSION_TIMEOUT: i16 = 26;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const GROUP_MAX_SIZE_REACHED: i16 = 81;
 /// The leader ringlog names: no member, so every member is a follower.
 const SERVER_LEADER: &str = "ringlog-server-assignor";
 
@@ -379,6 +381,36 @@ fn subscribed_topics_are_assigned_once_created_and_given_up_once_deleted() {
     let member_id = joined.member_id.as_str();
     let joined = join_topics(&mut kafka, "kg", member_id, &["present", "later"]);
     assert_eq!(sync_topics(&mut kafka, "kg", &joined), (0, vec![present]));
+}
+
+/// A new member of a group at `group_members_max` is refused with Kafka's
+/// GROUP_MAX_SIZE_REACHED, which clients treat as final; before, it got the native Throttled,
+/// answered as NOT_ENOUGH_REPLICAS, which a JoinGroup never expects.
+#[test]
+fn a_member_beyond_group_members_max_gets_group_max_size_reached() {
+    let server = TestServer::start_with(|config| config.group_members_max = 1);
+    let mut a = server.kafka();
+    assert_eq!(a.create_topic("capped", 2, &[]), 0);
+    let joined_a = join(&mut a, "capped-group", "", "capped");
+    assert_eq!(joined_a.error_code, 0);
+    let mut b = server.kafka();
+    let refused = join(&mut b, "capped-group", "", "capped");
+    assert_eq!(refused.error_code, GROUP_MAX_SIZE_REACHED);
+    // The member already in the group is untouched.
+    assert_eq!(sync(&mut a, "capped-group", &joined_a), (0, vec![0, 1]));
+    assert_eq!(heartbeat(&mut a, "capped-group", &joined_a), 0);
+    // A native member is refused with GroupFull at its first poll (which joins).
+    let mut native = GroupConsumer::subscribe(
+        server.handle.local_addr(),
+        "capped-group",
+        "capped",
+        GroupConsumerConfig::default(),
+    )
+    .unwrap();
+    let Err(error) = native.poll(Duration::from_secs(5)) else {
+        panic!("a member joined a full group");
+    };
+    assert_eq!(error.code(), Some(ErrorCode::GroupFull), "{error}");
 }
 
 #[test]

@@ -72,10 +72,13 @@ pub enum ErrorCode {
     /// header claims offsets its records cannot hold, or it is a control batch (the server
     /// writes those) or a transactional one (transactions are not supported).
     InvalidRecord = 28,
+    /// JoinGroup from a new member of a consumer group that already has `group_members_max`
+    /// members (Kafka's GROUP_MAX_SIZE_REACHED).
+    GroupFull = 29,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 29] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 30] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -105,6 +108,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 29] = [
     ErrorCode::InvalidGroupKind,
     ErrorCode::InvalidTimestamp,
     ErrorCode::InvalidRecord,
+    ErrorCode::GroupFull,
 ];
 
 impl ErrorCode {
@@ -174,6 +178,7 @@ impl ErrorCode {
             ErrorCode::InvalidGroupKind => "InvalidGroupKind",
             ErrorCode::InvalidTimestamp => "InvalidTimestamp",
             ErrorCode::InvalidRecord => "InvalidRecord",
+            ErrorCode::GroupFull => "GroupFull",
         }
     }
 }

@@ -30,9 +30,16 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server.
     pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a server with `change` made to the test configuration.
+    pub fn start_with(change: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        let mut config = Self::config(dir.path());
+        change(&mut config);
         TestServer {
-            handle: Server::start(Self::config(dir.path())).unwrap(),
+            handle: Server::start(config).unwrap(),
             _dir: dir,
         }
     }

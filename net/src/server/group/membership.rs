@@ -139,7 +139,7 @@ impl Membership {
         let member_id = if join.member_id.is_empty() {
             if self.members.len() >= members_max {
                 return Err(Failure::new(
-                    ErrorCode::Throttled,
+                    ErrorCode::GroupFull,
                     format!("the group already has {members_max} members, the most allowed"),
                 ));
             }
@@ -533,7 +533,7 @@ mod tests {
         };
         assert_eq!(
             group.join(join, now, 10).unwrap_err().code,
-            ErrorCode::Throttled
+            ErrorCode::GroupFull
         );
     }
 }

@@ -45,6 +45,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::ShuttingDown => ResponseError::NotLeaderOrFollower,
         ErrorCode::GroupNotEmpty => ResponseError::NonEmptyGroup,
         ErrorCode::InvalidGroupKind => ResponseError::InconsistentGroupProtocol,
+        ErrorCode::GroupFull => ResponseError::GroupMaxSizeReached,
         _ => ResponseError::UnknownServerError,
     }
 }
