@@ -10,6 +10,7 @@ use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
 use super::connection::ConnectionConfig;
 use super::error::ClientError;
+use super::links::{LinkState, Links, RoutesOverLinks};
 use super::select::ResponseSelect;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -130,35 +131,20 @@ struct Assigned {
     link: usize,
 }
 
-/// One connection of a consumer and the fetch on its way over it, if any.
-#[derive(Debug)]
-struct Link {
-    /// The server's shard this connection was steered to; `None` for the first connection
-    /// (wherever it landed).
-    shard: Option<u16>,
-    client: Client,
+/// What a consumer keeps per link: the fetch on its way over it, if any, and when it may
+/// fetch again.
+#[derive(Debug, Default)]
+pub(super) struct FetchState {
+    /// The fetch on its way over the link.
     in_flight: Option<InFlight>,
     /// No fetch is sent before then: its last answer held only retriable errors.
     retry_at: Option<Instant>,
-    /// The connection failed (or its fetch went unanswered too long): it waits to be
-    /// replaced by a new one.
-    failed: bool,
 }
 
-impl Link {
-    fn new(shard: Option<u16>, client: Client) -> Self {
-        Self {
-            shard,
-            client,
-            in_flight: None,
-            retry_at: None,
-            failed: false,
-        }
-    }
-
-    /// Whether the connection can still carry requests.
-    fn is_up(&self) -> bool {
-        !self.failed && self.client.connection_ref().broken().is_none()
+/// A failed connection's fetch is forgotten: the positions did not move.
+impl LinkState for FetchState {
+    fn forget_in_flight(&mut self) {
+        self.in_flight = None;
     }
 }
 
@@ -219,13 +205,12 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Consumer {
     /// Connections: the first is the one `connect` made (it also serves ListOffsets and
-    /// Metadata); the others go to shards owning assigned partitions.
-    links: Vec<Link>,
+    /// Metadata); the others go to shards owning assigned partitions. They also
+    /// keep whether `Assigned::link` follows the current assignment.
+    links: Links<FetchState>,
     config: ConsumerConfig,
     topic: String,
     assigned: Vec<Assigned>,
-    /// Whether `Assigned::link` follows the current assignment.
-    routed: bool,
     /// The last fetch response and the link it came from, which the records of the last poll
     /// borrow.
     last: Option<(usize, FetchResult)>,
@@ -239,29 +224,22 @@ pub struct Consumer {
     /// Polls so far: fetches sent by the current one are waited for past its timeout, as
     /// long as their own long poll allows (so `poll(Duration::ZERO)` makes one round trip).
     polls: u64,
-    /// The server's addresses, resolved once by `connect`: failed connections are made
-    /// again to them.
-    addrs: Vec<SocketAddr>,
-    /// When failed links are connected again (and the partitions routed again).
-    reconnect: ReconnectSchedule,
 }
 
 impl Consumer {
     /// Connects; assign partitions before polling.
     pub fn connect(addr: impl ToSocketAddrs, config: ConsumerConfig) -> Result<Self, ClientError> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let client = Client::connect_with(addrs.as_slice(), config.connection)?;
+        let reconnect = ReconnectSchedule::from_ms(
+            u64::from(config.reconnect_backoff_ms),
+            u64::from(config.reconnect_backoff_max_ms),
+        );
+        let links = Links::connect(addrs, config.connection, reconnect)?;
         Ok(Self {
-            links: vec![Link::new(None, client)],
-            addrs,
-            reconnect: ReconnectSchedule::from_ms(
-                u64::from(config.reconnect_backoff_ms),
-                u64::from(config.reconnect_backoff_max_ms),
-            ),
+            links,
             config,
             topic: String::new(),
             assigned: Vec::new(),
-            routed: false,
             last: None,
             fetch_starts: Vec::new(),
             fetch_partitions: Vec::new(),
@@ -289,11 +267,11 @@ impl Consumer {
         self.assigned.sort_by_key(|a| a.partition);
         self.assigned.dedup_by_key(|a| a.partition);
         self.last = None;
-        self.routed = false;
+        self.links.invalidate_routing();
         // A fetch sent for the old assignment names the old topic: its answer must not be
         // taken for the new one at the same partitions and offsets.
-        for link in &mut self.links {
-            if let Some(in_flight) = link.in_flight.take() {
+        for link in self.links.iter_mut() {
+            if let Some(in_flight) = link.state.in_flight.take() {
                 link.client.abandon_fetch(in_flight.pending);
             }
         }
@@ -393,7 +371,7 @@ impl Consumer {
         }
         let mut first_round = true;
         loop {
-            if self.rebuild_due() {
+            if self.links.rebuild_due() {
                 self.rebuild()?;
             }
             if self.links[0].is_up() {
@@ -408,13 +386,13 @@ impl Consumer {
             }
             first_round = false;
             let Some(index) = self.wait_for_answer(deadline)? else {
-                if Instant::now() < deadline && (self.retry_due() || self.rebuild_due()) {
+                if Instant::now() < deadline && (self.retry_due() || self.links.rebuild_due()) {
                     continue;
                 }
                 break;
             };
             let link = &mut self.links[index];
-            let Some(in_flight) = link.in_flight.take() else {
+            let Some(in_flight) = link.state.in_flight.take() else {
                 return Err(ClientError::UnexpectedResponse(
                     "a connection without a fetch on its way was ready".to_owned(),
                 ));
@@ -426,7 +404,7 @@ impl Consumer {
                     continue;
                 }
             };
-            self.reconnect.succeeded();
+            self.links.connection_worked();
             self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
             let (got_records, failed_retriably) = self.apply_fetch(&result)?;
             if got_records {
@@ -436,7 +414,7 @@ impl Consumer {
             }
             if failed_retriably {
                 let backoff = Duration::from_millis(u64::from(self.config.retry_backoff_ms));
-                self.links[index].retry_at = Some(Instant::now() + backoff);
+                self.links[index].state.retry_at = Some(Instant::now() + backoff);
             }
             self.links[index].client.recycle(result);
         }
@@ -454,163 +432,15 @@ impl Consumer {
         &mut self,
         mut call: impl FnMut(&mut Client) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        let fresh = self.reconnect_home()?;
+        let fresh = self.links.reconnect_home()?;
         match call(&mut self.links[0].client) {
             Err(error) if !fresh && !self.links[0].is_up() => {
                 tracing::warn!(%error, "consumer connection failed; connecting again");
-                self.reconnect_home()?;
+                self.links.reconnect_home()?;
                 call(&mut self.links[0].client)
             }
             other => other,
         }
-    }
-
-    /// Replaces the first connection with a new one when it failed; returns whether it did.
-    /// The partitions are routed again: the new connection may be served by another shard.
-    fn reconnect_home(&mut self) -> Result<bool, ClientError> {
-        if self.links[0].is_up() {
-            return Ok(false);
-        }
-        let client = Client::connect_with(self.addrs.as_slice(), self.config.connection)?;
-        self.links[0] = Link::new(None, client);
-        self.routed = false;
-        Ok(true)
-    }
-
-    /// Takes the failure of a call on link `index`. When the connection failed, the link is
-    /// dropped (its fetch forgotten: the positions did not move) to be connected again after
-    /// the backoff, and the poll goes on; any other error is returned.
-    fn link_failed(&mut self, index: usize, error: ClientError) -> Result<(), ClientError> {
-        let link = &mut self.links[index];
-        if !error.is_connection_failure() && link.is_up() {
-            return Err(error);
-        }
-        link.in_flight = None;
-        if !link.failed {
-            link.failed = true;
-            tracing::warn!(
-                %error,
-                topic = %self.topic,
-                shard = ?link.shard,
-                "consumer connection failed; connecting again after a backoff"
-            );
-        }
-        self.schedule_rebuild();
-        Ok(())
-    }
-
-    /// Sets when failed links are connected again, unless a time is set already (links that
-    /// fail together count as one failure of the backoff).
-    fn schedule_rebuild(&mut self) {
-        self.reconnect.failed(Instant::now());
-    }
-
-    /// Whether links must be connected again or the partitions routed, and may be now.
-    fn rebuild_due(&self) -> bool {
-        self.rebuild_needed() && self.reconnect.is_due(Instant::now())
-    }
-
-    fn rebuild_needed(&self) -> bool {
-        !self.routed || self.links.iter().any(|link| !link.is_up())
-    }
-
-    /// Connects failed links again and routes the partitions (again: a restarted server may
-    /// have another shard count). A connection failure is logged and tried again after the
-    /// backoff, meanwhile the links that work go on; other errors are returned.
-    fn rebuild(&mut self) -> Result<(), ClientError> {
-        self.reconnect.attempting();
-        match self.reconnect_and_route() {
-            Ok(()) => Ok(()),
-            Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
-                tracing::warn!(
-                    %error,
-                    topic = %self.topic,
-                    "consumer could not connect again; trying again after a backoff"
-                );
-                self.schedule_rebuild();
-                Ok(())
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn reconnect_and_route(&mut self) -> Result<(), ClientError> {
-        let fresh = self.reconnect_home()?;
-        // The first link is up now, and stays first. Shards whose links failed are
-        // connected again by the routing.
-        self.links.retain(Link::is_up);
-        match self.route() {
-            // The first link had failed unnoticed (it had no fetch on its way).
-            Err(_) if !fresh && !self.links[0].is_up() => {
-                self.reconnect_home()?;
-                self.route()
-            }
-            other => other,
-        }
-    }
-
-    /// Sets which link fetches each assigned partition: the link to the partition's shard
-    /// when `connection_per_shard` and the partitions are spread over several shards
-    /// (connecting to new shards, dropping links no longer needed), else the first one.
-    fn route(&mut self) -> Result<(), ClientError> {
-        for assigned in &mut self.assigned {
-            assigned.link = 0;
-        }
-        let shards = if self.config.connection_per_shard {
-            self.owning_shards()?
-        } else {
-            Vec::new()
-        };
-        let spread = shards.windows(2).any(|pair| pair[0] != pair[1]);
-        let mut kept = vec![self.links.swap_remove(0)];
-        let outcome = if spread {
-            self.route_to_shards(&mut kept, &shards)
-        } else {
-            Ok(())
-        };
-        if outcome.is_err() {
-            // Nothing is lost: every link stays, and the next poll routes again.
-            kept.append(&mut self.links);
-            for assigned in &mut self.assigned {
-                assigned.link = 0;
-            }
-        } else {
-            self.routed = true;
-        }
-        // Links to shards no longer needed close here, with any fetch in flight (none after an
-        // assignment, which abandons them; after a reconnect, their partitions moved).
-        self.links = kept;
-        outcome
-    }
-
-    /// Routes each assigned partition to the link of its shard (`shards`, in `assigned`
-    /// order), moving links from `self.links` to `kept` or connecting new ones.
-    fn route_to_shards(&mut self, kept: &mut Vec<Link>, shards: &[u16]) -> Result<(), ClientError> {
-        let info = kept[0]
-            .client
-            .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
-        kept[0].shard = Some(info.connection_shard);
-        for (assigned, &shard) in self.assigned.iter_mut().zip(shards) {
-            if let Some(index) = kept.iter().position(|link| link.shard == Some(shard)) {
-                assigned.link = index;
-                continue;
-            }
-            let link = match self.links.iter().position(|link| link.shard == Some(shard)) {
-                Some(index) => self.links.swap_remove(index),
-                None => Link::new(
-                    Some(shard),
-                    Client::connect_to_shard(
-                        &kept[0].client,
-                        shard,
-                        info.shard_count,
-                        self.config.connection,
-                    )?,
-                ),
-            };
-            assigned.link = kept.len();
-            kept.push(link);
-        }
-        Ok(())
     }
 
     /// The owning shard of each assigned partition (in `assigned` order), from Metadata; a
@@ -633,7 +463,7 @@ impl Consumer {
     /// (a seek, a reset): their answers would move the positions from the old ones.
     fn drop_stale_fetches(&mut self) {
         for (index, link) in self.links.iter_mut().enumerate() {
-            let Some(in_flight) = &link.in_flight else {
+            let Some(in_flight) = &link.state.in_flight else {
                 continue;
             };
             let current = self
@@ -642,7 +472,7 @@ impl Consumer {
                 .filter(|a| a.link == index)
                 .filter_map(|a| a.position.map(|offset| (a.partition, offset)));
             if !current.eq(in_flight.starts.iter().copied()) {
-                if let Some(in_flight) = link.in_flight.take() {
+                if let Some(in_flight) = link.state.in_flight.take() {
                     link.client.abandon_fetch(in_flight.pending);
                 }
             }
@@ -655,11 +485,13 @@ impl Consumer {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let link = &mut self.links[index];
-            if !link.is_up() || link.in_flight.is_some() || link.retry_at.is_some_and(|at| at > now)
+            if !link.is_up()
+                || link.state.in_flight.is_some()
+                || link.state.retry_at.is_some_and(|at| at > now)
             {
                 continue;
             }
-            link.retry_at = None;
+            link.state.retry_at = None;
             if let Err(error) = self.send_fetch(index, wait) {
                 self.link_failed(index, error)?;
             }
@@ -670,9 +502,12 @@ impl Consumer {
     /// When the first link backing off after retriable errors may fetch again, or failed
     /// links may be connected again, whichever comes first.
     fn next_retry(&self) -> Option<Instant> {
-        let idle = self.links.iter().filter(|link| link.in_flight.is_none());
-        let retry = idle.filter_map(|link| link.retry_at).min();
-        let reconnect = self.reconnect.at().filter(|_| self.rebuild_needed());
+        let idle = self
+            .links
+            .iter()
+            .filter(|link| link.state.in_flight.is_none());
+        let retry = idle.filter_map(|link| link.state.retry_at).min();
+        let reconnect = self.links.rebuild_at();
         retry.into_iter().chain(reconnect).min()
     }
 
@@ -713,7 +548,7 @@ impl Consumer {
             max_bytes: self.config.max_bytes,
             topics: &topics,
         })?;
-        link.in_flight = Some(InFlight {
+        link.state.in_flight = Some(InFlight {
             pending,
             starts,
             due: Instant::now() + Duration::from_millis(u64::from(max_wait_ms)),
@@ -755,7 +590,8 @@ impl Consumer {
             // reconnect may wake it.
             let until = self.wait_until(deadline, request_timeout);
             let waiting = self.links.iter().map(|link| {
-                link.in_flight
+                link.state
+                    .in_flight
                     .as_ref()
                     .map(|_| link.client.connection_ref())
             });
@@ -764,7 +600,7 @@ impl Consumer {
                 break;
             };
             let link = &mut self.links[ready];
-            let Some(in_flight) = &link.in_flight else {
+            let Some(in_flight) = &link.state.in_flight else {
                 return Err(ClientError::UnexpectedResponse(
                     "a connection without a fetch on its way was ready".to_owned(),
                 ));
@@ -781,6 +617,7 @@ impl Consumer {
         let now = Instant::now();
         for index in 0..self.links.len() {
             let late = self.links[index]
+                .state
                 .in_flight
                 .as_ref()
                 .is_some_and(|in_flight| now >= overdue_at(in_flight));
@@ -799,7 +636,7 @@ impl Consumer {
         let until = self
             .links
             .iter()
-            .filter_map(|link| link.in_flight.as_ref())
+            .filter_map(|link| link.state.in_flight.as_ref())
             .filter(|in_flight| in_flight.poll == self.polls)
             .map(|in_flight| in_flight.due + request_timeout)
             .fold(deadline, Instant::max);
@@ -956,6 +793,54 @@ impl Consumer {
 
     fn find(&self, partition: u32) -> Option<&Assigned> {
         self.assigned.iter().find(|a| a.partition == partition)
+    }
+}
+
+/// The consumer's links carry its fetches and serve its assigned partitions.
+impl RoutesOverLinks for Consumer {
+    type State = FetchState;
+
+    /// The consumer's links.
+    fn links_mut(&mut self) -> &mut Links<FetchState> {
+        &mut self.links
+    }
+
+    /// Sets which link fetches each assigned partition: the link to the partition's shard
+    /// when `connection_per_shard` and the partitions are spread over several shards, else
+    /// the first one (without asking for Metadata when `connection_per_shard` is off).
+    fn route_items(&mut self) -> Result<(), ClientError> {
+        for assigned in &mut self.assigned {
+            assigned.link = 0;
+        }
+        let shards = if self.config.connection_per_shard {
+            self.owning_shards()?
+        } else {
+            Vec::new()
+        };
+        let links = self.links.route(&shards)?;
+        for (assigned, link) in self.assigned.iter_mut().zip(links) {
+            assigned.link = link;
+        }
+        Ok(())
+    }
+
+    /// Logs a failed connection with the consumer's topic.
+    fn log_link_failed(&self, error: &ClientError, shard: Option<u16>) {
+        tracing::warn!(
+            %error,
+            topic = %self.topic,
+            shard = ?shard,
+            "consumer connection failed; connecting again after a backoff"
+        );
+    }
+
+    /// Logs a failed attempt to connect again with the consumer's topic.
+    fn log_rebuild_failed(&self, error: &ClientError) {
+        tracing::warn!(
+            %error,
+            topic = %self.topic,
+            "consumer could not connect again; trying again after a backoff"
+        );
     }
 }
 
@@ -1130,6 +1015,7 @@ impl<'a> Iterator for Records<'a> {
 mod tests {
     use super::*;
     use crate::client::fake_server::{Behaviour, FakeServer};
+    use crate::client::links::Link;
     use crate::message::produce::Acks;
     use ringlog_engine::batch::BatchBuilder;
 
@@ -1283,7 +1169,7 @@ mod tests {
         for _ in 0..4 {
             got.extend(self::values(consumer.poll(Duration::from_secs(5)).unwrap()));
             assert!(
-                consumer.links[0].in_flight.is_some(),
+                consumer.links[0].state.in_flight.is_some(),
                 "more is known to be there"
             );
         }
@@ -1297,7 +1183,7 @@ mod tests {
         let got = self::values(consumer.poll(Duration::from_secs(5)).unwrap());
         assert_eq!(got, [(0, 9, "v9".to_owned())]);
         assert!(
-            consumer.links[0].in_flight.is_none(),
+            consumer.links[0].state.in_flight.is_none(),
             "nothing more to prefetch at the end"
         );
         assert!(self::values(consumer.poll(Duration::from_millis(20)).unwrap()).is_empty());
@@ -1330,7 +1216,7 @@ mod tests {
             .links
             .push(Link::new(Some(1), Client::connect(server.addr).unwrap()));
         consumer.assigned[1].link = 1;
-        consumer.routed = true;
+        consumer.links.set_routed();
         // The first link as a seek leaves it: a stale fetch abandoned, its answer already in,
         // and the long poll of the new position (nothing there) sent after it.
         let partitions = [FetchPartition {
@@ -1362,7 +1248,7 @@ mod tests {
         let got = values(consumer.poll(Duration::from_millis(100)).unwrap());
         assert_eq!(got, [(1, 0, "x".to_owned())]);
         assert!(
-            consumer.links[0].in_flight.is_some(),
+            consumer.links[0].state.in_flight.is_some(),
             "the poll returned the records there were, without waiting out the long poll"
         );
     }

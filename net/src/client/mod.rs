@@ -48,6 +48,7 @@ mod consumer;
 mod error;
 mod group_calls;
 mod group_consumer;
+mod links;
 pub mod partitioner;
 mod producer;
 mod select;
