@@ -1,8 +1,9 @@
 //! [`Links`]: a reading client's connections to one server, one per shard that owns some of
 //! the partitions it reads, the first the home connection. They are connected again after a
 //! failure (on the [`ReconnectSchedule`]) and the partitions routed to the connection of their
-//! shard, for the [`super::Consumer`]; what it keeps per connection, and which partitions it
-//! routes, stay its own ([`LinkState`], [`RoutesOverLinks`]).
+//! shard, for the [`super::Consumer`] and the [`super::ShareConsumer`] alike; what each keeps
+//! per connection, and which partitions it routes, stay theirs ([`LinkState`],
+//! [`RoutesOverLinks`]).
 
 use std::net::SocketAddr;
 use std::ops::{Index, IndexMut};
@@ -17,6 +18,21 @@ use super::error::ClientError;
 pub(super) trait LinkState: Default {
     /// The connection failed: what was on its way over it will not be answered.
     fn forget_in_flight(&mut self);
+}
+
+/// A link that carries nothing of its own across calls.
+impl LinkState for () {
+    fn forget_in_flight(&mut self) {}
+}
+
+/// When routing asks the home connection which shard serves it (ApiVersions, which also
+/// tells the shard count that new connections are steered with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HomeShardLookup {
+    /// At every routing that spreads the items over several shards.
+    EveryRouting,
+    /// Once per home connection: the answer holds until the connection is made again.
+    OncePerConnection,
 }
 
 /// One connection of a client, and what the client keeps with it.
@@ -67,6 +83,8 @@ pub(super) struct Links<S> {
     reconnect: ReconnectSchedule,
     /// Whether the items' link indexes follow the current links (set by [`Links::route`]).
     routed: bool,
+    /// When the home connection's shard is asked for.
+    home_shard: HomeShardLookup,
     /// The server's shard count, as last asked (ApiVersions).
     shard_count: u16,
 }
@@ -77,6 +95,7 @@ impl<S: LinkState> Links<S> {
         addrs: Vec<SocketAddr>,
         connection: ConnectionConfig,
         reconnect: ReconnectSchedule,
+        home_shard: HomeShardLookup,
     ) -> Result<Self, ClientError> {
         let client = Client::connect_with(addrs.as_slice(), connection)?;
         Ok(Self {
@@ -85,6 +104,7 @@ impl<S: LinkState> Links<S> {
             connection,
             reconnect,
             routed: false,
+            home_shard,
             shard_count: 1,
         })
     }
@@ -141,9 +161,13 @@ impl<S: LinkState> Links<S> {
             .collect()
     }
 
-    /// Asks `home` which shard serves it (ApiVersions, which also tells the shard count that
-    /// new connections are steered with).
+    /// Asks `home` which shard serves it, unless it was asked already and
+    /// [`HomeShardLookup::OncePerConnection`] holds.
     fn find_home_shard(&mut self, home: &mut Link<S>) -> Result<(), ClientError> {
+        let known = home.shard.is_some();
+        if known && self.home_shard == HomeShardLookup::OncePerConnection {
+            return Ok(());
+        }
         let info = home.client.api_versions(CLIENT_NAME, CLIENT_VERSION)?;
         home.shard = Some(info.connection_shard);
         self.shard_count = info.shard_count;
@@ -218,6 +242,11 @@ impl<S> Links<S> {
     /// The links, the home link first, to change their state.
     pub(super) fn iter_mut(&mut self) -> std::slice::IterMut<'_, Link<S>> {
         self.links.iter_mut()
+    }
+
+    /// Link `index`, if there is one.
+    pub(super) fn get(&self, index: usize) -> Option<&Link<S>> {
+        self.links.get(index)
     }
 
     /// Link `index`, if there is one, to change.
@@ -374,16 +403,22 @@ mod tests {
         }
     }
 
-    fn connect<S: LinkState>(addr: SocketAddr) -> Links<S> {
+    fn connect<S: LinkState>(addr: SocketAddr, home_shard: HomeShardLookup) -> Links<S> {
         let reconnect = ReconnectSchedule::from_ms(1, 10);
-        Links::connect(vec![addr], ConnectionConfig::default(), reconnect).unwrap()
+        Links::connect(
+            vec![addr],
+            ConnectionConfig::default(),
+            reconnect,
+            home_shard,
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_failure_is_logged_once_forgets_what_was_sent_and_is_made_again() {
         let server = FakeServer::start("t", 1, Behaviour::default());
         let mut reader = Reader {
-            links: connect(server.addr),
+            links: connect(server.addr, HomeShardLookup::OncePerConnection),
             routings: 0,
             failures_logged: Cell::new(0),
             rebuild_failures_logged: Cell::new(0),
@@ -424,21 +459,26 @@ mod tests {
             ..crate::server::ServerConfig::default()
         })
         .unwrap();
-        let mut links: Links<Sent> = connect(server.local_addr());
-        let owners = [1, 0, 0, 1];
-        let link_of = links.route(&owners).unwrap();
-        assert_eq!(links.len(), 2, "one link per shard");
-        for (&owner, &index) in owners.iter().zip(&link_of) {
-            assert_eq!(links[index].shard, Some(owner));
+        for home_shard in [
+            HomeShardLookup::EveryRouting,
+            HomeShardLookup::OncePerConnection,
+        ] {
+            let mut links: Links<()> = connect(server.local_addr(), home_shard);
+            let owners = [1, 0, 0, 1];
+            let link_of = links.route(&owners).unwrap();
+            assert_eq!(links.len(), 2, "one link per shard");
+            for (&owner, &index) in owners.iter().zip(&link_of) {
+                assert_eq!(links[index].shard, Some(owner));
+            }
+            assert!(!links.rebuild_needed());
+            // Routed again, the items stay on their links.
+            assert_eq!(links.route(&owners).unwrap(), link_of);
+            links.invalidate_routing();
+            assert!(links.rebuild_needed());
+            assert_eq!(links.route(&[1, 1, 1]).unwrap(), [0, 0, 0]);
+            assert_eq!(links.len(), 1, "the home link alone serves one shard");
+            assert!(!links.rebuild_needed());
         }
-        assert!(!links.rebuild_needed());
-        // Routed again, the items stay on their links.
-        assert_eq!(links.route(&owners).unwrap(), link_of);
-        links.invalidate_routing();
-        assert!(links.rebuild_needed());
-        assert_eq!(links.route(&[1, 1, 1]).unwrap(), [0, 0, 0]);
-        assert_eq!(links.len(), 1, "the home link alone serves one shard");
-        assert!(!links.rebuild_needed());
         server.shutdown();
     }
 }

@@ -40,10 +40,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
 
 use super::backoff::ReconnectSchedule;
-use super::calls::{duration_ms_u32, partition_count_of, Client};
+use super::calls::{duration_ms_u32, partition_count_of};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
+use super::links::{HomeShardLookup, Links, RoutesOverLinks};
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::share_acknowledge::{AckRange, AckType};
@@ -293,14 +294,14 @@ impl<'a> Iterator for ShareRecords<'a> {
 /// ```
 #[derive(Debug)]
 pub struct ShareConsumer {
-    /// Connections: the first is the home connection (made by `subscribe`, or made again from
-    /// `addrs`); the others go to shards owning partitions (see
-    /// [`ShareConsumerConfig::connection_per_shard`]).
-    links: Vec<Link>,
+    /// Connections: the first is the home connection (made by `subscribe`, or made again to
+    /// the addresses it resolved); the others go to shards owning partitions (see
+    /// [`ShareConsumerConfig::connection_per_shard`]). They also keep whether `link_of`
+    /// follows the last Metadata: not after a reconnect (a restarted server may place the
+    /// partitions on other shards), nor when Metadata is due again.
+    links: Links<()>,
     /// Index in `links` of the connection that serves each partition.
     link_of: Vec<usize>,
-    /// The server's shard count, once asked (ApiVersions).
-    shard_count: u16,
     config: ShareConsumerConfig,
     group: String,
     topic: String,
@@ -312,39 +313,6 @@ pub struct ShareConsumer {
     next_partition: usize,
     /// When the partition count is next asked for.
     metadata_due_at: Instant,
-    /// The server's addresses, resolved once by `subscribe`: failed connections are made
-    /// again to them.
-    addrs: Vec<SocketAddr>,
-    /// Whether `link_of` follows the last Metadata; false after a reconnect (a restarted
-    /// server may place the partitions on other shards) or when Metadata is due again.
-    routed: bool,
-    /// When failed links are connected again (and the partitions routed again).
-    reconnect: ReconnectSchedule,
-}
-
-/// One connection of a share consumer.
-#[derive(Debug)]
-struct Link {
-    client: Client,
-    /// The shard that serves it, when known (the first connection lands anywhere).
-    shard: Option<u16>,
-    /// The connection failed (or an answer did not come in time): it waits to be replaced.
-    failed: bool,
-}
-
-impl Link {
-    fn new(shard: Option<u16>, client: Client) -> Self {
-        Self {
-            client,
-            shard,
-            failed: false,
-        }
-    }
-
-    /// Whether the connection can still carry requests.
-    fn is_up(&self) -> bool {
-        !self.failed && self.client.connection_ref().broken().is_none()
-    }
 }
 
 /// A ShareFetch on its way: partition, correlation id, its link and the acknowledgements it
@@ -376,19 +344,21 @@ impl ShareConsumer {
         config: ShareConsumerConfig,
     ) -> Result<Self, ClientError> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let client = Client::connect_with(addrs.as_slice(), config.connection)?;
+        let reconnect = ReconnectSchedule::from_ms(
+            u64::from(config.reconnect_backoff_ms),
+            u64::from(config.reconnect_backoff_max_ms),
+        );
+        let links = Links::connect(
+            addrs,
+            config.connection,
+            reconnect,
+            HomeShardLookup::OncePerConnection,
+        )?;
         let mut consumer = Self {
-            links: vec![Link::new(None, client)],
+            links,
             link_of: Vec::new(),
-            shard_count: 1,
             member_id: config.member_id.clone().unwrap_or_else(new_member_id),
             metadata_due_at: next_metadata_refresh(config.metadata_max_age_ms),
-            addrs,
-            routed: false,
-            reconnect: ReconnectSchedule::from_ms(
-                u64::from(config.reconnect_backoff_ms),
-                u64::from(config.reconnect_backoff_max_ms),
-            ),
             config,
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -429,12 +399,12 @@ impl ShareConsumer {
     pub fn poll(&mut self, timeout: Duration) -> Result<ShareBatch, ClientError> {
         let deadline = Instant::now() + timeout;
         if Instant::now() >= self.metadata_due_at {
-            self.routed = false;
+            self.links.invalidate_routing();
         }
         // First look without waiting, then long-poll in short rounds until the deadline.
         let mut wait = Duration::ZERO;
         loop {
-            if self.rebuild_due() {
+            if self.links.rebuild_due() {
                 self.rebuild()?;
             }
             let (batch, sent_any) = self.fetch_round(wait)?;
@@ -443,7 +413,7 @@ impl ShareConsumer {
             if !batch.is_empty() || remaining.is_zero() {
                 return Ok(batch);
             }
-            let reconnect_at = self.reconnect.at().filter(|_| self.rebuild_needed());
+            let reconnect_at = self.links.rebuild_at();
             if !sent_any {
                 // No connection is up to long-poll on: the backoff is the wait.
                 let until = reconnect_at.map_or(deadline, |at| at.min(deadline));
@@ -459,8 +429,12 @@ impl ShareConsumer {
     }
 
     /// Asks for the partition count again and reads partitions added since (a topic never
-    /// shrinks), routing each to the connection of its shard.
+    /// shrinks), routing each to the connection of its shard (all to the first connection
+    /// when `connection_per_shard` is off).
     fn refresh_partitions(&mut self) -> Result<(), ClientError> {
+        // Indexes set before a rebuild are void (failed links were dropped): until routed,
+        // every partition goes over the first connection.
+        self.link_of.fill(0);
         self.metadata_due_at = next_metadata_refresh(self.config.metadata_max_age_ms);
         let topics = self.links[0].client.metadata(&[&self.topic])?;
         let partitions = partition_count_of(&topics, &self.topic)? as usize;
@@ -468,157 +442,19 @@ impl ShareConsumer {
         if partitions > self.pending.len() {
             self.pending.resize_with(partitions, Vec::new);
         }
-        let owners: Vec<u16> = (0..self.pending.len() as u32)
-            .map(|partition| metadata.and_then(|t| t.shard_of(partition)).unwrap_or(0))
-            .collect();
-        self.route(&owners)?;
-        self.routed = true;
-        Ok(())
-    }
-
-    /// Sets the link of every partition from its owning shard (`owners`), keeping the links
-    /// to those shards, connecting to shards not connected yet and dropping links no longer
-    /// needed; everything goes over the first connection when the partitions live on one
-    /// shard or `connection_per_shard` is off. On failure every link stays and every partition
-    /// goes over the first connection until the next routing.
-    fn route(&mut self, owners: &[u16]) -> Result<(), ClientError> {
-        self.link_of = vec![0; owners.len()];
-        let spread = owners.windows(2).any(|pair| pair[0] != pair[1]);
-        if !self.config.connection_per_shard || !spread {
-            self.links.truncate(1);
-            return Ok(());
-        }
-        let mut kept = vec![self.links.swap_remove(0)];
-        let outcome = self.route_to_shards(&mut kept, owners);
-        if outcome.is_err() {
-            kept.append(&mut self.links);
-            self.link_of = vec![0; owners.len()];
-        }
-        self.links = kept;
-        outcome
-    }
-
-    /// Routes each partition to the link of its shard (`owners`), moving links from
-    /// `self.links` to `kept` or connecting new ones.
-    fn route_to_shards(&mut self, kept: &mut Vec<Link>, owners: &[u16]) -> Result<(), ClientError> {
-        if kept[0].shard.is_none() {
-            let info = kept[0]
-                .client
-                .api_versions(super::calls::CLIENT_NAME, super::calls::CLIENT_VERSION)?;
-            kept[0].shard = Some(info.connection_shard);
-            self.shard_count = info.shard_count;
-        }
-        for (partition, &shard) in owners.iter().enumerate() {
-            let index = match kept.iter().position(|link| link.shard == Some(shard)) {
-                Some(index) => index,
-                None => {
-                    let link = match self.links.iter().position(|l| l.shard == Some(shard)) {
-                        Some(index) => self.links.swap_remove(index),
-                        None => Link::new(
-                            Some(shard),
-                            Client::connect_to_shard(
-                                &kept[0].client,
-                                shard,
-                                self.shard_count,
-                                self.config.connection,
-                            )?,
-                        ),
-                    };
-                    kept.push(link);
-                    kept.len() - 1
-                }
-            };
-            self.link_of[partition] = index;
-        }
-        Ok(())
-    }
-
-    /// Takes the failure of a request on link `index`. When the connection failed, the link is
-    /// marked to be connected again after the backoff (logged once per failure); any other
-    /// error is returned.
-    fn link_failed(&mut self, index: usize, error: ClientError) -> Result<(), ClientError> {
-        let Some(link) = self.links.get_mut(index) else {
-            return Err(error);
+        self.link_of = vec![0; self.pending.len()];
+        let owners: Vec<u16> = if self.config.connection_per_shard {
+            (0..self.pending.len() as u32)
+                .map(|partition| metadata.and_then(|t| t.shard_of(partition)).unwrap_or(0))
+                .collect()
+        } else {
+            Vec::new()
         };
-        if !error.is_connection_failure() && link.is_up() {
-            return Err(error);
+        let links = self.links.route(&owners)?;
+        for (link_of, link) in self.link_of.iter_mut().zip(links) {
+            *link_of = link;
         }
-        if !link.failed {
-            link.failed = true;
-            tracing::warn!(
-                %error,
-                group = %self.group,
-                topic = %self.topic,
-                shard = ?link.shard,
-                "share consumer connection failed; connecting again after a backoff"
-            );
-        }
-        self.schedule_rebuild();
         Ok(())
-    }
-
-    /// Sets when failed links are connected again, unless a time is set already (links that
-    /// fail together count as one failure of the backoff).
-    fn schedule_rebuild(&mut self) {
-        self.reconnect.failed(Instant::now());
-    }
-
-    /// Whether links must be connected again or the partitions routed, and may be now.
-    fn rebuild_due(&self) -> bool {
-        self.rebuild_needed() && self.reconnect.is_due(Instant::now())
-    }
-
-    fn rebuild_needed(&self) -> bool {
-        !self.routed || self.links.iter().any(|link| !link.is_up())
-    }
-
-    /// Connects failed links again and routes the partitions (again: a restarted server may
-    /// have another shard count). A connection failure is logged and tried again after the
-    /// backoff, meanwhile the links that work go on; other errors are returned.
-    fn rebuild(&mut self) -> Result<(), ClientError> {
-        self.reconnect.attempting();
-        match self.reconnect_and_route() {
-            Ok(()) => Ok(()),
-            Err(error) if error.is_connection_failure() || !self.links[0].is_up() => {
-                tracing::warn!(
-                    %error,
-                    group = %self.group,
-                    topic = %self.topic,
-                    "share consumer could not connect again; trying again after a backoff"
-                );
-                self.schedule_rebuild();
-                Ok(())
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn reconnect_and_route(&mut self) -> Result<(), ClientError> {
-        let fresh = self.reconnect_home()?;
-        // The first link is up now, and stays first; shards whose links failed are connected
-        // again by the routing.
-        self.links.retain(Link::is_up);
-        self.link_of.iter_mut().for_each(|link| *link = 0);
-        match self.refresh_partitions() {
-            // The first link had failed unnoticed (no fetch went over it).
-            Err(_) if !fresh && !self.links[0].is_up() => {
-                self.reconnect_home()?;
-                self.refresh_partitions()
-            }
-            other => other,
-        }
-    }
-
-    /// Replaces the first connection with a new one when it failed; returns whether it did.
-    /// The partitions must be routed again: the new connection may land on another shard.
-    fn reconnect_home(&mut self) -> Result<bool, ClientError> {
-        if self.links[0].is_up() {
-            return Ok(false);
-        }
-        let client = Client::connect_with(self.addrs.as_slice(), self.config.connection)?;
-        self.links[0] = Link::new(None, client);
-        self.routed = false;
-        Ok(true)
     }
 
     /// One ShareFetch per partition whose connection is up, pipelined; waits for every answer.
@@ -706,7 +542,7 @@ impl ShareConsumer {
                 return self.link_failed(link, error);
             }
         };
-        self.reconnect.succeeded();
+        self.links.connection_worked();
         if let Some(fetched) = self.take_answer(partition, &acks, frame)? {
             batch.fetched.push(fetched);
         }
@@ -850,7 +686,7 @@ impl ShareConsumer {
     /// applied); their records, if not applied, are delivered again.
     pub fn flush_acks(&mut self) -> Result<Vec<AckFailure>, ClientError> {
         let mut first_error = None;
-        if self.rebuild_needed() {
+        if self.links.rebuild_needed() {
             if let Err(error) = self.rebuild() {
                 first_error = Some(error);
             }
@@ -931,10 +767,48 @@ impl ShareConsumer {
     }
 }
 
+/// The share consumer's links serve the topic's partitions.
+impl RoutesOverLinks for ShareConsumer {
+    type State = ();
+
+    /// The share consumer's links.
+    fn links_mut(&mut self) -> &mut Links<()> {
+        &mut self.links
+    }
+
+    /// Learns the partitions again and routes them (see `refresh_partitions`).
+    fn route_items(&mut self) -> Result<(), ClientError> {
+        self.refresh_partitions()
+    }
+
+    /// Logs a failed connection with the member's group and topic.
+    fn log_link_failed(&self, error: &ClientError, shard: Option<u16>) {
+        tracing::warn!(
+            %error,
+            group = %self.group,
+            topic = %self.topic,
+            shard = ?shard,
+            "share consumer connection failed; connecting again after a backoff"
+        );
+    }
+
+    /// Logs a failed attempt to connect again with the member's group and topic.
+    fn log_rebuild_failed(&self, error: &ClientError) {
+        tracing::warn!(
+            %error,
+            group = %self.group,
+            topic = %self.topic,
+            "share consumer could not connect again; trying again after a backoff"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::fake_server::{Behaviour, FakeServer};
+    use crate::client::links::Link;
+    use crate::client::Client;
 
     #[test]
     fn acknowledgements_a_failed_connection_could_not_send_are_reported_on_close() {
