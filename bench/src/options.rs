@@ -195,6 +195,10 @@ impl ProduceWith {
 
 /// Default way of producing.
 pub const PRODUCE_WITH_DEFAULT: ProduceWith = ProduceWith::Requests;
+/// How e2e produces unless told: as an application does, through the client's Producer,
+/// whose batches grow while its requests are in flight. The bench's own requests (one per
+/// partition every pacing tick) measure the server under many small requests instead.
+pub const E2E_PRODUCE_WITH_DEFAULT: ProduceWith = ProduceWith::Producer;
 
 /// Options shared by every scenario and reference, as typed (defaults resolved in [`Options::resolve`]).
 #[derive(Clone, Debug, Default, Args)]
@@ -250,8 +254,8 @@ pub struct Options {
     #[arg(long, value_name = "US")]
     pub work_us: Option<u64>,
     /// produce, e2e, fanout and kafka: send batches built by the bench as pipelined Produce
-    /// requests, or records through the client's batching Producer [default: requests; kafka:
-    /// producer].
+    /// requests, or records through the client's batching Producer [default: requests; e2e and
+    /// kafka: producer].
     #[arg(long, value_enum)]
     pub produce_with: Option<ProduceWith>,
     /// Write the report as JSON to FILE.
@@ -424,6 +428,7 @@ impl Options {
             work_us,
             produce_with: self.produce_with.unwrap_or(match workload {
                 Workload::Kafka => KAFKA_PRODUCE_WITH_DEFAULT,
+                Workload::E2e => E2E_PRODUCE_WITH_DEFAULT,
                 _ => PRODUCE_WITH_DEFAULT,
             }),
             json_path,
@@ -934,6 +939,7 @@ mod tests {
             (1, APPEND_APPENDERS_DEFAULT)
         );
         assert_eq!(parse(&["e2e"]).unwrap().linger_ms, E2E_LINGER_MS_DEFAULT);
+        assert_eq!(parse(&["e2e"]).unwrap().produce_with, ProduceWith::Producer);
         assert_eq!(
             parse(&["consume"]).unwrap().stop,
             StopAt::Duration(Duration::from_secs_f64(CONSUME_HOT_DURATION_S_DEFAULT))

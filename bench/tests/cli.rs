@@ -96,7 +96,7 @@ fn summary_of_an_empty_directory_fails() {
 fn small_runs_of_every_scenario_report_json() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let runs: [&[&str]; 7] = [
+    let runs: [&[&str]; 8] = [
         &[
             "append",
             "--duration-s",
@@ -118,6 +118,15 @@ fn small_runs_of_every_scenario_report_json() {
         ],
         &["consume", "--total-bytes", "4MiB", "--cold"],
         &["e2e", "--duration-s", "0.3", "--rate-mb-per-s", "5"],
+        &[
+            "e2e",
+            "--duration-s",
+            "0.3",
+            "--rate-mb-per-s",
+            "5",
+            "--produce-with",
+            "requests",
+        ],
         &["fanout", "--duration-s", "0.3", "--groups", "3"],
         &[
             "share",

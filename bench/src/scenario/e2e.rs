@@ -5,9 +5,9 @@
 //! run in this process.
 //!
 //! Producers (default linger 0 ms for e2e: a batch goes out at the next wake-up, so batching
-//! only happens under load) either build their own batches of the due records and send them as
-//! pipelined Produce requests (`--produce-with requests`, the default) or use the client's
-//! `Producer` (`--produce-with producer`). Consumers use the client's `Consumer` (long poll, one
+//! only happens under load) either use the client's `Producer` (`--produce-with producer`, the
+//! default) or build their own batches of the due records and send them as pipelined Produce
+//! requests (`--produce-with requests`). Consumers use the client's `Consumer` (long poll, one
 //! fetch in flight).
 
 use std::sync::OnceLock;
