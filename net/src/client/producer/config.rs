@@ -12,7 +12,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// Largest batch; a record that does not fit an empty batch is refused (default 1 MiB).
     pub batch_bytes_max: usize,
-    /// How long a batch may wait for more records before it is sent (default 5 ms).
+    /// How long a batch may wait for more records before it is sent (default 5 ms). Past it,
+    /// a batch that cannot be sent yet (no request slot free, an earlier batch of its partition
+    /// waiting) keeps taking records until it can, as in Kafka's producer.
     pub linger_ms: u64,
     /// Produce requests in flight at once (default 5). Without idempotence, a retried batch
     /// may land after a later batch of the same partition (set 1 for strict order under
