@@ -10,7 +10,7 @@ use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
 use super::connection::ConnectionConfig;
 use super::error::ClientError;
-use super::links::{HomeShardLookup, LinkState, Links, RoutesOverLinks};
+use super::links::{LinkState, Links, RoutesOverLinks};
 use super::select::ResponseSelect;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -234,12 +234,7 @@ impl Consumer {
             u64::from(config.reconnect_backoff_ms),
             u64::from(config.reconnect_backoff_max_ms),
         );
-        let links = Links::connect(
-            addrs,
-            config.connection,
-            reconnect,
-            HomeShardLookup::EveryRouting,
-        )?;
+        let links = Links::connect(addrs, config.connection, reconnect)?;
         Ok(Self {
             links,
             config,

@@ -25,16 +25,6 @@ impl LinkState for () {
     fn forget_in_flight(&mut self) {}
 }
 
-/// When routing asks the home connection which shard serves it (ApiVersions, which also
-/// tells the shard count that new connections are steered with).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum HomeShardLookup {
-    /// At every routing that spreads the items over several shards.
-    EveryRouting,
-    /// Once per home connection: the answer holds until the connection is made again.
-    OncePerConnection,
-}
-
 /// One connection of a client, and what the client keeps with it.
 #[derive(Debug)]
 pub(super) struct Link<S> {
@@ -83,8 +73,6 @@ pub(super) struct Links<S> {
     reconnect: ReconnectSchedule,
     /// Whether the items' link indexes follow the current links (set by [`Links::route`]).
     routed: bool,
-    /// When the home connection's shard is asked for.
-    home_shard: HomeShardLookup,
     /// The server's shard count, as last asked (ApiVersions).
     shard_count: u16,
 }
@@ -95,7 +83,6 @@ impl<S: LinkState> Links<S> {
         addrs: Vec<SocketAddr>,
         connection: ConnectionConfig,
         reconnect: ReconnectSchedule,
-        home_shard: HomeShardLookup,
     ) -> Result<Self, ClientError> {
         let client = Client::connect_with(addrs.as_slice(), connection)?;
         Ok(Self {
@@ -104,7 +91,6 @@ impl<S: LinkState> Links<S> {
             connection,
             reconnect,
             routed: false,
-            home_shard,
             shard_count: 1,
         })
     }
@@ -161,11 +147,10 @@ impl<S: LinkState> Links<S> {
             .collect()
     }
 
-    /// Asks `home` which shard serves it, unless it was asked already and
-    /// [`HomeShardLookup::OncePerConnection`] holds.
+    /// Asks `home` which shard serves it (ApiVersions, which also tells the shard count new
+    /// connections are steered with), once per connection: neither changes while it is up.
     fn find_home_shard(&mut self, home: &mut Link<S>) -> Result<(), ClientError> {
-        let known = home.shard.is_some();
-        if known && self.home_shard == HomeShardLookup::OncePerConnection {
+        if home.shard.is_some() {
             return Ok(());
         }
         let info = home.client.api_versions(CLIENT_NAME, CLIENT_VERSION)?;
@@ -403,22 +388,16 @@ mod tests {
         }
     }
 
-    fn connect<S: LinkState>(addr: SocketAddr, home_shard: HomeShardLookup) -> Links<S> {
+    fn connect<S: LinkState>(addr: SocketAddr) -> Links<S> {
         let reconnect = ReconnectSchedule::from_ms(1, 10);
-        Links::connect(
-            vec![addr],
-            ConnectionConfig::default(),
-            reconnect,
-            home_shard,
-        )
-        .unwrap()
+        Links::connect(vec![addr], ConnectionConfig::default(), reconnect).unwrap()
     }
 
     #[test]
     fn a_failure_is_logged_once_forgets_what_was_sent_and_is_made_again() {
         let server = FakeServer::start("t", 1, Behaviour::default());
         let mut reader = Reader {
-            links: connect(server.addr, HomeShardLookup::OncePerConnection),
+            links: connect(server.addr),
             routings: 0,
             failures_logged: Cell::new(0),
             rebuild_failures_logged: Cell::new(0),
@@ -459,26 +438,21 @@ mod tests {
             ..crate::server::ServerConfig::default()
         })
         .unwrap();
-        for home_shard in [
-            HomeShardLookup::EveryRouting,
-            HomeShardLookup::OncePerConnection,
-        ] {
-            let mut links: Links<()> = connect(server.local_addr(), home_shard);
-            let owners = [1, 0, 0, 1];
-            let link_of = links.route(&owners).unwrap();
-            assert_eq!(links.len(), 2, "one link per shard");
-            for (&owner, &index) in owners.iter().zip(&link_of) {
-                assert_eq!(links[index].shard, Some(owner));
-            }
-            assert!(!links.rebuild_needed());
-            // Routed again, the items stay on their links.
-            assert_eq!(links.route(&owners).unwrap(), link_of);
-            links.invalidate_routing();
-            assert!(links.rebuild_needed());
-            assert_eq!(links.route(&[1, 1, 1]).unwrap(), [0, 0, 0]);
-            assert_eq!(links.len(), 1, "the home link alone serves one shard");
-            assert!(!links.rebuild_needed());
+        let mut links: Links<()> = connect(server.local_addr());
+        let owners = [1, 0, 0, 1];
+        let link_of = links.route(&owners).unwrap();
+        assert_eq!(links.len(), 2, "one link per shard");
+        for (&owner, &index) in owners.iter().zip(&link_of) {
+            assert_eq!(links[index].shard, Some(owner));
         }
+        assert!(!links.rebuild_needed());
+        // Routed again, the items stay on their links.
+        assert_eq!(links.route(&owners).unwrap(), link_of);
+        links.invalidate_routing();
+        assert!(links.rebuild_needed());
+        assert_eq!(links.route(&[1, 1, 1]).unwrap(), [0, 0, 0]);
+        assert_eq!(links.len(), 1, "the home link alone serves one shard");
+        assert!(!links.rebuild_needed());
         server.shutdown();
     }
 }

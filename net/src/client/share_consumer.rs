@@ -44,7 +44,7 @@ use super::calls::{duration_ms_u32, partition_count_of};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
-use super::links::{HomeShardLookup, Links, RoutesOverLinks};
+use super::links::{Links, RoutesOverLinks};
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::share_acknowledge::{AckRange, AckType};
@@ -348,12 +348,7 @@ impl ShareConsumer {
             u64::from(config.reconnect_backoff_ms),
             u64::from(config.reconnect_backoff_max_ms),
         );
-        let links = Links::connect(
-            addrs,
-            config.connection,
-            reconnect,
-            HomeShardLookup::OncePerConnection,
-        )?;
+        let links = Links::connect(addrs, config.connection, reconnect)?;
         let mut consumer = Self {
             links,
             link_of: Vec::new(),
