@@ -451,6 +451,38 @@ fn a_consumer_fetches_from_every_shard(shards: usize) {
     server.shutdown();
 }
 
+/// A Producer of a topic whose partitions all live on one shard of several sends its batches
+/// over a connection to that shard, wherever its first connection landed: the other shard
+/// receives no Produce request. Twelve producers, so that without the steering some would
+/// land elsewhere (all on the owner by chance: 1 in 4,096).
+#[test]
+fn producers_of_a_one_shard_topic_send_to_that_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(2, dir.path());
+    let addr = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics listener");
+    create_plain_topic(addr, "single", 1);
+    let owner = Client::connect(addr)
+        .unwrap()
+        .metadata(&["single"])
+        .unwrap()[0]
+        .partitions[0]
+        .shard;
+    for index in 0..12 {
+        let producer = Producer::connect(addr, "single", ProducerConfig::default()).unwrap();
+        let value = format!("record {index}");
+        producer
+            .send(&ProducerRecord::new(value.as_bytes()))
+            .unwrap();
+        producer.close().unwrap();
+    }
+    let per_shard = requests_per_shard(metrics, 2, "Produce");
+    let other = 1 - usize::from(owner);
+    assert_eq!(per_shard[other], 0.0, "owner {owner}: {per_shard:?}");
+    assert!(per_shard[usize::from(owner)] >= 12.0, "{per_shard:?}");
+    server.shutdown();
+}
+
 #[test]
 fn a_consumer_fetches_from_every_shard_of_two() {
     a_consumer_fetches_from_every_shard(2);

@@ -356,6 +356,16 @@ impl Client {
         parse_metadata(&frame)
     }
 
+    /// Like [`Client::metadata`], with the number of shards serving the server.
+    pub fn metadata_and_shard_count(
+        &mut self,
+        topics: &[&str],
+    ) -> Result<(Vec<TopicMetadata>, u16), ClientError> {
+        let frame = self.connection.call(&metadata::Request { topics })?;
+        let shard_count = frame.view::<metadata::ResponseView>()?.shard_count();
+        Ok((parse_metadata(&frame)?, shard_count))
+    }
+
     /// Number of partitions of one topic.
     pub fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
         partition_count_of(&self.metadata(&[topic])?, topic)

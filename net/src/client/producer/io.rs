@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::accumulator::{Accumulator, EntryResult};
 use super::idempotence::ProducerIdentity;
 use crate::api::ApiKey;
-use crate::client::calls::{check, parse_metadata, partition_count_of};
+use crate::client::calls::{check, parse_metadata, partition_count_of, TopicMetadata};
 use crate::client::connection::{
     Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame,
 };
@@ -73,7 +73,41 @@ pub(crate) struct SenderContext {
     pub(crate) timeout_ms: u32,
     /// The server's addresses, as resolved at connect.
     pub(crate) addrs: Vec<SocketAddr>,
+    /// The shard connections are steered to, when one owns every partition of the topic.
+    pub(crate) steer: Option<Steer>,
     pub(crate) connection: ConnectionConfig,
+}
+
+/// The shard that owns every partition of the producer's topic, as Metadata said at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Steer {
+    /// The owning shard.
+    pub(crate) shard: u16,
+    /// The server's shard count, which the steering needs.
+    pub(crate) shard_count: u16,
+}
+
+impl Steer {
+    /// A connection to `addrs` served by the shard (anywhere, when no port of its class is
+    /// free: produce then still works, a hop between shards dearer).
+    pub(crate) fn connect(
+        self,
+        addrs: &[SocketAddr],
+        config: ConnectionConfig,
+    ) -> Result<Connection, ClientError> {
+        Connection::connect_to_shard(addrs, self.shard, self.shard_count, config)
+    }
+}
+
+/// The shard owning every partition of `topic` in `topics`, if one does.
+pub(crate) fn single_owner(topics: &[TopicMetadata], topic: &str) -> Option<u16> {
+    let metadata = topics.iter().find(|t| t.name == topic)?;
+    let first = metadata.partitions.first()?.shard;
+    metadata
+        .partitions
+        .iter()
+        .all(|info| info.shard == first)
+        .then_some(first)
 }
 
 /// Sender thread: sends ready batches while request slots are free, sleeps until the next
@@ -218,12 +252,17 @@ fn reconnect<'a>(
     context: &mut SenderContext,
 ) -> MutexGuard<'a, Accumulator> {
     drop(state);
-    let connected = Connection::connect(&context.addrs[..], context.connection)
-        .and_then(Connection::split)
-        .and_then(|(writer, reader)| {
-            let stream = writer.try_clone_stream()?;
-            Ok((writer, reader, stream))
-        });
+    // Steered as at connect: after a restart with other shards the connection may land
+    // elsewhere, which costs a hop between shards, nothing else.
+    let connected = match context.steer {
+        Some(steer) => steer.connect(&context.addrs, context.connection),
+        None => Connection::connect(&context.addrs[..], context.connection),
+    }
+    .and_then(Connection::split)
+    .and_then(|(writer, reader)| {
+        let stream = writer.try_clone_stream()?;
+        Ok((writer, reader, stream))
+    });
     let mut state = shared.lock();
     match connected {
         Ok((writer, reader, stream)) => {

@@ -19,9 +19,9 @@ pub use record::ProducerRecord;
 
 use accumulator::Accumulator;
 use idempotence::ProducerIdentity;
-use io::{run_receiver, run_sender, SenderContext, Shared};
+use io::{run_receiver, run_sender, single_owner, SenderContext, Shared, Steer};
 
-use super::calls::{duration_ms_u32, Client};
+use super::calls::{duration_ms_u32, partition_count_of, Client, CLIENT_NAME, CLIENT_VERSION};
 use super::connection::Connection;
 use super::error::ClientError;
 use crate::error_code::ErrorCode;
@@ -97,7 +97,22 @@ impl Producer {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         let connection = Connection::connect(&addrs[..], config.connection)?;
         let mut client = Client::from_connection(connection, config.connection);
-        let partitions = client.partition_count(topic)?;
+        let (topics, shard_count) = client.metadata_and_shard_count(&[topic])?;
+        let partitions = partition_count_of(&topics, topic)?;
+        // A topic whose partitions all live on one shard (of several) is produced to over a
+        // connection to that shard, so that its batches never travel between shards (as
+        // Kafka's producer sends to each partition's leader). Best effort: without an answer
+        // to ApiVersions the connection stays where it landed.
+        let steer = single_owner(&topics, topic)
+            .filter(|_| shard_count > 1)
+            .map(|shard| Steer { shard, shard_count });
+        let landed = steer.and_then(|_| client.api_versions(CLIENT_NAME, CLIENT_VERSION).ok());
+        if let (Some(steer), Some(landed)) = (steer, landed) {
+            if landed.connection_shard != steer.shard {
+                let connection = steer.connect(&addrs, config.connection)?;
+                client = Client::from_connection(connection, config.connection);
+            }
+        }
         if partitions == 0 {
             return Err(ClientError::InvalidArgument(format!(
                 "topic {topic} has no partitions"
@@ -127,6 +142,7 @@ impl Producer {
             acks: config.acks,
             timeout_ms: duration_ms_u32(request_timeout),
             addrs,
+            steer,
             connection: config.connection,
         };
         let sender = {
