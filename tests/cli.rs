@@ -690,6 +690,55 @@ fn topic_names_of_the_data_directory_entries_are_refused() {
 
 /// Ctrl-C on `consume --group` leaves the group at once (and the command still ends as
 /// interrupted): the group can be deleted right away instead of after the session timeout.
+/// `ringlog produce --delivery-timeout-ms` bounds how long lines wait for a server that went
+/// away mid-stream: the command fails soon after, naming the lost records, instead of waiting
+/// out the default 120 s (past the 60 s this test waits).
+#[test]
+fn produce_gives_up_on_a_stopped_server_after_its_delivery_timeout() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let mut server = TestServer::start(1);
+    create_topic(&server, "gone", 1);
+    let mut child = Command::new(RINGLOG)
+        .args([
+            "produce",
+            "gone",
+            "--delivery-timeout-ms",
+            "300",
+            "--server",
+        ])
+        .arg(server.addr())
+        .env_remove("RINGLOG_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringlog produce");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    let mut client = ringlog_net::client::Client::connect(server.addr()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.metadata(&["gone"]).unwrap()[0].partitions[0].high_watermark < 1 {
+        assert!(Instant::now() < deadline, "the first line was never stored");
+    }
+    server.stop();
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let mut child_stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut child_stderr, &mut text).map(|_| text)
+    });
+    let status = wait_bounded(&mut child, "produce to a stopped server");
+    let stderr = reader.join().unwrap().unwrap();
+    assert!(!status.success(), "{stderr}");
+    // A warning per failed connection attempt, then the error line.
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: 1 record(s) failed"), "{stderr}");
+}
+
 #[test]
 fn interrupted_group_consumer_leaves_its_group() {
     use std::os::unix::process::ExitStatusExt;

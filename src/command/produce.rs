@@ -33,6 +33,10 @@ pub struct ProduceArgs {
     /// How long a batch waits for more lines before it is sent.
     #[arg(long, value_name = "MS", default_value_t = 5)]
     pub linger_ms: u64,
+    /// How long lines may wait for a server that cannot be reached (it stopped, restarts)
+    /// before the command fails with the connection's error, as Kafka's delivery.timeout.ms.
+    #[arg(long, value_name = "MS", default_value_t = ProducerConfig::default().delivery_timeout_ms)]
+    pub delivery_timeout_ms: u64,
 }
 
 /// `--acks` values.
@@ -70,6 +74,7 @@ pub fn run(args: ProduceArgs, server: &str) -> anyhow::Result<()> {
     let config = ProducerConfig {
         acks: args.acks.into(),
         linger_ms: args.linger_ms,
+        delivery_timeout_ms: args.delivery_timeout_ms,
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(server, topic, config)
