@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::accumulator::{Accumulator, EntryResult};
 use super::idempotence::ProducerIdentity;
+use super::link::Steer;
 use crate::api::ApiKey;
-use crate::client::calls::{check, parse_metadata, partition_count_of, TopicMetadata};
+use crate::client::calls::{check, parse_metadata, partition_count_of};
 use crate::client::connection::{
     Connection, ConnectionConfig, FrameReader, FrameWriter, ResponseFrame,
 };
@@ -76,38 +77,6 @@ pub(crate) struct SenderContext {
     /// The shard connections are steered to, when one owns every partition of the topic.
     pub(crate) steer: Option<Steer>,
     pub(crate) connection: ConnectionConfig,
-}
-
-/// The shard that owns every partition of the producer's topic, as Metadata said at connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Steer {
-    /// The owning shard.
-    pub(crate) shard: u16,
-    /// The server's shard count, which the steering needs.
-    pub(crate) shard_count: u16,
-}
-
-impl Steer {
-    /// A connection to `addrs` served by the shard (anywhere, when no port of its class is
-    /// free: produce then still works, a hop between shards dearer).
-    pub(crate) fn connect(
-        self,
-        addrs: &[SocketAddr],
-        config: ConnectionConfig,
-    ) -> Result<Connection, ClientError> {
-        Connection::connect_to_shard(addrs, self.shard, self.shard_count, config)
-    }
-}
-
-/// The shard owning every partition of `topic` in `topics`, if one does.
-pub(crate) fn single_owner(topics: &[TopicMetadata], topic: &str) -> Option<u16> {
-    let metadata = topics.iter().find(|t| t.name == topic)?;
-    let first = metadata.partitions.first()?.shard;
-    metadata
-        .partitions
-        .iter()
-        .all(|info| info.shard == first)
-        .then_some(first)
 }
 
 /// Sender thread: sends ready batches while request slots are free, sleeps until the next

@@ -7,13 +7,49 @@
 //! `reconnect_backoff_ms` after the failure, then at doubling intervals up to
 //! `reconnect_backoff_max_ms`. Each connection has a generation number, so a failure one
 //! thread reports for a connection the other has already replaced is ignored.
+//!
+//! A topic whose partitions all live on one shard of several is produced to over a connection
+//! steered to that shard ([`Steer`]), at first and after each reconnect.
 
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Instant;
 
 use crate::client::backoff::Backoff;
-use crate::client::connection::FrameReader;
+use crate::client::calls::TopicMetadata;
+use crate::client::connection::{Connection, ConnectionConfig, FrameReader};
 use crate::client::error::ClientError;
+
+/// The shard that owns every partition of the producer's topic, as Metadata said at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Steer {
+    /// The owning shard.
+    pub(crate) shard: u16,
+    /// The server's shard count, which the steering needs.
+    pub(crate) shard_count: u16,
+}
+
+impl Steer {
+    /// A connection to `addrs` served by the shard (anywhere, when no port of its class is
+    /// free: produce then still works, a hop between shards dearer).
+    pub(crate) fn connect(
+        self,
+        addrs: &[SocketAddr],
+        config: ConnectionConfig,
+    ) -> Result<Connection, ClientError> {
+        Connection::connect_to_shard(addrs, self.shard, self.shard_count, config)
+    }
+}
+
+/// The shard owning every partition of `topic` in `topics`, if one does.
+pub(crate) fn single_owner(topics: &[TopicMetadata], topic: &str) -> Option<u16> {
+    let metadata = topics.iter().find(|t| t.name == topic)?;
+    let first = metadata.partitions.first()?.shard;
+    metadata
+        .partitions
+        .iter()
+        .all(|info| info.shard == first)
+        .then_some(first)
+}
 
 /// The current connection, or when to try the next.
 #[derive(Debug)]

@@ -19,7 +19,8 @@ pub use record::ProducerRecord;
 
 use accumulator::Accumulator;
 use idempotence::ProducerIdentity;
-use io::{run_receiver, run_sender, single_owner, SenderContext, Shared, Steer};
+use io::{run_receiver, run_sender, SenderContext, Shared};
+use link::{single_owner, Steer};
 
 use super::calls::{duration_ms_u32, partition_count_of, Client, CLIENT_NAME, CLIENT_VERSION};
 use super::connection::Connection;
