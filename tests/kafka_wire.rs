@@ -304,6 +304,15 @@ fn alter_topic_configs(
 
 /// The value DescribeConfigs gives for topic `name`'s `setting`.
 fn topic_setting(kafka: &mut kafka_support::Kafka, name: &str, setting: &str) -> String {
+    described_setting(kafka, name, setting).0
+}
+
+/// DescribeConfigs of topic `name`'s `setting`: (value, read only).
+fn described_setting(
+    kafka: &mut kafka_support::Kafka,
+    name: &str,
+    setting: &str,
+) -> (String, bool) {
     let describe =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(2)
@@ -315,7 +324,8 @@ fn topic_setting(kafka: &mut kafka_support::Kafka, name: &str, setting: &str) ->
         .iter()
         .find(|c| c.name.as_str() == setting)
         .unwrap_or_else(|| panic!("{setting} described"));
-    config.value.as_deref().unwrap_or_default().to_owned()
+    let value = config.value.as_deref().unwrap_or_default().to_owned();
+    (value, config.read_only)
 }
 
 /// A CreatePartitions request growing `name` to `count` partitions.
@@ -401,6 +411,17 @@ fn retention_changes_through_incremental_alter_configs() {
     let code = alter_topic_configs(&mut kafka, "never", &settings, false);
     assert_eq!(code, UNKNOWN_TOPIC_OR_PARTITION);
     assert_eq!(topic_setting(&mut kafka, "aged", "retention.ms"), "-1");
+    // DescribeConfigs says which settings an alter may change: segment.bytes, refused above,
+    // is read only (it said writable before).
+    for (setting, read_only) in [
+        ("retention.ms", false),
+        ("retention.bytes", false),
+        ("segment.bytes", true),
+        ("max.message.bytes", true),
+    ] {
+        let (_, described) = described_setting(&mut kafka, "aged", setting);
+        assert_eq!(described, read_only, "{setting}");
+    }
 }
 
 #[test]

@@ -416,9 +416,10 @@ fn source(set: bool) -> i8 {
     }
 }
 
-/// Only the values that can change are writable.
+/// Only the values IncrementalAlterConfigs can change are writable: the two retention
+/// settings (`segment.bytes` is set at creation only, see [`alter_topic`]).
 fn read_only(name: &str) -> bool {
-    !matches!(name, "retention.ms" | "retention.bytes" | "segment.bytes")
+    !matches!(name, "retention.ms" | "retention.bytes")
 }
 
 fn created_configs(config: &TopicConfig, defaults: &TopicConfig) -> Vec<CreatableTopicConfigs> {
