@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::create_topic_at;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -68,21 +70,6 @@ impl TestServer {
     fn create_topic(&self, name: &str, partitions: u32) {
         create_topic_at(self.addr(), name, partitions);
     }
-}
-
-/// Creates `name` with `partitions` partitions (1 MiB segments) on the server at `addr`.
-fn create_topic_at(addr: impl std::net::ToSocketAddrs, name: &str, partitions: u32) {
-    let request = create_topic::Request {
-        name,
-        partitions,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr)
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
 }
 
 fn produce_values(

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::create_topic_at;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,7 +27,6 @@ use ringlog_net::client::{
 use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::alter_topic;
 use ringlog_net::message::configure_group;
-use ringlog_net::message::create_topic;
 use ringlog_net::message::group::{GroupKind, GroupState};
 use ringlog_net::message::join_group;
 use ringlog_net::message::list_offsets::OffsetSpec;
@@ -80,20 +81,6 @@ impl TestServer {
     fn addr(&self) -> SocketAddr {
         self.handle.as_ref().unwrap().local_addr()
     }
-}
-
-fn create_topic(addr: SocketAddr, name: &str, partitions: u32) {
-    let request = create_topic::Request {
-        name,
-        partitions,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr)
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
 }
 
 /// Produces values `first..first + count`, to `partition` or spread by the partitioner.
@@ -168,7 +155,7 @@ fn read_group(consumer: &mut GroupConsumer, count: usize) -> Vec<(u32, i64, Stri
 #[test]
 fn three_groups_each_read_every_record() {
     let server = TestServer::start();
-    create_topic(server.addr(), "events", 3);
+    create_topic_at(server.addr(), "events", 3);
     produce(server.addr(), "events", 0, 300, None);
     let expected: BTreeSet<String> = (0..300).map(|n| n.to_string()).collect();
     // The three groups read at once, each on its own.
@@ -227,7 +214,7 @@ fn wait_for_split(client: &mut Client, group: &str, members: usize, per_member: 
 #[test]
 fn members_split_partitions_and_rebalance_when_one_leaves() {
     let server = TestServer::start();
-    create_topic(server.addr(), "orders", 6);
+    create_topic_at(server.addr(), "orders", 6);
     produce(server.addr(), "orders", 0, 600, None);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stops: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
@@ -307,7 +294,7 @@ fn assigned_count(joined: &ringlog_net::client::GroupJoin) -> usize {
 #[test]
 fn a_new_member_whose_join_went_unanswered_is_given_no_partitions() {
     let server = TestServer::start();
-    create_topic(server.addr(), "orders", 4);
+    create_topic_at(server.addr(), "orders", 4);
     let mut first = Client::connect(server.addr()).unwrap();
     let joined = join_orders(&mut first, "slow", "", 5_000).unwrap();
     assert_eq!(assigned_count(&joined), 4);
@@ -332,7 +319,7 @@ fn a_new_member_whose_join_went_unanswered_is_given_no_partitions() {
 #[test]
 fn a_group_consumer_joins_again_when_the_rebalance_outlasts_its_rebalance_timeout() {
     let server = TestServer::start();
-    create_topic(server.addr(), "orders", 4);
+    create_topic_at(server.addr(), "orders", 4);
     produce(server.addr(), "orders", 0, 40, None);
     // A member that waits 2 s for rebalances and never rejoins (as one busy processing
     // whose heartbeats go on): the rebalance the consumer starts ends at that deadline,
@@ -385,7 +372,7 @@ fn lags(client: &mut Client, group: &str) -> Vec<(u32, i64, i64)> {
 #[test]
 fn lag_resets_and_bad_requests() {
     let server = TestServer::start();
-    create_topic(server.addr(), "ledger", 2);
+    create_topic_at(server.addr(), "ledger", 2);
     produce(server.addr(), "ledger", 0, 10, Some(0));
     produce(server.addr(), "ledger", 10, 10, Some(1));
     let mut client = Client::connect(server.addr()).unwrap();
@@ -562,8 +549,8 @@ impl BackgroundReset {
 fn a_group_deleted_during_a_reset_leaves_nothing_to_a_new_group_of_its_name() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "wide", WIDE_PARTITIONS);
-    create_topic(addr, "other", 1);
+    create_topic_at(addr, "wide", WIDE_PARTITIONS);
+    create_topic_at(addr, "other", 1);
     let mut client = Client::connect(addr).unwrap();
     let mut midway = 0;
     for attempt in 0..RESET_ATTEMPTS {
@@ -592,8 +579,8 @@ fn a_group_deleted_during_a_reset_leaves_nothing_to_a_new_group_of_its_name() {
 fn commits_and_joins_wait_for_a_reset_of_their_group() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "wide", WIDE_PARTITIONS);
-    create_topic(addr, "other", 1);
+    create_topic_at(addr, "wide", WIDE_PARTITIONS);
+    create_topic_at(addr, "other", 1);
     let mut client = Client::connect(addr).unwrap();
     let last = WIDE_PARTITIONS - 1;
     let (mut commits_midway, mut joins_midway) = (0, 0);
@@ -652,7 +639,7 @@ fn commits_and_joins_wait_for_a_reset_of_their_group() {
 #[test]
 fn share_consumers_process_every_record_exactly_once() {
     let server = TestServer::start();
-    create_topic(server.addr(), "jobs", 2);
+    create_topic_at(server.addr(), "jobs", 2);
     const TOTAL: usize = 2_000;
     produce(server.addr(), "jobs", 0, TOTAL, None);
     let done = Arc::new(AtomicUsize::new(0));
@@ -717,7 +704,7 @@ fn acquire_some(consumer: &mut ShareConsumer) -> Vec<(u32, i64, u16)> {
 #[test]
 fn an_unacknowledged_record_comes_back_after_its_lease() {
     let server = TestServer::start();
-    create_topic(server.addr(), "leases", 1);
+    create_topic_at(server.addr(), "leases", 1);
     let mut client = Client::connect(server.addr()).unwrap();
     let config = client
         .configure_share_group(&configure_group::Request {
@@ -757,8 +744,8 @@ fn an_unacknowledged_record_comes_back_after_its_lease() {
 fn server_with_dead_letters(topic: &str, group: &str) -> (TestServer, Client) {
     let server = TestServer::start();
     let dead_letter_topic = format!("{topic}.dlq");
-    create_topic(server.addr(), topic, 1);
-    create_topic(server.addr(), &dead_letter_topic, 1);
+    create_topic_at(server.addr(), topic, 1);
+    create_topic_at(server.addr(), &dead_letter_topic, 1);
     let mut client = Client::connect(server.addr()).unwrap();
     client
         .configure_share_group(&configure_group::Request {
@@ -858,8 +845,8 @@ fn a_record_stamped_far_ahead_is_still_copied_to_the_dead_letter_topic() {
     let mut server = TestServer::start();
     server.message_timestamp_after_max_ms = u64::MAX;
     server.restart();
-    create_topic(server.addr(), "future", 1);
-    create_topic(server.addr(), "future.dlq", 1);
+    create_topic_at(server.addr(), "future", 1);
+    create_topic_at(server.addr(), "future.dlq", 1);
     let mut client = Client::connect(server.addr()).unwrap();
     client
         .configure_share_group(&configure_group::Request {
@@ -948,7 +935,7 @@ fn dead_letter_offsets(addr: SocketAddr, topic: &str, count: usize) -> BTreeSet<
 #[test]
 fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restart() {
     let mut server = TestServer::start_checking_retention_every(10);
-    create_topic(server.addr(), "trimmed", 1);
+    create_topic_at(server.addr(), "trimmed", 1);
     let mut share =
         ShareConsumer::subscribe(server.addr(), "trimmers", "trimmed", share_config()).unwrap();
     // The share partition starts at 0, before any record.
@@ -988,7 +975,7 @@ fn records_accepted_after_retention_moved_the_start_stay_accepted_after_a_restar
 #[test]
 fn a_share_group_archives_a_batch_damaged_on_disk_and_goes_on() {
     let mut server = TestServer::start();
-    create_topic(server.addr(), "damaged", 1);
+    create_topic_at(server.addr(), "damaged", 1);
     let mut share =
         ShareConsumer::subscribe(server.addr(), "readers", "damaged", share_config()).unwrap();
     // The share partition starts at 0, before any record.
@@ -1053,8 +1040,8 @@ fn a_share_group_archives_a_batch_damaged_on_disk_and_goes_on() {
 #[test]
 fn records_archived_after_retention_reach_the_dead_letter_topic_from_the_log_start_on() {
     let server = TestServer::start_checking_retention_every(10);
-    create_topic(server.addr(), "orders", 1);
-    create_topic(server.addr(), "orders.dlq", 1);
+    create_topic_at(server.addr(), "orders", 1);
+    create_topic_at(server.addr(), "orders.dlq", 1);
     let mut client = Client::connect(server.addr()).unwrap();
     let mut configure = |lock_ms| {
         client
@@ -1125,7 +1112,7 @@ fn a_dead_letter_copy_that_failed_is_made_at_a_later_fetch() {
     // Not archived while it has no copy: it holds the start back.
     let state = &client.describe_group("billers").unwrap().share_partitions[0];
     assert_eq!((state.start_offset, state.in_flight_records), (0, 1));
-    create_topic(server.addr(), "invoices.dlq", 1);
+    create_topic_at(server.addr(), "invoices.dlq", 1);
     // The next fetch copies it; the record is never delivered again.
     assert!(consumer
         .poll(Duration::from_millis(100))
@@ -1211,7 +1198,7 @@ fn check_after_restart(addr: SocketAddr) {
 #[test]
 fn restart_loses_no_ack_and_no_commit() {
     let mut server = TestServer::start();
-    create_topic(server.addr(), "durable", 2);
+    create_topic_at(server.addr(), "durable", 2);
     produce(server.addr(), "durable", 0, 10, Some(0));
     produce(server.addr(), "durable", 10, 10, Some(1));
     commit_and_accept_some(server.addr());
@@ -1273,7 +1260,7 @@ impl Drop for ChildServer {
 fn kill_9_loses_no_ack_and_no_commit() {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path());
-    create_topic(server.addr, "durable", 2);
+    create_topic_at(server.addr, "durable", 2);
     produce(server.addr, "durable", 0, 10, Some(0));
     produce(server.addr, "durable", 10, 10, Some(1));
     commit_and_accept_some(server.addr);
@@ -1291,7 +1278,7 @@ fn kill_9_loses_no_ack_and_no_commit() {
 fn a_group_member_reads_on_across_a_restart(kill: bool) {
     let mut server = common::TestServer::start(2);
     let addr: SocketAddr = server.addr().parse().unwrap();
-    create_topic(addr, "journal", 4);
+    create_topic_at(addr, "journal", 4);
     produce(addr, "journal", 0, 40, None);
     let mut member = GroupConsumer::subscribe(addr, "auditors", "journal", group_config()).unwrap();
     let mut got = read_group(&mut member, 10);
@@ -1367,7 +1354,7 @@ fn row<'a>(text: &'a str, first: &[&str]) -> Vec<&'a str> {
 fn cli_reads_as_group_and_share_member() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "cli", 2);
+    create_topic_at(addr, "cli", 2);
     produce(addr, "cli", 0, 10, Some(0));
     let args = [
         "consume", "cli", "--group", "ops", "--from", "earliest", "--count", "4",
@@ -1422,7 +1409,7 @@ fn cli_reads_as_group_and_share_member() {
 fn a_group_reading_a_topic_that_gains_partitions_rebalances_onto_them() {
     let mut server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "growing", 2);
+    create_topic_at(addr, "growing", 2);
     produce(addr, "growing", 0, 4, None);
     let mut member = GroupConsumer::subscribe(addr, "g", "growing", group_config()).unwrap();
     assert_eq!(read_group(&mut member, 4).len(), 4);
@@ -1496,7 +1483,7 @@ fn read_group_across_recreation(
 fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "reborn", 2);
+    create_topic_at(addr, "reborn", 2);
     produce(addr, "reborn", 0, 1, Some(0));
     produce(addr, "reborn", 1, 1, Some(1));
     // Without automatic commits, so that no position of the old topic is committed to the new.
@@ -1511,7 +1498,7 @@ fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
 
     // Created again with more partitions: the member is rebalanced onto all of them.
     client.delete_topic("reborn").unwrap();
-    create_topic(addr, "reborn", 4);
+    create_topic_at(addr, "reborn", 4);
     produce(addr, "reborn", 100, 1, Some(3));
     assert_eq!(
         read_group_across_recreation(&mut member, 1),
@@ -1521,7 +1508,7 @@ fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
 
     // Created again with fewer: the member no longer holds partitions that are gone.
     client.delete_topic("reborn").unwrap();
-    create_topic(addr, "reborn", 1);
+    create_topic_at(addr, "reborn", 1);
     produce(addr, "reborn", 200, 1, Some(0));
     assert_eq!(
         read_group_across_recreation(&mut member, 1),
@@ -1541,7 +1528,7 @@ fn a_group_follows_its_topic_when_it_is_deleted_and_created_again() {
 fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "renewed", 1);
+    create_topic_at(addr, "renewed", 1);
     produce(addr, "renewed", 0, 3, Some(0));
     let mut member = Client::connect(addr).unwrap();
     let topics = ["renewed"];
@@ -1561,7 +1548,7 @@ fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
     // of the old topic, in the generation it was assigned that topic in.
     let mut client = Client::connect(addr).unwrap();
     client.delete_topic("renewed").unwrap();
-    create_topic(addr, "renewed", 1);
+    create_topic_at(addr, "renewed", 1);
     produce(addr, "renewed", 100, 6, Some(0));
     let partitions = [PartitionOffset {
         partition: 0,
@@ -1597,7 +1584,7 @@ fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
 fn a_group_member_reads_every_record_of_its_topic_created_again() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "renewed", 1);
+    create_topic_at(addr, "renewed", 1);
     produce(addr, "renewed", 0, 3, Some(0));
     // Automatic commits, as by default: the member commits its positions before it rejoins.
     let mut member = GroupConsumer::subscribe(addr, "keeper", "renewed", group_config()).unwrap();
@@ -1606,7 +1593,7 @@ fn a_group_member_reads_every_record_of_its_topic_created_again() {
     // Deleted and created again before the member hears of it.
     let mut client = Client::connect(addr).unwrap();
     client.delete_topic("renewed").unwrap();
-    create_topic(addr, "renewed", 1);
+    create_topic_at(addr, "renewed", 1);
     produce(addr, "renewed", 100, 6, Some(0));
 
     // Every record of the new topic reaches the group (some may come twice: the member may
@@ -1625,7 +1612,7 @@ fn a_group_member_reads_every_record_of_its_topic_created_again() {
 fn a_running_producer_and_share_member_use_partitions_added_to_their_topic() {
     let server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "widening", 1);
+    create_topic_at(addr, "widening", 1);
     let producer_config = ProducerConfig {
         linger_ms: 1,
         metadata_max_age_ms: 20,
@@ -1707,7 +1694,7 @@ fn group_names(client: &mut Client) -> BTreeSet<String> {
 fn a_group_without_members_is_deleted_with_its_offsets() {
     let mut server = TestServer::start();
     let addr = server.addr();
-    create_topic(addr, "events", 2);
+    create_topic_at(addr, "events", 2);
     produce(addr, "events", 0, 10, None);
     let mut member = GroupConsumer::subscribe(addr, "old", "events", group_config()).unwrap();
     assert_eq!(read_group(&mut member, 10).len(), 10);
@@ -1769,7 +1756,7 @@ fn groups_without_members_or_commits_expire_after_group_retention_ms() {
     };
     let server = Server::start(config).unwrap();
     let addr = server.local_addr();
-    create_topic(addr, "kept", 2);
+    create_topic_at(addr, "kept", 2);
     produce(addr, "kept", 0, 4, None);
     let mut idle = GroupConsumer::subscribe(addr, "idle", "kept", group_config()).unwrap();
     assert_eq!(read_group(&mut idle, 4).len(), 4);
@@ -1833,7 +1820,7 @@ fn a_group_behind_retention_reads_on_and_is_told_what_it_skipped() {
     let server = Server::start(config).unwrap();
     let addr = server.local_addr();
     // No retention of its own: the server's default applies.
-    create_topic(addr, "old", 1);
+    create_topic_at(addr, "old", 1);
     let described = cli(addr, &["topic", "describe", "old"]);
     assert!(
         described.contains(&format!("retention_bytes {RETENTION_BYTES}")),
@@ -1896,7 +1883,7 @@ fn a_group_committing_on_a_thousand_partitions_holds_no_state_file_open() {
     let mut server = TestServer::start();
     let addr = server.addr();
     let partitions = 1_000;
-    create_topic(addr, "wide", partitions);
+    create_topic_at(addr, "wide", partitions);
     // Keyed records reach nearly every partition, most requests touching hundreds of them.
     let producer = Producer::connect(addr, "wide", ProducerConfig::default()).unwrap();
     let records = 5_000;
@@ -1948,7 +1935,7 @@ fn a_group_committing_on_a_thousand_partitions_holds_no_state_file_open() {
 #[test]
 fn group_names_are_free_text_and_survive_a_restart() {
     let mut server = TestServer::start();
-    create_topic(server.addr(), "named", 1);
+    create_topic_at(server.addr(), "named", 1);
     produce(server.addr(), "named", 0, 10, None);
     let names = [
         "app:orders",
@@ -1990,7 +1977,7 @@ fn group_names_are_free_text_and_survive_a_restart() {
 #[test]
 fn the_longest_group_name_commits_and_a_longer_one_is_refused_clearly() {
     let mut server = TestServer::start();
-    create_topic(server.addr(), "named", 1);
+    create_topic_at(server.addr(), "named", 1);
     let longest = "g".repeat(245);
     let mut client = Client::connect(server.addr()).unwrap();
     admin_commit(&mut client, &longest, "named", &[(0, 0)]);

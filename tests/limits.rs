@@ -3,6 +3,8 @@
 //! server's memory past its bounds, and a full disk during durable produce loses nothing that
 //! was acknowledged while reads go on and writes resume once space is back.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +25,8 @@ use ringlog_net::message::share_fetch::Request as ShareFetchRequest;
 use ringlog_net::message::{create_topic, Encode};
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
 
+use common::create_topic_at;
+
 fn config(dir: &Path) -> ServerConfig {
     ServerConfig {
         data_dir: dir.to_path_buf(),
@@ -31,20 +35,6 @@ fn config(dir: &Path) -> ServerConfig {
         cache_bytes_per_shard: 8 << 20,
         ..ServerConfig::default()
     }
-}
-
-fn create_topic(addr: SocketAddr, name: &str, partitions: u32) {
-    let request = create_topic::Request {
-        name,
-        partitions,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr)
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
 }
 
 /// Raises this process's soft limit on open files to the hard limit (client and server
@@ -74,7 +64,7 @@ fn a_thousand_idle_connections_are_held_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path())).unwrap();
     let addr = server.local_addr();
-    create_topic(addr, "idle", 2);
+    create_topic_at(addr, "idle", 2);
     let mut clients: Vec<Client> = (0..1_000).map(|_| Client::connect(addr).unwrap()).collect();
     for client in &mut clients {
         client.api_versions("limits-test", "1").unwrap();
@@ -237,7 +227,7 @@ fn a_consumer_that_stops_reading_does_not_grow_server_memory() {
             ("RINGLOG_REQUESTS_IN_FLIGHT_MAX", "8"),
         ],
     );
-    create_topic(server.addr, "slow", 1);
+    create_topic_at(server.addr, "slow", 1);
     // 48 MiB of data, mostly read from disk afterwards (the cache holds 1 MiB).
     let producer = Producer::connect(server.addr, "slow", ProducerConfig::default()).unwrap();
     let value = vec![b'v'; 4000];
@@ -457,7 +447,7 @@ fn disk_full_fails_produce_keeps_acknowledged_data_and_recovers() {
         .unwrap(),
     );
     let addr = |server: &Option<ServerHandle>| server.as_ref().unwrap().local_addr();
-    create_topic(addr(&server), "full", 1);
+    create_topic_at(addr(&server), "full", 1);
     let producer_config = ProducerConfig {
         retries_max: 2,
         retry_backoff_ms: 10,

@@ -1,6 +1,8 @@
 //! The Prometheus metrics endpoint end to end: a real server with `metrics_listen`, real
 //! producers, consumer-group commits and a share consumer, scraped over loopback HTTP.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,6 +17,8 @@ use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
 use ringlog_net::message::share_acknowledge::AckType;
 use ringlog_net::server::{Server, ServerConfig, ServerHandle};
+
+use common::create_topic_at;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -161,17 +165,7 @@ fn metrics_show_partitions_groups_and_requests(shards: usize) {
     let server = start(shards, dir.path());
     let addr = server.local_addr();
     let metrics = server.metrics_addr().expect("metrics listener");
-    let request = create_topic::Request {
-        name: "metered",
-        partitions: 3,
-        retention_ms: None,
-        retention_bytes: None,
-        segment_bytes: Some(1 << 20),
-    };
-    Client::connect(addr)
-        .unwrap()
-        .create_topic(&request)
-        .unwrap();
+    create_topic_at(addr, "metered", 3);
     produce(addr, "metered", 0, 10);
     produce(addr, "metered", 2, 5);
     commit(addr, "billing", "metered", 0, 4);
@@ -495,15 +489,25 @@ fn a_consumer_fetches_from_every_shard_of_three() {
 
 /// Polls the scrape until `shard`'s `ringlog_shard_remote_waits` is `expected`.
 fn await_remote_waits(metrics: SocketAddr, shard: &str, expected: f64) {
+    await_metric(
+        metrics,
+        "ringlog_shard_remote_waits",
+        &[("shard", shard)],
+        expected,
+    );
+}
+
+/// Polls the scrape until the sum of `name` over the samples with `labels` is `expected`.
+fn await_metric(metrics: SocketAddr, name: &str, labels: &[(&str, &str)], expected: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let waits = Scrape::take(metrics).sum("ringlog_shard_remote_waits", &[("shard", shard)]);
-        if waits == Some(expected) {
+        let value = Scrape::take(metrics).sum(name, labels);
+        if value == Some(expected) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "shard {shard} has {waits:?} remote waits, expected {expected}"
+            "{name} {labels:?} is {value:?}, expected {expected}"
         );
         std::thread::yield_now();
     }

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -288,4 +288,20 @@ pub fn seq(n: u64) -> Vec<u8> {
         writeln!(out, "{i}").expect("write to a Vec");
     }
     out
+}
+
+/// Creates `name` with `partitions` partitions on the server at `addr`, with 1 MiB segments:
+/// tests must not preallocate 1 GiB files.
+pub fn create_topic_at(addr: impl ToSocketAddrs, name: &str, partitions: u32) {
+    let request = ringlog_net::message::create_topic::Request {
+        name,
+        partitions,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_bytes: Some(1 << 20),
+    };
+    ringlog_net::client::Client::connect(addr)
+        .unwrap()
+        .create_topic(&request)
+        .unwrap();
 }
