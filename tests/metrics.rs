@@ -427,7 +427,14 @@ fn a_consumer_fetches_from_every_shard(shards: usize) {
     }
     let expected = 5 * partitions as usize;
 
+    let connections_before = Scrape::take(metrics)
+        .sum("ringlog_connections", &[])
+        .expect("a connection count");
     consume_all(addr, "spread", expected, ConsumerConfig::default());
+    // The consumer's last fetches may still wait out their long poll, and are counted when
+    // they end: once its connections are closed, none is left to be counted during the next
+    // phase.
+    await_metric(metrics, "ringlog_connections", &[], connections_before);
     let per_shard = requests_per_shard(metrics, shards, "Fetch");
     assert!(
         per_shard.iter().all(|&fetches| fetches >= 1.0),
