@@ -73,11 +73,24 @@ impl PartitionGroups {
         let (store, recovered) = StateStore::open(path, files).await.map_err(store_failure)?;
         let mut offsets = HashMap::new();
         let mut windows: HashMap<String, Window> = HashMap::new();
-        for payload in recovered.records() {
+        let mut unreadable = false;
+        let records_total = recovered.records().count();
+        for (at, payload) in recovered.records().enumerate() {
             let record = match StateRecord::decode(payload) {
                 Ok(record) => record,
                 Err(error) => {
-                    tracing::warn!(path = %store.path().display(), %error, "stopping the group state replay");
+                    // A whole record (its CRC holds) that this server cannot read: written by
+                    // a newer version, say. What follows it is dropped with it, and the file
+                    // is rewritten below: left in place, it would end every later replay here,
+                    // before whatever this run appends after it.
+                    tracing::warn!(
+                        path = %store.path().display(),
+                        %error,
+                        record = at,
+                        records_dropped = records_total - at,
+                        "unreadable group state record; replaying what comes before it and rewriting the file"
+                    );
+                    unreadable = true;
                     break;
                 }
             };
@@ -102,7 +115,11 @@ impl PartitionGroups {
         }
         // A start that retention moved is written (by the snapshot) before anything is changed
         // beyond it: a later replay from the old start could not reach that far.
-        if recovered.dropped_bytes > 0 || groups.store.wants_compaction() || start_moved {
+        if recovered.dropped_bytes > 0
+            || unreadable
+            || groups.store.wants_compaction()
+            || start_moved
+        {
             let snapshot = groups.snapshot().map_err(store_failure)?;
             let durable = groups.store.replace(snapshot).map_err(store_failure)?;
             durable.await.map_err(store_failure)?;
@@ -499,6 +516,63 @@ pub(crate) mod tests {
             let again = CommitMetadata::new("x").unwrap();
             groups.commit("k", 4, again).unwrap().await.unwrap();
             assert_eq!(groups.committed_with_metadata("k"), committed(4, "x"));
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
+    }
+    /// A frame with a good CRC that this server cannot decode (a newer record tag, say) ends
+    /// the replay. Commits acknowledged as durable after such an open must survive the next
+    /// restart: appended behind the undecodable frame, the next replay stops before them.
+    #[test]
+    fn commits_made_after_an_undecodable_record_survive_the_next_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut file = b"RLGS".to_vec();
+        file.extend_from_slice(&1u32.to_le_bytes());
+        push_frame(&mut file, |b| {
+            b.extend_from_slice(&[1, 1, 0, b'g']);
+            b.extend_from_slice(&5i64.to_le_bytes());
+        })
+        .unwrap();
+        // Tag 99: unknown to this server; its CRC is right.
+        push_frame(&mut file, |b| b.extend_from_slice(&[99, 1, 0, b'x'])).unwrap();
+        std::fs::write(path.join(STATE_FILE_NAME), file).unwrap();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            assert_eq!(groups.committed("g"), Some(5));
+            // Acknowledged as durable.
+            groups.commit("g", 6, None).unwrap().await.unwrap();
+            groups.commit("h", 1, None).unwrap().await.unwrap();
+            let (log, groups) = reopen(&path, log, groups).await;
+            assert_eq!(groups.committed("g"), Some(6), "durable commit rolled back");
+            assert_eq!(groups.committed("h"), Some(1), "durable commit lost");
+            groups.close().await;
+            log.close().await.unwrap();
+        })
+        .unwrap();
+    }
+
+    /// A share-states record whose range ends at i64::MAX (its CRC is right, and decode
+    /// accepts it) must not panic the open.
+    #[test]
+    fn a_share_record_ending_at_i64_max_does_not_panic_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut file = b"RLGS".to_vec();
+        file.extend_from_slice(&1u32.to_le_bytes());
+        let record = StateRecord::ShareStates {
+            group: "s",
+            first: 0,
+            last: i64::MAX,
+            state: crate::server::group::state_record::DurableState::Available,
+            delivery_count: 1,
+        };
+        push_frame(&mut file, |b| record.encode(b)).unwrap();
+        std::fs::write(path.join(STATE_FILE_NAME), file).unwrap();
+        block_on(RingConfig::default(), async move {
+            let (log, groups) = open(&path).await;
+            drop(groups.share("s"));
             groups.close().await;
             log.close().await.unwrap();
         })

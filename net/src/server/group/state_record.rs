@@ -181,8 +181,9 @@ impl<'a> StateRecord<'a> {
                 let state = DurableState::from_wire(reader.u8()?)
                     .ok_or(RecordError("unknown share record state"))?;
                 let delivery_count = reader.u16()?;
-                if first > last || first < 0 {
-                    return Err(RecordError("share record range is inverted"));
+                // An offset range ends before i64::MAX: the window counts its end as last + 1.
+                if first > last || first < 0 || last == i64::MAX {
+                    return Err(RecordError("share record range is inverted or unbounded"));
                 }
                 StateRecord::ShareStates {
                     group,
