@@ -60,6 +60,13 @@ pub enum LogError {
     /// The log is closed or closing.
     #[error("partition log is closed")]
     Closed,
+
+    /// The partition's offsets are used up: the next batch's would pass i64::MAX.
+    #[error("no offsets left after {next_offset} in this partition")]
+    OffsetsExhausted {
+        /// The log's next offset.
+        next_offset: i64,
+    },
     /// Data on disk does not parse where the log's own bookkeeping says a batch must be.
     #[error("corrupt log data in {path} at byte {position}: {reason}")]
     Corrupt {

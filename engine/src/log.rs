@@ -764,6 +764,13 @@ impl Inner {
             self.check_unflushed_bound(batch_bytes)?;
         }
         let base_offset = self.next_offset.get();
+        let records = i64::from(header.last_offset_delta) + 1;
+        if base_offset.checked_add(records).is_none() {
+            // Only a segment file named near i64::MAX (put there by hand) gets a log here.
+            return Err(LogError::OffsetsExhausted {
+                next_offset: base_offset,
+            });
+        }
         batch::set_base_offset(batch, base_offset)?;
         let header = BatchHeader {
             base_offset,

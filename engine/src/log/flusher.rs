@@ -122,7 +122,14 @@ impl Inner {
             return Job::Exit;
         }
         if self.retry_blocked.get() {
-            return Job::Wait;
+            // After a failure only an append or a close retries; with the handle dropped
+            // neither comes, so give up, whichever task failed (the syncer's failures end
+            // here, the flusher's own in `run`).
+            return if self.handle_dropped.get() {
+                Job::Exit
+            } else {
+                Job::Wait
+            };
         }
         let mut state = self.state.borrow_mut();
         while state.pending.front().is_some_and(|chunk| !chunk.is_dirty()) {
@@ -449,6 +456,10 @@ impl Inner {
         self.failures.set(self.failures.get() + 1);
         self.last_failure.set(Some(failure));
         self.retry_blocked.set(true);
+        if self.handle_dropped.get() {
+            // A syncer failure: the flusher may be waiting for work; it has to give up.
+            self.kick.notify();
+        }
         self.bump(|stats| stats.failures += 1);
         tracing::warn!(
             dir = %self.dir.display(),

@@ -1005,3 +1005,76 @@ fn a_timestamp_lookup_finds_the_healthy_batches_after_damage_in_a_closed_segment
         log.close().await.unwrap();
     });
 }
+
+/// A log dropped without `close` is closed in the background: the flusher writes what is left
+/// and stops (or gives up after a failure of its own). A failure of the *syncer* during that
+/// background close sets `retry_blocked`, and the flusher, between two of its jobs, then waits
+/// for a kick that can never come (no handle, no appends): it never writes the rest, never
+/// finishes, and keeps the log's chunks in the shard's cache forever.
+#[test]
+fn a_sync_failure_during_a_background_close_does_not_hang_the_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let cache = Rc::new(ChunkCache::new(1 << 20));
+        let log = PartitionLog::open(&path, config(), Rc::clone(&cache))
+            .await
+            .unwrap();
+        let inner = Rc::clone(&log.inner);
+        // Eight ~2 KiB batches: the eighth rolls the 16 KiB segment, so the background close
+        // has several flusher jobs (writes, finishing segment 0, creating segment 1, ...).
+        for seed in 0..8 {
+            let mut batch = make_batch(1_000, seed);
+            log.append(&mut batch, Acks::None).await.unwrap();
+        }
+        assert_eq!(log.segment_base_offsets().len(), 2);
+        // The first fdatasync of the syncer fails (EIO/ENOSPC on a flaky disk).
+        log.fail_next_io(1, Some("syncing the log"));
+        drop(log);
+        for _ in 0..500 {
+            if inner.closed.get() {
+                break;
+            }
+            crate::reactor::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(inner.stats.get().failures, 1, "the sync failed");
+        assert!(
+            inner.closed.get(),
+            "the background close never finished: high watermark {} of {}, {} chunks still cached",
+            inner.high_watermark.get(),
+            inner.next_offset.get(),
+            cache.len()
+        );
+    });
+}
+
+/// A segment file name is input from the disk: `parse_log_file_name` accepts any base offset up
+/// to `i64::MAX`, recovery makes it the log's next offset, and the first append then trips
+/// `assert!(next_offset > base_offset)` in `start_append` (offsets saturate at `i64::MAX`)
+/// instead of being refused.
+#[test]
+fn a_segment_named_at_the_largest_offset_does_not_panic_the_first_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    std::fs::write(
+        crate::segment::segment_path(&path, i64::MAX, crate::segment::LOG_SUFFIX),
+        b"",
+    )
+    .unwrap();
+    run(async move {
+        let log = open(&path).await;
+        assert_eq!(log.next_offset(), i64::MAX);
+        let mut batch = make_batch(10, 1);
+        let refused = log.append(&mut batch, Acks::None).await;
+        assert!(
+            matches!(
+                refused,
+                Err(LogError::OffsetsExhausted {
+                    next_offset: i64::MAX
+                })
+            ),
+            "{refused:?}"
+        );
+        log.close().await.unwrap();
+    });
+}
