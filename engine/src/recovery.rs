@@ -239,7 +239,32 @@ async fn rebuild_producers(
         loaded.unwrap_or_else(|| (log_start, ProducerStateTable::new(config.producers_max)));
     let batches = producer_snapshot::replay(dir, segments, from_offset, &mut table).await?;
     tracing::info!(dir = %dir.display(), from_offset, batches, producers = table.len(), "producer state replayed from the log");
+    let kept = persist_replayed(dir, &table, log_end, kept).await;
     Ok((table, kept))
+}
+
+/// Writes a state replayed from segments before the last one as a snapshot at the log end,
+/// as Kafka does after recovery. Otherwise it lives only in memory: once retention deletes
+/// those segments, a crash before the next roll's snapshot would leave the next open nothing
+/// to rebuild it from, and every producer it held would be unknown (a retry of its last
+/// batch written twice). Best effort, as the snapshots at rolls: a failure is logged.
+async fn persist_replayed(
+    dir: &Path,
+    table: &ProducerStateTable,
+    log_end: i64,
+    mut kept: Vec<i64>,
+) -> Vec<i64> {
+    if kept.last() == Some(&log_end) {
+        return kept;
+    }
+    let bytes = producer_snapshot::encode(table, log_end);
+    match producer_snapshot::write(dir, log_end, &bytes).await {
+        Ok(()) => kept.push(log_end),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), offset = log_end, %error, "cannot write the replayed producer state as a snapshot");
+        }
+    }
+    kept
 }
 
 /// Deletes producer snapshots that describe no data of the log (beyond its end). A failure

@@ -1078,3 +1078,87 @@ fn a_segment_named_at_the_largest_offset_does_not_panic_the_first_append() {
         log.close().await.unwrap();
     });
 }
+
+/// A crash between a roll and its producer snapshot leaves no snapshot at the newest
+/// segment's base. The next run rebuilds the producer state from the log (correct), but does
+/// not persist it; retention then deletes the segments that state came from. A second crash
+/// before the next roll or close (simulated by copying the directory as it is on disk) loses
+/// the producer, and its retry is written a second time.
+#[test]
+fn producer_state_survives_retention_after_a_crash_before_the_roll_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let copy_path = copy.path().to_path_buf();
+    run(async move {
+        let config = config_rolling_by_size();
+        let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+        builder.set_producer_id(5);
+        builder.set_producer_epoch(0);
+        builder.set_base_sequence(0);
+        builder.push(1_000, None, Some(b"once"), &[]).unwrap();
+        let idempotent = builder.finish().to_vec();
+
+        // Run 1: producer 5's batch at offset 0, then plain batches past a roll.
+        let log = open_with(&path, config.clone()).await;
+        let info = log
+            .append(&mut idempotent.clone(), Acks::Durable)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, 0);
+        let mut seed = 1;
+        while log.segment_base_offsets().len() < 2 {
+            log.append(&mut make_batch(100, seed), Acks::Durable)
+                .await
+                .unwrap();
+            seed += 1;
+        }
+        log.close().await.unwrap();
+        drop(log);
+        // As a crash after the roll and before its snapshot (and with no close) leaves it.
+        for offset in producer_snapshot::list(&path).unwrap() {
+            std::fs::remove_file(producer_snapshot::snapshot_path(&path, offset)).unwrap();
+        }
+
+        // Run 2: the state is rebuilt from the whole log: the retry is a duplicate.
+        let log = open_with(&path, config.clone()).await;
+        let retry = log
+            .append(&mut idempotent.clone(), Acks::Durable)
+            .await
+            .unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (0, true));
+        let retention = Retention {
+            ms: None,
+            bytes: Some(1),
+        };
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(report.segments_deleted, 1, "segment 0 deleted");
+        // Still a duplicate while this run lives.
+        let retry = log
+            .append(&mut idempotent.clone(), Acks::Durable)
+            .await
+            .unwrap();
+        assert_eq!((retry.base_offset, retry.duplicate), (0, true));
+        // A crash now: what is on disk is what the next open sees.
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy_path.join(entry.file_name())).unwrap();
+        }
+        log.close().await.unwrap();
+        drop(log);
+
+        // Run 3 (from the crashed copy): producer 5 must still be remembered.
+        let log = open_with(&copy_path, config.clone()).await;
+        let end = log.next_offset();
+        let retry = log
+            .append(&mut idempotent.clone(), Acks::Durable)
+            .await
+            .unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.duplicate),
+            (0, true),
+            "the retry was written again at {end}"
+        );
+        log.close().await.unwrap();
+    });
+}
