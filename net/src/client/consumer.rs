@@ -220,6 +220,8 @@ pub struct Consumer {
     fetch_partitions: Vec<FetchPartition>,
     /// A `starts` list of an answered fetch, for the next fetch to reuse.
     spare_starts: Vec<(u32, i64)>,
+    /// Fetches sent: where the next one starts in its partition list.
+    fetches_sent: usize,
     select: ResponseSelect,
     /// Polls so far: fetches sent by the current one are waited for past its timeout, as
     /// long as their own long poll allows (so `poll(Duration::ZERO)` makes one round trip).
@@ -244,6 +246,7 @@ impl Consumer {
             fetch_starts: Vec::new(),
             fetch_partitions: Vec::new(),
             spare_starts: Vec::new(),
+            fetches_sent: 0,
             select: ResponseSelect::new(),
             polls: 0,
         })
@@ -536,6 +539,13 @@ impl Consumer {
             self.spare_starts = starts;
             return Ok(());
         }
+        // The server fills a response in request order and serves a later partition only
+        // what still fits, so a partition always asked for after a busy one could wait until
+        // that one is drained: each fetch starts one partition further on (as Kafka's
+        // clients rotate theirs).
+        let first = self.fetches_sent % self.fetch_partitions.len();
+        self.fetch_partitions.rotate_left(first);
+        self.fetches_sent = self.fetches_sent.wrapping_add(1);
         let topics = [FetchTopic {
             topic: &self.topic,
             partitions: &self.fetch_partitions,

@@ -143,7 +143,7 @@ pub(crate) async fn read_with_long_poll(
     limits: FetchLimits,
     give_up: impl Future<Output = ()>,
 ) -> Vec<PartitionRead> {
-    let mut reads = read_all(shard, topics, targets, limits.max_bytes).await;
+    let (mut reads, mut full) = read_all(shard, topics, targets, limits.max_bytes, false).await;
     assert_eq!(reads.len(), targets.len(), "one read per target");
     if limits.max_wait.is_zero() || targets.is_empty() {
         return reads;
@@ -154,7 +154,12 @@ pub(crate) async fn read_with_long_poll(
     for _ in 0..LONG_POLL_ROUNDS_MAX {
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads.iter().any(|read| read.status.is_err());
-        if total >= limits.min_bytes.max(1) || total >= limits.max_bytes || any_error || gave_up {
+        if total >= limits.min_bytes.max(1)
+            || total >= limits.max_bytes
+            || full
+            || any_error
+            || gave_up
+        {
             break;
         }
         let now = Instant::now();
@@ -195,7 +200,16 @@ pub(crate) async fn read_with_long_poll(
             Poll::Pending
         })
         .await;
-        let more = read_all(shard, topics, &more_targets, limits.max_bytes - total).await;
+        let (more, more_full) = read_all(
+            shard,
+            topics,
+            &more_targets,
+            limits.max_bytes - total,
+            total > 0,
+        )
+        .await;
+        // A batch that did not fit ends the wait: waiting on would only find it again.
+        full = more_full;
         assert_eq!(more.len(), more_targets.len(), "one read per target");
         for (index, more) in waiting.into_iter().zip(more) {
             add_read(&mut reads[index], more);
@@ -234,26 +248,33 @@ fn add_read(read: &mut PartitionRead, more: PartitionRead) {
     read.raw.extend(more.raw);
 }
 
+/// Reads every target, together at most `max_bytes` of batches, except that when the response
+/// holds no data yet (`has_data` false: nothing from earlier rounds either) the first batch
+/// found is served whole however large (see [`keep_within`]). Also says whether a batch was
+/// left out for want of room.
 async fn read_all(
     shard: &Rc<Shard>,
     topics: &[String],
     targets: &[ReadTarget],
     max_bytes: usize,
-) -> Vec<PartitionRead> {
+    has_data: bool,
+) -> (Vec<PartitionRead>, bool) {
     let wanted_bytes = targets
         .iter()
         .fold(0usize, |sum, target| sum.saturating_add(target.max_bytes));
     if targets.len() > 1 && wanted_bytes <= max_bytes {
-        return read_all_at_once(shard, topics, targets, max_bytes).await;
+        let mut reads = read_all_at_once(shard, topics, targets, max_bytes).await;
+        let full = keep_within(&mut reads, max_bytes, has_data);
+        return (reads, full);
     }
     let mut reads = Vec::with_capacity(targets.len());
     let mut left_out = Vec::new();
     let mut budget = max_bytes;
     for (index, target) in targets.iter().enumerate() {
         // Once the response is full, later partitions are answered without data (their
-        // offsets stay where they were), as Kafka does; the first always gets a batch.
+        // offsets stay where they were), as Kafka does.
         let limit = target.max_bytes.min(budget);
-        if limit == 0 && !reads.is_empty() {
+        if limit == 0 && (has_data || !reads.is_empty()) {
             reads.push(PartitionRead::left_out());
             left_out.push(index);
             continue;
@@ -263,8 +284,36 @@ async fn read_all(
         budget = budget.saturating_sub(read.bytes());
         reads.push(read);
     }
+    let full = keep_within(&mut reads, max_bytes, has_data) || !left_out.is_empty();
     fill_watermarks(shard, topics, targets, &mut reads, &left_out).await;
-    reads
+    (reads, full)
+}
+
+/// Drops the batches of each read, in order, that would take the response past `max_bytes`
+/// (their watermarks stand, as for a partition left out of a full response): a read returns
+/// at least one whole batch, however small its limit. Only the first read with data keeps an
+/// oversized batch, and only when the response held none before it (`has_data` false), so
+/// that a batch larger than the limit does not stop a consumer, as in Kafka. Without this a
+/// later partition's (or a later long-poll round's) first batch could take a native response
+/// past the frame limit the client applies: refused, and asked again forever. Returns
+/// whether it dropped any.
+fn keep_within(reads: &mut [PartitionRead], max_bytes: usize, mut has_data: bool) -> bool {
+    let mut total = 0usize;
+    let mut dropped = false;
+    for read in reads.iter_mut() {
+        let bytes = read.bytes();
+        if bytes == 0 {
+            continue;
+        }
+        if has_data && total.saturating_add(bytes) > max_bytes {
+            read.raw.clear();
+            dropped = true;
+            continue;
+        }
+        total = total.saturating_add(bytes);
+        has_data = true;
+    }
+    dropped
 }
 
 /// Gives the partitions `left_out` of a full response their watermarks, as Kafka answers them
