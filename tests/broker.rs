@@ -1568,7 +1568,7 @@ fn a_start_that_fails_names_the_shard_and_the_topic() {
     assert!(message.starts_with(expected), "{message}");
 }
 
-/// Review: the response of a fetch of two partitions must fit the frame limit the server
+/// The response of a fetch of two partitions must fit the frame limit the server
 /// advertises (net/src/server/fetch.rs:35 says so), however large their first batches are.
 /// Here each partition holds one 40 KB batch and the server's frame limit is 64 KiB: the
 /// first partition's batch fits, the second is read with the ~20 KB left and still returns
@@ -1596,7 +1596,7 @@ fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
     };
     let mut producer = Client::connect_with(addr, client_config).unwrap();
     let advertised = producer
-        .api_versions("review", "0")
+        .api_versions("broker-test", "0")
         .unwrap()
         .frame_bytes_max as usize;
     assert_eq!(advertised, frame_bytes_max);
@@ -1637,7 +1637,7 @@ fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
     handle.shutdown();
 }
 
-/// Review: the same with one partition and a long poll: the first round reads a 30 KB
+/// The same with one partition and a long poll: the first round reads a 30 KB
 /// batch, the second reads on with the ~30 KB left of the response and gets a whole 40 KB
 /// batch, so the frame is ~70 KB against the advertised 64 KiB.
 #[test]
