@@ -1080,10 +1080,10 @@ fn a_segment_named_at_the_largest_offset_does_not_panic_the_first_append() {
 }
 
 /// A crash between a roll and its producer snapshot leaves no snapshot at the newest
-/// segment's base. The next run rebuilds the producer state from the log (correct), but does
-/// not persist it; retention then deletes the segments that state came from. A second crash
-/// before the next roll or close (simulated by copying the directory as it is on disk) loses
-/// the producer, and its retry is written a second time.
+/// segment's base; the next run rebuilds the producer state from the whole log. Retention then
+/// deletes the segments that state came from, and a second crash follows before the next roll
+/// or close (simulated by copying the directory as it is on disk): the run after it must
+/// still know the producer, or its retry is written a second time.
 #[test]
 fn producer_state_survives_retention_after_a_crash_before_the_roll_snapshot() {
     let dir = tempfile::tempdir().unwrap();
