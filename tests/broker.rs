@@ -1747,3 +1747,44 @@ fn a_consumer_reaches_every_partition_while_one_has_a_backlog() {
         "{seen_before} records of partition 0 came before partition 1's"
     );
 }
+
+/// `min_bytes` 0 answers at once, as in Kafka, even when the client allows a wait: the record
+/// produced after the fetch was read is not in its answer.
+#[test]
+fn a_fetch_with_min_bytes_zero_does_not_wait() {
+    use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
+    let server = TestServer::start(1);
+    server.create_topic("eager", 1);
+    let mut client = server.client();
+    let partitions = [FetchPartition {
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    }];
+    let topics = [FetchTopic {
+        topic: "eager",
+        partitions: &partitions,
+    }];
+    let pending = client
+        .send_fetch(&fetch::Request {
+            max_wait_ms: 60_000,
+            min_bytes: 0,
+            max_bytes: 1 << 20,
+            topics: &topics,
+        })
+        .unwrap();
+    // Answered after the fetch was read (requests are read in order).
+    client.metadata(&["eager"]).unwrap();
+    let mut producer = server.client();
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
+    builder.push(0, None, Some(b"late"), &[]).unwrap();
+    producer
+        .produce("eager", 0, Acks::Leader, builder.finish())
+        .unwrap();
+    let result = client.receive_fetch(pending).unwrap();
+    let fetched = result.partitions().unwrap().next().unwrap();
+    assert!(
+        fetched.batches.is_empty(),
+        "the fetch waited for the record"
+    );
+}

@@ -130,7 +130,8 @@ pub(crate) struct FetchLimits {
 /// this many, rather than gathering pieces without end.
 const LONG_POLL_ROUNDS_MAX: usize = 16;
 
-/// Reads every target once; while that gives fewer than `min_bytes` (at least one) and the
+/// Reads every target once; while that gives fewer than `min_bytes` (0 answers at once, as in
+/// Kafka) and the
 /// client allows a wait, waits until a target has data past what was read (or `max_wait`
 /// passes, or `give_up` completes: the client is gone) and reads on from there, adding to
 /// what was read. Reading on from the end, not again from the start, keeps the work linear
@@ -154,12 +155,7 @@ pub(crate) async fn read_with_long_poll(
     for _ in 0..LONG_POLL_ROUNDS_MAX {
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads.iter().any(|read| read.status.is_err());
-        if total >= limits.min_bytes.max(1)
-            || total >= limits.max_bytes
-            || full
-            || any_error
-            || gave_up
-        {
+        if total >= limits.min_bytes || total >= limits.max_bytes || full || any_error || gave_up {
             break;
         }
         let now = Instant::now();
