@@ -130,6 +130,10 @@ pub(crate) struct FetchLimits {
 /// this many, rather than gathering pieces without end.
 const LONG_POLL_ROUNDS_MAX: usize = 16;
 
+/// Most partitions of a fetch read together (the others are read one after another, against
+/// what is left of the response's budget).
+const READS_AT_ONCE_MAX: usize = 16;
+
 /// Reads every target once; while that gives fewer than `min_bytes` (0 answers at once, as in
 /// Kafka) and the
 /// client allows a wait, waits until a target has data past what was read (or `max_wait`
@@ -258,7 +262,10 @@ async fn read_all(
     let wanted_bytes = targets
         .iter()
         .fold(0usize, |sum, target| sum.saturating_add(target.max_bytes));
-    if targets.len() > 1 && wanted_bytes <= max_bytes {
+    // Reads at once each hold at least one whole batch, whatever their limits add up to (0
+    // for limits of 0), until all are done: only a few may run together, or one small
+    // request naming a partition thousands of times would hold thousands of batches.
+    if targets.len() > 1 && targets.len() <= READS_AT_ONCE_MAX && wanted_bytes <= max_bytes {
         let mut reads = read_all_at_once(shard, topics, targets, max_bytes).await;
         let full = keep_within(&mut reads, max_bytes, has_data);
         return (reads, full);
