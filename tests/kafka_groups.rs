@@ -992,3 +992,63 @@ fn a_reset_or_a_deleted_group_drops_commit_metadata() {
         [kept(0, ""), kept(-1, "")]
     );
 }
+
+/// DescribeGroups before v6 has no error_message field; an error answer for a group id that
+/// ringlog refuses (here one longer than its file-name bound, which Kafka accepts) must still
+/// be a DescribeGroups response, not a closed connection (the AdminClient then retries the
+/// disconnect until it times out).
+#[test]
+fn describe_groups_before_v6_answers_an_error_without_closing_the_connection() {
+    let server = TestServer::start();
+    let long_name = "g".repeat(250);
+    let mut closed = Vec::new();
+    for version in 0..=6i16 {
+        let mut kafka = server.kafka();
+        let request = DescribeGroupsRequest::default().with_groups(vec![group_id(&long_name)]);
+        kafka.send(version, &request);
+        if kafka.read_frame().is_none() {
+            closed.push(version);
+        }
+    }
+    assert!(
+        closed.is_empty(),
+        "DescribeGroups of a 250-byte group id closed the connection at versions {closed:?}"
+    );
+}
+
+/// A group the coordinating shard cannot take (its share of groups_max is used up) is
+/// refused with ringlog's Throttled, which produce answers as NOT_ENOUGH_REPLICAS (19): a
+/// code the Java consumer's JoinGroup and OffsetCommit handlers treat as an "Unexpected
+/// error" (fatal). Kafka's coordinator answers such refusals with COORDINATOR_NOT_AVAILABLE
+/// (15), which clients retry.
+#[test]
+fn group_apis_never_answer_produce_only_error_codes() {
+    const NOT_ENOUGH_REPLICAS: i16 = 19;
+    let server = TestServer::start_with(|config| config.groups_max = 2);
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("full", 1, &[]), 0);
+    let mut join_codes = Vec::new();
+    for i in 0..3 {
+        join_codes.push(join(&mut kafka, &format!("full-{i}"), "", "full").error_code);
+    }
+    let mut commit_codes = Vec::new();
+    for i in 0..3 {
+        commit_codes.extend(commit_as(
+            &mut kafka,
+            &format!("manual-{i}"),
+            (-1, ""),
+            "full",
+            &[(0, 1, None)],
+        ));
+    }
+    assert!(
+        !join_codes.contains(&NOT_ENOUGH_REPLICAS) && !commit_codes.contains(&NOT_ENOUGH_REPLICAS),
+        "JoinGroup codes {join_codes:?}, OffsetCommit codes {commit_codes:?}"
+    );
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    assert_eq!(join_codes[2], COORDINATOR_NOT_AVAILABLE, "{join_codes:?}");
+    assert!(
+        commit_codes.contains(&COORDINATOR_NOT_AVAILABLE),
+        "{commit_codes:?}"
+    );
+}

@@ -60,6 +60,22 @@ pub(crate) fn failure_code(failure: &Failure) -> i16 {
     kafka_code(failure.code)
 }
 
+/// The Kafka error code of a failure of a group API (JoinGroup, SyncGroup, Heartbeat,
+/// LeaveGroup, OffsetCommit, OffsetFetch and the group admin calls). Kafka's coordinator never
+/// answers these with produce errors: a full or backed-up store becomes
+/// COORDINATOR_NOT_AVAILABLE and a failed or stopping one NOT_COORDINATOR, both retriable
+/// (the client looks the coordinator up again and retries), where the Java consumer takes
+/// NOT_ENOUGH_REPLICAS or KAFKA_STORAGE_ERROR from JoinGroup or OffsetCommit as fatal.
+pub(crate) fn group_failure_code(failure: &Failure) -> i16 {
+    match failure.code {
+        ErrorCode::Throttled => ResponseError::CoordinatorNotAvailable.code(),
+        ErrorCode::StorageError | ErrorCode::DiskFull | ErrorCode::ShuttingDown => {
+            ResponseError::NotCoordinator.code()
+        }
+        code => kafka_code(code),
+    }
+}
+
 /// The failure's message, for the responses that carry one.
 pub(crate) fn failure_message(failure: &Failure) -> Option<StrBytes> {
     Some(str_bytes(failure.message.clone()))

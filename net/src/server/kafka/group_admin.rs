@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
-use super::errors::{failure_code, failure_message};
+use super::errors::{failure_message, group_failure_code};
 use super::groups::{encode_assignment, to_coordinator, unexpected_answer, CONSUMER_PROTOCOL_TYPE};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
@@ -76,7 +76,7 @@ pub(crate) async fn list_groups(
                 .collect();
             ListGroupsResponse::default().with_groups(groups)
         }
-        Err(failure) => ListGroupsResponse::default().with_error_code(failure_code(&failure)),
+        Err(failure) => ListGroupsResponse::default().with_error_code(group_failure_code(&failure)),
     };
     respond(request, &response)
 }
@@ -106,10 +106,15 @@ pub(crate) async fn describe_groups(
                     .with_group_id(name)
                     .with_group_state(StrBytes::from_static_str(GroupState::Dead.name()))
             }
+            // error_message exists from v6 on; set before, the response cannot be encoded.
             Err(failure) => DescribedGroup::default()
                 .with_group_id(name)
-                .with_error_code(failure_code(&failure))
-                .with_error_message(failure_message(&failure)),
+                .with_error_code(group_failure_code(&failure))
+                .with_error_message(
+                    (request.version() >= 6)
+                        .then(|| failure_message(&failure))
+                        .flatten(),
+                ),
         };
         groups.push(entry.with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED));
     }
@@ -170,7 +175,7 @@ pub(crate) async fn delete_groups(
             Err(failure) if failure.code == ErrorCode::InvalidRequest => {
                 ResponseError::InvalidGroupId.code()
             }
-            Err(failure) => failure_code(failure),
+            Err(failure) => group_failure_code(failure),
         };
         tracing::debug!(%group, code, "Kafka DeleteGroups");
         results.push(

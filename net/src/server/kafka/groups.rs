@@ -28,7 +28,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::dispatch::ClientInfo;
-use super::errors::{failure_code, kafka_error};
+use super::errors::group_failure_code;
 use super::{KafkaShard, NODE_ID};
 use crate::error_code::ErrorCode;
 use crate::server::group::{
@@ -69,7 +69,7 @@ pub(super) fn member_failure_code(failure: &Failure) -> i16 {
         // Not a member (of a group that no longer exists, or of one that has members while
         // the request came from outside it, generation -1): Kafka's answer to both.
         ErrorCode::UnknownGroup | ErrorCode::GroupNotEmpty => ResponseError::UnknownMemberId.code(),
-        code => kafka_error(code).code(),
+        _ => group_failure_code(failure),
     }
 }
 
@@ -248,7 +248,7 @@ pub(crate) async fn join_group(
         Err(failure) => JoinGroupResponse::default()
             .with_error_code(match failure.code {
                 ErrorCode::UnknownGroup => ResponseError::UnknownMemberId.code(),
-                _ => failure_code(&failure),
+                _ => group_failure_code(&failure),
             })
             .with_generation_id(-1)
             .with_member_id(body.member_id.clone()),

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
-use super::errors::failure_code;
+use super::errors::group_failure_code;
 use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
@@ -307,7 +307,7 @@ async fn committed(
         Ok(entries) => entries,
         // A group with nothing committed yet: every offset is unknown, not an error.
         Err(failure) if failure.code == ErrorCode::UnknownGroup => Vec::new(),
-        Err(failure) => return (failure_code(&failure), Vec::new()),
+        Err(failure) => return (group_failure_code(&failure), Vec::new()),
     };
     let Some(wanted) = wanted else {
         let mut out: CommittedTopics = Vec::new();
@@ -349,7 +349,7 @@ async fn committed(
                         Some(OffsetEntry {
                             failure: Some(failure),
                             ..
-                        }) => CommittedPartition::none(partition, failure_code(failure)),
+                        }) => CommittedPartition::none(partition, group_failure_code(failure)),
                         Some(entry) => CommittedPartition {
                             partition,
                             offset: entry.committed.max(-1),
