@@ -2009,3 +2009,38 @@ fn the_longest_group_name_commits_and_a_longer_one_is_refused_clearly() {
         assert_eq!(code, Some(ErrorCode::InvalidRequest), "{length} characters");
     }
 }
+
+/// A share consumer's poll keeps to its timeout when it reads more partitions over one
+/// connection than the server serves at once (`requests_in_flight_max`, 64 by default): had
+/// every partition's ShareFetch long-polled, the server would read the next 64 only after
+/// answering the previous ones, each after its full wait (six waits here).
+#[test]
+fn a_share_poll_over_many_partitions_of_one_shard_keeps_to_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(1),
+        cache_bytes_per_shard: 8 << 20,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    create_topic_at(addr, "wide", 384);
+    let config = ShareConsumerConfig {
+        max_wait_ms: 1_000,
+        ..share_config()
+    };
+    let mut consumer = ShareConsumer::subscribe(addr, "wide-workers", "wide", config).unwrap();
+    // Nothing to acquire: the poll should end at its timeout.
+    let timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let batch = consumer.poll(timeout).unwrap();
+    let took = started.elapsed();
+    assert!(batch.is_empty());
+    assert!(
+        took < timeout * 3,
+        "poll({timeout:?}) of an empty 384-partition topic took {took:?}"
+    );
+    server.shutdown();
+}

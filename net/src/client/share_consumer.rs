@@ -51,6 +51,10 @@ use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::message::share_fetch::{self, AcquiredRange};
 use crate::message::ResponseStatus as _;
 
+/// ShareFetches of one connection that long-poll in a round (see `fetch_round`); kept
+/// under the server's default `requests_in_flight_max` (64).
+const LONG_POLLS_PER_CONNECTION_MAX: usize = 32;
+
 /// How a [`ShareConsumer`] fetches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareConsumerConfig {
@@ -463,12 +467,19 @@ impl ShareConsumer {
         // Links a request could not be written to for a reason other than the connection:
         // this round sends nothing more over them.
         let mut refused = vec![false; self.links.len()];
+        let mut long_polls = vec![0usize; self.links.len()];
         for step in 0..partitions {
             let partition = (self.next_partition + step) % partitions;
             let link = self.link_of.get(partition).copied().unwrap_or(0);
             if refused.get(link).is_none_or(|&r| r) || !self.links[link].is_up() {
                 continue;
             }
+            // The server serves a connection's requests_in_flight_max requests at a time
+            // (64 by default) and reads no more meanwhile: had every partition of a busy
+            // connection long-polled, the round would take one wait per 64 of them. The
+            // rest answer at once; which partitions wait turns with the round.
+            let waits = long_polls[link] < LONG_POLLS_PER_CONNECTION_MAX;
+            long_polls[link] += usize::from(waits);
             let acks = std::mem::take(&mut self.pending[partition]);
             let request = share_fetch::Request {
                 group: &self.group,
@@ -476,7 +487,7 @@ impl ShareConsumer {
                 topic: &self.topic,
                 partition: partition as u32,
                 max_records: self.config.max_records,
-                max_wait_ms: duration_ms_u32(wait),
+                max_wait_ms: if waits { duration_ms_u32(wait) } else { 0 },
                 max_bytes: self.config.max_bytes,
                 acks: &acks,
             };
