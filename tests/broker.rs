@@ -1788,3 +1788,103 @@ fn a_fetch_with_min_bytes_zero_does_not_wait() {
         "the fetch waited for the record"
     );
 }
+
+/// Sets the immutable attribute on a directory (a rename of it then fails with EPERM, as
+/// one can with ENOSPC or EIO) and clears it when dropped, so the temporary directory can
+/// be removed however the test ends. Needs root (CAP_LINUX_IMMUTABLE) and ext4/xfs/btrfs.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    /// `None` where chattr is missing or refused (not root, another file system).
+    fn set(path: std::path::PathBuf) -> Option<Immutable> {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(Immutable(path)),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A delete whose rename into the graveyard fails (a full disk, an I/O error; here an
+/// immutable directory) leaves the topic served, records and all, so that deleting it again
+/// works and a create of the same name never starts over its partitions.
+#[test]
+fn a_delete_that_fails_to_rename_keeps_the_topic_and_its_data() {
+    let server = TestServer::start(2);
+    server.create_topic("undead", 2);
+    produce_values(&server, "undead", (0..100).map(|n| n.to_string()), false);
+    let topic_dir = server.dir.path().join("undead");
+    let Some(immutable) = Immutable::set(topic_dir) else {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    };
+    let error = server.client().delete_topic("undead").unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::StorageError), "{error}");
+    let refused = server
+        .client()
+        .create_topic(&create_topic::Request {
+            name: "undead",
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::TopicExists), "{refused}");
+    drop(immutable);
+    let records = consume(&server, "undead", SeekTo::Earliest, 100);
+    assert_eq!(records.len(), 100);
+    server.client().delete_topic("undead").unwrap();
+    server.create_topic("undead", 2);
+    let topics = server.client().metadata(&["undead"]).unwrap();
+    let watermarks: Vec<i64> = topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .collect();
+    assert!(
+        watermarks.iter().all(|&hw| hw == 0),
+        "the recreated topic serves the deleted topic's records: high watermarks {watermarks:?}"
+    );
+}
+
+/// A topic whose metadata the start cannot read is skipped (with a warning), its records left
+/// on disk; a create of its name is refused rather than serving them as a new topic's.
+#[test]
+fn a_create_does_not_take_over_a_topic_directory_the_start_skipped() {
+    let mut server = TestServer::start(2);
+    server.create_topic("garbled", 2);
+    produce_values(&server, "garbled", (0..10).map(|n| n.to_string()), false);
+    std::fs::write(
+        server.dir.path().join("garbled").join("topic.toml"),
+        b"not = [toml",
+    )
+    .unwrap();
+    server.restart();
+    assert!(server.client().metadata(&["garbled"]).is_err());
+    let refused = server
+        .client()
+        .create_topic(&create_topic::Request {
+            name: "garbled",
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+        })
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::StorageError), "{refused}");
+    assert!(refused.to_string().contains("does not serve"), "{refused}");
+}

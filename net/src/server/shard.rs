@@ -415,11 +415,29 @@ impl Shard {
             ));
         }
         let topic_dir = self.data_dir.join(&name);
-        // An existing directory is what an interrupted create left, or a topic whose metadata
-        // the start could not read: the latter's data is not this create's to remove.
+        // An existing directory is what an interrupted create left (no metadata: its
+        // partitions never took a record), or a topic this server does not serve: its
+        // metadata could not be read at the start, or its delete failed and the topic could
+        // not be opened again. The latter's records are not a new topic's to serve.
         let made_dir = match fs::create_dir(&topic_dir).await {
             Ok(()) => true,
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holds_topic = holds_topic_metadata(&topic_dir).await.map_err(|error| {
+                    storage_failure("look into an existing topic directory", error)
+                })?;
+                if holds_topic {
+                    return Err(Failure::new(
+                        ErrorCode::StorageError,
+                        format!(
+                            "the data directory holds a topic {name} this server does not serve \
+                             (its metadata could not be read, or its delete failed); restart the \
+                             server, or move {} away",
+                            topic_dir.display()
+                        ),
+                    ));
+                }
+                false
+            }
             Err(error) => return Err(storage_failure("create topic directory", error)),
         };
         // Every shard opens its partitions before any shard lists the topic, and the metadata
@@ -506,14 +524,50 @@ impl Shard {
     async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), Failure> {
         assert_eq!(self.id, CATALOG_SHARD);
         let _busy = self.lock_catalog().await;
-        if !self.topics.borrow().contains_key(&name) {
-            return Err(unknown_topic(&name));
-        }
+        let config = match self.topic(&name) {
+            Some(entry) => entry.config.clone(),
+            None => return Err(unknown_topic(&name)),
+        };
         self.on_every_shard(|| ShardCall::DropTopic { name: name.clone() })
             .await?;
-        self.move_to_graveyard(&name).await?;
+        if let Err(failure) = self.move_to_graveyard(&name).await {
+            // The directory and its records are still there: serve the topic again, so that a
+            // retry of the delete finds it (and a create of the name does not start over it).
+            self.reopen_topic(&name, &config).await;
+            return Err(failure);
+        }
         tracing::info!(topic = %name, "topic deleted");
         Ok(())
+    }
+
+    /// Opens and lists again on every shard a topic whose delete failed after its partitions
+    /// were closed. What cannot be undone is logged; the topic then comes back at the next
+    /// start, and a create of its name is refused meanwhile.
+    async fn reopen_topic(self: &Rc<Self>, name: &str, config: &TopicConfig) {
+        let opened = self
+            .on_every_shard(|| ShardCall::OpenTopic {
+                name: name.to_string(),
+                config: config.clone(),
+            })
+            .await;
+        let published = match opened {
+            Ok(()) => {
+                self.on_every_shard(|| ShardCall::PublishTopic {
+                    name: name.to_string(),
+                    config: config.clone(),
+                })
+                .await
+            }
+            Err(failure) => Err(failure),
+        };
+        match published {
+            Ok(()) => {
+                tracing::warn!(topic = %name, "topic delete failed; the topic is served again")
+            }
+            Err(failure) => {
+                tracing::error!(topic = %name, error = %failure.message, "topic delete failed and the topic cannot be opened again; it is back at the next start")
+            }
+        }
     }
 
     /// Changes a topic's retention or adds partitions: runs on the catalog shard, has every
@@ -979,6 +1033,20 @@ pub(crate) fn storage_failure(what: &str, error: std::io::Error) -> Failure {
 /// the nanoseconds (at most 39 digits) the name stays within NAME_MAX (255 bytes), which a
 /// 249-character topic name would pass.
 const GRAVEYARD_NAME_PART_BYTES_MAX: usize = 200;
+
+/// Whether `topic_dir` holds a topic's metadata file.
+async fn holds_topic_metadata(topic_dir: &std::path::Path) -> std::io::Result<bool> {
+    let options = fs::OpenOptions {
+        create: false,
+        direct: false,
+        read_only: true,
+    };
+    match fs::File::open(&topic_dir.join(topic::TOPIC_FILE_NAME), options).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
 
 /// The name a deleted topic's directory is renamed to: `.deleted-` (what the next start
 /// removes), as much of the topic's name as fits, and the time, which keeps it unique.
