@@ -134,11 +134,10 @@ const LONG_POLL_ROUNDS_MAX: usize = 16;
 /// what is left of the response's budget).
 const READS_AT_ONCE_MAX: usize = 16;
 
-/// Reads every target once; while that gives fewer than `min_bytes` (0 answers at once, as in
-/// Kafka) and the
-/// client allows a wait, waits until a target has data past what was read (or `max_wait`
-/// passes, or `give_up` completes: the client is gone) and reads on from there, adding to
-/// what was read. Reading on from the end, not again from the start, keeps the work linear
+/// Reads every target once; while that gives fewer than `min_bytes` (0 answers at once, as
+/// in Kafka) and the client allows a wait, waits until a target has data past what was read
+/// (or `max_wait` passes, or `give_up` completes: the client is gone) and reads on from
+/// there, adding to what was read. Reading on from the end, not again from the start, keeps the work linear
 /// in the bytes however small the appends. Local partitions come straight from the shard's
 /// buffers; others as copies or lent pieces.
 pub(crate) async fn read_with_long_poll(
@@ -273,11 +272,12 @@ async fn read_all(
     let mut reads = Vec::with_capacity(targets.len());
     let mut left_out = Vec::new();
     let mut budget = max_bytes;
+    let mut any_data = has_data;
     for (index, target) in targets.iter().enumerate() {
         // Once the response is full, later partitions are answered without data (their
         // offsets stay where they were), as Kafka does.
         let limit = target.max_bytes.min(budget);
-        if limit == 0 && (has_data || !reads.is_empty()) {
+        if limit == 0 && any_data {
             reads.push(PartitionRead::left_out());
             left_out.push(index);
             continue;
@@ -285,6 +285,7 @@ async fn read_all(
         let topic = &topics[target.topic_index];
         let read = read(shard, topic, target.partition, target.offset, limit.max(1)).await;
         budget = budget.saturating_sub(read.bytes());
+        any_data |= read.bytes() > 0;
         reads.push(read);
     }
     let full = keep_within(&mut reads, max_bytes, has_data) || !left_out.is_empty();
