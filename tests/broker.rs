@@ -1888,3 +1888,49 @@ fn a_create_does_not_take_over_a_topic_directory_the_start_skipped() {
     assert_eq!(refused.code(), Some(ErrorCode::StorageError), "{refused}");
     assert!(refused.to_string().contains("does not serve"), "{refused}");
 }
+
+/// The bound on timestamps ahead of the server's clock holds whatever timestamp type a
+/// client's batch claims. Topics here are CreateTime (DescribeConfigs says so, and no other
+/// value is taken); Kafka's LogValidator rewrites a produced batch's timestamp type to the
+/// topic's and checks its records' timestamps against message.timestamp.after.max.ms, so a
+/// client cannot store a batch whose max timestamp is years ahead by setting the LogAppendTime
+/// attribute bit. Stored as sent, that batch pins retention by age: its segment and every later
+/// one are never past retention.ms.
+#[test]
+fn a_log_append_time_batch_from_a_client_cannot_carry_a_timestamp_far_ahead() {
+    use ringlog_net::message::fetch::FetchPartition;
+    let server = TestServer::start(1);
+    server.create_topic("clock-lat", 1);
+    let mut client = server.client();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour_ms = 3_600_000;
+    let ten_years_ms = 10 * 365 * 24 * hour_ms;
+    let mut batch = batch_stamped(now_ms + ten_years_ms, b"ahead");
+    // attributes (bytes 21..23): timestamp type bit 3 = LogAppendTime; CRC (17..21) again.
+    batch[22] |= 0x08;
+    let crc = ringlog_engine::batch::crc_of(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    match client.produce("clock-lat", 0, Acks::Durable, &batch) {
+        Err(error) => assert_eq!(error.code(), Some(ErrorCode::InvalidTimestamp), "{error}"),
+        Ok(_) => {
+            let partitions = [FetchPartition {
+                partition: 0,
+                offset: 0,
+                partition_max_bytes: 1 << 20,
+            }];
+            let result = fetch_from_topic(&mut client, "clock-lat", &partitions, 0, 1 << 20);
+            let fetched = result.partitions().unwrap().next().unwrap();
+            let header = ringlog_engine::batch::BatchHeader::parse(fetched.batches).unwrap();
+            assert!(
+                header.max_timestamp_ms <= now_ms + 2 * hour_ms,
+                "stored with max timestamp {} ({:?}), {} ms ahead of the server's clock",
+                header.max_timestamp_ms,
+                header.timestamp_type(),
+                header.max_timestamp_ms - now_ms
+            );
+        }
+    }
+}

@@ -974,9 +974,13 @@ impl Inner {
             if segment.state != SegmentState::Closed {
                 break;
             }
-            let too_big = retention
-                .bytes
-                .is_some_and(|limit_bytes| total_bytes > limit_bytes);
+            // As Kafka: the oldest segment goes only when the log keeps at least the limit
+            // without it (a log may stay up to a segment over it, and is never cut below).
+            let too_big = retention.bytes.is_some_and(|limit_bytes| {
+                total_bytes
+                    .checked_sub(segment.size_bytes)
+                    .is_some_and(|rest_bytes| rest_bytes >= limit_bytes)
+            });
             let too_old =
                 cutoff_ms.is_some_and(|cutoff_ms| segment.retention_timestamp_ms() < cutoff_ms);
             if !too_big && !too_old {

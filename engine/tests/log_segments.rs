@@ -198,16 +198,17 @@ fn retention_by_bytes_deletes_oldest_segments_and_moves_log_start() {
         assert_eq!(after.len() + report.segments_deleted, before.len());
         assert_eq!(log.log_start_offset(), after[0]);
         assert_eq!(log.size_bytes(), total - report.bytes_deleted);
-        // Deleted oldest first exactly while the total was over the limit.
+        // Deleted oldest first exactly while what stays is at least the limit (Kafka's rule:
+        // never below the limit, up to a segment over it).
         let mut left = total;
         let mut expected_deleted = 0;
-        while left > 40 * 1024 && expected_deleted + 1 < sizes.len() {
+        while expected_deleted + 1 < sizes.len() && left - sizes[expected_deleted] >= 40 * 1024 {
             left -= sizes[expected_deleted];
             expected_deleted += 1;
         }
         assert_eq!(report.segments_deleted, expected_deleted);
         assert!(
-            log.size_bytes() <= 40 * 1024,
+            log.size_bytes() >= 40 * 1024 && log.size_bytes() - 40 * 1024 < sizes[expected_deleted],
             "{} bytes left",
             log.size_bytes()
         );

@@ -85,7 +85,8 @@ impl Default for LogConfig {
 pub struct Retention {
     /// Delete whole segments whose newest batch is older than this; `None` keeps them.
     pub ms: Option<u64>,
-    /// Delete the oldest segments while the log holds more than this; `None`: no limit.
+    /// Delete the oldest segment while the log holds at least this much without it (Kafka's
+    /// rule: up to a segment over the limit, never below it); `None`: no limit.
     pub bytes: Option<u64>,
 }
 

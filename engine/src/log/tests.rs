@@ -1162,3 +1162,39 @@ fn producer_state_survives_retention_after_a_crash_before_the_roll_snapshot() {
         log.close().await.unwrap();
     });
 }
+
+/// Kafka's retention.bytes deletes the oldest segment only when the partition still holds at
+/// least retention.bytes without it (`UnifiedLog.deleteRetentionSizeBreachedSegments`: delete
+/// while `diff - segment.size >= 0`, `diff = size - retention.bytes`): a partition may stay up
+/// to one segment over the limit, and is never cut below it. A log one byte over the limit
+/// thus keeps every segment.
+#[test]
+fn retention_by_bytes_never_cuts_the_log_below_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut seed = 0;
+        while log.segment_base_offsets().len() < 3 {
+            log.append(&mut make_batch(1_000, seed), Acks::Durable)
+                .await
+                .unwrap();
+            seed += 1;
+        }
+        // Every rolled segment finished.
+        log.close().await.unwrap();
+        let total = log.size_bytes();
+        let retention = Retention {
+            ms: None,
+            bytes: Some(total - 1),
+        };
+        let report = log.apply_retention(1_000_000, retention).await.unwrap();
+        assert_eq!(
+            (report.segments_deleted, log.log_start_offset()),
+            (0, 0),
+            "a log of {total} bytes with retention.bytes {} was cut to {} bytes",
+            total - 1,
+            log.size_bytes()
+        );
+    });
+}

@@ -73,8 +73,9 @@ pub struct ServerConfig {
     /// default): kept forever.
     pub retention_ms: Option<u64>,
     /// Retention by size of topics created without their own `retention_bytes` (Kafka's
-    /// `log.retention.bytes`): the oldest segments of a partition are deleted while it holds
-    /// more. Absent (the default): no limit.
+    /// `log.retention.bytes`): the oldest segment of a partition is deleted while what is left
+    /// without it still holds at least this much (so, as in Kafka, a partition stays up to a
+    /// segment over it, never below). Absent (the default): no limit.
     pub retention_bytes: Option<u64>,
     /// How often each shard deletes the segments past their topic's retention (Kafka's
     /// `log.retention.check.interval.ms`). A consumer still reading a deleted segment gets

@@ -131,14 +131,14 @@ pub(crate) async fn produce(
     produced.ok_or_else(|| Failure::new(ErrorCode::CorruptBatch, "no batches"))
 }
 
-/// Refuses a batch whose newest CreateTime is past `timestamp_max_ms` (the server's clock plus
+/// Refuses a batch whose newest timestamp is past `timestamp_max_ms` (the server's clock plus
 /// `message_timestamp_after_max_ms`), as Kafka 4.0 does: retention by age goes by a segment's
 /// newest timestamp, so one record stamped years ahead would keep its segment and every later
-/// one forever. -1 (no timestamp) is not ahead of anything.
+/// one forever. Whatever type the batch claims: topics here are CreateTime, and a batch is
+/// stored as sent (Kafka rewrites a LogAppendTime claim to the topic's type before the same
+/// check). -1 (no timestamp) is not ahead of anything.
 fn check_timestamp(header: &batch::BatchHeader, timestamp_max_ms: i64) -> Result<(), Failure> {
-    if header.timestamp_type() == batch::TimestampType::CreateTime
-        && header.max_timestamp_ms > timestamp_max_ms
-    {
+    if header.max_timestamp_ms > timestamp_max_ms {
         return Err(Failure::new(
             ErrorCode::InvalidTimestamp,
             format!(
