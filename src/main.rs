@@ -4,7 +4,7 @@
 mod command;
 mod settings;
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -46,7 +46,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_closed_output(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error_line(&error));
+            // A closed stderr leaves nobody to tell; the exit code still says it.
+            let _ = writeln!(io::stderr(), "error: {}", error_line(&error));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -63,7 +64,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_USAGE))
         }
         _ => {
-            eprintln!("{}", one_line(&error.render().to_string()));
+            let _ = writeln!(io::stderr(), "{}", one_line(&error.render().to_string()));
             ExitCode::from(EXIT_USAGE)
         }
     }

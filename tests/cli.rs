@@ -765,3 +765,195 @@ fn interrupted_group_consumer_leaves_its_group() {
     assert_eq!(status.signal(), Some(2), "ends as interrupted: {status}");
     assert_eq!(server.ok(&["group", "delete", "g"]), "deleted group g\n");
 }
+
+/// A pipe whose read end is already closed: writing to the returned write end fails with
+/// EPIPE, as a `| head` that has exited does to the writer.
+fn closed_pipe() -> Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a live array of two ints; pipe2 fills both on success.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2");
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    Stdio::from(write)
+}
+
+/// A `mail_queue_depth` too large to allocate is refused in one line, as `shards` or
+/// `frame_bytes_max` are, not met by a panic when the queues are made.
+#[test]
+fn huge_mail_queue_depth_is_refused_in_one_line_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--data-dir",
+        "data",
+    ];
+    let vars = [("RINGLOG_MAIL_QUEUE_DEPTH", "9223372036854775807".as_ref())];
+    let failed = serve_failing(dir.path(), &args, &vars);
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    let line = error_line(&failed);
+    assert!(line.contains("mail_queue_depth"), "{line}");
+}
+
+/// A server `segment_bytes` above what a topic takes (4 GiB - 1) is refused at the start,
+/// rather than accepted and then failing every `topic create` without `--segment-bytes`.
+#[test]
+fn server_segment_bytes_that_no_topic_accepts_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(RINGLOG)
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--data-dir", "data"])
+        .current_dir(dir.path())
+        .env_remove("RINGLOG_CONFIG")
+        .env("RINGLOG_LOG", "warn")
+        .env("RINGLOG_SEGMENT_BYTES", "8589934592")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    if first.is_empty() {
+        // Refused at start: what this test asks for.
+        let status = wait_bounded(&mut server, "ringlog serve");
+        let stderr = std::io::read_to_string(server.stderr.take().unwrap()).unwrap();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("segment_bytes"), "{stderr}");
+        return;
+    }
+    let addr = first.split_whitespace().nth(3).unwrap().to_owned();
+    let created = run_ringlog(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "1",
+            "--server",
+            &addr,
+        ],
+        b"",
+    );
+    signal(server.id(), "TERM");
+    wait_bounded(&mut server, "ringlog serve");
+    panic!(
+        "the server started with segment_bytes 8589934592; topic create without \
+         --segment-bytes then: {}{}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+/// `ringlog produce` exits 0 once every line is stored, even when its stderr is a closed pipe
+/// (`ringlog produce t < f 2>&1 | head -0`): a script must not take it for a failure.
+#[test]
+fn produce_with_a_closed_stderr_still_exits_zero() {
+    let server = TestServer::start(1);
+    create_topic(&server, "quiet", 1);
+    let mut command = Command::new(RINGLOG);
+    command.args(["produce", "quiet", "--server", server.addr()]);
+    let args: Vec<_> = command.get_args().map(|arg| arg.to_owned()).collect();
+    let mut child = command
+        .env_remove("RINGLOG_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(closed_pipe())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a\nb\nc\n").unwrap();
+    }
+    let status = wait_bounded(&mut child, &format!("ringlog {args:?}"));
+    let out = server.ok(&["consume", "quiet", "--from", "earliest", "--count", "3"]);
+    assert_eq!(out, "a\nb\nc\n", "every line was stored");
+    assert!(
+        status.success(),
+        "all 3 lines stored, yet produce exited with {status}"
+    );
+}
+
+/// `ringlog serve` serves until SIGTERM when its stdout is a closed pipe (`ringlog serve |
+/// head -0`, or a supervisor whose log reader went away): its startup lines cannot end it.
+#[test]
+fn serve_with_a_closed_stdout_keeps_serving_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(RINGLOG)
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--data-dir", "data"])
+        .current_dir(dir.path())
+        .env_remove("RINGLOG_CONFIG")
+        .env("RINGLOG_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut log = String::new();
+    // The server logs "ringlog serving" (to stderr) once it is up, before its stdout line.
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 || line.contains("ringlog serving") {
+            log.push_str(&line);
+            break;
+        }
+        log.push_str(&line);
+    }
+    // SIGTERM is blocked until the main thread waits for it: a server that is still
+    // running takes it then and exits 0; one that died on its stdout line does not.
+    signal(server.id(), "TERM");
+    let status = wait_bounded(&mut server, "ringlog serve");
+    log.push_str(&std::io::read_to_string(stderr).unwrap());
+    assert!(status.success(), "{status}: {log}");
+}
+
+/// `topic create --retention-ms` takes -1 for "keep forever" and refuses other negative numbers
+/// (the server would read them as "no limit" too), as `--retention-bytes -5` is refused and
+/// as Kafka refuses `retention.ms` below -1.
+#[test]
+fn retention_ms_below_minus_one_is_refused() {
+    let server = TestServer::start(1);
+    let failed = server.ringlog(&[
+        "topic",
+        "create",
+        "typo",
+        "--partitions",
+        "1",
+        "--segment-bytes",
+        SEGMENT_BYTES,
+        "--retention-bytes",
+        "-5",
+    ]);
+    assert!(!failed.status.success(), "--retention-bytes -5 is refused");
+    let out = server.ringlog(&[
+        "topic",
+        "create",
+        "typo",
+        "--partitions",
+        "1",
+        "--segment-bytes",
+        SEGMENT_BYTES,
+        "--retention-ms",
+        "-5",
+    ]);
+    assert!(
+        !out.status.success(),
+        "--retention-ms -5 accepted: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

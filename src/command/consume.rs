@@ -212,13 +212,15 @@ pub fn warn_of_resets(resets: impl Iterator<Item = PositionReset>) {
         } = reset;
         if to > from {
             // `to` is the oldest record kept, or the end with `--group` and `--from latest`.
-            eprintln!(
+            let _ = writeln!(
+                io::stderr(),
                 "warning: partition {partition}: offset {from} is no longer stored (deleted by \
                  retention before it was read); reading on at {to}, {} offsets skipped",
                 reset.skipped()
             );
         } else {
-            eprintln!(
+            let _ = writeln!(
+                io::stderr(),
                 "warning: partition {partition}: offset {from} is past the end of the log; \
                  reading on at {to}"
             );

@@ -1,6 +1,6 @@
 //! `ringlog produce`: one record per stdin line, streamed through the batching producer.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
 use clap::builder::NonEmptyStringValueParser;
@@ -100,7 +100,8 @@ pub fn run(args: ProduceArgs, server: &str) -> anyhow::Result<()> {
         .map_err(|error| CliError::about(Some(topic), error));
     streamed?;
     closed?;
-    eprintln!("{}", summary(sent, started.elapsed()));
+    // The records are stored: a closed stderr must not turn that into a failure.
+    let _ = writeln!(io::stderr(), "{}", summary(sent, started.elapsed()));
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `ringlog serve`: run the server until SIGINT or SIGTERM.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -94,7 +95,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %server.data_dir().display(),
         "ringlog serving"
     );
-    println!(
+    // The server runs until a signal whether or not anyone reads these lines (`| head -1`).
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "ringlog serving on {} with {} shards, data in {}",
         server.local_addr(),
         server.shard_count(),
@@ -102,11 +106,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     if let Some(kafka_addr) = server.kafka_addr() {
         tracing::info!(addr = %kafka_addr, "Kafka protocol listening");
-        println!("Kafka protocol on {kafka_addr}");
+        let _ = writeln!(out, "Kafka protocol on {kafka_addr}");
     }
     if let Some(metrics_addr) = server.metrics_addr() {
         tracing::info!(addr = %metrics_addr, "metrics listening");
-        println!("Prometheus metrics on http://{metrics_addr}/metrics");
+        let _ = writeln!(out, "Prometheus metrics on http://{metrics_addr}/metrics");
     }
     let signal = wait_for_signal(&signals);
     tracing::info!(signal, "shutting down: flushing partitions");

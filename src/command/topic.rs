@@ -44,10 +44,15 @@ struct CreateArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
     /// Delete whole segments older than this (-1: keep forever; default: the server's).
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "MS",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-1..)
+    )]
     retention_ms: Option<i64>,
-    /// Delete the oldest segments while a partition holds more, e.g. `10GiB` (-1: no limit;
-    /// default: the server's).
+    /// Delete the oldest segments while a partition keeps at least this much without them, e.g.
+    /// `10GiB` (-1: no limit; default: the server's).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_limit_bytes)]
     retention_bytes: Option<i64>,
     /// Size of each segment file, preallocated, e.g. `64MiB` (default: the server's
@@ -75,10 +80,12 @@ struct AlterArgs {
         long,
         value_name = "MS",
         allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-1..),
         group = "change"
     )]
     retention_ms: Option<i64>,
-    /// Delete the oldest segments while a partition holds more, e.g. `10GiB` (-1: no limit).
+    /// Delete the oldest segments while a partition keeps at least this much without them, e.g.
+    /// `10GiB` (-1: no limit).
     #[arg(
         long,
         value_name = "BYTES",

@@ -101,6 +101,10 @@ pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: u64 = 3_600_000;
 /// Default [`ServerConfig::disk_ops_per_s_max`]: no limit.
 pub const DISK_OPS_PER_S_MAX_DEFAULT: u32 = 0;
 
+/// Largest `mail_queue_depth`: each of the shard count squared queues is allocated whole at
+/// the start.
+pub const MAIL_QUEUE_DEPTH_MAX: usize = 1 << 16;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -319,12 +323,13 @@ impl ServerConfig {
             "read_ahead_bytes_per_shard must be 0 (off) or at least 1 MiB",
         )?;
         check(
-            self.mail_queue_depth >= 2,
-            "mail_queue_depth must be at least 2",
+            (2..=MAIL_QUEUE_DEPTH_MAX).contains(&self.mail_queue_depth),
+            "mail_queue_depth must be between 2 and 65536",
         )?;
         check(
-            self.segment_bytes >= ringlog_engine::topic::SEGMENT_BYTES_MIN,
-            "segment_bytes must be at least 1 MiB",
+            (ringlog_engine::topic::SEGMENT_BYTES_MIN..=u64::from(u32::MAX))
+                .contains(&self.segment_bytes),
+            "segment_bytes must be between 1 MiB and 4 GiB - 1 (what a topic takes)",
         )?;
         check(self.groups_max > 0, "groups_max must be at least 1")?;
         check(
