@@ -1205,3 +1205,42 @@ fn a_kafka_client_gone_during_a_long_poll_frees_its_connection() {
     assert_eq!(versions.error_code, 0);
     server.shutdown();
 }
+
+/// As `a_kafka_client_gone_during_a_long_poll_frees_its_connection`, but the client pipelines
+/// one request more than `requests_in_flight_max` behind the long poll before it goes away:
+/// the reader waits for a free slot instead of receiving, never sees the close, and the fetch
+/// holds the connection for its whole max_wait.
+#[test]
+fn a_kafka_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        connections_max: 2,
+        requests_in_flight_max: 1,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.kafka_addr().unwrap();
+    let mut admin = kafka_support::Kafka::connect(addr);
+    assert_eq!(admin.create_topic("quiet", 2, &[]), 0);
+    let mut gone = kafka_support::Kafka::connect(addr);
+    gone.send(12, &fetch_request("quiet", 0, 0, i32::MAX));
+    gone.send(3, &ApiVersionsRequest::default());
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kafka_connection_refused(addr) {
+        assert!(
+            Instant::now() < deadline,
+            "a client gone with a request queued behind a long poll still holds its connection"
+        );
+        std::thread::yield_now();
+    }
+    let asked = admin.send(3, &ApiVersionsRequest::default());
+    let versions = admin.receive::<ApiVersionsRequest>(3, asked);
+    assert_eq!(versions.error_code, 0);
+    server.shutdown();
+}

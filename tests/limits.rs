@@ -670,3 +670,191 @@ fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_no
         server.shutdown();
     }
 }
+
+/// As `a_client_gone_during_a_long_poll_frees_its_connection`, but the client pipelines one
+/// request more than `requests_in_flight_max` behind its long poll before it goes away: the
+/// reader, waiting for a free slot and so not receiving, must still notice the close, or the
+/// long poll would hold the connection's place under `connections_max` for its whole
+/// `max_wait_ms`.
+#[test]
+fn a_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        connections_max: 2,
+        requests_in_flight_max: 1,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr).unwrap();
+    admin
+        .create_topic(&create_topic::Request {
+            name: "quiet",
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: Some(1 << 20),
+        })
+        .unwrap();
+    let partitions = [0, 1].map(|partition| FetchPartition {
+        partition,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    });
+    let topics = [FetchTopic {
+        topic: "quiet",
+        partitions: &partitions,
+    }];
+    let mut fbb = FlatBufferBuilder::new();
+    let fetch = FetchRequest {
+        max_wait_ms: u32::MAX,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: &topics,
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    let mut fbb = FlatBufferBuilder::new();
+    let versions = ringlog_net::message::api_versions::Request {
+        client_name: "limits-test",
+        client_version: "1",
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    // The long poll takes the only slot; the second request waits behind it. The close comes
+    // after both on the byte stream, so the server reads both before it could see the close.
+    let mut gone = TcpStream::connect(addr).unwrap();
+    let mut bytes = request_frame(ApiKey::Fetch, 1, &fetch);
+    bytes.extend(request_frame(ApiKey::ApiVersions, 2, &versions));
+    gone.write_all(&bytes).unwrap();
+    drop(gone);
+    await_a_free_connection(
+        addr,
+        "a client gone with a request queued behind a long poll still holds its connection",
+    );
+    admin.api_versions("limits-test", "1").unwrap();
+    drop(admin);
+    server.shutdown();
+}
+
+/// With zero-copy sends on, a shutdown while a client that never reads holds a large fetch
+/// answer half-sent must still end: the shard cannot wait for the kernel to release memory
+/// that only a reading peer (or the orphaned socket's timeout) ever releases.
+#[test]
+fn shutdown_ends_while_a_client_that_never_reads_holds_a_zero_copy_answer() {
+    shutdown_with_a_client_that_never_reads(1);
+}
+
+/// The same with plain sends (the default): the pending send is cancelled.
+#[test]
+fn shutdown_ends_while_a_client_that_never_reads_holds_a_plain_answer() {
+    shutdown_with_a_client_that_never_reads(usize::MAX);
+}
+
+fn shutdown_with_a_client_that_never_reads(send_zero_copy_min_bytes: usize) {
+    use std::os::fd::FromRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerConfig {
+        shards: Some(1),
+        send_zero_copy_min_bytes,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr).unwrap();
+    admin
+        .create_topic(&create_topic::Request {
+            name: "big",
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: Some(64 << 20),
+        })
+        .unwrap();
+    // 12 batches of 1 MB: far more than the socket buffers of both ends hold.
+    let value = vec![7u8; 1 << 20];
+    for _ in 0..12 {
+        let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 0);
+        builder.push(0, None, Some(&value), &[]).unwrap();
+        admin
+            .produce("big", 0, Acks::Leader, builder.finish())
+            .unwrap();
+    }
+    drop(admin);
+
+    // A client with a small receive buffer that asks for all of it and never reads.
+    // SAFETY: plain syscalls on a socket this test creates and then hands to TcpStream.
+    let lazy = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let small: libc::c_int = 64 << 10;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let std::net::SocketAddr::V4(v4) = addr else {
+            panic!("IPv4 listener expected")
+        };
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    };
+    let partitions = [FetchPartition {
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 32 << 20,
+    }];
+    let topics = [FetchTopic {
+        topic: "big",
+        partitions: &partitions,
+    }];
+    let mut fbb = FlatBufferBuilder::new();
+    let fetch = FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 32 << 20,
+        topics: &topics,
+    }
+    .encode(&mut fbb)
+    .to_vec();
+    (&lazy)
+        .write_all(&request_frame(ApiKey::Fetch, 1, &fetch))
+        .unwrap();
+    // Wait (peeking, so nothing is consumed) until record bytes arrive: the answer's head is
+    // out and its batches are being sent with SEND_ZC.
+    let mut peeked = vec![0u8; 64 << 10];
+    loop {
+        let n = lazy.peek(&mut peeked).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        if n >= 8 << 10 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.shutdown();
+        let _ = done_tx.send(());
+    });
+    let ended = done_rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    assert!(
+        ended,
+        "shutdown still waits 20 s later, with a client that never reads connected"
+    );
+    drop(lazy);
+}

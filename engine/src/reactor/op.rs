@@ -55,6 +55,9 @@ enum Slot {
     Abandoned {
         _keepalive: Box<dyn Any>,
         awaiting_notification: bool,
+        /// Its result came; only SEND_ZC's notification (the kernel releasing the buffer) is
+        /// still to come.
+        completed: bool,
     },
 }
 
@@ -99,6 +102,17 @@ impl OpTable {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Whether every op in flight was abandoned after its result came, and waits only for
+    /// SEND_ZC's notification: the kernel then reads from pinned pages it holds and writes
+    /// to no memory of ours.
+    pub(crate) fn only_notifications_pending(&self) -> bool {
+        self.slots.iter().all(|slot| match slot {
+            Slot::Free => true,
+            Slot::Waiting { .. } => false,
+            Slot::Abandoned { completed, .. } => *completed,
+        })
     }
 
     /// Takes a slot; the caller was admitted (see [`OpTable::admit`]), so there is one.
@@ -163,9 +177,11 @@ impl OpTable {
             }
             Slot::Abandoned {
                 awaiting_notification,
+                completed,
                 ..
             } => {
                 let still_waiting = if notification { false } else { more };
+                *completed |= !notification;
                 *awaiting_notification = still_waiting;
                 if !still_waiting {
                     self.release(index);
@@ -209,10 +225,12 @@ impl OpTable {
             self.release(index);
             return false;
         }
-        let awaiting_notification = *awaiting_notification || completion.is_none();
+        let completed = completion.is_some();
+        let awaiting_notification = *awaiting_notification || !completed;
         *slot = Slot::Abandoned {
             _keepalive: keepalive,
             awaiting_notification,
+            completed,
         };
         true
     }

@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, squeue, IoUring};
 
@@ -276,17 +277,43 @@ impl Drop for Installed {
     }
 }
 
+/// How long a shutdown waits for SEND_ZC notifications once nothing else is in flight: a
+/// peer that never reads (nor closes) holds its unacknowledged bytes, and so the notification,
+/// for as long as TCP keeps retrying.
+const NOTIFICATIONS_WAIT_MAX: Duration = Duration::from_secs(2);
+/// Each wait for completions in the drain also ends after this, so the time is checked.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
+
 fn drain_in_flight(reactor: &Reactor) {
     let cancel = io_uring::opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
         .build()
         .user_data(super::op::USER_DATA_IGNORED);
     reactor.push(&cancel);
-    // Bounded: each round either reaps completions or waits for one; a few thousand rounds
-    // covers every op the table can hold.
+    let started = Instant::now();
+    // Bounded: each round either reaps completions or waits for one (or the tick); a few
+    // thousand rounds covers every op the table can hold.
     for _ in 0..100_000 {
-        if reactor.ops.borrow().in_flight() == 0 {
-            return;
+        {
+            let ops = reactor.ops.borrow();
+            if ops.in_flight() == 0 {
+                return;
+            }
+            if started.elapsed() >= NOTIFICATIONS_WAIT_MAX && ops.only_notifications_pending() {
+                // Their buffers are freed with the table: safe, see `only_notifications_pending`
+                // (what the kernel may still retransmit from those pages is then undefined).
+                tracing::warn!(
+                    sends = ops.in_flight(),
+                    "ring shut down with zero-copy sends a peer never acknowledged"
+                );
+                return;
+            }
         }
+        let tick = io_uring::types::Timespec::from(DRAIN_TICK);
+        let timeout = io_uring::opcode::Timeout::new(&tick)
+            .build()
+            .user_data(super::op::USER_DATA_IGNORED);
+        reactor.push(&timeout);
+        // The kernel copied the timespec when `push` or this submission handed it over.
         reactor.submit_and_wait(true);
         reactor.reap();
     }

@@ -313,6 +313,18 @@ impl TcpStream {
         }
     }
 
+    /// Completes once the peer has shut its side down (closed, or shutdown(SHUT_WR)), the
+    /// connection broke, or it was reset: what a receive would see as EOF or an error,
+    /// without receiving (a server that stopped reading, at its bound of requests in flight,
+    /// still learns its client is gone).
+    pub async fn peer_closed(&self) {
+        let events = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
+        let entry = opcode::PollAdd::new(types::Fd(self.raw_fd()), events).build();
+        // Whatever the result (the events, or an error on a descriptor gone bad), there is
+        // nothing more to learn from this socket.
+        let _ = Op::submit(entry, ()).await;
+    }
+
     /// Sends `buf[range]`; may send less than asked.
     pub async fn send<B: IoBuf + Unpin>(
         &self,

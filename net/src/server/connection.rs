@@ -8,7 +8,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -234,15 +235,40 @@ async fn read_requests(shard: &Rc<Shard>, connection: &Rc<Connection>) {
 }
 
 async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
-    poll_fn(|cx| {
+    let slot = poll_fn(|cx| {
         if connection.in_flight.get() < in_flight_max || connection.closed.get() {
             Poll::Ready(())
         } else {
             *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         }
+    });
+    watching_for_hangup(&connection.stream, &connection.hangup, slot).await;
+}
+
+/// Runs `wait` (the reader waiting for a free slot) while watching for the client going away.
+/// A reader that waits does not receive, so it would not see the EOF: the long polls holding
+/// the slots would then run their whole `max_wait_ms`, and the connection with them. Once the
+/// client is gone, `hangup` is set, which ends them.
+pub(crate) async fn watching_for_hangup(
+    stream: &TcpStream,
+    hangup: &Latch,
+    wait: impl Future<Output = ()>,
+) {
+    let mut wait = pin!(wait);
+    let mut closed = pin!(stream.peer_closed());
+    let mut watching = true;
+    poll_fn(|cx| {
+        if wait.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if watching && closed.as_mut().poll(cx).is_ready() {
+            watching = false;
+            hangup.set();
+        }
+        Poll::Pending
     })
-    .await
+    .await;
 }
 
 /// Answers a frame that cannot be decoded (too large or malformed) and closes the connection:

@@ -20,7 +20,7 @@ use ringlog_engine::reactor::{self, tcp::TcpStream};
 use super::codec::{KafkaError, KafkaResponse, OutPart, SIZE_PREFIX_BYTES};
 use super::dispatch::{self, ClientInfo};
 use super::KafkaShard;
-use crate::server::connection::RawPart;
+use crate::server::connection::{watching_for_hangup, RawPart};
 use crate::server::recv_buffer;
 
 /// Smallest request: api key, api version and correlation id.
@@ -182,7 +182,7 @@ async fn read_requests(
             }
             match complete_frame(&buf[consumed..], frame_bytes_max) {
                 Ok(Some(size)) => {
-                    wait_for_slot(connection, in_flight_max).await;
+                    wait_for_slot(connection, client, in_flight_max).await;
                     if connection.closed.get() {
                         return;
                     }
@@ -231,16 +231,16 @@ async fn read_requests(
     }
 }
 
-async fn wait_for_slot(connection: &Connection, in_flight_max: usize) {
-    poll_fn(|cx| {
+async fn wait_for_slot(connection: &Connection, client: &ClientInfo, in_flight_max: usize) {
+    let slot = poll_fn(|cx| {
         if connection.in_flight() < in_flight_max || connection.closed.get() {
             Poll::Ready(())
         } else {
             *connection.reader_waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         }
-    })
-    .await
+    });
+    watching_for_hangup(&connection.stream, &client.hangup, slot).await;
 }
 
 async fn write_responses(connection: Rc<Connection>, zero_copy_min_bytes: usize) {
