@@ -895,6 +895,172 @@ fn batches_claiming_offsets_they_do_not_hold_are_refused() {
     );
 }
 
+/// Review (second reader): the produce path checks only the batch header and CRC
+/// (`partition_ops::produce` -> `BatchIter` -> `batch::structure`, and `log.rs` `start_append`
+/// -> `batch::validate`); `batch::validate_records` is never called on produce. So an
+/// uncompressed batch whose header is consistent (recordsCount = lastOffsetDelta + 1, a right
+/// CRC) but whose records are malformed is stored and served. Kafka's broker iterates the
+/// records of every produced batch (LogValidator), and DefaultRecordBatch's RecordIterator /
+/// DefaultRecord.readFrom throw InvalidRecordException on each of these, so Kafka refuses them
+/// with CORRUPT_MESSAGE / INVALID_RECORD; consumers (Java, librdkafka, ringlog's own
+/// `batch::records`) fail on the stored batch at that offset and cannot read past it.
+#[test]
+fn review_uncompressed_batches_with_malformed_records_are_refused() {
+    use ringlog_engine::batch::{crc_of, validate, validate_records};
+    // One record, null key, 20-byte value, no headers, timestamp delta 0, offset delta 0:
+    // [61] length, [62] attributes, [63] timestampDelta, [64] offsetDelta, [65] key -1,
+    // [66] value length, [67..87] value, [87] headerCount.
+    let good = one_batch(&[b'v'; 20]);
+    assert_eq!(good.len(), 88);
+    assert_eq!((good[65], good[66], good[87]), (0x01, 40, 0x00));
+    let fix = |mut batch: Vec<u8>| {
+        let length = (batch.len() - 12) as i32;
+        batch[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc_of(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    };
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    // The record's length runs past the end of the batch (63 > 26 bytes left).
+    let mut batch = good.clone();
+    batch[61] = 0x7e;
+    cases.push(("record length past the batch", fix(batch)));
+    // Header count -1 (Kafka: "Found invalid number of record headers -1").
+    let mut batch = good.clone();
+    batch[87] = 0x01;
+    cases.push(("negative header count", fix(batch)));
+    // recordsCount 2, lastOffsetDelta 1, one record present (Kafka: premature EOF).
+    let mut batch = good.clone();
+    batch[23..27].copy_from_slice(&1i32.to_be_bytes());
+    batch[57..61].copy_from_slice(&2i32.to_be_bytes());
+    cases.push(("recordsCount 2 but one record", fix(batch)));
+    // Seven bytes after the last of recordsCount records (Kafka: "Incorrect declared batch
+    // size, records still remaining in file").
+    let mut batch = good.clone();
+    batch.extend_from_slice(&[0u8; 7]);
+    cases.push(("bytes after the last record", fix(batch)));
+
+    let server = TestServer::start(1);
+    server.create_topic("records", 1);
+    let mut client = server.client();
+    let mut accepted = Vec::new();
+    for (name, batch) in &cases {
+        // The header is fine, ringlog's own record reader is not.
+        validate(batch).unwrap();
+        assert!(validate_records(batch).is_err(), "{name}");
+        match client.produce("records", 0, Acks::Durable, batch) {
+            Ok(offset) => accepted.push(format!(
+                "{name}: stored at {offset:?} ({:?})",
+                validate_records(batch).unwrap_err()
+            )),
+            Err(error) => assert!(
+                matches!(
+                    error.code(),
+                    Some(ErrorCode::CorruptBatch) | Some(ErrorCode::InvalidRecord)
+                ),
+                "{name}: {error}"
+            ),
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "batches with malformed records were stored: {accepted:#?}"
+    );
+}
+
+/// Review (second reader): `check_timestamp` (net/src/server/partition_ops.rs) judges only the
+/// header's maxTimestamp, which the records are never checked against. Kafka's LogValidator
+/// checks every record's timestamp against message.timestamp.after.max.ms and rewrites the
+/// header's maxTimestamp from the records. Here a batch whose header claims "now" while its
+/// record is stamped ten years ahead is stored.
+#[test]
+fn review_a_record_far_ahead_is_refused_whatever_the_header_max_claims() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ahead_ms = now_ms + 10 * 365 * 24 * 3_600_000;
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), now_ms);
+    builder.push(ahead_ms, None, Some(b"future"), &[]).unwrap();
+    let mut batch = builder.finish().to_vec();
+    batch[35..43].copy_from_slice(&now_ms.to_be_bytes()); // maxTimestamp
+    let crc = ringlog_engine::batch::crc_of(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let record_ms = {
+        let records = ringlog_engine::batch::records(&batch).unwrap();
+        let base_ms = records.header().base_timestamp_ms;
+        let record = records.into_iter().next().unwrap().unwrap();
+        record.timestamp_ms(base_ms)
+    };
+    assert_eq!(record_ms, ahead_ms);
+
+    let server = TestServer::start(1);
+    server.create_topic("ahead", 1);
+    let mut client = server.client();
+    let result = client.produce("ahead", 0, Acks::Durable, &batch);
+    assert_eq!(
+        result.as_ref().err().and_then(|e| e.code()),
+        Some(ErrorCode::InvalidTimestamp),
+        "a record stamped ten years ahead was answered {result:?}"
+    );
+}
+
+/// Review (second reader): the header's maxTimestamp is stored as the client sent it
+/// (Kafka rewrites it from the records, LogValidator.assignOffsetsNonCompressed ->
+/// batch.setMaxTimestamp), and ListOffsets by time trusts it (engine/src/log/read.rs
+/// `header.max_timestamp_ms >= timestamp_ms`). A batch whose header understates its newest
+/// record makes a seek by time skip that record: Kafka answers offset 1 here.
+#[test]
+fn review_a_seek_by_time_finds_a_record_the_header_max_understates() {
+    let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_000_000);
+    builder.push(1_000_000, None, Some(b"0"), &[]).unwrap();
+    builder.push(1_002_000, None, Some(b"1"), &[]).unwrap();
+    let mut batch = builder.finish().to_vec();
+    batch[35..43].copy_from_slice(&1_000_000i64.to_be_bytes()); // maxTimestamp
+    let crc = ringlog_engine::batch::crc_of(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+
+    let server = TestServer::start(1);
+    server.create_topic("understated", 1);
+    let mut client = server.client();
+    let stored = client.produce("understated", 0, Acks::Durable, &batch);
+    if stored.is_err() {
+        return; // refused: fine too
+    }
+    let mut consumer = Consumer::connect(server.addr(), ConsumerConfig::default()).unwrap();
+    consumer.assign("understated", &[0]);
+    consumer.seek(0, SeekTo::Timestamp(1_001_000)).unwrap();
+    assert_eq!(
+        consumer.position(0),
+        Some(1),
+        "the record at offset 1 is stamped 1_002_000 >= 1_001_000"
+    );
+}
+
+/// Review (second reader), a documented design choice (engine/src/batch.rs `validate_records`:
+/// "Compressed batches get only the validate checks"): a batch whose codec bits say gzip but
+/// whose payload is not gzip at all is stored. Kafka decompresses every produced compressed
+/// batch (LogValidator.validateMessagesAndAssignOffsetsCompressed) and refuses it; a consumer
+/// that fetches it fails to decompress at that offset and cannot read past it.
+#[test]
+fn review_a_compressed_batch_that_does_not_decompress_is_refused() {
+    let mut batch = one_batch(&[b'v'; 64]);
+    batch[21..23].copy_from_slice(&1i16.to_be_bytes()); // gzip, payload left uncompressed
+    let crc = ringlog_engine::batch::crc_of(&batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let server = TestServer::start(1);
+    server.create_topic("gzip", 1);
+    let mut client = server.client();
+    let result = client.produce("gzip", 0, Acks::Durable, &batch);
+    assert!(
+        matches!(
+            result.as_ref().err().and_then(|e| e.code()),
+            Some(ErrorCode::CorruptBatch) | Some(ErrorCode::InvalidRecord)
+        ),
+        "a gzip batch with a non-gzip payload was answered {result:?}"
+    );
+}
+
 fn raw_frame(api: u16, version: u16, correlation_id: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&((8 + body.len()) as u32).to_le_bytes());

@@ -1244,3 +1244,116 @@ fn a_kafka_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connec
     assert_eq!(versions.error_code, 0);
     server.shutdown();
 }
+
+// ---- Second-reader review (kafka admin/produce apis): each test states Kafka's behaviour.
+
+/// Kafka answers each topic of a Metadata request once (KafkaApis collects the names into a
+/// set). Answering every repeat makes the response grow with request entries times the topic's
+/// partitions: a request of a few bytes per repeat asks for a whole partition list each time.
+#[test]
+fn metadata_answers_a_repeated_topic_once() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("wide", 32, &[]), 0);
+    let repeats = 2_000;
+    let topics = (0..repeats)
+        .map(|_| MetadataRequestTopic::default().with_name(Some(topic_name("wide"))))
+        .collect();
+    let request = MetadataRequest::default().with_topics(Some(topics));
+    let response = kafka.call(1, &request);
+    let partitions: usize = response.topics.iter().map(|t| t.partitions.len()).sum();
+    assert_eq!(
+        (response.topics.len(), partitions),
+        (1, 32),
+        "one answer per distinct topic, as from Kafka"
+    );
+}
+
+/// Kafka's ConfigHelper.describeConfigs treats an empty `configuration_keys` list like null:
+/// every setting. (kafka-protocol's own default for the field is an empty list.)
+#[test]
+fn describe_configs_with_an_empty_key_list_describes_every_setting() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("keys", 1, &[]), 0);
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("keys"))
+            .with_configuration_keys(Some(vec![]))]);
+    let response = kafka.call(4, &request);
+    assert_eq!(response.results[0].error_code, 0);
+    assert!(
+        !response.results[0].configs.is_empty(),
+        "an empty key list asks for every setting, as null does"
+    );
+}
+
+/// DeleteTopics v6 by topic id: Kafka answers an unknown id with UNKNOWN_TOPIC_ID *and the
+/// id* (ControllerApis.deleteTopics), and the Java admin finds each result's future by
+/// `result.topicId()`; a nil id there leaves the caller with "did not contain a result".
+#[test]
+fn delete_topics_by_id_answers_with_the_id() {
+    use kafka_protocol::messages::DeleteTopicsResponse;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let id: [u8; 16] = *b"0123456789abcdef";
+    // DeleteTopics v6 body (flexible): topics [name: null, topic_id], timeout_ms, no tags.
+    let correlation_id = kafka.send_raw(20, 6, |buf| {
+        buf.extend_from_slice(&[2]); // compact array of 1
+        buf.extend_from_slice(&[0]); // null name
+        buf.extend_from_slice(&id);
+        buf.extend_from_slice(&[0]); // tagged fields
+        buf.extend_from_slice(&10_000i32.to_be_bytes());
+        buf.extend_from_slice(&[0]); // tagged fields
+    });
+    let response: DeleteTopicsResponse = kafka.receive::<DeleteTopicsRequest>(6, correlation_id);
+    let result = &response.responses[0];
+    assert_eq!(result.error_code, 100, "UNKNOWN_TOPIC_ID");
+    assert_eq!(
+        result.topic_id.as_bytes(),
+        &id,
+        "the result names the id it answers"
+    );
+}
+
+/// Kafka refuses every entry of a name given twice in one CreateTopics with INVALID_REQUEST
+/// ("Duplicate topic name.") and creates neither (ControllerApis.createTopics).
+#[test]
+fn create_topics_refuses_a_name_given_twice() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let entry = |partitions| {
+        CreatableTopic::default()
+            .with_name(topic_name("twice"))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+    };
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![entry(1), entry(4)])
+        .with_timeout_ms(10_000);
+    let response = kafka.call(7, &request);
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert!(
+        codes.iter().all(|code| *code == 42),
+        "INVALID_REQUEST for the duplicated name, got {codes:?}"
+    );
+    let topics = vec![MetadataRequestTopic::default().with_name(Some(topic_name("twice")))];
+    let metadata = kafka.call(1, &MetadataRequest::default().with_topics(Some(topics)));
+    assert_eq!(
+        metadata.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "nothing was created"
+    );
+}
+
+/// DescribeCluster v1 asking for controllers (endpoint_type 2) at a broker listener: Kafka
+/// answers MISMATCHED_ENDPOINT_TYPE (AuthHelper.computeDescribeClusterResponse), so an admin
+/// client bootstrapped with `bootstrap.controllers` learns it reached the wrong endpoint.
+#[test]
+fn describe_cluster_for_controllers_is_a_mismatched_endpoint() {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let response = kafka.call(1, &DescribeClusterRequest::default().with_endpoint_type(2));
+    assert_eq!(response.error_code, 114, "MISMATCHED_ENDPOINT_TYPE");
+}

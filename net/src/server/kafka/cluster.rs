@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
     DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, MetadataRequest,
     MetadataResponse, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::topic;
 
 use super::codec::{encode_response, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
@@ -73,7 +74,13 @@ pub(crate) async fn metadata(
         _ => None,
     };
     let names: Vec<Option<String>> = match requested {
-        Some(names) => names,
+        // Each topic once, as Kafka answers: a name repeated costs the client three bytes
+        // and would cost the answer a whole partition list.
+        Some(mut names) => {
+            let mut seen = std::collections::HashSet::with_capacity(names.len());
+            names.retain(|name| seen.insert(name.clone()));
+            names
+        }
         None => {
             let mut all: Vec<String> = kafka.shard.topics.borrow().keys().cloned().collect();
             all.sort();
@@ -122,6 +129,9 @@ fn topic_metadata(kafka: &KafkaShard, name: Option<String>) -> MetadataResponseT
     topic.with_partitions(partitions)
 }
 
+/// DescribeCluster's endpoint type of brokers (2: controllers).
+const ENDPOINT_TYPE_BROKER: i8 = 1;
+
 /// Serves DescribeCluster (admin clients): the one broker, which is also the controller.
 pub(crate) fn describe_cluster(
     client: &ClientInfo,
@@ -136,7 +146,15 @@ pub(crate) fn describe_cluster(
             .with_host(str_bytes(client.advertised.ip().to_string()))
             .with_port(i32::from(client.advertised.port()))]);
     if request.version() >= 1 {
-        response = response.with_endpoint_type(body.endpoint_type);
+        // This listener is a broker's; asked for controllers, say so, as a Kafka broker does.
+        if body.endpoint_type != ENDPOINT_TYPE_BROKER {
+            response = response
+                .with_error_code(ResponseError::MismatchedEndpointType.code())
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "this is a broker endpoint, not a controller one",
+                )));
+        }
+        response = response.with_endpoint_type(ENDPOINT_TYPE_BROKER);
     }
     respond(request, &response)
 }

@@ -75,10 +75,22 @@ pub(crate) async fn create_topics(
 ) -> Result<KafkaResponse, KafkaError> {
     let body: CreateTopicsRequest = request.decode_body()?;
     let mut results = Vec::with_capacity(body.topics.len());
+    let mut seen = std::collections::HashSet::with_capacity(body.topics.len());
+    let repeated: std::collections::HashSet<&str> = body
+        .topics
+        .iter()
+        .map(|creatable| creatable.name.0.as_str())
+        .filter(|name| !seen.insert(*name))
+        .collect();
     for creatable in &body.topics {
         let name = creatable.name.0.to_string();
         let checked = topic_config(kafka, creatable);
         let outcome = match checked {
+            // As Kafka: a name given twice creates nothing, whichever entry would win.
+            _ if repeated.contains(name.as_str()) => Err((
+                ResponseError::InvalidRequest,
+                format!("topic {name} is named more than once in the request"),
+            )),
             Err(refusal) => Err(refusal),
             Ok(config) if body.validate_only => match kafka.shard.topic(&name) {
                 Some(_) => Err((
@@ -442,17 +454,25 @@ pub(crate) async fn delete_topics(
 ) -> Result<KafkaResponse, KafkaError> {
     let body: DeleteTopicsRequest = request.decode_body()?;
     // Version 6 names topics in `topics` (by name or id); earlier versions in `topic_names`.
-    let names: Vec<Option<TopicName>> = if request.version() >= 6 {
-        body.topics.into_iter().map(|t| t.name).collect()
+    let names: Vec<(Option<TopicName>, _)> = if request.version() >= 6 {
+        body.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        body.topic_names.into_iter().map(Some).collect()
+        body.topic_names
+            .into_iter()
+            .map(|name| (Some(name), Default::default()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(names.len());
-    for name in names {
+    for (name, topic_id) in names {
         let Some(name) = name else {
+            // Answered with the id asked for: clients match results to their requests by it.
             responses.push(
                 DeletableTopicResult::default()
                     .with_name(None)
+                    .with_topic_id(topic_id)
                     .with_error_code(ResponseError::UnknownTopicId.code()),
             );
             continue;
@@ -481,7 +501,12 @@ pub(crate) async fn describe_configs(
     let body: DescribeConfigsRequest = request.decode_body()?;
     let include_type = request.version() >= 3;
     let mut results = Vec::with_capacity(body.resources.len());
+    // Each resource once: a repeat costs the client a few bytes and the answer every setting.
+    let mut seen = std::collections::HashSet::with_capacity(body.resources.len());
     for resource in &body.resources {
+        if !seen.insert((resource.resource_type, resource.resource_name.as_str())) {
+            continue;
+        }
         let result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone())
@@ -490,7 +515,8 @@ pub(crate) async fn describe_configs(
             resource
                 .configuration_keys
                 .as_ref()
-                .is_none_or(|keys| keys.iter().any(|key| key.as_str() == name))
+                // None or empty: every setting, as Kafka.
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|key| key.as_str() == name))
         };
         results.push(match resource.resource_type {
             RESOURCE_BROKER => result,
