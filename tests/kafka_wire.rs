@@ -1245,8 +1245,6 @@ fn a_kafka_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connec
     server.shutdown();
 }
 
-// ---- Second-reader review (kafka admin/produce apis): each test states Kafka's behaviour.
-
 /// Kafka answers each topic of a Metadata request once (KafkaApis collects the names into a
 /// set). Answering every repeat makes the response grow with request entries times the topic's
 /// partitions: a request of a few bytes per repeat asks for a whole partition list each time.

@@ -24,8 +24,10 @@
 //! keyLength varint (-1 = null) | key | valueLength varint (-1 = null) | value | headerCount varint |
 //! headers`, and each header `keyLength varint | key (UTF-8) | valueLength varint (-1 = null) | value`.
 //!
-//! Batches are never re-encoded: the broker checks them ([`validate`], [`validate_records`]),
-//! stamps [`set_base_offset`] (outside the CRC) and serves the bytes as they came. Clients
+//! Batches are never re-encoded: the broker checks them ([`validate`], and reads the records of
+//! uncompressed ones: [`checked_records_max_timestamp`], the checks of [`validate_records`]),
+//! stamps [`set_base_offset`] (outside the CRC) and serves the bytes as they came (save a
+//! maxTimestamp that misstates the records, corrected with [`set_max_timestamp`]). Clients
 //! encode with [`BatchBuilder`], split fetched bytes with [`BatchIter`] and read with [`records`].
 //! Nothing here panics or allocates on behalf of the bytes it is given.
 
@@ -65,6 +67,7 @@ const CRC_COVERED_FROM: usize = 21;
 const PRODUCER_ID_OFFSET: usize = 43;
 const PRODUCER_EPOCH_OFFSET: usize = 51;
 const BASE_SEQUENCE_OFFSET: usize = 53;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
 
 /// Attribute bits.
 const COMPRESSION_MASK: i16 = 0x07;
@@ -346,6 +349,30 @@ pub fn validate_records(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         }
     }
     Ok(header)
+}
+
+/// Reads every record of a batch whose header and CRC were checked already (it came from a
+/// checking [`BatchIter`]), with the checks of [`validate_records`], and returns the newest
+/// record timestamp; `None` for a compressed batch (not decoded: stored as sent).
+pub fn checked_records_max_timestamp(bytes: &[u8]) -> Result<Option<i64>, BatchError> {
+    let header = BatchHeader::decode(bytes)?;
+    if header.compression() != Compression::None {
+        return Ok(None);
+    }
+    let mut max_timestamp_ms = i64::MIN;
+    // Reading a record checks its headers too (see `read_record`).
+    for record in records(bytes)? {
+        max_timestamp_ms = max_timestamp_ms.max(record?.timestamp_ms(header.base_timestamp_ms));
+    }
+    Ok(Some(max_timestamp_ms))
+}
+
+/// Sets a batch's maxTimestamp and recomputes its CRC, which covers it: for a batch whose
+/// header disagrees with its records (Kafka's broker corrects it the same way).
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp_ms: i64) -> Result<(), BatchError> {
+    patch(batch, MAX_TIMESTAMP_OFFSET, &max_timestamp_ms.to_be_bytes())?;
+    let crc = crc_of(batch);
+    patch(batch, CRC_OFFSET, &crc.to_be_bytes())
 }
 
 /// Stamps the base offset into a batch. The CRC does not cover it, so nothing else changes.

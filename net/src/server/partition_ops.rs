@@ -77,14 +77,25 @@ pub(crate) async fn produce(
         i64::MAX
     };
     let mut count = 0usize;
+    // Batches whose maxTimestamp is not their records' newest: (index, the records' newest).
+    let mut misstated: Vec<(usize, i64)> = Vec::new();
     let mut iter = BatchIter::new(batches);
     for item in iter.by_ref() {
-        let (header, _bytes) = item.map_err(corrupt)?;
+        let (header, bytes) = item.map_err(corrupt)?;
         check_offsets_claimed(&header)?;
-        check_timestamp(&header, timestamp_max_ms)?;
+        let mut max_timestamp_ms = header.max_timestamp_ms;
         if from_client {
             check_client_kind(&header)?;
+            // As Kafka's broker, read every record of a client's batch: one that does not
+            // parse would stop every consumer at its offset.
+            if let Some(records_max_ms) = check_records(bytes)? {
+                if records_max_ms != header.max_timestamp_ms {
+                    misstated.push((count, records_max_ms));
+                }
+                max_timestamp_ms = records_max_ms;
+            }
         }
+        check_timestamp(max_timestamp_ms, timestamp_max_ms)?;
         count += 1;
     }
     if !iter.remaining().is_empty() || count == 0 {
@@ -105,9 +116,15 @@ pub(crate) async fn produce(
             .map(|(h, _)| h.total_bytes());
         let _admitted = log.admit(sizes).map_err(log_failure)?;
         let mut rest = batches;
+        let mut index = 0;
         while !rest.is_empty() {
             let header = batch::BatchHeader::parse(rest).map_err(corrupt)?;
             let (this, tail) = rest.split_at_mut(header.total_bytes());
+            if let Some(&(_, records_max_ms)) = misstated.iter().find(|(at, _)| *at == index) {
+                // Kafka corrects it too: time lookups and retention go by the header.
+                batch::set_max_timestamp(this, records_max_ms).map_err(corrupt)?;
+            }
+            index += 1;
             let wait = log.append(this, acks);
             let refused = wait.is_refused();
             waits.push(wait);
@@ -137,17 +154,28 @@ pub(crate) async fn produce(
 /// one forever. Whatever type the batch claims: topics here are CreateTime, and a batch is
 /// stored as sent (Kafka rewrites a LogAppendTime claim to the topic's type before the same
 /// check). -1 (no timestamp) is not ahead of anything.
-fn check_timestamp(header: &batch::BatchHeader, timestamp_max_ms: i64) -> Result<(), Failure> {
-    if header.max_timestamp_ms > timestamp_max_ms {
+fn check_timestamp(max_timestamp_ms: i64, timestamp_max_ms: i64) -> Result<(), Failure> {
+    if max_timestamp_ms > timestamp_max_ms {
         return Err(Failure::new(
             ErrorCode::InvalidTimestamp,
             format!(
-                "a produced batch's timestamp {} is more than message_timestamp_after_max_ms ahead of the server's clock (at most {timestamp_max_ms})",
-                header.max_timestamp_ms
+                "a produced batch's timestamp {max_timestamp_ms} is more than message_timestamp_after_max_ms ahead of the server's clock (at most {timestamp_max_ms})"
             ),
         ));
     }
     Ok(())
+}
+
+/// The newest record timestamp of an uncompressed batch, once every record was read and
+/// found well formed (lengths within the batch, recordsCount records, nothing after them,
+/// header counts and keys sound); `None` for a compressed batch, stored as sent.
+fn check_records(bytes: &[u8]) -> Result<Option<i64>, Failure> {
+    batch::checked_records_max_timestamp(bytes).map_err(|error| {
+        Failure::new(
+            ErrorCode::InvalidRecord,
+            format!("a produced batch holds a malformed record: {error}"),
+        )
+    })
 }
 
 /// Refuses the batches a client may not produce. Control batches (transaction markers) are the
