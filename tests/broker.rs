@@ -1700,17 +1700,9 @@ fn a_start_that_fails_names_the_shard_and_the_topic() {
     assert!(message.starts_with(expected), "{message}");
 }
 
-/// The response of a fetch of two partitions must fit the frame limit the server
-/// advertises (net/src/server/fetch.rs:35 says so), however large their first batches are.
-/// Here each partition holds one 40 KB batch and the server's frame limit is 64 KiB: the
-/// first partition's batch fits, the second is read with the ~20 KB left and still returns
-/// its whole 40 KB batch, so the frame is ~80 KB and a client holding the advertised limit
-/// cannot receive it.
-#[test]
-fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
-    use ringlog_net::message::fetch::FetchPartition;
+/// A one-shard server whose frame limit is `frame_bytes_max`, in a directory of its own.
+fn one_shard_server_framed_at(frame_bytes_max: usize) -> (tempfile::TempDir, ServerHandle) {
     let dir = tempfile::tempdir().unwrap();
-    let frame_bytes_max = 64 << 10;
     let config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -1720,6 +1712,18 @@ fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
         ..ServerConfig::default()
     };
     let handle = Server::start(config).unwrap();
+    (dir, handle)
+}
+
+/// The response of a fetch of two partitions fits the frame limit the server advertises,
+/// however large their first batches are: with one 40 KB batch in each partition and a
+/// 64 KiB limit, the second partition's batch does not fit what the first left (served, it
+/// would make a ~80 KB frame that a client holding the advertised limit cannot receive).
+#[test]
+fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
+    use ringlog_net::message::fetch::FetchPartition;
+    let frame_bytes_max = 64 << 10;
+    let (_dir, handle) = one_shard_server_framed_at(frame_bytes_max);
     let addr = handle.local_addr();
     create_topic_at(addr, "framed", 2);
     let client_config = ConnectionConfig {
@@ -1769,23 +1773,14 @@ fn a_fetch_of_two_partitions_fits_the_advertised_frame_limit() {
     handle.shutdown();
 }
 
-/// The same with one partition and a long poll: the first round reads a 30 KB
-/// batch, the second reads on with the ~30 KB left of the response and gets a whole 40 KB
-/// batch, so the frame is ~70 KB against the advertised 64 KiB.
+/// The same with one partition and a long poll: after a first round of 30 KB, a 40 KB batch
+/// arriving does not fit what is left of the response (served, the frame would be ~70 KB
+/// against the advertised 64 KiB).
 #[test]
 fn a_long_poll_of_one_partition_fits_the_advertised_frame_limit() {
     use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
-    let dir = tempfile::tempdir().unwrap();
     let frame_bytes_max = 64 << 10;
-    let config = ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        shards: Some(1),
-        cache_bytes_per_shard: 8 << 20,
-        frame_bytes_max,
-        ..ServerConfig::default()
-    };
-    let handle = Server::start(config).unwrap();
+    let (_dir, handle) = one_shard_server_framed_at(frame_bytes_max);
     let addr = handle.local_addr();
     create_topic_at(addr, "polled", 1);
     let client_config = ConnectionConfig {
