@@ -1355,3 +1355,33 @@ fn describe_cluster_for_controllers_is_a_mismatched_endpoint() {
     let response = kafka.call(1, &DescribeClusterRequest::default().with_endpoint_type(2));
     assert_eq!(response.error_code, 114, "MISMATCHED_ENDPOINT_TYPE");
 }
+
+/// DeleteTopics and CreatePartitions naming a topic twice refuse both entries
+/// (INVALID_REQUEST) and act on neither, as Kafka does: the topic keeps its partitions and
+/// stays.
+#[test]
+fn delete_topics_and_create_partitions_refuse_a_name_given_twice() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("kept", 1, &[]), 0);
+    let mut grow = grow_request("kept", 2);
+    let twice = grow.topics[0].clone().with_count(3);
+    grow.topics.push(twice);
+    let grown = kafka.call(3, &grow);
+    let codes: Vec<i16> = grown.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [42, 42], "INVALID_REQUEST for both entries");
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic_name("kept"), topic_name("kept")])
+        .with_timeout_ms(10_000);
+    let deleted = kafka.call(4, &delete);
+    let codes: Vec<i16> = deleted.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [42, 42], "INVALID_REQUEST for both entries");
+    let topics = vec![MetadataRequestTopic::default().with_name(Some(topic_name("kept")))];
+    let metadata = kafka.call(1, &MetadataRequest::default().with_topics(Some(topics)));
+    assert_eq!(metadata.topics[0].error_code, 0, "the topic stays");
+    assert_eq!(
+        metadata.topics[0].partitions.len(),
+        1,
+        "and keeps its partitions"
+    );
+}

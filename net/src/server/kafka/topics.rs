@@ -7,6 +7,7 @@
 //! than silently ignored. Of an existing topic the two retention settings can change, and
 //! partitions can be added.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -75,22 +76,17 @@ pub(crate) async fn create_topics(
 ) -> Result<KafkaResponse, KafkaError> {
     let body: CreateTopicsRequest = request.decode_body()?;
     let mut results = Vec::with_capacity(body.topics.len());
-    let mut seen = std::collections::HashSet::with_capacity(body.topics.len());
-    let repeated: std::collections::HashSet<&str> = body
-        .topics
-        .iter()
-        .map(|creatable| creatable.name.0.as_str())
-        .filter(|name| !seen.insert(*name))
-        .collect();
+    let repeated = repeated_names(
+        body.topics
+            .iter()
+            .map(|creatable| creatable.name.0.as_str()),
+    );
     for creatable in &body.topics {
         let name = creatable.name.0.to_string();
         let checked = topic_config(kafka, creatable);
         let outcome = match checked {
             // As Kafka: a name given twice creates nothing, whichever entry would win.
-            _ if repeated.contains(name.as_str()) => Err((
-                ResponseError::InvalidRequest,
-                format!("topic {name} is named more than once in the request"),
-            )),
+            _ if repeated.contains(name.as_str()) => Err(repeated_refusal(&name)),
             Err(refusal) => Err(refusal),
             Ok(config) if body.validate_only => match kafka.shard.topic(&name) {
                 Some(_) => Err((
@@ -194,8 +190,13 @@ pub(crate) async fn create_partitions(
 ) -> Result<KafkaResponse, KafkaError> {
     let body: CreatePartitionsRequest = request.decode_body()?;
     let mut results = Vec::with_capacity(body.topics.len());
+    let repeated = repeated_names(body.topics.iter().map(|topic| topic.name.0.as_str()));
     for topic in &body.topics {
-        let outcome = add_partitions(kafka, topic, body.validate_only).await;
+        let outcome = if repeated.contains(topic.name.0.as_str()) {
+            Err(repeated_refusal(topic.name.0.as_str()))
+        } else {
+            add_partitions(kafka, topic, body.validate_only).await
+        };
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         results.push(match outcome {
             Ok(()) => result.with_error_message(None),
@@ -207,6 +208,21 @@ pub(crate) async fn create_partitions(
     respond(
         request,
         &CreatePartitionsResponse::default().with_results(results),
+    )
+}
+
+/// The names given more than once in a request: Kafka refuses every entry of such a name
+/// (INVALID_REQUEST) and acts on none of them.
+fn repeated_names<'a>(names: impl Iterator<Item = &'a str>) -> HashSet<&'a str> {
+    let mut seen = HashSet::new();
+    names.filter(|name| !seen.insert(*name)).collect()
+}
+
+/// The refusal of an entry whose topic the request names more than once.
+fn repeated_refusal(name: &str) -> Refusal {
+    (
+        ResponseError::InvalidRequest,
+        format!("topic {name} is named more than once in the request"),
     )
 }
 
@@ -466,6 +482,14 @@ pub(crate) async fn delete_topics(
             .collect()
     };
     let mut responses = Vec::with_capacity(names.len());
+    let repeated: HashSet<String> = repeated_names(
+        names
+            .iter()
+            .filter_map(|(name, _)| name.as_ref().map(|name| name.0.as_str())),
+    )
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     for (name, topic_id) in names {
         let Some(name) = name else {
             // Answered with the id asked for: clients match results to their requests by it.
@@ -478,6 +502,15 @@ pub(crate) async fn delete_topics(
             continue;
         };
         let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        if repeated.contains(name.0.as_str()) {
+            let (error, message) = repeated_refusal(name.0.as_str());
+            responses.push(
+                result
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes(message))),
+            );
+            continue;
+        }
         responses.push(
             match routing::delete_topic(&kafka.shard, name.0.to_string()).await {
                 Ok(()) => result,
@@ -502,7 +535,7 @@ pub(crate) async fn describe_configs(
     let include_type = request.version() >= 3;
     let mut results = Vec::with_capacity(body.resources.len());
     // Each resource once: a repeat costs the client a few bytes and the answer every setting.
-    let mut seen = std::collections::HashSet::with_capacity(body.resources.len());
+    let mut seen = HashSet::with_capacity(body.resources.len());
     for resource in &body.resources {
         if !seen.insert((resource.resource_type, resource.resource_name.as_str())) {
             continue;
