@@ -432,20 +432,17 @@ mod tests {
                 .await;
             }
             drop(stream);
-            // Another connection takes the closed number (the lowest free one, usually).
+            // Another connection takes the closed number (the lowest free one). Not forced
+            // with dup2 when it does not: a test on another thread of this process may hold
+            // that number by then (its ring, say), and replacing it broke that test.
             let other = std::net::TcpStream::connect(addr).unwrap();
             let (mut other_peer, _) = listener.accept().unwrap();
-            let duplicated = other.as_raw_fd() != number;
-            if duplicated {
-                // SAFETY: plain syscall; `number` is free (its socket was closed above).
-                assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), number) }, number);
+            if other.as_raw_fd() != number {
+                eprintln!("skipped: another thread took descriptor {number} first");
+                return Vec::new();
             }
             // Let the ring submit what is queued and finish it.
             time::sleep(Duration::from_millis(20)).await;
-            if duplicated {
-                // SAFETY: closes the duplicate made above, which nothing else owns.
-                unsafe { libc::close(number) };
-            }
             other_peer.set_nonblocking(true).unwrap();
             let mut bytes = [0u8; 16];
             match other_peer.read(&mut bytes) {
