@@ -553,23 +553,30 @@ fn config_errors_name_their_field_and_variables_take_any_value_their_field_takes
     assert!(stopped && status.success(), "{status}");
 }
 
+/// `ringlog serve --listen 127.0.0.1:0 --shards 1 --data-dir data`, to run in `dir` with
+/// `RINGLOG_LOG` at `log`, no config file, stdin closed and stdout and stderr piped.
+fn serve_command(dir: &Path, log: &str) -> Command {
+    let mut command = Command::new(RINGLOG);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--data-dir", "data"])
+        .current_dir(dir)
+        .env_remove("RINGLOG_CONFIG")
+        .env("RINGLOG_LOG", log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Everything `ringlog serve --listen 127.0.0.1:0 --shards 1 --data-dir data ARGS`, run in
 /// `dir` with `vars` set, prints on stdout while it starts: the lines that say which
 /// listeners are open. It is stopped with SIGTERM once its first line is out; the server
 /// blocks the signal before it starts and takes it only after printing every startup line,
 /// so the lines read after it exits are all of them, with no waiting for a quiet moment.
 fn serve_startup_lines(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Vec<String> {
-    let mut command = Command::new(RINGLOG);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--data-dir", "data"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RINGLOG_CONFIG")
-        .env("RINGLOG_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = serve_command(dir, "warn");
+    command.args(args);
     for (key, value) in vars {
         command.env(key, value);
     }
@@ -810,16 +817,8 @@ fn huge_mail_queue_depth_is_refused_in_one_line_not_a_panic() {
 #[test]
 fn server_segment_bytes_that_no_topic_accepts_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(RINGLOG)
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--data-dir", "data"])
-        .current_dir(dir.path())
-        .env_remove("RINGLOG_CONFIG")
-        .env("RINGLOG_LOG", "warn")
+    let mut server = serve_command(dir.path(), "warn")
         .env("RINGLOG_SEGMENT_BYTES", "8589934592")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(server.stdout.take().unwrap());
@@ -891,16 +890,9 @@ fn produce_with_a_closed_stderr_still_exits_zero() {
 #[test]
 fn serve_with_a_closed_stdout_keeps_serving_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(RINGLOG)
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(["--data-dir", "data"])
-        .current_dir(dir.path())
-        .env_remove("RINGLOG_CONFIG")
-        .env("RINGLOG_LOG", "info")
+    let mut server = serve_command(dir.path(), "info")
         .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
         .stdout(closed_pipe())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(server.stderr.take().unwrap());

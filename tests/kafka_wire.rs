@@ -1166,6 +1166,44 @@ fn kafka_connection_refused(addr: std::net::SocketAddr) -> bool {
     probe.read_frame().is_none()
 }
 
+/// A two-shard server taking two connections, at most `requests_in_flight_max` requests of
+/// each at once, with a Kafka listener; an admin connection holding one of the two, which
+/// made the two-partition topic "quiet".
+fn server_of_two_kafka_connections(
+    dir: &std::path::Path,
+    requests_in_flight_max: usize,
+) -> (
+    ringlog_net::server::ServerHandle,
+    std::net::SocketAddr,
+    kafka_support::Kafka,
+) {
+    let server = Server::start(ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(2),
+        cache_bytes_per_shard: 8 << 20,
+        connections_max: 2,
+        requests_in_flight_max,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let addr = server.kafka_addr().unwrap();
+    let mut admin = kafka_support::Kafka::connect(addr);
+    assert_eq!(admin.create_topic("quiet", 2, &[]), 0);
+    (server, addr, admin)
+}
+
+/// Waits until the Kafka listener at `addr` takes a new connection; fails with `what` after
+/// 10 s.
+fn await_a_free_kafka_connection(addr: std::net::SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kafka_connection_refused(addr) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::yield_now();
+    }
+}
+
 /// A Kafka consumer that closes its connection during a long poll frees it at once, as a
 /// native one does: the server cannot tell a client that closed from one that only shut
 /// its sending half, and the fetch would otherwise hold a descriptor and a place under
@@ -1173,32 +1211,17 @@ fn kafka_connection_refused(addr: std::net::SocketAddr) -> bool {
 #[test]
 fn a_kafka_client_gone_during_a_long_poll_frees_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-        shards: Some(2),
-        cache_bytes_per_shard: 8 << 20,
-        connections_max: 2,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let addr = server.kafka_addr().unwrap();
-    // Holds one of the two connections throughout.
-    let mut admin = kafka_support::Kafka::connect(addr);
-    assert_eq!(admin.create_topic("quiet", 2, &[]), 0);
+    let in_flight_max = ServerConfig::default().requests_in_flight_max;
+    // The admin holds one of the two connections throughout.
+    let (server, addr, mut admin) = server_of_two_kafka_connections(dir.path(), in_flight_max);
     for partition in 0..2 {
         let mut gone = kafka_support::Kafka::connect(addr);
         gone.send(12, &fetch_request("quiet", partition, 0, i32::MAX));
         drop(gone);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while kafka_connection_refused(addr) {
-            assert!(
-                Instant::now() < deadline,
-                "a client gone during a long poll still holds its connection"
-            );
-            std::thread::yield_now();
-        }
+        await_a_free_kafka_connection(
+            addr,
+            "a client gone during a long poll still holds its connection",
+        );
     }
     let asked = admin.send(3, &ApiVersionsRequest::default());
     let versions = admin.receive::<ApiVersionsRequest>(3, asked);
@@ -1213,32 +1236,15 @@ fn a_kafka_client_gone_during_a_long_poll_frees_its_connection() {
 #[test]
 fn a_kafka_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
-        shards: Some(2),
-        cache_bytes_per_shard: 8 << 20,
-        connections_max: 2,
-        requests_in_flight_max: 1,
-        ..ServerConfig::default()
-    })
-    .unwrap();
-    let addr = server.kafka_addr().unwrap();
-    let mut admin = kafka_support::Kafka::connect(addr);
-    assert_eq!(admin.create_topic("quiet", 2, &[]), 0);
+    let (server, addr, mut admin) = server_of_two_kafka_connections(dir.path(), 1);
     let mut gone = kafka_support::Kafka::connect(addr);
     gone.send(12, &fetch_request("quiet", 0, 0, i32::MAX));
     gone.send(3, &ApiVersionsRequest::default());
     drop(gone);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while kafka_connection_refused(addr) {
-        assert!(
-            Instant::now() < deadline,
-            "a client gone with a request queued behind a long poll still holds its connection"
-        );
-        std::thread::yield_now();
-    }
+    await_a_free_kafka_connection(
+        addr,
+        "a client gone with a request queued behind a long poll still holds its connection",
+    );
     let asked = admin.send(3, &ApiVersionsRequest::default());
     let versions = admin.receive::<ApiVersionsRequest>(3, asked);
     assert_eq!(versions.error_code, 0);

@@ -517,9 +517,14 @@ fn read_correlation_id(stream: &mut TcpStream) -> u32 {
 /// A server taking two connections, with `topic` (2 partitions) and a client holding one of
 /// the two connections.
 fn server_of_two_connections(dir: &Path, topic: &str) -> (ServerHandle, Client) {
+    server_of_two_connections_with(config(dir), topic)
+}
+
+/// [`server_of_two_connections`] from `config` (its other limits).
+fn server_of_two_connections_with(config: ServerConfig, topic: &str) -> (ServerHandle, Client) {
     let server = Server::start(ServerConfig {
         connections_max: 2,
-        ..config(dir)
+        ..config
     })
     .unwrap();
     let mut admin = Client::connect(server.local_addr()).unwrap();
@@ -533,6 +538,40 @@ fn server_of_two_connections(dir: &Path, topic: &str) -> (ServerHandle, Client) 
         })
         .unwrap();
     (server, admin)
+}
+
+/// The body of a fetch of both (empty) partitions of `topic`, one of them on the other shard,
+/// with the longest wait the protocol allows.
+fn longest_long_poll_body(topic: &str) -> Vec<u8> {
+    let partitions = [0, 1].map(|partition| FetchPartition {
+        partition,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+    });
+    let topics = [FetchTopic {
+        topic,
+        partitions: &partitions,
+    }];
+    let mut fbb = FlatBufferBuilder::new();
+    FetchRequest {
+        max_wait_ms: u32::MAX,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: &topics,
+    }
+    .encode(&mut fbb)
+    .to_vec()
+}
+
+/// The body of an ApiVersions request.
+fn api_versions_body() -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    ringlog_net::message::api_versions::Request {
+        client_name: "limits-test",
+        client_version: "1",
+    }
+    .encode(&mut fbb)
+    .to_vec()
 }
 
 /// Waits until the server at `addr` takes a new connection again; fails with `what` after 10 s.
@@ -558,34 +597,13 @@ fn a_client_gone_during_a_long_poll_frees_its_connection() {
     let mut gone = TcpStream::connect(addr).unwrap();
     gone.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let partitions = [0, 1].map(|partition| FetchPartition {
-        partition,
-        offset: 0,
-        partition_max_bytes: 1 << 20,
-    });
-    let topics = [FetchTopic {
-        topic: "quiet",
-        partitions: &partitions,
-    }];
-    let mut fbb = FlatBufferBuilder::new();
-    let fetch = FetchRequest {
-        max_wait_ms: u32::MAX,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: &topics,
-    }
-    .encode(&mut fbb)
-    .to_vec();
-    gone.write_all(&request_frame(ApiKey::Fetch, 1, &fetch))
-        .unwrap();
-    let mut fbb = FlatBufferBuilder::new();
-    let versions = ringlog_net::message::api_versions::Request {
-        client_name: "limits-test",
-        client_version: "1",
-    }
-    .encode(&mut fbb)
-    .to_vec();
-    gone.write_all(&request_frame(ApiKey::ApiVersions, 2, &versions))
+    gone.write_all(&request_frame(
+        ApiKey::Fetch,
+        1,
+        &longest_long_poll_body("quiet"),
+    ))
+    .unwrap();
+    gone.write_all(&request_frame(ApiKey::ApiVersions, 2, &api_versions_body()))
         .unwrap();
     // Requests start in the order they arrive: once this is answered the fetch is waiting.
     assert_eq!(read_correlation_id(&mut gone), 2);
@@ -679,53 +697,17 @@ fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_no
 #[test]
 fn a_client_gone_with_a_request_queued_behind_a_long_poll_frees_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(ServerConfig {
-        connections_max: 2,
+    let config = ServerConfig {
         requests_in_flight_max: 1,
         ..config(dir.path())
-    })
-    .unwrap();
+    };
+    let (server, mut admin) = server_of_two_connections_with(config, "quiet");
     let addr = server.local_addr();
-    let mut admin = Client::connect(addr).unwrap();
-    admin
-        .create_topic(&create_topic::Request {
-            name: "quiet",
-            partitions: 2,
-            retention_ms: None,
-            retention_bytes: None,
-            segment_bytes: Some(1 << 20),
-        })
-        .unwrap();
-    let partitions = [0, 1].map(|partition| FetchPartition {
-        partition,
-        offset: 0,
-        partition_max_bytes: 1 << 20,
-    });
-    let topics = [FetchTopic {
-        topic: "quiet",
-        partitions: &partitions,
-    }];
-    let mut fbb = FlatBufferBuilder::new();
-    let fetch = FetchRequest {
-        max_wait_ms: u32::MAX,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: &topics,
-    }
-    .encode(&mut fbb)
-    .to_vec();
-    let mut fbb = FlatBufferBuilder::new();
-    let versions = ringlog_net::message::api_versions::Request {
-        client_name: "limits-test",
-        client_version: "1",
-    }
-    .encode(&mut fbb)
-    .to_vec();
     // The long poll takes the only slot; the second request waits behind it. The close comes
     // after both on the byte stream, so the server reads both before it could see the close.
     let mut gone = TcpStream::connect(addr).unwrap();
-    let mut bytes = request_frame(ApiKey::Fetch, 1, &fetch);
-    bytes.extend(request_frame(ApiKey::ApiVersions, 2, &versions));
+    let mut bytes = request_frame(ApiKey::Fetch, 1, &longest_long_poll_body("quiet"));
+    bytes.extend(request_frame(ApiKey::ApiVersions, 2, &api_versions_body()));
     gone.write_all(&bytes).unwrap();
     drop(gone);
     await_a_free_connection(
