@@ -464,16 +464,16 @@ where
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if shard.connection_count() >= shard.config.connections_max {
+                let Some(guard) =
+                    ConnectionCount::reserve(&shard.connections, shard.config.connections_max)
+                else {
                     tracing::warn!(
                         connections_max = shard.config.connections_max,
                         "refusing connection: too many open"
                     );
                     drop(stream);
                     continue;
-                }
-                shard.connections.fetch_add(1, Ordering::Relaxed);
-                let guard = ConnectionCount(Arc::clone(&shard.connections));
+                };
                 let served = serve(Rc::clone(&shard), stream);
                 reactor::spawn(async move {
                     let _guard = guard;
@@ -492,6 +492,20 @@ where
 /// Decrements the connection count when the connection task ends or is dropped.
 struct ConnectionCount(Arc<AtomicUsize>);
 
+impl ConnectionCount {
+    /// Counts one more connection unless `connections_max` are open. One step (compare and
+    /// swap): every shard accepts at once, and a load followed by an increment would let each
+    /// of them take the last place.
+    fn reserve(connections: &Arc<AtomicUsize>, connections_max: usize) -> Option<Self> {
+        connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < connections_max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Self(Arc::clone(connections)))
+    }
+}
+
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -507,5 +521,37 @@ async fn retention_loop(shard: Rc<Shard>) {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         shard.apply_retention(now_ms).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_accepting_at_once_never_pass_the_connection_limit() {
+        const CONNECTIONS_MAX: usize = 5;
+        let connections = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let reserved: Vec<Vec<ConnectionCount>> = (0..4)
+            .map(|_| {
+                let (connections, start) = (Arc::clone(&connections), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..1000)
+                        .filter_map(|_| ConnectionCount::reserve(&connections, CONNECTIONS_MAX))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|thread| thread.join().expect("reserving thread"))
+            .collect();
+        let total: usize = reserved.iter().map(Vec::len).sum();
+        assert_eq!(total, CONNECTIONS_MAX);
+        assert_eq!(connections.load(Ordering::Relaxed), CONNECTIONS_MAX);
+        drop(reserved);
+        assert_eq!(connections.load(Ordering::Relaxed), 0);
+        assert!(ConnectionCount::reserve(&connections, CONNECTIONS_MAX).is_some());
     }
 }
