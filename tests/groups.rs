@@ -2006,7 +2006,11 @@ fn the_longest_group_name_commits_and_a_longer_one_is_refused_clearly() {
                 .iter()
                 .find_map(|r| r.result.as_ref().err().and_then(|e| e.code())),
         };
-        assert_eq!(code, Some(ErrorCode::InvalidRequest), "{length} characters");
+        assert_eq!(
+            code,
+            Some(ErrorCode::InvalidGroupName),
+            "{length} characters"
+        );
     }
 }
 

@@ -1052,3 +1052,36 @@ fn group_apis_never_answer_produce_only_error_codes() {
         "{commit_codes:?}"
     );
 }
+
+#[test]
+fn a_group_id_the_server_cannot_keep_answers_invalid_group_id() {
+    const INVALID_GROUP_ID: i16 = 24;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("ids", 1, &[]), 0);
+    // Kafka takes any non-empty group id; ringlog refuses these (control characters, a file
+    // name past 245 bytes), and Kafka's clients explain INVALID_GROUP_ID where they would
+    // report INVALID_REQUEST as an unexpected server error.
+    for group in ["line\nbreak", &"%".repeat(82)] {
+        let joined = join(&mut kafka, group, "", "ids");
+        assert_eq!(joined.error_code, INVALID_GROUP_ID, "JoinGroup {group:?}");
+        assert_eq!(
+            heartbeat(&mut kafka, group, &joined),
+            INVALID_GROUP_ID,
+            "Heartbeat {group:?}"
+        );
+        assert_eq!(
+            commit_as(&mut kafka, group, (-1, ""), "ids", &[(0, 1, None)]),
+            [INVALID_GROUP_ID],
+            "OffsetCommit {group:?}"
+        );
+        let deleted = kafka.call(
+            2,
+            &DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]),
+        );
+        assert_eq!(
+            deleted.results[0].error_code, INVALID_GROUP_ID,
+            "DeleteGroups {group:?}"
+        );
+    }
+}

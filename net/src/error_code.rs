@@ -75,10 +75,13 @@ pub enum ErrorCode {
     /// JoinGroup from a new member of a consumer group that already has `group_members_max`
     /// members (Kafka's GROUP_MAX_SIZE_REACHED).
     GroupFull = 29,
+    /// A group name the server does not take: empty, with control characters, or longer than
+    /// its file name allows (Kafka's INVALID_GROUP_ID).
+    InvalidGroupName = 30,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 30] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 31] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -109,6 +112,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 30] = [
     ErrorCode::InvalidTimestamp,
     ErrorCode::InvalidRecord,
     ErrorCode::GroupFull,
+    ErrorCode::InvalidGroupName,
 ];
 
 impl ErrorCode {
@@ -179,6 +183,7 @@ impl ErrorCode {
             ErrorCode::InvalidTimestamp => "InvalidTimestamp",
             ErrorCode::InvalidRecord => "InvalidRecord",
             ErrorCode::GroupFull => "GroupFull",
+            ErrorCode::InvalidGroupName => "InvalidGroupName",
         }
     }
 }

@@ -121,7 +121,7 @@ pub(crate) struct GroupMeta {
 pub(crate) fn validate_group_name(name: &str) -> Result<(), Failure> {
     let invalid = |reason: &str| {
         Err(Failure::new(
-            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidGroupName,
             format!("invalid group name {name:?}: {reason}"),
         ))
     };

@@ -46,6 +46,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::GroupNotEmpty => ResponseError::NonEmptyGroup,
         ErrorCode::InvalidGroupKind => ResponseError::InconsistentGroupProtocol,
         ErrorCode::GroupFull => ResponseError::GroupMaxSizeReached,
+        ErrorCode::InvalidGroupName => ResponseError::InvalidGroupId,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -9,7 +9,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -172,9 +171,6 @@ pub(crate) async fn delete_groups(
         };
         let code = match &outcome {
             Ok(()) => 0,
-            Err(failure) if failure.code == ErrorCode::InvalidRequest => {
-                ResponseError::InvalidGroupId.code()
-            }
             Err(failure) => group_failure_code(failure),
         };
         tracing::debug!(%group, code, "Kafka DeleteGroups");
