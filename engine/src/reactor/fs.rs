@@ -85,7 +85,7 @@ async fn open_raw(path: &CString, flags: i32, mode: u32) -> io::Result<OwnedFd> 
         .flags(flags | libc::O_CLOEXEC)
         .mode(mode)
         .build();
-    let (completion, _path) = Op::submit(entry, path.clone()).await;
+    let (completion, _path) = Op::submit_returning_fd(entry, path.clone()).await;
     let fd = completion.into_io()? as RawFd;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -16,6 +16,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -51,6 +52,8 @@ enum Slot {
         completion: Option<Completion>,
         /// SEND_ZC posts its result first and a notification when the buffer is released.
         awaiting_notification: bool,
+        /// A result >= 0 is a new descriptor (accept, open) that the owner takes over.
+        result_is_fd: bool,
     },
     Abandoned {
         _keepalive: Box<dyn Any>,
@@ -58,7 +61,20 @@ enum Slot {
         /// Its result came; only SEND_ZC's notification (the kernel releasing the buffer) is
         /// still to come.
         completed: bool,
+        /// As in `Waiting`: nobody takes the descriptor over now, so it is closed here.
+        result_is_fd: bool,
     },
+}
+
+/// Closes the descriptor an op created (accept, open) whose owner dropped it: nobody else
+/// ever learns its number, so it would stay open for as long as the process lives.
+fn close_orphan_fd(result: i32) {
+    if result >= 0 {
+        // SAFETY: a non-negative result of an op that creates a descriptor is a new
+        // descriptor that only this completion names; its owner is gone, so nothing else
+        // uses or closes it.
+        drop(unsafe { OwnedFd::from_raw_fd(result) });
+    }
 }
 
 /// Slots of in-flight operations, bounded at startup.
@@ -116,7 +132,7 @@ impl OpTable {
     }
 
     /// Takes a slot; the caller was admitted (see [`OpTable::admit`]), so there is one.
-    fn insert(&mut self) -> u32 {
+    fn insert(&mut self, result_is_fd: bool) -> u32 {
         assert!(
             self.in_flight < self.slots_max,
             "an op was submitted without a slot"
@@ -133,6 +149,7 @@ impl OpTable {
             waker: None,
             completion: None,
             awaiting_notification: false,
+            result_is_fd,
         };
         self.in_flight += 1;
         index
@@ -162,6 +179,7 @@ impl OpTable {
                 waker,
                 completion,
                 awaiting_notification,
+                ..
             } => {
                 if notification {
                     *awaiting_notification = false;
@@ -178,8 +196,12 @@ impl OpTable {
             Slot::Abandoned {
                 awaiting_notification,
                 completed,
+                result_is_fd,
                 ..
             } => {
+                if *result_is_fd && !notification {
+                    close_orphan_fd(result);
+                }
                 let still_waiting = if notification { false } else { more };
                 *completed |= !notification;
                 *awaiting_notification = still_waiting;
@@ -195,6 +217,7 @@ impl OpTable {
             waker: slot_waker,
             completion,
             awaiting_notification,
+            ..
         } = &mut self.slots[index as usize]
         else {
             panic!("polled op slot {index} that is not waiting");
@@ -216,11 +239,16 @@ impl OpTable {
         let Slot::Waiting {
             completion,
             awaiting_notification,
+            result_is_fd,
             ..
         } = slot
         else {
             panic!("abandoned op slot {index} that is not waiting");
         };
+        let result_is_fd = *result_is_fd;
+        if let (true, Some(done)) = (result_is_fd, &completion) {
+            close_orphan_fd(done.result);
+        }
         if completion.is_some() && !*awaiting_notification {
             self.release(index);
             return false;
@@ -231,6 +259,7 @@ impl OpTable {
             _keepalive: keepalive,
             awaiting_notification,
             completed,
+            result_is_fd,
         };
         true
     }
@@ -274,6 +303,8 @@ pub(crate) struct Op<R: 'static> {
     queued: Option<(squeue::Entry, Admission)>,
     index: Option<u32>,
     resources: Option<R>,
+    /// A result >= 0 is a new descriptor: closed if the op is dropped before it is taken.
+    result_is_fd: bool,
 }
 
 impl<R: 'static> Op<R> {
@@ -281,11 +312,22 @@ impl<R: 'static> Op<R> {
     /// Every pointer in `entry` must point into heap memory owned by `resources` (or be
     /// otherwise valid until completion).
     pub(crate) fn submit(entry: squeue::Entry, resources: R) -> Op<R> {
+        Op::submit_with(entry, resources, false)
+    }
+
+    /// As [`Op::submit`], for an op whose result >= 0 is a new descriptor (accept, open): if
+    /// the op is dropped before its owner took the result, the descriptor is closed.
+    pub(crate) fn submit_returning_fd(entry: squeue::Entry, resources: R) -> Op<R> {
+        Op::submit_with(entry, resources, true)
+    }
+
+    fn submit_with(entry: squeue::Entry, resources: R, result_is_fd: bool) -> Op<R> {
         let admitted = with_reactor(|reactor| reactor.ops.borrow().admits_now(1));
         let mut op = Op {
             queued: Some((entry, Admission::default())),
             index: None,
             resources: Some(resources),
+            result_is_fd,
         };
         if admitted {
             op.start();
@@ -299,7 +341,7 @@ impl<R: 'static> Op<R> {
             return;
         };
         with_reactor(|reactor| {
-            let index = reactor.ops.borrow_mut().insert();
+            let index = reactor.ops.borrow_mut().insert(self.result_is_fd);
             reactor.push(&entry.user_data(u64::from(index)));
             self.index = Some(index);
         });
@@ -322,7 +364,7 @@ pub(crate) async fn submit_chain<R: 'static>(
     with_reactor(|reactor| {
         let (a, b) = {
             let mut ops = reactor.ops.borrow_mut();
-            (ops.insert(), ops.insert())
+            (ops.insert(false), ops.insert(false))
         };
         reactor.push_all(&[
             first.flags(squeue::Flags::IO_LINK).user_data(u64::from(a)),
@@ -333,11 +375,13 @@ pub(crate) async fn submit_chain<R: 'static>(
                 queued: None,
                 index: Some(a),
                 resources: Some(()),
+                result_is_fd: false,
             },
             Op {
                 queued: None,
                 index: Some(b),
                 resources: Some(resources),
+                result_is_fd: false,
             },
         )
     })
@@ -455,6 +499,100 @@ mod tests {
             received.is_empty(),
             "a dropped send went out on another connection: {:?}",
             String::from_utf8_lossy(&received)
+        );
+    }
+
+    /// Whether some op's completion was reaped and waits for its owner to poll it.
+    fn a_completion_waits_unpolled() -> bool {
+        with_reactor(|reactor| {
+            reactor.ops.borrow().slots.iter().any(|slot| {
+                matches!(
+                    slot,
+                    Slot::Waiting {
+                        completion: Some(_),
+                        ..
+                    }
+                )
+            })
+        })
+    }
+
+    /// Polls `op` once (it must be pending), then lets the loop run until its completion was
+    /// reaped, and drops it unpolled, as a `select` or a timeout dropping the losing side does.
+    async fn drop_after_completion<F: Future>(op: F) {
+        let mut op = Box::pin(op);
+        std::future::poll_fn(|cx| {
+            assert!(op.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        for _ in 0..1_000_000 {
+            if a_completion_waits_unpolled() {
+                break;
+            }
+            yield_now().await;
+        }
+        assert!(a_completion_waits_unpolled(), "the op never completed");
+        drop(op);
+    }
+
+    /// An open dropped after the kernel opened the file (its owner gave up, say on a timeout)
+    /// must close the descriptor the kernel returned: nobody else ever learns its number.
+    #[test]
+    fn an_open_dropped_after_it_completed_leaves_no_descriptor_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opened-then-dropped");
+        let target = path.clone();
+        block_on(RingConfig::default(), async move {
+            let options = OpenOptions {
+                create: true,
+                ..OpenOptions::default()
+            };
+            drop_after_completion(File::open(&path, options)).await;
+        })
+        .unwrap();
+        let open: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|link| *link == target)
+            .collect();
+        assert!(open.is_empty(), "the opened file was never closed");
+    }
+
+    /// Likewise an accept: the connection it took must be closed (the client sees EOF), not
+    /// left open and unserved for as long as the process lives.
+    #[test]
+    fn an_accept_dropped_after_it_completed_closes_the_connection() {
+        use std::io::Read;
+
+        use crate::reactor::tcp::TcpListener;
+
+        let listener = TcpListener::bind_reuse_port("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Connected (in the backlog) before the accept is submitted, so the accept completes.
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        block_on(RingConfig::default(), async move {
+            drop_after_completion(listener.accept()).await;
+        })
+        .unwrap();
+        // Bounds the failure only: a closed connection reads EOF at once.
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let mut read = client.read(&mut byte);
+        // A read with a timeout is not restarted when the ring's task work interrupts it.
+        for _ in 0..100 {
+            match &read {
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+                    read = client.read(&mut byte);
+                }
+                _ => break,
+            }
+        }
+        assert!(
+            matches!(read, Ok(0)),
+            "the accepted connection was left open: {read:?}"
         );
     }
 

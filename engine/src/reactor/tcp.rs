@@ -242,7 +242,7 @@ impl TcpListener {
         )
         .flags(libc::SOCK_CLOEXEC)
         .build();
-        let (completion, ()) = Op::submit(entry, ()).await;
+        let (completion, ()) = Op::submit_returning_fd(entry, ()).await;
         let raw = completion.into_io()? as RawFd;
         // SAFETY: the kernel returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
