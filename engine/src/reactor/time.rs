@@ -9,11 +9,14 @@ use io_uring::{opcode, types};
 
 use super::op::Op;
 
-/// Completes after `duration`.
+/// Completes after `duration` (durations past ~292 billion years wait that long).
 pub async fn sleep(duration: Duration) {
+    // The kernel's seconds are signed: a larger count reads as negative and the timeout is
+    // refused with -EINVAL, which would end the sleep at once.
+    let seconds = duration.as_secs().min(i64::MAX as u64);
     let timespec = Box::new(
         types::Timespec::new()
-            .sec(duration.as_secs())
+            .sec(seconds)
             .nsec(duration.subsec_nanos()),
     );
     let entry = opcode::Timeout::new(&*timespec as *const types::Timespec).build();
@@ -54,6 +57,22 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 mod tests {
     use super::*;
     use crate::reactor::{block_on, spawn, RingConfig};
+
+    /// A duration past what the kernel's signed seconds hold (`Duration::MAX` as "forever")
+    /// sleeps as long as the kernel can, instead of being refused (-EINVAL) and ending at once.
+    #[test]
+    fn a_sleep_longer_than_the_kernel_holds_does_not_end_at_once() {
+        block_on(RingConfig::default(), async {
+            for forever in [Duration::MAX, Duration::from_secs(1 << 63)] {
+                assert_eq!(
+                    timeout(Duration::from_millis(5), sleep(forever)).await,
+                    Err(Elapsed),
+                    "sleep({forever:?}) ended before a 5 ms timeout"
+                );
+            }
+        })
+        .unwrap();
+    }
 
     #[test]
     fn sleep_waits_and_timeout_fires() {
