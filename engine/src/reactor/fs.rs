@@ -205,13 +205,21 @@ impl File {
         if let Err(error) = power_before_write(self.raw_fd(), &buf, &range, offset) {
             return (Err(error), buf);
         }
-        let write = write_entry(self.raw_fd(), &buf, &range, offset);
-        let sync = opcode::Fsync::new(types::Fd(self.raw_fd()))
+        // The kernel looks a linked op's descriptor up only when the op starts, after the
+        // write: were this future dropped and the file closed meanwhile, the number could name
+        // another file or socket by then. The chain holds a duplicate of its own, closed once
+        // both ops completed.
+        let fd = match self.fd.try_clone() {
+            Ok(fd) => fd,
+            Err(error) => return (Err(error), buf),
+        };
+        let write = write_entry(fd.as_raw_fd(), &buf, &range, offset);
+        let sync = opcode::Fsync::new(types::Fd(fd.as_raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        let (write_op, sync_op) = submit_chain(write, sync, buf).await;
+        let (write_op, sync_op) = submit_chain(write, sync, (buf, fd)).await;
         let (write_done, ()) = write_op.await;
-        let (sync_done, buf) = sync_op.await;
+        let (sync_done, (buf, _fd)) = sync_op.await;
         let written = match write_done.into_io() {
             Ok(written) => written as usize,
             Err(error) => return (Err(error), buf),

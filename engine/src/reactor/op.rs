@@ -6,7 +6,9 @@
 //! and are freed only when the kernel reports completion, so the kernel never touches freed
 //! memory; a cancel request is sent so that waits (timers, receives) end promptly, and the ring
 //! is submitted at once, so that an entry still queued resolves its descriptor before the
-//! caller can close it (a closed number is soon reused by another file or socket).
+//! caller can close it (a closed number is soon reused by another file or socket). The second
+//! op of a chain ([`submit_chain`]) resolves its descriptor only when it starts, so a chain's
+//! resources must keep that descriptor open themselves.
 //!
 //! The table is bounded when the ring is built. A submission that finds it full (thousands of
 //! partitions starting their first writes at once, say) waits for a slot, oldest waiter first,
@@ -350,7 +352,7 @@ impl<R: 'static> Op<R> {
 
 /// Submits `first` linked to `second` (IOSQE_IO_LINK): `second` starts only after `first`
 /// succeeds and is cancelled with -ECANCELED otherwise. `resources` stay alive until both
-/// complete. Waits, if the table is full, until it has room for both.
+/// complete; they must own the descriptor `second` names (see the module comment). Waits, if the table is full, until it has room for both.
 pub(crate) async fn submit_chain<R: 'static>(
     first: squeue::Entry,
     second: squeue::Entry,
