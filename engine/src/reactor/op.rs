@@ -133,6 +133,12 @@ impl OpTable {
         })
     }
 
+    /// Forgets the slots of ops still in flight without freeing what they hold: for a shutdown
+    /// that gave up waiting for them, since the kernel may write into their buffers still.
+    pub(crate) fn leak_in_flight(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
+
     /// Takes a slot; the caller was admitted (see [`OpTable::admit`]), so there is one.
     fn insert(&mut self, result_is_fd: bool) -> u32 {
         assert!(

@@ -1,6 +1,6 @@
 //! The ring and the loop that drives it: submit, wait, dispatch completions, run tasks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
@@ -42,8 +42,6 @@ pub(crate) struct Reactor {
     pub(crate) ops: RefCell<OpTable>,
     pub(crate) executor: Executor,
     pub(crate) features: RingFeatures,
-    /// Set while the thread is about to block in the kernel; read by mail senders.
-    pub(crate) in_kernel_wait: Cell<bool>,
 }
 
 thread_local! {
@@ -230,7 +228,6 @@ pub fn block_on<F: Future + 'static>(config: RingConfig, future: F) -> io::Resul
         ops: RefCell::new(OpTable::new(config.ops_in_flight_max)),
         executor: Executor::new(),
         features,
-        in_kernel_wait: Cell::new(false),
     });
     CURRENT.with(|current| {
         let previous = current.borrow_mut().replace(Rc::clone(&reactor));
@@ -251,9 +248,7 @@ pub fn block_on<F: Future + 'static>(config: RingConfig, future: F) -> io::Resul
             break;
         }
         let idle = !reactor.executor.has_ready();
-        reactor.in_kernel_wait.set(idle);
         reactor.submit_and_wait(idle);
-        reactor.in_kernel_wait.set(false);
         reactor.reap();
     }
     drop(installed);
@@ -319,6 +314,8 @@ fn drain_in_flight(reactor: &Reactor) {
     }
     tracing::warn!(
         ops = reactor.ops.borrow().in_flight(),
-        "ring shut down with operations still in flight"
+        "ring shut down with operations still in flight; their buffers are leaked"
     );
+    // The kernel may still write into their buffers after the ring closes: leaked, never freed.
+    reactor.ops.borrow_mut().leak_in_flight();
 }
