@@ -69,10 +69,15 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// Allocates a zeroed buffer of `capacity_bytes` rounded up to the alignment.
     pub fn new(capacity_bytes: usize) -> AlignedBuf {
-        let capacity_bytes = align_up(capacity_bytes.max(1));
+        // Checked: `align_up` wraps to 0 within an alignment of usize::MAX, and a zero-sized
+        // allocation is undefined behaviour.
+        let capacity_bytes = capacity_bytes
+            .max(1)
+            .checked_next_multiple_of(IO_ALIGN_BYTES)
+            .expect("aligned buffer size fits in usize");
         let layout = Layout::from_size_align(capacity_bytes, IO_ALIGN_BYTES)
             .expect("aligned buffer layout: size is a multiple of the alignment");
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: the layout has a non-zero size (at least one alignment, checked above).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
@@ -360,6 +365,12 @@ mod tests {
         assert_eq!(buf.capacity(), 8192);
         assert_eq!(buf.as_ptr() as usize % IO_ALIGN_BYTES, 0);
         assert!(buf.as_full().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "aligned buffer size fits in usize")]
+    fn a_size_that_cannot_be_aligned_is_refused_not_wrapped_to_zero() {
+        let _ = AlignedBuf::new(usize::MAX - 10);
     }
 
     #[test]
