@@ -1085,3 +1085,83 @@ fn a_group_id_the_server_cannot_keep_answers_invalid_group_id() {
         );
     }
 }
+
+/// OffsetFetch of a partition the topic does not have reads -1 with no error, as from Kafka
+/// (its coordinator answers every partition without a commit so), whether or not the group
+/// exists: the Java consumer throws on UNKNOWN_TOPIC_OR_PARTITION here.
+#[test]
+fn offset_fetch_of_a_partition_the_topic_lacks_reads_nothing_committed() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("two", 2, &[]), 0);
+    // No such group yet: -1 and no error for every partition.
+    assert_eq!(
+        committed_v7(&mut kafka, "lacking", "two", &[0, 5]),
+        [(0, -1, 0), (5, -1, 0)]
+    );
+    // Once the group has a commit: the same answer for the partition it lacks.
+    assert_eq!(
+        commit_with_metadata(&mut kafka, "lacking", "two", &[(0, 3, None)]),
+        [0]
+    );
+    assert_eq!(
+        committed_v7(&mut kafka, "lacking", "two", &[0, 5]),
+        [(0, 3, 0), (5, -1, 0)]
+    );
+    let fetch = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(group_id("lacking"))
+        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+            .with_name(topic_name("two"))
+            .with_partition_indexes(vec![0, 5])]))]);
+    let response = kafka.call(8, &fetch);
+    assert_eq!(response.groups[0].error_code, 0);
+    let v8: Vec<(i32, i64, i16)> = response.groups[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset, p.error_code))
+        .collect();
+    assert_eq!(v8, [(0, 3, 0), (5, -1, 0)]);
+}
+
+/// OffsetFetch v0 and v1 have no top-level error code: Kafka puts an error of the whole
+/// group on every partition asked for (offset -1), so that the client sees it. Answering
+/// with no partitions instead reads as "nothing committed" and the consumer starts from its
+/// reset position without a word.
+#[test]
+fn offset_fetch_v1_reports_a_group_error_on_each_partition() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("v1errs", 2, &[]), 0);
+    // A group this server refuses whatever the request (its name is too long to store).
+    let refused = "\u{4e00}".repeat(200);
+    let request = OffsetFetchRequest::default()
+        .with_group_id(group_id(&refused))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name("v1errs"))
+            .with_partition_indexes(vec![0, 1])]));
+    let v2 = kafka.call(2, &request);
+    let code = v2.error_code;
+    assert_ne!(code, 0, "the group is refused");
+    let v1 = kafka.call(1, &request);
+    let partitions: Vec<(String, i32, i64, i16)> = v1
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                (
+                    topic.name.0.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.error_code,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        partitions,
+        [
+            ("v1errs".to_string(), 0, -1, code),
+            ("v1errs".to_string(), 1, -1, code)
+        ]
+    );
+}

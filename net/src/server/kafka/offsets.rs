@@ -280,16 +280,21 @@ async fn committed(
     group: &str,
     wanted: Option<&[(String, Vec<i32>)]>,
 ) -> (i16, CommittedTopics) {
+    // Only partitions that exist are asked for: one the topic lacks has nothing committed
+    // (-1, no error, as from Kafka, whether or not the group exists), where the coordinator
+    // would answer it UNKNOWN_TOPIC_OR_PARTITION.
     let filter: Option<TopicFilter> = wanted.map(|topics| {
         topics
             .iter()
-            .filter(|(topic, _)| shard.topic(topic).is_some())
-            .map(|(topic, partitions)| {
+            .filter_map(|(topic, partitions)| {
+                let count = shard.topic(topic)?.config.partitions;
                 let partitions = partitions
                     .iter()
                     .filter_map(|p| u32::try_from(*p).ok())
-                    .collect();
-                (topic.clone(), partitions)
+                    .filter(|p| *p < count)
+                    .collect::<Vec<u32>>();
+                // An empty list would ask for every partition of the topic.
+                (!partitions.is_empty()).then(|| (topic.clone(), partitions))
             })
             .collect()
     });
