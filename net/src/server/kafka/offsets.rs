@@ -214,7 +214,22 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect::<Vec<_>>()
     });
-    let (code, entries) = committed(&kafka.shard, &body.group_id.0, topics.as_deref()).await;
+    let (code, mut entries) = committed(&kafka.shard, &body.group_id.0, topics.as_deref()).await;
+    if code != 0 && request.version() < 2 {
+        // No top-level error code before version 2: as Kafka does, the group's error goes on
+        // every partition asked for, or the client would read "nothing committed".
+        entries = topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|partition| CommittedPartition::none(partition, code))
+                    .collect();
+                (topic, partitions)
+            })
+            .collect();
+    }
     let topics = entries
         .into_iter()
         .map(|(topic, partitions)| {
