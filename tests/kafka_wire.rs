@@ -1391,3 +1391,41 @@ fn delete_topics_and_create_partitions_refuse_a_name_given_twice() {
         "and keeps its partitions"
     );
 }
+
+/// KIP-227: a full fetch (session epoch 0 or -1) is served whatever session id it names (a
+/// Kafka broker closes that session first); only an incremental fetch (any other epoch) needs
+/// a session, and this server keeps none: FETCH_SESSION_ID_NOT_FOUND, after which clients
+/// send full fetches.
+#[test]
+fn full_fetches_are_served_whatever_session_they_name() {
+    const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("sessions", 1, &[]), 0);
+    assert_eq!(
+        kafka.produce(9, -1, "sessions", 0, batch_of(&["a", "b"], 1_000)),
+        (0, 0)
+    );
+    for version in [7, 12] {
+        for (session_id, session_epoch) in [(0, -1), (0, 0), (7, -1), (7, 0)] {
+            let request = fetch_request("sessions", 0, 0, 0)
+                .with_session_id(session_id)
+                .with_session_epoch(session_epoch);
+            let response = kafka.call(version, &request);
+            let what = format!("v{version}, session {session_id} epoch {session_epoch}");
+            assert_eq!((response.error_code, response.session_id), (0, 0), "{what}");
+            assert_eq!(values_of(&records_of(&response)).len(), 2, "{what}");
+        }
+        for (session_id, session_epoch) in [(0, 1), (7, 1), (7, 5), (0, -2)] {
+            let request = fetch_request("sessions", 0, 0, 0)
+                .with_session_id(session_id)
+                .with_session_epoch(session_epoch);
+            let response = kafka.call(version, &request);
+            assert_eq!(
+                (response.error_code, response.responses.len()),
+                (FETCH_SESSION_ID_NOT_FOUND, 0),
+                "v{version}, session {session_id} epoch {session_epoch}"
+            );
+        }
+    }
+}

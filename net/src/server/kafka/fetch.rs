@@ -26,12 +26,17 @@ use crate::server::latch::Latch;
 use crate::server::message::OffsetQuery;
 use crate::server::routing::{self, FetchLimits, PartitionRead, ReadTarget};
 
-/// Kafka's ListOffsets timestamps that ask for the log end and the log start.
 /// The first Fetch version whose clients read zstd batches (KIP-110). Kafka answers an older
 /// fetch of a partition holding one with UNSUPPORTED_COMPRESSION_TYPE, which such a client
 /// reports, instead of records it cannot decode.
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
+/// KIP-227 session epochs of a full fetch: one that opens a session, and one that asks for
+/// none (closing the session it names).
+const SESSION_EPOCH_INITIAL: i32 = 0;
+const SESSION_EPOCH_FINAL: i32 = -1;
+
+/// Kafka's ListOffsets timestamps that ask for the log end and the log start.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 
@@ -50,7 +55,13 @@ pub(crate) async fn fetch(
     hangup: &Latch,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: FetchRequest = request.decode_body()?;
-    if request.version() >= 7 && (body.session_id != 0 || body.session_epoch > 0) {
+    // A full fetch (epoch 0 or -1) is served whatever session it names, as by Kafka, which
+    // closes that session first; only an incremental one needs a session, and none is kept.
+    let full_fetch = matches!(
+        body.session_epoch,
+        SESSION_EPOCH_INITIAL | SESSION_EPOCH_FINAL
+    );
+    if request.version() >= 7 && !full_fetch {
         let response =
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
         return respond(request, &response);
