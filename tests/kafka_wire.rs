@@ -1429,3 +1429,29 @@ fn full_fetches_are_served_whatever_session_they_name() {
         }
     }
 }
+
+/// ListOffsets timestamps below -2 ask for lookups newer versions added (-3 max timestamp from
+/// v7, -4 earliest local from v8, -5 latest tiered from v9) or none at all: Kafka answers
+/// UNSUPPORTED_VERSION for each at the versions served here, which clients report as such,
+/// not INVALID_REQUEST.
+#[test]
+fn list_offsets_special_timestamps_of_later_versions_are_unsupported() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("special", 1, &[]), 0);
+    assert_eq!(
+        kafka.produce(9, -1, "special", 0, batch_of(&["a"], 1_000)),
+        (0, 0)
+    );
+    for timestamp in [-3, -4, -5, -6, -1000] {
+        assert_eq!(
+            kafka.list_offset_with_timestamp("special", 0, timestamp),
+            (UNSUPPORTED_VERSION, -1, -1),
+            "timestamp {timestamp}"
+        );
+    }
+    assert_eq!(
+        kafka.list_offset_with_timestamp("special", 0, -1),
+        (0, 1, -1)
+    );
+}

@@ -243,8 +243,11 @@ pub(crate) async fn list_offsets(
                     .push(partition.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
+            // Other negative timestamps are lookups of later versions (max timestamp, tiered
+            // storage) or none: Kafka answers UNSUPPORTED_VERSION.
             let Some(offset_query) = offset_query(query.timestamp) else {
-                partitions.push(partition.with_error_code(ResponseError::InvalidRequest.code()));
+                partitions
+                    .push(partition.with_error_code(ResponseError::UnsupportedVersion.code()));
                 continue;
             };
             let partition =
