@@ -49,6 +49,11 @@ impl LatencyHistogram {
         self.record_us(duration_us(latency));
     }
 
+    /// Records `count` samples of the same latency in microseconds (as [`Self::record_us`]).
+    pub fn record_n_us(&mut self, latency_us: u64, count: u64) {
+        self.histogram.saturating_record_n(latency_us.max(1), count);
+    }
+
     /// Records a latency measured by a sender that should have sent every `interval_us`,
     /// adding the samples a stalled sender failed to take (coordinated omission correction).
     ///

@@ -18,7 +18,7 @@ use super::control::RunControl;
 use super::paced_producer::{PacedCounters, PacedProducer, PACING_TICK};
 use super::paced_requests::{PacedRequests, WINDOW_REQUESTS};
 use super::producers::{partitions_of, wire_acks};
-use super::recorder::merge_all;
+use super::recorder::{merge_all, LoadRecorder};
 use super::server::BenchServer;
 use super::threads::join_all;
 use super::timed_consumer::{TimedConsumer, TimedCounters, DRAIN_TIMEOUT};
@@ -109,8 +109,10 @@ impl Scenario for E2e {
                 sum.drain_timed_out |= one.drain_timed_out;
                 sum
             });
-        let merged = merge_all(consumed.into_iter().map(|(recorder, _)| recorder))
+        let mut merged = merge_all(consumed.into_iter().map(|(recorder, _)| recorder))
             .ok_or_else(|| ScenarioError::Failed("no consumer ran".into()))?;
+        let received = merged.records();
+        let missing_note = count_missing(&mut merged, sent_total.sent, seen.drain_timed_out)?;
         let seconds = config.expected_duration().map_or_else(
             || merged.active_seconds(),
             |duration| duration.as_secs_f64(),
@@ -139,7 +141,7 @@ impl Scenario for E2e {
                 "{} consumer(s) following from the end (client Consumer); {} of {} records received; \
                  bytes are record value bytes; producers were at most {:.2} ms behind schedule",
                 config.consumers,
-                merged.records(),
+                received,
                 sent_total.sent,
                 sent_total.behind_max.as_secs_f64() * 1e3
             ),
@@ -151,11 +153,41 @@ impl Scenario for E2e {
                 DRAIN_TIMEOUT.as_secs()
             ));
         }
+        notes.extend(missing_note);
         if seen.untimed > 0 {
             notes.push(format!("{} records carried no send time", seen.untimed));
         }
         Ok(merged.into_result(seconds, notes))
     }
+}
+
+/// Puts the records the producers sent and no consumer received into the latency, so that
+/// the percentiles are not those of the records that arrived alone (the missing ones are the
+/// latest). Consumers give up draining [`DRAIN_TIMEOUT`] after the deadline, and every record
+/// was due before the deadline, so each missing record took longer than that: it is counted
+/// at [`DRAIN_TIMEOUT`], a lower bound. Records missing without a drain timeout fail the run.
+/// Returns the note saying so, if any are missing.
+fn count_missing(
+    merged: &mut LoadRecorder,
+    sent: u64,
+    drain_timed_out: bool,
+) -> Result<Option<String>, ScenarioError> {
+    let missing = sent.saturating_sub(merged.records());
+    if missing == 0 {
+        return Ok(None);
+    }
+    if !drain_timed_out {
+        return Err(ScenarioError::Failed(format!(
+            "the consumers stopped with {missing} of {sent} records not received"
+        )));
+    }
+    merged.latencies(DRAIN_TIMEOUT, missing);
+    Ok(Some(format!(
+        "{missing} of {sent} records were never received: each is in the latency at {} s, a \
+         lower bound (due before the end of the run, not received {} s after it)",
+        DRAIN_TIMEOUT.as_secs(),
+        DRAIN_TIMEOUT.as_secs()
+    )))
 }
 
 /// The paced producer thread number `index`, as `--produce-with` asks.
@@ -215,4 +247,46 @@ impl PacedSender {
 fn records_per_s(config: &RunConfig) -> f64 {
     let rate = config.rate_mb_per_s.unwrap_or(E2E_RATE_MB_PER_S_DEFAULT);
     rate * BYTES_PER_MB / f64::from(config.record_size_bytes.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn received(records: u64) -> LoadRecorder {
+        let start = Instant::now();
+        let mut recorder = LoadRecorder::new(start, None);
+        recorder.complete(start, records, records * 100);
+        for _ in 0..records {
+            recorder.latency(Duration::from_millis(1));
+        }
+        recorder
+    }
+
+    #[test]
+    fn records_never_received_count_in_the_latency() {
+        // 40 of 100 records arrived, in 1 ms; the consumers gave up draining on the other 60.
+        let mut merged = received(40);
+        let note = count_missing(&mut merged, 100, true).unwrap();
+        assert!(note
+            .unwrap()
+            .starts_with("60 of 100 records were never received"));
+        let latency = merged.into_result(1.0, Vec::new()).latency.summary();
+        assert_eq!(latency.count, 100, "one sample per record sent");
+        assert!(
+            latency.p50 >= DRAIN_TIMEOUT.as_micros() as u64,
+            "p50 {} us: most records were not received {DRAIN_TIMEOUT:?} after they were due",
+            latency.p50
+        );
+    }
+
+    #[test]
+    fn all_received_adds_nothing_and_a_silent_shortfall_fails() {
+        let mut merged = received(100);
+        assert!(count_missing(&mut merged, 100, false).unwrap().is_none());
+        assert_eq!(merged.latency_count(), 100);
+        let mut short = received(99);
+        assert!(count_missing(&mut short, 100, false).is_err());
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::ScenarioResult;
-use crate::latency::LatencyHistogram;
+use crate::latency::{duration_us, LatencyHistogram};
 use crate::throughput::ThroughputTimeline;
 
 /// One load thread's measurements.
@@ -55,6 +55,12 @@ impl LoadRecorder {
     /// Adds one latency sample given in microseconds.
     pub fn latency_us(&mut self, latency_us: u64) {
         self.latency.record_us(latency_us);
+    }
+
+    /// Adds `count` latency samples of `latency` each (records known to have taken at least
+    /// that long, without a receipt to time them by).
+    pub fn latencies(&mut self, latency: Duration, count: u64) {
+        self.latency.record_n_us(duration_us(latency), count);
     }
 
     /// Records completed so far.
