@@ -60,8 +60,8 @@ impl Target {
     }
 
     /// Why `report` ran at settings lighter than those its target is stated for (acks other
-    /// than durable, e2e below 100 MB/s, produce of records under 100 bytes), if it did: its
-    /// figure cannot show the target met.
+    /// than durable, e2e below 100 MB/s, produce of records under 100 bytes, share with more
+    /// than one group), if it did: its figure cannot show the target met.
     fn lighter_settings(report: &Report) -> Option<String> {
         let config = &report.config;
         let scenario = report.scenario.as_str();
@@ -77,6 +77,12 @@ impl Target {
                     "{rate} MB/s, the target is for {E2E_RATE_MB_PER_S} MB/s"
                 ));
             }
+        }
+        if scenario == "share" && config.groups != 1 {
+            return Some(format!(
+                "{} share groups, each reading every record; the target is for one",
+                config.groups
+            ));
         }
         if scenario == "produce" && config.record_size < SMALL_RECORD_BYTES {
             return Some(format!(
@@ -138,7 +144,10 @@ impl Target {
 pub fn render_targets(rows: &[SummaryRow]) -> String {
     let share_one_consumer = rows
         .iter()
-        .find(|row| row.report.scenario == "share" && row.report.config.consumers == 1)
+        .find(|row| {
+            let config = &row.report.config;
+            row.report.scenario == "share" && config.consumers == 1 && config.groups == 1
+        })
         .map(|row| row.report.records_per_s);
     let mut text = String::new();
     for row in rows {
@@ -286,6 +295,36 @@ mod tests {
             assert!(line.contains("not judged"), "{line}");
         }
         assert!(verdict_of(&text, "e2e-100mb").ends_with(" met"), "{text}");
+    }
+
+    #[test]
+    fn share_scaling_is_one_group_against_one_group() {
+        // Every share group reads every record: two groups of 16 consumers take twice the
+        // records of one group, which is not 16 consumers scaling.
+        let mut one = report("share", None);
+        one.records_per_s = 1_000.0;
+        let mut two_groups = report("share", None);
+        two_groups.config.consumers = 16;
+        two_groups.config.groups = 2;
+        two_groups.records_per_s = 20_000.0;
+        let rows = [row("share-1", one), row("share-16x2", two_groups)];
+        let text = render_targets(&rows);
+        let line = verdict_of(&text, "share-16x2");
+        assert!(!line.ends_with(" met"), "{line}");
+        assert!(line.contains("not judged"), "{line}");
+        // Nor is a baseline of two groups of one consumer.
+        let mut one_of_two = report("share", None);
+        one_of_two.config.groups = 2;
+        one_of_two.records_per_s = 2_000.0;
+        let mut sixteen = report("share", None);
+        sixteen.config.consumers = 16;
+        sixteen.records_per_s = 12_500.0;
+        let rows = [row("share-1x2", one_of_two), row("share-16", sixteen)];
+        let text = render_targets(&rows);
+        assert!(
+            verdict_of(&text, "share-16").ends_with("not measured"),
+            "{text}"
+        );
     }
 
     #[test]
