@@ -46,6 +46,10 @@ pub struct ReportConfig {
     /// Fanout groups followed live producers (absent in older reports: false).
     #[serde(default)]
     pub follow: bool,
+    /// Share runs: simulated work per record in microseconds (absent in older reports and
+    /// for other scenarios, where it is left out of the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_us: Option<u64>,
 }
 
 impl ReportConfig {
@@ -63,6 +67,7 @@ impl ReportConfig {
             shards: config.shards(),
             cold: config.cold,
             follow: config.follow,
+            work_us: (config.workload == Workload::Share).then_some(config.work_us),
         }
     }
 }

@@ -77,6 +77,7 @@ mod tests {
                 shards: None,
                 cold: false,
                 follow: false,
+                work_us: None,
             },
             records: 1,
             bytes: 100,

@@ -453,6 +453,7 @@ pub(crate) mod tests {
                 shards: Some(2),
                 cold: false,
                 follow: false,
+                work_us: (scenario == "share").then_some(crate::options::SHARE_WORK_US_DEFAULT),
             },
             records: 10,
             bytes: 10_240,

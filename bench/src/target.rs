@@ -13,6 +13,8 @@ const LARGE_RECORD_BYTES: u32 = 1024;
 /// The record size the records-per-second target is stated for: smaller records are more
 /// records per second for the same bytes, so they cannot show it met.
 const SMALL_RECORD_BYTES: u32 = 100;
+/// The simulated work per record (microseconds) the share scaling target is stated for.
+const SHARE_WORK_US: u64 = 1_000;
 /// The producer rate (MB/s) the e2e latency target is stated for: a lighter load cannot show
 /// it met.
 const E2E_RATE_MB_PER_S: f64 = 100.0;
@@ -61,7 +63,7 @@ impl Target {
 
     /// Why `report` ran at settings lighter than those its target is stated for (acks other
     /// than durable, e2e below 100 MB/s, produce of records under 100 bytes, share with more
-    /// than one group), if it did: its figure cannot show the target met.
+    /// than one group or other work than 1 ms per record), if it did: its figure cannot show the target met.
     fn lighter_settings(report: &Report) -> Option<String> {
         let config = &report.config;
         let scenario = report.scenario.as_str();
@@ -77,6 +79,11 @@ impl Target {
                     "{rate} MB/s, the target is for {E2E_RATE_MB_PER_S} MB/s"
                 ));
             }
+        }
+        if let Some(work_us) = config.work_us.filter(|&work| work != SHARE_WORK_US) {
+            return Some(format!(
+                "{work_us} us of work per record, the target is for {SHARE_WORK_US}"
+            ));
         }
         if scenario == "share" && config.groups != 1 {
             return Some(format!(
@@ -146,7 +153,10 @@ pub fn render_targets(rows: &[SummaryRow]) -> String {
         .iter()
         .find(|row| {
             let config = &row.report.config;
-            row.report.scenario == "share" && config.consumers == 1 && config.groups == 1
+            row.report.scenario == "share"
+                && config.consumers == 1
+                && config.groups == 1
+                && config.work_us.is_none_or(|work| work == SHARE_WORK_US)
         })
         .map(|row| row.report.records_per_s);
     let mut text = String::new();
@@ -321,6 +331,31 @@ mod tests {
         sixteen.records_per_s = 12_500.0;
         let rows = [row("share-1x2", one_of_two), row("share-16", sixteen)];
         let text = render_targets(&rows);
+        assert!(
+            verdict_of(&text, "share-16").ends_with("not measured"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn share_scaling_is_judged_at_the_target_work_against_the_same_work() {
+        // Longer work per record hides the per-record overhead 16 consumers share: 2 ms of
+        // work is not the target's 1 ms.
+        let mut heavy = report("share", None);
+        heavy.config.consumers = 16;
+        heavy.config.work_us = Some(2_000);
+        heavy.records_per_s = 7_000.0;
+        let mut one = report("share", None);
+        one.records_per_s = 500.0;
+        let text = render_targets(&[row("share-1", one.clone()), row("share-16-2ms", heavy)]);
+        let line = verdict_of(&text, "share-16-2ms");
+        assert!(line.contains("not judged"), "{line}");
+        // Nor does a one-consumer run at other work serve as the baseline.
+        one.config.work_us = Some(100);
+        let mut sixteen = report("share", None);
+        sixteen.config.consumers = 16;
+        sixteen.records_per_s = 14_000.0;
+        let text = render_targets(&[row("share-1-100us", one), row("share-16", sixteen)]);
         assert!(
             verdict_of(&text, "share-16").ends_with("not measured"),
             "{text}"
