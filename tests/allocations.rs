@@ -505,7 +505,15 @@ fn hot_paths(shards: usize) {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().expect("temporary directory");
+    let before_start = shard_allocations();
     let server = start(shards, &dir);
+    // A shard allocates as it starts: nothing counted means no thread was taken for a shard
+    // thread, and every comparison below would hold with nothing measured (0 <= 0).
+    assert!(
+        shard_allocations() > before_start,
+        "no allocation counted on a shard thread: are they still named {:?}?",
+        String::from_utf8_lossy(SHARD_THREAD_PREFIX)
+    );
     let mut client = Client::connect(server.local_addr()).expect("connect");
     let mut kafka = Kafka::connect(server.kafka_addr().expect("Kafka listener"));
     // With 2 shards the two partitions of a topic have different owners.
