@@ -91,15 +91,15 @@ pub fn encode_i64(value: i64, out: &mut [u8]) -> Result<usize, VarintError> {
 }
 
 /// Appends the zigzag varint of `value` to `out`.
+#[inline]
 pub fn put_i32(value: i32, out: &mut Vec<u8>) {
-    let (bytes, len) = encode_unsigned(u64::from(zigzag_i32(value)));
-    out.extend_from_slice(&bytes[..len]);
+    put_unsigned(u64::from(zigzag_i32(value)), out);
 }
 
 /// Appends the zigzag varlong of `value` to `out`.
+#[inline]
 pub fn put_i64(value: i64, out: &mut Vec<u8>) {
-    let (bytes, len) = encode_unsigned(zigzag_i64(value));
-    out.extend_from_slice(&bytes[..len]);
+    put_unsigned(zigzag_i64(value), out);
 }
 
 /// Decodes a zigzag varint from the start of `bytes`; returns the value and the bytes it took.
@@ -121,6 +121,18 @@ fn unsigned_len(raw: u64) -> usize {
     // `| 1` makes zero count as one significant bit, hence one byte.
     let significant_bits = 64 - (raw | 1).leading_zeros();
     significant_bits.div_ceil(7) as usize
+}
+
+/// Appends the base-128 encoding of `raw`, low groups first, byte by byte: the varints of a
+/// record are one or two bytes, which a fixed buffer and a copy of it would cost several times
+/// over (this runs for every field of every record a producer adds).
+#[inline]
+fn put_unsigned(mut raw: u64, out: &mut Vec<u8>) {
+    while raw >= 0x80 {
+        out.push((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
 }
 
 /// Base-128 encoding of `raw`, low groups first, in a fixed buffer (no allocation).
