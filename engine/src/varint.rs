@@ -103,6 +103,7 @@ pub fn put_i64(value: i64, out: &mut Vec<u8>) {
 }
 
 /// Decodes a zigzag varint from the start of `bytes`; returns the value and the bytes it took.
+#[inline]
 pub fn decode_i32(bytes: &[u8]) -> Result<(i32, usize), VarintError> {
     let (raw, len) = decode_unsigned(bytes, VARINT_BYTES_MAX, 32)?;
     // decode_unsigned rejected anything wider than 32 bits, so this cannot truncate.
@@ -111,6 +112,7 @@ pub fn decode_i32(bytes: &[u8]) -> Result<(i32, usize), VarintError> {
 }
 
 /// Decodes a zigzag varlong from the start of `bytes`; returns the value and the bytes it took.
+#[inline]
 pub fn decode_i64(bytes: &[u8]) -> Result<(i64, usize), VarintError> {
     let (raw, len) = decode_unsigned(bytes, VARLONG_BYTES_MAX, 64)?;
     Ok((unzigzag_i64(raw), len))
@@ -174,8 +176,27 @@ fn copy_into(
     Ok(len)
 }
 
-/// Decodes a base-128 integer of at most `bytes_max` bytes and `bits` bits.
+/// Decodes a base-128 integer of at most `bytes_max` bytes and `bits` bits. Encodings of one
+/// or two bytes (most fields of a record: lengths, deltas, counts) are decoded on the spot;
+/// every type allows at least five bytes and 14 bits, so their checks cannot fail.
+#[inline]
 fn decode_unsigned(bytes: &[u8], bytes_max: usize, bits: u32) -> Result<(u64, usize), VarintError> {
+    debug_assert!(bytes_max >= 3 && bits >= 14);
+    match *bytes {
+        [first, ..] if first & 0x80 == 0 => Ok((u64::from(first), 1)),
+        [first, second, ..] if second & 0x80 == 0 => {
+            Ok((u64::from(first & 0x7f) | u64::from(second) << 7, 2))
+        }
+        _ => decode_unsigned_long(bytes, bytes_max, bits),
+    }
+}
+
+/// [`decode_unsigned`] for any length, with the checks of the last byte a type allows.
+fn decode_unsigned_long(
+    bytes: &[u8],
+    bytes_max: usize,
+    bits: u32,
+) -> Result<(u64, usize), VarintError> {
     let mut raw = 0u64;
     for (index, &byte) in bytes.iter().take(bytes_max).enumerate() {
         let shift = 7 * index as u32;
