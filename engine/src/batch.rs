@@ -334,6 +334,13 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     structure(bytes, true)
 }
 
+/// [`validate`] but for the CRC, for a batch whose CRC was checked already (on its way in,
+/// by a checking [`BatchIter`]): the CRC is a pass over every byte, which is not worth taking
+/// twice.
+pub fn validate_crc_checked(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    structure(bytes, false)
+}
+
 /// Everything [`validate`] checks, and for an uncompressed batch also decodes every record:
 /// exactly recordsCount well-formed records that fill the batch, offsetDeltas strictly
 /// ascending within 0..=lastOffsetDelta, header keys UTF-8. Compressed batches get only the
@@ -403,6 +410,19 @@ pub fn set_producer_fields(
     patch(batch, PRODUCER_ID_OFFSET, &producer_id.to_be_bytes())?;
     patch(batch, PRODUCER_EPOCH_OFFSET, &producer_epoch.to_be_bytes())?;
     patch(batch, BASE_SEQUENCE_OFFSET, &base_sequence.to_be_bytes())?;
+    let crc = crc_of(batch);
+    patch(batch, CRC_OFFSET, &crc.to_be_bytes())
+}
+
+/// Computes a batch's CRC and stores it: for a batch from [`BatchBuilder::finish_unsealed`]
+/// that is sent without [`set_producer_fields`] after all.
+pub fn seal(batch: &mut [u8]) -> Result<(), BatchError> {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated {
+            needed_bytes: BATCH_HEADER_BYTES,
+            available_bytes: batch.len(),
+        });
+    }
     let crc = crc_of(batch);
     patch(batch, CRC_OFFSET, &crc.to_be_bytes())
 }
@@ -1031,6 +1051,17 @@ impl BatchBuilder {
     /// finished batch. More records may still be pushed and the batch finished again.
     /// A batch with no records is valid but Kafka producers never send one.
     pub fn finish(&mut self) -> &[u8] {
+        self.finish_unsealed();
+        let crc = crc_of(&self.buf);
+        self.buf[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
+        &self.buf
+    }
+
+    /// [`BatchBuilder::finish`] but for the CRC, which is left 0: for a batch whose producer
+    /// fields are stamped before it is sent ([`set_producer_fields`] computes the CRC then,
+    /// [`seal`] does if they are not), so that the CRC pass over every byte is taken once.
+    /// Not a valid batch until then.
+    pub fn finish_unsealed(&mut self) -> &[u8] {
         debug_assert!(
             self.buf.len() >= BATCH_HEADER_BYTES && self.buf.len() <= self.batch_bytes_max
         );
@@ -1051,8 +1082,6 @@ impl BatchBuilder {
         };
         // The buffer always starts with the header placeholder (see reset).
         self.buf[..BATCH_HEADER_BYTES].copy_from_slice(&header.to_bytes());
-        let crc = crc_of(&self.buf);
-        self.buf[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
         &self.buf
     }
 }
@@ -1137,6 +1166,26 @@ mod tests {
             (42, 3, 1_000)
         );
         assert!(set_producer_fields(&mut batch[..60], 1, 1, 1).is_err());
+    }
+
+    #[test]
+    fn an_unsealed_batch_is_valid_once_stamped_or_sealed() {
+        let mut builder = BatchBuilder::new(Vec::new(), 5);
+        builder.push(5, Some(b"k"), Some(b"v"), &[]).unwrap();
+        let sealed = builder.finish().to_vec();
+        let mut unsealed = builder.finish_unsealed().to_vec();
+        assert!(matches!(
+            validate(&unsealed),
+            Err(BatchError::BadCrc { .. })
+        ));
+        let header = validate_crc_checked(&unsealed).unwrap();
+        assert_eq!((header.crc, header.records_count), (0, 1));
+        let mut stamped = unsealed.clone();
+        seal(&mut unsealed).unwrap();
+        assert_eq!(unsealed, sealed);
+        set_producer_fields(&mut stamped, 42, 3, 1_000).unwrap();
+        assert_eq!(validate_records(&stamped).unwrap().producer_id, 42);
+        assert!(seal(&mut unsealed[..60]).is_err());
     }
 
     fn fix_crc(batch: &mut [u8]) {

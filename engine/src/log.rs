@@ -406,9 +406,20 @@ impl PartitionLog {
     /// the batch has its offset and is in memory, and the returned future resolves per `acks`.
     /// Offsets are assigned in call order.
     pub fn append(&self, batch: &mut [u8], acks: Acks) -> AppendFuture {
+        self.append_checked(batch, acks, true)
+    }
+
+    /// [`PartitionLog::append`] for a batch whose CRC the caller has just checked (the
+    /// server's produce checks every batch of a request before it appends any): the other
+    /// checks are made, the CRC, a pass over every byte, is not computed a second time.
+    pub fn append_crc_checked(&self, batch: &mut [u8], acks: Acks) -> AppendFuture {
+        self.append_checked(batch, acks, false)
+    }
+
+    fn append_checked(&self, batch: &mut [u8], acks: Acks, verify_crc: bool) -> AppendFuture {
         let inner = &self.inner;
         let failures_at_start = inner.failures.get();
-        let info = match inner.start_append(batch, acks) {
+        let info = match inner.start_append(batch, acks, verify_crc) {
             Ok(info) => info,
             Err(error) => return AppendFuture::ready(Err(error)),
         };
@@ -739,12 +750,22 @@ impl Inner {
         }
     }
 
-    /// The synchronous part of an append: checks, offset, copy, bookkeeping, flusher kick.
-    fn start_append(&self, batch: &mut [u8], acks: Acks) -> Result<AppendInfo, LogError> {
+    /// The synchronous part of an append: checks (the CRC only if `verify_crc`), offset, copy,
+    /// bookkeeping, flusher kick.
+    fn start_append(
+        &self,
+        batch: &mut [u8],
+        acks: Acks,
+        verify_crc: bool,
+    ) -> Result<AppendInfo, LogError> {
         if self.closing.get() {
             return Err(LogError::Closed);
         }
-        let header = batch::validate(batch)?;
+        let header = if verify_crc {
+            batch::validate(batch)?
+        } else {
+            batch::validate_crc_checked(batch)?
+        };
         let batch_bytes = batch.len();
         if batch_bytes as u64 > self.config.segment_bytes {
             return Err(LogError::BatchTooLarge {

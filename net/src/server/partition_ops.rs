@@ -125,7 +125,9 @@ pub(crate) async fn produce(
                 batch::set_max_timestamp(this, records_max_ms).map_err(corrupt)?;
             }
             index += 1;
-            let wait = log.append(this, acks);
+            // Every batch's CRC was checked by the first walk (and set_max_timestamp computes
+            // a new one): the log does not take that pass over the bytes again.
+            let wait = log.append_crc_checked(this, acks);
             let refused = wait.is_refused();
             waits.push(wait);
             if refused {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringlog_engine::batch::{BatchBuilder, BatchError};
+use ringlog_engine::batch::{self, BatchBuilder, BatchError};
 
 use super::config::ProducerConfig;
 use super::delivery::{BatchOutcome, DeliveryHandle};
@@ -50,6 +50,9 @@ pub(crate) struct ReadyBatch {
     retry_at: Option<Instant>,
     /// With idempotence: the order in which batches were sequenced (set when first sent).
     number: Option<u64>,
+    /// Whether its CRC is computed: when it is first sent, after the idempotent producer fields
+    /// are stamped (which the CRC covers), so that the pass over every byte is taken once.
+    sealed: bool,
     /// The flush generation it was opened in.
     generation: u64,
     /// When its first record was added: while the server cannot be reached, a batch waiting
@@ -340,7 +343,8 @@ impl Accumulator {
             self.recycle(open.builder.into_buf());
             return;
         }
-        open.builder.finish();
+        // Sealed (CRC) when first sent: see `take_sendable`.
+        open.builder.finish_unsealed();
         let bytes = open.builder.into_buf();
         self.sticky.on_batch_closed(open.partition);
         self.ready.push_back(ReadyBatch {
@@ -352,6 +356,7 @@ impl Accumulator {
             maybe_written: false,
             retry_at: None,
             number: None,
+            sealed: false,
             generation: open.generation,
             created_at: open.opened_at,
         });
@@ -474,7 +479,8 @@ impl Accumulator {
     /// Takes ready batches for one request, in queue order, up to `request_bytes_max` (at
     /// least one). A partition whose earlier batch must wait (retry back-off, size, the
     /// idempotence window, an epoch bump) is skipped entirely this round so its batches never
-    /// overtake each other. Batches sent for the first time are sequenced here.
+    /// overtake each other. Batches sent for the first time are sequenced and sealed (their CRC
+    /// computed) here.
     pub(crate) fn take_sendable(&mut self, now: Instant) -> Vec<ReadyBatch> {
         self.blocked.fill(false);
         self.count_in_flight_batches();
@@ -498,12 +504,18 @@ impl Accumulator {
                 self.blocked[slot] = true;
                 self.ready.push_back(batch);
             } else {
-                if batch.number.is_none() {
+                if !batch.sealed {
                     // Never sent, so never shared with the sender: no copy is made.
                     let bytes = Arc::make_mut(&mut batch.bytes);
                     batch.number = self
                         .idempotence
                         .stamp(batch.partition, bytes, batch.records);
+                    if batch.number.is_none() {
+                        // Not stamped (not idempotent), so not sealed by the stamp. The
+                        // accumulator built the batch: its header is there, this cannot fail.
+                        let _ = batch::seal(bytes);
+                    }
+                    batch.sealed = true;
                 }
                 self.in_flight_batches[slot] += 1;
                 taken_bytes += batch.bytes.len();
