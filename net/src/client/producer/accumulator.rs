@@ -451,8 +451,14 @@ impl Accumulator {
     /// flight.
     fn count_queued_and_in_flight(&mut self) {
         self.queued.fill(false);
+        let mut queued_partitions = 0;
         for batch in &self.ready {
+            // A full buffer queues thousands of batches: stop once every partition is seen.
+            if queued_partitions == self.queued.len() {
+                break;
+            }
             if let Some(queued) = self.queued.get_mut(batch.partition as usize) {
+                queued_partitions += usize::from(!*queued);
                 *queued = true;
             }
         }
@@ -488,7 +494,17 @@ impl Accumulator {
         let holding_new = self.idempotence.holds_new_batches();
         let mut taken: Vec<ReadyBatch> = Vec::new();
         let mut taken_bytes = 0usize;
+        let mut blocked_partitions = 0;
+        // Batches looked at and put back (behind those not looked at yet).
+        let mut put_back = 0;
         for _ in 0..self.ready.len() {
+            // With every partition blocked, or the request full, the rest of the queue would
+            // only be put back as it is: stop there. A full buffer queues thousands of batches,
+            // and the sender comes here at every wake-up (a batch opened, one closed).
+            let request_full = !taken.is_empty() && taken_bytes >= self.config.request_bytes_max;
+            if blocked_partitions == self.blocked.len() || request_full {
+                break;
+            }
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
@@ -501,8 +517,12 @@ impl Accumulator {
                 && self.in_flight_batches[slot]
                     >= self.idempotence.in_flight_batches_max(batch.partition);
             if self.blocked[slot] || backing_off || !fits || held || window_full {
-                self.blocked[slot] = true;
+                if !self.blocked[slot] {
+                    self.blocked[slot] = true;
+                    blocked_partitions += 1;
+                }
                 self.ready.push_back(batch);
+                put_back += 1;
             } else {
                 if !batch.sealed {
                     // Never sent, so never shared with the sender: no copy is made.
@@ -522,6 +542,9 @@ impl Accumulator {
                 taken.push(batch);
             }
         }
+        // Those put back go ahead of those not looked at, as they were: the queue keeps its
+        // order (a no-op when every batch was looked at).
+        self.ready.rotate_right(put_back);
         taken
     }
 
@@ -1269,6 +1292,41 @@ mod tests {
         assert!(!acc.unfinished_through(second));
         assert_eq!(acc.unfinished_records, 0);
         assert!(acc.unfinished_by_generation.is_empty());
+    }
+
+    /// `take_sendable` stops walking the queue once every partition is blocked: the batches it
+    /// did not look at stay behind those it put back, in their order.
+    #[test]
+    fn a_queue_walked_in_part_keeps_its_order() {
+        let now = Instant::now();
+        let mut acc = Accumulator::new(config(), 2);
+        acc.set_identity(Some(identity(0)));
+        let v = value(40);
+        for round in 0..3 {
+            for partition in 0..2 {
+                let record = ProducerRecord::new(&v).with_partition(partition);
+                acc.append(&record, round, || now).unwrap();
+            }
+            close_every_batch(&mut acc);
+        }
+        // (partition, round) of each batch.
+        let rounds = |batches: &[ReadyBatch]| {
+            batches
+                .iter()
+                .map(|batch| {
+                    let header = validate(&batch.bytes).unwrap();
+                    (batch.partition, header.base_timestamp_ms)
+                })
+                .collect::<Vec<_>>()
+        };
+        // Partitions that do not know the producer yet take one batch at a time.
+        let first = acc.take_sendable(now);
+        assert_eq!(rounds(&first), [(0, 0), (1, 0)]);
+        acc.add_in_flight(1, first, now);
+        acc.complete_in_flight(1, None, &[Ok(0), Ok(0)], now)
+            .unwrap();
+        let rest = acc.take_sendable(now);
+        assert_eq!(rounds(&rest), [(0, 1), (1, 1), (0, 2), (1, 2)]);
     }
 
     /// A partition that does not know the producer takes any first sequence: until it has
