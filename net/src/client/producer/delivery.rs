@@ -1,5 +1,6 @@
 //! Per-record delivery results: one shared outcome per batch, one cheap handle per record.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub struct RecordMetadata {
 pub(crate) struct BatchOutcome {
     partition: u32,
     result: Mutex<Option<Result<i64, ClientError>>>,
+    /// Set once `result` holds the outcome: [`DeliveryHandle::try_result`] of a batch still on
+    /// its way reads this instead of taking the lock (a caller may poll once per record).
+    decided: AtomicBool,
     done: Condvar,
 }
 
@@ -29,6 +33,7 @@ impl BatchOutcome {
         Arc::new(Self {
             partition,
             result: Mutex::new(None),
+            decided: AtomicBool::new(false),
             done: Condvar::new(),
         })
     }
@@ -39,6 +44,8 @@ impl BatchOutcome {
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(result);
+            // Under the lock, after the outcome: a reader that sees it set finds the outcome.
+            self.decided.store(true, Ordering::Release);
             self.done.notify_all();
         }
     }
@@ -98,6 +105,9 @@ impl DeliveryHandle {
 
     /// The result if it is known, without blocking.
     pub fn try_result(&self) -> Option<Result<RecordMetadata, ClientError>> {
+        if !self.outcome.decided.load(Ordering::Acquire) {
+            return None;
+        }
         let slot = self
             .outcome
             .result
