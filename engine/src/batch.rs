@@ -1026,19 +1026,23 @@ impl BatchBuilder {
         }
         // From here on every length fits an i32: the whole batch does.
         let start = self.buf.len();
-        self.buf.reserve(record_bytes);
-        varint::put_i32(body_length, &mut self.buf);
-        self.buf.push(0); // record attributes, unused
-        varint::put_i64(timestamp_delta_ms, &mut self.buf);
-        varint::put_i32(offset_delta, &mut self.buf);
-        put_nullable(key, &mut self.buf);
-        put_nullable(value, &mut self.buf);
-        varint::put_i32(length_i32(headers.len()), &mut self.buf);
+        self.buf.resize(start + record_bytes, 0);
+        let mut out = RecordWriter {
+            out: &mut self.buf[start..],
+            at: 0,
+        };
+        out.varint(i64::from(body_length));
+        out.byte(0); // record attributes, unused
+        out.varint(timestamp_delta_ms);
+        out.varint(i64::from(offset_delta));
+        out.nullable(key);
+        out.nullable(value);
+        out.varint(headers.len() as i64);
         for &(header_key, header_value) in headers {
-            put_nullable(Some(header_key.as_bytes()), &mut self.buf);
-            put_nullable(header_value, &mut self.buf);
+            out.nullable(Some(header_key.as_bytes()));
+            out.nullable(header_value);
         }
-        debug_assert_eq!(self.buf.len() - start, record_bytes);
+        debug_assert_eq!(out.at, record_bytes);
         self.record_count += 1;
         self.max_timestamp_ms = Some(
             self.max_timestamp_ms
@@ -1117,13 +1121,45 @@ fn nullable_bytes(bytes: Option<&[u8]>) -> usize {
     }
 }
 
-fn put_nullable(bytes: Option<&[u8]>, out: &mut Vec<u8>) {
-    match bytes {
-        None => varint::put_i32(NULL_LENGTH, out),
-        Some(bytes) => {
-            varint::put_i32(length_i32(bytes.len()), out);
-            out.extend_from_slice(bytes);
+/// Writes a record into the bytes made for it (as many as [`record_body_bytes`] and its length
+/// say), through a slice and a position that stay in registers: pushed onto the Vec one by one,
+/// every byte would reload the Vec's length and capacity (a byte store may alias them).
+/// Writes past the end are dropped, which the sizes computed beforehand rule out.
+struct RecordWriter<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl RecordWriter<'_> {
+    fn byte(&mut self, byte: u8) {
+        if let Some(slot) = self.out.get_mut(self.at) {
+            *slot = byte;
         }
+        self.at += 1;
+    }
+
+    /// The zigzag varint of `value`: i32 values give the same bytes as a varint, i64 as a
+    /// varlong.
+    fn varint(&mut self, value: i64) {
+        let mut raw = varint::zigzag_i64(value);
+        while raw >= 0x80 {
+            self.byte((raw as u8 & 0x7f) | 0x80);
+            raw >>= 7;
+        }
+        self.byte(raw as u8);
+    }
+
+    /// `length varint | bytes`, or the null marker.
+    fn nullable(&mut self, bytes: Option<&[u8]>) {
+        let Some(bytes) = bytes else {
+            self.varint(i64::from(NULL_LENGTH));
+            return;
+        };
+        self.varint(i64::from(length_i32(bytes.len())));
+        if let Some(slot) = self.out.get_mut(self.at..self.at + bytes.len()) {
+            slot.copy_from_slice(bytes);
+        }
+        self.at += bytes.len();
     }
 }
 
