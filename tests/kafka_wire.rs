@@ -35,6 +35,7 @@ const INVALID_TIMESTAMP: i16 = 32;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const UNSUPPORTED_VERSION: i16 = 35;
+const INVALID_REQUEST: i16 = 42;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
@@ -1443,10 +1444,20 @@ fn list_offsets_special_timestamps_of_later_versions_are_unsupported() {
         kafka.produce(9, -1, "special", 0, batch_of(&["a"], 1_000)),
         (0, 0)
     );
-    for timestamp in [-3, -4, -5, -6, -1000] {
+    // Max timestamp (v7), earliest local (v8), latest tiered (v9): lookups of versions this
+    // listener does not serve.
+    for timestamp in [-3, -4, -5] {
         assert_eq!(
             kafka.list_offset_with_timestamp("special", 0, timestamp),
             (UNSUPPORTED_VERSION, -1, -1),
+            "timestamp {timestamp}"
+        );
+    }
+    // Any other negative timestamp names no lookup.
+    for timestamp in [-6, -1000] {
+        assert_eq!(
+            kafka.list_offset_with_timestamp("special", 0, timestamp).0,
+            INVALID_REQUEST,
             "timestamp {timestamp}"
         );
     }

@@ -23,7 +23,7 @@ use super::server::BenchServer;
 use super::threads::join_all;
 use super::timed_consumer::{TimedConsumer, TimedCounters, DRAIN_TIMEOUT};
 use super::{Scenario, ScenarioContext, ScenarioError, ScenarioResult};
-use crate::options::{ProduceWith, RunConfig, E2E_RATE_MB_PER_S_DEFAULT};
+use crate::options::{Acks, ProduceWith, RunConfig, E2E_RATE_MB_PER_S_DEFAULT};
 use crate::units::BYTES_PER_MB;
 use crate::workload::Workload;
 
@@ -112,7 +112,12 @@ impl Scenario for E2e {
         let mut merged = merge_all(consumed.into_iter().map(|(recorder, _)| recorder))
             .ok_or_else(|| ScenarioError::Failed("no consumer ran".into()))?;
         let received = merged.records();
-        let missing_note = count_missing(&mut merged, sent_total.sent, seen.drain_timed_out)?;
+        let missing_note = count_missing(
+            &mut merged,
+            sent_total.sent,
+            seen.drain_timed_out,
+            config.acks,
+        )?;
         let seconds = config.expected_duration().map_or_else(
             || merged.active_seconds(),
             |duration| duration.as_secs_f64(),
@@ -165,16 +170,24 @@ impl Scenario for E2e {
 /// the percentiles are not those of the records that arrived alone (the missing ones are the
 /// latest). Consumers give up draining [`DRAIN_TIMEOUT`] after the deadline, and every record
 /// was due before the deadline, so each missing record took longer than that: it is counted
-/// at [`DRAIN_TIMEOUT`], a lower bound. Records missing without a drain timeout fail the run.
-/// Returns the note saying so, if any are missing.
+/// at [`DRAIN_TIMEOUT`], a lower bound. Records missing although the consumers reached the end
+/// of every partition were lost: allowed with `acks none` (the server drops what it refuses
+/// without a word), and then only noted; otherwise they fail the run. Returns the note saying
+/// so, if any are missing.
 fn count_missing(
     merged: &mut LoadRecorder,
     sent: u64,
     drain_timed_out: bool,
+    acks: Acks,
 ) -> Result<Option<String>, ScenarioError> {
     let missing = sent.saturating_sub(merged.records());
     if missing == 0 {
         return Ok(None);
+    }
+    if !drain_timed_out && acks == Acks::None {
+        return Ok(Some(format!(
+            "{missing} of {sent} records were lost (acks none: nothing tells the producer of a              batch the server refused); they are not in the latency"
+        )));
     }
     if !drain_timed_out {
         return Err(ScenarioError::Failed(format!(
@@ -268,7 +281,7 @@ mod tests {
     fn records_never_received_count_in_the_latency() {
         // 40 of 100 records arrived, in 1 ms; the consumers gave up draining on the other 60.
         let mut merged = received(40);
-        let note = count_missing(&mut merged, 100, true).unwrap();
+        let note = count_missing(&mut merged, 100, true, Acks::Durable).unwrap();
         assert!(note
             .unwrap()
             .starts_with("60 of 100 records were never received"));
@@ -284,9 +297,16 @@ mod tests {
     #[test]
     fn all_received_adds_nothing_and_a_silent_shortfall_fails() {
         let mut merged = received(100);
-        assert!(count_missing(&mut merged, 100, false).unwrap().is_none());
+        assert!(count_missing(&mut merged, 100, false, Acks::Durable)
+            .unwrap()
+            .is_none());
         assert_eq!(merged.latency_count(), 100);
         let mut short = received(99);
-        assert!(count_missing(&mut short, 100, false).is_err());
+        assert!(count_missing(&mut short, 100, false, Acks::Durable).is_err());
+        // With acks none a refused batch is dropped without a word: noted, not a failure.
+        let mut lost = received(99);
+        let note = count_missing(&mut lost, 100, false, Acks::None).unwrap();
+        assert!(note.unwrap().starts_with("1 of 100 records were lost"));
+        assert_eq!(lost.latency_count(), 99);
     }
 }

@@ -39,6 +39,10 @@ const SESSION_EPOCH_FINAL: i32 = -1;
 /// Kafka's ListOffsets timestamps that ask for the log end and the log start.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
+/// The lookups of ListOffsets versions 7 to 9 (max timestamp, earliest local, latest tiered),
+/// -3 down to -5.
+const MAX_TIMESTAMP: i64 = -3;
+const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 /// Where one requested partition's answer comes from.
 enum Source {
@@ -243,11 +247,16 @@ pub(crate) async fn list_offsets(
                     .push(partition.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
-            // Other negative timestamps are lookups of later versions (max timestamp, tiered
-            // storage) or none: Kafka answers UNSUPPORTED_VERSION.
             let Some(offset_query) = offset_query(query.timestamp) else {
-                partitions
-                    .push(partition.with_error_code(ResponseError::UnsupportedVersion.code()));
+                // Max timestamp (-3), earliest local (-4) and latest tiered (-5) are lookups of
+                // versions 7 to 9, which Kafka answers UNSUPPORTED_VERSION at older ones; any
+                // other negative timestamp names no lookup.
+                let code = if (LATEST_TIERED_TIMESTAMP..=MAX_TIMESTAMP).contains(&query.timestamp) {
+                    ResponseError::UnsupportedVersion
+                } else {
+                    ResponseError::InvalidRequest
+                };
+                partitions.push(partition.with_error_code(code.code()));
                 continue;
             };
             let partition =
