@@ -35,7 +35,7 @@ const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const INVALID_SESSION_TIMEOUT: i16 = 26;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -248,9 +248,18 @@ fn find_coordinator_names_node_zero() {
     let transactions = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_static_str("tx"))
         .with_key_type(1);
+    // No transactions: the fatal answer (COORDINATOR_NOT_AVAILABLE has clients retry forever).
     assert_eq!(
         kafka.call(3, &transactions).error_code,
-        COORDINATOR_NOT_AVAILABLE
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    let transactions = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![StrBytes::from_static_str("tx")]);
+    let response = kafka.call(4, &transactions);
+    assert_eq!(
+        response.coordinators[0].error_code,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     );
 }
 

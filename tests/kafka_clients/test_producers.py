@@ -1,8 +1,10 @@
 """kafka-python and confluent-kafka producers against ringlog: acks=all, every compression
 codec, and the idempotent producer; what they write is read back by a real consumer."""
 
+import time
+
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import create_topic
@@ -111,3 +113,17 @@ def test_idempotent_producer(server, topic):
         assert [offset for offset, _ in records[partition]] == list(range(len(records[partition])))
         values = [int(value) for _, value in records[partition]]
         assert values == list(range(partition, 10_000, 3))
+
+
+def test_transactional_producer_fails_fast(server, topic):
+    """ringlog has no transactions: init_transactions() must fail at once with a fatal error
+    (as against a Kafka cluster that refuses the transactional id), not retry the transaction
+    coordinator lookup until the call times out."""
+    producer = Producer({"bootstrap.servers": server.bootstrap, "transactional.id": f"{topic}-tx"})
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as refused:
+        producer.init_transactions(20)
+    error = refused.value.args[0]
+    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
+    assert error.fatal()
+    assert time.monotonic() - started < 10

@@ -45,6 +45,7 @@ pub(super) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
 /// Kafka's FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Protocols that hand partitions over in two rebalances; the server moves them in one.
 const COOPERATIVE_PROTOCOLS: &[&str] = &["cooperative-sticky"];
@@ -78,8 +79,12 @@ pub(super) fn unexpected_answer() -> Failure {
     crate::server::routing::unexpected_answer()
 }
 
-/// Serves FindCoordinator: node 0 coordinates every group. Transaction coordinators are not
-/// available (ringlog has no transactions).
+/// Serves FindCoordinator: node 0 coordinates every group. A transaction coordinator lookup
+/// is TRANSACTIONAL_ID_AUTHORIZATION_FAILED (ringlog has no transactions): the answer Kafka
+/// gives a transactional id the client may not use, which librdkafka and the Java producer
+/// take as fatal, failing `init_transactions()` at once. COORDINATOR_NOT_AVAILABLE, the
+/// answer for a coordinator that is not up yet, made them retry the lookup every 500 ms until
+/// the call timed out (librdkafka's "retry call to resume").
 pub(crate) fn find_coordinator(
     client: &ClientInfo,
     request: &KafkaRequest,
@@ -88,11 +93,14 @@ pub(crate) fn find_coordinator(
     let host = str_bytes(client.advertised.ip().to_string());
     let port = i32::from(client.advertised.port());
     let available = body.key_type == KEY_TYPE_GROUP;
-    let error_code = if available {
-        0
-    } else {
-        ResponseError::CoordinatorNotAvailable.code()
+    let error_code = match body.key_type {
+        KEY_TYPE_GROUP => 0,
+        KEY_TYPE_TRANSACTION => ResponseError::TransactionalIdAuthorizationFailed.code(),
+        _ => ResponseError::CoordinatorNotAvailable.code(),
     };
+    // Versions 1+ carry a message (key types other than a group's need version 1).
+    let message = (!available)
+        .then(|| StrBytes::from_static_str("ringlog coordinates groups only: no transactions"));
     let response = if request.version() >= 4 {
         let coordinators = body
             .coordinator_keys
@@ -107,7 +115,10 @@ pub(crate) fn find_coordinator(
                         .with_host(host.clone())
                         .with_port(port)
                 } else {
-                    coordinator.with_node_id(BrokerId(-1)).with_port(-1)
+                    coordinator
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_message(message.clone())
                 }
             })
             .collect();
@@ -121,6 +132,7 @@ pub(crate) fn find_coordinator(
     } else {
         FindCoordinatorResponse::default()
             .with_error_code(error_code)
+            .with_error_message(message)
             .with_node_id(BrokerId(-1))
             .with_port(-1)
     };
