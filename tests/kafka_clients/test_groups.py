@@ -4,6 +4,7 @@ restarts (confluent-kafka and kafka-python)."""
 
 import contextlib
 import threading
+import time
 
 from confluent_kafka import Consumer, Producer
 from kafka import KafkaConsumer
@@ -20,7 +21,7 @@ def fill(server, topic, count):
     assert producer.flush(30) == 0
 
 
-def rdkafka_member(server, group, topic):
+def rdkafka_member(server, group, topic, **settings):
     consumer = Consumer({
         "bootstrap.servers": server.bootstrap,
         "group.id": group,
@@ -28,6 +29,7 @@ def rdkafka_member(server, group, topic):
         "enable.auto.commit": False,
         "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 300,
+        **settings,
     })
     consumer.subscribe([topic])
     return consumer
@@ -89,6 +91,42 @@ def split_and_leave(first, second):
         return assigned(first) == list(range(PARTITIONS))
 
     wait_until(first_has_all, what="the remaining member to take every partition")
+
+
+def test_cooperative_sticky_never_gives_a_partition_to_two_members(server):
+    """With cooperative-sticky (KIP-429) members keep their partitions through a rebalance and
+    give up those moving away after it; Kafka hands a moved partition to its new owner only in
+    the next rebalance, once the old owner has revoked it and rejoined. So no partition is ever
+    read by two members at once, however long the old owner takes to poll."""
+    topic = create_topic(server, PARTITIONS, prefix="coop")
+    fill(server, topic, 100)
+    cooperative = {"partition.assignment.strategy": "cooperative-sticky"}
+    first = rdkafka_member(server, "coop-group", topic, **cooperative)
+    second = None
+    try:
+        wait_until(lambda: poll_into(first, []) or assigned(first) == list(range(PARTITIONS)),
+                   what="the first member to take every partition")
+        second = rdkafka_member(server, "coop-group", topic, **cooperative)
+        # Only the newcomer polls: the first member rejoins from librdkafka's thread, but gives
+        # partitions up only when its application polls.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            poll_into(second, [])
+            assert set(assigned(first)).isdisjoint(assigned(second)), \
+                f"first {assigned(first)}, second {assigned(second)}"
+
+        def split():
+            poll_into(first, [])
+            poll_into(second, [])
+            return assigned(first) and assigned(second) and \
+                sorted(assigned(first) + assigned(second)) == list(range(PARTITIONS))
+
+        wait_until(split, what="both members assigned")
+        assert set(assigned(first)).isdisjoint(assigned(second))
+    finally:
+        for consumer in (first, second):
+            if consumer is not None:
+                consumer.close()
 
 
 def test_resume_from_committed_offsets_after_restart(server):

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::reactor::{self, time};
 
-use super::membership::{Join, JoinOutcome};
+use super::membership::{is_cooperative, Join, JoinOutcome};
 use super::meta::{self, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
@@ -230,10 +230,10 @@ fn partitions_of(shard: &Shard) -> impl Fn(&str) -> Option<u32> + '_ {
 
 /// Completes the group's rebalance if it can, waking its waiting joins.
 fn try_complete(shard: &Shard, group: &Group, now: Instant) {
-    let changed = group
-        .membership
-        .borrow_mut()
-        .try_complete(now, partitions_of(shard));
+    let mut membership = group.membership.borrow_mut();
+    membership.set_cooperative(is_cooperative(&group.protocol.borrow()));
+    let changed = membership.try_complete(now, partitions_of(shard));
+    drop(membership);
     if changed {
         group.changed.notify();
     }

@@ -15,14 +15,29 @@
 //!   progress is not lost. A deleted topic's partitions leave every assignment at once: what
 //!   a member read of it must not be committed to a topic created again under its name.
 //!
+//! - In a group of cooperative members (KIP-429: Kafka's `cooperative-sticky`), members keep
+//!   their partitions while they rejoin and give up those they lose only once the rebalance is
+//!   over. A partition moving to another member is then given to nobody in that generation:
+//!   its old owner revokes it and rejoins, and the next rebalance gives it to the new one, as
+//!   Kafka's cooperative assignor does, so no partition is read by two members at once.
+//!
 //! Pure state: time is passed in, nothing waits; the coordinator drives it.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::assignor::{assign_range, TopicAssignment};
 use crate::error_code::ErrorCode;
 use crate::message::group::GroupState;
 use crate::server::message::Failure;
+
+/// Assignor protocols of incremental cooperative rebalancing (KIP-429).
+pub(crate) const COOPERATIVE_PROTOCOLS: &[&str] = &["cooperative-sticky"];
+
+/// Whether members of `protocol` keep their partitions while they rejoin.
+pub(crate) fn is_cooperative(protocol: &str) -> bool {
+    COOPERATIVE_PROTOCOLS.contains(&protocol)
+}
 
 /// One member.
 #[derive(Debug, Clone)]
@@ -86,6 +101,8 @@ pub(crate) struct Membership {
     state: GroupState,
     members: Vec<Member>,
     rebalance_deadline: Option<Instant>,
+    /// Members keep their partitions while they rejoin (see the module docs).
+    cooperative: bool,
 }
 
 impl Default for Membership {
@@ -95,6 +112,7 @@ impl Default for Membership {
             state: GroupState::Empty,
             members: Vec::new(),
             rebalance_deadline: None,
+            cooperative: false,
         }
     }
 }
@@ -113,6 +131,12 @@ impl Membership {
     /// Current members.
     pub(crate) fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// Whether the members rebalance cooperatively (they keep their partitions while they
+    /// rejoin), as the protocol they chose says.
+    pub(crate) fn set_cooperative(&mut self, cooperative: bool) {
+        self.cooperative = cooperative;
     }
 
     /// True without members.
@@ -263,7 +287,10 @@ impl Membership {
             .iter()
             .map(|m| (m.id.as_str(), m.topics.as_slice()))
             .collect();
-        let assignments = assign_range(&subscriptions, partitions_of);
+        let mut assignments = assign_range(&subscriptions, partitions_of);
+        if self.cooperative {
+            self.withhold_owned(&mut assignments);
+        }
         for (member, assignment) in self.members.iter_mut().zip(assignments) {
             member.assignment = assignment;
             member.generation = self.generation;
@@ -271,6 +298,33 @@ impl Membership {
         }
         self.state = GroupState::Stable;
         true
+    }
+
+    /// Takes out of each new assignment (one per member, in member order) the partitions
+    /// another member still holds from its last assignment: cooperative members keep those
+    /// until they learn the new assignment, then revoke them and rejoin, and the next
+    /// rebalance hands them over.
+    fn withhold_owned(&self, assignments: &mut [Vec<TopicAssignment>]) {
+        // By topic and partition, the member holding it: a scan of every member per partition
+        // would make a rebalance quadratic in the partitions on the shard thread.
+        let mut holders: HashMap<(&str, u32), usize> = HashMap::new();
+        for (index, member) in self.members.iter().enumerate() {
+            for (topic, partitions) in &member.assignment {
+                for &partition in partitions {
+                    holders.insert((topic.as_str(), partition), index);
+                }
+            }
+        }
+        for (index, assignment) in assignments.iter_mut().enumerate() {
+            for (topic, partitions) in assignment.iter_mut() {
+                partitions.retain(|&partition| {
+                    holders
+                        .get(&(topic.as_str(), partition))
+                        .is_none_or(|&holder| holder == index)
+                });
+            }
+            assignment.retain(|(_, partitions)| !partitions.is_empty());
+        }
     }
 
     /// Where the JoinGroup of `member_id` stands.
@@ -455,6 +509,41 @@ mod tests {
             group.leave(&a, now).unwrap_err().code,
             ErrorCode::UnknownMember
         );
+    }
+
+    #[test]
+    fn cooperative_members_get_a_moved_partition_once_its_owner_gave_it_up() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        group.set_cooperative(true);
+        let a = join(&mut group, "", "a", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2, 3, 4, 5]);
+        group.join_finished(&a, now);
+
+        // b joins and a rejoins still holding all six: b gets none of them yet.
+        let b = join(&mut group, "", "b", now);
+        join(&mut group, &a, "", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
+        assert_eq!(partitions(group.outcome(&b)), Vec::<u32>::new());
+        group.join_finished(&a, now);
+        group.join_finished(&b, now);
+
+        // a revoked 3 to 5 and rejoins: the next generation hands them to b.
+        join(&mut group, &a, "", now);
+        join(&mut group, &b, "", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
+        assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
+        group.join_finished(&a, now);
+        group.join_finished(&b, now);
+
+        // A member that leaves holds nothing: its partitions move at once.
+        group.leave(&a, now).unwrap();
+        join(&mut group, &b, "", now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&b)), [0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! [`SERVER_LEADER`], so each sends SyncGroup as a follower and gets the server's assignment,
 //! encoded as a ConsumerProtocolAssignment. Of the protocols a member offers, an eager one
 //! (range, roundrobin, sticky) is chosen when there is one, since the server moves partitions
-//! in one step. Static membership (group.instance.id) is not supported: such members are
-//! treated as dynamic ones.
+//! in one step. Members offering only cooperative-sticky keep their partitions while they
+//! rejoin, so the coordinator hands a moved partition over in two rebalances, as Kafka does
+//! (see [`crate::server::group::membership`]). Static membership (group.instance.id) is not
+//! supported: such members are treated as dynamic ones.
 
 use std::rc::Rc;
 
@@ -31,6 +33,7 @@ use super::dispatch::ClientInfo;
 use super::errors::group_failure_code;
 use super::{KafkaShard, NODE_ID};
 use crate::error_code::ErrorCode;
+use crate::server::group::membership::COOPERATIVE_PROTOCOLS;
 use crate::server::group::{
     self, meta::validate_group_name, session_timeout_accepted, GroupCall, GroupReturn, JoinArgs,
 };
@@ -46,9 +49,6 @@ pub(super) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// Kafka's FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-
-/// Protocols that hand partitions over in two rebalances; the server moves them in one.
-const COOPERATIVE_PROTOCOLS: &[&str] = &["cooperative-sticky"];
 
 /// The version of the ConsumerProtocolAssignment the server writes (every client reads it).
 const ASSIGNMENT_VERSION: i16 = 0;
