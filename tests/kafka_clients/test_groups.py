@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from kafka import KafkaConsumer
 
 from conftest import create_topic, wait_until
@@ -123,6 +123,55 @@ def test_cooperative_sticky_never_gives_a_partition_to_two_members(server):
 
         wait_until(split, what="both members assigned")
         assert set(assigned(first)).isdisjoint(assigned(second))
+    finally:
+        for consumer in (first, second):
+            if consumer is not None:
+                consumer.close()
+
+
+def test_cooperative_member_commits_what_it_gives_up(server):
+    """The usual way not to read a partition twice across a rebalance: commit its position in
+    the revocation callback. A cooperative member is told what it gives up after the rebalance
+    that takes it away, so it commits in the new generation partitions it is no longer
+    assigned; Kafka's coordinator takes such a commit (it checks the member and generation),
+    and the new owner starts from it."""
+    topic = create_topic(server, PARTITIONS, prefix="coop-commit")
+    fill(server, topic, 100)
+    failures = []
+
+    def commit_revoked(consumer, partitions):
+        try:
+            consumer.commit(offsets=consumer.position(partitions), asynchronous=False)
+        except KafkaException as error:
+            failures.append(error.args[0])
+
+    def member():
+        consumer = rdkafka_member(server, "coop-commit-group", topic,
+                                  **{"partition.assignment.strategy": "cooperative-sticky"})
+        consumer.subscribe([topic], on_revoke=commit_revoked)
+        return consumer
+
+    first = member()
+    second = None
+    try:
+        seen_first, seen_second = [], []
+        wait_until(lambda: poll_into(first, seen_first) or len(seen_first) >= 100,
+                   what="the first member to read every record")
+        second = member()
+
+        def split():
+            poll_into(first, seen_first)
+            poll_into(second, seen_second)
+            return assigned(first) and assigned(second) and \
+                sorted(assigned(first) + assigned(second)) == list(range(PARTITIONS))
+
+        wait_until(split, what="both members assigned")
+        # Give the second member time to fetch from wherever it starts.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            poll_into(second, seen_second)
+        assert failures == []
+        assert seen_second == [], "the second member read again what the first had committed"
     finally:
         for consumer in (first, second):
             if consumer is not None:

@@ -19,11 +19,12 @@
 //!   their partitions while they rejoin and give up those they lose only once the rebalance is
 //!   over. A partition moving to another member is then given to nobody in that generation:
 //!   its old owner revokes it and rejoins, and the next rebalance gives it to the new one, as
-//!   Kafka's cooperative assignor does, so no partition is read by two members at once.
+//!   Kafka's cooperative assignor does, so no partition is read by two members at once. Until
+//!   then the old owner may still commit it (it commits what it gives up as it revokes).
 //!
 //! Pure state: time is passed in, nothing waits; the coordinator drives it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::assignor::{assign_range, TopicAssignment};
@@ -59,6 +60,9 @@ pub(crate) struct Member {
     generation: i32,
     /// Partitions assigned in `generation`.
     pub(crate) assignment: Vec<TopicAssignment>,
+    /// Cooperative groups: partitions held in the generation before `generation` that the
+    /// member gives up in this one (assigned to no one meanwhile). It may still commit them.
+    revoking: Vec<TopicAssignment>,
 }
 
 /// What a JoinGroup asks.
@@ -178,6 +182,7 @@ impl Membership {
                 awaiting_join: false,
                 generation: -1,
                 assignment: Vec::new(),
+                revoking: Vec::new(),
             });
             join.new_member_id
         } else if self.find(join.member_id).is_some() {
@@ -240,6 +245,7 @@ impl Membership {
         for member in &mut self.members {
             let before = member.assignment.len();
             member.assignment.retain(|(t, _)| t != topic);
+            member.revoking.retain(|(t, _)| t != topic);
             revoked |= member.assignment.len() != before;
         }
         revoked
@@ -292,6 +298,11 @@ impl Membership {
             self.withhold_owned(&mut assignments);
         }
         for (member, assignment) in self.members.iter_mut().zip(assignments) {
+            member.revoking = if self.cooperative {
+                given_up(&member.assignment, &assignment)
+            } else {
+                Vec::new()
+            };
             member.assignment = assignment;
             member.generation = self.generation;
             member.joined = false;
@@ -419,14 +430,36 @@ impl Membership {
         Ok(())
     }
 
-    /// Whether `member_id` was assigned `topic`/`partition` in its generation.
+    /// Whether `member_id` was assigned `topic`/`partition` in its generation, or (in a
+    /// cooperative group) held it before and is giving it up: a cooperative member learns what
+    /// it loses after the rebalance, and commits its position there in the new generation (as
+    /// Kafka's coordinator allows), so that the next owner starts from it.
     pub(crate) fn owns(&self, member_id: &str, topic: &str, partition: u32) -> bool {
         self.find(member_id).is_some_and(|m| {
             m.assignment
                 .iter()
+                .chain(&m.revoking)
                 .any(|(t, partitions)| t == topic && partitions.contains(&partition))
         })
     }
+}
+
+/// The partitions of `old` that `new` lacks.
+fn given_up(old: &[TopicAssignment], new: &[TopicAssignment]) -> Vec<TopicAssignment> {
+    let kept: HashSet<(&str, u32)> = new
+        .iter()
+        .flat_map(|(topic, partitions)| partitions.iter().map(|p| (topic.as_str(), *p)))
+        .collect();
+    old.iter()
+        .filter_map(|(topic, partitions)| {
+            let lost: Vec<u32> = partitions
+                .iter()
+                .copied()
+                .filter(|p| !kept.contains(&(topic.as_str(), *p)))
+                .collect();
+            (!lost.is_empty()).then(|| (topic.clone(), lost))
+        })
+        .collect()
 }
 
 fn unknown_member(member_id: &str) -> Failure {
@@ -529,6 +562,10 @@ mod tests {
         assert_eq!(partitions(group.outcome(&b)), Vec::<u32>::new());
         group.join_finished(&a, now);
         group.join_finished(&b, now);
+        // a commits what it gives up, in the new generation, as it revokes it.
+        assert!(group.check_committer(&a, 2, now).is_ok());
+        assert!(group.owns(&a, "t", 5));
+        assert!(!group.owns(&b, "t", 5));
 
         // a revoked 3 to 5 and rejoins: the next generation hands them to b.
         join(&mut group, &a, "", now);
@@ -538,6 +575,8 @@ mod tests {
         assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
         group.join_finished(&a, now);
         group.join_finished(&b, now);
+        assert!(!group.owns(&a, "t", 5), "given up");
+        assert!(group.owns(&b, "t", 5));
 
         // A member that leaves holds nothing: its partitions move at once.
         group.leave(&a, now).unwrap();
