@@ -230,10 +230,10 @@ fn partitions_of(shard: &Shard) -> impl Fn(&str) -> Option<u32> + '_ {
 
 /// Completes the group's rebalance if it can, waking its waiting joins.
 fn try_complete(shard: &Shard, group: &Group, now: Instant) {
-    let mut membership = group.membership.borrow_mut();
-    membership.set_cooperative(is_cooperative(&group.protocol.borrow()));
-    let changed = membership.try_complete(now, partitions_of(shard));
-    drop(membership);
+    let changed = group
+        .membership
+        .borrow_mut()
+        .try_complete(now, partitions_of(shard));
     if changed {
         group.changed.notify();
     }
@@ -320,6 +320,7 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
         topics: args.topics.clone(),
         session_timeout: Duration::from_millis(u64::from(args.session_timeout_ms)),
         rebalance_timeout,
+        cooperative: is_cooperative(&args.protocol),
     };
     let member_id = group
         .membership

@@ -63,6 +63,8 @@ pub(crate) struct Member {
     /// Cooperative groups: partitions held in the generation before `generation` that the
     /// member gives up in this one (assigned to no one meanwhile). It may still commit them.
     revoking: Vec<TopicAssignment>,
+    /// The member keeps its partitions while it rejoins (a cooperative protocol).
+    cooperative: bool,
 }
 
 /// What a JoinGroup asks.
@@ -80,6 +82,8 @@ pub(crate) struct Join<'a> {
     pub(crate) session_timeout: Duration,
     /// How long a rebalance waits for this member.
     pub(crate) rebalance_timeout: Duration,
+    /// The member rebalances cooperatively (its protocol is one of [`COOPERATIVE_PROTOCOLS`]).
+    pub(crate) cooperative: bool,
 }
 
 /// Where a waiting JoinGroup stands.
@@ -105,8 +109,6 @@ pub(crate) struct Membership {
     state: GroupState,
     members: Vec<Member>,
     rebalance_deadline: Option<Instant>,
-    /// Members keep their partitions while they rejoin (see the module docs).
-    cooperative: bool,
 }
 
 impl Default for Membership {
@@ -116,7 +118,6 @@ impl Default for Membership {
             state: GroupState::Empty,
             members: Vec::new(),
             rebalance_deadline: None,
-            cooperative: false,
         }
     }
 }
@@ -137,10 +138,13 @@ impl Membership {
         &self.members
     }
 
-    /// Whether the members rebalance cooperatively (they keep their partitions while they
-    /// rejoin), as the protocol they chose says.
-    pub(crate) fn set_cooperative(&mut self, cooperative: bool) {
-        self.cooperative = cooperative;
+    /// Whether the group rebalances cooperatively: every member keeps its partitions while it
+    /// rejoins. A member of an eager protocol gave its partitions up before rejoining, so one
+    /// of them makes the group eager: withheld from it, a partition its rejoin already freed
+    /// would wait for a rebalance nobody starts (Kafka refuses such a mix with
+    /// INCONSISTENT_GROUP_PROTOCOL; here the group moves partitions in one step, as before).
+    fn is_cooperative(&self) -> bool {
+        !self.members.is_empty() && self.members.iter().all(|member| member.cooperative)
     }
 
     /// True without members.
@@ -183,6 +187,7 @@ impl Membership {
                 generation: -1,
                 assignment: Vec::new(),
                 revoking: Vec::new(),
+                cooperative: join.cooperative,
             });
             join.new_member_id
         } else if self.find(join.member_id).is_some() {
@@ -200,6 +205,7 @@ impl Membership {
         member.topics = join.topics;
         member.session_timeout = join.session_timeout;
         member.rebalance_timeout = join.rebalance_timeout;
+        member.cooperative = join.cooperative;
         member.last_seen = now;
         member.joined = true;
         member.awaiting_join = true;
@@ -294,11 +300,12 @@ impl Membership {
             .map(|m| (m.id.as_str(), m.topics.as_slice()))
             .collect();
         let mut assignments = assign_range(&subscriptions, partitions_of);
-        if self.cooperative {
+        let cooperative = self.is_cooperative();
+        if cooperative {
             self.withhold_owned(&mut assignments);
         }
         for (member, assignment) in self.members.iter_mut().zip(assignments) {
-            member.revoking = if self.cooperative {
+            member.revoking = if cooperative {
                 given_up(&member.assignment, &assignment)
             } else {
                 Vec::new()
@@ -477,6 +484,17 @@ mod tests {
     const REBALANCE: Duration = Duration::from_secs(30);
 
     fn join(group: &mut Membership, id: &str, new_id: &str, now: Instant) -> String {
+        join_as(group, id, new_id, false, now)
+    }
+
+    /// A JoinGroup of an eager (`cooperative` false) or a cooperative member.
+    fn join_as(
+        group: &mut Membership,
+        id: &str,
+        new_id: &str,
+        cooperative: bool,
+        now: Instant,
+    ) -> String {
         let join = Join {
             member_id: id,
             new_member_id: new_id.to_string(),
@@ -484,6 +502,7 @@ mod tests {
             topics: vec!["t".to_string()],
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
+            cooperative,
         };
         group.join(join, now, 10).unwrap()
     }
@@ -548,15 +567,14 @@ mod tests {
     fn cooperative_members_get_a_moved_partition_once_its_owner_gave_it_up() {
         let now = Instant::now();
         let mut group = Membership::default();
-        group.set_cooperative(true);
-        let a = join(&mut group, "", "a", now);
+        let a = join_as(&mut group, "", "a", true, now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&a)), [0, 1, 2, 3, 4, 5]);
         group.join_finished(&a, now);
 
         // b joins and a rejoins still holding all six: b gets none of them yet.
-        let b = join(&mut group, "", "b", now);
-        join(&mut group, &a, "", now);
+        let b = join_as(&mut group, "", "b", true, now);
+        join_as(&mut group, &a, "", true, now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
         assert_eq!(partitions(group.outcome(&b)), Vec::<u32>::new());
@@ -568,8 +586,8 @@ mod tests {
         assert!(!group.owns(&b, "t", 5));
 
         // a revoked 3 to 5 and rejoins: the next generation hands them to b.
-        join(&mut group, &a, "", now);
-        join(&mut group, &b, "", now);
+        join_as(&mut group, &a, "", true, now);
+        join_as(&mut group, &b, "", true, now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
         assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
@@ -580,9 +598,27 @@ mod tests {
 
         // A member that leaves holds nothing: its partitions move at once.
         group.leave(&a, now).unwrap();
-        join(&mut group, &b, "", now);
+        join_as(&mut group, &b, "", true, now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&b)), [0, 1, 2, 3, 4, 5]);
+    }
+
+    /// An eager member gave its partitions up before it rejoined: withheld from the others,
+    /// a partition it loses would wait for a rebalance that no member starts. A group with one
+    /// such member moves partitions in one step.
+    #[test]
+    fn a_group_with_an_eager_member_moves_partitions_in_one_step() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join_as(&mut group, "", "a", false, now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        group.join_finished(&a, now);
+        // a rejoins (having revoked everything, as eager members do), then b joins last.
+        join_as(&mut group, &a, "", false, now);
+        let b = join_as(&mut group, "", "b", true, now);
+        assert!(group.try_complete(now, |_| Some(6)));
+        assert_eq!(partitions(group.outcome(&a)), [0, 1, 2]);
+        assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
     }
 
     #[test]
@@ -658,6 +694,7 @@ mod tests {
             topics: Vec::new(),
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
+            cooperative: false,
         };
         assert_eq!(
             group.join(join, now, 10).unwrap_err().code,

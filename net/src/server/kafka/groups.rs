@@ -10,7 +10,8 @@
 //! (range, roundrobin, sticky) is chosen when there is one, since the server moves partitions
 //! in one step. Members offering only cooperative-sticky keep their partitions while they
 //! rejoin, so the coordinator hands a moved partition over in two rebalances, as Kafka does
-//! (see [`crate::server::group::membership`]). Static membership (group.instance.id) is not
+//! (see [`crate::server::group::membership`]); a group that also has an eager member moves
+//! them in one step. Static membership (group.instance.id) is not
 //! supported: such members are treated as dynamic ones.
 
 use std::rc::Rc;
