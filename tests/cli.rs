@@ -949,3 +949,47 @@ fn retention_ms_below_minus_one_is_refused() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A retention of 0 or below -1 is refused by the command line in one line that says what it
+/// takes (a positive value, or -1 for no limit), not by the server with advice about a
+/// configuration file ("omit them"), nor as an "unknown size suffix '-2'".
+#[test]
+fn zero_or_negative_retention_is_refused_saying_what_is_taken() {
+    let server = TestServer::start(1);
+    create_topic(&server, "r", 1);
+    let failed = server.ringlog(&["topic", "alter", "r", "--retention-ms", "0"]);
+    assert_eq!(failed.status.code(), Some(2), "a usage error");
+    assert_eq!(
+        error_line(&failed),
+        "error: invalid value '0' for '--retention-ms <MS>': expected a positive number of \
+         milliseconds, or -1 to keep forever, got '0' (see --help)"
+    );
+    for bytes in ["0", "-2"] {
+        let failed = server.ringlog(&["topic", "alter", "r", "--retention-bytes", bytes]);
+        assert_eq!(failed.status.code(), Some(2), "a usage error");
+        assert_eq!(
+            error_line(&failed),
+            format!(
+                "error: invalid value '{bytes}' for '--retention-bytes <BYTES>': expected a \
+                 positive size such as 10GiB, or -1 for no limit, got '{bytes}' (see --help)"
+            )
+        );
+    }
+    let args = [
+        "topic",
+        "create",
+        "z",
+        "--partitions",
+        "1",
+        "--retention-ms",
+    ];
+    let failed = server.ringlog(&[&args[..], &["0"]].concat());
+    assert!(error_line(&failed).contains("-1 to keep forever"));
+    // Nothing was changed or created; -1 and positive values still go through.
+    let list = server.ok(&["topic", "list"]);
+    assert!(!list.contains("\nz "), "{list}");
+    let out = server.ok(&["topic", "alter", "r", "--retention-bytes", "1GiB"]);
+    assert!(out.contains("retention_bytes 1073741824"), "{out}");
+    let out = server.ok(&["topic", "alter", "r", "--retention-bytes", "-1"]);
+    assert!(out.contains("retention_bytes unlimited"), "{out}");
+}

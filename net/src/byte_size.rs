@@ -54,12 +54,22 @@ pub fn parse_signed_bytes(text: &str) -> Result<i64, String> {
     i64::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
 }
 
-/// A limit in bytes that may be lifted: `-1` (no limit) or a size as [`parse_bytes`] reads it.
+/// A limit in bytes that may be lifted: `-1` (no limit) or a positive size as [`parse_bytes`]
+/// reads it. 0 and other negative numbers are refused here, saying what is taken, rather than
+/// by a server whose answer cannot know how the limit was typed.
 pub fn parse_limit_bytes(text: &str) -> Result<i64, String> {
-    if text.trim() == "-1" {
+    let trimmed = text.trim();
+    if trimmed == "-1" {
         return Ok(-1);
     }
-    parse_signed_bytes(text)
+    let expected = "expected a positive size such as 10GiB, or -1 for no limit";
+    if trimmed.starts_with('-') {
+        return Err(format!("{expected}, got '{text}'"));
+    }
+    match parse_signed_bytes(text)? {
+        0 => Err(format!("{expected}, got '{text}'")),
+        bytes => Ok(bytes),
+    }
 }
 
 #[cfg(test)]
@@ -90,7 +100,12 @@ mod tests {
     fn limits_take_minus_one_or_a_size() {
         assert_eq!(parse_limit_bytes("-1"), Ok(-1));
         assert_eq!(parse_limit_bytes("1GiB"), Ok(1 << 30));
-        assert!(parse_limit_bytes("-2").is_err());
+        assert_eq!(
+            parse_limit_bytes("-2"),
+            Err("expected a positive size such as 10GiB, or -1 for no limit, got '-2'".into())
+        );
+        assert!(parse_limit_bytes("0").is_err());
+        assert!(parse_limit_bytes("0.1").is_err());
         assert!(parse_limit_bytes("16EiB").is_err());
         assert!(parse_limit_bytes("15TiB").is_ok());
         assert!(parse_limit_bytes("10000000TiB").is_err());

@@ -48,7 +48,7 @@ struct CreateArgs {
         long,
         value_name = "MS",
         allow_negative_numbers = true,
-        value_parser = clap::value_parser!(i64).range(-1..)
+        value_parser = parse_limit_ms
     )]
     retention_ms: Option<i64>,
     /// Delete the oldest segments while a partition keeps at least this much without them, e.g.
@@ -59,6 +59,18 @@ struct CreateArgs {
     /// `segment_bytes`).
     #[arg(long, value_name = "BYTES", value_parser = parse_signed_bytes)]
     segment_bytes: Option<i64>,
+}
+
+/// `--retention-ms`: `-1` (keep forever) or a positive number of milliseconds. 0 is refused
+/// here with what is taken instead of by the server, whose answer cannot know how the limit was
+/// typed.
+fn parse_limit_ms(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(ms) if ms == -1 || ms > 0 => Ok(ms),
+        _ => Err(format!(
+            "expected a positive number of milliseconds, or -1 to keep forever, got '{text}'"
+        )),
+    }
 }
 
 /// Options of `ringlog topic list`.
@@ -80,7 +92,7 @@ struct AlterArgs {
         long,
         value_name = "MS",
         allow_negative_numbers = true,
-        value_parser = clap::value_parser!(i64).range(-1..),
+        value_parser = parse_limit_ms,
         group = "change"
     )]
     retention_ms: Option<i64>,
