@@ -993,3 +993,14 @@ fn zero_or_negative_retention_is_refused_saying_what_is_taken() {
     let out = server.ok(&["topic", "alter", "r", "--retention-bytes", "-1"]);
     assert!(out.contains("retention_bytes unlimited"), "{out}");
 }
+
+/// `group describe` and `group delete` of a group that does not exist say so in the words
+/// `consume` uses for a topic.
+#[test]
+fn unknown_group_is_named_as_such() {
+    let server = TestServer::start(2);
+    let failed = server.ringlog(&["group", "describe", "nosuch"]);
+    assert_eq!(error_line(&failed), "error: group nosuch does not exist");
+    let failed = server.ringlog(&["group", "delete", "nosuch"]);
+    assert_eq!(error_line(&failed), "error: group nosuch does not exist");
+}

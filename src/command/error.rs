@@ -30,6 +30,12 @@ pub enum CliError {
         /// Topic name.
         topic: String,
     },
+    /// The group does not exist (describe, delete).
+    #[error("group {group} does not exist")]
+    UnknownGroup {
+        /// Group name.
+        group: String,
+    },
     /// `--partition` names a partition the topic does not have.
     #[error("topic {topic} has no partition {partition} (it has {partitions})")]
     UnknownPartition {
@@ -100,6 +106,17 @@ impl CliError {
         }
     }
 
+    /// A client failure of a request about group `group` (describe, delete), with an unknown
+    /// group named as such.
+    pub fn about_group(group: &str, error: ClientError) -> Self {
+        match error.code() {
+            Some(ErrorCode::UnknownGroup) => CliError::UnknownGroup {
+                group: group.to_owned(),
+            },
+            _ => CliError::Client(error),
+        }
+    }
+
     /// True when stdout was closed by its reader (`| head`): the command just stops, quietly.
     pub fn is_closed_output(&self) -> bool {
         matches!(self, CliError::Output(error) if error.kind() == io::ErrorKind::BrokenPipe)
@@ -135,6 +152,11 @@ mod tests {
         let unknown = ClientError::server(ApiKey::Metadata, ErrorCode::UnknownTopic, "t");
         let error = CliError::connecting("x:1", Some("t"), unknown);
         assert_eq!(error.to_string(), "topic t does not exist");
+        let unknown = ClientError::server(ApiKey::DescribeGroup, ErrorCode::UnknownGroup, "g");
+        assert_eq!(
+            CliError::about_group("g", unknown).to_string(),
+            "group g does not exist"
+        );
         let throttled = ClientError::server(ApiKey::Produce, ErrorCode::Throttled, "");
         assert!(matches!(
             CliError::about(Some("t"), throttled),

@@ -96,7 +96,9 @@ pub fn run(args: GroupArgs, server: &str) -> anyhow::Result<()> {
     match args.action {
         GroupAction::List => list(&mut client, &mut out)?,
         GroupAction::Describe(args) => {
-            let description = client.describe_group(&args.group).map_err(CliError::from)?;
+            let description = client
+                .describe_group(&args.group)
+                .map_err(|error| CliError::about_group(&args.group, error))?;
             describe(&description, &mut out)?;
         }
         GroupAction::Reset(args) => reset(&mut client, &args, &mut out)?,
@@ -113,7 +115,9 @@ pub fn run(args: GroupArgs, server: &str) -> anyhow::Result<()> {
             write_settings(&mut out, &settings)?;
         }
         GroupAction::Delete(args) => {
-            client.delete_group(&args.group).map_err(CliError::from)?;
+            client
+                .delete_group(&args.group)
+                .map_err(|error| CliError::about_group(&args.group, error))?;
             writeln!(out, "deleted group {}", args.group)?;
         }
     }
