@@ -29,7 +29,8 @@ enum GroupAction {
     /// groups), or settings and in-flight records per partition (share groups).
     Describe(DescribeArgs),
     /// Move a group's offsets (consumer group) or share start offsets (share group) of a
-    /// topic; only while the group has no members.
+    /// topic; a consumer group only while it has no members, a share group's partition only
+    /// while none of its records are acquired.
     Reset(ResetArgs),
     /// Configure a share group (created when it does not exist).
     Config(ConfigArgs),
