@@ -586,9 +586,18 @@ impl Accumulator {
             || self.in_flight.iter().any(|flight| expired(flight.sent_at))
     }
 
+    /// Whether `batch`, refused with a retriable error, is sent again: within `retries_max`
+    /// attempts and `delivery_timeout_ms` of its creation (as Kafka's producer, whose retries
+    /// are unbounded by default and end at delivery.timeout.ms).
+    fn may_retry(&self, batch: &ReadyBatch, now: Instant) -> bool {
+        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        batch.attempts < self.config.retries_max
+            && now.saturating_duration_since(batch.created_at) < delivery_timeout
+    }
+
     /// Applies a produce response: `entries[i]` is the result for the request's i-th batch,
     /// `top_level` an error for all of them. Retriable failures are queued again (front, in
-    /// order) until `retries_max`; other results complete the batches.
+    /// order) while [`Accumulator::may_retry`] allows; other results complete the batches.
     pub(crate) fn complete_in_flight(
         &mut self,
         correlation_id: u32,
@@ -626,7 +635,7 @@ impl Accumulator {
                 {
                     retry.push(batch);
                 }
-                Err(error) if error.is_retriable() && batch.attempts < self.config.retries_max => {
+                Err(error) if error.is_retriable() && self.may_retry(&batch, now) => {
                     batch.attempts += 1;
                     // Throttled is refused at the door: nothing was written. The other
                     // retriable answers (Timeout, DiskFull, StorageError) can come after the
@@ -1081,6 +1090,50 @@ mod tests {
         close_every_batch(&mut acc);
         assert!(acc.take_sendable(Instant::now()).is_empty());
         assert_eq!(acc.buffered_bytes, 0);
+    }
+
+    /// As Kafka's producer: retried however often, until `delivery_timeout_ms` after the batch
+    /// was created; then it fails with the last error (a full disk for a second loses nothing).
+    #[test]
+    fn retriable_errors_are_retried_until_the_delivery_timeout() {
+        let mut acc = Accumulator::new(
+            ProducerConfig {
+                delivery_timeout_ms: 1_000,
+                retry_backoff_ms: 5,
+                ..ProducerConfig::default()
+            },
+            1,
+        );
+        let now = Instant::now();
+        let v = value(40);
+        let handle = acc.append(&ProducerRecord::new(&v), 1, || now).unwrap().0;
+        close_every_batch(&mut acc);
+        let disk_full = || ClientError::server(ApiKey::Produce, ErrorCode::DiskFull, "full");
+        let mut at = now;
+        for correlation_id in 1..=50 {
+            let batches = acc.take_sendable(at);
+            assert_eq!(
+                batches.len(),
+                1,
+                "attempt {correlation_id} at {:?}",
+                at - now
+            );
+            acc.add_in_flight(correlation_id, batches, at);
+            acc.complete_in_flight(correlation_id, None, &[Err(disk_full())], at)
+                .unwrap();
+            at += Duration::from_millis(10);
+        }
+        assert!(
+            handle.try_result().is_none(),
+            "50 attempts in 0.5 s: still retried"
+        );
+        let at = now + Duration::from_millis(1_000);
+        let batches = acc.take_sendable(at);
+        acc.add_in_flight(51, batches, at);
+        acc.complete_in_flight(51, None, &[Err(disk_full())], at)
+            .unwrap();
+        let error = handle.wait().unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::DiskFull));
     }
 
     #[test]

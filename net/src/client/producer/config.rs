@@ -27,7 +27,9 @@ pub struct ProducerConfig {
     pub buffer_bytes_max: usize,
     /// Longest `send` blocks for buffer space before failing with Timeout (default 60 s).
     pub max_block_ms: u64,
-    /// Times a batch is sent again after a retriable error (default 10).
+    /// Times a batch is sent again after a retriable error (default unbounded, as Kafka's
+    /// `retries`): a batch is retried until `delivery_timeout_ms` after it was created, so a
+    /// full disk or a busy server for less than that loses nothing.
     pub retries_max: u32,
     /// Wait before a retry (default 100 ms).
     pub retry_backoff_ms: u64,
@@ -37,10 +39,10 @@ pub struct ProducerConfig {
     pub reconnect_backoff_ms: u64,
     /// Longest wait between two connection attempts (default 1 s).
     pub reconnect_backoff_max_ms: u64,
-    /// While the server cannot be reached, a batch created longer ago than this fails with
-    /// the connection's error (default 120 s, Kafka's `delivery.timeout.ms`), so `flush` and
-    /// a `send` blocked on a full buffer end. While connected, `retries_max` and the request
-    /// timeout bound a batch's delivery.
+    /// A batch created longer ago than this is not retried again (default 120 s, Kafka's
+    /// `delivery.timeout.ms`): it fails with its last retriable error, or, while the server
+    /// cannot be reached, with the connection's, so `flush` and a `send` blocked on a full
+    /// buffer end.
     pub delivery_timeout_ms: u64,
     /// Idempotent delivery (default on): the producer gets an id from the server
     /// (InitProducerId) and numbers its batches, so that a retried batch the server already
@@ -65,7 +67,7 @@ impl Default for ProducerConfig {
             request_bytes_max: 8 * 1024 * 1024,
             buffer_bytes_max: 64 * 1024 * 1024,
             max_block_ms: 60_000,
-            retries_max: 10,
+            retries_max: u32::MAX,
             retry_backoff_ms: 100,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1000,

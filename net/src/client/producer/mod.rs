@@ -39,8 +39,9 @@ use crate::message::produce::Acks;
 ///   to the topic are used.
 /// - At most `in_flight_requests_max` requests are in flight; `send` blocks (up to
 ///   `max_block_ms`) while `buffer_bytes_max` bytes are buffered.
-/// - Retriable errors ([`crate::error_code::ErrorCode::is_retriable`]) are retried up to
-///   `retries_max` times, `retry_backoff_ms` apart.
+/// - Retriable errors ([`crate::error_code::ErrorCode::is_retriable`]: a full disk, a busy
+///   server) are retried `retry_backoff_ms` apart until `delivery_timeout_ms` after the batch
+///   was created (or `retries_max` times, unbounded by default), as Kafka's producer does.
 /// - A failed connection (the server restarted or was killed, a request unanswered within the
 ///   request timeout) is connected again, `reconnect_backoff_ms` after the failure and then at
 ///   doubling intervals up to `reconnect_backoff_max_ms`, as Kafka's clients do; the requests
