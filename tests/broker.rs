@@ -778,10 +778,7 @@ fn a_timestamp_far_ahead_of_the_server_clock_is_refused() {
     let server = TestServer::start(1);
     server.create_topic("clock", 1);
     let mut client = server.client();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = common::now_ms();
     let hour_ms = 3_600_000;
     let error = client
         .produce(
@@ -967,10 +964,7 @@ fn uncompressed_batches_with_malformed_records_are_refused() {
 /// as Kafka's LogValidator checks each record.
 #[test]
 fn a_record_far_ahead_is_refused_whatever_the_header_max_claims() {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = common::now_ms();
     let ahead_ms = now_ms + 10 * 365 * 24 * 3_600_000;
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), now_ms);
     builder.push(ahead_ms, None, Some(b"future"), &[]).unwrap();
@@ -2049,10 +2043,7 @@ fn a_log_append_time_batch_from_a_client_cannot_carry_a_timestamp_far_ahead() {
     let server = TestServer::start(1);
     server.create_topic("clock-lat", 1);
     let mut client = server.client();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = common::now_ms();
     let hour_ms = 3_600_000;
     let ten_years_ms = 10 * 365 * 24 * hour_ms;
     let mut batch = batch_stamped(now_ms + ten_years_ms, b"ahead");

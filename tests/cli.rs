@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::now_ms;
 use common::{
     run_ringlog, run_ringlog_in, seq, signal, spawn_ringlog, unused_addr, wait_bounded, TestServer,
     RINGLOG,
@@ -79,11 +79,6 @@ fn error_line(output: &std::process::Output) -> String {
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr:?}");
     stderr.trim_end().to_owned()
-}
-
-fn now_ms() -> i64 {
-    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    i64::try_from(elapsed.as_millis()).unwrap()
 }
 
 #[test]
@@ -920,34 +915,24 @@ fn serve_with_a_closed_stdout_keeps_serving_until_sigterm() {
 #[test]
 fn retention_ms_below_minus_one_is_refused() {
     let server = TestServer::start(1);
-    let failed = server.ringlog(&[
-        "topic",
-        "create",
-        "typo",
-        "--partitions",
-        "1",
-        "--segment-bytes",
-        SEGMENT_BYTES,
-        "--retention-bytes",
-        "-5",
-    ]);
-    assert!(!failed.status.success(), "--retention-bytes -5 is refused");
-    let out = server.ringlog(&[
-        "topic",
-        "create",
-        "typo",
-        "--partitions",
-        "1",
-        "--segment-bytes",
-        SEGMENT_BYTES,
-        "--retention-ms",
-        "-5",
-    ]);
-    assert!(
-        !out.status.success(),
-        "--retention-ms -5 accepted: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    for flag in ["--retention-bytes", "--retention-ms"] {
+        let out = server.ringlog(&[
+            "topic",
+            "create",
+            "typo",
+            "--partitions",
+            "1",
+            "--segment-bytes",
+            SEGMENT_BYTES,
+            flag,
+            "-5",
+        ]);
+        assert!(
+            !out.status.success(),
+            "{flag} -5 accepted: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
 
 /// A retention of 0 or below -1 is refused by the command line in one line that says what it

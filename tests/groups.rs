@@ -855,11 +855,7 @@ fn a_record_stamped_far_ahead_is_still_copied_to_the_dead_letter_topic() {
             ..Default::default()
         })
         .unwrap();
-    let day_ahead_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        + 24 * 3_600_000;
+    let day_ahead_ms = common::now_ms() + 24 * 3_600_000;
     let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), day_ahead_ms);
     builder
         .push(day_ahead_ms, None, Some(b"from the future"), &[])

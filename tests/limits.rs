@@ -656,10 +656,7 @@ fn a_share_consumer_gone_during_a_long_poll_frees_its_connection_and_acquires_no
         );
         await_a_free_connection(addr, &what);
         // Through the admin's connection: the server may not have counted the probe's close.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now_ms = common::now_ms();
         let mut builder = ringlog_engine::batch::BatchBuilder::new(Vec::new(), now_ms);
         builder.push(now_ms, None, Some(b"job"), &[]).unwrap();
         let stored = admin

@@ -11,9 +11,17 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
+
+/// Wall-clock time in milliseconds since the Unix epoch, as record timestamps are.
+pub fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    i64::try_from(elapsed.as_millis()).expect("milliseconds fit an i64")
+}
 
 /// The binary under test.
 pub const RINGLOG: &str = env!("CARGO_BIN_EXE_ringlog");
