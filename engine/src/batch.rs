@@ -378,8 +378,7 @@ pub fn checked_records_max_timestamp(bytes: &[u8]) -> Result<Option<i64>, BatchE
 /// header disagrees with its records (Kafka's broker corrects it the same way).
 pub fn set_max_timestamp(batch: &mut [u8], max_timestamp_ms: i64) -> Result<(), BatchError> {
     patch(batch, MAX_TIMESTAMP_OFFSET, &max_timestamp_ms.to_be_bytes())?;
-    let crc = crc_of(batch);
-    patch(batch, CRC_OFFSET, &crc.to_be_bytes())
+    seal(batch)
 }
 
 /// Stamps the base offset into a batch. The CRC does not cover it, so nothing else changes.
@@ -410,12 +409,11 @@ pub fn set_producer_fields(
     patch(batch, PRODUCER_ID_OFFSET, &producer_id.to_be_bytes())?;
     patch(batch, PRODUCER_EPOCH_OFFSET, &producer_epoch.to_be_bytes())?;
     patch(batch, BASE_SEQUENCE_OFFSET, &base_sequence.to_be_bytes())?;
-    let crc = crc_of(batch);
-    patch(batch, CRC_OFFSET, &crc.to_be_bytes())
+    seal(batch)
 }
 
-/// Computes a batch's CRC and stores it: for a batch from [`BatchBuilder::finish_unsealed`]
-/// that is sent without [`set_producer_fields`] after all.
+/// Computes a batch's CRC and stores it: after a change to the bytes it covers, and for a
+/// batch from [`BatchBuilder::finish_unsealed`] sent without [`set_producer_fields`].
 pub fn seal(batch: &mut [u8]) -> Result<(), BatchError> {
     if batch.len() < BATCH_HEADER_BYTES {
         return Err(BatchError::Truncated {
