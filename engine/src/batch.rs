@@ -1139,12 +1139,9 @@ impl RecordWriter<'_> {
     /// The zigzag varint of `value`: i32 values give the same bytes as a varint, i64 as a
     /// varlong.
     fn varint(&mut self, value: i64) {
-        let mut raw = varint::zigzag_i64(value);
-        while raw >= 0x80 {
-            self.byte((raw as u8 & 0x7f) | 0x80);
-            raw >>= 7;
-        }
-        self.byte(raw as u8);
+        let rest = self.out.get_mut(self.at..).unwrap_or_default();
+        self.at +=
+            varint::encode_i64(value, rest).unwrap_or_else(|_| varint::encoded_len_i64(value));
     }
 
     /// `length varint | bytes`, or the null marker.

@@ -81,25 +81,15 @@ pub fn encoded_len_i64(value: i64) -> usize {
 }
 
 /// Writes the zigzag varint of `value` at the start of `out`; returns the bytes written.
+#[inline]
 pub fn encode_i32(value: i32, out: &mut [u8]) -> Result<usize, VarintError> {
-    copy_into(&encode_unsigned(u64::from(zigzag_i32(value))), out)
+    encode_unsigned(u64::from(zigzag_i32(value)), out)
 }
 
 /// Writes the zigzag varlong of `value` at the start of `out`; returns the bytes written.
+#[inline]
 pub fn encode_i64(value: i64, out: &mut [u8]) -> Result<usize, VarintError> {
-    copy_into(&encode_unsigned(zigzag_i64(value)), out)
-}
-
-/// Appends the zigzag varint of `value` to `out`.
-#[inline]
-pub fn put_i32(value: i32, out: &mut Vec<u8>) {
-    put_unsigned(u64::from(zigzag_i32(value)), out);
-}
-
-/// Appends the zigzag varlong of `value` to `out`.
-#[inline]
-pub fn put_i64(value: i64, out: &mut Vec<u8>) {
-    put_unsigned(zigzag_i64(value), out);
+    encode_unsigned(zigzag_i64(value), out)
 }
 
 /// Decodes a zigzag varint from the start of `bytes`; returns the value and the bytes it took.
@@ -127,54 +117,27 @@ fn unsigned_len(raw: u64) -> usize {
     ((significant_bits * 9 + 64) / 64) as usize
 }
 
-/// Appends the base-128 encoding of `raw`, low groups first, byte by byte: the varints of a
-/// record are one or two bytes, which a fixed buffer and a copy of it would cost several times
-/// over (this runs for every field of every record a producer adds).
+/// Writes the base-128 encoding of `raw`, low groups first, at the start of `out` (nothing
+/// when it does not fit); returns its length. Byte by byte into the room checked first: the
+/// varints of a record are one or two bytes, which a fixed buffer and a copy of it would cost
+/// several times over (this runs for every field of every record a producer adds).
 #[inline]
-fn put_unsigned(mut raw: u64, out: &mut Vec<u8>) {
-    while raw >= 0x80 {
-        out.push((raw as u8 & 0x7f) | 0x80);
-        raw >>= 7;
-    }
-    out.push(raw as u8);
-}
-
-/// Base-128 encoding of `raw`, low groups first, in a fixed buffer (no allocation).
-fn encode_unsigned(mut raw: u64) -> ([u8; VARLONG_BYTES_MAX], usize) {
-    let mut bytes = [0u8; VARLONG_BYTES_MAX];
-    let mut len = 0;
-    for slot in bytes.iter_mut() {
-        len += 1;
-        if raw < 0x80 {
-            *slot = raw as u8;
-            break;
-        }
-        *slot = (raw as u8 & 0x7f) | 0x80;
-        raw >>= 7;
-    }
-    debug_assert_eq!(len, unsigned_len_of_encoding(&bytes));
-    (bytes, len)
-}
-
-/// Length of an encoding produced by [`encode_unsigned`] (for the debug check only).
-fn unsigned_len_of_encoding(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .map_or(bytes.len(), |i| i + 1)
-}
-
-/// Copies an encoding from [`encode_unsigned`] into `out`.
-fn copy_into(
-    &(bytes, len): &([u8; VARLONG_BYTES_MAX], usize),
-    out: &mut [u8],
-) -> Result<usize, VarintError> {
+fn encode_unsigned(mut raw: u64, out: &mut [u8]) -> Result<usize, VarintError> {
+    let len = unsigned_len(raw);
     let available_bytes = out.len();
     let dst = out.get_mut(..len).ok_or(VarintError::BufferTooSmall {
         needed_bytes: len,
         available_bytes,
     })?;
-    dst.copy_from_slice(&bytes[..len]);
+    let (last, groups) = dst
+        .split_last_mut()
+        .expect("an encoding takes at least one byte");
+    for slot in groups {
+        *slot = (raw as u8 & 0x7f) | 0x80;
+        raw >>= 7;
+    }
+    debug_assert!(raw < 0x80, "unsigned_len counted every group");
+    *last = raw as u8;
     Ok(len)
 }
 
@@ -229,15 +192,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn encode32(value: i32) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_i32(value, &mut out);
-        out
+        let mut out = [0u8; VARINT_BYTES_MAX];
+        let len = encode_i32(value, &mut out).unwrap();
+        out[..len].to_vec()
     }
 
     fn encode64(value: i64) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_i64(value, &mut out);
-        out
+        let mut out = [0u8; VARLONG_BYTES_MAX];
+        let len = encode_i64(value, &mut out).unwrap();
+        out[..len].to_vec()
     }
 
     #[test]
