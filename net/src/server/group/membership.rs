@@ -143,7 +143,7 @@ impl Membership {
     /// of them makes the group eager: withheld from it, a partition its rejoin already freed
     /// would wait for a rebalance nobody starts (Kafka refuses such a mix with
     /// INCONSISTENT_GROUP_PROTOCOL; here the group moves partitions in one step, as before).
-    fn is_cooperative(&self) -> bool {
+    fn rebalances_cooperatively(&self) -> bool {
         !self.members.is_empty() && self.members.iter().all(|member| member.cooperative)
     }
 
@@ -300,7 +300,7 @@ impl Membership {
             .map(|m| (m.id.as_str(), m.topics.as_slice()))
             .collect();
         let mut assignments = assign_range(&subscriptions, partitions_of);
-        let cooperative = self.is_cooperative();
+        let cooperative = self.rebalances_cooperatively();
         if cooperative {
             self.withhold_owned(&mut assignments);
         }
