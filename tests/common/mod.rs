@@ -23,6 +23,31 @@ pub fn now_ms() -> i64 {
     i64::try_from(elapsed.as_millis()).expect("milliseconds fit an i64")
 }
 
+/// Linux capabilities the tests that set up their own facility need (bit numbers of
+/// `CapEff` in /proc/self/status, as in linux/capability.h).
+pub const CAP_LINUX_IMMUTABLE: u32 = 9;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process holds capability `bit` in its effective set. CI runs as root with
+/// these, so a test that needs one runs there, and fails there when its facility does not
+/// work; only a process without the capability skips (see [`skip`]).
+pub fn has_capability(bit: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << bit) != 0)
+}
+
+/// Says that `test` did not run, and why, on the process's stderr itself: libtest captures
+/// what `eprintln!` prints and shows it only for failing tests, so a skip said that way is
+/// invisible in a passing run. The caller then returns.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
 /// The binary under test.
 pub const RINGLOG: &str = env!("CARGO_BIN_EXE_ringlog");
 /// Longest a client command or a server shutdown may take before the test fails.
