@@ -338,10 +338,22 @@ fn retention_by_age_never_deletes_the_active_segment() {
 
 #[test]
 fn buffered_io_works_on_tmpfs() {
-    let base = if Path::new("/dev/shm").is_dir() {
-        tempfile::tempdir_in("/dev/shm").unwrap()
+    // /dev/shm where it is a tmpfs, else one mounted here; never another file system in
+    // its place, which would pass without testing tmpfs.
+    let shm = Path::new("/dev/shm");
+    let mounted;
+    let base = if is_tmpfs(shm) {
+        tempfile::tempdir_in(shm).unwrap()
     } else {
-        tempfile::tempdir().unwrap()
+        let Some(tmpfs) = Tmpfs::mount(64 << 20) else {
+            skip(
+                "buffered_io_works_on_tmpfs",
+                "/dev/shm is not a tmpfs and there is no CAP_SYS_ADMIN to mount one",
+            );
+            return;
+        };
+        mounted = tmpfs;
+        tempfile::tempdir_in(mounted.path()).unwrap()
     };
     let path = base.path().to_path_buf();
     for direct_io in [false, true] {
@@ -387,13 +399,27 @@ fn delete_removes_the_partition_directory() {
     });
 }
 
-/// Real ENOSPC: runs only when `RINGLOG_SMALL_FS` names a directory on a small filesystem
-/// (e.g. `mount -t tmpfs -o size=2m tmpfs /mnt/small`); the fault-injection unit tests in
-/// `log::tests` cover the same paths everywhere else.
+/// Real ENOSPC, on a small file system: `RINGLOG_SMALL_FS` when it names a directory on one
+/// (e.g. `mount -t tmpfs -o size=2m tmpfs /mnt/small`), else a tmpfs the test mounts (with
+/// CAP_SYS_ADMIN, as root in CI); skipped, saying so, only without either. The
+/// fault-injection unit tests in `log::tests` cover the same paths everywhere.
 #[test]
 fn a_full_disk_fails_appends_cleanly_and_they_work_again_after_space_is_freed() {
-    let Some(root) = std::env::var_os("RINGLOG_SMALL_FS") else {
-        return;
+    let mounted;
+    let root = match std::env::var_os("RINGLOG_SMALL_FS") {
+        Some(root) => std::path::PathBuf::from(root),
+        None => {
+            let Some(tmpfs) = Tmpfs::mount(4 << 20) else {
+                skip(
+                    "a_full_disk_fails_appends_cleanly_and_they_work_again_after_space_is_freed",
+                    "RINGLOG_SMALL_FS is not set and there is no CAP_SYS_ADMIN to mount a \
+                     small tmpfs (run as root)",
+                );
+                return;
+            };
+            mounted = tmpfs;
+            mounted.path().to_path_buf()
+        }
     };
     let dir = tempfile::tempdir_in(root).unwrap();
     let path = dir.path().join("log");
@@ -474,6 +500,77 @@ fn nix_free_bytes(path: &Path) -> u64 {
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statvfs(cpath.as_ptr(), &mut stat) }, 0);
     stat.f_bavail * stat.f_frsize
+}
+
+/// Whether `path` is on a tmpfs.
+fn is_tmpfs(path: &Path) -> bool {
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(cpath.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC }
+}
+
+/// CAP_SYS_ADMIN (linux/capability.h), which mounting takes.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds capability `bit` in its effective set (CapEff).
+fn has_capability(bit: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|effective| effective & (1 << bit) != 0)
+}
+
+/// Says that `test` did not run, and why, on the process's stderr itself (libtest shows what
+/// `eprintln!` prints only for failing tests). The caller then returns.
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// A tmpfs mounted on a temporary directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size_bytes`; `None` without CAP_SYS_ADMIN. With it (root, as in CI) a
+    /// mount that fails is a failure, not a skip.
+    fn mount(size_bytes: u64) -> Option<Tmpfs> {
+        if !has_capability(CAP_SYS_ADMIN) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            output.status.success(),
+            "mount -t tmpfs on {}: {} {}",
+            dir.path().display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 #[test]
