@@ -691,9 +691,59 @@ fn errors_map_to_kafka_codes() {
     );
 }
 
+/// The long polls of other shards' connections that the server's shards hold
+/// (`ringlog_shard_remote_waits`, summed over shards), from a scrape of `metrics`.
+fn remote_waits(metrics: std::net::SocketAddr) -> u64 {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ringlog\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    // The server closes the connection after its answer.
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let samples: Vec<u64> = body
+        .lines()
+        .filter(|line| line.starts_with("ringlog_shard_remote_waits{"))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(samples.len(), 2, "one sample per shard:\n{body}");
+    samples.iter().sum()
+}
+
+/// Scrapes `metrics` until `remote_waits` is `wanted`; fails with `what` after 10 s.
+fn await_remote_waits(metrics: std::net::SocketAddr, wanted: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remote_waits(metrics) != wanted {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A fetch waits out max_wait when nothing arrives, and data produced while it waits answers
+/// it long before, through the wake of the partition's owner: the connection's own shard for
+/// one partition, the other shard for the other.
+///
+/// The record must be produced only once the fetch waits: produced first, the fetch finds it
+/// on its first read and answers without any wake, so the test passes with wakes broken. A
+/// native client learns that the fetch was read by a metadata call on the same connection
+/// (answered out of order); a Kafka connection answers in request order, so nothing sent
+/// after the fetch on it answers first. What shows the wait instead is the server's
+/// `ringlog_shard_remote_waits`: the fetch names both partitions, which the 2 shards own
+/// apart, so one is owned by the other shard, which counts the wait it holds for this
+/// connection; the server asks for that wait in the same pass as it starts waiting on its
+/// own partition (routing::wait_any). Once a scrape counts it, both partitions are waited on.
 #[test]
 fn fetch_long_polls_until_data_arrives() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(|config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let metrics = server.handle.metrics_addr().unwrap();
     let mut kafka = server.kafka();
     assert_eq!(kafka.create_topic("poll", 2, &[]), 0);
     for partition in 0..2 {
@@ -702,10 +752,30 @@ fn fetch_long_polls_until_data_arrives() {
         let response = kafka.fetch(12, "poll", partition, 0, 300);
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(records_of(&response).is_empty());
-
+    }
+    // One connection for both rounds: its shard owns one partition and not the other, so one
+    // round is woken on the connection's shard and the other across shards.
+    let mut waiting = server.kafka();
+    for partition in 0..2 {
+        // The previous round's wait on the other shard is gone (answered or cancelled).
+        await_remote_waits(metrics, 0, "a finished fetch still waits on another shard");
+        // Both partitions, each from after the records produced to it so far.
+        let mut request = fetch_request("poll", 0, 0, 20_000);
+        request.topics[0].partitions = (0..2)
+            .map(|other| {
+                request.topics[0].partitions[0]
+                    .clone()
+                    .with_partition(other)
+                    .with_fetch_offset(i64::from(other < partition))
+            })
+            .collect();
+        let correlation_id = waiting.send(12, &request);
+        await_remote_waits(
+            metrics,
+            1,
+            "the fetch never waited on the shard of its other partition",
+        );
         // Data arrives while the fetch waits: it answers with it, long before max_wait.
-        let mut waiting = server.kafka();
-        let correlation_id = waiting.send(12, &fetch_request("poll", partition, 0, 20_000));
         let started = Instant::now();
         assert_eq!(
             kafka
@@ -714,11 +784,30 @@ fn fetch_long_polls_until_data_arrives() {
             0
         );
         let response = waiting.receive::<FetchRequest>(12, correlation_id);
-        assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(
-            values_of(&records_of(&response)),
-            vec![(0, "late".to_string())]
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the fetch answered after {:?}, at its max_wait (20 s): the record did not wake it",
+            started.elapsed()
         );
+        let fetched: Vec<(i32, Vec<(i64, String)>)> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|answer| {
+                let records = answer.records.clone().unwrap_or_default();
+                (answer.partition_index, values_of(&records))
+            })
+            .collect();
+        let expected: Vec<(i32, Vec<(i64, String)>)> = (0..2)
+            .map(|other| {
+                let values = if other == partition {
+                    vec![(0, "late".to_string())]
+                } else {
+                    Vec::new()
+                };
+                (other, values)
+            })
+            .collect();
+        assert_eq!(fetched, expected);
     }
 }
 
