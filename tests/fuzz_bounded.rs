@@ -3,8 +3,8 @@
 //! `fuzz/src/checks.rs`, shared with the cargo-fuzz binaries for long runs (see the README's
 //! Reliability section). `RINGLOG_FUZZ_CASES` scales the number of cases (default 1000 per
 //! decoder target, a tenth of that for recovery, which opens a log per case).
-//! `RINGLOG_FUZZ_SEEDS_DIR=DIR` makes `write_seeds` store the valid inputs as cargo-fuzz
-//! corpus files under `DIR/<target>/` (scripts/fuzz.sh does this).
+//! `write_seeds` (ignored; run with `--ignored` and `RINGLOG_FUZZ_SEEDS_DIR=DIR`) stores the
+//! valid inputs as cargo-fuzz corpus files under `DIR/<target>/` (scripts/fuzz.sh does this).
 
 #[path = "../fuzz/src/checks.rs"]
 #[allow(dead_code)]
@@ -98,11 +98,13 @@ proptest! {
     }
 }
 
+/// Not a test: a tool scripts/fuzz.sh runs. Ignored, so that `cargo test` lists it as not
+/// run rather than as a pass that checked nothing.
 #[test]
+#[ignore = "writes cargo-fuzz seeds: scripts/fuzz.sh runs it with RINGLOG_FUZZ_SEEDS_DIR"]
 fn write_seeds() {
-    let Ok(dir) = std::env::var("RINGLOG_FUZZ_SEEDS_DIR") else {
-        return;
-    };
+    let dir = std::env::var("RINGLOG_FUZZ_SEEDS_DIR")
+        .expect("RINGLOG_FUZZ_SEEDS_DIR names the corpus directory to write the seeds to");
     let seeds = checks::seeds();
     for target in ["frame", "request_body", "record_batch", "recovery"] {
         let target_dir = std::path::Path::new(&dir).join(target);
