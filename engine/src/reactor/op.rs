@@ -471,49 +471,56 @@ mod tests {
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = block_on(RingConfig::default(), async move {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (_first_peer, _) = listener.accept().unwrap();
-            let number = stream.raw_fd();
-            {
-                let mut send = Box::pin(stream.send(b"stale".to_vec(), 0..5));
-                std::future::poll_fn(|cx| {
-                    assert!(send.as_mut().poll(cx).is_pending());
-                    Poll::Ready(())
-                })
-                .await;
-            }
-            drop(stream);
-            // Another connection takes the closed number (the lowest free one). Not forced
-            // with dup2 when it does not: a test on another thread of this process may hold
-            // that number by then (its ring, say), and replacing it broke that test.
-            let other = std::net::TcpStream::connect(addr).unwrap();
-            let (mut other_peer, _) = listener.accept().unwrap();
-            if other.as_raw_fd() != number {
-                eprintln!("skipped: another thread took descriptor {number} first");
-                return Vec::new();
-            }
-            // Until the ring finished the dropped send one way or the other: on loopback a
-            // send's bytes are in the peer's queue when it completes.
-            for _ in 0..1_000_000 {
-                if with_reactor(|reactor| reactor.ops.borrow().in_flight()) == 0 {
-                    break;
+        // What the other connection received; `None` when the closed number was not reused.
+        let attempt = |listener: std::net::TcpListener| {
+            block_on(RingConfig::default(), async move {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let (_first_peer, _) = listener.accept().unwrap();
+                let number = stream.raw_fd();
+                {
+                    let mut send = Box::pin(stream.send(b"stale".to_vec(), 0..5));
+                    std::future::poll_fn(|cx| {
+                        assert!(send.as_mut().poll(cx).is_pending());
+                        Poll::Ready(())
+                    })
+                    .await;
                 }
-                yield_now().await;
-            }
-            assert_eq!(
-                with_reactor(|reactor| reactor.ops.borrow().in_flight()),
-                0,
-                "the dropped send never completed"
-            );
-            other_peer.set_nonblocking(true).unwrap();
-            let mut bytes = [0u8; 16];
-            match other_peer.read(&mut bytes) {
-                Ok(n) => bytes[..n].to_vec(),
-                Err(_) => Vec::new(),
-            }
-        })
-        .unwrap();
+                drop(stream);
+                // Another connection takes the closed number (the lowest free one). Not forced
+                // with dup2 when it does not: a test on another thread of this process may hold
+                // that number by then (its ring, say), and replacing it broke that test.
+                let other = std::net::TcpStream::connect(addr).unwrap();
+                let (mut other_peer, _) = listener.accept().unwrap();
+                if other.as_raw_fd() != number {
+                    return None;
+                }
+                // Until the ring finished the dropped send one way or the other: on loopback a
+                // send's bytes are in the peer's queue when it completes.
+                for _ in 0..1_000_000 {
+                    if with_reactor(|reactor| reactor.ops.borrow().in_flight()) == 0 {
+                        break;
+                    }
+                    yield_now().await;
+                }
+                assert_eq!(
+                    with_reactor(|reactor| reactor.ops.borrow().in_flight()),
+                    0,
+                    "the dropped send never completed"
+                );
+                other_peer.set_nonblocking(true).unwrap();
+                let mut bytes = [0u8; 16];
+                match other_peer.read(&mut bytes) {
+                    Ok(n) => Some(bytes[..n].to_vec()),
+                    Err(_) => Some(Vec::new()),
+                }
+            })
+            .unwrap()
+        };
+        // Another thread of this process (a parallel test) may take the closed number first;
+        // then the attempt proves nothing and is made again, rather than passing.
+        let received = (0..100)
+            .find_map(|_| attempt(listener.try_clone().unwrap()))
+            .expect("in 100 attempts another thread always took the closed descriptor number");
         assert!(
             received.is_empty(),
             "a dropped send went out on another connection: {:?}",
