@@ -1174,3 +1174,73 @@ fn offset_fetch_v1_reports_a_group_error_on_each_partition() {
         ]
     );
 }
+
+/// JoinGroup v9 offering `protocols` (each with a subscription to `topic`), with a rebalance
+/// timeout of `rebalance_timeout_ms`.
+fn join_offering(
+    kafka: &mut Kafka,
+    group: &str,
+    member_id: &str,
+    topic: &str,
+    protocols: &[&str],
+    rebalance_timeout_ms: i32,
+) -> JoinGroupResponse {
+    let protocols = protocols
+        .iter()
+        .map(|name| {
+            JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_metadata(subscription(&[topic]))
+        })
+        .collect();
+    let request = JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(rebalance_timeout_ms)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(protocols);
+    kafka.call(9, &request)
+}
+
+/// A joiner none of whose protocols every member offers is refused with
+/// INCONSISTENT_GROUP_PROTOCOL at once, as by Kafka's classic coordinator, and the group goes
+/// on undisturbed: accepted, it would start a rebalance whose members could not agree on an
+/// assignor.
+#[test]
+fn a_joiner_sharing_no_protocol_with_the_members_is_inconsistent() {
+    let server = TestServer::start();
+    let mut a = server.kafka();
+    assert_eq!(a.create_topic("protocols", 2, &[]), 0);
+    // A short rebalance timeout: were B taken in, the rebalance it starts would drop A (which
+    // does not rejoin) within a second, not hang the test.
+    let joined_a = join_offering(&mut a, "pg", "", "protocols", &["range"], 1_000);
+    assert_eq!(joined_a.error_code, 0);
+    assert_eq!(sync(&mut a, "pg", &joined_a), (0, vec![0, 1]));
+
+    let mut b = server.kafka();
+    let refused = join_offering(&mut b, "pg", "", "protocols", &["roundrobin"], 1_000);
+    assert_eq!(refused.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        refused.member_id.as_str(),
+        "",
+        "a refused new member gets no id"
+    );
+    assert_eq!(refused.generation_id, -1);
+    // No rebalance was started: A's generation is still the group's.
+    assert_eq!(heartbeat(&mut a, "pg", &joined_a), 0);
+    assert_eq!(commit(&mut a, "pg", &joined_a, "protocols", &[(0, 1)]), [0]);
+    // The count includes the joiner's own protocols as the group holds them: a member alone
+    // may not rejoin with protocols none of which it offered before (Kafka's rule too).
+    let switched = join_offering(
+        &mut a,
+        "pg",
+        joined_a.member_id.as_str(),
+        "protocols",
+        &["roundrobin"],
+        1_000,
+    );
+    assert_eq!(switched.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(switched.member_id, joined_a.member_id);
+    assert_eq!(heartbeat(&mut a, "pg", &joined_a), 0);
+}

@@ -63,7 +63,10 @@ pub enum ErrorCode {
     ShuttingDown = 24,
     /// The operation needs a group without members (for example ResetGroupOffsets).
     GroupNotEmpty = 25,
-    /// A consumer-group api was used on a share group, or the reverse.
+    /// A consumer-group api was used on a share group, or the reverse. The Kafka listener also
+    /// refuses with it (as INCONSISTENT_GROUP_PROTOCOL, Kafka's code for both) a JoinGroup
+    /// none of whose assignor protocols every Kafka member of the group offers; native joins
+    /// offer none and never get it for that.
     InvalidGroupKind = 26,
     /// A produced batch's timestamp is further ahead of the server's clock than
     /// `message_timestamp_after_max_ms` allows.

@@ -40,6 +40,11 @@ const HEARTBEAT_INTERVAL_MS_MAX: u32 = 3_000;
 const CLIENT_ID_BYTES_MAX: usize = 255;
 /// Most topics one member may subscribe to.
 const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
+/// Most assignor protocols one Kafka member may offer, and the longest name of one: they are
+/// kept while the member is in the group, and every join compares them with every member's
+/// (clients offer one to three).
+const PROTOCOLS_MAX: usize = 32;
+const PROTOCOL_NAME_BYTES_MAX: usize = 255;
 
 /// Whether a member's session timeout is one the coordinator accepts: the Kafka front door
 /// answers INVALID_SESSION_TIMEOUT before calling it otherwise.
@@ -321,6 +326,7 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
         session_timeout: Duration::from_millis(u64::from(args.session_timeout_ms)),
         rebalance_timeout,
         cooperative: is_cooperative(&args.protocol),
+        protocols: args.protocols.clone(),
     };
     let member_id = group
         .membership
@@ -378,6 +384,17 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
     if args.client_id.len() > CLIENT_ID_BYTES_MAX || args.member_id.len() > CLIENT_ID_BYTES_MAX {
         return invalid(format!(
             "client_id and member_id are at most {CLIENT_ID_BYTES_MAX} bytes"
+        ));
+    }
+    if args.protocols.len() > PROTOCOLS_MAX
+        || args
+            .protocols
+            .iter()
+            .any(|name| name.len() > PROTOCOL_NAME_BYTES_MAX)
+    {
+        return invalid(format!(
+            "a member offers at most {PROTOCOLS_MAX} protocols, of at most \
+             {PROTOCOL_NAME_BYTES_MAX} bytes each"
         ));
     }
     // No topics is a subscription too: a Kafka consumer whose pattern matches no topic yet

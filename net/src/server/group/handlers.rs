@@ -87,6 +87,8 @@ async fn join_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fa
         session_timeout_ms: view.session_timeout_ms(),
         rebalance_timeout_ms: view.rebalance_timeout_ms(),
         protocol: String::new(),
+        // Native members take the server's assignment: no assignor to agree on.
+        protocols: Vec::new(),
     };
     let group = args.group.clone();
     let joined = match to_coordinator(shard, &group, GroupCall::Join(args)).await? {

@@ -65,6 +65,9 @@ pub(crate) struct Member {
     revoking: Vec<TopicAssignment>,
     /// The member keeps its partitions while it rejoins (a cooperative protocol).
     cooperative: bool,
+    /// The assignor protocols a Kafka member offered at its last join (empty for native
+    /// members, which take the server's assignment whatever the others offer).
+    protocols: Vec<String>,
 }
 
 /// What a JoinGroup asks.
@@ -84,6 +87,8 @@ pub(crate) struct Join<'a> {
     pub(crate) rebalance_timeout: Duration,
     /// The member rebalances cooperatively (its protocol is one of [`COOPERATIVE_PROTOCOLS`]).
     pub(crate) cooperative: bool,
+    /// Every assignor protocol a Kafka member offers (empty for native members).
+    pub(crate) protocols: Vec<String>,
 }
 
 /// Where a waiting JoinGroup stands.
@@ -141,10 +146,33 @@ impl Membership {
     /// Whether the group rebalances cooperatively: every member keeps its partitions while it
     /// rejoins. A member of an eager protocol gave its partitions up before rejoining, so one
     /// of them makes the group eager: withheld from it, a partition its rejoin already freed
-    /// would wait for a rebalance nobody starts (Kafka refuses such a mix with
-    /// INCONSISTENT_GROUP_PROTOCOL; here the group moves partitions in one step, as before).
+    /// would wait for a rebalance nobody starts. Members share a protocol (see
+    /// [`Membership::supports_protocols`]), but each uses the one it chose, an eager one when
+    /// it offers one, where Kafka's members all use one: a member offering `range` beside
+    /// `cooperative-sticky` meets one offering only the latter, and the group moves
+    /// partitions in one step.
     fn rebalances_cooperatively(&self) -> bool {
         !self.members.is_empty() && self.members.iter().all(|member| member.cooperative)
+    }
+
+    /// Whether a member offering `protocols` may join: as in Kafka's classic coordinator, at
+    /// least one of them must be offered by every member (the joiner itself, when it rejoins,
+    /// with what it offered before), so that the group has an assignor all its members
+    /// speak. Native members offer none and accept whatever the server assigns, so they
+    /// neither constrain Kafka members nor are refused.
+    fn supports_protocols(&self, protocols: &[String]) -> bool {
+        // Members that speak Kafka's protocols: a fresh iterator each time, since a join
+        // must not allocate per member.
+        let speakers = || {
+            self.members
+                .iter()
+                .filter(|member| !member.protocols.is_empty())
+        };
+        protocols.is_empty()
+            || speakers().next().is_none()
+            || protocols
+                .iter()
+                .any(|protocol| speakers().all(|member| member.protocols.contains(protocol)))
     }
 
     /// True without members.
@@ -168,13 +196,25 @@ impl Membership {
         now: Instant,
         members_max: usize,
     ) -> Result<String, Failure> {
-        let member_id = if join.member_id.is_empty() {
-            if self.members.len() >= members_max {
-                return Err(Failure::new(
-                    ErrorCode::GroupFull,
-                    format!("the group already has {members_max} members, the most allowed"),
-                ));
-            }
+        let is_new = join.member_id.is_empty();
+        if is_new && self.members.len() >= members_max {
+            return Err(Failure::new(
+                ErrorCode::GroupFull,
+                format!("the group already has {members_max} members, the most allowed"),
+            ));
+        }
+        // Kafka's order: the group's size, then the protocols, then whether a known member
+        // id is one of the group's.
+        if !self.supports_protocols(&join.protocols) {
+            return Err(Failure::new(
+                ErrorCode::InvalidGroupKind,
+                format!(
+                    "none of the protocols {:?} is offered by every member of the group",
+                    join.protocols
+                ),
+            ));
+        }
+        let member_id = if is_new {
             self.members.push(Member {
                 id: join.new_member_id.clone(),
                 client_id: String::new(),
@@ -188,6 +228,7 @@ impl Membership {
                 assignment: Vec::new(),
                 revoking: Vec::new(),
                 cooperative: join.cooperative,
+                protocols: Vec::new(),
             });
             join.new_member_id
         } else if self.find(join.member_id).is_some() {
@@ -206,6 +247,7 @@ impl Membership {
         member.session_timeout = join.session_timeout;
         member.rebalance_timeout = join.rebalance_timeout;
         member.cooperative = join.cooperative;
+        member.protocols = join.protocols;
         member.last_seen = now;
         member.joined = true;
         member.awaiting_join = true;
@@ -503,6 +545,7 @@ mod tests {
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
             cooperative,
+            protocols: Vec::new(),
         };
         group.join(join, now, 10).unwrap()
     }
@@ -695,10 +738,67 @@ mod tests {
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
             cooperative: false,
+            protocols: Vec::new(),
         };
         assert_eq!(
             group.join(join, now, 10).unwrap_err().code,
             ErrorCode::GroupFull
+        );
+    }
+
+    /// A JoinGroup of a Kafka member offering `protocols` (none: a native member).
+    fn join_offering(
+        group: &mut Membership,
+        id: &str,
+        new_id: &str,
+        protocols: &[&str],
+        now: Instant,
+    ) -> Result<String, Failure> {
+        let join = Join {
+            member_id: id,
+            new_member_id: new_id.to_string(),
+            client_id: "c",
+            topics: vec!["t".to_string()],
+            session_timeout: SESSION,
+            rebalance_timeout: REBALANCE,
+            cooperative: false,
+            protocols: protocols.iter().map(|p| p.to_string()).collect(),
+        };
+        group.join(join, now, 10)
+    }
+
+    #[test]
+    fn a_joiner_must_share_a_protocol_with_every_kafka_member() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let code = |result: Result<String, Failure>| result.err().map(|f| f.code);
+        // Native members constrain nobody, and an empty group takes any protocols.
+        join_offering(&mut group, "", "native", &[], now).unwrap();
+        join_offering(&mut group, "", "a", &["range", "roundrobin"], now).unwrap();
+        join_offering(&mut group, "", "b", &["roundrobin", "sticky"], now).unwrap();
+        // Every Kafka member offers roundrobin; range is a's alone.
+        assert_eq!(
+            code(join_offering(&mut group, "", "c", &["range"], now)),
+            Some(ErrorCode::InvalidGroupKind)
+        );
+        assert_eq!(group.members().len(), 3, "the refused member was not added");
+        join_offering(&mut group, "", "c", &["sticky", "roundrobin"], now).unwrap();
+        // A rejoin counts the member's own earlier protocols: b may not drop roundrobin for
+        // range, which c does not offer.
+        assert_eq!(
+            code(join_offering(&mut group, "b", "", &["range"], now)),
+            Some(ErrorCode::InvalidGroupKind)
+        );
+        // A native member joins whatever the Kafka members offer.
+        join_offering(&mut group, "", "native2", &[], now).unwrap();
+        // The protocols are checked before the member id, as by Kafka.
+        assert_eq!(
+            code(join_offering(&mut group, "ghost", "", &["range"], now)),
+            Some(ErrorCode::InvalidGroupKind)
+        );
+        assert_eq!(
+            code(join_offering(&mut group, "ghost", "", &["roundrobin"], now)),
+            Some(ErrorCode::UnknownMember)
         );
     }
 }

@@ -116,6 +116,9 @@ pub(crate) struct JoinArgs {
     pub(crate) rebalance_timeout_ms: u32,
     /// The assignor protocol a Kafka member chose (empty for native members).
     pub(crate) protocol: String,
+    /// Every assignor protocol a Kafka member offers, `protocol` among them (empty for native
+    /// members): a member none of whose protocols every other member offers is refused.
+    pub(crate) protocols: Vec<String>,
 }
 
 /// A JoinGroup's answer.

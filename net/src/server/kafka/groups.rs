@@ -235,6 +235,7 @@ pub(crate) async fn join_group(
         })
         .unwrap_or(0),
         protocol: protocol.name.to_string(),
+        protocols: names.iter().map(|name| name.to_string()).collect(),
     };
     tracing::debug!(%group, member_id = %args.member_id, version = request.version(), "Kafka JoinGroup");
     let joined = match to_coordinator(&kafka.shard, &group, GroupCall::Join(args)).await {
