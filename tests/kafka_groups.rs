@@ -31,6 +31,7 @@ mod kafka_support;
 
 use kafka_support::{topic_name, Kafka, TestServer};
 
+const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -1243,4 +1244,41 @@ fn a_joiner_sharing_no_protocol_with_the_members_is_inconsistent() {
     assert_eq!(switched.error_code, INCONSISTENT_GROUP_PROTOCOL);
     assert_eq!(switched.member_id, joined_a.member_id);
     assert_eq!(heartbeat(&mut a, "pg", &joined_a), 0);
+}
+/// OffsetCommit checks the member as Kafka's classic coordinator does: a member it does not
+/// know is UNKNOWN_MEMBER_ID, whatever its generation; a known one of another generation is
+/// ILLEGAL_GENERATION (the Java consumer then rejoins keeping its member id); a generation of a
+/// group the coordinator does not know is ILLEGAL_GENERATION too.
+#[test]
+fn a_commit_from_another_generation_is_illegal_generation() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("gens", 1, &[]), 0);
+    let joined = join(&mut kafka, "gg", "", "gens");
+    assert_eq!(sync(&mut kafka, "gg", &joined), (0, vec![0]));
+    let member = joined.member_id.as_str();
+    let generation = joined.generation_id;
+    let one = [(0, 1, None)];
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (generation - 1, member), "gens", &one),
+        [ILLEGAL_GENERATION]
+    );
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (generation + 1, member), "gens", &one),
+        [ILLEGAL_GENERATION]
+    );
+    // Unknown member first, as in Kafka: its generation is not looked at.
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (generation - 1, "ghost"), "gens", &one),
+        [UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(
+        commit_as(&mut kafka, "nogroup", (3, "ghost"), "gens", &one),
+        [ILLEGAL_GENERATION]
+    );
+    // The current generation commits.
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (generation, member), "gens", &one),
+        [0]
+    );
 }

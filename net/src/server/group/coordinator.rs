@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::reactor::{self, time};
 
-use super::membership::{is_cooperative, Join, JoinOutcome};
+use super::membership::{is_cooperative, Join, JoinOutcome, StaleGeneration};
 use super::meta::{self, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
@@ -456,6 +456,7 @@ pub(super) async fn commit(
     name: &str,
     member_id: &str,
     generation: i32,
+    stale: StaleGeneration,
     topics: CommitTopics,
 ) -> Result<CommitResults, Failure> {
     let group = if member_id.is_empty() && generation < 0 {
@@ -469,10 +470,12 @@ pub(super) async fn commit(
         group
     } else {
         let group = existing(shard, name, GroupKind::Consumer)?;
-        group
-            .membership
-            .borrow_mut()
-            .check_committer(member_id, generation, Instant::now())?;
+        group.membership.borrow_mut().check_committer(
+            member_id,
+            generation,
+            stale,
+            Instant::now(),
+        )?;
         group
     };
     // In use: a group that only ever commits (manual assignment) is not idle.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use flatbuffers::FlatBufferBuilder;
 
+use super::membership::StaleGeneration;
 use super::meta::{validate_group_name, ShareConfig};
 use super::{
     call, join_all, unexpected, ConfigureArgs, GroupCall, GroupListing, GroupReturn, JoinArgs,
@@ -171,6 +172,7 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
         group: view.group().to_string(),
         member_id: view.member_id().unwrap_or_default().to_string(),
         generation: view.generation(),
+        stale: StaleGeneration::RebalanceInProgress,
         topics,
     };
     let results = match to_coordinator(shard, view.group(), message).await? {

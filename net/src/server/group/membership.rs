@@ -40,6 +40,26 @@ pub(crate) fn is_cooperative(protocol: &str) -> bool {
     COOPERATIVE_PROTOCOLS.contains(&protocol)
 }
 
+/// How a commit naming a generation other than the group's is refused: the two protocols
+/// tell their clients different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StaleGeneration {
+    /// `RebalanceInProgress`: the native protocol's "join again, then commit" (PROTOCOL.md).
+    RebalanceInProgress,
+    /// `NotAssigned` (what the member holds is not its assignment), which the Kafka door
+    /// answers ILLEGAL_GENERATION, as Kafka's classic coordinator does.
+    IllegalGeneration,
+}
+
+impl StaleGeneration {
+    fn code(self) -> ErrorCode {
+        match self {
+            StaleGeneration::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+            StaleGeneration::IllegalGeneration => ErrorCode::NotAssigned,
+        }
+    }
+}
+
 /// One member.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
@@ -458,11 +478,15 @@ impl Membership {
         }
     }
 
-    /// Checks that `member_id` may commit in `generation` (top-level errors).
+    /// Checks that `member_id` may commit in `generation` (top-level errors), in the order of
+    /// Kafka's classic coordinator: a member the group does not have, then a generation other
+    /// than the group's (answered as `stale` says), then a member not yet assigned in the
+    /// group's generation (it joined a rebalance still under way).
     pub(crate) fn check_committer(
         &mut self,
         member_id: &str,
         generation: i32,
+        stale: StaleGeneration,
         now: Instant,
     ) -> Result<(), Failure> {
         let current = self.generation;
@@ -470,10 +494,16 @@ impl Membership {
             .find_mut(member_id)
             .ok_or_else(|| unknown_member(member_id))?;
         member.last_seen = now;
-        if generation != current || member.generation != current {
+        if generation != current {
+            return Err(Failure::new(
+                stale.code(),
+                format!("generation {generation} is not the group's current {current}: join again"),
+            ));
+        }
+        if member.generation != current {
             return Err(Failure::new(
                 ErrorCode::RebalanceInProgress,
-                format!("generation {generation} is not the group's current {current}: join again"),
+                format!("{member_id} has no assignment in generation {current} yet: join again"),
             ));
         }
         Ok(())
@@ -576,7 +606,9 @@ mod tests {
         let beat = group.heartbeat(&a, 1, now).unwrap_err();
         assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
         // a may still commit what it processed in generation 1.
-        assert!(group.check_committer(&a, 1, now).is_ok());
+        assert!(group
+            .check_committer(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .is_ok());
         assert!(group.owns(&a, "t", 5));
         join(&mut group, &a, "", now);
         assert!(group.try_complete(now, |_| Some(6)));
@@ -588,8 +620,26 @@ mod tests {
         // After the rebalance a does not own 5 any more.
         assert!(!group.owns(&a, "t", 5));
         assert_eq!(
-            group.check_committer(&a, 1, now).unwrap_err().code,
+            group
+                .check_committer(&a, 1, StaleGeneration::RebalanceInProgress, now)
+                .unwrap_err()
+                .code,
             ErrorCode::RebalanceInProgress
+        );
+        assert_eq!(
+            group
+                .check_committer(&a, 1, StaleGeneration::IllegalGeneration, now)
+                .unwrap_err()
+                .code,
+            ErrorCode::NotAssigned
+        );
+        // An unknown member comes first, whatever its generation.
+        assert_eq!(
+            group
+                .check_committer("ghost", 1, StaleGeneration::IllegalGeneration, now)
+                .unwrap_err()
+                .code,
+            ErrorCode::UnknownMember
         );
 
         group.leave(&b, now).unwrap();
@@ -624,7 +674,9 @@ mod tests {
         group.join_finished(&a, now);
         group.join_finished(&b, now);
         // a commits what it gives up, in the new generation, as it revokes it.
-        assert!(group.check_committer(&a, 2, now).is_ok());
+        assert!(group
+            .check_committer(&a, 2, StaleGeneration::RebalanceInProgress, now)
+            .is_ok());
         assert!(group.owns(&a, "t", 5));
         assert!(!group.owns(&b, "t", 5));
 

@@ -36,7 +36,7 @@ use ringlog_engine::log::PartitionLog;
 
 use self::assignor::TopicAssignment;
 use self::commit_metadata::CommitMetadata;
-use self::membership::Membership;
+use self::membership::{Membership, StaleGeneration};
 use self::meta::{GroupMeta, ShareConfig};
 use self::partition_state::PartitionGroups;
 use self::signal::Signal;
@@ -262,6 +262,8 @@ pub(crate) enum GroupCall {
         group: String,
         member_id: String,
         generation: i32,
+        /// How a generation other than the group's is refused.
+        stale: StaleGeneration,
         topics: CommitTopics,
     },
     FetchOffsets {
@@ -631,8 +633,11 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             group,
             member_id,
             generation,
+            stale,
             topics,
-        } => R::Committed(coordinator::commit(shard, &group, &member_id, generation, topics).await),
+        } => R::Committed(
+            coordinator::commit(shard, &group, &member_id, generation, stale, topics).await,
+        ),
         C::FetchOffsets { group, topics } => {
             R::Offsets(coordinator::fetch_offsets(shard, &group, topics).await)
         }

@@ -25,6 +25,7 @@ use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
 use crate::server::group::commit_metadata::{CommitMetadata, MetadataTooLarge};
+use crate::server::group::membership::StaleGeneration;
 use crate::server::group::{
     self, CommitTopics, GroupCall, GroupReturn, OffsetEntry, PartitionCommit, TopicFilter,
 };
@@ -32,8 +33,9 @@ use crate::server::message::Failure;
 use crate::server::shard::Shard;
 
 /// Serves OffsetCommit: durable on each partition's owner before the answer. A member commits
-/// with its generation; a consumer outside any group (assign()) commits with generation -1
-/// while the group has no members. Each offset is stored with its metadata (null as empty);
+/// with its generation (another one is ILLEGAL_GENERATION, after UNKNOWN_MEMBER_ID for a
+/// member the group lacks, as from Kafka); a consumer outside any group (assign()) commits
+/// with generation -1 while the group has no members. Each offset is stored with its metadata (null as empty);
 /// a partition whose metadata is over the bound is refused alone, storing nothing.
 pub(crate) async fn offset_commit(
     kafka: &Rc<KafkaShard>,
@@ -59,10 +61,12 @@ pub(crate) async fn offset_commit(
             .collect();
         topics.push((name, offsets));
     }
+    let generation = body.generation_id_or_member_epoch;
     let call = GroupCall::Commit {
         group: group.clone(),
         member_id: body.member_id.to_string(),
-        generation: body.generation_id_or_member_epoch,
+        generation,
+        stale: StaleGeneration::IllegalGeneration,
         topics,
     };
     let results = match to_coordinator(&kafka.shard, &group, call).await {
@@ -70,7 +74,7 @@ pub(crate) async fn offset_commit(
         Ok(_) => Err(unexpected_answer()),
         Err(failure) => Err(failure),
     };
-    let codes = CommitCodes::of(&results);
+    let codes = CommitCodes::of(&results, generation);
     let response_topics = body
         .topics
         .iter()
@@ -118,9 +122,15 @@ enum CommitCodes<'a> {
 }
 
 impl<'a> CommitCodes<'a> {
-    fn of(results: &'a Result<group::CommitResults, Failure>) -> CommitCodes<'a> {
+    fn of(results: &'a Result<group::CommitResults, Failure>, generation: i32) -> CommitCodes<'a> {
         let results = match results {
             Ok(results) => results,
+            // A generation of a group the coordinator does not have comes from a generation
+            // it no longer knows: ILLEGAL_GENERATION, as Kafka answers up to OffsetCommit v8
+            // (GROUP_ID_NOT_FOUND from v9, which is not served). Kafka's client rejoins.
+            Err(failure) if failure.code == ErrorCode::UnknownGroup && generation >= 0 => {
+                return CommitCodes::All(ResponseError::IllegalGeneration.code())
+            }
             Err(failure) => return CommitCodes::All(member_failure_code(failure)),
         };
         let mut codes: HashMap<&str, HashMap<u32, i16>> = HashMap::with_capacity(results.len());
