@@ -1555,3 +1555,68 @@ fn list_offsets_special_timestamps_of_later_versions_are_unsupported() {
         (0, 1, -1)
     );
 }
+
+/// A partition named more than once in one ListOffsets request is INVALID_REQUEST at each
+/// place it is named, in a topic repeated or not, as Kafka answers from version 1 (its
+/// ListOffsetsRequest.duplicatePartitions, checked before anything else); the partitions
+/// named once are answered as usual.
+#[test]
+fn list_offsets_answers_a_partition_named_twice_invalid_request() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("dups", 3, &[]), 0);
+    assert_eq!(
+        kafka.produce(9, -1, "dups", 2, batch_of(&["a"], 1_000)),
+        (0, 0)
+    );
+    let latest = |partition: i32| {
+        ListOffsetsPartition::default()
+            .with_partition_index(partition)
+            .with_timestamp(-1)
+    };
+    let request = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic_name("dups"))
+                .with_partitions(vec![latest(0), latest(2), latest(0), latest(1)]),
+            // The same topic again: partition 1 is named twice across its two entries; so is
+            // partition 7, which the topic lacks (the duplicate is found first, as in Kafka).
+            ListOffsetsTopic::default()
+                .with_name(topic_name("dups"))
+                .with_partitions(vec![latest(1), latest(7), latest(7)]),
+        ]);
+    for version in 1..=6 {
+        let response = kafka.call(version, &request);
+        let answers: Vec<Vec<(i32, i16)>> = response
+            .topics
+            .iter()
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.error_code))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                vec![
+                    (0, INVALID_REQUEST),
+                    (2, 0),
+                    (0, INVALID_REQUEST),
+                    (1, INVALID_REQUEST)
+                ],
+                vec![
+                    (1, INVALID_REQUEST),
+                    (7, INVALID_REQUEST),
+                    (7, INVALID_REQUEST)
+                ],
+            ],
+            "ListOffsets v{version}"
+        );
+        assert_eq!(response.topics[0].partitions[1].offset, 1, "v{version}");
+    }
+}

@@ -4,12 +4,14 @@
 //! Batches are served as stored. Fetch sessions (KIP-227) are not kept: every response says
 //! session 0, which tells clients to send full fetch requests.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -229,12 +231,13 @@ fn offset_query(timestamp: i64) -> Option<OffsetQuery> {
 
 /// Serves ListOffsets: earliest (-2), latest (-1) and by timestamp (the first record at or
 /// after it, with its timestamp, see `partition_ops::list_offset`; offset -1 when there is
-/// none, as from Kafka).
+/// none, as from Kafka). A partition named twice is INVALID_REQUEST wherever it is named.
 pub(crate) async fn list_offsets(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: ListOffsetsRequest = request.decode_body()?;
+    let duplicates = duplicate_partitions(&body.topics);
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let name = topic.name.0.to_string();
@@ -242,6 +245,11 @@ pub(crate) async fn list_offsets(
         for query in &topic.partitions {
             let partition =
                 ListOffsetsPartitionResponse::default().with_partition_index(query.partition_index);
+            // Before any other check, as in Kafka.
+            if duplicates.contains(&(topic.name.0.as_str(), query.partition_index)) {
+                partitions.push(partition.with_error_code(ResponseError::InvalidRequest.code()));
+                continue;
+            }
             let Ok(number) = u32::try_from(query.partition_index) else {
                 partitions
                     .push(partition.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
@@ -281,6 +289,24 @@ pub(crate) async fn list_offsets(
         );
     }
     respond(request, &ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// The partitions a ListOffsets request names more than once, in one topic entry or across
+/// entries of the same topic. Kafka (ListOffsetsRequest.duplicatePartitions) answers each
+/// place they are named INVALID_REQUEST from version 1: which of the lookups would the
+/// client's one answer be for?
+fn duplicate_partitions(topics: &[ListOffsetsTopic]) -> HashSet<(&str, i32)> {
+    let mut seen = HashSet::new();
+    let mut duplicates = HashSet::new();
+    for topic in topics {
+        for partition in &topic.partitions {
+            let key = (topic.name.0.as_str(), partition.partition_index);
+            if !seen.insert(key) {
+                duplicates.insert(key);
+            }
+        }
+    }
+    duplicates
 }
 
 #[cfg(test)]
