@@ -1620,3 +1620,69 @@ fn list_offsets_answers_a_partition_named_twice_invalid_request() {
         assert_eq!(response.topics[0].partitions[1].offset, 1, "v{version}");
     }
 }
+
+/// A fetched partition as a test compares it: index, error code, records with their offsets.
+type FetchedPartition = (i32, i16, Vec<(i64, String)>);
+
+/// Kafka keys a fetch by partition (FetchRequest.fetchData is a map): a partition named twice
+/// is read once, from the offset (and with the max bytes) of the last place it is named, and
+/// answered once, where it was first named.
+#[test]
+fn fetch_answers_a_partition_named_twice_once_from_its_last_offset() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("fdups", 2, &[]), 0);
+    assert_eq!(
+        kafka.produce(9, -1, "fdups", 0, batch_of(&["a"], 1_000)),
+        (0, 0)
+    );
+    assert_eq!(
+        kafka.produce(9, -1, "fdups", 0, batch_of(&["b"], 1_000)),
+        (0, 1)
+    );
+    assert_eq!(
+        kafka.produce(9, -1, "fdups", 1, batch_of(&["c"], 1_000)),
+        (0, 0)
+    );
+    let at = |partition: i32, offset: i64| {
+        FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let request = fetch_request("fdups", 0, 0, 0).with_topics(vec![
+        FetchTopic::default()
+            .with_topic(topic_name("fdups"))
+            .with_partitions(vec![at(0, 0), at(1, 0)]),
+        FetchTopic::default()
+            .with_topic(topic_name("fdups"))
+            .with_partitions(vec![at(0, 1)]),
+    ]);
+    for version in [4, 12] {
+        let response = kafka.call(version, &request);
+        let answered: Vec<Vec<FetchedPartition>> = response
+            .responses
+            .iter()
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let records = p.records.clone().unwrap_or_default();
+                        (p.partition_index, p.error_code, values_of(&records))
+                    })
+                    .collect()
+            })
+            .collect();
+        // One topic entry: the second named only partition 0 again.
+        assert_eq!(
+            answered,
+            [vec![
+                (0, 0, vec![(1, "b".to_string())]),
+                (1, 0, vec![(0, "c".to_string())])
+            ]],
+            "Fetch v{version}"
+        );
+    }
+}

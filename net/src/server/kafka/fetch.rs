@@ -4,7 +4,8 @@
 //! Batches are served as stored. Fetch sessions (KIP-227) are not kept: every response says
 //! session 0, which tells clients to send full fetch requests.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -75,10 +76,37 @@ pub(crate) async fn fetch(
     let mut topics: Vec<String> = Vec::with_capacity(body.topics.len());
     let mut targets: Vec<ReadTarget> = Vec::new();
     let mut sources: Vec<(usize, i32, Source)> = Vec::new();
+    // Kafka keys a fetch by partition (FetchRequest.fetchData, an insertion-ordered map): a
+    // partition named twice is read once, with the offset and max bytes of the last place it
+    // is named, and answered once, where it was first named. By partition, the index of its
+    // source; no map for one partition, which cannot repeat.
+    let named: usize = body.topics.iter().map(|t| t.partitions.len()).sum();
+    let mut first_named: HashMap<(&str, i32), usize> = if named > 1 {
+        HashMap::with_capacity(named)
+    } else {
+        HashMap::new()
+    };
     for topic in &body.topics {
         topics.push(topic.topic.0.to_string());
         let topic_index = topics.len() - 1;
         for partition in &topic.partitions {
+            if named > 1 {
+                match first_named.entry((topic.topic.0.as_str(), partition.partition)) {
+                    Entry::Occupied(first) => {
+                        if let Some((_, _, Source::Read(index))) = sources.get(*first.get()) {
+                            if let Some(target) = targets.get_mut(*index) {
+                                target.offset = partition.fetch_offset;
+                                target.max_bytes =
+                                    usize::try_from(partition.partition_max_bytes).unwrap_or(0);
+                            }
+                        }
+                        continue;
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(sources.len());
+                    }
+                }
+            }
             let source = match u32::try_from(partition.partition) {
                 Ok(number) => {
                     targets.push(ReadTarget {
@@ -164,9 +192,12 @@ fn fetch_response(
         };
         per_topic[*topic_index].push(partition);
     }
+    // A topic entry left without partitions (each was named before, or it named none) is not
+    // answered, as by Kafka, whose answer lists the partitions it read.
     let responses = topics
         .iter()
         .zip(per_topic)
+        .filter(|(_, partitions)| !partitions.is_empty())
         .map(|(name, partitions)| {
             FetchableTopicResponse::default()
                 .with_topic(TopicName(super::codec::str_bytes(name.clone())))
