@@ -2044,3 +2044,44 @@ fn a_share_poll_over_many_partitions_of_one_shard_keeps_to_its_timeout() {
     );
     server.shutdown();
 }
+
+/// An OffsetFetch naming partitions of a topic that does not exist (never created, or deleted
+/// while the request travels) answers those partitions UnknownTopic and the others as usual:
+/// one topic does not fail the whole group's answer, as in Kafka, which answers per
+/// partition. (A topic named without partitions, meaning all of them, has none to answer:
+/// that stays an UnknownTopic of the whole request.)
+#[test]
+fn offset_fetch_answers_a_missing_topic_per_partition() {
+    let server = TestServer::start();
+    create_topic_at(server.addr(), "present", 2);
+    let mut client = Client::connect(server.addr()).unwrap();
+    admin_commit(&mut client, "perpart", "present", &[(1, 4)]);
+    let offsets = client
+        .fetch_offsets(
+            "perpart",
+            &[
+                ringlog_net::message::TopicPartitions {
+                    topic: "present",
+                    partitions: &[0, 1],
+                },
+                ringlog_net::message::TopicPartitions {
+                    topic: "absent",
+                    partitions: &[0, 3],
+                },
+            ],
+        )
+        .unwrap();
+    let answered: Vec<(&str, u32, i64, ErrorCode)> = offsets
+        .iter()
+        .map(|o| (o.topic.as_str(), o.partition, o.committed_offset, o.error))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            ("absent", 0, -1, ErrorCode::UnknownTopic),
+            ("absent", 3, -1, ErrorCode::UnknownTopic),
+            ("present", 0, -1, ErrorCode::None),
+            ("present", 1, 4, ErrorCode::None),
+        ]
+    );
+}

@@ -608,16 +608,34 @@ async fn load_offsets(
     topics: Option<TopicFilter>,
 ) -> Result<Vec<OffsetEntry>, Failure> {
     let mut per_shard: Vec<Option<TopicFilter>> = vec![None; shard.shard_count];
+    // Partitions of topics this shard does not have.
+    let mut missing: Vec<OffsetEntry> = Vec::new();
     let targets: Vec<usize> = match topics {
         None => (0..shard.shard_count).collect(),
         Some(topics) => {
             let mut wanted: Vec<TopicFilter> = vec![Vec::new(); shard.shard_count];
             for (topic, partitions) in topics {
-                let entry = shard.topic(&topic).ok_or_else(|| unknown_topic(&topic))?;
-                let partitions = if partitions.is_empty() {
-                    (0..entry.config.partitions).collect()
-                } else {
-                    partitions
+                let entry = shard.topic(&topic);
+                let partitions = match entry {
+                    Some(entry) if partitions.is_empty() => (0..entry.config.partitions).collect(),
+                    Some(_) => partitions,
+                    // A topic named without partitions asks for all of them, and a topic
+                    // that does not exist has none to answer.
+                    None if partitions.is_empty() => return Err(unknown_topic(&topic)),
+                    // Not here (never created, or deleted since the request was checked):
+                    // its partitions are answered as such, and the others as usual, as
+                    // Kafka answers per partition.
+                    None => {
+                        missing.extend(partitions.into_iter().map(|partition| OffsetEntry {
+                            topic: topic.clone(),
+                            partition,
+                            committed: -1,
+                            metadata: None,
+                            high_watermark: -1,
+                            failure: Some(unknown_topic(&topic)),
+                        }));
+                        continue;
+                    }
                 };
                 for partition in partitions {
                     let owner = shard.owner(&topic, partition);
@@ -644,7 +662,7 @@ async fn load_offsets(
         };
         calls.push(Box::pin(call(shard, target, message)));
     }
-    let mut all = Vec::new();
+    let mut all = missing;
     for answer in join_all(calls).await {
         match answer {
             GroupReturn::Offsets(result) => all.extend(result?),

@@ -307,7 +307,8 @@ async fn committed(
 ) -> (i16, CommittedTopics) {
     // Only partitions that exist are asked for: one the topic lacks has nothing committed
     // (-1, no error, as from Kafka, whether or not the group exists), where the coordinator
-    // would answer it UNKNOWN_TOPIC_OR_PARTITION.
+    // would answer it UNKNOWN_TOPIC_OR_PARTITION (read as the same by `wanted_partition`,
+    // for a topic deleted after this look).
     let filter: Option<TopicFilter> = wanted.map(|topics| {
         topics
             .iter()
@@ -375,23 +376,73 @@ async fn committed(
                     let entry = u32::try_from(partition)
                         .ok()
                         .and_then(|index| by_partition.get(&(topic.as_str(), index)).copied());
-                    match entry {
-                        Some(OffsetEntry {
-                            failure: Some(failure),
-                            ..
-                        }) => CommittedPartition::none(partition, group_failure_code(failure)),
-                        Some(entry) => CommittedPartition {
-                            partition,
-                            offset: entry.committed.max(-1),
-                            metadata: entry.metadata.clone(),
-                            code: 0,
-                        },
-                        None => CommittedPartition::none(partition, 0),
-                    }
+                    wanted_partition(partition, entry)
                 })
                 .collect();
             (topic.clone(), partitions)
         })
         .collect();
     (0, out)
+}
+
+/// The answer for a partition asked for, from the coordinator's entry for it (none: nothing
+/// committed). A partition whose topic the owner no longer has (deleted after this shard
+/// looked, or with fewer partitions) has nothing committed either: -1 and no error, as Kafka,
+/// which never looks at the topic here, answers a partition it holds no offset for.
+fn wanted_partition(partition: i32, entry: Option<&OffsetEntry>) -> CommittedPartition {
+    match entry {
+        Some(OffsetEntry {
+            failure:
+                Some(Failure {
+                    code: ErrorCode::UnknownTopic | ErrorCode::UnknownPartition,
+                    ..
+                }),
+            ..
+        }) => CommittedPartition::none(partition, 0),
+        Some(OffsetEntry {
+            failure: Some(failure),
+            ..
+        }) => CommittedPartition::none(partition, group_failure_code(failure)),
+        Some(entry) => CommittedPartition {
+            partition,
+            offset: entry.committed.max(-1),
+            metadata: entry.metadata.clone(),
+            code: 0,
+        },
+        None => CommittedPartition::none(partition, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(code: ErrorCode) -> OffsetEntry {
+        OffsetEntry {
+            topic: "t".to_string(),
+            partition: 0,
+            committed: -1,
+            metadata: None,
+            high_watermark: -1,
+            failure: Some(Failure::new(code, "failed")),
+        }
+    }
+
+    /// A topic deleted (or a partition gone) between the door's look at the catalog and the
+    /// partition owner's has nothing committed: -1 and no error, as Kafka answers any
+    /// partition it holds no offset for (its Java consumer throws on
+    /// UNKNOWN_TOPIC_OR_PARTITION here).
+    #[test]
+    fn a_partition_whose_topic_went_away_reads_nothing_committed() {
+        for code in [ErrorCode::UnknownTopic, ErrorCode::UnknownPartition] {
+            let answer = wanted_partition(3, Some(&failed(code)));
+            assert_eq!((answer.partition, answer.offset, answer.code), (3, -1, 0));
+        }
+        // Other failures are reported, as the coordinator's errors are.
+        let answer = wanted_partition(3, Some(&failed(ErrorCode::StorageError)));
+        assert_eq!(
+            (answer.offset, answer.code),
+            (-1, ResponseError::NotCoordinator.code())
+        );
+    }
 }
