@@ -331,9 +331,18 @@ impl TcpStream {
         buf: B,
         range: Range<usize>,
     ) -> (io::Result<usize>, B) {
+        self.send_flagged(buf, range, libc::MSG_NOSIGNAL).await
+    }
+
+    async fn send_flagged<B: IoBuf + Unpin>(
+        &self,
+        buf: B,
+        range: Range<usize>,
+        flags: i32,
+    ) -> (io::Result<usize>, B) {
         let (ptr, len) = send_span(&buf, &range);
         let entry = opcode::Send::new(types::Fd(self.raw_fd()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build();
         let (completion, buf) = Op::submit(entry, buf).await;
         (completion.into_io().map(|n| n as usize), buf)
@@ -346,27 +355,47 @@ impl TcpStream {
         buf: B,
         range: Range<usize>,
     ) -> (io::Result<usize>, B) {
+        self.send_zc_flagged(buf, range, libc::MSG_NOSIGNAL).await
+    }
+
+    async fn send_zc_flagged<B: IoBuf + Unpin>(
+        &self,
+        buf: B,
+        range: Range<usize>,
+        flags: i32,
+    ) -> (io::Result<usize>, B) {
         let (ptr, len) = send_span(&buf, &range);
         let entry = opcode::SendZc::new(types::Fd(self.raw_fd()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build();
         let (completion, buf) = Op::submit(entry, buf).await;
         (completion.into_io().map(|n| n as usize), buf)
     }
 
     /// Sends all of `buf[range]`, using SEND_ZC for spans of at least `zero_copy_min_bytes`.
+    /// With `more`, the bytes are sent with MSG_MORE: the caller has more of the same message
+    /// to send at once, so TCP holds a part smaller than a segment for it instead of pushing
+    /// it alone (the peer then wakes once for the message, not once per part). The last part
+    /// of a message must go without it. A SEND_ZC span is pushed with what was held whatever
+    /// the flag (Linux 6.18), so only plain sends gather.
     pub async fn send_all<B: IoBuf + Unpin>(
         &self,
         mut buf: B,
         mut range: Range<usize>,
         zero_copy_min_bytes: usize,
+        more: bool,
     ) -> (io::Result<()>, B) {
+        let flags = if more {
+            libc::MSG_NOSIGNAL | libc::MSG_MORE
+        } else {
+            libc::MSG_NOSIGNAL
+        };
         // Bounded: every round sends at least one byte or returns.
         while !range.is_empty() {
             let (result, returned) = if range.len() >= zero_copy_min_bytes {
-                self.send_zc(buf, range.clone()).await
+                self.send_zc_flagged(buf, range.clone(), flags).await
             } else {
-                self.send(buf, range.clone()).await
+                self.send_flagged(buf, range.clone(), flags).await
             };
             buf = returned;
             match result {
@@ -419,7 +448,7 @@ mod tests {
                 let stream = listener.accept().await.unwrap();
                 let (n, buf) = stream.recv(Vec::with_capacity(64)).await;
                 let n = n.unwrap();
-                let (sent, _) = stream.send_all(buf, 0..n, 0).await;
+                let (sent, _) = stream.send_all(buf, 0..n, 0, false).await;
                 sent.unwrap();
             });
             let client = TcpStream::connect(addr).await.unwrap();
@@ -430,6 +459,45 @@ mod tests {
             assert_eq!(&echoed[..n.unwrap()], b"ping");
             server.await;
             drop(payload);
+        })
+        .unwrap();
+    }
+
+    /// The parts of one message sent with `more` wait for its last part, so the peer reads
+    /// them together; on loopback a pushed segment is in the peer's queue when send returns.
+    /// The last part goes with SEND_ZC, as a large part of a response may.
+    #[test]
+    fn parts_sent_with_more_wait_for_the_last_part() {
+        use std::io::Read;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        block_on(RingConfig::default(), async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_nonblocking(true).unwrap();
+            let mut bytes = [0u8; 64];
+
+            let (sent, _) = stream
+                .send_all(b"head".to_vec(), 0..4, usize::MAX, true)
+                .await;
+            sent.unwrap();
+            let (sent, _) = stream
+                .send_all(b"part".to_vec(), 0..4, usize::MAX, true)
+                .await;
+            sent.unwrap();
+            let early = peer.read(&mut bytes);
+            assert!(
+                early
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock),
+                "parts sent with more went out before the last part: {early:?}"
+            );
+
+            let (sent, _) = stream.send_all(b"tail".to_vec(), 0..4, 0, false).await;
+            sent.unwrap();
+            let read = peer.read(&mut bytes).unwrap();
+            assert_eq!(&bytes[..read], b"headparttail");
         })
         .unwrap();
     }

@@ -322,26 +322,46 @@ async fn send_response(
     zero_copy_min_bytes: usize,
 ) -> std::io::Result<()> {
     let len = response.head.len();
-    let (result, _) = stream.send_all(response.head, 0..len, usize::MAX).await;
+    let parts = response.raw.len();
+    let (result, _) = stream
+        .send_all(response.head, 0..len, usize::MAX, parts > 0)
+        .await;
     result?;
-    for part in response.raw {
-        match part {
-            RawPart::Slice(slice) => {
-                let len = slice.len();
-                let (result, _) = stream.send_all(slice, 0..len, zero_copy_min_bytes).await;
-                result?;
-            }
-            RawPart::Owned(bytes) => {
-                let len = bytes.len();
-                let (result, _) = stream.send_all(bytes, 0..len, zero_copy_min_bytes).await;
-                result?;
-            }
-            RawPart::Lent(piece) => {
-                let len = piece.len();
-                let (result, _) = stream.send_all(piece, 0..len, zero_copy_min_bytes).await;
-                result?;
-            }
-        }
+    for (index, part) in response.raw.into_iter().enumerate() {
+        let more = index + 1 < parts;
+        send_part(stream, part, zero_copy_min_bytes, more).await?;
     }
     Ok(())
+}
+
+/// Sends one raw part of a response; `more` when parts of the same response follow.
+pub(crate) async fn send_part(
+    stream: &TcpStream,
+    part: RawPart,
+    zero_copy_min_bytes: usize,
+    more: bool,
+) -> std::io::Result<()> {
+    match part {
+        RawPart::Slice(slice) => {
+            let len = slice.len();
+            stream
+                .send_all(slice, 0..len, zero_copy_min_bytes, more)
+                .await
+                .0
+        }
+        RawPart::Owned(bytes) => {
+            let len = bytes.len();
+            stream
+                .send_all(bytes, 0..len, zero_copy_min_bytes, more)
+                .await
+                .0
+        }
+        RawPart::Lent(piece) => {
+            let len = piece.len();
+            stream
+                .send_all(piece, 0..len, zero_copy_min_bytes, more)
+                .await
+                .0
+        }
+    }
 }

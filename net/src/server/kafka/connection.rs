@@ -20,7 +20,7 @@ use ringlog_engine::reactor::{self, tcp::TcpStream};
 use super::codec::{KafkaError, KafkaResponse, OutPart, SIZE_PREFIX_BYTES};
 use super::dispatch::{self, ClientInfo};
 use super::KafkaShard;
-use crate::server::connection::{watching_for_hangup, RawPart};
+use crate::server::connection::{send_part, watching_for_hangup};
 use crate::server::recv_buffer;
 
 /// Smallest request: api key, api version and correlation id.
@@ -283,26 +283,16 @@ async fn send_response(
     response: KafkaResponse,
     zero_copy_min_bytes: usize,
 ) -> std::io::Result<()> {
-    for part in response.parts {
-        let result = match part {
+    let parts = response.parts.len();
+    for (index, part) in response.parts.into_iter().enumerate() {
+        let more = index + 1 < parts;
+        match part {
             OutPart::Encoded(bytes) => {
                 let len = bytes.len();
-                stream.send_all(bytes, 0..len, usize::MAX).await.0
+                stream.send_all(bytes, 0..len, usize::MAX, more).await.0?;
             }
-            OutPart::Raw(RawPart::Slice(slice)) => {
-                let len = slice.len();
-                stream.send_all(slice, 0..len, zero_copy_min_bytes).await.0
-            }
-            OutPart::Raw(RawPart::Owned(bytes)) => {
-                let len = bytes.len();
-                stream.send_all(bytes, 0..len, zero_copy_min_bytes).await.0
-            }
-            OutPart::Raw(RawPart::Lent(piece)) => {
-                let len = piece.len();
-                stream.send_all(piece, 0..len, zero_copy_min_bytes).await.0
-            }
-        };
-        result?;
+            OutPart::Raw(raw) => send_part(stream, raw, zero_copy_min_bytes, more).await?,
+        }
     }
     Ok(())
 }

@@ -96,7 +96,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
     };
     let len = response.len();
-    let (result, _) = stream.send_all(response, 0..len, usize::MAX).await;
+    let (result, _) = stream.send_all(response, 0..len, usize::MAX, false).await;
     if let Err(error) = result {
         tracing::debug!(%error, "metrics response not sent");
         return;
