@@ -28,7 +28,9 @@
 //! uncompressed ones: [`checked_records_max_timestamp`], the checks of [`validate_records`]),
 //! stamps [`set_base_offset`] (outside the CRC) and serves the bytes as they came (save a
 //! maxTimestamp that misstates the records, corrected with [`set_max_timestamp`]). Clients
-//! encode with [`BatchBuilder`], split fetched bytes with [`BatchIter`] and read with [`records`].
+//! encode with [`BatchBuilder`], split fetched bytes with [`BatchIter`] and read with [`records`]
+//! (compressed batches: [`crate::compression::decompress`] their [`records_section`], then
+//! [`decompressed_records`]).
 //! Nothing here panics or allocates on behalf of the bytes it is given.
 
 use std::iter::FusedIterator;
@@ -121,7 +123,8 @@ pub enum BatchError {
     /// The compression codec bits name no known codec.
     #[error("unknown compression codec {0} in batch attributes")]
     UnknownCompression(u8),
-    /// Records of a compressed batch cannot be read without decompressing it.
+    /// [`records`] was given a compressed batch: decompress its [`records_section`] and read
+    /// it with [`decompressed_records`].
     #[error("batch is compressed with {0:?}; its records cannot be read without decompressing")]
     Compressed(Compression),
     /// A record is malformed.
@@ -707,7 +710,29 @@ pub fn records(batch: &[u8]) -> Result<RecordIter<'_>, BatchError> {
     })
 }
 
-/// Iterator over the records of an uncompressed batch; see [`records`].
+/// The header and the records section (the bytes after the fixed header) of one batch that
+/// occupies exactly `batch`, whatever its codec, the header checked as [`records`] checks it.
+/// For a compressed batch the section is what [`crate::compression::decompress`] takes.
+pub fn records_section(batch: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
+    let header = structure(batch, false)?;
+    let section = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+    Ok((header, section))
+}
+
+/// Reads the records of a compressed batch whose header is `header` from its decompressed
+/// records section (see [`crate::compression`]), without allocating; each record is checked
+/// as [`records`] checks it.
+pub fn decompressed_records<'a>(header: &BatchHeader, section: &'a [u8]) -> RecordIter<'a> {
+    RecordIter {
+        header: *header,
+        cursor: Cursor::new(section),
+        records_left: header.records_count,
+        previous_offset_delta: -1,
+        failed: false,
+    }
+}
+
+/// Iterator over the records of a batch; see [`records`] and [`decompressed_records`].
 #[derive(Debug, Clone)]
 pub struct RecordIter<'a> {
     header: BatchHeader,

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod buffer;
 pub mod cache;
 pub mod chunk_pool;
+pub mod compression;
 pub mod data_dir;
 pub mod error;
 pub mod index;
