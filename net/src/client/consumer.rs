@@ -5,10 +5,15 @@ use std::time::{Duration, Instant};
 
 use super::backoff::ReconnectSchedule;
 
-use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
+use ringlog_engine::batch::{
+    self, BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
+};
 
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
 use super::connection::ConnectionConfig;
+use super::decompressed::{
+    Decompressed, DecompressedReader, NextBatch, Pushed, DECOMPRESSED_BYTES_MAX_DEFAULT,
+};
 use super::error::ClientError;
 use super::links::{LinkState, Links, RoutesOverLinks};
 use super::select::ResponseSelect;
@@ -93,6 +98,13 @@ pub struct ConsumerConfig {
     pub reconnect_backoff_ms: u32,
     /// Upper bound on the reconnect backoff: Kafka's `reconnect.backoff.max.ms`.
     pub reconnect_backoff_max_ms: u32,
+    /// Upper bound on the bytes the records of one poll's compressed batches take once
+    /// decompressed (default [`DECOMPRESSED_BYTES_MAX_DEFAULT`], 64 MiB). A batch larger than
+    /// this alone is reported as a [`ClientError::Decompress`] error (a corrupt or hostile
+    /// "zip bomb" batch never makes the consumer allocate past it); batches that only
+    /// together exceed it are left for the next poll. The consumer keeps the buffer between
+    /// polls, so its memory stays within about twice this bound.
+    pub decompressed_bytes_max: usize,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -109,6 +121,7 @@ impl Default for ConsumerConfig {
             connection_per_shard: true,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            decompressed_bytes_max: DECOMPRESSED_BYTES_MAX_DEFAULT,
             connection: ConnectionConfig::default(),
         }
     }
@@ -177,8 +190,10 @@ struct InFlight {
 /// records, and a later poll finds it on its way (or drops it, if the positions were moved
 /// meanwhile). A long poll still on its way when `poll`'s timeout ends is left in flight for
 /// the next poll. Records come decoded by `ringlog_engine::batch`, borrowing the
-/// response buffer: no copy and no allocation per record. Compressed batches are reported as
-/// errors (this client does not decompress yet).
+/// response buffer: no copy and no allocation per record. Batches that Kafka producers
+/// compressed (gzip, snappy, LZ4, zstd) are decompressed when their response arrives, into a
+/// buffer the consumer keeps from poll to poll (bounded by
+/// [`ConsumerConfig::decompressed_bytes_max`]), and their records borrow that buffer.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -214,6 +229,11 @@ pub struct Consumer {
     /// The last fetch response and the link it came from, which the records of the last poll
     /// borrow.
     last: Option<(usize, FetchResult)>,
+    /// The records of `last`'s compressed batches.
+    decompressed: Decompressed,
+    /// (partition, base offset) of the compressed batch at which `decompressed` ran out of
+    /// its bound in a partition: that partition's position stops there.
+    deferred: Vec<(u32, i64)>,
     /// (partition, offset asked for) of the last fetch: records before it are skipped.
     fetch_starts: Vec<(u32, i64)>,
     /// Scratch for building fetch requests.
@@ -243,6 +263,8 @@ impl Consumer {
             topic: String::new(),
             assigned: Vec::new(),
             last: None,
+            decompressed: Decompressed::default(),
+            deferred: Vec::new(),
             fetch_starts: Vec::new(),
             fetch_partitions: Vec::new(),
             spare_starts: Vec::new(),
@@ -409,6 +431,7 @@ impl Consumer {
             };
             self.links.connection_worked();
             self.spare_starts = std::mem::replace(&mut self.fetch_starts, in_flight.starts);
+            self.decompress_fetch(&result);
             let (got_records, failed_retriably) = self.apply_fetch(&result)?;
             if got_records {
                 self.send_prefetch(index);
@@ -425,7 +448,48 @@ impl Consumer {
         if last.is_none() {
             self.fetch_starts.clear();
         }
-        Ok(Records::new(last, &self.topic, &self.fetch_starts))
+        Ok(Records::new(
+            last,
+            &self.topic,
+            &self.fetch_starts,
+            &self.decompressed,
+        ))
+    }
+
+    /// Decompresses the compressed batches of `result` that the poll's [`Records`] will read,
+    /// in the order it reads them (see `decompressed.rs`), and notes where a partition ran
+    /// past `decompressed_bytes_max`.
+    fn decompress_fetch(&mut self, result: &FetchResult) {
+        self.decompressed.clear();
+        self.deferred.clear();
+        // The frame was verified when it was received; failing here means no records.
+        let Ok(partitions) = result.partitions() else {
+            return;
+        };
+        for fetched in partitions {
+            if !fetched.status.is_ok() {
+                continue;
+            }
+            let start = start_of(&self.fetch_starts, fetched.partition);
+            for (header, bytes) in BatchIter::new(fetched.batches).map_while(Result::ok) {
+                if !holds_wanted_records(&header, start)
+                    || header.compression() == Compression::None
+                {
+                    continue;
+                }
+                let pushed = self.decompressed.push(
+                    fetched.partition,
+                    &header,
+                    bytes,
+                    self.config.decompressed_bytes_max,
+                    true,
+                );
+                if pushed == Pushed::Deferred {
+                    self.deferred.push((fetched.partition, header.base_offset));
+                    break;
+                }
+            }
+        }
     }
 
     /// Runs `call` on the first connection (which serves ListOffsets and Metadata),
@@ -682,7 +746,16 @@ impl Consumer {
                     let Some(position) = assigned.position else {
                         continue;
                     };
-                    let (next, stopped) = next_position(position, fetched.batches);
+                    let (mut next, stopped) = next_position(position, fetched.batches);
+                    // Batches left for the next poll by the decompression bound are fetched
+                    // again from the first of them.
+                    if let Some((_, stop)) = self
+                        .deferred
+                        .iter()
+                        .find(|(partition, _)| *partition == fetched.partition)
+                    {
+                        next = next.min((*stop).max(position));
+                    }
                     // A batch that stopped the walk is news too: the poll returns, and the
                     // records iterator reports it, instead of fetching it again until the
                     // timeout.
@@ -892,7 +965,24 @@ fn next_position(position: i64, batches: &[u8]) -> (i64, bool) {
     (next, false)
 }
 
-/// One consumed record, borrowing the fetch response.
+/// Where the last fetch started reading `partition` (0 if it did not name it).
+fn start_of(starts: &[(u32, i64)], partition: u32) -> i64 {
+    starts
+        .iter()
+        .find(|(p, _)| *p == partition)
+        .map_or(0, |(_, start)| *start)
+}
+
+/// Whether a poll that started reading its partition at `start` reads records of the batch
+/// whose header is `header`: control batches and batches wholly before it are passed over.
+/// [`Consumer::decompress_fetch`] and [`Records`] both decide by it, so they meet the same
+/// compressed batches.
+fn holds_wanted_records(header: &BatchHeader, start: i64) -> bool {
+    !header.is_control() && header.next_offset() > start
+}
+
+/// One consumed record, borrowing the fetch response (or, for a compressed batch, the
+/// consumer's decompression buffer, which lives as long).
 #[derive(Debug, Clone)]
 pub struct ConsumerRecord<'a> {
     /// Topic name.
@@ -917,6 +1007,7 @@ pub struct Records<'a> {
     topic: &'a str,
     partitions: Option<FetchedPartitions<'a>>,
     starts: &'a [(u32, i64)],
+    decompressed: DecompressedReader<'a>,
     current: Option<PartitionCursor<'a>>,
 }
 
@@ -930,13 +1021,19 @@ struct PartitionCursor<'a> {
 }
 
 impl<'a> Records<'a> {
-    fn new(last: Option<&'a FetchResult>, topic: &'a str, starts: &'a [(u32, i64)]) -> Self {
+    fn new(
+        last: Option<&'a FetchResult>,
+        topic: &'a str,
+        starts: &'a [(u32, i64)],
+        decompressed: &'a Decompressed,
+    ) -> Self {
         // The frame was verified when it was received; failing again here means no records.
         let partitions = last.and_then(|result| result.partitions().ok());
         Self {
             topic,
             partitions,
             starts,
+            decompressed: decompressed.reader(),
             current: None,
         }
     }
@@ -945,6 +1042,7 @@ impl<'a> Records<'a> {
     fn next_in_partition(
         topic: &'a str,
         cursor: &mut PartitionCursor<'a>,
+        decompressed: &mut DecompressedReader<'a>,
     ) -> Option<Result<ConsumerRecord<'a>, ClientError>> {
         loop {
             if let Some((header, records)) = &mut cursor.records {
@@ -977,12 +1075,21 @@ impl<'a> Records<'a> {
             }
             match cursor.batches.next()? {
                 Ok((header, bytes)) => {
-                    if header.is_control() || header.next_offset() <= cursor.start {
+                    if !holds_wanted_records(&header, cursor.start) {
                         continue;
                     }
-                    match batch::records(bytes) {
-                        Ok(records) => cursor.records = Some((header, records)),
-                        Err(error) => return Some(Err(error.into())),
+                    if header.compression() == Compression::None {
+                        match batch::records(bytes) {
+                            Ok(records) => cursor.records = Some((header, records)),
+                            Err(error) => return Some(Err(error.into())),
+                        }
+                        continue;
+                    }
+                    match decompressed.next_batch(&header) {
+                        NextBatch::Records(records) => cursor.records = Some((header, records)),
+                        NextBatch::Failed(error) => return Some(Err(error)),
+                        // The rest of the partition is read by the next poll.
+                        NextBatch::Deferred => return None,
                     }
                 }
                 Err(error) => return Some(Err(error.into())),
@@ -997,7 +1104,9 @@ impl<'a> Iterator for Records<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(cursor) = &mut self.current {
-                if let Some(item) = Self::next_in_partition(self.topic, cursor) {
+                if let Some(item) =
+                    Self::next_in_partition(self.topic, cursor, &mut self.decompressed)
+                {
                     return Some(item);
                 }
                 self.current = None;
@@ -1006,11 +1115,7 @@ impl<'a> Iterator for Records<'a> {
             if !fetched.status.is_ok() {
                 continue;
             }
-            let start = self
-                .starts
-                .iter()
-                .find(|(partition, _)| *partition == fetched.partition)
-                .map_or(0, |(_, start)| *start);
+            let start = start_of(self.starts, fetched.partition);
             self.current = Some(PartitionCursor {
                 partition: fetched.partition,
                 start,
@@ -1424,7 +1529,9 @@ mod tests {
             batches: BatchIter::new(&batches),
             records: None,
         };
-        let item = Records::next_in_partition("t", &mut cursor).unwrap();
+        let decompressed = Decompressed::default();
+        let item =
+            Records::next_in_partition("t", &mut cursor, &mut decompressed.reader()).unwrap();
         assert!(matches!(item, Err(ClientError::Batch(_))));
     }
 }

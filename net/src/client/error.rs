@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ringlog_engine::batch::BatchError;
+use ringlog_engine::compression::DecompressError;
 use thiserror::Error;
 
 use crate::api::ApiKey;
@@ -49,6 +50,17 @@ pub enum ClientError {
     /// A fetched batch or record could not be read.
     #[error("bad record batch: {0}")]
     Batch(#[from] BatchError),
+    /// A fetched compressed batch could not be decompressed: its payload is corrupt, or its
+    /// records are larger than the consumer's `decompressed_bytes_max`.
+    #[error("batch at offset {base_offset} of partition {partition}: {source}")]
+    Decompress {
+        /// The batch's partition.
+        partition: u32,
+        /// The batch's base offset.
+        base_offset: i64,
+        /// What failed.
+        source: DecompressError,
+    },
     /// A record is larger than a batch may be (`batch_bytes_max`).
     #[error("record of {record_bytes} bytes exceeds batch_bytes_max {batch_bytes_max}")]
     RecordTooLarge {

@@ -45,6 +45,7 @@ mod backoff;
 mod calls;
 mod connection;
 mod consumer;
+mod decompressed;
 mod error;
 mod group_calls;
 mod group_consumer;
@@ -66,6 +67,7 @@ pub use connection::{Connection, ConnectionConfig, FrameReader, FrameWriter, Res
 pub use consumer::{
     AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, PositionReset, Records, SeekTo,
 };
+pub use decompressed::DECOMPRESSED_BYTES_MAX_DEFAULT;
 pub use error::ClientError;
 pub use group_calls::{
     Assignment, EntryResult, GroupDescription, GroupJoin, GroupMemberInfo, GroupOffset,

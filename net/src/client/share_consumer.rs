@@ -37,11 +37,16 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringlog_engine::batch::{self, BatchHeader, BatchIter, HeaderIter, RecordIter, TimestampType};
+use ringlog_engine::batch::{
+    self, BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
+};
 
 use super::backoff::ReconnectSchedule;
 use super::calls::{duration_ms_u32, partition_count_of};
 use super::connection::{ConnectionConfig, ResponseFrame};
+use super::decompressed::{
+    Decompressed, DecompressedReader, NextBatch, DECOMPRESSED_BYTES_MAX_DEFAULT,
+};
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
 use super::links::{Links, RoutesOverLinks};
@@ -79,6 +84,12 @@ pub struct ShareConsumerConfig {
     pub reconnect_backoff_ms: u32,
     /// Upper bound on the reconnect backoff: Kafka's `reconnect.backoff.max.ms`.
     pub reconnect_backoff_max_ms: u32,
+    /// Upper bound on the bytes one compressed batch's records take once decompressed
+    /// (default [`DECOMPRESSED_BYTES_MAX_DEFAULT`], 64 MiB); a larger batch (a corrupt or
+    /// hostile "zip bomb") is reported as a [`ClientError::Decompress`] error in place of its
+    /// records. Per batch, not per poll: acquired records cannot be left for a later poll
+    /// (`max_records` bounds how many batches one poll holds).
+    pub decompressed_bytes_max: usize,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -94,6 +105,7 @@ impl Default for ShareConsumerConfig {
             connection_per_shard: true,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            decompressed_bytes_max: DECOMPRESSED_BYTES_MAX_DEFAULT,
             connection: ConnectionConfig::default(),
         }
     }
@@ -120,11 +132,13 @@ struct Fetched {
     result: ShareFetchResult,
 }
 
-/// The records of one poll, owning the responses they are read from.
+/// The records of one poll, owning the responses they are read from and the records of their
+/// compressed batches, decompressed when the poll received them (see `decompressed.rs`).
 #[derive(Debug, Clone, Default)]
 pub struct ShareBatch {
     topic: String,
     fetched: Vec<Fetched>,
+    decompressed: Decompressed,
 }
 
 impl ShareBatch {
@@ -154,7 +168,26 @@ impl ShareBatch {
         ShareRecords {
             topic: &self.topic,
             fetched: self.fetched.iter(),
+            decompressed: self.decompressed.reader(),
             current: None,
+        }
+    }
+
+    /// Decompresses the compressed batches that [`Self::records`] reads, in the order it
+    /// reads them: it walks the same batches and passes over the same (control) ones.
+    fn decompress(&mut self, limit_bytes: usize) {
+        self.decompressed.clear();
+        for fetched in &self.fetched {
+            let Ok(batches) = fetched.result.batches() else {
+                continue;
+            };
+            for (header, bytes) in BatchIter::new(batches).map_while(Result::ok) {
+                if header.is_control() || header.compression() == Compression::None {
+                    continue;
+                }
+                self.decompressed
+                    .push(fetched.partition, &header, bytes, limit_bytes, false);
+            }
         }
     }
 }
@@ -185,6 +218,7 @@ pub struct ShareRecord<'a> {
 pub struct ShareRecords<'a> {
     topic: &'a str,
     fetched: std::slice::Iter<'a, Fetched>,
+    decompressed: DecompressedReader<'a>,
     current: Option<Cursor<'a>>,
 }
 
@@ -197,7 +231,11 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn next_record(&mut self, topic: &'a str) -> Option<Result<ShareRecord<'a>, ClientError>> {
+    fn next_record(
+        &mut self,
+        topic: &'a str,
+        decompressed: &mut DecompressedReader<'a>,
+    ) -> Option<Result<ShareRecord<'a>, ClientError>> {
         loop {
             if let Some((header, records)) = &mut self.records {
                 match records.next() {
@@ -237,9 +275,18 @@ impl<'a> Cursor<'a> {
                     if header.is_control() {
                         continue;
                     }
-                    match batch::records(bytes) {
-                        Ok(records) => self.records = Some((header, records)),
-                        Err(error) => return Some(Err(error.into())),
+                    if header.compression() == Compression::None {
+                        match batch::records(bytes) {
+                            Ok(records) => self.records = Some((header, records)),
+                            Err(error) => return Some(Err(error.into())),
+                        }
+                        continue;
+                    }
+                    match decompressed.next_batch(&header) {
+                        NextBatch::Records(records) => self.records = Some((header, records)),
+                        NextBatch::Failed(error) => return Some(Err(error)),
+                        // Only the consumer defers; nothing is left for later here.
+                        NextBatch::Deferred => return None,
                     }
                 }
                 Err(error) => return Some(Err(error.into())),
@@ -254,7 +301,7 @@ impl<'a> Iterator for ShareRecords<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(cursor) = &mut self.current {
-                if let Some(item) = cursor.next_record(self.topic) {
+                if let Some(item) = cursor.next_record(self.topic, &mut self.decompressed) {
                     return Some(item);
                 }
                 self.current = None;
@@ -507,6 +554,7 @@ impl ShareConsumer {
         let mut batch = ShareBatch {
             topic: self.topic.clone(),
             fetched: Vec::new(),
+            decompressed: Decompressed::default(),
         };
         for (partition, correlation_id, link, acks) in sent {
             self.receive_answer(partition, correlation_id, link, acks, wait, &mut batch)
@@ -514,6 +562,7 @@ impl ShareConsumer {
                     first_error.get_or_insert(error);
                 });
         }
+        batch.decompress(self.config.decompressed_bytes_max);
         // Records acquired in this round are returned even when another partition failed (they
         // are leased to this member: dropping them would hold them until the lease ends); the
         // failure surfaces on the next poll that acquires nothing.
