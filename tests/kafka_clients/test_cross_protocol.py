@@ -1,9 +1,16 @@
 """Records cross between the protocols unchanged: kcat writes, `ringlog consume` reads; `ringlog
-produce` writes, kafka-python reads."""
+produce` writes, kafka-python reads; compressing Kafka producers write, `ringlog consume` reads."""
 
+import json
 import subprocess
 
-from kafka import KafkaConsumer, TopicPartition
+import pytest
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from conftest import create_topic
+
+CODECS = ["gzip", "snappy", "lz4", "zstd"]
 
 
 def test_kcat_to_ringlog_consume(server, topic):
@@ -31,3 +38,37 @@ def test_ringlog_produce_to_kafka_python(server, topic):
     finally:
         consumer.close()
     assert got == list(enumerate(values))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_compressing_producers_to_ringlog_consume(server, codec):
+    """confluent-kafka (librdkafka) and kafka-python compress batches with every codec; the
+    native client decompresses them: `ringlog consume` prints every record, key and header."""
+    topic = create_topic(server, partitions=2, prefix=f"zip-{codec}")
+    count = 500
+    values = [f"{codec}-{i}-" + "x" * (i % 64) for i in range(count)]
+    rdkafka = Producer({
+        "bootstrap.servers": server.bootstrap,
+        "compression.type": codec,
+        "linger.ms": 50,
+    })
+    for i, value in enumerate(values):
+        rdkafka.produce(topic, partition=0, key=f"k{i}".encode(), value=value.encode(),
+                        headers=[("n", str(i).encode())])
+    assert rdkafka.flush(60) == 0
+    python = KafkaProducer(bootstrap_servers=server.bootstrap, compression_type=codec, linger_ms=50)
+    for i, value in enumerate(values):
+        python.send(topic, partition=1, key=f"k{i}".encode(), value=value.encode(),
+                    headers=[("n", str(i).encode())])
+    python.flush(60)
+    python.close()
+
+    out = server.ringlog("consume", topic, "--from", "earliest", "--count", str(2 * count),
+                         "--format", "json")
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    for partition in (0, 1):
+        got = [line for line in lines if line["partition"] == partition]
+        assert [line["offset"] for line in got] == list(range(count)), partition
+        assert [line["value"] for line in got] == values, partition
+        assert [line["key"] for line in got] == [f"k{i}" for i in range(count)], partition
+        assert [line["headers"] for line in got] == [[{"key": "n", "value": str(i)}] for i in range(count)]
