@@ -285,11 +285,19 @@ fn every_codec_is_read_by_the_consumer_the_share_consumer_and_consume() {
     assert!(share.flush_acks().unwrap().is_empty());
     share.close().unwrap();
 
-    // `ringlog consume` prints every record, headers included.
+    // `ringlog consume` prints every record, headers included: alone (the Consumer), as a
+    // group member (the GroupConsumer) and as a share group member (the ShareConsumer).
     let count = expected.len().to_string();
-    let out = server.ok(&[
-        "consume", "zipped", "--from", "earliest", "--count", &count, "--format", "json",
-    ]);
+    let json = ["--count", &count, "--format", "json"];
+    let out = server.ok(&[&["consume", "zipped", "--from", "earliest"][..], &json].concat());
+    let grouped = server.ok(&[
+        &["consume", "zipped", "--group", "g", "--from", "earliest"][..],
+        &json,
+    ]
+    .concat());
+    assert_eq!(grouped, out);
+    let shared = server.ok(&[&["consume", "zipped", "--share-group", "cli"][..], &json].concat());
+    assert_eq!(shared, out);
     let lines: Vec<Value> = out
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

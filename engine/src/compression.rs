@@ -194,7 +194,34 @@ fn zstd(input: &[u8], out: &mut Vec<u8>, limit_bytes: usize) -> Result<(), Decom
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::io::Write;
+
+    proptest! {
+        /// Any bytes, behind each codec's magic so that the decoders get past their first
+        /// check: an error that leaves `out` alone, or at most the bound; never a panic.
+        #[test]
+        fn arbitrary_payloads_never_panic_nor_pass_the_bound(
+            codec in 1i16..=4,
+            with_magic in any::<bool>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let codec = Compression::from_attributes(codec);
+            let magic: &[u8] = match (with_magic, codec) {
+                (false, _) => b"",
+                (true, Compression::Gzip) => b"\x1f\x8b\x08\0\0\0\0\0\0\xff",
+                (true, Compression::Snappy) => b"\x82SNAPPY\0\0\0\0\x01\0\0\0\x01",
+                (true, Compression::Lz4) => b"\x04\x22\x4d\x18",
+                (true, _) => b"\x28\xb5\x2f\xfd",
+            };
+            let input = [magic, &bytes].concat();
+            let mut out = b"kept".to_vec();
+            match decompress(codec, &input, &mut out, 4096) {
+                Ok(()) => prop_assert!(out.len() <= 4 + 4096),
+                Err(_) => prop_assert_eq!(&out[..], b"kept"),
+            }
+        }
+    }
 
     fn sample() -> Vec<u8> {
         (0..10_000u32)
