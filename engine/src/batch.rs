@@ -37,6 +37,7 @@ use std::iter::FusedIterator;
 
 use thiserror::Error;
 
+use crate::compression::{CompressError, Compressor};
 use crate::varint::{self, VarintError};
 
 /// Bytes of baseOffset + batchLength: the part of a batch that batchLength does not count.
@@ -163,6 +164,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The attributes bits that name this codec.
+    pub fn attribute_bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+            Compression::Unknown(id) => i16::from(id) & COMPRESSION_MASK,
+        }
+    }
+
     /// The codec named by batch attributes.
     pub fn from_attributes(attributes: i16) -> Compression {
         match (attributes & COMPRESSION_MASK) as u8 {
@@ -945,6 +958,8 @@ pub struct BatchBuilder {
     base_sequence: i32,
     attributes: i16,
     batch_bytes_max: usize,
+    /// Set once the records section is compressed: it takes no more records.
+    compressed: Option<Compression>,
 }
 
 impl BatchBuilder {
@@ -961,6 +976,7 @@ impl BatchBuilder {
             base_sequence: -1,
             attributes: 0,
             batch_bytes_max: BATCH_BYTES_MAX,
+            compressed: None,
         };
         builder.reset(base_timestamp_ms);
         builder
@@ -974,6 +990,7 @@ impl BatchBuilder {
         self.base_timestamp_ms = base_timestamp_ms;
         self.max_timestamp_ms = None;
         self.record_count = 0;
+        self.compressed = None;
     }
 
     /// Gives the buffer back (holding the last finished batch if `finish` was the last call).
@@ -1033,6 +1050,9 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) -> Result<(), BatchError> {
+        if let Some(codec) = self.compressed {
+            return Err(BatchError::Compressed(codec));
+        }
         let offset_delta = self.record_count;
         // Java longs wrap; do the same so that any timestamp round-trips.
         let timestamp_delta_ms = timestamp_ms.wrapping_sub(self.base_timestamp_ms);
@@ -1084,6 +1104,44 @@ impl BatchBuilder {
         &self.buf
     }
 
+    /// [`BatchBuilder::finish_unsealed`] with the records section compressed by `codec` (as
+    /// Kafka's producer does when it closes a batch): the section is compressed into
+    /// `scratch` (cleared first; reuse it from batch to batch) and copied back behind the
+    /// header, and the codec bits and batchLength are set. The CRC is left 0, as there.
+    ///
+    /// When the compressed section is not smaller than the plain one, the batch is left
+    /// uncompressed (codec bits 0), as librdkafka does (Kafka's Java producer keeps it
+    /// compressed): a batch never grows past its size limit, and readers have nothing to
+    /// decompress. [`Compression::None`] finishes the batch uncompressed. On error the batch
+    /// is finished uncompressed and may be sent as such.
+    ///
+    /// Once compressed, the batch takes no more records ([`BatchBuilder::push`] fails with
+    /// [`BatchError::Compressed`]) until [`BatchBuilder::reset`].
+    pub fn finish_unsealed_compressed(
+        &mut self,
+        codec: Compression,
+        compressor: &mut Compressor,
+        scratch: &mut Vec<u8>,
+    ) -> Result<&[u8], CompressError> {
+        self.finish_unsealed();
+        if codec == Compression::None || self.compressed.is_some() {
+            return Ok(&self.buf);
+        }
+        scratch.clear();
+        compressor.compress(codec, &self.buf[BATCH_HEADER_BYTES..], scratch)?;
+        if scratch.len() >= self.buf.len() - BATCH_HEADER_BYTES {
+            return Ok(&self.buf);
+        }
+        self.buf.truncate(BATCH_HEADER_BYTES);
+        self.buf.extend_from_slice(scratch);
+        let attributes = (self.attributes & !COMPRESSION_MASK) | codec.attribute_bits();
+        let batch_length = length_i32(self.buf.len() - BATCH_OVERHEAD_BYTES);
+        self.buf[LENGTH_OFFSET..LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+        self.buf[CRC_COVERED_FROM..CRC_COVERED_FROM + 2].copy_from_slice(&attributes.to_be_bytes());
+        self.compressed = Some(codec);
+        Ok(&self.buf)
+    }
+
     /// [`BatchBuilder::finish`] but for the CRC, which is left 0: for a batch whose producer
     /// fields are stamped before it is sent ([`set_producer_fields`] computes the CRC then,
     /// [`seal`] does if they are not), so that the CRC pass over every byte is taken once.
@@ -1098,7 +1156,7 @@ impl BatchBuilder {
             partition_leader_epoch: -1,
             magic: MAGIC_V2,
             crc: 0,
-            attributes: self.attributes,
+            attributes: self.attributes | self.compressed.map_or(0, Compression::attribute_bits),
             last_offset_delta: (self.record_count - 1).max(0),
             base_timestamp_ms: self.base_timestamp_ms,
             max_timestamp_ms: self.max_timestamp_ms.unwrap_or(self.base_timestamp_ms),
@@ -1242,6 +1300,92 @@ mod tests {
         set_producer_fields(&mut stamped, 42, 3, 1_000).unwrap();
         assert_eq!(validate_records(&stamped).unwrap().producer_id, 42);
         assert!(seal(&mut unsealed[..60]).is_err());
+    }
+
+    #[test]
+    fn a_compressed_batch_reads_back_and_takes_no_more_records() {
+        let mut compressor = Compressor::new();
+        let mut scratch = Vec::new();
+        let value = vec![b'v'; 300];
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut builder = BatchBuilder::new(Vec::new(), 1_000);
+            builder.set_transactional(false);
+            for i in 0..20i64 {
+                builder
+                    .push(1_000 + i, Some(b"key"), Some(&value), &[("h", Some(b"x"))])
+                    .unwrap();
+            }
+            let plain = builder.finish().to_vec();
+            let mut batch = builder
+                .finish_unsealed_compressed(codec, &mut compressor, &mut scratch)
+                .unwrap()
+                .to_vec();
+            assert!(batch.len() < plain.len() / 4, "{codec:?}: {}", batch.len());
+            seal(&mut batch).unwrap();
+            let header = validate(&batch).unwrap();
+            assert_eq!(header.compression(), codec);
+            assert_eq!(header.total_bytes(), batch.len());
+            assert_eq!((header.records_count, header.last_offset_delta), (20, 19));
+            assert_eq!(header.max_timestamp_ms, 1_019);
+            let mut section = Vec::new();
+            crate::compression::decompress(
+                codec,
+                &batch[BATCH_HEADER_BYTES..],
+                &mut section,
+                1 << 20,
+            )
+            .unwrap();
+            assert_eq!(section, plain[BATCH_HEADER_BYTES..], "{codec:?}");
+            // Finishing again keeps the codec bits; pushing is refused until reset.
+            assert_eq!(
+                BatchHeader::parse(builder.finish()).unwrap().compression(),
+                codec
+            );
+            assert_eq!(
+                builder.push(2_000, None, None, &[]),
+                Err(BatchError::Compressed(codec))
+            );
+            builder.reset(3_000);
+            builder.push(3_000, None, Some(b"plain"), &[]).unwrap();
+            let again = builder.finish();
+            assert_eq!(validate(again).unwrap().compression(), Compression::None);
+        }
+    }
+
+    #[test]
+    fn a_section_that_does_not_shrink_is_sent_plain() {
+        let mut compressor = Compressor::new();
+        let mut scratch = Vec::new();
+        let mut builder = BatchBuilder::new(Vec::new(), 1);
+        builder.push(1, None, Some(b"x"), &[]).unwrap();
+        let plain = builder.finish().to_vec();
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut batch = builder
+                .finish_unsealed_compressed(codec, &mut compressor, &mut scratch)
+                .unwrap()
+                .to_vec();
+            seal(&mut batch).unwrap();
+            assert_eq!(batch, plain, "{codec:?}");
+        }
+        assert_eq!(
+            builder.finish_unsealed_compressed(
+                Compression::Unknown(6),
+                &mut compressor,
+                &mut scratch
+            ),
+            Err(CompressError::UnsupportedCodec(Compression::Unknown(6)))
+        );
     }
 
     fn fix_crc(batch: &mut [u8]) {

@@ -1,23 +1,33 @@
-//! Decompression of the records section of compressed batches (attributes bits 0-2), as Kafka
-//! producers write them: gzip, snappy, LZ4 and zstd.
+//! Compression of a batch's records section (attributes bits 0-2), for producers, and its
+//! decompression, for clients that read records: gzip, snappy, LZ4 and zstd, in the formats
+//! Kafka producers write.
 //!
-//! The broker never decompresses: batches are stored and served as the producer sent them.
-//! Only clients that read records call [`decompress`], and they read the decompressed section
-//! with [`crate::batch::decompressed_records`]. Formats, as Kafka's Java client and librdkafka
-//! write them:
+//! The broker does neither: batches are stored and served as the producer sent them. The
+//! native producer calls [`Compressor::compress`] (through
+//! [`crate::batch::BatchBuilder::finish_unsealed_compressed`]) when it closes a batch; clients
+//! that read records call [`decompress`] and read the decompressed section with
+//! [`crate::batch::decompressed_records`]. Formats:
 //!
-//! - gzip: one or more gzip members (RFC 1952).
+//! - gzip: one or more gzip members (RFC 1952). Written as one member at the default level (6),
+//!   as Java's `GZIPOutputStream` does for Kafka's producer.
 //! - snappy: xerial framing (`\x82SNAPPY\0`, two big-endian i32 versions, then blocks of
-//!   `u32 BE length | raw snappy`), which both Java and librdkafka write; a section without
-//!   the magic is read as one raw snappy block, as librdkafka also accepts.
+//!   `u32 BE length | raw snappy`), as Kafka's Java producer writes it through snappy-java's
+//!   `SnappyOutputStream`: version 1, compatible version 1, one block per 32 KiB of input.
+//!   A section without the magic is read as one raw snappy block, which is what librdkafka
+//!   writes.
 //! - LZ4: the LZ4 frame format (Kafka's magic-2 batches have the correct header checksum).
-//! - zstd: one or more zstd frames.
+//!   Written as Kafka's `Lz4BlockOutputStream` writes it: 64 KiB independent blocks, no block
+//!   or content checksums, no content size (Java's reader refuses dependent blocks), an
+//!   incompressible block stored as it is.
+//! - zstd: one or more zstd frames. Written as one frame by ruzstd, whose only implemented
+//!   level is about zstd's level 1 (Kafka's producer uses 3): a little larger, any zstd
+//!   reader reads it.
 //!
-//! Every codec writes into a caller-owned buffer and stops at a caller-given bound, so a
-//! small payload that expands without limit (a "zip bomb") is an error, never an allocation
-//! past the bound.
+//! Every codec writes into a caller-owned buffer. Decompression stops at a caller-given bound,
+//! so a small payload that expands without limit (a "zip bomb") is an error, never an
+//! allocation past the bound.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use thiserror::Error;
 
@@ -47,9 +57,184 @@ pub enum DecompressError {
     UnsupportedCodec(Compression),
 }
 
+/// Why a records section could not be compressed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CompressError {
+    /// The codec is none, or one Kafka does not define.
+    #[error("cannot compress with codec {0:?}")]
+    UnsupportedCodec(Compression),
+    /// The encoder failed (it writes to memory, so this is not expected).
+    #[error("{codec:?} compression failed: {reason}")]
+    Failed {
+        /// The codec asked for.
+        codec: Compression,
+        /// What the encoder said.
+        reason: String,
+    },
+}
+
 /// Xerial snappy framing: magic, then version and compatible version (big-endian i32 each).
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
 const XERIAL_HEADER_BYTES: usize = 16;
+/// The versions snappy-java's `SnappyCodec` writes (DEFAULT_VERSION and
+/// MINIMUM_COMPATIBLE_VERSION).
+const XERIAL_VERSION: i32 = 1;
+const XERIAL_COMPATIBLE_VERSION: i32 = 1;
+/// Input bytes per xerial block: `SnappyOutputStream`'s default, which Kafka's producer uses.
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+/// A gzip member header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// Compresses records sections, keeping codec state from batch to batch. Gzip's deflate state
+/// (some hundreds of KiB) and snappy's hash table are made once and reused; the LZ4 and zstd
+/// encoders of lz4_flex and ruzstd cannot be reset, so they are made per batch (some tens of
+/// KiB of tables and buffers each time). Nothing is allocated per record.
+pub struct Compressor {
+    /// Made on first use: only producers that gzip pay for it.
+    deflate: Option<flate2::Compress>,
+    snappy: snap::raw::Encoder,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor")
+            .field("deflate", &self.deflate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Compressor {
+    fn default() -> Self {
+        Compressor::new()
+    }
+}
+
+impl Compressor {
+    /// A compressor with no codec state yet.
+    pub fn new() -> Compressor {
+        Compressor {
+            deflate: None,
+            snappy: snap::raw::Encoder::new(),
+        }
+    }
+
+    /// Appends `input` (a batch's records section) compressed with `codec` to `out`, in the
+    /// format Kafka's Java producer writes (see the module docs). `out`'s spare capacity is
+    /// used first, so a buffer reused from batch to batch stops growing. On error `out` is as
+    /// it was.
+    pub fn compress(
+        &mut self,
+        codec: Compression,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
+        let start = out.len();
+        let result = match codec {
+            Compression::Gzip => self.gzip(input, out),
+            Compression::Snappy => self.xerial_snappy(input, out),
+            Compression::Lz4 => lz4_frame(input, out),
+            Compression::Zstd => zstd_frame(input, out),
+            Compression::None | Compression::Unknown(_) => {
+                Err(CompressError::UnsupportedCodec(codec))
+            }
+        };
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// One gzip member: header, raw deflate from the reused state, CRC-32 and length.
+    fn gzip(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+        const CODEC: Compression = Compression::Gzip;
+        out.extend_from_slice(&GZIP_HEADER);
+        let deflate = self
+            .deflate
+            .get_or_insert_with(|| flate2::Compress::new(flate2::Compression::default(), false));
+        deflate.reset();
+        let mut consumed = 0;
+        loop {
+            // compress_vec writes into spare capacity only; most input shrinks to under half.
+            out.reserve((input.len() - consumed) / 2 + 1024);
+            let (in_before, out_before) = (deflate.total_in(), deflate.total_out());
+            let status = deflate
+                .compress_vec(&input[consumed..], out, flate2::FlushCompress::Finish)
+                .map_err(|error| failed(CODEC, error))?;
+            let took = usize::try_from(deflate.total_in() - in_before).unwrap_or(usize::MAX);
+            consumed = consumed.saturating_add(took).min(input.len());
+            match status {
+                flate2::Status::StreamEnd => break,
+                _ if took == 0 && deflate.total_out() == out_before => {
+                    return Err(failed(CODEC, "deflate made no progress"));
+                }
+                _ => {}
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(input);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE is the input length modulo 2^32 (RFC 1952).
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        Ok(())
+    }
+
+    /// Xerial framing, as snappy-java's `SnappyOutputStream` writes it for Kafka.
+    fn xerial_snappy(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+        const CODEC: Compression = Compression::Snappy;
+        out.extend_from_slice(XERIAL_MAGIC);
+        out.extend_from_slice(&XERIAL_VERSION.to_be_bytes());
+        out.extend_from_slice(&XERIAL_COMPATIBLE_VERSION.to_be_bytes());
+        for chunk in input.chunks(XERIAL_BLOCK_BYTES) {
+            let at = out.len();
+            let body = at + 4;
+            out.resize(body + snap::raw::max_compress_len(chunk.len()), 0);
+            let written = self
+                .snappy
+                .compress(chunk, &mut out[body..])
+                .map_err(|error| failed(CODEC, error))?;
+            // A block of 32 KiB compresses to well under 4 GiB.
+            let length = u32::try_from(written).map_err(|error| failed(CODEC, error))?;
+            out[at..body].copy_from_slice(&length.to_be_bytes());
+            out.truncate(body + written);
+        }
+        Ok(())
+    }
+}
+
+/// An LZ4 frame as Kafka's `Lz4BlockOutputStream` writes it (see the module docs).
+fn lz4_frame(input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+    const CODEC: Compression = Compression::Lz4;
+    let info = lz4_flex::frame::FrameInfo::new()
+        .block_size(lz4_flex::frame::BlockSize::Max64KB)
+        .block_mode(lz4_flex::frame::BlockMode::Independent)
+        .block_checksums(false)
+        .content_checksum(false);
+    let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
+    encoder
+        .write_all(input)
+        .map_err(|error| failed(CODEC, error))?;
+    encoder.finish().map_err(|error| failed(CODEC, error))?;
+    Ok(())
+}
+
+/// One zstd frame (with its content checksum).
+fn zstd_frame(input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressError> {
+    // ruzstd's encoder unwraps its reads and writes: a slice and a Vec never fail them.
+    let mut encoder =
+        ruzstd::encoding::FrameCompressor::new(ruzstd::encoding::CompressionLevel::Fastest);
+    encoder.set_source(input);
+    encoder.set_drain(out);
+    encoder.compress();
+    Ok(())
+}
+
+fn failed(codec: Compression, reason: impl ToString) -> CompressError {
+    CompressError::Failed {
+        codec,
+        reason: reason.to_string(),
+    }
+}
 
 /// Appends the decompressed form of `input` (a batch's records section compressed with
 /// `codec`) to `out`, at most `limit_bytes` bytes of it. On error `out` is as it was.
@@ -268,6 +453,70 @@ mod tests {
             (Compression::Lz4, lz4(data)),
             (Compression::Zstd, zstd(data)),
         ]
+    }
+
+    #[test]
+    fn compressed_sections_decompress_to_the_input_with_one_compressor_reused() {
+        let mut compressor = Compressor::new();
+        let mut out = Vec::new();
+        // Several sizes, across block boundaries, each compressed by the same compressor.
+        for data in [sample(), b"x".to_vec(), sample().repeat(2), Vec::new()] {
+            for codec in [
+                Compression::Gzip,
+                Compression::Snappy,
+                Compression::Lz4,
+                Compression::Zstd,
+            ] {
+                out.clear();
+                out.extend_from_slice(b"kept");
+                compressor.compress(codec, &data, &mut out).unwrap();
+                assert_eq!(&out[..4], b"kept", "{codec:?}");
+                let mut back = Vec::new();
+                decompress(codec, &out[4..], &mut back, data.len()).unwrap();
+                assert_eq!(back, data, "{codec:?} of {} bytes", data.len());
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_sections_have_the_headers_kafka_writes() {
+        let data = sample();
+        let mut compressor = Compressor::new();
+        let compress = |compressor: &mut Compressor, codec| {
+            let mut out = Vec::new();
+            compressor.compress(codec, &data, &mut out).unwrap();
+            out
+        };
+        // snappy-java's SnappyCodec header, then 32 KiB blocks with big-endian lengths.
+        let snappy = compress(&mut compressor, Compression::Snappy);
+        assert_eq!(&snappy[..16], b"\x82SNAPPY\0\0\0\0\x01\0\0\0\x01");
+        let first = u32::from_be_bytes(snappy[16..20].try_into().unwrap()) as usize;
+        let mut block = Vec::new();
+        decompress(
+            Compression::Snappy,
+            &snappy[20..20 + first],
+            &mut block,
+            data.len(),
+        )
+        .unwrap();
+        assert_eq!(block.len(), 32 * 1024);
+        // LZ4 frame magic, FLG version 1 with independent blocks and nothing else, BD 64 KiB
+        // blocks, and the descriptor checksum, as Kafka's Lz4BlockOutputStream writes them.
+        let lz4 = compress(&mut compressor, Compression::Lz4);
+        assert_eq!(&lz4[..7], [0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82]);
+        assert_eq!(&lz4[lz4.len() - 4..], [0, 0, 0, 0], "end mark, no checksum");
+        let gzip = compress(&mut compressor, Compression::Gzip);
+        assert_eq!(&gzip[..3], [0x1f, 0x8b, 8]);
+        let zstd = compress(&mut compressor, Compression::Zstd);
+        assert_eq!(&zstd[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+        for codec in [Compression::None, Compression::Unknown(5)] {
+            let mut out = b"kept".to_vec();
+            assert_eq!(
+                compressor.compress(codec, &data, &mut out),
+                Err(CompressError::UnsupportedCodec(codec))
+            );
+            assert_eq!(out, b"kept");
+        }
     }
 
     #[test]
