@@ -1,7 +1,9 @@
 //! Batches that Kafka producers compress (gzip, snappy, LZ4, zstd) are stored as sent and read
 //! by ringlog's own clients: the consumer, the share consumer and `ringlog consume`, against a
 //! real server. The batches are built here as Kafka producers build them: records encoded,
-//! the records section compressed, the codec bits set and the CRC computed again.
+//! the records section compressed, the codec bits set and the CRC computed again. The native
+//! Producer's own compression (every codec) is read back the same way, and its stored batches
+//! are inspected with a raw fetch.
 
 mod common;
 
@@ -9,12 +11,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{create_topic_at, TestServer};
-use ringlog_engine::batch::{self, BatchBuilder, Compression, BATCH_HEADER_BYTES};
+use ringlog_engine::batch::{self, BatchBuilder, BatchIter, Compression, BATCH_HEADER_BYTES};
 use ringlog_engine::compression::DecompressError;
 use ringlog_net::client::{
-    AutoOffsetReset, ClientError, Consumer, ConsumerConfig, ConsumerRecord, ShareConsumer,
-    ShareConsumerConfig,
+    AutoOffsetReset, Client, ClientError, CompressionType, Consumer, ConsumerConfig,
+    ConsumerRecord, Producer, ProducerConfig, ProducerRecord, ShareConsumer, ShareConsumerConfig,
 };
+use ringlog_net::message::fetch::{self, FetchPartition, FetchTopic};
 use ringlog_net::message::produce::Acks;
 use ringlog_net::message::share_acknowledge::AckType;
 use serde_json::Value;
@@ -440,4 +443,131 @@ fn a_batch_past_the_decompression_bound_is_an_error_and_batches_past_it_together
         items[3].as_ref().unwrap_err().to_string(),
         "batch at offset 6 of partition 0: Zstd records decompress to more than 600 bytes"
     );
+}
+
+/// The records a compressing producer sends: keys (one in ten null), values that compress
+/// (one in seven null), two headers (one of them null) and distinct timestamps.
+fn producer_records(codec: CompressionType, count: i64) -> Vec<Expected> {
+    (0..count)
+        .map(|offset| Expected {
+            offset,
+            timestamp_ms: 1_700_000_000_000 + offset * 3,
+            key: (offset % 10 != 3).then(|| format!("key-{}", offset % 17).into_bytes()),
+            value: (offset % 7 != 5)
+                .then(|| format!("{codec:?} record {offset}: {}", "abc".repeat(60)).into_bytes()),
+            headers: vec![
+                ("n".to_owned(), Some(offset.to_string().into_bytes())),
+                ("none".to_owned(), None),
+            ],
+        })
+        .collect()
+}
+
+/// Every batch stored in partition 0 of `topic`, as the server serves them (a raw fetch).
+fn stored_batches(server: &TestServer, topic: &str) -> Vec<Vec<u8>> {
+    let mut client = Client::connect(server.addr()).unwrap();
+    let wanted = [FetchPartition {
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 8 << 20,
+    }];
+    let topics = [FetchTopic {
+        topic,
+        partitions: &wanted,
+    }];
+    let result = client
+        .fetch(&fetch::Request {
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 8 << 20,
+            topics: &topics,
+        })
+        .unwrap();
+    let partition = result.partitions().unwrap().next().unwrap();
+    BatchIter::new(partition.batches)
+        .map(|batch| batch.unwrap().1.to_vec())
+        .collect()
+}
+
+/// The native Producer with each codec: the consumer reads every record back intact, the
+/// stored batches carry the codec bits (and the idempotent producer's id and sequences), and
+/// a compressed batch sent again is answered with its first offset, not written twice.
+#[test]
+fn the_producer_compresses_with_every_codec_and_consumers_read_it_back() {
+    let server = TestServer::start(2);
+    for codec in [
+        CompressionType::Gzip,
+        CompressionType::Snappy,
+        CompressionType::Lz4,
+        CompressionType::Zstd,
+    ] {
+        let topic = format!("produced-{codec:?}").to_lowercase();
+        create_topic_at(server.addr(), &topic, 1);
+        let expected = producer_records(codec, 400);
+        let producer = Producer::connect(
+            server.addr(),
+            &topic,
+            ProducerConfig {
+                compression: codec,
+                acks: Acks::Leader,
+                // Several batches (by their uncompressed size).
+                batch_bytes_max: 16 << 10,
+                ..ProducerConfig::default()
+            },
+        )
+        .unwrap();
+        let mut handles = Vec::new();
+        for record in &expected {
+            let headers: Vec<(&str, Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect();
+            let mut sent = ProducerRecord::new(record.value.as_deref().unwrap_or_default())
+                .with_partition(0)
+                .with_headers(&headers)
+                .with_timestamp_ms(record.timestamp_ms);
+            sent.value = record.value.as_deref();
+            if let Some(key) = &record.key {
+                sent = sent.with_key(key);
+            }
+            handles.push(producer.send(&sent).unwrap());
+        }
+        producer.flush().unwrap();
+        let offsets: Vec<i64> = handles.iter().map(|h| h.wait().unwrap().offset).collect();
+        assert_eq!(offsets, (0..400).collect::<Vec<_>>(), "{codec:?}");
+        producer.close().unwrap();
+
+        let mut reader = consumer(&server, &topic, ConsumerConfig::default());
+        let read: Vec<Expected> = poll_items(&mut reader, expected.len())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(read, expected, "{codec:?}");
+
+        let batches = stored_batches(&server, &topic);
+        assert!(batches.len() > 2, "{codec:?}: {} batches", batches.len());
+        let mut next_sequence = 0;
+        for stored in &batches {
+            let header = batch::validate(stored).unwrap();
+            assert_eq!(header.compression(), codec.codec(), "{header:?}");
+            assert!(header.producer_id >= 0, "idempotent: {header:?}");
+            assert_eq!(header.base_sequence, next_sequence, "{header:?}");
+            next_sequence += header.records_count;
+        }
+
+        // The last batch again, as the producer would retry it: its first offset comes
+        // back and nothing is appended.
+        let mut retry = batches.last().unwrap().clone();
+        let first_offset = batch::validate(&retry).unwrap().base_offset;
+        batch::set_base_offset(&mut retry, 0).unwrap();
+        let mut client = Client::connect(server.addr()).unwrap();
+        assert_eq!(
+            client.produce(&topic, 0, Acks::Leader, &retry).unwrap(),
+            Some(first_offset),
+            "{codec:?}"
+        );
+        let topics = client.metadata(&[topic.as_str()]).unwrap();
+        assert_eq!(topics[0].partitions[0].high_watermark, 400, "{codec:?}");
+    }
 }

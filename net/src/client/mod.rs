@@ -74,7 +74,9 @@ pub use group_calls::{
     GroupSummary, ShareFetchResult, ShareGroupSettings, SharePartitionInfo,
 };
 pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupRecords};
-pub use producer::{DeliveryHandle, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    CompressionType, DeliveryHandle, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
 pub use select::{ResponseSelect, SELECT_CONNECTIONS_MAX};
 pub use share_consumer::{
     AckFailure, ShareBatch, ShareConsumer, ShareConsumerConfig, ShareRecord, ShareRecords,

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringlog_engine::batch::{self, BatchBuilder, BatchError};
+use ringlog_engine::batch::{self, BatchBuilder, BatchError, Compression};
+use ringlog_engine::compression::Compressor;
 
 use super::config::ProducerConfig;
 use super::delivery::{BatchOutcome, DeliveryHandle};
@@ -113,6 +114,12 @@ pub(crate) struct Accumulator {
     metadata_sent: Option<(u32, Instant)>,
     /// The connection the I/O threads share, or when to connect again.
     pub(crate) link: Link,
+    /// The codec batches are closed with (`config.compression`).
+    codec: Compression,
+    /// Codec state and the buffer a closing batch's records are compressed into, both kept
+    /// from batch to batch so that compressing allocates nothing per record.
+    compressor: Compressor,
+    compressed: Vec<u8>,
 }
 
 impl Accumulator {
@@ -143,6 +150,9 @@ impl Accumulator {
             metadata_due_at: Instant::now() + Duration::from_millis(config.metadata_max_age_ms),
             metadata_sent: None,
             link: Link::new(config.reconnect_backoff_ms, config.reconnect_backoff_max_ms),
+            codec: config.compression.codec(),
+            compressor: Compressor::new(),
+            compressed: Vec::new(),
         }
     }
 
@@ -343,9 +353,19 @@ impl Accumulator {
             self.recycle(open.builder.into_buf());
             return;
         }
-        // Sealed (CRC) when first sent: see `take_sendable`.
-        open.builder.finish_unsealed();
+        // Sealed (CRC) when first sent: see `take_sendable`. Compression, which the CRC
+        // covers, happens here, once: a retry resends the same bytes.
+        let plain_bytes = open.builder.bytes_len();
+        // On error (the encoders write to memory and do not fail) the batch is left finished
+        // uncompressed, which every reader reads: better sent so than not at all.
+        let _ = open.builder.finish_unsealed_compressed(
+            self.codec,
+            &mut self.compressor,
+            &mut self.compressed,
+        );
         let bytes = open.builder.into_buf();
+        // Compression only shrinks a batch (see finish_unsealed_compressed).
+        self.release_bytes(plain_bytes.saturating_sub(bytes.len()));
         self.sticky.on_batch_closed(open.partition);
         self.ready.push_back(ReadyBatch {
             partition: open.partition,
@@ -947,6 +967,47 @@ mod tests {
         // Refused, then duplicate: nothing was written, and the caller hears so.
         let error = retried_into_a_duplicate(throttled()).unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::OutOfOrderSequence), "{error}");
+    }
+
+    #[test]
+    fn batches_are_compressed_when_closed_and_count_their_compressed_bytes() {
+        use super::super::config::CompressionType;
+        let config = ProducerConfig {
+            compression: CompressionType::Lz4,
+            ..config()
+        };
+        let mut acc = Accumulator::new(config, 1);
+        let now = Instant::now();
+        // The 200-byte batches are filled by their uncompressed size: 2 records each.
+        let v = value(40);
+        for _ in 0..2 {
+            acc.append(&ProducerRecord::new(&v), 1_000, || now).unwrap();
+        }
+        close_every_batch(&mut acc);
+        let tiny = value(1);
+        acc.append(&ProducerRecord::new(&tiny), 1_000, || now)
+            .unwrap();
+        close_every_batch(&mut acc);
+        let sendable = acc.take_sendable(now);
+        let sizes: Vec<usize> = sendable.iter().map(|batch| batch.bytes.len()).collect();
+        assert_eq!(
+            acc.buffered_bytes,
+            sizes.iter().sum::<usize>(),
+            "compressed sizes"
+        );
+        let first = validate(&sendable[0].bytes).unwrap();
+        assert_eq!(
+            (first.compression(), first.records_count),
+            (Compression::Lz4, 2)
+        );
+        // One short record does not shrink: sent plain.
+        let second = validate(&sendable[1].bytes).unwrap();
+        assert_eq!(second.compression(), Compression::None);
+        assert_eq!(records(&sendable[1].bytes).unwrap().count(), 1);
+        acc.add_in_flight(1, sendable, now);
+        acc.complete_in_flight(1, None, &[Ok(0), Ok(2)], now)
+            .unwrap();
+        assert_eq!(acc.buffered_bytes, 0);
     }
 
     #[test]

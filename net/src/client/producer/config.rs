@@ -3,7 +3,39 @@
 use crate::client::connection::ConnectionConfig;
 use crate::client::error::ClientError;
 use crate::message::produce::Acks;
-use ringlog_engine::batch::BATCH_HEADER_BYTES;
+use ringlog_engine::batch::{Compression, BATCH_HEADER_BYTES};
+
+/// How batches' records are compressed: Kafka's producer `compression.type`. Each batch's
+/// records section is compressed when the batch is closed, in the format Kafka's Java
+/// producer writes (see [`ringlog_engine::compression`]), so Kafka consumers (through the
+/// Kafka listener) and ringlog's own consumers read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CompressionType {
+    /// Uncompressed (the default, as in Kafka's producer).
+    #[default]
+    None,
+    /// gzip, at deflate's default level.
+    Gzip,
+    /// Snappy in xerial framing.
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// Zstandard frame.
+    Zstd,
+}
+
+impl CompressionType {
+    /// The batch attributes codec this type writes.
+    pub fn codec(self) -> Compression {
+        match self {
+            CompressionType::None => Compression::None,
+            CompressionType::Gzip => Compression::Gzip,
+            CompressionType::Snappy => Compression::Snappy,
+            CompressionType::Lz4 => Compression::Lz4,
+            CompressionType::Zstd => Compression::Zstd,
+        }
+    }
+}
 
 /// How a [`super::Producer`] batches, bounds and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +85,14 @@ pub struct ProducerConfig {
     /// How often the topic's partition count is asked for again, so that partitions added
     /// to the topic are used (default 5 minutes, as Kafka's `metadata.max.age.ms`).
     pub metadata_max_age_ms: u64,
+    /// Compression of each batch's records (default none, as Kafka's `compression.type`).
+    /// A batch is compressed when it is closed (full, lingered or flushed), under the
+    /// producer's lock, so `send` may wait for it. Batches are filled by their uncompressed
+    /// size (`batch_bytes_max` bounds the records before compression), where Kafka's producer
+    /// fills by an estimate of the compressed size: compressed batches come out smaller than
+    /// `batch_bytes_max`. A batch whose records do not shrink is sent uncompressed, as
+    /// librdkafka does (Kafka's Java producer sends it compressed anyway).
+    pub compression: CompressionType,
     /// Connection settings; its `request_timeout_ms` bounds the wait for each response.
     pub connection: ConnectionConfig,
 }
@@ -74,6 +114,7 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             idempotence: true,
             metadata_max_age_ms: 300_000,
+            compression: CompressionType::None,
             connection: ConnectionConfig::default(),
         }
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use config::ProducerConfig;
+pub use config::{CompressionType, ProducerConfig};
 pub use delivery::{DeliveryHandle, RecordMetadata};
 pub use record::ProducerRecord;
 
@@ -53,6 +53,9 @@ use crate::message::produce::Acks;
 ///   same bytes, and the server answers a retry of a batch it already wrote with the original
 ///   offset instead of writing it again (also across a server restart: the server keeps its
 ///   producers' state with the log). Batches of a partition are written in send order.
+/// - Batches may be compressed ([`ProducerConfig::compression`], none by default): each
+///   batch's records are compressed once, when it is closed, in the format Kafka's Java
+///   producer writes, and a retry resends the same bytes.
 /// - Each `send` returns a [`DeliveryHandle`] with the record's offset or error; [`flush`]
 ///   waits for everything sent so far and reports failures since the last flush.
 ///
