@@ -196,6 +196,56 @@ fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
     assert!(error_line(&failed).contains("--retention-ms"));
 }
 
+/// `ringlog produce --compression zstd` stores zstd batches (the partition takes a fraction of
+/// the lines' bytes), and `ringlog consume` prints every line back, keys and values, in order.
+#[test]
+fn produce_compressed_then_consume() {
+    let server = TestServer::start(1);
+    create_topic(&server, "zipped", 1);
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| format!("key-{}:value {i} of a line that repeats itself", i % 10))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    let args = ["produce", "zipped", "--key-separator", ":", "--compression"];
+    let produced = server.ringlog_with_input(&[&args[..], &["zstd"]].concat(), input.as_bytes());
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(produced.status.success(), "{stderr}");
+    assert!(stderr.starts_with("produced 20000 records"), "{stderr}");
+
+    let describe: Value =
+        serde_json::from_str(&server.ok(&["topic", "describe", "zipped", "--format", "json"]))
+            .unwrap();
+    let size = describe["partitions"][0]["size_bytes"].as_u64().unwrap();
+    assert!(
+        size < input.len() as u64 / 4,
+        "{size} bytes stored for {} bytes of lines",
+        input.len()
+    );
+
+    let out = server.ok(&[
+        "consume", "zipped", "--from", "earliest", "--count", "20000", "--format", "json",
+    ]);
+    let read: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(read.len(), lines.len());
+    for (offset, (record, line)) in read.iter().zip(&lines).enumerate() {
+        let (key, value) = line.split_once(':').unwrap();
+        assert_eq!(record["offset"].as_u64(), Some(offset as u64), "{record}");
+        assert_eq!(record["key"].as_str(), Some(key), "{record}");
+        assert_eq!(record["value"].as_str(), Some(value), "{record}");
+    }
+
+    let failed = server.ringlog_with_input(&[&args[..], &["brotli"]].concat(), b"x\n");
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("invalid value 'brotli'"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}
+
 /// `seq 1 100000 | ringlog produce t`, then everything back per partition in order, before
 /// and after a restart.
 fn round_trip(shards: usize) {

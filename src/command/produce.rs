@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, ValueEnum};
-use ringlog_net::client::{Producer, ProducerConfig, ProducerRecord};
+use ringlog_net::client::{CompressionType, Producer, ProducerConfig, ProducerRecord};
 use ringlog_net::message::produce::Acks;
 
 use super::error::CliError;
@@ -37,6 +37,37 @@ pub struct ProduceArgs {
     /// before the command fails with the connection's error, as Kafka's delivery.timeout.ms.
     #[arg(long, value_name = "MS", default_value_t = ProducerConfig::default().delivery_timeout_ms)]
     pub delivery_timeout_ms: u64,
+    /// Compress each batch's records with this codec, as Kafka's compression.type (a batch
+    /// whose records do not shrink goes uncompressed).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+}
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Uncompressed.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy (xerial framing, as Kafka's Java producer).
+    Snappy,
+    /// LZ4 frame.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl From<CompressionArg> for CompressionType {
+    fn from(compression: CompressionArg) -> Self {
+        match compression {
+            CompressionArg::None => CompressionType::None,
+            CompressionArg::Gzip => CompressionType::Gzip,
+            CompressionArg::Snappy => CompressionType::Snappy,
+            CompressionArg::Lz4 => CompressionType::Lz4,
+            CompressionArg::Zstd => CompressionType::Zstd,
+        }
+    }
 }
 
 /// `--acks` values.
@@ -75,6 +106,7 @@ pub fn run(args: ProduceArgs, server: &str) -> anyhow::Result<()> {
         acks: args.acks.into(),
         linger_ms: args.linger_ms,
         delivery_timeout_ms: args.delivery_timeout_ms,
+        compression: args.compression.into(),
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(server, topic, config)
