@@ -1,11 +1,13 @@
 """Records cross between the protocols unchanged: kcat writes, `ringlog consume` reads; `ringlog
-produce` writes, kafka-python reads; compressing Kafka producers write, `ringlog consume` reads."""
+produce` writes, kafka-python reads; compressing Kafka producers write, `ringlog consume` reads;
+`ringlog produce --compression` writes, confluent-kafka and kafka-python read."""
 
 import json
 import subprocess
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import create_topic
@@ -72,3 +74,46 @@ def test_compressing_producers_to_ringlog_consume(server, codec):
         assert [line["value"] for line in got] == values, partition
         assert [line["key"] for line in got] == [f"k{i}" for i in range(count)], partition
         assert [line["headers"] for line in got] == [[{"key": "n", "value": str(i)}] for i in range(count)]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_ringlog_produce_compressed_to_kafka_consumers(server, codec):
+    """`ringlog produce --compression C` writes batches in the formats Kafka's Java producer
+    writes; confluent-kafka (librdkafka) and kafka-python (which checks the xerial header's
+    versions) read every record, key and value."""
+    topic = create_topic(server, partitions=1, prefix=f"native-zip-{codec}")
+    count = 2000
+    lines = [f"k{i % 13}:{codec} line {i} " + "y" * (i % 50) for i in range(count)]
+    server.ringlog("produce", topic, "--key-separator", ":", "--compression", codec,
+                   input=("\n".join(lines) + "\n").encode())
+    expected = [(i, line.split(":", 1)[0], line.split(":", 1)[1]) for i, line in enumerate(lines)]
+
+    rdkafka = Consumer({
+        "bootstrap.servers": server.bootstrap,
+        "group.id": f"native-zip-{codec}",
+        "enable.auto.commit": False,
+    })
+    try:
+        rdkafka.assign([RdTopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = []
+        while len(got) < count:
+            message = rdkafka.poll(10)
+            assert message is not None, f"confluent-kafka got {len(got)} of {count}"
+            assert message.error() is None, message.error()
+            got.append((message.offset(), message.key().decode(), message.value().decode()))
+    finally:
+        rdkafka.close()
+    assert got == expected
+
+    python = KafkaConsumer(bootstrap_servers=server.bootstrap, group_id=None, consumer_timeout_ms=10000)
+    try:
+        python.assign([TopicPartition(topic, 0)])
+        python.seek_to_beginning()
+        got = []
+        for message in python:
+            got.append((message.offset, message.key.decode(), message.value.decode()))
+            if len(got) == count:
+                break
+    finally:
+        python.close()
+    assert got == expected
