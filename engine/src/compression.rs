@@ -88,8 +88,9 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// Compresses records sections, keeping codec state from batch to batch. Gzip's deflate state
 /// (some hundreds of KiB) and snappy's hash table are made once and reused; the LZ4 and zstd
-/// encoders of lz4_flex and ruzstd cannot be reset, so they are made per batch (some tens of
-/// KiB of tables and buffers each time). Nothing is allocated per record.
+/// encoders of lz4_flex and ruzstd cannot be reset, so they are made per batch (their tables
+/// and buffers, up to a few hundred KiB for ruzstd, are allocated each time). Nothing is
+/// allocated per record.
 pub struct Compressor {
     /// Made on first use: only producers that gzip pay for it.
     deflate: Option<flate2::Compress>,
