@@ -40,7 +40,7 @@ struct Expected {
 enum Codec {
     None,
     Gzip,
-    /// Xerial framing, as Kafka's Java client and librdkafka write it.
+    /// Xerial framing, as Kafka's Java client writes it (librdkafka writes one raw block).
     SnappyXerial,
     /// One raw snappy block.
     SnappyRaw,
