@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::backoff::ReconnectSchedule;
 
 use ringlog_engine::batch::{
-    self, BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
+    BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
 };
 
 use super::calls::{check, duration_ms_u32, Client, FetchResult, PendingFetch};
@@ -1078,14 +1078,7 @@ impl<'a> Records<'a> {
                     if !holds_wanted_records(&header, cursor.start) {
                         continue;
                     }
-                    if header.compression() == Compression::None {
-                        match batch::records(bytes) {
-                            Ok(records) => cursor.records = Some((header, records)),
-                            Err(error) => return Some(Err(error.into())),
-                        }
-                        continue;
-                    }
-                    match decompressed.next_batch(&header) {
+                    match decompressed.records_of(&header, bytes) {
                         NextBatch::Records(records) => cursor.records = Some((header, records)),
                         NextBatch::Failed(error) => return Some(Err(error)),
                         // The rest of the partition is read by the next poll.

@@ -137,8 +137,20 @@ pub(super) enum NextBatch<'a> {
 }
 
 impl<'a> DecompressedReader<'a> {
+    /// The records of `bytes`, the next batch of the poll (whose header is `header`): read in
+    /// place when uncompressed, else taken from the arena.
+    pub(super) fn records_of(&mut self, header: &BatchHeader, bytes: &'a [u8]) -> NextBatch<'a> {
+        if header.compression() != Compression::None {
+            return self.next_batch(header);
+        }
+        match batch::records(bytes) {
+            Ok(records) => NextBatch::Records(records),
+            Err(error) => NextBatch::Failed(error.into()),
+        }
+    }
+
     /// The records of the next compressed batch met, whose header is `header`.
-    pub(super) fn next_batch(&mut self, header: &BatchHeader) -> NextBatch<'a> {
+    fn next_batch(&mut self, header: &BatchHeader) -> NextBatch<'a> {
         debug_assert_ne!(header.compression(), Compression::None);
         match self.batches.next() {
             Some(Outcome::Records(range)) => match self.arena.get(range.clone()) {

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlog_engine::batch::{
-    self, BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
+    BatchHeader, BatchIter, Compression, HeaderIter, RecordIter, TimestampType,
 };
 
 use super::backoff::ReconnectSchedule;
@@ -275,14 +275,7 @@ impl<'a> Cursor<'a> {
                     if header.is_control() {
                         continue;
                     }
-                    if header.compression() == Compression::None {
-                        match batch::records(bytes) {
-                            Ok(records) => self.records = Some((header, records)),
-                            Err(error) => return Some(Err(error.into())),
-                        }
-                        continue;
-                    }
-                    match decompressed.next_batch(&header) {
+                    match decompressed.records_of(&header, bytes) {
                         NextBatch::Records(records) => self.records = Some((header, records)),
                         NextBatch::Failed(error) => return Some(Err(error)),
                         // Only the consumer defers; nothing is left for later here.
