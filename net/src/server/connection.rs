@@ -322,13 +322,14 @@ async fn send_response(
     zero_copy_min_bytes: usize,
 ) -> std::io::Result<()> {
     let len = response.head.len();
-    let parts = response.raw.len();
+    // An empty part sends nothing: the last non-empty one must go without MSG_MORE.
+    let last = response.raw.iter().rposition(|part| part.len() > 0);
     let (result, _) = stream
-        .send_all(response.head, 0..len, usize::MAX, parts > 0)
+        .send_all(response.head, 0..len, usize::MAX, last.is_some())
         .await;
     result?;
     for (index, part) in response.raw.into_iter().enumerate() {
-        let more = index + 1 < parts;
+        let more = last.is_some_and(|last| index < last);
         send_part(stream, part, zero_copy_min_bytes, more).await?;
     }
     Ok(())

@@ -283,9 +283,18 @@ async fn send_response(
     response: KafkaResponse,
     zero_copy_min_bytes: usize,
 ) -> std::io::Result<()> {
-    let parts = response.parts.len();
+    // Parts after the last non-empty one send nothing, so that one must go without
+    // MSG_MORE (a Fetch answer before v12 ends with an empty part after its records).
+    let last = response
+        .parts
+        .iter()
+        .rposition(|part| match part {
+            OutPart::Encoded(bytes) => !bytes.is_empty(),
+            OutPart::Raw(raw) => raw.len() > 0,
+        })
+        .unwrap_or(0);
     for (index, part) in response.parts.into_iter().enumerate() {
-        let more = index + 1 < parts;
+        let more = index < last;
         match part {
             OutPart::Encoded(bytes) => {
                 let len = bytes.len();
@@ -343,5 +352,46 @@ mod tests {
             let bytes = size.to_be_bytes();
             assert!(complete_frame(&bytes, 1 << 20).is_err(), "size {size}");
         }
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use std::io::Read;
+
+    use ringlog_engine::reactor::{block_on, RingConfig};
+
+    use super::*;
+    use crate::server::connection::RawPart;
+
+    /// A Fetch answer of a version before 12 ends with the last partition's records: the part
+    /// encoded after them is empty. The response must still be pushed whole when sent, not
+    /// held (MSG_MORE) for a later response; on loopback a pushed segment is in the peer's
+    /// queue when send returns.
+    #[test]
+    fn a_response_whose_last_part_is_empty_is_pushed_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        block_on(RingConfig::default(), async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.set_nonblocking(true).unwrap();
+            let response = KafkaResponse {
+                parts: vec![
+                    OutPart::Encoded(b"head".to_vec()),
+                    OutPart::Raw(RawPart::Owned(b"records".to_vec())),
+                    OutPart::Encoded(Vec::new()),
+                ],
+            };
+            send_response(&stream, response, usize::MAX).await.unwrap();
+            let mut bytes = [0u8; 64];
+            let read = peer.read(&mut bytes);
+            assert!(
+                matches!(read, Ok(11)),
+                "the response was held back after its last part: {read:?}"
+            );
+            assert_eq!(&bytes[..11], b"headrecords");
+        })
+        .unwrap();
     }
 }
