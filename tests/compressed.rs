@@ -571,3 +571,67 @@ fn the_producer_compresses_with_every_codec_and_consumers_read_it_back() {
         assert_eq!(topics[0].partitions[0].high_watermark, 400, "{codec:?}");
     }
 }
+
+/// The records of a batch a share member cannot decompress are acquired by it but never
+/// handed out, so it cannot acknowledge them: they must not stay locked to it (in flight,
+/// holding back the share partition) until the lock ends. A corrupt batch is rejected, as
+/// Kafka's share consumer rejects a corrupt batch.
+#[test]
+fn a_share_member_rejects_the_records_of_a_batch_it_cannot_decompress() {
+    let server = TestServer::start(1);
+    create_topic_at(server.addr(), "cracked", 1);
+    let mut client = Client::connect(server.addr()).unwrap();
+    let plain = batch_of(Codec::None, &records_for(0, Codec::Lz4));
+    let corrupt = compress_batch(Codec::Lz4, &plain, Some(b"not an lz4 frame".to_vec()));
+    client
+        .produce("cracked", 0, Acks::Leader, &corrupt)
+        .unwrap();
+    let after = records_for(3, Codec::Zstd);
+    client
+        .produce(
+            "cracked",
+            0,
+            Acks::Leader,
+            &batch_of(Codec::Zstd, &rebase(&after)),
+        )
+        .unwrap();
+
+    let mut share = ShareConsumer::subscribe(
+        server.addr(),
+        "menders",
+        "cracked",
+        ShareConsumerConfig {
+            max_wait_ms: 100,
+            ..ShareConsumerConfig::default()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let (mut read, mut failed) = (Vec::new(), Vec::new());
+    while read.len() < after.len() || failed.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "read {read:?}, failed {failed:?}"
+        );
+        let batch = share.poll(Duration::from_millis(200)).unwrap();
+        for item in batch.records() {
+            match item {
+                Ok(record) => {
+                    read.push(record.offset);
+                    share.acknowledge(record.partition, record.offset, AckType::Accept);
+                }
+                Err(error) => failed.push(error.to_string()),
+            }
+        }
+    }
+    assert_eq!(read, vec![3, 4, 5]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(share.flush_acks().unwrap().is_empty());
+    let state = &client.describe_group("menders").unwrap().share_partitions[0];
+    assert_eq!(
+        (state.start_offset, state.in_flight_records),
+        (6, 0),
+        "{state:?}"
+    );
+    share.close().unwrap();
+}

@@ -37,8 +37,11 @@ enum Outcome {
 /// Whether [`Decompressed::push`] decompressed the batch or left it for the next poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pushed {
-    /// Decompressed, or failed for good (its error is reported).
+    /// Decompressed.
     Done,
+    /// Failed for good (its error is reported in place of its records); `too_large` when
+    /// only the bound stopped it.
+    Failed { too_large: bool },
     /// Left for the next poll, with the batches after it in its partition.
     Deferred,
 }
@@ -101,9 +104,14 @@ impl Decompressed {
             }
             Err(error) => Outcome::Failed(error.into()),
         };
-        let pushed = match outcome {
+        let pushed = match &outcome {
+            Outcome::Records(_) => Pushed::Done,
+            Outcome::Failed(ClientError::Decompress {
+                source: DecompressError::TooLarge { .. },
+                ..
+            }) => Pushed::Failed { too_large: true },
+            Outcome::Failed(_) => Pushed::Failed { too_large: false },
             Outcome::Deferred => Pushed::Deferred,
-            _ => Pushed::Done,
         };
         self.batches.push(outcome);
         pushed

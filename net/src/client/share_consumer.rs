@@ -45,7 +45,7 @@ use super::backoff::ReconnectSchedule;
 use super::calls::{duration_ms_u32, partition_count_of};
 use super::connection::{ConnectionConfig, ResponseFrame};
 use super::decompressed::{
-    Decompressed, DecompressedReader, NextBatch, DECOMPRESSED_BYTES_MAX_DEFAULT,
+    Decompressed, DecompressedReader, NextBatch, Pushed, DECOMPRESSED_BYTES_MAX_DEFAULT,
 };
 use super::error::ClientError;
 use super::group_calls::ShareFetchResult;
@@ -87,8 +87,10 @@ pub struct ShareConsumerConfig {
     /// Upper bound on the bytes one compressed batch's records take once decompressed
     /// (default [`DECOMPRESSED_BYTES_MAX_DEFAULT`], 64 MiB); a larger batch (a corrupt or
     /// hostile "zip bomb") is reported as a [`ClientError::Decompress`] error in place of its
-    /// records. Per batch, not per poll: acquired records cannot be left for a later poll
-    /// (`max_records` bounds how many batches one poll holds).
+    /// records, and its acquired records are released (a corrupt compressed batch's are
+    /// rejected), since they cannot be acknowledged one by one. Per batch, not per poll:
+    /// acquired records cannot be left for a later poll (`max_records` bounds how many
+    /// batches one poll holds).
     pub decompressed_bytes_max: usize,
     /// Connection settings.
     pub connection: ConnectionConfig,
@@ -175,8 +177,12 @@ impl ShareBatch {
 
     /// Decompresses the compressed batches that [`Self::records`] reads, in the order it
     /// reads them: it walks the same batches and passes over the same (control) ones.
-    fn decompress(&mut self, limit_bytes: usize) {
+    /// Returns the acquired records of the batches that failed, with how to settle them
+    /// (their records are never handed out, so the caller could not): a corrupt batch is
+    /// rejected, as Kafka's share consumer rejects one; one only past the bound is released.
+    fn decompress(&mut self, limit_bytes: usize) -> Vec<(u32, i64, AckType)> {
         self.decompressed.clear();
+        let mut unreadable = Vec::new();
         for fetched in &self.fetched {
             let Ok(batches) = fetched.result.batches() else {
                 continue;
@@ -185,10 +191,26 @@ impl ShareBatch {
                 if header.is_control() || header.compression() == Compression::None {
                     continue;
                 }
-                self.decompressed
-                    .push(fetched.partition, &header, bytes, limit_bytes, false);
+                let pushed =
+                    self.decompressed
+                        .push(fetched.partition, &header, bytes, limit_bytes, false);
+                let Pushed::Failed { too_large } = pushed else {
+                    continue;
+                };
+                let ack = if too_large {
+                    AckType::Release
+                } else {
+                    AckType::Reject
+                };
+                for range in &fetched.acquired {
+                    let first = range.first_offset.max(header.base_offset);
+                    let last = range.last_offset.min(header.last_offset());
+                    unreadable
+                        .extend((first..=last).map(|offset| (fetched.partition, offset, ack)));
+                }
             }
         }
+        unreadable
     }
 }
 
@@ -555,7 +577,9 @@ impl ShareConsumer {
                     first_error.get_or_insert(error);
                 });
         }
-        batch.decompress(self.config.decompressed_bytes_max);
+        for (partition, offset, ack) in batch.decompress(self.config.decompressed_bytes_max) {
+            self.acknowledge(partition, offset, ack);
+        }
         // Records acquired in this round are returned even when another partition failed (they
         // are leased to this member: dropping them would hold them until the lease ends); the
         // failure surfaces on the next poll that acquires nothing.
