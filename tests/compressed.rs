@@ -578,11 +578,38 @@ fn the_producer_compresses_with_every_codec_and_consumers_read_it_back() {
 /// Kafka's share consumer rejects a corrupt batch.
 #[test]
 fn a_share_member_rejects_the_records_of_a_batch_it_cannot_decompress() {
+    share_member_rejects_an_unreadable_lz4_batch(|_| b"not an lz4 frame".to_vec());
+}
+
+/// A compressed batch is checked whole once decompressed, since the server could not check its
+/// records when it was produced: one whose records are malformed (here the second claims more
+/// bytes than the batch holds) is unreadable as a whole, and a share member rejects its
+/// acquired records rather than leave those after the bad spot locked until their lease ends.
+#[test]
+fn a_share_member_rejects_the_records_of_a_batch_whose_decompressed_records_are_malformed() {
+    share_member_rejects_an_unreadable_lz4_batch(|section| {
+        let (first_length, length_bytes) = ringlog_engine::varint::decode_i32(section).unwrap();
+        let first_end = length_bytes + usize::try_from(first_length).unwrap();
+        let mut malformed = section[..first_end].to_vec();
+        // A record length of about a billion bytes, then nothing.
+        malformed.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x07]);
+        Codec::Lz4.compress(&malformed)
+    });
+}
+
+/// Produces an LZ4 batch of offsets 0 to 2 whose payload is `payload(records section)`, then
+/// a good zstd batch of 3 to 5; a share member reads 3 to 5 and one error, accepts 3 to 5, and
+/// nothing is left in flight.
+fn share_member_rejects_an_unreadable_lz4_batch(payload: impl Fn(&[u8]) -> Vec<u8>) {
     let server = TestServer::start(1);
     create_topic_at(server.addr(), "cracked", 1);
     let mut client = Client::connect(server.addr()).unwrap();
     let plain = batch_of(Codec::None, &records_for(0, Codec::Lz4));
-    let corrupt = compress_batch(Codec::Lz4, &plain, Some(b"not an lz4 frame".to_vec()));
+    let corrupt = compress_batch(
+        Codec::Lz4,
+        &plain,
+        Some(payload(&plain[BATCH_HEADER_BYTES..])),
+    );
     client
         .produce("cracked", 0, Acks::Leader, &corrupt)
         .unwrap();

@@ -84,7 +84,7 @@ impl Decompressed {
             Ok((_, section)) => {
                 match compression::decompress(header.compression(), section, &mut self.arena, left)
                 {
-                    Ok(()) => Outcome::Records(used..self.arena.len()),
+                    Ok(()) => self.checked(partition, header, used),
                     Err(DecompressError::TooLarge { .. }) if may_defer && used > 0 => {
                         Outcome::Deferred
                     }
@@ -115,6 +115,28 @@ impl Decompressed {
         };
         self.batches.push(outcome);
         pushed
+    }
+
+    /// The records just decompressed onto the arena from `start`, checked whole: the server
+    /// stores a compressed batch without reading its records, so a malformed one is first
+    /// seen here, and the batch is refused as a whole (as a payload that does not decompress
+    /// is) rather than read up to its bad spot, since a share member could not settle the
+    /// records after it.
+    fn checked(&mut self, partition: u32, header: &BatchHeader, start: usize) -> Outcome {
+        let section = self.arena.get(start..).unwrap_or_default();
+        let malformed = batch::decompressed_records(header, section).find_map(Result::err);
+        let Some(error) = malformed else {
+            return Outcome::Records(start..self.arena.len());
+        };
+        self.arena.truncate(start);
+        Outcome::Failed(ClientError::Decompress {
+            partition,
+            base_offset: header.base_offset,
+            source: DecompressError::Corrupt {
+                codec: header.compression(),
+                reason: format!("its records are malformed: {error}"),
+            },
+        })
     }
 
     /// The outcomes in the order they were pushed.
