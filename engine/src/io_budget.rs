@@ -48,12 +48,12 @@ impl IoBudget {
         IoBudget::new(0)
     }
 
-    /// Takes a write's turn, or says when to ask again (see [`Bucket::take`]).
+    /// Takes a write's turn, or says when to ask again (see `Bucket::take`).
     pub fn take_write(&self) -> Result<(), Instant> {
         self.writes.take()
     }
 
-    /// Takes a sync's turn, or says when to ask again (see [`Bucket::take`]).
+    /// Takes a sync's turn, or says when to ask again (see `Bucket::take`).
     pub fn take_sync(&self) -> Result<(), Instant> {
         self.syncs.take()
     }

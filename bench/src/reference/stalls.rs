@@ -40,7 +40,7 @@ pub struct CpuStalls {
     /// How long it was watched.
     pub watched: Duration,
     /// The length of each stall without a context switch (interrupts, the host), in the
-    /// order seen (at most [`STALLS_PER_CPU_MAX`]).
+    /// order seen (at most `STALLS_PER_CPU_MAX`).
     pub stalls: Vec<Duration>,
     /// Total length of the gaps in which another thread of this machine ran.
     pub preempted: Duration,

@@ -63,7 +63,7 @@ pub(super) struct AheadBytes {
 }
 
 /// The read-ahead memory of one shard, shared by its partition logs (see the module
-/// comment): at most `extents_max` extent buffers of [`EXTENT_BYTES`] held at once.
+/// comment): at most `extents_max` extent buffers of `EXTENT_BYTES` held at once.
 /// Single-threaded.
 #[derive(Debug)]
 pub struct ReadAheadMemory {

@@ -4,7 +4,7 @@
 //! it (tmpfs, some overlays) they fall back to buffered I/O, said once in the log. Callers keep
 //! offsets and lengths aligned either way, so both modes run the same code.
 //!
-//! In unit tests every operation first asks [`super::power_loss`] whether the simulated power
+//! In unit tests every operation first asks `power_loss` whether the simulated power
 //! is still on (and journals writes for it); outside tests those checks do not exist.
 
 use std::ffi::CString;

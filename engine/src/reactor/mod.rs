@@ -2,7 +2,7 @@
 //! cross-shard mail, all driven by one thread pinned to one core.
 //!
 //! Every operation is a future that owns the memory the kernel touches until the completion
-//! arrives ([`op`]). Tasks are `'static` local futures ([`spawn`]); a shard runs them with
+//! arrives (`op`). Tasks are `'static` local futures ([`spawn`]); a shard runs them with
 //! [`block_on`]. Nothing here takes a lock: the ring, the task table and the op table belong to
 //! the thread that built them, and other threads reach a shard only through [`mail`].
 

@@ -220,7 +220,7 @@ fn write_all_vectored(stream: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) ->
 /// The receiving half: reads whole frames. A read timeout leaves a partly received frame in
 /// place, so reading may simply continue afterwards.
 ///
-/// Frames that fit the read buffer are read in [`READ_BUFFER_BYTES`] reads and copied out;
+/// Frames that fit the read buffer are read in `READ_BUFFER_BYTES` reads and copied out;
 /// a larger frame is read straight into a buffer of its own (a recycled one when it is large
 /// enough), which the frame then owns.
 #[derive(Debug)]
