@@ -24,16 +24,22 @@ struct TestServer {
     dir: tempfile::TempDir,
     shards: usize,
     mail_queue_depth: usize,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl TestServer {
     fn start(shards: usize) -> TestServer {
+        Self::start_with_metrics(shards, None)
+    }
+
+    fn start_with_metrics(shards: usize, metrics_listen: Option<SocketAddr>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut server = TestServer {
             handle: None,
             dir,
             shards,
             mail_queue_depth: ServerConfig::default().mail_queue_depth,
+            metrics_listen,
         };
         server.restart();
         server
@@ -48,6 +54,7 @@ impl TestServer {
             mail_queue_depth: self.mail_queue_depth,
             // Retention applies within the tests' waits (no topic sets any by default).
             retention_check_interval_ms: 10,
+            metrics_listen: self.metrics_listen,
             ..ServerConfig::default()
         }
     }
@@ -410,15 +417,23 @@ fn a_timestamp_inside_a_batch_finds_its_record() {
     assert_eq!((first.offset, first.timestamp_ms), (5, 1_005_000));
 }
 
+/// A consumer's long poll answers when a record arrives, long before its max_wait. The record
+/// is produced only once the poll waits (produced first, the fetch would find it on its first
+/// read, and the test would pass with wakes broken): the consumer reads both partitions over
+/// one connection, so the shard that does not hold the connection counts the wait it holds for
+/// it (`ringlog_shard_remote_waits`), which it asks for in the same pass as the connection's
+/// own shard starts waiting.
 #[test]
 fn long_poll_wakes_when_data_arrives() {
-    let server = TestServer::start(2);
+    let server = TestServer::start_with_metrics(2, Some("127.0.0.1:0".parse().unwrap()));
+    let metrics = server.handle.as_ref().unwrap().metrics_addr().unwrap();
     server.create_topic("poll", 2);
     let addr = server.addr();
     let mut consumer = Consumer::connect(
         addr,
         ConsumerConfig {
             max_wait_ms: 10_000,
+            connection_per_shard: false,
             ..ConsumerConfig::default()
         },
     )
@@ -426,7 +441,7 @@ fn long_poll_wakes_when_data_arrives() {
     consumer.assign("poll", &[0, 1]);
     consumer.seek_all(SeekTo::Latest).unwrap();
     let producer_thread = std::thread::spawn(move || {
-        // The consumer is (or soon will be) parked in a long poll; this append wakes it.
+        common::await_remote_waits(metrics, 1, "the consumer's long poll never waited");
         let producer = Producer::connect(addr, "poll", ProducerConfig::default()).unwrap();
         producer
             .send(&ProducerRecord::new(b"wake").with_partition(1))

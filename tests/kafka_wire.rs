@@ -23,7 +23,10 @@ use ringlog_net::client::{
 };
 use ringlog_net::server::{Server, ServerConfig};
 
+mod common;
 mod kafka_support;
+
+use common::await_remote_waits;
 
 use kafka_support::{fetch_request, produce_request, topic_name, TestServer};
 
@@ -689,40 +692,6 @@ fn errors_map_to_kafka_codes() {
         fetched.responses[0].partitions[0].error_code,
         UNKNOWN_TOPIC_OR_PARTITION
     );
-}
-
-/// The long polls of other shards' connections that the server's shards hold
-/// (`ringlog_shard_remote_waits`, summed over shards), from a scrape of `metrics`.
-fn remote_waits(metrics: std::net::SocketAddr) -> u64 {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(metrics).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ringlog\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    // The server closes the connection after its answer.
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    let samples: Vec<u64> = body
-        .lines()
-        .filter(|line| line.starts_with("ringlog_shard_remote_waits{"))
-        .map(|line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
-        .collect();
-    assert_eq!(samples.len(), 2, "one sample per shard:\n{body}");
-    samples.iter().sum()
-}
-
-/// Scrapes `metrics` until `remote_waits` is `wanted`; fails with `what` after 10 s.
-fn await_remote_waits(metrics: std::net::SocketAddr, wanted: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while remote_waits(metrics) != wanted {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::yield_now();
-    }
 }
 
 /// A fetch waits out max_wait when nothing arrives, and data produced while it waits answers

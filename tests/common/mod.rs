@@ -338,3 +338,36 @@ pub fn create_topic_at(addr: impl ToSocketAddrs, name: &str, partitions: u32) {
         .create_topic(&request)
         .unwrap();
 }
+
+/// The long polls of other shards' connections that the server's shards hold
+/// (`ringlog_shard_remote_waits`, summed over shards), from a scrape of `metrics`.
+pub fn remote_waits(metrics: std::net::SocketAddr) -> u64 {
+    let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ringlog\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    // The server closes the connection after its answer.
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let samples: Vec<u64> = body
+        .lines()
+        .filter(|line| line.starts_with("ringlog_shard_remote_waits{"))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(!samples.is_empty(), "one sample per shard:\n{body}");
+    samples.iter().sum()
+}
+
+/// Scrapes `metrics` until `remote_waits` is `wanted`; fails with `what` after 10 s.
+pub fn await_remote_waits(metrics: std::net::SocketAddr, wanted: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while remote_waits(metrics) != wanted {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::yield_now();
+    }
+}
