@@ -567,7 +567,20 @@ mod tests {
         cooperative: bool,
         now: Instant,
     ) -> String {
-        let join = Join {
+        group
+            .join(join_request(id, new_id, cooperative, &[]), now, 10)
+            .unwrap()
+    }
+
+    /// A JoinGroup of member `id` (new when empty, then named `new_id`) for topic `t`,
+    /// offering `protocols` (none: a native member).
+    fn join_request<'a>(
+        id: &'a str,
+        new_id: &str,
+        cooperative: bool,
+        protocols: &[&str],
+    ) -> Join<'a> {
+        Join {
             member_id: id,
             new_member_id: new_id.to_string(),
             client_id: "c",
@@ -575,9 +588,8 @@ mod tests {
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
             cooperative,
-            protocols: Vec::new(),
-        };
-        group.join(join, now, 10).unwrap()
+            protocols: protocols.iter().map(|p| p.to_string()).collect(),
+        }
     }
 
     fn partitions(outcome: JoinOutcome) -> Vec<u32> {
@@ -782,18 +794,11 @@ mod tests {
         for n in 0..10 {
             join(&mut group, "", &format!("m{n}"), now);
         }
-        let join = Join {
-            member_id: "",
-            new_member_id: "m10".into(),
-            client_id: "",
-            topics: Vec::new(),
-            session_timeout: SESSION,
-            rebalance_timeout: REBALANCE,
-            cooperative: false,
-            protocols: Vec::new(),
-        };
         assert_eq!(
-            group.join(join, now, 10).unwrap_err().code,
+            group
+                .join(join_request("", "m10", false, &[]), now, 10)
+                .unwrap_err()
+                .code,
             ErrorCode::GroupFull
         );
     }
@@ -806,17 +811,7 @@ mod tests {
         protocols: &[&str],
         now: Instant,
     ) -> Result<String, Failure> {
-        let join = Join {
-            member_id: id,
-            new_member_id: new_id.to_string(),
-            client_id: "c",
-            topics: vec!["t".to_string()],
-            session_timeout: SESSION,
-            rebalance_timeout: REBALANCE,
-            cooperative: false,
-            protocols: protocols.iter().map(|p| p.to_string()).collect(),
-        };
-        group.join(join, now, 10)
+        group.join(join_request(id, new_id, false, protocols), now, 10)
     }
 
     #[test]
