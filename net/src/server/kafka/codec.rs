@@ -45,6 +45,16 @@ pub(crate) enum OutPart {
     Raw(RawPart),
 }
 
+impl OutPart {
+    /// Bytes this part sends.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            OutPart::Encoded(bytes) => bytes.len(),
+            OutPart::Raw(raw) => raw.len(),
+        }
+    }
+}
+
 /// A finished response, size prefix included.
 pub(crate) struct KafkaResponse {
     pub(crate) parts: Vec<OutPart>,

@@ -288,10 +288,7 @@ async fn send_response(
     let last = response
         .parts
         .iter()
-        .rposition(|part| match part {
-            OutPart::Encoded(bytes) => !bytes.is_empty(),
-            OutPart::Raw(raw) => raw.len() > 0,
-        })
+        .rposition(|part| part.len() > 0)
         .unwrap_or(0);
     for (index, part) in response.parts.into_iter().enumerate() {
         let more = index < last;
