@@ -187,6 +187,20 @@ fn rebase(records: &[Expected]) -> Vec<Expected> {
         .collect()
 }
 
+/// A member of share group `group` reading `topic`, with short long polls.
+fn share_member(server: &TestServer, group: &str, topic: &str) -> ShareConsumer {
+    ShareConsumer::subscribe(
+        server.addr(),
+        group,
+        topic,
+        ShareConsumerConfig {
+            max_wait_ms: 100,
+            ..ShareConsumerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 fn consumer(server: &TestServer, topic: &str, config: ConsumerConfig) -> Consumer {
     let mut consumer = Consumer::connect(
         server.addr(),
@@ -250,16 +264,7 @@ fn every_codec_is_read_by_the_consumer_the_share_consumer_and_consume() {
 
     // The share consumer acquires offset ranges; the records of those ranges come out of the
     // compressed batches, and acknowledging them by offset leaves nothing in flight.
-    let mut share = ShareConsumer::subscribe(
-        server.addr(),
-        "sharers",
-        "zipped",
-        ShareConsumerConfig {
-            max_wait_ms: 100,
-            ..ShareConsumerConfig::default()
-        },
-    )
-    .unwrap();
+    let mut share = share_member(&server, "sharers", "zipped");
     let deadline = Instant::now() + DEADLINE;
     let mut shared = Vec::new();
     while shared.len() < expected.len() {
@@ -623,16 +628,7 @@ fn share_member_rejects_an_unreadable_lz4_batch(payload: impl Fn(&[u8]) -> Vec<u
         )
         .unwrap();
 
-    let mut share = ShareConsumer::subscribe(
-        server.addr(),
-        "menders",
-        "cracked",
-        ShareConsumerConfig {
-            max_wait_ms: 100,
-            ..ShareConsumerConfig::default()
-        },
-    )
-    .unwrap();
+    let mut share = share_member(&server, "menders", "cracked");
     let deadline = Instant::now() + DEADLINE;
     let (mut read, mut failed) = (Vec::new(), Vec::new());
     while read.len() < after.len() || failed.is_empty() {
