@@ -311,8 +311,8 @@ fn two_members_split_partitions_and_rebalance_when_one_leaves() {
     all.sort_unstable();
     assert_eq!(all, [0, 1, 2, 3], "disjoint, and every partition assigned");
 
-    // The old generation is fenced.
-    assert_eq!(heartbeat(&mut a, "g1", &joined_a), REBALANCE_IN_PROGRESS);
+    // The old generation is fenced (ILLEGAL_GENERATION, as from Kafka).
+    assert_eq!(heartbeat(&mut a, "g1", &joined_a), ILLEGAL_GENERATION);
 
     // B leaves: A is asked to rejoin and gets everything back.
     let leave = LeaveGroupRequest::default()
@@ -573,10 +573,10 @@ fn group_errors_clients_recover_from() {
             "{session_timeout_ms}"
         );
     }
-    // A SyncGroup from an old generation asks for a rejoin.
+    // A SyncGroup from an old generation is ILLEGAL_GENERATION (the client rejoins).
     let joined = join(&mut kafka, "g", "", "errs");
     let stale = joined.clone().with_generation_id(joined.generation_id - 1);
-    assert_eq!(sync(&mut kafka, "g", &stale).0, REBALANCE_IN_PROGRESS);
+    assert_eq!(sync(&mut kafka, "g", &stale).0, ILLEGAL_GENERATION);
 }
 
 #[test]
@@ -1249,6 +1249,32 @@ fn a_joiner_sharing_no_protocol_with_the_members_is_inconsistent() {
 /// know is UNKNOWN_MEMBER_ID, whatever its generation; a known one of another generation is
 /// ILLEGAL_GENERATION (the Java consumer then rejoins keeping its member id); a generation of a
 /// group the coordinator does not know is ILLEGAL_GENERATION too.
+#[test]
+fn a_heartbeat_or_sync_from_another_generation_is_illegal_generation() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("beats", 2, &[]), 0);
+    let joined = join(&mut kafka, "hb", "", "beats");
+    assert_eq!(sync(&mut kafka, "hb", &joined), (0, vec![0, 1]));
+    assert_eq!(heartbeat(&mut kafka, "hb", &joined), 0);
+    for generation in [joined.generation_id - 1, joined.generation_id + 1] {
+        let mut stale = joined.clone();
+        stale.generation_id = generation;
+        // Kafka's answer to both (the client then forgets its generation and rejoins); the
+        // native protocol answers RebalanceInProgress, as PROTOCOL.md says.
+        assert_eq!(heartbeat(&mut kafka, "hb", &stale), ILLEGAL_GENERATION);
+        assert_eq!(sync(&mut kafka, "hb", &stale).0, ILLEGAL_GENERATION);
+    }
+    // Unknown member first, whatever its generation.
+    let mut ghost = joined.clone();
+    ghost.member_id = StrBytes::from_static_str("ghost");
+    ghost.generation_id -= 1;
+    assert_eq!(heartbeat(&mut kafka, "hb", &ghost), UNKNOWN_MEMBER_ID);
+    assert_eq!(sync(&mut kafka, "hb", &ghost).0, UNKNOWN_MEMBER_ID);
+    // The member itself is unharmed.
+    assert_eq!(heartbeat(&mut kafka, "hb", &joined), 0);
+}
+
 #[test]
 fn a_commit_from_another_generation_is_illegal_generation() {
     let server = TestServer::start();

@@ -429,12 +429,14 @@ pub(super) fn heartbeat(
     name: &str,
     member_id: &str,
     generation: i32,
+    stale: StaleGeneration,
 ) -> Result<(), Failure> {
     let group = existing(shard, name, GroupKind::Consumer)?;
-    let result = group
-        .membership
-        .borrow_mut()
-        .heartbeat(member_id, generation, Instant::now());
+    let result =
+        group
+            .membership
+            .borrow_mut()
+            .heartbeat(member_id, generation, stale, Instant::now());
     result
 }
 

@@ -126,6 +126,7 @@ async fn heartbeat(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fai
         group: view.group().to_string(),
         member_id: view.member_id().to_string(),
         generation: view.generation(),
+        stale: StaleGeneration::RebalanceInProgress,
     };
     expect_done(to_coordinator(shard, view.group(), message).await?)?;
     Ok(encode(

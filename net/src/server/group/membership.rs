@@ -40,8 +40,8 @@ pub(crate) fn is_cooperative(protocol: &str) -> bool {
     COOPERATIVE_PROTOCOLS.contains(&protocol)
 }
 
-/// How a commit naming a generation other than the group's is refused: the two protocols
-/// tell their clients different things.
+/// How a commit or heartbeat naming a generation other than the group's is refused: the two
+/// protocols tell their clients different things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StaleGeneration {
     /// `RebalanceInProgress`: the native protocol's "join again, then commit" (PROTOCOL.md).
@@ -423,11 +423,14 @@ impl Membership {
         }
     }
 
-    /// A heartbeat: Ok while the member holds the current generation of a Stable group.
+    /// A heartbeat: Ok while the member holds the current generation of a Stable group. As in
+    /// Kafka's classic coordinator, a member the group lacks comes first, then a generation
+    /// other than the group's (answered as `stale` says), then a rebalance under way.
     pub(crate) fn heartbeat(
         &mut self,
         member_id: &str,
         generation: i32,
+        stale: StaleGeneration,
         now: Instant,
     ) -> Result<(), Failure> {
         let state = self.state;
@@ -436,7 +439,13 @@ impl Membership {
             .find_mut(member_id)
             .ok_or_else(|| unknown_member(member_id))?;
         member.last_seen = now;
-        if state != GroupState::Stable || generation != current || member.generation != current {
+        if generation != current {
+            return Err(Failure::new(
+                stale.code(),
+                format!("generation {generation} is not the group's current {current}: join again"),
+            ));
+        }
+        if state != GroupState::Stable || member.generation != current {
             return Err(Failure::new(
                 ErrorCode::RebalanceInProgress,
                 "the group is rebalancing: join again",
@@ -615,7 +624,9 @@ mod tests {
         let b = join(&mut group, "", "b", now);
         assert!(!group.try_complete(now, |_| Some(6)));
         assert_eq!(group.outcome(&b), JoinOutcome::Pending);
-        let beat = group.heartbeat(&a, 1, now).unwrap_err();
+        let beat = group
+            .heartbeat(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .unwrap_err();
         assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
         // a may still commit what it processed in generation 1.
         assert!(group
@@ -628,7 +639,9 @@ mod tests {
         assert_eq!(partitions(group.outcome(&b)), [3, 4, 5]);
         group.join_finished(&a, now);
         group.join_finished(&b, now);
-        assert!(group.heartbeat(&a, 2, now).is_ok());
+        assert!(group
+            .heartbeat(&a, 2, StaleGeneration::RebalanceInProgress, now)
+            .is_ok());
         // After the rebalance a does not own 5 any more.
         assert!(!group.owns(&a, "t", 5));
         assert_eq!(
@@ -653,6 +666,18 @@ mod tests {
                 .code,
             ErrorCode::UnknownMember
         );
+        // A heartbeat of the old generation is answered as a stale commit is.
+        for (stale, code) in [
+            (
+                StaleGeneration::RebalanceInProgress,
+                ErrorCode::RebalanceInProgress,
+            ),
+            (StaleGeneration::IllegalGeneration, ErrorCode::NotAssigned),
+        ] {
+            assert_eq!(group.heartbeat(&a, 1, stale, now).unwrap_err().code, code);
+            let ghost = group.heartbeat("ghost", 1, stale, now).unwrap_err();
+            assert_eq!(ghost.code, ErrorCode::UnknownMember);
+        }
 
         group.leave(&b, now).unwrap();
         assert_eq!(group.state(), GroupState::PreparingRebalance);
@@ -739,7 +764,9 @@ mod tests {
         assert!(!group.rebalance_for_topic("other", now));
         assert_eq!(group.state(), GroupState::Stable);
         assert!(group.rebalance_for_topic("t", now));
-        let beat = group.heartbeat(&a, 1, now).unwrap_err();
+        let beat = group
+            .heartbeat(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .unwrap_err();
         assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
         join(&mut group, &a, "", now);
         assert!(group.try_complete(now, |_| Some(3)));

@@ -253,6 +253,8 @@ pub(crate) enum GroupCall {
         group: String,
         member_id: String,
         generation: i32,
+        /// How a generation other than the group's is refused.
+        stale: StaleGeneration,
     },
     Leave {
         group: String,
@@ -625,8 +627,9 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             group,
             member_id,
             generation,
+            stale,
         } => R::Done(coordinator::heartbeat(
-            shard, &group, &member_id, generation,
+            shard, &group, &member_id, generation, stale,
         )),
         C::Leave { group, member_id } => R::Done(coordinator::leave(shard, &group, &member_id)),
         C::Commit {

@@ -34,7 +34,7 @@ use super::dispatch::ClientInfo;
 use super::errors::group_failure_code;
 use super::{KafkaShard, NODE_ID};
 use crate::error_code::ErrorCode;
-use crate::server::group::membership::COOPERATIVE_PROTOCOLS;
+use crate::server::group::membership::{StaleGeneration, COOPERATIVE_PROTOCOLS};
 use crate::server::group::{
     self, meta::validate_group_name, session_timeout_accepted, GroupCall, GroupReturn, JoinArgs,
 };
@@ -311,21 +311,23 @@ async fn assignment_from_coordinator(
         GroupReturn::Described(result) => result?,
         _ => return Err(unexpected_answer()),
     };
+    // As Kafka's coordinator checks: the member first, then its generation.
+    let member = description
+        .members
+        .into_iter()
+        .find(|member| member.member_id == member_id)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownMember, format!("no member {member_id}")))?;
     if description.generation != generation {
+        // ILLEGAL_GENERATION, as from Kafka: the client forgets its generation and rejoins.
         return Err(Failure::new(
-            ErrorCode::RebalanceInProgress,
+            ErrorCode::NotAssigned,
             format!(
                 "generation {generation} is not the group's {}",
                 description.generation
             ),
         ));
     }
-    description
-        .members
-        .into_iter()
-        .find(|member| member.member_id == member_id)
-        .map(|member| member.assignment)
-        .ok_or_else(|| Failure::new(ErrorCode::UnknownMember, format!("no member {member_id}")))
+    Ok(member.assignment)
 }
 
 /// Serves Heartbeat.
@@ -339,6 +341,7 @@ pub(crate) async fn heartbeat(
         group: group.clone(),
         member_id: body.member_id.to_string(),
         generation: body.generation_id,
+        stale: StaleGeneration::IllegalGeneration,
     };
     let outcome = match to_coordinator(&kafka.shard, &group, call).await {
         Ok(GroupReturn::Done(result)) => result,
