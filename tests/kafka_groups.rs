@@ -1307,4 +1307,21 @@ fn a_commit_from_another_generation_is_illegal_generation() {
         commit_as(&mut kafka, "gg", (generation, member), "gens", &one),
         [0]
     );
+    // Generation -1 is a commit from outside the group: a member id does not make it one of
+    // the members' (UNKNOWN_MEMBER_ID, or ILLEGAL_GENERATION for a member's own id) while the
+    // group has members, and is accepted once it has none, as Kafka does.
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (-1, "outsider"), "gens", &one),
+        [UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(
+        commit_as(&mut kafka, "gg", (-1, member), "gens", &one),
+        [ILLEGAL_GENERATION]
+    );
+    let two = [(0, 2, None)];
+    assert_eq!(
+        commit_as(&mut kafka, "solo", (-1, "outsider"), "gens", &two),
+        [0]
+    );
+    assert_eq!(committed_v7(&mut kafka, "solo", "gens", &[0]), [(0, 2, 0)]);
 }

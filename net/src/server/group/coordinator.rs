@@ -461,7 +461,13 @@ pub(super) async fn commit(
     stale: StaleGeneration,
     topics: CommitTopics,
 ) -> Result<CommitResults, Failure> {
-    let group = if member_id.is_empty() && generation < 0 {
+    // Generation -1 commits from outside group management (an assign() consumer, an admin
+    // tool): accepted while the group has no members, member id or not, as Kafka does.
+    let has_members = existing(shard, name, GroupKind::Consumer)
+        .is_ok_and(|group| !group.membership.borrow().is_empty());
+    let standalone = generation < 0 && (member_id.is_empty() || !has_members);
+    let member_id = if standalone { "" } else { member_id };
+    let group = if standalone {
         let group = get_or_create_idle(shard, name, GroupKind::Consumer).await?;
         if !group.membership.borrow().is_empty() {
             return Err(Failure::new(
