@@ -196,6 +196,59 @@ fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
     assert!(error_line(&failed).contains("--retention-ms"));
 }
 
+/// `consume` without `--partition` takes up the partitions added while it follows the
+/// topic, and reads them from their first record.
+#[test]
+fn a_follower_reads_the_partitions_added_while_it_runs() {
+    use std::io::Read;
+
+    let server = TestServer::start(2);
+    create_topic(&server, "growing", 1);
+    server.ok_with_input(&["produce", "growing", "--partition", "0"], b"first\n");
+    let args = [
+        "consume",
+        "growing",
+        "--from",
+        "earliest",
+        "--count",
+        "2",
+        "--metadata-max-age-ms",
+        "50",
+        "--server",
+        server.addr(),
+    ];
+    let (mut child, stdout) = spawn_ringlog(&args);
+    let mut stdout = BufReader::new(stdout);
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "first\n", "following partition 0");
+    let out = server.ok(&["topic", "alter", "growing", "--partitions", "2"]);
+    assert!(
+        out.starts_with("altered topic growing: 2 partitions"),
+        "{out}"
+    );
+    server.ok_with_input(&["produce", "growing", "--partition", "1"], b"second\n");
+    // Without the added partition the consumer waits for a second record forever.
+    let status = wait_bounded(&mut child, "consume of a topic that grew");
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains(
+            "note: topic growing has 2 partitions now; reading partition 1 from its first record"
+        ),
+        "{stderr}"
+    );
+}
+
 /// `ringlog produce --compression zstd` stores zstd batches (the partition takes a fraction of
 /// the lines' bytes), and `ringlog consume` prints every line back, keys and values, in order.
 #[test]

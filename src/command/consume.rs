@@ -2,7 +2,7 @@
 
 use std::io::{self, BufWriter, Write};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use ringlog_net::client::{
@@ -50,6 +50,11 @@ pub struct ConsumeArgs {
     /// expire).
     #[arg(long, value_enum, default_value_t = AckMode::Accept, requires = "share_group")]
     pub ack: AckMode,
+    /// Reading every partition without a group: how often to ask whether partitions were
+    /// added to the topic (`topic alter --partitions`); added ones are read from their first
+    /// record, as a subscribed Kafka consumer takes them up (its `metadata.max.age.ms`).
+    #[arg(long, value_name = "MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metadata_max_age_ms: u64,
 }
 
 /// The `--from` values.
@@ -126,8 +131,14 @@ pub fn run(args: ConsumeArgs, server: &str) -> anyhow::Result<()> {
         .seek_all(args.from.seek_to())
         .map_err(|error| CliError::about(Some(topic), error))?;
     let limit = args.count.unwrap_or(u64::MAX);
+    let mut watch = args.partition.is_none().then(|| PartitionWatch {
+        topic: topic.to_owned(),
+        known: u32::try_from(partitions.len()).unwrap_or(u32::MAX),
+        interval: Duration::from_millis(args.metadata_max_age_ms),
+        next_check: Instant::now() + Duration::from_millis(args.metadata_max_age_ms),
+    });
     let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
-    match print_records(&mut consumer, &mut out, args.format, limit) {
+    match print_records(&mut consumer, &mut out, args.format, limit, watch.as_mut()) {
         Err(error) if error.is_closed_output() => Ok(()),
         Err(CliError::Client(error)) => Err(CliError::about(Some(topic), error).into()),
         other => Ok(other?),
@@ -178,6 +189,52 @@ fn chosen_partitions(args: &ConsumeArgs, server: &str) -> Result<Vec<u32>, CliEr
     Ok(chosen.iter().map(|p| p.partition).collect())
 }
 
+/// Takes up the partitions added to the topic of a consumer reading all of them.
+struct PartitionWatch {
+    topic: String,
+    /// Partitions assigned: `0..known`.
+    known: u32,
+    interval: Duration,
+    next_check: Instant,
+}
+
+impl PartitionWatch {
+    /// Asks for the partition count when due and assigns the partitions added since, read
+    /// from their first record (the consumer's reset is `earliest`), so that none of their
+    /// records is missed. A failed check (the server restarting) waits for the next: the poll
+    /// reports what matters.
+    fn check(&mut self, consumer: &mut Consumer) {
+        let now = Instant::now();
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now + self.interval;
+        let count = match consumer.partition_count(&self.topic) {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::debug!(%error, topic = %self.topic, "partition count check failed");
+                return;
+            }
+        };
+        if count <= self.known {
+            return;
+        }
+        let added: Vec<u32> = (self.known..count).collect();
+        consumer.extend_assignment(&added);
+        let which = if added.len() == 1 {
+            format!("partition {} from its", self.known)
+        } else {
+            format!("partitions {} to {} from their", self.known, count - 1)
+        };
+        let _ = writeln!(
+            io::stderr(),
+            "note: topic {} has {count} partitions now; reading {which} first record",
+            self.topic
+        );
+        self.known = count;
+    }
+}
+
 /// Polls and writes records until `limit` were written. Output is flushed after every poll,
 /// so a follower sees records as they arrive.
 fn print_records(
@@ -185,9 +242,13 @@ fn print_records(
     out: &mut impl Write,
     format: RecordFormat,
     limit: u64,
+    mut watch: Option<&mut PartitionWatch>,
 ) -> Result<(), CliError> {
     let mut written = 0u64;
     while written < limit {
+        if let Some(watch) = watch.as_deref_mut() {
+            watch.check(consumer);
+        }
         for record in consumer.poll(POLL_TIMEOUT)? {
             format.write(out, &record?).map_err(CliError::Output)?;
             written += 1;

@@ -144,6 +144,20 @@ struct Assigned {
     link: usize,
 }
 
+impl Assigned {
+    /// A partition just assigned: nothing known about it yet.
+    fn new(partition: u32) -> Assigned {
+        Assigned {
+            partition,
+            position: None,
+            high_watermark: -1,
+            refused: None,
+            reset: None,
+            link: 0,
+        }
+    }
+}
+
 /// What a consumer keeps per link: the fetch on its way over it, if any, and when it may
 /// fetch again.
 #[derive(Debug, Default)]
@@ -278,17 +292,7 @@ impl Consumer {
     /// are unset until [`Self::seek`] or the first poll.
     pub fn assign(&mut self, topic: &str, partitions: &[u32]) {
         self.topic = topic.to_owned();
-        self.assigned = partitions
-            .iter()
-            .map(|&partition| Assigned {
-                partition,
-                position: None,
-                high_watermark: -1,
-                refused: None,
-                reset: None,
-                link: 0,
-            })
-            .collect();
+        self.assigned = partitions.iter().map(|&p| Assigned::new(p)).collect();
         self.assigned.sort_by_key(|a| a.partition);
         self.assigned.dedup_by_key(|a| a.partition);
         self.last = None;
@@ -304,10 +308,32 @@ impl Consumer {
 
     /// Assigns every partition of `topic`; returns how many there are.
     pub fn assign_all(&mut self, topic: &str) -> Result<u32, ClientError> {
-        let count = self.on_home(|home| home.partition_count(topic))?;
+        let count = self.partition_count(topic)?;
         let partitions: Vec<u32> = (0..count).collect();
         self.assign(topic, &partitions);
         Ok(count)
+    }
+
+    /// How many partitions `topic` has now (Metadata over the first connection).
+    pub fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
+        self.on_home(|home| home.partition_count(topic))
+    }
+
+    /// Adds `partitions` of the assigned topic, keeping the positions of those already
+    /// assigned and the fetches in flight: a follower takes up the partitions added to its
+    /// topic. The new ones are positioned as after [`Self::assign`].
+    pub fn extend_assignment(&mut self, partitions: &[u32]) {
+        let before = self.assigned.len();
+        for &partition in partitions {
+            if self.find(partition).is_none() {
+                self.assigned.push(Assigned::new(partition));
+            }
+        }
+        if self.assigned.len() > before {
+            self.assigned.sort_by_key(|a| a.partition);
+            // The new partitions' shards are not known yet.
+            self.links.invalidate_routing();
+        }
     }
 
     /// The assigned partitions.
