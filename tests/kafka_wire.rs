@@ -1409,6 +1409,65 @@ fn create_topics_refuses_a_name_given_twice() {
     );
 }
 
+/// CreateTopics with a manual replica assignment (kafka-topics --replica-assignment 0,0,0):
+/// taken when every partition names broker 0 alone, checked otherwise as Kafka's controller
+/// checks it.
+#[test]
+fn create_topics_takes_a_replica_assignment_naming_broker_zero() {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    use kafka_protocol::messages::BrokerId;
+    const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    let mut create =
+        |name: &'static str, partitions: i32, factor: i16, brokers: &[(i32, &[i32])]| {
+            let assignments = brokers
+                .iter()
+                .map(|(index, ids)| {
+                    CreatableReplicaAssignment::default()
+                        .with_partition_index(*index)
+                        .with_broker_ids(ids.iter().map(|id| BrokerId(*id)).collect())
+                })
+                .collect();
+            let topic = CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(factor)
+                .with_assignments(assignments);
+            let request = CreateTopicsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(10_000);
+            let response = kafka.call(7, &request);
+            let topic = &response.topics[0];
+            (topic.error_code, topic.num_partitions)
+        };
+    let three: &[(i32, &[i32])] = &[(0, &[0]), (2, &[0]), (1, &[0])];
+    assert_eq!(create("placed", -1, -1, three), (0, 3));
+    assert_eq!(create("counted", 3, -1, three).0, INVALID_REQUEST);
+    assert_eq!(create("factored", -1, 1, three).0, INVALID_REQUEST);
+    for bad in [
+        &[(0, &[1][..])][..],
+        &[(0, &[0, 0][..])],
+        &[(0, &[][..])],
+        &[(0, &[0][..]), (0, &[0][..])],
+        &[(0, &[0][..]), (2, &[0][..])],
+        &[(-1, &[0][..])],
+    ] {
+        assert_eq!(
+            create("refused", -1, -1, bad).0,
+            INVALID_REPLICA_ASSIGNMENT,
+            "{bad:?}"
+        );
+    }
+    let mut native = ringlog_net::client::Client::connect(server.handle.local_addr()).unwrap();
+    assert_eq!(native.partition_count("placed").unwrap(), 3);
+    assert!(
+        native.partition_count("refused").is_err(),
+        "nothing created"
+    );
+}
+
 /// DescribeCluster v1 asking for controllers (endpoint_type 2) at a broker listener: Kafka
 /// answers MISMATCHED_ENDPOINT_TYPE (AuthHelper.computeDescribeClusterResponse), so an admin
 /// client bootstrapped with `bootstrap.controllers` learns it reached the wrong endpoint.

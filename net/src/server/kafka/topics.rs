@@ -69,7 +69,8 @@ const ACCEPTED_SETTINGS: &[(&str, Option<&str>)] = &[
 /// A refused topic: the Kafka error and why.
 type Refusal = (ResponseError, String);
 
-/// Serves CreateTopics (replication factor 1 or -1; no manual replica assignment).
+/// Serves CreateTopics (replication factor 1 or -1; a manual replica assignment may only name
+/// broker 0, once per partition).
 pub(crate) async fn create_topics(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
@@ -135,15 +136,10 @@ fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicC
             ),
         ));
     }
-    if !creatable.assignments.is_empty() {
-        return Err((
-            ResponseError::InvalidReplicaAssignment,
-            "ringlog places partitions itself; replica assignments are not taken".into(),
-        ));
-    }
-    let partitions = match creatable.num_partitions {
-        -1 => 1,
-        n => u32::try_from(n)
+    let partitions = match (assigned_partitions(creatable)?, creatable.num_partitions) {
+        (Some(count), _) => count,
+        (None, -1) => 1,
+        (None, n) => u32::try_from(n)
             .ok()
             .filter(|n| (1..=PARTITIONS_MAX).contains(n))
             .ok_or_else(|| {
@@ -161,6 +157,76 @@ fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicC
         .validate()
         .map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
     Ok(config)
+}
+
+/// The partition count a manual replica assignment gives (`None` without one), checked as
+/// Kafka's controller checks it: numPartitions and replicationFactor -1 (INVALID_REQUEST),
+/// then per partition a non-empty list of registered brokers (here only node 0), each once,
+/// no partition twice, and partitions numbered 0 to n-1 (INVALID_REPLICA_ASSIGNMENT).
+fn assigned_partitions(creatable: &CreatableTopic) -> Result<Option<u32>, Refusal> {
+    let assignments = &creatable.assignments;
+    if assignments.is_empty() {
+        return Ok(None);
+    }
+    let invalid_request = |what: &str| {
+        Err((
+            ResponseError::InvalidRequest,
+            format!("a manual partition assignment was given, but {what} was not set to -1"),
+        ))
+    };
+    if creatable.replication_factor != -1 {
+        return invalid_request("the replication factor");
+    }
+    if creatable.num_partitions != -1 {
+        return invalid_request("numPartitions");
+    }
+    let count = u32::try_from(assignments.len())
+        .ok()
+        .filter(|count| *count <= PARTITIONS_MAX)
+        .ok_or_else(|| {
+            (
+                ResponseError::InvalidPartitions,
+                format!(
+                    "partitions must be between 1 and {PARTITIONS_MAX}, got {}",
+                    assignments.len()
+                ),
+            )
+        })?;
+    let invalid = |message: String| Err((ResponseError::InvalidReplicaAssignment, message));
+    let mut seen: HashSet<i32> = HashSet::with_capacity(assignments.len());
+    for assignment in assignments {
+        let index = assignment.partition_index;
+        if !seen.insert(index) {
+            return invalid(format!(
+                "found multiple manual partition assignments for partition {index}"
+            ));
+        }
+        match assignment.broker_ids.as_slice() {
+            [] => return invalid(format!("partition {index} has an empty replica list")),
+            [broker] if broker.0 == 0 => {}
+            [broker] => {
+                return invalid(format!(
+                    "partition {index} names broker {}; ringlog has one broker, node 0",
+                    broker.0
+                ))
+            }
+            _ => {
+                return invalid(format!(
+                    "partition {index} names more than one replica; ringlog has one broker, \
+                     node 0, and no replicas"
+                ))
+            }
+        }
+    }
+    // As many distinct indexes as partitions: one outside 0..n leaves one missing.
+    let n = i64::from(count);
+    if seen
+        .iter()
+        .any(|&index| !(0..n).contains(&i64::from(index)))
+    {
+        return invalid("partitions should be a consecutive 0-based integer sequence".into());
+    }
+    Ok(Some(count))
 }
 
 fn apply_setting(config: &mut TopicConfig, name: &str, value: Option<&str>) -> Result<(), Refusal> {
