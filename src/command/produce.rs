@@ -204,8 +204,9 @@ fn summary(sent: Sent, elapsed: Duration) -> String {
     } else {
         0.0
     };
+    let records = if sent.records == 1 { "record" } else { "records" };
     format!(
-        "produced {} records ({} bytes) in {seconds:.3} s: {rate:.0} records/s",
+        "produced {} {records} ({} bytes) in {seconds:.3} s: {rate:.0} records/s",
         sent.records, sent.bytes
     )
 }
@@ -238,6 +239,14 @@ mod tests {
         assert_eq!(
             summary(sent, Duration::from_millis(500)),
             "produced 1000 records (3893 bytes) in 0.500 s: 2000 records/s"
+        );
+        let one = Sent {
+            records: 1,
+            bytes: 4,
+        };
+        assert_eq!(
+            summary(one, Duration::from_millis(2)),
+            "produced 1 record (4 bytes) in 0.002 s: 500 records/s"
         );
     }
 }
