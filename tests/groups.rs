@@ -701,6 +701,55 @@ fn acquire_some(consumer: &mut ShareConsumer) -> Vec<(u32, i64, u16)> {
     })
 }
 
+/// A share consumer that closes leaves: what it held is offered again at once (not when the
+/// locks end, a minute later here), and the group, without members, can be deleted at once.
+#[test]
+fn a_closed_share_member_leaves_and_gives_back_what_it_held() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic_at(addr, "held", 2);
+    let mut client = Client::connect(addr).unwrap();
+    let locked_for_a_minute = configure_group::Request {
+        group: "leaving",
+        lock_ms: Some(60_000),
+        ..Default::default()
+    };
+    client.configure_share_group(&locked_for_a_minute).unwrap();
+    produce(addr, "held", 0, 5, None);
+    let mut first = ShareConsumer::subscribe(addr, "leaving", "held", share_config()).unwrap();
+    let mut held = acquire_some(&mut first);
+    held.sort_unstable();
+    assert_eq!(
+        held,
+        (0..5).map(|offset| (0, offset, 1)).collect::<Vec<_>>()
+    );
+    first.acknowledge(0, 0, AckType::Accept);
+    let refused = client.delete_group("leaving").unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::GroupNotEmpty), "{refused}");
+    assert!(first.close().unwrap().is_empty());
+
+    let description = client.describe_group("leaving").unwrap();
+    assert!(description.members.is_empty(), "{:?}", description.members);
+    let partition = description
+        .share_partitions
+        .iter()
+        .find(|p| p.partition == 0)
+        .expect("partition 0 is read by the group");
+    assert_eq!((partition.start_offset, partition.acquired_records), (1, 0));
+    let mut second = ShareConsumer::subscribe(addr, "leaving", "held", share_config()).unwrap();
+    let mut again = acquire_some(&mut second);
+    again.sort_unstable();
+    assert_eq!(
+        again,
+        (1..5).map(|offset| (0, offset, 2)).collect::<Vec<_>>()
+    );
+    for (partition, offset, _) in again {
+        second.acknowledge(partition, offset, AckType::Accept);
+    }
+    assert!(second.close().unwrap().is_empty());
+    client.delete_group("leaving").unwrap();
+}
+
 #[test]
 fn an_unacknowledged_record_comes_back_after_its_lease() {
     let server = TestServer::start();
@@ -1705,7 +1754,8 @@ fn a_group_without_members_is_deleted_with_its_offsets() {
     let gone = client.describe_group("old").unwrap_err();
     assert_eq!(gone.code(), Some(ErrorCode::UnknownGroup), "{gone}");
 
-    // A share group nobody fetched from goes; one a member is reading stays.
+    // A share group nobody fetched from goes; one a member is reading stays until the
+    // member closes (and so leaves it).
     let idle = configure_group::Request {
         group: "idle-share",
         ..configure_group::Request::default()
@@ -1716,7 +1766,7 @@ fn a_group_without_members_is_deleted_with_its_offsets() {
     for (partition, offset, _) in acquire_some(&mut reader) {
         reader.acknowledge(partition, offset, AckType::Accept);
     }
-    assert!(reader.close().unwrap().is_empty());
+    assert!(reader.flush_acks().unwrap().is_empty());
     let refused = client.delete_group("busy-share").unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::GroupNotEmpty), "{refused}");
     client.delete_group("idle-share").unwrap();
@@ -1724,6 +1774,7 @@ fn a_group_without_members_is_deleted_with_its_offsets() {
         group_names(&mut client),
         BTreeSet::from(["busy-share".to_owned()])
     );
+    assert!(reader.close().unwrap().is_empty());
 
     // Deleted for good: after a restart a group of the same name starts without offsets
     // (from the earliest record, as the member's auto_offset_reset says).

@@ -10256,6 +10256,7 @@ impl<'a> ShareAcknowledgeRequest<'a> {
   pub const VT_TOPIC: ::flatbuffers::VOffsetT = 8;
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 10;
   pub const VT_RANGES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEAVE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10272,6 +10273,7 @@ impl<'a> ShareAcknowledgeRequest<'a> {
     if let Some(x) = args.topic { builder.add_topic(x); }
     if let Some(x) = args.member_id { builder.add_member_id(x); }
     if let Some(x) = args.group { builder.add_group(x); }
+    builder.add_leave(args.leave);
     builder.finish()
   }
 
@@ -10311,6 +10313,15 @@ impl<'a> ShareAcknowledgeRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, AckRange>>>(ShareAcknowledgeRequest::VT_RANGES, None)}
   }
+  /// The member leaves the partition after these ranges are applied: the records it still
+  /// holds there are released (as if their locks ended now) and it stops counting as a member.
+  #[inline]
+  pub fn leave(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ShareAcknowledgeRequest::VT_LEAVE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ShareAcknowledgeRequest<'_> {
@@ -10324,6 +10335,7 @@ impl ::flatbuffers::Verifiable for ShareAcknowledgeRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, AckRange>>>("ranges", Self::VT_RANGES, false)?
+     .visit_field::<bool>("leave", Self::VT_LEAVE, false)?
      .finish();
     Ok(())
   }
@@ -10334,6 +10346,7 @@ pub struct ShareAcknowledgeRequestArgs<'a> {
     pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub partition: u32,
     pub ranges: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, AckRange>>>,
+    pub leave: bool,
 }
 impl<'a> Default for ShareAcknowledgeRequestArgs<'a> {
   #[inline]
@@ -10344,6 +10357,7 @@ impl<'a> Default for ShareAcknowledgeRequestArgs<'a> {
       topic: None, // required field
       partition: 0,
       ranges: None,
+      leave: false,
     }
   }
 }
@@ -10374,6 +10388,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShareAcknowledgeRequestBuilde
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShareAcknowledgeRequest::VT_RANGES, ranges);
   }
   #[inline]
+  pub fn add_leave(&mut self, leave: bool) {
+    self.fbb_.push_slot::<bool>(ShareAcknowledgeRequest::VT_LEAVE, leave, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShareAcknowledgeRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ShareAcknowledgeRequestBuilder {
@@ -10399,6 +10417,7 @@ impl ::core::fmt::Debug for ShareAcknowledgeRequest<'_> {
       ds.field("topic", &self.topic());
       ds.field("partition", &self.partition());
       ds.field("ranges", &self.ranges());
+      ds.field("leave", &self.leave());
       ds.finish()
   }
 }

@@ -204,7 +204,11 @@ fn summary(sent: Sent, elapsed: Duration) -> String {
     } else {
         0.0
     };
-    let records = if sent.records == 1 { "record" } else { "records" };
+    let records = if sent.records == 1 {
+        "record"
+    } else {
+        "records"
+    };
     format!(
         "produced {} {records} ({} bytes) in {seconds:.3} s: {rate:.0} records/s",
         sent.records, sent.bytes

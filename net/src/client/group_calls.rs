@@ -517,13 +517,45 @@ impl Client {
         partition: u32,
         ranges: &[AckRange],
     ) -> Result<Vec<EntryResult<(i64, i64)>>, ClientError> {
-        let frame = self.connection().call(&share_acknowledge::Request {
+        let request = share_acknowledge::Request {
             group,
             member_id,
             topic,
             partition,
             ranges,
-        })?;
+            leave: false,
+        };
+        self.settle_share_records(&request)
+    }
+
+    /// As [`Self::share_acknowledge`], then leaves the partition: the records the member still
+    /// holds there are released at once (not at their lock's end) and it stops counting as a
+    /// member of the group (a share consumer closing).
+    pub fn share_acknowledge_and_leave(
+        &mut self,
+        group: &str,
+        member_id: &str,
+        topic: &str,
+        partition: u32,
+        ranges: &[AckRange],
+    ) -> Result<Vec<EntryResult<(i64, i64)>>, ClientError> {
+        let request = share_acknowledge::Request {
+            group,
+            member_id,
+            topic,
+            partition,
+            ranges,
+            leave: true,
+        };
+        self.settle_share_records(&request)
+    }
+
+    fn settle_share_records(
+        &mut self,
+        request: &share_acknowledge::Request<'_>,
+    ) -> Result<Vec<EntryResult<(i64, i64)>>, ClientError> {
+        let ranges = request.ranges;
+        let frame = self.connection().call(request)?;
         let view = frame.view::<share_acknowledge::ResponseView>()?;
         check(ApiKey::ShareAcknowledge, view.status())?;
         let results = range_results(ApiKey::ShareAcknowledge, view.results());

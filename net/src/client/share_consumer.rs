@@ -757,6 +757,11 @@ impl ShareConsumer {
     /// reported as refused with the connection's error (a lost answer may hide that they were
     /// applied); their records, if not applied, are delivered again.
     pub fn flush_acks(&mut self) -> Result<Vec<AckFailure>, ClientError> {
+        self.flush_all(false)
+    }
+
+    /// [`Self::flush_acks`], on every partition with `leave` (see [`Self::close`]).
+    fn flush_all(&mut self, leave: bool) -> Result<Vec<AckFailure>, ClientError> {
         let mut first_error = None;
         if self.links.rebuild_needed() {
             if let Err(error) = self.rebuild() {
@@ -764,7 +769,7 @@ impl ShareConsumer {
             }
         }
         for partition in 0..self.pending.len() {
-            if let Err(error) = self.flush_partition(partition) {
+            if let Err(error) = self.flush_partition(partition, leave) {
                 first_error.get_or_insert(error);
             }
         }
@@ -774,14 +779,19 @@ impl ShareConsumer {
         }
     }
 
-    /// Sends the pending acknowledgements of one partition; see [`Self::flush_acks`].
-    fn flush_partition(&mut self, partition: usize) -> Result<(), ClientError> {
+    /// Sends the pending acknowledgements of one partition, and with `leave` leaves it; see
+    /// [`Self::flush_acks`]. A leave that cannot be sent is no error: the member's records
+    /// come back when their locks end, and it stops counting once idle.
+    fn flush_partition(&mut self, partition: usize, leave: bool) -> Result<(), ClientError> {
         let ranges = std::mem::take(&mut self.pending[partition]);
-        if ranges.is_empty() {
+        if ranges.is_empty() && !leave {
             return Ok(());
         }
         let index = self.link_of.get(partition).copied().unwrap_or(0);
         let Some(link) = self.links.get_mut(index).filter(|link| link.is_up()) else {
+            if ranges.is_empty() {
+                return Ok(());
+            }
             let error = self
                 .links
                 .get(index)
@@ -790,14 +800,22 @@ impl ShareConsumer {
             self.report_ack_failures(partition as u32, &ranges, &error);
             return Err(error);
         };
-        let results = match link.client.share_acknowledge(
-            &self.group,
-            &self.member_id,
-            &self.topic,
-            partition as u32,
-            &ranges,
-        ) {
+        let (group, member_id, topic) = (&self.group, &self.member_id, &self.topic);
+        let sent = if leave {
+            link.client.share_acknowledge_and_leave(
+                group,
+                member_id,
+                topic,
+                partition as u32,
+                &ranges,
+            )
+        } else {
+            link.client
+                .share_acknowledge(group, member_id, topic, partition as u32, &ranges)
+        };
+        let results = match sent {
             Ok(results) => results,
+            Err(_) if ranges.is_empty() => return Ok(()),
             Err(error) => {
                 // Not taken: a retriable refusal keeps the ranges for the next flush (as a
                 // retriable answer per range does); otherwise they are reported as failed
@@ -832,10 +850,13 @@ impl ShareConsumer {
         std::mem::take(&mut self.failures)
     }
 
-    /// Sends the pending acknowledgements; returns the refused ones. An error means some
-    /// could not be sent (their records are delivered again once their leases end).
+    /// Sends the pending acknowledgements and leaves every partition, as Kafka's share
+    /// consumer does when closed: the records it still holds are released at once rather than
+    /// when their locks end, and the group no longer counts it as a member (so it can be
+    /// deleted at once). Returns the refused acknowledgements; an error means some could not
+    /// be sent (their records are delivered again once their leases end).
     pub fn close(mut self) -> Result<Vec<AckFailure>, ClientError> {
-        self.flush_acks()
+        self.flush_all(true)
     }
 }
 

@@ -91,6 +91,9 @@ pub struct Request<'a> {
     pub partition: u32,
     /// Ranges to settle.
     pub ranges: &'a [AckRange],
+    /// The member leaves the partition once the ranges are applied: what it still holds there
+    /// is released, and it no longer counts as a member (a share consumer closing).
+    pub leave: bool,
 }
 
 impl Encode for Request<'_> {
@@ -109,6 +112,7 @@ impl Encode for Request<'_> {
                 topic,
                 partition: self.partition,
                 ranges,
+                leave: self.leave,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -173,8 +177,10 @@ mod tests {
             topic: "t",
             partition: 1,
             ranges: &ranges,
+            leave: true,
         });
         let view = RequestView::decode(body).unwrap();
+        assert!(view.leave());
         let read: Vec<_> = view
             .ranges()
             .unwrap()

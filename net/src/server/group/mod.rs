@@ -243,6 +243,8 @@ pub(crate) struct ShareAckArgs {
     pub(crate) topic: String,
     pub(crate) partition: u32,
     pub(crate) ranges: Vec<AckRange>,
+    /// The member leaves the partition after the ranges (see `ShareAcknowledgeRequest`).
+    pub(crate) leave: bool,
 }
 
 /// Work for a coordinator, a partition owner or every shard.

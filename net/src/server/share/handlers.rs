@@ -155,6 +155,7 @@ pub(crate) async fn share_acknowledge(
         topic: view.topic().to_string(),
         partition: view.partition(),
         ranges: ack_ranges(view.ranges())?,
+        leave: view.leave(),
     };
     let owner = shard.owner(&args.topic, args.partition);
     let results = if owner == shard.id {
@@ -199,6 +200,7 @@ mod tests {
             topic: "t",
             partition: 0,
             ranges: &ranges,
+            leave: false,
         });
         let view: RequestView = decode(body).unwrap();
         ack_ranges(view.ranges())

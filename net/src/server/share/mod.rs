@@ -106,10 +106,15 @@ pub(crate) async fn acknowledge(
     args: ShareAckArgs,
 ) -> Result<Vec<AckResult>, Failure> {
     let state = local(shard, &args.topic, args.partition)?;
+    if args.ranges.is_empty() && state.share(&args.group).is_none() {
+        // A member leaving a partition its group never read: nothing to settle or release,
+        // and no share partition to start for it.
+        return Ok(Vec::new());
+    }
     let config = config(shard, &args.group, false).await?;
     let share = state.share_or_create(&args.group, &config)?;
     Ok(share
-        .acknowledge(shard, &args.member_id, &args.ranges)
+        .acknowledge(shard, &args.member_id, &args.ranges, args.leave)
         .await)
 }
 

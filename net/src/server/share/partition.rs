@@ -267,13 +267,15 @@ impl SharePartition {
         effects
     }
 
-    /// Acknowledges `ranges` for `member_id`; returns once the changes are durable. One result
-    /// per range, in order.
+    /// Acknowledges `ranges` for `member_id`, then, when it `leave`s, releases what it still
+    /// holds and forgets it; returns once the changes are durable. One result per range, in
+    /// order.
     pub(crate) async fn acknowledge(
         self: &Rc<Self>,
         shard: &Rc<Shard>,
         member_id: &str,
         ranges: &[AckRange],
+        leave: bool,
     ) -> Vec<AckResult> {
         let now_ms = monotonic_ms();
         let mut effects = self.sweep(now_ms);
@@ -316,6 +318,12 @@ impl SharePartition {
                     failure: outcome.err().map(|error| ack_failure(error, &window)),
                 });
             }
+            if leave {
+                if let Some(holder) = member {
+                    window.release_held_by(holder, limits.delivery_limit, &mut effects);
+                }
+                self.members.borrow_mut().remove(member_id);
+            }
             if window.advance() {
                 effects.made_available = true;
             }
@@ -343,7 +351,7 @@ impl SharePartition {
             ..ShareFetched::default()
         };
         if !acks.is_empty() {
-            fetched.ack_results = self.acknowledge(shard, member_id, acks).await;
+            fetched.ack_results = self.acknowledge(shard, member_id, acks, false).await;
         }
         if ask.max_records == 0 {
             return Ok(fetched);
@@ -1072,7 +1080,7 @@ mod tests {
             assert_eq!(fetched.acquired.len(), 1);
             // The rejection waits in its copy while the group is deleted.
             let reject = [range(0, AckType::Reject)];
-            let mut a = pin!(share.acknowledge(&shard, "a", &reject));
+            let mut a = pin!(share.acknowledge(&shard, "a", &reject, false));
             let first_poll = poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
             assert!(first_poll.is_pending(), "the copy is under way");
             let state = shard.groups.partition("t", 0).unwrap();
@@ -1121,7 +1129,7 @@ mod tests {
                 range(1_000, AckType::Accept),
                 all(AckType::Accept),
             ];
-            let results = share.acknowledge(&shard, "a", &ranges).await;
+            let results = share.acknowledge(&shard, "a", &ranges, false).await;
             let codes: Vec<_> = results
                 .iter()
                 .map(|r| r.failure.as_ref().map(|f| f.code))
@@ -1138,7 +1146,7 @@ mod tests {
             );
             // The refused ranges changed nothing; the next request settles them.
             let results = share
-                .acknowledge(&shard, "a", &[all(AckType::Accept)])
+                .acknowledge(&shard, "a", &[all(AckType::Accept)], false)
                 .await;
             assert!(results[0].failure.is_none(), "{results:?}");
             assert_eq!(share.start_offset(), 100);
@@ -1161,7 +1169,7 @@ mod tests {
             // Member a rejects 0 (copied to the dead-letter topic) and releases 1; its call
             // is left waiting in the copy.
             let acks = [range(0, AckType::Reject), range(1, AckType::Release)];
-            let mut a = pin!(share.acknowledge(&shard, "a", &acks));
+            let mut a = pin!(share.acknowledge(&shard, "a", &acks, false));
             let first_poll = poll_fn(|cx| Poll::Ready(a.as_mut().poll(cx))).await;
             assert!(first_poll.is_pending(), "the copy is under way");
             // Meanwhile member b acquires 1 (its second delivery) and accepts it.
@@ -1176,7 +1184,7 @@ mod tests {
             };
             assert_eq!(fetched.acquired, [expected]);
             let accepted = share
-                .acknowledge(&shard, "b", &[range(1, AckType::Accept)])
+                .acknowledge(&shard, "b", &[range(1, AckType::Accept)], false)
                 .await;
             assert!(accepted.iter().all(|r| r.failure.is_none()), "{accepted:?}");
             let rejected = a.await;

@@ -464,6 +464,32 @@ impl Window {
         }
     }
 
+    /// Ends the locks of every record `holder` holds (it left the group): as at a lock's end,
+    /// the record is Available again, or Archiving once it reached the delivery limit.
+    pub(crate) fn release_held_by(
+        &mut self,
+        holder: u32,
+        delivery_limit: u16,
+        effects: &mut Effects,
+    ) {
+        assert_ne!(holder, NO_HOLDER, "only a member holds records");
+        let start = self.start;
+        for (index, entry) in self.entries.iter_mut().enumerate() {
+            if entry.state != RecordState::Acquired || entry.holder != holder {
+                continue;
+            }
+            let offset = start + index as i64;
+            entry.holder = NO_HOLDER;
+            if entry.delivery_count >= delivery_limit {
+                archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
+                continue;
+            }
+            entry.state = RecordState::Available;
+            effects.made_available = true;
+            effects.push_change(offset, entry.durable());
+        }
+    }
+
     /// Puts every Archiving record in `effects.dead_letters` (their copies failed before).
     pub(crate) fn pending_dead_letters(&self, effects: &mut Effects) {
         for (index, entry) in self.entries.iter().enumerate() {
@@ -809,6 +835,35 @@ mod tests {
         );
         assert!(window.advance());
         assert_eq!(window.start_offset(), 1);
+    }
+
+    #[test]
+    fn a_leaving_member_releases_only_what_it_holds() {
+        let mut window = Window::new(0);
+        assert_eq!(acquire_all(&mut window, 7, 0, 2), [(0, 1), (1, 1)]);
+        assert_eq!(acquire_all(&mut window, 8, 0, 1), [(2, 1)]);
+        let mut effects = Effects::default();
+        window.release_held_by(7, LIMITS.delivery_limit, &mut effects);
+        assert!(effects.made_available && effects.dead_letters.is_empty());
+        assert_eq!(window.counts(), (3, 1), "member 8 still holds offset 2");
+        // Its late acknowledgement finds nothing held; the other member's stands.
+        let late = window.settle(ack(0, 0, 7, Settle::Accept), 0, &LIMITS, &mut effects);
+        assert_eq!(late, Err(AckError::NotHeld));
+        assert_eq!(acquire_all(&mut window, 8, 0, 2), [(0, 2), (1, 2)]);
+        // At the delivery limit, a release archives instead.
+        let mut window = Window::new(0);
+        for _ in 1..LIMITS.delivery_limit {
+            assert_eq!(acquire_all(&mut window, 7, 0, 1).len(), 1);
+            window.release_held_by(7, LIMITS.delivery_limit, &mut Effects::default());
+        }
+        assert_eq!(
+            acquire_all(&mut window, 7, 0, 1),
+            [(0, LIMITS.delivery_limit)]
+        );
+        let mut effects = Effects::default();
+        window.release_held_by(7, LIMITS.delivery_limit, &mut effects);
+        assert_eq!(effects.dead_letters.len(), 1);
+        assert!(!effects.made_available);
     }
 
     #[test]
