@@ -1468,6 +1468,94 @@ fn create_topics_takes_a_replica_assignment_naming_broker_zero() {
     );
 }
 
+/// DeleteRecords moves each partition's log start as Kafka does: reads below it are out of
+/// range, ListOffsets earliest answers it, -1 means the high watermark, past the high
+/// watermark is OFFSET_OUT_OF_RANGE, and a restart keeps it.
+#[test]
+fn delete_records_moves_the_log_start_and_a_restart_keeps_it() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+    let mut server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("trimmed", 2, &[]), 0);
+    for partition in 0..2 {
+        for round in 0..3 {
+            let (code, base) =
+                kafka.produce(9, -1, "trimmed", partition, batch_of(&["a", "b"], 1_000));
+            assert_eq!((code, base), (0, 2 * round));
+        }
+    }
+    let delete = |kafka: &mut kafka_support::Kafka, asks: &[(&'static str, i32, i64)]| {
+        let topics = asks
+            .iter()
+            .map(|(topic, partition, offset)| {
+                DeleteRecordsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(*partition)
+                        .with_offset(*offset)])
+            })
+            .collect();
+        let request = DeleteRecordsRequest::default()
+            .with_topics(topics)
+            .with_timeout_ms(10_000);
+        let response = kafka.call(2, &request);
+        response
+            .topics
+            .iter()
+            .map(|t| (t.partitions[0].error_code, t.partitions[0].low_watermark))
+            .collect::<Vec<_>>()
+    };
+    // Inside a batch (offset 3 of the batch 2..=3), all of partition 1, then errors.
+    let answers = delete(
+        &mut kafka,
+        &[
+            ("trimmed", 0, 3),
+            ("trimmed", 1, -1),
+            ("trimmed", 0, 7),
+            ("trimmed", 0, -2),
+            ("trimmed", 5, 0),
+            ("nope", 0, 0),
+        ],
+    );
+    assert_eq!(
+        answers,
+        [
+            (0, 3),
+            (0, 6),
+            (OFFSET_OUT_OF_RANGE, -1),
+            (OFFSET_OUT_OF_RANGE, -1),
+            (UNKNOWN_TOPIC_OR_PARTITION, -1),
+            (UNKNOWN_TOPIC_OR_PARTITION, -1),
+        ]
+    );
+    assert_eq!(
+        delete(&mut kafka, &[("trimmed", 0, 1)]),
+        [(0, 3)],
+        "never backwards"
+    );
+    let check = |kafka: &mut kafka_support::Kafka| {
+        assert_eq!(kafka.list_offset("trimmed", 0, -2), (0, 3));
+        assert_eq!(kafka.list_offset("trimmed", 1, -2), (0, 6));
+        let below = kafka.fetch(12, "trimmed", 0, 2, 0);
+        assert_eq!(
+            below.responses[0].partitions[0].error_code,
+            OFFSET_OUT_OF_RANGE
+        );
+        let from = kafka.fetch(12, "trimmed", 0, 3, 0);
+        let partition = &from.responses[0].partitions[0];
+        assert_eq!((partition.error_code, partition.log_start_offset), (0, 3));
+    };
+    check(&mut kafka);
+    drop(kafka);
+    server = server.restart();
+    check(&mut server.kafka());
+}
+
 /// DescribeCluster v1 asking for controllers (endpoint_type 2) at a broker listener: Kafka
 /// answers MISMATCHED_ENDPOINT_TYPE (AuthHelper.computeDescribeClusterResponse), so an admin
 /// client bootstrapped with `bootstrap.controllers` learns it reached the wrong endpoint.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod index;
 pub mod io_budget;
 pub mod log;
+pub mod log_start;
 pub mod producer_id;
 pub mod producer_snapshot;
 pub mod producer_state;

@@ -160,6 +160,8 @@ struct Inner {
     durable_offset: Cell<i64>,
     /// First offset still stored.
     log_start_offset: Cell<i64>,
+    /// The start DeleteRecords asked for; the flusher stores it, then moves the log start.
+    log_start_wanted: Cell<i64>,
     /// Highest offset (exclusive) a `Durable` append waits to see synced.
     durable_requested: Cell<i64>,
     /// Bytes appended but not yet written.
@@ -339,7 +341,7 @@ impl PartitionLog {
         let segments = recovered.segments;
         let producers = recovered.producers;
         let snapshot_files = recovered.snapshots.into_iter().collect();
-        let log_start_offset = segments
+        let oldest_base = segments
             .first()
             .map(|segment| segment.base_offset)
             .expect("recovery returns at least one segment");
@@ -347,6 +349,13 @@ impl PartitionLog {
             .last()
             .map(|segment| segment.next_offset)
             .expect("recovery returns at least one segment");
+        // A start DeleteRecords set past what recovery kept (the log lost unsynced records it
+        // had covered) leaves the log empty at its end.
+        let log_start_offset = recovered
+            .log_start_offset
+            .map_or(oldest_base, |deleted_before| {
+                deleted_before.clamp(oldest_base, next_offset)
+            });
         let cache = Rc::clone(&resources.cache);
         let io_budget = Rc::clone(&resources.io_budget);
         let owner = cache.register_owner();
@@ -371,6 +380,7 @@ impl PartitionLog {
             high_watermark: Cell::new(next_offset),
             durable_offset: Cell::new(next_offset),
             log_start_offset: Cell::new(log_start_offset),
+            log_start_wanted: Cell::new(log_start_offset),
             durable_requested: Cell::new(next_offset),
             unflushed_bytes: Cell::new(0),
             undeleted_segments: RefCell::new(Vec::new()),
@@ -540,6 +550,8 @@ impl PartitionLog {
         }
         self.inner.roll_expired_active(now_ms, retention);
         let removed = self.inner.take_expired_segments(now_ms, retention);
+        // A DeleteRecords waiting for its start to be stored may be covered by this move.
+        self.inner.wake_waiters();
         // Reads in flight keep their own handle on the files.
         let mut doomed = self.inner.undeleted_segments.take();
         doomed.extend(
@@ -576,6 +588,40 @@ impl PartitionLog {
             );
         }
         failure.map_or(Ok(report), Err)
+    }
+
+    /// Moves the log start offset up to `offset`, as Kafka's DeleteRecords does: reads below it
+    /// are out of range, ListOffsets' earliest answers it, and retention deletes the segments
+    /// wholly below it at its next pass. Stored (see [`crate::log_start`]) before this returns,
+    /// so a restart keeps it. An offset past the high watermark (or negative) is
+    /// [`LogError::OffsetOutOfRange`]; one at or below the start changes nothing. Returns the
+    /// log start offset.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
+        let inner = &self.inner;
+        let (log_start, high_watermark) =
+            (inner.log_start_offset.get(), inner.high_watermark.get());
+        if offset < 0 || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        if offset <= log_start {
+            return Ok(log_start);
+        }
+        if inner.closing.get() {
+            return Err(LogError::Closed);
+        }
+        inner
+            .log_start_wanted
+            .set(inner.log_start_wanted.get().max(offset));
+        // After a failure the flusher waits for a retry: this is one.
+        inner.retry_blocked.set(false);
+        inner.kick.notify();
+        let failures = inner.failures.get();
+        Wait::new(Rc::clone(inner), WaitKind::Started(offset), failures).await?;
+        Ok(inner.log_start_offset.get())
     }
 
     /// Writes and syncs everything appended, stops the flusher, truncates the active segment
@@ -744,6 +790,7 @@ impl Inner {
         Progress {
             high_watermark: self.high_watermark.get(),
             durable_offset: self.durable_offset.get(),
+            log_start_offset: self.log_start_offset.get(),
             failures: self.failures.get(),
             closing: self.closing.get(),
             closed: self.closed.get(),
@@ -1004,7 +1051,9 @@ impl Inner {
             });
             let too_old =
                 cutoff_ms.is_some_and(|cutoff_ms| segment.retention_timestamp_ms() < cutoff_ms);
-            if !too_big && !too_old {
+            // Wholly below the start DeleteRecords set, as Kafka deletes such segments.
+            let deleted = segment.next_offset <= self.log_start_offset.get();
+            if !too_big && !too_old && !deleted {
                 break;
             }
             total_bytes -= segment.size_bytes;
@@ -1014,11 +1063,13 @@ impl Inner {
             return Vec::new();
         }
         let removed: Vec<Segment> = state.segments.drain(..expired).collect();
-        let log_start_offset = state.active_segment_floor();
+        let floor = state.active_segment_floor();
         assert!(
-            log_start_offset >= self.log_start_offset.get(),
-            "log start moves forward"
+            floor <= self.next_offset.get(),
+            "the segments kept end at the log's end"
         );
+        // A start DeleteRecords moved inside the oldest segment kept stays where it is.
+        let log_start_offset = floor.max(self.log_start_offset.get());
         self.log_start_offset.set(log_start_offset);
         state.recent.retain(|weak| {
             weak.upgrade()
@@ -1212,6 +1263,7 @@ impl Wait {
             WaitKind::Durable(offset) => progress.durable_offset >= offset,
             WaitKind::Visible(_) => true,
             WaitKind::Closed => progress.closed,
+            WaitKind::Started(offset) => progress.log_start_offset >= offset,
         };
         if reached {
             return Ok(());

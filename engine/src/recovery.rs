@@ -30,6 +30,7 @@ use crate::buffer::{align_down, align_up, AlignedBuf, IO_ALIGN_BYTES};
 use crate::error::LogError;
 use crate::index::{indexes_paired, OffsetIndex, TimeIndex};
 use crate::log::LogConfig;
+use crate::log_start;
 use crate::producer_snapshot;
 use crate::producer_state::ProducerStateTable;
 use crate::reactor::fs::{File, OpenOptions};
@@ -60,6 +61,8 @@ pub(crate) struct Recovered {
     pub(crate) producers: ProducerStateTable,
     /// Offsets of the producer snapshots left on disk, oldest first.
     pub(crate) snapshots: Vec<i64>,
+    /// The start offset DeleteRecords set, if any (see [`crate::log_start`]); not clamped.
+    pub(crate) log_start_offset: Option<i64>,
 }
 
 /// The producer state the scan of the last segment brings up to date: a snapshot at or after
@@ -123,6 +126,7 @@ pub(crate) async fn recover(
             segments: vec![Segment::new(0, SegmentState::Active)],
             producers: ProducerStateTable::new(config.producers_max),
             snapshots: Vec::new(),
+            log_start_offset: log_start::load(dir),
         });
     }
     let mut tail = TailReplay::load(dir, &snapshots, &bases, config.producers_max);
@@ -202,6 +206,7 @@ pub(crate) async fn recover(
         segments,
         producers,
         snapshots,
+        log_start_offset: log_start::load(dir),
     })
 }
 
@@ -303,8 +308,12 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
 }
 
 /// Whether `name` is the temporary file of an index or producer snapshot written atomically
-/// (`<20 digits><suffix>.tmp`): only those are removed, never a file someone else left.
+/// (`<20 digits><suffix>.tmp`), or of the log start offset: only those are removed, never a
+/// file someone else left.
 fn is_own_leftover(name: &str) -> bool {
+    if name == log_start::LOG_START_TEMPORARY_NAME {
+        return true;
+    }
     let Some(stem) = name.strip_suffix(".tmp") else {
         return false;
     };

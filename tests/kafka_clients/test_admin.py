@@ -2,10 +2,11 @@
 IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), seen by
 DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused; partitions
 added with CreatePartitions take records at once; consumer groups listed, described and
-deleted (as kafka-consumer-groups.sh does)."""
+deleted (as kafka-consumer-groups.sh does); records deleted up to an offset (as
+kafka-delete-records.sh does), which the ringlog CLI then starts from."""
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -100,3 +101,15 @@ def test_consumer_groups_are_listed_described_and_deleted(server, topic):
         future.result(timeout=TIMEOUT_S)
     assert group not in group_ids(admin)
     assert group not in server.ringlog("group", "list").decode()
+
+
+def test_records_are_deleted_up_to_an_offset(server, topic):
+    producer = Producer({"bootstrap.servers": server.bootstrap, "acks": "all"})
+    for n in range(10):
+        producer.produce(topic, str(n).encode(), partition=0)
+    assert producer.flush(TIMEOUT_S) == 0
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    (future,) = admin.delete_records([TopicPartition(topic, 0, 4)]).values()
+    assert future.result(timeout=TIMEOUT_S).low_watermark == 4
+    out = server.ringlog("consume", topic, "--partition", "0", "--from", "earliest", "--count", "6")
+    assert out.decode().split() == [str(n) for n in range(4, 10)]

@@ -24,6 +24,7 @@ use super::{Inner, State};
 use crate::buffer::{align_down, align_up};
 use crate::cache::Chunk;
 use crate::error::FlushFailure;
+use crate::log_start;
 use crate::producer_snapshot::{self, SNAPSHOTS_KEPT};
 use crate::reactor::fs::{self, File, OpenOptions};
 use crate::reactor::time;
@@ -36,7 +37,11 @@ use crate::segment::{
 enum Job {
     Wait,
     Exit,
-    Create { base_offset: i64 },
+    Create {
+        base_offset: i64,
+    },
+    /// Store this log start offset (DeleteRecords), then move the start there.
+    StoreLogStart(i64),
     Write(WriteJob),
     Finalize(FinalizeJob),
 }
@@ -92,6 +97,7 @@ pub(super) async fn run(inner: Rc<Inner>) {
             }
             Job::Exit => break,
             Job::Create { base_offset } => inner.create_segment_file(base_offset).await,
+            Job::StoreLogStart(offset) => inner.store_log_start(offset).await,
             Job::Write(job) => {
                 if let Err(ready_at) = inner.take_write_turn() {
                     // Appends meanwhile join this write: the job is made again after.
@@ -164,6 +170,10 @@ impl Inner {
                     base_offset: active.base_offset,
                 };
             }
+        }
+        let log_start_wanted = self.log_start_wanted.get();
+        if log_start_wanted > self.log_start_offset.get() {
+            return Job::StoreLogStart(log_start_wanted);
         }
         if self.durable_requested.get() > self.durable_offset.get() {
             // Written bytes a durable append waits for (after a retry, say): the syncer's job.
@@ -264,6 +274,23 @@ impl Inner {
         if state.active().base_offset == base_offset {
             state.active_needs_file = false;
         }
+        Ok(())
+    }
+
+    /// Stores `offset` as the log start (DeleteRecords) and then moves the start there.
+    async fn store_log_start(&self, offset: i64) -> Result<(), FlushFailure> {
+        let context = "storing the log start offset";
+        self.injected_failure(context)?;
+        log_start::store(&self.dir, offset)
+            .await
+            .map_err(|error| FlushFailure::from_io(context, &error))?;
+        assert!(
+            offset <= self.next_offset.get(),
+            "the start never passes the log's end"
+        );
+        self.log_start_offset
+            .set(self.log_start_offset.get().max(offset));
+        self.wake_waiters();
         Ok(())
     }
 

@@ -1198,3 +1198,77 @@ fn retention_by_bytes_never_cuts_the_log_below_the_limit() {
         );
     });
 }
+
+#[test]
+fn delete_records_moves_the_start_durably_and_retention_drops_what_is_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        // 2 records per batch, several 16 KiB segments.
+        for seed in 0..40 {
+            let mut batch = make_batch(1_000, seed);
+            log.append(&mut batch, Acks::Durable).await.unwrap();
+        }
+        let end = log.next_offset();
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 3, "{bases:?}");
+        let inside = bases[1] + 3;
+        let past = log.delete_records(end + 1).await.unwrap_err();
+        assert!(matches!(past, LogError::OffsetOutOfRange { .. }), "{past}");
+
+        // A failed store changes nothing; asking again stores it.
+        log.fail_next_io(1, Some("storing the log start"));
+        let failed = log.delete_records(inside).await.unwrap_err();
+        assert!(matches!(failed, LogError::DiskFull { .. }), "{failed}");
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.delete_records(inside).await.unwrap(), inside);
+        assert_eq!(log.log_start_offset(), inside);
+        assert_eq!(
+            log.delete_records(2).await.unwrap(),
+            inside,
+            "never backwards"
+        );
+        let below = log.read(inside - 1, 1 << 20).await.unwrap_err();
+        assert!(
+            matches!(below, LogError::OffsetOutOfRange { log_start, .. } if log_start == inside)
+        );
+        let slice = log.read(inside, 1 << 20).await.unwrap();
+        let first = BatchIter::new(slice.bytes()).next().unwrap().unwrap().0;
+        assert!(first.base_offset <= inside && inside <= first.last_offset());
+
+        // Retention deletes the segments wholly below the start, and only those.
+        let keep_all = Retention {
+            ms: None,
+            bytes: None,
+        };
+        let report = log.apply_retention(1_000_000, keep_all).await.unwrap();
+        assert_eq!(report.segments_deleted, 1);
+        assert_eq!(log.segment_base_offsets()[0], bases[1]);
+        assert_eq!(
+            log.log_start_offset(),
+            inside,
+            "inside the oldest segment kept"
+        );
+        log.close().await.unwrap();
+        drop(log);
+
+        let log = open(&path).await;
+        assert_eq!(log.log_start_offset(), inside, "kept over a restart");
+        assert_eq!(log.next_offset(), end);
+        assert_eq!(log.delete_records(end).await.unwrap(), end, "everything");
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!((log.log_start_offset(), log.next_offset()), (end, end));
+        let mut batch = make_batch(10, 1);
+        assert_eq!(
+            log.append(&mut batch, Acks::Durable)
+                .await
+                .unwrap()
+                .base_offset,
+            end
+        );
+        log.close().await.unwrap();
+    });
+}

@@ -20,6 +20,8 @@ pub(super) enum WaitKind {
     Visible(i64),
     /// The flusher finished closing the log.
     Closed,
+    /// The log start offset reached this offset (DeleteRecords' start was stored).
+    Started(i64),
 }
 
 /// The progress a waiter's condition is checked against.
@@ -27,6 +29,7 @@ pub(super) enum WaitKind {
 pub(super) struct Progress {
     pub(super) high_watermark: i64,
     pub(super) durable_offset: i64,
+    pub(super) log_start_offset: i64,
     pub(super) failures: u64,
     pub(super) closing: bool,
     pub(super) closed: bool,
@@ -46,6 +49,9 @@ impl WaitKind {
             }
             WaitKind::Visible(offset) => progress.high_watermark > offset || progress.closing,
             WaitKind::Closed => progress.closed || failed,
+            WaitKind::Started(offset) => {
+                progress.log_start_offset >= offset || failed || progress.closed
+            }
         }
     }
 }
@@ -166,6 +172,7 @@ mod tests {
         let mut progress = Progress {
             high_watermark: 5,
             durable_offset: 0,
+            log_start_offset: 0,
             failures: 0,
             closing: false,
             closed: false,

@@ -95,6 +95,13 @@ pub(crate) enum ShardCall {
         partition: u32,
         query: OffsetQuery,
     },
+    /// Move the log start of an owned partition (DeleteRecords); `offset` -1 is the high
+    /// watermark.
+    DeleteRecords {
+        topic: String,
+        partition: u32,
+        offset: i64,
+    },
     /// Log start offset, high watermark and size of every partition of `topic` this shard
     /// owns.
     PartitionInfo { topic: String },
@@ -170,6 +177,8 @@ pub(crate) enum ShardReturn {
     Produced(Result<super::partition_ops::Produced, Failure>),
     Fetched(Result<Fetched, Failure>),
     Offset(Result<(i64, i64), Failure>),
+    /// The new log start offset (DeleteRecords).
+    LogStart(Result<i64, Failure>),
     Partitions(Result<Vec<PartitionOffsets>, Failure>),
     Group(super::group::GroupReturn),
     Metrics(Box<super::metrics::ShardMetrics>),

@@ -349,6 +349,23 @@ pub(crate) async fn wait_for_any(
     }
 }
 
+/// Moves the log start of an owned partition to `offset` (-1: the high watermark), stored
+/// before the answer; returns the new log start offset.
+pub(crate) async fn delete_records(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<i64, Failure> {
+    let log = shard.local_log(topic, partition)?;
+    let offset = if offset == -1 {
+        log.high_watermark()
+    } else {
+        offset
+    };
+    log.delete_records(offset).await.map_err(log_failure)
+}
+
 /// Resolves an offset query on an owned partition: `(offset, timestamp_ms)`. A timestamp query
 /// answers the first record stamped at or after the time, with its timestamp, as Kafka's
 /// ListOffsets does (within a compressed batch, which the server does not decompress: the

@@ -535,6 +535,32 @@ pub(crate) async fn list_offset(
     }
 }
 
+/// Moves the log start of `topic`/`partition` on its owner (DeleteRecords); see
+/// [`partition_ops::delete_records`].
+pub(crate) async fn delete_records(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<i64, Failure> {
+    let owner = shard.owner(topic, partition);
+    if owner == shard.id {
+        return partition_ops::delete_records(shard, topic, partition, offset).await;
+    }
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    let call = ShardCall::DeleteRecords {
+        topic: topic.to_string(),
+        partition,
+        offset,
+    };
+    match shard.call(owner, call).await {
+        ShardReturn::LogStart(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
 /// Offsets of every partition of `topic`, asked of every shard, sorted by partition.
 pub(crate) async fn topic_offsets(
     shard: &Rc<Shard>,

@@ -893,6 +893,13 @@ impl Shard {
             } => ShardReturn::Offset(
                 super::partition_ops::list_offset(self, &topic, partition, query).await,
             ),
+            ShardCall::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => ShardReturn::LogStart(
+                super::partition_ops::delete_records(self, &topic, partition, offset).await,
+            ),
             ShardCall::Group(call) => ShardReturn::Group(super::group::execute(self, call).await),
             ShardCall::PartitionInfo { topic } => {
                 ShardReturn::Partitions(self.partition_info(&topic))

@@ -140,6 +140,7 @@ async fn serve(
         ApiKey::ListOffsets => fetch::list_offsets(kafka, &request).await?,
         ApiKey::CreateTopics => topics::create_topics(kafka, &request).await?,
         ApiKey::DeleteTopics => topics::delete_topics(kafka, &request).await?,
+        ApiKey::DeleteRecords => topics::delete_records(kafka, &request).await?,
         ApiKey::DescribeConfigs => topics::describe_configs(kafka, &request).await?,
         ApiKey::CreatePartitions => topics::create_partitions(kafka, &request).await?,
         ApiKey::IncrementalAlterConfigs => {

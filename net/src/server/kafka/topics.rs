@@ -1,5 +1,5 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs and IncrementalAlterConfigs,
-//! on the same topic catalog as the native protocol.
+//! CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs and
+//! IncrementalAlterConfigs, on the same topic catalog as the native protocol.
 //!
 //! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
 //! honoured; settings that only make sense with replicas or that ringlog always has (such as
@@ -17,6 +17,9 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -25,8 +28,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
@@ -157,6 +161,54 @@ fn topic_config(kafka: &KafkaShard, creatable: &CreatableTopic) -> Result<TopicC
         .validate()
         .map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
     Ok(config)
+}
+
+/// Serves DeleteRecords (kafka-delete-records, `AdminClient.deleteRecords`): each named
+/// partition's log start moves up to the offset given (-1: the high watermark), stored before
+/// the answer, which carries the new start as the low watermark. As from Kafka: an offset past
+/// the high watermark (or another negative one) is OFFSET_OUT_OF_RANGE, one below the start
+/// changes nothing, and a partition that does not exist is UNKNOWN_TOPIC_OR_PARTITION. Segments
+/// wholly below the new start go at the next retention pass.
+pub(crate) async fn delete_records(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: DeleteRecordsRequest = request.decode_body()?;
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let name = topic.name.0.as_str();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for asked in &topic.partitions {
+            let result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(asked.partition_index)
+                .with_low_watermark(-1);
+            let Ok(partition) = u32::try_from(asked.partition_index) else {
+                partitions
+                    .push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let outcome = if asked.offset < -1 {
+                Err(ResponseError::OffsetOutOfRange.code())
+            } else {
+                routing::delete_records(&kafka.shard, name, partition, asked.offset)
+                    .await
+                    .map_err(|failure| failure_code(&failure))
+            };
+            partitions.push(match outcome {
+                Ok(log_start) => result.with_low_watermark(log_start),
+                Err(code) => result.with_error_code(code),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    respond(
+        request,
+        &DeleteRecordsResponse::default().with_topics(topics),
+    )
 }
 
 /// The partition count a manual replica assignment gives (`None` without one), checked as

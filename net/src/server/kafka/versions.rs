@@ -41,6 +41,7 @@ pub(crate) const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::ApiVersions, 0, 4),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
+    range(ApiKey::DeleteRecords, 0, 2),
     range(ApiKey::InitProducerId, 0, 4),
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::DescribeLogDirs, 1, 4),
