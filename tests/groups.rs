@@ -715,7 +715,7 @@ fn a_closed_share_member_leaves_and_gives_back_what_it_held() {
         ..Default::default()
     };
     client.configure_share_group(&locked_for_a_minute).unwrap();
-    produce(addr, "held", 0, 5, None);
+    produce(addr, "held", 0, 5, Some(0));
     let mut first = ShareConsumer::subscribe(addr, "leaving", "held", share_config()).unwrap();
     let mut held = acquire_some(&mut first);
     held.sort_unstable();
