@@ -196,6 +196,70 @@ fn topic_alter_changes_retention_and_partitions_and_the_changes_persist() {
     assert!(error_line(&failed).contains("--retention-ms"));
 }
 
+/// `topic delete-records` moves partitions' log starts (Kafka's DeleteRecords): what is
+/// below is no longer read, `end` empties a partition, and an offset past a partition's end
+/// is refused in one line while the other partitions are done.
+#[test]
+fn delete_records_moves_the_log_start_of_each_partition() {
+    let server = TestServer::start(2);
+    create_topic(&server, "trim", 2);
+    server.ok_with_input(&["produce", "trim", "--partition", "0"], b"a\nb\nc\nd\n");
+    server.ok_with_input(&["produce", "trim", "--partition", "1"], b"x\ny\n");
+    let args = [
+        "topic",
+        "delete-records",
+        "trim",
+        "--before",
+        "2",
+        "--partition",
+        "0",
+    ];
+    assert_eq!(server.ok(&args), "PARTITION  LOG_START\n0          2\n");
+    let args = [
+        "consume",
+        "trim",
+        "--partition",
+        "0",
+        "--from",
+        "earliest",
+        "--count",
+        "2",
+    ];
+    assert_eq!(server.ok(&args), "c\nd\n");
+
+    let refused = server.ringlog(&["topic", "delete-records", "trim", "--before", "3"]);
+    let line = error_line(&refused);
+    assert!(
+        line.starts_with("error: 1 partition(s) of trim refused; first: partition 1: "),
+        "{line}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stdout),
+        "PARTITION  LOG_START\n0          3\n"
+    );
+    let args = ["topic", "delete-records", "trim", "--before", "end"];
+    assert_eq!(
+        server.ok(&args),
+        "PARTITION  LOG_START\n0          4\n1          2\n"
+    );
+    let described = server.ok(&["topic", "describe", "trim"]);
+    let starts: Vec<(&str, &str)> = described
+        .lines()
+        .skip(2)
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells[2], cells[4])
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [("4", "0"), ("2", "0")],
+        "log start, records: {described}"
+    );
+    let bad = server.ringlog(&["topic", "delete-records", "trim", "--before", "-5"]);
+    assert!(!bad.status.success());
+}
+
 /// `consume` without `--partition` takes up the partitions added while it follows the
 /// topic, and reads them from their first record.
 #[test]

@@ -52,6 +52,8 @@ pub enum ApiKey {
     ShareAcknowledge = 21,
     /// Obtain a producer id and epoch for idempotent batches.
     InitProducerId = 22,
+    /// Move partitions' log start offsets up (Kafka's DeleteRecords).
+    DeleteRecords = 23,
 }
 
 /// The frame named an api id this build does not know.
@@ -90,6 +92,7 @@ impl ApiKey {
             ApiKey::ShareFetch => "ShareFetch",
             ApiKey::ShareAcknowledge => "ShareAcknowledge",
             ApiKey::InitProducerId => "InitProducerId",
+            ApiKey::DeleteRecords => "DeleteRecords",
         }
     }
 
@@ -152,7 +155,7 @@ pub struct ApiVersionRange {
 
 /// Every api of protocol v1 with the versions this build speaks, in id order. A server reports
 /// exactly this list in its ApiVersions response.
-pub const SUPPORTED_APIS: [ApiVersionRange; 22] = [
+pub const SUPPORTED_APIS: [ApiVersionRange; 23] = [
     v0(ApiKey::ApiVersions),
     v0(ApiKey::Metadata),
     v0(ApiKey::CreateTopic),
@@ -175,6 +178,7 @@ pub const SUPPORTED_APIS: [ApiVersionRange; 22] = [
     v0(ApiKey::ShareFetch),
     v0(ApiKey::ShareAcknowledge),
     v0(ApiKey::InitProducerId),
+    v0(ApiKey::DeleteRecords),
 ];
 
 /// An api supported at version 0 only.

@@ -1,10 +1,11 @@
-//! `ringlog topic create|alter|list|describe|delete`: topic administration.
+//! `ringlog topic create|alter|list|describe|delete|delete-records`: topic administration.
 
 use std::io::{self, Write};
 
 use clap::{Args, Subcommand, ValueEnum};
 use ringlog_net::byte_size::{parse_limit_bytes, parse_signed_bytes};
 use ringlog_net::client::{Client, PartitionInfo, TopicInfo};
+use ringlog_net::message::delete_records::{DeleteBefore, HIGH_WATERMARK};
 use ringlog_net::message::{alter_topic, create_topic};
 use serde::Serialize;
 
@@ -33,6 +34,10 @@ enum TopicAction {
     Describe(DescribeArgs),
     /// Delete a topic and all its records.
     Delete(DeleteArgs),
+    /// Delete the records before an offset (Kafka's DeleteRecords): each partition's log
+    /// start moves there, reads below it are out of range, and the segments wholly below it
+    /// are removed at the server's next retention check.
+    DeleteRecords(DeleteRecordsArgs),
 }
 
 /// Options of `ringlog topic create`.
@@ -130,6 +135,32 @@ struct DeleteArgs {
     name: String,
 }
 
+/// Options of `ringlog topic delete-records`.
+#[derive(Debug, Args)]
+struct DeleteRecordsArgs {
+    /// Topic name.
+    name: String,
+    /// The new log start offset of each partition, or `end` for every record stored now (an
+    /// offset past a partition's end is refused; one before its start changes nothing).
+    #[arg(long, value_name = "OFFSET|end", value_parser = parse_before)]
+    before: i64,
+    /// Only this partition (default: every partition).
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+}
+
+/// `--before`: an offset, or `end` (the high watermark).
+fn parse_before(text: &str) -> Result<i64, String> {
+    match text.trim() {
+        "end" => Ok(HIGH_WATERMARK),
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|offset| *offset >= 0)
+            .ok_or_else(|| format!("expected an offset (0 or more) or `end`, got '{text}'")),
+    }
+}
+
 /// How `list` and `describe` print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TableFormat {
@@ -170,6 +201,7 @@ pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
         TopicAction::Alter(alter) => Some(alter.name.as_str()),
         TopicAction::Describe(describe) => Some(describe.name.as_str()),
         TopicAction::Delete(delete) => Some(delete.name.as_str()),
+        TopicAction::DeleteRecords(delete) => Some(delete.name.as_str()),
         TopicAction::List(_) => None,
     };
     let mut client =
@@ -227,6 +259,41 @@ pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
         TopicAction::Delete(delete) => {
             client.delete_topic(&delete.name).map_err(about)?;
             writeln!(out, "deleted topic {}", delete.name)?;
+        }
+        TopicAction::DeleteRecords(delete) => {
+            let partitions: Vec<u32> = match delete.partition {
+                Some(partition) => vec![partition],
+                None => (0..client.partition_count(&delete.name).map_err(about)?).collect(),
+            };
+            let asked: Vec<DeleteBefore> = partitions
+                .iter()
+                .map(|&partition| DeleteBefore {
+                    partition,
+                    offset: delete.before,
+                })
+                .collect();
+            let results = client.delete_records(&delete.name, &asked).map_err(about)?;
+            let mut rows = Vec::with_capacity(results.len());
+            let mut refused = Vec::new();
+            for answer in results {
+                match answer.result {
+                    Ok(log_start) => {
+                        rows.push(vec![answer.entry.to_string(), log_start.to_string()])
+                    }
+                    Err(error) => refused.push((answer.entry, error)),
+                }
+            }
+            if !rows.is_empty() {
+                write_table(&mut out, &["PARTITION", "LOG_START"], &rows)?;
+            }
+            out.flush()?;
+            if let Some((partition, error)) = refused.first() {
+                anyhow::bail!(
+                    "{} partition(s) of {} refused; first: partition {partition}: {error}",
+                    refused.len(),
+                    delete.name
+                );
+            }
         }
     }
     out.flush()?;

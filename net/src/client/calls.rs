@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use super::connection::{Connection, ConnectionConfig, ResponseFrame};
 use super::error::ClientError;
+use super::group_calls::EntryResult;
 use crate::api::{ApiKey, ApiVersionRange};
 use crate::error_code::ErrorCode;
+use crate::message::delete_records::{self, DeleteBefore};
 use crate::message::fetch::FetchedPartitions;
 use crate::message::list_offsets::OffsetSpec;
 use crate::message::produce::Acks;
@@ -514,6 +516,42 @@ impl Client {
     /// without allocating (and zeroing) megabytes again.
     pub fn recycle(&mut self, result: FetchResult) {
         self.connection.recycle(result.frame.into_buffer());
+    }
+
+    /// Moves the log start offsets of partitions of `topic` up (Kafka's DeleteRecords; see
+    /// [`delete_records`]): one outcome per entry, in order, with the partition's log start
+    /// offset after the request or the server's error for that entry.
+    pub fn delete_records(
+        &mut self,
+        topic: &str,
+        partitions: &[DeleteBefore],
+    ) -> Result<Vec<EntryResult<u32>>, ClientError> {
+        let frame = self
+            .connection
+            .call(&delete_records::Request { topic, partitions })?;
+        let view = frame.view::<delete_records::ResponseView>()?;
+        check(ApiKey::DeleteRecords, view.status())?;
+        let results: Vec<EntryResult<u32>> = view
+            .results()
+            .unwrap_or_default()
+            .iter()
+            .map(|answer| EntryResult {
+                entry: answer.partition(),
+                result: check(
+                    ApiKey::DeleteRecords,
+                    Status::from_wire(answer.error_code(), answer.error_message()),
+                )
+                .map(|()| answer.log_start_offset()),
+            })
+            .collect();
+        if results.len() != partitions.len() {
+            return Err(ClientError::UnexpectedResponse(format!(
+                "DeleteRecords answered {} of {} entries",
+                results.len(),
+                partitions.len()
+            )));
+        }
+        Ok(results)
     }
 
     /// Looks up one offset by position or time.

@@ -53,6 +53,7 @@ pub mod api_versions;
 pub mod configure_group;
 pub mod create_topic;
 pub mod delete_group;
+pub mod delete_records;
 pub mod delete_topic;
 pub mod describe_group;
 pub mod error_response;
@@ -268,6 +269,11 @@ decodable!(
     ApiKey::InitProducerId,
     InitProducerIdRequest,
     InitProducerIdResponse
+);
+decodable!(
+    ApiKey::DeleteRecords,
+    DeleteRecordsRequest,
+    DeleteRecordsResponse
 );
 
 /// Checks that a body's size prefix covers exactly the rest of the body (the frame decoder

@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use flatbuffers::FlatBufferBuilder;
-use ringlog_engine::topic::TopicConfig;
+use ringlog_engine::topic::{TopicConfig, PARTITIONS_MAX};
 
 use super::connection::{RawPart, Request, Response};
 use super::message::{Failure, OffsetQuery, TopicChange};
@@ -48,6 +48,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         ApiKey::Fetch => super::fetch::handle(shard, &request).await.map(Some),
         ApiKey::ListOffsets => super::fetch::list_offsets(shard, &request).await.map(Some),
         ApiKey::InitProducerId => super::producer_ids::handle(shard, &request).await.map(Some),
+        ApiKey::DeleteRecords => delete_records(shard, &request).await.map(Some),
         ApiKey::JoinGroup
         | ApiKey::Heartbeat
         | ApiKey::LeaveGroup
@@ -216,6 +217,56 @@ async fn alter_topic(shard: &Rc<Shard>, request: &Request) -> Result<Response, F
     let response = message::alter_topic::Response {
         status: Status::OK,
         config: Some(wire_config(&name, &entry.config)),
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    Ok(respond(
+        &request.header,
+        response.encode(&mut fbb),
+        Vec::new(),
+    ))
+}
+
+/// DeleteRecords: each entry on its partition's owner, in request order.
+async fn delete_records(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::delete_records::RequestView = decode(request.body())?;
+    let topic = view.topic();
+    if shard.topic(topic).is_none() {
+        return Err(unknown_topic(topic));
+    }
+    let asked = view.partitions().unwrap_or_default();
+    if asked.len() > PARTITIONS_MAX as usize {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} entries; a topic has at most {PARTITIONS_MAX} partitions",
+                asked.len()
+            ),
+        ));
+    }
+    let mut outcomes = Vec::with_capacity(asked.len());
+    for entry in asked {
+        let partition = entry.partition();
+        let outcome = super::routing::delete_records(shard, topic, partition, entry.offset()).await;
+        outcomes.push((partition, outcome));
+    }
+    let results: Vec<message::delete_records::PartitionResult<'_>> = outcomes
+        .iter()
+        .map(|(partition, outcome)| match outcome {
+            Ok(log_start_offset) => message::delete_records::PartitionResult {
+                partition: *partition,
+                status: Status::OK,
+                log_start_offset: *log_start_offset,
+            },
+            Err(failure) => message::delete_records::PartitionResult {
+                partition: *partition,
+                status: Status::error(failure.code, &failure.message),
+                log_start_offset: -1,
+            },
+        })
+        .collect();
+    let response = message::delete_records::Response {
+        status: Status::OK,
+        results: &results,
     };
     let mut fbb = FlatBufferBuilder::new();
     Ok(respond(
