@@ -225,6 +225,7 @@ fn kafka_request_body(api: i16, version: i16, body: &[u8]) {
         ApiKey::ApiVersions => decode::<ApiVersionsRequest>(body, version),
         ApiKey::CreateTopics => decode::<CreateTopicsRequest>(body, version),
         ApiKey::DeleteTopics => decode::<DeleteTopicsRequest>(body, version),
+        ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(body, version),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version),
         ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(body, version),

@@ -82,10 +82,10 @@ macro_rules! walk_all {
 
 fn request_body_and_raw(body: &[u8], raw: &[u8]) {
     walk_all!(body;
-        api_versions, configure_group, create_topic, delete_topic, describe_group, fetch,
-        heartbeat, init_producer_id, join_group, leave_group, list_groups, list_offsets,
-        list_topics, metadata, offset_commit, offset_fetch, produce, reset_group_offsets,
-        share_acknowledge, share_fetch,
+        alter_topic, api_versions, configure_group, create_topic, delete_group, delete_records,
+        delete_topic, describe_group, fetch, heartbeat, init_producer_id, join_group,
+        leave_group, list_groups, list_offsets, list_topics, metadata, offset_commit,
+        offset_fetch, produce, reset_group_offsets, share_acknowledge, share_fetch,
     );
     if let Ok(view) = message::produce::RequestView::decode(body) {
         if let Ok(entries) = message::produce::batches(&view, raw) {
@@ -340,7 +340,10 @@ fn patched_log(data: &[u8]) -> Vec<(String, Vec<u8>)> {
 /// Valid inputs to start mutating from: frames of every kind of request the client sends,
 /// batches, and recovery patches.
 pub fn seeds() -> Vec<Vec<u8>> {
-    use message::{alter_topic, create_topic, fetch, init_producer_id, metadata, produce, Encode};
+    use message::{
+        alter_topic, create_topic, delete_records, fetch, init_producer_id, metadata, produce,
+        Encode,
+    };
     let mut out = Vec::new();
     let batch = plain_batch(b"seed");
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
@@ -410,6 +413,21 @@ pub fn seeds() -> Vec<Vec<u8>> {
         &[],
         ApiKey::InitProducerId.as_u16(),
     );
+    let before = [
+        delete_records::DeleteBefore {
+            partition: 0,
+            offset: 5,
+        },
+        delete_records::DeleteBefore {
+            partition: 2,
+            offset: delete_records::HIGH_WATERMARK,
+        },
+    ];
+    let delete = delete_records::Request {
+        topic: "topic",
+        partitions: &before,
+    };
+    push_frame(delete.encode(&mut fbb), &[], ApiKey::DeleteRecords.as_u16());
     out.push(batch);
     out.push(vec![1, 0, 0, 0, 100, 7, 0x10, 0x20, 3, 0, 0, 5, 9]);
     out
