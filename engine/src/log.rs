@@ -349,13 +349,16 @@ impl PartitionLog {
             .last()
             .map(|segment| segment.next_offset)
             .expect("recovery returns at least one segment");
-        // A start DeleteRecords set past what recovery kept (the log lost unsynced records it
-        // had covered) leaves the log empty at its end.
+        // Recovery keeps a stored DeleteRecords start within the log's end.
         let log_start_offset = recovered
             .log_start_offset
             .map_or(oldest_base, |deleted_before| {
-                deleted_before.clamp(oldest_base, next_offset)
+                deleted_before.max(oldest_base)
             });
+        assert!(
+            log_start_offset <= next_offset,
+            "the start is within the log"
+        );
         let cache = Rc::clone(&resources.cache);
         let io_budget = Rc::clone(&resources.io_budget);
         let owner = cache.register_owner();

@@ -61,7 +61,8 @@ pub(crate) struct Recovered {
     pub(crate) producers: ProducerStateTable,
     /// Offsets of the producer snapshots left on disk, oldest first.
     pub(crate) snapshots: Vec<i64>,
-    /// The start offset DeleteRecords set, if any (see [`crate::log_start`]); not clamped.
+    /// The start offset DeleteRecords set, if any (see [`crate::log_start`]), at most the
+    /// recovered log's end.
     pub(crate) log_start_offset: Option<i64>,
 }
 
@@ -126,7 +127,7 @@ pub(crate) async fn recover(
             segments: vec![Segment::new(0, SegmentState::Active)],
             producers: ProducerStateTable::new(config.producers_max),
             snapshots: Vec::new(),
-            log_start_offset: log_start::load(dir),
+            log_start_offset: recover_log_start(dir, 0).await?,
         });
     }
     let mut tail = TailReplay::load(dir, &snapshots, &bases, config.producers_max);
@@ -202,12 +203,30 @@ pub(crate) async fn recover(
             "partition log opened clean"
         );
     }
+    let log_start_offset = recover_log_start(dir, next_offset).await?;
     Ok(Recovered {
         segments,
         producers,
         snapshots,
-        log_start_offset: log_start::load(dir),
+        log_start_offset,
     })
+}
+
+/// The stored DeleteRecords start, brought back to the log's end when the log lost records it
+/// had covered (they were written, not synced, when it was stored): stored again then, or the
+/// records appended after this open at those offsets would be hidden at the next one.
+async fn recover_log_start(dir: &Path, next_offset: i64) -> Result<Option<i64>, LogError> {
+    let Some(stored) = log_start::load(dir) else {
+        return Ok(None);
+    };
+    if stored <= next_offset {
+        return Ok(Some(stored));
+    }
+    tracing::warn!(dir = %dir.display(), stored, next_offset, "log start offset past the recovered log's end; moving it back to the end");
+    log_start::store(dir, next_offset)
+        .await
+        .map_err(|error| LogError::io("storing the log start offset", error))?;
+    Ok(Some(next_offset))
 }
 
 /// The producer state at the end of the recovered log: the tail replay when it covers the

@@ -5,7 +5,9 @@
 //!    fdatasync, persist its indexes and the producer snapshot taken at the roll) before
 //!    touching the next segment;
 //! 2. create (and preallocate) the file of a new segment before its first write (or at once
-//!    for one that retention started with no append, see `Inner::roll_expired_active`);
+//!    for one that retention started with no append, see `Inner::roll_expired_active`), and
+//!    store the log start a DeleteRecords asked for (see [`crate::log_start`]) before the
+//!    start moves;
 //! 3. write the dirty range of the oldest chunk with bytes not yet written, and hand the
 //!    written bytes to the syncer (see [`super::syncer`]) when a `Durable` append waits;
 //! 4. when closing, finalize the active segment (with a producer snapshot, without indexes:
@@ -160,6 +162,11 @@ impl Inner {
                 return Job::Finalize(job);
             }
         }
+        // Before the writes: under a steady load there is always one to make.
+        let log_start_wanted = self.log_start_wanted.get();
+        if log_start_wanted > self.log_start_offset.get() {
+            return Job::StoreLogStart(log_start_wanted);
+        }
         if let Some(job) = self.write_job(&state) {
             return job;
         }
@@ -170,10 +177,6 @@ impl Inner {
                     base_offset: active.base_offset,
                 };
             }
-        }
-        let log_start_wanted = self.log_start_wanted.get();
-        if log_start_wanted > self.log_start_offset.get() {
-            return Job::StoreLogStart(log_start_wanted);
         }
         if self.durable_requested.get() > self.durable_offset.get() {
             // Written bytes a durable append waits for (after a retry, say): the syncer's job.

@@ -1272,3 +1272,30 @@ fn delete_records_moves_the_start_durably_and_retention_drops_what_is_below() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_stored_start_past_the_recovered_end_moves_back_and_hides_no_later_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = open(&path).await;
+        let mut batch = make_batch(100, 1);
+        log.append(&mut batch, Acks::Durable).await.unwrap();
+        log.close().await.unwrap();
+        drop(log);
+        // As after a power loss that kept the stored start but not the records it covered.
+        let file = path.join(crate::log_start::LOG_START_FILE_NAME);
+        std::fs::write(&file, "10\n").unwrap();
+        let log = open(&path).await;
+        assert_eq!((log.log_start_offset(), log.next_offset()), (2, 2));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "2\n");
+        let mut batch = make_batch(100, 2);
+        log.append(&mut batch, Acks::Durable).await.unwrap();
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&path).await;
+        assert_eq!(log.log_start_offset(), 2);
+        assert_eq!(read_back(&log).await, vec![batch]);
+        log.close().await.unwrap();
+    });
+}
