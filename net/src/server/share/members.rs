@@ -62,13 +62,13 @@ impl MemberTable {
         Some(number)
     }
 
-    /// Members seen within `idle_ms`.
     /// Forgets `member_id` (it left). Its number is not reused, so a late acknowledgement
     /// under its id, which registers nothing, finds no member.
     pub(crate) fn remove(&mut self, member_id: &str) {
         self.by_id.remove(member_id);
     }
 
+    /// Members seen within `idle_ms`.
     pub(crate) fn active(&self, now_ms: u64, idle_ms: u64) -> impl Iterator<Item = &str> {
         self.by_id
             .iter()
