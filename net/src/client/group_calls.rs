@@ -525,32 +525,13 @@ impl Client {
             ranges,
             leave: false,
         };
-        self.settle_share_records(&request)
+        self.share_acknowledge_request(&request)
     }
 
-    /// As [`Self::share_acknowledge`], then leaves the partition: the records the member still
-    /// holds there are released at once (not at their lock's end) and it stops counting as a
-    /// member of the group (a share consumer closing).
-    pub fn share_acknowledge_and_leave(
-        &mut self,
-        group: &str,
-        member_id: &str,
-        topic: &str,
-        partition: u32,
-        ranges: &[AckRange],
-    ) -> Result<Vec<EntryResult<(i64, i64)>>, ClientError> {
-        let request = share_acknowledge::Request {
-            group,
-            member_id,
-            topic,
-            partition,
-            ranges,
-            leave: true,
-        };
-        self.settle_share_records(&request)
-    }
-
-    fn settle_share_records(
+    /// Sends a whole ShareAcknowledge request, `leave` included (a share consumer closing
+    /// leaves each partition: what it still holds there is released at once, and it stops
+    /// counting as a member); one outcome per range, in order.
+    pub fn share_acknowledge_request(
         &mut self,
         request: &share_acknowledge::Request<'_>,
     ) -> Result<Vec<EntryResult<(i64, i64)>>, ClientError> {

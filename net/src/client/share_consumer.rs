@@ -52,7 +52,7 @@ use super::group_calls::ShareFetchResult;
 use super::links::{Links, RoutesOverLinks};
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
-use crate::message::share_acknowledge::{AckRange, AckType};
+use crate::message::share_acknowledge::{self, AckRange, AckType};
 use crate::message::share_fetch::{self, AcquiredRange};
 use crate::message::ResponseStatus as _;
 
@@ -800,20 +800,15 @@ impl ShareConsumer {
             self.report_ack_failures(partition as u32, &ranges, &error);
             return Err(error);
         };
-        let (group, member_id, topic) = (&self.group, &self.member_id, &self.topic);
-        let sent = if leave {
-            link.client.share_acknowledge_and_leave(
-                group,
-                member_id,
-                topic,
-                partition as u32,
-                &ranges,
-            )
-        } else {
-            link.client
-                .share_acknowledge(group, member_id, topic, partition as u32, &ranges)
+        let request = share_acknowledge::Request {
+            group: &self.group,
+            member_id: &self.member_id,
+            topic: &self.topic,
+            partition: partition as u32,
+            ranges: &ranges,
+            leave,
         };
-        let results = match sent {
+        let results = match link.client.share_acknowledge_request(&request) {
             Ok(results) => results,
             Err(_) if ranges.is_empty() => return Ok(()),
             Err(error) => {
