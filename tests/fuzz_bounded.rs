@@ -228,6 +228,7 @@ fn kafka_request_body(api: i16, version: i16, body: &[u8]) {
         ApiKey::DeleteRecords => decode::<DeleteRecordsRequest>(body, version),
         ApiKey::InitProducerId => decode::<InitProducerIdRequest>(body, version),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version),
+        ApiKey::AlterConfigs => decode::<AlterConfigsRequest>(body, version),
         ApiKey::DescribeLogDirs => decode::<DescribeLogDirsRequest>(body, version),
         ApiKey::CreatePartitions => decode::<CreatePartitionsRequest>(body, version),
         ApiKey::DeleteGroups => decode::<DeleteGroupsRequest>(body, version),

@@ -428,6 +428,71 @@ fn retention_changes_through_incremental_alter_configs() {
     }
 }
 
+/// AlterConfigs, the whole-set form (kafka-python's `alter_configs`): the topic's settings
+/// become those given, the retention setting left out back to its default; settings ringlog
+/// fixes only at their values.
+#[test]
+fn alter_configs_sets_the_whole_set_of_a_topic() {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::AlterConfigsRequest;
+    let alter = |kafka: &mut kafka_support::Kafka, settings: &[(&str, &str)], validate_only| {
+        let configs = settings
+            .iter()
+            .map(|&(name, value)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(name.to_owned()))
+                    .with_value(Some(StrBytes::from_string(value.to_owned())))
+            })
+            .collect();
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("whole"))
+            .with_configs(configs);
+        let request = AlterConfigsRequest::default()
+            .with_resources(vec![resource])
+            .with_validate_only(validate_only);
+        kafka.call(2, &request).responses[0].error_code
+    };
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(
+        kafka.create_topic("whole", 1, &[("retention.ms", "60000")]),
+        0
+    );
+    let segment = topic_setting(&mut kafka, "whole", "segment.bytes");
+    assert_eq!(
+        alter(&mut kafka, &[("retention.bytes", "1048576")], true),
+        0
+    );
+    assert_eq!(topic_setting(&mut kafka, "whole", "retention.ms"), "60000");
+    let kept = [("retention.bytes", "1048576"), ("cleanup.policy", "delete")];
+    assert_eq!(alter(&mut kafka, &kept, false), 0);
+    assert_eq!(topic_setting(&mut kafka, "whole", "retention.ms"), "-1");
+    assert_eq!(
+        topic_setting(&mut kafka, "whole", "retention.bytes"),
+        "1048576"
+    );
+    let own = [
+        ("retention.ms", "5000"),
+        ("segment.bytes", segment.as_str()),
+    ];
+    assert_eq!(alter(&mut kafka, &own, false), 0);
+    assert_eq!(topic_setting(&mut kafka, "whole", "retention.ms"), "5000");
+    assert_eq!(topic_setting(&mut kafka, "whole", "retention.bytes"), "-1");
+    for setting in [
+        ("segment.bytes", "1024"),
+        ("cleanup.policy", "compact"),
+        ("max.compaction.lag.ms", "5"),
+    ] {
+        assert_eq!(
+            alter(&mut kafka, &[setting], false),
+            INVALID_CONFIG,
+            "{setting:?}"
+        );
+    }
+    assert_eq!(topic_setting(&mut kafka, "whole", "retention.ms"), "5000");
+}
+
 #[test]
 fn produce_and_fetch_round_trip_on_both_shards() {
     let server = TestServer::start();

@@ -3,7 +3,8 @@ IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), see
 DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused; partitions
 added with CreatePartitions take records at once; consumer groups listed, described and
 deleted (as kafka-consumer-groups.sh does); records deleted up to an offset (as
-kafka-delete-records.sh does), which the ringlog CLI then starts from."""
+kafka-delete-records.sh does), which the ringlog CLI then starts from; a topic's whole set of
+settings replaced with kafka-python's alter_configs (the older AlterConfigs request)."""
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -113,3 +114,17 @@ def test_records_are_deleted_up_to_an_offset(server, topic):
     assert future.result(timeout=TIMEOUT_S).low_watermark == 4
     out = server.ringlog("consume", topic, "--partition", "0", "--from", "earliest", "--count", "6")
     assert out.decode().split() == [str(n) for n in range(4, 10)]
+
+
+def test_kafka_python_alter_configs_replaces_the_whole_set(server, topic):
+    from kafka.admin import ConfigResource as PyConfigResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+    try:
+        resource = PyConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.bytes": "1048576"})
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
+    described = server.ringlog("topic", "describe", topic).decode().splitlines()[0]
+    assert "retention_ms unlimited, retention_bytes 1048576" in described, described

@@ -143,6 +143,7 @@ async fn serve(
         ApiKey::DeleteRecords => topics::delete_records(kafka, &request).await?,
         ApiKey::DescribeConfigs => topics::describe_configs(kafka, &request).await?,
         ApiKey::CreatePartitions => topics::create_partitions(kafka, &request).await?,
+        ApiKey::AlterConfigs => topics::alter_configs(kafka, &request).await?,
         ApiKey::IncrementalAlterConfigs => {
             topics::incremental_alter_configs(kafka, &request).await?
         }

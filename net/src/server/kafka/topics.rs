@@ -1,5 +1,5 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs and
-//! IncrementalAlterConfigs, on the same topic catalog as the native protocol.
+//! CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs,
+//! IncrementalAlterConfigs and AlterConfigs, on the same topic catalog as the native protocol.
 //!
 //! Topic configs map to ringlog's: `retention.ms`, `retention.bytes` and `segment.bytes` are
 //! honoured; settings that only make sense with replicas or that ringlog always has (such as
@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_request::AlterableConfig as WholeSetConfig;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as WholeSetResponse;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -27,10 +29,10 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
@@ -454,6 +456,101 @@ pub(crate) async fn incremental_alter_configs(
         request,
         &IncrementalAlterConfigsResponse::default().with_responses(responses),
     )
+}
+
+/// Serves AlterConfigs, the older whole-set form of IncrementalAlterConfigs that
+/// kafka-python's `alter_configs` and older tools send: a topic's settings become exactly those
+/// given, so retention.ms and retention.bytes left out go back to the server's defaults, as in
+/// Kafka. Settings ringlog fixes are taken at the values it has (as at creation), segment.bytes
+/// only at the topic's own; anything else is INVALID_CONFIG.
+pub(crate) async fn alter_configs(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: AlterConfigsRequest = request.decode_body()?;
+    let mut responses = Vec::with_capacity(body.resources.len());
+    for resource in &body.resources {
+        let name = resource.resource_name.as_str();
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => match whole_set_as_changes(kafka, name, &resource.configs) {
+                Ok(changes) => alter_topic(kafka, name, &changes, body.validate_only).await,
+                Err(refusal) => Err(refusal),
+            },
+            RESOURCE_BROKER => Err((
+                ResponseError::InvalidRequest,
+                "ringlog's broker settings are set in its config file".to_owned(),
+            )),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("config resource type {other} is not served"),
+            )),
+        };
+        let response = WholeSetResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(match outcome {
+            Ok(()) => response.with_error_message(None),
+            Err((error, message)) => response
+                .with_error_code(error.code())
+                .with_error_message(Some(str_bytes(message))),
+        });
+    }
+    respond(
+        request,
+        &AlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+/// The incremental changes that make topic `name`'s settings exactly `configs`: each retention
+/// setting given is set, each left out goes back to its default; the others are checked.
+fn whole_set_as_changes(
+    kafka: &KafkaShard,
+    name: &str,
+    configs: &[WholeSetConfig],
+) -> Result<Vec<AlterableConfig>, Refusal> {
+    let Some(entry) = kafka.shard.topic(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        ));
+    };
+    let mut scratch = entry.config.clone();
+    let mut changes = Vec::with_capacity(2);
+    for setting in configs {
+        let key = setting.name.as_str();
+        let value = setting.value.as_deref();
+        match key {
+            "retention.ms" | "retention.bytes" => changes.push(
+                AlterableConfig::default()
+                    .with_name(setting.name.clone())
+                    .with_config_operation(OP_SET)
+                    .with_value(setting.value.clone()),
+            ),
+            "segment.bytes" => {
+                if value.and_then(|v| v.parse::<u64>().ok()) != Some(entry.config.segment_bytes) {
+                    return Err(invalid_setting(
+                        key,
+                        value,
+                        &format!(
+                            "fixed at creation ({} for this topic)",
+                            entry.config.segment_bytes
+                        ),
+                    ));
+                }
+            }
+            _ => apply_setting(&mut scratch, key, value)?,
+        }
+    }
+    for key in ["retention.ms", "retention.bytes"] {
+        if !configs.iter().any(|setting| setting.name.as_str() == key) {
+            changes.push(
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str(key))
+                    .with_config_operation(OP_DELETE),
+            );
+        }
+    }
+    Ok(changes)
 }
 
 /// Changes (or with `validate_only` checks) one topic's retention settings.
