@@ -1325,3 +1325,61 @@ fn a_commit_from_another_generation_is_illegal_generation() {
     );
     assert_eq!(committed_v7(&mut kafka, "solo", "gens", &[0]), [(0, 2, 0)]);
 }
+
+/// OffsetDelete (kafka-consumer-groups --delete-offsets) forgets a group's offsets of a topic
+/// no member subscribes to, partition by partition, as from Kafka.
+#[test]
+fn offset_delete_forgets_the_offsets_of_a_topic_no_member_reads() {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::OffsetDeleteRequest;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+    let delete = |kafka: &mut Kafka, group: &str, topic: &str, partitions: &[i32]| {
+        let asked = partitions
+            .iter()
+            .map(|&p| OffsetDeleteRequestPartition::default().with_partition_index(p))
+            .collect();
+        let request = OffsetDeleteRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(asked)]);
+        let response = kafka.call(0, &request);
+        let codes: Vec<i16> = response
+            .topics
+            .first()
+            .map(|t| t.partitions.iter().map(|p| p.error_code).collect())
+            .unwrap_or_default();
+        (response.error_code, codes)
+    };
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("od", 2, &[]), 0);
+    let two = [(0, 5, None), (1, 6, None)];
+    assert_eq!(commit_as(&mut kafka, "odg", (-1, ""), "od", &two), [0, 0]);
+    assert_eq!(
+        delete(&mut kafka, "odg", "od", &[0, 7]),
+        (0, vec![0, UNKNOWN_TOPIC_OR_PARTITION])
+    );
+    assert_eq!(
+        committed_v7(&mut kafka, "odg", "od", &[0, 1]),
+        [(0, -1, 0), (1, 6, 0)]
+    );
+    assert_eq!(delete(&mut kafka, "odg", "od", &[0]), (0, vec![0]), "again");
+    assert_eq!(
+        delete(&mut kafka, "no-such-group", "od", &[0]),
+        (GROUP_ID_NOT_FOUND, vec![])
+    );
+
+    // A member reads the topic: its offsets stay.
+    let joined = join(&mut kafka, "odg", "", "od");
+    assert_eq!(sync(&mut kafka, "odg", &joined), (0, vec![0, 1]));
+    assert_eq!(
+        delete(&mut kafka, "odg", "od", &[1]),
+        (0, vec![GROUP_SUBSCRIBED_TO_TOPIC])
+    );
+    assert_eq!(committed_v7(&mut kafka, "odg", "od", &[1]), [(1, 6, 0)]);
+}

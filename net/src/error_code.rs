@@ -81,10 +81,13 @@ pub enum ErrorCode {
     /// A group name the server does not take: empty, with control characters, or longer than
     /// its file name allows (Kafka's INVALID_GROUP_ID).
     InvalidGroupName = 30,
+    /// The group's offsets of a topic its members subscribe to cannot be deleted while they do
+    /// (Kafka's GROUP_SUBSCRIBED_TO_TOPIC, answered to OffsetDelete).
+    GroupSubscribedToTopic = 31,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 31] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 32] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -116,6 +119,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 31] = [
     ErrorCode::InvalidRecord,
     ErrorCode::GroupFull,
     ErrorCode::InvalidGroupName,
+    ErrorCode::GroupSubscribedToTopic,
 ];
 
 impl ErrorCode {
@@ -187,6 +191,7 @@ impl ErrorCode {
             ErrorCode::InvalidRecord => "InvalidRecord",
             ErrorCode::GroupFull => "GroupFull",
             ErrorCode::InvalidGroupName => "InvalidGroupName",
+            ErrorCode::GroupSubscribedToTopic => "GroupSubscribedToTopic",
         }
     }
 }

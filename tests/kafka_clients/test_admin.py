@@ -1,13 +1,18 @@
 """Kafka admin clients against ringlog: a topic's retention changed with
 IncrementalAlterConfigs (confluent-kafka, as kafka-configs.sh --alter does), seen by
 DescribeConfigs and by the ringlog CLI; settings fixed at creation are refused; partitions
-added with CreatePartitions take records at once; consumer groups listed, described and
-deleted (as kafka-consumer-groups.sh does); records deleted up to an offset (as
-kafka-delete-records.sh does), which the ringlog CLI then starts from; a topic's whole set of
-settings replaced with kafka-python's alter_configs (the older AlterConfigs request)."""
+added with CreatePartitions take records at once; consumer groups listed, described, their
+offsets deleted and the groups deleted (as kafka-consumer-groups.sh does); records deleted
+up to an offset (as kafka-delete-records.sh does), which the ringlog CLI then starts from; a
+topic's whole set of settings replaced with kafka-python's alter_configs (the older
+AlterConfigs request)."""
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
+from kafka import TopicPartition as PyTopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import GroupSubscribedToTopicError, NoError
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -97,7 +102,21 @@ def test_consumer_groups_are_listed_described_and_deleted(server, topic):
         for future in admin.delete_consumer_groups([group]).values():
             future.result(timeout=TIMEOUT_S)
     assert refused.value.args[0].name() == "NON_EMPTY_GROUP"
-    consumer.close()
+    # kafka-consumer-groups --delete-offsets (confluent-kafka's AdminClient has no such call;
+    # kafka-python's does): refused while a member reads the topic, done once none does.
+    python_admin = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+    try:
+        partition_zero = PyTopicPartition(topic, 0)
+        deleted = python_admin.delete_group_offsets(group, [partition_zero])
+        assert deleted[partition_zero] is GroupSubscribedToTopicError, deleted
+        consumer.close()
+        deleted = python_admin.delete_group_offsets(group, [partition_zero])
+        assert deleted[partition_zero] is NoError, deleted
+    finally:
+        python_admin.close()
+    listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])
+    (future,) = listed.values()
+    assert future.result(timeout=TIMEOUT_S).topic_partitions[0].offset < 0
     for future in admin.delete_consumer_groups([group]).values():
         future.result(timeout=TIMEOUT_S)
     assert group not in group_ids(admin)

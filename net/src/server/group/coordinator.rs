@@ -599,6 +599,85 @@ fn merge_stored(
     }
 }
 
+/// OffsetDelete: forgets `group`'s committed offsets of `partitions` of `topic` on their
+/// owners, durably, and reports per partition. As in Kafka, none is forgotten while a member
+/// subscribes to the topic (each partition answers GroupSubscribedToTopic), and a partition
+/// the topic lacks is UnknownPartition.
+pub(super) async fn delete_offsets(
+    shard: &Rc<Shard>,
+    name: &str,
+    topic: &str,
+    partitions: Vec<u32>,
+) -> Result<CommitResults, Failure> {
+    let group = existing(shard, name, GroupKind::Consumer)?;
+    let refuse_all = |failure: Failure| {
+        let outcomes = partitions
+            .iter()
+            .map(|&partition| (partition, Some(failure.clone())))
+            .collect();
+        Ok(vec![(topic.to_string(), outcomes)])
+    };
+    if group.membership.borrow().subscribes(topic) {
+        return refuse_all(Failure::new(
+            ErrorCode::GroupSubscribedToTopic,
+            format!("members of {name} subscribe to {topic}"),
+        ));
+    }
+    let Some(entry) = shard.topic(topic) else {
+        return refuse_all(unknown_topic(topic));
+    };
+    let count = entry.config.partitions;
+    let mut outcomes: Vec<(u32, Option<Failure>)> = Vec::with_capacity(partitions.len());
+    let mut by_owner: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for &partition in &partitions {
+        if partition >= count {
+            let failure = Failure::new(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic} has no partition {partition}"),
+            );
+            outcomes.push((partition, Some(failure)));
+        } else {
+            by_owner
+                .entry(shard.owner(topic, partition))
+                .or_default()
+                .push(partition);
+        }
+    }
+    for (owner, owned) in by_owner {
+        let message = GroupCall::ForgetOffsets {
+            group: name.to_string(),
+            topic: topic.to_string(),
+            partitions: owned.clone(),
+        };
+        match call(shard, owner, message).await {
+            GroupReturn::Committed(Ok(results)) => {
+                outcomes.extend(results.into_iter().flat_map(|(_, entries)| entries));
+            }
+            GroupReturn::Committed(Err(failure)) => {
+                outcomes.extend(owned.iter().map(|&p| (p, Some(failure.clone()))));
+            }
+            _ => outcomes.extend(owned.iter().map(|&p| (p, Some(unexpected())))),
+        }
+    }
+    // In request order, by partition (a request may name tens of thousands; one named twice
+    // answers twice, as asked).
+    let mut by_partition: HashMap<u32, Vec<Option<Failure>>> = HashMap::new();
+    for (partition, outcome) in outcomes.into_iter().rev() {
+        by_partition.entry(partition).or_default().push(outcome);
+    }
+    let ordered = partitions
+        .into_iter()
+        .map(|partition| {
+            let outcome = by_partition
+                .get_mut(&partition)
+                .and_then(Vec::pop)
+                .unwrap_or_else(|| Some(unexpected()));
+            (partition, outcome)
+        })
+        .collect();
+    Ok(vec![(topic.to_string(), ordered)])
+}
+
 /// OffsetFetch: committed offsets with lag, read from the owners.
 pub(super) async fn fetch_offsets(
     shard: &Rc<Shard>,

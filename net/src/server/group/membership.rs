@@ -518,6 +518,13 @@ impl Membership {
         Ok(())
     }
 
+    /// Whether a member subscribes to `topic`.
+    pub(crate) fn subscribes(&self, topic: &str) -> bool {
+        self.members
+            .iter()
+            .any(|member| member.topics.iter().any(|t| t == topic))
+    }
+
     /// Whether `member_id` was assigned `topic`/`partition` in its generation, or (in a
     /// cooperative group) held it before and is giving it up: a cooperative member learns what
     /// it loses after the rebalance, and commits its position there in the new generation (as

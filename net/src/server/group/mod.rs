@@ -274,6 +274,12 @@ pub(crate) enum GroupCall {
         group: String,
         topics: Option<TopicFilter>,
     },
+    /// OffsetDelete: forget the group's offsets of these partitions of `topic`.
+    DeleteOffsets {
+        group: String,
+        topic: String,
+        partitions: Vec<u32>,
+    },
     Describe {
         group: String,
     },
@@ -307,6 +313,12 @@ pub(crate) enum GroupCall {
         group: String,
         topic: String,
         offsets: Vec<PartitionCommit>,
+    },
+    /// OffsetDelete on the partitions' owner.
+    ForgetOffsets {
+        group: String,
+        topic: String,
+        partitions: Vec<u32>,
     },
     LoadOffsets {
         group: String,
@@ -646,6 +658,11 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
         C::FetchOffsets { group, topics } => {
             R::Offsets(coordinator::fetch_offsets(shard, &group, topics).await)
         }
+        C::DeleteOffsets {
+            group,
+            topic,
+            partitions,
+        } => R::Committed(coordinator::delete_offsets(shard, &group, &topic, partitions).await),
         C::Describe { group } => R::Described(coordinator::describe(shard, &group).await),
         C::Reset {
             group,
@@ -669,6 +686,11 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             topic,
             offsets,
         } => R::Committed(offsets::store(shard, &group, &topic, offsets).await),
+        C::ForgetOffsets {
+            group,
+            topic,
+            partitions,
+        } => R::Committed(offsets::forget(shard, &group, &topic, partitions).await),
         C::LoadOffsets { group, topics } => R::Offsets(offsets::load(shard, &group, topics)),
         C::ResetPartitions {
             group,

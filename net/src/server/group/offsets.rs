@@ -54,6 +54,32 @@ pub(super) async fn store(
     Ok(vec![(topic.to_string(), outcomes)])
 }
 
+/// Forgets `group`'s committed offsets of `partitions` of `topic` owned here (OffsetDelete);
+/// answers once each is durable. A partition where the group committed nothing is a success.
+pub(super) async fn forget(
+    shard: &Rc<Shard>,
+    group: &str,
+    topic: &str,
+    partitions: Vec<u32>,
+) -> Result<CommitResults, Failure> {
+    let mut pending: Vec<(u32, Result<Option<Durable>, Failure>)> =
+        Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let durable = local(shard, topic, partition).and_then(|state| state.forget(group));
+        pending.push((partition, durable));
+    }
+    let mut outcomes = Vec::with_capacity(pending.len());
+    for (partition, durable) in pending {
+        let outcome = match durable {
+            Ok(Some(durable)) => durable.await.map_err(store_failure).err(),
+            Ok(None) => None,
+            Err(failure) => Some(failure),
+        };
+        outcomes.push((partition, outcome));
+    }
+    Ok(vec![(topic.to_string(), outcomes)])
+}
+
 fn entry(state: &PartitionGroups, group: &str) -> OffsetEntry {
     let (committed, metadata) = state
         .committed_with_metadata(group)

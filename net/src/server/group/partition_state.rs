@@ -204,8 +204,9 @@ impl PartitionGroups {
         Ok(share)
     }
 
-    /// Forgets deleted group `group` here (its committed offset and share partition), durably
-    /// when the returned future resolves; `None` when the partition knew nothing of it.
+    /// Forgets group `group` here (its committed offset and share partition: the group was
+    /// deleted, or OffsetDelete named this partition), durably when the returned future
+    /// resolves; `None` when the partition knew nothing of it.
     pub(crate) fn forget(&self, group: &str) -> Result<Option<Durable>, Failure> {
         let known =
             self.offsets.borrow().contains_key(group) || self.shares.borrow().contains_key(group);

@@ -154,6 +154,7 @@ async fn serve(
         ApiKey::LeaveGroup => groups::leave_group(kafka, &request).await?,
         ApiKey::OffsetCommit => offsets::offset_commit(kafka, &request).await?,
         ApiKey::OffsetFetch => offsets::offset_fetch(kafka, &request).await?,
+        ApiKey::OffsetDelete => offsets::offset_delete(kafka, &request).await?,
         ApiKey::ListGroups => group_admin::list_groups(kafka, &request).await?,
         ApiKey::DescribeGroups => group_admin::describe_groups(kafka, &request).await?,
         ApiKey::DeleteGroups => group_admin::delete_groups(kafka, &request).await?,

@@ -47,6 +47,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::InvalidGroupKind => ResponseError::InconsistentGroupProtocol,
         ErrorCode::GroupFull => ResponseError::GroupMaxSizeReached,
         ErrorCode::InvalidGroupName => ResponseError::InvalidGroupId,
+        ErrorCode::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -9,18 +9,21 @@ use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartitio
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    TopicName,
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
-use super::errors::group_failure_code;
+use super::errors::{failure_code, group_failure_code};
 use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
@@ -170,6 +173,76 @@ impl<'a> CommitCodes<'a> {
                 .unwrap_or_else(|| ResponseError::UnknownServerError.code()),
         }
     }
+}
+
+/// Serves OffsetDelete (kafka-consumer-groups --delete-offsets): forgets the group's committed
+/// offsets of the partitions named, durably, each answered on its own. As from Kafka: a group
+/// the server does not have is GROUP_ID_NOT_FOUND; a topic a member subscribes to answers
+/// GROUP_SUBSCRIBED_TO_TOPIC for each of its partitions and keeps them; a partition the topic
+/// lacks is UNKNOWN_TOPIC_OR_PARTITION; one where the group committed nothing is a success.
+pub(crate) async fn offset_delete(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: OffsetDeleteRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let name = topic.name.0.to_string();
+        // Negative partitions name nothing the server could have.
+        let partitions: Vec<u32> = topic
+            .partitions
+            .iter()
+            .filter_map(|p| u32::try_from(p.partition_index).ok())
+            .collect();
+        let call = GroupCall::DeleteOffsets {
+            group: group.clone(),
+            topic: name,
+            partitions,
+        };
+        let outcome = match to_coordinator(&kafka.shard, &group, call).await {
+            Ok(GroupReturn::Committed(result)) => result,
+            Ok(_) => Err(unexpected_answer()),
+            Err(failure) => Err(failure),
+        };
+        let results = match outcome {
+            Ok(results) => results,
+            Err(failure) => {
+                let response =
+                    OffsetDeleteResponse::default().with_error_code(group_failure_code(&failure));
+                return respond(request, &response);
+            }
+        };
+        let mut codes = results
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .map(|(_, outcome)| outcome.as_ref().map_or(0, failure_code));
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|asked| {
+                let code = if asked.partition_index < 0 {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    codes
+                        .next()
+                        .unwrap_or(ResponseError::UnknownServerError.code())
+                };
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(asked.partition_index)
+                    .with_error_code(code)
+            })
+            .collect();
+        topics.push(
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    respond(
+        request,
+        &OffsetDeleteResponse::default().with_topics(topics),
+    )
 }
 
 /// Serves OffsetFetch (one group before version 8, a list from version 8). A group or
