@@ -260,43 +260,51 @@ pub fn run(args: TopicArgs, server: &str) -> anyhow::Result<()> {
             client.delete_topic(&delete.name).map_err(about)?;
             writeln!(out, "deleted topic {}", delete.name)?;
         }
-        TopicAction::DeleteRecords(delete) => {
-            let partitions: Vec<u32> = match delete.partition {
-                Some(partition) => vec![partition],
-                None => (0..client.partition_count(&delete.name).map_err(about)?).collect(),
-            };
-            let asked: Vec<DeleteBefore> = partitions
-                .iter()
-                .map(|&partition| DeleteBefore {
-                    partition,
-                    offset: delete.before,
-                })
-                .collect();
-            let results = client.delete_records(&delete.name, &asked).map_err(about)?;
-            let mut rows = Vec::with_capacity(results.len());
-            let mut refused = Vec::new();
-            for answer in results {
-                match answer.result {
-                    Ok(log_start) => {
-                        rows.push(vec![answer.entry.to_string(), log_start.to_string()])
-                    }
-                    Err(error) => refused.push((answer.entry, error)),
-                }
-            }
-            if !rows.is_empty() {
-                write_table(&mut out, &["PARTITION", "LOG_START"], &rows)?;
-            }
-            out.flush()?;
-            if let Some((partition, error)) = refused.first() {
-                anyhow::bail!(
-                    "{} partition(s) of {} refused; first: partition {partition}: {error}",
-                    refused.len(),
-                    delete.name
-                );
-            }
-        }
+        TopicAction::DeleteRecords(delete) => delete_records(&mut client, delete, &mut out)?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `topic delete-records`: prints each partition's new log start; the partitions refused
+/// (past their end, say) make one error line once the others are done.
+fn delete_records(
+    client: &mut Client,
+    args: &DeleteRecordsArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let about = |error| CliError::about(Some(&args.name), error);
+    let partitions: Vec<u32> = match args.partition {
+        Some(partition) => vec![partition],
+        None => (0..client.partition_count(&args.name).map_err(about)?).collect(),
+    };
+    let asked: Vec<DeleteBefore> = partitions
+        .iter()
+        .map(|&partition| DeleteBefore {
+            partition,
+            offset: args.before,
+        })
+        .collect();
+    let results = client.delete_records(&args.name, &asked).map_err(about)?;
+    let mut rows = Vec::with_capacity(results.len());
+    let mut refused = Vec::new();
+    for answer in results {
+        match answer.result {
+            Ok(log_start) => rows.push(vec![answer.entry.to_string(), log_start.to_string()]),
+            Err(error) => refused.push((answer.entry, error)),
+        }
+    }
+    if !rows.is_empty() {
+        write_table(out, &["PARTITION", "LOG_START"], &rows)?;
+    }
+    out.flush()?;
+    if let Some((partition, error)) = refused.first() {
+        anyhow::bail!(
+            "{} partition(s) of {} refused; first: partition {partition}: {error}",
+            refused.len(),
+            args.name
+        );
+    }
     Ok(())
 }
 
