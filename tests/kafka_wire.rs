@@ -1606,6 +1606,13 @@ fn delete_records_moves_the_log_start_and_a_restart_keeps_it() {
     let check = |kafka: &mut kafka_support::Kafka| {
         assert_eq!(kafka.list_offset("trimmed", 0, -2), (0, 3));
         assert_eq!(kafka.list_offset("trimmed", 1, -2), (0, 6));
+        // By time, from the start on, as Kafka searches (the batch 2..=3 is cut by it).
+        assert_eq!(kafka.list_offset("trimmed", 0, 0).1, 3);
+        assert_eq!(
+            kafka.list_offset("trimmed", 1, 0),
+            (0, -1),
+            "none left: -1, as from Kafka"
+        );
         let below = kafka.fetch(12, "trimmed", 0, 2, 0);
         assert_eq!(
             below.responses[0].partitions[0].error_code,

@@ -621,13 +621,18 @@ impl Inner {
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
+        // Records below the start (DeleteRecords may have moved it inside a segment) are not
+        // answered, as Kafka searches from its log start offset.
+        let log_start = self.log_start_offset.get();
         let candidates: Vec<(SegmentView, ScanStart)> = {
             let state = self.state.borrow();
             state
                 .segments
                 .iter()
                 .filter(|segment| {
-                    segment.max_timestamp_ms >= timestamp_ms && segment.visible_bytes > 0
+                    segment.max_timestamp_ms >= timestamp_ms
+                        && segment.visible_bytes > 0
+                        && segment.next_offset > log_start
                 })
                 .map(|segment| {
                     (
@@ -642,7 +647,7 @@ impl Inner {
             loop {
                 let walked = self
                     .find_batch_from(&view, start, window_bytes, |header| {
-                        header.max_timestamp_ms >= timestamp_ms
+                        header.max_timestamp_ms >= timestamp_ms && header.last_offset() >= log_start
                     })
                     .await;
                 let (position, last_offset) = match walked {
@@ -651,7 +656,10 @@ impl Inner {
                         // there, never a later one; a read from it reports the damage. Such a
                         // batch was not chosen for its timestamp: answer at least the one
                         // asked for (callers read -1 as "none that late").
-                        let offset = found.out_of_sequence.unwrap_or(found.header.base_offset);
+                        let offset = found
+                            .out_of_sequence
+                            .unwrap_or(found.header.base_offset)
+                            .max(log_start);
                         let found_ms = found.header.max_timestamp_ms.max(timestamp_ms);
                         return Ok(Some((offset, found_ms)));
                     }

@@ -202,9 +202,10 @@ fn check_client_kind(header: &batch::BatchHeader) -> Result<(), Failure> {
 }
 
 /// In the first batch of `bytes`, when uncompressed and stamped with CreateTime: the offset and
-/// timestamp of its first record stamped at or after `timestamp_ms`. `None` for a compressed
-/// or LogAppendTime batch (all its records carry the batch's time), or one that does not read.
-fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64, i64)> {
+/// timestamp of its first record at offset `from` or later stamped at or after `timestamp_ms`.
+/// `None` for a compressed or LogAppendTime batch (all its records carry the batch's time), or
+/// one that does not read.
+fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64, from: i64) -> Option<(i64, i64)> {
     let header = batch::BatchHeader::parse(bytes).ok()?;
     if header.timestamp_type() != batch::TimestampType::CreateTime {
         return None;
@@ -218,7 +219,7 @@ fn first_record_at_or_after(bytes: &[u8], timestamp_ms: i64) -> Option<(i64, i64
                 record.timestamp_ms(header.base_timestamp_ms),
             )
         })
-        .find(|&(_, stamped_ms)| stamped_ms >= timestamp_ms)
+        .find(|&(offset, stamped_ms)| offset >= from && stamped_ms >= timestamp_ms)
 }
 
 /// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
@@ -391,12 +392,13 @@ pub(crate) async fn list_offset(
             };
             // The batch's max timestamp is at least `timestamp_ms`, so never -1. A batch that
             // cannot be read now is answered at its granularity: a fetch from there reports
-            // the damage.
-            let record = match log.read(base_offset, 1).await {
-                Ok(slice) => first_record_at_or_after(slice.bytes(), timestamp_ms),
+            // the damage. A batch the log start (DeleteRecords) cuts is searched from there.
+            let from = base_offset.max(log.log_start_offset());
+            let record = match log.read(from, 1).await {
+                Ok(slice) => first_record_at_or_after(slice.bytes(), timestamp_ms, from),
                 Err(_) => None,
             };
-            Ok(record.unwrap_or((base_offset, max_timestamp_ms)))
+            Ok(record.unwrap_or((from, max_timestamp_ms)))
         }
     }
 }
