@@ -1423,6 +1423,20 @@ fn cli_reads_as_group_and_share_member() {
         row(&described, &["cli", "0"]),
         ["cli", "0", "0", "10", "10"]
     );
+    // kafka-consumer-groups --delete-offsets: the offset goes, and the group reads the
+    // partition from where its reset says (earliest here) again.
+    let args = ["group", "delete-offsets", "ops", "--topic", "cli"];
+    assert_eq!(
+        cli(addr, &args),
+        "deleted the committed offsets of group ops on cli/0, cli/1\n"
+    );
+    let described = cli(addr, &["group", "describe", "ops"]);
+    let offsets_left = described.lines().filter(|line| line.starts_with("cli "));
+    assert_eq!(offsets_left.count(), 0, "{described}");
+    let again = [
+        "consume", "cli", "--group", "ops", "--from", "earliest", "--count", "2",
+    ];
+    assert_eq!(cli(addr, &again), "0\n1\n");
 
     let configured = cli(addr, &["group", "config", "queue", "--lock-ms", "1000"]);
     assert!(configured.contains("lock_ms 1000"), "{configured}");

@@ -82,7 +82,8 @@ macro_rules! walk_all {
 
 fn request_body_and_raw(body: &[u8], raw: &[u8]) {
     walk_all!(body;
-        alter_topic, api_versions, configure_group, create_topic, delete_group, delete_records,
+        alter_topic, api_versions, configure_group, create_topic, delete_group, delete_offsets,
+        delete_records,
         delete_topic, describe_group, fetch, heartbeat, init_producer_id, join_group,
         leave_group, list_groups, list_offsets, list_topics, metadata, offset_commit,
         offset_fetch, produce, reset_group_offsets, share_acknowledge, share_fetch,

@@ -54,6 +54,8 @@ pub enum ApiKey {
     InitProducerId = 22,
     /// Move partitions' log start offsets up (Kafka's DeleteRecords).
     DeleteRecords = 23,
+    /// Forget a consumer group's committed offsets of some partitions (Kafka's OffsetDelete).
+    DeleteOffsets = 24,
 }
 
 /// The frame named an api id this build does not know.
@@ -93,6 +95,7 @@ impl ApiKey {
             ApiKey::ShareAcknowledge => "ShareAcknowledge",
             ApiKey::InitProducerId => "InitProducerId",
             ApiKey::DeleteRecords => "DeleteRecords",
+            ApiKey::DeleteOffsets => "DeleteOffsets",
         }
     }
 
@@ -155,7 +158,7 @@ pub struct ApiVersionRange {
 
 /// Every api of protocol v1 with the versions this build speaks, in id order. A server reports
 /// exactly this list in its ApiVersions response.
-pub const SUPPORTED_APIS: [ApiVersionRange; 23] = [
+pub const SUPPORTED_APIS: [ApiVersionRange; 24] = [
     v0(ApiKey::ApiVersions),
     v0(ApiKey::Metadata),
     v0(ApiKey::CreateTopic),
@@ -179,6 +182,7 @@ pub const SUPPORTED_APIS: [ApiVersionRange; 23] = [
     v0(ApiKey::ShareAcknowledge),
     v0(ApiKey::InitProducerId),
     v0(ApiKey::DeleteRecords),
+    v0(ApiKey::DeleteOffsets),
 ];
 
 /// An api supported at version 0 only.
@@ -206,7 +210,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_rejected() {
-        for id in [9, 24, 100, u16::MAX] {
+        for id in [9, 25, 100, u16::MAX] {
             assert_eq!(ApiKey::try_from(id), Err(UnknownApi(id)));
         }
     }

@@ -37,6 +37,22 @@ enum GroupAction {
     /// Delete a group with its committed offsets or share state; only while it has no
     /// members (a share group: none that fetched recently).
     Delete(DeleteArgs),
+    /// Forget a consumer group's committed offsets of a topic (as kafka-consumer-groups
+    /// --delete-offsets); refused while a member of the group subscribes to the topic.
+    DeleteOffsets(DeleteOffsetsArgs),
+}
+
+/// Options of `ringlog group delete-offsets`.
+#[derive(Debug, Args)]
+struct DeleteOffsetsArgs {
+    /// Group name.
+    group: String,
+    /// Topic whose offsets go.
+    #[arg(long, value_name = "T")]
+    topic: String,
+    /// Only this partition (default: every partition of the topic).
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
 }
 
 /// Options of `ringlog group delete`.
@@ -121,8 +137,46 @@ pub fn run(args: GroupArgs, server: &str) -> anyhow::Result<()> {
                 .map_err(|error| CliError::about_group(&args.group, error))?;
             writeln!(out, "deleted group {}", args.group)?;
         }
+        GroupAction::DeleteOffsets(args) => delete_offsets(&mut client, &args, &mut out)?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `group delete-offsets`: says which partitions' offsets went; the partitions refused make
+/// one error line once the others are done.
+fn delete_offsets(
+    client: &mut Client,
+    args: &DeleteOffsetsArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let partitions: Vec<u32> = args.partition.into_iter().collect();
+    let outcomes = client
+        .delete_group_offsets(&args.group, &args.topic, &partitions)
+        .map_err(|error| CliError::about_group(&args.group, error))?;
+    let (deleted, refused): (Vec<_>, Vec<_>) = outcomes
+        .into_iter()
+        .partition(|(_, outcome)| outcome.is_ok());
+    if !deleted.is_empty() {
+        let listed: Vec<String> = deleted
+            .iter()
+            .map(|(partition, _)| format!("{}/{partition}", args.topic))
+            .collect();
+        writeln!(
+            out,
+            "deleted the committed offsets of group {} on {}",
+            args.group,
+            listed.join(", ")
+        )?;
+    }
+    out.flush()?;
+    if let Some((partition, Err(error))) = refused.first() {
+        anyhow::bail!(
+            "{} partition(s) of {} refused; first: partition {partition}: {error}",
+            refused.len(),
+            args.topic
+        );
+    }
     Ok(())
 }
 

@@ -9,17 +9,21 @@ use super::error::ClientError;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::group::{share_group_config, GroupKind, GroupState};
+use crate::message::join_group;
 use crate::message::leave_group;
 use crate::message::list_offsets::OffsetSpec;
 use crate::message::share_acknowledge::AckRange;
 use crate::message::share_fetch::{self, AcquiredRange};
-use crate::message::{configure_group, delete_group, describe_group, heartbeat, join_group};
+use crate::message::{configure_group, delete_group, delete_offsets, describe_group, heartbeat};
 use crate::message::{list_groups, offset_commit, offset_fetch, reset_group_offsets};
 use crate::message::{share_acknowledge, ResponseStatus, Status, TopicPartitions};
 use crate::protocol;
 
 /// A topic and partitions.
 pub type Assignment = Vec<(String, Vec<u32>)>;
+
+/// Per partition, whether its committed offset was deleted (DeleteOffsets).
+pub type PartitionOutcomes = Vec<(u32, Result<(), ClientError>)>;
 
 /// A member's place in a consumer group, from JoinGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,6 +496,42 @@ impl Client {
         let frame = self.connection().call(&delete_group::Request { group })?;
         let view = frame.view::<delete_group::ResponseView>()?;
         check(ApiKey::DeleteGroup, view.status())
+    }
+
+    /// Forgets `group`'s committed offsets of `partitions` of `topic` (every partition of the
+    /// topic when empty), as Kafka's OffsetDelete: one outcome per partition, in request order;
+    /// GroupSubscribedToTopic while a member of the group subscribes to the topic.
+    pub fn delete_group_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<PartitionOutcomes, ClientError> {
+        let topics = [TopicPartitions { topic, partitions }];
+        let frame = self.connection().call(&delete_offsets::Request {
+            group,
+            topics: &topics,
+        })?;
+        let view = frame.view::<delete_offsets::ResponseView>()?;
+        check(ApiKey::DeleteOffsets, view.status())?;
+        let outcomes: PartitionOutcomes = view
+            .topics()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|answer| answer.partitions().unwrap_or_default().iter())
+            .map(|p| {
+                let outcome = entry_error(ApiKey::DeleteOffsets, p.error_code(), p.error_message());
+                (p.partition(), outcome)
+            })
+            .collect();
+        if !partitions.is_empty() && outcomes.len() != partitions.len() {
+            return Err(ClientError::UnexpectedResponse(format!(
+                "DeleteOffsets answered {} of {} partitions",
+                outcomes.len(),
+                partitions.len()
+            )));
+        }
+        Ok(outcomes)
     }
 
     /// Acquires share-group records (long poll up to the request's `max_wait_ms`). The

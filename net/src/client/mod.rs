@@ -71,7 +71,7 @@ pub use decompressed::DECOMPRESSED_BYTES_MAX_DEFAULT;
 pub use error::ClientError;
 pub use group_calls::{
     Assignment, EntryResult, GroupDescription, GroupJoin, GroupMemberInfo, GroupOffset,
-    GroupSummary, ShareFetchResult, ShareGroupSettings, SharePartitionInfo,
+    GroupSummary, PartitionOutcomes, ShareFetchResult, ShareGroupSettings, SharePartitionInfo,
 };
 pub use group_consumer::{GroupConsumer, GroupConsumerConfig, GroupRecords};
 pub use producer::{

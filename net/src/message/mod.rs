@@ -53,6 +53,7 @@ pub mod api_versions;
 pub mod configure_group;
 pub mod create_topic;
 pub mod delete_group;
+pub mod delete_offsets;
 pub mod delete_records;
 pub mod delete_topic;
 pub mod describe_group;
@@ -274,6 +275,11 @@ decodable!(
     ApiKey::DeleteRecords,
     DeleteRecordsRequest,
     DeleteRecordsResponse
+);
+decodable!(
+    ApiKey::DeleteOffsets,
+    DeleteOffsetsRequest,
+    DeleteOffsetsResponse
 );
 
 /// Checks that a body's size prefix covers exactly the rest of the body (the frame decoder

@@ -59,6 +59,7 @@ pub(crate) async fn handle(shard: &Rc<Shard>, request: Request) -> Option<Respon
         | ApiKey::ResetGroupOffsets
         | ApiKey::ConfigureGroup
         | ApiKey::DeleteGroup
+        | ApiKey::DeleteOffsets
         | ApiKey::ShareFetch
         | ApiKey::ShareAcknowledge => super::group::handlers::handle(shard, &request, api)
             .await

@@ -13,8 +13,8 @@ use flatbuffers::FlatBufferBuilder;
 use super::membership::StaleGeneration;
 use super::meta::{validate_group_name, ShareConfig};
 use super::{
-    call, join_all, unexpected, ConfigureArgs, GroupCall, GroupListing, GroupReturn, JoinArgs,
-    OffsetEntry, PartitionCommit, ResetTo, TopicFilter,
+    call, join_all, unexpected, CommitResults, ConfigureArgs, GroupCall, GroupListing, GroupReturn,
+    JoinArgs, OffsetEntry, PartitionCommit, ResetTo, TopicFilter,
 };
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
@@ -24,7 +24,7 @@ use crate::message::{self, Encode, PartitionStatus, Status, TopicPartitionStatus
 use crate::server::connection::{Request, Response};
 use crate::server::handler::{decode, respond};
 use crate::server::message::Failure;
-use crate::server::shard::Shard;
+use crate::server::shard::{unknown_topic, Shard};
 
 /// Serves a group or share api.
 pub(crate) async fn handle(
@@ -43,6 +43,7 @@ pub(crate) async fn handle(
         ApiKey::ResetGroupOffsets => reset_group_offsets(shard, request).await,
         ApiKey::ConfigureGroup => configure_group(shard, request).await,
         ApiKey::DeleteGroup => delete_group(shard, request).await,
+        ApiKey::DeleteOffsets => delete_offsets(shard, request).await,
         ApiKey::ShareFetch => crate::server::share::handlers::share_fetch(shard, request).await,
         ApiKey::ShareAcknowledge => {
             crate::server::share::handlers::share_acknowledge(shard, request).await
@@ -180,7 +181,24 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
         GroupReturn::Committed(result) => result?,
         _ => return Err(unexpected()),
     };
-    let statuses: Vec<Vec<PartitionStatus>> = results
+    let statuses = partition_statuses(&results);
+    let topics: Vec<TopicPartitionStatuses> = results
+        .iter()
+        .zip(&statuses)
+        .map(|((topic, _), partitions)| TopicPartitionStatuses { topic, partitions })
+        .collect();
+    Ok(encode(
+        request,
+        &message::offset_commit::Response {
+            status: Status::OK,
+            topics: &topics,
+        },
+    ))
+}
+
+/// Each topic's per-partition outcomes as wire statuses.
+fn partition_statuses(results: &CommitResults) -> Vec<Vec<PartitionStatus<'_>>> {
+    results
         .iter()
         .map(|(_, entries)| {
             entries
@@ -191,7 +209,38 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// DeleteOffsets: each topic's partitions (every partition where none is named) forgotten
+/// through the coordinator, as Kafka's OffsetDelete.
+async fn delete_offsets(shard: &Rc<Shard>, request: &Request) -> Result<Response, Failure> {
+    let view: message::delete_offsets::RequestView = decode(request.body())?;
+    let group = view.group();
+    let mut results: CommitResults = Vec::new();
+    for asked in view.topics().unwrap_or_default() {
+        let topic = asked.topic();
+        let named: Vec<u32> = asked
+            .partitions()
+            .map(|partitions| partitions.iter().collect())
+            .unwrap_or_default();
+        let partitions = if named.is_empty() {
+            let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+            (0..entry.config.partitions).collect()
+        } else {
+            named
+        };
+        let message = GroupCall::DeleteOffsets {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partitions,
+        };
+        match to_coordinator(shard, group, message).await? {
+            GroupReturn::Committed(result) => results.extend(result?),
+            _ => return Err(unexpected()),
+        }
+    }
+    let statuses = partition_statuses(&results);
     let topics: Vec<TopicPartitionStatuses> = results
         .iter()
         .zip(&statuses)
@@ -199,7 +248,7 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
         .collect();
     Ok(encode(
         request,
-        &message::offset_commit::Response {
+        &message::delete_offsets::Response {
             status: Status::OK,
             topics: &topics,
         },
