@@ -1433,6 +1433,16 @@ fn cli_reads_as_group_and_share_member() {
     let described = cli(addr, &["group", "describe", "ops"]);
     let offsets_left = described.lines().filter(|line| line.starts_with("cli "));
     assert_eq!(offsets_left.count(), 0, "{described}");
+    let unknown = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["group", "delete-offsets", "ops", "--topic", "nope"])
+        .env("RINGLOG_SERVER", addr.to_string())
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr),
+        "error: topic nope does not exist\n"
+    );
     let again = [
         "consume", "cli", "--group", "ops", "--from", "earliest", "--count", "2",
     ];

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use clap::{Args, Subcommand};
 use ringlog_net::client::{Client, GroupDescription, ShareGroupSettings};
+use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::configure_group;
 use ringlog_net::message::group::GroupKind;
 use ringlog_net::message::list_offsets::OffsetSpec;
@@ -153,7 +154,10 @@ fn delete_offsets(
     let partitions: Vec<u32> = args.partition.into_iter().collect();
     let outcomes = client
         .delete_group_offsets(&args.group, &args.topic, &partitions)
-        .map_err(|error| CliError::about_group(&args.group, error))?;
+        .map_err(|error| match error.code() {
+            Some(ErrorCode::UnknownTopic) => CliError::about(Some(&args.topic), error),
+            _ => CliError::about_group(&args.group, error),
+        })?;
     let (deleted, refused): (Vec<_>, Vec<_>) = outcomes
         .into_iter()
         .partition(|(_, outcome)| outcome.is_ok());
