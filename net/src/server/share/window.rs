@@ -191,6 +191,18 @@ impl Effects {
     }
 }
 
+/// Ends the lock on the acquired record at `offset` (released, expired, its holder gone): the
+/// record is Available again, or Archiving once it reached `delivery_limit`.
+fn end_lock(entry: &mut Entry, offset: i64, delivery_limit: u16, effects: &mut Effects) {
+    if entry.delivery_count >= delivery_limit {
+        archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
+        return;
+    }
+    entry.state = RecordState::Available;
+    effects.made_available = true;
+    effects.push_change(offset, entry.durable());
+}
+
 /// Archives `entry` (at `offset`) in memory only: its archived state is written once its
 /// dead-letter copy is made (see [`Window::archive`]).
 fn archive_later(entry: &mut Entry, offset: i64, reason: DeadLetterReason, effects: &mut Effects) {
@@ -404,12 +416,8 @@ impl Window {
                 }
                 Settle::Release => {
                     entry.holder = NO_HOLDER;
-                    if entry.delivery_count >= limits.delivery_limit {
-                        archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
-                        continue;
-                    }
-                    entry.state = RecordState::Available;
-                    effects.made_available = true;
+                    end_lock(entry, offset, limits.delivery_limit, effects);
+                    continue;
                 }
                 Settle::Renew => {
                     entry.deadline_ms = now_ms.saturating_add(limits.lock_ms);
@@ -452,15 +460,8 @@ impl Window {
             if entry.state != RecordState::Acquired || entry.deadline_ms > now_ms {
                 continue;
             }
-            let offset = start + index as i64;
-            if entry.delivery_count >= delivery_limit {
-                archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
-                continue;
-            }
             // The holder is kept so its late acknowledgement reads LeaseExpired.
-            entry.state = RecordState::Available;
-            effects.made_available = true;
-            effects.push_change(offset, entry.durable());
+            end_lock(entry, start + index as i64, delivery_limit, effects);
         }
     }
 
@@ -478,15 +479,8 @@ impl Window {
             if entry.state != RecordState::Acquired || entry.holder != holder {
                 continue;
             }
-            let offset = start + index as i64;
             entry.holder = NO_HOLDER;
-            if entry.delivery_count >= delivery_limit {
-                archive_later(entry, offset, DeadLetterReason::DeliveryLimit, effects);
-                continue;
-            }
-            entry.state = RecordState::Available;
-            effects.made_available = true;
-            effects.push_change(offset, entry.durable());
+            end_lock(entry, start + index as i64, delivery_limit, effects);
         }
     }
 
