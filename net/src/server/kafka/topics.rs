@@ -433,24 +433,16 @@ pub(crate) async fn incremental_alter_configs(
         let name = resource.resource_name.as_str();
         let outcome = match resource.resource_type {
             RESOURCE_TOPIC => alter_topic(kafka, name, &resource.configs, body.validate_only).await,
-            RESOURCE_BROKER => Err((
-                ResponseError::InvalidRequest,
-                "ringlog's broker settings are set in its config file".to_owned(),
-            )),
-            other => Err((
-                ResponseError::InvalidRequest,
-                format!("config resource type {other} is not served"),
-            )),
+            other => Err(not_a_topic(other)),
         };
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        responses.push(match outcome {
-            Ok(()) => response.with_error_message(None),
-            Err((error, message)) => response
-                .with_error_code(error.code())
-                .with_error_message(Some(str_bytes(message))),
-        });
+        let (error_code, error_message) = answer_fields(outcome);
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone())
+                .with_error_code(error_code)
+                .with_error_message(error_message),
+        );
     }
     respond(
         request,
@@ -476,29 +468,40 @@ pub(crate) async fn alter_configs(
                 Ok(changes) => alter_topic(kafka, name, &changes, body.validate_only).await,
                 Err(refusal) => Err(refusal),
             },
-            RESOURCE_BROKER => Err((
-                ResponseError::InvalidRequest,
-                "ringlog's broker settings are set in its config file".to_owned(),
-            )),
-            other => Err((
-                ResponseError::InvalidRequest,
-                format!("config resource type {other} is not served"),
-            )),
+            other => Err(not_a_topic(other)),
         };
-        let response = WholeSetResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        responses.push(match outcome {
-            Ok(()) => response.with_error_message(None),
-            Err((error, message)) => response
-                .with_error_code(error.code())
-                .with_error_message(Some(str_bytes(message))),
-        });
+        let (error_code, error_message) = answer_fields(outcome);
+        responses.push(
+            WholeSetResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone())
+                .with_error_code(error_code)
+                .with_error_message(error_message),
+        );
     }
     respond(
         request,
         &AlterConfigsResponse::default().with_responses(responses),
     )
+}
+
+/// Why a config change of a resource other than a topic is refused: brokers take theirs from
+/// the config file, other resource types are not served.
+fn not_a_topic(resource_type: i8) -> Refusal {
+    let message = if resource_type == RESOURCE_BROKER {
+        "ringlog's broker settings are set in its config file".to_owned()
+    } else {
+        format!("config resource type {resource_type} is not served")
+    };
+    (ResponseError::InvalidRequest, message)
+}
+
+/// A config change's outcome as both AlterConfigs responses carry it: (error code, message).
+fn answer_fields(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((error, message)) => (error.code(), Some(str_bytes(message))),
+    }
 }
 
 /// The incremental changes that make topic `name`'s settings exactly `configs`: each retention
