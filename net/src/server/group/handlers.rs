@@ -181,24 +181,24 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
         GroupReturn::Committed(result) => result?,
         _ => return Err(unexpected()),
     };
-    let statuses = partition_statuses(&results);
-    let topics: Vec<TopicPartitionStatuses> = results
-        .iter()
-        .zip(&statuses)
-        .map(|((topic, _), partitions)| TopicPartitionStatuses { topic, partitions })
-        .collect();
-    Ok(encode(
-        request,
-        &message::offset_commit::Response {
-            status: Status::OK,
-            topics: &topics,
-        },
-    ))
+    Ok(with_topic_statuses(&results, |topics| {
+        encode(
+            request,
+            &message::offset_commit::Response {
+                status: Status::OK,
+                topics,
+            },
+        )
+    }))
 }
 
-/// Each topic's per-partition outcomes as wire statuses.
-fn partition_statuses(results: &CommitResults) -> Vec<Vec<PartitionStatus<'_>>> {
-    results
+/// The response `answer` makes of each topic's per-partition outcomes as wire statuses
+/// (OffsetCommit, DeleteOffsets).
+fn with_topic_statuses(
+    results: &CommitResults,
+    answer: impl FnOnce(&[TopicPartitionStatuses<'_>]) -> Response,
+) -> Response {
+    let statuses: Vec<Vec<PartitionStatus>> = results
         .iter()
         .map(|(_, entries)| {
             entries
@@ -209,7 +209,13 @@ fn partition_statuses(results: &CommitResults) -> Vec<Vec<PartitionStatus<'_>>> 
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    let topics: Vec<TopicPartitionStatuses> = results
+        .iter()
+        .zip(&statuses)
+        .map(|((topic, _), partitions)| TopicPartitionStatuses { topic, partitions })
+        .collect();
+    answer(&topics)
 }
 
 /// DeleteOffsets: each topic's partitions (every partition where none is named) forgotten
@@ -240,19 +246,15 @@ async fn delete_offsets(shard: &Rc<Shard>, request: &Request) -> Result<Response
             _ => return Err(unexpected()),
         }
     }
-    let statuses = partition_statuses(&results);
-    let topics: Vec<TopicPartitionStatuses> = results
-        .iter()
-        .zip(&statuses)
-        .map(|((topic, _), partitions)| TopicPartitionStatuses { topic, partitions })
-        .collect();
-    Ok(encode(
-        request,
-        &message::delete_offsets::Response {
-            status: Status::OK,
-            topics: &topics,
-        },
-    ))
+    Ok(with_topic_statuses(&results, |topics| {
+        encode(
+            request,
+            &message::delete_offsets::Response {
+                status: Status::OK,
+                topics,
+            },
+        )
+    }))
 }
 
 /// Committed-offset entries grouped by topic, in the order given.
