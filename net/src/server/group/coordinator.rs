@@ -526,19 +526,25 @@ pub(super) async fn commit(
         calls.push(Box::pin(call(shard, owner, message)));
     }
     for ((topic, routed), answer) in routes.iter().zip(join_all(calls).await) {
-        let stored: Vec<(u32, Option<Failure>)> = match answer {
-            GroupReturn::Committed(Ok(stored)) => stored
-                .into_iter()
-                .flat_map(|(_, entries)| entries)
-                .collect(),
-            GroupReturn::Committed(Err(failure)) => {
-                routed.iter().map(|p| (*p, Some(failure.clone()))).collect()
-            }
-            _ => routed.iter().map(|p| (*p, Some(unexpected()))).collect(),
-        };
-        merge_stored(&mut results, topic, routed, stored);
+        merge_answer(&mut results, topic, routed, answer);
     }
     Ok(results)
+}
+
+/// An owner's answer about the `routed` partitions of `topic` (its per-partition outcomes, or
+/// one failure for all) put into the request-ordered `results`.
+fn merge_answer(results: &mut CommitResults, topic: &str, routed: &[u32], answer: GroupReturn) {
+    let stored: Vec<(u32, Option<Failure>)> = match answer {
+        GroupReturn::Committed(Ok(stored)) => stored
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .collect(),
+        GroupReturn::Committed(Err(failure)) => {
+            routed.iter().map(|p| (*p, Some(failure.clone()))).collect()
+        }
+        _ => routed.iter().map(|p| (*p, Some(unexpected()))).collect(),
+    };
+    merge_stored(results, topic, routed, stored);
 }
 
 fn check_commit(
@@ -549,13 +555,7 @@ fn check_commit(
     partition: u32,
     offset: i64,
 ) -> Result<(), Failure> {
-    let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
-    if partition >= entry.config.partitions {
-        return Err(Failure::new(
-            ErrorCode::UnknownPartition,
-            format!("topic {topic} has no partition {partition}"),
-        ));
-    }
+    known_partition(shard, topic, partition)?;
     if offset < 0 {
         return Err(Failure::new(
             ErrorCode::InvalidRequest,
@@ -566,6 +566,18 @@ fn check_commit(
         return Err(Failure::new(
             ErrorCode::NotAssigned,
             format!("{topic}/{partition} is not assigned to {member_id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Ok when `topic` exists and has `partition`.
+fn known_partition(shard: &Shard, topic: &str, partition: u32) -> Result<(), Failure> {
+    let entry = shard.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+    if partition >= entry.config.partitions {
+        return Err(Failure::new(
+            ErrorCode::UnknownPartition,
+            format!("topic {topic} has no partition {partition}"),
         ));
     }
     Ok(())
@@ -623,59 +635,41 @@ pub(super) async fn delete_offsets(
             format!("members of {name} subscribe to {topic}"),
         ));
     }
-    let Some(entry) = shard.topic(topic) else {
+    if shard.topic(topic).is_none() {
         return refuse_all(unknown_topic(topic));
-    };
-    let count = entry.config.partitions;
-    let mut outcomes: Vec<(u32, Option<Failure>)> = Vec::with_capacity(partitions.len());
-    let mut by_owner: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-    for &partition in &partitions {
-        if partition >= count {
-            let failure = Failure::new(
-                ErrorCode::UnknownPartition,
-                format!("topic {topic} has no partition {partition}"),
-            );
-            outcomes.push((partition, Some(failure)));
-        } else {
-            by_owner
-                .entry(shard.owner(topic, partition))
-                .or_default()
-                .push(partition);
-        }
     }
-    for (owner, owned) in by_owner {
+    // Request order; a routed partition reads "no answer" until its owner's outcome replaces
+    // it (as for commits).
+    let no_answer = Failure::new(
+        ErrorCode::Unknown,
+        "internal: no answer from the partition owner",
+    );
+    let mut entries = Vec::with_capacity(partitions.len());
+    let mut by_owner: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for partition in partitions {
+        let failure = match known_partition(shard, topic, partition) {
+            Ok(()) => {
+                by_owner
+                    .entry(shard.owner(topic, partition))
+                    .or_default()
+                    .push(partition);
+                no_answer.clone()
+            }
+            Err(failure) => failure,
+        };
+        entries.push((partition, Some(failure)));
+    }
+    let mut results: CommitResults = vec![(topic.to_string(), entries)];
+    for (owner, routed) in by_owner {
         let message = GroupCall::ForgetOffsets {
             group: name.to_string(),
             topic: topic.to_string(),
-            partitions: owned.clone(),
+            partitions: routed.clone(),
         };
-        match call(shard, owner, message).await {
-            GroupReturn::Committed(Ok(results)) => {
-                outcomes.extend(results.into_iter().flat_map(|(_, entries)| entries));
-            }
-            GroupReturn::Committed(Err(failure)) => {
-                outcomes.extend(owned.iter().map(|&p| (p, Some(failure.clone()))));
-            }
-            _ => outcomes.extend(owned.iter().map(|&p| (p, Some(unexpected())))),
-        }
+        let answer = call(shard, owner, message).await;
+        merge_answer(&mut results, topic, &routed, answer);
     }
-    // In request order, by partition (a request may name tens of thousands; one named twice
-    // answers twice, as asked).
-    let mut by_partition: HashMap<u32, Vec<Option<Failure>>> = HashMap::new();
-    for (partition, outcome) in outcomes.into_iter().rev() {
-        by_partition.entry(partition).or_default().push(outcome);
-    }
-    let ordered = partitions
-        .into_iter()
-        .map(|partition| {
-            let outcome = by_partition
-                .get_mut(&partition)
-                .and_then(Vec::pop)
-                .unwrap_or_else(|| Some(unexpected()));
-            (partition, outcome)
-        })
-        .collect();
-    Ok(vec![(topic.to_string(), ordered)])
+    Ok(results)
 }
 
 /// OffsetFetch: committed offsets with lag, read from the owners.
