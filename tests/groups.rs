@@ -28,7 +28,9 @@ use ringlog_net::error_code::ErrorCode;
 use ringlog_net::message::alter_topic;
 use ringlog_net::message::configure_group;
 use ringlog_net::message::group::{GroupKind, GroupState};
+use ringlog_net::message::heartbeat;
 use ringlog_net::message::join_group;
+use ringlog_net::message::leave_group;
 use ringlog_net::message::list_offsets::OffsetSpec;
 use ringlog_net::message::offset_commit::{self, CommitTopic, PartitionOffset};
 use ringlog_net::message::share_acknowledge::AckType;
@@ -284,6 +286,7 @@ fn join_orders(
         topics: &["orders"],
         session_timeout_ms: 30_000,
         rebalance_timeout_ms,
+        instance_id: "",
     })
 }
 
@@ -353,6 +356,7 @@ fn admin_commit(client: &mut Client, group: &str, topic: &str, offsets: &[(u32, 
             member_id: "",
             generation: -1,
             topics: &topics,
+            instance_id: "",
         })
         .unwrap();
     assert!(results.iter().all(|r| r.result.is_ok()), "{results:?}");
@@ -615,6 +619,7 @@ fn commits_and_joins_wait_for_a_reset_of_their_group() {
                 topics: &topics,
                 session_timeout_ms: 10_000,
                 rebalance_timeout_ms: 10_000,
+                instance_id: "",
             })
             .unwrap();
         assert_eq!(
@@ -624,7 +629,13 @@ fn commits_and_joins_wait_for_a_reset_of_their_group() {
         );
         joins_midway += usize::from(reset.seen_midway);
         reset.finish();
-        member.leave_group("joined", &joined.member_id).unwrap();
+        member
+            .leave_group(&leave_group::Request {
+                group: "joined",
+                member_id: &joined.member_id,
+                instance_id: "",
+            })
+            .unwrap();
         client.delete_group("joined").unwrap();
         if commits_midway >= 2 && joins_midway >= 2 {
             break;
@@ -1609,6 +1620,7 @@ fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
             topics: &topics,
             session_timeout_ms: 30_000,
             rebalance_timeout_ms: 30_000,
+            instance_id: "",
         })
         .unwrap();
     assert_eq!(joined.assignment, [("renewed".to_owned(), vec![0])]);
@@ -1632,6 +1644,7 @@ fn a_commit_for_a_deleted_topic_does_not_land_on_the_topic_created_again() {
         member_id: &joined.member_id,
         generation: joined.generation,
         topics: &commit,
+        instance_id: "",
     });
     let refused = match &outcome {
         Err(_) => true,
@@ -2070,6 +2083,7 @@ fn the_longest_group_name_commits_and_a_longer_one_is_refused_clearly() {
             member_id: "",
             generation: -1,
             topics: &topics,
+            instance_id: "",
         });
         let code = match outcome {
             Err(error) => error.code(),
@@ -2159,4 +2173,148 @@ fn offset_fetch_answers_a_missing_topic_per_partition() {
             ("present", 1, 4, ErrorCode::None),
         ]
     );
+}
+
+/// A static member's config (`group_instance_id`), with a session long enough that only its
+/// restart, not its expiry, can give its partitions back.
+fn static_config(instance: &str) -> GroupConsumerConfig {
+    GroupConsumerConfig {
+        session_timeout_ms: 60_000,
+        group_instance_id: Some(instance.to_owned()),
+        ..group_config()
+    }
+}
+
+/// A static member that closes stays in the group (no LeaveGroup, as Kafka's static members);
+/// started again with its instance id it takes its place and partitions back at once, in the
+/// same generation, while the other member reads on undisturbed; the member id it replaced
+/// is fenced.
+#[test]
+fn a_restarted_static_member_takes_its_partitions_back_without_a_rebalance() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic_at(addr, "fleet", 4);
+    produce(addr, "fleet", 0, 400, None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let generations = Arc::new(Mutex::new(BTreeSet::new()));
+    let other = {
+        let (stop, generations) = (Arc::clone(&stop), Arc::clone(&generations));
+        thread::spawn(move || {
+            let mut consumer =
+                GroupConsumer::subscribe(addr, "fleet", "fleet", static_config("host-b")).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                for record in consumer.poll(Duration::from_millis(100)).unwrap() {
+                    record.unwrap();
+                }
+                generations.lock().unwrap().insert(consumer.generation());
+            }
+            consumer.close().unwrap();
+        })
+    };
+    let mut client = Client::connect(addr).unwrap();
+    let mut first =
+        GroupConsumer::subscribe(addr, "fleet", "fleet", static_config("host-a")).unwrap();
+    wait_for("the two members to split the topic", || {
+        first
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .for_each(drop);
+        let description = client.describe_group("fleet").ok()?;
+        let split = description.state == GroupState::Stable
+            && description.members.len() == 2
+            && first.assignment().len() == 2
+            && first.generation() == description.generation;
+        split.then_some(())
+    });
+    let (generation, partitions) = (first.generation(), first.assignment().to_vec());
+    let old_member_id = first.member_id().to_owned();
+    generations.lock().unwrap().clear();
+    first.close().unwrap();
+    let description = client.describe_group("fleet").unwrap();
+    assert_eq!(
+        description.members.len(),
+        2,
+        "a static member does not leave"
+    );
+    assert_eq!(description.state, GroupState::Stable);
+
+    let mut restarted =
+        GroupConsumer::subscribe(addr, "fleet", "fleet", static_config("host-a")).unwrap();
+    wait_for("the restarted member's assignment", || {
+        restarted
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .for_each(drop);
+        (!restarted.assignment().is_empty()).then_some(())
+    });
+    assert_eq!(restarted.generation(), generation, "no rebalance");
+    assert_eq!(restarted.assignment(), partitions);
+    assert_ne!(restarted.member_id(), old_member_id);
+    let mut instances: Vec<Option<String>> = client
+        .describe_group("fleet")
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| m.instance_id)
+        .collect();
+    instances.sort();
+    assert_eq!(
+        instances,
+        [Some("host-a".to_owned()), Some("host-b".to_owned())]
+    );
+    // The old member id, with its instance id, is fenced.
+    let fenced = client
+        .heartbeat(&heartbeat::Request {
+            group: "fleet",
+            member_id: &old_member_id,
+            generation,
+            instance_id: "host-a",
+        })
+        .unwrap_err();
+    assert_eq!(fenced.code(), Some(ErrorCode::FencedInstanceId));
+
+    stop.store(true, Ordering::SeqCst);
+    other.join().unwrap();
+    assert_eq!(
+        *generations.lock().unwrap(),
+        BTreeSet::from([generation]),
+        "the other member kept its generation throughout"
+    );
+    restarted.close().unwrap();
+}
+
+/// `ringlog consume --group-instance-id`: the member stays when the command ends, and the next
+/// run with the same id takes its place (describe shows the instance) and reads on from the
+/// group's commits.
+#[test]
+fn cli_reads_as_a_static_member() {
+    let server = TestServer::start();
+    let addr = server.addr();
+    create_topic_at(addr, "static-cli", 1);
+    produce(addr, "static-cli", 0, 6, Some(0));
+    let args = |count: &'static str| {
+        [
+            "consume",
+            "static-cli",
+            "--group",
+            "edge",
+            "--group-instance-id",
+            "edge-1",
+            "--from",
+            "earliest",
+            "--count",
+            count,
+        ]
+    };
+    assert_eq!(cli(addr, &args("3")), "0\n1\n2\n");
+    let described = cli(addr, &["group", "describe", "edge"]);
+    assert!(described.contains("state Stable  members 1"), "{described}");
+    let member = described
+        .lines()
+        .find(|line| line.ends_with(" edge-1"))
+        .unwrap_or_else(|| panic!("no member of instance edge-1 in:\n{described}"));
+    assert!(member.contains("static-cli:0"), "{described}");
+    assert_eq!(cli(addr, &args("3")), "3\n4\n5\n");
+    let described = cli(addr, &["group", "describe", "edge"]);
+    assert!(described.contains("members 1"), "{described}");
 }

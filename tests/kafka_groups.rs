@@ -72,6 +72,23 @@ fn join_topics(
     member_id: &str,
     topics: &[&str],
 ) -> JoinGroupResponse {
+    kafka.call(9, &join_request(group, member_id, topics))
+}
+
+/// JoinGroup v9 of a static member of instance `instance`.
+fn join_static(
+    kafka: &mut Kafka,
+    group: &str,
+    member_id: &str,
+    instance: &str,
+    topic: &str,
+) -> JoinGroupResponse {
+    let request = join_request(group, member_id, &[topic])
+        .with_group_instance_id(Some(StrBytes::from_string(instance.to_string())));
+    kafka.call(9, &request)
+}
+
+fn join_request(group: &str, member_id: &str, topics: &[&str]) -> JoinGroupRequest {
     let protocols = ["cooperative-sticky", "range"]
         .iter()
         .map(|name| {
@@ -80,14 +97,13 @@ fn join_topics(
                 .with_metadata(subscription(topics))
         })
         .collect();
-    let request = JoinGroupRequest::default()
+    JoinGroupRequest::default()
         .with_group_id(group_id(group))
         .with_session_timeout_ms(10_000)
         .with_rebalance_timeout_ms(10_000)
         .with_member_id(StrBytes::from_string(member_id.to_string()))
         .with_protocol_type(StrBytes::from_static_str("consumer"))
-        .with_protocols(protocols);
-    kafka.call(9, &request)
+        .with_protocols(protocols)
 }
 
 /// SyncGroup as a follower: (error code, assigned partitions of every topic).
@@ -484,6 +500,7 @@ fn committed_offsets_are_shared_with_the_native_protocol() {
         member_id: "",
         generation: -1,
         topics: &topics,
+        instance_id: "",
     };
     assert!(native
         .commit_offsets(&request)
@@ -1382,4 +1399,154 @@ fn offset_delete_forgets_the_offsets_of_a_topic_no_member_reads() {
         (0, vec![GROUP_SUBSCRIBED_TO_TOPIC])
     );
     assert_eq!(committed_v7(&mut kafka, "odg", "od", &[1]), [(1, 6, 0)]);
+}
+
+const FENCED_INSTANCE_ID: i16 = 82;
+
+/// Heartbeat v4 of a static member.
+fn heartbeat_static(
+    kafka: &mut Kafka,
+    group: &str,
+    joined: &JoinGroupResponse,
+    instance: &str,
+) -> i16 {
+    let request = HeartbeatRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone())
+        .with_group_instance_id(Some(StrBytes::from_string(instance.to_string())));
+    kafka.call(4, &request).error_code
+}
+
+/// A static member (KIP-345) whose process restarts joins again without its member id and
+/// takes its old place: the same partitions in the same generation, no rebalance for the
+/// others, and the member id it replaced fenced in every group api.
+#[test]
+fn a_restarted_static_member_keeps_its_partitions_and_fences_the_old_one() {
+    let server = TestServer::start();
+    let mut a = server.kafka();
+    assert_eq!(a.create_topic("static", 4, &[]), 0);
+    let first = join_static(&mut a, "sg", "", "instance-a", "static");
+    assert_eq!(first.error_code, 0);
+    let addr = server.kafka_addr();
+    let joining = std::thread::spawn(move || {
+        let mut b = Kafka::connect(addr);
+        let joined = join_static(&mut b, "sg", "", "instance-b", "static");
+        (b, joined)
+    });
+    wait_for_rebalance(&mut a, "sg", &first);
+    let member_id = first.member_id.to_string();
+    let joined_a = join_static(&mut a, "sg", &member_id, "instance-a", "static");
+    let (mut b, joined_b) = joining.join().unwrap();
+    assert_eq!(joined_b.error_code, 0);
+    assert_eq!(joined_a.generation_id, joined_b.generation_id);
+    let (code, partitions_a) = sync(&mut a, "sg", &joined_a);
+    assert_eq!(code, 0);
+    assert_eq!(partitions_a.len(), 2);
+    assert_eq!(sync(&mut b, "sg", &joined_b).0, 0);
+
+    // a's process restarts: a new connection, no member id, the same instance id.
+    let mut restarted = server.kafka();
+    let rejoined = join_static(&mut restarted, "sg", "", "instance-a", "static");
+    assert_eq!(rejoined.error_code, 0);
+    assert_ne!(rejoined.member_id, joined_a.member_id);
+    assert_eq!(
+        rejoined.generation_id, joined_a.generation_id,
+        "no rebalance"
+    );
+    assert_eq!(
+        sync(&mut restarted, "sg", &rejoined),
+        (0, partitions_a.clone())
+    );
+    assert_eq!(heartbeat_static(&mut b, "sg", &joined_b, "instance-b"), 0);
+    assert_eq!(
+        heartbeat_static(&mut restarted, "sg", &rejoined, "instance-a"),
+        0
+    );
+
+    // The old member, still running somewhere, is fenced: heartbeat, sync, commit, leave.
+    assert_eq!(
+        heartbeat_static(&mut a, "sg", &joined_a, "instance-a"),
+        FENCED_INSTANCE_ID
+    );
+    let instance = Some(StrBytes::from_static_str("instance-a"));
+    let sync_old = SyncGroupRequest::default()
+        .with_group_id(group_id("sg"))
+        .with_generation_id(joined_a.generation_id)
+        .with_member_id(joined_a.member_id.clone())
+        .with_group_instance_id(instance.clone())
+        .with_protocol_type(joined_a.protocol_type.clone())
+        .with_protocol_name(joined_a.protocol_name.clone());
+    assert_eq!(a.call(5, &sync_old).error_code, FENCED_INSTANCE_ID);
+    let commit_old = OffsetCommitRequest::default()
+        .with_group_id(group_id("sg"))
+        .with_generation_id_or_member_epoch(joined_a.generation_id)
+        .with_member_id(joined_a.member_id.clone())
+        .with_group_instance_id(instance.clone())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic_name("static"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partitions_a[0])
+                .with_committed_offset(1)])]);
+    let committed = a.call(8, &commit_old);
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code,
+        FENCED_INSTANCE_ID
+    );
+    let leave_old = LeaveGroupRequest::default()
+        .with_group_id(group_id("sg"))
+        .with_members(vec![MemberIdentity::default()
+            .with_member_id(joined_a.member_id.clone())
+            .with_group_instance_id(instance.clone())]);
+    let left = a.call(5, &leave_old);
+    assert_eq!(left.members[0].error_code, FENCED_INSTANCE_ID);
+    assert_eq!(left.members[0].group_instance_id, instance);
+
+    // DescribeGroups shows each member's instance id.
+    let described = restarted.call(
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![group_id("sg")]),
+    );
+    let mut instances: Vec<(String, Option<String>)> = described.groups[0]
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.group_instance_id.as_ref().map(|i| i.to_string()),
+            )
+        })
+        .collect();
+    instances.sort();
+    let mut expected = vec![
+        (
+            rejoined.member_id.to_string(),
+            Some("instance-a".to_string()),
+        ),
+        (
+            joined_b.member_id.to_string(),
+            Some("instance-b".to_string()),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(instances, expected);
+
+    // An admin removes b by its instance alone (removeMembersFromConsumerGroup): the group
+    // rebalances, and the restarted a gets every partition.
+    let remove_b = LeaveGroupRequest::default()
+        .with_group_id(group_id("sg"))
+        .with_members(vec![MemberIdentity::default()
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_group_instance_id(Some(StrBytes::from_static_str(
+                "instance-b",
+            )))]);
+    let removed = restarted.call(5, &remove_b);
+    assert_eq!(removed.members[0].error_code, 0);
+    assert_eq!(
+        heartbeat_static(&mut restarted, "sg", &rejoined, "instance-a"),
+        REBALANCE_IN_PROGRESS
+    );
+    let member_id = rejoined.member_id.to_string();
+    let last = join_static(&mut restarted, "sg", &member_id, "instance-a", "static");
+    assert_eq!(sync(&mut restarted, "sg", &last), (0, vec![0, 1, 2, 3]));
 }

@@ -155,6 +155,7 @@ fn commit(addr: SocketAddr, group: &str, topic: &str, partition: u32, offset: i6
             member_id: "",
             generation: -1,
             topics: &topics,
+            instance_id: "",
         })
         .unwrap();
     assert!(results.iter().all(|r| r.result.is_ok()), "{results:?}");

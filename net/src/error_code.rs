@@ -84,10 +84,14 @@ pub enum ErrorCode {
     /// The group's offsets of a topic its members subscribe to cannot be deleted while they do
     /// (Kafka's GROUP_SUBSCRIBED_TO_TOPIC, answered to OffsetDelete).
     GroupSubscribedToTopic = 31,
+    /// A static member (one with an instance id) was replaced by a newer member of the same
+    /// instance id, which another client started with: the older one must stop (Kafka's
+    /// FENCED_INSTANCE_ID).
+    FencedInstanceId = 32,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 32] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 33] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -120,6 +124,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 32] = [
     ErrorCode::GroupFull,
     ErrorCode::InvalidGroupName,
     ErrorCode::GroupSubscribedToTopic,
+    ErrorCode::FencedInstanceId,
 ];
 
 impl ErrorCode {
@@ -192,6 +197,7 @@ impl ErrorCode {
             ErrorCode::GroupFull => "GroupFull",
             ErrorCode::InvalidGroupName => "InvalidGroupName",
             ErrorCode::GroupSubscribedToTopic => "GroupSubscribedToTopic",
+            ErrorCode::FencedInstanceId => "FencedInstanceId",
         }
     }
 }

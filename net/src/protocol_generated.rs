@@ -5880,6 +5880,7 @@ impl<'a> JoinGroupRequest<'a> {
   pub const VT_TOPICS: ::flatbuffers::VOffsetT = 10;
   pub const VT_SESSION_TIMEOUT_MS: ::flatbuffers::VOffsetT = 12;
   pub const VT_REBALANCE_TIMEOUT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_INSTANCE_ID: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5891,6 +5892,7 @@ impl<'a> JoinGroupRequest<'a> {
     args: &'args JoinGroupRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<JoinGroupRequest<'bldr>> {
     let mut builder = JoinGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.instance_id { builder.add_instance_id(x); }
     builder.add_rebalance_timeout_ms(args.rebalance_timeout_ms);
     builder.add_session_timeout_ms(args.session_timeout_ms);
     if let Some(x) = args.topics { builder.add_topics(x); }
@@ -5944,6 +5946,17 @@ impl<'a> JoinGroupRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(JoinGroupRequest::VT_REBALANCE_TIMEOUT_MS, Some(30000)).unwrap()}
   }
+  /// A static member's instance id (Kafka's group.instance.id), kept across its restarts;
+  /// absent for a dynamic member. A join without member_id naming a known instance takes
+  /// that member's place (and, in a Stable group with the same subscription, its assignment
+  /// without a rebalance); the member id it replaced is FencedInstanceId from then on.
+  #[inline]
+  pub fn instance_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JoinGroupRequest::VT_INSTANCE_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for JoinGroupRequest<'_> {
@@ -5958,6 +5971,7 @@ impl ::flatbuffers::Verifiable for JoinGroupRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
      .visit_field::<u32>("session_timeout_ms", Self::VT_SESSION_TIMEOUT_MS, false)?
      .visit_field::<u32>("rebalance_timeout_ms", Self::VT_REBALANCE_TIMEOUT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("instance_id", Self::VT_INSTANCE_ID, false)?
      .finish();
     Ok(())
   }
@@ -5969,6 +5983,7 @@ pub struct JoinGroupRequestArgs<'a> {
     pub topics: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub session_timeout_ms: u32,
     pub rebalance_timeout_ms: u32,
+    pub instance_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for JoinGroupRequestArgs<'a> {
   #[inline]
@@ -5980,6 +5995,7 @@ impl<'a> Default for JoinGroupRequestArgs<'a> {
       topics: None,
       session_timeout_ms: 10000,
       rebalance_timeout_ms: 30000,
+      instance_id: None,
     }
   }
 }
@@ -6014,6 +6030,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinGroupRequestBuilder<'a, '
     self.fbb_.push_slot::<u32>(JoinGroupRequest::VT_REBALANCE_TIMEOUT_MS, rebalance_timeout_ms, 30000);
   }
   #[inline]
+  pub fn add_instance_id(&mut self, instance_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinGroupRequest::VT_INSTANCE_ID, instance_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinGroupRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     JoinGroupRequestBuilder {
@@ -6038,6 +6058,7 @@ impl ::core::fmt::Debug for JoinGroupRequest<'_> {
       ds.field("topics", &self.topics());
       ds.field("session_timeout_ms", &self.session_timeout_ms());
       ds.field("rebalance_timeout_ms", &self.rebalance_timeout_ms());
+      ds.field("instance_id", &self.instance_id());
       ds.finish()
   }
 }
@@ -6241,6 +6262,7 @@ impl<'a> HeartbeatRequest<'a> {
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_GENERATION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_INSTANCE_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6252,6 +6274,7 @@ impl<'a> HeartbeatRequest<'a> {
     args: &'args HeartbeatRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<HeartbeatRequest<'bldr>> {
     let mut builder = HeartbeatRequestBuilder::new(_fbb);
+    if let Some(x) = args.instance_id { builder.add_instance_id(x); }
     builder.add_generation(args.generation);
     if let Some(x) = args.member_id { builder.add_member_id(x); }
     if let Some(x) = args.group { builder.add_group(x); }
@@ -6280,6 +6303,14 @@ impl<'a> HeartbeatRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(HeartbeatRequest::VT_GENERATION, Some(-1)).unwrap()}
   }
+  /// A static member's instance id (see JoinGroupRequest).
+  #[inline]
+  pub fn instance_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(HeartbeatRequest::VT_INSTANCE_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HeartbeatRequest<'_> {
@@ -6291,6 +6322,7 @@ impl ::flatbuffers::Verifiable for HeartbeatRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, true)?
      .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("instance_id", Self::VT_INSTANCE_ID, false)?
      .finish();
     Ok(())
   }
@@ -6299,6 +6331,7 @@ pub struct HeartbeatRequestArgs<'a> {
     pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub generation: i32,
+    pub instance_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for HeartbeatRequestArgs<'a> {
   #[inline]
@@ -6307,6 +6340,7 @@ impl<'a> Default for HeartbeatRequestArgs<'a> {
       group: None, // required field
       member_id: None, // required field
       generation: -1,
+      instance_id: None,
     }
   }
 }
@@ -6327,6 +6361,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatRequestBuilder<'a, '
   #[inline]
   pub fn add_generation(&mut self, generation: i32) {
     self.fbb_.push_slot::<i32>(HeartbeatRequest::VT_GENERATION, generation, -1);
+  }
+  #[inline]
+  pub fn add_instance_id(&mut self, instance_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatRequest::VT_INSTANCE_ID, instance_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatRequestBuilder<'a, 'b, A> {
@@ -6351,6 +6389,7 @@ impl ::core::fmt::Debug for HeartbeatRequest<'_> {
       ds.field("group", &self.group());
       ds.field("member_id", &self.member_id());
       ds.field("generation", &self.generation());
+      ds.field("instance_id", &self.instance_id());
       ds.finish()
   }
 }
@@ -6486,6 +6525,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LeaveGroupRequest<'a> {
 impl<'a> LeaveGroupRequest<'a> {
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INSTANCE_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6497,6 +6537,7 @@ impl<'a> LeaveGroupRequest<'a> {
     args: &'args LeaveGroupRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LeaveGroupRequest<'bldr>> {
     let mut builder = LeaveGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.instance_id { builder.add_instance_id(x); }
     if let Some(x) = args.member_id { builder.add_member_id(x); }
     if let Some(x) = args.group { builder.add_group(x); }
     builder.finish()
@@ -6510,12 +6551,21 @@ impl<'a> LeaveGroupRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveGroupRequest::VT_GROUP, None).unwrap()}
   }
+  /// May be empty when instance_id names a static member (an administrator removing it).
   #[inline]
   pub fn member_id(&self) -> &'a str {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveGroupRequest::VT_MEMBER_ID, None).unwrap()}
+  }
+  /// A static member's instance id (see JoinGroupRequest).
+  #[inline]
+  pub fn instance_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LeaveGroupRequest::VT_INSTANCE_ID, None)}
   }
 }
 
@@ -6527,6 +6577,7 @@ impl ::flatbuffers::Verifiable for LeaveGroupRequest<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("instance_id", Self::VT_INSTANCE_ID, false)?
      .finish();
     Ok(())
   }
@@ -6534,6 +6585,7 @@ impl ::flatbuffers::Verifiable for LeaveGroupRequest<'_> {
 pub struct LeaveGroupRequestArgs<'a> {
     pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub instance_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for LeaveGroupRequestArgs<'a> {
   #[inline]
@@ -6541,6 +6593,7 @@ impl<'a> Default for LeaveGroupRequestArgs<'a> {
     LeaveGroupRequestArgs {
       group: None, // required field
       member_id: None, // required field
+      instance_id: None,
     }
   }
 }
@@ -6557,6 +6610,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaveGroupRequestBuilder<'a, 
   #[inline]
   pub fn add_member_id(&mut self, member_id: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaveGroupRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_instance_id(&mut self, instance_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LeaveGroupRequest::VT_INSTANCE_ID, instance_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaveGroupRequestBuilder<'a, 'b, A> {
@@ -6580,6 +6637,7 @@ impl ::core::fmt::Debug for LeaveGroupRequest<'_> {
     let mut ds = f.debug_struct("LeaveGroupRequest");
       ds.field("group", &self.group());
       ds.field("member_id", &self.member_id());
+      ds.field("instance_id", &self.instance_id());
       ds.finish()
   }
 }
@@ -6830,6 +6888,7 @@ impl<'a> OffsetCommitRequest<'a> {
   pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_GENERATION: ::flatbuffers::VOffsetT = 8;
   pub const VT_TOPICS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_INSTANCE_ID: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6841,6 +6900,7 @@ impl<'a> OffsetCommitRequest<'a> {
     args: &'args OffsetCommitRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<OffsetCommitRequest<'bldr>> {
     let mut builder = OffsetCommitRequestBuilder::new(_fbb);
+    if let Some(x) = args.instance_id { builder.add_instance_id(x); }
     if let Some(x) = args.topics { builder.add_topics(x); }
     builder.add_generation(args.generation);
     if let Some(x) = args.member_id { builder.add_member_id(x); }
@@ -6878,6 +6938,14 @@ impl<'a> OffsetCommitRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>(OffsetCommitRequest::VT_TOPICS, None)}
   }
+  /// A static member's instance id (see JoinGroupRequest).
+  #[inline]
+  pub fn instance_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(OffsetCommitRequest::VT_INSTANCE_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for OffsetCommitRequest<'_> {
@@ -6890,6 +6958,7 @@ impl ::flatbuffers::Verifiable for OffsetCommitRequest<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
      .visit_field::<i32>("generation", Self::VT_GENERATION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<OffsetCommitTopic>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("instance_id", Self::VT_INSTANCE_ID, false)?
      .finish();
     Ok(())
   }
@@ -6899,6 +6968,7 @@ pub struct OffsetCommitRequestArgs<'a> {
     pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub generation: i32,
     pub topics: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OffsetCommitTopic<'a>>>>>,
+    pub instance_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for OffsetCommitRequestArgs<'a> {
   #[inline]
@@ -6908,6 +6978,7 @@ impl<'a> Default for OffsetCommitRequestArgs<'a> {
       member_id: None,
       generation: -1,
       topics: None,
+      instance_id: None,
     }
   }
 }
@@ -6934,6 +7005,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OffsetCommitRequestBuilder<'a
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_TOPICS, topics);
   }
   #[inline]
+  pub fn add_instance_id(&mut self, instance_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_INSTANCE_ID, instance_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OffsetCommitRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     OffsetCommitRequestBuilder {
@@ -6956,6 +7031,7 @@ impl ::core::fmt::Debug for OffsetCommitRequest<'_> {
       ds.field("member_id", &self.member_id());
       ds.field("generation", &self.generation());
       ds.field("topics", &self.topics());
+      ds.field("instance_id", &self.instance_id());
       ds.finish()
   }
 }
@@ -8104,6 +8180,7 @@ impl<'a> GroupMember<'a> {
   pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_CLIENT_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_ASSIGNMENT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_INSTANCE_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8115,6 +8192,7 @@ impl<'a> GroupMember<'a> {
     args: &'args GroupMemberArgs<'args>
   ) -> ::flatbuffers::WIPOffset<GroupMember<'bldr>> {
     let mut builder = GroupMemberBuilder::new(_fbb);
+    if let Some(x) = args.instance_id { builder.add_instance_id(x); }
     if let Some(x) = args.assignment { builder.add_assignment(x); }
     if let Some(x) = args.client_id { builder.add_client_id(x); }
     if let Some(x) = args.member_id { builder.add_member_id(x); }
@@ -8144,6 +8222,14 @@ impl<'a> GroupMember<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicPartitions>>>>(GroupMember::VT_ASSIGNMENT, None)}
   }
+  /// A static member's instance id; absent for a dynamic member.
+  #[inline]
+  pub fn instance_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupMember::VT_INSTANCE_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupMember<'_> {
@@ -8155,6 +8241,7 @@ impl ::flatbuffers::Verifiable for GroupMember<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TopicPartitions>>>>("assignment", Self::VT_ASSIGNMENT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("instance_id", Self::VT_INSTANCE_ID, false)?
      .finish();
     Ok(())
   }
@@ -8163,6 +8250,7 @@ pub struct GroupMemberArgs<'a> {
     pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub client_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub assignment: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+    pub instance_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for GroupMemberArgs<'a> {
   #[inline]
@@ -8171,6 +8259,7 @@ impl<'a> Default for GroupMemberArgs<'a> {
       member_id: None, // required field
       client_id: None,
       assignment: None,
+      instance_id: None,
     }
   }
 }
@@ -8191,6 +8280,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupMemberBuilder<'a, 'b, A>
   #[inline]
   pub fn add_assignment(&mut self, assignment: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupMember::VT_ASSIGNMENT, assignment);
+  }
+  #[inline]
+  pub fn add_instance_id(&mut self, instance_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupMember::VT_INSTANCE_ID, instance_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupMemberBuilder<'a, 'b, A> {
@@ -8214,6 +8307,7 @@ impl ::core::fmt::Debug for GroupMember<'_> {
       ds.field("member_id", &self.member_id());
       ds.field("client_id", &self.client_id());
       ds.field("assignment", &self.assignment());
+      ds.field("instance_id", &self.instance_id());
       ds.finish()
   }
 }

@@ -42,6 +42,12 @@ pub struct ConsumeArgs {
     /// none) and what is printed is committed as it goes.
     #[arg(long, value_name = "G", conflicts_with_all = ["share_group", "partition"])]
     pub group: Option<String>,
+    /// With `--group`: join as a static member with this instance id (Kafka's
+    /// `group.instance.id`, for example the host name). It does not leave the group when it
+    /// stops: started again with the same id within the session timeout, it takes its
+    /// partitions back without a rebalance.
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub group_instance_id: Option<String>,
     /// Read as a member of this share group: records of every partition are leased to this
     /// consumer one by one and acknowledged after printing (see `--ack`).
     #[arg(long, value_name = "G", conflicts_with_all = ["partition", "from"])]

@@ -271,6 +271,8 @@ fn describe(description: &GroupDescription, out: &mut impl Write) -> anyhow::Res
         write_settings(out, settings)?;
     }
     writeln!(out)?;
+    // Static members' instance ids, in a column of their own only when there are some.
+    let any_static = description.members.iter().any(|m| m.instance_id.is_some());
     let rows: Vec<Vec<String>> = description
         .members
         .iter()
@@ -283,12 +285,20 @@ fn describe(description: &GroupDescription, out: &mut impl Write) -> anyhow::Res
                     m.client_id.clone()
                 });
                 row.push(partitions_text(&m.assignment));
+                if any_static {
+                    row.push(m.instance_id.clone().unwrap_or_else(|| "-".to_owned()));
+                }
             }
             row
         })
         .collect();
     if description.kind == GroupKind::Consumer {
-        write_table(out, &["MEMBER", "CLIENT", "PARTITIONS"], &rows)?;
+        let headers: &[&str] = if any_static {
+            &["MEMBER", "CLIENT", "PARTITIONS", "INSTANCE"]
+        } else {
+            &["MEMBER", "CLIENT", "PARTITIONS"]
+        };
+        write_table(out, headers, &rows)?;
         writeln!(out)?;
         let rows: Vec<Vec<String>> = description
             .offsets

@@ -67,6 +67,7 @@ pub fn run_group(args: &ConsumeArgs, group: &str, server: &str) -> anyhow::Resul
             auto_offset_reset,
             ..ConsumerConfig::default()
         },
+        group_instance_id: args.group_instance_id.clone(),
         ..GroupConsumerConfig::default()
     };
     // A group member may wait for a topic that does not exist yet (as in Kafka), but at the
@@ -77,12 +78,12 @@ pub fn run_group(args: &ConsumeArgs, group: &str, server: &str) -> anyhow::Resul
     let mut consumer = GroupConsumer::subscribe(server, group, topic, config)
         .map_err(|error| CliError::connecting(server, Some(topic), error))?;
     // Ctrl-C stops the loop so that the member leaves the group (rather than holding its
-    // partitions until its session times out).
+    // partitions until its session times out); a static member commits and stays.
     interrupt::install();
     let limit = args.count.unwrap_or(u64::MAX);
     let mut out = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
     let printed = print_group(&mut consumer, &mut out, args.format, limit);
-    // Leave either way, so the other members take over at once.
+    // Leave either way (unless static), so the other members take over at once.
     let left = consumer.close();
     interrupt::finish();
     match printed {

@@ -209,6 +209,46 @@ def test_resume_from_committed_offsets_after_restart(server):
         resumed.close()
 
 
+def test_static_member_restarting_keeps_its_partitions(server):
+    """A static member (group.instance.id, KIP-345) does not leave the group when it closes;
+    started again with the same instance id within its session timeout, it takes its place
+    back with its partitions, and the other member is not rebalanced."""
+    topic = create_topic(server, PARTITIONS, prefix="static")
+    fill(server, topic, 100)
+    revoked = []
+
+    def member(instance):
+        return rdkafka_member(server, "static-group", topic, **{
+            "group.instance.id": instance, "session.timeout.ms": 60000})
+
+    first = member("first")
+    second = member("second")
+    second.subscribe([topic], on_revoke=lambda _, partitions: revoked.append(
+        sorted(tp.partition for tp in partitions)))
+    restarted = None
+    try:
+        def split(one, other):
+            poll_into(one, [])
+            poll_into(other, [])
+            return assigned(one) and assigned(other) and \
+                sorted(assigned(one) + assigned(other)) == list(range(PARTITIONS))
+
+        wait_until(lambda: split(first, second), what="both members assigned")
+        held_first, held_second = assigned(first), assigned(second)
+        revoked.clear()
+        first.close()  # A static member's close sends no LeaveGroup.
+        restarted = member("first")
+        wait_until(lambda: split(restarted, second), timeout_s=20,
+                   what="the restarted member to take its partitions back")
+        assert assigned(restarted) == held_first
+        assert assigned(second) == held_second
+        assert revoked == [], "the other member was rebalanced"
+    finally:
+        for consumer in (second, restarted):
+            if consumer is not None:
+                consumer.close()
+
+
 class KafkaPythonMember(threading.Thread):
     """A kafka-python group member polling in its own thread, as applications run them (its
     rebalance completes inside poll only when poll runs while the other members rejoin)."""

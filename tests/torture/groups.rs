@@ -86,6 +86,7 @@ pub fn spawn_committer(shared: Arc<Shared>, ledger: Arc<Ledger>) -> JoinHandle<(
                 member_id: "",
                 generation: -1,
                 topics: &topics,
+                instance_id: "",
             };
             match connected.commit_offsets(&request) {
                 Ok(results) => {

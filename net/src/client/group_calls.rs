@@ -77,6 +77,8 @@ pub struct GroupMemberInfo {
     pub client_id: String,
     /// Assigned partitions (consumer groups).
     pub assignment: Assignment,
+    /// A static member's instance id.
+    pub instance_id: Option<String>,
 }
 
 /// Settings of a share group.
@@ -284,29 +286,20 @@ impl Client {
         })
     }
 
-    /// Keeps a membership alive; RebalanceInProgress means: join again.
-    pub fn heartbeat(
-        &mut self,
-        group: &str,
-        member_id: &str,
-        generation: i32,
-    ) -> Result<(), ClientError> {
-        let frame = self.connection().call(&heartbeat::Request {
-            group,
-            member_id,
-            generation,
-        })?;
+    /// Keeps a membership alive; RebalanceInProgress means: join again, FencedInstanceId:
+    /// a newer member took this static member's instance id.
+    pub fn heartbeat(&mut self, request: &heartbeat::Request<'_>) -> Result<(), ClientError> {
+        let frame = self.connection().call(request)?;
         check(
             ApiKey::Heartbeat,
             frame.view::<heartbeat::ResponseView>()?.status(),
         )
     }
 
-    /// Leaves a consumer group now.
-    pub fn leave_group(&mut self, group: &str, member_id: &str) -> Result<(), ClientError> {
-        let frame = self
-            .connection()
-            .call(&leave_group::Request { group, member_id })?;
+    /// Leaves a consumer group now (or, naming only an instance id, removes that static
+    /// member, as an administrator does).
+    pub fn leave_group(&mut self, request: &leave_group::Request<'_>) -> Result<(), ClientError> {
+        let frame = self.connection().call(request)?;
         check(
             ApiKey::LeaveGroup,
             frame.view::<leave_group::ResponseView>()?.status(),
@@ -418,6 +411,7 @@ impl Client {
                 member_id: m.member_id().to_owned(),
                 client_id: m.client_id().unwrap_or_default().to_owned(),
                 assignment: assignment(m.assignment()),
+                instance_id: m.instance_id().map(str::to_owned),
             })
             .collect();
         let share_partitions = view
@@ -650,6 +644,7 @@ mod tests {
                 topic: "t",
                 partitions: &partitions,
             }],
+            instance_id: "",
         });
         // Neither offset is known to be committed: saying so with an empty Ok would let a
         // GroupConsumer count them as committed.

@@ -26,7 +26,7 @@ use super::error::ClientError;
 use crate::api::ApiKey;
 use crate::error_code::ErrorCode;
 use crate::message::offset_commit::{self, CommitTopic, PartitionOffset};
-use crate::message::{join_group, TopicPartitions};
+use crate::message::{heartbeat, join_group, leave_group, TopicPartitions};
 
 /// How a [`GroupConsumer`] takes part in its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,12 @@ pub struct GroupConsumerConfig {
     pub auto_commit_interval_ms: u64,
     /// Fetching; `auto_offset_reset` applies to partitions the group never committed.
     pub consumer: ConsumerConfig,
+    /// Makes the member static (Kafka's `group.instance.id`, KIP-345): an id unique in the
+    /// group that the application keeps across restarts (a host or pod name). A static member
+    /// does not leave on [`GroupConsumer::close`]; started again with the same id within its
+    /// session timeout it takes its partitions back without a rebalance, and the instance it
+    /// replaced gets FencedInstanceId from then on. `None`: a dynamic member.
+    pub group_instance_id: Option<String>,
 }
 
 impl Default for GroupConsumerConfig {
@@ -59,6 +65,7 @@ impl Default for GroupConsumerConfig {
             auto_commit: true,
             auto_commit_interval_ms: 1_000,
             consumer: ConsumerConfig::default(),
+            group_instance_id: None,
         }
     }
 }
@@ -333,6 +340,7 @@ impl GroupConsumer {
                 member_id: &self.member_id,
                 generation: self.generation,
                 topics: &topics,
+                instance_id: instance_id(&self.config),
             })
         });
         for outcome in results? {
@@ -344,7 +352,9 @@ impl GroupConsumer {
 
     /// Commits (with automatic commits) and leaves the group, so the others rebalance now.
     /// A member between generations (told of a rebalance it has not rejoined yet) leaves too,
-    /// as Kafka's consumer does: else the rebalance waits for it until its timeout.
+    /// as Kafka's consumer does: else the rebalance waits for it until its timeout. A static
+    /// member commits and stays, as Kafka's do: its partitions wait for it to start again
+    /// (or for its session to expire).
     pub fn close(mut self) -> Result<(), ClientError> {
         if self.member_id.is_empty() {
             return Ok(());
@@ -354,10 +364,16 @@ impl GroupConsumer {
         } else {
             Ok(())
         };
-        let left = match self
-            .coordinator
-            .call(|coordinator| coordinator.leave_group(&self.group, &self.member_id))
-        {
+        if self.config.group_instance_id.is_some() {
+            return committed;
+        }
+        let left = match self.coordinator.call(|coordinator| {
+            coordinator.leave_group(&leave_group::Request {
+                group: &self.group,
+                member_id: &self.member_id,
+                instance_id: "",
+            })
+        }) {
             // Between generations the coordinator may have dropped it already.
             Err(error)
                 if !self.joined
@@ -450,6 +466,7 @@ impl GroupConsumer {
                 topics: &topics,
                 session_timeout_ms: self.config.session_timeout_ms,
                 rebalance_timeout_ms: self.config.rebalance_timeout_ms,
+                instance_id: instance_id(&self.config),
             })
         })
     }
@@ -463,7 +480,12 @@ impl GroupConsumer {
         }
         self.last_heartbeat = Instant::now();
         let result = self.coordinator.call(|coordinator| {
-            coordinator.heartbeat(&self.group, &self.member_id, self.generation)
+            coordinator.heartbeat(&heartbeat::Request {
+                group: &self.group,
+                member_id: &self.member_id,
+                generation: self.generation,
+                instance_id: instance_id(&self.config),
+            })
         });
         match result {
             Ok(()) => Ok(true),
@@ -504,4 +526,9 @@ impl GroupConsumer {
             tracing::debug!(%error, group = %self.group, "automatic commit failed");
         }
     }
+}
+
+/// The instance id a member of `config` sends with its group calls (empty for a dynamic one).
+fn instance_id(config: &GroupConsumerConfig) -> &str {
+    config.group_instance_id.as_deref().unwrap_or_default()
 }

@@ -49,6 +49,8 @@ pub struct GroupMember<'a> {
     pub client_id: &'a str,
     /// Assigned partitions (consumer groups).
     pub assignment: &'a [TopicPartitions<'a>],
+    /// A static member's instance id; empty for a dynamic member.
+    pub instance_id: &'a str,
 }
 
 /// State of one share partition.
@@ -101,12 +103,14 @@ impl Encode for Response<'_> {
             let member_id = Some(fbb.create_string(m.member_id));
             let client_id = opt_string(fbb, m.client_id);
             let assignment = Some(table_vector(fbb, m.assignment, build_topic_partitions));
+            let instance_id = opt_string(fbb, m.instance_id);
             protocol::GroupMember::create(
                 fbb,
                 &protocol::GroupMemberArgs {
                     member_id,
                     client_id,
                     assignment,
+                    instance_id,
                 },
             )
         }));
@@ -184,6 +188,7 @@ mod tests {
                     topic: "t",
                     partitions: &[0],
                 }],
+                instance_id: "",
             }],
             offsets: &[TopicOffsets {
                 topic: "t",

@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub member_id: &'a str,
     /// Generation from the last JoinGroup.
     pub generation: i32,
+    /// A static member's instance id (Kafka's `group.instance.id`); empty for a dynamic member.
+    pub instance_id: &'a str,
 }
 
 impl Encode for Request<'_> {
@@ -29,12 +31,14 @@ impl Encode for Request<'_> {
     fn build(&self, fbb: &mut FlatBufferBuilder<'_>) {
         let group = Some(fbb.create_string(self.group));
         let member_id = Some(fbb.create_string(self.member_id));
+        let instance_id = opt_string(fbb, self.instance_id);
         let root = protocol::HeartbeatRequest::create(
             fbb,
             &protocol::HeartbeatRequestArgs {
                 group,
                 member_id,
                 generation: self.generation,
+                instance_id,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -81,11 +85,17 @@ mod tests {
             group: "g",
             member_id: "m",
             generation: 4,
+            instance_id: "",
         });
         let view = RequestView::decode(body).unwrap();
         assert_eq!(
-            (view.group(), view.member_id(), view.generation()),
-            ("g", "m", 4)
+            (
+                view.group(),
+                view.member_id(),
+                view.generation(),
+                view.instance_id()
+            ),
+            ("g", "m", 4, None)
         );
         let body = round_trip::<_, ResponseView>(&Response {
             status: Status::error(ErrorCode::RebalanceInProgress, ""),

@@ -33,6 +33,8 @@ pub struct Request<'a> {
     pub session_timeout_ms: u32,
     /// How long the coordinator waits for members to rejoin during a rebalance.
     pub rebalance_timeout_ms: u32,
+    /// A static member's instance id (Kafka's `group.instance.id`); empty for a dynamic member.
+    pub instance_id: &'a str,
 }
 
 impl Encode for Request<'_> {
@@ -43,6 +45,7 @@ impl Encode for Request<'_> {
         let member_id = opt_string(fbb, self.member_id);
         let client_id = opt_string(fbb, self.client_id);
         let topics = opt_string_vector(fbb, self.topics);
+        let instance_id = opt_string(fbb, self.instance_id);
         let root = protocol::JoinGroupRequest::create(
             fbb,
             &protocol::JoinGroupRequestArgs {
@@ -52,6 +55,7 @@ impl Encode for Request<'_> {
                 topics,
                 session_timeout_ms: self.session_timeout_ms,
                 rebalance_timeout_ms: self.rebalance_timeout_ms,
+                instance_id,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -114,6 +118,7 @@ mod tests {
             topics: &["a", "b"],
             session_timeout_ms: SESSION_TIMEOUT_MS_DEFAULT,
             rebalance_timeout_ms: 5_000,
+            instance_id: "pod-0",
         });
         let view = RequestView::decode(body).unwrap();
         assert_eq!(view.group(), "g");

@@ -16,8 +16,10 @@ pub type ResponseView<'buf> = protocol::LeaveGroupResponse<'buf>;
 pub struct Request<'a> {
     /// Group name.
     pub group: &'a str,
-    /// The member's id.
+    /// The member's id; may be empty when `instance_id` names a static member.
     pub member_id: &'a str,
+    /// A static member's instance id (Kafka's `group.instance.id`); empty for a dynamic member.
+    pub instance_id: &'a str,
 }
 
 impl Encode for Request<'_> {
@@ -26,9 +28,14 @@ impl Encode for Request<'_> {
     fn build(&self, fbb: &mut FlatBufferBuilder<'_>) {
         let group = Some(fbb.create_string(self.group));
         let member_id = Some(fbb.create_string(self.member_id));
+        let instance_id = opt_string(fbb, self.instance_id);
         let root = protocol::LeaveGroupRequest::create(
             fbb,
-            &protocol::LeaveGroupRequestArgs { group, member_id },
+            &protocol::LeaveGroupRequestArgs {
+                group,
+                member_id,
+                instance_id,
+            },
         );
         fbb.finish_size_prefixed(root, None);
     }
@@ -71,10 +78,14 @@ mod tests {
     fn round_trips() {
         let body = round_trip::<_, RequestView>(&Request {
             group: "g",
-            member_id: "m",
+            member_id: "",
+            instance_id: "pod-0",
         });
         let view = RequestView::decode(body).unwrap();
-        assert_eq!((view.group(), view.member_id()), ("g", "m"));
+        assert_eq!(
+            (view.group(), view.member_id(), view.instance_id()),
+            ("g", "", Some("pod-0"))
+        );
         let body = round_trip::<_, ResponseView>(&Response::default());
         assert!(ResponseView::decode(body).unwrap().status().is_ok());
     }

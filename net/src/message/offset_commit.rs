@@ -42,6 +42,8 @@ pub struct Request<'a> {
     pub generation: i32,
     /// What to commit.
     pub topics: &'a [CommitTopic<'a>],
+    /// A static member's instance id (Kafka's `group.instance.id`); empty for a dynamic member.
+    pub instance_id: &'a str,
 }
 
 impl Encode for Request<'_> {
@@ -64,6 +66,7 @@ impl Encode for Request<'_> {
                 &protocol::OffsetCommitTopicArgs { topic, partitions },
             )
         }));
+        let instance_id = opt_string(fbb, self.instance_id);
         let root = protocol::OffsetCommitRequest::create(
             fbb,
             &protocol::OffsetCommitRequestArgs {
@@ -71,6 +74,7 @@ impl Encode for Request<'_> {
                 member_id,
                 generation: self.generation,
                 topics,
+                instance_id,
             },
         );
         fbb.finish_size_prefixed(root, None);
@@ -135,7 +139,12 @@ mod tests {
                 topic: "t",
                 partitions: &offsets,
             }],
+            instance_id: "pod-0",
         });
+        assert_eq!(
+            RequestView::decode(body).unwrap().instance_id(),
+            Some("pod-0")
+        );
         let view = RequestView::decode(body).unwrap();
         let topic = view.topics().unwrap().get(0);
         let read: Vec<_> = topic

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::reactor::{self, time};
 
-use super::membership::{is_cooperative, Join, JoinOutcome, StaleGeneration};
+use super::membership::{is_cooperative, Join, JoinOutcome, MemberRef, StaleGeneration};
 use super::meta::{self, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
@@ -36,7 +36,8 @@ const SESSION_TIMEOUT_MS_MIN: u32 = 100;
 const TIMEOUT_MS_MAX: u32 = 3_600_000;
 /// Longest heartbeat interval suggested to members.
 const HEARTBEAT_INTERVAL_MS_MAX: u32 = 3_000;
-/// Longest client id (and member id) accepted: both are kept while the member is in the group.
+/// Longest client id (and member id, and instance id) accepted: they are kept while the member
+/// is in the group.
 const CLIENT_ID_BYTES_MAX: usize = 255;
 /// Most topics one member may subscribe to.
 const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
@@ -293,7 +294,10 @@ impl Drop for JoinGuard<'_> {
         // client can heartbeat, commit or rejoin as this member: left in the group it would
         // count as rejoined and be handed partitions that no one reads until its session
         // expires. Its client joins again as a new member.
-        if membership.leave(self.member_id, now).is_ok() {
+        if membership
+            .leave(&MemberRef::dynamic(self.member_id), now)
+            .is_ok()
+        {
             drop(membership);
             tracing::debug!(group = %self.group.name, member_id = self.member_id,
                 "new member removed: its join ended unanswered");
@@ -320,6 +324,7 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
     let rebalance_timeout = Duration::from_millis(u64::from(rebalance_timeout_ms));
     let join = Join {
         member_id: &args.member_id,
+        instance_id: args.instance_id.as_deref(),
         new_member_id: shard.groups.new_member_id(&args.client_id),
         client_id: &args.client_id,
         topics: args.topics.clone(),
@@ -336,7 +341,9 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
         shard,
         group: &group,
         member_id: &member_id,
-        created: args.member_id.is_empty(),
+        // A static member stays: its client joins again under its instance id and takes the
+        // place back, as after a restart.
+        created: args.member_id.is_empty() && args.instance_id.is_none(),
         answered: false,
     };
     try_complete(shard, &group, now);
@@ -361,10 +368,22 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
                 });
             }
             JoinOutcome::Removed => {
-                return Err(Failure::new(
-                    ErrorCode::UnknownMember,
-                    "removed from the group during the rebalance: join again",
-                ))
+                let membership = group.membership.borrow();
+                return Err(match args.instance_id.as_deref() {
+                    Some(instance_id) if membership.is_fenced(instance_id, &member_id) => {
+                        Failure::new(
+                            ErrorCode::FencedInstanceId,
+                            format!(
+                                "a newer member of instance {instance_id:?} took this one's \
+                                 place while it waited"
+                            ),
+                        )
+                    }
+                    _ => Failure::new(
+                        ErrorCode::UnknownMember,
+                        "removed from the group during the rebalance: join again",
+                    ),
+                });
             }
             JoinOutcome::Pending => {}
         }
@@ -384,6 +403,15 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
     if args.client_id.len() > CLIENT_ID_BYTES_MAX || args.member_id.len() > CLIENT_ID_BYTES_MAX {
         return invalid(format!(
             "client_id and member_id are at most {CLIENT_ID_BYTES_MAX} bytes"
+        ));
+    }
+    if args
+        .instance_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > CLIENT_ID_BYTES_MAX)
+    {
+        return invalid(format!(
+            "an instance id has 1 to {CLIENT_ID_BYTES_MAX} bytes"
         ));
     }
     if args.protocols.len() > PROTOCOLS_MAX
@@ -427,25 +455,25 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
 pub(super) fn heartbeat(
     shard: &Shard,
     name: &str,
-    member_id: &str,
+    member: &MemberRef,
     generation: i32,
     stale: StaleGeneration,
 ) -> Result<(), Failure> {
     let group = existing(shard, name, GroupKind::Consumer)?;
-    let result =
-        group
-            .membership
-            .borrow_mut()
-            .heartbeat(member_id, generation, stale, Instant::now());
+    let result = group
+        .membership
+        .borrow_mut()
+        .heartbeat(member, generation, stale, Instant::now());
     result
 }
 
 /// LeaveGroup.
-pub(super) fn leave(shard: &Shard, name: &str, member_id: &str) -> Result<(), Failure> {
+pub(super) fn leave(shard: &Shard, name: &str, member: &MemberRef) -> Result<(), Failure> {
     let group = existing(shard, name, GroupKind::Consumer)?;
     let now = Instant::now();
-    group.membership.borrow_mut().leave(member_id, now)?;
-    tracing::debug!(group = name, member_id, "member left");
+    group.membership.borrow_mut().leave(member, now)?;
+    tracing::debug!(group = name, member_id = %member.member_id,
+        instance_id = member.instance_id.as_deref(), "member left");
     group.changed.notify();
     try_complete(shard, &group, now);
     Ok(())
@@ -456,11 +484,12 @@ pub(super) fn leave(shard: &Shard, name: &str, member_id: &str) -> Result<(), Fa
 pub(super) async fn commit(
     shard: &Rc<Shard>,
     name: &str,
-    member_id: &str,
+    member: &MemberRef,
     generation: i32,
     stale: StaleGeneration,
     topics: CommitTopics,
 ) -> Result<CommitResults, Failure> {
+    let member_id = member.member_id.as_str();
     // Generation -1 commits from outside group management (an assign() consumer, an admin
     // tool): accepted while the group has no members, member id or not, as Kafka does.
     let has_members = existing(shard, name, GroupKind::Consumer)
@@ -478,12 +507,10 @@ pub(super) async fn commit(
         group
     } else {
         let group = existing(shard, name, GroupKind::Consumer)?;
-        group.membership.borrow_mut().check_committer(
-            member_id,
-            generation,
-            stale,
-            Instant::now(),
-        )?;
+        group
+            .membership
+            .borrow_mut()
+            .check_committer(member, generation, stale, Instant::now())?;
         group
     };
     // In use: a group that only ever commits (manual assignment) is not idle.
@@ -765,6 +792,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
                 .iter()
                 .map(|m| MemberInfo {
                     member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     assignment: m.assignment.clone(),
                 })
@@ -789,6 +817,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
         .into_iter()
         .map(|member_id| MemberInfo {
             member_id,
+            instance_id: None,
             client_id: String::new(),
             assignment: Vec::new(),
         })

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use flatbuffers::FlatBufferBuilder;
 
-use super::membership::StaleGeneration;
+use super::membership::{MemberRef, StaleGeneration};
 use super::meta::{validate_group_name, ShareConfig};
 use super::{
     call, join_all, unexpected, CommitResults, ConfigureArgs, GroupCall, GroupListing, GroupReturn,
@@ -81,6 +81,7 @@ async fn join_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fa
     let args = JoinArgs {
         group: view.group().to_string(),
         member_id: view.member_id().unwrap_or_default().to_string(),
+        instance_id: view.instance_id().map(str::to_string),
         client_id: view.client_id().unwrap_or_default().to_string(),
         topics: view
             .topics()
@@ -114,6 +115,15 @@ async fn join_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fa
     ))
 }
 
+/// Whom a heartbeat, commit or leave speaks for (an absent or empty instance id: a dynamic
+/// member).
+fn member_ref(member_id: &str, instance_id: Option<&str>) -> MemberRef {
+    MemberRef {
+        member_id: member_id.to_string(),
+        instance_id: instance_id.filter(|id| !id.is_empty()).map(str::to_string),
+    }
+}
+
 fn expect_done(answer: GroupReturn) -> Result<(), Failure> {
     match answer {
         GroupReturn::Done(result) => result,
@@ -125,7 +135,7 @@ async fn heartbeat(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fai
     let view: message::heartbeat::RequestView = decode(request.body())?;
     let message = GroupCall::Heartbeat {
         group: view.group().to_string(),
-        member_id: view.member_id().to_string(),
+        member: member_ref(view.member_id(), view.instance_id()),
         generation: view.generation(),
         stale: StaleGeneration::RebalanceInProgress,
     };
@@ -140,7 +150,7 @@ async fn leave_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, F
     let view: message::leave_group::RequestView = decode(request.body())?;
     let message = GroupCall::Leave {
         group: view.group().to_string(),
-        member_id: view.member_id().to_string(),
+        member: member_ref(view.member_id(), view.instance_id()),
     };
     expect_done(to_coordinator(shard, view.group(), message).await?)?;
     Ok(encode(
@@ -172,7 +182,7 @@ async fn offset_commit(shard: &Rc<Shard>, request: &Request) -> Result<Response,
         .collect();
     let message = GroupCall::Commit {
         group: view.group().to_string(),
-        member_id: view.member_id().unwrap_or_default().to_string(),
+        member: member_ref(view.member_id().unwrap_or_default(), view.instance_id()),
         generation: view.generation(),
         stale: StaleGeneration::RebalanceInProgress,
         topics,
@@ -405,6 +415,7 @@ async fn describe_group(shard: &Rc<Shard>, request: &Request) -> Result<Response
             member_id: &m.member_id,
             client_id: &m.client_id,
             assignment,
+            instance_id: m.instance_id.as_deref().unwrap_or_default(),
         })
         .collect();
     let grouped = by_topic(&description.offsets);

@@ -10,6 +10,13 @@
 //!   and every waiting JoinGroup is answered with its member's assignment.
 //! - A member whose heartbeats stop for `session_timeout_ms` is removed, as is one that sends
 //!   LeaveGroup; the others rebalance. With no members left the group is Empty.
+//! - A static member (KIP-345: Kafka's `group.instance.id`) is known by an instance id its
+//!   client keeps across restarts. A JoinGroup without a member id naming a known instance
+//!   takes that member's place under a new member id, and the old id is fenced (every request
+//!   naming the instance with it is refused); in a Stable group whose subscription the joiner
+//!   keeps, it takes over the member's assignment without a rebalance, so a consumer restarted
+//!   within its session timeout moves no partition. Static members leave only when asked to
+//!   (their clients do not on close) or when their session expires.
 //! - Commits are accepted from members of the current generation for partitions they were
 //!   assigned in it; a member may commit during PreparingRebalance (before it rejoins) so its
 //!   progress is not lost. A deleted topic's partitions leave every assignment at once: what
@@ -60,11 +67,33 @@ impl StaleGeneration {
     }
 }
 
+/// Whom a heartbeat, commit or leave speaks for: a member id and, from a static member, its
+/// instance id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MemberRef {
+    /// Server-given member id (may be empty in a LeaveGroup naming an instance).
+    pub(crate) member_id: String,
+    /// Client-given instance id of a static member (KIP-345).
+    pub(crate) instance_id: Option<String>,
+}
+
+impl MemberRef {
+    /// A dynamic member, known by its member id alone.
+    pub(crate) fn dynamic(member_id: impl Into<String>) -> Self {
+        MemberRef {
+            member_id: member_id.into(),
+            instance_id: None,
+        }
+    }
+}
+
 /// One member.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     /// Server-given id.
     pub(crate) id: String,
+    /// Client-given instance id of a static member, kept across the client's restarts.
+    pub(crate) instance_id: Option<String>,
     /// Client-given id, shown by DescribeGroup.
     pub(crate) client_id: String,
     /// Subscribed topics.
@@ -93,8 +122,10 @@ pub(crate) struct Member {
 /// What a JoinGroup asks.
 #[derive(Debug, Clone)]
 pub(crate) struct Join<'a> {
-    /// Known member id, or empty for a new member.
+    /// Known member id, or empty for a new member (or a static member starting again).
     pub(crate) member_id: &'a str,
+    /// Instance id of a static member.
+    pub(crate) instance_id: Option<&'a str>,
     /// Id to give a new member.
     pub(crate) new_member_id: String,
     /// Client-given id.
@@ -208,15 +239,18 @@ impl Membership {
         self.members.iter().find(|m| m.id == member_id)
     }
 
-    /// Registers a join and starts a rebalance if none is running; returns the member id.
-    /// Call [`Membership::try_complete`] afterwards, then wait for [`Membership::outcome`].
+    /// Registers a join and starts a rebalance if none is running (or, for a static member
+    /// taking its own place in a Stable group, keeps the group as it is); returns the member
+    /// id. Call [`Membership::try_complete`] afterwards, then wait for
+    /// [`Membership::outcome`].
     pub(crate) fn join(
         &mut self,
         join: Join<'_>,
         now: Instant,
         members_max: usize,
     ) -> Result<String, Failure> {
-        let is_new = join.member_id.is_empty();
+        let known_instance = join.instance_id.and_then(|id| self.static_index(id));
+        let is_new = join.member_id.is_empty() && known_instance.is_none();
         if is_new && self.members.len() >= members_max {
             return Err(Failure::new(
                 ErrorCode::GroupFull,
@@ -224,7 +258,7 @@ impl Membership {
             ));
         }
         // Kafka's order: the group's size, then the protocols, then whether a known member
-        // id is one of the group's.
+        // id is one of the group's (a static member's first, for its instance).
         if !self.supports_protocols(&join.protocols) {
             return Err(Failure::new(
                 ErrorCode::InvalidGroupKind,
@@ -234,34 +268,45 @@ impl Membership {
                 ),
             ));
         }
-        let member_id = if is_new {
-            self.members.push(Member {
-                id: join.new_member_id.clone(),
-                client_id: String::new(),
-                topics: Vec::new(),
-                session_timeout: join.session_timeout,
-                rebalance_timeout: join.rebalance_timeout,
-                last_seen: now,
-                joined: false,
-                awaiting_join: false,
-                generation: -1,
-                assignment: Vec::new(),
-                revoking: Vec::new(),
-                cooperative: join.cooperative,
-                protocols: Vec::new(),
-            });
-            join.new_member_id
-        } else if self.find(join.member_id).is_some() {
-            join.member_id.to_string()
-        } else {
-            return Err(unknown_member(join.member_id));
+        let (index, rebalance) = match (join.member_id.is_empty(), known_instance) {
+            (true, Some(index)) => {
+                // The instance started again: its new id takes the old one's place, which
+                // is fenced from now on.
+                let rebalance = !self.keeps_assignment(index, &join);
+                self.members[index].id = join.new_member_id.clone();
+                (index, rebalance)
+            }
+            (true, None) => {
+                self.members.push(Member {
+                    id: join.new_member_id.clone(),
+                    instance_id: join.instance_id.map(str::to_string),
+                    client_id: String::new(),
+                    topics: Vec::new(),
+                    session_timeout: join.session_timeout,
+                    rebalance_timeout: join.rebalance_timeout,
+                    last_seen: now,
+                    joined: false,
+                    awaiting_join: false,
+                    generation: -1,
+                    assignment: Vec::new(),
+                    revoking: Vec::new(),
+                    cooperative: join.cooperative,
+                    protocols: Vec::new(),
+                });
+                (self.members.len() - 1, true)
+            }
+            (false, _) => {
+                let member = MemberRef {
+                    member_id: join.member_id.to_string(),
+                    instance_id: join.instance_id.map(str::to_string),
+                };
+                (self.resolve(&member)?, true)
+            }
         };
-        if self.state != GroupState::PreparingRebalance {
+        if rebalance && self.state != GroupState::PreparingRebalance {
             self.begin_rebalance(now);
         }
-        let member = self
-            .find_mut(&member_id)
-            .expect("the member was found or added above");
+        let member = &mut self.members[index];
         member.client_id = join.client_id.to_string();
         member.topics = join.topics;
         member.session_timeout = join.session_timeout;
@@ -269,15 +314,66 @@ impl Membership {
         member.cooperative = join.cooperative;
         member.protocols = join.protocols;
         member.last_seen = now;
-        member.joined = true;
+        member.joined = rebalance;
         member.awaiting_join = true;
-        let rebalance_timeout = member.rebalance_timeout;
-        // A member joining late in a rebalance may extend it up to its own timeout.
-        let deadline = now + rebalance_timeout;
-        if self.rebalance_deadline.is_none_or(|d| d < deadline) {
-            self.rebalance_deadline = Some(deadline);
+        let member_id = member.id.clone();
+        if rebalance {
+            // A member joining late in a rebalance may extend it up to its own timeout.
+            let deadline = now + member.rebalance_timeout;
+            if self.rebalance_deadline.is_none_or(|d| d < deadline) {
+                self.rebalance_deadline = Some(deadline);
+            }
         }
         Ok(member_id)
+    }
+
+    /// Whether the static member at `index`, starting again with `join`, takes over its
+    /// assignment as it is: the group is Stable, the member holds the current generation, and
+    /// it subscribes to the same topics with the same kind of protocol. Anything else is a
+    /// change the next assignment must reflect.
+    fn keeps_assignment(&self, index: usize, join: &Join<'_>) -> bool {
+        let member = &self.members[index];
+        let same_topics = member.topics.len() == join.topics.len()
+            && join
+                .topics
+                .iter()
+                .all(|topic| member.topics.contains(topic));
+        self.state == GroupState::Stable
+            && member.generation == self.generation
+            && member.cooperative == join.cooperative
+            && same_topics
+    }
+
+    /// The static member of `instance_id`.
+    fn static_index(&self, instance_id: &str) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.instance_id.as_deref() == Some(instance_id))
+    }
+
+    /// The member a request speaks for, in the order of Kafka's classic coordinator: an
+    /// instance the group knows under another member id is fenced, then a member id the group
+    /// lacks is unknown.
+    fn resolve(&self, member: &MemberRef) -> Result<usize, Failure> {
+        if let Some(instance_id) = member.instance_id.as_deref() {
+            if let Some(index) = self.static_index(instance_id) {
+                if self.members[index].id != member.member_id {
+                    return Err(fenced(instance_id, &member.member_id));
+                }
+                return Ok(index);
+            }
+        }
+        self.members
+            .iter()
+            .position(|m| m.id == member.member_id)
+            .ok_or_else(|| unknown_member(&member.member_id))
+    }
+
+    /// Whether `member_id` lost its place to a newer member of the same `instance_id`: a
+    /// JoinGroup of it still waiting is answered as fenced rather than removed.
+    pub(crate) fn is_fenced(&self, instance_id: &str, member_id: &str) -> bool {
+        self.static_index(instance_id)
+            .is_some_and(|index| self.members[index].id != member_id)
     }
 
     /// The waiting JoinGroup of `member_id` returned (answered, failed or cancelled).
@@ -424,20 +520,20 @@ impl Membership {
     }
 
     /// A heartbeat: Ok while the member holds the current generation of a Stable group. As in
-    /// Kafka's classic coordinator, a member the group lacks comes first, then a generation
+    /// Kafka's classic coordinator, a fenced instance or a member the group lacks comes first,
+    /// then a generation
     /// other than the group's (answered as `stale` says), then a rebalance under way.
     pub(crate) fn heartbeat(
         &mut self,
-        member_id: &str,
+        member: &MemberRef,
         generation: i32,
         stale: StaleGeneration,
         now: Instant,
     ) -> Result<(), Failure> {
         let state = self.state;
         let current = self.generation;
-        let member = self
-            .find_mut(member_id)
-            .ok_or_else(|| unknown_member(member_id))?;
+        let index = self.resolve(member)?;
+        let member = &mut self.members[index];
         member.last_seen = now;
         if generation != current {
             return Err(Failure::new(
@@ -454,13 +550,16 @@ impl Membership {
         Ok(())
     }
 
-    /// Removes a member at its request.
-    pub(crate) fn leave(&mut self, member_id: &str, now: Instant) -> Result<(), Failure> {
-        let before = self.members.len();
-        self.members.retain(|m| m.id != member_id);
-        if self.members.len() == before {
-            return Err(unknown_member(member_id));
-        }
+    /// Removes a member at its request, or a static member named by its instance alone (an
+    /// admin's removal: Kafka's `removeMembersFromConsumerGroup`).
+    pub(crate) fn leave(&mut self, member: &MemberRef, now: Instant) -> Result<(), Failure> {
+        let index = match member.instance_id.as_deref() {
+            Some(instance_id) if member.member_id.is_empty() => self
+                .static_index(instance_id)
+                .ok_or_else(|| unknown_instance(instance_id))?,
+            _ => self.resolve(member)?,
+        };
+        self.members.remove(index);
         self.after_removal(now);
         Ok(())
     }
@@ -487,22 +586,22 @@ impl Membership {
         }
     }
 
-    /// Checks that `member_id` may commit in `generation` (top-level errors), in the order of
-    /// Kafka's classic coordinator: a member the group does not have, then a generation other
-    /// than the group's (answered as `stale` says), then a member not yet assigned in the
-    /// group's generation (it joined a rebalance still under way).
+    /// Checks that `member` may commit in `generation` (top-level errors), in the order of
+    /// Kafka's classic coordinator: a fenced instance or a member the group does not have,
+    /// then a generation other than the group's (answered as `stale` says), then a member not
+    /// yet assigned in the group's generation (it joined a rebalance still under way).
     pub(crate) fn check_committer(
         &mut self,
-        member_id: &str,
+        member: &MemberRef,
         generation: i32,
         stale: StaleGeneration,
         now: Instant,
     ) -> Result<(), Failure> {
         let current = self.generation;
-        let member = self
-            .find_mut(member_id)
-            .ok_or_else(|| unknown_member(member_id))?;
+        let index = self.resolve(member)?;
+        let member = &mut self.members[index];
         member.last_seen = now;
+        let member_id = &member.id;
         if generation != current {
             return Err(Failure::new(
                 stale.code(),
@@ -557,6 +656,23 @@ fn given_up(old: &[TopicAssignment], new: &[TopicAssignment]) -> Vec<TopicAssign
         .collect()
 }
 
+fn fenced(instance_id: &str, member_id: &str) -> Failure {
+    Failure::new(
+        ErrorCode::FencedInstanceId,
+        format!(
+            "member {member_id:?} was replaced by a newer member of instance {instance_id:?}: \
+             another consumer uses the same group.instance.id"
+        ),
+    )
+}
+
+fn unknown_instance(instance_id: &str) -> Failure {
+    Failure::new(
+        ErrorCode::UnknownMember,
+        format!("no member of instance {instance_id:?} is in the group"),
+    )
+}
+
 fn unknown_member(member_id: &str) -> Failure {
     Failure::new(
         ErrorCode::UnknownMember,
@@ -570,6 +686,11 @@ mod tests {
 
     const SESSION: Duration = Duration::from_secs(10);
     const REBALANCE: Duration = Duration::from_secs(30);
+
+    /// A dynamic member's reference.
+    fn m(id: &str) -> MemberRef {
+        MemberRef::dynamic(id)
+    }
 
     fn join(group: &mut Membership, id: &str, new_id: &str, now: Instant) -> String {
         join_as(group, id, new_id, false, now)
@@ -598,6 +719,7 @@ mod tests {
     ) -> Join<'a> {
         Join {
             member_id: id,
+            instance_id: None,
             new_member_id: new_id.to_string(),
             client_id: "c",
             topics: vec!["t".to_string()],
@@ -632,12 +754,12 @@ mod tests {
         assert!(!group.try_complete(now, |_| Some(6)));
         assert_eq!(group.outcome(&b), JoinOutcome::Pending);
         let beat = group
-            .heartbeat(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .heartbeat(&m(&a), 1, StaleGeneration::RebalanceInProgress, now)
             .unwrap_err();
         assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
         // a may still commit what it processed in generation 1.
         assert!(group
-            .check_committer(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .check_committer(&m(&a), 1, StaleGeneration::RebalanceInProgress, now)
             .is_ok());
         assert!(group.owns(&a, "t", 5));
         join(&mut group, &a, "", now);
@@ -647,20 +769,20 @@ mod tests {
         group.join_finished(&a, now);
         group.join_finished(&b, now);
         assert!(group
-            .heartbeat(&a, 2, StaleGeneration::RebalanceInProgress, now)
+            .heartbeat(&m(&a), 2, StaleGeneration::RebalanceInProgress, now)
             .is_ok());
         // After the rebalance a does not own 5 any more.
         assert!(!group.owns(&a, "t", 5));
         assert_eq!(
             group
-                .check_committer(&a, 1, StaleGeneration::RebalanceInProgress, now)
+                .check_committer(&m(&a), 1, StaleGeneration::RebalanceInProgress, now)
                 .unwrap_err()
                 .code,
             ErrorCode::RebalanceInProgress
         );
         assert_eq!(
             group
-                .check_committer(&a, 1, StaleGeneration::IllegalGeneration, now)
+                .check_committer(&m(&a), 1, StaleGeneration::IllegalGeneration, now)
                 .unwrap_err()
                 .code,
             ErrorCode::NotAssigned
@@ -668,7 +790,7 @@ mod tests {
         // An unknown member comes first, whatever its generation.
         assert_eq!(
             group
-                .check_committer("ghost", 1, StaleGeneration::IllegalGeneration, now)
+                .check_committer(&m("ghost"), 1, StaleGeneration::IllegalGeneration, now)
                 .unwrap_err()
                 .code,
             ErrorCode::UnknownMember
@@ -681,21 +803,24 @@ mod tests {
             ),
             (StaleGeneration::IllegalGeneration, ErrorCode::NotAssigned),
         ] {
-            assert_eq!(group.heartbeat(&a, 1, stale, now).unwrap_err().code, code);
-            let ghost = group.heartbeat("ghost", 1, stale, now).unwrap_err();
+            assert_eq!(
+                group.heartbeat(&m(&a), 1, stale, now).unwrap_err().code,
+                code
+            );
+            let ghost = group.heartbeat(&m("ghost"), 1, stale, now).unwrap_err();
             assert_eq!(ghost.code, ErrorCode::UnknownMember);
         }
 
-        group.leave(&b, now).unwrap();
+        group.leave(&m(&b), now).unwrap();
         assert_eq!(group.state(), GroupState::PreparingRebalance);
         join(&mut group, &a, "", now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&a)), [0, 1, 2, 3, 4, 5]);
         group.join_finished(&a, now);
-        group.leave(&a, now).unwrap();
+        group.leave(&m(&a), now).unwrap();
         assert_eq!(group.state(), GroupState::Empty);
         assert_eq!(
-            group.leave(&a, now).unwrap_err().code,
+            group.leave(&m(&a), now).unwrap_err().code,
             ErrorCode::UnknownMember
         );
     }
@@ -719,7 +844,7 @@ mod tests {
         group.join_finished(&b, now);
         // a commits what it gives up, in the new generation, as it revokes it.
         assert!(group
-            .check_committer(&a, 2, StaleGeneration::RebalanceInProgress, now)
+            .check_committer(&m(&a), 2, StaleGeneration::RebalanceInProgress, now)
             .is_ok());
         assert!(group.owns(&a, "t", 5));
         assert!(!group.owns(&b, "t", 5));
@@ -736,7 +861,7 @@ mod tests {
         assert!(group.owns(&b, "t", 5));
 
         // A member that leaves holds nothing: its partitions move at once.
-        group.leave(&a, now).unwrap();
+        group.leave(&m(&a), now).unwrap();
         join_as(&mut group, &b, "", true, now);
         assert!(group.try_complete(now, |_| Some(6)));
         assert_eq!(partitions(group.outcome(&b)), [0, 1, 2, 3, 4, 5]);
@@ -772,7 +897,7 @@ mod tests {
         assert_eq!(group.state(), GroupState::Stable);
         assert!(group.rebalance_for_topic("t", now));
         let beat = group
-            .heartbeat(&a, 1, StaleGeneration::RebalanceInProgress, now)
+            .heartbeat(&m(&a), 1, StaleGeneration::RebalanceInProgress, now)
             .unwrap_err();
         assert_eq!(beat.code, ErrorCode::RebalanceInProgress);
         join(&mut group, &a, "", now);
@@ -881,5 +1006,122 @@ mod tests {
             code(join_offering(&mut group, "ghost", "", &["roundrobin"], now)),
             Some(ErrorCode::UnknownMember)
         );
+    }
+
+    /// A JoinGroup of a static member of `instance` (member id `id`, empty when it starts),
+    /// subscribed to `topics`.
+    fn join_static<'a>(
+        group: &mut Membership,
+        id: &'a str,
+        instance: &'a str,
+        new_id: &str,
+        topics: &[&str],
+        now: Instant,
+    ) -> Result<String, Failure> {
+        let mut join = join_request(id, new_id, false, &["range"]);
+        join.instance_id = Some(instance);
+        join.topics = topics.iter().map(|t| t.to_string()).collect();
+        group.join(join, now, 2)
+    }
+
+    fn as_static(member_id: &str, instance: &str) -> MemberRef {
+        MemberRef {
+            member_id: member_id.to_string(),
+            instance_id: Some(instance.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join_static(&mut group, "", "i-a", "a1", &["t"], now).unwrap();
+        let b = join_static(&mut group, "", "i-b", "b1", &["t"], now).unwrap();
+        assert!(group.try_complete(now, |_| Some(4)));
+        let a_partitions = partitions(group.outcome(&a));
+        group.join_finished(&a, now);
+        group.join_finished(&b, now);
+        assert_eq!(group.generation(), 1);
+
+        // a's process restarts (it did not leave) and joins again without a member id; the
+        // group is full, but a replacement adds no member.
+        let a2 = join_static(&mut group, "", "i-a", "a2", &["t"], now).unwrap();
+        assert_eq!(a2, "a2");
+        assert_eq!(group.state(), GroupState::Stable, "no rebalance");
+        assert_eq!(group.generation(), 1);
+        assert_eq!(partitions(group.outcome(&a2)), a_partitions);
+        group.join_finished(&a2, now);
+        // b goes on undisturbed; the old a is fenced everywhere, a2 is the member.
+        let beat = |group: &mut Membership, member: &MemberRef| {
+            group
+                .heartbeat(member, 1, StaleGeneration::IllegalGeneration, now)
+                .err()
+                .map(|f| f.code)
+        };
+        assert_eq!(beat(&mut group, &as_static(&b, "i-b")), None);
+        assert_eq!(beat(&mut group, &as_static(&a2, "i-a")), None);
+        let old = as_static(&a, "i-a");
+        assert_eq!(beat(&mut group, &old), Some(ErrorCode::FencedInstanceId));
+        let commit = group.check_committer(&old, 1, StaleGeneration::IllegalGeneration, now);
+        assert_eq!(commit.unwrap_err().code, ErrorCode::FencedInstanceId);
+        assert_eq!(
+            group.leave(&old, now).unwrap_err().code,
+            ErrorCode::FencedInstanceId
+        );
+        // Without its instance id the old member is merely unknown, as in Kafka.
+        assert_eq!(beat(&mut group, &m(&a)), Some(ErrorCode::UnknownMember));
+        assert!(group.is_fenced("i-a", &a));
+        assert!(!group.is_fenced("i-a", &a2));
+        // A rejoin naming the old member id is fenced too; one naming the new id is a rejoin.
+        let code = join_static(&mut group, &a, "i-a", "", &["t"], now).unwrap_err();
+        assert_eq!(code.code, ErrorCode::FencedInstanceId);
+        assert_eq!(group.state(), GroupState::Stable);
+    }
+
+    #[test]
+    fn a_static_member_restarting_with_another_subscription_rebalances() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join_static(&mut group, "", "i-a", "a1", &["t"], now).unwrap();
+        assert!(group.try_complete(now, |_| Some(2)));
+        group.join_finished(&a, now);
+        let a2 = join_static(&mut group, "", "i-a", "a2", &["t", "u"], now).unwrap();
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.outcome(&a2), JoinOutcome::Pending);
+        assert!(group.try_complete(now, |_| Some(2)));
+        assert_eq!(group.generation(), 2);
+        assert_eq!(partitions(group.outcome(&a2)), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn a_static_member_replaced_while_it_waits_in_a_rebalance_is_fenced() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join_static(&mut group, "", "i-a", "a1", &["t"], now).unwrap();
+        // a's JoinGroup still waits (a rebalance is under way) when its instance starts again.
+        let a2 = join_static(&mut group, "", "i-a", "a2", &["t"], now).unwrap();
+        assert_eq!(group.outcome(&a), JoinOutcome::Removed);
+        assert!(group.is_fenced("i-a", &a));
+        assert!(group.try_complete(now, |_| Some(2)));
+        assert_eq!(partitions(group.outcome(&a2)), [0, 1]);
+        assert_eq!(group.members().len(), 1);
+    }
+
+    #[test]
+    fn an_admin_removes_a_static_member_by_its_instance_alone() {
+        let now = Instant::now();
+        let mut group = Membership::default();
+        let a = join_static(&mut group, "", "i-a", "a1", &["t"], now).unwrap();
+        assert!(group.try_complete(now, |_| Some(2)));
+        group.join_finished(&a, now);
+        let unknown = group.leave(&as_static("", "i-x"), now).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::UnknownMember);
+        group.leave(&as_static("", "i-a"), now).unwrap();
+        assert_eq!(group.state(), GroupState::Empty);
+        // The instance may join again, as a new member.
+        let a2 = join_static(&mut group, "", "i-a", "a2", &["t"], now).unwrap();
+        assert!(group.try_complete(now, |_| Some(2)));
+        assert_eq!(group.generation(), 2);
+        assert_eq!(partitions(group.outcome(&a2)), [0, 1]);
     }
 }

@@ -36,7 +36,7 @@ use ringlog_engine::log::PartitionLog;
 
 use self::assignor::TopicAssignment;
 use self::commit_metadata::CommitMetadata;
-use self::membership::{Membership, StaleGeneration};
+use self::membership::{MemberRef, Membership, StaleGeneration};
 use self::meta::{GroupMeta, ShareConfig};
 use self::partition_state::PartitionGroups;
 use self::signal::Signal;
@@ -110,6 +110,8 @@ pub(crate) enum ResetTo {
 pub(crate) struct JoinArgs {
     pub(crate) group: String,
     pub(crate) member_id: String,
+    /// A static member's instance id (Kafka's `group.instance.id`).
+    pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) topics: Vec<String>,
     pub(crate) session_timeout_ms: u32,
@@ -175,6 +177,8 @@ impl OffsetEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct MemberInfo {
     pub(crate) member_id: String,
+    /// A static member's instance id.
+    pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) assignment: Vec<TopicAssignment>,
 }
@@ -253,18 +257,18 @@ pub(crate) enum GroupCall {
     Join(JoinArgs),
     Heartbeat {
         group: String,
-        member_id: String,
+        member: MemberRef,
         generation: i32,
         /// How a generation other than the group's is refused.
         stale: StaleGeneration,
     },
     Leave {
         group: String,
-        member_id: String,
+        member: MemberRef,
     },
     Commit {
         group: String,
-        member_id: String,
+        member: MemberRef,
         generation: i32,
         /// How a generation other than the group's is refused.
         stale: StaleGeneration,
@@ -639,21 +643,21 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
         C::Join(args) => R::Joined(coordinator::join(shard, args).await),
         C::Heartbeat {
             group,
-            member_id,
+            member,
             generation,
             stale,
         } => R::Done(coordinator::heartbeat(
-            shard, &group, &member_id, generation, stale,
+            shard, &group, &member, generation, stale,
         )),
-        C::Leave { group, member_id } => R::Done(coordinator::leave(shard, &group, &member_id)),
+        C::Leave { group, member } => R::Done(coordinator::leave(shard, &group, &member)),
         C::Commit {
             group,
-            member_id,
+            member,
             generation,
             stale,
             topics,
         } => R::Committed(
-            coordinator::commit(shard, &group, &member_id, generation, stale, topics).await,
+            coordinator::commit(shard, &group, &member, generation, stale, topics).await,
         ),
         C::FetchOffsets { group, topics } => {
             R::Offsets(coordinator::fetch_offsets(shard, &group, topics).await)

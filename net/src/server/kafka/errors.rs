@@ -48,6 +48,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::GroupFull => ResponseError::GroupMaxSizeReached,
         ErrorCode::InvalidGroupName => ResponseError::InvalidGroupId,
         ErrorCode::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        ErrorCode::FencedInstanceId => ResponseError::FencedInstanceId,
         _ => ResponseError::UnknownServerError,
     }
 }

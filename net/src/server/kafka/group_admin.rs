@@ -134,6 +134,7 @@ fn described_group(name: GroupId, description: GroupDescription) -> DescribedGro
             };
             DescribedGroupMember::default()
                 .with_member_id(str_bytes(member.member_id))
+                .with_group_instance_id(member.instance_id.map(str_bytes))
                 .with_client_id(str_bytes(member.client_id))
                 .with_member_assignment(assignment)
         })

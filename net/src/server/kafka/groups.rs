@@ -11,8 +11,9 @@
 //! in one step. Members offering only cooperative-sticky keep their partitions while they
 //! rejoin, so the coordinator hands a moved partition over in two rebalances, as Kafka does
 //! (see [`crate::server::group::membership`]); a group that also has an eager member moves
-//! them in one step. Static membership (group.instance.id) is not
-//! supported: such members are treated as dynamic ones.
+//! them in one step. Static members (`group.instance.id`, versions with the field) are the
+//! coordinator's too: one restarted within its session timeout takes its old place and
+//! partitions without a rebalance, and the member it replaced is FENCED_INSTANCE_ID.
 
 use std::rc::Rc;
 
@@ -34,7 +35,7 @@ use super::dispatch::ClientInfo;
 use super::errors::group_failure_code;
 use super::{KafkaShard, NODE_ID};
 use crate::error_code::ErrorCode;
-use crate::server::group::membership::{StaleGeneration, COOPERATIVE_PROTOCOLS};
+use crate::server::group::membership::{MemberRef, StaleGeneration, COOPERATIVE_PROTOCOLS};
 use crate::server::group::{
     self, meta::validate_group_name, session_timeout_accepted, GroupCall, GroupReturn, JoinArgs,
 };
@@ -140,6 +141,11 @@ pub(crate) fn find_coordinator(
     respond(request, &response)
 }
 
+/// The instance id of a static member (Kafka sends null for dynamic ones).
+pub(super) fn instance_id(group_instance_id: &Option<StrBytes>) -> Option<String> {
+    group_instance_id.as_ref().map(|id| id.to_string())
+}
+
 /// The protocol to use of those a member offers: the first eager one, else the first.
 fn choose_protocol(names: &[&str]) -> Option<usize> {
     names
@@ -219,6 +225,7 @@ pub(crate) async fn join_group(
     let args = JoinArgs {
         group: group.clone(),
         member_id: body.member_id.to_string(),
+        instance_id: instance_id(&body.group_instance_id),
         client_id: request
             .header
             .client_id
@@ -279,11 +286,21 @@ pub(crate) async fn sync_group(
 ) -> Result<KafkaResponse, KafkaError> {
     let body: SyncGroupRequest = request.decode_body()?;
     let group = body.group_id.0.to_string();
-    let member_id = body.member_id.to_string();
-    let assignment = match client.assignment(&group, &member_id, body.generation_id) {
+    let member = MemberRef {
+        member_id: body.member_id.to_string(),
+        instance_id: instance_id(&body.group_instance_id),
+    };
+    // A static member's answer comes from the coordinator, which knows whether a newer
+    // member took the instance over since this connection's JoinGroup.
+    let remembered = member
+        .instance_id
+        .is_none()
+        .then(|| client.assignment(&group, &member.member_id, body.generation_id))
+        .flatten();
+    let assignment = match remembered {
         Some(assignment) => Ok(assignment),
         None => {
-            assignment_from_coordinator(&kafka.shard, &group, &member_id, body.generation_id).await
+            assignment_from_coordinator(&kafka.shard, &group, &member, body.generation_id).await
         }
     };
     let response = SyncGroupResponse::default()
@@ -301,7 +318,7 @@ pub(crate) async fn sync_group(
 async fn assignment_from_coordinator(
     shard: &Rc<Shard>,
     group: &str,
-    member_id: &str,
+    member: &MemberRef,
     generation: i32,
 ) -> Result<Vec<(String, Vec<u32>)>, Failure> {
     let call = GroupCall::Describe {
@@ -311,7 +328,20 @@ async fn assignment_from_coordinator(
         GroupReturn::Described(result) => result?,
         _ => return Err(unexpected_answer()),
     };
-    // As Kafka's coordinator checks: the member first, then its generation.
+    // As Kafka's coordinator checks: a fenced instance, then the member, then its generation.
+    let member_id = member.member_id.as_str();
+    if let Some(instance_id) = member.instance_id.as_deref() {
+        let holder = description
+            .members
+            .iter()
+            .find(|m| m.instance_id.as_deref() == Some(instance_id));
+        if holder.is_some_and(|holder| holder.member_id != member_id) {
+            return Err(Failure::new(
+                ErrorCode::FencedInstanceId,
+                format!("instance {instance_id:?} belongs to a newer member"),
+            ));
+        }
+    }
     let member = description
         .members
         .into_iter()
@@ -339,7 +369,10 @@ pub(crate) async fn heartbeat(
     let group = body.group_id.0.to_string();
     let call = GroupCall::Heartbeat {
         group: group.clone(),
-        member_id: body.member_id.to_string(),
+        member: MemberRef {
+            member_id: body.member_id.to_string(),
+            instance_id: instance_id(&body.group_instance_id),
+        },
         generation: body.generation_id,
         stale: StaleGeneration::IllegalGeneration,
     };
@@ -355,23 +388,30 @@ pub(crate) async fn heartbeat(
     respond(request, &HeartbeatResponse::default().with_error_code(code))
 }
 
-/// Serves LeaveGroup (one member before version 3, a list from version 3).
+/// Serves LeaveGroup (one member before version 3, a list from version 3, where a static
+/// member may be named by its instance id alone, as admin clients remove one).
 pub(crate) async fn leave_group(
     kafka: &Rc<KafkaShard>,
     request: &KafkaRequest,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: LeaveGroupRequest = request.decode_body()?;
     let group = body.group_id.0.to_string();
-    let members: Vec<StrBytes> = if request.version() >= 3 {
-        body.members.iter().map(|m| m.member_id.clone()).collect()
+    let members: Vec<(StrBytes, Option<StrBytes>)> = if request.version() >= 3 {
+        body.members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+            .collect()
     } else {
-        vec![body.member_id.clone()]
+        vec![(body.member_id.clone(), None)]
     };
     let mut results = Vec::with_capacity(members.len());
-    for member_id in members {
+    for (member_id, group_instance_id) in members {
         let call = GroupCall::Leave {
             group: group.clone(),
-            member_id: member_id.to_string(),
+            member: MemberRef {
+                member_id: member_id.to_string(),
+                instance_id: instance_id(&group_instance_id),
+            },
         };
         let outcome = match to_coordinator(&kafka.shard, &group, call).await {
             Ok(GroupReturn::Done(result)) => result,
@@ -380,6 +420,7 @@ pub(crate) async fn leave_group(
         };
         results.push((
             member_id,
+            group_instance_id,
             outcome.err().map_or(0, |f| member_failure_code(&f)),
         ));
     }
@@ -387,16 +428,16 @@ pub(crate) async fn leave_group(
         LeaveGroupResponse::default().with_members(
             results
                 .into_iter()
-                .map(|(member_id, code)| {
+                .map(|(member_id, group_instance_id, code)| {
                     MemberResponse::default()
                         .with_member_id(member_id)
-                        .with_group_instance_id(None)
+                        .with_group_instance_id(group_instance_id)
                         .with_error_code(code)
                 })
                 .collect(),
         )
     } else {
-        LeaveGroupResponse::default().with_error_code(results.first().map_or(0, |r| r.1))
+        LeaveGroupResponse::default().with_error_code(results.first().map_or(0, |r| r.2))
     };
     respond(request, &response)
 }

@@ -24,11 +24,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::{failure_code, group_failure_code};
-use super::groups::{member_failure_code, to_coordinator, unexpected_answer};
+use super::groups::{instance_id, member_failure_code, to_coordinator, unexpected_answer};
 use super::KafkaShard;
 use crate::error_code::ErrorCode;
 use crate::server::group::commit_metadata::{CommitMetadata, MetadataTooLarge};
-use crate::server::group::membership::StaleGeneration;
+use crate::server::group::membership::{MemberRef, StaleGeneration};
 use crate::server::group::{
     self, CommitTopics, GroupCall, GroupReturn, OffsetEntry, PartitionCommit, TopicFilter,
 };
@@ -67,7 +67,10 @@ pub(crate) async fn offset_commit(
     let generation = body.generation_id_or_member_epoch;
     let call = GroupCall::Commit {
         group: group.clone(),
-        member_id: body.member_id.to_string(),
+        member: MemberRef {
+            member_id: body.member_id.to_string(),
+            instance_id: instance_id(&body.group_instance_id),
+        },
         generation,
         stale: StaleGeneration::IllegalGeneration,
         topics,
