@@ -253,14 +253,17 @@ class KafkaPythonMember(threading.Thread):
     """A kafka-python group member polling in its own thread, as applications run them (its
     rebalance completes inside poll only when poll runs while the other members rejoin)."""
 
-    def __init__(self, server, group, topic):
+    def __init__(self, server, group, topic, **settings):
         super().__init__(daemon=True)
         self.consumer = KafkaConsumer(
             topic, bootstrap_servers=server.bootstrap, group_id=group,
             auto_offset_reset="earliest", enable_auto_commit=False,
-            session_timeout_ms=6000, heartbeat_interval_ms=300,
+            **{"session_timeout_ms": 6000, "heartbeat_interval_ms": 300, **settings},
         )
         self.partitions = set()
+        # Every assignment the member held, in order (an empty one between two is a
+        # rebalance that took everything away).
+        self.history = []
         self.stopping = threading.Event()
         self.start()
 
@@ -268,6 +271,8 @@ class KafkaPythonMember(threading.Thread):
         while not self.stopping.is_set():
             self.consumer.poll(timeout_ms=100)
             self.partitions = {tp.partition for tp in self.consumer.assignment()}
+            if not self.history or self.history[-1] != self.partitions:
+                self.history.append(self.partitions)
         self.consumer.close()
 
     def stop(self):
@@ -292,3 +297,33 @@ def test_kafka_python_group_split_and_leave(server):
     finally:
         first.stop()
         second.stop()
+
+
+def test_kafka_python_static_member_restarts_without_a_rebalance(server):
+    """kafka-python's static members (group_instance_id) do not leave on close either: the
+    one started again with the same id gets its partitions back and the other keeps its own
+    throughout."""
+    topic = create_topic(server, PARTITIONS, prefix="kp-static")
+    fill(server, topic, 100)
+
+    def member(instance):
+        return KafkaPythonMember(server, "kp-static-group", topic, group_instance_id=instance,
+                                 session_timeout_ms=60000)
+
+    first, second, restarted = member("kp-a"), member("kp-b"), None
+    try:
+        wait_until(lambda: first.partitions and second.partitions
+                   and len(first.partitions) + len(second.partitions) == PARTITIONS,
+                   what="kafka-python members to split the partitions")
+        held_first, held_second = set(first.partitions), set(second.partitions)
+        seen_by_second = len(second.history)
+        first.stop()
+        restarted = member("kp-a")
+        wait_until(lambda: restarted.partitions == held_first, timeout_s=20,
+                   what="the restarted member to take its partitions back")
+        assert second.history[seen_by_second - 1:] == [held_second], \
+            f"the other member was rebalanced: {second.history}"
+    finally:
+        for consumer in (first, second, restarted):
+            if consumer is not None:
+                consumer.stop()
