@@ -219,6 +219,60 @@ fn metadata_describes_one_broker_leading_every_partition() {
     assert_eq!(all.topics.len(), 1);
 }
 
+/// The id of `topic` in a Metadata v12 answer (nil when unknown).
+fn topic_id_of(kafka: &mut kafka_support::Kafka, topic: &str) -> (i16, uuid::Uuid) {
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+    ]));
+    let response = kafka.call(12, &request);
+    (response.topics[0].error_code, response.topics[0].topic_id)
+}
+
+/// Topics have ids (Kafka's UUIDs), kept across restarts and new for a topic created again:
+/// Metadata shows them from version 10 and finds a topic by id; DeleteTopics deletes by id.
+#[test]
+fn topics_have_ids_that_name_them() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("ids", 2, &[]), 0);
+    let (code, id) = topic_id_of(&mut kafka, "ids");
+    assert_eq!(code, 0);
+    assert!(!id.is_nil());
+    let server = server.restart();
+    let mut kafka = server.kafka();
+    assert_eq!(topic_id_of(&mut kafka, "ids"), (0, id), "kept across a restart");
+    // By id alone (name null).
+    let by_id = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_topic_id(id),
+        MetadataRequestTopic::default().with_topic_id(uuid::Uuid::from_u128(7)),
+    ]));
+    let response = kafka.call(12, &by_id);
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(
+        response.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("ids")
+    );
+    assert_eq!(response.topics[0].partitions.len(), 2);
+    assert_eq!(response.topics[1].error_code, 100, "UNKNOWN_TOPIC_ID");
+    // DeleteTopics v6 by id.
+    let delete = DeleteTopicsRequest::default()
+        .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
+        .with_timeout_ms(10_000);
+    let deleted = kafka.call(6, &delete);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(
+        deleted.responses[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("ids")
+    );
+    assert_eq!(deleted.responses[0].topic_id, id);
+    assert_eq!(topic_id_of(&mut kafka, "ids").0, UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(kafka.create_topic("ids", 1, &[]), 0);
+    let (_, again) = topic_id_of(&mut kafka, "ids");
+    assert!(!again.is_nil());
+    assert_ne!(again, id, "a topic created again is another topic");
+}
+
 #[test]
 fn topics_are_created_described_and_deleted() {
     let server = TestServer::start();

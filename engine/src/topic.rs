@@ -13,9 +13,58 @@ pub const PARTITIONS_MAX: u32 = 100_000;
 /// Name of the metadata file inside a topic directory.
 pub const TOPIC_FILE_NAME: &str = "topic.toml";
 
+/// A topic's id (Kafka's topic UUID): random, given at creation and kept with the topic, so
+/// that a topic deleted and created again under the same name is told apart by clients that
+/// name topics by id (Kafka's share groups, newer fetches). Written as 32 hex digits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub u128);
+
+impl TopicId {
+    /// No id: a topic created by a version that gave none, until it is given one at the next
+    /// start.
+    pub const NIL: TopicId = TopicId(0);
+
+    /// A new random id (never nil).
+    pub fn random() -> Result<TopicId, TopicError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|error| TopicError::Random(error.to_string()))?;
+        // As a version 4 UUID, which is what Kafka's clients expect to see.
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Ok(TopicId(u128::from_be_bytes(bytes)))
+    }
+
+    /// Whether this is [`TopicId::NIL`].
+    pub fn is_nil(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Serialize for TopicId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{:032x}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() != 32 {
+            return Err(serde::de::Error::custom("a topic id is 32 hex digits"));
+        }
+        u128::from_str_radix(&text, 16)
+            .map(TopicId)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A topic's configuration, persisted in `<data>/<topic>/topic.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
+    /// The topic's id; nil in the file of a topic made before ids existed (given one, and
+    /// written back, when the server starts).
+    #[serde(default, skip_serializing_if = "TopicId::is_nil")]
+    pub id: TopicId,
     /// Number of partitions (fixed at creation).
     pub partitions: u32,
     /// Delete segments whose newest record is older than this; `None` keeps them forever.
@@ -35,6 +84,7 @@ impl TopicConfig {
     /// A config with `partitions` and defaults for the rest.
     pub fn new(partitions: u32) -> TopicConfig {
         TopicConfig {
+            id: TopicId::NIL,
             partitions,
             retention_ms: None,
             retention_bytes: None,
@@ -88,6 +138,9 @@ pub enum TopicError {
         /// What went wrong.
         message: String,
     },
+    /// The system's random source failed (a topic id cannot be made).
+    #[error("no random topic id: {0}")]
+    Random(String),
 }
 
 /// Checks a topic name against Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -140,7 +193,8 @@ pub fn owner_shard(topic: &str, partition: u32, shards: usize) -> usize {
     (stable_hash(topic).wrapping_add(u64::from(partition)) % shards as u64) as usize
 }
 
-/// Reads `<topic_dir>/topic.toml`. Startup only (blocking).
+/// Reads `<topic_dir>/topic.toml`; a topic without an id (made before ids existed) is given
+/// one, written back before it is used. Startup only (blocking).
 pub fn read_config(topic_dir: &Path) -> Result<TopicConfig, TopicError> {
     let path = topic_dir.join(TOPIC_FILE_NAME);
     let metadata_error = |message: String| TopicError::Metadata {
@@ -148,9 +202,26 @@ pub fn read_config(topic_dir: &Path) -> Result<TopicConfig, TopicError> {
         message,
     };
     let text = fs::read_to_string(&path).map_err(|e| metadata_error(e.to_string()))?;
-    let config: TopicConfig = toml::from_str(&text).map_err(|e| metadata_error(e.to_string()))?;
+    let mut config: TopicConfig =
+        toml::from_str(&text).map_err(|e| metadata_error(e.to_string()))?;
     config.validate()?;
+    if config.id.is_nil() {
+        config.id = TopicId::random()?;
+        write_config_blocking(topic_dir, &config).map_err(|e| metadata_error(e.to_string()))?;
+    }
     Ok(config)
+}
+
+/// Replaces `<topic_dir>/topic.toml` with `config` durably (a new file renamed over the old
+/// one, both synced), so that a crash leaves the old file or the new one. Startup only.
+fn write_config_blocking(topic_dir: &Path, config: &TopicConfig) -> io::Result<()> {
+    let path = topic_dir.join(TOPIC_FILE_NAME);
+    let staged = topic_dir.join(format!("{TOPIC_FILE_NAME}.new"));
+    let mut file = fs::File::create(&staged)?;
+    io::Write::write_all(&mut file, config_file_text(config).as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&staged, &path)?;
+    fs::File::open(topic_dir)?.sync_all()
 }
 
 /// The TOML text of a topic's metadata file.
@@ -216,11 +287,31 @@ mod tests {
     #[test]
     fn config_round_trips_through_toml() {
         let mut config = TopicConfig::new(3);
+        config.id = TopicId::random().unwrap();
         config.retention_ms = Some(60_000);
         let text = config_file_text(&config);
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(TOPIC_FILE_NAME), text).unwrap();
         assert_eq!(read_config(dir.path()).unwrap(), config);
         assert!(TopicConfig::new(0).validate().is_err());
+    }
+
+    #[test]
+    fn a_topic_without_an_id_is_given_one_that_it_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOPIC_FILE_NAME);
+        fs::write(&path, "partitions = 2\nsegment_bytes = 1048576\n").unwrap();
+        let first = read_config(dir.path()).unwrap();
+        assert!(!first.id.is_nil());
+        assert_eq!(first.partitions, 2);
+        assert!(fs::read_to_string(&path).unwrap().contains("id = "));
+        assert_eq!(
+            read_config(dir.path()).unwrap().id,
+            first.id,
+            "written back"
+        );
+        assert_ne!(TopicId::random().unwrap(), TopicId::random().unwrap());
+        let version = (TopicId::random().unwrap().0 >> 76) & 0xf;
+        assert_eq!(version, 4, "a version 4 UUID");
     }
 }

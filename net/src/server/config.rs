@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use ringlog_engine::topic::TopicConfig;
+use ringlog_engine::topic::{TopicConfig, TopicId};
 use serde::{Deserialize, Serialize};
 
 /// Everything `ringlog serve` can be told.
@@ -358,6 +358,8 @@ impl ServerConfig {
     /// The configuration of a new topic of `partitions` that sets nothing of its own.
     pub fn topic_defaults(&self, partitions: u32) -> TopicConfig {
         TopicConfig {
+            // Given at creation.
+            id: TopicId::NIL,
             partitions,
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,

@@ -18,7 +18,7 @@ use ringlog_engine::log::{
 };
 use ringlog_engine::reactor::mail::{Inbox, MailSender};
 use ringlog_engine::reactor::{self, fs, time};
-use ringlog_engine::topic::{self, TopicConfig};
+use ringlog_engine::topic::{self, TopicConfig, TopicId};
 
 use super::config::ServerConfig;
 use super::latch::Latch;
@@ -144,6 +144,8 @@ pub(crate) struct Shard {
     pub(crate) config: Rc<ServerConfig>,
     pub(crate) data_dir: PathBuf,
     pub(crate) topics: RefCell<HashMap<String, Rc<TopicEntry>>>,
+    /// The catalog's topics by id, for the requests that name topics by id.
+    topic_ids: RefCell<HashMap<TopicId, String>>,
     partitions: RefCell<HashMap<String, OwnedPartitions>>,
     /// Memory cache, disk-operation budget and read-ahead memory of all this shard's
     /// partition logs.
@@ -191,6 +193,7 @@ impl Shard {
             config,
             data_dir,
             topics: RefCell::new(HashMap::new()),
+            topic_ids: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
             log_resources,
             outboxes: RefCell::new(outboxes),
@@ -234,6 +237,11 @@ impl Shard {
     /// The config of a known topic.
     pub(crate) fn topic(&self, name: &str) -> Option<Rc<TopicEntry>> {
         self.topics.borrow().get(name).cloned()
+    }
+
+    /// The name of the topic whose id is `id`, if the catalog has it.
+    pub(crate) fn topic_name(&self, id: TopicId) -> Option<String> {
+        self.topic_ids.borrow().get(&id).cloned()
     }
 
     /// An owned partition's log, or the error a client should see.
@@ -306,6 +314,9 @@ impl Shard {
     /// Adds `name`, whose partitions every shard has opened, to the local catalog; groups
     /// subscribed to it rebalance onto it.
     fn publish_topic(&self, name: &str, config: TopicConfig) {
+        self.topic_ids
+            .borrow_mut()
+            .insert(config.id, name.to_string());
         self.topics
             .borrow_mut()
             .insert(name.to_string(), Rc::new(TopicEntry { config }));
@@ -370,7 +381,9 @@ impl Shard {
     /// Removes `name` from the local catalog and closes its owned partitions; groups that
     /// were assigned its partitions rebalance, so that no member keeps one.
     async fn drop_topic(&self, name: &str) -> Result<(), Failure> {
-        self.topics.borrow_mut().remove(name);
+        if let Some(entry) = self.topics.borrow_mut().remove(name) {
+            self.topic_ids.borrow_mut().remove(&entry.config.id);
+        }
         // Before any await: a retention pass may be part way through this shard's logs.
         for log in self
             .partitions
@@ -399,7 +412,7 @@ impl Shard {
     async fn create_topic(
         self: &Rc<Self>,
         name: String,
-        config: TopicConfig,
+        mut config: TopicConfig,
     ) -> Result<(), Failure> {
         assert_eq!(self.id, CATALOG_SHARD);
         topic::validate_name(&name)
@@ -407,6 +420,9 @@ impl Shard {
         config
             .validate()
             .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        // Every creation gets a new id, whatever the request carried.
+        config.id =
+            TopicId::random().map_err(|e| Failure::new(ErrorCode::Unknown, e.to_string()))?;
         let _busy = self.lock_catalog().await;
         if self.topics.borrow().contains_key(&name) {
             return Err(Failure::new(
@@ -632,6 +648,7 @@ impl Shard {
             let entry = topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
             assert!(entry.config.partitions <= config.partitions);
             assert_eq!(entry.config.segment_bytes, config.segment_bytes);
+            assert_eq!(entry.config.id, config.id, "a topic keeps its id");
             let grew = config.partitions > entry.config.partitions;
             *entry = Rc::new(TopicEntry {
                 config: config.clone(),
@@ -1101,10 +1118,8 @@ mod tests {
         });
         let shard = Shard::new(1, 2, config, dir.to_path_buf(), outboxes, Arc::default());
         let topic = TopicConfig {
-            partitions: 4,
-            retention_ms: None,
-            retention_bytes: None,
             segment_bytes: 1 << 20,
+            ..TopicConfig::new(4)
         };
         std::fs::create_dir(dir.join("t")).unwrap();
         shard.open_topic("t", topic).await.unwrap();

@@ -18,9 +18,11 @@ use kafka_protocol::messages::{
     MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use ringlog_engine::topic;
+use ringlog_engine::topic::{self, TopicId};
 
-use super::codec::{encode_response, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::codec::{
+    encode_response, kafka_topic_id, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse,
+};
 use super::dispatch::ClientInfo;
 use super::versions::SUPPORTED_APIS;
 use super::{KafkaShard, CLUSTER_ID, NODE_ID};
@@ -63,33 +65,40 @@ pub(crate) async fn metadata(
     request: &KafkaRequest,
 ) -> Result<KafkaResponse, KafkaError> {
     let body: MetadataRequest = request.decode_body()?;
-    let requested: Option<Vec<Option<String>>> = match body.topics {
+    let requested: Option<Vec<Requested>> = match body.topics {
         // Version 0 asks for every topic with an empty list; later versions with null.
         Some(topics) if !(topics.is_empty() && request.version() == 0) => Some(
             topics
                 .into_iter()
-                .map(|t| t.name.map(|name| name.0.to_string()))
+                .map(|t| match t.name {
+                    // From version 10 a topic may be named by its id alone (a null name, or
+                    // an empty one beside an id).
+                    Some(name) if !name.0.is_empty() || t.topic_id.is_nil() => {
+                        Requested::Name(name.0.to_string())
+                    }
+                    _ => Requested::Id(TopicId(t.topic_id.as_u128())),
+                })
                 .collect(),
         ),
         _ => None,
     };
-    let names: Vec<Option<String>> = match requested {
+    let wanted: Vec<Requested> = match requested {
         // Each topic once, as Kafka answers: a name repeated costs the client three bytes
         // and would cost the answer a whole partition list.
-        Some(mut names) => {
-            let mut seen = std::collections::HashSet::with_capacity(names.len());
-            names.retain(|name| seen.insert(name.clone()));
-            names
+        Some(mut wanted) => {
+            let mut seen = std::collections::HashSet::with_capacity(wanted.len());
+            wanted.retain(|topic| seen.insert(topic.clone()));
+            wanted
         }
         None => {
             let mut all: Vec<String> = kafka.shard.topics.borrow().keys().cloned().collect();
             all.sort();
-            all.into_iter().map(Some).collect()
+            all.into_iter().map(Requested::Name).collect()
         }
     };
-    let topics = names
+    let topics = wanted
         .into_iter()
-        .map(|name| topic_metadata(kafka, name))
+        .map(|topic| topic_metadata(kafka, topic))
         .collect();
     let response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -102,12 +111,25 @@ pub(crate) async fn metadata(
     respond(request, &response)
 }
 
-fn topic_metadata(kafka: &KafkaShard, name: Option<String>) -> MetadataResponseTopic {
-    let Some(name) = name else {
-        // A lookup by topic id: ringlog topics have none.
-        return MetadataResponseTopic::default()
-            .with_name(None)
-            .with_error_code(ResponseError::UnknownTopicId.code());
+/// A topic a Metadata request asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Requested {
+    Name(String),
+    Id(TopicId),
+}
+
+fn topic_metadata(kafka: &KafkaShard, requested: Requested) -> MetadataResponseTopic {
+    let name = match requested {
+        Requested::Name(name) => name,
+        Requested::Id(id) => match kafka.shard.topic_name(id) {
+            Some(name) => name,
+            None => {
+                return MetadataResponseTopic::default()
+                    .with_name(None)
+                    .with_topic_id(kafka_topic_id(id))
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+            }
+        },
     };
     let topic =
         MetadataResponseTopic::default().with_name(Some(TopicName(str_bytes(name.clone()))));
@@ -117,6 +139,7 @@ fn topic_metadata(kafka: &KafkaShard, name: Option<String>) -> MetadataResponseT
     let Some(entry) = kafka.shard.topic(&name) else {
         return topic.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
+    let topic = topic.with_topic_id(kafka_topic_id(entry.config.id));
     let partitions = (0..entry.config.partitions)
         .map(|partition| {
             MetadataResponsePartition::default()

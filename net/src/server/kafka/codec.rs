@@ -150,6 +150,11 @@ fn encode_error<E: std::fmt::Display>(
     }
 }
 
+/// A topic id as Kafka's messages carry it.
+pub(crate) fn kafka_topic_id(id: ringlog_engine::topic::TopicId) -> uuid::Uuid {
+    uuid::Uuid::from_u128(id.0)
+}
+
 /// A crate string from an owned string (no copy).
 pub(crate) fn str_bytes(text: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(text.into())

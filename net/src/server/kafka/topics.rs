@@ -36,9 +36,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::BATCH_BYTES_MAX;
-use ringlog_engine::topic::{self, TopicConfig, PARTITIONS_MAX};
+use ringlog_engine::topic::{self, TopicConfig, TopicId, PARTITIONS_MAX};
 
-use super::codec::{respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
+use super::codec::{kafka_topic_id, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::errors::{failure_code, failure_message, kafka_error};
 use super::KafkaShard;
 use crate::server::message::TopicChange;
@@ -110,6 +110,14 @@ pub(crate) async fn create_topics(
         let result = CreatableTopicResult::default().with_name(creatable.name.clone());
         results.push(match outcome {
             Ok(config) => result
+                // The id the creation gave (version 7 on; none for a validate-only request).
+                .with_topic_id(
+                    kafka
+                        .shard
+                        .topic(name.as_str())
+                        .map(|entry| kafka_topic_id(entry.config.id))
+                        .unwrap_or_default(),
+                )
                 .with_error_message(None)
                 .with_num_partitions(i32::try_from(config.partitions).unwrap_or(i32::MAX))
                 .with_replication_factor(1)
@@ -709,7 +717,14 @@ pub(crate) async fn delete_topics(
     .map(str::to_owned)
     .collect();
     for (name, topic_id) in names {
-        let Some(name) = name else {
+        // A topic named by id alone is deleted under the name it has now.
+        let Some(name) = name.or_else(|| {
+            let id = TopicId(topic_id.as_u128());
+            (!id.is_nil())
+                .then(|| kafka.shard.topic_name(id))
+                .flatten()
+                .map(|name| TopicName(str_bytes(name)))
+        }) else {
             // Answered with the id asked for: clients match results to their requests by it.
             responses.push(
                 DeletableTopicResult::default()
@@ -719,7 +734,14 @@ pub(crate) async fn delete_topics(
             );
             continue;
         };
-        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        // Version 6 answers carry the topic's id however it was named.
+        let known_id = kafka
+            .shard
+            .topic(name.0.as_str())
+            .map(|entry| kafka_topic_id(entry.config.id));
+        let result = DeletableTopicResult::default()
+            .with_name(Some(name.clone()))
+            .with_topic_id(known_id.unwrap_or(topic_id));
         if repeated.contains(name.0.as_str()) {
             let (error, message) = repeated_refusal(name.0.as_str());
             responses.push(

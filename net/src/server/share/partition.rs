@@ -1038,10 +1038,8 @@ mod tests {
         });
         let shard = Shard::new(0, 1, config, dir.to_path_buf(), Vec::new(), Arc::default());
         let topic = TopicConfig {
-            partitions: 1,
-            retention_ms: None,
-            retention_bytes: None,
             segment_bytes: 1 << 20,
+            ..TopicConfig::new(1)
         };
         for name in ["t", "t.dlq"] {
             std::fs::create_dir(dir.join(name)).unwrap();
