@@ -241,7 +241,11 @@ fn topics_have_ids_that_name_them() {
     assert!(!id.is_nil());
     let server = server.restart();
     let mut kafka = server.kafka();
-    assert_eq!(topic_id_of(&mut kafka, "ids"), (0, id), "kept across a restart");
+    assert_eq!(
+        topic_id_of(&mut kafka, "ids"),
+        (0, id),
+        "kept across a restart"
+    );
     // By id alone (name null).
     let by_id = MetadataRequest::default().with_topics(Some(vec![
         MetadataRequestTopic::default().with_topic_id(id),

@@ -88,10 +88,13 @@ pub enum ErrorCode {
     /// instance id, which another client started with: the older one must stop (Kafka's
     /// FENCED_INSTANCE_ID).
     FencedInstanceId = 32,
+    /// A share group member's heartbeat named an epoch other than the one it was given: it
+    /// must join again (Kafka's FENCED_MEMBER_EPOCH).
+    FencedMemberEpoch = 33,
 }
 
 /// Every code, in numeric order (for tables, docs and exhaustive tests).
-pub const ALL_ERROR_CODES: [ErrorCode; 33] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 34] = [
     ErrorCode::None,
     ErrorCode::Unknown,
     ErrorCode::CorruptBatch,
@@ -125,6 +128,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 33] = [
     ErrorCode::InvalidGroupName,
     ErrorCode::GroupSubscribedToTopic,
     ErrorCode::FencedInstanceId,
+    ErrorCode::FencedMemberEpoch,
 ];
 
 impl ErrorCode {
@@ -198,6 +202,7 @@ impl ErrorCode {
             ErrorCode::InvalidGroupName => "InvalidGroupName",
             ErrorCode::GroupSubscribedToTopic => "GroupSubscribedToTopic",
             ErrorCode::FencedInstanceId => "FencedInstanceId",
+            ErrorCode::FencedMemberEpoch => "FencedMemberEpoch",
         }
     }
 }

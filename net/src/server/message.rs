@@ -121,6 +121,17 @@ impl ShardCall {
                 | ShardCall::Group(super::group::GroupCall::ShareFetch(_))
         )
     }
+
+    /// Whether a cancelled call is answered all the same: a ShareFetch may have acquired
+    /// records before it stopped, and a caller that stopped it without going away
+    /// ([`super::shard::Shard::call_until`]) must get them. A caller that went away has
+    /// closed its call, whose late answer is dropped.
+    pub(crate) fn answers_when_cancelled(&self) -> bool {
+        matches!(
+            self,
+            ShardCall::Group(super::group::GroupCall::ShareFetch(_))
+        )
+    }
 }
 
 /// Which offset a ListOffsets query wants.

@@ -703,6 +703,30 @@ impl Shard {
     /// Dropping the future of a call that [`ShardCall::is_cancellable`] before the answer ends
     /// the call's wait on `target` ([`Mail::Cancel`]).
     pub(crate) async fn call(self: &Rc<Self>, target: usize, call: ShardCall) -> ShardReturn {
+        self.call_until(target, call, None).await
+    }
+
+    /// [`Self::call`] to another shard of a call that
+    /// [answers when cancelled](ShardCall::answers_when_cancelled), cancelled once `stop` is
+    /// set (its wait on `target` ends) while this caller waits on for its answer: what it did
+    /// before it stopped is not lost.
+    pub(crate) async fn call_stopped_by(
+        self: &Rc<Self>,
+        target: usize,
+        call: ShardCall,
+        stop: &Latch,
+    ) -> ShardReturn {
+        assert_ne!(target, self.id, "a local call is made directly");
+        assert!(call.answers_when_cancelled());
+        self.call_until(target, call, Some(stop)).await
+    }
+
+    async fn call_until(
+        self: &Rc<Self>,
+        target: usize,
+        call: ShardCall,
+        stop: Option<&Latch>,
+    ) -> ShardReturn {
         assert!(target < self.shard_count);
         if target == self.id {
             return Box::pin(self.execute(call)).await;
@@ -724,7 +748,7 @@ impl Shard {
             },
         )
         .await;
-        let result = poll_fn(|cx| {
+        let answer = poll_fn(|cx| {
             let mut calls = self.calls.borrow_mut();
             let slot = calls
                 .slot(call_id)
@@ -736,8 +760,22 @@ impl Shard {
                     Poll::Pending
                 }
             }
-        })
-        .await;
+        });
+        let result = match stop {
+            None => answer.await,
+            Some(stop) => {
+                let stopped = stop.wait();
+                futures_util::pin_mut!(answer, stopped);
+                match futures_util::future::select(answer, stopped).await {
+                    futures_util::future::Either::Left((result, _)) => result,
+                    futures_util::future::Either::Right(((), answer)) => {
+                        let from = self.id;
+                        self.send_mail(target, Mail::Cancel { from, call_id }).await;
+                        answer.await
+                    }
+                }
+            }
+        };
         guard.answered = true;
         drop(guard);
         result
@@ -774,6 +812,7 @@ impl Shard {
                     // Registered here, not in the task: the inbox may hold the Cancel right
                     // behind this Call, and this loop takes it before the task first runs.
                     let key = (from, call_id);
+                    let answers_when_cancelled = call.answers_when_cancelled();
                     let cancelled = Rc::new(Latch::default());
                     self.waits_for_others
                         .borrow_mut()
@@ -782,7 +821,7 @@ impl Shard {
                     reactor::spawn(async move {
                         let result = shard.execute_cancellable(call, &cancelled).await;
                         shard.waits_for_others.borrow_mut().remove(&key);
-                        if !cancelled.is_set() {
+                        if !cancelled.is_set() || answers_when_cancelled {
                             shard
                                 .send_mail(from, Mail::Return { call_id, result })
                                 .await;

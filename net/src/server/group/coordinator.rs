@@ -16,6 +16,7 @@ use ringlog_engine::reactor::{self, time};
 
 use super::membership::{is_cooperative, Join, JoinOutcome, MemberRef, StaleGeneration};
 use super::meta::{self, ShareConfig};
+use super::share_membership::{self, ShareAssignment, ShareBeat, ShareBeatAnswer};
 use super::{
     call, join_all, unexpected, CommitResults, CommitTopics, ConfigureArgs, Group, GroupCall,
     GroupDescription, GroupReturn, JoinArgs, Joined, Lifecycle, MemberInfo, OffsetEntry,
@@ -812,7 +813,15 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
             shares: Vec::new(),
         });
     }
-    let (shares, member_ids) = gather_shares(shard, name).await?;
+    let (shares, mut member_ids) = gather_shares(shard, name).await?;
+    {
+        // Kafka members keeping their membership with heartbeats, fetching or not.
+        let mut heartbeating = group.share_members.borrow_mut();
+        heartbeating.expire(Instant::now());
+        member_ids.extend(heartbeating.member_ids().map(str::to_string));
+    }
+    member_ids.sort_unstable();
+    member_ids.dedup();
     let members = member_ids
         .into_iter()
         .map(|member_id| MemberInfo {
@@ -892,7 +901,16 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
     }
     let members = match group.kind {
         GroupKind::Consumer => group.membership.borrow().members().len(),
-        GroupKind::Share => gather_shares(shard, name).await?.1.len(),
+        GroupKind::Share => {
+            // Members fetching now, and Kafka members keeping their membership.
+            let mut members = gather_shares(shard, name).await?.1;
+            let mut heartbeating = group.share_members.borrow_mut();
+            heartbeating.expire(Instant::now());
+            members.extend(heartbeating.member_ids().map(str::to_string));
+            members.sort_unstable();
+            members.dedup();
+            members.len()
+        }
     };
     if members > 0 {
         return Err(Failure::new(
@@ -1140,4 +1158,53 @@ pub(super) async fn share_group(
     };
     let config = (**group.share.borrow()).clone();
     Ok(config)
+}
+
+/// ShareGroupHeartbeat of a Kafka share member: joins, heartbeats or leaves the share group
+/// (created with defaults when missing); every member is assigned every partition of the
+/// topics it subscribes to (see [`super::share_membership`]).
+pub(super) async fn share_heartbeat(
+    shard: &Rc<Shard>,
+    name: &str,
+    member_id: &str,
+    epoch: i32,
+    topics: Option<Vec<String>>,
+) -> Result<ShareBeatAnswer, Failure> {
+    meta::validate_group_name(name)?;
+    if let Some(topics) = &topics {
+        for topic in topics {
+            ringlog_engine::topic::validate_name(topic)
+                .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
+        }
+    }
+    // A member leaving a group that is gone has nothing to leave.
+    let group = if epoch == share_membership::LEAVE_EPOCH {
+        existing(shard, name, GroupKind::Share)?
+    } else {
+        share_group(shard, name, true).await?;
+        existing(shard, name, GroupKind::Share)?
+    };
+    group.empty_since.set(None);
+    let beat = ShareBeat {
+        member_id,
+        epoch,
+        topics,
+    };
+    let assign = |topics: &[String]| -> ShareAssignment {
+        let mut assignment: ShareAssignment = topics
+            .iter()
+            .filter_map(|topic| shard.topic(topic))
+            .map(|entry| (entry.config.id, (0..entry.config.partitions).collect()))
+            .collect();
+        assignment.sort_unstable();
+        assignment.dedup();
+        assignment
+    };
+    let answer = group.share_members.borrow_mut().beat(
+        beat,
+        Instant::now(),
+        shard.groups.members_max,
+        assign,
+    );
+    answer
 }

@@ -23,6 +23,7 @@ pub(crate) mod membership;
 pub(crate) mod meta;
 mod offsets;
 pub(crate) mod partition_state;
+pub(crate) mod share_membership;
 pub(crate) mod signal;
 pub(crate) mod state_record;
 
@@ -39,6 +40,7 @@ use self::commit_metadata::CommitMetadata;
 use self::membership::{MemberRef, Membership, StaleGeneration};
 use self::meta::{GroupMeta, ShareConfig};
 use self::partition_state::PartitionGroups;
+use self::share_membership::{ShareBeatAnswer, ShareMembership};
 use self::signal::Signal;
 use super::config::ServerConfig;
 use super::message::{Failure, ShardCall, ShardReturn};
@@ -57,6 +59,8 @@ pub(crate) struct Group {
     pub(crate) kind: GroupKind,
     /// Members and generations (consumer groups).
     pub(crate) membership: RefCell<Membership>,
+    /// Members that heartbeat (share groups' Kafka members).
+    pub(crate) share_members: RefCell<ShareMembership>,
     /// Configuration (share groups).
     pub(crate) share: RefCell<Rc<ShareConfig>>,
     /// Wakes JoinGroup calls waiting for a rebalance, and configuration changes waiting for
@@ -294,6 +298,13 @@ pub(crate) enum GroupCall {
         to: ResetTo,
     },
     Configure(ConfigureArgs),
+    /// ShareGroupHeartbeat of a Kafka share member (creates the share group when missing).
+    ShareHeartbeat {
+        group: String,
+        member_id: String,
+        epoch: i32,
+        topics: Option<Vec<String>>,
+    },
     /// The share group's configuration (created with defaults when `create` is set).
     ShareGroup {
         group: String,
@@ -355,6 +366,7 @@ pub(crate) enum GroupReturn {
     Shares(Result<(Vec<ShareSummary>, Vec<String>), Failure>),
     ShareFetched(Result<ShareFetched, Failure>),
     Acked(Result<Vec<AckResult>, Failure>),
+    ShareBeat(Result<ShareBeatAnswer, Failure>),
 }
 
 /// Group state of one shard.
@@ -617,6 +629,7 @@ impl Group {
             name,
             kind,
             membership: RefCell::new(Membership::default()),
+            share_members: RefCell::new(ShareMembership::default()),
             share: RefCell::new(share),
             changed: Signal::default(),
             busy: Cell::new(false),
@@ -675,6 +688,14 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             to,
         } => R::Reset(coordinator::reset(shard, &group, &topic, partitions, to).await),
         C::Configure(args) => R::Config(coordinator::configure(shard, args).await),
+        C::ShareHeartbeat {
+            group,
+            member_id,
+            epoch,
+            topics,
+        } => R::ShareBeat(
+            coordinator::share_heartbeat(shard, &group, &member_id, epoch, topics).await,
+        ),
         C::ShareGroup { group, create } => {
             R::Config(coordinator::share_group(shard, &group, create).await)
         }

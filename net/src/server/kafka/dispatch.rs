@@ -14,7 +14,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Decodable;
 
 use super::codec::{encode_response, KafkaError, KafkaRequest, KafkaResponse};
-use super::{cluster, fetch, group_admin, groups, offsets, produce, topics, versions, KafkaShard};
+use super::{
+    cluster, fetch, group_admin, groups, offsets, produce, share, topics, versions, KafkaShard,
+};
 use crate::server::latch::Latch;
 
 /// Group assignments one connection keeps between JoinGroup and SyncGroup (a client is a
@@ -36,6 +38,8 @@ pub(crate) struct ClientInfo {
     assignments: RefCell<Vec<PendingAssignment>>,
     /// Set once the connection carries no more requests: long polls answer at once.
     pub(crate) hangup: Latch,
+    /// Share sessions of Kafka share consumers on this connection.
+    pub(crate) share_sessions: RefCell<share::Sessions>,
 }
 
 impl ClientInfo {
@@ -45,6 +49,7 @@ impl ClientInfo {
             advertised,
             assignments: RefCell::new(Vec::new()),
             hangup: Latch::default(),
+            share_sessions: RefCell::new(share::Sessions::default()),
         }
     }
 
@@ -158,6 +163,9 @@ async fn serve(
         ApiKey::ListGroups => group_admin::list_groups(kafka, &request).await?,
         ApiKey::DescribeGroups => group_admin::describe_groups(kafka, &request).await?,
         ApiKey::DeleteGroups => group_admin::delete_groups(kafka, &request).await?,
+        ApiKey::ShareGroupHeartbeat => share::share_group_heartbeat(kafka, &request).await?,
+        ApiKey::ShareFetch => share::share_fetch(kafka, client, &request).await?,
+        ApiKey::ShareAcknowledge => share::share_acknowledge(kafka, client, &request).await?,
         other => {
             // versions::is_supported lists only the apis above.
             return Err(KafkaError::Unsupported {

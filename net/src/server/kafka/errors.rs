@@ -49,6 +49,7 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
         ErrorCode::InvalidGroupName => ResponseError::InvalidGroupId,
         ErrorCode::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         ErrorCode::FencedInstanceId => ResponseError::FencedInstanceId,
+        ErrorCode::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -32,6 +32,7 @@ mod group_admin;
 mod groups;
 mod offsets;
 mod produce;
+mod share;
 mod splice;
 mod topics;
 mod versions;

@@ -1,7 +1,7 @@
 //! The Kafka apis and versions this server serves: exactly what ApiVersions advertises.
 //!
-//! Ranges stop before versions that need what ringlog does not have: topic ids (Fetch 13+,
-//! Produce 13+), transactions v2 (Produce 12, InitProducerId 5), the KIP-848 consumer protocol
+//! Ranges stop before versions that need what ringlog does not have: fetches and produces by
+//! topic id (Fetch 13+, Produce 13+), transactions v2 (Produce 12, InitProducerId 5), the KIP-848 consumer protocol
 //! (OffsetCommit 9+, OffsetFetch 9+), share and transaction coordinators (FindCoordinator 5+)
 //! and offset lookups by max timestamp (ListOffsets 7+).
 
@@ -51,6 +51,9 @@ pub(crate) const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::ShareGroupHeartbeat, 1, 1),
+    range(ApiKey::ShareFetch, 1, 1),
+    range(ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// The versions of `api_key` served, if any.

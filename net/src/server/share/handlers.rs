@@ -25,7 +25,7 @@ use futures_util::future::Either;
 /// records (`IN_FLIGHT_RECORDS_LIMIT` at most), and may settle each twice (renew, then accept).
 /// Each range gets a result, so without a bound one frame of small ranges (a 24-byte struct
 /// each) would make the server build results and a response many times the frame's size.
-const ACK_RANGES_MAX: usize = 2 * IN_FLIGHT_RECORDS_LIMIT as usize;
+pub(crate) const ACK_RANGES_MAX: usize = 2 * IN_FLIGHT_RECORDS_LIMIT as usize;
 
 /// Reads acknowledgement ranges; an unknown ack type, or more than [`ACK_RANGES_MAX`] ranges,
 /// fails the request.

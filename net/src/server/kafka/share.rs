@@ -1,0 +1,819 @@
+//! Kafka's share groups (KIP-932) on ringlog's: ShareGroupHeartbeat, ShareFetch and
+//! ShareAcknowledge, so that Kafka's share consumers (librdkafka's ShareConsumer, Java's
+//! KafkaShareConsumer) read the same share groups as native ones, with the same leases,
+//! delivery counts, dead letters and durable state.
+//!
+//! - ShareGroupHeartbeat goes to the group's coordinator, which keeps the members that
+//!   heartbeat and assigns each every partition of its topics (see
+//!   [`crate::server::group::share_membership`]): records are leased one by one, so members
+//!   share partitions.
+//! - ShareFetch and ShareAcknowledge name topics by id and work in a share session: the
+//!   partitions a member fetches, kept on the connection with the epoch its next request must
+//!   carry (epoch 0 opens one, releasing what an earlier one held; -1 closes it, releasing
+//!   what the member still holds). Each partition's acquiring and acknowledging is the
+//!   native ShareFetch's and ShareAcknowledge's, on the partition's shard.
+//! - A fetch first takes what every partition has now (applying the acknowledgements it
+//!   carries); if that is nothing it waits, up to `max_wait_ms`, on every partition at once,
+//!   and the first partition to acquire records stops the other waits (whose owners still
+//!   answer with what they acquired: nothing is left locked unseen).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_util::future::Either;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::share_fetch_request::AcknowledgementBatch;
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, LeaderIdAndEpoch, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{
+    share_acknowledge_response, ShareAcknowledgeRequest, ShareAcknowledgeResponse,
+    ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use ringlog_engine::topic::TopicId;
+
+use super::codec::{kafka_topic_id, respond, KafkaError, KafkaRequest, KafkaResponse};
+use super::dispatch::ClientInfo;
+use super::errors::{failure_code, failure_message, group_failure_code};
+use super::groups::{to_coordinator, unexpected_answer};
+use super::{KafkaShard, NODE_ID};
+use crate::message::share_acknowledge::{AckRange, AckType};
+use crate::server::group::share_membership::HEARTBEAT_INTERVAL_MS;
+use crate::server::group::{call, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs};
+use crate::server::latch::Latch;
+use crate::server::message::{Failure, ShardCall, ShardReturn};
+use crate::server::routing::join_all;
+use crate::server::shard::Shard;
+use crate::server::share::handlers::ACK_RANGES_MAX;
+use crate::server::share::partition::{AckResult, ShareFetched};
+
+/// Share sessions one connection keeps (a client has one per share group it reads); the
+/// oldest is dropped past this, and its member starts a new one when it comes back.
+const SESSIONS_MAX: usize = 16;
+/// Partitions one share session may hold.
+const SESSION_PARTITIONS_MAX: usize = 10_000;
+/// Lock duration reported before the group's configuration is known on this shard (the
+/// default `lock_ms`).
+const LOCK_TIMEOUT_MS_DEFAULT: i32 = 30_000;
+/// The session epochs that open and close a session.
+const OPEN_EPOCH: i32 = 0;
+const CLOSE_EPOCH: i32 = -1;
+
+/// One partition's ShareFetch, on its shard or another.
+type PartitionFetch<'a> = Pin<Box<dyn Future<Output = Result<ShareFetched, Failure>> + 'a>>;
+
+/// A partition of a share session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SessionPartition {
+    topic_id: TopicId,
+    topic: String,
+    partition: u32,
+}
+
+/// One member's share session on this connection.
+#[derive(Debug)]
+struct Session {
+    group: String,
+    member_id: String,
+    /// The epoch the member's next ShareFetch or ShareAcknowledge must carry.
+    next_epoch: i32,
+    partitions: Vec<SessionPartition>,
+}
+
+/// The share sessions of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    sessions: Vec<Session>,
+}
+
+impl Sessions {
+    fn find(&mut self, group: &str, member_id: &str) -> Option<&mut Session> {
+        self.sessions
+            .iter_mut()
+            .find(|s| s.group == group && s.member_id == member_id)
+    }
+
+    fn take(&mut self, group: &str, member_id: &str) -> Option<Session> {
+        let index = self
+            .sessions
+            .iter()
+            .position(|s| s.group == group && s.member_id == member_id)?;
+        Some(self.sessions.remove(index))
+    }
+
+    fn open(&mut self, session: Session) {
+        if self.sessions.len() >= SESSIONS_MAX {
+            self.sessions.remove(0);
+        }
+        self.sessions.push(session);
+    }
+}
+
+/// Serves ShareGroupHeartbeat through the group's coordinator.
+pub(crate) async fn share_group_heartbeat(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: ShareGroupHeartbeatRequest = request.decode_body()?;
+    let group = body.group_id.0.to_string();
+    let call = GroupCall::ShareHeartbeat {
+        group: group.clone(),
+        member_id: body.member_id.to_string(),
+        epoch: body.member_epoch,
+        topics: body
+            .subscribed_topic_names
+            .map(|names| names.into_iter().map(|name| name.0.to_string()).collect()),
+    };
+    let answer = match to_coordinator(&kafka.shard, &group, call).await {
+        Ok(GroupReturn::ShareBeat(result)) => result,
+        Ok(_) => Err(unexpected_answer()),
+        Err(failure) => Err(failure),
+    };
+    let response = match answer {
+        Ok(answer) => ShareGroupHeartbeatResponse::default()
+            .with_member_id(Some(body.member_id))
+            .with_member_epoch(answer.epoch)
+            .with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS)
+            .with_assignment(answer.assignment.map(|assignment| {
+                Assignment::default().with_topic_partitions(
+                    assignment
+                        .into_iter()
+                        .map(|(id, partitions)| {
+                            TopicPartitions::default()
+                                .with_topic_id(kafka_topic_id(id))
+                                .with_partitions(partitions.into_iter().map(wire).collect())
+                        })
+                        .collect(),
+                )
+            })),
+        Err(failure) => ShareGroupHeartbeatResponse::default()
+            .with_error_code(group_failure_code(&failure))
+            .with_error_message(failure_message(&failure))
+            .with_member_id(Some(body.member_id))
+            .with_member_epoch(body.member_epoch),
+    };
+    respond(request, &response)
+}
+
+/// A partition a ShareFetch or ShareAcknowledge names, with its acknowledgements.
+struct Named {
+    topic_id: uuid::Uuid,
+    partition_index: i32,
+    /// The partition, or the Kafka error for it (unknown topic id or partition).
+    resolved: Result<SessionPartition, i16>,
+    /// Its acknowledgements, or INVALID_REQUEST for ones that cannot be read.
+    acks: Result<Vec<AckRange>, i16>,
+}
+
+/// What one partition's part of a ShareFetch or ShareAcknowledge came to.
+#[derive(Default)]
+struct Outcome {
+    error_code: i16,
+    error_message: Option<StrBytes>,
+    acknowledge_error_code: i16,
+    acknowledge_error_message: Option<StrBytes>,
+    fetched: ShareFetched,
+}
+
+/// Serves ShareFetch; see the module docs.
+pub(crate) async fn share_fetch(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: ShareFetchRequest = request.decode_body()?;
+    let (Some(group), Some(member_id)) = (body.group_id.clone(), body.member_id.clone()) else {
+        return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
+    };
+    let (group, member_id) = (group.0.to_string(), member_id.to_string());
+    let shard = &kafka.shard;
+    let named: Vec<Named> = body
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                name(
+                    shard,
+                    topic.topic_id,
+                    p.partition_index,
+                    &p.acknowledgement_batches,
+                )
+            })
+        })
+        .collect();
+    let has_acks = named
+        .iter()
+        .any(|n| n.acks.as_ref().map_or(true, |acks| !acks.is_empty()));
+    let forgotten: Vec<(TopicId, u32)> = body
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| {
+            let id = TopicId(topic.topic_id.as_u128());
+            topic
+                .partitions
+                .iter()
+                .filter_map(move |p| Some((id, u32::try_from(*p).ok()?)))
+        })
+        .collect();
+    let epoch = body.share_session_epoch;
+    let mut released: Vec<SessionPartition> = Vec::new();
+    let session_partitions = {
+        let mut sessions = client.share_sessions.borrow_mut();
+        match epoch {
+            OPEN_EPOCH => {
+                if has_acks {
+                    return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
+                }
+                if let Some(old) = sessions.take(&group, &member_id) {
+                    released = old.partitions;
+                }
+                let mut partitions = Vec::new();
+                add_partitions(&mut partitions, &named);
+                sessions.open(Session {
+                    group: group.clone(),
+                    member_id: member_id.clone(),
+                    next_epoch: 1,
+                    partitions: partitions.clone(),
+                });
+                partitions
+            }
+            CLOSE_EPOCH => match sessions.take(&group, &member_id) {
+                Some(session) => {
+                    released = session.partitions;
+                    Vec::new()
+                }
+                None => {
+                    return respond(request, &fetch_refusal(ResponseError::ShareSessionNotFound))
+                }
+            },
+            _ => {
+                let Some(session) = sessions.find(&group, &member_id) else {
+                    return respond(request, &fetch_refusal(ResponseError::ShareSessionNotFound));
+                };
+                if session.next_epoch != epoch {
+                    return respond(
+                        request,
+                        &fetch_refusal(ResponseError::InvalidShareSessionEpoch),
+                    );
+                }
+                session.next_epoch = next_epoch(epoch);
+                add_partitions(&mut session.partitions, &named);
+                session.partitions.retain(|p| {
+                    let gone = forgotten.contains(&(p.topic_id, p.partition));
+                    if gone {
+                        released.push(p.clone());
+                    }
+                    !gone
+                });
+                session.partitions.clone()
+            }
+        }
+    };
+    let lock_timeout_ms = shard
+        .groups
+        .share_config(&group)
+        .map_or(LOCK_TIMEOUT_MS_DEFAULT, |config| {
+            i32::try_from(config.lock_ms).unwrap_or(i32::MAX)
+        });
+    // Acknowledgements of partitions this fetch does not read (a closing session, forgotten
+    // or unknown partitions) are made on their own; those of fetched partitions go with the
+    // fetch.
+    let mut outcomes: Vec<(uuid::Uuid, i32, Outcome)> = Vec::new();
+    for named in &named {
+        let in_fetch = named
+            .resolved
+            .as_ref()
+            .is_ok_and(|p| session_partitions.contains(p));
+        if in_fetch {
+            continue;
+        }
+        let mut outcome = Outcome::default();
+        match (&named.resolved, &named.acks) {
+            (Err(code), _) => outcome.error_code = *code,
+            (Ok(_), Err(code)) => outcome.acknowledge_error_code = *code,
+            (Ok(partition), Ok(acks)) if !acks.is_empty() => {
+                let results = acknowledge(shard, &group, &member_id, partition, acks, false).await;
+                note_acks(&mut outcome, results);
+            }
+            (Ok(_), Ok(_)) => continue,
+        }
+        outcomes.push((named.topic_id, named.partition_index, outcome));
+    }
+    // What a closed, reopened or forgotten session held goes back to the other members.
+    for partition in &released {
+        let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
+    }
+    let fetched = fetch_all(
+        shard,
+        client,
+        &group,
+        &member_id,
+        &body,
+        &named,
+        &session_partitions,
+    )
+    .await;
+    for (partition, outcome) in session_partitions.iter().zip(fetched) {
+        let interesting = outcome.error_code != 0
+            || outcome.acknowledge_error_code != 0
+            || !outcome.fetched.acquired.is_empty()
+            || named.iter().any(|n| n.resolved.as_ref() == Ok(partition));
+        if interesting {
+            outcomes.push((
+                kafka_topic_id(partition.topic_id),
+                wire(partition.partition),
+                outcome,
+            ));
+        }
+    }
+    let response = ShareFetchResponse::default()
+        .with_acquisition_lock_timeout_ms(lock_timeout_ms)
+        .with_responses(
+            by_topic(outcomes, |partition_index, outcome| {
+                PartitionData::default()
+                    .with_partition_index(partition_index)
+                    .with_error_code(outcome.error_code)
+                    .with_error_message(outcome.error_message)
+                    .with_acknowledge_error_code(outcome.acknowledge_error_code)
+                    .with_acknowledge_error_message(outcome.acknowledge_error_message)
+                    .with_current_leader(leader())
+                    .with_acquired_records(
+                        outcome
+                            .fetched
+                            .acquired
+                            .iter()
+                            .map(|range| {
+                                AcquiredRecords::default()
+                                    .with_first_offset(range.first_offset)
+                                    .with_last_offset(range.last_offset)
+                                    .with_delivery_count(
+                                        i16::try_from(range.delivery_count).unwrap_or(i16::MAX),
+                                    )
+                            })
+                            .collect(),
+                    )
+                    // Empty rather than null when there are none: librdkafka reads a null
+                    // record set as a malformed answer.
+                    .with_records(Some(Bytes::from(outcome.fetched.bytes)))
+            })
+            .into_iter()
+            .map(|(topic_id, partitions)| {
+                ShareFetchableTopicResponse::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+        );
+    respond(request, &response)
+}
+
+/// Takes what every session partition has now (with the acknowledgements the request carries
+/// for it); when that is nothing, waits on all of them for up to `max_wait_ms`.
+async fn fetch_all(
+    shard: &Rc<Shard>,
+    client: &ClientInfo,
+    group: &str,
+    member_id: &str,
+    body: &ShareFetchRequest,
+    named: &[Named],
+    partitions: &[SessionPartition],
+) -> Vec<Outcome> {
+    if partitions.is_empty() {
+        return Vec::new();
+    }
+    // The record and byte budgets are the request's, shared out: a member that takes many
+    // records leaves fewer for the others.
+    let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
+    let max_records = u32::try_from(body.max_records.max(1)).unwrap_or(1);
+    let max_bytes = u32::try_from(body.max_bytes.max(1)).unwrap_or(1);
+    let args =
+        |partition: &SessionPartition, max_wait_ms: u32, acks: Vec<AckRange>| ShareFetchArgs {
+            group: group.to_string(),
+            member_id: member_id.to_string(),
+            topic: partition.topic.clone(),
+            partition: partition.partition,
+            max_records: (max_records / count).max(1),
+            max_wait_ms,
+            max_bytes: (max_bytes / count).max(1),
+            acks,
+        };
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(partitions.len());
+    let mut now: Vec<PartitionFetch<'_>> = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let acks = named
+            .iter()
+            .find(|n| n.resolved.as_ref() == Ok(partition))
+            .map(|n| n.acks.clone())
+            .unwrap_or(Ok(Vec::new()));
+        let mut outcome = Outcome::default();
+        let acks = match acks {
+            Ok(acks) => acks,
+            Err(code) => {
+                outcome.acknowledge_error_code = code;
+                Vec::new()
+            }
+        };
+        outcomes.push(outcome);
+        now.push(Box::pin(fetch_one(
+            shard,
+            args(partition, 0, acks),
+            &client.hangup,
+        )));
+    }
+    let mut acquired_any = false;
+    for (outcome, result) in outcomes.iter_mut().zip(join_all(now).await) {
+        acquired_any |= note_fetch(outcome, result);
+    }
+    let max_wait_ms = u32::try_from(body.max_wait_ms).unwrap_or(0);
+    if acquired_any || max_wait_ms == 0 || client.hangup.is_set() {
+        return outcomes;
+    }
+    // Nothing now: wait on every partition, the first to acquire ending the others' waits.
+    let done = Latch::default();
+    let waits: Vec<PartitionFetch<'_>> = partitions
+        .iter()
+        .map(|partition| {
+            let args = args(partition, max_wait_ms, Vec::new());
+            let done = &done;
+            Box::pin(async move {
+                let result = fetch_one(shard, args, done).await;
+                if result.as_ref().is_ok_and(|f| !f.acquired.is_empty()) {
+                    done.set();
+                }
+                result
+            }) as PartitionFetch<'_>
+        })
+        .collect();
+    let waits = join_all(waits);
+    let hangup = client.hangup.wait();
+    futures_util::pin_mut!(waits, hangup);
+    let results = match futures_util::future::select(waits, hangup).await {
+        Either::Left((results, _)) => results,
+        Either::Right(((), waits)) => {
+            done.set();
+            waits.await
+        }
+    };
+    for (outcome, result) in outcomes.iter_mut().zip(results) {
+        note_fetch(outcome, result);
+    }
+    outcomes
+}
+
+/// One partition's ShareFetch on its shard; its wait ends once `stop` is set, and what it
+/// acquired before is returned all the same.
+async fn fetch_one(
+    shard: &Rc<Shard>,
+    args: ShareFetchArgs,
+    stop: &Latch,
+) -> Result<ShareFetched, Failure> {
+    let owner = shard.owner(&args.topic, args.partition);
+    if owner == shard.id {
+        return crate::server::share::fetch(shard, args, stop).await;
+    }
+    let call = ShardCall::Group(GroupCall::ShareFetch(args));
+    match shard.call_stopped_by(owner, call, stop).await {
+        ShardReturn::Group(GroupReturn::ShareFetched(result)) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// One partition's ShareAcknowledge on its shard (`leave`: then release what the member
+/// still holds there).
+async fn acknowledge(
+    shard: &Rc<Shard>,
+    group: &str,
+    member_id: &str,
+    partition: &SessionPartition,
+    ranges: &[AckRange],
+    leave: bool,
+) -> Result<Vec<AckResult>, Failure> {
+    let args = ShareAckArgs {
+        group: group.to_string(),
+        member_id: member_id.to_string(),
+        topic: partition.topic.clone(),
+        partition: partition.partition,
+        ranges: ranges.to_vec(),
+        leave,
+    };
+    let owner = shard.owner(&args.topic, args.partition);
+    if owner == shard.id {
+        return crate::server::share::acknowledge(shard, args).await;
+    }
+    match call(shard, owner, GroupCall::ShareAck(args)).await {
+        GroupReturn::Acked(result) => result,
+        _ => Err(unexpected_answer()),
+    }
+}
+
+/// Records a fetch's result in `outcome`; true when it acquired records.
+fn note_fetch(outcome: &mut Outcome, result: Result<ShareFetched, Failure>) -> bool {
+    match result {
+        Ok(mut fetched) => {
+            if let Some(failure) = fetched.failure.take() {
+                outcome.error_code = failure_code(&failure);
+                outcome.error_message = failure_message(&failure);
+            }
+            let acks = std::mem::take(&mut fetched.ack_results);
+            if !acks.is_empty() {
+                note_acks(outcome, Ok(acks));
+            }
+            let acquired = !fetched.acquired.is_empty();
+            if acquired || outcome.fetched.acquired.is_empty() {
+                outcome.fetched = fetched;
+            }
+            acquired
+        }
+        Err(failure) => {
+            outcome.error_code = failure_code(&failure);
+            outcome.error_message = failure_message(&failure);
+            false
+        }
+    }
+}
+
+/// Records the first failed acknowledgement of a partition in `outcome`.
+fn note_acks(outcome: &mut Outcome, results: Result<Vec<AckResult>, Failure>) {
+    let failure = match results {
+        Ok(results) => results.into_iter().find_map(|r| r.failure),
+        Err(failure) => Some(failure),
+    };
+    if let Some(failure) = failure {
+        outcome.acknowledge_error_code = failure_code(&failure);
+        outcome.acknowledge_error_message = failure_message(&failure);
+    }
+}
+
+/// Resolves a named partition and reads its acknowledgements.
+fn name(
+    shard: &Shard,
+    topic_id: uuid::Uuid,
+    partition_index: i32,
+    batches: &[AcknowledgementBatch],
+) -> Named {
+    let id = TopicId(topic_id.as_u128());
+    let resolved = match shard
+        .topic_name(id)
+        .and_then(|topic| Some((shard.topic(&topic)?, topic)))
+    {
+        None => Err(ResponseError::UnknownTopicId.code()),
+        Some((entry, topic)) => match u32::try_from(partition_index) {
+            Ok(partition) if partition < entry.config.partitions => Ok(SessionPartition {
+                topic_id: id,
+                topic,
+                partition,
+            }),
+            _ => Err(ResponseError::UnknownTopicOrPartition.code()),
+        },
+    };
+    Named {
+        topic_id,
+        partition_index,
+        resolved,
+        acks: ack_ranges(batches).ok_or(ResponseError::InvalidRequest.code()),
+    }
+}
+
+/// Acknowledgement batches as ranges: a batch with one type covers all its offsets, one with
+/// a type per offset becomes a range per run of equal types. `None` for a batch that cannot
+/// be read (an unknown type, types not matching its offsets, or too many ranges).
+fn ack_ranges<'a>(
+    batches: impl IntoIterator<Item = &'a AcknowledgementBatch>,
+) -> Option<Vec<AckRange>> {
+    let mut ranges: Vec<AckRange> = Vec::new();
+    for batch in batches {
+        let (first, last) = (batch.first_offset, batch.last_offset);
+        let span = last.checked_sub(first)?.checked_add(1)?;
+        if first < 0 || span <= 0 {
+            return None;
+        }
+        match batch.acknowledge_types.as_slice() {
+            [one] => ranges.push(AckRange {
+                first_offset: first,
+                last_offset: last,
+                ack_type: ack_type(*one)?,
+            }),
+            types if i64::try_from(types.len()).ok() == Some(span) => {
+                for (offset, &kind) in (first..=last).zip(types) {
+                    let kind = ack_type(kind)?;
+                    match ranges.last_mut() {
+                        Some(run) if run.ack_type == kind && run.last_offset + 1 == offset => {
+                            run.last_offset = offset;
+                        }
+                        _ => ranges.push(AckRange {
+                            first_offset: offset,
+                            last_offset: offset,
+                            ack_type: kind,
+                        }),
+                    }
+                }
+            }
+            _ => return None,
+        }
+        if ranges.len() > ACK_RANGES_MAX {
+            return None;
+        }
+    }
+    Some(ranges)
+}
+
+/// KIP-932's acknowledgement types: 0 a gap (an offset that is no record, archived as an
+/// accepted one is), 1 accept, 2 release, 3 reject, 4 renew (KIP-1222).
+fn ack_type(kind: i8) -> Option<AckType> {
+    match kind {
+        0 | 1 => Some(AckType::Accept),
+        2 => Some(AckType::Release),
+        3 => Some(AckType::Reject),
+        4 => Some(AckType::Renew),
+        _ => None,
+    }
+}
+
+/// Adds the resolved partitions of `named` to a session's, each once, up to the bound.
+fn add_partitions(partitions: &mut Vec<SessionPartition>, named: &[Named]) {
+    for partition in named.iter().filter_map(|n| n.resolved.as_ref().ok()) {
+        if partitions.len() < SESSION_PARTITIONS_MAX && !partitions.contains(partition) {
+            partitions.push(partition.clone());
+        }
+    }
+}
+
+/// The epoch after `epoch` (wrapping to 1: 0 and -1 open and close sessions).
+fn next_epoch(epoch: i32) -> i32 {
+    epoch.checked_add(1).unwrap_or(1)
+}
+
+fn fetch_refusal(error: ResponseError) -> ShareFetchResponse {
+    ShareFetchResponse::default().with_error_code(error.code())
+}
+
+fn leader() -> LeaderIdAndEpoch {
+    LeaderIdAndEpoch::default()
+        .with_leader_id(NODE_ID)
+        .with_leader_epoch(0)
+}
+
+fn wire(partition: u32) -> i32 {
+    i32::try_from(partition).unwrap_or(i32::MAX)
+}
+
+/// Outcomes grouped by topic, in the order topics first appear.
+fn by_topic<T>(
+    outcomes: Vec<(uuid::Uuid, i32, Outcome)>,
+    partition: impl Fn(i32, Outcome) -> T,
+) -> Vec<(uuid::Uuid, Vec<T>)> {
+    let mut topics: Vec<(uuid::Uuid, Vec<T>)> = Vec::new();
+    for (topic_id, index, outcome) in outcomes {
+        let entry = partition(index, outcome);
+        match topics.iter_mut().find(|(id, _)| *id == topic_id) {
+            Some((_, partitions)) => partitions.push(entry),
+            None => topics.push((topic_id, vec![entry])),
+        }
+    }
+    topics
+}
+
+/// Serves ShareAcknowledge: the acknowledgements of a share session's records, without
+/// fetching; epoch -1 closes the session, releasing what the member still holds.
+pub(crate) async fn share_acknowledge(
+    kafka: &Rc<KafkaShard>,
+    client: &ClientInfo,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: ShareAcknowledgeRequest = request.decode_body()?;
+    let refusal =
+        |error: ResponseError| ShareAcknowledgeResponse::default().with_error_code(error.code());
+    let (Some(group), Some(member_id)) = (body.group_id.clone(), body.member_id.clone()) else {
+        return respond(request, &refusal(ResponseError::InvalidRequest));
+    };
+    let (group, member_id) = (group.0.to_string(), member_id.to_string());
+    let epoch = body.share_session_epoch;
+    let released = {
+        let mut sessions = client.share_sessions.borrow_mut();
+        match epoch {
+            OPEN_EPOCH => {
+                return respond(request, &refusal(ResponseError::InvalidShareSessionEpoch))
+            }
+            CLOSE_EPOCH => match sessions.take(&group, &member_id) {
+                Some(session) => session.partitions,
+                None => return respond(request, &refusal(ResponseError::ShareSessionNotFound)),
+            },
+            _ => {
+                let Some(session) = sessions.find(&group, &member_id) else {
+                    return respond(request, &refusal(ResponseError::ShareSessionNotFound));
+                };
+                if session.next_epoch != epoch {
+                    return respond(request, &refusal(ResponseError::InvalidShareSessionEpoch));
+                }
+                session.next_epoch = next_epoch(epoch);
+                Vec::new()
+            }
+        }
+    };
+    let shard = &kafka.shard;
+    let mut outcomes: Vec<(uuid::Uuid, i32, Outcome)> = Vec::new();
+    for topic in &body.topics {
+        for p in &topic.partitions {
+            // ShareAcknowledge's batches have the fields of ShareFetch's.
+            let batches: Vec<AcknowledgementBatch> = p
+                .acknowledgement_batches
+                .iter()
+                .map(|b| {
+                    AcknowledgementBatch::default()
+                        .with_first_offset(b.first_offset)
+                        .with_last_offset(b.last_offset)
+                        .with_acknowledge_types(b.acknowledge_types.clone())
+                })
+                .collect();
+            let named = name(shard, topic.topic_id, p.partition_index, &batches);
+            let mut outcome = Outcome::default();
+            match (&named.resolved, &named.acks) {
+                (Err(code), _) | (Ok(_), Err(code)) => outcome.error_code = *code,
+                (Ok(partition), Ok(acks)) => {
+                    let results =
+                        acknowledge(shard, &group, &member_id, partition, acks, false).await;
+                    note_acks(&mut outcome, results);
+                    outcome.error_code = outcome.acknowledge_error_code;
+                    outcome.error_message = outcome.acknowledge_error_message.take();
+                }
+            }
+            outcomes.push((topic.topic_id, p.partition_index, outcome));
+        }
+    }
+    for partition in &released {
+        let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
+    }
+    let responses = by_topic(outcomes, |partition_index, outcome| {
+        share_acknowledge_response::PartitionData::default()
+            .with_partition_index(partition_index)
+            .with_error_code(outcome.error_code)
+            .with_error_message(outcome.error_message)
+            .with_current_leader(
+                share_acknowledge_response::LeaderIdAndEpoch::default()
+                    .with_leader_id(NODE_ID)
+                    .with_leader_epoch(0),
+            )
+    });
+    let response = ShareAcknowledgeResponse::default().with_responses(
+        responses
+            .into_iter()
+            .map(|(topic_id, partitions)| {
+                share_acknowledge_response::ShareAcknowledgeTopicResponse::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    );
+    respond(request, &response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first: i64, last: i64, types: &[i8]) -> AcknowledgementBatch {
+        AcknowledgementBatch::default()
+            .with_first_offset(first)
+            .with_last_offset(last)
+            .with_acknowledge_types(types.to_vec())
+    }
+
+    fn read(batches: &[AcknowledgementBatch]) -> Option<Vec<(i64, i64, AckType)>> {
+        ack_ranges(batches).map(|ranges| {
+            ranges
+                .into_iter()
+                .map(|r| (r.first_offset, r.last_offset, r.ack_type))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn acknowledgement_batches_become_ranges() {
+        assert_eq!(
+            read(&[batch(5, 9, &[1])]),
+            Some(vec![(5, 9, AckType::Accept)])
+        );
+        // A type per offset: runs of one type merge; a gap is archived as accepted.
+        assert_eq!(
+            read(&[batch(0, 4, &[1, 0, 2, 2, 3])]),
+            Some(vec![
+                (0, 1, AckType::Accept),
+                (2, 3, AckType::Release),
+                (4, 4, AckType::Reject)
+            ])
+        );
+        assert_eq!(
+            read(&[batch(0, 4, &[1, 2])]),
+            None,
+            "types and offsets differ"
+        );
+        assert_eq!(read(&[batch(3, 2, &[1])]), None, "backwards");
+        assert_eq!(read(&[batch(0, 0, &[9])]), None, "unknown type");
+        assert_eq!(read(&[batch(0, 0, &[])]), None, "no type");
+        assert_eq!(next_epoch(i32::MAX), 1);
+    }
+}
