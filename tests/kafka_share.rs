@@ -200,6 +200,17 @@ fn share_fetch_sessions_wait_acquire_and_acknowledge() {
     let mut kafka = server.kafka();
     assert_eq!(kafka.create_topic("work", 2, &[]), 0);
     let id = topic_id(&mut kafka, "work");
+    // The group's lock duration is the acquisition lock timeout Kafka's clients are told.
+    let mut native = ringlog_net::client::Client::connect(server.handle.local_addr()).unwrap();
+    native
+        .configure_share_group(&ringlog_net::message::configure_group::Request {
+            group: "sg",
+            lock_ms: Some(45_000),
+            delivery_limit: None,
+            dead_letter_topic: None,
+            in_flight_records_max: None,
+        })
+        .unwrap();
     let both: Named<'_> = &[(0, &[]), (1, &[])];
     // Acknowledgements cannot open a session, and a session must be opened first.
     let acking = share_fetch(id, 0, 0, &[(0, &[(0, 0, ACCEPT)])]);
@@ -237,7 +248,7 @@ fn share_fetch_sessions_wait_acquire_and_acknowledge() {
             started.elapsed()
         );
         assert_eq!(response.error_code, 0);
-        assert_eq!(response.acquisition_lock_timeout_ms, 30_000);
+        assert_eq!(response.acquisition_lock_timeout_ms, 45_000);
         assert_eq!(
             fetched(&response),
             [(partition, vec![(0, 0, 1)], vec![value])]

@@ -56,8 +56,8 @@ use crate::server::share::partition::{AckResult, ShareFetched};
 const SESSIONS_MAX: usize = 16;
 /// Partitions one share session may hold.
 const SESSION_PARTITIONS_MAX: usize = 10_000;
-/// Lock duration reported before the group's configuration is known on this shard (the
-/// default `lock_ms`).
+/// Lock duration reported when the group's configuration cannot be had (the default
+/// `lock_ms`).
 const LOCK_TIMEOUT_MS_DEFAULT: i32 = 30_000;
 /// The session epochs that open and close a session.
 const OPEN_EPOCH: i32 = 0;
@@ -273,12 +273,6 @@ pub(crate) async fn share_fetch(
             }
         }
     };
-    let lock_timeout_ms = shard
-        .groups
-        .share_config(&group)
-        .map_or(LOCK_TIMEOUT_MS_DEFAULT, |config| {
-            i32::try_from(config.lock_ms).unwrap_or(i32::MAX)
-        });
     // Acknowledgements of partitions this fetch does not read (a closing session, forgotten
     // or unknown partitions) are made on their own; those of fetched partitions go with the
     // fetch.
@@ -330,6 +324,13 @@ pub(crate) async fn share_fetch(
             ));
         }
     }
+    // The group's lock duration (its configuration is cached on this shard from the first
+    // fetch on, asked of the coordinator before).
+    let lock_timeout_ms = crate::server::share::config(shard, &group, false)
+        .await
+        .map_or(LOCK_TIMEOUT_MS_DEFAULT, |config| {
+            i32::try_from(config.lock_ms).unwrap_or(i32::MAX)
+        });
     let response = ShareFetchResponse::default()
         .with_acquisition_lock_timeout_ms(lock_timeout_ms)
         .with_responses(

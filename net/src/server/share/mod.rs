@@ -29,7 +29,11 @@ const CONFIG_ATTEMPTS_MAX: usize = 3;
 
 /// The configuration of share group `group`, asking its coordinator when this shard does not
 /// know it yet (which creates the group when `create` is set).
-async fn config(shard: &Rc<Shard>, group: &str, create: bool) -> Result<Rc<ShareConfig>, Failure> {
+pub(crate) async fn config(
+    shard: &Rc<Shard>,
+    group: &str,
+    create: bool,
+) -> Result<Rc<ShareConfig>, Failure> {
     if let Some(config) = shard.groups.share_config(group) {
         return Ok(config);
     }
