@@ -217,6 +217,8 @@ fn share_fetch_sessions_wait_acquire_and_acknowledge() {
     assert_eq!(kafka.call(1, &acking).error_code, INVALID_REQUEST);
     let early = share_fetch(id, 1, 0, both);
     assert_eq!(kafka.call(1, &early).error_code, SHARE_SESSION_NOT_FOUND);
+    let nameless = share_fetch(id, 0, 0, both).with_member_id(Some(str_bytes("")));
+    assert_eq!(kafka.call(1, &nameless).error_code, INVALID_REQUEST);
     let unknown = share_fetch(uuid::Uuid::from_u128(9), 0, 0, both);
     let answer = kafka.call(1, &unknown);
     assert_eq!(answer.error_code, 0);

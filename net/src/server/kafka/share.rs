@@ -42,13 +42,14 @@ use super::errors::{failure_code, failure_message, group_failure_code};
 use super::groups::{to_coordinator, unexpected_answer};
 use super::{KafkaShard, NODE_ID};
 use crate::message::share_acknowledge::{AckRange, AckType};
+use crate::server::group::meta::validate_group_name;
 use crate::server::group::share_membership::HEARTBEAT_INTERVAL_MS;
 use crate::server::group::{call, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs};
 use crate::server::latch::Latch;
 use crate::server::message::{Failure, ShardCall, ShardReturn};
 use crate::server::routing::join_all;
 use crate::server::shard::Shard;
-use crate::server::share::handlers::ACK_RANGES_MAX;
+use crate::server::share::handlers::{ACK_RANGES_MAX, MEMBER_ID_BYTES_MAX};
 use crate::server::share::partition::{AckResult, ShareFetched};
 
 /// Share sessions one connection keeps (a client has one per share group it reads); the
@@ -190,6 +191,9 @@ pub(crate) async fn share_fetch(
         return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
     };
     let (group, member_id) = (group.0.to_string(), member_id.to_string());
+    if let Some(error) = refused_member(&group, &member_id) {
+        return respond(request, &fetch_refusal(error));
+    }
     let shard = &kafka.shard;
     let named: Vec<Named> = body
         .topics
@@ -648,6 +652,16 @@ fn next_epoch(epoch: i32) -> i32 {
     epoch.checked_add(1).unwrap_or(1)
 }
 
+/// Why a share request's group or member id is refused, if it is: both are kept (in sessions,
+/// and by the share partitions), so they are bounded as the native protocol bounds them.
+fn refused_member(group: &str, member_id: &str) -> Option<ResponseError> {
+    if validate_group_name(group).is_err() {
+        return Some(ResponseError::InvalidGroupId);
+    }
+    (member_id.is_empty() || member_id.len() > MEMBER_ID_BYTES_MAX)
+        .then_some(ResponseError::InvalidRequest)
+}
+
 fn fetch_refusal(error: ResponseError) -> ShareFetchResponse {
     ShareFetchResponse::default().with_error_code(error.code())
 }
@@ -692,6 +706,9 @@ pub(crate) async fn share_acknowledge(
         return respond(request, &refusal(ResponseError::InvalidRequest));
     };
     let (group, member_id) = (group.0.to_string(), member_id.to_string());
+    if let Some(error) = refused_member(&group, &member_id) {
+        return respond(request, &refusal(error));
+    }
     let epoch = body.share_session_epoch;
     let released = {
         let mut sessions = client.share_sessions.borrow_mut();

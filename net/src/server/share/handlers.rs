@@ -52,7 +52,7 @@ fn ack_ranges<'a>(
 }
 
 /// Longest member id accepted (ids are kept per share partition).
-const MEMBER_ID_BYTES_MAX: usize = 255;
+pub(crate) const MEMBER_ID_BYTES_MAX: usize = 255;
 
 /// Checks what can be checked before routing: the group name, the member id and the topic.
 fn check(shard: &Shard, group: &str, member_id: &str, topic: &str) -> Result<(), Failure> {
