@@ -113,3 +113,37 @@ def test_kafka_and_native_share_consumers_share_one_group(server):
         consumer.close()
     out = server.ringlog("consume", topic, "--share-group", "share-cross-group", "--count", "12")
     assert sorted(int(line) for line in out.decode().split()) == list(range(8, 20))
+
+
+def test_a_share_consumer_reads_on_across_a_server_restart(server):
+    """The server's restart loses the share sessions (kept on connections), not the share
+    state: the consumer opens a new session and reads on from what it had acknowledged."""
+    topic = create_topic(server, 2, prefix="share-restart")
+    fill(server, topic, 10, 2)
+    consumer = share_member(server, "share-restart-group", topic,
+                            **{"share.acknowledgement.mode": "explicit"})
+    try:
+        first = []
+        wait_until(lambda: take(consumer, first) or len(first) >= 10, what="10 records")
+        for message in first:
+            consumer.acknowledge(message, AcknowledgeType.ACCEPT)
+        assert all(error is None for error in consumer.commit_sync(10).values())
+        server.restart()
+        producer = Producer({"bootstrap.servers": server.bootstrap})
+        for i in range(10, 20):
+            producer.produce(topic, value=str(i).encode(), partition=i % 2)
+        assert producer.flush(30) == 0
+        second = []
+        def read_and_accept():
+            batch = []
+            take(consumer, batch)
+            for message in batch:
+                consumer.acknowledge(message, AcknowledgeType.ACCEPT)
+            second.extend(batch)
+            return len(second) >= 10
+
+        wait_until(read_and_accept, timeout_s=60, what="the 10 records produced after the restart")
+    finally:
+        consumer.close()
+    assert values(first) == list(range(10))
+    assert values(second) == list(range(10, 20)), "nothing acknowledged came back"
