@@ -813,15 +813,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
             shares: Vec::new(),
         });
     }
-    let (shares, mut member_ids) = gather_shares(shard, name).await?;
-    {
-        // Kafka members keeping their membership with heartbeats, fetching or not.
-        let mut heartbeating = group.share_members.borrow_mut();
-        heartbeating.expire(Instant::now());
-        member_ids.extend(heartbeating.member_ids().map(str::to_string));
-    }
-    member_ids.sort_unstable();
-    member_ids.dedup();
+    let (shares, member_ids) = share_members(shard, &group).await?;
     let members = member_ids
         .into_iter()
         .map(|member_id| MemberInfo {
@@ -848,6 +840,22 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
         share_config,
         shares,
     })
+}
+
+/// Every shard's share partitions of share group `group`, and its members: those recently
+/// active in any partition and the Kafka members keeping their membership with heartbeats,
+/// fetching or not.
+async fn share_members(
+    shard: &Rc<Shard>,
+    group: &Group,
+) -> Result<(Vec<ShareSummary>, Vec<String>), Failure> {
+    let (shares, mut member_ids) = gather_shares(shard, &group.name).await?;
+    let mut heartbeating = group.share_members.borrow_mut();
+    heartbeating.expire(Instant::now());
+    member_ids.extend(heartbeating.member_ids().map(str::to_string));
+    member_ids.sort_unstable();
+    member_ids.dedup();
+    Ok((shares, member_ids))
 }
 
 /// Every shard's share partitions of share group `name`, by topic and partition, and the
@@ -901,16 +909,7 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
     }
     let members = match group.kind {
         GroupKind::Consumer => group.membership.borrow().members().len(),
-        GroupKind::Share => {
-            // Members fetching now, and Kafka members keeping their membership.
-            let mut members = gather_shares(shard, name).await?.1;
-            let mut heartbeating = group.share_members.borrow_mut();
-            heartbeating.expire(Instant::now());
-            members.extend(heartbeating.member_ids().map(str::to_string));
-            members.sort_unstable();
-            members.dedup();
-            members.len()
-        }
+        GroupKind::Share => share_members(shard, group).await?.1.len(),
     };
     if members > 0 {
         return Err(Failure::new(
@@ -959,7 +958,7 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
             }
             let empty = match group.kind {
                 GroupKind::Consumer => group.membership.borrow().is_empty(),
-                GroupKind::Share => gather_shares(&shard, &group.name)
+                GroupKind::Share => share_members(&shard, &group)
                     .await
                     .is_ok_and(|(_, members)| members.is_empty()),
             };

@@ -81,7 +81,11 @@ async fn join_group(shard: &Rc<Shard>, request: &Request) -> Result<Response, Fa
     let args = JoinArgs {
         group: view.group().to_string(),
         member_id: view.member_id().unwrap_or_default().to_string(),
-        instance_id: view.instance_id().map(str::to_string),
+        // Empty or absent: a dynamic member.
+        instance_id: view
+            .instance_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
         client_id: view.client_id().unwrap_or_default().to_string(),
         topics: view
             .topics()

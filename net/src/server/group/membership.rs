@@ -521,8 +521,8 @@ impl Membership {
 
     /// A heartbeat: Ok while the member holds the current generation of a Stable group. As in
     /// Kafka's classic coordinator, a fenced instance or a member the group lacks comes first,
-    /// then a generation
-    /// other than the group's (answered as `stale` says), then a rebalance under way.
+    /// then a generation other than the group's (answered as `stale` says), then a rebalance
+    /// under way.
     pub(crate) fn heartbeat(
         &mut self,
         member: &MemberRef,
