@@ -194,7 +194,9 @@ pub fn owner_shard(topic: &str, partition: u32, shards: usize) -> usize {
 }
 
 /// Reads `<topic_dir>/topic.toml`; a topic without an id (made before ids existed) is given
-/// one, written back before it is used. Startup only (blocking).
+/// one, written back before it is used. A write-back that fails (a full or read-only disk) is
+/// logged and the topic served all the same: its records matter more than an id that will be
+/// another one at the next start. Startup only (blocking).
 pub fn read_config(topic_dir: &Path) -> Result<TopicConfig, TopicError> {
     let path = topic_dir.join(TOPIC_FILE_NAME);
     let metadata_error = |message: String| TopicError::Metadata {
@@ -207,7 +209,10 @@ pub fn read_config(topic_dir: &Path) -> Result<TopicConfig, TopicError> {
     config.validate()?;
     if config.id.is_nil() {
         config.id = TopicId::random()?;
-        write_config_blocking(topic_dir, &config).map_err(|e| metadata_error(e.to_string()))?;
+        if let Err(error) = write_config_blocking(topic_dir, &config) {
+            tracing::warn!(path = %path.display(), %error,
+                "could not store the topic's new id; serving it with an id kept in memory only");
+        }
     }
     Ok(config)
 }
@@ -313,5 +318,22 @@ mod tests {
         assert_ne!(TopicId::random().unwrap(), TopicId::random().unwrap());
         let version = (TopicId::random().unwrap().0 >> 76) & 0xf;
         assert_eq!(version, 4, "a version 4 UUID");
+    }
+
+    #[test]
+    fn a_topic_whose_new_id_cannot_be_stored_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOPIC_FILE_NAME);
+        let text = "partitions = 1\nsegment_bytes = 1048576\n";
+        fs::write(&path, text).unwrap();
+        // The staging file's name taken by a directory: the write-back fails.
+        fs::create_dir(dir.path().join(format!("{TOPIC_FILE_NAME}.new"))).unwrap();
+        let config = read_config(dir.path()).unwrap();
+        assert!(!config.id.is_nil(), "an id for this run");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            text,
+            "the file as it was"
+        );
     }
 }
