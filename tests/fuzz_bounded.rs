@@ -236,6 +236,7 @@ fn kafka_request_body(api: i16, version: i16, body: &[u8]) {
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
         ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(body, version),
         ApiKey::ShareGroupHeartbeat => decode::<ShareGroupHeartbeatRequest>(body, version),
+        ApiKey::ShareGroupDescribe => decode::<ShareGroupDescribeRequest>(body, version),
         ApiKey::ShareFetch => decode::<ShareFetchRequest>(body, version),
         ApiKey::ShareAcknowledge => decode::<ShareAcknowledgeRequest>(body, version),
         _ => {}

@@ -14,7 +14,7 @@ use kafka_protocol::messages::share_fetch_request::{
 };
 use kafka_protocol::messages::{
     GroupId, MetadataRequest, ShareAcknowledgeRequest, ShareFetchRequest, ShareFetchResponse,
-    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
+    ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::batch::{self, BatchBuilder};
@@ -26,6 +26,7 @@ use common::await_remote_waits;
 use kafka_support::{topic_name, Kafka, TestServer};
 
 const UNKNOWN_MEMBER_ID: i16 = 25;
+const GROUP_ID_NOT_FOUND: i16 = 69;
 const INVALID_REQUEST: i16 = 42;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const FENCED_MEMBER_EPOCH: i16 = 110;
@@ -173,6 +174,32 @@ fn share_members_heartbeat_for_every_partition_of_their_topics() {
         beat(&mut kafka, "m", 1, None).error_code,
         FENCED_MEMBER_EPOCH
     );
+    // ShareGroupDescribe shows the member as it stands; other groups are not share groups.
+    let describe = ShareGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(str_bytes("sg")), GroupId(str_bytes("nope"))]);
+    let described = kafka.call(1, &describe);
+    let group = &described.groups[0];
+    assert_eq!(group.error_code, 0);
+    assert_eq!(group.group_state.as_str(), "Stable");
+    assert_eq!(group.group_epoch, 2);
+    let member = &group.members[0];
+    assert_eq!((member.member_id.as_str(), member.member_epoch), ("m", 2));
+    let subscribed: Vec<&str> = member
+        .subscribed_topic_names
+        .iter()
+        .map(|t| t.0.as_str())
+        .collect();
+    assert_eq!(subscribed, ["jobs", "not-yet"]);
+    let mut assigned: Vec<(&str, Vec<i32>)> = member
+        .assignment
+        .topic_partitions
+        .iter()
+        .map(|t| (t.topic_name.0.as_str(), t.partitions.clone()))
+        .collect();
+    assigned.sort();
+    assert_eq!(assigned, [("jobs", vec![0, 1, 2]), ("not-yet", vec![0])]);
+    assert!(!member.assignment.topic_partitions[0].topic_id.is_nil());
+    assert_eq!(described.groups[1].error_code, GROUP_ID_NOT_FOUND);
     assert_eq!(
         beat(&mut kafka, "ghost", 4, None).error_code,
         UNKNOWN_MEMBER_ID

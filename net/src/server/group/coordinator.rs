@@ -796,6 +796,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     assignment: m.assignment.clone(),
+                    share_heartbeat: None,
                 })
                 .collect();
             (membership.state(), membership.generation(), members)
@@ -814,15 +815,33 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
         });
     }
     let (shares, member_ids) = share_members(shard, &group).await?;
+    let heartbeating = group.share_members.borrow();
     let members = member_ids
         .into_iter()
-        .map(|member_id| MemberInfo {
-            member_id,
-            instance_id: None,
-            client_id: String::new(),
-            assignment: Vec::new(),
+        .map(|member_id| {
+            let beating = heartbeating.members().find(|(id, ..)| *id == member_id);
+            let (share_heartbeat, assignment) = match beating {
+                Some((_, epoch, topics, assignment)) => {
+                    let named = assignment
+                        .iter()
+                        .filter_map(|(id, partitions)| {
+                            Some((shard.topic_name(*id)?, partitions.clone()))
+                        })
+                        .collect();
+                    (Some((epoch, topics.to_vec())), named)
+                }
+                None => (None, Vec::new()),
+            };
+            MemberInfo {
+                member_id,
+                instance_id: None,
+                client_id: String::new(),
+                assignment,
+                share_heartbeat,
+            }
         })
         .collect::<Vec<_>>();
+    drop(heartbeating);
     let state = if members.is_empty() {
         GroupState::Empty
     } else {

@@ -185,6 +185,9 @@ pub(crate) struct MemberInfo {
     pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) assignment: Vec<TopicAssignment>,
+    /// A share group's heartbeating member: its epoch and subscribed topics (the assignment
+    /// is every partition of those that exist).
+    pub(crate) share_heartbeat: Option<(i32, Vec<String>)>,
 }
 
 /// Everything DescribeGroup reports.

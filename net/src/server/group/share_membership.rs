@@ -76,6 +76,15 @@ impl ShareMembership {
         self.members.iter().map(|m| m.id.as_str())
     }
 
+    /// Each member's id, epoch, subscribed topics and last assignment.
+    pub(crate) fn members(
+        &self,
+    ) -> impl Iterator<Item = (&str, i32, &[String], &ShareAssignment)> + '_ {
+        self.members
+            .iter()
+            .map(|m| (m.id.as_str(), m.epoch, m.topics.as_slice(), &m.assignment))
+    }
+
     /// Removes members whose session expired.
     pub(crate) fn expire(&mut self, now: Instant) {
         self.members

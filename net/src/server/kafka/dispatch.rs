@@ -164,6 +164,7 @@ async fn serve(
         ApiKey::DescribeGroups => group_admin::describe_groups(kafka, &request).await?,
         ApiKey::DeleteGroups => group_admin::delete_groups(kafka, &request).await?,
         ApiKey::ShareGroupHeartbeat => share::share_group_heartbeat(kafka, &request).await?,
+        ApiKey::ShareGroupDescribe => share::share_group_describe(kafka, &request).await?,
         ApiKey::ShareFetch => share::share_fetch(kafka, client, &request).await?,
         ApiKey::ShareAcknowledge => share::share_acknowledge(kafka, client, &request).await?,
         other => {

@@ -29,7 +29,7 @@ use crate::server::group::{GroupCall, GroupDescription, GroupReturn};
 use crate::server::message::Failure;
 
 /// `authorized_operations` when the client did not ask for them (Kafka's INT32_MIN).
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// Kafka's group type (KIP-848 / KIP-932 names): ringlog's consumer groups use the classic
 /// protocol.

@@ -30,21 +30,26 @@ use kafka_protocol::messages::share_fetch_response::{
 };
 use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{
-    share_acknowledge_response, ShareAcknowledgeRequest, ShareAcknowledgeResponse,
-    ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+    share_acknowledge_response, share_group_describe_response, ShareAcknowledgeRequest,
+    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse, ShareGroupDescribeRequest,
+    ShareGroupDescribeResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringlog_engine::topic::TopicId;
 
-use super::codec::{kafka_topic_id, respond, KafkaError, KafkaRequest, KafkaResponse};
+use super::codec::{kafka_topic_id, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::dispatch::ClientInfo;
 use super::errors::{failure_code, failure_message, group_failure_code};
+use super::group_admin::AUTHORIZED_OPERATIONS_OMITTED;
 use super::groups::{to_coordinator, unexpected_answer};
 use super::{KafkaShard, NODE_ID};
+use crate::message::group::GroupKind;
 use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::server::group::meta::validate_group_name;
 use crate::server::group::share_membership::HEARTBEAT_INTERVAL_MS;
-use crate::server::group::{call, GroupCall, GroupReturn, ShareAckArgs, ShareFetchArgs};
+use crate::server::group::{
+    call, GroupCall, GroupDescription, GroupReturn, ShareAckArgs, ShareFetchArgs,
+};
 use crate::server::latch::Latch;
 use crate::server::message::{Failure, ShardCall, ShardReturn};
 use crate::server::routing::join_all;
@@ -158,6 +163,101 @@ pub(crate) async fn share_group_heartbeat(
             .with_member_epoch(body.member_epoch),
     };
     respond(request, &response)
+}
+
+/// Serves ShareGroupDescribe (`kafka-share-groups --describe`): each share group's state and
+/// members, the heartbeating ones with their epochs, subscriptions and assignments (members
+/// that only fetch, natively, appear with epoch -1 and nothing assigned). A group that does not
+/// exist, or is a consumer group, is GROUP_ID_NOT_FOUND, as from Kafka.
+pub(crate) async fn share_group_describe(
+    kafka: &Rc<KafkaShard>,
+    request: &KafkaRequest,
+) -> Result<KafkaResponse, KafkaError> {
+    let body: ShareGroupDescribeRequest = request.decode_body()?;
+    let mut groups = Vec::with_capacity(body.group_ids.len());
+    for group_id in body.group_ids {
+        let name = group_id.0.to_string();
+        let call = GroupCall::Describe {
+            group: name.clone(),
+        };
+        let described = match to_coordinator(&kafka.shard, &name, call).await {
+            Ok(GroupReturn::Described(result)) => result,
+            Ok(_) => Err(unexpected_answer()),
+            Err(failure) => Err(failure),
+        };
+        let entry = share_group_describe_response::DescribedGroup::default()
+            .with_group_id(group_id)
+            .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        groups.push(match described {
+            Ok(description) if description.kind == GroupKind::Share => {
+                described_share_group(&kafka.shard, entry, description)
+            }
+            Ok(_) => entry
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(str_bytes(format!("{name} is not a share group")))),
+            Err(failure) => entry
+                .with_error_code(group_failure_code(&failure))
+                .with_error_message(failure_message(&failure)),
+        });
+    }
+    respond(
+        request,
+        &ShareGroupDescribeResponse::default().with_groups(groups),
+    )
+}
+
+fn described_share_group(
+    shard: &Shard,
+    entry: share_group_describe_response::DescribedGroup,
+    description: GroupDescription,
+) -> share_group_describe_response::DescribedGroup {
+    use share_group_describe_response::{Member, TopicPartitions};
+    let epoch = description
+        .members
+        .iter()
+        .filter_map(|m| m.share_heartbeat.as_ref().map(|(epoch, _)| *epoch))
+        .max()
+        .unwrap_or(0);
+    let members = description
+        .members
+        .into_iter()
+        .map(|member| {
+            let (member_epoch, topics) = member.share_heartbeat.unwrap_or((-1, Vec::new()));
+            let assigned = member
+                .assignment
+                .into_iter()
+                .filter_map(|(topic, partitions)| {
+                    let id = shard.topic(&topic)?.config.id;
+                    Some(
+                        TopicPartitions::default()
+                            .with_topic_id(kafka_topic_id(id))
+                            .with_topic_name(TopicName(str_bytes(topic)))
+                            .with_partitions(partitions.into_iter().map(wire).collect()),
+                    )
+                })
+                .collect();
+            Member::default()
+                .with_member_id(str_bytes(member.member_id))
+                .with_member_epoch(member_epoch)
+                .with_client_id(str_bytes(member.client_id))
+                .with_subscribed_topic_names(
+                    topics
+                        .into_iter()
+                        .map(|t| TopicName(str_bytes(t)))
+                        .collect(),
+                )
+                .with_assignment(
+                    share_group_describe_response::Assignment::default()
+                        .with_topic_partitions(assigned),
+                )
+        })
+        .collect();
+    entry
+        .with_group_state(StrBytes::from_static_str(description.state.name()))
+        .with_group_epoch(epoch)
+        .with_assignment_epoch(epoch)
+        .with_assignor_name(StrBytes::from_static_str("simple"))
+        .with_members(members)
 }
 
 /// A partition a ShareFetch or ShareAcknowledge names, with its acknowledgements.
