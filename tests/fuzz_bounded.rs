@@ -235,6 +235,7 @@ fn kafka_request_body(api: i16, version: i16, body: &[u8]) {
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version),
         ApiKey::DescribeCluster => decode::<DescribeClusterRequest>(body, version),
         ApiKey::OffsetDelete => decode::<OffsetDeleteRequest>(body, version),
+        ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version),
         ApiKey::ShareGroupHeartbeat => decode::<ShareGroupHeartbeatRequest>(body, version),
         ApiKey::ShareGroupDescribe => decode::<ShareGroupDescribeRequest>(body, version),
         ApiKey::ShareFetch => decode::<ShareFetchRequest>(body, version),

@@ -1550,3 +1550,109 @@ fn a_restarted_static_member_keeps_its_partitions_and_fences_the_old_one() {
     let last = join_static(&mut restarted, "sg", &member_id, "instance-a", "static");
     assert_eq!(sync(&mut restarted, "sg", &last), (0, vec![0, 1, 2, 3]));
 }
+
+const FENCED_MEMBER_EPOCH: i16 = 110;
+
+/// ConsumerGroupHeartbeat v1 of member `member` at `epoch`, subscribing to `topics` when
+/// given, owning `owned` partitions of topic id `topic_id` when given.
+fn consumer_beat(
+    kafka: &mut Kafka,
+    member: &str,
+    epoch: i32,
+    topics: Option<&[&str]>,
+    owned: Option<(uuid::Uuid, &[i32])>,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group_id("kip848"))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(topics.map(|t| t.iter().map(|t| topic_name(t)).collect()))
+        .with_topic_partitions(owned.map(|(id, partitions)| {
+            vec![TopicPartitions::default()
+                .with_topic_id(id)
+                .with_partitions(partitions.to_vec())]
+        }));
+    kafka.call(1, &request)
+}
+
+fn assigned_partitions(
+    response: &kafka_protocol::messages::ConsumerGroupHeartbeatResponse,
+) -> Option<Vec<i32>> {
+    response.assignment.as_ref().map(|assignment| {
+        let mut partitions: Vec<i32> = assignment
+            .topic_partitions
+            .iter()
+            .flat_map(|t| t.partitions.clone())
+            .collect();
+        partitions.sort_unstable();
+        partitions
+    })
+}
+
+/// Kafka's consumer group protocol (KIP-848): a partition moves to a new member only once its
+/// owner said it revoked it; commits carry member epochs; a classic member cannot join a group
+/// whose members use it.
+#[test]
+fn consumer_protocol_members_hand_partitions_over_once_revoked() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("moving", 4, &[]), 0);
+    let metadata = kafka.call(
+        12,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+    );
+    let id = metadata.topics[0].topic_id;
+    let a = consumer_beat(&mut kafka, "a", 0, Some(&["moving"]), Some((id, &[])));
+    assert_eq!((a.error_code, a.member_epoch), (0, 1));
+    assert_eq!(assigned_partitions(&a), Some(vec![0, 1, 2, 3]));
+    assert_eq!(a.assignment.unwrap().topic_partitions[0].topic_id, id);
+    let b = consumer_beat(&mut kafka, "b", 0, Some(&["moving"]), Some((id, &[])));
+    assert_eq!(assigned_partitions(&b), Some(vec![]));
+    // a is told to revoke 2 and 3; b gets them only after a says it no longer owns them.
+    let a = consumer_beat(&mut kafka, "a", 1, None, Some((id, &[0, 1, 2, 3])));
+    assert_eq!(
+        (a.member_epoch, assigned_partitions(&a)),
+        (1, Some(vec![0, 1]))
+    );
+    let b = consumer_beat(&mut kafka, "b", 1, None, None);
+    assert_eq!(assigned_partitions(&b), None, "2 and 3 are still a's");
+    // a commits what it is giving up, with its epoch, and revokes.
+    let commits = commit_as(&mut kafka, "kip848", (1, "a"), "moving", &[(3, 7, None)]);
+    assert_eq!(commits, [0]);
+    consumer_beat(&mut kafka, "a", 1, None, Some((id, &[0, 1])));
+    let b = consumer_beat(&mut kafka, "b", 1, None, None);
+    assert_eq!(
+        (b.member_epoch, assigned_partitions(&b)),
+        (2, Some(vec![2, 3]))
+    );
+    let refused = commit_as(&mut kafka, "kip848", (1, "a"), "moving", &[(3, 8, None)]);
+    assert_eq!(refused, [ILLEGAL_GENERATION], "3 is b's now");
+    assert_eq!(
+        commit_as(&mut kafka, "kip848", (2, "b"), "moving", &[(3, 8, None)]),
+        [0]
+    );
+    assert_eq!(
+        consumer_beat(&mut kafka, "b", 9, None, None).error_code,
+        FENCED_MEMBER_EPOCH
+    );
+    // A classic member is refused while the group uses the consumer protocol.
+    let classic = join(&mut kafka, "kip848", "", "moving");
+    assert_eq!(classic.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    // b leaves; a gets every partition back under a new epoch.
+    assert_eq!(
+        consumer_beat(&mut kafka, "b", -1, None, None).member_epoch,
+        -1
+    );
+    let a = consumer_beat(&mut kafka, "a", 1, None, Some((id, &[0, 1])));
+    assert_eq!(
+        (a.member_epoch, assigned_partitions(&a)),
+        (2, Some(vec![0, 1, 2, 3]))
+    );
+    assert_eq!(
+        committed_v7(&mut kafka, "kip848", "moving", &[3]),
+        [(3, 8, 0)]
+    );
+}

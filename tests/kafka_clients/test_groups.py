@@ -249,6 +249,83 @@ def test_static_member_restarting_keeps_its_partitions(server):
                 consumer.close()
 
 
+def consumer_protocol_member(server, group, topic):
+    """A member using Kafka's consumer group protocol (KIP-848): heartbeats, no rebalances."""
+    consumer = Consumer({
+        "bootstrap.servers": server.bootstrap,
+        "group.id": group,
+        "group.protocol": "consumer",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    return consumer
+
+
+def test_consumer_group_protocol_members_split_hand_over_and_commit(server):
+    """group.protocol=consumer (ConsumerGroupHeartbeat): two members split the partitions
+    without a partition ever held by both, commit with their member epochs, and the one left
+    takes every partition when the other leaves; a classic member cannot join meanwhile."""
+    topic = create_topic(server, PARTITIONS, prefix="kip848")
+    first = consumer_protocol_member(server, "kip848-group", topic)
+    second = consumer_protocol_member(server, "kip848-group", topic)
+    classic = None
+    try:
+        seen_first, seen_second = [], []
+
+        def split():
+            poll_into(first, seen_first)
+            poll_into(second, seen_second)
+            assert set(assigned(first)).isdisjoint(assigned(second)), \
+                f"first {assigned(first)}, second {assigned(second)}"
+            return len(assigned(first)) == 2 and len(assigned(second)) == 2
+
+        wait_until(split, what="two members with two partitions each")
+        fill(server, topic, 400)
+
+        def everything_read():
+            split()
+            return len(seen_first) + len(seen_second) >= 400
+
+        wait_until(everything_read, what="all 400 records")
+        assert sorted(value for _, _, value in seen_first + seen_second) == list(range(400))
+        assert {p for p, _, _ in seen_first} == set(assigned(first))
+        assert {p for p, _, _ in seen_second} == set(assigned(second))
+        for consumer in (first, second):
+            consumer.commit(asynchronous=False)
+        # A classic member is refused while the group's members use the other protocol.
+        classic = rdkafka_member(server, "kip848-group", topic)
+        errors = []
+
+        def refused():
+            message = classic.poll(0.1)
+            if message is not None and message.error() is not None:
+                errors.append(message.error())
+            return errors
+
+        wait_until(refused, what="the classic member to be refused")
+        second.close()
+        wait_until(lambda: poll_into(first, seen_first) or assigned(first) == list(range(PARTITIONS)),
+                   what="the remaining member to take every partition")
+    finally:
+        for consumer in (first, second, classic):
+            if consumer is not None:
+                with contextlib.suppress(RuntimeError):  # Already closed.
+                    consumer.close()
+    # Every record committed: a new member of the group reads none of them again.
+    again = consumer_protocol_member(server, "kip848-group", topic)
+    try:
+        extra = []
+        wait_until(lambda: poll_into(again, extra) or len(assigned(again)) == PARTITIONS,
+                   what="the new member's assignment")
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            poll_into(again, extra)
+        assert extra == []
+    finally:
+        again.close()
+
+
 class KafkaPythonMember(threading.Thread):
     """A kafka-python group member polling in its own thread, as applications run them (its
     rebalance completes inside poll only when poll runs while the other members rejoin)."""

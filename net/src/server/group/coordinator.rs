@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::reactor::{self, time};
 
+use super::consumer_membership::{self, ConsumerBeat, ConsumerBeatAnswer};
 use super::membership::{is_cooperative, Join, JoinOutcome, MemberRef, StaleGeneration};
 use super::meta::{self, ShareConfig};
 use super::share_membership::{self, ShareAssignment, ShareBeat, ShareBeatAnswer};
@@ -52,6 +53,15 @@ const PROTOCOL_NAME_BYTES_MAX: usize = 255;
 /// answers INVALID_SESSION_TIMEOUT before calling it otherwise.
 pub(crate) fn session_timeout_accepted(session_timeout_ms: u32) -> bool {
     (SESSION_TIMEOUT_MS_MIN..=TIMEOUT_MS_MAX).contains(&session_timeout_ms)
+}
+
+/// A member refused because the group's members use the other group protocol: ringlog does
+/// not convert a group between them while it has members.
+fn other_protocol(name: &str, protocol: &str) -> Failure {
+    Failure::new(
+        ErrorCode::InvalidGroupKind,
+        format!("the members of {name} use {protocol}; a group's members all use one"),
+    )
 }
 
 fn unknown_group(name: &str) -> Failure {
@@ -266,6 +276,10 @@ async fn run_reaper(shard: Rc<Shard>) {
                 tracing::info!(group = %group.name, "member session expired; rebalancing");
                 group.changed.notify();
             }
+            if group.consumer_members.borrow_mut().expire(now) {
+                tracing::info!(group = %group.name,
+                    "consumer protocol member removed (session expired, or it did not revoke)");
+            }
             try_complete(&shard, &group, now);
         }
     }
@@ -313,6 +327,12 @@ pub(super) async fn join(shard: &Rc<Shard>, args: JoinArgs) -> Result<Joined, Fa
     meta::validate_group_name(&args.group)?;
     check_join(&args)?;
     let group = get_or_create_idle(shard, &args.group, GroupKind::Consumer).await?;
+    if group.uses_consumer_protocol() {
+        return Err(other_protocol(
+            &args.group,
+            "the consumer group protocol (KIP-848)",
+        ));
+    }
     if !args.protocol.is_empty() && *group.protocol.borrow() != args.protocol {
         *group.protocol.borrow_mut() = args.protocol.clone();
     }
@@ -493,13 +513,13 @@ pub(super) async fn commit(
     let member_id = member.member_id.as_str();
     // Generation -1 commits from outside group management (an assign() consumer, an admin
     // tool): accepted while the group has no members, member id or not, as Kafka does.
-    let has_members = existing(shard, name, GroupKind::Consumer)
-        .is_ok_and(|group| !group.membership.borrow().is_empty());
+    let has_members =
+        existing(shard, name, GroupKind::Consumer).is_ok_and(|group| group.has_members());
     let standalone = generation < 0 && (member_id.is_empty() || !has_members);
     let member_id = if standalone { "" } else { member_id };
     let group = if standalone {
         let group = get_or_create_idle(shard, name, GroupKind::Consumer).await?;
-        if !group.membership.borrow().is_empty() {
+        if group.has_members() {
             return Err(Failure::new(
                 ErrorCode::GroupNotEmpty,
                 format!("{name} has members; only they may commit"),
@@ -508,10 +528,21 @@ pub(super) async fn commit(
         group
     } else {
         let group = existing(shard, name, GroupKind::Consumer)?;
-        group
-            .membership
-            .borrow_mut()
-            .check_committer(member, generation, stale, Instant::now())?;
+        if group.uses_consumer_protocol() {
+            // The generation field carries the member's epoch (KIP-848).
+            group.consumer_members.borrow_mut().check_committer(
+                member_id,
+                generation,
+                Instant::now(),
+            )?;
+        } else {
+            group.membership.borrow_mut().check_committer(
+                member,
+                generation,
+                stale,
+                Instant::now(),
+            )?;
+        }
         group
     };
     // In use: a group that only ever commits (manual assignment) is not idle.
@@ -590,7 +621,7 @@ fn check_commit(
             format!("offset {offset} is negative"),
         ));
     }
-    if !member_id.is_empty() && !group.membership.borrow().owns(member_id, topic, partition) {
+    if !member_id.is_empty() && !group.owns(member_id, topic, partition) {
         return Err(Failure::new(
             ErrorCode::NotAssigned,
             format!("{topic}/{partition} is not assigned to {member_id}"),
@@ -657,7 +688,7 @@ pub(super) async fn delete_offsets(
             .collect();
         Ok(vec![(topic.to_string(), outcomes)])
     };
-    if group.membership.borrow().subscribes(topic) {
+    if group.subscribes(topic) {
         return refuse_all(Failure::new(
             ErrorCode::GroupSubscribedToTopic,
             format!("members of {name} subscribe to {topic}"),
@@ -786,7 +817,23 @@ async fn load_offsets(
 pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescription, Failure> {
     let group = live(shard, name)?;
     if group.kind == GroupKind::Consumer {
-        let (state, generation, members) = {
+        let (state, generation, members) = if group.uses_consumer_protocol() {
+            // Members of the consumer group protocol: no generations, each its own epoch
+            // (the group's is the newest).
+            let consumers = group.consumer_members.borrow();
+            let members: Vec<MemberInfo> = consumers
+                .members()
+                .map(|(id, _, assignment)| MemberInfo {
+                    member_id: id.to_string(),
+                    instance_id: None,
+                    client_id: String::new(),
+                    assignment,
+                    share_heartbeat: None,
+                })
+                .collect();
+            let epoch = consumers.members().map(|(_, epoch, _)| epoch).max();
+            (GroupState::Stable, epoch.unwrap_or(0), members)
+        } else {
             let membership = group.membership.borrow();
             let members = membership
                 .members()
@@ -927,7 +974,9 @@ async fn delete_quiet(shard: &Rc<Shard>, group: &Rc<Group>) -> Result<(), Failur
         return Err(unknown_group(name));
     }
     let members = match group.kind {
-        GroupKind::Consumer => group.membership.borrow().members().len(),
+        GroupKind::Consumer => {
+            group.membership.borrow().members().len() + group.consumer_members.borrow().len()
+        }
         GroupKind::Share => share_members(shard, group).await?.1.len(),
     };
     if members > 0 {
@@ -976,7 +1025,7 @@ pub(crate) async fn expire_idle_groups(shard: Rc<Shard>) {
                 continue;
             }
             let empty = match group.kind {
-                GroupKind::Consumer => group.membership.borrow().is_empty(),
+                GroupKind::Consumer => !group.has_members(),
                 GroupKind::Share => share_members(&shard, &group)
                     .await
                     .is_ok_and(|(_, members)| members.is_empty()),
@@ -1036,7 +1085,7 @@ pub(super) async fn reset(
     if group.lifecycle.get() != Lifecycle::Ready {
         return Err(unknown_group(name));
     }
-    if !group.membership.borrow().is_empty() {
+    if group.has_members() {
         return Err(Failure::new(
             ErrorCode::GroupNotEmpty,
             format!("{name} has members; stop them before resetting its offsets"),
@@ -1223,6 +1272,45 @@ pub(super) async fn share_heartbeat(
         Instant::now(),
         shard.groups.members_max,
         assign,
+    );
+    answer
+}
+
+/// ConsumerGroupHeartbeat of a member using Kafka's consumer group protocol (KIP-848): joins,
+/// heartbeats or leaves the consumer group (created when missing), which must have no classic
+/// members; see [`super::consumer_membership`].
+pub(super) async fn consumer_heartbeat(
+    shard: &Rc<Shard>,
+    name: &str,
+    beat: ConsumerBeat<'_>,
+) -> Result<ConsumerBeatAnswer, Failure> {
+    meta::validate_group_name(name)?;
+    if let Some(topics) = &beat.topics {
+        for topic in topics {
+            ringlog_engine::topic::validate_name(topic)
+                .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
+        }
+    }
+    let leaving = matches!(
+        beat.epoch,
+        consumer_membership::LEAVE_EPOCH | consumer_membership::STATIC_LEAVE_EPOCH
+    );
+    let group = if leaving {
+        existing(shard, name, GroupKind::Consumer)?
+    } else {
+        get_or_create_idle(shard, name, GroupKind::Consumer).await?
+    };
+    if !group.membership.borrow().is_empty() {
+        return Err(other_protocol(name, "the classic group protocol"));
+    }
+    ensure_reaper(shard);
+    group.empty_since.set(None);
+    let partitions_of = |topic: &str| shard.topic(topic).map(|entry| entry.config.partitions);
+    let answer = group.consumer_members.borrow_mut().beat(
+        beat,
+        Instant::now(),
+        shard.groups.members_max,
+        partitions_of,
     );
     answer
 }

@@ -17,6 +17,7 @@
 
 pub(crate) mod assignor;
 pub(crate) mod commit_metadata;
+pub(crate) mod consumer_membership;
 mod coordinator;
 pub(crate) mod handlers;
 pub(crate) mod membership;
@@ -37,6 +38,7 @@ use ringlog_engine::log::PartitionLog;
 
 use self::assignor::TopicAssignment;
 use self::commit_metadata::CommitMetadata;
+use self::consumer_membership::{ConsumerBeat, ConsumerBeatAnswer, ConsumerMembership};
 use self::membership::{MemberRef, Membership, StaleGeneration};
 use self::meta::{GroupMeta, ShareConfig};
 use self::partition_state::PartitionGroups;
@@ -61,6 +63,9 @@ pub(crate) struct Group {
     pub(crate) membership: RefCell<Membership>,
     /// Members that heartbeat (share groups' Kafka members).
     pub(crate) share_members: RefCell<ShareMembership>,
+    /// Members using Kafka's consumer group protocol (KIP-848), in a consumer group without
+    /// classic members.
+    pub(crate) consumer_members: RefCell<ConsumerMembership>,
     /// Configuration (share groups).
     pub(crate) share: RefCell<Rc<ShareConfig>>,
     /// Wakes JoinGroup calls waiting for a rebalance, and configuration changes waiting for
@@ -301,6 +306,16 @@ pub(crate) enum GroupCall {
         to: ResetTo,
     },
     Configure(ConfigureArgs),
+    /// ConsumerGroupHeartbeat of a member using Kafka's consumer group protocol (creates the
+    /// group when missing).
+    ConsumerHeartbeat {
+        group: String,
+        member_id: String,
+        epoch: i32,
+        topics: Option<Vec<String>>,
+        owned: Option<Vec<TopicAssignment>>,
+        rebalance_timeout_ms: u32,
+    },
     /// ShareGroupHeartbeat of a Kafka share member (creates the share group when missing).
     ShareHeartbeat {
         group: String,
@@ -370,6 +385,7 @@ pub(crate) enum GroupReturn {
     ShareFetched(Result<ShareFetched, Failure>),
     Acked(Result<Vec<AckResult>, Failure>),
     ShareBeat(Result<ShareBeatAnswer, Failure>),
+    ConsumerBeat(Result<ConsumerBeatAnswer, Failure>),
 }
 
 /// Group state of one shard.
@@ -461,6 +477,7 @@ impl GroupShard {
     pub(crate) fn topic_deleted(&self, topic: &str) {
         for group in self.groups.borrow().values() {
             group.membership.borrow_mut().revoke_topic(topic);
+            group.consumer_members.borrow_mut().forget_topic(topic);
         }
         self.topic_changed(topic);
     }
@@ -633,6 +650,7 @@ impl Group {
             kind,
             membership: RefCell::new(Membership::default()),
             share_members: RefCell::new(ShareMembership::default()),
+            consumer_members: RefCell::new(ConsumerMembership::default()),
             share: RefCell::new(share),
             changed: Signal::default(),
             busy: Cell::new(false),
@@ -640,6 +658,33 @@ impl Group {
             empty_since: Cell::new(None),
             protocol: RefCell::new(String::new()),
         }
+    }
+
+    /// Whether the consumer group has members, of either protocol.
+    pub(crate) fn has_members(&self) -> bool {
+        !self.membership.borrow().is_empty() || !self.consumer_members.borrow().is_empty()
+    }
+
+    /// Whether the group's members use Kafka's consumer group protocol (KIP-848).
+    pub(crate) fn uses_consumer_protocol(&self) -> bool {
+        !self.consumer_members.borrow().is_empty()
+    }
+
+    /// Whether `member_id` may commit `topic`/`partition` (its protocol's rule).
+    pub(crate) fn owns(&self, member_id: &str, topic: &str, partition: u32) -> bool {
+        if self.uses_consumer_protocol() {
+            self.consumer_members
+                .borrow()
+                .owns(member_id, topic, partition)
+        } else {
+            self.membership.borrow().owns(member_id, topic, partition)
+        }
+    }
+
+    /// Whether a member of either protocol subscribes to `topic`.
+    pub(crate) fn subscribes(&self, topic: &str) -> bool {
+        self.membership.borrow().subscribes(topic)
+            || self.consumer_members.borrow().subscribes(topic)
     }
 
     /// The durable description.
@@ -691,6 +736,29 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
             to,
         } => R::Reset(coordinator::reset(shard, &group, &topic, partitions, to).await),
         C::Configure(args) => R::Config(coordinator::configure(shard, args).await),
+        C::ConsumerHeartbeat {
+            group,
+            member_id,
+            epoch,
+            topics,
+            owned,
+            rebalance_timeout_ms,
+        } => R::ConsumerBeat(
+            coordinator::consumer_heartbeat(
+                shard,
+                &group,
+                ConsumerBeat {
+                    member_id: &member_id,
+                    epoch,
+                    topics,
+                    owned,
+                    rebalance_timeout: std::time::Duration::from_millis(u64::from(
+                        rebalance_timeout_ms,
+                    )),
+                },
+            )
+            .await,
+        ),
         C::ShareHeartbeat {
             group,
             member_id,

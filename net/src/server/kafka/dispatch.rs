@@ -15,7 +15,8 @@ use kafka_protocol::protocol::Decodable;
 
 use super::codec::{encode_response, KafkaError, KafkaRequest, KafkaResponse};
 use super::{
-    cluster, fetch, group_admin, groups, offsets, produce, share, topics, versions, KafkaShard,
+    cluster, consumer_protocol, fetch, group_admin, groups, offsets, produce, share, topics,
+    versions, KafkaShard,
 };
 use crate::server::latch::Latch;
 
@@ -163,6 +164,9 @@ async fn serve(
         ApiKey::ListGroups => group_admin::list_groups(kafka, &request).await?,
         ApiKey::DescribeGroups => group_admin::describe_groups(kafka, &request).await?,
         ApiKey::DeleteGroups => group_admin::delete_groups(kafka, &request).await?,
+        ApiKey::ConsumerGroupHeartbeat => {
+            consumer_protocol::consumer_group_heartbeat(kafka, &request).await?
+        }
         ApiKey::ShareGroupHeartbeat => share::share_group_heartbeat(kafka, &request).await?,
         ApiKey::ShareGroupDescribe => share::share_group_describe(kafka, &request).await?,
         ApiKey::ShareFetch => share::share_fetch(kafka, client, &request).await?,

@@ -25,6 +25,7 @@
 mod cluster;
 mod codec;
 mod connection;
+mod consumer_protocol;
 mod dispatch;
 mod errors;
 mod fetch;

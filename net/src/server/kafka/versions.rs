@@ -51,6 +51,7 @@ pub(crate) const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ShareGroupHeartbeat, 1, 1),
     range(ApiKey::ShareGroupDescribe, 1, 1),
     range(ApiKey::ShareFetch, 1, 1),
