@@ -4,6 +4,11 @@
 //!   group's membership (consumer groups) and configuration (share groups), and it alone writes
 //!   the group's file ([`meta`]). Every shard keeps a copy of every share group's
 //!   configuration, which coordinators send to all shards when it changes.
+//! - Membership comes in three kinds, all in memory on the coordinator: the classic protocol's
+//!   generations and rebalances ([`membership`], native and Kafka JoinGroup members), Kafka's
+//!   consumer group protocol ([`consumer_membership`], KIP-848 heartbeats; a group's members
+//!   use one or the other), and share groups' heartbeating Kafka members
+//!   ([`share_membership`]; native share members need none).
 //! - Committed offsets and share-partition state live on the shard that owns the partition, in
 //!   the partition directory ([`partition_state`]), so the owner never waits for another core
 //!   to serve a fetch, and a commit or an acknowledgement is durable on the owner before it is
