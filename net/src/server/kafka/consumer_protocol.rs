@@ -46,17 +46,22 @@ pub(crate) async fn consumer_group_heartbeat(
     }
     let shard = &kafka.shard;
     let group = body.group_id.0.to_string();
-    // Owned partitions name topics by id; those of topics gone are owned no more.
+    // Owned partitions name topics by id; those of topics gone, and partitions a topic does
+    // not have, are owned by no one (and not kept: a claim is bounded by the topics).
     let owned = body.topic_partitions.as_ref().map(|topics| {
         topics
             .iter()
             .filter_map(|topic| {
                 let name = shard.topic_name(TopicId(topic.topic_id.as_u128()))?;
-                let partitions = topic
+                let count = shard.topic(&name)?.config.partitions;
+                let mut partitions: Vec<u32> = topic
                     .partitions
                     .iter()
                     .filter_map(|p| u32::try_from(*p).ok())
+                    .filter(|p| *p < count)
                     .collect();
+                partitions.sort_unstable();
+                partitions.dedup();
                 Some((name, partitions))
             })
             .collect::<Vec<TopicAssignment>>()
