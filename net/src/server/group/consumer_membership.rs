@@ -142,20 +142,7 @@ impl ConsumerMembership {
         members_max: usize,
         partitions_of: impl Fn(&str) -> Option<u32>,
     ) -> Result<ConsumerBeatAnswer, Failure> {
-        if beat.member_id.is_empty() || beat.member_id.len() > MEMBER_ID_BYTES_MAX {
-            return Err(invalid(format!(
-                "a member id has 1 to {MEMBER_ID_BYTES_MAX} bytes (the client makes it)"
-            )));
-        }
-        if beat
-            .topics
-            .as_ref()
-            .is_some_and(|t| t.len() > SUBSCRIBED_TOPICS_MAX)
-        {
-            return Err(invalid(format!(
-                "a member subscribes to at most {SUBSCRIBED_TOPICS_MAX} topics"
-            )));
-        }
+        check_beat(beat.member_id, beat.topics.as_deref())?;
         self.expire(now);
         let found = self.members.iter().position(|m| m.id == beat.member_id);
         let index = match (beat.epoch, found) {
@@ -361,6 +348,22 @@ fn grouped(partitions: &Partitions) -> Vec<TopicAssignment> {
         }
     }
     out
+}
+
+/// Checks what a heartbeat of either kind (consumer protocol, share group) brings to keep: a
+/// member id its client made, of 1 to 255 bytes, and at most 1,000 subscribed topics.
+pub(crate) fn check_beat(member_id: &str, topics: Option<&[String]>) -> Result<(), Failure> {
+    if member_id.is_empty() || member_id.len() > MEMBER_ID_BYTES_MAX {
+        return Err(invalid(format!(
+            "a member id has 1 to {MEMBER_ID_BYTES_MAX} bytes (the client makes it)"
+        )));
+    }
+    if topics.is_some_and(|t| t.len() > SUBSCRIBED_TOPICS_MAX) {
+        return Err(invalid(format!(
+            "a member subscribes to at most {SUBSCRIBED_TOPICS_MAX} topics"
+        )));
+    }
+    Ok(())
 }
 
 fn invalid(message: String) -> Failure {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use ringlog_engine::topic::TopicId;
 
+use super::consumer_membership::check_beat;
 use crate::error_code::ErrorCode;
 use crate::server::message::Failure;
 
@@ -25,10 +26,6 @@ use crate::server::message::Failure;
 pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often members are asked to heartbeat (Kafka's `group.share.heartbeat.interval.ms`).
 pub(crate) const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
-/// Longest member id accepted (kept while the member is in the group).
-const MEMBER_ID_BYTES_MAX: usize = 255;
-/// Most topics one member may subscribe to.
-const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
 
 /// Epoch a member sends to join, and to leave.
 pub(crate) const JOIN_EPOCH: i32 = 0;
@@ -99,20 +96,7 @@ impl ShareMembership {
         members_max: usize,
         assign: impl Fn(&[String]) -> ShareAssignment,
     ) -> Result<ShareBeatAnswer, Failure> {
-        if beat.member_id.is_empty() || beat.member_id.len() > MEMBER_ID_BYTES_MAX {
-            return Err(invalid(format!(
-                "a share member id has 1 to {MEMBER_ID_BYTES_MAX} bytes (the client makes it)"
-            )));
-        }
-        if beat
-            .topics
-            .as_ref()
-            .is_some_and(|t| t.len() > SUBSCRIBED_TOPICS_MAX)
-        {
-            return Err(invalid(format!(
-                "a member subscribes to at most {SUBSCRIBED_TOPICS_MAX} topics"
-            )));
-        }
+        check_beat(beat.member_id, beat.topics.as_deref())?;
         self.expire(now);
         let index = self.members.iter().position(|m| m.id == beat.member_id);
         match (beat.epoch, index) {
