@@ -1641,6 +1641,16 @@ fn consumer_protocol_members_hand_partitions_over_once_revoked() {
     // A classic member is refused while the group uses the consumer protocol.
     let classic = join(&mut kafka, "kip848", "", "moving");
     assert_eq!(classic.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    // ListGroups gives the group Kafka's type for it.
+    assert_eq!(
+        listed(&mut kafka, 5, &[], &["consumer"]),
+        [(
+            "kip848".to_string(),
+            "consumer".to_string(),
+            "Stable".to_string(),
+            "consumer".to_string()
+        )]
+    );
     // b leaves; a gets every partition back under a new epoch.
     assert_eq!(
         consumer_beat(&mut kafka, "b", -1, None, None).member_epoch,

@@ -222,6 +222,8 @@ pub(crate) struct GroupListing {
     pub(crate) kind: GroupKind,
     pub(crate) state: GroupState,
     pub(crate) member_count: u32,
+    /// A consumer group whose members use Kafka's consumer group protocol (KIP-848).
+    pub(crate) consumer_protocol: bool,
 }
 
 /// What one shard knows for ListGroups.
@@ -624,12 +626,20 @@ impl GroupShard {
             .values()
             .filter(|group| group.lifecycle.get() != Lifecycle::Deleting)
         {
-            let membership = group.membership.borrow();
+            let listing = if group.uses_consumer_protocol() {
+                // No generations: a group whose members heartbeat is Stable.
+                let members = group.consumer_members.borrow().len();
+                (GroupState::Stable, members, true)
+            } else {
+                let membership = group.membership.borrow();
+                (membership.state(), membership.members().len(), false)
+            };
             coordinated.push(GroupListing {
                 name: group.name.clone(),
                 kind: group.kind,
-                state: membership.state(),
-                member_count: membership.members().len() as u32,
+                state: listing.0,
+                member_count: u32::try_from(listing.1).unwrap_or(u32::MAX),
+                consumer_protocol: listing.2,
             });
         }
         let mut members: HashMap<String, Vec<String>> = HashMap::new();

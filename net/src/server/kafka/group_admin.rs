@@ -31,12 +31,13 @@ use crate::server::message::Failure;
 /// `authorized_operations` when the client did not ask for them (Kafka's INT32_MIN).
 pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// Kafka's group type (KIP-848 / KIP-932 names): ringlog's consumer groups use the classic
-/// protocol.
-fn type_name(kind: GroupKind) -> &'static str {
-    match kind {
-        GroupKind::Consumer => "classic",
-        GroupKind::Share => "share",
+/// Kafka's group type (KIP-848 / KIP-932 names): `consumer` for a consumer group whose members
+/// use the consumer group protocol, `classic` for the others.
+fn type_name(kind: GroupKind, consumer_protocol: bool) -> &'static str {
+    match (kind, consumer_protocol) {
+        (GroupKind::Consumer, false) => "classic",
+        (GroupKind::Consumer, true) => "consumer",
+        (GroupKind::Share, _) => "share",
     }
 }
 
@@ -64,13 +65,16 @@ pub(crate) async fn list_groups(
             let groups = listings
                 .into_iter()
                 .filter(|l| passes(&body.states_filter, l.state.name()))
-                .filter(|l| passes(&body.types_filter, type_name(l.kind)))
+                .filter(|l| passes(&body.types_filter, type_name(l.kind, l.consumer_protocol)))
                 .map(|l| {
                     ListedGroup::default()
                         .with_group_id(GroupId(str_bytes(l.name)))
                         .with_protocol_type(StrBytes::from_static_str(protocol_type(l.kind)))
                         .with_group_state(StrBytes::from_static_str(l.state.name()))
-                        .with_group_type(StrBytes::from_static_str(type_name(l.kind)))
+                        .with_group_type(StrBytes::from_static_str(type_name(
+                            l.kind,
+                            l.consumer_protocol,
+                        )))
                 })
                 .collect();
             ListGroupsResponse::default().with_groups(groups)
