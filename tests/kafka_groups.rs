@@ -183,6 +183,18 @@ fn commit(
 fn commit_as(
     kafka: &mut Kafka,
     group: &str,
+    member: (i32, &str),
+    topic: &str,
+    partitions: &[(i32, i64, Option<&str>)],
+) -> Vec<i16> {
+    commit_at(kafka, 8, group, member, topic, partitions)
+}
+
+/// [`commit_as`] at OffsetCommit `version`.
+fn commit_at(
+    kafka: &mut Kafka,
+    version: i16,
+    group: &str,
     (generation, member_id): (i32, &str),
     topic: &str,
     partitions: &[(i32, i64, Option<&str>)],
@@ -206,7 +218,7 @@ fn commit_as(
                     })
                     .collect(),
             )]);
-    let response = kafka.call(8, &request);
+    let response = kafka.call(version, &request);
     response.topics[0]
         .partitions
         .iter()
@@ -1638,6 +1650,23 @@ fn consumer_protocol_members_hand_partitions_over_once_revoked() {
         consumer_beat(&mut kafka, "b", 9, None, None).error_code,
         FENCED_MEMBER_EPOCH
     );
+    // OffsetCommit v9, the protocol's own: a stale epoch is STALE_MEMBER_EPOCH, an unknown
+    // group GROUP_ID_NOT_FOUND.
+    let stale = commit_at(&mut kafka, 9, "kip848", (7, "b"), "moving", &[(3, 9, None)]);
+    assert_eq!(stale, [113], "STALE_MEMBER_EPOCH");
+    let gone = commit_at(
+        &mut kafka,
+        9,
+        "no-such",
+        (3, "b"),
+        "moving",
+        &[(3, 9, None)],
+    );
+    assert_eq!(gone, [GROUP_ID_NOT_FOUND]);
+    assert_eq!(
+        commit_at(&mut kafka, 9, "kip848", (2, "b"), "moving", &[(3, 9, None)]),
+        [0]
+    );
     // A classic member is refused while the group uses the consumer protocol.
     let classic = join(&mut kafka, "kip848", "", "moving");
     assert_eq!(classic.error_code, INCONSISTENT_GROUP_PROTOCOL);
@@ -1663,6 +1692,6 @@ fn consumer_protocol_members_hand_partitions_over_once_revoked() {
     );
     assert_eq!(
         committed_v7(&mut kafka, "kip848", "moving", &[3]),
-        [(3, 8, 0)]
+        [(3, 9, 0)]
     );
 }

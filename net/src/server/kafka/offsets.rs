@@ -80,7 +80,7 @@ pub(crate) async fn offset_commit(
         Ok(_) => Err(unexpected_answer()),
         Err(failure) => Err(failure),
     };
-    let codes = CommitCodes::of(&results, generation);
+    let codes = CommitCodes::of(&results, generation, request.version());
     let response_topics = body
         .topics
         .iter()
@@ -128,14 +128,28 @@ enum CommitCodes<'a> {
 }
 
 impl<'a> CommitCodes<'a> {
-    fn of(results: &'a Result<group::CommitResults, Failure>, generation: i32) -> CommitCodes<'a> {
+    fn of(
+        results: &'a Result<group::CommitResults, Failure>,
+        generation: i32,
+        version: i16,
+    ) -> CommitCodes<'a> {
         let results = match results {
             Ok(results) => results,
             // A generation of a group the coordinator does not have comes from a generation
-            // it no longer knows: ILLEGAL_GENERATION, as Kafka answers up to OffsetCommit v8
-            // (GROUP_ID_NOT_FOUND from v9, which is not served). Kafka's client rejoins.
+            // it no longer knows: ILLEGAL_GENERATION, as Kafka answers up to OffsetCommit v8,
+            // GROUP_ID_NOT_FOUND from v9. Kafka's client rejoins.
             Err(failure) if failure.code == ErrorCode::UnknownGroup && generation >= 0 => {
-                return CommitCodes::All(ResponseError::IllegalGeneration.code())
+                let error = if version >= 9 {
+                    ResponseError::GroupIdNotFound
+                } else {
+                    ResponseError::IllegalGeneration
+                };
+                return CommitCodes::All(error.code());
+            }
+            // From v9 (the consumer group protocol's) an epoch other than the member's is
+            // STALE_MEMBER_EPOCH: its client commits again once its heartbeat caught up.
+            Err(failure) if failure.code == ErrorCode::NotAssigned && version >= 9 => {
+                return CommitCodes::All(ResponseError::StaleMemberEpoch.code())
             }
             Err(failure) => return CommitCodes::All(member_failure_code(failure)),
         };

@@ -1,8 +1,8 @@
 //! The Kafka apis and versions this server serves: exactly what ApiVersions advertises.
 //!
-//! Ranges stop before versions that need what ringlog does not have: fetches and produces by
-//! topic id (Fetch 13+, Produce 13+), transactions v2 (Produce 12, InitProducerId 5), the KIP-848 consumer protocol
-//! (OffsetCommit 9+, OffsetFetch 9+), share and transaction coordinators (FindCoordinator 5+)
+//! Ranges stop before versions that need what ringlog does not have: topic ids in place of
+//! names (Fetch 13+, Produce 13+, OffsetCommit 10+, OffsetFetch 10+), transactions v2
+//! (Produce 12, InitProducerId 5), share and transaction coordinators (FindCoordinator 5+)
 //! and offset lookups by max timestamp (ListOffsets 7+).
 
 use kafka_protocol::messages::ApiKey;
@@ -29,8 +29,8 @@ pub(crate) const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::Fetch, 4, 12),
     range(ApiKey::ListOffsets, 1, 6),
     range(ApiKey::Metadata, 0, 12),
-    range(ApiKey::OffsetCommit, 2, 8),
-    range(ApiKey::OffsetFetch, 1, 8),
+    range(ApiKey::OffsetCommit, 2, 9),
+    range(ApiKey::OffsetFetch, 1, 9),
     range(ApiKey::FindCoordinator, 0, 4),
     range(ApiKey::JoinGroup, 0, 9),
     range(ApiKey::Heartbeat, 0, 4),
