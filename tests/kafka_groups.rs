@@ -1695,3 +1695,35 @@ fn consumer_protocol_members_hand_partitions_over_once_revoked() {
         [(3, 9, 0)]
     );
 }
+
+/// ConsumerGroupHeartbeat v0 (Kafka 3.7 to 3.9 clients): a member joins without an id and is
+/// given one, with which it heartbeats on.
+#[test]
+fn a_version_0_consumer_protocol_member_is_given_its_id() {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("given", 2, &[]), 0);
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group_id("v0"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![topic_name("given")]))
+        .with_topic_partitions(Some(vec![]));
+    let joined = kafka.call(0, &join);
+    assert_eq!((joined.error_code, joined.member_epoch), (0, 1));
+    let member_id = joined.member_id.clone().expect("a member id");
+    assert!(!member_id.is_empty());
+    assert_eq!(
+        assigned_partitions(&joined),
+        Some(vec![0, 1]),
+        "the whole topic"
+    );
+    let again = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group_id("v0"))
+        .with_member_id(member_id)
+        .with_member_epoch(1)
+        .with_rebalance_timeout_ms(-1);
+    let beat = kafka.call(0, &again);
+    assert_eq!((beat.error_code, beat.member_epoch), (0, 1));
+}

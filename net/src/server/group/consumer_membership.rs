@@ -7,8 +7,9 @@
 //! current members (as for the classic protocol), and each member is moved towards its target
 //! one heartbeat at a time, never giving a partition to a member while another still owns it:
 //! - a member that holds partitions outside its target is first told its assignment without
-//!   them (its epoch stays); it revokes them and says so in its next heartbeat (the partitions
-//!   it owns);
+//!   them (its epoch stays); they stay its own, as being revoked, until a heartbeat of it lists
+//!   the partitions it owns without them (what a member says it owns counts only within what
+//!   it was given: a claim cannot take another member's partitions);
 //! - a member whose assignment lacks partitions of its target gets those no other member holds
 //!   or still owns, under a new epoch.
 //!
@@ -37,6 +38,8 @@ const MEMBER_ID_BYTES_MAX: usize = 255;
 const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
 /// Longest time a member may take to revoke partitions (longer rebalance timeouts are cut).
 const REBALANCE_TIMEOUT_MAX: Duration = Duration::from_secs(3_600);
+/// A joining member's rebalance timeout when it names none (Kafka's `max.poll.interval.ms`).
+const REBALANCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
 
 /// Epochs with a meaning of their own in a heartbeat.
 pub(crate) const JOIN_EPOCH: i32 = 0;
@@ -53,8 +56,8 @@ struct Member {
     topics: Vec<String>,
     /// What the member was last told it may own.
     assigned: Partitions,
-    /// What it last said it owns.
-    owned: Partitions,
+    /// Partitions taken out of its assignment that it has not yet said it gave up.
+    revoking: Partitions,
     rebalance_timeout: Duration,
     /// Set while the member has partitions to revoke: it is removed past this.
     revoke_by: Option<Instant>,
@@ -70,7 +73,9 @@ pub(crate) struct ConsumerBeat<'a> {
     pub(crate) topics: Option<Vec<String>>,
     /// The partitions the member owns, when it says (at join, and when they change).
     pub(crate) owned: Option<Vec<TopicAssignment>>,
-    pub(crate) rebalance_timeout: Duration,
+    /// How long it may take to revoke partitions, when it says (clients send it at join and
+    /// -1, unchanged, afterwards).
+    pub(crate) rebalance_timeout: Option<Duration>,
 }
 
 /// A heartbeat's answer.
@@ -111,7 +116,7 @@ impl ConsumerMembership {
     pub(crate) fn forget_topic(&mut self, topic: &str) {
         for member in &mut self.members {
             member.assigned.retain(|(t, _)| t != topic);
-            member.owned.retain(|(t, _)| t != topic);
+            member.revoking.retain(|(t, _)| t != topic);
         }
     }
 
@@ -158,6 +163,7 @@ impl ConsumerMembership {
             (JOIN_EPOCH, Some(index)) => {
                 // Joining again, the member has given up whatever it held.
                 self.members[index].assigned.clear();
+                self.members[index].revoking.clear();
                 index
             }
             (JOIN_EPOCH, None) => {
@@ -178,8 +184,8 @@ impl ConsumerMembership {
                     previous_epoch: 0,
                     topics: Vec::new(),
                     assigned: Partitions::new(),
-                    owned: Partitions::new(),
-                    rebalance_timeout: Duration::ZERO,
+                    revoking: Partitions::new(),
+                    rebalance_timeout: REBALANCE_TIMEOUT_DEFAULT,
                     revoke_by: None,
                     last_seen: now,
                 });
@@ -195,11 +201,13 @@ impl ConsumerMembership {
                 ))
             }
             (epoch, Some(index)) => {
+                // As Kafka: the epoch before is taken (the answer that gave the newest may be
+                // lost) from a member that says what it owns, all of it within its assignment.
                 let member = &self.members[index];
                 let owned_within = beat
                     .owned
                     .as_ref()
-                    .is_none_or(|owned| flat(owned).iter().all(|p| member.assigned.contains(p)));
+                    .is_some_and(|owned| flat(owned).iter().all(|p| member.assigned.contains(p)));
                 let accepted =
                     epoch == member.epoch || (epoch == member.previous_epoch && owned_within);
                 if !accepted {
@@ -217,16 +225,28 @@ impl ConsumerMembership {
         let rejoined = beat.epoch == JOIN_EPOCH;
         let member = &mut self.members[index];
         member.last_seen = now;
-        member.rebalance_timeout = beat.rebalance_timeout.min(REBALANCE_TIMEOUT_MAX);
+        if let Some(timeout) = beat.rebalance_timeout {
+            member.rebalance_timeout = timeout.min(REBALANCE_TIMEOUT_MAX);
+        }
         if let Some(topics) = beat.topics {
             member.topics = topics;
         }
-        if let Some(owned) = &beat.owned {
-            member.owned = flat(owned);
-        } else if rejoined {
-            member.owned.clear();
+        // What it says it owns releases what it was revoking and no longer lists; a claim
+        // beyond what it was given counts for nothing.
+        let owned = beat.owned.as_deref().map(flat);
+        if let Some(owned) = &owned {
+            member.revoking.retain(|p| owned.contains(p));
         }
-        Ok(self.reconcile(index, rejoined, now, partitions_of))
+        let mut answer = self.reconcile(index, rejoined, now, partitions_of);
+        // A member whose view may differ from the assignment is told it in full: one on an
+        // older epoch (the answer that moved it on was lost), or one listing other partitions.
+        let member = &self.members[index];
+        let view_differs =
+            beat.epoch != member.epoch || owned.is_some_and(|owned| owned != member.assigned);
+        if answer.assignment.is_none() && view_differs {
+            answer.assignment = Some(grouped(&member.assigned));
+        }
+        Ok(answer)
     }
 
     /// Moves member `index` towards its target assignment (see the module docs).
@@ -244,8 +264,8 @@ impl ConsumerMembership {
             // First the member gives up what it must; its epoch stays.
             let kept = member.assigned.intersection(&target).cloned().collect();
             (kept, false)
-        } else if member.owned.iter().any(|p| !member.assigned.contains(p)) {
-            // It still owns partitions it was told to revoke: wait for it.
+        } else if !member.revoking.is_empty() {
+            // It has not yet said it gave up what it was told to revoke: wait for it.
             (member.assigned.clone(), false)
         } else {
             let free: Partitions = target
@@ -259,8 +279,8 @@ impl ConsumerMembership {
             (grown, changed)
         };
         let member = &mut self.members[index];
-        let still_revoking =
-            !revoked.is_empty() || member.owned.iter().any(|p| !assigned.contains(p));
+        member.revoking.extend(revoked);
+        let still_revoking = !member.revoking.is_empty();
         member.revoke_by = if still_revoking {
             member.revoke_by.or(Some(now + member.rebalance_timeout))
         } else {
@@ -289,10 +309,10 @@ impl ConsumerMembership {
         flat(&std::mem::take(&mut all[index]))
     }
 
-    /// Whether a member other than `index` was assigned `partition` or still owns it.
+    /// Whether a member other than `index` was assigned `partition` or is revoking it.
     fn held_by_another(&self, index: usize, partition: &(String, u32)) -> bool {
         self.members.iter().enumerate().any(|(i, m)| {
-            i != index && (m.assigned.contains(partition) || m.owned.contains(partition))
+            i != index && (m.assigned.contains(partition) || m.revoking.contains(partition))
         })
     }
 
@@ -323,12 +343,12 @@ impl ConsumerMembership {
         Ok(())
     }
 
-    /// Whether `member_id` was assigned `topic`/`partition` or still owns it.
+    /// Whether `member_id` was assigned `topic`/`partition` or is revoking it.
     pub(crate) fn owns(&self, member_id: &str, topic: &str, partition: u32) -> bool {
         let key = (topic.to_string(), partition);
         self.members
             .iter()
-            .any(|m| m.id == member_id && (m.assigned.contains(&key) || m.owned.contains(&key)))
+            .any(|m| m.id == member_id && (m.assigned.contains(&key) || m.revoking.contains(&key)))
     }
 }
 
@@ -382,7 +402,8 @@ mod tests {
             epoch,
             topics: (epoch == 0).then(|| vec!["t".to_string()]),
             owned: owned.map(|p| vec![("t".to_string(), p.to_vec())]),
-            rebalance_timeout: TIMEOUT,
+            // Sent at join only, as clients do.
+            rebalance_timeout: (epoch == 0).then_some(TIMEOUT),
         }
     }
 
@@ -466,5 +487,84 @@ mod tests {
         // b goes silent.
         assert!(group.expire(now + TIMEOUT + SESSION_TIMEOUT));
         assert!(group.is_empty());
+    }
+
+    /// A heartbeat as clients send them after joining: no rebalance timeout, maybe no owned
+    /// partitions.
+    fn plain<'a>(id: &'a str, epoch: i32, owned: Option<&[u32]>) -> ConsumerBeat<'a> {
+        ConsumerBeat {
+            rebalance_timeout: None,
+            ..beat(id, epoch, owned)
+        }
+    }
+
+    #[test]
+    fn heartbeats_without_a_rebalance_timeout_keep_the_joins() {
+        let now = Instant::now();
+        let mut group = ConsumerMembership::default();
+        let four = |_: &str| Some(4);
+        group.beat(beat("a", 0, None), now, 10, four).unwrap();
+        group.beat(beat("b", 0, None), now, 10, four).unwrap();
+        // a learns it must revoke 2 and 3; it has the join's 10 s to do it, not none.
+        let a = group.beat(plain("a", 1, None), now, 10, four).unwrap();
+        assert_eq!(partitions(&a), [0, 1]);
+        assert!(!group.expire(now + TIMEOUT / 2));
+        // It has not said it gave them up (no owned partitions sent): b waits.
+        let b = group.beat(plain("b", 1, None), now, 10, four).unwrap();
+        assert_eq!(b.assignment, None);
+        assert!(group.owns("a", "t", 3));
+    }
+
+    #[test]
+    fn a_member_on_the_epoch_before_is_told_its_whole_assignment() {
+        let now = Instant::now();
+        let mut group = ConsumerMembership::default();
+        let four = |_: &str| Some(4);
+        group.beat(beat("a", 0, None), now, 10, four).unwrap();
+        group.beat(beat("b", 0, None), now, 10, four).unwrap();
+        group
+            .beat(plain("a", 1, Some(&[0, 1, 2, 3])), now, 10, four)
+            .unwrap();
+        group
+            .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
+            .unwrap();
+        group.beat(plain("b", -1, None), now, 10, four).unwrap();
+        // a grows to all four under epoch 2, and that answer is lost.
+        let grown = group
+            .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
+            .unwrap();
+        assert_eq!((grown.epoch, partitions(&grown)), (2, vec![0, 1, 2, 3]));
+        // Its retry on epoch 1 gets all of it again, under epoch 2.
+        let retry = group
+            .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
+            .unwrap();
+        assert_eq!((retry.epoch, partitions(&retry)), (2, vec![0, 1, 2, 3]));
+        // The epoch before without owned partitions is fenced, as by Kafka.
+        let blind = group.beat(plain("a", 1, None), now, 10, four).unwrap_err();
+        assert_eq!(blind.code, ErrorCode::FencedMemberEpoch);
+    }
+
+    #[test]
+    fn claiming_partitions_one_was_not_given_takes_nothing() {
+        let now = Instant::now();
+        let mut group = ConsumerMembership::default();
+        let four = |_: &str| Some(4);
+        group.beat(beat("a", 0, None), now, 10, four).unwrap();
+        group.beat(beat("b", 0, None), now, 10, four).unwrap();
+        group
+            .beat(plain("a", 1, Some(&[0, 1, 2, 3])), now, 10, four)
+            .unwrap();
+        group
+            .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
+            .unwrap();
+        let b = group.beat(plain("b", 1, Some(&[])), now, 10, four).unwrap();
+        assert_eq!(partitions(&b), [2, 3]);
+        // a claims b's partitions: nothing changes, a is told its own, and may not commit b's.
+        let a = group
+            .beat(plain("a", 1, Some(&[0, 1, 2, 3])), now, 10, four)
+            .unwrap();
+        assert_eq!((a.epoch, partitions(&a)), (1, vec![0, 1]));
+        assert!(!group.owns("a", "t", 2));
+        assert!(group.owns("b", "t", 2));
     }
 }

@@ -321,7 +321,8 @@ pub(crate) enum GroupCall {
         epoch: i32,
         topics: Option<Vec<String>>,
         owned: Option<Vec<TopicAssignment>>,
-        rebalance_timeout_ms: u32,
+        /// `None`: unchanged (clients send -1 after joining).
+        rebalance_timeout_ms: Option<u32>,
     },
     /// ShareGroupHeartbeat of a Kafka share member (creates the share group when missing).
     ShareHeartbeat {
@@ -606,7 +607,7 @@ impl GroupShard {
     }
 
     /// A new member id, unique across runs of the server.
-    fn new_member_id(&self, client_id: &str) -> String {
+    pub(crate) fn new_member_id(&self, client_id: &str) -> String {
         let seq = self.member_seq.get() + 1;
         self.member_seq.set(seq);
         let prefix: String = client_id
@@ -767,9 +768,8 @@ pub(crate) async fn execute(shard: &Rc<Shard>, call: GroupCall) -> GroupReturn {
                     epoch,
                     topics,
                     owned,
-                    rebalance_timeout: std::time::Duration::from_millis(u64::from(
-                        rebalance_timeout_ms,
-                    )),
+                    rebalance_timeout: rebalance_timeout_ms
+                        .map(|ms| std::time::Duration::from_millis(u64::from(ms))),
                 },
             )
             .await,

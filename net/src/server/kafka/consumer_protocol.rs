@@ -46,6 +46,14 @@ pub(crate) async fn consumer_group_heartbeat(
     }
     let shard = &kafka.shard;
     let group = body.group_id.0.to_string();
+    // Version 0 clients (Kafka 3.7 to 3.9) join without a member id and take the server's;
+    // from version 1 clients make their own.
+    let member_id = if body.member_id.is_empty() && body.member_epoch == 0 {
+        let client_id = request.header.client_id.as_deref().unwrap_or_default();
+        str_bytes(shard.groups.new_member_id(client_id))
+    } else {
+        body.member_id.clone()
+    };
     // Owned partitions name topics by id; those of topics gone, and partitions a topic does
     // not have, are owned by no one (and not kept: a claim is bounded by the topics).
     let owned = body.topic_partitions.as_ref().map(|topics| {
@@ -68,14 +76,15 @@ pub(crate) async fn consumer_group_heartbeat(
     });
     let call = GroupCall::ConsumerHeartbeat {
         group: group.clone(),
-        member_id: body.member_id.to_string(),
+        member_id: member_id.to_string(),
         epoch: body.member_epoch,
         topics: body
             .subscribed_topic_names
             .as_ref()
             .map(|names| names.iter().map(|name| name.0.to_string()).collect()),
         owned,
-        rebalance_timeout_ms: u32::try_from(body.rebalance_timeout_ms).unwrap_or(0),
+        // -1 after the join: unchanged.
+        rebalance_timeout_ms: u32::try_from(body.rebalance_timeout_ms).ok(),
     };
     let answer = match to_coordinator(shard, &group, call).await {
         Ok(GroupReturn::ConsumerBeat(result)) => result,
@@ -84,7 +93,7 @@ pub(crate) async fn consumer_group_heartbeat(
     };
     let response = match answer {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()
-            .with_member_id(Some(body.member_id.clone()))
+            .with_member_id(Some(member_id.clone()))
             .with_member_epoch(answer.epoch)
             .with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS)
             .with_assignment(answer.assignment.map(|assignment| {
@@ -110,7 +119,7 @@ pub(crate) async fn consumer_group_heartbeat(
         Err(failure) => ConsumerGroupHeartbeatResponse::default()
             .with_error_code(group_failure_code(&failure))
             .with_error_message(failure_message(&failure))
-            .with_member_id(Some(body.member_id.clone()))
+            .with_member_id(Some(member_id.clone()))
             .with_member_epoch(body.member_epoch),
     };
     respond(request, &response)
