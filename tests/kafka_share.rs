@@ -61,8 +61,10 @@ fn topic_id(kafka: &mut Kafka, topic: &str) -> uuid::Uuid {
     kafka.call(12, &request).topics[0].topic_id
 }
 
-/// Partitions named in a ShareFetch, each with its acknowledgements (first, last, type).
-type Named<'a> = &'a [(i32, &'a [(i64, i64, i8)])];
+/// A partition named in a ShareFetch, with its acknowledgements (first, last, type).
+type NamedPartition<'a> = (i32, &'a [(i64, i64, i8)]);
+/// Partitions named in a ShareFetch.
+type Named<'a> = &'a [NamedPartition<'a>];
 
 /// A ShareFetch of member `m` of group `sg` at `epoch`, naming `partitions` of `topic` with
 /// the acknowledgements given for each.
@@ -343,4 +345,53 @@ fn share_fetch_sessions_wait_acquire_and_acknowledge() {
         fetched(&reopened),
         [(0, vec![(0, 0, 3)], vec!["job-0".to_string()])]
     );
+}
+
+/// A fetch stops taking partitions once it spent its record budget (a chunk of 16 partitions
+/// at a time), and the next one starts where it stopped, so no partition waits for the
+/// others; a request naming more partitions than a session may hold is refused.
+#[test]
+fn share_fetches_keep_to_their_budget_and_take_turns_between_partitions() {
+    let server = TestServer::start();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("wide", 40, &[]), 0);
+    let id = topic_id(&mut kafka, "wide");
+    for partition in 0..40 {
+        let value = format!("r{partition}");
+        assert_eq!(
+            kafka
+                .produce(9, 1, "wide", partition, batch_of(&[&value]))
+                .0,
+            0
+        );
+    }
+    let all: Vec<NamedPartition<'_>> = (0..40).map(|p| (p, &[][..])).collect();
+    let with_records = |max_records: i32, epoch: i32| {
+        share_fetch(id, epoch, 0, &all).with_max_records(max_records)
+    };
+    let partitions_of = |response: &ShareFetchResponse| -> Vec<i32> {
+        fetched(response).into_iter().map(|(p, _, _)| p).collect()
+    };
+    let first = partitions_of(&kafka.call(1, &with_records(1, 0)));
+    assert_eq!(
+        first,
+        (0..16).collect::<Vec<_>>(),
+        "one chunk, then the budget is spent"
+    );
+    let second = partitions_of(&kafka.call(1, &with_records(1, 1)));
+    assert_eq!(
+        second,
+        (16..32).collect::<Vec<_>>(),
+        "the next fetch goes on from there"
+    );
+    let third = partitions_of(&kafka.call(1, &with_records(100, 2)));
+    assert_eq!(
+        third,
+        (32..40).collect::<Vec<_>>(),
+        "the rest, then nothing left"
+    );
+
+    let many: Vec<NamedPartition<'_>> = (0..10_001).map(|p| (p, &[][..])).collect();
+    let refused = kafka.call(1, &share_fetch(id, 0, 0, &many));
+    assert_eq!(refused.error_code, INVALID_REQUEST);
 }

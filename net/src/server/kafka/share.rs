@@ -17,6 +17,7 @@
 //!   and the first partition to acquire records stops the other waits (whose owners still
 //!   answer with what they acquired: nothing is left locked unseen).
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -58,10 +59,14 @@ use crate::server::share::handlers::{ACK_RANGES_MAX, MEMBER_ID_BYTES_MAX};
 use crate::server::share::partition::{AckResult, ShareFetched};
 
 /// Share sessions one connection keeps (a client has one per share group it reads); the
-/// oldest is dropped past this, and its member starts a new one when it comes back.
-const SESSIONS_MAX: usize = 16;
-/// Partitions one share session may hold.
+/// oldest is dropped past this (what its member holds released), and its member starts a new
+/// one when it comes back.
+const SESSIONS_MAX: usize = 4;
+/// Partitions one share session may hold, and one request may name.
 const SESSION_PARTITIONS_MAX: usize = 10_000;
+/// Partitions fetched at once; a fetch stops taking more partitions once it spent its record
+/// or byte budget (each partition returns whole batches, so the budget is met per chunk).
+const FETCH_CHUNK: usize = 16;
 /// Lock duration reported when the group's configuration cannot be had (the default
 /// `lock_ms`).
 const LOCK_TIMEOUT_MS_DEFAULT: i32 = 30_000;
@@ -73,10 +78,10 @@ const CLOSE_EPOCH: i32 = -1;
 type PartitionFetch<'a> = Pin<Box<dyn Future<Output = Result<ShareFetched, Failure>> + 'a>>;
 
 /// A partition of a share session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SessionPartition {
     topic_id: TopicId,
-    topic: String,
+    topic: Rc<str>,
     partition: u32,
 }
 
@@ -88,6 +93,9 @@ struct Session {
     /// The epoch the member's next ShareFetch or ShareAcknowledge must carry.
     next_epoch: i32,
     partitions: Vec<SessionPartition>,
+    /// Where the next fetch starts among `partitions`, so that a fetch that spends its budget
+    /// early does not leave the same partitions unread every time.
+    next_fetch: usize,
 }
 
 /// The share sessions of one connection.
@@ -111,11 +119,11 @@ impl Sessions {
         Some(self.sessions.remove(index))
     }
 
-    fn open(&mut self, session: Session) {
-        if self.sessions.len() >= SESSIONS_MAX {
-            self.sessions.remove(0);
-        }
+    /// Opens `session`; returns the oldest one when it had to go to make room.
+    fn open(&mut self, session: Session) -> Option<Session> {
+        let evicted = (self.sessions.len() >= SESSIONS_MAX).then(|| self.sessions.remove(0));
         self.sessions.push(session);
+        evicted
     }
 }
 
@@ -295,24 +303,19 @@ pub(crate) async fn share_fetch(
         return respond(request, &fetch_refusal(error));
     }
     let shard = &kafka.shard;
-    let named: Vec<Named> = body
+    let topics = body
         .topics
         .iter()
-        .flat_map(|topic| {
-            topic.partitions.iter().map(|p| {
-                name(
-                    shard,
-                    topic.topic_id,
-                    p.partition_index,
-                    &p.acknowledgement_batches,
-                )
-            })
-        })
-        .collect();
+        .map(|t| (t.topic_id, t.partitions.as_slice()));
+    let Some(named) = name_all(shard, topics, |p| {
+        (p.partition_index, p.acknowledgement_batches.clone())
+    }) else {
+        return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
+    };
     let has_acks = named
         .iter()
         .any(|n| n.acks.as_ref().map_or(true, |acks| !acks.is_empty()));
-    let forgotten: Vec<(TopicId, u32)> = body
+    let forgotten: HashSet<(TopicId, u32)> = body
         .forgotten_topics_data
         .iter()
         .flat_map(|topic| {
@@ -324,8 +327,9 @@ pub(crate) async fn share_fetch(
         })
         .collect();
     let epoch = body.share_session_epoch;
-    let mut released: Vec<SessionPartition> = Vec::new();
-    let session_partitions = {
+    // What this member, or one whose session had to make room, holds and gives back.
+    let mut released: Vec<(String, SessionPartition)> = Vec::new();
+    let (session_partitions, start) = {
         let mut sessions = client.share_sessions.borrow_mut();
         match epoch {
             OPEN_EPOCH => {
@@ -333,22 +337,32 @@ pub(crate) async fn share_fetch(
                     return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
                 }
                 if let Some(old) = sessions.take(&group, &member_id) {
-                    released = old.partitions;
+                    released.extend(
+                        old.partitions
+                            .into_iter()
+                            .map(|p| (old.member_id.clone(), p)),
+                    );
                 }
                 let mut partitions = Vec::new();
                 add_partitions(&mut partitions, &named);
-                sessions.open(Session {
+                let evicted = sessions.open(Session {
                     group: group.clone(),
                     member_id: member_id.clone(),
                     next_epoch: 1,
                     partitions: partitions.clone(),
+                    next_fetch: 0,
                 });
-                partitions
+                if let Some(evicted) = evicted {
+                    let member = evicted.member_id;
+                    released.extend(evicted.partitions.into_iter().map(|p| (member.clone(), p)));
+                }
+                (partitions, 0)
             }
             CLOSE_EPOCH => match sessions.take(&group, &member_id) {
                 Some(session) => {
-                    released = session.partitions;
-                    Vec::new()
+                    let member = session.member_id;
+                    released.extend(session.partitions.into_iter().map(|p| (member.clone(), p)));
+                    (Vec::new(), 0)
                 }
                 None => {
                     return respond(request, &fetch_refusal(ResponseError::ShareSessionNotFound))
@@ -369,24 +383,25 @@ pub(crate) async fn share_fetch(
                 session.partitions.retain(|p| {
                     let gone = forgotten.contains(&(p.topic_id, p.partition));
                     if gone {
-                        released.push(p.clone());
+                        released.push((member_id.clone(), p.clone()));
                     }
                     !gone
                 });
-                session.partitions.clone()
+                (session.partitions.clone(), session.next_fetch)
             }
         }
     };
     // Acknowledgements of partitions this fetch does not read (a closing session, forgotten
     // or unknown partitions) are made on their own; those of fetched partitions go with the
     // fetch.
+    let in_session: HashSet<&SessionPartition> = session_partitions.iter().collect();
     let mut outcomes: Vec<(uuid::Uuid, i32, Outcome)> = Vec::new();
     for named in &named {
-        let in_fetch = named
+        if named
             .resolved
             .as_ref()
-            .is_ok_and(|p| session_partitions.contains(p));
-        if in_fetch {
+            .is_ok_and(|p| in_session.contains(p))
+        {
             continue;
         }
         let mut outcome = Outcome::default();
@@ -401,25 +416,35 @@ pub(crate) async fn share_fetch(
         }
         outcomes.push((named.topic_id, named.partition_index, outcome));
     }
-    // What a closed, reopened or forgotten session held goes back to the other members.
-    for partition in &released {
-        let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
+    // What a closed, reopened, evicted or forgotten session held goes back to the others.
+    for (member, partition) in &released {
+        let _ = acknowledge(shard, &group, member, partition, &[], true).await;
     }
-    let fetched = fetch_all(
-        shard,
-        client,
-        &group,
-        &member_id,
-        &body,
-        &named,
-        &session_partitions,
-    )
-    .await;
+    // The acknowledgements of each session partition (the first naming of it).
+    let mut acks_of: HashMap<&SessionPartition, &Result<Vec<AckRange>, i16>> = HashMap::new();
+    for named in &named {
+        if let Ok(partition) = &named.resolved {
+            acks_of.entry(partition).or_insert(&named.acks);
+        }
+    }
+    let ask = FetchAsk {
+        group: &group,
+        member_id: &member_id,
+        max_records: u32::try_from(body.max_records.max(1)).unwrap_or(1),
+        max_bytes: u32::try_from(body.max_bytes.max(1)).unwrap_or(1),
+        max_wait_ms: u32::try_from(body.max_wait_ms).unwrap_or(0),
+    };
+    let (fetched, next_fetch) =
+        fetch_all(shard, client, &ask, &acks_of, &session_partitions, start).await;
+    if let Some(session) = client.share_sessions.borrow_mut().find(&group, &member_id) {
+        session.next_fetch = next_fetch;
+    }
+    let named_partitions: HashSet<&SessionPartition> = acks_of.keys().copied().collect();
     for (partition, outcome) in session_partitions.iter().zip(fetched) {
         let interesting = outcome.error_code != 0
             || outcome.acknowledge_error_code != 0
             || !outcome.fetched.acquired.is_empty()
-            || named.iter().any(|n| n.resolved.as_ref() == Ok(partition));
+            || named_partitions.contains(partition);
         if interesting {
             outcomes.push((
                 kafka_topic_id(partition.topic_id),
@@ -476,73 +501,134 @@ pub(crate) async fn share_fetch(
     respond(request, &response)
 }
 
-/// Takes what every session partition has now (with the acknowledgements the request carries
-/// for it); when that is nothing, waits on all of them for up to `max_wait_ms`.
+/// What a ShareFetch asks of its partitions together.
+struct FetchAsk<'a> {
+    group: &'a str,
+    member_id: &'a str,
+    max_records: u32,
+    max_bytes: u32,
+    max_wait_ms: u32,
+}
+
+impl FetchAsk<'_> {
+    /// One partition's part: `records` and `bytes` of the budget left, shared between
+    /// `sharing` partitions fetched together.
+    fn args(
+        &self,
+        partition: &SessionPartition,
+        (records, bytes, sharing): (u32, u32, u32),
+        max_wait_ms: u32,
+        acks: Vec<AckRange>,
+    ) -> ShareFetchArgs {
+        let sharing = sharing.max(1);
+        ShareFetchArgs {
+            group: self.group.to_string(),
+            member_id: self.member_id.to_string(),
+            topic: partition.topic.to_string(),
+            partition: partition.partition,
+            max_records: (records / sharing).max(1),
+            max_wait_ms,
+            max_bytes: (bytes / sharing).max(1),
+            acks,
+        }
+    }
+}
+
+/// Takes what the session partitions have now, `FETCH_CHUNK` partitions at a time from
+/// `start` on, until the request's record or byte budget is spent (the partitions past it only
+/// get their acknowledgements made); when that acquired nothing, waits on every partition for
+/// up to `max_wait_ms`. Returns each partition's outcome, in the order of `partitions`, and
+/// where the next fetch should start.
 async fn fetch_all(
     shard: &Rc<Shard>,
     client: &ClientInfo,
-    group: &str,
-    member_id: &str,
-    body: &ShareFetchRequest,
-    named: &[Named],
+    ask: &FetchAsk<'_>,
+    acks_of: &HashMap<&SessionPartition, &Result<Vec<AckRange>, i16>>,
     partitions: &[SessionPartition],
-) -> Vec<Outcome> {
-    if partitions.is_empty() {
-        return Vec::new();
+    start: usize,
+) -> (Vec<Outcome>, usize) {
+    let count = partitions.len();
+    if count == 0 {
+        return (Vec::new(), 0);
     }
-    // The record and byte budgets are the request's, shared out: a member that takes many
-    // records leaves fewer for the others.
-    let count = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
-    let max_records = u32::try_from(body.max_records.max(1)).unwrap_or(1);
-    let max_bytes = u32::try_from(body.max_bytes.max(1)).unwrap_or(1);
-    let args =
-        |partition: &SessionPartition, max_wait_ms: u32, acks: Vec<AckRange>| ShareFetchArgs {
-            group: group.to_string(),
-            member_id: member_id.to_string(),
-            topic: partition.topic.clone(),
-            partition: partition.partition,
-            max_records: (max_records / count).max(1),
-            max_wait_ms,
-            max_bytes: (max_bytes / count).max(1),
-            acks,
-        };
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(partitions.len());
-    let mut now: Vec<PartitionFetch<'_>> = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        let acks = named
-            .iter()
-            .find(|n| n.resolved.as_ref() == Ok(partition))
-            .map(|n| n.acks.clone())
-            .unwrap_or(Ok(Vec::new()));
-        let mut outcome = Outcome::default();
-        let acks = match acks {
-            Ok(acks) => acks,
-            Err(code) => {
-                outcome.acknowledge_error_code = code;
+    let start = start % count;
+    let mut outcomes: Vec<Outcome> = (0..count).map(|_| Outcome::default()).collect();
+    let mut acks: Vec<Vec<AckRange>> = Vec::with_capacity(count);
+    for (partition, outcome) in partitions.iter().zip(&mut outcomes) {
+        acks.push(match acks_of.get(partition) {
+            Some(Ok(ranges)) => ranges.clone(),
+            Some(Err(code)) => {
+                outcome.acknowledge_error_code = *code;
                 Vec::new()
             }
-        };
-        outcomes.push(outcome);
-        now.push(Box::pin(fetch_one(
-            shard,
-            args(partition, 0, acks),
-            &client.hangup,
-        )));
+            None => Vec::new(),
+        });
     }
+    let order: Vec<usize> = (0..count).map(|i| (start + i) % count).collect();
+    let (mut records_left, mut bytes_left) = (ask.max_records, ask.max_bytes);
+    let mut next_fetch = start;
     let mut acquired_any = false;
-    for (outcome, result) in outcomes.iter_mut().zip(join_all(now).await) {
-        acquired_any |= note_fetch(outcome, result);
+    for chunk in order.chunks(FETCH_CHUNK) {
+        if records_left == 0 || bytes_left == 0 {
+            // Past the budget: the acknowledgements are made all the same.
+            for &index in chunk {
+                if !acks[index].is_empty() {
+                    let ranges = std::mem::take(&mut acks[index]);
+                    let results = acknowledge(
+                        shard,
+                        ask.group,
+                        ask.member_id,
+                        &partitions[index],
+                        &ranges,
+                        false,
+                    )
+                    .await;
+                    note_acks(&mut outcomes[index], results);
+                }
+            }
+            continue;
+        }
+        let sharing = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let fetches: Vec<PartitionFetch<'_>> = chunk
+            .iter()
+            .map(|&index| {
+                let budget = (records_left, bytes_left, sharing);
+                let args = ask.args(
+                    &partitions[index],
+                    budget,
+                    0,
+                    std::mem::take(&mut acks[index]),
+                );
+                Box::pin(fetch_one(shard, args, &client.hangup)) as PartitionFetch<'_>
+            })
+            .collect();
+        for (&index, result) in chunk.iter().zip(join_all(fetches).await) {
+            if let Ok(fetched) = &result {
+                let records: i64 = fetched
+                    .acquired
+                    .iter()
+                    .map(|r| r.last_offset - r.first_offset + 1)
+                    .sum();
+                records_left =
+                    records_left.saturating_sub(u32::try_from(records).unwrap_or(u32::MAX));
+                bytes_left = bytes_left
+                    .saturating_sub(u32::try_from(fetched.bytes.len()).unwrap_or(u32::MAX));
+            }
+            acquired_any |= note_fetch(&mut outcomes[index], result);
+            next_fetch = (index + 1) % count;
+        }
     }
-    let max_wait_ms = u32::try_from(body.max_wait_ms).unwrap_or(0);
-    if acquired_any || max_wait_ms == 0 || client.hangup.is_set() {
-        return outcomes;
+    if acquired_any || ask.max_wait_ms == 0 || client.hangup.is_set() {
+        return (outcomes, next_fetch);
     }
     // Nothing now: wait on every partition, the first to acquire ending the others' waits.
     let done = Latch::default();
+    let sharing = u32::try_from(count).unwrap_or(u32::MAX);
     let waits: Vec<PartitionFetch<'_>> = partitions
         .iter()
         .map(|partition| {
-            let args = args(partition, max_wait_ms, Vec::new());
+            let budget = (ask.max_records, ask.max_bytes, sharing);
+            let args = ask.args(partition, budget, ask.max_wait_ms, Vec::new());
             let done = &done;
             Box::pin(async move {
                 let result = fetch_one(shard, args, done).await;
@@ -566,7 +652,7 @@ async fn fetch_all(
     for (outcome, result) in outcomes.iter_mut().zip(results) {
         note_fetch(outcome, result);
     }
-    outcomes
+    (outcomes, next_fetch)
 }
 
 /// One partition's ShareFetch on its shard; its wait ends once `stop` is set, and what it
@@ -600,7 +686,7 @@ async fn acknowledge(
     let args = ShareAckArgs {
         group: group.to_string(),
         member_id: member_id.to_string(),
-        topic: partition.topic.clone(),
+        topic: partition.topic.to_string(),
         partition: partition.partition,
         ranges: ranges.to_vec(),
         leave,
@@ -653,34 +739,46 @@ fn note_acks(outcome: &mut Outcome, results: Result<Vec<AckResult>, Failure>) {
     }
 }
 
-/// Resolves a named partition and reads its acknowledgements.
-fn name(
+/// The partitions a request names, each with its acknowledgements; a topic's name is looked
+/// up once and shared by its partitions. `None` for a request naming more partitions than a
+/// session may hold.
+fn name_all<'a, P: 'a>(
     shard: &Shard,
-    topic_id: uuid::Uuid,
-    partition_index: i32,
-    batches: &[AcknowledgementBatch],
-) -> Named {
-    let id = TopicId(topic_id.as_u128());
-    let resolved = match shard
-        .topic_name(id)
-        .and_then(|topic| Some((shard.topic(&topic)?, topic)))
-    {
-        None => Err(ResponseError::UnknownTopicId.code()),
-        Some((entry, topic)) => match u32::try_from(partition_index) {
-            Ok(partition) if partition < entry.config.partitions => Ok(SessionPartition {
-                topic_id: id,
-                topic,
-                partition,
-            }),
-            _ => Err(ResponseError::UnknownTopicOrPartition.code()),
-        },
-    };
-    Named {
-        topic_id,
-        partition_index,
-        resolved,
-        acks: ack_ranges(batches).ok_or(ResponseError::InvalidRequest.code()),
+    topics: impl IntoIterator<Item = (uuid::Uuid, &'a [P])>,
+    partition_of: impl Fn(&P) -> (i32, Vec<AcknowledgementBatch>),
+) -> Option<Vec<Named>> {
+    let mut named = Vec::new();
+    for (topic_id, partitions) in topics {
+        if named.len() + partitions.len() > SESSION_PARTITIONS_MAX {
+            return None;
+        }
+        let id = TopicId(topic_id.as_u128());
+        let topic = shard.topic_name(id).and_then(|name| {
+            let count = shard.topic(&name)?.config.partitions;
+            Some((Rc::<str>::from(name), count))
+        });
+        for partition in partitions {
+            let (partition_index, batches) = partition_of(partition);
+            let resolved = match &topic {
+                None => Err(ResponseError::UnknownTopicId.code()),
+                Some((name, count)) => match u32::try_from(partition_index) {
+                    Ok(partition) if partition < *count => Ok(SessionPartition {
+                        topic_id: id,
+                        topic: Rc::clone(name),
+                        partition,
+                    }),
+                    _ => Err(ResponseError::UnknownTopicOrPartition.code()),
+                },
+            };
+            named.push(Named {
+                topic_id,
+                partition_index,
+                resolved,
+                acks: ack_ranges(&batches).ok_or(ResponseError::InvalidRequest.code()),
+            });
+        }
     }
+    Some(named)
 }
 
 /// Acknowledgement batches as ranges: a batch with one type covers all its offsets, one with
@@ -740,8 +838,9 @@ fn ack_type(kind: i8) -> Option<AckType> {
 
 /// Adds the resolved partitions of `named` to a session's, each once, up to the bound.
 fn add_partitions(partitions: &mut Vec<SessionPartition>, named: &[Named]) {
+    let mut present: HashSet<SessionPartition> = partitions.iter().cloned().collect();
     for partition in named.iter().filter_map(|n| n.resolved.as_ref().ok()) {
-        if partitions.len() < SESSION_PARTITIONS_MAX && !partitions.contains(partition) {
+        if partitions.len() < SESSION_PARTITIONS_MAX && present.insert(partition.clone()) {
             partitions.push(partition.clone());
         }
     }
@@ -782,11 +881,15 @@ fn by_topic<T>(
     partition: impl Fn(i32, Outcome) -> T,
 ) -> Vec<(uuid::Uuid, Vec<T>)> {
     let mut topics: Vec<(uuid::Uuid, Vec<T>)> = Vec::new();
+    let mut positions: HashMap<uuid::Uuid, usize> = HashMap::new();
     for (topic_id, index, outcome) in outcomes {
         let entry = partition(index, outcome);
-        match topics.iter_mut().find(|(id, _)| *id == topic_id) {
-            Some((_, partitions)) => partitions.push(entry),
-            None => topics.push((topic_id, vec![entry])),
+        match positions.get(&topic_id) {
+            Some(&position) => topics[position].1.push(entry),
+            None => {
+                positions.insert(topic_id, topics.len());
+                topics.push((topic_id, vec![entry]));
+            }
         }
     }
     topics
@@ -809,6 +912,28 @@ pub(crate) async fn share_acknowledge(
     if let Some(error) = refused_member(&group, &member_id) {
         return respond(request, &refusal(error));
     }
+    let shard = &kafka.shard;
+    let topics = body
+        .topics
+        .iter()
+        .map(|t| (t.topic_id, t.partitions.as_slice()));
+    // ShareAcknowledge's batches have the fields of ShareFetch's.
+    let named = name_all(shard, topics, |p| {
+        let batches = p
+            .acknowledgement_batches
+            .iter()
+            .map(|b| {
+                AcknowledgementBatch::default()
+                    .with_first_offset(b.first_offset)
+                    .with_last_offset(b.last_offset)
+                    .with_acknowledge_types(b.acknowledge_types.clone())
+            })
+            .collect();
+        (p.partition_index, batches)
+    });
+    let Some(named) = named else {
+        return respond(request, &refusal(ResponseError::InvalidRequest));
+    };
     let epoch = body.share_session_epoch;
     let released = {
         let mut sessions = client.share_sessions.borrow_mut();
@@ -832,35 +957,19 @@ pub(crate) async fn share_acknowledge(
             }
         }
     };
-    let shard = &kafka.shard;
-    let mut outcomes: Vec<(uuid::Uuid, i32, Outcome)> = Vec::new();
-    for topic in &body.topics {
-        for p in &topic.partitions {
-            // ShareAcknowledge's batches have the fields of ShareFetch's.
-            let batches: Vec<AcknowledgementBatch> = p
-                .acknowledgement_batches
-                .iter()
-                .map(|b| {
-                    AcknowledgementBatch::default()
-                        .with_first_offset(b.first_offset)
-                        .with_last_offset(b.last_offset)
-                        .with_acknowledge_types(b.acknowledge_types.clone())
-                })
-                .collect();
-            let named = name(shard, topic.topic_id, p.partition_index, &batches);
-            let mut outcome = Outcome::default();
-            match (&named.resolved, &named.acks) {
-                (Err(code), _) | (Ok(_), Err(code)) => outcome.error_code = *code,
-                (Ok(partition), Ok(acks)) => {
-                    let results =
-                        acknowledge(shard, &group, &member_id, partition, acks, false).await;
-                    note_acks(&mut outcome, results);
-                    outcome.error_code = outcome.acknowledge_error_code;
-                    outcome.error_message = outcome.acknowledge_error_message.take();
-                }
+    let mut outcomes: Vec<(uuid::Uuid, i32, Outcome)> = Vec::with_capacity(named.len());
+    for named in &named {
+        let mut outcome = Outcome::default();
+        match (&named.resolved, &named.acks) {
+            (Err(code), _) | (Ok(_), Err(code)) => outcome.error_code = *code,
+            (Ok(partition), Ok(acks)) => {
+                let results = acknowledge(shard, &group, &member_id, partition, acks, false).await;
+                note_acks(&mut outcome, results);
+                outcome.error_code = outcome.acknowledge_error_code;
+                outcome.error_message = outcome.acknowledge_error_message.take();
             }
-            outcomes.push((topic.topic_id, p.partition_index, outcome));
         }
+        outcomes.push((named.topic_id, named.partition_index, outcome));
     }
     for partition in &released {
         let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
