@@ -515,11 +515,15 @@ mod tests {
         assert!(group.owns("a", "t", 3));
     }
 
-    #[test]
-    fn a_member_on_the_epoch_before_is_told_its_whole_assignment() {
+    /// A topic's partition count, as the tests give it.
+    type PartitionsOf = fn(&str) -> Option<u32>;
+
+    /// a (epoch 1) gave up partitions 2 and 3 of topic t (4 partitions) for b (epoch 1, not
+    /// yet given them).
+    fn a_revoked_half_for_b() -> (ConsumerMembership, Instant, PartitionsOf) {
         let now = Instant::now();
         let mut group = ConsumerMembership::default();
-        let four = |_: &str| Some(4);
+        let four: PartitionsOf = |_| Some(4);
         group.beat(beat("a", 0, None), now, 10, four).unwrap();
         group.beat(beat("b", 0, None), now, 10, four).unwrap();
         group
@@ -528,6 +532,12 @@ mod tests {
         group
             .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
             .unwrap();
+        (group, now, four)
+    }
+
+    #[test]
+    fn a_member_on_the_epoch_before_is_told_its_whole_assignment() {
+        let (mut group, now, four) = a_revoked_half_for_b();
         group.beat(plain("b", -1, None), now, 10, four).unwrap();
         // a grows to all four under epoch 2, and that answer is lost.
         let grown = group
@@ -546,17 +556,7 @@ mod tests {
 
     #[test]
     fn claiming_partitions_one_was_not_given_takes_nothing() {
-        let now = Instant::now();
-        let mut group = ConsumerMembership::default();
-        let four = |_: &str| Some(4);
-        group.beat(beat("a", 0, None), now, 10, four).unwrap();
-        group.beat(beat("b", 0, None), now, 10, four).unwrap();
-        group
-            .beat(plain("a", 1, Some(&[0, 1, 2, 3])), now, 10, four)
-            .unwrap();
-        group
-            .beat(plain("a", 1, Some(&[0, 1])), now, 10, four)
-            .unwrap();
+        let (mut group, now, four) = a_revoked_half_for_b();
         let b = group.beat(plain("b", 1, Some(&[])), now, 10, four).unwrap();
         assert_eq!(partitions(&b), [2, 3]);
         // a claims b's partitions: nothing changes, a is told its own, and may not commit b's.
