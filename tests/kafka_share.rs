@@ -395,3 +395,54 @@ fn share_fetches_keep_to_their_budget_and_take_turns_between_partitions() {
     let refused = kafka.call(1, &share_fetch(id, 0, 0, &many));
     assert_eq!(refused.error_code, INVALID_REQUEST);
 }
+
+/// A session closed while a fetch of it still waits (a consumer closing during its long poll:
+/// requests of one connection run side by side): the close stops that fetch and waits for it
+/// before giving back what the member holds, so a record produced afterwards is not acquired
+/// for (and locked to) a member that left; another member gets it at its first delivery.
+#[test]
+fn closing_a_session_stops_its_waiting_fetch() {
+    let server = TestServer::start_with(|config| {
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let metrics = server.handle.metrics_addr().unwrap();
+    let mut kafka = server.kafka();
+    assert_eq!(kafka.create_topic("late", 1, &[]), 0);
+    let id = topic_id(&mut kafka, "late");
+    let fetch_id = kafka.send(1, &share_fetch(id, 0, 20_000, &[(0, &[])]));
+    let close = ShareAcknowledgeRequest::default()
+        .with_group_id(Some(GroupId(str_bytes("sg"))))
+        .with_member_id(Some(str_bytes("m")))
+        .with_share_session_epoch(-1);
+    let close_id = kafka.send(1, &close);
+    // The close was served (it counts once answered, after the fetch it stopped ended).
+    let closes = || {
+        common::metric_sum(
+            metrics,
+            "ringlog_requests_total{",
+            "api=\"ShareAcknowledge\"",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closes() == 0 {
+        assert!(Instant::now() < deadline, "the close was never served");
+        std::thread::yield_now();
+    }
+    let mut producer = server.kafka();
+    assert_eq!(producer.produce(9, 1, "late", 0, batch_of(&["late"])).0, 0);
+    let answer = kafka.receive::<ShareFetchRequest>(1, fetch_id);
+    assert_eq!(answer.error_code, 0);
+    assert_eq!(fetched(&answer), [], "the stopped fetch acquired nothing");
+    assert_eq!(
+        kafka
+            .receive::<ShareAcknowledgeRequest>(1, close_id)
+            .error_code,
+        0
+    );
+    let mut other = server.kafka();
+    let now = other.call(1, &share_fetch(id, 0, 0, &[(0, &[])]));
+    assert_eq!(
+        fetched(&now),
+        [(0, vec![(0, 0, 1)], vec!["late".to_string()])]
+    );
+}

@@ -342,6 +342,12 @@ pub fn create_topic_at(addr: impl ToSocketAddrs, name: &str, partitions: u32) {
 /// The long polls of other shards' connections that the server's shards hold
 /// (`ringlog_shard_remote_waits`, summed over shards), from a scrape of `metrics`.
 pub fn remote_waits(metrics: std::net::SocketAddr) -> u64 {
+    metric_sum(metrics, "ringlog_shard_remote_waits{", "")
+}
+
+/// The sum of the samples of the lines that start with `family` (a metric's name and `{`)
+/// and hold `labels`, from a scrape of `metrics`; the family must have samples.
+pub fn metric_sum(metrics: std::net::SocketAddr, family: &str, labels: &str) -> u64 {
     let mut stream = std::net::TcpStream::connect(metrics).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -356,11 +362,14 @@ pub fn remote_waits(metrics: std::net::SocketAddr) -> u64 {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     let samples: Vec<u64> = body
         .lines()
-        .filter(|line| line.starts_with("ringlog_shard_remote_waits{"))
+        .filter(|line| line.starts_with(family))
         .map(|line| line.rsplit_once(' ').unwrap().1.parse().unwrap())
         .collect();
-    assert!(!samples.is_empty(), "one sample per shard:\n{body}");
-    samples.iter().sum()
+    assert!(!samples.is_empty(), "samples of {family}:\n{body}");
+    body.lines()
+        .filter(|line| line.starts_with(family) && line.contains(labels))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
 }
 
 /// Scrapes `metrics` until `remote_waits` is `wanted`; fails with `what` after 10 s.

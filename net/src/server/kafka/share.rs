@@ -17,6 +17,7 @@
 //!   and the first partition to acquire records stops the other waits (whose owners still
 //!   answer with what they acquired: nothing is left locked unseen).
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +49,7 @@ use crate::message::group::GroupKind;
 use crate::message::share_acknowledge::{AckRange, AckType};
 use crate::server::group::meta::validate_group_name;
 use crate::server::group::share_membership::HEARTBEAT_INTERVAL_MS;
+use crate::server::group::signal::Signal;
 use crate::server::group::{
     call, GroupCall, GroupDescription, GroupReturn, ShareAckArgs, ShareFetchArgs,
 };
@@ -96,12 +98,70 @@ struct Session {
     /// Where the next fetch starts among `partitions`, so that a fetch that spends its budget
     /// early does not leave the same partitions unread every time.
     next_fetch: usize,
+    /// Tells this session from a later one of the same member (set by [`Sessions::open`]).
+    serial: u64,
+    /// Its fetches under way (requests of one connection run side by side).
+    fetches: Rc<Fetches>,
+}
+
+/// The fetches under way in a session, which its end stops and waits for: what they acquire
+/// is then released with the rest of what the member holds, while the share partitions still
+/// know the member.
+#[derive(Default)]
+struct Fetches {
+    running: Cell<u32>,
+    /// Set when the session ends: fetches stop waiting.
+    stop: Latch,
+    /// Notified as each fetch ends.
+    ended: Signal,
+}
+
+impl std::fmt::Debug for Fetches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetches")
+            .field("running", &self.running.get())
+            .field("stopped", &self.stop.is_set())
+            .finish()
+    }
+}
+
+impl Fetches {
+    /// Counts a fetch as under way until the guard drops.
+    fn start(self: &Rc<Self>) -> FetchRunning {
+        self.running.set(self.running.get() + 1);
+        FetchRunning(Rc::clone(self))
+    }
+
+    /// Stops the session's fetches and waits until none is under way.
+    async fn stop_and_drain(&self) {
+        self.stop.set();
+        loop {
+            let ended = self.ended.wait();
+            if self.running.get() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// A fetch under way in a session; see [`Fetches::start`].
+struct FetchRunning(Rc<Fetches>);
+
+impl Drop for FetchRunning {
+    fn drop(&mut self) {
+        let running = self.0.running.get();
+        assert!(running > 0, "a fetch ended that never started");
+        self.0.running.set(running - 1);
+        self.0.ended.notify();
+    }
 }
 
 /// The share sessions of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     sessions: Vec<Session>,
+    opened: u64,
 }
 
 impl Sessions {
@@ -119,11 +179,14 @@ impl Sessions {
         Some(self.sessions.remove(index))
     }
 
-    /// Opens `session`; returns the oldest one when it had to go to make room.
-    fn open(&mut self, session: Session) -> Option<Session> {
+    /// Opens `session`; returns its serial, and the oldest session when it had to go to make
+    /// room.
+    fn open(&mut self, mut session: Session) -> (u64, Option<Session>) {
         let evicted = (self.sessions.len() >= SESSIONS_MAX).then(|| self.sessions.remove(0));
+        self.opened += 1;
+        session.serial = self.opened;
         self.sessions.push(session);
-        evicted
+        (self.opened, evicted)
     }
 }
 
@@ -327,42 +390,38 @@ pub(crate) async fn share_fetch(
         })
         .collect();
     let epoch = body.share_session_epoch;
-    // What this member, or one whose session had to make room, holds and gives back.
-    let mut released: Vec<(String, SessionPartition)> = Vec::new();
-    let (session_partitions, start) = {
+    // Sessions that end here (closed, opened again, evicted to make room), whose members give
+    // back what they hold once their fetches under way have stopped; and partitions this
+    // member forgets.
+    let mut ended: Vec<Session> = Vec::new();
+    let mut forgotten_here: Vec<SessionPartition> = Vec::new();
+    let (session_partitions, start, serial, fetches) = {
         let mut sessions = client.share_sessions.borrow_mut();
         match epoch {
             OPEN_EPOCH => {
                 if has_acks {
                     return respond(request, &fetch_refusal(ResponseError::InvalidRequest));
                 }
-                if let Some(old) = sessions.take(&group, &member_id) {
-                    released.extend(
-                        old.partitions
-                            .into_iter()
-                            .map(|p| (old.member_id.clone(), p)),
-                    );
-                }
+                ended.extend(sessions.take(&group, &member_id));
                 let mut partitions = Vec::new();
                 add_partitions(&mut partitions, &named);
-                let evicted = sessions.open(Session {
+                let fetches = Rc::new(Fetches::default());
+                let (serial, evicted) = sessions.open(Session {
                     group: group.clone(),
                     member_id: member_id.clone(),
                     next_epoch: 1,
                     partitions: partitions.clone(),
                     next_fetch: 0,
+                    serial: 0,
+                    fetches: Rc::clone(&fetches),
                 });
-                if let Some(evicted) = evicted {
-                    let member = evicted.member_id;
-                    released.extend(evicted.partitions.into_iter().map(|p| (member.clone(), p)));
-                }
-                (partitions, 0)
+                ended.extend(evicted);
+                (partitions, 0, Some(serial), Some(fetches))
             }
             CLOSE_EPOCH => match sessions.take(&group, &member_id) {
                 Some(session) => {
-                    let member = session.member_id;
-                    released.extend(session.partitions.into_iter().map(|p| (member.clone(), p)));
-                    (Vec::new(), 0)
+                    ended.push(session);
+                    (Vec::new(), 0, None, None)
                 }
                 None => {
                     return respond(request, &fetch_refusal(ResponseError::ShareSessionNotFound))
@@ -383,11 +442,16 @@ pub(crate) async fn share_fetch(
                 session.partitions.retain(|p| {
                     let gone = forgotten.contains(&(p.topic_id, p.partition));
                     if gone {
-                        released.push((member_id.clone(), p.clone()));
+                        forgotten_here.push(p.clone());
                     }
                     !gone
                 });
-                (session.partitions.clone(), session.next_fetch)
+                (
+                    session.partitions.clone(),
+                    session.next_fetch,
+                    Some(session.serial),
+                    Some(Rc::clone(&session.fetches)),
+                )
             }
         }
     };
@@ -416,10 +480,18 @@ pub(crate) async fn share_fetch(
         }
         outcomes.push((named.topic_id, named.partition_index, outcome));
     }
-    // What a closed, reopened, evicted or forgotten session held goes back to the others.
-    for (member, partition) in &released {
-        let _ = acknowledge(shard, &group, member, partition, &[], true).await;
+    // What ended sessions and forgotten partitions held goes back to the other members.
+    for session in &ended {
+        release_session(shard, session).await;
     }
+    for partition in &forgotten_here {
+        let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
+    }
+    // This fetch is under way in its session until it answers (a close waits for it).
+    let running = fetches.as_ref().map(|fetches| fetches.start());
+    let stop = fetches
+        .as_ref()
+        .map_or_else(|| Rc::new(Fetches::default()), Rc::clone);
     // The acknowledgements of each session partition (the first naming of it).
     let mut acks_of: HashMap<&SessionPartition, &Result<Vec<AckRange>, i16>> = HashMap::new();
     for named in &named {
@@ -434,11 +506,32 @@ pub(crate) async fn share_fetch(
         max_bytes: u32::try_from(body.max_bytes.max(1)).unwrap_or(1),
         max_wait_ms: u32::try_from(body.max_wait_ms).unwrap_or(0),
     };
-    let (fetched, next_fetch) =
-        fetch_all(shard, client, &ask, &acks_of, &session_partitions, start).await;
-    if let Some(session) = client.share_sessions.borrow_mut().find(&group, &member_id) {
-        session.next_fetch = next_fetch;
+    let (mut fetched, next_fetch) = fetch_all(
+        shard,
+        client,
+        &stop.stop,
+        &ask,
+        &acks_of,
+        &session_partitions,
+        start,
+    )
+    .await;
+    let current = match client.share_sessions.borrow_mut().find(&group, &member_id) {
+        Some(session) if Some(session.serial) == serial => {
+            session.next_fetch = next_fetch;
+            true
+        }
+        _ => false,
+    };
+    if !current {
+        // The session ended while this fetch waited: what it acquired goes back to the other
+        // members with the rest (its end waits for this fetch, then releases), so it is not
+        // handed out here.
+        for outcome in &mut fetched {
+            outcome.fetched = ShareFetched::default();
+        }
     }
+    drop(running);
     let named_partitions: HashSet<&SessionPartition> = acks_of.keys().copied().collect();
     for (partition, outcome) in session_partitions.iter().zip(fetched) {
         let interesting = outcome.error_code != 0
@@ -542,6 +635,7 @@ impl FetchAsk<'_> {
 async fn fetch_all(
     shard: &Rc<Shard>,
     client: &ClientInfo,
+    session_ended: &Latch,
     ask: &FetchAsk<'_>,
     acks_of: &HashMap<&SessionPartition, &Result<Vec<AckRange>, i16>>,
     partitions: &[SessionPartition],
@@ -618,7 +712,7 @@ async fn fetch_all(
             next_fetch = (index + 1) % count;
         }
     }
-    if acquired_any || ask.max_wait_ms == 0 || client.hangup.is_set() {
+    if acquired_any || ask.max_wait_ms == 0 || client.hangup.is_set() || session_ended.is_set() {
         return (outcomes, next_fetch);
     }
     // Nothing now: wait on every partition, the first to acquire ending the others' waits.
@@ -640,11 +734,15 @@ async fn fetch_all(
         })
         .collect();
     let waits = join_all(waits);
+    // The client going away, or the session ending, stops the waits.
     let hangup = client.hangup.wait();
-    futures_util::pin_mut!(waits, hangup);
-    let results = match futures_util::future::select(waits, hangup).await {
+    let ended = session_ended.wait();
+    futures_util::pin_mut!(hangup, ended);
+    let interrupted = futures_util::future::select(hangup, ended);
+    futures_util::pin_mut!(waits);
+    let results = match futures_util::future::select(waits, interrupted).await {
         Either::Left((results, _)) => results,
-        Either::Right(((), waits)) => {
+        Either::Right((_, waits)) => {
             done.set();
             waits.await
         }
@@ -653,6 +751,23 @@ async fn fetch_all(
         note_fetch(outcome, result);
     }
     (outcomes, next_fetch)
+}
+
+/// Gives back what the member of an ended session holds, once the session's fetches under way
+/// have stopped (what they acquired is among it).
+async fn release_session(shard: &Rc<Shard>, session: &Session) {
+    session.fetches.stop_and_drain().await;
+    for partition in &session.partitions {
+        let _ = acknowledge(
+            shard,
+            &session.group,
+            &session.member_id,
+            partition,
+            &[],
+            true,
+        )
+        .await;
+    }
 }
 
 /// One partition's ShareFetch on its shard; its wait ends once `stop` is set, and what it
@@ -935,14 +1050,14 @@ pub(crate) async fn share_acknowledge(
         return respond(request, &refusal(ResponseError::InvalidRequest));
     };
     let epoch = body.share_session_epoch;
-    let released = {
+    let closed = {
         let mut sessions = client.share_sessions.borrow_mut();
         match epoch {
             OPEN_EPOCH => {
                 return respond(request, &refusal(ResponseError::InvalidShareSessionEpoch))
             }
             CLOSE_EPOCH => match sessions.take(&group, &member_id) {
-                Some(session) => session.partitions,
+                Some(session) => Some(session),
                 None => return respond(request, &refusal(ResponseError::ShareSessionNotFound)),
             },
             _ => {
@@ -953,7 +1068,7 @@ pub(crate) async fn share_acknowledge(
                     return respond(request, &refusal(ResponseError::InvalidShareSessionEpoch));
                 }
                 session.next_epoch = next_epoch(epoch);
-                Vec::new()
+                None
             }
         }
     };
@@ -971,8 +1086,8 @@ pub(crate) async fn share_acknowledge(
         }
         outcomes.push((named.topic_id, named.partition_index, outcome));
     }
-    for partition in &released {
-        let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
+    if let Some(session) = &closed {
+        release_session(shard, session).await;
     }
     let responses = by_topic(outcomes, |partition_index, outcome| {
         share_acknowledge_response::PartitionData::default()
