@@ -395,7 +395,9 @@ pub(crate) async fn share_fetch(
     // member forgets.
     let mut ended: Vec<Session> = Vec::new();
     let mut forgotten_here: Vec<SessionPartition> = Vec::new();
-    let (session_partitions, start, serial, fetches) = {
+    // This fetch counts as under way in its session from here, before anything waits, so that
+    // an end of the session running meanwhile waits for it (and it sees that end).
+    let (session_partitions, start, serial, running) = {
         let mut sessions = client.share_sessions.borrow_mut();
         match epoch {
             OPEN_EPOCH => {
@@ -416,7 +418,7 @@ pub(crate) async fn share_fetch(
                     fetches: Rc::clone(&fetches),
                 });
                 ended.extend(evicted);
-                (partitions, 0, Some(serial), Some(fetches))
+                (partitions, 0, Some(serial), Some(fetches.start()))
             }
             CLOSE_EPOCH => match sessions.take(&group, &member_id) {
                 Some(session) => {
@@ -450,7 +452,7 @@ pub(crate) async fn share_fetch(
                     session.partitions.clone(),
                     session.next_fetch,
                     Some(session.serial),
-                    Some(Rc::clone(&session.fetches)),
+                    Some(session.fetches.start()),
                 )
             }
         }
@@ -487,11 +489,9 @@ pub(crate) async fn share_fetch(
     for partition in &forgotten_here {
         let _ = acknowledge(shard, &group, &member_id, partition, &[], true).await;
     }
-    // This fetch is under way in its session until it answers (a close waits for it).
-    let running = fetches.as_ref().map(|fetches| fetches.start());
-    let stop = fetches
-        .as_ref()
-        .map_or_else(|| Rc::new(Fetches::default()), Rc::clone);
+    // A session closed by this very request has nothing to fetch: an unset latch will do.
+    let no_session = Latch::default();
+    let session_ended = running.as_ref().map_or(&no_session, |r| &r.0.stop);
     // The acknowledgements of each session partition (the first naming of it).
     let mut acks_of: HashMap<&SessionPartition, &Result<Vec<AckRange>, i16>> = HashMap::new();
     for named in &named {
@@ -509,7 +509,7 @@ pub(crate) async fn share_fetch(
     let (mut fetched, next_fetch) = fetch_all(
         shard,
         client,
-        &stop.stop,
+        session_ended,
         &ask,
         &acks_of,
         &session_partitions,
@@ -663,8 +663,10 @@ async fn fetch_all(
     let mut next_fetch = start;
     let mut acquired_any = false;
     for chunk in order.chunks(FETCH_CHUNK) {
-        if records_left == 0 || bytes_left == 0 {
-            // Past the budget: the acknowledgements are made all the same.
+        if records_left == 0 || bytes_left == 0 || session_ended.is_set() {
+            // Past the budget, or the session ended (its end releases what the member holds):
+            // nothing more is taken, but the acknowledgements are made all the same, before
+            // that release, which waits for this fetch.
             for &index in chunk {
                 if !acks[index].is_empty() {
                     let ranges = std::mem::take(&mut acks[index]);
