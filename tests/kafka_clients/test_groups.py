@@ -280,7 +280,9 @@ def test_consumer_group_protocol_members_split_hand_over_and_commit(server):
                 f"first {assigned(first)}, second {assigned(second)}"
             return len(assigned(first)) == 2 and len(assigned(second)) == 2
 
-        wait_until(split, what="two members with two partitions each")
+        # A partition moves in two heartbeats (5 s apart): its owner revokes, then the new one
+        # takes it.
+        wait_until(split, timeout_s=60, what="two members with two partitions each")
         fill(server, topic, 400)
 
         def everything_read():
@@ -306,7 +308,7 @@ def test_consumer_group_protocol_members_split_hand_over_and_commit(server):
         wait_until(refused, what="the classic member to be refused")
         second.close()
         wait_until(lambda: poll_into(first, seen_first) or assigned(first) == list(range(PARTITIONS)),
-                   what="the remaining member to take every partition")
+                   timeout_s=60, what="the remaining member to take every partition")
     finally:
         for consumer in (first, second, classic):
             if consumer is not None:
