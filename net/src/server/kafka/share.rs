@@ -41,13 +41,12 @@ use ringlog_engine::topic::TopicId;
 
 use super::codec::{kafka_topic_id, respond, str_bytes, KafkaError, KafkaRequest, KafkaResponse};
 use super::dispatch::ClientInfo;
-use super::errors::{failure_code, failure_message, group_failure_code};
+use super::errors::{failure_code, failure_message, group_failure_code, kafka_error};
 use super::group_admin::AUTHORIZED_OPERATIONS_OMITTED;
 use super::groups::{to_coordinator, unexpected_answer};
 use super::{KafkaShard, NODE_ID};
 use crate::message::group::GroupKind;
 use crate::message::share_acknowledge::{AckRange, AckType};
-use crate::server::group::meta::validate_group_name;
 use crate::server::group::share_membership::HEARTBEAT_INTERVAL_MS;
 use crate::server::group::signal::Signal;
 use crate::server::group::{
@@ -57,7 +56,7 @@ use crate::server::latch::Latch;
 use crate::server::message::{Failure, ShardCall, ShardReturn};
 use crate::server::routing::join_all;
 use crate::server::shard::Shard;
-use crate::server::share::handlers::{ACK_RANGES_MAX, MEMBER_ID_BYTES_MAX};
+use crate::server::share::handlers::{check_member, ACK_RANGES_MAX};
 use crate::server::share::partition::{AckResult, ShareFetched};
 
 /// Share sessions one connection keeps (a client has one per share group it reads); the
@@ -969,13 +968,12 @@ fn next_epoch(epoch: i32) -> i32 {
 }
 
 /// Why a share request's group or member id is refused, if it is: both are kept (in sessions,
-/// and by the share partitions), so they are bounded as the native protocol bounds them.
+/// and by the share partitions), so they are checked as natively (INVALID_GROUP_ID,
+/// INVALID_REQUEST).
 fn refused_member(group: &str, member_id: &str) -> Option<ResponseError> {
-    if validate_group_name(group).is_err() {
-        return Some(ResponseError::InvalidGroupId);
-    }
-    (member_id.is_empty() || member_id.len() > MEMBER_ID_BYTES_MAX)
-        .then_some(ResponseError::InvalidRequest)
+    check_member(group, member_id)
+        .err()
+        .map(|failure| kafka_error(failure.code))
 }
 
 fn fetch_refusal(error: ResponseError) -> ShareFetchResponse {

@@ -52,10 +52,11 @@ fn ack_ranges<'a>(
 }
 
 /// Longest member id accepted (ids are kept per share partition).
-pub(crate) const MEMBER_ID_BYTES_MAX: usize = 255;
+const MEMBER_ID_BYTES_MAX: usize = 255;
 
-/// Checks what can be checked before routing: the group name, the member id and the topic.
-fn check(shard: &Shard, group: &str, member_id: &str, topic: &str) -> Result<(), Failure> {
+/// Checks a share request's group name and member id, which the share partitions keep (the
+/// Kafka listener's share requests too).
+pub(crate) fn check_member(group: &str, member_id: &str) -> Result<(), Failure> {
     validate_group_name(group)?;
     if member_id.is_empty() || member_id.len() > MEMBER_ID_BYTES_MAX {
         return Err(Failure::new(
@@ -63,6 +64,12 @@ fn check(shard: &Shard, group: &str, member_id: &str, topic: &str) -> Result<(),
             format!("member_id must be 1 to {MEMBER_ID_BYTES_MAX} bytes"),
         ));
     }
+    Ok(())
+}
+
+/// Checks what can be checked before routing: the group name, the member id and the topic.
+fn check(shard: &Shard, group: &str, member_id: &str, topic: &str) -> Result<(), Failure> {
+    check_member(group, member_id)?;
     if shard.topic(topic).is_none() {
         return Err(unknown_topic(topic));
     }
