@@ -462,10 +462,14 @@ fn check_join(args: &JoinArgs) -> Result<(), Failure> {
     if args.rebalance_timeout_ms == 0 {
         return invalid("rebalance_timeout_ms must be at least 1".to_string());
     }
-    // As in Kafka, a member may subscribe to topics that do not exist (yet): they get no
-    // partitions until they are created, which rebalances the group. Their names are kept
-    // with the member, so they must be names a topic could have.
-    for topic in &args.topics {
+    check_subscription(&args.topics)
+}
+
+/// As in Kafka, a member may subscribe to topics that do not exist (yet): they get no
+/// partitions until they are created. Their names are kept with the member, so they must be
+/// names a topic could have.
+fn check_subscription(topics: &[String]) -> Result<(), Failure> {
+    for topic in topics {
         ringlog_engine::topic::validate_name(topic)
             .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
     }
@@ -820,19 +824,23 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
         let (state, generation, members) = if group.uses_consumer_protocol() {
             // Members of the consumer group protocol: no generations, each its own epoch
             // (the group's is the newest).
-            let consumers = group.consumer_members.borrow();
-            let members: Vec<MemberInfo> = consumers
+            let mut epoch = 0;
+            let members: Vec<MemberInfo> = group
+                .consumer_members
+                .borrow()
                 .members()
-                .map(|(id, _, assignment)| MemberInfo {
-                    member_id: id.to_string(),
-                    instance_id: None,
-                    client_id: String::new(),
-                    assignment,
-                    share_heartbeat: None,
+                .map(|(id, member_epoch, assignment)| {
+                    epoch = epoch.max(member_epoch);
+                    MemberInfo {
+                        member_id: id.to_string(),
+                        instance_id: None,
+                        client_id: String::new(),
+                        assignment,
+                        share_heartbeat: None,
+                    }
                 })
                 .collect();
-            let epoch = consumers.members().map(|(_, epoch, _)| epoch).max();
-            (GroupState::Stable, epoch.unwrap_or(0), members)
+            (GroupState::Stable, epoch, members)
         } else {
             let membership = group.membership.borrow();
             let members = membership
@@ -863,12 +871,16 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
     }
     let (shares, member_ids) = share_members(shard, &group).await?;
     let heartbeating = group.share_members.borrow();
+    // Heartbeating members by id: a scan per member would make a describe quadratic.
+    let beating: HashMap<&str, _> = heartbeating
+        .members()
+        .map(|(id, epoch, topics, assignment)| (id, (epoch, topics, assignment)))
+        .collect();
     let members = member_ids
         .into_iter()
         .map(|member_id| {
-            let beating = heartbeating.members().find(|(id, ..)| *id == member_id);
-            let (share_heartbeat, assignment) = match beating {
-                Some((_, epoch, topics, assignment)) => {
+            let (share_heartbeat, assignment) = match beating.get(member_id.as_str()) {
+                Some(&(epoch, topics, assignment)) => {
                     let named = assignment
                         .iter()
                         .filter_map(|(id, partitions)| {
@@ -888,6 +900,7 @@ pub(super) async fn describe(shard: &Rc<Shard>, name: &str) -> Result<GroupDescr
             }
         })
         .collect::<Vec<_>>();
+    drop(beating);
     drop(heartbeating);
     let state = if members.is_empty() {
         GroupState::Empty
@@ -1238,12 +1251,7 @@ pub(super) async fn share_heartbeat(
     topics: Option<Vec<String>>,
 ) -> Result<ShareBeatAnswer, Failure> {
     meta::validate_group_name(name)?;
-    if let Some(topics) = &topics {
-        for topic in topics {
-            ringlog_engine::topic::validate_name(topic)
-                .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
-        }
-    }
+    check_subscription(topics.as_deref().unwrap_or_default())?;
     // A member leaving a group that is gone has nothing to leave.
     let group = if epoch == share_membership::LEAVE_EPOCH {
         existing(shard, name, GroupKind::Share)?
@@ -1285,12 +1293,7 @@ pub(super) async fn consumer_heartbeat(
     beat: ConsumerBeat<'_>,
 ) -> Result<ConsumerBeatAnswer, Failure> {
     meta::validate_group_name(name)?;
-    if let Some(topics) = &beat.topics {
-        for topic in topics {
-            ringlog_engine::topic::validate_name(topic)
-                .map_err(|error| Failure::new(ErrorCode::InvalidRequest, error.to_string()))?;
-        }
-    }
+    check_subscription(beat.topics.as_deref().unwrap_or_default())?;
     let leaving = matches!(
         beat.epoch,
         consumer_membership::LEAVE_EPOCH | consumer_membership::STATIC_LEAVE_EPOCH
